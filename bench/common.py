@@ -1,0 +1,59 @@
+"""Shared helpers for benchmarks: medians of repeated timings, and peak memory measured in a fresh process.
+
+Every benchmark module exposes `run(scale: str = "full") -> list[dict]`, each dict a row:
+    {"benchmark": ..., "case": ..., "metric": "rows/s" | "s" | "MB/s" | ...,
+     "value": ours, "baseline": "what we compare with", "baseline_value": theirs,
+     "ratio": value / baseline_value (or the inverse for times; say which in "ratio_meaning"),
+     "ratio_meaning": "ours/baseline throughput", "peak_rss_mb": ..., "baseline_peak_rss_mb": ..., "notes": ...}
+`scale="quick"` must finish in well under a minute (the aggregator uses it as a smoke test);
+`scale="full"` is what the issue asks to measure. `python -m bench.<module>` prints the rows.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def median_time(fn: Callable[[], Any], repeats: int = 3) -> float:
+    """Median wall time of `fn` over `repeats` runs (machines here are shared and noisy)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _child(fn, args, queue):  # pragma: no cover - runs in a subprocess
+    import resource
+
+    t0 = time.perf_counter()
+    result = fn(*args)
+    wall = time.perf_counter() - t0
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    queue.put((wall, peak_kb / 1024.0, result))
+
+
+def in_fresh_process(fn: Callable[..., Any], *args: Any) -> tuple[float, float, Any]:
+    """Run `fn(*args)` in a new process; return (wall seconds, peak RSS in MB, fn's return value).
+
+    A fresh process per case keeps one case's memory from hiding inside another's peak. `fn` must be
+    a module-level function (it is pickled).
+    """
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(fn, args, queue))
+    proc.start()
+    wall, peak, result = queue.get()
+    proc.join()
+    return wall, peak, result
+
+
+def print_rows(rows: list[dict]) -> None:
+    for row in rows:
+        print(json.dumps(row, default=str))

@@ -1,0 +1,227 @@
+"""The `pipeline` command: run, validate, stages, show, and commands contributed by stage families.
+
+Exit codes: 0 success, 2 bad input (config, params, data; one line, no traceback), 1 a failure
+that is not the user's input (the message says which step; `--debug` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+
+
+@dataclass
+class Command:
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register_command(
+    name: str,
+    help: str,
+    configure: Callable[[argparse.ArgumentParser], None],
+    handler: Callable[[argparse.Namespace], int],
+) -> None:
+    """Let a stage family add a subcommand (e.g. `pipeline audit`) without the engine knowing it."""
+    COMMANDS[name] = Command(name, help, configure, handler)
+
+
+# ------------------------------------------------------------------------------------------ run
+
+
+def _configure_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="pipeline YAML file")
+    p.add_argument("--workdir", default="data/runs", help="where runs are written (default: data/runs)")
+    p.add_argument("--force", action="store_true", help="re-run every selected step even if unchanged")
+    p.add_argument("--only", metavar="STEP", help="run this step alone (its inputs must exist)")
+    p.add_argument("--until", metavar="STEP", help="run this step and the steps it depends on")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="STEP.PARAM=VALUE",
+                   help="override a parameter (value parsed as YAML); repeatable")
+    p.add_argument("--executor", default="local", choices=["local", "ray"], help="where steps run")
+    p.add_argument("--address", help="Ray cluster address (with --executor ray)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another run holding the lock, instead of refusing")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.runner import run_pipeline
+
+    options = {}
+    if args.address:
+        if args.executor != "ray":
+            raise PipelineError("--address is for --executor ray")
+        options["address"] = args.address
+    run_pipeline(
+        args.config, workdir=args.workdir, force=args.force, only=args.only, until=args.until,
+        overrides=args.overrides, quiet=args.quiet, executor=args.executor, executor_options=options,
+        wait_for_lock_s=args.wait,
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------------------- validate
+
+
+def _configure_validate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="pipeline YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="STEP.PARAM=VALUE")
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config, order_steps
+
+    config = load_config(args.config, args.overrides)
+    order = [s.id for s in order_steps(config)]
+    print(f"{args.config}: OK — pipeline '{config.name}', seed {config.seed}, {len(order)} steps: {' -> '.join(order)}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------- stages
+
+
+def _configure_stages(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", nargs="?", help="show one stage only")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().split("\n")[0]
+
+
+def _stages(args: argparse.Namespace) -> int:
+    import inspect
+
+    from pipeline.stage import STAGES, load_plugins, stage_class
+
+    load_plugins()
+    names = [stage_class(args.name).name] if args.name else sorted(STAGES)
+    listing = []
+    for name in names:
+        cls = STAGES[name]
+        params = [
+            {
+                "name": s.name,
+                "type": s.type_name,
+                "default": None if s.required else s.default,
+                "required": s.required,
+                "doc": s.doc,
+            }
+            for s in cls.param_specs()
+        ]
+        listing.append({"name": name, "doc": _first_line(inspect.getdoc(cls)), "inputs": list(cls.inputs),
+                        "kind": cls.kind, "params": params})
+    if args.json:
+        print(json.dumps(listing, indent=2, default=repr))
+        return 0
+    for entry in listing:
+        ins = ", ".join(entry["inputs"]) or "none (source)"
+        print(f"{entry['name']}  — {entry['doc']}\n    inputs: {ins}")
+        for p in entry["params"]:
+            default = "required" if p["required"] else f"default {p['default']!r}"
+            doc = f"  {p['doc']}" if p["doc"] else ""
+            print(f"    {p['name']}: {p['type']} ({default}){doc}")
+        print()
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- show
+
+
+def _configure_show(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a pipeline name (under --workdir) or a run folder")
+    p.add_argument("--workdir", default="data/runs")
+
+
+def _show(args: argparse.Namespace) -> int:
+    from pipeline.runner import RUN_RECORD, read_manifest
+
+    run_dir = Path(args.run)
+    if not (run_dir / RUN_RECORD).exists():
+        run_dir = Path(args.workdir) / args.run
+    record_path = run_dir / RUN_RECORD
+    if not record_path.exists():
+        raise PipelineError("no run found (expected a _run.json inside)", file=str(run_dir),
+                            hint="give a pipeline name and its --workdir, or the run folder")
+    record = json.loads(record_path.read_text())
+    print(f"pipeline {record['pipeline']}  ({record['config']}, executor {record['executor']})")
+    print(f"last run {record['started_at']} .. {record['finished_at']}  in {run_dir}")
+    print(f"{'step':<20} {'stage':<18} {'status':<8} {'rows':>12} {'time':>9} {'peak mem':>10}  artefacts")
+    for s in record["steps"]:
+        manifest = read_manifest(run_dir / s["id"]) or {}
+        rows = manifest.get("output", {}).get("rows")
+        wall = manifest.get("wall_time_s")
+        peak = manifest.get("peak_rss_bytes")
+        extras = [a["name"] for a in manifest.get("artefacts", [])] + [
+            f"{k}/" for k in manifest.get("side_outputs", {})
+        ]
+        print(
+            f"{s['id']:<20} {s['stage']:<18} {s['status']:<8} "
+            f"{(f'{rows:,}' if rows is not None else '-'):>12} "
+            f"{(f'{wall:.2f}s' if wall is not None else '-'):>9} "
+            f"{(f'{peak / 2**20:,.0f} MiB' if peak else '-'):>10}  {', '.join(extras)}"
+        )
+    return 0
+
+
+register_command("run", "run a pipeline (unchanged steps are reused)", _configure_run, _run)
+register_command("validate", "check a config without running it", _configure_validate, _validate)
+register_command("stages", "list stages with their params, types, defaults and docs", _configure_stages, _stages)
+register_command("show", "show a run: steps, rows, cache hits, timings, artefacts", _configure_show, _show)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pipeline.stage import load_plugins
+
+    load_plugins()  # stage families may register commands (e.g. `audit`)
+    parser = argparse.ArgumentParser(
+        prog="pipeline", description="Reproducible Parquet pipelines for corpus-quality and synthetic-data studies."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        cmd.configure(p)
+        p.set_defaults(_handler=cmd.handler)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return args._handler(args)
+    except PipelineError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished steps are kept, unfinished ones will be redone on the next run", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one readable line
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc if type(exc).__name__ == 'StepFailed' else f'{type(exc).__name__}: {exc}'}",
+              file=sys.stderr)
+        print("(this looks like a bug or an environment problem, not bad input; re-run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

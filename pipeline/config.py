@@ -1,0 +1,267 @@
+"""Pipeline configs: YAML (loaded safely) or a plain dict, checked as a whole before anything runs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import PipelineError
+from pipeline.stage import Stage, stage_class
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+TOP_KEYS = {"name", "seed", "steps", "description"}
+STEP_KEYS = {"id", "stage", "params", "inputs", "description"}
+
+
+class _LineDict(dict):
+    line: int | None = None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML (no Python objects) that refuses duplicate keys and remembers line numbers."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> _LineDict:
+    loader.flatten_mapping(node)
+    mapping = _LineDict()
+    mapping.line = node.start_mark.line + 1
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in mapping:
+            raise PipelineError(f"line {key_node.start_mark.line + 1}: key '{key}' appears twice")
+        mapping[key] = loader.construct_object(value_node, deep=True)
+    return mapping
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+@dataclass
+class InputRef:
+    """Where a step input comes from: another step (optionally a side output) or a Parquet path."""
+
+    step: str | None = None
+    side: str | None = None
+    path: str | None = None
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return self.path
+        return f"{self.step}:{self.side}" if self.side else str(self.step)
+
+
+@dataclass
+class StepConfig:
+    id: str
+    stage: str
+    params: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, InputRef] = field(default_factory=dict)
+    line: int | None = None
+
+
+@dataclass
+class PipelineConfig:
+    name: str
+    seed: int
+    steps: list[StepConfig]
+    source: str = "<dict>"
+
+    def step(self, step_id: str) -> StepConfig:
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise PipelineError(f"no step '{step_id}'; steps are: {[s.id for s in self.steps]}", file=self.source)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "steps": [
+                {"id": s.id, "stage": s.stage, "params": s.params, "inputs": {k: str(v) for k, v in s.inputs.items()}}
+                for s in self.steps
+            ],
+        }
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PipelineError("config file not found", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PipelineError(f"cannot read config ({exc})", file=str(path)) from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader derives from SafeLoader
+    except PipelineError as exc:
+        raise exc.add_context(file=str(path)) from None
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"not valid YAML: {exc}", file=str(path)) from None
+    return parse_config(data, source=str(path), overrides=overrides)
+
+
+def _parse_overrides(overrides: list[str], source: str) -> list[tuple[str, str, Any]]:
+    parsed = []
+    for item in overrides:
+        m = re.fullmatch(r"([^.=]+)\.([^=]+)=(.*)", item, flags=re.S)
+        if not m:
+            raise PipelineError(f"--set expects STEP.PARAM=VALUE, got '{item}'", file=source)
+        try:
+            value = yaml.safe_load(m.group(3)) if m.group(3) != "" else ""
+        except yaml.YAMLError as exc:
+            raise PipelineError(f"--set {item}: value is not valid YAML ({exc})", file=source) from None
+        parsed.append((m.group(1), m.group(2), value))
+    return parsed
+
+
+def _parse_ref(value: Any, step_ids: set[str], where: dict[str, Any]) -> InputRef:
+    if not isinstance(value, str) or not value:
+        raise PipelineError(f"an input must be a step id or a path, got {value!r}", **where)
+    if value in step_ids:
+        return InputRef(step=value)
+    head, _, tail = value.partition(":")
+    if tail and head in step_ids and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", tail):
+        return InputRef(step=head, side=tail)
+    if Path(value).exists() or any(ch in value for ch in "*?[/"):
+        return InputRef(path=value)
+    raise PipelineError(f"input '{value}' is neither a step id nor an existing path; steps are: {sorted(step_ids)}", **where)
+
+
+def parse_config(data: Any, source: str = "<dict>", overrides: list[str] | None = None) -> PipelineConfig:
+    """Turn loaded YAML (or a dict built in code) into a checked PipelineConfig.
+
+    Checks everything that can be checked without data: names, stages, params and their types,
+    inputs, and that the steps form a DAG.
+    """
+    if not isinstance(data, dict):
+        raise PipelineError("a config must be a mapping with 'name', 'seed' and 'steps'", file=source)
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        raise PipelineError(f"unknown top-level key '{unknown[0]}'; allowed: {sorted(TOP_KEYS)}", file=source)
+    name = data.get("name")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
+        raise PipelineError(
+            f"'name' must be letters, digits, '_', '-', '.' (it names the run folder), got {name!r}", file=source
+        )
+    seed = data.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise PipelineError(f"'seed' must be a non-negative integer, got {seed!r}", file=source)
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise PipelineError("'steps' must be a non-empty list of steps", file=source)
+
+    ids: list[str] = []
+    for i, raw in enumerate(raw_steps):
+        where = f"steps[{i}]" + (f" (line {raw.line})" if getattr(raw, "line", None) else "")
+        if not isinstance(raw, dict):
+            raise PipelineError(f"{where} must be a mapping with 'id' and 'stage'", file=source)
+        step_id = raw.get("id")
+        if not isinstance(step_id, str) or not NAME_RE.fullmatch(step_id) or ".." in step_id:
+            raise PipelineError(
+                f"{where}: 'id' must be letters, digits, '_', '-', '.' and may not leave the run folder, got {step_id!r}",
+                file=source,
+            )
+        if step_id in ids:
+            raise PipelineError(f"{where}: duplicate step id '{step_id}'", step=step_id, file=source)
+        ids.append(step_id)
+    step_ids = set(ids)
+
+    steps = []
+    for raw in raw_steps:
+        step_id = raw["id"]
+        where = {"step": step_id, "file": source}
+        bad = sorted(set(raw) - STEP_KEYS)
+        if bad:
+            raise PipelineError(f"unknown key '{bad[0]}' in step; allowed: {sorted(STEP_KEYS)}", **where)
+        stage_name = raw.get("stage")
+        if not isinstance(stage_name, str):
+            raise PipelineError("'stage' must name a stage (see `pipeline stages`)", **where)
+        try:
+            cls = stage_class(stage_name)
+        except PipelineError as exc:
+            raise exc.add_context(**where) from None
+        params = raw.get("params") or {}
+        if not isinstance(params, dict):
+            raise PipelineError("'params' must be a mapping", stage=stage_name, **where)
+        raw_inputs = raw.get("inputs")
+        if raw_inputs is None:
+            raw_inputs = {}
+        elif isinstance(raw_inputs, str):
+            if len(cls.inputs) != 1:
+                raise PipelineError(
+                    f"stage '{stage_name}' takes named inputs {list(cls.inputs)}; write inputs as a mapping",
+                    stage=stage_name, **where,
+                )
+            raw_inputs = {cls.inputs[0]: raw_inputs}
+        elif not isinstance(raw_inputs, dict):
+            raise PipelineError("'inputs' must be a step id, a path, or a mapping of input names", **where)
+        inputs = {}
+        for input_name, ref in raw_inputs.items():
+            if input_name not in cls.inputs:
+                raise PipelineError(
+                    f"unknown input '{input_name}'; stage '{stage_name}' takes: {list(cls.inputs) or 'no inputs'}",
+                    stage=stage_name, **where,
+                )
+            inputs[input_name] = _parse_ref(ref, step_ids, {**where, "stage": stage_name})
+        missing = [n for n in cls.inputs if n not in inputs and n not in cls.optional_inputs]
+        if missing:
+            raise PipelineError(f"input '{missing[0]}' is not given", stage=stage_name, **where)
+        steps.append(StepConfig(step_id, stage_name, dict(params), inputs, getattr(raw, "line", None)))
+
+    config = PipelineConfig(name=name, seed=seed, steps=steps, source=source)
+    for step_id, key, value in _parse_overrides(overrides or [], source):
+        config.step(step_id).params[key] = value
+    order_steps(config)
+    for step in config.steps:
+        build_stage(step, config)
+    return config
+
+
+def build_stage(step: StepConfig, config: PipelineConfig) -> Stage:
+    cls = stage_class(step.stage)
+    try:
+        return cls.from_params(step.params)
+    except PipelineError as exc:
+        raise exc.add_context(step=step.id, stage=step.stage, file=config.source) from None
+
+
+def order_steps(config: PipelineConfig) -> list[StepConfig]:
+    """Steps in an order where every input is ready before its reader (a DAG check)."""
+    by_id = {s.id: s for s in config.steps}
+    state: dict[str, int] = {}
+    ordered: list[StepConfig] = []
+
+    def visit(step: StepConfig, chain: list[str]) -> None:
+        if state.get(step.id) == 2:
+            return
+        if state.get(step.id) == 1:
+            cycle = chain[chain.index(step.id):] + [step.id]
+            raise PipelineError(f"steps form a cycle: {' -> '.join(cycle)}", step=step.id, file=config.source)
+        state[step.id] = 1
+        for ref in step.inputs.values():
+            if ref.step is not None:
+                visit(by_id[ref.step], chain + [step.id])
+        state[step.id] = 2
+        ordered.append(step)
+
+    for s in config.steps:
+        visit(s, [])
+    return ordered
+
+
+def upstream(config: PipelineConfig, step_id: str) -> set[str]:
+    """A step and every step it depends on."""
+    by_id = {s.id: s for s in config.steps}
+    seen: set[str] = set()
+    todo = [step_id]
+    while todo:
+        sid = todo.pop()
+        if sid in seen:
+            continue
+        seen.add(sid)
+        todo += [r.step for r in by_id[sid].inputs.values() if r.step is not None]
+    return seen

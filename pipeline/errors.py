@@ -1,0 +1,69 @@
+"""Errors the user can act on.
+
+Anything raised as a `PipelineError` is bad input, not a bug: the CLI prints its message without a
+traceback and exits with status 2. The message always says where the problem is (step, stage,
+parameter, file) because a user reading it has only the config and the data in front of them.
+"""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """A problem in the config or the data, reported as one readable line."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str | None = None,
+        stage: str | None = None,
+        param: str | None = None,
+        file: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.step = step
+        self.stage = stage
+        self.param = param
+        self.file = file
+        self.hint = hint
+
+    def add_context(
+        self, *, step: str | None = None, stage: str | None = None, file: str | None = None
+    ) -> PipelineError:
+        """Fill in where the error happened, keeping anything more precise already set."""
+        self.step = self.step or step
+        self.stage = self.stage or stage
+        self.file = self.file or file
+        return self
+
+    def __str__(self) -> str:
+        where = []
+        if self.step:
+            where.append(f"step '{self.step}'" + (f" (stage '{self.stage}')" if self.stage else ""))
+        elif self.stage:
+            where.append(f"stage '{self.stage}'")
+        if self.param:
+            where.append(f"parameter '{self.param}'")
+        if self.file:
+            where.append(f"file '{self.file}'")
+        text = (", ".join(where) + ": " if where else "") + self.message
+        if self.hint:
+            text += f" ({self.hint})"
+        return text
+
+
+class ParamError(PipelineError):
+    """A stage parameter has a value the stage cannot use."""
+
+    def __init__(self, param: str, message: str, **kwargs) -> None:
+        super().__init__(message, param=param, **kwargs)
+
+
+class InputDataError(PipelineError):
+    """An input table is missing, empty, unreadable or lacks a column the stage needs."""
+
+
+class LockedError(PipelineError):
+    """Another run holds the workdir lock of the same pipeline."""

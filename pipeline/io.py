@@ -1,0 +1,272 @@
+"""Parquet in, Parquet out.
+
+A `Dataset` is what a stage receives for each input: either Parquet parts on disk (a step's output
+or a user's path) or an in-memory frame (library use). Stages read it lazily, in batches, or whole,
+so the same stage code streams over a corpus larger than memory and also runs on a DataFrame inside
+training code.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+
+from pipeline.errors import InputDataError, PipelineError
+
+PART_GLOB = "part-*.parquet"
+COMPRESSION = "zstd"
+# Rows per part file when a stage hands back batches; big enough that part files stay few,
+# small enough that a Ray task over one part fits comfortably in a worker.
+ROWS_PER_PART = 1_000_000
+DEFAULT_BATCH_ROWS = 65_536
+
+
+def _expand_parquet_path(path: str | Path) -> list[Path]:
+    text = str(path)
+    if any(ch in text for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(text, recursive=True))
+    else:
+        p = Path(text)
+        if p.is_dir():
+            files = sorted(p.glob(PART_GLOB)) or sorted(p.rglob("*.parquet"))
+        elif p.exists():
+            files = [p]
+        else:
+            raise InputDataError("path does not exist", file=text)
+    files = [f for f in files if f.is_file() and not f.name.startswith((".", "_"))]
+    if not files:
+        raise InputDataError("no Parquet files found", file=text)
+    return files
+
+
+class Dataset:
+    """One input table of a stage: Parquet parts on disk, or a frame in memory."""
+
+    def __init__(self, *, files: list[Path] | None = None, frame: pl.DataFrame | None = None, label: str):
+        if (files is None) == (frame is None):
+            raise ValueError("a Dataset holds either files or a frame")
+        self.files = files
+        self.frame = frame
+        self.label = label
+        self._schema: pa.Schema | None = None
+        self._num_rows: int | None = None
+
+    @classmethod
+    def from_parquet(cls, path: str | Path) -> Dataset:
+        """Open a Parquet file, a directory of parts, or a glob; fail clearly on corrupt files."""
+        files = _expand_parquet_path(path)
+        schema = None
+        rows = 0
+        for f in files:
+            try:
+                meta = pq.read_metadata(f)
+                file_schema = meta.schema.to_arrow_schema()
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputDataError(f"not a readable Parquet file ({exc})", file=str(f)) from None
+            if schema is None:
+                schema = file_schema
+            elif not file_schema.equals(schema):
+                raise InputDataError(
+                    f"schema differs from {files[0]}: {file_schema} vs {schema}", file=str(f)
+                )
+            rows += meta.num_rows
+        ds = cls(files=files, label=str(path))
+        ds._schema, ds._num_rows = schema, rows
+        return ds
+
+    @classmethod
+    def from_any(cls, obj: Any, label: str = "in-memory table") -> Dataset:
+        """Wrap what library users have at hand: polars, Arrow, pandas, a datasets.Dataset or a path."""
+        if isinstance(obj, Dataset):
+            return obj
+        if isinstance(obj, (str, Path)):
+            return cls.from_parquet(obj)
+        if isinstance(obj, pl.LazyFrame):
+            obj = obj.collect()
+        elif isinstance(obj, (pa.Table, pa.RecordBatch)):
+            obj = pl.from_arrow(obj)
+        elif type(obj).__module__.startswith("datasets"):
+            obj = pl.from_arrow(obj.data.table)
+        elif type(obj).__module__.startswith("pandas"):
+            obj = pl.from_pandas(obj)
+        if not isinstance(obj, pl.DataFrame):
+            raise TypeError(f"cannot use {type(obj).__name__} as a table; pass a polars or Arrow table")
+        return cls(frame=obj, label=label)
+
+    @property
+    def schema(self) -> pa.Schema:
+        if self._schema is None:
+            self._schema = self.frame.head(0).to_arrow().schema
+        return self._schema
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.schema.names)
+
+    @property
+    def num_rows(self) -> int:
+        if self._num_rows is None:
+            self._num_rows = self.frame.height
+        return self._num_rows
+
+    def lazy(self) -> pl.LazyFrame:
+        if self.frame is not None:
+            return self.frame.lazy()
+        return pl.scan_parquet([str(f) for f in self.files])
+
+    def collect(self) -> pl.DataFrame:
+        if self.frame is not None:
+            return self.frame
+        return pl.read_parquet([str(f) for f in self.files])
+
+    def to_arrow(self) -> pa.Table:
+        if self.frame is not None:
+            return self.frame.to_arrow()
+        return pq.read_table([str(f) for f in self.files]) if len(self.files) > 1 else pq.read_table(self.files[0])
+
+    def iter_batches(self, rows: int = DEFAULT_BATCH_ROWS, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+        """Stream the table in row order, holding about one batch in memory."""
+        if self.frame is not None:
+            frame = self.frame if columns is None else self.frame.select(columns)
+            for offset in range(0, frame.height, rows):
+                yield frame.slice(offset, rows)
+            return
+        for f in self.files:
+            pf = pq.ParquetFile(f)
+            for batch in pf.iter_batches(batch_size=rows, columns=columns):
+                yield pl.from_arrow(batch)
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.label!r}, rows={self.num_rows})"
+
+
+# ---------------------------------------------------------------- writing
+
+
+@dataclass
+class TableInfo:
+    """What was written for one table (the main output or a side output)."""
+
+    rows: int = 0
+    files: list[dict] = field(default_factory=list)
+    schema: list[dict] = field(default_factory=list)
+    fingerprint: str = ""
+
+    def to_dict(self) -> dict:
+        return {"rows": self.rows, "fingerprint": self.fingerprint, "files": self.files, "schema": self.schema}
+
+
+def schema_to_json(schema: pa.Schema) -> list[dict]:
+    return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
+
+
+def _as_arrow(batch: Any) -> pa.Table:
+    if isinstance(batch, pl.DataFrame):
+        return batch.to_arrow()
+    if isinstance(batch, pa.RecordBatch):
+        return pa.Table.from_batches([batch])
+    if isinstance(batch, pa.Table):
+        return batch
+    raise TypeError(f"a stage must yield polars DataFrames or Arrow tables, got {type(batch).__name__}")
+
+
+def write_table(result: Any, out_dir: Path, rows_per_part: int = ROWS_PER_PART) -> None:
+    """Write a stage's result as zstd Parquet parts into `out_dir` (which must exist).
+
+    A LazyFrame is sunk by polars' streaming engine; batches are written as they come, so a
+    generator-based stage never holds its whole output.
+    """
+    if isinstance(result, pl.LazyFrame):
+        result.sink_parquet(out_dir / "part-00000.parquet", compression=COMPRESSION)
+        return
+    if isinstance(result, pl.DataFrame):
+        result = result.to_arrow()
+    if isinstance(result, (pa.Table, pa.RecordBatch)):
+        result = [result]
+    if not isinstance(result, Iterable):
+        raise TypeError(f"a stage must return a table or an iterable of tables, got {type(result).__name__}")
+    writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
+    part, rows_in_part = 0, 0
+    try:
+        for item in result:
+            table = _as_arrow(item)
+            if schema is None:
+                schema = table.schema
+            elif not table.schema.equals(schema):
+                try:
+                    table = table.select(schema.names).cast(schema)
+                except (pa.ArrowInvalid, KeyError, ValueError) as exc:
+                    raise PipelineError(
+                        f"the stage produced batches with different schemas ({table.schema} vs {schema}): {exc}"
+                    ) from None
+            offset = 0
+            while offset < table.num_rows or (writer is None and table.num_rows == 0):
+                if writer is None:
+                    writer = pq.ParquetWriter(out_dir / f"part-{part:05d}.parquet", schema, compression=COMPRESSION)
+                take = min(table.num_rows - offset, rows_per_part - rows_in_part)
+                if take > 0:
+                    writer.write_table(table.slice(offset, take))
+                offset += take
+                rows_in_part += take
+                if rows_in_part >= rows_per_part:
+                    writer.close()
+                    writer, part, rows_in_part = None, part + 1, 0
+                if table.num_rows == 0:
+                    break
+    finally:
+        if writer is not None:
+            writer.close()
+    if schema is None:
+        # The stage produced nothing at all: leave an empty, schemaless part so readers see zero rows.
+        pq.write_table(pa.table({}), out_dir / "part-00000.parquet", compression=COMPRESSION)
+
+
+def fingerprint_files(files: Iterable[Path]) -> str:
+    """Content digest of files (xxh3-128), fast enough to run on every step's output."""
+    h = xxhash.xxh3_128()
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb", buffering=0) as fh:
+            while chunk := fh.read(8 << 20):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def describe_table(table_dir: Path) -> TableInfo:
+    files = sorted(table_dir.glob(PART_GLOB))
+    info = TableInfo()
+    schema = None
+    for f in files:
+        meta = pq.read_metadata(f)
+        schema = schema or meta.schema.to_arrow_schema()
+        info.rows += meta.num_rows
+        info.files.append({"name": f.name, "rows": meta.num_rows, "bytes": f.stat().st_size})
+    info.schema = schema_to_json(schema) if schema is not None else []
+    info.fingerprint = fingerprint_files(files)
+    return info
+
+
+def fsync_tree(root: Path) -> None:
+    """Flush a finished step to disk before it is renamed into place, so a crash cannot expose torn files."""
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fd = os.open(dirpath, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,47 @@
+"""Reading finished steps back: as a polars LazyFrame, or as a memory-mapped Hugging Face dataset."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+
+from pipeline.io import Dataset
+from pipeline.stage import default_cache_dir
+
+
+def load(path: str | Path) -> pl.LazyFrame:
+    """A step's output (`<workdir>/<pipeline>/<step>`, a side output folder, or any Parquet path) as a LazyFrame."""
+    return Dataset.from_parquet(path).lazy()
+
+
+def load_dataset(path: str | Path, cache_dir: str | Path | None = None):
+    """A step's output as a `datasets.Dataset` backed by a memory-mapped Arrow file.
+
+    Parquet is compressed, so it cannot be memory-mapped as is; the first call converts it once,
+    batch by batch, into an Arrow stream file under the cache (keyed by the files' content
+    identity), and every later call maps that file without reading it into memory.
+    """
+    import datasets
+
+    ds = Dataset.from_parquet(path)
+    h = xxhash.xxh3_128()
+    for f in ds.files:
+        st = f.stat()
+        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    target_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "arrow"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    target = target_dir / f"{h.hexdigest()}.arrow"
+    if not target.exists():
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, ds.schema) as writer:
+            for f in ds.files:
+                for batch in pq.ParquetFile(f).iter_batches():
+                    writer.write_batch(batch)
+        os.replace(tmp, target)
+    return datasets.Dataset.from_file(str(target), in_memory=False)

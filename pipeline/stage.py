@@ -1,0 +1,399 @@
+"""The stage contract.
+
+A stage is a small class whose constructor arguments are exactly its YAML params (the
+scikit-learn convention): `Stage(**params)` is the whole configuration, `get_params()` gives it
+back, and so a step round-trips between a config file and library code. Subclasses declare:
+
+- `name`: the registry key used in YAML (setting it registers the class);
+- `inputs`: the named inputs it reads (`()` for sources, `("data",)` by default, `("train", "test")`...);
+- `required_columns()`: the columns it needs from each input, so the engine fails before running;
+- `run(ctx, **inputs)`: the work. Each input is a `pipeline.io.Dataset`; the result is a polars
+  DataFrame or LazyFrame, an Arrow table, or an iterable of batches (streamed to Parquet).
+
+The engine knows nothing about any particular stage; it only calls this contract.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import re
+import tempfile
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+import pydantic
+
+from pipeline.errors import InputDataError, ParamError, PipelineError
+from pipeline.io import DEFAULT_BATCH_ROWS, Dataset, describe_table, write_table
+from pipeline.progress import Progress
+
+STAGES: dict[str, type[Stage]] = {}
+
+
+def register(cls: type[Stage]) -> type[Stage]:
+    """Add a stage class to the registry under `cls.name` (done automatically by subclassing)."""
+    existing = STAGES.get(cls.name)
+    if existing is not None and existing.__qualname__ != cls.__qualname__:
+        raise RuntimeError(f"two stages are named '{cls.name}': {existing.__module__} and {cls.__module__}")
+    STAGES[cls.name] = cls
+    return cls
+
+
+@dataclass
+class ParamSpec:
+    name: str
+    annotation: Any
+    default: Any
+    doc: str
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
+
+    @property
+    def type_name(self) -> str:
+        return _type_name(self.annotation)
+
+
+def _type_name(tp: Any) -> str:
+    if tp is inspect.Parameter.empty or tp is Any:
+        return "any"
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is not None:
+        args = ", ".join(_type_name(a) for a in typing.get_args(tp))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+_DOC_PARAM = re.compile(r"^\s{0,8}(\w+)\s*(?:\([^)]*\))?\s*:\s*(.+)$")
+
+
+def _param_docs(cls: type) -> dict[str, str]:
+    """Read one-line parameter docs from a `Parameters:` block in the class docstring."""
+    doc = inspect.getdoc(cls) or ""
+    docs: dict[str, str] = {}
+    in_block = False
+    for line in doc.splitlines():
+        if line.strip().lower().rstrip(":") in ("parameters", "params", "args"):
+            in_block = True
+            continue
+        if in_block:
+            m = _DOC_PARAM.match(line)
+            if m:
+                docs[m.group(1)] = m.group(2).strip()
+            elif line.strip() and not line.startswith(" "):
+                in_block = False
+    return docs
+
+
+def default_cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("CORPUSFORGE_CACHE", Path.home() / ".cache" / "corpusforge"))
+
+
+@dataclass
+class Context:
+    """What a running stage may use from the engine: seed, progress, side outputs, artefacts, stats."""
+
+    step_id: str
+    seed: int
+    out_dir: Path
+    quiet: bool = True
+    stats: dict = field(default_factory=dict)
+    side_outputs: list[str] = field(default_factory=list)
+    executor: str = "local"
+    # Persistent across runs and pipelines (content-addressed caches such as embeddings live here).
+    cache_dir: Path = field(default_factory=lambda: default_cache_dir())
+    # Persistent until this step (with these exact params and inputs) completes: lets a long stage
+    # resume from its last finished unit of work after a kill. Removed by the engine on success.
+    checkpoint_dir: Path | None = None
+
+    def rng(self, *salt: Any) -> np.random.Generator:
+        """A numpy generator seeded by the pipeline seed (and optional salt), never by the clock."""
+        key = [self.seed & 0xFFFFFFFF, self.seed >> 32 & 0xFFFFFFFF]
+        for s in salt:
+            key.extend(s.encode() if isinstance(s, str) else [int(s) & 0xFFFFFFFF])
+        return np.random.default_rng(np.random.SeedSequence(key))
+
+    def artefact_path(self, name: str) -> Path:
+        """Where to write a non-table artefact (an index, a report); it lands beside the step's Parquet."""
+        if "/" in name or name.startswith(("part-", "_", ".")):
+            raise ValueError(f"artefact name {name!r} is reserved or not a plain file name")
+        return self.out_dir / name
+
+    def write_side_output(self, name: str, result: Any) -> None:
+        """Write a second table (e.g. `matches`, `transitions`); other steps read it as `step:name`."""
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+            raise ValueError(f"side output name {name!r} must be letters, digits, '_' or '-'")
+        target = self.out_dir / name
+        target.mkdir(parents=True, exist_ok=False)
+        write_table(result, target)
+        self.side_outputs.append(name)
+
+    def record(self, key: str, value: Any) -> None:
+        """Keep a figure in the step's manifest (`stats`), e.g. requested vs realised noise."""
+        self.stats[key] = value
+
+    def progress(self, total: int | None = None, unit: str = "rows") -> Progress:
+        return Progress(self.step_id, total=total, unit=unit, quiet=self.quiet)
+
+
+@dataclass
+class StageResult:
+    """Everything one library call of a stage produced."""
+
+    table: pl.DataFrame
+    side_outputs: dict[str, pl.DataFrame]
+    artefact_dir: Path
+    stats: dict
+
+
+class Stage:
+    """Base class of every stage. See the module docstring for the contract."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    inputs: ClassVar[tuple[str, ...]] = ("data",)
+    # Named inputs that a config may leave out.
+    optional_inputs: ClassVar[tuple[str, ...]] = ()
+    # Python modules the stage imports lazily; checked when the stage is built, as datatrove does.
+    requires: ClassVar[tuple[str, ...]] = ()
+    # Sources and filters may legitimately see or make empty tables; most stages cannot use one.
+    allow_empty_input: ClassVar[bool] = False
+    # "table" stages see whole inputs; "rowwise" stages are map-only and can be split by any executor.
+    kind: ClassVar[str] = "table"
+    # Hints for distributed executors: {"num_cpus": 1, "num_gpus": 0, "memory": bytes}.
+    resources: ClassVar[dict[str, float]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            register(cls)
+
+    # -- parameters ---------------------------------------------------------------------------
+
+    @classmethod
+    def param_specs(cls) -> list[ParamSpec]:
+        sig = inspect.signature(cls.__init__)
+        try:
+            hints = typing.get_type_hints(cls.__init__)
+        except Exception:  # noqa: BLE001 - unresolvable hints only lose type checking
+            hints = {}
+        docs = _param_docs(cls)
+        specs = []
+        for p in list(sig.parameters.values())[1:]:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            specs.append(ParamSpec(p.name, hints.get(p.name, p.annotation), p.default, docs.get(p.name, "")))
+        return specs
+
+    def get_params(self) -> dict[str, Any]:
+        return {s.name: getattr(self, s.name) for s in self.param_specs()}
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> Stage:
+        """Build from config values, checking names and types; errors name the parameter."""
+        specs = {s.name: s for s in cls.param_specs()}
+        unknown = sorted(set(params) - set(specs))
+        if unknown:
+            raise ParamError(
+                unknown[0],
+                f"unknown parameter; '{cls.name}' takes: {', '.join(specs) or 'no parameters'}",
+            )
+        missing = [n for n, s in specs.items() if s.required and n not in params]
+        if missing:
+            raise ParamError(missing[0], "is required")
+        values = {}
+        for key, value in params.items():
+            spec = specs[key]
+            if spec.annotation is inspect.Parameter.empty:
+                values[key] = value
+                continue
+            try:
+                values[key] = pydantic.TypeAdapter(spec.annotation).validate_python(value, strict=False)
+            except pydantic.ValidationError:
+                raise ParamError(
+                    key, f"expects {spec.type_name}, got {value!r} ({type(value).__name__})"
+                ) from None
+        for mod in cls.requires:
+            try:
+                __import__(mod)
+            except ImportError:
+                raise PipelineError(
+                    f"needs the Python package '{mod}', which is not installed", stage=cls.name,
+                    hint=f"pip install {mod}",
+                ) from None
+        stage = cls(**values)
+        stage.validate()
+        return stage
+
+    def validate(self) -> None:
+        """Check parameter values together; raise ParamError naming the parameter. Called at build time."""
+
+    def required_columns(self) -> dict[str, dict[str, str | None]]:
+        """{input name: {column: the parameter that names it, or None}}; checked before `run`."""
+        return {}
+
+    def fingerprint_extra(self) -> Any:
+        """Anything besides params and inputs that decides the output (e.g. source file sizes)."""
+        return None
+
+    # -- work ---------------------------------------------------------------------------------
+
+    def run(self, ctx: Context, **inputs: Dataset) -> Any:
+        raise NotImplementedError(f"stage '{self.name}' does not implement run()")
+
+    # -- library use --------------------------------------------------------------------------
+
+    def execute(self, *args: Any, seed: int = 0, workdir: str | Path | None = None, **inputs: Any) -> StageResult:
+        """Run the stage on in-memory tables or paths, without a config or a run directory.
+
+        Positional arguments fill the declared inputs in order (`stage.apply(df)` for a
+        single-input stage); keyword arguments name them (`apply(train=a, test=b)`).
+        """
+        named = dict(zip(self.inputs, args))
+        if len(args) > len(self.inputs):
+            raise TypeError(f"stage '{self.name}' takes {len(self.inputs)} input(s): {self.inputs}")
+        named.update(inputs)
+        datasets = {k: Dataset.from_any(v, label=f"input '{k}'") for k, v in named.items()}
+        check_inputs(self, datasets)
+        out_dir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ctx = Context(step_id=self.name, seed=seed, out_dir=out_dir, checkpoint_dir=out_dir / "_checkpoint")
+        result = self.run(ctx, **datasets)
+        if isinstance(result, pl.LazyFrame):
+            table = result.collect()
+        elif isinstance(result, pl.DataFrame):
+            table = result
+        else:
+            main = out_dir / "_main"
+            main.mkdir(exist_ok=True)
+            write_table(result, main)
+            table = pl.read_parquet(main / "part-*.parquet") if describe_table(main).rows else pl.DataFrame()
+        sides = {name: pl.read_parquet(out_dir / name / "part-*.parquet") for name in ctx.side_outputs}
+        return StageResult(table=table, side_outputs=sides, artefact_dir=out_dir, stats=ctx.stats)
+
+    def apply(self, *args: Any, seed: int = 0, **inputs: Any) -> pl.DataFrame:
+        """Library call: the stage's main output as a polars DataFrame."""
+        return self.execute(*args, seed=seed, **inputs).table
+
+    # -- conformance --------------------------------------------------------------------------
+
+    @classmethod
+    def example(cls) -> tuple[dict[str, Any], dict[str, pl.DataFrame]] | None:
+        """A tiny (params, inputs) case the shared conformance test runs twice and compares."""
+        return None
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.get_params() == other.get_params()  # type: ignore[union-attr]
+
+    __hash__ = object.__hash__
+
+
+class RowwiseStage(Stage):
+    """A stage whose output for a batch depends on that batch alone (map-only).
+
+    The engine may stream it batch by batch or split it across Ray tasks; anything random must
+    therefore be keyed by row content or id, never by batch position.
+    """
+
+    kind: ClassVar[str] = "rowwise"
+    batch_rows: ClassVar[int] = DEFAULT_BATCH_ROWS
+
+    def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def run(self, ctx: Context, data: Dataset) -> Iterator[pl.DataFrame]:
+        bar = ctx.progress(total=data.num_rows)
+        try:
+            for batch in data.iter_batches(self.batch_rows):
+                out = self.process_batch(batch, ctx)
+                bar.update(batch.height)
+                yield out
+        finally:
+            bar.close()
+
+
+def check_inputs(stage: Stage, inputs: dict[str, Dataset]) -> None:
+    """Fail before running when an input is missing, unexpected, empty, or lacks a needed column."""
+    missing = [n for n in stage.inputs if n not in inputs and n not in stage.optional_inputs]
+    if missing:
+        raise InputDataError(
+            f"input '{missing[0]}' is not given; '{stage.name}' takes inputs: {', '.join(stage.inputs)}",
+            stage=stage.name,
+        )
+    extra = [n for n in inputs if n not in stage.inputs]
+    if extra:
+        raise InputDataError(
+            f"unknown input '{extra[0]}'; '{stage.name}' takes inputs: {', '.join(stage.inputs) or 'none'}",
+            stage=stage.name,
+        )
+    for input_name, columns in stage.required_columns().items():
+        ds = inputs.get(input_name)
+        if ds is None:
+            continue
+        for column, param in columns.items():
+            if column not in ds.columns:
+                via = f" (named by parameter '{param}')" if param else ""
+                raise InputDataError(
+                    f"input '{input_name}' has no column '{column}'{via}; columns are: {ds.columns}",
+                    stage=stage.name, param=param, file=ds.label,
+                )
+    if not stage.allow_empty_input:
+        for input_name, ds in inputs.items():
+            if ds.num_rows == 0:
+                raise InputDataError(f"input '{input_name}' has no rows", stage=stage.name, file=ds.label)
+
+
+def stage_class(name: str) -> type[Stage]:
+    load_plugins()
+    try:
+        return STAGES[name]
+    except KeyError:
+        import difflib
+
+        close = difflib.get_close_matches(name, STAGES, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "run `pipeline stages` to list them"
+        raise PipelineError(f"unknown stage '{name}'", hint=hint) from None
+
+
+_PLUGINS_LOADED = False
+
+
+def load_plugins() -> None:
+    """Import the built-in stage library and any package registered under `corpusforge.stages`.
+
+    The environment variable CORPUSFORGE_PLUGINS (comma-separated module names) adds modules,
+    which is how tests and notebooks bring their own stages to the CLI.
+    """
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    import importlib
+    import os
+    from importlib.metadata import entry_points
+
+    modules = ["stages"]
+    with contextlib.suppress(Exception):
+        modules += [ep.value for ep in entry_points(group="corpusforge.stages")]
+    modules += [m.strip() for m in os.environ.get("CORPUSFORGE_PLUGINS", "").split(",") if m.strip()]
+    for mod in dict.fromkeys(modules):
+        importlib.import_module(mod)

@@ -1,0 +1,409 @@
+"""Sources: read a corpus into the `id` + `text` shape every other stage expects.
+
+Each source keeps the other columns it finds, gives every row a stable, unique string `id` (taken
+from a column, or made from the file and row number), and fails on empty or undecodable input
+instead of passing an empty table downstream.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import re
+import sysconfig
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from pipeline.errors import InputDataError, ParamError, PipelineError
+from pipeline.stage import Context, Stage
+
+
+def normalise(
+    df: pl.DataFrame,
+    *,
+    text_column: str,
+    id_column: str | None,
+    default_ids: pl.Series | None,
+    label: str,
+) -> pl.DataFrame:
+    """Rename the text column to `text`, ensure a unique string `id`, keep everything else."""
+    if df.height == 0:
+        raise InputDataError("the source has no rows", file=label)
+    if text_column not in df.columns:
+        raise InputDataError(
+            f"no column '{text_column}'; columns are: {df.columns}", param="text_column", file=label
+        )
+    if df.schema[text_column] not in (pl.String, pl.Utf8):
+        raise InputDataError(
+            f"column '{text_column}' holds {df.schema[text_column]}, not text", param="text_column", file=label
+        )
+    if text_column != "text":
+        if "text" in df.columns:
+            raise InputDataError(
+                f"both '{text_column}' and 'text' exist; rename one before using text_column='{text_column}'",
+                param="text_column", file=label,
+            )
+        df = df.rename({text_column: "text"})
+    if id_column is not None:
+        if id_column not in df.columns:
+            raise InputDataError(f"no column '{id_column}'; columns are: {df.columns}", param="id_column", file=label)
+        ids = df[id_column].cast(pl.String)
+        df = df.drop(id_column) if id_column != "id" else df.drop("id")
+    elif "id" in df.columns:
+        ids = df["id"].cast(pl.String)
+        df = df.drop("id")
+    else:
+        ids = default_ids
+    if ids.null_count():
+        raise InputDataError("some ids are null", param="id_column", file=label)
+    dup = ids.filter(ids.is_duplicated()).unique().head(3).to_list()
+    if dup:
+        raise InputDataError(f"ids are not unique, e.g. {dup}", param="id_column", file=label,
+                             hint="pass id_column naming a unique column, or leave it out to number rows")
+    return df.insert_column(0, ids.alias("id"))
+
+
+def _expand(path: str, pattern: str | None = None) -> list[Path]:
+    if any(ch in path for ch in "*?["):
+        files = [Path(p) for p in globlib.glob(path, recursive=True)]
+    elif Path(path).is_dir():
+        files = list(Path(path).glob(pattern or "**/*"))
+    elif Path(path).exists():
+        files = [Path(path)]
+    else:
+        raise ParamError("path", "does not exist", file=path)
+    files = sorted(f for f in files if f.is_file() and not f.name.startswith((".", "_")))
+    if not files:
+        raise ParamError("path", "matches no files", file=path)
+    return files
+
+
+def _file_stats(files: list[Path]) -> list[tuple[str, int, int]]:
+    return [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+def _row_ids(files: list[Path], counts: list[int], root: str) -> pl.Series:
+    base = Path(root) if Path(root).is_dir() else None
+    names = [str(f.relative_to(base)) if base else f.name for f in files]
+    return pl.Series("id", [f"{n}:{i}" for n, c in zip(names, counts) for i in range(c)], dtype=pl.String)
+
+
+class _FileSource(Stage):
+    inputs = ()
+    allow_empty_input = True
+
+    def fingerprint_extra(self):
+        return _file_stats(_expand(self.path, getattr(self, "glob", None)))
+
+    def validate(self) -> None:
+        _expand(self.path, getattr(self, "glob", None))
+
+
+class ReadParquet(_FileSource):
+    """Read Parquet files (a file, a folder or a glob).
+
+    Parameters:
+        path: a Parquet file, a folder of them, or a glob
+        text_column: the column holding the text (renamed to `text`)
+        id_column: a unique column to use as `id`; by default `id` if present, else file:row
+    """
+
+    name = "read_parquet"
+
+    def __init__(self, path: str, text_column: str = "text", id_column: str | None = None):
+        self.path = path
+        self.text_column = text_column
+        self.id_column = id_column
+
+    def run(self, ctx: Context) -> pl.DataFrame:
+        from pipeline.io import Dataset
+
+        ds = Dataset.from_parquet(self.path)
+        df = ds.collect()
+        counts = [pq.read_metadata(f).num_rows for f in ds.files]
+        return normalise(df, text_column=self.text_column, id_column=self.id_column,
+                         default_ids=_row_ids(ds.files, counts, self.path), label=self.path)
+
+
+def _read_each(files: list[Path], reader, label_param: str = "path") -> tuple[pl.DataFrame, list[int]]:
+    frames, counts = [], []
+    for f in files:
+        try:
+            frame = reader(f)
+        except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, UnicodeDecodeError, OSError) as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputDataError(f"cannot read ({msg})", param=label_param, file=str(f)) from None
+        frames.append(frame)
+        counts.append(frame.height)
+    return pl.concat(frames, how="diagonal_relaxed"), counts
+
+
+class ReadJsonl(_FileSource):
+    """Read JSON Lines files (a file, a folder or a glob).
+
+    Parameters:
+        path: a .jsonl file, a folder, or a glob
+        text_column: the field holding the text (renamed to `text`)
+        id_column: a unique field to use as `id`; by default `id` if present, else file:row
+        glob: file pattern used when `path` is a folder
+    """
+
+    name = "read_jsonl"
+
+    def __init__(self, path: str, text_column: str = "text", id_column: str | None = None,
+                 glob: str = "**/*.jsonl"):
+        self.path = path
+        self.text_column = text_column
+        self.id_column = id_column
+        self.glob = glob
+
+    def run(self, ctx: Context) -> pl.DataFrame:
+        files = _expand(self.path, self.glob)
+        df, counts = _read_each(files, lambda f: pl.read_ndjson(f, infer_schema_length=None))
+        return normalise(df, text_column=self.text_column, id_column=self.id_column,
+                         default_ids=_row_ids(files, counts, self.path), label=self.path)
+
+
+class ReadCsv(_FileSource):
+    """Read CSV files (a file, a folder or a glob).
+
+    Parameters:
+        path: a .csv file, a folder, or a glob
+        text_column: the column holding the text (renamed to `text`)
+        id_column: a unique column to use as `id`; by default `id` if present, else file:row
+        separator: the field separator
+        glob: file pattern used when `path` is a folder
+    """
+
+    name = "read_csv"
+
+    def __init__(self, path: str, text_column: str = "text", id_column: str | None = None,
+                 separator: str = ",", glob: str = "**/*.csv"):
+        self.path = path
+        self.text_column = text_column
+        self.id_column = id_column
+        self.separator = separator
+        self.glob = glob
+
+    def validate(self) -> None:
+        if len(self.separator) != 1:
+            raise ParamError("separator", f"must be one character, got {self.separator!r}")
+        super().validate()
+
+    def run(self, ctx: Context) -> pl.DataFrame:
+        files = _expand(self.path, self.glob)
+        df, counts = _read_each(
+            files, lambda f: pl.read_csv(f, separator=self.separator, infer_schema_length=10000, encoding="utf8")
+        )
+        return normalise(df, text_column=self.text_column, id_column=self.id_column,
+                         default_ids=_row_ids(files, counts, self.path), label=self.path)
+
+
+def _decode(data: bytes, path: Path, encoding: str, errors: str) -> str:
+    try:
+        return data.decode(encoding, errors=errors)
+    except UnicodeDecodeError as exc:
+        raise InputDataError(
+            f"not valid {encoding} at byte {exc.start} ({exc.reason})",
+            param="encoding", file=str(path),
+            hint="convert the file, pass the right `encoding`, or set `errors: replace`",
+        ) from None
+    except LookupError:
+        raise ParamError("encoding", f"unknown encoding '{encoding}'") from None
+
+
+class ReadText(_FileSource):
+    """Read plain-text files: one document per file, or one per non-empty line.
+
+    Parameters:
+        path: a text file, a folder, or a glob
+        unit: 'file' makes one document per file, 'line' one per non-empty line
+        glob: file pattern used when `path` is a folder
+        encoding: the files' encoding
+        errors: 'strict' fails on undecodable bytes (naming file and byte); 'replace' substitutes U+FFFD
+    """
+
+    name = "read_text"
+
+    def __init__(self, path: str, unit: Literal["file", "line"] = "file", glob: str = "**/*.txt",
+                 encoding: str = "utf-8", errors: Literal["strict", "replace"] = "strict"):
+        self.path = path
+        self.unit = unit
+        self.glob = glob
+        self.encoding = encoding
+        self.errors = errors
+
+    def run(self, ctx: Context) -> pl.DataFrame:
+        files = _expand(self.path, self.glob)
+        root = Path(self.path) if Path(self.path).is_dir() else None
+        ids, texts, paths = [], [], []
+        for f in files:
+            text = _decode(f.read_bytes(), f, self.encoding, self.errors)
+            name = str(f.relative_to(root)) if root else f.name
+            if self.unit == "file":
+                ids.append(name)
+                texts.append(text)
+                paths.append(str(f))
+            else:
+                for lineno, line in enumerate(text.splitlines(), start=1):
+                    if line.strip():
+                        ids.append(f"{name}:{lineno}")
+                        texts.append(line)
+                        paths.append(str(f))
+        df = pl.DataFrame({"id": ids, "text": texts, "path": paths}, schema={"id": pl.String, "text": pl.String,
+                                                                             "path": pl.String})
+        return normalise(df, text_column="text", id_column="id", default_ids=None, label=self.path)
+
+
+class ReadHfDataset(_FileSource):
+    """Read a Hugging Face dataset saved with `save_to_disk` (no hub access).
+
+    Parameters:
+        path: the folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`
+        split: which split of a DatasetDict to read
+        text_column: the column holding the text (renamed to `text`)
+        id_column: a unique column to use as `id`; by default `id` if present, else the row number
+    """
+
+    name = "read_hf_dataset"
+    requires = ("datasets",)
+
+    def __init__(self, path: str, split: str | None = None, text_column: str = "text", id_column: str | None = None):
+        self.path = path
+        self.split = split
+        self.text_column = text_column
+        self.id_column = id_column
+
+    def fingerprint_extra(self):
+        return _file_stats(sorted(p for p in Path(self.path).rglob("*") if p.is_file()))
+
+    def validate(self) -> None:
+        if not Path(self.path).is_dir():
+            raise ParamError("path", "is not a folder saved with datasets' save_to_disk", file=self.path)
+
+    def run(self, ctx: Context) -> pl.DataFrame:
+        import datasets
+
+        try:
+            loaded = datasets.load_from_disk(self.path)
+        except (FileNotFoundError, ValueError) as exc:
+            raise InputDataError(f"not a saved Hugging Face dataset ({exc})", param="path", file=self.path) from None
+        if isinstance(loaded, datasets.DatasetDict):
+            if self.split is None or self.split not in loaded:
+                raise ParamError("split", f"choose one of {sorted(loaded)}", file=self.path)
+            loaded = loaded[self.split]
+        df = pl.from_arrow(loaded.data.table)
+        ids = pl.Series("id", [str(i) for i in range(df.height)], dtype=pl.String)
+        return normalise(df, text_column=self.text_column, id_column=self.id_column, default_ids=ids, label=self.path)
+
+
+# ------------------------------------------------------------------------- embedded corpora
+
+
+class PythonDocs(Stage):
+    """The Python language reference and library topics shipped in the standard library (pydoc_data).
+
+    Real English technical prose, present on every machine with Python, so pipelines and tests run
+    offline. Columns: id, text, topic.
+
+    Parameters:
+        granularity: 'topic' gives one document per pydoc topic (79 on 3.11); 'paragraph' splits topics at blank lines
+        min_chars: drop documents shorter than this
+    """
+
+    name = "python_docs"
+    inputs = ()
+
+    def __init__(self, granularity: Literal["topic", "paragraph"] = "topic", min_chars: int = 1):
+        self.granularity = granularity
+        self.min_chars = min_chars
+
+    def validate(self) -> None:
+        if self.min_chars < 0:
+            raise ParamError("min_chars", f"must be >= 0, got {self.min_chars}")
+
+    def fingerprint_extra(self):
+        import platform
+
+        return platform.python_version()
+
+    def run(self, ctx: Context) -> pl.DataFrame:
+        from pydoc_data.topics import topics
+
+        ids, texts, names = [], [], []
+        for topic in sorted(topics):
+            body = topics[topic]
+            pieces = [body] if self.granularity == "topic" else re.split(r"\n\s*\n", body)
+            for i, piece in enumerate(pieces):
+                piece = piece.strip("\n")
+                if len(piece.strip()) < max(self.min_chars, 1):
+                    continue
+                ids.append(f"pydoc:{topic}" if self.granularity == "topic" else f"pydoc:{topic}:{i}")
+                texts.append(piece)
+                names.append(topic)
+        if not ids:
+            raise ParamError("min_chars", f"no document is at least {self.min_chars} characters long")
+        return pl.DataFrame({"id": ids, "text": texts, "topic": names})
+
+
+class PythonStdlib(Stage):
+    """The standard library's own Python sources: about 30 MB of real code and docstrings.
+
+    Columns: id (path relative to the stdlib), text, module, bytes.
+
+    Parameters:
+        include_tests: also read the test suites (test/, idlelib/idle_test/, ...)
+        limit: read at most this many files (in path order), for quick runs
+    """
+
+    name = "python_stdlib"
+    inputs = ()
+
+    def __init__(self, include_tests: bool = False, limit: int | None = None):
+        self.include_tests = include_tests
+        self.limit = limit
+
+    def validate(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ParamError("limit", f"must be >= 1 or null, got {self.limit}")
+
+    def fingerprint_extra(self):
+        import platform
+
+        return [platform.python_version(), sysconfig.get_paths()["stdlib"]]
+
+    def files(self) -> list[Path]:
+        root = Path(sysconfig.get_paths()["stdlib"])
+        out = []
+        for f in sorted(root.rglob("*.py")):
+            rel = f.relative_to(root)
+            parts = rel.parts
+            if parts[0] in ("site-packages", "dist-packages") or "__pycache__" in parts:
+                continue
+            if not self.include_tests and any(p in ("test", "tests", "idle_test") for p in parts):
+                continue
+            out.append(f)
+        return out[: self.limit] if self.limit else out
+
+    def run(self, ctx: Context) -> pl.DataFrame:
+        root = Path(sysconfig.get_paths()["stdlib"])
+        ids, texts, modules, sizes = [], [], [], []
+        skipped = 0
+        for f in self.files():
+            data = f.read_bytes()
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                skipped += 1  # a handful of test files are deliberately not UTF-8
+                continue
+            rel = f.relative_to(root)
+            ids.append(str(rel))
+            texts.append(text)
+            modules.append(".".join(rel.with_suffix("").parts))
+            sizes.append(len(data))
+        ctx.record("files_skipped_not_utf8", skipped)
+        if not ids:
+            raise PipelineError("found no standard-library sources", file=str(root))
+        return pl.DataFrame({"id": ids, "text": texts, "module": modules, "bytes": sizes})

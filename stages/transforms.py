@@ -1,0 +1,241 @@
+"""General table transforms: select, SQL, length filter, sample, split."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipeline.errors import ParamError
+from pipeline.io import Dataset
+from pipeline.stage import Context, RowwiseStage, Stage
+from stages._hashing import id_uniform
+
+
+class Select(Stage):
+    """Keep, drop or rename columns; with no params it passes the table through unchanged (streamed).
+
+    Parameters:
+        columns: the columns to keep, in order (null keeps all)
+        drop: columns to remove
+        rename: a mapping of old name to new name
+    """
+
+    name = "select"
+    allow_empty_input = True
+
+    def __init__(self, columns: list[str] | None = None, drop: list[str] | None = None,
+                 rename: dict[str, str] | None = None):
+        self.columns = columns
+        self.drop = drop
+        self.rename = rename
+
+    def required_columns(self):
+        need = list(self.columns or []) + list(self.drop or []) + list((self.rename or {}).keys())
+        param = {c: "columns" for c in self.columns or []}
+        param.update({c: "drop" for c in self.drop or []})
+        param.update({c: "rename" for c in self.rename or {}})
+        return {"data": {c: param[c] for c in need}}
+
+    def run(self, ctx: Context, data: Dataset) -> pl.LazyFrame:
+        lf = data.lazy()
+        if self.columns is not None:
+            lf = lf.select(self.columns)
+        if self.drop:
+            lf = lf.drop(self.drop)
+        if self.rename:
+            lf = lf.rename(self.rename)
+        return lf
+
+    @classmethod
+    def example(cls):
+        return {"columns": ["id", "text"]}, {"data": pl.DataFrame({"id": ["a", "b"], "text": ["x y", "z"], "n": [1, 2]})}
+
+
+class Sql(Stage):
+    """Transform with one SQL query over the input, which is called `data` (polars SQL, streamed).
+
+    Queries cannot run code: SQL only, against this step's input.
+
+    Parameters:
+        query: e.g. "SELECT id, text FROM data WHERE length(text) > 200"
+    """
+
+    name = "sql"
+    allow_empty_input = True
+
+    def __init__(self, query: str):
+        self.query = query
+
+    def validate(self) -> None:
+        if not self.query.strip():
+            raise ParamError("query", "is empty")
+
+    def run(self, ctx: Context, data: Dataset) -> pl.LazyFrame:
+        try:
+            lf = pl.SQLContext(data=data.lazy(), eager=False).execute(self.query)
+            lf.collect_schema()
+        except (pl.exceptions.PolarsError, ValueError) as exc:
+            raise ParamError("query", f"{str(exc).splitlines()[0]}; the input's columns are {data.columns}",
+                             file=data.label) from None
+        return lf
+
+    @classmethod
+    def example(cls):
+        return {"query": "SELECT id, upper(text) AS text FROM data WHERE n > 1"}, {
+            "data": pl.DataFrame({"id": ["a", "b"], "text": ["x y", "z"], "n": [1, 2]})
+        }
+
+
+class LengthFilter(RowwiseStage):
+    """Keep documents whose length in characters and whitespace words lies within bounds.
+
+    Parameters:
+        min_chars: drop documents shorter than this many characters
+        max_chars: drop documents longer than this (null: no bound)
+        min_words: drop documents with fewer whitespace-separated words
+        text_column: the column to measure
+    """
+
+    name = "length_filter"
+    allow_empty_input = True
+
+    def __init__(self, min_chars: int = 0, max_chars: int | None = None, min_words: int = 0,
+                 text_column: str = "text"):
+        self.min_chars = min_chars
+        self.max_chars = max_chars
+        self.min_words = min_words
+        self.text_column = text_column
+
+    def validate(self) -> None:
+        for p in ("min_chars", "min_words"):
+            if getattr(self, p) < 0:
+                raise ParamError(p, f"must be >= 0, got {getattr(self, p)}")
+        if self.max_chars is not None and self.max_chars < self.min_chars:
+            raise ParamError("max_chars", f"must be >= min_chars ({self.min_chars}), got {self.max_chars}")
+
+    def required_columns(self):
+        return {"data": {self.text_column: "text_column"}}
+
+    def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        text = pl.col(self.text_column)
+        cond = text.str.len_chars() >= self.min_chars
+        if self.max_chars is not None:
+            cond &= text.str.len_chars() <= self.max_chars
+        if self.min_words:
+            cond &= text.str.count_matches(r"\S+") >= self.min_words
+        return batch.filter(cond)
+
+    @classmethod
+    def example(cls):
+        return {"min_chars": 3}, {"data": pl.DataFrame({"id": ["a", "b"], "text": ["ab", "abcd"]})}
+
+
+class Sample(Stage):
+    """Draw a reproducible sample of rows, chosen by a seeded hash of each id (order preserved).
+
+    Exactly `n` rows (or round(fraction * rows)) are kept: the rows whose hashes are smallest.
+
+    Parameters:
+        n: how many rows to keep
+        fraction: the share of rows to keep, in [0, 1] (instead of n)
+        id_column: the column of unique ids the draw is keyed on
+        seed: overrides the pipeline seed for this step
+    """
+
+    name = "sample"
+
+    def __init__(self, n: int | None = None, fraction: float | None = None, id_column: str = "id",
+                 seed: int | None = None):
+        self.n = n
+        self.fraction = fraction
+        self.id_column = id_column
+        self.seed = seed
+
+    def validate(self) -> None:
+        if (self.n is None) == (self.fraction is None):
+            raise ParamError("n", "give exactly one of n and fraction")
+        if self.n is not None and self.n < 0:
+            raise ParamError("n", f"must be >= 0, got {self.n}")
+        if self.fraction is not None and not 0 <= self.fraction <= 1:
+            raise ParamError("fraction", f"must be in [0, 1], got {self.fraction}")
+
+    def required_columns(self):
+        return {"data": {self.id_column: "id_column"}}
+
+    def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
+        df = data.collect()
+        k = self.n if self.n is not None else round(self.fraction * df.height)
+        k = min(k, df.height)
+        u = id_uniform(df[self.id_column], self.seed if self.seed is not None else ctx.seed, "sample")
+        keep = np.zeros(df.height, dtype=bool)
+        keep[np.argsort(u, kind="stable")[:k]] = True
+        ctx.record("rows_in", df.height)
+        ctx.record("rows_out", int(k))
+        return df.filter(pl.Series(keep))
+
+    @classmethod
+    def example(cls):
+        return {"n": 2}, {"data": pl.DataFrame({"id": [f"r{i}" for i in range(6)], "text": list("abcdef")})}
+
+
+class Split(Stage):
+    """Split rows into named parts (default train/test) by a seeded hash of the id, exactly sized.
+
+    The main output is every row with a `split` column; each part is also a side output, so other
+    steps read `mystep:train` and `mystep:test`.
+
+    Parameters:
+        fractions: part name -> share of rows; shares must sum to 1
+        id_column: the column of unique ids the split is keyed on
+        seed: overrides the pipeline seed for this step
+    """
+
+    name = "split"
+
+    def __init__(self, fractions: dict[str, float] | None = None, id_column: str = "id", seed: int | None = None):
+        self.fractions = fractions if fractions is not None else {"train": 0.9, "test": 0.1}
+        self.id_column = id_column
+        self.seed = seed
+
+    def validate(self) -> None:
+        if not self.fractions:
+            raise ParamError("fractions", "name at least one part")
+        for name, share in self.fractions.items():
+            if not 0 <= share <= 1:
+                raise ParamError("fractions", f"share of '{name}' must be in [0, 1], got {share}")
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise ParamError("fractions", f"part name '{name}' must be letters, digits, '_' or '-'")
+        if abs(sum(self.fractions.values()) - 1) > 1e-9:
+            raise ParamError("fractions", f"shares must sum to 1, got {sum(self.fractions.values())}")
+
+    def required_columns(self):
+        return {"data": {self.id_column: "id_column"}}
+
+    def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
+        df = data.collect()
+        u = id_uniform(df[self.id_column], self.seed if self.seed is not None else ctx.seed, "split")
+        order = np.argsort(u, kind="stable")
+        # Exact sizes by largest remainder, so part sizes never drift from the requested shares.
+        names = list(self.fractions)
+        raw = np.array([self.fractions[n] * df.height for n in names])
+        sizes = np.floor(raw).astype(int)
+        for i in np.argsort(-(raw - sizes), kind="stable")[: df.height - sizes.sum()]:
+            sizes[i] += 1
+        labels = np.empty(df.height, dtype=object)
+        start = 0
+        for name, size in zip(names, sizes):
+            labels[order[start:start + size]] = name
+            start += size
+        out = df.with_columns(pl.Series("split", labels.tolist(), dtype=pl.String))
+        for name, size in zip(names, sizes):
+            ctx.write_side_output(name, out.filter(pl.col("split") == name))
+            ctx.record(f"rows_{name}", int(size))
+        return out
+
+    @classmethod
+    def example(cls) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
+        return {"fractions": {"train": 0.75, "test": 0.25}}, {
+            "data": pl.DataFrame({"id": [f"r{i}" for i in range(8)], "text": list("abcdefgh")})
+        }
