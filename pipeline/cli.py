@@ -224,4 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Re-import so commands registered against `pipeline.cli` (not `__main__`) are seen.
+    from pipeline.cli import main as _main
+
+    sys.exit(_main())

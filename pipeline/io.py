@@ -24,6 +24,8 @@ from pipeline.errors import InputDataError, PipelineError
 
 PART_GLOB = "part-*.parquet"
 COMPRESSION = "zstd"
+# One explicit level for every writer (polars and pyarrow default to different ones).
+COMPRESSION_LEVEL = 3
 # Rows per part file when a stage hands back batches; big enough that part files stay few,
 # small enough that a Ray task over one part fits comfortably in a worker.
 ROWS_PER_PART = 1_000_000
@@ -186,7 +188,8 @@ def write_table(result: Any, out_dir: Path, rows_per_part: int = ROWS_PER_PART) 
     generator-based stage never holds its whole output.
     """
     if isinstance(result, pl.LazyFrame):
-        result.sink_parquet(out_dir / "part-00000.parquet", compression=COMPRESSION)
+        result.sink_parquet(out_dir / "part-00000.parquet", compression=COMPRESSION,
+                           compression_level=COMPRESSION_LEVEL)
         return
     if isinstance(result, pl.DataFrame):
         result = result.to_arrow()
@@ -212,7 +215,8 @@ def write_table(result: Any, out_dir: Path, rows_per_part: int = ROWS_PER_PART) 
             offset = 0
             while offset < table.num_rows or (writer is None and table.num_rows == 0):
                 if writer is None:
-                    writer = pq.ParquetWriter(out_dir / f"part-{part:05d}.parquet", schema, compression=COMPRESSION)
+                    writer = pq.ParquetWriter(out_dir / f"part-{part:05d}.parquet", schema, compression=COMPRESSION,
+                                              compression_level=COMPRESSION_LEVEL)
                 take = min(table.num_rows - offset, rows_per_part - rows_in_part)
                 if take > 0:
                     writer.write_table(table.slice(offset, take))

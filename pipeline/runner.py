@@ -33,7 +33,15 @@ from typing import Any
 
 import xxhash
 
-from pipeline.config import PipelineConfig, StepConfig, build_stage, load_config, order_steps, parse_config, upstream
+from pipeline.config import (
+    PipelineConfig,
+    StepConfig,
+    build_stage,
+    load_config,
+    order_steps,
+    parse_config,
+    upstream,
+)
 from pipeline.errors import InputDataError, LockedError, PipelineError
 from pipeline.executors import get_executor
 from pipeline.io import Dataset, describe_table, fsync_tree

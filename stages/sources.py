@@ -80,6 +80,22 @@ def _expand(path: str, pattern: str | None = None) -> list[Path]:
     return files
 
 
+def _example_dir() -> Path:
+    """A small folder of real text (pydoc topics) for the conformance examples of file sources."""
+    import tempfile
+    from pydoc_data.topics import topics
+
+    d = Path(tempfile.mkdtemp(prefix="corpusforge-example-"))
+    names = sorted(topics)[:4]
+    frame = pl.DataFrame({"id": names, "text": [topics[n] for n in names]})
+    frame.write_parquet(d / "docs.parquet")
+    frame.write_ndjson(d / "docs.jsonl")
+    frame.write_csv(d / "docs.csv")
+    for n in names:
+        (d / f"{n}.txt").write_text(topics[n])
+    return d
+
+
 def _file_stats(files: list[Path]) -> list[tuple[str, int, int]]:
     return [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
@@ -126,6 +142,10 @@ class ReadParquet(_FileSource):
         return normalise(df, text_column=self.text_column, id_column=self.id_column,
                          default_ids=_row_ids(ds.files, counts, self.path), label=self.path)
 
+    @classmethod
+    def example(cls):
+        return {"path": str(_example_dir() / "docs.parquet")}, {}
+
 
 def _read_each(files: list[Path], reader, label_param: str = "path") -> tuple[pl.DataFrame, list[int]]:
     frames, counts = [], []
@@ -138,6 +158,7 @@ def _read_each(files: list[Path], reader, label_param: str = "path") -> tuple[pl
         frames.append(frame)
         counts.append(frame.height)
     return pl.concat(frames, how="diagonal_relaxed"), counts
+
 
 
 class ReadJsonl(_FileSource):
@@ -164,6 +185,10 @@ class ReadJsonl(_FileSource):
         df, counts = _read_each(files, lambda f: pl.read_ndjson(f, infer_schema_length=None))
         return normalise(df, text_column=self.text_column, id_column=self.id_column,
                          default_ids=_row_ids(files, counts, self.path), label=self.path)
+
+    @classmethod
+    def example(cls):
+        return {"path": str(_example_dir() / "docs.jsonl")}, {}
 
 
 class ReadCsv(_FileSource):
@@ -200,6 +225,10 @@ class ReadCsv(_FileSource):
         return normalise(df, text_column=self.text_column, id_column=self.id_column,
                          default_ids=_row_ids(files, counts, self.path), label=self.path)
 
+    @classmethod
+    def example(cls):
+        return {"path": str(_example_dir() / "docs.csv")}, {}
+
 
 def _decode(data: bytes, path: Path, encoding: str, errors: str) -> str:
     try:
@@ -212,6 +241,7 @@ def _decode(data: bytes, path: Path, encoding: str, errors: str) -> str:
         ) from None
     except LookupError:
         raise ParamError("encoding", f"unknown encoding '{encoding}'") from None
+
 
 
 class ReadText(_FileSource):
@@ -255,6 +285,10 @@ class ReadText(_FileSource):
         df = pl.DataFrame({"id": ids, "text": texts, "path": paths}, schema={"id": pl.String, "text": pl.String,
                                                                              "path": pl.String})
         return normalise(df, text_column="text", id_column="id", default_ids=None, label=self.path)
+
+    @classmethod
+    def example(cls):
+        return {"path": str(_example_dir()), "unit": "line"}, {}
 
 
 class ReadHfDataset(_FileSource):
@@ -301,6 +335,14 @@ class ReadHfDataset(_FileSource):
 
 # ------------------------------------------------------------------------- embedded corpora
 
+    @classmethod
+    def example(cls):
+        import datasets
+
+        d = _example_dir()
+        datasets.Dataset.from_parquet(str(d / "docs.parquet")).save_to_disk(str(d / "hf"))
+        return {"path": str(d / "hf")}, {}
+
 
 class PythonDocs(Stage):
     """The Python language reference and library topics shipped in the standard library (pydoc_data).
@@ -346,6 +388,10 @@ class PythonDocs(Stage):
         if not ids:
             raise ParamError("min_chars", f"no document is at least {self.min_chars} characters long")
         return pl.DataFrame({"id": ids, "text": texts, "topic": names})
+
+    @classmethod
+    def example(cls):
+        return {"granularity": "paragraph", "min_chars": 400}, {}
 
 
 class PythonStdlib(Stage):
@@ -407,3 +453,7 @@ class PythonStdlib(Stage):
         if not ids:
             raise PipelineError("found no standard-library sources", file=str(root))
         return pl.DataFrame({"id": ids, "text": texts, "module": modules, "bytes": sizes})
+
+    @classmethod
+    def example(cls):
+        return {"limit": 3}, {}

@@ -1,0 +1,108 @@
+"""Engine overhead: a pass-through step over >= 1 GB of Parquet vs a plain pyarrow streaming read+write.
+
+Both sides decode and re-encode the same file with the same codec and level; ours additionally
+plans the step, fingerprints input and output, fsyncs, writes the manifest and renames atomically.
+Each case runs in a fresh process (peak RSS per case), alternating ours/baseline, median of repeats.
+
+Corpus: the standard library's Python sources (real code and docstrings), repeated with distinct
+ids until the Parquet file reaches the target size. Built once under bench/out/.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.common import in_fresh_process, print_rows
+
+OUT = Path(__file__).parent / "out" / "engine"
+SCALES = {"quick": 64 << 20, "full": 1100 << 20}  # bytes of Parquet
+
+
+def build_corpus(target_bytes: int) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.io import COMPRESSION, COMPRESSION_LEVEL
+    from stages.sources import PythonStdlib
+
+    path = OUT / f"stdlib-{target_bytes >> 20}MB.parquet"
+    if path.exists():
+        return path
+    OUT.mkdir(parents=True, exist_ok=True)
+    base = PythonStdlib(include_tests=True).apply().to_arrow()
+    tmp = path.with_suffix(".tmp")
+    with pq.ParquetWriter(tmp, base.schema, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL) as w:
+        copy = 0
+        while True:
+            ids = pa.array([f"{copy}/{i}" for i in base.column("id").to_pylist()], pa.large_string())
+            w.write_table(base.set_column(0, "id", ids))
+            copy += 1
+            if copy % 8 == 0:
+                if tmp.stat().st_size >= target_bytes:
+                    break
+    tmp.rename(path)
+    return path
+
+
+def baseline_copy(src: str, dst: str) -> int:
+    """The plain library call: stream record batches from one Parquet file into another."""
+    import pyarrow.parquet as pq
+
+    from pipeline.io import COMPRESSION, COMPRESSION_LEVEL
+
+    pf = pq.ParquetFile(src)
+    rows = 0
+    with pq.ParquetWriter(dst, pf.schema_arrow, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL) as w:
+        for batch in pf.iter_batches(batch_size=65536):
+            w.write_batch(batch)
+            rows += batch.num_rows
+    return rows
+
+
+def engine_copy(src: str, workdir: str) -> int:
+    import pipeline
+
+    config = {"name": "overhead", "seed": 0, "steps": [{"id": "copy", "stage": "select", "inputs": {"data": src}}]}
+    report = pipeline.run_pipeline(config, workdir=workdir, force=True)
+    return report.step("copy").rows
+
+
+def run(scale: str = "full", repeats: int = 3) -> list[dict]:
+    src = build_corpus(SCALES[scale])
+    size = src.stat().st_size
+    ours, base, ours_mem, base_mem = [], [], [], []
+    for _ in range(repeats):
+        tmp = Path(tempfile.mkdtemp(prefix="bench-engine-", dir=OUT))
+        try:
+            wall, peak, rows_b = in_fresh_process(baseline_copy, str(src), str(tmp / "copy.parquet"))
+            base.append(wall)
+            base_mem.append(peak)
+            wall, peak, rows_o = in_fresh_process(engine_copy, str(src), str(tmp / "runs"))
+            ours.append(wall)
+            ours_mem.append(peak)
+            assert rows_o == rows_b, (rows_o, rows_b)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    t_ours, t_base = statistics.median(ours), statistics.median(base)
+    mb = size / 2**20
+    return [{
+        "benchmark": "engine overhead",
+        "case": f"pass-through step, {mb:,.0f} MB Parquet ({rows_b:,} rows)",
+        "metric": "s (median of %d)" % repeats,
+        "value": round(t_ours, 2),
+        "baseline": "pyarrow ParquetFile.iter_batches -> ParquetWriter",
+        "baseline_value": round(t_base, 2),
+        "ratio": round(t_ours / t_base, 3),
+        "ratio_meaning": "our time / baseline time (target <= 1.2)",
+        "peak_rss_mb": round(max(ours_mem)),
+        "baseline_peak_rss_mb": round(max(base_mem)),
+        "notes": f"data {mb:,.0f} MB on disk; peak RSS is {max(ours_mem) / mb:.2f}x the file size",
+    }]
+
+
+if __name__ == "__main__":
+    print_rows(run(sys.argv[1] if len(sys.argv) > 1 else "full"))

@@ -1,0 +1,220 @@
+"""The engine's promises: cache, selective re-runs, atomic outputs, resume after a kill, locking, determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import polars as pl
+import pytest
+from conftest import REPO, TESTS, run_cli, write_config
+
+import pipeline
+from pipeline.runner import RunDir
+
+CONFIG = """
+name: eng
+seed: 7
+steps:
+  - id: docs
+    stage: python_docs
+    params: {granularity: paragraph, min_chars: 100}
+  - id: long
+    stage: length_filter
+    inputs: docs
+    params: {min_words: 20}
+  - id: sample
+    stage: sample
+    inputs: long
+    params: {n: 50}
+  - id: split
+    stage: split
+    inputs: sample
+    params: {fractions: {train: 0.8, test: 0.2}}
+  - id: test_only
+    stage: select
+    inputs: "split:test"
+    params: {columns: [id, text]}
+"""
+
+
+@pytest.fixture
+def config(tmp_path):
+    return write_config(tmp_path / "eng.yaml", CONFIG)
+
+
+def test_rerun_is_all_cache_hits(config, tmp_path):
+    work = tmp_path / "runs"
+    first = pipeline.run_pipeline(config, workdir=work)
+    assert first.ran == ["docs", "long", "sample", "split", "test_only"]
+    second = pipeline.run_pipeline(config, workdir=work)
+    assert second.ran == [] and len(second.cached) == 5
+    assert pipeline.load(work / "eng" / "test_only").collect().height == 10
+
+
+def test_changed_param_reruns_step_and_descendants_only(config, tmp_path):
+    work = tmp_path / "runs"
+    pipeline.run_pipeline(config, workdir=work)
+    report = pipeline.run_pipeline(config, workdir=work, overrides=["sample.n=40"])
+    assert report.cached == ["docs", "long"]
+    assert report.ran == ["sample", "split", "test_only"]
+    assert pipeline.load(work / "eng" / "test_only").collect().height == 8
+
+
+def test_force_only_and_until(config, tmp_path):
+    work = tmp_path / "runs"
+    until = pipeline.run_pipeline(config, workdir=work, until="long")
+    assert until.ran == ["docs", "long"]
+    assert {s.id for s in until.steps if s.status == "skipped"} == {"sample", "split", "test_only"}
+    with pytest.raises(pipeline.PipelineError, match="no finished output"):
+        pipeline.run_pipeline(config, workdir=work, only="split")
+    pipeline.run_pipeline(config, workdir=work)
+    only = pipeline.run_pipeline(config, workdir=work, only="split", force=True)
+    assert only.ran == ["split"]
+    forced = pipeline.run_pipeline(config, workdir=work, force=True)
+    assert len(forced.ran) == 5
+
+
+def test_manifest_records_provenance(config, tmp_path):
+    work = tmp_path / "runs"
+    pipeline.run_pipeline(config, workdir=work)
+    m = json.loads((work / "eng" / "split" / "_manifest.json").read_text())
+    assert m["stage"] == "split" and m["params"]["fractions"] == {"train": 0.8, "test": 0.2}
+    assert m["seed"] == 7 and m["output"]["rows"] == 50
+    assert m["inputs"]["data"]["step"] == "sample"
+    sample_m = json.loads((work / "eng" / "sample" / "_manifest.json").read_text())
+    assert m["inputs"]["data"]["fingerprint"] == sample_m["output"]["fingerprint"]
+    assert set(m["side_outputs"]) == {"train", "test"} and m["side_outputs"]["test"]["rows"] == 10
+    assert {"python", "polars", "pyarrow"} <= set(m["versions"])
+    assert m["peak_rss_bytes"] > 0 and m["wall_time_s"] >= 0
+    assert [c["name"] for c in m["output"]["schema"]] == ["id", "text", "topic", "split"]
+
+
+def test_same_seed_same_rows_other_seed_other_rows(config, tmp_path):
+    a = pipeline.run_pipeline(config, workdir=tmp_path / "a")
+    b = pipeline.run_pipeline(config, workdir=tmp_path / "b")
+    rows_a = pipeline.load(tmp_path / "a" / "eng" / "split").collect()
+    rows_b = pipeline.load(tmp_path / "b" / "eng" / "split").collect()
+    assert rows_a.equals(rows_b)
+    assert a.step("split").fingerprint == b.step("split").fingerprint
+    cfg = config.read_text().replace("seed: 7", "seed: 8")
+    other = write_config(tmp_path / "other.yaml", cfg)
+    pipeline.run_pipeline(other, workdir=tmp_path / "c")
+    rows_c = pipeline.load(tmp_path / "c" / "eng" / "sample").collect()
+    assert set(rows_c["id"]) != set(pipeline.load(tmp_path / "a" / "eng" / "sample").collect()["id"])
+
+
+def test_seed_reaches_stages_through_context(tmp_path):
+    cfg = "name: rnd\nseed: {seed}\nsteps:\n  - id: r\n    stage: test_random_rows\n    params: {{n: 20}}\n"
+    frames = []
+    for i, seed in enumerate([1, 1, 2]):
+        path = write_config(tmp_path / f"r{i}.yaml", cfg.format(seed=seed))
+        pipeline.run_pipeline(path, workdir=tmp_path / f"w{i}")
+        frames.append(pipeline.load(tmp_path / f"w{i}" / "rnd" / "r").collect())
+    assert frames[0].equals(frames[1]) and not frames[0].equals(frames[2])
+
+
+SLOW = """
+name: slow
+seed: 1
+steps:
+  - id: docs
+    stage: python_docs
+    params: {{granularity: paragraph}}
+  - id: copy
+    stage: test_slow_copy
+    inputs: docs
+    params: {{delay_s: {delay}, batch_rows: 50, marker: "{marker}", fail_after_batches: {fail}}}
+  - id: after
+    stage: select
+    inputs: copy
+"""
+
+
+def test_failed_step_keeps_previous_output(tmp_path):
+    work = tmp_path / "runs"
+    good = write_config(tmp_path / "good.yaml", SLOW.format(delay=0, marker=tmp_path / "m", fail="null"))
+    pipeline.run_pipeline(good, workdir=work)
+    before = json.loads((work / "slow" / "copy" / "_manifest.json").read_text())
+    bad = write_config(tmp_path / "bad.yaml", SLOW.format(delay=0, marker=tmp_path / "m", fail=3))
+    proc = run_cli("run", str(bad), "--workdir", str(work))
+    assert proc.returncode == 1, proc.stderr
+    assert "step 'copy' (stage 'test_slow_copy') failed" in proc.stderr and "Traceback" not in proc.stderr
+    after = json.loads((work / "slow" / "copy" / "_manifest.json").read_text())
+    assert after == before
+    assert pipeline.load(work / "slow" / "copy").collect().height == before["output"]["rows"]
+    assert not any((work / "slow" / ".staging").glob("*"))
+
+
+def test_kill_mid_step_then_rerun_matches_uninterrupted(tmp_path):
+    marker = tmp_path / "started"
+    cfg = write_config(tmp_path / "slow.yaml", SLOW.format(delay=0.05, marker=marker, fail="null"))
+    work = tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]), CORPUSFORGE_PLUGINS="plugin_stages")
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(cfg), "--workdir", str(work), "--quiet"],
+                            env=env)
+    deadline = time.monotonic() + 60
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # let the step write a few batches into its staging folder
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list((work / "slow" / ".staging").iterdir()), "the kill should have caught the step mid-write"
+    assert not (work / "slow" / "copy").exists()
+    resumed = pipeline.run_pipeline(cfg, workdir=work)
+    assert resumed.cached == ["docs"] and resumed.ran == ["copy", "after"]
+    clean = pipeline.run_pipeline(cfg, workdir=tmp_path / "clean")
+    assert resumed.step("after").fingerprint == clean.step("after").fingerprint
+    a = pipeline.load(work / "slow" / "after").collect()
+    b = pipeline.load(tmp_path / "clean" / "slow" / "after").collect()
+    assert a.equals(b) and a.height > 0
+    assert not list((work / "slow" / ".staging").iterdir())
+
+
+def test_second_concurrent_run_refuses_clearly(config, tmp_path):
+    work = tmp_path / "runs"
+    holder = RunDir(work, "eng")
+    holder.lock()
+    try:
+        proc = run_cli("run", str(config), "--workdir", str(work))
+        assert proc.returncode == 2
+        assert "holds the lock" in proc.stderr and str(os.getpid()) in proc.stderr
+        assert not (work / "eng" / "docs").exists()
+    finally:
+        holder.unlock()
+    assert run_cli("run", str(config), "--workdir", str(work), "--quiet").returncode == 0
+
+
+def test_library_api_roundtrip(config, tmp_path):
+    from stages.transforms import LengthFilter, Split
+
+    docs = pl.DataFrame({"id": ["a", "b", "c"], "text": ["one two three", "one", "four five six seven"]})
+    kept = LengthFilter(min_words=3).apply(docs)
+    assert kept["id"].to_list() == ["a", "c"]
+    result = Split(fractions={"train": 2 / 3, "test": 1 / 3}).execute(docs, seed=3)
+    assert result.side_outputs["train"].height == 2 and result.side_outputs["test"].height == 1
+    assert LengthFilter(min_words=3).get_params() == {"min_chars": 0, "max_chars": None, "min_words": 3,
+                                                      "text_column": "text"}
+    work = tmp_path / "runs"
+    pipeline.run_pipeline(config, workdir=work)
+    lf = pipeline.load(work / "eng" / "split")
+    assert isinstance(lf, pl.LazyFrame)
+    hf = pipeline.load_dataset(work / "eng" / "split")
+    assert hf.num_rows == 50 and hf.column_names == ["id", "text", "topic", "split"]
+    assert hf[0]["id"] == lf.collect()["id"][0]
+    assert hf.cache_files, "the datasets.Dataset must be backed by a memory-mapped file"
+
+
+def test_cli_show_stages_validate(config, tmp_path):
+    work = tmp_path / "runs"
+    assert run_cli("run", str(config), "--workdir", str(work), "--quiet").stdout == ""
+    show = run_cli("show", "eng", "--workdir", str(work))
+    assert show.returncode == 0 and "split" in show.stdout and "train/" in show.stdout
+    stages = run_cli("stages", "split")
+    assert "fractions" in stages.stdout and "share of rows" in stages.stdout
+    valid = run_cli("validate", str(config))
+    assert valid.returncode == 0 and "docs -> long -> sample -> split -> test_only" in valid.stdout
