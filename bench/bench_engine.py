@@ -57,7 +57,7 @@ def baseline_copy(src: str, dst: str) -> int:
     pf = pq.ParquetFile(src)
     rows = 0
     with pq.ParquetWriter(dst, pf.schema_arrow, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL) as w:
-        for batch in pf.iter_batches(batch_size=65536):
+        for batch in pf.iter_batches():
             w.write_batch(batch)
             rows += batch.num_rows
     return rows

@@ -30,6 +30,12 @@ COMPRESSION_LEVEL = 3
 # small enough that a Ray task over one part fits comfortably in a worker.
 ROWS_PER_PART = 1_000_000
 DEFAULT_BATCH_ROWS = 65_536
+# Batches and row groups are bounded in bytes as well as rows: a corpus of whole source files or
+# books has rows of 100 KB and more, where 65,536 rows would be gigabytes in memory at once.
+BATCH_BYTES = 32 << 20
+ROW_GROUP_BYTES = 64 << 20
+# polars' streaming sink takes row-group sizes in rows only; this keeps its buffer modest for text.
+SINK_ROW_GROUP_ROWS = 16_384
 
 
 def _expand_parquet_path(path: str | Path) -> list[Path]:
@@ -144,7 +150,11 @@ class Dataset:
             return
         for f in self.files:
             pf = pq.ParquetFile(f)
-            for batch in pf.iter_batches(batch_size=rows, columns=columns):
+            meta = pf.metadata
+            raw = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+            per_row = raw / max(meta.num_rows, 1)
+            size = max(1, min(rows, int(BATCH_BYTES / max(per_row, 1.0))))
+            for batch in pf.iter_batches(batch_size=size, columns=columns):
                 yield pl.from_arrow(batch)
 
     def __repr__(self) -> str:
@@ -189,7 +199,7 @@ def write_table(result: Any, out_dir: Path, rows_per_part: int = ROWS_PER_PART) 
     """
     if isinstance(result, pl.LazyFrame):
         result.sink_parquet(out_dir / "part-00000.parquet", compression=COMPRESSION,
-                           compression_level=COMPRESSION_LEVEL)
+                            compression_level=COMPRESSION_LEVEL, row_group_size=SINK_ROW_GROUP_ROWS)
         return
     if isinstance(result, pl.DataFrame):
         result = result.to_arrow()
@@ -219,7 +229,9 @@ def write_table(result: Any, out_dir: Path, rows_per_part: int = ROWS_PER_PART) 
                                               compression_level=COMPRESSION_LEVEL)
                 take = min(table.num_rows - offset, rows_per_part - rows_in_part)
                 if take > 0:
-                    writer.write_table(table.slice(offset, take))
+                    piece = table.slice(offset, take)
+                    group = max(1, int(ROW_GROUP_BYTES / max(piece.nbytes / take, 1.0)))
+                    writer.write_table(piece, row_group_size=group)
                 offset += take
                 rows_in_part += take
                 if rows_in_part >= rows_per_part:

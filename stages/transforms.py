@@ -13,7 +13,7 @@ from pipeline.stage import Context, RowwiseStage, Stage
 from stages._hashing import id_uniform
 
 
-class Select(Stage):
+class Select(RowwiseStage):
     """Keep, drop or rename columns; with no params it passes the table through unchanged (streamed).
 
     Parameters:
@@ -38,15 +38,14 @@ class Select(Stage):
         param.update({c: "rename" for c in self.rename or {}})
         return {"data": {c: param[c] for c in need}}
 
-    def run(self, ctx: Context, data: Dataset) -> pl.LazyFrame:
-        lf = data.lazy()
+    def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         if self.columns is not None:
-            lf = lf.select(self.columns)
+            batch = batch.select(self.columns)
         if self.drop:
-            lf = lf.drop(self.drop)
+            batch = batch.drop(self.drop)
         if self.rename:
-            lf = lf.rename(self.rename)
-        return lf
+            batch = batch.rename(self.rename)
+        return batch
 
     @classmethod
     def example(cls):
