@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
+        from pipeline import runner
+
+        runner.COMMAND_LINE = ["pipeline", *(argv if argv is not None else sys.argv[1:])]
         parser = build_parser()
         args = parser.parse_args(argv)
         return args._handler(args)

@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -50,6 +49,8 @@ from pipeline.stage import Context, Stage, check_inputs
 MANIFEST = "_manifest.json"
 RUN_RECORD = "_run.json"
 FORMAT_VERSION = 1
+# Set by the CLI so manifests record the command that produced them; None for library calls.
+COMMAND_LINE: list[str] | None = None
 
 
 class StepFailed(Exception):
@@ -448,7 +449,7 @@ def _run_step(
         "config": config.source,
         "versions": library_versions(),
         "platform": f"{platform.system()} {platform.machine()}",
-        "argv": sys.argv[1:] if sys.argv and sys.argv[0].endswith("pipeline") else None,
+        "command_line": COMMAND_LINE,
         "started_at": started,
         "wall_time_s": round(wall, 4),
         "peak_rss_bytes": mem.peak,

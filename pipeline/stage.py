@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import re
+import shutil
 import tempfile
 import typing
 from collections.abc import Iterator
@@ -27,10 +28,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pydantic
 
 from pipeline.errors import InputDataError, ParamError, PipelineError
-from pipeline.io import DEFAULT_BATCH_ROWS, Dataset, describe_table, write_table
+from pipeline.io import DEFAULT_BATCH_ROWS, Dataset, write_table
 from pipeline.progress import Progress
 
 STAGES: dict[str, type[Stage]] = {}
@@ -270,20 +272,18 @@ class Stage:
         named.update(inputs)
         datasets = {k: Dataset.from_any(v, label=f"input '{k}'") for k, v in named.items()}
         check_inputs(self, datasets)
-        out_dir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
+        temporary = workdir is None
+        out_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-")) if temporary else Path(workdir)
         out_dir.mkdir(parents=True, exist_ok=True)
         ctx = Context(step_id=self.name, seed=seed, out_dir=out_dir, checkpoint_dir=out_dir / "_checkpoint")
-        result = self.run(ctx, **datasets)
-        if isinstance(result, pl.LazyFrame):
-            table = result.collect()
-        elif isinstance(result, pl.DataFrame):
-            table = result
-        else:
-            main = out_dir / "_main"
-            main.mkdir(exist_ok=True)
-            write_table(result, main)
-            table = pl.read_parquet(main / "part-*.parquet") if describe_table(main).rows else pl.DataFrame()
+        table = _to_frame(self.run(ctx, **datasets))
         sides = {name: pl.read_parquet(out_dir / name / "part-*.parquet") for name in ctx.side_outputs}
+        for name in ctx.side_outputs:
+            shutil.rmtree(out_dir / name)
+        shutil.rmtree(out_dir / "_checkpoint", ignore_errors=True)
+        if temporary and not any(out_dir.iterdir()):
+            # Nothing but tables came out: keep no trace on disk (training loops call this often).
+            out_dir.rmdir()
         return StageResult(table=table, side_outputs=sides, artefact_dir=out_dir, stats=ctx.stats)
 
     def apply(self, *args: Any, seed: int = 0, **inputs: Any) -> pl.DataFrame:
@@ -305,6 +305,18 @@ class Stage:
         return type(self) is type(other) and self.get_params() == other.get_params()  # type: ignore[union-attr]
 
     __hash__ = object.__hash__
+
+
+def _to_frame(result: Any) -> pl.DataFrame:
+    """A stage's result as one in-memory DataFrame (library calls work on in-memory data)."""
+    if isinstance(result, pl.LazyFrame):
+        return result.collect()
+    if isinstance(result, pl.DataFrame):
+        return result
+    if isinstance(result, (pa.Table, pa.RecordBatch)):
+        return pl.from_arrow(result)
+    frames = [b if isinstance(b, pl.DataFrame) else pl.from_arrow(b) for b in result]
+    return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
 
 
 class RowwiseStage(Stage):
