@@ -456,5 +456,7 @@ def _run_step(
     }
     _write_json_atomic(staged / MANIFEST, manifest)
     run.publish(staged, step.id)
-    shutil.rmtree(checkpoint, ignore_errors=True)
+    # This step's checkpoints, and those of earlier params that will never resume, are done with.
+    for stale in run.checkpoints.glob(f"{step.id}@*"):
+        shutil.rmtree(stale, ignore_errors=True)
     return manifest

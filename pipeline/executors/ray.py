@@ -1,0 +1,572 @@
+"""Run the same pipelines on a Ray cluster, with the same results as the local executor.
+
+How each kind of stage is placed (the runner still owns caching, manifests and atomic publication):
+
+- Row-wise stages (`kind == "rowwise"`) are split into fragments: contiguous row ranges of the input
+  Parquet files, in file order. One Ray task per fragment reads its range, runs `process_batch` over
+  `batch_rows`-sized slices and writes `part-<fragment>-<k>.parquet` into the step's staging folder.
+  Part names follow input order, so the step's rows come out in exactly the local order, and each
+  part is written under a temporary name and renamed, so a retried task overwrites cleanly. We use
+  Ray core tasks rather than Ray Data's `map_batches` + `write_parquet` because Ray Data names
+  output files by its own block ids, which would lose that order.
+- Row-wise stages that hold a model (`uses_model = True` on the class, e.g. `embed`) run on a pool
+  of Ray actors instead: each actor unpickles the stage once and keeps whatever the stage caches
+  per process (the loaded model) across all fragments it serves. When the cluster has GPUs and the
+  stage does not say otherwise, each actor asks for one.
+- Every other stage ("table" stages: sources, split, sample, index builds, n-gram audits) needs its
+  whole input, so it runs as one Ray task sized by `stage.resources` (CPUs, GPUs, memory), which lets
+  Ray place it on a node where it fits. It reads its inputs from the shared filesystem and writes
+  its output there; only the small things (stats, side-output names) travel back to the driver.
+
+Workers must see the staging folder at the same path as the driver (a shared filesystem, or local
+disk for nodes on one machine), and must have corpusforge installed, as for any Ray application.
+
+Failures: tasks are retried `max_retries` times when a worker dies (actors are restarted and their
+calls retried), and every write is idempotent, so the step's output is complete and correct after
+a retry. A wrong address or an absent cluster is reported as a PipelineError within seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import socket
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+import ray
+
+from pipeline.errors import PipelineError
+from pipeline.io import Dataset, write_table
+from pipeline.stage import Context, Stage
+
+DEFAULT_GCS_PORT = 6379
+# Fragments smaller than this cost more in task overhead than they win in parallelism.
+MIN_AUTO_FRAGMENT_ROWS = 8_192
+# Aim for this many fragments per cluster CPU, so a slow node does not hold up the step's end.
+FRAGMENTS_PER_CPU = 4
+MAX_FRAGMENT_ROWS = 1_000_000
+
+
+# ------------------------------------------------------------------------------ stats recording
+
+
+class StatsLog(dict):
+    """A stats dict that logs how each key was changed, so stats from many tasks merge exactly.
+
+    Row-wise stages update `ctx.stats` per batch, either as a counter
+    (`stats[k] = stats.get(k, 0) + n`, a read then a write) or as a plain value
+    (`ctx.record(k, v)`, a write with no read). Each task logs ("add", key, delta) or
+    ("set", key, value); the driver replays the logs in fragment order, which gives the same
+    dict as one process running every batch in order.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[tuple[str, str, Any]] = []
+        self._read: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        self._read.add(key)
+        return super().__getitem__(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        old = super().get(key, 0)
+        if key in self._read and _is_number(value) and _is_number(old):
+            self.ops.append(("add", key, value - old))
+        else:
+            self.ops.append(("set", key, value))
+        self._read.discard(key)
+        super().__setitem__(key, value)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def replay_stats(stats: dict, ops: list[tuple[str, str, Any]]) -> None:
+    for op, key, value in ops:
+        if op == "add":
+            stats[key] = stats.get(key, 0) + value
+        else:
+            stats[key] = value
+
+
+# ------------------------------------------------------------------------------ errors across tasks
+
+
+def _pack_error(exc: BaseException) -> tuple[type, str, dict] | None:
+    """PipelineErrors come back as values: their subclasses' constructors do not survive pickling."""
+    if isinstance(exc, PipelineError):
+        return type(exc), exc.message, dict(exc.__dict__)
+    return None
+
+
+def _unpack_error(packed: tuple[type, str, dict]) -> PipelineError:
+    cls, message, state = packed
+    err = cls.__new__(cls)
+    Exception.__init__(err, message)
+    err.__dict__.update(state)
+    return err
+
+
+# ------------------------------------------------------------------------------ work on the cluster
+
+
+def _clear_folder(folder: Path) -> None:
+    """Empty the staging folder before a (re)try, so a retried table task starts from nothing."""
+    for p in folder.iterdir():
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def _run_table_stage(stage: Stage, ctx: Context, inputs: dict[str, Dataset], out_dir: str) -> tuple:
+    """One task: the whole stage, writing straight into the shared staging folder."""
+    folder = Path(out_dir)
+    _clear_folder(folder)
+    ctx = replace(ctx, stats={}, side_outputs=[], quiet=True)
+    try:
+        write_table(stage.run(ctx, **inputs), folder)
+    except PipelineError as exc:
+        return ("error", _pack_error(exc))
+    return ("ok", ctx.stats, ctx.side_outputs)
+
+
+def _fragment_batches(fragment: tuple, batch_rows: int):
+    """The fragment's rows as polars batches of at most `batch_rows`, in file order."""
+    source, start, stop = fragment
+    if isinstance(source, pl.DataFrame):
+        for offset in range(start, stop, batch_rows):
+            yield source.slice(offset, min(batch_rows, stop - offset))
+        return
+    pf = pq.ParquetFile(source)
+    meta = pf.metadata
+    groups, first_row, row = [], None, 0
+    for g in range(meta.num_row_groups):
+        n = meta.row_group(g).num_rows
+        if row < stop and row + n > start:
+            groups.append(g)
+            first_row = row if first_row is None else first_row
+        row += n
+    if not groups:
+        return
+    # Skip the rows before `start` in the first row group, stop at `stop`.
+    position = first_row
+    for batch in pf.iter_batches(batch_size=batch_rows, row_groups=groups):
+        lo, hi = max(start - position, 0), min(stop - position, batch.num_rows)
+        position += batch.num_rows
+        if hi > lo:
+            yield pl.from_arrow(batch.slice(lo, hi - lo))
+        if position >= stop:
+            break
+
+
+def _run_fragment(stage: Stage, ctx: Context, fragment: tuple, index: int, out_dir: str) -> tuple:
+    """Map one fragment through `process_batch`; write its parts under names that keep input order."""
+    if isinstance(fragment[0], ray.ObjectRef):
+        fragment = (ray.get(fragment[0]), fragment[1], fragment[2])
+    folder = Path(out_dir)
+    stats = StatsLog()
+    task_ctx = replace(ctx, stats=stats, side_outputs=[], quiet=True)
+    tmp = folder / f".fragment-{index:05d}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        try:
+            outputs = (stage.process_batch(b, task_ctx) for b in _fragment_batches(fragment, stage.batch_rows))
+            write_table(outputs, tmp)
+        except PipelineError as exc:
+            return ("error", _pack_error(exc))
+        rows = 0
+        for k, part in enumerate(sorted(tmp.glob("part-*.parquet"))):
+            rows += pq.read_metadata(part).num_rows
+            os.replace(part, folder / f"part-{index:05d}-{k:03d}.parquet")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ("ok", rows, stats.ops)
+
+
+class _FragmentWorker:
+    """An actor that keeps one copy of the stage (and the model it loads) for every fragment it maps."""
+
+    def __init__(self, stage: Stage, ctx: Context):
+        self.stage = stage
+        self.ctx = ctx
+
+    def run(self, fragment: tuple, index: int, out_dir: str) -> tuple:
+        return _run_fragment(self.stage, self.ctx, fragment, index, out_dir)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+# ------------------------------------------------------------------------------ the executor
+
+
+class RayExecutor:
+    """Runs each step on a Ray cluster; see the module docstring for where each kind of stage runs.
+
+    address: a running cluster's head as host:port (GCS port, 6379 by default), 'auto' for the
+        cluster this machine belongs to, or None for $RAY_ADDRESS, else a Ray instance started here.
+    connect_timeout_s: how long to wait for the head to answer before giving up with an error.
+    max_retries: how often a task is retried (or an actor restarted) when its worker dies.
+    fragment_rows: rows per row-wise task; None sizes fragments from the cluster's CPU count.
+    actors: size of the actor pool for model-holding stages; None fills the cluster.
+    runtime_env: passed to ray.init (e.g. to ship code to a cluster without corpusforge installed).
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        connect_timeout_s: float = 15.0,
+        max_retries: int = 3,
+        fragment_rows: int | None = None,
+        actors: int | None = None,
+        runtime_env: dict | None = None,
+    ):
+        if fragment_rows is not None and fragment_rows < 1:
+            raise PipelineError(f"fragment_rows must be at least 1, got {fragment_rows}")
+        if actors is not None and actors < 1:
+            raise PipelineError(f"actors must be at least 1, got {actors}")
+        self.address = address
+        self.connect_timeout_s = connect_timeout_s
+        self.max_retries = max_retries
+        self.fragment_rows = fragment_rows
+        self.actors = actors
+        self.runtime_env = runtime_env
+        self._owns_connection = False
+        self._connect()
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        if ray.is_initialized():
+            return  # the caller connected already (a notebook, a Ray job); use that cluster
+        address = self.address or os.environ.get("RAY_ADDRESS") or None
+        if address not in (None, "auto", "local"):
+            _probe(address, self.connect_timeout_s)
+        kwargs: dict[str, Any] = {
+            "address": address,
+            "logging_level": logging.WARNING,
+            "runtime_env": self.runtime_env,
+        }
+        if address in (None, "local"):
+            kwargs["include_dashboard"] = False
+        elif _host(address) in ("127.0.0.1", "localhost"):
+            # A cluster on loopback: attach this driver to it there, not at the machine's public IP.
+            kwargs["_node_ip_address"] = "127.0.0.1"
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PipelineError(
+                f"could not connect to a Ray cluster at {address or 'a new local instance'}: {text}",
+                hint="start one with `ray start --head`, or pass --address HOST:PORT of its head node",
+            ) from None
+        self._owns_connection = True
+
+    def close(self) -> None:
+        if self._owns_connection and ray.is_initialized():
+            ray.shutdown()
+        self._owns_connection = False
+
+    def cluster_cpus(self) -> int:
+        return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def run_step(self, stage: Stage, ctx: Context, inputs: dict[str, Dataset], out_dir: Path) -> None:
+        if stage.kind == "rowwise" and len(inputs) == 1 and hasattr(stage, "process_batch"):
+            (data,) = inputs.values()
+            if data.num_rows > 0:
+                self._run_rowwise(stage, ctx, data, out_dir)
+                return
+        self._run_table(stage, ctx, inputs, out_dir)
+
+    def _task_options(self, stage: Stage) -> dict[str, Any]:
+        res = dict(stage.resources or {})
+        options: dict[str, Any] = {"num_cpus": res.get("num_cpus", 1), "max_retries": self.max_retries}
+        if res.get("num_gpus"):
+            options["num_gpus"] = res["num_gpus"]
+        if res.get("memory"):
+            options["memory"] = int(res["memory"])
+        return options
+
+    def _run_table(self, stage: Stage, ctx: Context, inputs: dict[str, Dataset], out_dir: Path) -> None:
+        task = ray.remote(_run_table_stage).options(**self._task_options(stage))
+        result = _get(task.remote(stage, ctx, inputs, str(out_dir)))
+        if result[0] == "error":
+            raise _unpack_error(result[1])
+        _, stats, side_outputs = result
+        ctx.stats.update(stats)
+        ctx.side_outputs.extend(side_outputs)
+
+    def plan_fragments(self, data: Dataset) -> list[tuple]:
+        """Contiguous row ranges of the input in its order: (file or frame, start row, stop row)."""
+        if self.fragment_rows is not None:
+            size = self.fragment_rows
+        else:
+            target = math.ceil(data.num_rows / (self.cluster_cpus() * FRAGMENTS_PER_CPU))
+            size = min(max(target, MIN_AUTO_FRAGMENT_ROWS), MAX_FRAGMENT_ROWS)
+        if data.frame is not None:
+            sources = [(data.frame, data.frame.height)]
+        else:
+            sources = [(str(f), pq.read_metadata(f).num_rows) for f in data.files]
+        return [(src, start, min(start + size, n)) for src, n in sources for start in range(0, n, size)]
+
+    def _run_rowwise(self, stage: Stage, ctx: Context, data: Dataset, out_dir: Path) -> None:
+        fragments = self.plan_fragments(data)
+        remote_ctx = replace(ctx, stats={}, side_outputs=[], quiet=True)
+        if data.frame is not None:
+            # An in-memory input (library use) goes to the object store once, not once per fragment.
+            frame_ref = ray.put(data.frame)
+            fragments = [(frame_ref, start, stop) for _, start, stop in fragments]
+        bar = ctx.progress(total=data.num_rows)
+        try:
+            if getattr(type(stage), "uses_model", False):
+                results = self._map_on_actors(stage, remote_ctx, fragments, out_dir, bar)
+            else:
+                results = self._map_on_tasks(stage, remote_ctx, fragments, out_dir, bar)
+        finally:
+            bar.close()
+            for leftover in out_dir.glob(".fragment-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+        for result in results:
+            if result[0] == "error":
+                raise _unpack_error(result[1])
+        for _, _rows, ops in results:
+            replay_stats(ctx.stats, ops)
+
+    def _map_on_tasks(self, stage: Stage, ctx: Context, fragments: list, out_dir: Path, bar) -> list:
+        task = ray.remote(_run_fragment).options(**self._task_options(stage))
+        stage_ref, ctx_ref = ray.put(stage), ray.put(ctx)
+        pending = {task.remote(stage_ref, ctx_ref, frag, i, str(out_dir)): i for i, frag in enumerate(fragments)}
+        results: list = [None] * len(fragments)
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                i = pending.pop(ref)
+                results[i] = _get(ref)
+                _, start, stop = fragments[i]
+                bar.update(stop - start)
+        return results
+
+    def _map_on_actors(self, stage: Stage, ctx: Context, fragments: list, out_dir: Path, bar) -> list:
+        options = self._task_options(stage)
+        options.pop("max_retries")
+        per_actor_cpus = options.get("num_cpus", 1) or 1
+        resources = ray.cluster_resources()
+        if "num_gpus" not in options and resources.get("GPU", 0) >= 1:
+            options["num_gpus"] = 1
+        if self.actors is not None:
+            size = self.actors
+        elif options.get("num_gpus"):
+            size = max(1, int(resources.get("GPU", 0) // options["num_gpus"]))
+        else:
+            size = max(1, int(resources.get("CPU", 1) // per_actor_cpus))
+        size = min(size, len(fragments))
+        actor_cls = ray.remote(_FragmentWorker).options(
+            max_restarts=self.max_retries, max_task_retries=self.max_retries, **options
+        )
+        actors = [actor_cls.remote(stage, ctx) for _ in range(size)]
+        results: list = [None] * len(fragments)
+        try:
+            # Each actor takes the next fragment as soon as it is free (simple work stealing).
+            queue = list(enumerate(fragments))
+            running: dict = {}
+            for actor in actors:
+                if queue:
+                    i, frag = queue.pop(0)
+                    running[actor.run.remote(frag, i, str(out_dir))] = (i, actor)
+            while running:
+                done, _ = ray.wait(list(running), num_returns=1)
+                for ref in done:
+                    i, actor = running.pop(ref)
+                    results[i] = _get(ref)
+                    _, start, stop = fragments[i]
+                    bar.update(stop - start)
+                    if queue:
+                        j, frag = queue.pop(0)
+                        running[actor.run.remote(frag, j, str(out_dir))] = (j, actor)
+        finally:
+            for actor in actors:
+                with contextlib.suppress(Exception):
+                    ray.kill(actor)
+        return results
+
+
+def _get(ref: Any) -> Any:
+    """ray.get, re-raising a task's own exception rather than Ray's wrapper around it."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, Exception):
+            raise cause from exc
+        raise
+
+
+def _split_address(address: str) -> tuple[str, str]:
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port_text = hostport.rpartition(":")
+    if not host:
+        host, port_text = hostport, str(DEFAULT_GCS_PORT)
+    return host, port_text
+
+
+def _host(address: str) -> str:
+    return _split_address(address)[0]
+
+
+def _probe(address: str, timeout_s: float) -> None:
+    """Fail in seconds, not minutes, when nothing listens at the address (ray.init would keep retrying)."""
+    host, port_text = _split_address(address)
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise PipelineError(
+            f"Ray address '{address}' is not HOST:PORT", hint="e.g. --address 127.0.0.1:6379"
+        ) from None
+    try:
+        with socket.create_connection((host, port), timeout=min(timeout_s, 5.0)):
+            pass
+    except OSError as exc:
+        raise PipelineError(
+            f"no Ray cluster answers at {host}:{port} ({exc.strerror or exc})",
+            hint="start one with `ray start --head --port PORT`, or check --address",
+        ) from None
+
+
+# ------------------------------------------------------------------------------ a cluster on one machine
+
+
+class LoopbackCluster:
+    """A real multi-node Ray cluster on this machine (a head and workers on 127.0.0.1), for tests and benchmarks.
+
+    Each node is a `ray start --block` process in its own session, so `stop()` ends exactly the
+    processes this object started (by process group), never another user's Ray.
+    """
+
+    def __init__(self, workers: int = 1, cpus_per_node: int = 1, object_store_mb: int = 256,
+                 env: dict[str, str] | None = None, start_timeout_s: float = 90.0):
+        import subprocess
+        import sys
+        import tempfile
+
+        self.workers = workers
+        self.temp_dir = tempfile.mkdtemp(prefix="cfray-", dir="/tmp")  # short: Ray's socket paths must fit
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self._procs: list[subprocess.Popen] = []
+        self._env = {**os.environ, **(env or {})}
+        self._env.pop("RAY_ADDRESS", None)
+        # Loopback only: token auth would need a token file shared by every node and driver.
+        self._env.setdefault("RAY_AUTH_MODE", "disabled")
+        ray_cli = str(Path(sys.executable).with_name("ray"))
+        common = ["--node-ip-address=127.0.0.1", f"--num-cpus={cpus_per_node}", "--disable-usage-stats",
+                  f"--object-store-memory={object_store_mb * 2**20}", "--dashboard-agent-listen-port=0", "--block"]
+        try:
+            self._start([ray_cli, "start", "--head", f"--port={self.port}", "--include-dashboard=false",
+                         f"--temp-dir={self.temp_dir}", *common])
+            _wait_for_port(self.port, start_timeout_s)
+            for _ in range(workers):
+                self._start([ray_cli, "start", f"--address={self.address}", *common])
+            self._wait_for_nodes(workers + 1, start_timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, argv: list[str]) -> None:
+        import subprocess
+
+        log = open(Path(self.temp_dir) / f"node-{len(self._procs)}.log", "wb")
+        self._procs.append(subprocess.Popen(argv, env=self._env, stdout=log, stderr=subprocess.STDOUT,
+                                            start_new_session=True))
+
+    def _wait_for_nodes(self, expected: int, timeout_s: float) -> None:
+        import subprocess
+        import sys
+
+        script = (
+            "import sys, time, ray\n"
+            f"ray.init(address={self.address!r}, logging_level='ERROR', _node_ip_address='127.0.0.1')\n"
+            f"deadline = time.monotonic() + {timeout_s}\n"
+            f"while sum(n['Alive'] for n in ray.nodes()) < {expected}:\n"
+            "    if time.monotonic() > deadline: sys.exit(1)\n"
+            "    time.sleep(0.5)\n"
+        )
+        done = subprocess.run([sys.executable, "-c", script], env=self._env, capture_output=True,
+                              timeout=timeout_s + 30)
+        if done.returncode != 0:
+            raise RuntimeError(f"the loopback Ray cluster did not come up: {done.stderr.decode()[-2000:]}")
+
+    def stop(self) -> None:
+        import subprocess
+
+        import psutil
+
+        # Ray's workers start their own sessions, so collect every descendant by pid before stopping.
+        started: list[psutil.Process] = []
+        for proc in self._procs:
+            with contextlib.suppress(psutil.Error):
+                node = psutil.Process(proc.pid)
+                started += [node, *node.children(recursive=True)]
+        for p in reversed(started):
+            with contextlib.suppress(psutil.Error):
+                p.terminate()
+        _gone, alive = psutil.wait_procs(started, timeout=5)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        for proc in self._procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+        self._procs.clear()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def __enter__(self) -> LoopbackCluster:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def _free_port() -> int:
+    # Ephemeral ports (32768+) never collide with Ray's default worker port range (10002-19999).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port: int, timeout_s: float) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the Ray head did not open port {port} within {timeout_s}s")
