@@ -191,12 +191,14 @@ def parse_config(data: Any, source: str = "<dict>", overrides: list[str] | None 
         if raw_inputs is None:
             raw_inputs = {}
         elif isinstance(raw_inputs, str):
-            if len(cls.inputs) != 1:
+            # A bare reference fills the stage's only required input.
+            required = [n for n in cls.inputs if n not in cls.optional_inputs]
+            if len(required) != 1:
                 raise PipelineError(
                     f"stage '{stage_name}' takes named inputs {list(cls.inputs)}; write inputs as a mapping",
                     stage=stage_name, **where,
                 )
-            raw_inputs = {cls.inputs[0]: raw_inputs}
+            raw_inputs = {required[0]: raw_inputs}
         elif not isinstance(raw_inputs, dict):
             raise PipelineError("'inputs' must be a step id, a path, or a mapping of input names", **where)
         inputs = {}

@@ -270,6 +270,7 @@ class Stage:
         if len(args) > len(self.inputs):
             raise TypeError(f"stage '{self.name}' takes {len(self.inputs)} input(s): {self.inputs}")
         named.update(inputs)
+        self.validate()
         datasets = {k: Dataset.from_any(v, label=f"input '{k}'") for k, v in named.items()}
         check_inputs(self, datasets)
         temporary = workdir is None

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 import yaml
 
-from pipeline.errors import InputDataError
+from pipeline.errors import InputDataError, PipelineError
 from pipeline.stage import STAGES, load_plugins
 
 load_plugins()
@@ -28,7 +28,12 @@ def test_library_has_stages():
 def test_stage_contract(name):
     cls = STAGES[name]
     assert inspect.getdoc(cls), f"{name} needs a docstring: `pipeline stages` prints its first line"
-    example = cls.example()
+    try:
+        example = cls.example()
+    except PipelineError as exc:
+        if "apt-get install" in str(exc):  # real data from a Debian package that is not installed here
+            pytest.skip(str(exc))
+        raise
     assert example is not None, f"{name} needs an example() for the conformance test"
     params, inputs = example
     stage = cls.from_params(params)

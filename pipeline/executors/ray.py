@@ -142,8 +142,15 @@ def _clear_folder(folder: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def _run_table_stage(stage: Stage, ctx: Context, inputs: dict[str, Dataset], out_dir: str) -> tuple:
+def _enter(cwd: str) -> None:
+    """Work in the driver's directory, so relative paths in params mean what they mean locally."""
+    if os.getcwd() != cwd and os.path.isdir(cwd):
+        os.chdir(cwd)
+
+
+def _run_table_stage(stage: Stage, ctx: Context, inputs: dict[str, Dataset], out_dir: str, cwd: str) -> tuple:
     """One task: the whole stage, writing straight into the shared staging folder."""
+    _enter(cwd)
     folder = Path(out_dir)
     _clear_folder(folder)
     ctx = replace(ctx, stats={}, side_outputs=[], quiet=True)
@@ -183,8 +190,9 @@ def _fragment_batches(fragment: tuple, batch_rows: int):
             break
 
 
-def _run_fragment(stage: Stage, ctx: Context, fragment: tuple, index: int, out_dir: str) -> tuple:
+def _run_fragment(stage: Stage, ctx: Context, fragment: tuple, index: int, out_dir: str, cwd: str) -> tuple:
     """Map one fragment through `process_batch`; write its parts under names that keep input order."""
+    _enter(cwd)
     if isinstance(fragment[0], ray.ObjectRef):
         fragment = (ray.get(fragment[0]), fragment[1], fragment[2])
     folder = Path(out_dir)
@@ -214,8 +222,8 @@ class _FragmentWorker:
         self.stage = stage
         self.ctx = ctx
 
-    def run(self, fragment: tuple, index: int, out_dir: str) -> tuple:
-        return _run_fragment(self.stage, self.ctx, fragment, index, out_dir)
+    def run(self, fragment: tuple, index: int, out_dir: str, cwd: str) -> tuple:
+        return _run_fragment(self.stage, self.ctx, fragment, index, out_dir, cwd)
 
     def pid(self) -> int:
         return os.getpid()
@@ -231,7 +239,8 @@ class RayExecutor:
         cluster this machine belongs to, or None for $RAY_ADDRESS, else a Ray instance started here.
     connect_timeout_s: how long to wait for the head to answer before giving up with an error.
     max_retries: how often a task is retried (or an actor restarted) when its worker dies.
-    fragment_rows: rows per row-wise task; None sizes fragments from the cluster's CPU count.
+    fragment_rows: rows per row-wise task; None sizes fragments from the cluster's CPU count, in
+        whole batches of the stage (set it only to force small fragments, e.g. in tests).
     actors: size of the actor pool for model-holding stages; None fills the cluster.
     runtime_env: passed to ray.init (e.g. to ship code to a cluster without corpusforge installed).
     """
@@ -272,6 +281,8 @@ class RayExecutor:
             "address": address,
             "logging_level": logging.WARNING,
             "runtime_env": self.runtime_env,
+            # Stage errors come back as exceptions; worker chatter would only clutter the CLI.
+            "log_to_driver": False,
         }
         if address in (None, "local"):
             kwargs["include_dashboard"] = False
@@ -299,6 +310,10 @@ class RayExecutor:
     # -- steps --------------------------------------------------------------------------------
 
     def run_step(self, stage: Stage, ctx: Context, inputs: dict[str, Dataset], out_dir: Path) -> None:
+        # Workers may start elsewhere than the driver: ship absolute paths, and the driver's cwd.
+        self._cwd = os.getcwd()
+        out_dir = out_dir.resolve()
+        inputs = {name: _absolute(ds) for name, ds in inputs.items()}
         if stage.kind == "rowwise" and len(inputs) == 1 and hasattr(stage, "process_batch"):
             (data,) = inputs.values()
             if data.num_rows > 0:
@@ -317,20 +332,26 @@ class RayExecutor:
 
     def _run_table(self, stage: Stage, ctx: Context, inputs: dict[str, Dataset], out_dir: Path) -> None:
         task = ray.remote(_run_table_stage).options(**self._task_options(stage))
-        result = _get(task.remote(stage, ctx, inputs, str(out_dir)))
+        result = _get(task.remote(stage, _remote_ctx(ctx, out_dir), inputs, str(out_dir), self._cwd))
         if result[0] == "error":
             raise _unpack_error(result[1])
         _, stats, side_outputs = result
         ctx.stats.update(stats)
         ctx.side_outputs.extend(side_outputs)
 
-    def plan_fragments(self, data: Dataset) -> list[tuple]:
-        """Contiguous row ranges of the input in its order: (file or frame, start row, stop row)."""
+    def plan_fragments(self, data: Dataset, batch_rows: int) -> list[tuple]:
+        """Contiguous row ranges of the input in its order: (file or frame, start row, stop row).
+
+        Automatic sizes are whole multiples of the stage's `batch_rows`, so every `process_batch`
+        call sees exactly the batch the local executor would give it: stages whose output depends
+        on batch composition (a transformer pads each batch) then match the local run bit for bit.
+        """
         if self.fragment_rows is not None:
             size = self.fragment_rows
         else:
             target = math.ceil(data.num_rows / (self.cluster_cpus() * FRAGMENTS_PER_CPU))
             size = min(max(target, MIN_AUTO_FRAGMENT_ROWS), MAX_FRAGMENT_ROWS)
+            size = math.ceil(size / batch_rows) * batch_rows
         if data.frame is not None:
             sources = [(data.frame, data.frame.height)]
         else:
@@ -338,8 +359,8 @@ class RayExecutor:
         return [(src, start, min(start + size, n)) for src, n in sources for start in range(0, n, size)]
 
     def _run_rowwise(self, stage: Stage, ctx: Context, data: Dataset, out_dir: Path) -> None:
-        fragments = self.plan_fragments(data)
-        remote_ctx = replace(ctx, stats={}, side_outputs=[], quiet=True)
+        fragments = self.plan_fragments(data, stage.batch_rows)
+        remote_ctx = _remote_ctx(ctx, out_dir)
         if data.frame is not None:
             # An in-memory input (library use) goes to the object store once, not once per fragment.
             frame_ref = ray.put(data.frame)
@@ -363,15 +384,21 @@ class RayExecutor:
     def _map_on_tasks(self, stage: Stage, ctx: Context, fragments: list, out_dir: Path, bar) -> list:
         task = ray.remote(_run_fragment).options(**self._task_options(stage))
         stage_ref, ctx_ref = ray.put(stage), ray.put(ctx)
-        pending = {task.remote(stage_ref, ctx_ref, frag, i, str(out_dir)): i for i, frag in enumerate(fragments)}
+        pending = {task.remote(stage_ref, ctx_ref, frag, i, str(out_dir), self._cwd): i
+                   for i, frag in enumerate(fragments)}
         results: list = [None] * len(fragments)
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                i = pending.pop(ref)
-                results[i] = _get(ref)
-                _, start, stop = fragments[i]
-                bar.update(stop - start)
+        try:
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    i = pending.pop(ref)
+                    results[i] = _get(ref)
+                    _, start, stop = fragments[i]
+                    bar.update(stop - start)
+        finally:
+            for ref in pending:  # a fragment failed for good: stop the rest writing into the staging folder
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
         return results
 
     def _map_on_actors(self, stage: Stage, ctx: Context, fragments: list, out_dir: Path, bar) -> list:
@@ -400,7 +427,7 @@ class RayExecutor:
             for actor in actors:
                 if queue:
                     i, frag = queue.pop(0)
-                    running[actor.run.remote(frag, i, str(out_dir))] = (i, actor)
+                    running[actor.run.remote(frag, i, str(out_dir), self._cwd)] = (i, actor)
             while running:
                 done, _ = ray.wait(list(running), num_returns=1)
                 for ref in done:
@@ -410,12 +437,28 @@ class RayExecutor:
                     bar.update(stop - start)
                     if queue:
                         j, frag = queue.pop(0)
-                        running[actor.run.remote(frag, j, str(out_dir))] = (j, actor)
+                        running[actor.run.remote(frag, j, str(out_dir), self._cwd)] = (j, actor)
         finally:
             for actor in actors:
                 with contextlib.suppress(Exception):
                     ray.kill(actor)
         return results
+
+
+def _remote_ctx(ctx: Context, out_dir: Path) -> Context:
+    absolute = {"out_dir": out_dir}
+    for name in ("cache_dir", "checkpoint_dir"):
+        value = getattr(ctx, name)
+        absolute[name] = Path(value).resolve() if value is not None else None
+    return replace(ctx, stats={}, side_outputs=[], quiet=True, **absolute)
+
+
+def _absolute(ds: Dataset) -> Dataset:
+    if ds.files is None:
+        return ds
+    out = Dataset(files=[Path(f).resolve() for f in ds.files], label=ds.label)
+    out._schema, out._num_rows = ds._schema, ds._num_rows
+    return out
 
 
 def _get(ref: Any) -> Any:
@@ -451,13 +494,36 @@ def _probe(address: str, timeout_s: float) -> None:
             f"Ray address '{address}' is not HOST:PORT", hint="e.g. --address 127.0.0.1:6379"
         ) from None
     try:
-        with socket.create_connection((host, port), timeout=min(timeout_s, 5.0)):
-            pass
+        sock = socket.create_connection((host, port), timeout=min(timeout_s, 5.0))
     except OSError as exc:
         raise PipelineError(
             f"no Ray cluster answers at {host}:{port} ({exc.strerror or exc})",
             hint="start one with `ray start --head --port PORT`, or check --address",
         ) from None
+    # Something listens. A Ray head speaks gRPC (HTTP/2) there, and an HTTP/2 server answers the
+    # client preface with a SETTINGS frame; anything else would leave ray.init retrying for minutes.
+    with sock:
+        try:
+            sock.settimeout(timeout_s)
+            sock.sendall(_HTTP2_PREFACE + _HTTP2_EMPTY_SETTINGS)
+            header = b""
+            while len(header) < 9:
+                chunk = sock.recv(9 - len(header))
+                if not chunk:
+                    break
+                header += chunk
+        except OSError:
+            header = b""
+    if len(header) < 9 or header[3] != 0x04:
+        raise PipelineError(
+            f"{host}:{port} accepts connections but does not answer as a Ray head within {timeout_s:g}s",
+            hint="pass the GCS port of the head node (`ray start --head --port PORT`, default 6379)",
+        )
+
+
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# A frame header: length 0, type 4 (SETTINGS), no flags, stream 0.
+_HTTP2_EMPTY_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
 # ------------------------------------------------------------------------------ a cluster on one machine

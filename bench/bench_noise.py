@@ -1,0 +1,179 @@
+"""label_noise throughput against a plain NumPy/polars version of the same operation, in one run.
+
+Both sides take the same in-memory polars table (id, label, a float payload) and return the same
+columns (noisy label, clean_label, is_noisy, noise_origin, source_id). The baseline is what one would
+write by hand: `rng.choice` per class for flips, `np.tile` plus `rng.choice` for dilution. It draws
+from a NumPy generator, so it is neither keyed by id (batch-independent) nor exact per transition
+cell; the stage pays for those properties, and this measures what they cost.
+
+    python -m bench.bench_noise            # 10M rows
+    python -m bench.bench_noise quick      # 200k rows (smoke test)
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import polars as pl
+
+from bench.common import in_fresh_process, median_time, print_rows
+
+CLASSES = 10
+RATE = 0.2
+ALPHA = 1.0
+SCALES = {"full": 10_000_000, "quick": 200_000}
+
+
+def make_table(rows: int) -> pl.DataFrame:
+    rng = np.random.default_rng(0)
+    return pl.DataFrame({
+        "id": np.arange(rows, dtype=np.int64),
+        "label": rng.integers(0, CLASSES, rows, dtype=np.int64),
+        "x": rng.random(rows),
+    })
+
+
+def _decorate(df: pl.DataFrame, noisy: np.ndarray, clean: np.ndarray, origin: str) -> pl.DataFrame:
+    return df.with_columns(
+        pl.Series("label", noisy), pl.Series("clean_label", clean), pl.Series("is_noisy", noisy != clean),
+        pl.col("id").alias("source_id"),
+    ).with_columns(
+        pl.when(pl.col("is_noisy")).then(pl.lit(origin)).otherwise(pl.lit("clean")).alias("noise_origin")
+    )
+
+
+def baseline_flip(df: pl.DataFrame, seed: int = 0) -> pl.DataFrame:
+    """Symmetric flips, exactly round(rate * N_i) per class, targets uniform over the other classes."""
+    rng = np.random.default_rng(seed)
+    clean = df["label"].to_numpy()
+    noisy = clean.copy()
+    order = np.argsort(clean, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(clean, minlength=CLASSES))])
+    for i in range(CLASSES):
+        members = order[bounds[i] : bounds[i + 1]]
+        chosen = rng.choice(members, size=int(np.floor(RATE * members.size + 0.5)), replace=False)
+        offset = rng.integers(1, CLASSES, chosen.size)
+        noisy[chosen] = (i + offset) % CLASSES
+    return _decorate(df, noisy, clean, "flipped")
+
+
+def baseline_dilute(df: pl.DataFrame, seed: int = 0) -> pl.DataFrame:
+    """Keep every row; add round(alpha * N) copies of rows (whole cycles + a sample) with uniform labels."""
+    rng = np.random.default_rng(seed)
+    n = df.height
+    added = int(np.floor(ALPHA * n + 0.5))
+    full, rem = divmod(added, n)
+    idx = np.concatenate([np.tile(np.arange(n), full), np.sort(rng.choice(n, rem, replace=False))])
+    labels = rng.integers(0, CLASSES, added)
+    clean_part = _decorate(df, df["label"].to_numpy(), df["label"].to_numpy(), "added")
+    source = df[idx]
+    noisy_part = _decorate(source, labels, source["label"].to_numpy(), "added").with_columns(
+        (pl.int_range(0, added, dtype=pl.Int64) + n).alias("id"), pl.lit("added").alias("noise_origin"))
+    return pl.concat([clean_part, noisy_part.select(clean_part.columns)])
+
+
+def ours_flip(df: pl.DataFrame) -> pl.DataFrame:
+    from stages.noise import LabelNoise
+
+    return LabelNoise(mode="flip", noise="symmetric", rate=RATE).apply(df, seed=0)
+
+
+def ours_dilute(df: pl.DataFrame) -> pl.DataFrame:
+    from stages.noise import LabelNoise
+
+    return LabelNoise(mode="dilute", noise="uniform", alpha=ALPHA).apply(df, seed=0)
+
+
+def ours_flip_parquet(src: str, dst: str) -> None:
+    """What the engine does with the stage: stream Parquet parts in, batches out to Parquet."""
+    import shutil
+    from pathlib import Path
+
+    from pipeline.io import Dataset, write_table
+    from pipeline.stage import Context
+    from stages.noise import LabelNoise
+
+    out = Path(dst)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    ctx = Context(step_id="flip", seed=0, out_dir=out)
+    write_table(LabelNoise(mode="flip", noise="symmetric", rate=RATE).run(ctx, data=Dataset.from_parquet(src)), out)
+
+
+def baseline_flip_parquet(src: str, dst: str) -> None:
+    from pathlib import Path
+
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    baseline_flip(pl.read_parquet(src)).write_parquet(Path(dst) / "part-00000.parquet", compression="zstd")
+
+
+def _parquet_case(side: str, rows: int, repeats: int, workdir: str) -> dict:
+    """Runs in a fresh process: the input file is written by the parent, so only the operation is measured."""
+    fn = ours_flip_parquet if side == "ours" else baseline_flip_parquet
+    dst = f"{workdir}/out-{side}"
+    seconds = median_time(lambda: fn(f"{workdir}/input.parquet", dst), repeats=repeats)
+    written = pl.scan_parquet(f"{dst}/*.parquet").select(pl.len()).collect().item()
+    assert written == rows, written
+    return {"seconds": seconds}
+
+
+IMPLEMENTATIONS = {
+    ("flip", "ours"): ours_flip, ("flip", "baseline"): baseline_flip,
+    ("dilute", "ours"): ours_dilute, ("dilute", "baseline"): baseline_dilute,
+}
+
+
+def _case(operation: str, side: str, rows: int, repeats: int) -> dict:
+    """Runs in a fresh process: build the table, time the operation, check the row count."""
+    df = make_table(rows)
+    fn = IMPLEMENTATIONS[(operation, side)]
+    out = fn(df)
+    expected = rows if operation == "flip" else rows + int(np.floor(ALPHA * rows + 0.5))
+    assert out.height == expected, (operation, side, out.height)
+    del out
+    seconds = median_time(lambda: fn(df), repeats=repeats)
+    return {"seconds": seconds}
+
+
+def run(scale: str = "full") -> list[dict]:
+    rows = SCALES[scale]
+    repeats = 5 if scale == "full" else 3
+    out = []
+    for operation in ("flip", "dilute"):
+        _, ours_rss, ours = in_fresh_process(_case, operation, "ours", rows, repeats)
+        _, base_rss, base = in_fresh_process(_case, operation, "baseline", rows, repeats)
+        ours_rate = rows / ours["seconds"]
+        base_rate = rows / base["seconds"]
+        params = f"rate={RATE}" if operation == "flip" else f"alpha={ALPHA}"
+        out.append({
+            "benchmark": "label_noise", "case": f"{operation} ({params}, {CLASSES} classes, {rows:,} rows, in memory)",
+            "metric": "input rows/s", "value": round(ours_rate),
+            "baseline": f"plain numpy/polars {operation} written in bench/bench_noise.py",
+            "baseline_value": round(base_rate), "ratio": round(ours_rate / base_rate, 3),
+            "ratio_meaning": "ours/baseline throughput (>= 0.67 meets 'within 1.5x')",
+            "peak_rss_mb": round(ours_rss), "baseline_peak_rss_mb": round(base_rss),
+            "notes": f"median of {repeats} timed runs after one warm-up, each side in a fresh process",
+        })
+    # Parquet in, Parquet out: the stage streams (bounded memory), the baseline loads the whole table.
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-noise-") as workdir:
+        make_table(rows).write_parquet(f"{workdir}/input.parquet", compression="zstd", row_group_size=1_000_000)
+        _, ours_rss, ours = in_fresh_process(_parquet_case, "ours", rows, repeats, workdir)
+        _, base_rss, base = in_fresh_process(_parquet_case, "baseline", rows, repeats, workdir)
+    ours_rate, base_rate = rows / ours["seconds"], rows / base["seconds"]
+    out.append({
+        "benchmark": "label_noise", "case": f"flip (rate={RATE}, {rows:,} rows, Parquet to Parquet, streamed)",
+        "metric": "input rows/s", "value": round(ours_rate),
+        "baseline": "polars read_parquet + the numpy flip above + write_parquet (whole table in memory)",
+        "baseline_value": round(base_rate), "ratio": round(ours_rate / base_rate, 3),
+        "ratio_meaning": "ours/baseline throughput", "peak_rss_mb": round(ours_rss),
+        "baseline_peak_rss_mb": round(base_rss),
+        "notes": f"median of {repeats} runs, each side in a fresh process; both write zstd Parquet",
+    })
+    return out
+
+
+if __name__ == "__main__":
+    print_rows(run(sys.argv[1] if len(sys.argv) > 1 else "full"))

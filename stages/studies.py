@@ -1,0 +1,240 @@
+"""Studies: training loops that call stages as library functions and report a figure.
+
+`label_noise_curve` reproduces the shape of Rolnick et al. (2017), "Deep Learning is Robust to Massive
+Label Noise": test accuracy as alpha noisy examples are added per clean one, for uniform and for
+structured noise. It is the "library call inside training code" use of `label_noise`: every point of
+the grid is `LabelNoise(mode="dilute", ...).apply(train, seed=...)` followed by a fit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import polars as pl
+
+from pipeline.errors import InputDataError, ParamError
+from pipeline.io import Dataset
+from pipeline.stage import Context, Stage
+from stages.noise import LabelNoise, vector_matrix
+
+PLOT_NAME = "accuracy_vs_alpha.png"
+
+
+def _split(table: pl.DataFrame, label: str, test_fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    from sklearn.model_selection import train_test_split
+
+    train_idx, test_idx = train_test_split(
+        np.arange(table.height), test_size=test_fraction, random_state=seed % (2**32),
+        stratify=table[label].to_numpy(),
+    )
+    return table[np.sort(train_idx)], table[np.sort(test_idx)]
+
+
+class LabelNoiseCurve(Stage):
+    """Test accuracy against alpha (noisy rows per clean row) for uniform and structured label noise.
+
+    A clean test split is held out; for each noise kind and alpha, the training split is diluted by
+    `label_noise` and a multinomial logistic regression is fitted. Added rows repeat training inputs,
+    so the fit uses one row per distinct (input, label) pair weighted by its count: the same mean loss
+    as training on every duplicated row, at a fraction of the cost. Chance level (majority class of the
+    test split) is recorded and drawn on the plot `accuracy_vs_alpha.png`.
+
+    Parameters:
+        alphas: the noisy-rows-per-clean-row values to train at
+        noises: which noise kinds to run: 'uniform', 'structured'
+        delta: structured noise: probability that an added label is the confusing class
+        confusion: structured noise: 'auto' (centroid for vectors, derangement for text), or any label_noise confusion
+        features: the input column: a numeric vector column (images) or a string column (TF-IDF); 'auto' picks
+        test_fraction: fraction of the data held out, clean, for testing (stratified)
+        repeats: seeds per grid point (the table keeps each; the plot shows their mean)
+        C: inverse regularisation strength of the logistic regression
+        title: plot title (defaults to the input's name)
+        label_column: the column holding labels
+        id_column: unique row id
+    """
+
+    name = "label_noise_curve"
+    requires: ClassVar[tuple[str, ...]] = ("sklearn", "matplotlib")
+
+    def __init__(
+        self,
+        alphas: list[float] = [0, 1, 2, 5, 10, 20, 50],  # noqa: B006 - params are stored as given
+        noises: list[Literal["uniform", "structured"]] = ["uniform", "structured"],  # noqa: B006
+        delta: float = 0.2,
+        confusion: str | dict[Any, Any] | list[list[float]] = "auto",
+        features: str = "auto",
+        test_fraction: float = 0.2,
+        repeats: int = 1,
+        C: float = 1.0,
+        title: str | None = None,
+        label_column: str = "label",
+        id_column: str = "id",
+    ):
+        self.alphas = alphas
+        self.noises = noises
+        self.delta = delta
+        self.confusion = confusion
+        self.features = features
+        self.test_fraction = test_fraction
+        self.repeats = repeats
+        self.C = C
+        self.title = title
+        self.label_column = label_column
+        self.id_column = id_column
+
+    def validate(self) -> None:
+        if not self.alphas or any(a < 0 for a in self.alphas):
+            raise ParamError("alphas", f"must be a non-empty list of numbers >= 0, got {self.alphas}")
+        if not self.noises:
+            raise ParamError("noises", "must name at least one of 'uniform', 'structured'")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ParamError("test_fraction", f"must lie strictly between 0 and 1, got {self.test_fraction}")
+        if self.repeats < 1:
+            raise ParamError("repeats", f"must be >= 1, got {self.repeats}")
+        if not 0.0 <= self.delta <= 1.0:
+            raise ParamError("delta", f"must lie in [0, 1], got {self.delta}")
+        if self.C <= 0:
+            raise ParamError("C", f"must be > 0, got {self.C}")
+
+    def required_columns(self) -> dict[str, dict[str, str | None]]:
+        cols: dict[str, str | None] = {self.label_column: "label_column", self.id_column: "id_column"}
+        if self.features != "auto":
+            cols[self.features] = "features"
+        return {"data": cols}
+
+    def _feature_column(self, data: Dataset) -> str:
+        if self.features != "auto":
+            return self.features
+        schema = data.lazy().collect_schema()
+        for name, dtype in schema.items():
+            if name not in (self.label_column, self.id_column) and isinstance(dtype, (pl.List, pl.Array)):
+                return name
+        if "text" in schema:
+            return "text"
+        raise InputDataError("found no vector column and no 'text' column to train on; set 'features'",
+                             param="features", file=data.label)
+
+    def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
+        from threadpoolctl import threadpool_limits
+
+        # The fits are small (thousands of rows): BLAS threads only contend, and on a busy machine
+        # they made a 1 s fit take 40 s.
+        with threadpool_limits(limits=1):
+            return self._run(ctx, data)
+
+    def _run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
+        from sklearn.linear_model import LogisticRegression
+
+        table = data.collect()
+        feature = self._feature_column(data)
+        is_text = table.schema[feature] == pl.String
+        if is_text:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+        confusion = self.confusion
+        if confusion == "auto":
+            confusion = "derangement" if is_text else "centroid"
+        classes = table[self.label_column].unique().sort()
+        rows = []
+        bar = ctx.progress(total=self.repeats * len(self.noises) * len(self.alphas), unit="fits")
+        for repeat in range(self.repeats):
+            seed = ctx.seed + repeat
+            train, test = _split(table, self.label_column, self.test_fraction, seed)
+            if is_text:
+                vectoriser = TfidfVectorizer(sublinear_tf=True, min_df=2, ngram_range=(1, 2))
+                x_train = vectoriser.fit_transform(train[feature].to_list())
+                x_test = vectoriser.transform(test[feature].to_list())
+            else:
+                scale = float(np.abs(vector_matrix(train[feature], "features")).max()) or 1.0
+                x_train = vector_matrix(train[feature], "features") / scale
+                x_test = vector_matrix(test[feature], "features") / scale
+            y_test = test[self.label_column].to_numpy()
+            majority = float(test[self.label_column].value_counts()["count"].max() / test.height)
+            position = pl.DataFrame({"source_id": train[self.id_column],
+                                     "_row": np.arange(train.height, dtype=np.int64)})
+            for noise in self.noises:
+                for alpha in self.alphas:
+                    noiser = LabelNoise(
+                        mode="dilute", alpha=alpha, noise=noise, delta=self.delta,
+                        confusion=confusion if noise == "structured" else "derangement",
+                        feature_column=feature if (noise == "structured" and confusion == "centroid") else None,
+                        classes=classes.to_list(), label_column=self.label_column, id_column=self.id_column,
+                    )
+                    noisy = noiser.apply(train, seed=seed)
+                    pairs = (
+                        noisy.group_by("source_id", self.label_column).len()
+                        .join(position, on="source_id").sort("_row", self.label_column)
+                    )
+                    model = LogisticRegression(C=self.C, max_iter=2000)
+                    # Mean loss over the diluted set (as minibatch SGD sees it): the penalty keeps its weight
+                    # relative to the data whatever alpha is, instead of fading as rows are added.
+                    weight = pairs["len"].to_numpy().astype(np.float64) * (train.height / noisy.height)
+                    model.fit(x_train[pairs["_row"].to_numpy()], pairs[self.label_column].to_numpy(),
+                              sample_weight=weight)
+                    accuracy = float((model.predict(x_test) == y_test).mean())
+                    rows.append({
+                        "noise": noise, "alpha": float(alpha), "delta": float(self.delta), "repeat": repeat,
+                        "seed": seed, "classes": classes.len(), "train_clean_rows": train.height,
+                        "train_rows": noisy.height, "test_rows": test.height, "accuracy": accuracy,
+                        "chance_majority": majority, "chance_uniform": 1.0 / classes.len(),
+                        "features": "tfidf" if is_text else feature,
+                    })
+                    bar.update(1)
+        bar.close()
+        result = pl.DataFrame(rows)
+        title = self.title or f"{data.label}: {classes.len()} classes, {train.height} clean training rows"
+        self._plot(result, ctx.artefact_path(PLOT_NAME), title)
+        summary = result.group_by("noise", "alpha").agg(pl.col("accuracy").mean()).sort("noise", "alpha")
+        ctx.record("accuracy", {f"{r['noise']}@{r['alpha']:g}": round(r["accuracy"], 4)
+                                for r in summary.iter_rows(named=True)})
+        ctx.record("chance_majority", float(result["chance_majority"].mean()))
+        ctx.record("plot", PLOT_NAME)
+        return result
+
+    def _plot(self, result: pl.DataFrame, path: Any, title: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+        styles = {"uniform": ("tab:blue", "o"), "structured": ("tab:red", "s")}
+        for noise in result["noise"].unique(maintain_order=True):
+            part = (result.filter(pl.col("noise") == noise).group_by("alpha")
+                    .agg(pl.col("accuracy").mean(), pl.col("accuracy").min().alias("lo"),
+                         pl.col("accuracy").max().alias("hi")).sort("alpha"))
+            color, marker = styles.get(noise, ("tab:gray", "^"))
+            delta = f" (delta={result['delta'][0]:g})" if noise == "structured" else ""
+            ax.plot(part["alpha"], part["accuracy"], marker=marker, color=color, label=f"{noise} noise{delta}")
+            if result["repeat"].n_unique() > 1:
+                ax.fill_between(part["alpha"], part["lo"], part["hi"], color=color, alpha=0.15)
+        chance = float(result["chance_majority"].mean())
+        ax.axhline(chance, color="black", linestyle="--", linewidth=1, label=f"chance ({chance:.2f})")
+        ax.set_xscale("symlog", linthresh=1)
+        alphas = sorted(result["alpha"].unique().to_list())
+        ax.set_xticks(alphas)
+        ax.set_xticklabels([f"{a:g}" for a in alphas])
+        ax.set_xlim(-0.1, max(alphas) * 1.15 + 0.1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("alpha: noisy examples added per clean example")
+        ax.set_ylabel("test accuracy (clean test split)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
+    @classmethod
+    def example(cls) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        keep = digits.target < 3
+        table = pl.DataFrame({
+            "id": np.arange(150),
+            "pixels": pl.Series(digits.data[keep][:150].astype(np.float32).tolist(), dtype=pl.List(pl.Float32)),
+            "label": digits.target[keep][:150],
+        })
+        return {"alphas": [0, 2], "noises": ["uniform", "structured"]}, {"data": table}

@@ -1,0 +1,98 @@
+"""label_noise_curve: the Rolnick-style study on a tiny grid, through the library and through a config."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.errors import ParamError
+from pipeline.runner import run_pipeline
+from stages.labelled_corpora import SklearnDigits
+from stages.studies import PLOT_NAME, LabelNoiseCurve
+
+
+@pytest.fixture(scope="module")
+def few_digits() -> pl.DataFrame:
+    """Four digit classes, 400 images: enough to learn, small enough for a fast grid."""
+    return SklearnDigits().apply().filter(pl.col("label") < 4).head(400)
+
+
+def test_curve_table_and_plot(few_digits, tmp_path):
+    stage = LabelNoiseCurve(alphas=[0, 10], noises=["uniform", "structured"], delta=1.0, title="four digits")
+    result = stage.execute(few_digits, seed=1, workdir=tmp_path)
+    table = result.table
+    assert table.height == 4
+    assert set(table["noise"]) == {"uniform", "structured"}
+    clean = table.filter(pl.col("alpha") == 0)["accuracy"]
+    assert (clean > 0.9).all()  # four well-separated digits
+    # delta = 1: every noisy label of a class is its one confusing class, ten per clean label.
+    collapsed = table.filter((pl.col("noise") == "structured") & (pl.col("alpha") == 10))["accuracy"][0]
+    assert collapsed < table["chance_majority"][0]
+    noisy_rows = table.filter(pl.col("alpha") == 10)["train_rows"]
+    assert (noisy_rows == 11 * table["train_clean_rows"][0]).all()
+    assert table["chance_uniform"][0] == pytest.approx(0.25)
+    plot = tmp_path / PLOT_NAME
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result.stats["plot"] == PLOT_NAME
+    assert set(result.stats["accuracy"]) == {"uniform@0", "uniform@10", "structured@0", "structured@10"}
+
+
+def test_text_features_use_tfidf(tmp_path):
+    pytest.importorskip("sklearn")
+    from stages.labelled_corpora import FORTUNES_DIR, Fortunes
+
+    if not __import__("pathlib").Path(FORTUNES_DIR).is_dir():
+        pytest.skip("needs the Debian fortunes: apt-get install fortunes fortunes-min")
+    corpus = Fortunes(categories=["computers", "food", "sports"], max_per_category=60).apply()
+    table = LabelNoiseCurve(alphas=[0, 1], noises=["uniform"]).apply(corpus, seed=0)
+    assert table["features"].unique().to_list() == ["tfidf"]
+    assert (table["accuracy"] > table["chance_majority"]).all()
+
+
+def test_bad_params_name_the_parameter():
+    for params, param in [({"alphas": [0, -1]}, "alphas"), ({"test_fraction": 1.0}, "test_fraction"),
+                          ({"repeats": 0}, "repeats"), ({"noises": []}, "noises")]:
+        with pytest.raises(ParamError) as err:
+            LabelNoiseCurve.from_params(params)
+        assert err.value.param == param
+
+
+def test_study_config_runs_end_to_end(tmp_path):
+    config = {
+        "name": "tiny_noise_study",
+        "seed": 3,
+        "steps": [
+            {"id": "digits", "stage": "sklearn_digits", "params": {"limit": 300}},
+            {"id": "curve", "stage": "label_noise_curve", "inputs": "digits",
+             "params": {"alphas": [0, 2], "noises": ["uniform"]}},
+            {"id": "flip", "stage": "label_noise", "inputs": {"data": "digits"},
+             "params": {"mode": "flip", "noise": "pairflip", "rate": 0.2}},
+            {"id": "dilute", "stage": "label_noise", "inputs": {"data": "digits", "source": "digits"},
+             "params": {"mode": "dilute", "alpha": 0.5}},
+        ],
+    }
+    report = run_pipeline(config, workdir=tmp_path)
+    run_dir = tmp_path / "tiny_noise_study"
+    assert (run_dir / "curve" / PLOT_NAME).exists()
+    manifest = json.loads((run_dir / "flip" / "_manifest.json").read_text())
+    record = manifest["stats"]["label_noise"]
+    assert record["requested_noise_rate"] == pytest.approx(0.2, abs=0.01)
+    assert record["realised_noise_rate"] == pytest.approx(0.2, abs=0.01)
+    transitions = pl.read_parquet(run_dir / "flip" / "transitions" / "part-*.parquet")
+    assert transitions["count"].sum() == 300
+    flipped = pl.read_parquet(run_dir / "flip" / "part-*.parquet")
+    assert np.array_equal(np.sort(flipped["id"].to_numpy()), np.arange(300))
+    diluted = pl.read_parquet(run_dir / "dilute" / "part-*.parquet")
+    assert diluted.height == 450
+    # Streamed from Parquet, the dilute step writes its transition counts once the last batch is out.
+    dilute_manifest = json.loads((run_dir / "dilute" / "_manifest.json").read_text())
+    assert dilute_manifest["stats"]["label_noise"]["added_rows_realised"] == 150
+    counts = pl.read_parquet(run_dir / "dilute" / "transitions" / "part-*.parquet")
+    assert counts["count"].sum() == 450
+    # Same seed, same params: the second run is served from the cache.
+    again = run_pipeline(config, workdir=tmp_path)
+    assert set(again.cached) == {"digits", "curve", "flip", "dilute"}
+    assert report.ran
