@@ -49,7 +49,15 @@ def in_fresh_process(fn: Callable[..., Any], *args: Any) -> tuple[float, float, 
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(fn, args, queue))
     proc.start()
-    wall, peak, result = queue.get()
+    import queue as queue_module
+
+    while True:
+        try:
+            wall, peak, result = queue.get(timeout=1.0)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"benchmark case {getattr(fn, '__name__', fn)} died (exit code {proc.exitcode})") from None
     proc.join()
     return wall, peak, result
 

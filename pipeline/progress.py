@@ -18,6 +18,7 @@ class Progress:
         self.start = time.monotonic()
         self._last = self.start
         self._printed = False
+        self._printed_at = -1
         self._tty = sys.stderr.isatty()
 
     def update(self, n: int = 1) -> None:
@@ -45,9 +46,10 @@ class Progress:
         sys.stderr.write(text.ljust(78) + end)
         sys.stderr.flush()
         self._printed = True
+        self._printed_at = self.done
 
     def close(self) -> None:
-        if self._printed and not self.quiet:
+        if self._printed and not self.quiet and self._printed_at != self.done:
             self._emit(time.monotonic())
             if self._tty:
                 sys.stderr.write("\n")

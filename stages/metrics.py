@@ -1,0 +1,538 @@
+"""Corpus metrics for collapse studies, and the report that draws them across generations.
+
+`corpus_metrics` measures any corpus, per group (by default per `schedule` and `generation`, the
+columns the `generations` stage writes): size, vocabulary, type-token ratio, distinct-n, unigram
+entropy, tail mass and Jensen-Shannon divergence against a reference (generation 0), self-BLEU on a
+sample, embedding diversity (Vendi score and mean pairwise cosine distance) on a sample, and each
+document's perplexity under an n-gram model of the reference (Shumailov et al.'s histograms).
+Everything but the embeddings is token-id arithmetic in polars and NumPy, so a corpus of millions
+of tokens is measured in seconds.
+
+`collapse_report` turns that table into PNG curves, perplexity histograms and a self-contained
+report.html.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from pipeline.errors import InputDataError, ParamError
+from pipeline.io import Dataset
+from pipeline.stage import Context, Stage
+from stages.synthetic import _HASH_START, NGramLM, _mix, token_ids, tokenize
+
+AUTO_GROUPS = ("schedule", "generation")
+
+
+# --------------------------------------------------------------------------------- metric functions
+
+
+def ngram_keys(ids: np.ndarray, doc: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hash of every n-gram that lies within one document, and the position it starts at."""
+    if len(ids) < n:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    starts = np.arange(len(ids) - n + 1)
+    same_doc = doc[starts] == doc[starts + n - 1]
+    starts = starts[same_doc]
+    key = np.full(len(starts), _HASH_START, dtype=np.uint64)
+    for j in range(n):
+        key = _mix(key, ids[starts + j])
+    return key, starts
+
+
+def self_bleu(ids: np.ndarray, doc: np.ndarray, max_n: int = 4) -> float:
+    """Mean sentence BLEU-`max_n` of each document against all the others as references.
+
+    Clipping needs, per n-gram and hypothesis, the largest count in any *other* document; keeping
+    the top two counts per n-gram gives that for every hypothesis at once, so this is linear in the
+    number of n-grams instead of quadratic in documents. Zero precisions get nltk's method-1
+    epsilon (0.1); documents shorter than `max_n` tokens are left out, as BLEU is undefined there.
+    """
+    docs, doc = np.unique(doc, return_inverse=True)
+    m = len(docs)
+    if m < 2:
+        return float("nan")
+    lengths = np.bincount(doc, minlength=m)
+    log_p = np.zeros(m)
+    for n in range(1, max_n + 1):
+        key, start = ngram_keys(ids, doc, n)
+        d = doc[start]
+        order = np.lexsort((d, key))
+        key, d = key[order], d[order]
+        new = np.ones(len(key), bool)
+        new[1:] = (key[1:] != key[:-1]) | (d[1:] != d[:-1])
+        first = np.nonzero(new)[0]
+        count = np.diff(np.append(first, len(key))).astype(np.float64)
+        pk, pd = key[first], d[first]
+        # Top two counts per n-gram (and the document holding the top one).
+        by = np.lexsort((-count, pk))
+        pk, pd, count = pk[by], pd[by], count[by]
+        grp_first = np.ones(len(pk), bool)
+        grp_first[1:] = pk[1:] != pk[:-1]
+        gstart = np.nonzero(grp_first)[0]
+        gid = np.cumsum(grp_first) - 1
+        top1, top1_doc = count[gstart], pd[gstart]
+        second_pos = gstart + 1
+        has_second = np.append(gstart[1:], len(pk)) > second_pos
+        top2 = np.where(has_second, count[np.minimum(second_pos, len(pk) - 1)], 0.0)
+        ref_max = np.where(pd == top1_doc[gid], top2[gid], top1[gid])
+        clipped = np.bincount(pd, weights=np.minimum(count, ref_max), minlength=m)
+        total = np.maximum(lengths - n + 1, 0).astype(np.float64)
+        p = np.where(clipped > 0, clipped, 0.1) / np.maximum(total, 1)
+        log_p += np.log(p) / max_n
+    # Brevity penalty against the closest other length (ties go to the shorter one, as nltk).
+    diff = np.abs(lengths[None, :] - lengths[:, None]).astype(np.float64)
+    np.fill_diagonal(diff, np.inf)
+    closest = lengths[np.argmin(diff * (1 + 1e-9 * lengths[None, :]), axis=1)]
+    bp = np.where(lengths > closest, 1.0, np.exp(1 - closest / np.maximum(lengths, 1)))
+    valid = lengths >= max_n
+    return float(np.mean((bp * np.exp(log_p))[valid])) if valid.any() else float("nan")
+
+
+def vendi_score(embeddings: np.ndarray) -> float:
+    """Vendi score (Friedman & Dieng 2023) with cosine similarity: the effective number of distinct items.
+
+    The eigenvalues of K/n equal those of X^T X / n, a dim x dim matrix, so the cost is linear in n.
+    """
+    x = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    eig = np.linalg.eigvalsh((x.T @ x).astype(np.float64) / len(x))
+    eig = eig[eig > 1e-12]
+    return float(np.exp(-(eig * np.log(eig)).sum()))
+
+
+def mean_pairwise_cosine_distance(embeddings: np.ndarray) -> float:
+    """1 - mean cosine similarity over distinct pairs, from the sum vector (linear in n)."""
+    n = len(embeddings)
+    if n < 2:
+        return float("nan")
+    x = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    s = x.sum(axis=0, dtype=np.float64)
+    return float(1 - (s @ s - n) / (n * (n - 1)))
+
+
+# --------------------------------------------------------------------------------- corpus_metrics
+
+
+class CorpusMetrics(Stage):
+    """Diversity, tail and drift metrics of a corpus, per group (e.g. per schedule and generation).
+
+    Tail mass is the share of tokens whose word occurs at most `rare_max_count` times in the
+    reference (generation 0); it falls when a generator forgets the tails. js_divergence is the
+    Jensen-Shannon divergence (bits, 0..1) of the unigram distribution from the reference's.
+    distinct_n is distinct n-grams over all n-grams of the group (so distinct_1 equals the
+    type-token ratio); both fall with corpus size, so compare groups of similar size. Perplexity is
+    under an interpolated n-gram model fit on the reference, per document in the `perplexity` side
+    output (for histograms) and as mean and median here.
+
+    Parameters:
+        text_column: column holding the text
+        group_by: columns to group by (null = whichever of schedule, generation exist; none = one group)
+        reference_generation: with no `reference` input, rows of this generation are the reference
+        rare_max_count: a word is rare (tail) if it occurs at most this often in the reference
+        self_bleu_sample: documents per group sampled for self-BLEU-4 (0 = skip)
+        perplexity_order: n-gram order of the reference model for perplexity (0 = skip)
+        embedding_backend: none, static or sentence-transformers (via stages.embedding.encode_texts)
+        embedding_model: model name or path for the embedding backend (null = its default)
+        embedding_sample: documents per group embedded for the Vendi score and pairwise distance
+        lowercase: fold case before counting words
+    """
+
+    name = "corpus_metrics"
+    version = "1"
+    inputs = ("data", "reference")
+    optional_inputs = ("reference",)
+
+    def __init__(
+        self,
+        text_column: str = "text",
+        group_by: list[str] | None = None,
+        reference_generation: int = 0,
+        rare_max_count: int = 2,
+        self_bleu_sample: int = 200,
+        perplexity_order: int = 3,
+        embedding_backend: Literal["none", "static", "sentence-transformers"] = "static",
+        embedding_model: str | None = None,
+        embedding_sample: int = 256,
+        lowercase: bool = False,
+    ):
+        self.text_column = text_column
+        self.group_by = group_by
+        self.reference_generation = reference_generation
+        self.rare_max_count = rare_max_count
+        self.self_bleu_sample = self_bleu_sample
+        self.perplexity_order = perplexity_order
+        self.embedding_backend = embedding_backend
+        self.embedding_model = embedding_model
+        self.embedding_sample = embedding_sample
+        self.lowercase = lowercase
+
+    def validate(self) -> None:
+        for name in ("rare_max_count", "self_bleu_sample", "perplexity_order", "embedding_sample"):
+            if getattr(self, name) < 0:
+                raise ParamError(name, f"must be >= 0, got {getattr(self, name)}")
+        if 0 < self.self_bleu_sample < 2:
+            raise ParamError("self_bleu_sample", "needs at least 2 documents (or 0 to skip)")
+        if self.embedding_backend != "none" and self.embedding_sample < 2:
+            raise ParamError("embedding_sample", "needs at least 2 documents to measure diversity")
+
+    def required_columns(self):
+        cols = {"data": {self.text_column: "text_column"}, "reference": {self.text_column: "text_column"}}
+        for c in self.group_by or []:
+            cols["data"][c] = "group_by"
+        return cols
+
+    @classmethod
+    def example(cls):
+        import pydoc_data.topics
+
+        paragraphs = [p.strip() for k in sorted(pydoc_data.topics.topics)[:8]
+                      for p in pydoc_data.topics.topics[k].split("\n\n") if p.strip()]
+        half = len(paragraphs) // 2
+        df = pl.DataFrame({"generation": [0] * half + [1] * (len(paragraphs) - half), "text": paragraphs})
+        return {"self_bleu_sample": 20, "embedding_backend": "none"}, {"data": df}
+
+    def run(self, ctx: Context, data: Dataset, reference: Dataset | None = None) -> pl.DataFrame:
+        group_by = self.group_by if self.group_by is not None else [c for c in AUTO_GROUPS if c in data.columns]
+        keep = [*group_by, self.text_column] + (["doc_id"] if "doc_id" in data.columns else [])
+        df = data.lazy().select(keep).collect()
+        ref_texts = self._reference(df, reference, group_by)
+        texts = df[self.text_column].cast(pl.String).fill_null("")
+        if self.lowercase:
+            texts, ref_texts = texts.str.to_lowercase(), (ref_texts.str.to_lowercase() if ref_texts is not None else None)
+        if group_by:
+            groups = df.select(group_by).unique(maintain_order=True).sort(group_by)
+            gid = df.select(group_by).join(groups.with_row_index("gid"), on=group_by, how="left",
+                                           maintain_order="left", nulls_equal=True)["gid"].to_numpy()
+        else:
+            groups, gid = pl.DataFrame({"_all": [0]}), np.zeros(len(df), np.int64)
+        n_groups = len(groups)
+        gid = gid.astype(np.int64)
+
+        toks = tokenize(texts)
+        doc = toks["doc"].to_numpy().astype(np.int64)
+        ref_toks = tokenize(ref_texts) if ref_texts is not None else None
+        # One id space for data and reference, so counts compare by id.
+        words = pl.concat([toks["token"], ref_toks["token"]]) if ref_toks is not None else toks["token"]
+        all_ids = token_ids(words)[0]
+        ids, ref_ids = all_ids[: len(toks)], all_ids[len(toks):]
+        vocab_size = int(all_ids.max()) + 1 if len(all_ids) else 0
+        tok_gid = gid[doc]
+
+        out: dict[str, Any] = {
+            "docs": np.bincount(gid, minlength=n_groups),
+            "tokens": np.bincount(tok_gid, minlength=n_groups),
+        }
+        out["mean_doc_tokens"] = out["tokens"] / np.maximum(out["docs"], 1)
+        # Counts per (group, word) in (group, word) order: float sums then run in one fixed order.
+        cell = tok_gid * max(vocab_size, 1) + ids
+        if n_groups * vocab_size <= 50_000_000:
+            per_cell = np.bincount(cell, minlength=n_groups * vocab_size)
+            cell = np.nonzero(per_cell)[0]
+            c = per_cell[cell].astype(np.float64)
+        else:
+            cell, c = np.unique(cell, return_counts=True)
+            c = c.astype(np.float64)
+        g, w = cell // max(vocab_size, 1), cell % max(vocab_size, 1)
+        out["vocab_size"] = np.bincount(g, minlength=n_groups)
+        total = out["tokens"].astype(np.float64)
+        out["type_token_ratio"] = out["vocab_size"] / np.maximum(total, 1)
+        for n in (1, 2, 3):
+            key, start = ngram_keys(ids, doc, n)
+            kg = tok_gid[start]
+            uniq = pl.DataFrame({"g": kg, "k": key}).group_by("g").agg(pl.col("k").n_unique())
+            distinct = np.zeros(n_groups)
+            distinct[uniq["g"].to_numpy()] = uniq["k"].to_numpy()
+            out[f"distinct_{n}"] = distinct / np.maximum(np.bincount(kg, minlength=n_groups), 1)
+        p = c / total[g]
+        out["unigram_entropy_bits"] = -np.bincount(g, weights=p * np.log2(p), minlength=n_groups)
+
+        if ref_toks is not None and len(ref_ids):
+            ref_counts = np.bincount(ref_ids, minlength=vocab_size).astype(np.float64)
+            rare = ref_counts[w] <= self.rare_max_count
+            out["tail_mass"] = np.bincount(g, weights=c * rare, minlength=n_groups) / np.maximum(total, 1)
+            q_all = ref_counts / ref_counts.sum()
+            q = q_all[w]
+            m = (p + q) / 2
+            with np.errstate(divide="ignore", invalid="ignore"):
+                term = 0.5 * p * np.log2(p / m) + np.where(q > 0, 0.5 * q * np.log2(q / m), 0.0)
+            covered_q = np.bincount(g, weights=q, minlength=n_groups)
+            js = np.bincount(g, weights=term, minlength=n_groups) + 0.5 * (1 - covered_q)
+            # Float round-off leaves about 1e-14 for identical distributions; report those as 0.
+            out["js_divergence"] = np.where(js < 1e-12, 0.0, np.minimum(js, 1.0))
+            ref_vocab = ref_counts > 0
+            seen = np.bincount(g, weights=ref_vocab[w].astype(np.float64), minlength=n_groups)
+            out["reference_vocab_coverage"] = seen / max(int(ref_vocab.sum()), 1)
+        else:
+            for name in ("tail_mass", "js_divergence", "reference_vocab_coverage"):
+                out[name] = np.full(n_groups, np.nan)
+
+        out["self_bleu"] = np.full(n_groups, np.nan)
+        if self.self_bleu_sample:
+            picked = self._content_sample(ctx, texts, gid, self.self_bleu_sample)
+            sel = picked[doc]
+            sel_doc, sel_gid = doc[sel], tok_gid[sel]
+            sel_ids = ids[sel]
+            for k in range(n_groups):
+                mine = sel_gid == k
+                out["self_bleu"][k] = self_bleu(sel_ids[mine], sel_doc[mine])
+
+        out["vendi_score"] = np.full(n_groups, np.nan)
+        out["mean_pairwise_distance"] = np.full(n_groups, np.nan)
+        if self.embedding_backend != "none":
+            self._embedding_diversity(ctx, texts, gid, n_groups, out)
+
+        side = None
+        out["perplexity_mean"] = np.full(n_groups, np.nan)
+        out["perplexity_median"] = np.full(n_groups, np.nan)
+        if self.perplexity_order and ref_texts is not None:
+            model = NGramLM(order=self.perplexity_order).fit(ref_texts)
+            # Accumulating schedules repeat most documents across generations: score each text once.
+            distinct = texts.unique(maintain_order=True)
+            scored = pl.DataFrame({"text": distinct, "p": model.perplexity(distinct)})
+            ppl = pl.DataFrame({"text": texts}).join(scored, on="text", how="left",
+                                                     maintain_order="left")["p"].to_numpy()
+            keys = [*group_by, *(["doc_id"] if "doc_id" in df.columns else [])]
+            values = pl.Series("perplexity", ppl, dtype=pl.Float64)
+            side = df.select(keys).with_columns(values) if keys else values.to_frame()
+            per_group = pl.DataFrame({"g": gid, "p": ppl}).group_by("g").agg(
+                pl.col("p").mean().alias("mean"), pl.col("p").median().alias("median"))
+            out["perplexity_mean"][per_group["g"].to_numpy()] = per_group["mean"].to_numpy()
+            out["perplexity_median"][per_group["g"].to_numpy()] = per_group["median"].to_numpy()
+            ctx.write_side_output("perplexity", side)
+
+        ctx.record("groups", n_groups)
+        ctx.record("reference_docs", len(ref_texts) if ref_texts is not None else 0)
+        ctx.record("tokens", int(out["tokens"].sum()))
+        table = pl.DataFrame({k: pl.Series(k, v) for k, v in out.items()})
+        table = table.with_columns(pl.col("docs", "tokens", "vocab_size").cast(pl.Int64))
+        return pl.concat([groups, table], how="horizontal") if group_by else table
+
+    @staticmethod
+    def _content_sample(ctx: Context, texts: pl.Series, gid: np.ndarray, size: int) -> np.ndarray:
+        """Rows kept for the sampled metrics: per group, the `size` texts of smallest seeded hash.
+
+        Keyed by content, not position, so a document shared by two groups (generation 0 of every
+        schedule, the real data an accumulating schedule carries along) is picked in both or neither,
+        and sampled metrics of identical corpora are identical.
+        """
+        key = texts.hash(seed=ctx.seed & 0xFFFFFFFF).to_numpy()
+        frame = pl.DataFrame({"g": gid, "h": key, "row": np.arange(len(gid))})
+        rank = frame.select(pl.struct("h", "row").rank("ordinal").over("g"))
+        return (rank.to_series().to_numpy() <= size)
+
+    def _reference(self, df: pl.DataFrame, reference: Dataset | None, group_by: list[str]) -> pl.Series | None:
+        if reference is not None:
+            return reference.lazy().select(self.text_column).collect()[self.text_column].cast(pl.String).fill_null("")
+        if "generation" not in df.columns:
+            return None
+        ref = df.filter(pl.col("generation") == self.reference_generation)
+        if "schedule" in df.columns and len(ref):
+            # Every schedule shares generation 0; one copy is the reference.
+            ref = ref.filter(pl.col("schedule") == ref["schedule"].min())
+        if len(ref) == 0:
+            raise InputDataError(
+                f"no rows with generation == {self.reference_generation} to use as the reference; "
+                "give a `reference` input or set reference_generation", param="reference_generation")
+        return ref[self.text_column].cast(pl.String).fill_null("")
+
+    def _embedding_diversity(self, ctx: Context, texts: pl.Series, gid: np.ndarray, n_groups: int,
+                             out: dict[str, Any]) -> None:
+        try:
+            from stages.embedding import encode_texts
+        except ImportError as exc:
+            raise ParamError("embedding_backend",
+                             f"needs stages.embedding.encode_texts, which is not available ({exc}); "
+                             "set embedding_backend: none") from None
+        picked = self._content_sample(ctx, texts, gid, self.embedding_sample)
+        picks = [np.nonzero(picked & (gid == k))[0] for k in range(n_groups)]
+        flat = np.concatenate(picks)
+        # Generations share many documents (accumulate, keep_real): embed each distinct text once.
+        unique_texts, inverse = np.unique(texts.gather(flat).to_numpy().astype(str), return_inverse=True)
+        emb = encode_texts(list(unique_texts), backend=self.embedding_backend, model=self.embedding_model,
+                           cache_dir=ctx.cache_dir)
+        emb = np.asarray(emb, dtype=np.float32)[inverse]
+        offset = 0
+        for k, pick in enumerate(picks):
+            x = emb[offset: offset + len(pick)]
+            offset += len(pick)
+            if len(x) >= 2:
+                out["vendi_score"][k] = vendi_score(x)
+                out["mean_pairwise_distance"][k] = mean_pairwise_cosine_distance(x)
+
+
+# --------------------------------------------------------------------------------- collapse_report
+
+DEFAULT_PLOT_METRICS = (
+    "vocab_size", "tail_mass", "js_divergence", "unigram_entropy_bits", "distinct_2",
+    "self_bleu", "vendi_score", "perplexity_median", "reference_vocab_coverage",
+)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+class CollapseReport(Stage):
+    """Curves of corpus metrics over generations, one line per schedule, as PNGs and report.html.
+
+    The main output is the metrics in long form (schedule, generation, metric, value) with each
+    value relative to its schedule's generation 0, which is what the curves show when `relative`.
+    Artefacts: curves.png (all metrics), metric-<name>.png each, perplexity.png (histograms of
+    per-document perplexity under the generation-0 model, one panel per schedule, as in Shumailov
+    et al.'s Figure), and report.html with every image inlined so the file can be mailed alone.
+
+    Parameters:
+        metrics: metric columns to plot (null = the standard collapse set that is present and not empty)
+        x: column on the horizontal axis
+        line: column that makes one line per value (null = a single line)
+        relative: plot each metric divided by its generation-0 value
+        title: heading of the report
+    """
+
+    name = "collapse_report"
+    version = "1"
+    inputs = ("metrics", "perplexity", "corpus_metrics")
+    optional_inputs = ("perplexity", "corpus_metrics")
+
+    def __init__(
+        self,
+        metrics: list[str] | None = None,
+        x: str = "generation",
+        line: str | None = "schedule",
+        relative: bool = False,
+        title: str = "Model collapse across generations",
+    ):
+        self.metrics = metrics
+        self.x = x
+        self.line = line
+        self.relative = relative
+        self.title = title
+
+    def required_columns(self):
+        cols = {self.x: "x"}
+        if self.metrics:
+            cols.update({m: "metrics" for m in self.metrics})
+        return {"metrics": cols}
+
+    @classmethod
+    def example(cls):
+        rows = [{"schedule": s, "generation": g, "vocab_size": 1000 - (300 if s == "replace" else 20) * g,
+                 "tail_mass": 0.1 / (1 + g * (s == "replace"))} for s in ("replace", "accumulate") for g in range(3)]
+        return {}, {"metrics": pl.DataFrame(rows)}
+
+    def run(self, ctx: Context, metrics: Dataset, perplexity: Dataset | None = None,
+            corpus_metrics: Dataset | None = None) -> pl.DataFrame:
+        from matplotlib.figure import Figure
+
+        table = metrics.collect()
+        long, images = self._curves(table, Figure, "curves.png", write_singles=True)
+        if corpus_metrics is not None:
+            _, corpus_images = self._curves(corpus_metrics.collect(), Figure, "corpus-curves.png",
+                                            write_singles=False)
+            images.update(corpus_images)
+        if perplexity is not None:
+            line = self.line if self.line and self.line in table.columns else None
+            images["perplexity.png"] = self._histograms(perplexity.collect(), line, Figure)
+        for name, data in images.items():
+            ctx.artefact_path(name).write_bytes(data)
+        ctx.artefact_path("report.html").write_text(self._html(table, images), encoding="utf-8")
+        ctx.record("plotted_metrics", long["metric"].unique(maintain_order=True).to_list())
+        ctx.record("artefacts", sorted([*images, "report.html"]))
+        return long
+
+    def _curves(self, table: pl.DataFrame, figure_cls, grid_name: str, write_singles: bool):
+        """Long-form metrics and the PNGs of their curves (one grid, and one file per metric)."""
+        line = self.line if self.line and self.line in table.columns else None
+        if self.line and line is None and self.line != "schedule":
+            raise InputDataError(f"input 'metrics' has no column '{self.line}'", param="line")
+        names = [m for m in (self.metrics or DEFAULT_PLOT_METRICS)
+                 if m in table.columns and table[m].cast(pl.Float64).is_not_nan().any()]
+        if not names:
+            raise ParamError("metrics", f"none of the metrics to plot are in the table; columns: {table.columns}")
+        keys = [line] if line else []
+        long = (table.select([*keys, self.x, *[pl.col(m).cast(pl.Float64) for m in names]])
+                .unpivot(index=[*keys, self.x], variable_name="metric", value_name="value")
+                .sort([*keys, "metric", self.x]))
+        base = pl.col("value").first().over([*keys, "metric"], order_by=self.x)
+        # A metric that starts at 0 (divergence from generation 0) has no ratio: null, not inf.
+        long = long.with_columns(relative_to_first=pl.when(base != 0).then(pl.col("value") / base))
+        column = "relative_to_first" if self.relative else "value"
+        lines = long[line].unique(maintain_order=True).sort().to_list() if line else [None]
+
+        images: dict[str, bytes] = {}
+        cols = 3
+        rows = (len(names) + cols - 1) // cols
+        grid = figure_cls(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
+        axes = grid.subplots(rows, cols, squeeze=False).ravel()
+        for i, metric in enumerate(names):
+            single = figure_cls(figsize=(5, 3.5), layout="constrained") if write_singles else None
+            for ax in (axes[i], *([single.subplots()] if single is not None else [])):
+                for value in lines:
+                    part = long.filter(pl.col("metric") == metric)
+                    if line:
+                        part = part.filter(pl.col(line) == value)
+                    ax.plot(part[self.x].to_numpy(), part[column].to_numpy(), marker="o", label=value)
+                ax.set_title(metric + (" (/ generation 0)" if self.relative else ""))
+                ax.set_xlabel(self.x)
+                ax.grid(alpha=0.3)
+                if line:
+                    ax.legend(fontsize=7)
+            if single is not None:
+                images[f"metric-{metric}.png"] = _png(single)
+        for ax in axes[len(names):]:
+            ax.set_visible(False)
+        grid.suptitle(self.title if write_singles else "Training corpora (what each generation is fit on)")
+        images[grid_name] = _png(grid)
+        return long, images
+
+    def _histograms(self, ppl: pl.DataFrame, line: str | None, figure_cls) -> bytes:
+        if "perplexity" not in ppl.columns or self.x not in ppl.columns:
+            raise InputDataError(f"input 'perplexity' needs columns 'perplexity' and '{self.x}'; "
+                                 f"it has {ppl.columns}", param="x")
+        panels = ppl[line].unique().sort().to_list() if line and line in ppl.columns else [None]
+        fig = figure_cls(figsize=(4.5 * len(panels), 3.4), layout="constrained")
+        axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+        logp = np.log10(np.maximum(ppl["perplexity"].to_numpy(), 1.0))
+        bins = np.linspace(np.nanmin(logp), np.nanpercentile(logp, 99.5), 50)
+        gens = ppl[self.x].to_numpy()
+        panel_col = ppl[line].to_numpy() if panels != [None] else None
+        for ax, panel in zip(axes, panels):
+            in_panel = np.ones(len(ppl), bool) if panel_col is None else panel_col == panel
+            for gen in np.unique(gens[in_panel]):
+                sel = in_panel & (gens == gen)
+                ax.hist(logp[sel], bins=bins, density=True, histtype="step", label=f"{self.x} {gen}")
+            ax.set_title(f"{panel}" if panel is not None else "perplexity")
+            ax.set_xlabel("log10 perplexity under generation-0 model")
+            ax.legend(fontsize=7)
+        return _png(fig)
+
+    def _html(self, table: pl.DataFrame, images: dict[str, bytes]) -> str:
+        def img(name: str) -> str:
+            data = base64.b64encode(images[name]).decode()
+            return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(name)}"></figure>'
+
+        header = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
+                             for v in row) + "</tr>"
+            for row in table.iter_rows())
+        parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>",
+                 "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
+                 "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}</style>",
+                 f"</head><body><h1>{html.escape(self.title)}</h1>", img("curves.png")]
+        if "corpus-curves.png" in images:
+            parts += ["<h2>Training corpora</h2><p>The same metrics on each generation's training corpus; "
+                      "schedules that keep real data keep its vocabulary by construction.</p>",
+                      img("corpus-curves.png")]
+        if "perplexity.png" in images:
+            parts += ["<h2>Perplexity under the generation-0 model</h2>", img("perplexity.png")]
+        parts += ["<h2>Metrics</h2><table><tr>", header, "</tr>", body, "</table></body></html>"]
+        return "".join(parts)
