@@ -13,7 +13,8 @@ import stages.noise as noise_module
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context
-from stages.noise import LabelNoise, id_digest, keyed, round_half_up, stream_key
+from stages._hashing import id_digest, keyed, stream_key
+from stages.noise import LabelNoise, round_half_up
 
 
 @pytest.fixture(scope="module")
