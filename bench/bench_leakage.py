@@ -1,0 +1,282 @@
+"""Leakage audit: n-gram throughput against datatrove, semantic-pass throughput per backend, calibration.
+
+Corpus: the standard library's Python sources (about 30 MB at scale "full"; 150 files at "quick").
+Test set: 1,000 items of 80 words (200 at "quick"), half cut from training files (so the probe
+finds real matches) and half from pydoc topics.
+
+- n-gram pass: our `leakage_audit` (semantic passes off) against datatrove's `NGramsDecontFilter`
+  with the same n over the same training texts, in the same run. datatrove's index is built with its
+  own `NGramsDecontIndexer.compute_hashes` (label n-grams only; the lighteval task loader is not
+  needed) and its filter is called on every training document, as its pipeline would.
+- semantic pass: training MB/s of the chunk/semantic passes with each embedding backend
+  (sentence-transformers on a slice of the corpus, as it runs at tens of chunks per second on CPU).
+- `python -m bench.bench_leakage --calibrate` prints the score distributions behind the default
+  similarity thresholds (planted leaks of each kind vs clean controls).
+
+Bench-only dependency: datatrove (`pip install -c constraints.txt -e ".[bench]"`).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import polars as pl
+
+from bench.common import in_fresh_process, print_rows
+
+N = 13
+
+
+def stdlib_corpus(limit: int | None) -> pl.DataFrame:
+    from stages.sources import PythonStdlib
+
+    # With the test suites: about 30 MB of real code, comments and docstrings.
+    return PythonStdlib(include_tests=True, limit=limit).apply()
+
+
+def make_test_set(train: pl.DataFrame, items: int, seed: int = 0) -> pl.DataFrame:
+    from pydoc_data.topics import topics
+
+    rng = np.random.default_rng(seed)
+    texts, ids = [], []
+    train_texts = train["text"].to_list()
+    for i in range(items // 2):
+        words = train_texts[int(rng.integers(0, len(train_texts)))].split()
+        start = int(rng.integers(0, max(len(words) - 80, 1)))
+        texts.append(" ".join(words[start : start + 80]))
+        ids.append(f"from-train-{i}")
+    names = sorted(topics)
+    for i in range(items - items // 2):
+        words = topics[names[int(rng.integers(0, len(names)))]].split()
+        start = int(rng.integers(0, max(len(words) - 80, 1)))
+        texts.append(" ".join(words[start : start + 80]))
+        ids.append(f"pydoc-{i}")
+    return pl.DataFrame({"id": ids, "text": texts})
+
+
+def _paths(scale: str, workdir: Path) -> tuple[str, str, float]:
+    limit = 150 if scale == "quick" else None
+    train = stdlib_corpus(limit)
+    test = make_test_set(train, 200 if scale == "quick" else 1000)
+    train_path, test_path = workdir / "train.parquet", workdir / "test.parquet"
+    train.write_parquet(train_path)
+    test.write_parquet(test_path)
+    return str(train_path), str(test_path), float(train["text"].str.len_bytes().sum()) / 1e6
+
+
+def run_ours(train_path: str, test_path: str, batch_rows: int = 20_000) -> dict:
+    from stages.leakage import LeakageAudit
+
+    result = LeakageAudit(n=N, chunk_overlap=False, semantic=False, report_items=5, batch_rows=batch_rows).execute(
+        train=train_path, test=test_path, workdir=tempfile.mkdtemp(prefix="bench-leak-")
+    )
+    return {"dirty": int((result.table["verdict"] != "clean").sum()), "stats": result.stats}
+
+
+def run_datatrove(train_path: str, test_path: str) -> dict:
+    from types import SimpleNamespace
+
+    import xxhash
+    from datatrove.data import Document
+    from datatrove.pipeline.decont.n_grams import NGramsDecontConfig, NGramsDecontFilter, NGramsDecontIndexer
+    from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+    config = NGramsDecontConfig(n_grams=N, find_query_ngrams=True, find_overlap_ngrams=False)
+    index_dir = tempfile.mkdtemp(prefix="bench-dt-index-")
+    # The indexer's own hashing code, called on a stand-in object: constructing the indexer would
+    # demand lighteval, which only its task loader (not used here) needs.
+    # datatrove's xxhash64 passes a str, which xxhash 4 (installed here) refuses; xxhash 3 encoded it
+    # as UTF-8, which is exactly what this wrapper does.
+    def hash_func(text: str) -> int:
+        return xxhash.xxh64_intdigest(text.encode("utf-8"))
+
+    indexer = SimpleNamespace(config=config, tokenizer=load_word_tokenizer("en"), hash_func=hash_func)
+    hashes = set()
+    for text in pl.read_parquet(test_path)["text"].to_list():
+        hashes.update(NGramsDecontIndexer.compute_hashes(indexer, text))
+    np.array(sorted(hashes), dtype=config.hash_config.np_descr).tofile(Path(index_dir) / "test.index.hashes")
+    filt = NGramsDecontFilter(index_folder=index_dir, config=config)
+    filt.hash_func = hash_func
+    removed = 0
+    for batch in pl.read_parquet(train_path).iter_slices(2000):
+        for doc_id, text in zip(batch["id"].to_list(), batch["text"].to_list()):
+            if filt.filter(Document(text=text, id=str(doc_id))) is not True:
+                removed += 1
+    return {"removed_train_docs": removed}
+
+
+def run_semantic(train_path: str, test_path: str, backend: str, max_mb: float | None, test_items: int = 200) -> dict:
+    from stages.leakage import LeakageAudit
+
+    train = pl.read_parquet(train_path)
+    if max_mb is not None:
+        size = train["text"].str.len_bytes().cum_sum() / 1e6
+        train = train.filter(size <= max(max_mb, float(size[0])))
+    mb = float(train["text"].str.len_bytes().sum()) / 1e6
+    test = pl.read_parquet(test_path).head(test_items)
+    result = LeakageAudit(ngram=False, backend=backend, report_items=5).execute(
+        train=train, test=test, workdir=tempfile.mkdtemp(prefix="bench-sem-")
+    )
+    return {"mb": mb, "chunk_pass_s": result.stats["chunk_pass_s"], "chunks": result.stats["train_chunks_embedded"]}
+
+
+def _datatrove_available() -> bool:
+    try:
+        import datatrove.pipeline.decont.n_grams  # noqa: F401
+        from datatrove.utils.word_tokenizers import load_word_tokenizer
+
+        load_word_tokenizer("en")
+        return True
+    except Exception:  # noqa: BLE001 - any missing piece means no baseline
+        return False
+
+
+def run(scale: str = "full") -> list[dict]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-leakage-"))
+    train_path, test_path, mb = _paths(scale, workdir)
+    repeats = 1 if scale == "quick" else 3
+    rows = []
+    ours = [in_fresh_process(run_ours, train_path, test_path) for _ in range(repeats)]
+    ours_s = statistics.median(o[0] for o in ours)
+    ours_rss = max(o[1] for o in ours)
+    row = {
+        "benchmark": "leakage", "case": f"n-gram audit, n={N}, {mb:.1f} MB train, stdlib sources",
+        "metric": "MB/s", "value": round(mb / ours_s, 2), "peak_rss_mb": round(ours_rss, 1),
+        "notes": f"end to end incl. reading Parquet and writing findings/report; dirty items {ours[0][2]['dirty']}",
+    }
+    if _datatrove_available():
+        theirs = [in_fresh_process(run_datatrove, train_path, test_path) for _ in range(1 if scale == "quick" else 2)]
+        theirs_s = statistics.median(t[0] for t in theirs)
+        row.update(
+            baseline="datatrove NGramsDecontFilter (same n, same texts)", baseline_value=round(mb / theirs_s, 3),
+            ratio=round(theirs_s / ours_s, 1), ratio_meaning="ours/baseline throughput",
+            baseline_peak_rss_mb=round(max(t[1] for t in theirs), 1),
+        )
+        row["notes"] += f"; datatrove removed {theirs[0][2]['removed_train_docs']} train docs"
+    else:
+        row.update(baseline="datatrove (not installed)", baseline_value=None, ratio=None)
+    rows.append(row)
+    stream = statistics.median(o[2]["stats"]["ngram_mb_per_s"] for o in ours)
+    rows.append({
+        **{k: v for k, v in row.items() if k.startswith("baseline") or k == "ratio_meaning"},
+        "benchmark": "leakage", "case": f"n-gram streaming pass only (tokenise, hash, probe), n={N}, {mb:.1f} MB",
+        "metric": "MB/s", "value": stream, "peak_rss_mb": row["peak_rss_mb"],
+        "ratio": round(stream / row["baseline_value"], 1) if row.get("baseline_value") else None,
+        "notes": "time inside the training-corpus loop only (the part that grows with the corpus)",
+    })
+    if scale != "quick":
+        # Memory follows the test set: the same audit over 1x and 4x the corpus (Parquet parts on
+        # disk, 200-row batches) should peak at about the same RSS.
+        big = workdir / "train4"
+        big.mkdir()
+        for i in range(4):
+            pl.read_parquet(train_path).with_columns(pl.col("id") + f"#{i}").write_parquet(big / f"part-{i:05d}.parquet")
+        one = in_fresh_process(run_ours, train_path, test_path, 200)
+        four = in_fresh_process(run_ours, str(big), test_path, 200)
+        rows.append({
+            "benchmark": "leakage", "case": f"n-gram audit memory, 4x corpus ({4 * mb:.0f} MB) vs 1x, 200-row batches",
+            "metric": "peak RSS MB", "value": round(four[1], 1), "baseline": f"same audit on 1x ({mb:.0f} MB)",
+            "baseline_value": round(one[1], 1), "ratio": round(four[1] / one[1], 2),
+            "ratio_meaning": "peak RSS 4x corpus / 1x corpus (1.0 = bounded by the test set)",
+            "peak_rss_mb": round(four[1], 1), "notes": f"4x run {4 * mb / four[0]:.1f} MB/s end to end",
+        })
+    # sentence-transformers runs at tens of chunks per second on 2 CPU cores: a slice of the corpus.
+    sem_mb = {"static": None, "sentence-transformers": 0.01 if scale == "quick" else 0.25}
+    sem_items = 20 if scale == "quick" else 200
+    static = None
+    for backend, limit in sem_mb.items():
+        wall, rss, out = in_fresh_process(run_semantic, train_path, test_path, backend, limit, sem_items)
+        rate = out["mb"] / max(out["chunk_pass_s"], 1e-9)
+        static = static or rate
+        rows.append({
+            "benchmark": "leakage", "case": f"chunk+semantic pass, backend={backend}, {out['mb']:.2f} MB train",
+            "metric": "MB/s", "value": round(rate, 3), "baseline": "static backend, same run",
+            "baseline_value": round(static, 3), "ratio": round(rate / static, 4),
+            "ratio_meaning": "this backend / static throughput", "peak_rss_mb": round(rss, 1),
+            "notes": f"{out['chunks']} chunks embedded ({out['chunks'] / max(out['chunk_pass_s'], 1e-9):.0f} chunks/s), "
+                     f"{sem_items} test items, 64-word chunks, stride 32; process wall {wall:.1f}s incl. model load",
+        })
+    return rows
+
+
+# ---------------------------------------------------------------------------------- calibration
+
+
+def calibration_set(per_kind: int = 40, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Training = pydoc topics; test = planted leaks of every kind + clean controls (stdlib docstrings).
+
+    Controls are module docstrings of the standard library: the same domain and vocabulary as the
+    training text (hard negatives), written separately from the language reference.
+    """
+    import importlib
+    import inspect
+    import pkgutil
+    from pydoc_data.topics import topics
+
+    from stages.leakage import PLANT_KINDS, plant
+
+    rng = np.random.default_rng(seed)
+    names = sorted(topics)
+    train = pl.DataFrame({"id": names, "text": [topics[t] for t in names]})
+    controls = []
+    for module in sorted(m.name for m in pkgutil.iter_modules() if not m.name.startswith("_")):
+        if module in ("antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo") or "test" in module:
+            continue
+        try:
+            doc = inspect.getdoc(importlib.import_module(module)) or ""
+        except Exception:  # noqa: BLE001 - some modules cannot import here
+            continue
+        words = doc.split()
+        if len(words) >= 40 and module in sys.stdlib_module_names:
+            controls.append((f"control:{module}", " ".join(words[:80])))
+    ids, texts, kinds = [], [], []
+    for kind in PLANT_KINDS:
+        for i in range(per_kind):
+            words = topics[names[int(rng.integers(0, len(names)))]].split()
+            start = int(rng.integers(0, max(len(words) - 80, 1)))
+            source = " ".join(words[start : start + 80])
+            host = controls[int(rng.integers(0, len(controls)))][1]
+            ids.append(f"{kind}:{i}")
+            texts.append(plant(source, kind, rng, host=host))
+            kinds.append(kind)
+    for cid, text in controls:
+        ids.append(cid)
+        texts.append(text)
+        kinds.append("control")
+    return train, pl.DataFrame({"id": ids, "text": texts, "kind": kinds})
+
+
+def calibrate(backend: str = "static") -> pl.DataFrame:
+    from stages.leakage import LeakageAudit
+
+    train, test = calibration_set()
+    findings = LeakageAudit(backend=backend, subset_column="kind").apply(train=train, test=test)
+    return findings.group_by("subset").agg(
+        pl.len().alias("items"),
+        (pl.col("verdict") != "clean").mean().round(3).alias("flagged"),
+        (pl.col("verdict") == "contaminated").mean().round(3).alias("contaminated"),
+        pl.col("longest_span_tokens").median().alias("span_median"),
+        pl.col("chunk_overlap_ratio").median().round(3).alias("r_median"),
+        pl.col("chunk_overlap_ratio").max().round(3).alias("r_max"),
+        pl.col("max_similarity").min().round(3).alias("sim_min"),
+        pl.col("max_similarity").quantile(0.1).round(3).alias("sim_p10"),
+        pl.col("max_similarity").median().round(3).alias("sim_median"),
+        pl.col("max_similarity").quantile(0.99).round(3).alias("sim_p99"),
+        pl.col("max_similarity").max().round(3).alias("sim_max"),
+    ).sort("subset")
+
+
+if __name__ == "__main__":
+    if "--calibrate" in sys.argv:
+        backend = sys.argv[sys.argv.index("--calibrate") + 1] if len(sys.argv) > sys.argv.index("--calibrate") + 1 else "static"
+        with pl.Config(tbl_cols=20, tbl_width_chars=200):
+            print(calibrate(backend))
+    else:
+        print_rows(run("quick" if "--quick" in sys.argv else "full"))

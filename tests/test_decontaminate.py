@@ -1,0 +1,107 @@
+"""decontaminate: matched spans leave the training corpus, and everything removed is accounted for."""
+
+from __future__ import annotations
+
+from pydoc_data.topics import topics
+
+import polars as pl
+import pytest
+
+from pipeline.errors import ParamError
+from stages.leakage import Decontaminate, LeakageAudit
+
+TOPICS = sorted(topics)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    train = pl.DataFrame({"id": TOPICS, "text": [topics[t] for t in TOPICS]})
+    words = topics["lambda"].split()
+    test = pl.DataFrame({
+        "id": ["lambda-copy", "slicings-copy"],
+        "text": [" ".join(words[10:70]), " ".join(topics["slicings"].split()[20:90]).upper()],
+    })
+    matches = LeakageAudit(chunk_overlap=False, semantic=False).execute(train=train, test=test).side_outputs["matches"]
+    return train, test, matches
+
+
+def test_cut_removes_the_matched_spans_with_a_margin(corpus):
+    train, test, matches = corpus
+    result = Decontaminate(margin_chars=200, min_piece_chars=200).execute(data=train, matches=matches)
+    cleaned, removed = result.table, result.side_outputs["removed"]
+    touched = set(matches["train_id"])
+    assert touched >= {"lambda", "slicings"}
+    untouched = cleaned.filter(pl.col("decontaminated_from").is_null())
+    assert set(untouched["id"]) == set(TOPICS) - touched
+    assert untouched.sort("id")["text"].equals(train.filter(~pl.col("id").is_in(touched)).sort("id")["text"])
+    # Pieces of a cut document keep their origin; nothing of the matched span survives in them.
+    pieces = cleaned.filter(pl.col("decontaminated_from") == "lambda")
+    assert all(i.startswith("lambda#") for i in pieces["id"])
+    span = matches.filter(pl.col("train_id") == "lambda").row(0, named=True)
+    leaked = topics["lambda"][span["train_char_start"]:span["train_char_end"]]
+    assert all(leaked not in t for t in pieces["text"])
+    assert all(len(t) >= 200 for t in cleaned.filter(pl.col("decontaminated_from").is_not_null())["text"])
+    # Every character of a touched document is either kept or in `removed`, with a reason.
+    for doc in touched:
+        kept = sum(len(t) for t in cleaned.filter(pl.col("decontaminated_from") == doc)["text"])
+        gone = removed.filter(pl.col("train_id") == doc)
+        assert kept + int((gone["char_end"] - gone["char_start"]).sum()) == len(topics[doc])
+        assert gone["reason"].null_count() == 0 and gone["test_ids"].list.len().min() >= 1
+    margin = removed.filter(pl.col("reason").str.starts_with("matched span")).row(0, named=True)
+    assert margin["char_end"] - margin["char_start"] >= 200
+    assert result.stats["documents_matched"] == len(touched)
+
+
+def test_re_audit_after_decontamination_is_clean(corpus):
+    train, test, matches = corpus
+    cleaned = Decontaminate().apply(data=train, matches=matches)
+    findings = LeakageAudit(chunk_overlap=False, semantic=False).apply(train=cleaned.drop("decontaminated_from"), test=test)
+    assert findings["verdict"].to_list() == ["clean", "clean"]
+
+
+def test_drop_mode_removes_whole_documents(corpus):
+    train, _, matches = corpus
+    result = Decontaminate(mode="drop").execute(data=train, matches=matches)
+    touched = set(matches["train_id"])
+    assert result.table.height == train.height - len(touched)
+    removed = result.side_outputs["removed"]
+    assert set(removed["train_id"]) == touched
+    assert (removed["char_start"] == 0).all() and (removed["reason"] == "matched test item").all()
+
+
+def test_too_many_pieces_drop_the_document():
+    text = topics["lambda"]
+    data = pl.DataFrame({"id": ["d"], "text": [text]})
+    step = max(len(text) // 6, 1)
+    matches = pl.DataFrame({
+        "test_id": [f"q{i}" for i in range(5)], "train_id": ["d"] * 5, "kind": ["ngram"] * 5, "score": [1.0] * 5,
+        "train_char_start": [i * step + 10 for i in range(1, 6)], "train_char_end": [i * step + 20 for i in range(1, 6)],
+    })
+    cut = Decontaminate(margin_chars=0, min_piece_chars=1, max_pieces=3).execute(data=data, matches=matches)
+    assert cut.table.height == 0
+    assert cut.side_outputs["removed"]["reason"].str.contains("more than 3 pieces").any()
+    kept = Decontaminate(margin_chars=0, min_piece_chars=1, max_pieces=10).apply(data=data, matches=matches)
+    assert kept.height == 6
+
+
+def test_kinds_and_min_score_select_matches(corpus):
+    train, _, matches = corpus
+    untouched = Decontaminate(kinds=["semantic"]).apply(data=train, matches=matches)
+    assert untouched.height == train.height and untouched["decontaminated_from"].null_count() == train.height
+    none = Decontaminate(min_score=1.01).apply(data=train, matches=matches)
+    assert none.height == train.height
+
+
+def test_empty_matches_pass_the_corpus_through(corpus):
+    train, _, matches = corpus
+    out = Decontaminate().execute(data=train, matches=matches.head(0))
+    assert out.table.height == train.height
+    assert out.side_outputs["removed"].height == 0
+
+
+@pytest.mark.parametrize("params, name", [({"mode": "trim"}, "mode"), ({"kinds": ["exact"]}, "kinds"),
+                                          ({"max_pieces": 0}, "max_pieces")])
+def test_bad_params(params, name):
+    with pytest.raises(ParamError) as err:
+        Decontaminate.from_params(params)
+    assert err.value.param == name
