@@ -92,7 +92,7 @@ def run(scale: str = "full", repeats: int = 3) -> list[dict]:
     return [{
         "benchmark": "engine overhead",
         "case": f"pass-through step, {mb:,.0f} MB Parquet ({rows_b:,} rows)",
-        "metric": "s (median of %d)" % repeats,
+        "metric": f"s (median of {repeats})",
         "value": round(t_ours, 2),
         "baseline": "pyarrow ParquetFile.iter_batches -> ParquetWriter",
         "baseline_value": round(t_base, 2),

@@ -1,0 +1,251 @@
+"""Chunking, FAISS indexes and retrieval: recall against exact search, RETRO's exclusions, bad input."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from pydoc_data.topics import topics
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.errors import InputDataError, ParamError, PipelineError
+from stages.embedding import encode_texts, series_to_vectors, vectors_to_series
+from stages.retrieval import BuildIndex, Chunk, Index, Retrieve, auto_factory, chunk_texts
+
+DOCS = pl.DataFrame({"id": sorted(topics), "text": [topics[k] for k in sorted(topics)]})
+
+
+def fortunes() -> list[str]:
+    text = Path("/usr/share/games/fortunes/computers").read_text(encoding="utf-8", errors="replace")
+    return [f.strip() for f in text.split("\n%\n") if f.strip()]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """The Python docs, chunked and embedded with the static backend (fast enough for every test)."""
+    default = Path.home() / ".cache" / "corpusforge" / "static-models"
+    with pytest.MonkeyPatch.context() as mp:
+        # Distilling takes a minute on 2 cores: do it once per machine, not once per test session.
+        mp.setenv("CORPUSFORGE_MODEL_CACHE", os.environ.get("CORPUSFORGE_MODEL_CACHE", str(default)))
+        chunks = Chunk().apply(DOCS)
+        vectors = encode_texts(chunks["text"].to_list(), backend="static")
+        yield chunks.with_columns(vectors_to_series("embedding", vectors))
+
+
+def _index_dir(corpus, tmp_path, **params) -> Path:
+    BuildIndex(backend="static", **params).execute(corpus, workdir=tmp_path / "index")
+    return tmp_path / "index"
+
+
+# ------------------------------------------------------------------ chunking
+
+
+def test_whitespace_chunks_cover_every_word_once():
+    for text in fortunes()[:50]:
+        spans = chunk_texts([text], size=16, tokenizer="whitespace")[0]
+        words = text.split()
+        assert sum(n for _, _, n in spans) == len(words)
+        assert all(n <= 16 for _, _, n in spans)
+        assert " ".join(text[a:b] for a, b, _ in spans).split() == words
+
+
+def test_overlapping_chunks_share_exactly_overlap_tokens():
+    text = fortunes()[3] * 3
+    words = text.split()
+    spans = chunk_texts([text], size=10, overlap=4, tokenizer="whitespace")[0]
+    chunks = [text[a:b].split() for a, b, _ in spans]
+    for before, after in zip(chunks, chunks[1:]):
+        assert before[-4:] == after[:4]
+    assert chunks[-1][-1] == words[-1]
+    assert not set(range(len(chunks) - 1)) & {i for i, c in enumerate(chunks) if len(c) < 10}
+
+
+def test_model_tokenizer_counts_word_pieces():
+    from stages.retrieval import _model_tokenizer
+
+    text = topics["assert"]
+    spans = chunk_texts([text, "", "   "], size=64)
+    assert spans[1] == [] and spans[2] == []
+    tok = _model_tokenizer()
+    total = len(tok.encode(text, add_special_tokens=False).ids)
+    assert sum(n for _, _, n in spans[0]) == total
+    assert [n for _, _, n in spans[0][:-1]] == [64] * (len(spans[0]) - 1)
+    # A chunk's text re-tokenises to (about) its count: the offsets cut at word-piece boundaries.
+    a, b, n = spans[0][0]
+    assert abs(len(tok.encode(text[a:b], add_special_tokens=False).ids) - n) <= 1
+
+
+def test_chunk_stage_rows_point_back_into_documents():
+    docs = DOCS.head(5).with_columns(pl.lit("train").alias("split"))
+    out = Chunk(size=32, overlap=8, keep_columns=["split"]).apply(docs)
+    assert out.columns == ["chunk_id", "doc_id", "chunk_index", "char_start", "char_end", "text", "n_tokens", "split"]
+    texts = dict(zip(docs["id"], docs["text"]))
+    for row in out.head(40).iter_rows(named=True):
+        assert texts[row["doc_id"]][row["char_start"]:row["char_end"]] == row["text"]
+        assert row["chunk_id"] == f"{row['doc_id']}:{row['chunk_index']}"
+    assert out["chunk_id"].n_unique() == out.height
+    assert out["n_tokens"].max() == 32
+
+
+def test_chunk_bad_params_and_input():
+    with pytest.raises(ParamError, match="overlap"):
+        Chunk.from_params({"size": 16, "overlap": 16})
+    with pytest.raises(ParamError, match="size"):
+        Chunk.from_params({"size": 0})
+    with pytest.raises(InputDataError, match="no column 'body'"):
+        Chunk(text_column="body").apply(DOCS)
+    with pytest.raises(InputDataError, match="no rows"):
+        Chunk().apply(DOCS.head(0))
+
+
+# ------------------------------------------------------------------ index and recall
+
+
+def test_exact_index_finds_every_chunk_itself(corpus, tmp_path):
+    """recall@1 = 1.0: each chunk's nearest neighbour is itself (up to exact score ties)."""
+    index_dir = _index_dir(corpus, tmp_path)
+    idx = Index.load(index_dir)
+    assert idx.meta["factory"] == "Flat" and idx.meta["metric"] == "inner_product"
+    hits = Retrieve(k=1).apply(corpus, index=index_dir)
+    assert hits.height == corpus.height
+    row_of = {cid: i for i, cid in enumerate(corpus["chunk_id"])}
+    vectors = series_to_vectors(corpus["embedding"])
+    query_rows = np.array([row_of[q] for q in hits["query_id"]])
+    top_rows = np.array([row_of[n] for n in hits["neighbour_id"]])
+    is_self = query_rows == top_rows
+    # Where the top hit is another chunk, it ties with the chunk itself: repeated text, or (static
+    # vectors are token means) table borders made of the same '-' and '+' tokens.
+    self_score = (vectors[query_rows] * vectors[query_rows]).sum(axis=1)
+    ties = hits["score"].to_numpy() >= self_score - 1e-5
+    assert (is_self | ties).all()
+    assert is_self.mean() > 0.95
+
+
+@pytest.mark.parametrize("factory", ["IVF32,Flat", "HNSW32"])
+def test_approximate_indexes_reach_recall_target_on_real_vectors(corpus, factory):
+    vectors = series_to_vectors(corpus["embedding"])
+    exact = Index.build(vectors, index_type="Flat")
+    approx = Index.build(vectors, index_type=factory, seed=1)
+    _, truth = exact.search_raw(vectors, 10)
+    _, found = approx.search_raw(vectors, 10)
+    recall = np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(found, truth)])
+    assert recall >= 0.95
+    assert approx.meta["calibrated_recall_at_10"] >= 0.95
+
+
+def test_approximate_index_on_clustered_random_vectors():
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((200, 64)).astype(np.float32)
+    vectors = centres[rng.integers(0, 200, 20_000)] + 0.35 * rng.standard_normal((20_000, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[rng.choice(20_000, 300, replace=False)]
+    approx = Index.build(vectors, index_type="IVF128,Flat", seed=0)
+    assert "nprobe" in approx.meta["search_params"]
+    _, truth = Index.build(vectors, index_type="Flat").search_raw(queries, 10)
+    _, found = approx.search_raw(queries, 10)
+    assert np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(found, truth)]) >= 0.95
+
+
+def test_auto_factory_follows_collection_size():
+    assert auto_factory(2_000, 384) == "Flat"
+    assert auto_factory(1_000_000, 384) == "IVF4096,Flat"
+    assert auto_factory(10_000_000, 384).endswith(",PQ96x8")
+
+
+def test_saved_index_loads_memory_mapped_with_same_answers(corpus, tmp_path):
+    index_dir = _index_dir(corpus, tmp_path)
+    queries = series_to_vectors(corpus["embedding"].head(50))
+    in_ram = Index.load(index_dir, mmap=False).search(queries, k=5)
+    mapped = Index.load(index_dir, mmap_threshold_mb=0)
+    assert mapped.meta["memory_mapped"]
+    assert mapped.search(queries, k=5).equals(in_ram)
+
+
+def test_library_search_by_text(corpus, tmp_path):
+    idx = Index.load(_index_dir(corpus, tmp_path, keep_columns=["text"]))
+    query = corpus.filter(pl.col("doc_id") == "assert")["text"][0]
+    hits = idx.search([query], k=3)
+    assert hits.columns == ["query_id", "rank", "neighbour_id", "neighbour_doc_id", "score"]
+    assert hits["rank"].to_list() == [0, 1, 2]
+    assert hits["neighbour_doc_id"][0] == "assert"
+    assert hits["score"].is_sorted(descending=True)
+
+
+# ------------------------------------------------------------------ retrieve
+
+
+def test_retrieve_excludes_the_query_document_and_applies_the_floor(corpus, tmp_path):
+    index_dir = _index_dir(corpus, tmp_path)
+    out = Retrieve(k=5, exclude_same_doc=True, min_score=0.5).apply(corpus.head(300), index=index_dir)
+    assert out.columns == ["query_id", "rank", "neighbour_id", "neighbour_doc_id", "score"]
+    query_docs = corpus.select(pl.col("chunk_id").alias("query_id"), pl.col("doc_id").alias("qdoc"))
+    joined = out.join(query_docs, on="query_id")
+    assert (joined["qdoc"] != joined["neighbour_doc_id"]).all()
+    assert (out["score"] >= 0.5).all()
+    ranks = out.group_by("query_id").agg(pl.col("rank"))
+    assert all(r == list(range(len(r))) for r in ranks["rank"].to_list())
+    assert out.group_by("query_id").len()["len"].max() == 5
+
+
+def test_retrieve_text_queries_use_the_index_encoder(corpus, tmp_path):
+    index_dir = _index_dir(corpus, tmp_path)
+    queries = corpus.select("chunk_id", "doc_id", "text").head(20)
+    by_text = Retrieve(k=3, query_column="text").apply(queries, index=index_dir)
+    by_vector = Retrieve(k=3).apply(corpus.head(20), index=index_dir)
+    assert by_text.select("query_id", "neighbour_id").equals(by_vector.select("query_id", "neighbour_id"))
+
+
+def test_dimension_mismatch_is_a_clear_error(corpus, tmp_path):
+    index_dir = _index_dir(corpus, tmp_path)
+    wrong = corpus.head(3).with_columns(vectors_to_series("embedding", np.ones((3, 384), np.float32)))
+    with pytest.raises(InputDataError, match="384-d vectors but the index holds 256-d"):
+        Retrieve(k=2).apply(wrong, index=index_dir)
+
+
+def test_factory_string_faiss_refuses(corpus, tmp_path):
+    with pytest.raises(ParamError, match="FAISS refuses the factory string 'IVF12,PQ7'") as err:
+        BuildIndex(index_type="IVF12,PQ7").apply(corpus)
+    assert err.value.param == "index_type"
+    with pytest.raises(ParamError, match="index_type"):
+        BuildIndex(index_type="Sparkly42").apply(corpus)
+
+
+def test_index_bad_input():
+    with pytest.raises(InputDataError, match="no column 'embedding'"):
+        BuildIndex().apply(DOCS.rename({"id": "chunk_id"}).with_columns(doc_id=pl.col("chunk_id")))
+    not_vectors = pl.DataFrame({"chunk_id": ["a"], "doc_id": ["a"], "embedding": ["text"]})
+    with pytest.raises(InputDataError, match="not an embedding"):
+        BuildIndex().apply(not_vectors)
+    with pytest.raises(PipelineError, match="recall_target"):
+        BuildIndex.from_params({"recall_target": 1.5})
+
+
+def test_retrieve_needs_an_index_step(corpus):
+    with pytest.raises(InputDataError, match="index"):
+        Retrieve().apply(corpus.head(3), index=corpus.select("chunk_id").with_row_index("faiss_id"))
+
+
+def test_pipeline_end_to_end(tmp_path):
+    from pipeline.runner import run_pipeline
+
+    config = {
+        "name": "retrieval-test", "seed": 1,
+        "steps": [
+            {"id": "docs", "stage": "python_docs", "params": {}},
+            {"id": "chunks", "stage": "chunk", "inputs": "docs", "params": {"size": 64}},
+            {"id": "emb", "stage": "embed", "inputs": "chunks", "params": {"backend": "static"}},
+            {"id": "index", "stage": "index", "inputs": "emb", "params": {"backend": "static"}},
+            {"id": "nn", "stage": "retrieve", "inputs": {"queries": "emb", "index": "index"},
+             "params": {"k": 4, "exclude_same_doc": True}},
+        ],
+    }
+    run_pipeline(config, workdir=tmp_path)
+    run_dir = tmp_path / "retrieval-test"
+    assert (run_dir / "index" / "index.faiss").is_file()
+    nn = pl.read_parquet(run_dir / "nn" / "part-*.parquet")
+    chunks = pl.read_parquet(run_dir / "chunks" / "part-*.parquet")
+    assert nn.height == 4 * chunks.height
+    hits = Index.load(run_dir / "index").search(["How are exceptions raised and caught?"], k=5)
+    assert hits.height == 5
