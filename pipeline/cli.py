@@ -51,15 +51,24 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
                    help="override a parameter (value parsed as YAML); repeatable")
     p.add_argument("--executor", default="local", choices=["local", "ray"], help="where steps run")
     p.add_argument("--address", help="Ray cluster address (with --executor ray)")
+    p.add_argument("--executor-option", dest="executor_options", action="append", default=[],
+                   metavar="KEY=VALUE", help="an executor setting, value parsed as YAML (e.g. fragment_rows=4096); repeatable")
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another run holding the lock, instead of refusing")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
 
 def _run(args: argparse.Namespace) -> int:
+    import yaml
+
     from pipeline.runner import run_pipeline
 
     options = {}
+    for item in args.executor_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise PipelineError(f"--executor-option expects KEY=VALUE, got '{item}'")
+        options[key] = yaml.safe_load(value)
     if args.address:
         if args.executor != "ray":
             raise PipelineError("--address is for --executor ray")

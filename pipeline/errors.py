@@ -38,6 +38,11 @@ class PipelineError(Exception):
         self.file = self.file or file
         return self
 
+    def __reduce__(self):
+        # Subclasses take other constructor arguments; rebuild from state so errors raised on a
+        # Ray worker or in a subprocess arrive intact.
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
     def __str__(self) -> str:
         where = []
         if self.step:
@@ -52,6 +57,13 @@ class PipelineError(Exception):
         if self.hint:
             text += f" ({self.hint})"
         return text
+
+
+def _rebuild(cls: type[PipelineError], message: str, state: dict) -> PipelineError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
 
 
 class ParamError(PipelineError):

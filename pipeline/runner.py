@@ -325,8 +325,13 @@ def run_pipeline(
 
     workdir = Path(workdir)
     run = RunDir(workdir, config.name)
-    run.lock(wait_for_lock_s)
+    # Connect first: an executor that cannot start (a wrong Ray address) must not leave the lock held.
     exe = get_executor(executor, **(executor_options or {}))
+    try:
+        run.lock(wait_for_lock_s)
+    except BaseException:
+        exe.close()
+        raise
     report = RunReport(config.name, run.path)
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     try:

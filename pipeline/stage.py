@@ -329,6 +329,8 @@ class RowwiseStage(Stage):
 
     kind: ClassVar[str] = "rowwise"
     batch_rows: ClassVar[int] = DEFAULT_BATCH_ROWS
+    # True for stages that hold a model: distributed executors load it once per worker (actor pool).
+    uses_model: ClassVar[bool] = False
 
     def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         raise NotImplementedError

@@ -491,6 +491,8 @@ class Embed(RowwiseStage):
 
     name = "embed"
     batch_rows: ClassVar[int] = 16_384
+    # Distributed executors keep the model loaded in an actor pool instead of reloading per task.
+    uses_model: ClassVar[bool] = True
 
     def __init__(
         self,

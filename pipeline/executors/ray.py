@@ -40,11 +40,12 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
 from pipeline.errors import PipelineError
-from pipeline.io import Dataset, write_table
+from pipeline.io import COMPRESSION, COMPRESSION_LEVEL, Dataset, write_table
 from pipeline.stage import Context, Stage
 
 DEFAULT_GCS_PORT = 6379
@@ -342,9 +343,10 @@ class RayExecutor:
     def plan_fragments(self, data: Dataset, batch_rows: int) -> list[tuple]:
         """Contiguous row ranges of the input in its order: (file or frame, start row, stop row).
 
-        Automatic sizes are whole multiples of the stage's `batch_rows`, so every `process_batch`
-        call sees exactly the batch the local executor would give it: stages whose output depends
-        on batch composition (a transformer pads each batch) then match the local run bit for bit.
+        Automatic sizes are whole multiples of the stage's `batch_rows`, so `process_batch` sees
+        the batches the local executor would give it (exactly so when a fragment holds the whole
+        input or row groups hold whole batches). That matters for stages whose output depends on
+        batch composition: a transformer pads each batch, which moves vectors by ~1e-7.
         """
         if self.fragment_rows is not None:
             size = self.fragment_rows
@@ -378,11 +380,14 @@ class RayExecutor:
         for result in results:
             if result[0] == "error":
                 raise _unpack_error(result[1])
+        _unify_part_schemas(out_dir)
         for _, _rows, ops in results:
             replay_stats(ctx.stats, ops)
 
     def _map_on_tasks(self, stage: Stage, ctx: Context, fragments: list, out_dir: Path, bar) -> list:
-        task = ray.remote(_run_fragment).options(**self._task_options(stage))
+        # SPREAD: fragments go round the nodes rather than filling the driver's node first, so every
+        # node reads its share of the input from the shared filesystem.
+        task = ray.remote(_run_fragment).options(scheduling_strategy="SPREAD", **self._task_options(stage))
         stage_ref, ctx_ref = ray.put(stage), ray.put(ctx)
         pending = {task.remote(stage_ref, ctx_ref, frag, i, str(out_dir), self._cwd): i
                    for i, frag in enumerate(fragments)}
@@ -416,7 +421,7 @@ class RayExecutor:
             size = max(1, int(resources.get("CPU", 1) // per_actor_cpus))
         size = min(size, len(fragments))
         actor_cls = ray.remote(_FragmentWorker).options(
-            max_restarts=self.max_retries, max_task_retries=self.max_retries, **options
+            max_restarts=self.max_retries, max_task_retries=self.max_retries, scheduling_strategy="SPREAD", **options
         )
         actors = [actor_cls.remote(stage, ctx) for _ in range(size)]
         results: list = [None] * len(fragments)
@@ -443,6 +448,35 @@ class RayExecutor:
                 with contextlib.suppress(Exception):
                     ray.kill(actor)
         return results
+
+
+def _unify_part_schemas(out_dir: Path) -> None:
+    """Give every part one schema: fragments are written independently, and readers refuse mixed ones.
+
+    A column whose type depends on the data (all nulls in one fragment, text in another) is
+    promoted to the common type, which is what the local writer gives when its first batch has
+    the wider type; a real conflict (text vs numbers) is an error naming both schemas.
+    """
+    parts = sorted(out_dir.glob("part-*.parquet"))
+    schemas = [pq.read_schema(p) for p in parts]
+    if all(s.equals(schemas[0]) for s in schemas[1:]):
+        return
+    try:
+        unified = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise PipelineError(f"fragments of this step produced incompatible schemas: {exc}") from None
+    for part, schema in zip(parts, schemas):
+        if schema.equals(unified):
+            continue
+        try:
+            table = pq.read_table(part).select(unified.names).cast(unified)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError, ValueError) as exc:
+            raise PipelineError(
+                f"the stage produced batches with different schemas ({schema} vs {unified}): {exc}"
+            ) from None
+        tmp = part.with_name(f".{part.name}.tmp")
+        pq.write_table(table, tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL)
+        os.replace(tmp, part)
 
 
 def _remote_ctx(ctx: Context, out_dir: Path) -> Context:

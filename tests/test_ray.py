@@ -1,0 +1,284 @@
+"""The Ray executor gives the local executor's results, on a real two-node cluster started with `ray start`."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from ray_cluster import REPO_ROOT, ray_cluster  # noqa: F401 - the fixture is used by name
+
+from pipeline import load, run_pipeline
+from pipeline.errors import PipelineError
+
+ray = pytest.importorskip("ray", reason="the Ray executor's tests need ray (pip install 'corpusforge[ray]')")
+
+
+def _config(name: str, steps: list[dict]) -> dict:
+    return {"name": name, "seed": 7, "steps": steps}
+
+
+def _docs_steps(marker_dir: Path | None = None, kill_at_id: str | None = None) -> list[dict]:
+    tag_params = {}
+    if marker_dir is not None:
+        tag_params["marker_dir"] = str(marker_dir)
+    if kill_at_id is not None:
+        tag_params["kill_at_id"] = kill_at_id
+    return [
+        {"id": "docs", "stage": "python_docs", "params": {"granularity": "paragraph", "min_chars": 80}},
+        {"id": "prose", "stage": "length_filter", "inputs": "docs", "params": {"min_words": 12}},
+        {"id": "tagged", "stage": "test_ray_tag_length", "inputs": "prose", "params": tag_params},
+        {"id": "split", "stage": "split", "inputs": "tagged", "params": {"fractions": {"train": 0.8, "test": 0.2}}},
+        {"id": "sample", "stage": "sample", "inputs": "split:train", "params": {"n": 100}},
+        {"id": "short", "stage": "sql", "inputs": "sample",
+         "params": {"query": "SELECT id, chars FROM data WHERE chars < 400"}},
+        {"id": "ids", "stage": "select", "inputs": "short", "params": {"columns": ["id"]}},
+    ]
+
+
+def _step_tables(run_dir: Path, step: str) -> dict[str, pl.DataFrame]:
+    manifest = json.loads((run_dir / step / "_manifest.json").read_text())
+    tables = {"": load(run_dir / step).collect()}
+    for side in manifest["side_outputs"]:
+        tables[side] = load(run_dir / step / side).collect()
+    return tables
+
+
+def _assert_same_runs(local_dir: Path, ray_dir: Path, steps: list[str], skip_stats: tuple[str, ...] = ()) -> None:
+    for step in steps:
+        local, remote = _step_tables(local_dir, step), _step_tables(ray_dir, step)
+        assert sorted(local) == sorted(remote), step
+        for name in local:
+            a, b = local[name], remote[name]
+            differing = [c for c in a.columns if c not in b.columns or not a[c].equals(b[c])]
+            assert a.equals(b), f"step {step} {name or 'main'} differs from local in columns {differing}"
+        if step not in skip_stats:
+            local_stats = json.loads((local_dir / step / "_manifest.json").read_text())["stats"]
+            ray_stats = json.loads((ray_dir / step / "_manifest.json").read_text())["stats"]
+            assert local_stats == ray_stats, step
+        assert json.loads((ray_dir / step / "_manifest.json").read_text())["executor"] == "ray"
+
+
+# ------------------------------------------------------------------------------ no cluster needed
+
+
+def test_import_pipeline_does_not_import_ray():
+    code = "import sys, pipeline, stages; pipeline.load_plugins(); assert 'ray' not in sys.modules, 'ray imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_stats_log_replays_counters_and_values_in_order():
+    from pipeline.executors.ray import StatsLog, replay_stats
+
+    tasks = []
+    for batch_rows in ([3, 4], [5]):
+        log = StatsLog()
+        for rows in batch_rows:
+            log["rows"] = log.get("rows", 0) + rows     # a counter: read, then write
+            log["dim"] = 384                            # a plain value
+            log["last_batch"] = rows
+        tasks.append(log.ops)
+    merged: dict = {}
+    for ops in tasks:
+        replay_stats(merged, ops)
+    assert merged == {"rows": 12, "dim": 384, "last_batch": 5}
+
+
+# ------------------------------------------------------------------------------ on the cluster
+
+
+def test_pipeline_on_two_nodes_equals_local(ray_cluster, tmp_path):  # noqa: F811
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    steps = _docs_steps(markers)
+    steps[2]["params"]["hold_s"] = 0.2
+    config = _config("same", steps)
+    run_pipeline(config, workdir=tmp_path / "local")
+    report = run_pipeline(config, workdir=tmp_path / "ray", executor="ray",
+                          executor_options={"address": ray_cluster.address, "fragment_rows": 40})
+    assert report.ran == [s["id"] for s in steps]
+    _assert_same_runs(tmp_path / "local" / "same", tmp_path / "ray" / "same", report.ran)
+    # Row-wise fragments were spread over both nodes, and the parts keep the input's order.
+    assert len(list(markers.glob("node-*"))) == 2, list(markers.iterdir())
+    parts = sorted((tmp_path / "ray" / "same" / "tagged").glob("part-*.parquet"))
+    assert len(parts) > 2
+    # A second run is served from the cache, as with the local executor.
+    again = run_pipeline(config, workdir=tmp_path / "ray", executor="ray",
+                         executor_options={"address": ray_cluster.address})
+    assert again.ran == [] and len(again.cached) == len(steps)
+
+
+def test_cli_runs_on_the_cluster(ray_cluster, tmp_path):  # noqa: F811
+    config = tmp_path / "quick.yaml"
+    config.write_text(yaml.safe_dump(_config("cli", _docs_steps()[:4])))
+    run_pipeline(str(config), workdir=tmp_path / "local")
+    # Relative paths (as users type them) must mean the same on the workers as in the driver.
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", "quick.yaml", "--workdir", "ray",
+         "--executor", "ray", "--address", ray_cluster.address, "--quiet"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**os.environ, "CORPUSFORGE_PLUGINS": "ray_cluster",
+             "PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'tests'}"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    _assert_same_runs(tmp_path / "local" / "cli", tmp_path / "ray" / "cli", ["docs", "prose", "tagged", "split"])
+
+
+def test_killed_rowwise_worker_is_retried_and_output_complete(ray_cluster, tmp_path):  # noqa: F811
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    local = run_pipeline(_config("kill", _docs_steps()[:3]), workdir=tmp_path / "local")
+    victim = load(Path(local.step("tagged").path)).collect()["id"][150]
+    run_pipeline(_config("kill", _docs_steps(markers, kill_at_id=victim)[:3]), workdir=tmp_path / "ray",
+                 executor="ray", executor_options={"address": ray_cluster.address, "fragment_rows": 60})
+    assert (markers / "killed-rowwise").exists()  # the worker did die once
+    expected = load(tmp_path / "local" / "kill" / "tagged").collect()
+    assert load(tmp_path / "ray" / "kill" / "tagged").collect().equals(expected)
+    ray_stats = json.loads((tmp_path / "ray" / "kill" / "tagged" / "_manifest.json").read_text())["stats"]
+    assert ray_stats == {"rows_tagged": expected.height, "column": "chars"}
+    assert not list((tmp_path / "ray" / "kill" / "tagged").glob(".fragment-*"))
+
+
+def test_killed_table_task_is_retried(ray_cluster, tmp_path):  # noqa: F811
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    steps = _docs_steps()[:1] + [{"id": "sorted", "stage": "test_ray_sorted_with_side", "inputs": "docs"}]
+    run_pipeline(_config("table", steps), workdir=tmp_path / "local")
+    steps[1]["params"] = {"marker_dir": str(markers)}
+    run_pipeline(_config("table", steps), workdir=tmp_path / "ray", executor="ray",
+                 executor_options={"address": ray_cluster.address})
+    assert (markers / "killed-table").exists()
+    _assert_same_runs(tmp_path / "local" / "table", tmp_path / "ray" / "table", ["docs", "sorted"])
+
+
+def test_model_stage_runs_on_actors_loading_once_each_and_survives_a_kill(ray_cluster, tmp_path):  # noqa: F811
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    steps = _docs_steps()[:1] + [{"id": "topics", "stage": "test_ray_count_topic_words", "inputs": "docs"}]
+    local = run_pipeline(_config("model", steps), workdir=tmp_path / "local")
+    expected = load(Path(local.step("topics").path)).collect()
+    steps[1]["params"] = {"marker_dir": str(markers), "kill_at_id": expected["id"][300]}
+    run_pipeline(_config("model", steps), workdir=tmp_path / "ray", executor="ray",
+                 executor_options={"address": ray_cluster.address, "fragment_rows": 50})
+    assert load(tmp_path / "ray" / "model" / "topics").collect().equals(expected)
+    assert (markers / "killed-actor").exists()
+    fragments = -(-expected.height // 50)
+    loads = len(list(markers.glob("load-*")))
+    # One load per actor (two actors on two one-CPU nodes) plus one for the actor restarted after the kill.
+    assert 1 <= loads <= 3 < fragments
+
+
+def test_library_call_on_an_in_memory_table(ray_cluster, tmp_path):  # noqa: F811
+    from pipeline.executors import LocalExecutor, get_executor
+    from pipeline.io import Dataset
+    from pipeline.stage import Context
+    from stages.transforms import LengthFilter
+
+    texts = Path("/usr/share/games/fortunes/fortunes")
+    if texts.exists():
+        lines = [t.strip() for t in texts.read_text(errors="replace").split("\n%\n") if t.strip()]
+    else:
+        from pydoc_data.topics import topics
+
+        lines = list(topics.values())
+    frame = pl.DataFrame({"id": [f"f{i}" for i in range(len(lines))], "text": lines})
+    stage = LengthFilter(min_words=8)
+    outputs = {}
+    for name, exe in (("local", LocalExecutor()),
+                      ("ray", get_executor("ray", address=ray_cluster.address, fragment_rows=37))):
+        out = tmp_path / name
+        out.mkdir()
+        ctx = Context(step_id="filter", seed=0, out_dir=out)
+        try:
+            exe.run_step(stage, ctx, {"data": Dataset.from_any(frame)}, out)
+        finally:
+            exe.close()
+        outputs[name] = pl.read_parquet(out / "part-*.parquet")
+    assert outputs["ray"].height > 0
+    assert outputs["ray"].equals(outputs["local"])
+
+
+def test_parts_from_fragments_share_one_schema(ray_cluster, tmp_path):  # noqa: F811
+    # Fragments of short texts give an all-null (Null-typed) column, others a string column; the
+    # local writer casts later batches to the first one's schema, and so must the Ray executor.
+    steps = _docs_steps()[:1] + [{"id": "words", "stage": "test_ray_first_word_if_long", "inputs": "docs",
+                                  "params": {"min_chars": 3000}}]
+    local = run_pipeline(_config("schema", steps), workdir=tmp_path / "local", executor="local")
+    run_pipeline(_config("schema", steps), workdir=tmp_path / "ray", executor="ray",
+                 executor_options={"address": ray_cluster.address, "fragment_rows": 30})
+    expected = load(Path(local.step("words").path)).collect()
+    assert expected["first_word"].null_count() < expected.height
+    assert load(tmp_path / "ray" / "schema" / "words").collect().equals(expected)
+
+
+def test_wrong_address_fails_fast_with_a_clear_error(ray_cluster, tmp_path):  # noqa: F811
+    from pipeline.executors import get_executor
+    from pipeline.executors.ray import _free_port
+
+    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    with pytest.raises(PipelineError, match="no Ray cluster answers"):
+        get_executor("ray", address=address)
+    with pytest.raises(PipelineError, match="not HOST:PORT"):
+        get_executor("ray", address="127.0.0.1:not-a-port")
+    # Something that accepts connections but is not a Ray head (ray.init alone would retry for minutes).
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with pytest.raises(PipelineError, match="does not answer as a Ray head"):
+            get_executor("ray", address=f"127.0.0.1:{silent.getsockname()[1]}", connect_timeout_s=2)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(_config("wrong", _docs_steps()[:1])))
+    # The timeout only guards against a hang; the command is expected to fail at once.
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", str(config), "--workdir", str(tmp_path),
+         "--executor", "ray", "--address", address],
+        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+    )
+    assert done.returncode == 2
+    assert "no Ray cluster answers" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_stage_errors_on_workers_reach_the_user_as_pipeline_errors(ray_cluster, tmp_path):  # noqa: F811
+    from pipeline.errors import ParamError
+
+    steps = _docs_steps()[:1] + [{"id": "bad", "stage": "sql", "inputs": "docs",
+                                  "params": {"query": "SELECT no_such_column FROM data"}}]
+    with pytest.raises(ParamError) as caught:
+        run_pipeline(_config("bad", steps), workdir=tmp_path, executor="ray",
+                     executor_options={"address": ray_cluster.address})
+    assert caught.value.param == "query" and caught.value.step == "bad"
+    assert "no_such_column" in str(caught.value)
+
+
+# ------------------------------------------------------------------------------ the benchmark report
+
+
+def test_benchmark_report_records_failures_and_keeps_earlier_figures(tmp_path):
+    from bench import run_all
+
+    failed = run_all.run_module("does_not_exist", "quick", timeout_s=120)
+    assert failed["status"] == "failed" and "bench_does_not_exist" in failed["error"]
+    ok = {"module": "ray", "scale": "full", "started_at": "2026-01-01T00:00:00+00:00", "status": "ok",
+          "error": None, "wall_s": 1.0, "machine": run_all.machine(),
+          "rows": [{"benchmark": "ray", "case": "a -- b | c", "metric": "s", "value": 2.0, "baseline": "local",
+                    "baseline_value": 3.0, "ratio": 1.5, "ratio_meaning": "local s / ray s",
+                    "peak_rss_mb": 100.0, "baseline_peak_rss_mb": 200.0, "notes": "median of 3"}]}
+    header = {"date": "2026-01-01T00:00:00+00:00", "scale": "full", "modules": ["ray", "does_not_exist"],
+              "machine": run_all.machine(), "versions": run_all.versions()}
+    report = tmp_path / "results.md"
+    report.write_text(run_all.render({"ray": ok, "does_not_exist": failed}, header))
+    text = report.read_text()
+    assert "| ray | a -- b \\| c | 1.5 | local s / ray s |" in text
+    assert "## Failures" in text and "**Failed:**" in text
+    assert "polars" in text and str(run_all.machine()["cores"]) in text
+    # `--only` re-runs some modules and keeps the others' figures from the report's own data.
+    assert run_all.read_previous(report) == {"ray": ok, "does_not_exist": failed}
+    with pytest.raises(SystemExit):
+        run_all.main(["--only", "no_such_module", "--out", str(report)])
