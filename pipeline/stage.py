@@ -317,7 +317,8 @@ def _to_frame(result: Any) -> pl.DataFrame:
     if isinstance(result, (pa.Table, pa.RecordBatch)):
         return pl.from_arrow(result)
     frames = [b if isinstance(b, pl.DataFrame) else pl.from_arrow(b) for b in result]
-    return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+    # No rechunk: copying the whole result into one buffer would cost more than the stage itself.
+    return pl.concat(frames, how="vertical_relaxed", rechunk=False) if frames else pl.DataFrame()
 
 
 class RowwiseStage(Stage):

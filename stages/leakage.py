@@ -1124,7 +1124,7 @@ def _source_step(step_id: str, path: str, text_column: str, id_column: str | Non
     else:
         stage = "read_parquet"
     if not p.exists() and not any(ch in path for ch in "*?["):
-        raise InputDataError("path does not exist", file=path)
+        raise InputDataError(f"the {step_id.upper()} argument names a path that does not exist", file=path)
     return {"id": step_id, "stage": stage, "params": params}
 
 
