@@ -148,6 +148,15 @@ class Dataset:
             for offset in range(0, frame.height, rows):
                 yield frame.slice(offset, rows)
             return
+        for batch in self.iter_arrow_batches(rows, columns):
+            yield pl.from_arrow(batch)
+
+    def iter_arrow_batches(self, rows: int = DEFAULT_BATCH_ROWS,
+                           columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """Stream the Parquet files as Arrow record batches, bounded in rows and in bytes."""
+        if self.frame is not None:
+            yield from self.frame.to_arrow().to_batches(max_chunksize=rows)
+            return
         for f in self.files:
             pf = pq.ParquetFile(f)
             meta = pf.metadata
@@ -157,8 +166,15 @@ class Dataset:
                 group = meta.row_group(i)
                 per_row = group.total_byte_size / max(group.num_rows, 1)
                 size = max(1, min(rows, int(BATCH_BYTES / max(per_row, 1.0))))
-                for batch in pf.iter_batches(batch_size=size, row_groups=[i], columns=columns):
-                    yield pl.from_arrow(batch)
+                yield from pf.iter_batches(batch_size=size, row_groups=[i], columns=columns)
+
+    def stat_fingerprint(self) -> str:
+        """Identity of the files by path, size and modification time (cheap: no reading)."""
+        h = xxhash.xxh3_128()
+        for f in self.files or []:
+            st = f.stat()
+            h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
 
     def __repr__(self) -> str:
         return f"Dataset({self.label!r}, rows={self.num_rows})"

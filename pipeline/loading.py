@@ -8,8 +8,6 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
-import xxhash
 
 from pipeline.io import Dataset
 from pipeline.stage import default_cache_dir
@@ -30,18 +28,13 @@ def load_dataset(path: str | Path, cache_dir: str | Path | None = None):
     import datasets
 
     ds = Dataset.from_parquet(path)
-    h = xxhash.xxh3_128()
-    for f in ds.files:
-        st = f.stat()
-        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     target_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "arrow"
     target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / f"{h.hexdigest()}.arrow"
+    target = target_dir / f"{ds.stat_fingerprint()}.arrow"
     if not target.exists():
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, ds.schema) as writer:
-            for f in ds.files:
-                for batch in pq.ParquetFile(f).iter_batches():
-                    writer.write_batch(batch)
+            for batch in ds.iter_arrow_batches():
+                writer.write_batch(batch)
         os.replace(tmp, target)
     return datasets.Dataset.from_file(str(target), in_memory=False)

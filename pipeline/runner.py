@@ -130,14 +130,6 @@ def _outputs_intact(step_dir: Path, manifest: dict) -> bool:
     return True
 
 
-def _path_fingerprint(ds: Dataset) -> str:
-    h = xxhash.xxh3_128()
-    for f in ds.files or []:
-        st = f.stat()
-        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
-
-
 class _PeakMemory:
     """Peak resident memory of this process during a block (Linux: reset and read VmHWM)."""
 
@@ -243,7 +235,7 @@ def _resolve_inputs(
         try:
             if ref.path is not None:
                 ds = Dataset.from_parquet(ref.path)
-                described[input_name] = {"path": ref.path, "fingerprint": _path_fingerprint(ds)}
+                described[input_name] = {"path": ref.path, "fingerprint": ds.stat_fingerprint()}
             else:
                 step_dir = run.path / ref.step
                 manifest = read_manifest(step_dir)

@@ -25,6 +25,7 @@ import polars as pl
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
+from stages._hashing import id_hash
 from stages.synthetic import _HASH_START, NGramLM, _mix, token_ids, tokenize
 
 AUTO_GROUPS = ("schedule", "generation")
@@ -321,7 +322,8 @@ class CorpusMetrics(Stage):
         schedule, the real data an accumulating schedule carries along) is picked in both or neither,
         and sampled metrics of identical corpora are identical.
         """
-        key = texts.hash(seed=ctx.seed & 0xFFFFFFFF).to_numpy()
+        # The project's stable hash: polars' own may change between versions, and with it the sample.
+        key = id_hash(texts, ctx.seed, "metrics-sample")
         frame = pl.DataFrame({"g": gid, "h": key, "row": np.arange(len(gid))})
         rank = frame.select(pl.struct("h", "row").rank("ordinal").over("g"))
         return (rank.to_series().to_numpy() <= size)
