@@ -42,9 +42,14 @@ def twonn(mu: np.ndarray, method: str = "linear", discard_fraction: float = 0.1)
 
 
 def mle_local(distances: np.ndarray, k: int) -> np.ndarray:
-    """Levina-Bickel local estimates from the first k neighbour distances of each point."""
+    """Levina-Bickel local estimates from the first k neighbour distances of each point.
+
+    Infinite where all k distances tie (lattice data such as 0-16 pixel values): the inverse is then 0,
+    which is what the MacKay-Ghahramani average uses, so the global estimate stays defined.
+    """
     logs = np.log(distances[:, :k])
-    return (k - 1) / ((k - 1) * logs[:, k - 1] - logs[:, : k - 1].sum(axis=1))
+    with np.errstate(divide="ignore"):
+        return (k - 1) / ((k - 1) * logs[:, k - 1] - logs[:, : k - 1].sum(axis=1))
 
 
 def mle_global(local: np.ndarray) -> float:
