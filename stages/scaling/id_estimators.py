@@ -109,15 +109,15 @@ def estimate(name: str, distances: np.ndarray, *, k: int, n1: int, twonn_method:
 
 
 def scale_curve(distances: np.ndarray, scales: list[int]) -> list[dict]:
-    """MLE at each neighbourhood size k and GRIDE at each n1 (n2 = 2 n1), with the median radius used."""
+    """MLE with k = 2s neighbours and GRIDE with n1 = s (n2 = 2s) for each scale s, at the same radius."""
     rows = []
-    available = distances.shape[1]
-    for k in scales:
-        if 2 <= k <= available:
-            rows.append({"estimator": "mle", "neighbours": k, "radius": float(np.median(distances[:, k - 1])),
-                         "dimension": mle_global(mle_local(distances, k))})
-        if 2 * k <= available:
-            rows.append({"estimator": "gride", "neighbours": 2 * k,
-                         "radius": float(np.median(distances[:, 2 * k - 1])),
-                         "dimension": gride(gride_ratios(distances, k), k)})
+    for s in scales:
+        k = 2 * s
+        if k > distances.shape[1]:
+            continue
+        radius = float(np.median(distances[:, k - 1]))
+        rows.append({"estimator": "mle", "neighbours": k, "radius": radius,
+                     "dimension": mle_global(mle_local(distances, k))})
+        rows.append({"estimator": "gride", "neighbours": k, "radius": radius,
+                     "dimension": gride(gride_ratios(distances, s), s)})
     return rows

@@ -40,7 +40,7 @@ class IntrinsicDimension(Stage):
         twonn_method: 'linear' (Facco et al.'s fit, discarding the largest ratios) or 'mle'
         discard_fraction: TwoNN: share of the largest ratios r2/r1 left out of the fit
         gride_n1: GRIDE: the ratio r_{2 n1} / r_{n1} is used
-        scales: neighbourhood sizes for the scale plot (MLE at k, GRIDE at n1 = k)
+        scales: neighbourhood scales s for the plot (MLE with k = 2s, GRIDE with n1 = s, n2 = 2s)
         group_by: estimate separately for each value of this column (null: all points together)
         bootstrap: bootstrap replicates for the intervals (0: none)
         confidence: level of the bootstrap intervals
@@ -62,7 +62,7 @@ class IntrinsicDimension(Stage):
         twonn_method: Literal["linear", "mle"] = "linear",
         discard_fraction: float = 0.1,
         gride_n1: int = 4,
-        scales: list[int] = [2, 4, 8, 16, 32],  # noqa: B006
+        scales: list[int] = [1, 2, 4, 8],  # noqa: B006
         group_by: str | None = None,
         bootstrap: int = 200,
         confidence: float = 0.95,
@@ -172,7 +172,7 @@ class IntrinsicDimension(Stage):
         if keep.size <= needed:
             raise InputDataError(
                 f"{keep.size} distinct points{where}, but the estimates need more than {needed} "
-                "(k, 2 x gride_n1 and 2 x the largest scale); lower them or give more points",
+                "(k, 2 x gride_n1 and 2 x the largest of scales); lower them or give more points",
                 param="k", file=label)
         neighbours = nearest_neighbours(x[keep], needed, self.index, seed=ctx.seed)
         dist = neighbours.distances

@@ -118,6 +118,10 @@ class ScalingCurve(Stage):
                                     weight_decay=self.weight_decay)
 
     def run(self, ctx: Context, data: Dataset, test: Dataset) -> pl.DataFrame:
+        with training.one_thread():
+            return self._run(ctx, data, test)
+
+    def _run(self, ctx: Context, data: Dataset, test: Dataset) -> pl.DataFrame:
         train_table, held_out = data.collect(), test.collect()
         classes = sorted(set(train_table[self.label_column].to_list()) | set(held_out[self.label_column].to_list()))
         code = {c: i for i, c in enumerate(classes)}
@@ -144,7 +148,7 @@ class ScalingCurve(Stage):
             member = index <= j
             train_set = training.as_tensors(x_train[member] / scale, y_train[member])
             for repeat in range(self.repeats):
-                seed = ctx.seed * 1000 + repeat
+                seed = (ctx.seed * 1000 + repeat) % (2**62)
                 training.seed_everything(seed)
                 model = training.mlp(x_train.shape[1], self.hidden, len(classes))
                 result = training.train(model, loss_fn, train_set, validation, self.train_config(), seed)

@@ -11,9 +11,10 @@ generator for the minibatch order.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,11 +44,23 @@ class TrainResult:
 
 
 def seed_everything(seed: int) -> None:
-    """One thread and a fixed seed: the same run gives the same weights on any machine with this torch."""
+    """A fixed seed for initialisation: with `one_thread`, the same run gives the same weights."""
     import torch
 
     torch.manual_seed(seed % (2**63))
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Train on one thread (small models only contend on a busy machine), then restore torch's setting."""
+    import torch
+
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def parameter_count(model) -> int:

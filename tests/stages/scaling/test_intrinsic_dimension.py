@@ -78,7 +78,7 @@ def test_duplicates_dropped_and_counted_or_refused():
 
 def test_too_few_points_and_non_finite_vectors_are_refused():
     with pytest.raises(InputDataError, match="distinct points") as err:
-        IntrinsicDimension(k=10).apply(table(ball(20, 2, 4, seed=0)))
+        IntrinsicDimension(k=10).apply(table(ball(16, 2, 4, seed=0)))
     assert err.value.param == "k"
     x = ball(200, 2, 4, seed=0)
     x[7, 1] = np.nan
