@@ -28,7 +28,8 @@ Estimator = Literal["twonn", "mle", "gride"]
 class IntrinsicDimension(Stage):
     """Intrinsic dimension of the points in a vector column (embeddings or any numeric vectors).
 
-    One row per estimator (and per group when `group_by` is set) with a bootstrap interval; side output
+    One row per estimator (and per group when `group_by` is set) with a bootstrap interval and the
+    range of the MLE and GRIDE estimates across `scales` (how much d depends on the scale); side output
     `local`: each point's Levina-Bickel local estimate with its r1, r2; plot `dimension_vs_scale.png`:
     MLE and GRIDE against the neighbourhood radius. Exact duplicate vectors (zero distances, where
     TwoNN is undefined) are dropped before the search and counted, or refused with `duplicates: error`.
@@ -191,14 +192,17 @@ class IntrinsicDimension(Stage):
                 "radius": float(np.median(dist[:, span - 1])), "ambient_dimension": int(x.shape[1]),
                 "index": neighbours.index, "knn_recall": neighbours.recall,
             })
+        curve = [dict(c, group=None if group is None else str(group))
+                 for c in id_estimators.scale_curve(dist, sorted(set(self.scales)))]
+        across = [c["dimension"] for c in curve] or [float("nan")]
+        for row in rows:
+            row |= {"scale_dimension_min": float(min(across)), "scale_dimension_max": float(max(across))}
         local = pl.DataFrame({
             "id": part[self.id_column][keep],
             "group": pl.Series([None if group is None else str(group)] * keep.size, dtype=pl.String),
             "local_dimension": id_estimators.mle_local(dist, self.k),
             "r1": dist[:, 0], "r2": dist[:, 1],
         })
-        curve = [dict(c, group=None if group is None else str(group))
-                 for c in id_estimators.scale_curve(dist, sorted(set(self.scales)))]
         return rows, local, curve
 
     @classmethod

@@ -79,6 +79,14 @@ def _statements(tables: dict[str, pl.DataFrame]) -> list[str]:
                         what = "inputs" if name == "dimension" else "learned representation"
                         out.append(compare_alpha(r["alpha"], r["alpha_low"], r["alpha_high"], d["dimension"],
                                                  d["ci_low"], d["ci_high"], f"{what} (TwoNN)"))
+                        low, high = d.get("scale_dimension_min"), d.get("scale_dimension_max")
+                        if low is not None and high is not None and low == low and high > low:
+                            inside = 4.0 / high <= r["alpha"] <= 4.0 / low
+                            out.append(
+                                f"Across neighbourhood scales, d of the {what} runs from {low:.2f} to {high:.2f} "
+                                f"(MLE and GRIDE), so 4/d spans {4 / high:.3f} to {4 / low:.3f}; alpha = "
+                                f"{r['alpha']:.3f} lies {'inside' if inside else 'outside'} that span. The "
+                                "comparison is only as sharp as d is scale-independent.")
             else:
                 out.append(
                     f"Transfer law: D_T = k D_F^alpha N^beta with k = {_interval(r, 'k')}, alpha = "
