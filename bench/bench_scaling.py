@@ -14,7 +14,7 @@ fresh process: ours (TwoNN + MLE, HNSW search, neighbour recall measured) agains
 MLE alone (its kNN-based estimator; its TwoNN would add the full sort), plus both estimators at
 20,000 points where ours searches exactly.
 
-    python -m bench.bench_scaling          # full (about 15 minutes on 2 shared cores)
+    python -m bench.bench_scaling          # full (28 minutes on 2 cores at load average 6)
     python -m bench.bench_scaling quick    # 3,000 points, d in {2, 5}
 """
 
