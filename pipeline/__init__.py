@@ -12,7 +12,32 @@ Library use inside training code:
 
 from __future__ import annotations
 
+import importlib.util
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+
+def _check_stage_library_is_importable() -> None:
+    """Fail with what to do when a training repository's own `stages.py` (or `stages/`) hides the stage library.
+
+    The engine imports `stages` to find the built-in stages; a module of the same name earlier on
+    sys.path would be imported instead, and every built-in stage would be "unknown".
+    """
+    ours = Path(__file__).resolve().parent.parent / "stages"
+    spec = importlib.util.find_spec("stages")
+    found = [Path(p).resolve() for p in (spec.submodule_search_locations or [])] if spec else []
+    if spec is None or ours in found:
+        return
+    where = spec.origin or (str(found[0]) if found else "an unnamed module")
+    raise ImportError(
+        f"corpusforge's stage library 'stages' is hidden by your module {where}, which comes first on sys.path. "
+        f"Rename it or move it into your own package (mylab/stages.py, imported as mylab.stages); see the "
+        f"README, 'Use from a training repository'.",
+        name="stages", path=where,
+    )
+
+
+_check_stage_library_is_importable()
 
 try:
     __version__ = version("corpusforge")
