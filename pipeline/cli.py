@@ -56,12 +56,28 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another run holding the lock, instead of refusing")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (which steps are cached, which will run and why) and run nothing")
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.plan import format_plan, plan_run
+
+    config = load_config(args.config, args.overrides)
+    plan = plan_run(config, workdir=args.workdir, force=args.force, only=args.only, until=args.until)
+    print(format_plan(plan, Path(args.workdir) / config.name))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     import yaml
 
     from pipeline.runner import run_pipeline
+    from pipeline.summary import format_summary
+
+    if args.dry_run:
+        return _dry_run(args)
 
     options = {}
     for item in args.executor_options:
@@ -73,11 +89,13 @@ def _run(args: argparse.Namespace) -> int:
         if args.executor != "ray":
             raise PipelineError("--address is for --executor ray")
         options["address"] = args.address
-    run_pipeline(
+    report = run_pipeline(
         args.config, workdir=args.workdir, force=args.force, only=args.only, until=args.until,
         overrides=args.overrides, quiet=args.quiet, executor=args.executor, executor_options=options,
         wait_for_lock_s=args.wait,
     )
+    if not args.quiet:
+        print(format_summary(report))
     return 0
 
 
@@ -152,9 +170,11 @@ def _stages(args: argparse.Namespace) -> int:
 def _configure_show(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a pipeline name (under --workdir) or a run folder")
     p.add_argument("--workdir", default="data/runs")
+    p.add_argument("--json", action="store_true", help="the run record and every step's manifest, as JSON")
 
 
 def _show(args: argparse.Namespace) -> int:
+    from pipeline.files import describe_path
     from pipeline.runner import RUN_RECORD, read_manifest
 
     run_dir = Path(args.run)
@@ -162,9 +182,14 @@ def _show(args: argparse.Namespace) -> int:
         run_dir = Path(args.workdir) / args.run
     record_path = run_dir / RUN_RECORD
     if not record_path.exists():
-        raise PipelineError("no run found (expected a _run.json inside)", file=str(run_dir),
+        raise PipelineError("no run found (expected a _run.json inside)", file=describe_path(run_dir),
                             hint="give a pipeline name and its --workdir, or the run folder")
     record = json.loads(record_path.read_text())
+    if args.json:
+        record["run_dir"] = str(run_dir.resolve())
+        record["manifests"] = {s["id"]: read_manifest(run_dir / s["id"]) for s in record["steps"]}
+        print(json.dumps(record, indent=2, default=str))
+        return 0
     print(f"pipeline {record['pipeline']}  ({record['config']}, executor {record['executor']})")
     print(f"last run {record['started_at']} .. {record['finished_at']}  in {run_dir}")
     print(f"{'step':<20} {'stage':<18} {'status':<8} {'rows':>12} {'time':>9} {'peak mem':>10}  artefacts")
