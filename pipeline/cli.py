@@ -210,10 +210,65 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- cache
+
+
+def _configure_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", default="list", choices=["list", "clear"],
+                   help="list the caches with their sizes (default), or clear them")
+    p.add_argument("--workdir", default="data/runs", help="the run workdir whose .cache/ to include")
+    p.add_argument("--cache", dest="kinds", action="append", metavar="NAME",
+                   help="only this cache (repeatable; default: all)")
+    p.add_argument("--older-than", metavar="WHEN",
+                   help="clear only entries last modified before a date (2026-11-01) or an age (30d, 12h)")
+    p.add_argument("--json", action="store_true", help="machine-readable listing")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from pipeline.caches import CACHES, cache_entries, check_kinds, clear_caches, parse_older_than
+
+    check_kinds(args.kinds)
+    workdir = Path(args.workdir)
+    if args.action == "clear":
+        older = parse_older_than(args.older_than) if args.older_than else None
+        removed = clear_caches(workdir, args.kinds, older)
+        when = f" last modified before {older:%Y-%m-%d %H:%M} UTC" if older else ""
+        print(f"removed {len(removed)} entries{when}, {_size(sum(e.bytes for e in removed))}")
+        return 0
+    if args.older_than:
+        raise PipelineError("--older-than is for `pipeline cache clear`")
+    listing = cache_entries(workdir, args.kinds)
+    if args.json:
+        print(json.dumps({name: {"roots": [str(r) for r in roots], "entries": len(entries),
+                                 "bytes": sum(e.bytes for e in entries),
+                                 "oldest": min((e.modified for e in entries), default=None),
+                                 "newest": max((e.modified for e in entries), default=None)}
+                          for name, (roots, entries) in listing.items()}, indent=2, default=str))
+        return 0
+    for name, (roots, entries) in listing.items():
+        span = (f", modified {min(e.modified for e in entries):%Y-%m-%d} .. {max(e.modified for e in entries):%Y-%m-%d}"
+                if entries else "")
+        print(f"{name:<14} {len(entries):>6} entries {_size(sum(e.bytes for e in entries)):>11}{span}"
+              f"  — {CACHES[name].description}")
+        for root in roots:
+            print(f"{'':<14} {root}{'' if root.is_dir() else ' (not created yet)'}")
+    return 0
+
+
 register_command("run", "run a pipeline (unchanged steps are reused)", _configure_run, _run)
 register_command("validate", "check a config without running it", _configure_validate, _validate)
 register_command("stages", "list stages with their params, types, defaults and docs", _configure_stages, _stages)
 register_command("show", "show a run: steps, rows, cache hits, timings, artefacts", _configure_show, _show)
+register_command("cache", "list the caches (embeddings, static models, Arrow) with sizes, or clear them",
+                 _configure_cache, _cache)
 
 
 def build_parser() -> argparse.ArgumentParser:
