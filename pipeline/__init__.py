@@ -44,6 +44,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+source"
 
+from pipeline.builder import PipelineBuilder, StepHandle  # noqa: E402
 from pipeline.config import PipelineConfig, load_config, parse_config  # noqa: E402
 from pipeline.errors import InputDataError, ParamError, PipelineError  # noqa: E402
 from pipeline.io import Dataset  # noqa: E402
@@ -52,7 +53,8 @@ from pipeline.runner import RunReport, run_pipeline  # noqa: E402
 from pipeline.stage import STAGES, Context, RowwiseStage, Stage, StageResult, load_plugins, stage_class  # noqa: E402
 
 __all__ = [
-    "STAGES", "Context", "Dataset", "InputDataError", "ParamError", "PipelineConfig", "PipelineError",
-    "RowwiseStage", "RunReport", "Stage", "StageResult", "load", "load_config", "load_dataset",
+    "STAGES", "Context", "Dataset", "InputDataError", "ParamError", "PipelineBuilder", "PipelineConfig",
+    "PipelineError", "RowwiseStage", "RunReport", "Stage", "StageResult", "StepHandle", "load", "load_config",
+    "load_dataset",
     "load_plugins", "parse_config", "run_pipeline", "stage_class",
 ]
