@@ -112,7 +112,7 @@ def detect(path: str | Path) -> FileFormat:
         return FileFormat("parquet", compression)
     if _starts_with_json_object(head):
         return FileFormat("jsonl", compression)
-    if b"\x00" in head or by_name == "parquet":
+    if b"\x00" in head:
         raise InputDataError(f"cannot tell what this file holds (not {SUPPORTED})", param="path",
                              file=describe_path(path))
     if by_name in ("csv", "text"):

@@ -74,6 +74,7 @@ def test_format_told_from_content_when_the_extension_is_missing_or_wrong(tmp_pat
         "table.csv": (shutil.copy(tmp_path / "c.parquet", tmp_path / "table.csv"), FileFormat("parquet", None)),
         "export": (_gzip(tmp_path / "c.csv", tmp_path / "export"), FileFormat("csv", "gzip")),
         "notes.gz": (_gzip(tmp_path / "c.jsonl", tmp_path / "notes.gz"), FileFormat("jsonl", "gzip")),
+        "export.parquet": (shutil.copy(tmp_path / "c.csv", tmp_path / "export.parquet"), FileFormat("csv", None)),
     }
     for name, (path, expected) in cases.items():
         assert detect(path) == expected, name
