@@ -51,12 +51,39 @@ class StepHandle:
         return self.id
 
 
-def frame_digest(table: pa.Table) -> str:
-    """Content identity of a table: xxh3-128 of its Arrow IPC stream (schema and values)."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table.combine_chunks())
-    return xxhash.xxh3_128_hexdigest(sink.getvalue().to_pybytes())
+class _HashingSink:
+    """A write-only file that hashes what it is given (so hashing a table never copies it whole)."""
+
+    def __init__(self) -> None:
+        self.hash = xxhash.xxh3_128()
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def frame_digest(table: pa.Table, batch_rows: int = 65_536) -> str:
+    """Content identity of a table: xxh3-128 of its Arrow IPC stream in fixed-size batches.
+
+    Fixed batches, each copied into fresh buffers (`take`), make the digest independent of how the
+    table happens to be chunked or sliced in memory.
+    """
+    sink = _HashingSink()
+    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema) as writer:
+        for offset in range(0, table.num_rows, batch_rows):
+            piece = table.slice(offset, batch_rows)
+            writer.write_table(piece.take(pa.array(range(piece.num_rows), pa.int64())))
+    return sink.hash.hexdigest()
 
 
 def _is_frame(obj: Any) -> bool:

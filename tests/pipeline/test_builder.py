@@ -105,3 +105,15 @@ def test_library_calls_leave_no_temporary_folders(tmp_path, monkeypatch):
     dilute(np.stack(digits["pixels"].to_numpy()), y, alpha=1)
     _builder(digits).run(workdir=tmp_path / "runs")
     assert list(scratch.iterdir()) == []
+
+
+def test_frame_digest_is_content_not_chunking():
+    from pipeline.builder import frame_digest
+
+    docs = PythonDocs(granularity="paragraph").apply()
+    pieces = pl.concat([docs.head(7), docs.slice(7, 300), docs.tail(docs.height - 307)], rechunk=False)
+    assert pieces.to_arrow().column("text").num_chunks == 3
+    assert frame_digest(pieces.to_arrow(), batch_rows=100) == frame_digest(docs.to_arrow(), batch_rows=100)
+    changed = docs.with_columns(pl.when(pl.col("id") == docs["id"][500]).then(pl.lit("x")).otherwise("text")
+                                .alias("text"))
+    assert frame_digest(changed.to_arrow()) != frame_digest(docs.to_arrow())
