@@ -17,7 +17,11 @@ UNK, BOS = 0, 1
 
 
 def tokenize(text: str) -> list[str]:
-    """Identifiers and words, numbers, newlines and single punctuation marks."""
+    """Identifiers and words, numbers, newlines and single punctuation marks.
+
+    Like the text core's 'word_punct' split (stages/text/tokens.py), plus a token for each newline:
+    in source code the line structure is part of what a language model has to predict.
+    """
     return TOKEN.findall(text)
 
 

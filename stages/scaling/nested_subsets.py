@@ -19,6 +19,7 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
 from stages._hashing import id_uniform
+from stages.text.tokens import count_words
 
 
 def geometric_sizes(min_size: int, max_size: int, count: int) -> list[int]:
@@ -130,7 +131,7 @@ class NestedSubsets(Stage):
                 raise InputDataError(f"column '{self.token_column}' must hold token counts >= 0",
                                      param="token_column")
             return column.cast(pl.Int64).to_numpy()
-        return table[self.text_column].str.count_matches(r"\S+").fill_null(0).cast(pl.Int64).to_numpy()
+        return count_words(table[self.text_column], "whitespace").fill_null(0).cast(pl.Int64).to_numpy()
 
     def _targets(self, total: int, label: str) -> list[int]:
         if self.sizes is not None:
