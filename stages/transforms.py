@@ -1,4 +1,4 @@
-"""General table transforms: select, SQL, length filter, sample, split."""
+"""General table transforms: select, length filter, sample, split (SQL lives in stages/sql.py)."""
 
 from __future__ import annotations
 
@@ -50,41 +50,6 @@ class Select(RowwiseStage):
     @classmethod
     def example(cls):
         return {"columns": ["id", "text"]}, {"data": pl.DataFrame({"id": ["a", "b"], "text": ["x y", "z"], "n": [1, 2]})}
-
-
-class Sql(Stage):
-    """Transform with one SQL query over the input, which is called `data` (polars SQL, streamed).
-
-    Queries cannot run code: SQL only, against this step's input.
-
-    Parameters:
-        query: e.g. "SELECT id, text FROM data WHERE length(text) > 200"
-    """
-
-    name = "sql"
-    allow_empty_input = True
-
-    def __init__(self, query: str):
-        self.query = query
-
-    def validate(self) -> None:
-        if not self.query.strip():
-            raise ParamError("query", "is empty")
-
-    def run(self, ctx: Context, data: Dataset) -> pl.LazyFrame:
-        try:
-            lf = pl.SQLContext(data=data.lazy(), eager=False).execute(self.query)
-            lf.collect_schema()
-        except (pl.exceptions.PolarsError, ValueError) as exc:
-            raise ParamError("query", f"{str(exc).splitlines()[0]}; the input's columns are {data.columns}",
-                             file=data.label) from None
-        return lf
-
-    @classmethod
-    def example(cls):
-        return {"query": "SELECT id, upper(text) AS text FROM data WHERE n > 1"}, {
-            "data": pl.DataFrame({"id": ["a", "b"], "text": ["x y", "z"], "n": [1, 2]})
-        }
 
 
 class LengthFilter(RowwiseStage):
