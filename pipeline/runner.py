@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -161,9 +162,23 @@ class RunDir:
         self.checkpoints = self.path / ".checkpoints"
         self._lock_fh = None
 
+    def refuse_link(self, path: Path) -> None:
+        """Refuse to go through a symbolic link inside the run folder: the engine made none.
+
+        A link planted as `.trash`, `.staging`, `.checkpoints` or a step folder would make the
+        engine move, overwrite or delete whatever it points at, outside the run folder.
+        """
+        if os.path.islink(path):
+            raise PipelineError(
+                f"'{path.name}' in the run folder is a symbolic link (to '{os.readlink(path)}'); "
+                "the engine never follows links it did not create, so nothing was changed",
+                file=str(path), hint="remove the link, or use another --workdir",
+            )
+
     def lock(self, wait_s: float = 0.0) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path / ".lock", "a+")
+        self.refuse_link(self.workdir / ".cache")
+        fh = self._open_lock_file()
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -187,7 +202,28 @@ class RunDir:
         fh.write(str(os.getpid()))
         fh.flush()
         self._lock_fh = fh
-        self.recover()
+        try:
+            for bookkeeping in (self.trash, self.staging, self.checkpoints):
+                self.refuse_link(bookkeeping)
+            self.recover()
+        except BaseException:
+            self.unlock()
+            raise
+
+    def _open_lock_file(self):
+        """Open `.lock` without following a link (O_NOFOLLOW) and only if it is a regular file."""
+        lock_path = self.path / ".lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                self.refuse_link(lock_path)
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise PipelineError("'.lock' in the run folder is not a regular file; nothing was changed",
+                                file=str(lock_path), hint="remove it, or use another --workdir")
+        return os.fdopen(fd, "r+")
 
     def unlock(self) -> None:
         if self._lock_fh is not None:
@@ -199,12 +235,28 @@ class RunDir:
         """Undo what a killed run left: restore a step caught mid-swap, drop half-built steps."""
         if self.trash.is_dir():
             for old in self.trash.iterdir():
+                if old.is_symlink():
+                    # Only the engine's own folders go into .trash; never move a link into place.
+                    old.unlink()
+                    continue
                 step = old.name.rsplit("@", 1)[0]
-                if not (self.path / step).exists():
+                if not os.path.lexists(self.path / step):
                     os.rename(old, self.path / step)
                 else:
                     shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(self.staging, ignore_errors=True)
+
+    def drop_checkpoints(self, step_id: str) -> None:
+        """A finished step's checkpoints, and those of earlier params that will never resume, go;
+        `.checkpoints/` itself goes when nothing else is in it, so a finished run leaves nothing there."""
+        self.refuse_link(self.checkpoints)
+        for stale in self.checkpoints.glob(f"{step_id}@*"):
+            if stale.is_symlink():
+                stale.unlink()
+            else:
+                shutil.rmtree(stale, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.checkpoints.rmdir()  # fails, as it should, while another step's checkpoint is there
 
     def new_staging(self, step_id: str) -> Path:
         d = self.staging / f"{step_id}@{uuid.uuid4().hex[:12]}"
@@ -215,6 +267,7 @@ class RunDir:
         """Swap a finished step into place; the old output is kept until the new one is there."""
         fsync_tree(staged)
         target = self.path / step_id
+        self.refuse_link(target)
         old = None
         if target.exists():
             self.trash.mkdir(exist_ok=True)
@@ -238,6 +291,7 @@ def _resolve_inputs(
                 described[input_name] = {"path": ref.path, "fingerprint": ds.stat_fingerprint()}
             else:
                 step_dir = run.path / ref.step
+                run.refuse_link(step_dir)
                 manifest = read_manifest(step_dir)
                 if manifest is None:
                     raise InputDataError(
@@ -338,6 +392,7 @@ def run_pipeline(
             inputs, described = _resolve_inputs(step, run, config)
             fp = step_fingerprint(stage, described, config.seed)
             step_dir = run.path / step.id
+            run.refuse_link(step_dir)
             manifest = read_manifest(step_dir)
             if not force and manifest and manifest.get("fingerprint") == fp and _outputs_intact(step_dir, manifest):
                 rows = manifest["output"]["rows"]
@@ -393,6 +448,7 @@ def _run_step(
     except PipelineError as exc:
         raise exc.add_context(step=step.id, stage=step.stage) from None
     staged = run.new_staging(step.id)
+    run.refuse_link(run.checkpoints)
     checkpoint = run.checkpoints / f"{step.id}@{fp[:16]}"
     checkpoint.mkdir(parents=True, exist_ok=True)
     ctx = Context(
@@ -453,7 +509,5 @@ def _run_step(
     }
     _write_json_atomic(staged / MANIFEST, manifest)
     run.publish(staged, step.id)
-    # This step's checkpoints, and those of earlier params that will never resume, are done with.
-    for stale in run.checkpoints.glob(f"{step.id}@*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    run.drop_checkpoints(step.id)
     return manifest
