@@ -56,6 +56,9 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another run holding the lock, instead of refusing")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--verify", choices=["fast", "full", "off"], default="fast",
+                   help="how a cache hit is checked against its manifest: fast (sizes, file set, artefacts; "
+                        "files touched since written are re-hashed; default), full (re-hash everything), off")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -76,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     run_pipeline(
         args.config, workdir=args.workdir, force=args.force, only=args.only, until=args.until,
         overrides=args.overrides, quiet=args.quiet, executor=args.executor, executor_options=options,
-        wait_for_lock_s=args.wait,
+        wait_for_lock_s=args.wait, verify=args.verify,
     )
     return 0
 

@@ -266,29 +266,62 @@ def write_table(result: Any, out_dir: Path, rows_per_part: int = ROWS_PER_PART) 
         pq.write_table(pa.table({}), out_dir / "part-00000.parquet", compression=COMPRESSION)
 
 
-def fingerprint_files(files: Iterable[Path]) -> str:
-    """Content digest of files (xxh3-128), fast enough to run on every step's output."""
-    h = xxhash.xxh3_128()
+def hash_files(files: Iterable[Path]) -> tuple[str, list[str]]:
+    """Content digests (xxh3-128) in one pass: of all files together, and of each file on its own.
+
+    The combined digest is the table's fingerprint (what downstream cache keys are built from);
+    the per-file digests let a cache hit say which part changed. Both come from the same read.
+    """
+    combined = xxhash.xxh3_128()
+    per_file = []
     for f in files:
-        h.update(f.name.encode())
+        combined.update(f.name.encode())
+        one = xxhash.xxh3_128()
         with open(f, "rb", buffering=0) as fh:
             while chunk := fh.read(8 << 20):
-                h.update(chunk)
-    return h.hexdigest()
+                combined.update(chunk)
+                one.update(chunk)
+        per_file.append(one.hexdigest())
+    return combined.hexdigest(), per_file
+
+
+def fingerprint_files(files: Iterable[Path]) -> str:
+    """Content digest of files (xxh3-128), fast enough to run on every step's output."""
+    return hash_files(files)[0]
+
+
+def describe_file(path: Path, digest: str) -> dict:
+    """What a cache hit checks a file against: size, content digest, and the mtime it was written with."""
+    st = os.lstat(path)
+    return {"name": path.name, "bytes": st.st_size, "xxh3": digest, "mtime_ns": st.st_mtime_ns}
 
 
 def describe_table(table_dir: Path) -> TableInfo:
     files = sorted(table_dir.glob(PART_GLOB))
     info = TableInfo()
     schema = None
-    for f in files:
+    info.fingerprint, digests = hash_files(files)
+    for f, digest in zip(files, digests):
         meta = pq.read_metadata(f)
         schema = schema or meta.schema.to_arrow_schema()
         info.rows += meta.num_rows
-        info.files.append({"name": f.name, "rows": meta.num_rows, "bytes": f.stat().st_size})
+        info.files.append({"rows": meta.num_rows, **describe_file(f, digest)})
     info.schema = schema_to_json(schema) if schema is not None else []
-    info.fingerprint = fingerprint_files(files)
     return info
+
+
+def read_parquet_checked(path: Path, columns: list[str] | None = None) -> pa.Table | None:
+    """Read a Parquet file a stage keeps for itself (a cache shard); None when it is damaged.
+
+    A cache that is truncated or overwritten must be rebuilt, not crash the step that reads it:
+    callers treat None as a miss and drop the file.
+    """
+    try:
+        table = pq.read_table(path, columns=columns)
+        table.validate(full=True)
+    except (pa.ArrowException, OSError, ValueError):
+        return None
+    return table
 
 
 def fsync_tree(root: Path) -> None:

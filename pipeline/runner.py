@@ -42,10 +42,11 @@ from pipeline.config import (
     parse_config,
     upstream,
 )
-from pipeline.errors import InputDataError, LockedError, PipelineError
+from pipeline.errors import InputDataError, LockedError, ParamError, PipelineError
 from pipeline.executors import get_executor
 from pipeline.io import Dataset, describe_table, fsync_tree
 from pipeline.stage import Context, Stage, check_inputs
+from pipeline.verify import DEFAULT_MODE, check_mode, describe_artefacts, verify_step
 
 MANIFEST = "_manifest.json"
 RUN_RECORD = "_run.json"
@@ -72,6 +73,8 @@ class StepReport:
     peak_rss_bytes: int | None = None
     fingerprint: str | None = None
     path: str | None = None
+    # Why a step whose fingerprint matched was recomputed anyway (its files differ from the manifest).
+    recomputed_because: str | None = None
 
 
 @dataclass
@@ -114,21 +117,10 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 
 def read_manifest(step_dir: Path) -> dict | None:
     try:
-        return json.loads((step_dir / MANIFEST).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        manifest = json.loads((step_dir / MANIFEST).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-
-
-def _outputs_intact(step_dir: Path, manifest: dict) -> bool:
-    tables = [(step_dir, manifest["output"])] + [
-        (step_dir / name, info) for name, info in manifest.get("side_outputs", {}).items()
-    ]
-    for table_dir, info in tables:
-        for f in info["files"]:
-            p = table_dir / f["name"]
-            if not p.is_file() or p.stat().st_size != f["bytes"]:
-                return False
-    return True
+    return manifest if isinstance(manifest, dict) else None
 
 
 class _PeakMemory:
@@ -280,7 +272,7 @@ class RunDir:
 
 
 def _resolve_inputs(
-    step: StepConfig, run: RunDir, config: PipelineConfig
+    step: StepConfig, run: RunDir, config: PipelineConfig, verified: set[str], verify: str
 ) -> tuple[dict[str, Dataset], dict[str, dict]]:
     datasets: dict[str, Dataset] = {}
     described: dict[str, dict] = {}
@@ -298,6 +290,16 @@ def _resolve_inputs(
                         f"input '{input_name}' needs step '{ref.step}', which has no finished output yet",
                         hint="run without --only, or with --until " + step.id,
                     )
+                if ref.step not in verified:
+                    # Not run or checked in this run (--only): check it before reading it.
+                    damaged = verify_step(step_dir, manifest, verify)
+                    if damaged:
+                        raise InputDataError(
+                            f"input '{input_name}': the output of step '{ref.step}' differs from its "
+                            f"manifest ({damaged})", file=str(step_dir),
+                            hint=f"re-run step '{ref.step}' (without --only)",
+                        )
+                    verified.add(ref.step)
                 if ref.side:
                     info = manifest.get("side_outputs", {}).get(ref.side)
                     if info is None:
@@ -349,15 +351,20 @@ def run_pipeline(
     executor: str = "local",
     executor_options: dict[str, Any] | None = None,
     wait_for_lock_s: float = 0.0,
+    verify: str = DEFAULT_MODE,
 ) -> RunReport:
     """Run (or re-use) every step of a pipeline and return what happened to each.
 
-    `config` is a YAML path, a dict in the same format, or a parsed PipelineConfig.
+    `config` is a YAML path, a dict in the same format, or a parsed PipelineConfig. `verify`
+    (fast | full | off) says how a cache hit is checked against its manifest (pipeline/verify.py).
     """
+    check_mode(verify)
     if isinstance(config, (str, Path)):
         config = load_config(config, overrides)
     elif isinstance(config, dict):
         config = parse_config(config, overrides=overrides)
+    elif not isinstance(config, PipelineConfig):
+        raise ParamError("config", f"expects a YAML path, a dict or a PipelineConfig, got {type(config).__name__}")
     elif overrides:
         raise PipelineError("pass overrides with a config path or dict, not a parsed config")
     ordered = order_steps(config)
@@ -383,30 +390,37 @@ def run_pipeline(
     try:
         total = len(selected)
         n = 0
+        verified: set[str] = set()
         for step in ordered:
             if step.id not in selected:
                 report.steps.append(StepReport(step.id, step.stage, "skipped"))
                 continue
             n += 1
             stage = build_stage(step, config)
-            inputs, described = _resolve_inputs(step, run, config)
+            inputs, described = _resolve_inputs(step, run, config, verified, verify)
             fp = step_fingerprint(stage, described, config.seed)
             step_dir = run.path / step.id
             run.refuse_link(step_dir)
             manifest = read_manifest(step_dir)
-            if not force and manifest and manifest.get("fingerprint") == fp and _outputs_intact(step_dir, manifest):
-                rows = manifest["output"]["rows"]
-                _say(quiet, f"[{n}/{total}] {step.id} ({step.stage}): cached, unchanged ({rows:,} rows)")
-                report.steps.append(
-                    StepReport(step.id, step.stage, "cached", rows, manifest.get("wall_time_s"),
-                               manifest.get("peak_rss_bytes"), fp, str(step_dir))
-                )
-                continue
-            _say(quiet, f"[{n}/{total}] {step.id} ({step.stage}): running")
+            damaged = None
+            if not force and manifest and manifest.get("fingerprint") == fp:
+                damaged = verify_step(step_dir, manifest, verify)
+                if damaged is None:
+                    verified.add(step.id)
+                    rows = manifest["output"]["rows"]
+                    _say(quiet, f"[{n}/{total}] {step.id} ({step.stage}): cached, unchanged ({rows:,} rows)")
+                    report.steps.append(
+                        StepReport(step.id, step.stage, "cached", rows, manifest.get("wall_time_s"),
+                                   manifest.get("peak_rss_bytes"), fp, str(step_dir))
+                    )
+                    continue
+            why = f" (its files differ from the manifest: {damaged})" if damaged else ""
+            _say(quiet, f"[{n}/{total}] {step.id} ({step.stage}): running{why}")
             manifest = _run_step(step, stage, inputs, described, fp, config, run, exe, quiet)
+            verified.add(step.id)
             report.steps.append(
                 StepReport(step.id, step.stage, "ran", manifest["output"]["rows"], manifest["wall_time_s"],
-                           manifest["peak_rss_bytes"], fp, str(step_dir))
+                           manifest["peak_rss_bytes"], fp, str(step_dir), recomputed_because=damaged)
             )
             _say(
                 quiet,
@@ -478,11 +492,7 @@ def _run_step(
     output = describe_table(staged)
     sides = {name: describe_table(staged / name).to_dict() for name in ctx.side_outputs}
     # Everything else the stage left beside its Parquet (an index, a report) is an artefact.
-    artefacts = [
-        {"name": p.name, "bytes": p.stat().st_size}
-        for p in sorted(staged.iterdir())
-        if p.is_file() and not p.name.startswith(("part-", "_"))
-    ]
+    artefacts = describe_artefacts(staged)
     manifest = {
         "format": FORMAT_VERSION,
         "pipeline": config.name,
