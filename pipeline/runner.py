@@ -268,9 +268,8 @@ class RunDir:
         os.rename(staged, target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-        for bookkeeping in (self.staging, self.trash):
-            with contextlib.suppress(OSError):
-                bookkeeping.rmdir()  # only when empty: a finished step leaves no bookkeeping behind
+        with contextlib.suppress(OSError):
+            self.trash.rmdir()  # only when empty
         return target
 
 

@@ -251,3 +251,31 @@ def test_a_cache_shard_damaged_after_its_keys_were_read_becomes_misses(tmp_path)
     assert not found.any() and got.shape == (0, 16)
     cache.store(key_hi, key_lo, _vectors(4))
     assert cache.lookup(key_hi, key_lo)[0].all()
+
+
+def test_a_manifest_from_before_per_part_digests_is_still_verified(run):
+    from pipeline.io import fingerprint_files
+
+    config, workdir, run_dir = run
+    manifest_path = run_dir / "copy" / "_manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for f in manifest["output"]["files"]:
+        del f["xxh3"], f["mtime_ns"]
+    manifest["output"]["fingerprint"] = fingerprint_files([_part(run_dir)])  # how it was computed then
+    manifest_path.write_text(json.dumps(manifest))
+    # (report re-runs once: the fingerprint of its input, as recorded, is a different number now)
+    assert "copy" in _again(config, workdir, verify="full").cached
+    _edit_text_in_place(_part(run_dir))
+    assert run_pipeline(config, workdir=workdir, verify="fast").ran == []  # sizes only: all it can check
+    report = _again(config, workdir, verify="full")
+    assert report.ran[0] == "copy" and "differs from its fingerprint" in report.step("copy").recomputed_because
+
+
+def test_parts_are_hashed_while_written(tmp_path):
+    from pipeline.io import _WRITTEN_DIGESTS, describe_table, hash_file, write_table
+
+    write_table(pl.DataFrame({"n": list(range(30_000))}), tmp_path, rows_per_part=10_000)
+    assert len(list(tmp_path.glob("part-*.parquet"))) == 3
+    info = describe_table(tmp_path)
+    assert all(f["xxh3"] == hash_file(tmp_path / f["name"]) for f in info.files)
+    assert not any(k[1] == (tmp_path / "part-00000.parquet").stat().st_ino for k in _WRITTEN_DIGESTS)
