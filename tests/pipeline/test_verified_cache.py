@@ -17,19 +17,29 @@ from conftest import run_cli, write_config
 
 from pipeline import run_pipeline
 from pipeline.errors import InputDataError, ParamError
-from pipeline.stage import Context, Stage
+from pipeline.stage import STAGES, Context, Stage
 
 TEXTS = [f"document {i} alpha beta gamma {i * 7}" for i in range(40)]
 
 
-class WritesReport(Stage):
-    """Test stage: passes its input through and writes a report artefact beside it."""
+@pytest.fixture
+def report_stage():
+    """A test stage that passes its input through and writes report.html beside it.
 
-    name = "test_trust_report"
+    Registered only while a test runs, so the library-wide conformance test never sees it.
+    """
 
-    def run(self, ctx: Context, data):
-        ctx.artefact_path("report.html").write_text("<p>report</p>")
-        return data.collect()
+    class WritesReport(Stage):
+        """Test stage: passes its input through and writes a report artefact beside it."""
+
+        name = "test_trust_report"
+
+        def run(self, ctx: Context, data):
+            ctx.artefact_path("report.html").write_text("<p>report</p>")
+            return data.collect()
+
+    yield WritesReport
+    STAGES.pop("test_trust_report", None)
 
 
 def _config(tmp_path):
@@ -45,7 +55,7 @@ def _config(tmp_path):
 
 
 @pytest.fixture
-def run(tmp_path):
+def run(tmp_path, report_stage):
     config = _config(tmp_path)
     workdir = tmp_path / "runs"
     first = run_pipeline(config, workdir=workdir)
