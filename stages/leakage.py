@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,150 +31,21 @@ import polars as pl
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
+from stages.text import (
+    MAX_N,
+    Tokens,
+    longest_common_run,
+    ngram_hashes,
+    token_chunks,
+    token_offsets,
+    tokenize,
+    word_spans,
+)
 
-# A word is a run of letters, digits and underscores. The Rust class used by polars and Python's
-# `\w` select the same characters (Unicode L*, N* and '_'), so the vectorised tokenizer and the
-# Python one that recovers character offsets agree token for token.
-WORD_REGEX = r"[\p{L}\p{N}_]+"
-_PY_WORD = re.compile(r"\w+")
-_TOKEN_HASH_SEED = 0x5EED1EA4
-# Position multipliers of the n-gram hash: sum_j token[i+j] * M_j (mod 2^64). Distinct odd
-# constants make the hash order-sensitive, so reordered words do not collide.
-MAX_N = 50
-_MULTIPLIERS = np.random.default_rng(0x1EA4A6E).integers(1, 2**63, size=MAX_N, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-_HASH_BLOCK = 1 << 14
 VERDICTS = ("clean", "partial", "contaminated")
 # Calibrated (partial, contaminated) cosine thresholds per embedding backend; see calibrate_thresholds.
 SIMILARITY_DEFAULTS = {"static": (0.90, 0.96), "sentence-transformers": (0.78, 0.90)}
 MATCH_KINDS = ("ngram", "chunk", "semantic")
-
-
-# ------------------------------------------------------------------------------ tokens and n-grams
-
-
-@dataclass
-class Tokens:
-    """Normalised word tokens of a batch of documents, flattened: `hashes[offsets[d]:offsets[d+1]]`."""
-
-    words: pl.Series  # normalised token strings, flat
-    hashes: np.ndarray  # uint64, one per token
-    counts: np.ndarray  # int64 tokens per document
-
-    @property
-    def offsets(self) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
-
-
-def tokenize(texts: pl.Series) -> Tokens:
-    """Split on non-word characters, lower-case, NFKC-normalise and hash every token, vectorised.
-
-    NFKC runs only on the rare non-ASCII tokens (it is the costly step and a no-op on ASCII).
-    """
-    words = texts.cast(pl.String).fill_null("").str.extract_all(WORD_REGEX)
-    counts = words.list.len().fill_null(0).to_numpy().astype(np.int64)
-    flat = words.explode().drop_nulls().str.to_lowercase()
-    non_ascii = (flat.str.len_bytes() != flat.str.len_chars()).arg_true()
-    if len(non_ascii):
-        fixed = flat.gather(non_ascii).str.normalize("NFKC").str.to_lowercase()
-        flat = flat.scatter(non_ascii, fixed)
-    hashes = flat.hash(seed=_TOKEN_HASH_SEED).to_numpy().astype(np.uint64, copy=False)
-    return Tokens(words=flat, hashes=hashes, counts=counts)
-
-
-def ngram_hashes(tokens: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """All word n-gram hashes of a flattened batch: (hash, document index, token position in document).
-
-    A rolling sum of position-weighted token hashes: n vector multiply-adds over the whole batch,
-    then n-grams that straddle two documents are dropped.
-    """
-    total = tokens.size
-    m = total - n + 1
-    empty = (np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.int64))
-    if m <= 0:
-        return empty
-    acc = np.empty(m, np.uint64)
-    tmp = np.empty(min(m, _HASH_BLOCK), np.uint64)
-    # Blocks small enough to stay in cache across the n multiply-adds.
-    for lo in range(0, m, _HASH_BLOCK):
-        hi = min(lo + _HASH_BLOCK, m)
-        out, scratch = acc[lo:hi], tmp[: hi - lo]
-        np.multiply(tokens[lo:hi], _MULTIPLIERS[0], out=out)
-        for j in range(1, n):
-            np.multiply(tokens[lo + j : hi + j], _MULTIPLIERS[j], out=scratch)
-            out += scratch
-        np.right_shift(out, np.uint64(31), out=scratch)
-        out ^= scratch
-    doc_of_token = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
-    starts = np.cumsum(counts) - counts
-    index = np.flatnonzero(doc_of_token[:m] == doc_of_token[n - 1 : n - 1 + m])
-    doc = doc_of_token[index]
-    return acc[index], doc, index - starts[doc]
-
-
-_ASCII_WORD = np.zeros(128, bool)
-_ASCII_WORD[[ord(c) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"]] = True
-
-
-def _word_spans(text: str) -> np.ndarray:
-    """(start, end) of each word in `text`, vectorised over code points.
-
-    ASCII characters go through a lookup table; the few distinct non-ASCII characters of a text are
-    classified once with `str.isalnum` (Unicode letters and numbers, the same classes as WORD_REGEX).
-    """
-    if text.isascii():
-        is_word = _ASCII_WORD[np.frombuffer(text.encode("ascii"), np.uint8)]
-    else:
-        points = np.frombuffer(text.encode("utf-32-le"), np.uint32)
-        wide = points >= 128
-        is_word = np.zeros(points.size, bool)
-        is_word[~wide] = _ASCII_WORD[points[~wide]]
-        distinct, inverse = np.unique(points[wide], return_inverse=True)
-        classes = np.array([chr(c).isalnum() for c in distinct.tolist()], bool)
-        is_word[wide] = classes[inverse]
-    edges = np.flatnonzero(np.diff(np.concatenate([[False], is_word, [False]]).astype(np.int8)))
-    return edges.reshape(-1, 2)
-
-
-def token_offsets(texts: list[str], counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Character (start, end) of every token, aligned with `tokenize`; `ok[d]` False where they disagree.
-
-    Only run on the test set and on the few training documents that matched.
-    """
-    total = int(counts.sum())
-    starts = np.full(total, -1, np.int64)
-    ends = np.full(total, -1, np.int64)
-    ok = np.zeros(len(texts), bool)
-    pos = 0
-    for d, text in enumerate(texts):
-        spans = _word_spans(text or "")
-        if len(spans) == counts[d]:
-            ok[d] = True
-            starts[pos : pos + len(spans)] = spans[:, 0]
-            ends[pos : pos + len(spans)] = spans[:, 1]
-        pos += int(counts[d])
-    return starts, ends, ok
-
-
-def longest_common_run(a: np.ndarray, a_len: np.ndarray, b: np.ndarray, b_len: np.ndarray) -> np.ndarray:
-    """Longest common contiguous token run of each pair (a[p], b[p]), both (P, width) padded arrays.
-
-    The classic dynamic programme, vectorised across pairs: one pass per row of `a`.
-    """
-    pairs, width = a.shape
-    best = np.zeros(pairs, np.int32)
-    if pairs == 0:
-        return best
-    cols = np.arange(b.shape[1])
-    b_valid = cols[None, :] < b_len[:, None]
-    prev = np.zeros((pairs, b.shape[1] + 1), np.int32)
-    cur = np.zeros_like(prev)
-    for i in range(width):
-        row_valid = (i < a_len)[:, None] & b_valid
-        eq = (a[:, i : i + 1] == b) & row_valid
-        cur[:, 1:] = np.where(eq, prev[:, :-1] + 1, 0)
-        np.maximum(best, cur[:, 1:].max(axis=1), out=best)
-        prev, cur = cur, prev
-    return best
 
 
 def _padded(tokens: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
@@ -192,37 +62,6 @@ def embed_chunks(texts: list[str], backend: str, model: str | None, batch_size: 
     from stages.embedding import encode_texts
 
     return encode_texts(texts, backend=backend, model=model, batch_size=batch_size, normalize=True)
-
-
-def _chunk_table(tok: Tokens, size: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Cut every document into overlapping `size`-token chunks every `stride` tokens.
-
-    Returns (doc, first token in the flat token array, length, text) per chunk. The last chunk is
-    aligned to the document's end, so every chunk is full length (or the whole document when it is
-    shorter): a short tail chunk would make the overlap ratio r meaningless. Overlap bounds how far a
-    leaked passage can sit from the nearest chunk boundary, which is what similarity is sensitive to.
-    The text is the normalised tokens joined by spaces, identical on both sides (the bundled model
-    is uncased anyway).
-    """
-    counts = tok.counts
-    per_doc = np.where(counts > 0, 1 + -(-np.maximum(counts - size, 0) // stride), 0)
-    doc = np.repeat(np.arange(counts.size, dtype=np.int64), per_doc)
-    if doc.size == 0:
-        return doc, np.empty(0, np.int64), np.empty(0, np.int64), []
-    chunk_no = np.arange(doc.size) - (np.cumsum(per_doc) - per_doc)[doc]
-    within = np.minimum(chunk_no * stride, np.maximum(counts[doc] - size, 0))
-    lengths = np.minimum(size, counts[doc])
-    starts = tok.offsets[:-1][doc] + within
-    chunk_of_token = np.repeat(np.arange(doc.size), lengths)
-    token_index = starts[chunk_of_token] + (np.arange(chunk_of_token.size) - (np.cumsum(lengths) - lengths)[chunk_of_token])
-    texts = (
-        pl.DataFrame({"chunk": chunk_of_token, "word": tok.words.gather(token_index)})
-        .group_by("chunk", maintain_order=True)
-        .agg(pl.col("word").str.join(" "))
-        .get_column("word")
-        .to_list()
-    )
-    return doc, starts, lengths, texts
 
 
 # ------------------------------------------------------------------------------------- the audit
@@ -691,7 +530,7 @@ class _ChunkSearch:
         self.backend, self.model, self.batch_size = stage.backend, stage.model, stage.embed_batch_size
         self.test_hashes = test_tok.hashes
         self.stride = stage.chunk_stride or max(stage.chunk_tokens // 2, 1)
-        self.item, starts, self.lengths, texts = _chunk_table(test_tok, self.size, self.stride)
+        self.item, starts, self.lengths, texts = token_chunks(test_tok, self.size, self.stride)
         self.test_tok_start = starts - test_tok.offsets[:-1][self.item]
         self.test_tokens = _padded(test_tok.hashes, starts, self.lengths, self.size)
         self.vectors = embed_chunks(texts, self.backend, self.model, self.batch_size) if texts else None
@@ -711,7 +550,7 @@ class _ChunkSearch:
 
         if self.vectors is None:
             return
-        doc, starts, lengths, texts = _chunk_table(tok, self.size, self.stride)
+        doc, starts, lengths, texts = token_chunks(tok, self.size, self.stride)
         if not texts:
             return
         self.train_chunks += len(texts)
@@ -807,7 +646,7 @@ class _Spans:
     def _train_offsets(self, row: int) -> np.ndarray:
         if self._cached[0] != row:
             text = self.train_texts[row]
-            self._cached = (row, _word_spans(text))
+            self._cached = (row, word_spans(text))
         return self._cached[1]
 
     def _test_chars(self, item, tok_start, span):

@@ -1,0 +1,143 @@
+"""n-gram hashing: word n-grams, character shingles and whole-text hashes, vectorised over a batch.
+
+The hash (documented once, here): each token (or code point) gets a 64-bit hash h; an n-gram
+t_i..t_{i+n-1} hashes to  H = sum_j h(t_{i+j}) * M_j  (mod 2^64), then  H ^= H >> 31.  The M_j are
+fixed distinct odd constants (drawn once from NumPy's PCG64 with a fixed seed, which NumPy keeps
+stable), so the hash is order-sensitive and n vector multiply-adds compute every n-gram of a batch.
+Token hashes are process-local by default (fast) or stable across machines and versions with
+`stable=True` (see `tokens.token_hashes`); code points and whole texts always hash stably
+(SplitMix64 and `stages._hashing.id_digest`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from stages._hashing import id_digest, mix64
+from stages.text.normalize import NormalizeMode, normalize
+from stages.text.tokens import code_points, tokenize
+
+MAX_N = 50
+MULTIPLIERS = (
+    np.random.default_rng(0x1EA4A6E).integers(1, 2**63, size=MAX_N, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+)
+_HASH_BLOCK = 1 << 14
+_CODE_POINT_SALT = np.uint64(0xC0DE9017C0DE9017)
+
+
+def ngram_hashes(tokens: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All n-gram hashes of a flattened batch: (hash, document index, token position in document).
+
+    `tokens` are per-token uint64 hashes, `counts` tokens per document. A rolling sum of
+    position-weighted token hashes: n vector multiply-adds over the whole batch, in cache-sized
+    blocks; n-grams that straddle two documents are dropped.
+    """
+    if not 1 <= n <= MAX_N:
+        raise ValueError(f"n-gram length must be between 1 and {MAX_N}, got {n}")
+    total = tokens.size
+    m = total - n + 1
+    empty = (np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.int64))
+    if m <= 0:
+        return empty
+    acc = np.empty(m, np.uint64)
+    tmp = np.empty(min(m, _HASH_BLOCK), np.uint64)
+    for lo in range(0, m, _HASH_BLOCK):
+        hi = min(lo + _HASH_BLOCK, m)
+        out, scratch = acc[lo:hi], tmp[: hi - lo]
+        np.multiply(tokens[lo:hi], MULTIPLIERS[0], out=out)
+        for j in range(1, n):
+            np.multiply(tokens[lo + j : hi + j], MULTIPLIERS[j], out=scratch)
+            out += scratch
+        np.right_shift(out, np.uint64(31), out=scratch)
+        out ^= scratch
+    doc_of_token = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+    starts = np.cumsum(counts) - counts
+    index = np.flatnonzero(doc_of_token[:m] == doc_of_token[n - 1 : n - 1 + m])
+    doc = doc_of_token[index]
+    return acc[index], doc, index - starts[doc]
+
+
+def _with_short_docs(units: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Hashes of every n-gram, plus one of the whole document where it is shorter than n (but not empty).
+
+    A short document still has a fingerprint; hashing its whole unit sequence is the same rolling
+    sum with fewer terms, so a 3-word document never equals a 5-gram of a longer one by accident
+    beyond the hash's collision rate.
+    """
+    hashes, doc, _ = ngram_hashes(units, counts, n)
+    short = np.flatnonzero((counts > 0) & (counts < n))
+    if short.size:
+        starts = (np.cumsum(counts) - counts)[short]
+        extra = np.zeros(short.size, np.uint64)
+        for j in range(int(counts[short].max())):
+            present = j < counts[short]
+            extra[present] += units[starts[present] + j] * MULTIPLIERS[j]
+        extra ^= extra >> np.uint64(31)
+        hashes = np.concatenate([hashes, extra])
+        doc = np.concatenate([doc, short])
+    return hashes, doc, counts.size
+
+
+def per_doc_sets(hashes: np.ndarray, doc: np.ndarray, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct hashes of each document, sorted: flat uint64 values and int64 offsets (n_docs + 1)."""
+    order = np.lexsort((hashes, doc))
+    h, d = hashes[order], doc[order]
+    keep = np.ones(h.size, bool)
+    keep[1:] = (h[1:] != h[:-1]) | (d[1:] != d[:-1])
+    h, d = h[keep], d[keep]
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(d, minlength=n_docs))]).astype(np.int64)
+    return h.astype(np.uint64, copy=False), offsets
+
+
+def word_shingles(texts: pl.Series | Sequence[str | None], n: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Per document, the set of its word n-gram hashes (stable): flat uint64 values and offsets.
+
+    Words are those of `tokenize` (the words of the "full" normalisation); `values[offsets[d]:
+    offsets[d+1]]` are document d's distinct hashes, sorted. A document with 1..n-1 words has one
+    shingle (all its words); an empty one has none.
+    """
+    tok = tokenize(texts, stable=True)
+    return per_doc_sets(*_with_short_docs(tok.hashes, tok.counts, n))
+
+
+def char_shingles(
+    texts: pl.Series | Sequence[str | None], k: int = 5, normalization: NormalizeMode = "full"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per document, the set of its k-character shingle hashes (stable): flat uint64 values and offsets.
+
+    Texts are normalised first (`normalize(texts, normalization)`); characters are Unicode code
+    points, each hashed with SplitMix64. A non-empty text shorter than k has one shingle (itself).
+    """
+    points, starts = code_points(normalize(texts, normalization))
+    units = mix64(points.astype(np.uint64) + _CODE_POINT_SALT)
+    return per_doc_sets(*_with_short_docs(units, np.diff(starts), k))
+
+
+def text_hash(texts: pl.Series | Sequence[str | None], normalization: NormalizeMode = "full") -> np.ndarray:
+    """A stable 64-bit hash of each whole normalised text (exact deduplication), vectorised."""
+    return id_digest(normalize(texts, normalization))
+
+
+def longest_common_run(a: np.ndarray, a_len: np.ndarray, b: np.ndarray, b_len: np.ndarray) -> np.ndarray:
+    """Longest common contiguous token run of each pair (a[p], b[p]), both (P, width) padded arrays.
+
+    The classic dynamic programme, vectorised across pairs: one pass per row of `a`.
+    """
+    pairs, width = a.shape
+    best = np.zeros(pairs, np.int32)
+    if pairs == 0:
+        return best
+    cols = np.arange(b.shape[1])
+    b_valid = cols[None, :] < b_len[:, None]
+    prev = np.zeros((pairs, b.shape[1] + 1), np.int32)
+    cur = np.zeros_like(prev)
+    for i in range(width):
+        row_valid = (i < a_len)[:, None] & b_valid
+        eq = (a[:, i : i + 1] == b) & row_valid
+        cur[:, 1:] = np.where(eq, prev[:, :-1] + 1, 0)
+        np.maximum(best, cur[:, 1:].max(axis=1), out=best)
+        prev, cur = cur, prev
+    return best
