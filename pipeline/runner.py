@@ -46,7 +46,7 @@ from pipeline.errors import InputDataError, LockedError, ParamError, PipelineErr
 from pipeline.executors import get_executor
 from pipeline.io import Dataset, describe_table, fsync_tree
 from pipeline.stage import Context, Stage, check_inputs
-from pipeline.verify import DEFAULT_MODE, check_mode, describe_artefacts, verify_step
+from pipeline.verify import DEFAULT_MODE, check_mode, describe_artefacts, verify_step, written_mtimes
 
 MANIFEST = "_manifest.json"
 RUN_RECORD = "_run.json"
@@ -273,9 +273,18 @@ class RunDir:
         return target
 
 
+def _outputs_intact(step_dir: Path, manifest: dict, verify: str = DEFAULT_MODE) -> bool:
+    """Whether a finished step's files still match its manifest (see pipeline/verify.py)."""
+    return verify_step(step_dir, manifest, verify) is None
+
+
 def _resolve_inputs(
-    step: StepConfig, run: RunDir, config: PipelineConfig, verified: set[str], verify: str
+    step: StepConfig, run: RunDir, config: PipelineConfig, verified: set[str] | None = None,
+    verify: str = DEFAULT_MODE,
 ) -> tuple[dict[str, Dataset], dict[str, dict]]:
+    """The step's input datasets and their fingerprints; upstream steps not yet checked in this
+    run (`verified`) are verified against their manifests before they are read."""
+    verified = set() if verified is None else verified
     datasets: dict[str, Dataset] = {}
     described: dict[str, dict] = {}
     for input_name, ref in step.inputs.items():
@@ -519,6 +528,7 @@ def _run_step(
         "wall_time_s": round(wall, 4),
         "peak_rss_bytes": mem.peak,
     }
+    manifest["mtimes"] = written_mtimes(staged, manifest)
     _write_json_atomic(staged / MANIFEST, manifest)
     run.publish(staged, step.id)
     run.drop_checkpoints(step.id)

@@ -40,7 +40,21 @@ def describe_artefacts(step_dir: Path) -> list[dict]:
     return [describe_file(p, hash_file(p)) for p in files]
 
 
-def _check_file(path: Path, recorded: dict, mode: str, shown: str) -> str | None:
+def _listed_files(manifest: dict) -> list[str]:
+    """Every file a manifest lists, relative to the step folder."""
+    names = [f["name"] for f in manifest["output"]["files"]]
+    for side, info in (manifest.get("side_outputs") or {}).items():
+        names += [f"{side}/{f['name']}" for f in info["files"]]
+    return names + [a["name"] for a in manifest.get("artefacts") or []]
+
+
+def written_mtimes(step_dir: Path, manifest: dict) -> dict[str, int]:
+    """The modification time of every listed file as written (kept apart from `output`, which
+    describes content and is the same for the same bytes on any disk)."""
+    return {name: os.lstat(step_dir / name).st_mtime_ns for name in _listed_files(manifest)}
+
+
+def _check_file(path: Path, recorded: dict, mode: str, shown: str, mtime_ns: int | None = None) -> str | None:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -51,14 +65,14 @@ def _check_file(path: Path, recorded: dict, mode: str, shown: str) -> str | None
         return f"{shown} has {st.st_size:,} bytes, the manifest recorded {recorded['bytes']:,}"
     if mode == "off" or "xxh3" not in recorded:
         return None
-    if mode == "fast" and recorded.get("mtime_ns") == st.st_mtime_ns:
+    if mode == "fast" and mtime_ns == st.st_mtime_ns:
         return None
     if hash_file(path) != recorded["xxh3"]:
         return f"{shown}: content differs from what was written"
     return None
 
 
-def _check_table(table_dir: Path, info: dict, mode: str, prefix: str) -> str | None:
+def _check_table(table_dir: Path, info: dict, mode: str, prefix: str, mtimes: dict) -> str | None:
     if os.path.islink(table_dir) or not table_dir.is_dir():
         return f"{prefix or 'the table folder'} is missing"
     listed = {f["name"]: f for f in info["files"]}
@@ -70,7 +84,7 @@ def _check_table(table_dir: Path, info: dict, mode: str, prefix: str) -> str | N
     # In full mode every part is hashed below, in one pass; here only what stat can tell.
     per_file_mode = "off" if mode == "full" else mode
     for name, recorded in listed.items():
-        reason = _check_file(table_dir / name, recorded, per_file_mode, prefix + name)
+        reason = _check_file(table_dir / name, recorded, per_file_mode, prefix + name, mtimes.get(prefix + name))
         if reason:
             return reason
     if mode == "full":
@@ -97,12 +111,14 @@ def verify_step(step_dir: Path, manifest: dict, mode: str = DEFAULT_MODE) -> str
         tables = [(step_dir, output, "")] + [
             (step_dir / name, info, f"{name}/") for name, info in (manifest.get("side_outputs") or {}).items()
         ]
+        mtimes = manifest.get("mtimes") or {}
         for table_dir, info, prefix in tables:
-            reason = _check_table(table_dir, info, mode, prefix)
+            reason = _check_table(table_dir, info, mode, prefix, mtimes)
             if reason:
                 return reason
         for recorded in manifest.get("artefacts") or []:
-            reason = _check_file(step_dir / recorded["name"], recorded, mode, recorded["name"])
+            reason = _check_file(step_dir / recorded["name"], recorded, mode, recorded["name"],
+                                 mtimes.get(recorded["name"]))
             if reason:
                 return reason
     except (KeyError, TypeError, AttributeError):
