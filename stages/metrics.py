@@ -25,8 +25,9 @@ import polars as pl
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
-from stages._hashing import id_hash
-from stages.synthetic import _HASH_START, NGramLM, _mix, token_ids, tokenize
+from stages._hashing import id_hash, mix64
+from stages.synthetic import NGramLM
+from stages.text import ngram_hashes, token_ids, token_table
 
 AUTO_GROUPS = ("schedule", "generation")
 
@@ -35,16 +36,16 @@ AUTO_GROUPS = ("schedule", "generation")
 
 
 def ngram_keys(ids: np.ndarray, doc: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hash of every n-gram that lies within one document, and the position it starts at."""
+    """Hash of every n-gram of token ids that lies within one document, and the document it is in.
+
+    `doc` is each token's document, contiguous and ascending (as `token_table` gives); the hash is
+    the text core's n-gram hash over SplitMix64-mixed ids.
+    """
     if len(ids) < n:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    starts = np.arange(len(ids) - n + 1)
-    same_doc = doc[starts] == doc[starts + n - 1]
-    starts = starts[same_doc]
-    key = np.full(len(starts), _HASH_START, dtype=np.uint64)
-    for j in range(n):
-        key = _mix(key, ids[starts + j])
-    return key, starts
+    counts = np.bincount(doc, minlength=int(doc.max()) + 1) if len(doc) else np.zeros(0, np.int64)
+    key, ngram_doc, _ = ngram_hashes(mix64(ids.astype(np.uint64)), counts, n)
+    return key, ngram_doc
 
 
 def self_bleu(ids: np.ndarray, doc: np.ndarray, max_n: int = 4) -> float:
@@ -62,8 +63,7 @@ def self_bleu(ids: np.ndarray, doc: np.ndarray, max_n: int = 4) -> float:
     lengths = np.bincount(doc, minlength=m)
     log_p = np.zeros(m)
     for n in range(1, max_n + 1):
-        key, start = ngram_keys(ids, doc, n)
-        d = doc[start]
+        key, d = ngram_keys(ids, doc, n)
         order = np.lexsort((d, key))
         key, d = key[order], d[order]
         new = np.ones(len(key), bool)
@@ -215,9 +215,9 @@ class CorpusMetrics(Stage):
         n_groups = len(groups)
         gid = gid.astype(np.int64)
 
-        toks = tokenize(texts)
+        toks = token_table(texts)
         doc = toks["doc"].to_numpy().astype(np.int64)
-        ref_toks = tokenize(ref_texts) if ref_texts is not None else None
+        ref_toks = token_table(ref_texts) if ref_texts is not None else None
         # One id space for data and reference, so counts compare by id.
         words = pl.concat([toks["token"], ref_toks["token"]]) if ref_toks is not None else toks["token"]
         all_ids = token_ids(words)[0]
@@ -244,8 +244,8 @@ class CorpusMetrics(Stage):
         total = out["tokens"].astype(np.float64)
         out["type_token_ratio"] = out["vocab_size"] / np.maximum(total, 1)
         for n in (1, 2, 3):
-            key, start = ngram_keys(ids, doc, n)
-            kg = tok_gid[start]
+            key, key_doc = ngram_keys(ids, doc, n)
+            kg = gid[key_doc]
             uniq = pl.DataFrame({"g": kg, "k": key}).group_by("g").agg(pl.col("k").n_unique())
             distinct = np.zeros(n_groups)
             distinct[uniq["g"].to_numpy()] = uniq["k"].to_numpy()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -32,6 +31,7 @@ from stages.embedding import (
     resolve_model_path,
     series_to_vectors,
 )
+from stages.text import chunk_spans
 
 INDEX_FILE = "index.faiss"
 INDEX_META_FILE = "index.json"
@@ -43,67 +43,9 @@ EXACT_MAX_VECTORS = 65_536
 # Beyond this, raw float32 vectors (1.5 GB per million at 384-d) give way to product quantisation.
 IVF_FLAT_MAX_VECTORS = 4_000_000
 CALIBRATION_QUERIES = 512
-_WORD = re.compile(r"\S+")
 
 
 # ---------------------------------------------------------------- chunking
-
-
-_tokenizers: dict[str, Any] = {}
-
-
-def _model_tokenizer(model: str | None = None):
-    """The embedding model's fast tokenizer, without the truncation and padding its file configures."""
-    path = resolve_model_path(model)
-    tok = _tokenizers.get(str(path))
-    if tok is None:
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(path / "tokenizer.json"))
-        tok.no_truncation()
-        tok.no_padding()
-        _tokenizers[str(path)] = tok
-    return tok
-
-
-def _windows(offsets: np.ndarray, size: int, overlap: int) -> list[tuple[int, int, int]]:
-    """Token windows of `size` with `overlap`, as (char_start, char_end, n_tokens).
-
-    A window is emitted only when it adds a token the previous one lacked, so the tail of a text never
-    becomes a chunk that lies wholly inside its predecessor.
-    """
-    n = len(offsets)
-    if n == 0:
-        return []
-    step = size - overlap
-    starts = np.arange(0, n, step)
-    starts = starts[(starts == 0) | (starts + overlap < n)]
-    ends = np.minimum(starts + size, n)
-    return list(zip(offsets[starts, 0].tolist(), offsets[ends - 1, 1].tolist(), (ends - starts).tolist()))
-
-
-def chunk_texts(
-    texts: list[str], size: int = 64, overlap: int = 0, tokenizer: str = "model", model: str | None = None
-) -> list[list[tuple[int, int, int]]]:
-    """Per text, its chunks as (char_start, char_end, n_tokens), `size` tokens each (the last may be shorter).
-
-    tokenizer "model" counts the embedding model's word pieces (what the model will see; a chunk of 64
-    never gets truncated by a 256-token encoder); "whitespace" counts whitespace-separated words.
-    """
-    if size < 1:
-        raise ParamError("size", f"must be at least 1 token, got {size}")
-    if not 0 <= overlap < size:
-        raise ParamError("overlap", f"must be at least 0 and less than size ({size}), got {overlap}")
-    if tokenizer == "model":
-        encodings = _model_tokenizer(model).encode_batch(list(texts), add_special_tokens=False)
-        all_offsets = [np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2) for e in encodings]
-    elif tokenizer == "whitespace":
-        all_offsets = [
-            np.asarray([m.span() for m in _WORD.finditer(t)], dtype=np.int64).reshape(-1, 2) for t in texts
-        ]
-    else:
-        raise ParamError("tokenizer", f"must be 'model' or 'whitespace', got {tokenizer!r}")
-    return [_windows(offsets, size, overlap) for offsets in all_offsets]
 
 
 class Chunk(RowwiseStage):
@@ -161,11 +103,9 @@ class Chunk(RowwiseStage):
         if texts.dtype != pl.String:
             raise InputDataError(f"column '{self.text_column}' is {texts.dtype}, not text", param="text_column")
         texts = texts.fill_null("")
-        spans = chunk_texts(texts.to_list(), self.size, self.overlap, self.tokenizer, self.model)
-        counts = np.fromiter((len(s) for s in spans), np.int64, len(spans))
-        flat = np.asarray([c for s in spans for c in s], dtype=np.int64).reshape(-1, 3)
-        doc_rows = np.repeat(np.arange(batch.height), counts)
-        chunk_index = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)
+        spans = chunk_spans(texts, self.size, self.overlap, self.tokenizer, self.model)
+        doc_rows, chunk_index = spans.doc, spans.index
+        flat = np.stack([spans.char_start, spans.char_end, spans.n_tokens], axis=1)
         keep = [self.id_column] + [c for c in self.keep_columns or [] if c != self.id_column]
         out = (
             batch.select(*keep, texts.alias("_doc_text"))[doc_rows]

@@ -31,10 +31,7 @@ import xxhash
 from pipeline.errors import InputDataError, ParamError, PipelineError
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
-
-# Words and single punctuation marks: the unit of the n-gram model and of every corpus metric, so a
-# generated document re-tokenises into exactly the tokens that were sampled.
-TOKEN_PATTERN = r"\w+|[^\w\s]"
+from stages.text import token_ids, token_table
 
 SCHEDULES = ("replace", "keep_real", "accumulate", "accumulate_subsample", "fresh_real")
 GENERATORS = ("ngram", "hf", "external")
@@ -48,25 +45,6 @@ def _mix(key: np.ndarray, token: np.ndarray) -> np.ndarray:
     """Extend a context hash by one token (64-bit polynomial hash; wraps on overflow by design)."""
     with np.errstate(over="ignore"):
         return key * _MIX + token.astype(np.uint64) + np.uint64(1)
-
-
-def tokenize(texts: pl.Series | Sequence[str]) -> pl.DataFrame:
-    """One row per token: `doc` (row index of the text) and `token`, in reading order."""
-    series = texts if isinstance(texts, pl.Series) else pl.Series("text", list(texts), dtype=pl.String)
-    return (
-        pl.DataFrame({"token": series.fill_null("").str.extract_all(TOKEN_PATTERN)})
-        .with_row_index("doc")
-        .explode("token")
-        .drop_nulls("token")
-    )
-
-
-def token_ids(tokens: pl.Series) -> tuple[np.ndarray, pl.Series]:
-    """Dense int64 ids of tokens and the sorted vocabulary they index (a hash join, not a string sort)."""
-    vocab = tokens.unique().sort()
-    lookup = pl.DataFrame({"token": vocab, "id": np.arange(len(vocab), dtype=np.int64)})
-    ids = pl.DataFrame({"token": tokens}).join(lookup, on="token", how="left", maintain_order="left")["id"]
-    return ids.to_numpy(), vocab
 
 
 def detokenize(doc_index: np.ndarray, tokens: pl.Series, n_docs: int) -> list[str]:
@@ -112,7 +90,7 @@ class NGramLM:
 
     def _encode(self, texts: pl.Series | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of every document in the model's vocabulary (unknown words get `unk`)."""
-        toks = tokenize(texts).join(self._vocab_ids, on="token", how="left", maintain_order="left")
+        toks = token_table(texts).join(self._vocab_ids, on="token", how="left", maintain_order="left")
         return (toks["doc"].to_numpy().astype(np.int64),
                 toks["id"].fill_null(self.unk).to_numpy().astype(np.int64))
 
@@ -139,7 +117,7 @@ class NGramLM:
         return seq[target_pos], keys
 
     def fit(self, texts: pl.Series | Sequence[str]) -> NGramLM:
-        toks = tokenize(texts)
+        toks = token_table(texts)
         if len(toks) == 0:
             raise InputDataError("cannot fit an n-gram model on a corpus without any words")
         ids, self.vocab = token_ids(toks["token"])

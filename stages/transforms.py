@@ -11,6 +11,7 @@ from pipeline.errors import ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context, RowwiseStage, Stage
 from stages._hashing import id_uniform
+from stages.text import SPLIT_REGEX
 
 
 class Select(RowwiseStage):
@@ -123,7 +124,7 @@ class LengthFilter(RowwiseStage):
         if self.max_chars is not None:
             cond &= text.str.len_chars() <= self.max_chars
         if self.min_words:
-            cond &= text.str.count_matches(r"\S+") >= self.min_words
+            cond &= text.str.count_matches(SPLIT_REGEX["whitespace"]) >= self.min_words
         return batch.filter(cond)
 
     @classmethod

@@ -53,6 +53,24 @@ def count_words(texts: pl.Series | Sequence[str | None], split: Split = "whitesp
     return as_series(texts).str.count_matches(SPLIT_REGEX[split])
 
 
+def token_table(texts: pl.Series | Sequence[str | None], split: Split = "word_punct") -> pl.DataFrame:
+    """One row per token: `doc` (row index of the text) and `token` (as written), in reading order."""
+    return (
+        pl.DataFrame({"token": split_words(texts, split)})
+        .with_row_index("doc")
+        .explode("token")
+        .drop_nulls("token")
+    )
+
+
+def token_ids(tokens: pl.Series) -> tuple[np.ndarray, pl.Series]:
+    """Dense int64 ids of tokens and the sorted vocabulary they index (a hash join, not a string sort)."""
+    vocab = tokens.unique().sort()
+    lookup = pl.DataFrame({"token": vocab, "id": np.arange(len(vocab), dtype=np.int64)})
+    ids = pl.DataFrame({"token": tokens}).join(lookup, on="token", how="left", maintain_order="left")["id"]
+    return ids.to_numpy(), vocab
+
+
 def token_hashes(words: pl.Series, stable: bool = False) -> np.ndarray:
     """uint64 hash of each token string.
 
