@@ -289,6 +289,14 @@ def build_index(
     return index, info
 
 
+def write_index_files(folder: Path, index, meta: dict, mapping: pl.DataFrame) -> None:
+    """The three files `Index.load` reads: index.faiss, index.json and the FAISS-row -> id mapping."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _faiss().write_index(index, str(folder / INDEX_FILE))
+    (folder / INDEX_META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    mapping.write_parquet(folder / INDEX_IDS_FILE)
+
+
 class Index:
     """A FAISS index plus the mapping from FAISS row to chunk id and document id.
 
@@ -359,15 +367,10 @@ class Index:
         return cls(index, mapping.sort("faiss_id"), meta)
 
     def save(self, path: str | Path) -> None:
-        faiss = _faiss()
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        faiss.write_index(self.index, str(path / INDEX_FILE))
         meta = dict(self.meta, id_column="neighbour_id",
                     doc_column="neighbour_doc_id" if self._docs is not None else None)
-        (path / INDEX_META_FILE).write_text(json.dumps(meta, indent=2, default=str))
-        self.mapping.with_row_index("faiss_id").with_columns(pl.col("faiss_id").cast(pl.Int64)) \
-            .write_parquet(path / INDEX_IDS_FILE)
+        mapping = self.mapping.with_row_index("faiss_id").with_columns(pl.col("faiss_id").cast(pl.Int64))
+        write_index_files(Path(path), self.index, meta, mapping)
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -524,7 +527,6 @@ class BuildIndex(Stage):
         return {"data": needed}
 
     def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
-        faiss = _faiss()
         n = data.num_rows
         first = next(data.iter_batches(1, columns=[self.embedding_column]))
         sample = series_to_vectors(first[self.embedding_column])
@@ -541,20 +543,18 @@ class BuildIndex(Stage):
         )
         bar.update(n)
         bar.close()
-        faiss.write_index(index, str(ctx.artefact_path(INDEX_FILE)))
         info.update({"id_column": self.id_column, "doc_column": self.doc_column, "backend": self.backend,
                      "model": self.model, "embedding_column": self.embedding_column})
-        ctx.artefact_path(INDEX_META_FILE).write_text(json.dumps(info, indent=2))
-        for key in ("factory", "metric", "dim", "vectors", "search_params", "calibrated_recall_at_10"):
-            ctx.record(key, info[key])
-        ctx.record("index_bytes", ctx.artefact_path(INDEX_FILE).stat().st_size)
         keep = [self.id_column] + ([self.doc_column] if self.doc_column else [])
         keep += [c for c in self.keep_columns or [] if c not in keep]
         mapping = (
             data.lazy().select(*keep).with_row_index("faiss_id")
             .with_columns(pl.col("faiss_id").cast(pl.Int64)).collect()
         )
-        mapping.write_parquet(ctx.artefact_path(INDEX_IDS_FILE))
+        write_index_files(ctx.artefact_path(INDEX_FILE).parent, index, info, mapping)
+        for key in ("factory", "metric", "dim", "vectors", "search_params", "calibrated_recall_at_10"):
+            ctx.record(key, info[key])
+        ctx.record("index_bytes", ctx.artefact_path(INDEX_FILE).stat().st_size)
         return mapping
 
     @classmethod
