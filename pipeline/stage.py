@@ -249,6 +249,29 @@ class Stage:
         """{input name: {column: the parameter that names it, or None}}; checked before `run`."""
         return {}
 
+    def required_column_types(self) -> dict[str, dict[str, str]]:
+        """{input name: {column: "text"}}: needed columns of a given kind, checked before `run`.
+
+        By default a column named by a parameter called `text_column` (or ending in `_text_column`)
+        must hold text; override to declare more.
+        """
+        return {
+            name: {c: "text" for c, p in cols.items() if p and (p == "text_column" or p.endswith("_text_column"))}
+            for name, cols in self.required_columns().items()
+        }
+
+    def output_schema(self, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        """The main output's columns (name -> polars dtype or None) given the inputs' schemas; None = not declared.
+
+        `pipeline validate` uses it to check the column flow of a whole DAG before anything runs.
+        `pipeline.columns.passthrough` covers the usual shape (input columns, minus some, plus some).
+        """
+        return None
+
+    def side_output_schemas(self, inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Schemas of the side outputs a config may read as `step:name` (those that can be declared)."""
+        return {}
+
     def fingerprint_extra(self) -> Any:
         """Anything besides params and inputs that decides the output (e.g. source file sizes)."""
         return None
@@ -361,17 +384,10 @@ def check_inputs(stage: Stage, inputs: dict[str, Dataset]) -> None:
             f"unknown input '{extra[0]}'; '{stage.name}' takes inputs: {', '.join(stage.inputs) or 'none'}",
             stage=stage.name,
         )
-    for input_name, columns in stage.required_columns().items():
-        ds = inputs.get(input_name)
-        if ds is None:
-            continue
-        for column, param in columns.items():
-            if column not in ds.columns:
-                via = f" (named by parameter '{param}')" if param else ""
-                raise InputDataError(
-                    f"input '{input_name}' has no column '{column}'{via}; columns are: {ds.columns}",
-                    stage=stage.name, param=param, file=ds.label,
-                )
+    from pipeline.columns import check_schema
+
+    schemas = {name: dict(pl.from_arrow(ds.schema.empty_table()).schema) for name, ds in inputs.items()}
+    check_schema(stage, schemas, {name: ds.label for name, ds in inputs.items()})
     if not stage.allow_empty_input:
         for input_name, ds in inputs.items():
             if ds.num_rows == 0:

@@ -530,6 +530,9 @@ class Embed(RowwiseStage):
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         return {"data": {self.text_column: "text_column"}}
 
+    def output_schema(self, inputs):
+        return {**inputs["data"], self.output_column: None}
+
     def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         column = batch[self.text_column]
         if column.dtype != pl.String:

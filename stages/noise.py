@@ -178,6 +178,9 @@ class LabelNoise(Stage):
         self.label_column = label_column
         self.id_column = id_column
 
+    def output_schema(self, inputs):
+        return {**inputs["data"], **{c: None for c in NOISE_COLUMNS}}
+
     # ------------------------------------------------------------ parameters
 
     @property

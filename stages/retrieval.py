@@ -98,6 +98,12 @@ class Chunk(RowwiseStage):
         needed.update({c: "keep_columns" for c in self.keep_columns or []})
         return {"data": needed}
 
+    def output_schema(self, inputs):
+        data = inputs["data"]
+        keep = {c: data.get(c) for c in self.keep_columns or [] if c != self.id_column}
+        return {"chunk_id": pl.String, "doc_id": data.get(self.id_column), "chunk_index": pl.Int32,
+                "char_start": pl.Int64, "char_end": pl.Int64, "text": pl.String, "n_tokens": pl.Int32, **keep}
+
     def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         texts = batch[self.text_column]
         if texts.dtype != pl.String:
@@ -526,6 +532,11 @@ class BuildIndex(Stage):
         needed.update({c: "keep_columns" for c in self.keep_columns or []})
         return {"data": needed}
 
+    def output_schema(self, inputs):
+        data = inputs["data"]
+        keep = [self.id_column] + ([self.doc_column] if self.doc_column else []) + list(self.keep_columns or [])
+        return {"faiss_id": pl.Int64, **{c: data.get(c) for c in keep}}
+
     def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
         n = data.num_rows
         first = next(data.iter_batches(1, columns=[self.embedding_column]))
@@ -636,6 +647,10 @@ class Retrieve(Stage):
         if self.exclude_same_doc and self.query_doc_column:
             needed[self.query_doc_column] = "query_doc_column"
         return {"queries": needed, "index": {"faiss_id": None}}
+
+    def output_schema(self, inputs):
+        return {"query_id": inputs["queries"].get(self.query_id_column), "rank": pl.Int32, "neighbour_id": None,
+                "neighbour_doc_id": None, "score": pl.Float32}
 
     def run(self, ctx: Context, queries: Dataset, index: Dataset):
         if index.files is None:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pipeline.columns import passthrough
 from pipeline.errors import ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context, RowwiseStage, Stage
@@ -38,6 +39,13 @@ class Select(RowwiseStage):
         param.update({c: "drop" for c in self.drop or []})
         param.update({c: "rename" for c in self.rename or {}})
         return {"data": {c: param[c] for c in need}}
+
+    def output_schema(self, inputs):
+        schema = inputs["data"]
+        if self.columns is not None:
+            schema = {c: schema.get(c) for c in self.columns}
+        schema = passthrough(schema, drop=self.drop or [])
+        return {(self.rename or {}).get(c, c): t for c, t in schema.items()}
 
     def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         if self.columns is not None:
@@ -118,6 +126,9 @@ class LengthFilter(RowwiseStage):
     def required_columns(self):
         return {"data": {self.text_column: "text_column"}}
 
+    def output_schema(self, inputs):
+        return dict(inputs["data"])
+
     def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         text = pl.col(self.text_column)
         cond = text.str.len_chars() >= self.min_chars
@@ -163,6 +174,9 @@ class Sample(Stage):
 
     def required_columns(self):
         return {"data": {self.id_column: "id_column"}}
+
+    def output_schema(self, inputs):
+        return dict(inputs["data"])
 
     def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
         df = data.collect()
@@ -212,6 +226,12 @@ class Split(Stage):
 
     def required_columns(self):
         return {"data": {self.id_column: "id_column"}}
+
+    def output_schema(self, inputs):
+        return passthrough(inputs["data"], add={"split": pl.String})
+
+    def side_output_schemas(self, inputs):
+        return {name: self.output_schema(inputs) for name in self.fractions}
 
     def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
         df = data.collect()

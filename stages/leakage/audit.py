@@ -38,7 +38,7 @@ from stages.leakage.evidence import (
     TrainBatch,
     builtin_kinds,
 )
-from stages.leakage.spans import SpanFinder, fetch_train_docs, item_ids, matches_table
+from stages.leakage.spans import MATCHES_SCHEMA, SpanFinder, fetch_train_docs, item_ids, matches_table
 from stages.text import MAX_N, token_offsets, tokenize
 
 EVIDENCE_SPAN_COLUMNS = ["train_id", "evidence_kind", "evidence", "train_evidence", "test_char_start",
@@ -297,6 +297,16 @@ class LeakageAudit(Stage):
             pl.col("doc").replace_strict(train_docs["doc"], train_docs["train_id"], default=None).alias("train_id")
         )
         return findings, matches_table(match_frames, findings, spans, train_docs)
+
+    def output_schema(self, inputs):
+        declared = {c: t for cls in self.evidence_classes() for c, t in cls.columns.items()}
+        types = {"test_id": pl.String, "verdict": pl.String, **declared, "train_id": pl.String,
+                 "evidence_kind": pl.String, "evidence": pl.String, "train_evidence": pl.String, "subset": pl.String}
+        return {c: types.get(c, pl.Int64) for c in self.output_columns()}
+
+    def side_output_schemas(self, inputs):
+        test = inputs["test"]
+        return {"matches": MATCHES_SCHEMA, "clean": dict(test), "dirty": {**test, "verdict": pl.String, "train_id": pl.String}}
 
     def output_columns(self) -> list[str]:
         """The findings columns, in order: fixed ones, each evidence kind's, then the best span's."""

@@ -12,6 +12,10 @@ from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
 from stages.leakage.evidence import match_kinds
 
+# The `removed` side output: whatever decontamination took out, and why.
+REMOVED_SCHEMA = {"train_id": pl.String, "reason": pl.String, "char_start": pl.Int64, "char_end": pl.Int64,
+                  "text": pl.String, "test_ids": pl.List(pl.String), "kinds": pl.List(pl.String)}
+
 
 def merge_spans(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
     """Union of half-open character intervals, sorted."""
@@ -88,6 +92,12 @@ class Decontaminate(Stage):
                         "train_char_start": None, "train_char_end": None, "test_id": None},
         }
 
+    def output_schema(self, inputs):
+        return {**inputs["data"], self.id_column: pl.String, "decontaminated_from": pl.String}
+
+    def side_output_schemas(self, inputs):
+        return {"removed": REMOVED_SCHEMA}
+
     def run(self, ctx: Context, data: Dataset, matches: Dataset):
         kinds = self.kinds or ["ngram"]
         hits = matches.collect().filter(pl.col("kind").is_in(kinds) & (pl.col("score") >= self.min_score))
@@ -118,10 +128,7 @@ class Decontaminate(Stage):
                     ).with_columns(pl.col(self.id_column).cast(pl.String))
 
         yield from batches()
-        removed = pl.DataFrame(removed_rows, schema={
-            "train_id": pl.String, "reason": pl.String, "char_start": pl.Int64, "char_end": pl.Int64,
-            "text": pl.String, "test_ids": pl.List(pl.String), "kinds": pl.List(pl.String),
-        })
+        removed = pl.DataFrame(removed_rows, schema=REMOVED_SCHEMA)
         ctx.write_side_output("removed", removed)
         stats["documents_matched"] = len(targets)
         for k, v in stats.items():

@@ -9,6 +9,11 @@ from pipeline.io import Dataset
 from stages.leakage.evidence import MATCH_COLUMNS
 from stages.text import Tokens, word_spans
 
+# The `matches` side output: one row per (test item, training document, kind) piece of evidence.
+MATCHES_SCHEMA = {"test_id": pl.String, "train_id": pl.String, "kind": pl.String, "score": pl.Float64,
+                  "span_tokens": pl.Int64, "test_char_start": pl.Int64, "test_char_end": pl.Int64,
+                  "train_char_start": pl.Int64, "train_char_end": pl.Int64, "verdict": pl.String}
+
 
 def item_ids(df: pl.DataFrame, id_column: str) -> pl.Series:
     if id_column in df.columns:
@@ -117,9 +122,7 @@ class SpanFinder:
 def matches_table(frames: list[pl.DataFrame], findings: pl.DataFrame, spans: SpanFinder,
                    train_docs: pl.DataFrame) -> pl.DataFrame:
     frames = [f.select(pl.col(c).cast(t) for c, t in MATCH_COLUMNS.items()) for f in frames if f.height]
-    schema = {"test_id": pl.String, "train_id": pl.String, "kind": pl.String, "score": pl.Float64,
-              "span_tokens": pl.Int64, "test_char_start": pl.Int64, "test_char_end": pl.Int64,
-              "train_char_start": pl.Int64, "train_char_end": pl.Int64, "verdict": pl.String}
+    schema = MATCHES_SCHEMA
     if not frames:
         return pl.DataFrame(schema=schema)
     table = spans.char_spans(pl.concat(frames))
