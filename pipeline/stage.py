@@ -16,6 +16,7 @@ The engine knows nothing about any particular stage; it only calls this contract
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import re
 import shutil
@@ -63,10 +64,38 @@ class ParamSpec:
         return _type_name(self.annotation)
 
 
+_CONSTRAINT_TEXT = (("ge", ">= {}"), ("gt", "> {}"), ("le", "<= {}"), ("lt", "< {}"),
+                    ("min_length", "at least {} items"), ("max_length", "at most {} items"))
+
+
+def _constraints(tp: Any) -> list[str]:
+    """The declared bounds of an Annotated type, as text ("ge 0", "le 1" -> ">= 0, <= 1")."""
+    found = []
+    for meta in typing.get_args(tp)[1:]:
+        for item in getattr(meta, "metadata", [meta]):
+            for attr, text in _CONSTRAINT_TEXT:
+                value = getattr(item, attr, None)
+                if value is not None:
+                    found.append(text.format(value))
+    return found
+
+
+def _description(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Annotated:
+        for meta in typing.get_args(tp)[1:]:
+            if getattr(meta, "description", None):
+                return meta.description
+    return ""
+
+
 def _type_name(tp: Any) -> str:
     if tp is inspect.Parameter.empty or tp is Any:
         return "any"
     origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        base = _type_name(typing.get_args(tp)[0])
+        bounds = _constraints(tp)
+        return f"{base} ({', '.join(bounds)})" if bounds else base
     if origin is typing.Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
@@ -182,6 +211,8 @@ class Stage:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _checked_init(cls.__dict__["__init__"])
         if cls.__dict__.get("name"):
             register(cls)
 
@@ -189,9 +220,12 @@ class Stage:
 
     @classmethod
     def param_specs(cls) -> list[ParamSpec]:
+        cached = cls.__dict__.get("_param_specs")
+        if cached is not None:
+            return cached
         sig = inspect.signature(cls.__init__)
         try:
-            hints = typing.get_type_hints(cls.__init__)
+            hints = typing.get_type_hints(cls.__init__, include_extras=True)
         except Exception:  # noqa: BLE001 - unresolvable hints only lose type checking
             hints = {}
         docs = _param_docs(cls)
@@ -199,7 +233,9 @@ class Stage:
         for p in list(sig.parameters.values())[1:]:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
-            specs.append(ParamSpec(p.name, hints.get(p.name, p.annotation), p.default, docs.get(p.name, "")))
+            annotation = hints.get(p.name, p.annotation)
+            specs.append(ParamSpec(p.name, annotation, p.default, _description(annotation) or docs.get(p.name, "")))
+        cls._param_specs = specs
         return specs
 
     def get_params(self) -> dict[str, Any]:
@@ -209,27 +245,9 @@ class Stage:
     def from_params(cls, params: dict[str, Any]) -> Stage:
         """Build from config values, checking names and types; errors name the parameter."""
         specs = {s.name: s for s in cls.param_specs()}
-        unknown = sorted(set(params) - set(specs))
-        if unknown:
-            raise ParamError(
-                unknown[0],
-                f"unknown parameter; '{cls.name}' takes: {', '.join(specs) or 'no parameters'}",
-            )
         missing = [n for n, s in specs.items() if s.required and n not in params]
-        if missing:
+        if missing and not set(params) - set(specs):
             raise ParamError(missing[0], "is required")
-        values = {}
-        for key, value in params.items():
-            spec = specs[key]
-            if spec.annotation is inspect.Parameter.empty:
-                values[key] = value
-                continue
-            try:
-                values[key] = pydantic.TypeAdapter(spec.annotation).validate_python(value, strict=False)
-            except pydantic.ValidationError:
-                raise ParamError(
-                    key, f"expects {spec.type_name}, got {value!r} ({type(value).__name__})"
-                ) from None
         for mod in cls.requires:
             try:
                 __import__(mod)
@@ -238,7 +256,7 @@ class Stage:
                     f"needs the Python package '{mod}', which is not installed", stage=cls.name,
                     hint=f"pip install {mod}",
                 ) from None
-        stage = cls(**values)
+        stage = cls(**params)  # the constructor checks names, types and declared bounds (see check_params)
         stage.validate()
         return stage
 
@@ -329,6 +347,71 @@ class Stage:
         return type(self) is type(other) and self.get_params() == other.get_params()  # type: ignore[union-attr]
 
     __hash__ = object.__hash__
+
+
+def _checked_init(init: Any) -> Any:
+    """Wrap a stage constructor so that a library call checks its params as a config would."""
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if type(self).__init__ is __init__:  # the outermost constructor only, not super().__init__ calls
+            check_params(type(self), args, kwargs)
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+_ADAPTERS: dict[Any, pydantic.TypeAdapter] = {}
+
+
+def _adapter(annotation: Any) -> pydantic.TypeAdapter:
+    key = repr(annotation)
+    if key not in _ADAPTERS:
+        _ADAPTERS[key] = pydantic.TypeAdapter(annotation)
+    return _ADAPTERS[key]
+
+
+def _param_error(spec: ParamSpec, value: Any, error: pydantic.ValidationError) -> ParamError:
+    """One readable line: the bound that failed, or the type that was expected."""
+    for item in error.errors():
+        ctx = item.get("ctx") or {}
+        for attr, text in _CONSTRAINT_TEXT:
+            if attr in ctx:
+                return ParamError(spec.name, f"must be {text.format(ctx[attr])}, got {value!r}")
+    return ParamError(spec.name, f"expects {spec.type_name}, got {value!r} ({type(value).__name__})")
+
+
+def check_params(cls: type[Stage], args: tuple, kwargs: dict[str, Any]) -> None:
+    """Names, strict types and declared bounds of constructor arguments; ParamError on the first bad one.
+
+    Strict: a bool is not an int, "5" is not a number, a number is not a string (YAML and Python
+    alike); an int is accepted where a float is expected, and NumPy scalars count as Python numbers.
+    """
+    specs = {s.name: s for s in cls.param_specs()}
+    names = list(specs)
+    given = dict(zip(names, args))
+    for key in kwargs:
+        if key not in specs:
+            import difflib
+
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ParamError(key, f"unknown parameter; {hint}'{cls.name or cls.__name__}' takes: "
+                                  f"{', '.join(names) or 'no parameters'}")
+        given[key] = kwargs[key]
+    for key, value in given.items():
+        spec = specs[key]
+        if spec.annotation is inspect.Parameter.empty or spec.annotation is Any:
+            continue
+        if isinstance(value, np.generic):
+            value = value.item()
+        try:
+            _adapter(spec.annotation).validate_python(value, strict=True)
+        except pydantic.ValidationError as exc:
+            raise _param_error(spec, value, exc) from None
+    missing = [n for n, s in specs.items() if s.required and n not in given]
+    if missing:
+        raise ParamError(missing[0], "is required")
 
 
 def _to_frame(result: Any) -> pl.DataFrame:
