@@ -88,20 +88,21 @@ def _description(tp: Any) -> str:
     return ""
 
 
-def _type_name(tp: Any) -> str:
+def _type_name(tp: Any, bounds: bool = True) -> str:
+    """How a parameter type reads in docs and errors ("int (>= 0) | null"; without bounds: "int | null")."""
     if tp is inspect.Parameter.empty or tp is Any:
         return "any"
     origin = typing.get_origin(tp)
     if origin is typing.Annotated:
-        base = _type_name(typing.get_args(tp)[0])
-        bounds = _constraints(tp)
-        return f"{base} ({', '.join(bounds)})" if bounds else base
+        base = _type_name(typing.get_args(tp)[0], bounds)
+        declared = _constraints(tp) if bounds else []
+        return f"{base} ({', '.join(declared)})" if declared else base
     if origin is typing.Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+        return " | ".join(_type_name(a, bounds) for a in typing.get_args(tp))
     if origin is not None:
-        args = ", ".join(_type_name(a) for a in typing.get_args(tp))
+        args = ", ".join(_type_name(a, bounds) for a in typing.get_args(tp))
         return f"{getattr(origin, '__name__', str(origin))}[{args}]"
     if tp is type(None):
         return "null"
@@ -375,10 +376,32 @@ def _param_error(spec: ParamSpec, value: Any, error: pydantic.ValidationError) -
     """One readable line: the bound that failed, or the type that was expected."""
     for item in error.errors():
         ctx = item.get("ctx") or {}
+        if any(attr in ctx for attr in ("ge", "gt", "le", "lt")):
+            return ParamError(spec.name, f"must be {_range_text(ctx, spec.annotation)}, got {value!r}")
         for attr, text in _CONSTRAINT_TEXT:
             if attr in ctx:
                 return ParamError(spec.name, f"must be {text.format(ctx[attr])}, got {value!r}")
-    return ParamError(spec.name, f"expects {spec.type_name}, got {value!r} ({type(value).__name__})")
+    return ParamError(spec.name, f"expects {_type_name(spec.annotation, bounds=False)}, got {value!r} "
+                                 f"({type(value).__name__})")
+
+
+def _range_text(ctx: dict, annotation: Any) -> str:
+    """The whole declared range ("in [0, 1]", "in (0, 1]", ">= 1"), whichever bound failed."""
+    bounds = dict(ctx)
+    for tp in [annotation, *typing.get_args(annotation)]:
+        if typing.get_origin(tp) is typing.Annotated:
+            for meta in typing.get_args(tp)[1:]:
+                for item in getattr(meta, "metadata", [meta]):
+                    for attr in ("ge", "gt", "le", "lt"):
+                        if getattr(item, attr, None) is not None:
+                            bounds.setdefault(attr, getattr(item, attr))
+    lo = ("[", bounds["ge"]) if "ge" in bounds else ("(", bounds["gt"]) if "gt" in bounds else None
+    hi = (bounds["le"], "]") if "le" in bounds else (bounds["lt"], ")") if "lt" in bounds else None
+    if lo and hi:
+        return f"in {lo[0]}{lo[1]:g}, {hi[0]:g}{hi[1]}"
+    if lo:
+        return f"{'>=' if lo[0] == '[' else '>'} {lo[1]:g}"
+    return f"{'<=' if hi[1] == ']' else '<'} {hi[0]:g}"
 
 
 def check_params(cls: type[Stage], args: tuple, kwargs: dict[str, Any]) -> None:

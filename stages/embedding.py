@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from pipeline.errors import InputDataError, ParamError
+from pipeline.params import PositiveInt
 from pipeline.stage import Context, RowwiseStage, default_cache_dir
 
 BACKENDS = ("sentence-transformers", "static")
@@ -500,8 +501,8 @@ class Embed(RowwiseStage):
         output_column: str = "embedding",
         backend: Literal["sentence-transformers", "static"] = "sentence-transformers",
         model: str | None = None,
-        batch_size: int = 64,
-        max_seq_length: int | None = None,
+        batch_size: PositiveInt = 64,
+        max_seq_length: PositiveInt | None = None,
         normalize: bool = True,
         cache: bool = True,
     ):
@@ -516,10 +517,6 @@ class Embed(RowwiseStage):
 
     def validate(self) -> None:
         _check_backend(self.backend)
-        if self.batch_size < 1:
-            raise ParamError("batch_size", f"must be at least 1, got {self.batch_size}")
-        if self.max_seq_length is not None and self.max_seq_length < 1:
-            raise ParamError("max_seq_length", f"must be at least 1 (or unset), got {self.max_seq_length}")
         if self.output_column == self.text_column:
             raise ParamError("output_column", "must differ from text_column")
         resolve_model_path(self.model)

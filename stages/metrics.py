@@ -24,6 +24,7 @@ import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
+from pipeline.params import NonNegativeInt
 from pipeline.stage import Context, Stage
 from stages._hashing import id_hash, mix64
 from stages.synthetic import NGramLM
@@ -154,12 +155,12 @@ class CorpusMetrics(Stage):
         text_column: str = "text",
         group_by: list[str] | None = None,
         reference_generation: int = 0,
-        rare_max_count: int = 2,
-        self_bleu_sample: int = 200,
-        perplexity_order: int = 3,
+        rare_max_count: NonNegativeInt = 2,
+        self_bleu_sample: NonNegativeInt = 200,
+        perplexity_order: NonNegativeInt = 3,
         embedding_backend: Literal["none", "static", "sentence-transformers"] = "static",
         embedding_model: str | None = None,
-        embedding_sample: int = 256,
+        embedding_sample: NonNegativeInt = 256,
         lowercase: bool = False,
     ):
         self.text_column = text_column
@@ -174,9 +175,6 @@ class CorpusMetrics(Stage):
         self.lowercase = lowercase
 
     def validate(self) -> None:
-        for name in ("rare_max_count", "self_bleu_sample", "perplexity_order", "embedding_sample"):
-            if getattr(self, name) < 0:
-                raise ParamError(name, f"must be >= 0, got {getattr(self, name)}")
         if 0 < self.self_bleu_sample < 2:
             raise ParamError("self_bleu_sample", "needs at least 2 documents (or 0 to skip)")
         if self.embedding_backend != "none" and self.embedding_sample < 2:

@@ -25,6 +25,7 @@ import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
+from pipeline.params import Annotated, Field, NonNegativeInt, PositiveInt
 from pipeline.stage import Context, RowwiseStage, Stage
 from stages.embedding import (
     encode_texts,
@@ -69,8 +70,8 @@ class Chunk(RowwiseStage):
 
     def __init__(
         self,
-        size: int = 64,
-        overlap: int = 0,
+        size: PositiveInt = 64,
+        overlap: NonNegativeInt = 0,
         tokenizer: Literal["model", "whitespace"] = "model",
         model: str | None = None,
         text_column: str = "text",
@@ -86,9 +87,7 @@ class Chunk(RowwiseStage):
         self.keep_columns = keep_columns
 
     def validate(self) -> None:
-        if self.size < 1:
-            raise ParamError("size", f"must be at least 1 token, got {self.size}")
-        if not 0 <= self.overlap < self.size:
+        if self.overlap >= self.size:
             raise ParamError("overlap", f"must be at least 0 and less than size ({self.size}), got {self.overlap}")
         if self.tokenizer == "model":
             resolve_model_path(self.model)
@@ -500,8 +499,8 @@ class BuildIndex(Stage):
         doc_column: str | None = "doc_id",
         index_type: str = "auto",
         metric: Literal["auto", "inner_product", "l2"] = "auto",
-        train_size: int = 100_000,
-        recall_target: float = 0.95,
+        train_size: PositiveInt = 100_000,
+        recall_target: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95,
         keep_columns: list[str] | None = None,
         backend: Literal["sentence-transformers", "static"] = "sentence-transformers",
         model: str | None = None,
@@ -518,10 +517,6 @@ class BuildIndex(Stage):
         self.model = model
 
     def validate(self) -> None:
-        if self.train_size < 1:
-            raise ParamError("train_size", f"must be at least 1, got {self.train_size}")
-        if not 0 < self.recall_target <= 1:
-            raise ParamError("recall_target", f"must be in (0, 1], got {self.recall_target}")
         if not self.index_type.strip():
             raise ParamError("index_type", "is empty; use 'auto' or a FAISS factory string")
 
@@ -610,7 +605,7 @@ class Retrieve(Stage):
 
     def __init__(
         self,
-        k: int = 10,
+        k: PositiveInt = 10,
         query_column: str = "embedding",
         query_id_column: str = "chunk_id",
         query_doc_column: str | None = "doc_id",
@@ -619,7 +614,7 @@ class Retrieve(Stage):
         backend: Literal["sentence-transformers", "static"] | None = None,
         model: str | None = None,
         mmap_threshold_mb: float = 1024,
-        batch_rows: int = 16_384,
+        batch_rows: PositiveInt = 16_384,
     ):
         self.k = k
         self.query_column = query_column
@@ -633,10 +628,6 @@ class Retrieve(Stage):
         self.batch_rows = batch_rows
 
     def validate(self) -> None:
-        if self.k < 1:
-            raise ParamError("k", f"must be at least 1, got {self.k}")
-        if self.batch_rows < 1:
-            raise ParamError("batch_rows", f"must be at least 1, got {self.batch_rows}")
         if self.exclude_same_doc and not self.query_doc_column:
             raise ParamError("query_doc_column", "exclude_same_doc needs the query's document id column")
         if self.model is not None:

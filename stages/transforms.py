@@ -10,6 +10,7 @@ import polars as pl
 from pipeline.columns import passthrough
 from pipeline.errors import ParamError
 from pipeline.io import Dataset
+from pipeline.params import Fraction, NonNegativeInt
 from pipeline.stage import Context, RowwiseStage, Stage
 from stages._hashing import id_uniform
 from stages.text import SPLIT_REGEX
@@ -109,7 +110,7 @@ class LengthFilter(RowwiseStage):
     name = "length_filter"
     allow_empty_input = True
 
-    def __init__(self, min_chars: int = 0, max_chars: int | None = None, min_words: int = 0,
+    def __init__(self, min_chars: NonNegativeInt = 0, max_chars: int | None = None, min_words: NonNegativeInt = 0,
                  text_column: str = "text"):
         self.min_chars = min_chars
         self.max_chars = max_chars
@@ -117,9 +118,6 @@ class LengthFilter(RowwiseStage):
         self.text_column = text_column
 
     def validate(self) -> None:
-        for p in ("min_chars", "min_words"):
-            if getattr(self, p) < 0:
-                raise ParamError(p, f"must be >= 0, got {getattr(self, p)}")
         if self.max_chars is not None and self.max_chars < self.min_chars:
             raise ParamError("max_chars", f"must be >= min_chars ({self.min_chars}), got {self.max_chars}")
 
@@ -157,7 +155,7 @@ class Sample(Stage):
 
     name = "sample"
 
-    def __init__(self, n: int | None = None, fraction: float | None = None, id_column: str = "id",
+    def __init__(self, n: NonNegativeInt | None = None, fraction: Fraction | None = None, id_column: str = "id",
                  seed: int | None = None):
         self.n = n
         self.fraction = fraction
@@ -167,10 +165,6 @@ class Sample(Stage):
     def validate(self) -> None:
         if (self.n is None) == (self.fraction is None):
             raise ParamError("n", "give exactly one of n and fraction")
-        if self.n is not None and self.n < 0:
-            raise ParamError("n", f"must be >= 0, got {self.n}")
-        if self.fraction is not None and not 0 <= self.fraction <= 1:
-            raise ParamError("fraction", f"must be in [0, 1], got {self.fraction}")
 
     def required_columns(self):
         return {"data": {self.id_column: "id_column"}}
@@ -208,7 +202,7 @@ class Split(Stage):
 
     name = "split"
 
-    def __init__(self, fractions: dict[str, float] | None = None, id_column: str = "id", seed: int | None = None):
+    def __init__(self, fractions: dict[str, Fraction] | None = None, id_column: str = "id", seed: int | None = None):
         self.fractions = fractions if fractions is not None else {"train": 0.9, "test": 0.1}
         self.id_column = id_column
         self.seed = seed
@@ -216,9 +210,7 @@ class Split(Stage):
     def validate(self) -> None:
         if not self.fractions:
             raise ParamError("fractions", "name at least one part")
-        for name, share in self.fractions.items():
-            if not 0 <= share <= 1:
-                raise ParamError("fractions", f"share of '{name}' must be in [0, 1], got {share}")
+        for name in self.fractions:
             if not name.replace("_", "").replace("-", "").isalnum():
                 raise ParamError("fractions", f"part name '{name}' must be letters, digits, '_' or '-'")
         if abs(sum(self.fractions.values()) - 1) > 1e-9:

@@ -27,6 +27,7 @@ import polars as pl
 
 from pipeline.errors import ParamError
 from pipeline.io import Dataset
+from pipeline.params import Annotated, Cosine, Field, Fraction, NonNegativeInt, PositiveInt
 from pipeline.stage import Context, Stage
 from stages.leakage.chunks import SIMILARITY_DEFAULTS
 from stages.leakage.evidence import (
@@ -102,23 +103,23 @@ class LeakageAudit(Stage):
         id_column: str = "id",
         subset_column: str | None = None,
         ngram: bool = True,
-        n: int = 13,
-        max_doc_freq: int = 10,
+        n: Annotated[int, Field(ge=8, le=MAX_N)] = 13,
+        max_doc_freq: PositiveInt = 10,
         chunk_overlap: bool = True,
         semantic: bool = True,
-        chunk_tokens: int = 64,
-        chunk_stride: int | None = None,
-        k: int = 10,
+        chunk_tokens: Annotated[int, Field(ge=8, le=512)] = 64,
+        chunk_stride: PositiveInt | None = None,
+        k: Annotated[int, Field(ge=1, le=1000)] = 10,
         backend: Literal["sentence-transformers", "static"] = "static",
         model: str | None = None,
-        embed_batch_size: int = 64,
-        ngram_contaminated: float = 0.5,
-        chunk_partial: float = 0.125,
-        chunk_contaminated: float = 0.5,
-        similarity_partial: float | None = None,
-        similarity_contaminated: float | None = None,
-        report_items: int = 20,
-        batch_rows: int = 20_000,
+        embed_batch_size: PositiveInt = 64,
+        ngram_contaminated: Fraction = 0.5,
+        chunk_partial: Fraction = 0.125,
+        chunk_contaminated: Fraction = 0.5,
+        similarity_partial: Cosine | None = None,
+        similarity_contaminated: Cosine | None = None,
+        report_items: NonNegativeInt = 20,
+        batch_rows: PositiveInt = 20_000,
         evidence: list[str] | None = None,
         cache: bool = True,
     ):
@@ -150,37 +151,17 @@ class LeakageAudit(Stage):
     # -- contract ---------------------------------------------------------------------------
 
     def validate(self) -> None:
-        if not 8 <= self.n <= MAX_N:
-            raise ParamError("n", f"must be between 8 and {MAX_N} words (GPT-3 used 13), got {self.n}")
-        if self.max_doc_freq < 1:
-            raise ParamError("max_doc_freq", f"must be >= 1 (GPT-3 used 10), got {self.max_doc_freq}")
         if not (self.ngram or self.chunk_overlap or self.semantic or self.evidence):
             raise ParamError("ngram", "all three passes are off; enable ngram, chunk_overlap or semantic")
-        if not 8 <= self.chunk_tokens <= 512:
-            raise ParamError("chunk_tokens", f"must be between 8 and 512 (RETRO used 64), got {self.chunk_tokens}")
-        if not 1 <= self.k <= 1000:
-            raise ParamError("k", f"must be between 1 and 1000, got {self.k}")
-        for name in ("ngram_contaminated", "chunk_partial", "chunk_contaminated"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ParamError(name, f"is a fraction between 0 and 1, got {value}")
-        for name in ("similarity_partial", "similarity_contaminated"):
-            value = getattr(self, name)
-            if value is not None and not -1.0 <= value <= 1.0:
-                raise ParamError(name, f"is a cosine similarity between -1 and 1, got {value}")
-        if self.chunk_stride is not None and not 1 <= self.chunk_stride <= self.chunk_tokens:
+        if self.chunk_stride is not None and self.chunk_stride > self.chunk_tokens:
             raise ParamError("chunk_stride", f"must be between 1 and chunk_tokens ({self.chunk_tokens}), got {self.chunk_stride}")
         if self.chunk_contaminated < self.chunk_partial:
             raise ParamError("chunk_contaminated", f"must be >= chunk_partial ({self.chunk_partial})")
         if self.similarity_thresholds[1] < self.similarity_thresholds[0]:
             raise ParamError("similarity_contaminated", f"must be >= similarity_partial ({self.similarity_partial})")
-        if self.batch_rows < 1 or self.embed_batch_size < 1 or self.report_items < 0:
-            raise ParamError("batch_rows", "batch_rows and embed_batch_size must be >= 1, report_items >= 0")
         unknown = [k for k in self.evidence or [] if k not in EVIDENCE_KINDS]
         if unknown:
             raise ParamError("evidence", f"unknown evidence kind {unknown[0]!r}; registered: {', '.join(EVIDENCE_KINDS)}")
-        if self.backend not in ("sentence-transformers", "static"):
-            raise ParamError("backend", f"must be 'sentence-transformers' or 'static', got {self.backend!r}")
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         test = {self.text_column: "text_column"}

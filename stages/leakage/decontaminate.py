@@ -9,6 +9,7 @@ import polars as pl
 
 from pipeline.errors import ParamError
 from pipeline.io import Dataset
+from pipeline.params import NonNegativeInt, PositiveInt
 from pipeline.stage import Context, Stage
 from stages.leakage.evidence import match_kinds
 
@@ -60,9 +61,9 @@ class Decontaminate(Stage):
         mode: Literal["cut", "drop"] = "cut",
         kinds: list[str] | None = None,
         min_score: float = 0.0,
-        margin_chars: int = 200,
-        min_piece_chars: int = 200,
-        max_pieces: int = 10,
+        margin_chars: NonNegativeInt = 200,
+        min_piece_chars: NonNegativeInt = 200,
+        max_pieces: PositiveInt = 10,
     ):
         self.text_column = text_column
         self.id_column = id_column
@@ -74,16 +75,10 @@ class Decontaminate(Stage):
         self.max_pieces = max_pieces
 
     def validate(self) -> None:
-        if self.mode not in ("cut", "drop"):
-            raise ParamError("mode", f"must be 'cut' or 'drop', got {self.mode!r}")
         known = match_kinds()
         bad = [k for k in (self.kinds or []) if k not in known]
         if bad:
             raise ParamError("kinds", f"unknown kind {bad[0]!r}; choose from {', '.join(known)}")
-        if self.margin_chars < 0 or self.min_piece_chars < 0:
-            raise ParamError("margin_chars", "margin_chars and min_piece_chars must be >= 0")
-        if self.max_pieces < 1:
-            raise ParamError("max_pieces", f"must be >= 1, got {self.max_pieces}")
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         return {
