@@ -30,6 +30,7 @@ import xxhash
 
 from pipeline.errors import InputDataError, ParamError, PipelineError
 from pipeline.io import Dataset
+from pipeline.params import Annotated, Field, Fraction, PositiveInt
 from pipeline.stage import Context, Stage
 from stages.text import token_ids, token_table
 
@@ -555,18 +556,18 @@ class Generations(Stage):
 
     def __init__(
         self,
-        generations: int = 5,
+        generations: PositiveInt = 5,
         schedules: list[str] | str = "replace",
-        corpus_size: int | None = None,
-        real_fraction: float = 0.1,
+        corpus_size: PositiveInt | None = None,
+        real_fraction: Fraction = 0.1,
         generator: Literal["ngram", "hf", "external"] = "ngram",
         generator_params: dict[str, Any] | None = None,
         text_column: str = "text",
         id_column: str | None = "id",
-        prompt_tokens: int | None = None,
-        max_tokens: int = 128,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
+        prompt_tokens: PositiveInt | None = None,
+        max_tokens: PositiveInt = 128,
+        temperature: Annotated[float, Field(gt=0.0)] = 1.0,
+        top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0,
         callback: str | None = None,
     ):
         self.generations = generations
@@ -588,9 +589,6 @@ class Generations(Stage):
         return [self.schedules] if isinstance(self.schedules, str) else list(self.schedules)
 
     def validate(self) -> None:
-        if not isinstance(self.generations, int) or self.generations < 1:
-            raise ParamError("generations", f"must be an integer >= 1 (the number of synthetic generations), "
-                             f"got {self.generations!r}")
         if not self.schedule_list:
             raise ParamError("schedules", f"give at least one of {', '.join(SCHEDULES)}")
         for s in self.schedule_list:
@@ -598,18 +596,6 @@ class Generations(Stage):
                 raise ParamError("schedules", f"unknown schedule '{s}'; choose from {', '.join(SCHEDULES)}")
         if len(set(self.schedule_list)) != len(self.schedule_list):
             raise ParamError("schedules", "lists a schedule twice")
-        if not 0.0 <= self.real_fraction <= 1.0:
-            raise ParamError("real_fraction", f"must be within [0, 1], got {self.real_fraction}")
-        if self.corpus_size is not None and self.corpus_size < 1:
-            raise ParamError("corpus_size", f"must be >= 1 or null (every input row), got {self.corpus_size}")
-        if self.max_tokens < 1:
-            raise ParamError("max_tokens", f"must be >= 1, got {self.max_tokens}")
-        if self.prompt_tokens is not None and self.prompt_tokens < 1:
-            raise ParamError("prompt_tokens", f"must be >= 1 or null (unprompted sampling), got {self.prompt_tokens}")
-        if not self.temperature > 0:
-            raise ParamError("temperature", f"must be > 0, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ParamError("top_p", f"must be within (0, 1], got {self.top_p}")
         make_generator(self.generator, self.generator_params)
         _resolve_callback(self.callback)
 
