@@ -152,6 +152,8 @@ class Context:
     # Persistent until this step (with these exact params and inputs) completes: lets a long stage
     # resume from its last finished unit of work after a kill. Removed by the engine on success.
     checkpoint_dir: Path | None = None
+    # The progress of the batch loop now running (RowwiseStage.run sets it), for finer updates.
+    current_progress: Progress | None = None
 
     def rng(self, *salt: Any) -> np.random.Generator:
         """A numpy generator seeded by the pipeline seed (and optional salt), never by the clock."""
@@ -181,6 +183,11 @@ class Context:
 
     def progress(self, total: int | None = None, unit: str = "rows") -> Progress:
         return Progress(self.step_id, total=total, unit=unit, quiet=self.quiet)
+
+    def report_rows(self, n: int) -> None:
+        """Rows of the current batch done so far, from inside `process_batch` (e.g. per model batch)."""
+        if self.current_progress is not None:
+            self.current_progress.update(n)
 
 
 @dataclass
@@ -467,12 +474,16 @@ class RowwiseStage(Stage):
 
     def run(self, ctx: Context, data: Dataset) -> Iterator[pl.DataFrame]:
         bar = ctx.progress(total=data.num_rows)
+        ctx.current_progress = bar
         try:
             for batch in data.iter_batches(self.batch_rows):
+                before = bar.done
                 out = self.process_batch(batch, ctx)
-                bar.update(batch.height)
+                # A stage may report finer progress itself (per model batch); count only the rest.
+                bar.update(max(batch.height - (bar.done - before), 0))
                 yield out
         finally:
+            ctx.current_progress = None
             bar.close()
 
 

@@ -14,9 +14,6 @@ report.html.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 from typing import Any, Literal
 
 import numpy as np
@@ -27,6 +24,7 @@ from pipeline.io import Dataset
 from pipeline.params import NonNegativeInt
 from pipeline.stage import Context, Stage
 from stages._hashing import id_hash, mix64
+from stages._report import png_bytes, png_data_uri, render
 from stages.synthetic import NGramLM
 from stages.text import ngram_hashes, token_ids, token_table
 
@@ -374,12 +372,6 @@ DEFAULT_PLOT_METRICS = (
 )
 
 
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
-
-
 class CollapseReport(Stage):
     """Curves of corpus metrics over generations, one line per schedule, as PNGs and report.html.
 
@@ -486,11 +478,11 @@ class CollapseReport(Stage):
                 if line:
                     ax.legend(fontsize=7)
             if single is not None:
-                images[f"metric-{metric}.png"] = _png(single)
+                images[f"metric-{metric}.png"] = png_bytes(single)
         for ax in axes[len(names):]:
             ax.set_visible(False)
         grid.suptitle(self.title if write_singles else "Training corpora (what each generation is fit on)")
-        images[grid_name] = _png(grid)
+        images[grid_name] = png_bytes(grid)
         return long, images
 
     def _histograms(self, ppl: pl.DataFrame, line: str | None, figure_cls) -> bytes:
@@ -512,27 +504,9 @@ class CollapseReport(Stage):
             ax.set_title(f"{panel}" if panel is not None else "perplexity")
             ax.set_xlabel("log10 perplexity under generation-0 model")
             ax.legend(fontsize=7)
-        return _png(fig)
+        return png_bytes(fig)
 
     def _html(self, table: pl.DataFrame, images: dict[str, bytes]) -> str:
-        def img(name: str) -> str:
-            data = base64.b64encode(images[name]).decode()
-            return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(name)}"></figure>'
-
-        header = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
-                             for v in row) + "</tr>"
-            for row in table.iter_rows())
-        parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>",
-                 "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
-                 "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}</style>",
-                 f"</head><body><h1>{html.escape(self.title)}</h1>", img("curves.png")]
-        if "corpus-curves.png" in images:
-            parts += ["<h2>Training corpora</h2><p>The same metrics on each generation's training corpus; "
-                      "schedules that keep real data keep its vocabulary by construction.</p>",
-                      img("corpus-curves.png")]
-        if "perplexity.png" in images:
-            parts += ["<h2>Perplexity under the generation-0 model</h2>", img("perplexity.png")]
-        parts += ["<h2>Metrics</h2><table><tr>", header, "</tr>", body, "</table></body></html>"]
-        return "".join(parts)
+        rows = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in table.iter_rows()]
+        return render("collapse.html.j2", title=self.title, columns=table.columns, rows=rows,
+                      images={name: png_data_uri(data) for name, data in images.items()})
