@@ -208,9 +208,24 @@ class CorpusMetrics(Stage):
                                            maintain_order="left", nulls_equal=True)["gid"].to_numpy()
         else:
             groups, gid = pl.DataFrame({"_all": [0]}), np.zeros(len(df), np.int64)
-        n_groups = len(groups)
         gid = gid.astype(np.int64)
+        out = self._lexical(texts, ref_texts, gid, len(groups))
+        out["self_bleu"] = self._self_bleu(ctx, texts, gid, len(groups), out.pop("_tokens"))
+        out["vendi_score"] = np.full(len(groups), np.nan)
+        out["mean_pairwise_distance"] = np.full(len(groups), np.nan)
+        if self.embedding_backend != "none":
+            self._embedding_diversity(ctx, texts, gid, len(groups), out)
+        self._perplexity(ctx, df, texts, ref_texts, gid, group_by, out, len(groups))
 
+        ctx.record("groups", len(groups))
+        ctx.record("reference_docs", len(ref_texts) if ref_texts is not None else 0)
+        ctx.record("tokens", int(out["tokens"].sum()))
+        table = pl.DataFrame({k: pl.Series(k, v) for k, v in out.items()})
+        table = table.with_columns(pl.col("docs", "tokens", "vocab_size").cast(pl.Int64))
+        return pl.concat([groups, table], how="horizontal") if group_by else table
+
+    def _lexical(self, texts: pl.Series, ref_texts: pl.Series | None, gid: np.ndarray, n_groups: int) -> dict[str, Any]:
+        """Counts, vocabulary, distinct-n, entropy and (against the reference) tail mass, JS divergence, coverage."""
         toks = token_table(texts)
         doc = toks["doc"].to_numpy().astype(np.int64)
         ref_toks = token_table(ref_texts) if ref_texts is not None else None
@@ -269,22 +284,25 @@ class CorpusMetrics(Stage):
             for name in ("tail_mass", "js_divergence", "reference_vocab_coverage"):
                 out[name] = np.full(n_groups, np.nan)
 
-        out["self_bleu"] = np.full(n_groups, np.nan)
-        if self.self_bleu_sample:
-            picked = self._content_sample(ctx, texts, gid, self.self_bleu_sample)
-            sel = picked[doc]
-            sel_doc, sel_gid = doc[sel], tok_gid[sel]
-            sel_ids = ids[sel]
-            for k in range(n_groups):
-                mine = sel_gid == k
-                out["self_bleu"][k] = self_bleu(sel_ids[mine], sel_doc[mine])
+        out["_tokens"] = (ids, doc, tok_gid)
+        return out
 
-        out["vendi_score"] = np.full(n_groups, np.nan)
-        out["mean_pairwise_distance"] = np.full(n_groups, np.nan)
-        if self.embedding_backend != "none":
-            self._embedding_diversity(ctx, texts, gid, n_groups, out)
+    def _self_bleu(self, ctx: Context, texts: pl.Series, gid: np.ndarray, n_groups: int, tokens) -> np.ndarray:
+        ids, doc, tok_gid = tokens
+        result = np.full(n_groups, np.nan)
+        if not self.self_bleu_sample:
+            return result
+        picked = self._content_sample(ctx, texts, gid, self.self_bleu_sample)
+        sel = picked[doc]
+        sel_doc, sel_gid, sel_ids = doc[sel], tok_gid[sel], ids[sel]
+        for k in range(n_groups):
+            mine = sel_gid == k
+            result[k] = self_bleu(sel_ids[mine], sel_doc[mine])
+        return result
 
-        side = None
+    def _perplexity(self, ctx: Context, df: pl.DataFrame, texts: pl.Series, ref_texts: pl.Series | None,
+                    gid: np.ndarray, group_by: list[str], out: dict[str, Any], n_groups: int) -> None:
+        """Per-document perplexity under an n-gram model of the reference (side output), and its mean/median."""
         out["perplexity_mean"] = np.full(n_groups, np.nan)
         out["perplexity_median"] = np.full(n_groups, np.nan)
         if self.perplexity_order and ref_texts is not None:
@@ -302,13 +320,6 @@ class CorpusMetrics(Stage):
             out["perplexity_mean"][per_group["g"].to_numpy()] = per_group["mean"].to_numpy()
             out["perplexity_median"][per_group["g"].to_numpy()] = per_group["median"].to_numpy()
             ctx.write_side_output("perplexity", side)
-
-        ctx.record("groups", n_groups)
-        ctx.record("reference_docs", len(ref_texts) if ref_texts is not None else 0)
-        ctx.record("tokens", int(out["tokens"].sum()))
-        table = pl.DataFrame({k: pl.Series(k, v) for k, v in out.items()})
-        table = table.with_columns(pl.col("docs", "tokens", "vocab_size").cast(pl.Int64))
-        return pl.concat([groups, table], how="horizontal") if group_by else table
 
     @staticmethod
     def _content_sample(ctx: Context, texts: pl.Series, gid: np.ndarray, size: int) -> np.ndarray:
