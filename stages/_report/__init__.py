@@ -29,11 +29,11 @@ def render(template: str, **context: Any) -> str:
     return _environment().get_template(template).render(**context)
 
 
-def figure(width: float, height: float):
+def figure(width: float, height: float, layout: str | None = "constrained"):
     """A matplotlib Figure that needs no display and no global pyplot state."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    return Figure(figsize=(width, height), layout=layout)
 
 
 def png_bytes(fig, dpi: int = 110) -> bytes:
@@ -46,9 +46,9 @@ def png_data_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
-def svg_inline(fig) -> str:
+def svg_inline(fig, tight: bool = True) -> str:
     """The figure as an inline <svg> element (text stays text, the file stays self-contained)."""
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight" if tight else None)
     svg = buf.getvalue()
     return svg[svg.index("<svg"):]

@@ -60,7 +60,8 @@ def _histogram(findings: pl.DataFrame, score: Score, bins: int = 20) -> str:
     lo = min(0.0, float(values[score.column].min()))
     hi = max(1.0, float(values[score.column].max()))
     edges = np.linspace(lo, hi, bins + 1)
-    fig = figure(3.8, 2.4)
+    fig = figure(3.8, 2.4, layout=None)  # fixed margins: a constrained layout costs more than the plot
+    fig.subplots_adjust(left=0.16, bottom=0.14, right=0.97, top=0.88)
     ax = fig.subplots()
     stacked = [np.clip(values.filter(pl.col("verdict") == v)[score.column].to_numpy(), lo, hi) for v in VERDICTS]
     ax.hist(stacked, bins=edges, stacked=True, color=[VERDICT_COLOURS[v] for v in VERDICTS], label=list(VERDICTS))
@@ -68,7 +69,7 @@ def _histogram(findings: pl.DataFrame, score: Score, bins: int = 20) -> str:
     ax.set_ylabel("test items", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7)
-    return svg_inline(fig)
+    return svg_inline(fig, tight=False)
 
 
 def _window(text: str, start: int | None, end: int | None) -> tuple[str, str, str]:
