@@ -18,8 +18,10 @@ continuations of prompts from a seeded NumPy generator. Three are built in:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -481,6 +483,18 @@ def make_generator(kind: str, params: dict[str, Any] | None) -> Generator:
         raise ParamError("generator_params", f"{exc}; the '{kind}' generator takes: {', '.join(allowed)}") from None
 
 
+def _check_callback_path(callback: str | Callable | None) -> None:
+    """The shape of 'package.module:function', checked without importing (importing runs code)."""
+    if callback is None or callable(callback):
+        return
+    if not isinstance(callback, str) or not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", callback):
+        raise ParamError("callback", f"{callback!r} should be an import path 'package.module:function'")
+    top = callback.split(":")[0].split(".")[0]
+    # find_spec of a top-level name only looks on sys.path; it runs no module code.
+    if importlib.util.find_spec(top) is None:
+        raise ParamError("callback", f"cannot import '{callback}': no module named '{top}'")
+
+
 def _resolve_callback(callback: str | Callable | None) -> Callable | None:
     if callback is None or callable(callback):
         return callback
@@ -597,7 +611,7 @@ class Generations(Stage):
         if len(set(self.schedule_list)) != len(self.schedule_list):
             raise ParamError("schedules", "lists a schedule twice")
         make_generator(self.generator, self.generator_params)
-        _resolve_callback(self.callback)
+        _check_callback_path(self.callback)  # imported when the step runs, never while validating
 
     def required_columns(self):
         cols = {self.text_column: "text_column"}

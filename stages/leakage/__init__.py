@@ -7,12 +7,11 @@
 - `report.py`: report.html / report.md, drawn from the columns the kinds declare;
 - `decontaminate.py`: the `decontaminate` stage (cut or drop what the audit matched);
 - `planting.py`: planted leaks for studies and threshold calibration;
-- `cli.py`: `pipeline audit TRAIN TEST`.
+(`pipeline audit TRAIN TEST` lives in `stages/leakage_cli.py`.)
 """
 
 from stages.leakage.audit import LeakageAudit
 from stages.leakage.chunks import SIMILARITY_DEFAULTS, ChunkEvidence, ChunkNeighbours, SemanticEvidence
-from stages.leakage.cli import audit_config, register_cli
 from stages.leakage.decontaminate import Decontaminate, merge_spans
 from stages.leakage.evidence import (
     EVIDENCE_KINDS,
@@ -29,11 +28,9 @@ from stages.leakage.ngram import NgramEvidence
 from stages.leakage.planting import PLANT_KINDS, plant
 from stages.text import Tokens, longest_common_run, ngram_hashes, token_offsets, tokenize
 
-register_cli()
-
 __all__ = [
     "EVIDENCE_KINDS", "PLANT_KINDS", "SIMILARITY_DEFAULTS", "VERDICTS", "ChunkEvidence", "ChunkNeighbours",
     "Decontaminate", "Evidence", "LeakageAudit", "NgramEvidence", "Resolved", "Score", "SemanticEvidence",
-    "TestSide", "Tokens", "TrainBatch", "audit_config", "longest_common_run", "match_kinds", "merge_spans",
+    "TestSide", "Tokens", "TrainBatch", "longest_common_run", "match_kinds", "merge_spans",
     "ngram_hashes", "plant", "register_evidence", "token_offsets", "tokenize",
 ]
