@@ -28,7 +28,18 @@ class LocalExecutor:
 
     name = "local"
 
+    def __init__(self, partition_bytes: int | None = None):
+        if partition_bytes is not None and partition_bytes < 1:
+            raise PipelineError(f"partition_bytes must be at least 1, got {partition_bytes}")
+        self.partition_bytes = partition_bytes
+
     def run_step(self, stage: Stage, ctx: Context, inputs: dict[str, Dataset], out_dir: Path) -> None:
+        from pipeline.partitioned import DEFAULT_PARTITION_BYTES, PartitionedStage, run_partitioned_step
+
+        if isinstance(stage, PartitionedStage):
+            # Partitions are cut the same way on every executor, so the merged state is the same.
+            run_partitioned_step(stage, ctx, inputs, out_dir, self.partition_bytes or DEFAULT_PARTITION_BYTES)
+            return
         write_table(stage.run(ctx, **inputs), out_dir)
 
     def close(self) -> None:
@@ -37,9 +48,10 @@ class LocalExecutor:
 
 def get_executor(name: str, **options: Any) -> Executor:
     if name == "local":
-        if options:
-            raise PipelineError(f"the local executor takes no options, got {sorted(options)}")
-        return LocalExecutor()
+        unknown = sorted(set(options) - {"partition_bytes"})
+        if unknown:
+            raise PipelineError(f"the local executor takes only the option partition_bytes, got {unknown}")
+        return LocalExecutor(**options)
     if name == "ray":
         try:
             from pipeline.executors.ray import RayExecutor

@@ -13,6 +13,8 @@ How each kind of stage is placed (the runner still owns caching, manifests and a
   of Ray actors instead: each actor unpickles the stage once and keeps whatever the stage caches
   per process (the loaded model) across all fragments it serves. When the cluster has GPUs and the
   stage does not say otherwise, each actor asks for one.
+- Partitioned stages (`pipeline.partitioned.PartitionedStage`: a map over partitions of one input,
+  a merge, a finish) fan their partitions out as tasks and merge in a tree (`ray_partitioned.py`).
 - Every other stage ("table" stages: sources, split, sample, index builds, n-gram audits) needs its
   whole input, so it runs as one Ray task sized by `stage.resources` (CPUs, GPUs, memory), which lets
   Ray place it on a node where it fits. It reads its inputs from the shared filesystem and writes
@@ -244,6 +246,7 @@ class RayExecutor:
         whole batches of the stage (set it only to force small fragments, e.g. in tests).
     actors: size of the actor pool for model-holding stages; None fills the cluster.
     runtime_env: passed to ray.init (e.g. to ship code to a cluster without corpusforge installed).
+    partition_bytes: bytes per partition of a partitioned stage (`pipeline.partitioned`); None = its default.
     """
 
     name = "ray"
@@ -256,7 +259,11 @@ class RayExecutor:
         fragment_rows: int | None = None,
         actors: int | None = None,
         runtime_env: dict | None = None,
+        partition_bytes: int | None = None,
     ):
+        if partition_bytes is not None and partition_bytes < 1:
+            raise PipelineError(f"partition_bytes must be at least 1, got {partition_bytes}")
+        self.partition_bytes = partition_bytes
         if fragment_rows is not None and fragment_rows < 1:
             raise PipelineError(f"fragment_rows must be at least 1, got {fragment_rows}")
         if actors is not None and actors < 1:
@@ -315,6 +322,13 @@ class RayExecutor:
         self._cwd = os.getcwd()
         out_dir = out_dir.resolve()
         inputs = {name: _absolute(ds) for name, ds in inputs.items()}
+        from pipeline.partitioned import PartitionedStage
+
+        if isinstance(stage, PartitionedStage):
+            from pipeline.executors.ray_partitioned import run_partitioned_on_ray
+
+            run_partitioned_on_ray(self, stage, ctx, inputs, out_dir, _remote_ctx(ctx, out_dir))
+            return
         if stage.kind == "rowwise" and len(inputs) == 1 and hasattr(stage, "process_batch"):
             (data,) = inputs.values()
             if data.num_rows > 0:

@@ -19,8 +19,9 @@ planted copies, edits, reorderings and rewrites of Python documentation against 
 
 from __future__ import annotations
 
+import copy as _copy
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -28,7 +29,8 @@ import polars as pl
 from pipeline.errors import ParamError
 from pipeline.io import Dataset
 from pipeline.params import Annotated, Cosine, Field, Fraction, NonNegativeInt, PositiveInt
-from pipeline.stage import Context, Stage
+from pipeline.partitioned import Partition, PartitionedStage
+from pipeline.stage import Context
 from stages.leakage.chunks import SIMILARITY_DEFAULTS
 from stages.leakage.evidence import (
     EVIDENCE_KINDS,
@@ -46,7 +48,7 @@ EVIDENCE_SPAN_COLUMNS = ["train_id", "evidence_kind", "evidence", "train_evidenc
                          "test_char_end", "train_char_start", "train_char_end"]
 
 
-class LeakageAudit(Stage):
+class LeakageAudit(PartitionedStage):
     """Per test item: is it (partly, or reworded) in the training corpus? Findings, matches, clean/dirty splits, report.
 
     Main output `findings` (one row per test item); side outputs `matches` (test/train pairs with
@@ -95,6 +97,7 @@ class LeakageAudit(Stage):
     name = "leakage_audit"
     version = "1"
     inputs = ("train", "test")
+    partition_input = "train"
     requires = ("faiss",)
 
     def __init__(
@@ -147,6 +150,7 @@ class LeakageAudit(Stage):
         self.evidence = evidence
         self.cache = cache
         self.cache_dir = None  # set from the run's context: where the embedding cache lives
+        self._train_has_id = True  # set by broadcast() from the training input's columns
 
     # -- contract ---------------------------------------------------------------------------
 
@@ -196,17 +200,52 @@ class LeakageAudit(Stage):
 
     # -- run --------------------------------------------------------------------------------
 
-    def run(self, ctx: Context, train: Dataset, test: Dataset) -> pl.DataFrame:
+    # -- partitioned run: map over partitions of `train`, merge, finish (pipeline.partitioned) --
+
+    def partitionable(self) -> bool:
+        """Kinds that declare their partial state can merge across processes; any other runs in one partition."""
+        return all(cls.partial_attributes for cls in self.evidence_classes() if self.enabled(cls))
+
+    def broadcast(self, ctx: Context, inputs: dict[str, Dataset]) -> dict:
+        """The test side and each kind's test-derived tables, built once (put in Ray's object store once)."""
         use_cache = self.cache if self.cache is not None else self.backend != "static"
         self.cache_dir = ctx.cache_dir if use_cache else None
-        test_df = test.collect()
+        test_df = inputs["test"].collect()
         texts = test_df.get_column(self.text_column).cast(pl.String).fill_null("")
         side = TestSide(texts=texts, tokens=tokenize(texts))
         shared: dict = {}
-        evidences = [cls(self, side, shared) for cls in self.evidence_classes() if self.enabled(cls)]
-        rows, train_bytes, timings = self._stream(ctx, train, evidences)
-        wanted = sorted(set().union(*(set(ev.candidate_docs().tolist()) for ev in evidences)))
-        train_docs = fetch_train_docs(train, wanted, self.text_column, self.id_column, self.batch_rows)
+        templates = [cls(self, side, shared) for cls in self.evidence_classes() if self.enabled(cls)]
+        self._train_has_id = self.id_column in inputs["train"].columns
+        return {"test_df": test_df, "side": side, "templates": templates}
+
+    def map(self, partition: Partition, broadcast: dict) -> dict:
+        """Stream one partition past fresh copies of the kinds; keep the matched rows' text (read once more, here)."""
+        evidences = [_fresh(ev) for ev in broadcast["templates"]]
+        rows, train_bytes, timings = self._stream(partition, evidences)
+        wanted = _candidates(evidences)
+        view = _PartitionView(partition, [self.text_column] + ([self.id_column] if self._train_has_id else []))
+        docs = fetch_train_docs(view, (wanted - partition.base).tolist(), self.text_column, self.id_column,
+                                self.batch_rows).with_columns(pl.col("doc") + partition.base)
+        return {"evidence": [_export(ev) for ev in evidences], "rows": rows, "train_bytes": train_bytes,
+                "timings": timings, "docs": docs}
+
+    def merge(self, a: dict, b: dict) -> dict:
+        """Fold `b` (the partitions after `a`) into `a`; keep only the texts the merged evidence still needs."""
+        templates = self._templates
+        evidences = [_restore(t, pa_, copy=True) for t, pa_ in zip(templates, a["evidence"])]
+        for ev, template, pb in zip(evidences, templates, b["evidence"]):
+            ev.merge(_restore(template, pb, copy=False))
+        wanted = _candidates(evidences)
+        docs = pl.concat([a["docs"], b["docs"]]).filter(pl.col("doc").is_in(wanted))
+        timings = {k: a["timings"].get(k, 0.0) + b["timings"].get(k, 0.0) for k in a["timings"]}
+        return {"evidence": [_export(ev) for ev in evidences], "rows": a["rows"] + b["rows"],
+                "train_bytes": a["train_bytes"] + b["train_bytes"], "timings": timings, "docs": docs}
+
+    def finish(self, ctx: Context, state: dict, broadcast: dict, inputs: dict[str, Dataset]) -> pl.DataFrame:
+        test_df, side = broadcast["test_df"], broadcast["side"]
+        evidences = [_restore(t, p, copy=False) for t, p in zip(broadcast["templates"], state["evidence"])]
+        wanted = _candidates(evidences)
+        train_docs = state["docs"].filter(pl.col("doc").is_in(wanted)).sort("doc")
         findings, matches = self.judge(side, evidences, item_ids(test_df, self.id_column), train_docs)
         if self.subset_column:
             findings = findings.with_columns(subset=test_df.get_column(self.subset_column).cast(pl.String))
@@ -217,23 +256,33 @@ class LeakageAudit(Stage):
         ctx.write_side_output("clean", test_df.filter((verdicts == "clean").to_numpy()))
         ctx.write_side_output("dirty", test_df.with_columns(verdict=verdicts, train_id=out.get_column("train_id"))
                               .filter(verdicts != "clean"))
-        self._record(ctx, side, evidences, verdicts, rows, train_bytes, timings)
+        self._record(ctx, side, evidences, verdicts, state["rows"], state["train_bytes"], state["timings"])
 
         from stages.leakage.report import worst_items, write_reports
 
         shown = set(worst_items(findings, self.report_items, self.evidence_classes())["doc"].to_list())
         train_texts = {d: t for d, t in zip(train_docs["doc"].to_list(), train_docs["text"].to_list()) if d in shown}
-        write_reports(out, texts.to_list(), train_texts, findings.get_column("doc").to_list(), self, ctx.stats,
+        write_reports(out, side.texts.to_list(), train_texts, findings.get_column("doc").to_list(), self, ctx.stats,
                       html_path=ctx.artefact_path("report.html"), md_path=ctx.artefact_path("report.md"))
         return out
 
-    def _stream(self, ctx: Context, train: Dataset, evidences: list[Evidence]) -> tuple[int, int, dict]:
-        """One pass over the training corpus: tokenise each batch once, hand it to every evidence kind."""
-        train_columns = [self.text_column] + ([self.id_column] if self.id_column in train.columns else [])
-        base = train_bytes = 0
+    @property
+    def _templates(self) -> list[Evidence]:
+        """Kinds built on an empty test side: merge needs only their classes and settings, not the test set."""
+        cached = self.__dict__.get("_merge_templates")
+        if cached is None:
+            empty = pl.Series("text", [], pl.String)
+            side = TestSide(texts=empty, tokens=tokenize(empty))
+            cached = [cls(self, side, {}) for cls in self.evidence_classes() if self.enabled(cls)]
+            self.__dict__["_merge_templates"] = cached
+        return cached
+
+    def _stream(self, partition: Partition, evidences: list[Evidence]) -> tuple[int, int, dict]:
+        """One pass over a partition of the training corpus: tokenise each batch once, hand it to every kind."""
+        train_columns = [self.text_column] + ([self.id_column] if self._train_has_id else [])
+        base, train_bytes = partition.base, 0
         timings = {"tokenize_s": 0.0} | {f"{ev.kind}_s": 0.0 for ev in evidences}
-        bar = ctx.progress(total=train.num_rows)
-        for batch in train.iter_batches(self.batch_rows, columns=train_columns):
+        for batch in partition.iter_batches(self.batch_rows, columns=train_columns):
             texts = batch.get_column(self.text_column).cast(pl.String).fill_null("")
             train_bytes += int(texts.str.len_bytes().sum() or 0)
             t0 = time.perf_counter()
@@ -244,9 +293,7 @@ class LeakageAudit(Stage):
                 ev.add_batch(item)
                 timings[f"{ev.kind}_s"] += time.perf_counter() - t0
             base += batch.height
-            bar.update(batch.height)
-        bar.close()
-        return base, train_bytes, timings
+        return base - partition.base, train_bytes, timings
 
     def judge(self, side: TestSide, evidences: list[Evidence], ids: pl.Series,
               train_docs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -325,3 +372,47 @@ class LeakageAudit(Stage):
         return {"chunk_overlap": False, "semantic": False}, {"train": train, "test": test}
 
 
+
+
+# -- partial states of the evidence kinds (see Evidence.partial_attributes) ---------------------
+
+
+class _PartitionView:
+    """A partition seen as the small part of a Dataset that `fetch_train_docs` reads."""
+
+    def __init__(self, partition: Partition, columns: list[str]):
+        self.partition, self.columns = partition, columns
+
+    def iter_batches(self, rows: int, columns: list[str] | None = None):
+        return self.partition.iter_batches(rows, columns=columns)
+
+
+def _fresh(template: Evidence) -> Evidence:
+    """A kind ready for one partition: the template's test-side tables, its own empty accumulators."""
+    if not template.partial_attributes:
+        return template  # not mergeable: the audit runs it over one partition only
+    ev = _copy.copy(template)
+    for attr in template.partial_attributes:
+        setattr(ev, attr, _copy.deepcopy(getattr(template, attr)))
+    return ev
+
+
+def _export(ev: Evidence) -> Any:
+    """What a partition contributes: the accumulated attributes only (never the test side)."""
+    if not ev.partial_attributes:
+        return ev
+    return {attr: getattr(ev, attr) for attr in ev.partial_attributes}
+
+
+def _restore(template: Evidence, partial: Any, copy: bool) -> Evidence:
+    if not isinstance(partial, dict):
+        return partial
+    ev = _copy.copy(template)
+    for attr, value in partial.items():
+        setattr(ev, attr, _copy.deepcopy(value) if copy else value)
+    return ev
+
+
+def _candidates(evidences: list[Evidence]) -> np.ndarray:
+    docs = [ev.candidate_docs() for ev in evidences]
+    return np.unique(np.concatenate(docs)).astype(np.int64) if docs else np.empty(0, np.int64)

@@ -13,6 +13,7 @@ Per audit, for each enabled kind (see `Evidence` for the exact signatures):
     ev.resolve() -> Resolved                per-item columns, match rows, best span per item
     ev.verdict() -> (contaminated, partial) polars expressions over the findings columns
     ev.merge(other)                         fold in the state of the same kind over other training rows
+    Kind.partial_attributes                 what add_batch accumulates (lets the audit run partitioned)
 Class-level declarations feed the report: `columns` (name -> dtype), `scores` (which columns are
 score distributions and how to label them), `sort_column` (how worst items rank), `settings(audit)`.
 """
@@ -90,6 +91,9 @@ class Evidence:
     sort_column: ClassVar[str | None] = None  # worst items: larger first, in evidence order
     builtin_switch: ClassVar[str | None] = None  # the LeakageAudit boolean that enables a built-in kind
     order: ClassVar[int] = 100  # position among the built-in kinds (first = preferred best span)
+    # The attributes `add_batch` accumulates into (the rest is built from the test side). Declaring
+    # them lets the audit map partitions of the corpus in other processes and merge their states.
+    partial_attributes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, audit: Any, test: TestSide, shared: dict[str, Any]):
         self.audit, self.test, self.shared = audit, test, shared

@@ -40,6 +40,7 @@ class NgramEvidence(Evidence):
         Score("longest_span_tokens", "longest matched span (words)", "longest span (words)", histogram=False),
     )
     sort_column = "longest_span_tokens"
+    partial_attributes = ("doc_freq", "hits", "stored")
 
     def __init__(self, audit: Any, test: TestSide, shared: dict[str, Any]):
         super().__init__(audit, test, shared)

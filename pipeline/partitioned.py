@@ -1,0 +1,280 @@
+"""The partitioned stage contract: map over partitions of one input, merge partial states, finish once.
+
+A table stage that streams one big input past a small one (an audit over a training corpus, counts
+over a corpus) can say so and become splittable by any executor:
+
+    class MyStage(PartitionedStage):
+        partition_input = "train"                       # the big input, split into partitions
+        def broadcast(self, ctx, inputs) -> B           # built once from the other inputs (the test set)
+        def map(self, partition, broadcast) -> S        # a partial state from one partition
+        def merge(self, a, b) -> S                      # associative; `a` covers the partitions before `b`
+        def finish(self, ctx, state, broadcast, inputs) # the step's outputs, from the merged state
+
+A partition is a run of whole Parquet row groups (or a row range of an in-memory frame) sized by
+bytes (`partition_bytes`); it knows `base`, the corpus-wide row number of its first row, so states
+of different partitions number rows the same way one pass would. The engine only ever merges
+adjacent runs of partitions in input order (a left fold locally, a tree of adjacent pairs on Ray),
+so an associative merge gives the same state on every executor and for every partition size.
+
+Each partial state travels inside a `PartialState` that carries the fingerprint of the stage's
+params and inputs and the set of partitions it covers: a merge of states from different params or
+inputs, or one that would count a partition twice, is refused. Finished partitions' states are
+checkpointed under `ctx.checkpoint_dir`, so a killed driver resumes the step from them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import resource
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import polars as pl
+import pyarrow.parquet as pq
+import xxhash
+
+from pipeline.errors import PipelineError
+from pipeline.io import BATCH_BYTES, DEFAULT_BATCH_ROWS, Dataset, write_table
+from pipeline.stage import Context, Stage
+
+# Big enough that per-task overhead (scheduling, broadcast fetch, state pickling) is noise, small
+# enough that a 2-core machine still gets several partitions out of a few hundred megabytes.
+DEFAULT_PARTITION_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class Partition:
+    """One unit of map work: whole row groups of the partitioned input's files, or a frame's row range."""
+
+    index: int
+    base: int  # corpus-wide row number of the partition's first row
+    num_rows: int
+    nbytes: int  # uncompressed bytes, as Parquet metadata states them (estimated for frames)
+    pieces: tuple[tuple[str, tuple[int, ...]], ...]  # (file, row groups); ("<frame>", (start, stop)) in memory
+    frame: pl.DataFrame | None = field(default=None, compare=False, repr=False)
+
+    def key(self) -> str:
+        """Identity of the partition's rows (not of a frame's content: that is in the state fingerprint)."""
+        return xxhash.xxh3_64_hexdigest(json.dumps([self.base, self.num_rows, self.pieces]).encode())
+
+    def iter_batches(self, rows: int = DEFAULT_BATCH_ROWS, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+        """The partition's rows in order, batches bounded by rows and bytes, as `Dataset.iter_batches`."""
+        if self.frame is not None:
+            (_, (start, stop)), = self.pieces
+            frame = self.frame if columns is None else self.frame.select(columns)
+            for offset in range(start, stop, rows):
+                yield frame.slice(offset, min(rows, stop - offset))
+            return
+        for path, groups in self.pieces:
+            pf = pq.ParquetFile(path)
+            for g in groups:
+                group = pf.metadata.row_group(g)
+                per_row = group.total_byte_size / max(group.num_rows, 1)
+                size = max(1, min(rows, int(BATCH_BYTES / max(per_row, 1.0))))
+                for batch in pf.iter_batches(batch_size=size, row_groups=[g], columns=columns):
+                    yield pl.from_arrow(batch)
+
+
+def plan_partitions(data: Dataset, partition_bytes: int = DEFAULT_PARTITION_BYTES) -> list[Partition]:
+    """Cut the input into runs of whole row groups of about `partition_bytes` each, in input order."""
+    if partition_bytes < 1:
+        raise PipelineError(f"partition_bytes must be at least 1, got {partition_bytes}")
+    if data.frame is not None:
+        frame = data.frame
+        total = max(int(frame.estimated_size()), 1)
+        step = max(1, math.ceil(frame.height * partition_bytes / total)) if frame.height else 1
+        return [Partition(i, start, min(step, frame.height - start),
+                          int(total * min(step, frame.height - start) / max(frame.height, 1)),
+                          (("<frame>", (start, min(start + step, frame.height))),), frame)
+                for i, start in enumerate(range(0, frame.height, step))]
+    out: list[Partition] = []
+    pieces: dict[str, list[int]] = {}
+    base = rows = nbytes = 0
+
+    def close() -> None:
+        nonlocal pieces, base, rows, nbytes
+        if rows:
+            out.append(Partition(len(out), base, rows, nbytes, tuple((f, tuple(g)) for f, g in pieces.items())))
+        base, pieces, rows, nbytes = base + rows, {}, 0, 0
+
+    for f in data.files:
+        meta = pq.read_metadata(f)
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            if group.num_rows == 0:
+                continue
+            pieces.setdefault(str(f), []).append(g)
+            rows += group.num_rows
+            nbytes += group.total_byte_size
+            if nbytes >= partition_bytes:
+                close()
+    close()
+    return out
+
+
+@dataclass
+class PartialState:
+    """A stage's partial state with what it covers: the fingerprint of params + inputs, and its partitions."""
+
+    fingerprint: str
+    partitions: frozenset[int]
+    value: Any
+
+
+class PartitionedStage(Stage):
+    """A table stage whose work is a map over partitions of one input, a merge, and a finish.
+
+    Subclasses set `partition_input` and implement `broadcast`, `map`, `merge` and `finish` (see the
+    module docstring). `partitionable()` may say no for some params (then the executor runs the
+    whole input as one partition, which is the same computation).
+    """
+
+    partition_input: ClassVar[str] = "data"
+
+    def partitionable(self) -> bool:
+        return True
+
+    def broadcast(self, ctx: Context, inputs: dict[str, Dataset]) -> Any:
+        """What every map needs besides its partition (built once; put in the object store once on Ray)."""
+        return None
+
+    def map(self, partition: Partition, broadcast: Any) -> Any:
+        raise NotImplementedError(f"stage '{self.name}' does not implement map()")
+
+    def merge(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError(f"stage '{self.name}' does not implement merge()")
+
+    def finish(self, ctx: Context, state: Any, broadcast: Any, inputs: dict[str, Dataset]) -> Any:
+        raise NotImplementedError(f"stage '{self.name}' does not implement finish()")
+
+    def run(self, ctx: Context, **inputs: Dataset) -> Any:
+        """Library use and the local executor: a streaming fold over the partitions, in order."""
+        return run_locally(self, ctx, inputs, DEFAULT_PARTITION_BYTES)
+
+
+def state_fingerprint(stage: Stage, inputs: dict[str, Dataset]) -> str:
+    """Params and inputs of a step: partial states with different fingerprints never merge."""
+    h = xxhash.xxh3_128()
+    h.update(json.dumps([stage.name, stage.version, stage.get_params(), repr(stage.fingerprint_extra())],
+                        sort_keys=True, default=str).encode())
+    for name in sorted(inputs):
+        ds = inputs[name]
+        h.update(name.encode())
+        if ds.frame is not None:
+            h.update(str(ds.frame.schema).encode())
+            h.update(ds.frame.hash_rows(seed=0).to_numpy().tobytes())
+        else:
+            h.update(ds.stat_fingerprint().encode())
+    return h.hexdigest()
+
+
+def map_partition(stage: PartitionedStage, partition: Partition, broadcast: Any, fingerprint: str) -> tuple:
+    """Run one map; return its PartialState with a profile (seconds, peak RSS of this process)."""
+    t0 = time.perf_counter()
+    value = stage.map(partition, broadcast)
+    seconds = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return PartialState(fingerprint, frozenset([partition.index]), value), {"s": seconds, "peak_rss_mb": peak_mb,
+                                                                           "bytes": partition.nbytes}
+
+
+def merge_states(stage: PartitionedStage, a: PartialState, b: PartialState) -> PartialState:
+    """Merge two adjacent partial states, refusing states of other params/inputs or overlapping partitions."""
+    if a.fingerprint != b.fingerprint:
+        raise PipelineError(
+            f"refusing to merge partial states of different params or inputs ({a.fingerprint[:12]} vs "
+            f"{b.fingerprint[:12]})", stage=stage.name,
+            hint="remove stale checkpoints, or rerun the step from the start",
+        )
+    twice = a.partitions & b.partitions
+    if twice:
+        raise PipelineError(f"refusing to merge partition(s) {sorted(twice)} twice", stage=stage.name)
+    return PartialState(a.fingerprint, a.partitions | b.partitions, stage.merge(a.value, b.value))
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def checkpoint_path(ctx: Context, fingerprint: str, partition: Partition) -> Path | None:
+    if ctx.checkpoint_dir is None:
+        return None
+    return Path(ctx.checkpoint_dir) / "partitions" / f"{fingerprint[:16]}-{partition.key()}.pkl"
+
+
+def load_checkpoint(path: Path | None, fingerprint: str, partition: Partition) -> PartialState | None:
+    """A finished partition's state from an earlier, killed run of this very step, if there is one."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        state = pickle.loads(path.read_bytes())
+    except Exception:  # noqa: BLE001 - a torn or foreign file is simply recomputed
+        return None
+    if not isinstance(state, PartialState) or state.fingerprint != fingerprint or state.partitions != {partition.index}:
+        return None
+    return state
+
+
+def save_checkpoint(path: Path | None, state: PartialState) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------ local executor
+
+
+def run_locally(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset], partition_bytes: int) -> Any:
+    """A streaming fold: map each partition in order (or take its checkpoint), merge into the running state."""
+    data = inputs[stage.partition_input]
+    partitions = plan_partitions(data, partition_bytes) if stage.partitionable() else \
+        plan_partitions(data, 1 << 62)
+    fingerprint = state_fingerprint(stage, inputs)
+    broadcast = stage.broadcast(ctx, inputs)
+    state: PartialState | None = None
+    profiles, resumed = [], 0
+    bar = ctx.progress(total=data.num_rows)
+    for part in partitions:
+        path = checkpoint_path(ctx, fingerprint, part)
+        partial = load_checkpoint(path, fingerprint, part)
+        if partial is None:
+            partial, profile = map_partition(stage, part, broadcast, fingerprint)
+            save_checkpoint(path, partial)
+            profiles.append(profile)
+        else:
+            resumed += 1
+        state = partial if state is None else merge_states(stage, state, partial)
+        bar.update(part.num_rows)
+    bar.close()
+    record_partitioning(ctx, partitions, profiles, resumed, state)
+    return stage.finish(ctx, state.value if state is not None else None, broadcast, inputs)
+
+
+def record_partitioning(ctx: Context, partitions: list[Partition], profiles: list[dict], resumed: int,
+                        state: PartialState | None) -> None:
+    """`partitions` in stats; timings and memory (which vary by executor and machine) under `partition_profile`."""
+    ctx.record("partitions", len(partitions))
+    if not profiles and not resumed:
+        return
+    seconds = sorted(p["s"] for p in profiles) or [0.0]
+    ctx.record("partition_profile", {
+        "resumed": resumed,
+        "median_map_s": round(seconds[len(seconds) // 2], 4),
+        "max_map_s": round(seconds[-1], 4),
+        "median_partition_mb": round(sorted(p.nbytes for p in partitions)[len(partitions) // 2] / 1e6, 3),
+        "max_task_peak_rss_mb": round(max((p["peak_rss_mb"] for p in profiles), default=0.0), 1),
+        "merged_state_bytes": len(pickle.dumps(state.value, protocol=pickle.HIGHEST_PROTOCOL)) if state else 0,
+    })
+
+
+def run_partitioned_step(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset], out_dir: Path,
+                         partition_bytes: int) -> None:
+    write_table(run_locally(stage, ctx, inputs, partition_bytes), out_dir)

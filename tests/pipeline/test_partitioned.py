@@ -1,0 +1,144 @@
+"""The partitioned stage contract on the local executor: partitions by bytes, an ordered fold, refused
+merges, resume from checkpointed partial states, and the leakage audit giving the same findings."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from pydoc_data.topics import topics
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from partition_stages import VocabularyCounts
+
+from pipeline.errors import PipelineError
+from pipeline.executors import LocalExecutor, get_executor
+from pipeline.io import Dataset
+from pipeline.partitioned import PartialState, merge_states, plan_partitions
+from pipeline.stage import Context
+
+ROWS_PER_GROUP = 20
+
+
+def corpus_files(folder: Path, rows: int = 150) -> Dataset:
+    """Two Parquet files of pydoc paragraphs, in row groups of 20 rows."""
+    names = sorted(topics)
+    texts = [p for t in names for p in topics[t].split("\n\n") if len(p.split()) > 15][:rows]
+    df = pl.DataFrame({"id": [f"d{i}" for i in range(len(texts))], "text": texts})
+    folder.mkdir(parents=True, exist_ok=True)
+    half = df.height // 2
+    for k, part in enumerate((df[:half], df[half:])):
+        pq.write_table(part.to_arrow(), folder / f"part-{k:05d}.parquet", row_group_size=ROWS_PER_GROUP)
+    return Dataset.from_parquet(folder)
+
+
+def run_step(stage, inputs: dict[str, Dataset], out: Path, executor=None, checkpoint: Path | None = None):
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = Context(step_id="step", seed=0, out_dir=out, checkpoint_dir=checkpoint)
+    (executor or LocalExecutor()).run_step(stage, ctx, inputs, out)
+    sides = {name: pl.read_parquet(out / name / "*.parquet") for name in ctx.side_outputs}
+    return pl.read_parquet(out / "*.parquet"), sides, ctx.stats
+
+
+def test_partitions_are_whole_row_groups_in_order_sized_by_bytes(tmp_path):
+    data = corpus_files(tmp_path / "corpus")
+    one_group = plan_partitions(data, 1)
+    groups = sum(pq.read_metadata(f).num_row_groups for f in data.files)
+    assert len(one_group) == groups
+    assert [p.base for p in one_group] == [sum(q.num_rows for q in one_group[:i]) for i in range(len(one_group))]
+    assert sum(p.num_rows for p in one_group) == data.num_rows
+    whole = plan_partitions(data, 1 << 40)
+    assert len(whole) == 1 and whole[0].num_rows == data.num_rows
+    rows = pl.concat(list(one_group[3].iter_batches(6)))
+    assert rows.equals(data.collect().slice(one_group[3].base, one_group[3].num_rows))
+
+
+@pytest.mark.parametrize("partition_bytes", [1, 9_000, 40_000, 1 << 40])
+def test_fold_gives_the_same_output_for_any_partition_size(tmp_path, partition_bytes):
+    data = corpus_files(tmp_path / "corpus")
+    vocab = Dataset.from_any(pl.DataFrame({"word": ["the", "a", "class", "function", "zzz"]}))
+    stage = VocabularyCounts()
+    expected = stage.apply(data=data.collect(), vocab=vocab.frame)
+    table, _, stats = run_step(stage, {"data": data, "vocab": vocab}, tmp_path / "out",
+                               LocalExecutor(partition_bytes=partition_bytes))
+    assert table.equals(expected)
+    assert stats["rows_seen"] == data.num_rows
+    assert stats["partitions"] == len(plan_partitions(data, partition_bytes))
+
+
+def test_merges_of_other_params_or_the_same_partition_twice_are_refused():
+    stage = VocabularyCounts()
+    a = PartialState("fp-1", frozenset([0]), {"counts": {}, "ranges": [(0, 1)]})
+    with pytest.raises(PipelineError, match="different params or inputs"):
+        merge_states(stage, a, PartialState("fp-2", frozenset([1]), {"counts": {}, "ranges": [(1, 1)]}))
+    with pytest.raises(PipelineError, match=r"partition\(s\) \[0\] twice"):
+        merge_states(stage, a, PartialState("fp-1", frozenset([0]), {"counts": {}, "ranges": [(1, 1)]}))
+
+
+def test_a_killed_run_resumes_from_its_finished_partitions(tmp_path):
+    data = corpus_files(tmp_path / "corpus")
+    vocab = Dataset.from_any(pl.DataFrame({"word": ["the", "of"]}))
+    checkpoint = tmp_path / "checkpoint"
+    stage = VocabularyCounts(fail_marker=str(tmp_path / "failed-once"), fail_at=4)
+    with pytest.raises(RuntimeError, match="planted failure"):
+        run_step(stage, {"data": data, "vocab": vocab}, tmp_path / "first", LocalExecutor(partition_bytes=1), checkpoint)
+    assert len(list((checkpoint / "partitions").glob("*.pkl"))) == 4
+    table, _, stats = run_step(stage, {"data": data, "vocab": vocab}, tmp_path / "second",
+                               LocalExecutor(partition_bytes=1), checkpoint)
+    assert stats["partition_profile"]["resumed"] == 4
+    assert table.equals(VocabularyCounts().apply(data=data.collect(), vocab=vocab.frame))
+    # Other params never pick up these states: their fingerprint differs.
+    other = VocabularyCounts(fail_at=5)
+    _, _, stats = run_step(other, {"data": data, "vocab": vocab}, tmp_path / "third", LocalExecutor(partition_bytes=1),
+                           checkpoint)
+    assert stats["partition_profile"]["resumed"] == 0
+
+
+def test_local_executor_refuses_unknown_options_and_bad_sizes():
+    with pytest.raises(PipelineError, match="partition_bytes"):
+        get_executor("local", fragment_rows=3)
+    with pytest.raises(PipelineError, match="at least 1"):
+        get_executor("local", partition_bytes=0)
+
+
+def leakage_inputs(folder: Path) -> dict[str, Dataset]:
+    train = corpus_files(folder, rows=200)
+    df = train.collect()
+    leaked = [" ".join(t.split()[:40]).upper() for t in df["text"].to_list()[5:200:15]]
+    clean = [" ".join(topics[t].split()[:40]) for t in sorted(topics)[-6:]]
+    test = pl.DataFrame({"id": [f"t{i}" for i in range(len(leaked) + len(clean))], "text": leaked + clean})
+    return {"train": train, "test": Dataset.from_any(test)}
+
+
+def same_outputs(a, b) -> None:
+    table_a, sides_a, stats_a = a
+    table_b, sides_b, stats_b = b
+    assert table_a.equals(table_b)
+    assert sides_a.keys() == sides_b.keys()
+    for name in sides_a:
+        assert sides_a[name].equals(sides_b[name]), name
+    varying = {"timings_s", "ngram_mb_per_s", "partitions", "partition_profile"}
+    assert {k: v for k, v in stats_a.items() if k not in varying} == {k: v for k, v in stats_b.items() if k not in varying}
+
+
+@pytest.mark.parametrize("partition_bytes", [1, 30_000])
+def test_leakage_audit_finds_the_same_in_any_partitioning(tmp_path, partition_bytes):
+    from stages.leakage import LeakageAudit
+
+    inputs = leakage_inputs(tmp_path / "corpus")
+    stage = LeakageAudit(chunk_overlap=False, semantic=False, n=8, max_doc_freq=3)
+    whole = run_step(stage, inputs, tmp_path / "whole", LocalExecutor(partition_bytes=1 << 40))
+    split = run_step(stage, inputs, tmp_path / "split", LocalExecutor(partition_bytes=partition_bytes))
+    assert split[2]["partitions"] > 1
+    same_outputs(whole, split)
+    assert (whole[0]["verdict"] != "clean").sum() >= 10
+    shutil.rmtree(tmp_path / "whole")
+
+
+def test_leakage_audit_with_unmergeable_kinds_runs_one_partition(tmp_path):
+    from stages.leakage import LeakageAudit
+
+    stage = LeakageAudit(chunk_overlap=True, semantic=False, n=8)
+    assert not stage.partitionable()
+    assert LeakageAudit(chunk_overlap=False, semantic=False).partitionable()
