@@ -46,9 +46,10 @@ def _map_task(stage: PartitionedStage, partition, broadcast: Any, fingerprint: s
     try:
         state, profile = map_partition(stage, partition, broadcast, fingerprint)
     except PipelineError as exc:
-        return ("error", _pack_error(exc))
+        return ("error", _pack_error(exc)), ("error", _pack_error(exc))
     save_checkpoint(Path(checkpoint) if checkpoint else None, state)
-    return ("ok", state, profile)
+    # Two objects: the small profile comes back to the driver, the state stays for the merges.
+    return ("ok", profile), ("ok", state)
 
 
 def _merge_task(stage: PartitionedStage, a: tuple, b: tuple) -> tuple:
@@ -58,7 +59,7 @@ def _merge_task(stage: PartitionedStage, a: tuple, b: tuple) -> tuple:
         if side[0] == "error":
             return side
     try:
-        return ("ok", merge_states(stage, a[1], b[1]), None)
+        return ("ok", merge_states(stage, a[1], b[1]))
     except PipelineError as exc:
         return ("error", _pack_error(exc))
 
@@ -73,46 +74,47 @@ def run_partitioned_on_ray(executor: Any, stage: PartitionedStage, ctx: Context,
     fingerprint = state_fingerprint(stage, inputs)
     broadcast = stage.broadcast(ctx, inputs)
     options = executor._task_options(stage)
-    map_task = ray.remote(_map_task).options(scheduling_strategy="SPREAD", **options)
+    map_task = ray.remote(_map_task).options(scheduling_strategy="SPREAD", num_returns=2, **options)
     merge_task = ray.remote(_merge_task).options(num_cpus=options.get("num_cpus", 1),
                                                   max_retries=executor.max_retries)
     stage_ref, broadcast_ref = ray.put(stage), ray.put(broadcast)
     refs: list = []
     resumed = 0
-    map_refs = []
+    profile_refs = []
     for part in partitions:
         path = checkpoint_path(remote_ctx, fingerprint, part)
         done = load_checkpoint(path, fingerprint, part)
         if done is not None:
-            refs.append(ray.put(("ok", done, None)))
+            refs.append(ray.put(("ok", done)))
             resumed += 1
             continue
-        ref = map_task.remote(stage_ref, part, broadcast_ref, fingerprint, str(path) if path else None,
-                              executor._cwd)
-        refs.append(ref)
-        map_refs.append(ref)
+        profile_ref, state_ref = map_task.remote(stage_ref, part, broadcast_ref, fingerprint,
+                                                 str(path) if path else None, executor._cwd)
+        refs.append(state_ref)
+        profile_refs.append(profile_ref)
+    # The whole tree of adjacent merges is submitted now: Ray runs each merge as soon as its two
+    # inputs exist, and frees a partial state once merged, so states do not pile up in the store.
+    while len(refs) > 1:
+        paired = [merge_task.remote(stage_ref, refs[i], refs[i + 1]) for i in range(0, len(refs) - 1, 2)]
+        refs = paired + ([refs[-1]] if len(refs) % 2 else [])
     bar = ctx.progress(total=len(partitions), unit="partitions")
     finished = False
     try:
-        # Profiles come back small and early; the states stay in the object store for the merges.
         profiles = []
-        pending = list(map_refs)
+        pending = list(profile_refs)
         bar.update(resumed)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             result = _get(ready[0])
             if result[0] == "error":
                 raise _unpack_error(result[1])
-            profiles.append(result[2])
+            profiles.append(result[1])
             bar.update(1)
-        while len(refs) > 1:  # a tree of adjacent pairs, in input order
-            paired = [merge_task.remote(stage_ref, refs[i], refs[i + 1]) for i in range(0, len(refs) - 1, 2)]
-            refs = paired + ([refs[-1]] if len(refs) % 2 else [])
-        final = _get(refs[0]) if refs else ("ok", None, None)
+        final = _get(refs[0]) if refs else ("ok", None)
         finished = True
     finally:
         bar.close()
-        for ref in map_refs if not finished else []:  # a partition failed for good: stop the others
+        for ref in refs + profile_refs if not finished else []:  # a partition failed for good: stop the rest
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
     if final[0] == "error":
