@@ -127,7 +127,10 @@ class NgramEvidence(Evidence):
         if spans.height == 0:
             return Resolved(per_item)
         best = (
-            spans.sort(["span_tokens", "shared", "doc", "test_tok_start"], descending=[True, True, False, False])
+            # Every key, train position included: a span found twice in one document is a tie that
+            # polars' group_by order (which varies from run to run) must not decide.
+            spans.sort(["span_tokens", "shared", "doc", "test_tok_start", "train_tok_start"],
+                       descending=[True, True, False, False, False])
             .unique("item", keep="first", maintain_order=True)
             .select(list(SPAN_COLUMNS))
         )
