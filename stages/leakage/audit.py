@@ -96,8 +96,11 @@ class LeakageAudit(PartitionedStage):
 
     name = "leakage_audit"
     version = "1"
-    inputs = ("train", "test")
+    inputs = ("train", "test", "index")
     partition_input = "train"
+    # An `index` step over the training corpus's chunks: the chunk/semantic passes search it instead of
+    # embedding the training corpus again.
+    optional_inputs = ("index",)
     requires = ("faiss",)
 
     def __init__(
@@ -213,7 +216,8 @@ class LeakageAudit(PartitionedStage):
         test_df = inputs["test"].collect()
         texts = test_df.get_column(self.text_column).cast(pl.String).fill_null("")
         side = TestSide(texts=texts, tokens=tokenize(texts))
-        shared: dict = {}
+        index = inputs.get("index")
+        shared: dict = {"prebuilt_index": self._load_index(index)} if index is not None else {}
         templates = [cls(self, side, shared) for cls in self.evidence_classes() if self.enabled(cls)]
         self._train_has_id = self.id_column in inputs["train"].columns
         return {"test_df": test_df, "side": side, "templates": templates}
@@ -277,6 +281,23 @@ class LeakageAudit(PartitionedStage):
             self.__dict__["_merge_templates"] = cached
         return cached
 
+    def _load_index(self, index: Dataset):
+        from pathlib import Path
+
+        from pipeline.errors import InputDataError
+        from stages.retrieval import Index
+
+        if index.files is None:
+            raise InputDataError("input 'index' must be the output directory of an 'index' step", file=index.label)
+        loaded = Index.load(Path(index.files[0]).parent)
+        if loaded._docs is None:
+            raise InputDataError("the index was built without doc_column: its chunks cannot be traced to training "
+                                 "documents; rebuild it with doc_column (e.g. doc_id)", file=index.label)
+        if self.chunk_overlap and "text" not in loaded.mapping.columns:
+            raise ParamError("chunk_overlap", "needs each indexed chunk's text: build the index with "
+                             "keep_columns: [text], or set chunk_overlap: false")
+        return loaded
+
     def _stream(self, partition: Partition, evidences: list[Evidence]) -> tuple[int, int, dict]:
         """One pass over a partition of the training corpus: tokenise each batch once, hand it to every kind."""
         train_columns = [self.text_column] + ([self.id_column] if self._train_has_id else [])
@@ -286,7 +307,8 @@ class LeakageAudit(PartitionedStage):
             texts = batch.get_column(self.text_column).cast(pl.String).fill_null("")
             train_bytes += int(texts.str.len_bytes().sum() or 0)
             t0 = time.perf_counter()
-            item = TrainBatch(texts=texts, tokens=tokenize(texts), base=base)
+            ids = batch.get_column(self.id_column).cast(pl.String) if self.id_column in batch.columns else None
+            item = TrainBatch(texts=texts, tokens=tokenize(texts), base=base, ids=ids)
             timings["tokenize_s"] += time.perf_counter() - t0
             for ev in evidences:
                 t0 = time.perf_counter()
