@@ -48,7 +48,8 @@ def test_counts_on_two_nodes_equal_local_and_resume_after_a_failure(ray_executor
     failing = VocabularyCounts(fail_marker=str(tmp_path / "failed-once"), fail_at=5)
     with pytest.raises(RuntimeError, match="planted failure"):
         run_step(failing, inputs, tmp_path / "first", ray_executor, checkpoint)
+    # Tasks already running when the step failed may still finish and checkpoint: at least these resume.
     finished = len(list((checkpoint / "partitions").glob("*.pkl")))
     table, _, stats = run_step(failing, inputs, tmp_path / "second", ray_executor, checkpoint)
     assert table.equals(expected)
-    assert stats["partition_profile"]["resumed"] == finished
+    assert finished <= stats["partition_profile"]["resumed"] < stats["partitions"]
