@@ -121,7 +121,7 @@ class DedupStage(Stage):
             scan.n_reference = scan.n
         self._scan(data, scan)
         pairs, state = self.duplicate_pairs(ctx, scan)
-        resolution = resolve(scan.n_reference, scan.n - scan.n_reference, pairs, self._priority(scan, state))
+        resolution = resolve(scan.n_reference, scan.n - scan.n_reference, pairs, self.priority(scan, state))
         similarity = np.ones(scan.n, np.float64)
         in_cluster = np.flatnonzero(resolution.size >= 2)
         similarity[in_cluster] = self.similarity(scan, state, in_cluster, resolution.kept[in_cluster])
@@ -154,7 +154,8 @@ class DedupStage(Stage):
                 scan.keep_values.append(batch.get_column(self.keep_column))
             scan.features.append(self.batch_features(batch, ds.label))
 
-    def _priority(self, scan: Scan, state: Any) -> list[np.ndarray]:
+    def priority(self, scan: Scan, state: Any) -> list[np.ndarray]:
+        """Sort keys of the keep policy over all rows (lower is kept first; see clusters.keep_rank)."""
         n = scan.n
         if self.keep == "first":
             return []

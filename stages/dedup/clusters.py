@@ -47,17 +47,25 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
     return lowest[labels]
 
 
-def resolve(n_reference: int, n_data: int, pairs: np.ndarray, priority: list[np.ndarray]) -> Resolution:
-    """Cluster rows joined by `pairs` and keep, per cluster, the row first in (reference, *priority, position).
+def keep_rank(n_reference: int, n: int, priority: list[np.ndarray]) -> np.ndarray:
+    """Each row's rank in keep order (0 = kept first): reference rows, then `priority`, then position.
 
     `priority` holds sort keys over all rows, most significant first; lower sorts first.
     """
-    n = n_reference + n_data
-    cluster = components(n, pairs)
     position = np.arange(n, dtype=np.int64)
     is_data = (position >= n_reference).astype(np.int8)
     # np.lexsort sorts by the last key first.
-    order = np.lexsort((position, *reversed(priority), is_data, cluster))
+    order = np.lexsort((position, *reversed(priority), is_data))
+    rank = np.empty(n, np.int64)
+    rank[order] = position
+    return rank
+
+
+def resolve(n_reference: int, n_data: int, pairs: np.ndarray, priority: list[np.ndarray]) -> Resolution:
+    """Cluster rows joined by `pairs` and keep, per cluster, the row first in `keep_rank` order."""
+    n = n_reference + n_data
+    cluster = components(n, pairs)
+    order = np.lexsort((keep_rank(n_reference, n, priority), cluster))
     first = np.ones(n, bool)
     first[1:] = cluster[order][1:] != cluster[order][:-1]
     kept_of_cluster = np.empty(n, np.int64)

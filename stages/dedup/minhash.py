@@ -19,7 +19,7 @@ from pipeline.errors import ParamError
 from pipeline.stage import Context
 from stages.dedup.base import Scan, TextDedupStage
 from stages.dedup.lsh import Banding, candidate_pairs, choose_bands, signature_similarity
-from stages.dedup.shingles import MAX_NGRAM, shingle_sets
+from stages.dedup.shingles import MAX_NGRAM, shingle_hashes, shingle_sets
 from stages.dedup.signatures import ALGORITHM_VERSION, jaccard_pairs, minhash_signatures
 
 VERIFY_MODES = ("jaccard", "signature", "none")
@@ -103,7 +103,7 @@ class DedupMinhash(TextDedupStage):
 
     def batch_features(self, batch: pl.DataFrame, label: str) -> np.ndarray:
         texts = self.texts(batch, label)
-        hashes, offsets = shingle_sets(texts, self.unit, self.ngram, self.normalization)
+        hashes, offsets = shingle_hashes(texts, self.unit, self.ngram, self.normalization)
         return minhash_signatures(hashes, offsets, self.num_perm)
 
     def duplicate_pairs(self, ctx: Context, scan: Scan) -> tuple[np.ndarray, MinhashState]:

@@ -38,7 +38,9 @@ def real_documents(min_words: int = 50, max_words: int = 400, limit: int | None 
     def take(text: str) -> bool:
         words = text.split()
         flat = " ".join(words)
-        if min_words <= len(words) <= max_words and flat.lower() not in seen:
+        # Prose only: ASCII tables and code listings are mostly symbols, and alike to any embedding.
+        letters = sum(ch.isalpha() or ch == " " for ch in flat)
+        if min_words <= len(words) <= max_words and letters >= 0.85 * len(flat) and flat.lower() not in seen:
             seen.add(flat.lower())
             out.append(flat)
         return limit is not None and len(out) >= limit
