@@ -47,18 +47,26 @@ DATASKETCH_MODULES = ("datasketch", "polars")
 
 
 def speed_corpus(scale: str, workdir: Path) -> tuple[str, float, int]:
-    """Stdlib sources (+ an edited copy of every tenth file) as one Parquet file: (path, MB of text, rows)."""
+    """Stdlib sources cut into documents of about 2 KB (+ an edited copy of every tenth), as one Parquet file.
+
+    Documents of a few KB (paragraph groups, split at blank lines) are what near-duplicate removal
+    usually sees (web pages, docstrings, chunks); whole source files (17 KB on average) favour the
+    per-document peers, see the note in the report. Returns (path, MB of text, rows).
+    """
     from stages.dedup.planted import edit_words
     from stages.sources import PythonStdlib
 
     files = PythonStdlib(include_tests=True, limit=120 if scale == "quick" else None).apply().select("id", "text")
-    files = files.filter(pl.col("text").str.strip_chars().str.len_bytes() > 0)
+    blocks = (files.with_columns(pl.col("text").str.split("\n\n")).explode("text")
+              .with_columns(block=pl.col("text").str.len_bytes().cum_sum().over("id") // 2000)
+              .group_by("id", "block", maintain_order=True).agg(pl.col("text").str.join("\n\n"))
+              .filter(pl.col("text").str.strip_chars().str.len_bytes() > 0)
+              .select(pl.col("id") + ":" + pl.col("block").cast(pl.String), "text"))
     rng = np.random.default_rng(0)
-    copies = files.gather_every(10).with_columns(
-        pl.col("id") + "#copy",
-        pl.Series("text", [edit_words(t, 0.02, rng) for t in files.gather_every(10)["text"]]),
-    )
-    corpus = pl.concat([files, copies])
+    copies = blocks.gather_every(10)
+    copies = copies.with_columns(pl.col("id") + "#copy",
+                                 pl.Series("text", [edit_words(t, 0.02, rng) for t in copies["text"]]))
+    corpus = pl.concat([blocks, copies])
     path = workdir / "corpus.parquet"
     corpus.write_parquet(path)
     return str(path), float(corpus["text"].str.len_bytes().sum()) / 1e6, corpus.height
@@ -257,6 +265,9 @@ def per_level(frame: pl.DataFrame, result) -> dict[str, tuple[float, float]]:
         label = f"edit {level:.0%}" if kind == "edit" else kind
         recall = float((part["cluster"] == part["orig_cluster"]).mean()) if kind != "control" else float("nan")
         judged = part["right"].drop_nulls()
+        if kind == "control":  # any removed control is a false duplicate (or a real twin in the docs)
+            out[f"controls removed {judged.len()}/{part.height}"] = (float("nan"), float("nan"))
+            continue
         out[label] = (recall, float(judged.mean()) if judged.len() else 1.0)
     return dict(sorted(out.items(), key=lambda kv: (kv[0].split()[0], float(kv[0].split()[-1].rstrip("%"))
                                                      if kv[0].startswith("edit") else 0.0)))
@@ -293,19 +304,21 @@ def _semantic_result(frame: pl.DataFrame, vectors: np.ndarray, threshold: float)
 
 
 def calibrate_semantic(frame: pl.DataFrame, vectors: np.ndarray) -> float:
-    """Lowest cosine threshold at which >= 99% of removed rows of every kind duplicate their own source."""
+    """Lowest cosine threshold at which >= 98% of all removed rows duplicate a row of their own source."""
     best = 0.99
     for threshold in np.round(np.arange(0.99, 0.79, -0.01), 2):
-        levels = per_level(frame, _semantic_result(frame, vectors, float(threshold)))
-        precision = min(p for _, p in levels.values())
-        if precision < 0.99:
+        result = _semantic_result(frame, vectors, float(threshold))
+        source_of = dict(zip(frame["id"].to_list(), frame["source"].to_list()))
+        removed = result.side_outputs["removed"]
+        right = [source_of[a] == source_of[b] for a, b in zip(removed["id"], removed["duplicate_of"])]
+        if right and float(np.mean(right)) < 0.98:
             break
         best = float(threshold)
     return best
 
 
 def _level_notes(levels: dict[str, tuple[float, float]]) -> str:
-    return "; ".join(f"{k}: R {r:.2f} P {p:.2f}" if r == r else f"{k}: P {p:.2f}" for k, (r, p) in levels.items())
+    return "; ".join(f"{k}: R {r:.2f} P {p:.2f}" if r == r else k for k, (r, p) in levels.items())
 
 
 def quality_rows(scale: str) -> list[dict]:
@@ -345,12 +358,15 @@ def quality_rows(scale: str) -> list[dict]:
                                (f"dedup_semantic (static, cos>={threshold})", semantic)):
             levels = per_level(frame, result)
             recalls = [r for r, _ in levels.values() if r == r]
+            precisions = [p for _, p in levels.values() if p == p]
             rows.append({
                 "benchmark": "dedup", "case": f"{stage} per edit level ({name})", "metric": "mean recall",
-                "value": round(float(np.mean(recalls)), 3), "baseline": "", "baseline_value": None, "ratio": None,
+                "value": round(float(np.mean(recalls)), 3), "baseline": "min precision over levels",
+                "baseline_value": round(float(min(precisions)), 3), "ratio": None,
                 "ratio_meaning": "", "notes": _level_notes(levels),
             })
-    rows[-1]["notes"] += f"; semantic threshold {threshold} calibrated on the calibration half only"
+    rows[-1]["notes"] += (f"; semantic threshold {threshold}: the lowest with >= 98% of removed rows right on the "
+                          "calibration half, judged here on held-out documents")
     return rows
 
 

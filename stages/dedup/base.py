@@ -63,6 +63,7 @@ class DedupStage(Stage):
     keep: str
     keep_column: str | None
     keep_descending: bool
+    within_data: bool
 
     # -- parameters -----------------------------------------------------------------------------
 
@@ -121,7 +122,8 @@ class DedupStage(Stage):
             scan.n_reference = scan.n
         self._scan(data, scan)
         pairs, state = self.duplicate_pairs(ctx, scan)
-        resolution = resolve(scan.n_reference, scan.n - scan.n_reference, pairs, self.priority(scan, state))
+        resolution = resolve(scan.n_reference, scan.n - scan.n_reference, pairs, self.priority(scan, state),
+                             within_data=self.within_data or reference is None)
         similarity = np.ones(scan.n, np.float64)
         in_cluster = np.flatnonzero(resolution.size >= 2)
         similarity[in_cluster] = self.similarity(scan, state, in_cluster, resolution.kept[in_cluster])
@@ -191,7 +193,7 @@ class DedupStage(Stage):
             "cluster_id": pl.Series(resolution.cluster[order], dtype=pl.Int64),
             "id": ids.gather(order) if order.size else pl.Series([], dtype=pl.String),
             "input": pl.Series(np.where(order < resolution.n_reference, "reference", "data").tolist(), dtype=pl.String),
-            "kept": pl.Series(resolution.kept[order] == order, dtype=pl.Boolean),
+            "kept": pl.Series(~resolution.removed[order], dtype=pl.Boolean),
             "size": pl.Series(resolution.size[order], dtype=pl.Int64),
             "similarity": pl.Series(similarity[order], dtype=pl.Float64),
         })

@@ -25,12 +25,16 @@ class Resolution:
     kept: np.ndarray  # int64: position of the row kept for the row's cluster
     size: np.ndarray  # int64: size of the row's cluster
     n_reference: int
+    # False: only data rows whose cluster keeps a reference row are removed (decontamination alone).
+    within_data: bool = True
 
     @property
     def removed(self) -> np.ndarray:
         """Data rows (not reference rows) whose cluster keeps another row."""
         out = self.kept != np.arange(self.kept.size)
         out[: self.n_reference] = False
+        if not self.within_data:
+            out &= self.kept < self.n_reference
         return out
 
 
@@ -61,7 +65,8 @@ def keep_rank(n_reference: int, n: int, priority: list[np.ndarray]) -> np.ndarra
     return rank
 
 
-def resolve(n_reference: int, n_data: int, pairs: np.ndarray, priority: list[np.ndarray]) -> Resolution:
+def resolve(n_reference: int, n_data: int, pairs: np.ndarray, priority: list[np.ndarray],
+            within_data: bool = True) -> Resolution:
     """Cluster rows joined by `pairs` and keep, per cluster, the row first in `keep_rank` order."""
     n = n_reference + n_data
     cluster = components(n, pairs)
@@ -71,7 +76,8 @@ def resolve(n_reference: int, n_data: int, pairs: np.ndarray, priority: list[np.
     kept_of_cluster = np.empty(n, np.int64)
     kept_of_cluster[cluster[order][first]] = order[first]
     size = np.bincount(cluster, minlength=n)
-    return Resolution(cluster=cluster, kept=kept_of_cluster[cluster], size=size[cluster], n_reference=n_reference)
+    return Resolution(cluster=cluster, kept=kept_of_cluster[cluster], size=size[cluster], n_reference=n_reference,
+                      within_data=within_data)
 
 
 def size_histogram(resolution: Resolution) -> dict[str, int]:

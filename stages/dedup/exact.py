@@ -32,6 +32,7 @@ class DedupExact(TextDedupStage):
         keep: which row of a cluster stays: 'first' (input order), 'longest', 'lowest_id' or 'column'
         keep_column: with keep='column', the column whose best value wins (e.g. a quality score)
         keep_descending: with keep='column', True keeps the highest value, False the lowest
+        within_data: with a reference, also remove duplicates within data (False: only rows duplicating the reference)
     """
 
     name = "dedup_exact"
@@ -45,6 +46,7 @@ class DedupExact(TextDedupStage):
         keep: Literal["first", "longest", "lowest_id", "column"] = "first",
         keep_column: str | None = None,
         keep_descending: bool = True,
+        within_data: bool = True,
     ):
         self.text_column = text_column
         self.id_column = id_column
@@ -52,6 +54,7 @@ class DedupExact(TextDedupStage):
         self.keep = keep
         self.keep_column = keep_column
         self.keep_descending = keep_descending
+        self.within_data = within_data
 
     def validate(self) -> None:
         self.validate_keep()

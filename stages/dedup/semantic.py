@@ -51,6 +51,7 @@ class DedupSemantic(DedupStage):
         keep: which row of a cluster stays: 'nearest_centroid', 'first' (input order), 'lowest_id' or 'column'
         keep_column: with keep='column', the column whose best value wins (e.g. a quality score)
         keep_descending: with keep='column', True keeps the highest value, False the lowest
+        within_data: with a reference, also remove duplicates within data (False: only rows duplicating the reference)
     """
 
     name = "dedup_semantic"
@@ -68,6 +69,7 @@ class DedupSemantic(DedupStage):
         keep: Literal["nearest_centroid", "first", "lowest_id", "column"] = "nearest_centroid",
         keep_column: str | None = None,
         keep_descending: bool = True,
+        within_data: bool = True,
     ):
         self.embedding_column = embedding_column
         self.id_column = id_column
@@ -77,6 +79,7 @@ class DedupSemantic(DedupStage):
         self.keep = keep
         self.keep_column = keep_column
         self.keep_descending = keep_descending
+        self.within_data = within_data
 
     def validate(self) -> None:
         self.validate_keep()

@@ -18,6 +18,7 @@ import numpy as np
 import rensa
 
 SIGNATURE_SEED = 0x5EED_D3D0
+_PAIR_SALT = np.uint64(0x9E3779B97F4A7C15)
 # rensa versions its algorithm; the stages put it in their fingerprint so a change recomputes.
 ALGORITHM_VERSION = int(getattr(rensa.RMinHash, "ALGORITHM_VERSION", 0))
 
@@ -65,11 +66,14 @@ def _jaccard_chunk(hashes: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, p
     first_out = np.cumsum(lengths) - lengths
     gather = np.arange(total, dtype=np.int64) - np.repeat(first_out, lengths) + np.repeat(starts, lengths)
     values = hashes[gather]
-    order = np.lexsort((values, pair_of))
-    v, p = values[order], pair_of[order]
+    # One sort key per (pair, value): the value xor a pair salt. Two different (pair, value)s share
+    # a key only if their values differ by exactly the salts' xor (probability 2**-64 a comparison).
+    keys = values ^ (pair_of.astype(np.uint64) * _PAIR_SALT)
+    order = np.argsort(keys)
+    k = keys[order]
     shared = np.zeros(len(pairs), np.int64)
     if total > 1:
-        same = (v[1:] == v[:-1]) & (p[1:] == p[:-1])
-        shared = np.bincount(p[1:][same], minlength=len(pairs))
+        same = k[1:] == k[:-1]
+        shared = np.bincount(pair_of[order][1:][same], minlength=len(pairs))
     union = sizes[a] + sizes[b] - shared
     return np.where(union > 0, shared / np.maximum(union, 1), 1.0)

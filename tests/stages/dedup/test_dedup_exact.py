@@ -93,3 +93,13 @@ def test_bad_values_are_refused():
         DedupExact().apply(_frame(["fine", "  "]))
     with pytest.raises(InputDataError, match="already has a column 'reason'"):
         DedupExact().apply(_frame(["a", "b"], reason=["x", "y"]))
+
+
+def test_reference_only_mode_keeps_duplicates_within_data():
+    data = _frame(["held out question one", "training text", "training text", "other"])
+    reference = pl.DataFrame({"id": ["t1"], "text": ["held out question one"]})
+    result = DedupExact(within_data=False).execute(data=data, reference=reference)
+    assert result.table["id"].to_list() == ["r1", "r2", "r3"]
+    assert result.side_outputs["removed"]["id"].to_list() == ["r0"]
+    clusters = result.side_outputs["clusters"]
+    assert clusters.filter(pl.col("id") == "r2")["kept"].to_list() == [True]
