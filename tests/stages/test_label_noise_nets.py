@@ -1,0 +1,101 @@
+"""label_noise_nets: the sweeps it plans, what each run records, and sanity checks chance cannot pass."""
+
+from html import unescape
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.errors import ParamError
+from stages.label_noise_nets import LabelNoiseNets, _token_ids
+from stages.labelled_corpora import SklearnDigits
+from stages.nets import TrainConfig, build_model
+
+
+@pytest.fixture(scope="module")
+def digits() -> pl.DataFrame:
+    return SklearnDigits().apply()
+
+
+@pytest.fixture(scope="module")
+def study(digits, tmp_path_factory):
+    stage = LabelNoiseNets(models=["mlp", "logistic"], alphas=[0, 20], noises=["uniform", "structured"], delta=0.5,
+                           batch_size=64, batch_sizes=[32, 256], batch_alphas=[20], clean_fractions=[0.5, 1.0],
+                           examples=40_000, seeds=1)
+    return stage, stage.execute(digits, seed=3, workdir=tmp_path_factory.mktemp("nets"))
+
+
+def test_every_sweep_point_is_trained_once(study):
+    stage, result = study
+    table = result.table
+    keys = table.select("model", "noise", "alpha", "batch_size", "clean_fraction", "repeat")
+    assert keys.unique().height == table.height
+    # main: 2 models x 2 noises x 2 alphas; batch: B=32 and B=256 at alpha 20; clean: fraction 0.5 x 2 alphas
+    assert table.height == 8 + 2 + 2
+    batch = table.filter((pl.col("alpha") == 20) & (pl.col("noise") == "uniform") & (pl.col("model") == "mlp")
+                         & (pl.col("clean_fraction") == 1.0))
+    assert sorted(batch["batch_size"].to_list()) == [32, 64, 256]
+    # The learning rate scales with the batch size (0.05 at the base size 64).
+    assert dict(zip(batch["batch_size"], batch["lr"])) == pytest.approx({32: 0.025, 64: 0.05, 256: 0.2})
+
+
+def test_dilution_sizes_are_exact(study):
+    _, result = study
+    for row in result.table.iter_rows(named=True):
+        assert row["train_rows"] == row["train_clean_rows"] + int(np.floor(row["alpha"] * row["train_clean_rows"] + 0.5))
+    half = result.table.filter(pl.col("clean_fraction") == 0.5)["train_clean_rows"].unique()
+    full = result.table.filter(pl.col("clean_fraction") == 1.0)["train_clean_rows"].unique()
+    assert half.len() == 1 and full.len() == 1 and abs(half[0] / full[0] - 0.5) < 0.02
+
+
+def test_clean_training_learns_and_structured_noise_past_one_over_delta_destroys_it(study):
+    _, result = study
+    t = result.table
+    clean = t.filter((pl.col("model") == "mlp") & (pl.col("alpha") == 0) & (pl.col("clean_fraction") == 1.0))
+    assert clean["accuracy"].min() > 0.85  # chance is 0.1
+    # delta 0.5, alpha 20: the confusing class gets ~10.5 labels per input against ~2 for the true one.
+    structured = t.filter((pl.col("model") == "mlp") & (pl.col("noise") == "structured") & (pl.col("alpha") == 20))
+    uniform = t.filter((pl.col("model") == "mlp") & (pl.col("noise") == "uniform") & (pl.col("alpha") == 20)
+                       & (pl.col("batch_size") == 64) & (pl.col("clean_fraction") == 1.0))
+    assert structured["accuracy"][0] < 0.3
+    assert uniform["accuracy"][0] > structured["accuracy"][0] + 0.2
+
+
+def test_report_transitions_and_findings(study):
+    stage, result = study
+    html = unescape((result.artefact_dir / "report.html").read_text())
+    for heading in ("Findings", "Accuracy against alpha", "Batch size", "Clean training-set size", "Realised noise",
+                    "Configuration"):
+        assert heading in html
+    assert '"seed": 3' in html and "label_noise_nets" in html
+    trans = result.side_outputs["transitions"]
+    assert trans["count"].sum() == result.table.filter(
+        (pl.col("noise") == "structured") & (pl.col("alpha") == 20) & (pl.col("model") == "mlp"))["train_rows"][0]
+    assert set(result.stats) >= {"uniform_accuracy_at_max_alpha", "structured_accuracy_below_above_1_over_delta",
+                                 "batch_size_rises", "largest_robust_alpha_by_clean_rows"}
+
+
+def test_same_seed_same_table(digits):
+    stage = LabelNoiseNets(models=["mlp"], alphas=[0, 2], noises=["uniform"], batch_sizes=[], batch_alphas=[],
+                           clean_fractions=[1.0], examples=3_000, seeds=1)
+    a = stage.apply(digits.head(300), seed=1)
+    b = stage.apply(digits.head(300), seed=1)
+    assert a.equals(b)
+
+
+def test_token_ids_pad_at_the_end_and_use_fit_vocabulary_only():
+    texts = pl.Series(["alpha beta beta", "beta gamma", "delta delta alpha", "zeta"])
+    ids, vocab = _token_ids(texts, np.array([0, 1, 2]), max_tokens=4)
+    # fit words seen twice or more: beta (3), alpha (2), delta (2); gamma/zeta are out of vocabulary
+    assert vocab == 3
+    assert ids.tolist() == [[2, 1, 1, 0], [1, 0, 0, 0], [3, 3, 2, 0], [0, 0, 0, 0]]
+
+
+def test_models_and_bad_params():
+    assert TrainConfig(batch_size=256, base_batch_size=64, lr=0.01).scaled_lr == pytest.approx(0.04)
+    with pytest.raises(ValueError, match="square"):
+        build_model("convnet", 10, 3)
+    with pytest.raises(ParamError, match="clean_fractions"):
+        LabelNoiseNets(clean_fractions=[0]).validate()
+    with pytest.raises(ParamError, match="val_fraction"):
+        LabelNoiseNets(val_fraction=0.7).validate()
