@@ -27,7 +27,8 @@ from stages.dedup.clusters import Resolution, resolve, summary
 
 KEEP_POLICIES = ("first", "longest", "lowest_id", "column")
 ADDED_COLUMNS = ("cluster_id", "duplicate_of", "duplicate_of_input", "similarity", "reason")
-SCAN_BATCH_ROWS = 16_384
+# Rows per first-pass batch: large enough to vectorise, small enough that per-byte hashing stays small.
+SCAN_BATCH_ROWS = 8_192
 
 
 @dataclass

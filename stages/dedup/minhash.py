@@ -17,7 +17,7 @@ import polars as pl
 
 from pipeline.errors import ParamError
 from pipeline.stage import Context
-from stages.dedup.base import Scan, TextDedupStage
+from stages.dedup.base import SCAN_BATCH_ROWS, Scan, TextDedupStage
 from stages.dedup.lsh import Banding, candidate_pairs, choose_bands, signature_similarity
 from stages.dedup.shingles import MAX_NGRAM, shingle_hashes, shingle_sets
 from stages.dedup.signatures import ALGORITHM_VERSION, jaccard_pairs, minhash_signatures
@@ -143,7 +143,7 @@ class DedupMinhash(TextDedupStage):
         columns = [self.id_column, self.text_column]
         for ds, start in scan.sources:
             position = start
-            for batch in ds.iter_batches(16_384, columns=columns):
+            for batch in ds.iter_batches(SCAN_BATCH_ROWS, columns=columns):
                 inside = needed[(needed >= position) & (needed < position + batch.height)] - position
                 if inside.size:
                     texts = batch.get_column(self.text_column).gather(inside)

@@ -28,9 +28,23 @@ BOILERPLATE = (
 _FILLER = ("data", "value", "module", "object", "returns", "the", "a", "function", "string", "list")
 
 
-def real_documents(min_words: int = 50, max_words: int = 400, limit: int | None = None) -> list[str]:
-    """Distinct paragraphs of real prose: pydoc topic paragraphs, then stdlib docstrings (deterministic order)."""
+def real_documents(min_words: int = 50, max_words: int = 400, limit: int | None = None,
+                   distinct_below: float | None = 0.5) -> list[str]:
+    """Distinct paragraphs of real prose: pydoc topic paragraphs, then stdlib docstrings (deterministic order).
+
+    The standard library repeats itself (lstrip/rstrip/strip, binary vs augmented operators), so
+    with `distinct_below` set, only the first of any documents whose 5-word-shingle Jaccard reaches
+    it is kept: controls are then distinct documents, as planted-duplicate measurements need.
+    """
     import pydoc_data.topics as topics
+
+    if distinct_below is not None:
+        from stages.dedup.rate import near_duplicate_clusters
+
+        pool = real_documents(min_words, max_words, None if limit is None else 2 * limit + 200, None)
+        labels = near_duplicate_clusters(pool, threshold=distinct_below)
+        distinct = [text for i, text in enumerate(pool) if labels[i] == i]
+        return distinct[:limit] if limit is not None else distinct
 
     out: list[str] = []
     seen: set[str] = set()
