@@ -56,12 +56,28 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait this long for another run holding the lock, instead of refusing")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (which steps are cached, which will run and why) and run nothing")
+
+
+def _dry_run(args: argparse.Namespace) -> int:
+    from pipeline.config import load_config
+    from pipeline.plan import format_plan, plan_run
+
+    config = load_config(args.config, args.overrides)
+    plan = plan_run(config, workdir=args.workdir, force=args.force, only=args.only, until=args.until)
+    print(format_plan(plan, Path(args.workdir) / config.name))
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
     import yaml
 
     from pipeline.runner import run_pipeline
+    from pipeline.summary import format_summary
+
+    if args.dry_run:
+        return _dry_run(args)
 
     options = {}
     for item in args.executor_options:
@@ -73,11 +89,13 @@ def _run(args: argparse.Namespace) -> int:
         if args.executor != "ray":
             raise PipelineError("--address is for --executor ray")
         options["address"] = args.address
-    run_pipeline(
+    report = run_pipeline(
         args.config, workdir=args.workdir, force=args.force, only=args.only, until=args.until,
         overrides=args.overrides, quiet=args.quiet, executor=args.executor, executor_options=options,
         wait_for_lock_s=args.wait,
     )
+    if not args.quiet:
+        print(format_summary(report))
     return 0
 
 
@@ -152,9 +170,11 @@ def _stages(args: argparse.Namespace) -> int:
 def _configure_show(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a pipeline name (under --workdir) or a run folder")
     p.add_argument("--workdir", default="data/runs")
+    p.add_argument("--json", action="store_true", help="the run record and every step's manifest, as JSON")
 
 
 def _show(args: argparse.Namespace) -> int:
+    from pipeline.files import describe_path
     from pipeline.runner import RUN_RECORD, read_manifest
 
     run_dir = Path(args.run)
@@ -162,9 +182,14 @@ def _show(args: argparse.Namespace) -> int:
         run_dir = Path(args.workdir) / args.run
     record_path = run_dir / RUN_RECORD
     if not record_path.exists():
-        raise PipelineError("no run found (expected a _run.json inside)", file=str(run_dir),
+        raise PipelineError("no run found (expected a _run.json inside)", file=describe_path(run_dir),
                             hint="give a pipeline name and its --workdir, or the run folder")
     record = json.loads(record_path.read_text())
+    if args.json:
+        record["run_dir"] = str(run_dir.resolve())
+        record["manifests"] = {s["id"]: read_manifest(run_dir / s["id"]) for s in record["steps"]}
+        print(json.dumps(record, indent=2, default=str))
+        return 0
     print(f"pipeline {record['pipeline']}  ({record['config']}, executor {record['executor']})")
     print(f"last run {record['started_at']} .. {record['finished_at']}  in {run_dir}")
     print(f"{'step':<20} {'stage':<18} {'status':<8} {'rows':>12} {'time':>9} {'peak mem':>10}  artefacts")
@@ -185,10 +210,65 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- cache
+
+
+def _configure_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", default="list", choices=["list", "clear"],
+                   help="list the caches with their sizes (default), or clear them")
+    p.add_argument("--workdir", default="data/runs", help="the run workdir whose .cache/ to include")
+    p.add_argument("--cache", dest="kinds", action="append", metavar="NAME",
+                   help="only this cache (repeatable; default: all)")
+    p.add_argument("--older-than", metavar="WHEN",
+                   help="clear only entries last modified before a date (2026-11-01) or an age (30d, 12h)")
+    p.add_argument("--json", action="store_true", help="machine-readable listing")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from pipeline.caches import CACHES, cache_entries, check_kinds, clear_caches, parse_older_than
+
+    check_kinds(args.kinds)
+    workdir = Path(args.workdir)
+    if args.action == "clear":
+        older = parse_older_than(args.older_than) if args.older_than else None
+        removed = clear_caches(workdir, args.kinds, older)
+        when = f" last modified before {older:%Y-%m-%d %H:%M} UTC" if older else ""
+        print(f"removed {len(removed)} entries{when}, {_size(sum(e.bytes for e in removed))}")
+        return 0
+    if args.older_than:
+        raise PipelineError("--older-than is for `pipeline cache clear`")
+    listing = cache_entries(workdir, args.kinds)
+    if args.json:
+        print(json.dumps({name: {"roots": [str(r) for r in roots], "entries": len(entries),
+                                 "bytes": sum(e.bytes for e in entries),
+                                 "oldest": min((e.modified for e in entries), default=None),
+                                 "newest": max((e.modified for e in entries), default=None)}
+                          for name, (roots, entries) in listing.items()}, indent=2, default=str))
+        return 0
+    for name, (roots, entries) in listing.items():
+        span = (f", modified {min(e.modified for e in entries):%Y-%m-%d} .. {max(e.modified for e in entries):%Y-%m-%d}"
+                if entries else "")
+        print(f"{name:<14} {len(entries):>6} entries {_size(sum(e.bytes for e in entries)):>11}{span}"
+              f"  — {CACHES[name].description}")
+        for root in roots:
+            print(f"{'':<14} {root}{'' if root.is_dir() else ' (not created yet)'}")
+    return 0
+
+
 register_command("run", "run a pipeline (unchanged steps are reused)", _configure_run, _run)
 register_command("validate", "check a config without running it", _configure_validate, _validate)
 register_command("stages", "list stages with their params, types, defaults and docs", _configure_stages, _stages)
 register_command("show", "show a run: steps, rows, cache hits, timings, artefacts", _configure_show, _show)
+register_command("cache", "list the caches (embeddings, static models, Arrow) with sizes, or clear them",
+                 _configure_cache, _cache)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,6 @@ training code.
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,21 +38,9 @@ SINK_ROW_GROUP_ROWS = 16_384
 
 
 def _expand_parquet_path(path: str | Path) -> list[Path]:
-    text = str(path)
-    if any(ch in text for ch in "*?["):
-        files = sorted(Path(p) for p in glob.glob(text, recursive=True))
-    else:
-        p = Path(text)
-        if p.is_dir():
-            files = sorted(p.glob(PART_GLOB)) or sorted(p.rglob("*.parquet"))
-        elif p.exists():
-            files = [p]
-        else:
-            raise InputDataError("path does not exist", file=text)
-    files = [f for f in files if f.is_file() and not f.name.startswith((".", "_"))]
-    if not files:
-        raise InputDataError("no Parquet files found", file=text)
-    return files
+    from pipeline.files import find_files
+
+    return find_files(path, (PART_GLOB, "**/*.parquet"), what="Parquet files")
 
 
 class Dataset:

@@ -7,7 +7,6 @@ instead of passing an empty table downstream.
 
 from __future__ import annotations
 
-import glob as globlib
 import re
 import sysconfig
 from pathlib import Path
@@ -17,7 +16,9 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputDataError, ParamError, PipelineError
+from pipeline.files import describe_path, find_files
 from pipeline.stage import Context, Stage
+from stages.formats import FileFormat, detect, read_frame
 
 
 def normalise(
@@ -66,26 +67,21 @@ def normalise(
 
 
 def _expand(path: str, pattern: str | None = None) -> list[Path]:
-    if any(ch in path for ch in "*?["):
-        files = [Path(p) for p in globlib.glob(path, recursive=True)]
-    elif Path(path).is_dir():
-        files = list(Path(path).glob(pattern or "**/*"))
-    elif Path(path).exists():
-        files = [Path(path)]
-    else:
-        raise ParamError("path", "does not exist", file=path)
-    files = sorted(f for f in files if f.is_file() and not f.name.startswith((".", "_")))
-    if not files:
-        raise ParamError("path", "matches no files", file=path)
-    return files
+    return find_files(path, (pattern or "**/*",), param="path")
 
 
 def _example_dir() -> Path:
-    """A small folder of real text (pydoc topics) for the conformance examples of file sources."""
+    """A small folder of real text (pydoc topics) for the conformance examples of file sources.
+
+    Removed when the process exits, so examples leave no temporary folders behind.
+    """
+    import atexit
+    import shutil
     import tempfile
     from pydoc_data.topics import topics
 
     d = Path(tempfile.mkdtemp(prefix="corpusforge-example-"))
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
     names = sorted(topics)[:4]
     frame = pl.DataFrame({"id": names, "text": [topics[n] for n in names]})
     frame.write_parquet(d / "docs.parquet")
@@ -147,25 +143,17 @@ class ReadParquet(_FileSource):
         return {"path": str(_example_dir() / "docs.parquet")}, {}
 
 
-def _read_each(files: list[Path], reader, label_param: str = "path") -> tuple[pl.DataFrame, list[int]]:
-    frames, counts = [], []
-    for f in files:
-        try:
-            frame = reader(f)
-        except (pl.exceptions.ComputeError, pl.exceptions.PolarsError, UnicodeDecodeError, OSError) as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputDataError(f"cannot read ({msg})", param=label_param, file=str(f)) from None
-        frames.append(frame)
-        counts.append(frame.height)
-    return pl.concat(frames, how="diagonal_relaxed"), counts
-
+def _read_each(files: list[Path], fmt: str, **options) -> tuple[pl.DataFrame, list[int]]:
+    """Read files of one format (each may be gzip or zstd compressed, told from its bytes)."""
+    frames = [read_frame(f, FileFormat(fmt, detect(f).compression), **options) for f in files]
+    return pl.concat(frames, how="diagonal_relaxed"), [f.height for f in frames]
 
 
 class ReadJsonl(_FileSource):
-    """Read JSON Lines files (a file, a folder or a glob).
+    """Read JSON Lines files (a file, a folder or a glob), plain, gzip or zstd.
 
     Parameters:
-        path: a .jsonl file, a folder, or a glob
+        path: a .jsonl (.jsonl.gz, .jsonl.zst) file, a folder, or a glob
         text_column: the field holding the text (renamed to `text`)
         id_column: a unique field to use as `id`; by default `id` if present, else file:row
         glob: file pattern used when `path` is a folder
@@ -174,7 +162,7 @@ class ReadJsonl(_FileSource):
     name = "read_jsonl"
 
     def __init__(self, path: str, text_column: str = "text", id_column: str | None = None,
-                 glob: str = "**/*.jsonl"):
+                 glob: str = "**/*.jsonl*"):
         self.path = path
         self.text_column = text_column
         self.id_column = id_column
@@ -182,7 +170,7 @@ class ReadJsonl(_FileSource):
 
     def run(self, ctx: Context) -> pl.DataFrame:
         files = _expand(self.path, self.glob)
-        df, counts = _read_each(files, lambda f: pl.read_ndjson(f, infer_schema_length=None))
+        df, counts = _read_each(files, "jsonl")
         return normalise(df, text_column=self.text_column, id_column=self.id_column,
                          default_ids=_row_ids(files, counts, self.path), label=self.path)
 
@@ -192,10 +180,10 @@ class ReadJsonl(_FileSource):
 
 
 class ReadCsv(_FileSource):
-    """Read CSV files (a file, a folder or a glob).
+    """Read CSV files (a file, a folder or a glob), plain, gzip or zstd.
 
     Parameters:
-        path: a .csv file, a folder, or a glob
+        path: a .csv (.csv.gz, .csv.zst) file, a folder, or a glob
         text_column: the column holding the text (renamed to `text`)
         id_column: a unique column to use as `id`; by default `id` if present, else file:row
         separator: the field separator
@@ -205,7 +193,7 @@ class ReadCsv(_FileSource):
     name = "read_csv"
 
     def __init__(self, path: str, text_column: str = "text", id_column: str | None = None,
-                 separator: str = ",", glob: str = "**/*.csv"):
+                 separator: str = ",", glob: str = "**/*.csv*"):
         self.path = path
         self.text_column = text_column
         self.id_column = id_column
@@ -219,9 +207,7 @@ class ReadCsv(_FileSource):
 
     def run(self, ctx: Context) -> pl.DataFrame:
         files = _expand(self.path, self.glob)
-        df, counts = _read_each(
-            files, lambda f: pl.read_csv(f, separator=self.separator, infer_schema_length=10000, encoding="utf8")
-        )
+        df, counts = _read_each(files, "csv", separator=self.separator)
         return normalise(df, text_column=self.text_column, id_column=self.id_column,
                          default_ids=_row_ids(files, counts, self.path), label=self.path)
 
@@ -291,11 +277,61 @@ class ReadText(_FileSource):
         return {"path": str(_example_dir()), "unit": "line"}, {}
 
 
+HF_MARKERS = ("dataset_dict.json", "state.json", "dataset_info.json")
+
+
+def is_saved_hf_dataset(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and any((p / m).exists() for m in HF_MARKERS)
+
+
+def split_path(path: str, split: str | None = None) -> tuple[str, str | None]:
+    """`folder:split` as (folder, split); a path that exists as written is never split."""
+    if not Path(path).exists() and ":" in path:
+        base, _, named = path.rpartition(":")
+        if base and named and is_saved_hf_dataset(base):
+            if split is not None and split != named:
+                raise ParamError("split", f"'{split}' contradicts the split in the path ('{path}')")
+            return base, named
+    return path, split
+
+
+def open_saved_dataset(path: str, split: str | None):
+    """A `datasets.Dataset` saved with `save_to_disk` (memory-mapped, never read whole); a DatasetDict needs a split."""
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputDataError(f"not a saved Hugging Face dataset ({exc})", param="path",
+                             file=describe_path(path)) from None
+    if isinstance(loaded, datasets.DatasetDict):
+        if split is None:
+            raise ParamError("split", f"the folder holds a DatasetDict; choose a split: {', '.join(loaded)} "
+                                      f"(or write the path as '{path}:SPLIT')", file=describe_path(path))
+        if split not in loaded:
+            raise ParamError("split", f"no split '{split}'; available splits: {', '.join(loaded)}",
+                             file=describe_path(path))
+        return loaded[split]
+    if split is not None:
+        raise ParamError("split", f"the folder holds one Dataset, not a DatasetDict; leave out the split '{split}'",
+                         file=describe_path(path))
+    return loaded
+
+
+def read_saved_dataset(path: str, split: str | None, *, text_column: str, id_column: str | None,
+                       label: str) -> pl.DataFrame:
+    loaded = open_saved_dataset(path, split)
+    df = pl.from_arrow(loaded.data.table)
+    ids = pl.Series("id", [str(i) for i in range(df.height)], dtype=pl.String)
+    return normalise(df, text_column=text_column, id_column=id_column, default_ids=ids, label=label)
+
+
 class ReadHfDataset(_FileSource):
     """Read a Hugging Face dataset saved with `save_to_disk` (no hub access).
 
     Parameters:
-        path: the folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`
+        path: the folder written by `Dataset.save_to_disk` or `DatasetDict.save_to_disk`; `folder:split` names a split
         split: which split of a DatasetDict to read
         text_column: the column holding the text (renamed to `text`)
         id_column: a unique column to use as `id`; by default `id` if present, else the row number
@@ -311,29 +347,18 @@ class ReadHfDataset(_FileSource):
         self.id_column = id_column
 
     def fingerprint_extra(self):
-        return _file_stats(sorted(p for p in Path(self.path).rglob("*") if p.is_file()))
+        folder, split = split_path(self.path, self.split)
+        return [split, _file_stats(sorted(p for p in Path(folder).rglob("*") if p.is_file()))]
 
     def validate(self) -> None:
-        if not Path(self.path).is_dir():
-            raise ParamError("path", "is not a folder saved with datasets' save_to_disk", file=self.path)
+        folder, _ = split_path(self.path, self.split)
+        if not Path(folder).is_dir():
+            raise ParamError("path", "is not a folder saved with datasets' save_to_disk", file=describe_path(folder))
 
     def run(self, ctx: Context) -> pl.DataFrame:
-        import datasets
-
-        try:
-            loaded = datasets.load_from_disk(self.path)
-        except (FileNotFoundError, ValueError) as exc:
-            raise InputDataError(f"not a saved Hugging Face dataset ({exc})", param="path", file=self.path) from None
-        if isinstance(loaded, datasets.DatasetDict):
-            if self.split is None or self.split not in loaded:
-                raise ParamError("split", f"choose one of {sorted(loaded)}", file=self.path)
-            loaded = loaded[self.split]
-        df = pl.from_arrow(loaded.data.table)
-        ids = pl.Series("id", [str(i) for i in range(df.height)], dtype=pl.String)
-        return normalise(df, text_column=self.text_column, id_column=self.id_column, default_ids=ids, label=self.path)
-
-
-# ------------------------------------------------------------------------- embedded corpora
+        folder, split = split_path(self.path, self.split)
+        return read_saved_dataset(folder, split, text_column=self.text_column, id_column=self.id_column,
+                                  label=self.path)
 
     @classmethod
     def example(cls):
@@ -342,6 +367,9 @@ class ReadHfDataset(_FileSource):
         d = _example_dir()
         datasets.Dataset.from_parquet(str(d / "docs.parquet")).save_to_disk(str(d / "hf"))
         return {"path": str(d / "hf")}, {}
+
+
+# ------------------------------------------------------------------------- embedded corpora
 
 
 class PythonDocs(Stage):

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import polars as pl
 import pytest
 
 from pipeline.errors import ParamError, PipelineError
-from stages.labelled_corpora import FORTUNES_DIR, Fortunes, SklearnDigits, fortune_categories, read_fortunes
+from stages.labelled_corpora import (
+    FORTUNES_DIR_ENV,
+    Fortunes,
+    SklearnDigits,
+    fortune_categories,
+    fortunes_dir,
+    fortunes_installed,
+    read_fortunes,
+)
 
 needs_fortunes = pytest.mark.skipif(
-    not Path(FORTUNES_DIR).is_dir(), reason="needs the Debian fortunes: apt-get install fortunes fortunes-min"
+    not fortunes_installed(), reason="needs the Debian fortunes: apt-get install fortunes fortunes-min"
 )
 
 
@@ -44,7 +51,7 @@ def test_fortunes_are_labelled_by_category_with_stable_ids():
 
 @needs_fortunes
 def test_overstruck_underlines_read_as_plain_text():
-    items = read_fortunes(Path(FORTUNES_DIR) / "science")
+    items = read_fortunes(fortunes_dir() / "science")
     dragons = next(t for t in items if "Neantical Nillity" in t)
     assert "with what does exist." in dragons
 
@@ -65,7 +72,28 @@ def test_missing_fortunes_package_says_what_to_install(tmp_path):
 
 @needs_fortunes
 def test_fortunes_read_from_another_directory(tmp_path):
-    shutil.copy(Path(FORTUNES_DIR) / "goedel", tmp_path / "goedel")
+    shutil.copy(fortunes_dir() / "goedel", tmp_path / "goedel")
     table = Fortunes(directory=str(tmp_path)).apply()
     assert set(table["label"]) == {"goedel"}
     assert table.height == len(read_fortunes(tmp_path / "goedel"))
+
+
+def test_an_empty_fortunes_folder_counts_as_not_installed(tmp_path, monkeypatch):
+    monkeypatch.setenv(FORTUNES_DIR_ENV, str(tmp_path))
+    assert not fortunes_installed()
+    with pytest.raises(PipelineError, match="no fortune files in .*apt-get install fortunes fortunes-min"):
+        Fortunes().apply()
+
+
+def test_fortune_files_in_the_debian_format_are_read_from_the_env_folder(tmp_path, monkeypatch):
+    """The reader, without the Debian package: a fortune file written from pydoc text, with overstrikes."""
+    from pydoc_data.topics import topics
+
+    items = [topics[k].strip() for k in ("assert", "pass", "del")]
+    underlined = "".join(f"_\b{c}" for c in "bold")
+    (tmp_path / "pydoc").write_text("\n%\n".join([*items, f"a {underlined} word"]) + "\n%\n")
+    (tmp_path / "pydoc.dat").write_bytes(b"index")
+    monkeypatch.setenv(FORTUNES_DIR_ENV, str(tmp_path))
+    table = Fortunes().apply()
+    assert table["label"].to_list() == ["pydoc"] * 4
+    assert table["text"].to_list() == [*items, "a bold word"]

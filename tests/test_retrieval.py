@@ -17,9 +17,9 @@ from stages.retrieval import BuildIndex, Chunk, Index, Retrieve, auto_factory, c
 DOCS = pl.DataFrame({"id": sorted(topics), "text": [topics[k] for k in sorted(topics)]})
 
 
-def fortunes() -> list[str]:
-    text = Path("/usr/share/games/fortunes/computers").read_text(encoding="utf-8", errors="replace")
-    return [f.strip() for f in text.split("\n%\n") if f.strip()]
+def paragraphs() -> list[str]:
+    """Paragraphs of the Python reference (ships with Python): short and long real prose."""
+    return [p.strip() for k in sorted(topics) for p in topics[k].split("\n\n") if p.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def _index_dir(corpus, tmp_path, **params) -> Path:
 
 
 def test_whitespace_chunks_cover_every_word_once():
-    for text in fortunes()[:50]:
+    for text in paragraphs()[:200]:
         spans = chunk_texts([text], size=16, tokenizer="whitespace")[0]
         words = text.split()
         assert sum(n for _, _, n in spans) == len(words)
@@ -52,7 +52,7 @@ def test_whitespace_chunks_cover_every_word_once():
 
 
 def test_overlapping_chunks_share_exactly_overlap_tokens():
-    text = fortunes()[3] * 3
+    text = next(p for p in paragraphs() if 30 <= len(p.split()) <= 60) * 3
     words = text.split()
     spans = chunk_texts([text], size=10, overlap=4, tokenizer="whitespace")[0]
     chunks = [text[a:b].split() for a, b, _ in spans]

@@ -42,9 +42,9 @@ def test_curve_table_and_plot(few_digits, tmp_path):
 
 def test_text_features_use_tfidf(tmp_path):
     pytest.importorskip("sklearn")
-    from stages.labelled_corpora import FORTUNES_DIR, Fortunes
+    from stages.labelled_corpora import Fortunes, fortunes_installed
 
-    if not __import__("pathlib").Path(FORTUNES_DIR).is_dir():
+    if not fortunes_installed():
         pytest.skip("needs the Debian fortunes: apt-get install fortunes fortunes-min")
     corpus = Fortunes(categories=["computers", "food", "sports"], max_per_category=60).apply()
     table = LabelNoiseCurve(alphas=[0, 1], noises=["uniform"]).apply(corpus, seed=0)

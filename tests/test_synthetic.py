@@ -239,14 +239,14 @@ def test_library_resume_reuses_checkpoints_in_the_same_workdir(corpus, tmp_path)
 def test_external_generator_mixes_the_users_parquet(corpus, tmp_path):
     synthetic_dir = tmp_path / "synthetic"
     synthetic_dir.mkdir()
-    fortunes = [f.strip() for f in open("/usr/share/games/fortunes/computers", encoding="utf-8",
-                                        errors="replace").read().split("\n%\n") if f.strip()]
+    # The user's "generated" text: later paragraphs of the Python reference, none of them in `corpus`.
+    users_text = pydoc_paragraphs()["text"].to_list()[500:620]
     for t in (1, 2):
-        pl.DataFrame({"text": fortunes[t * 40: t * 40 + 30]}).write_parquet(synthetic_dir / f"gen-{t:03d}.parquet")
+        pl.DataFrame({"text": users_text[t * 40: t * 40 + 30]}).write_parquet(synthetic_dir / f"gen-{t:03d}.parquet")
     table = Generations(generations=2, schedules=["replace", "keep_real"], corpus_size=20, real_fraction=0.25,
                         generator="external", generator_params={"path": str(synthetic_dir)}).apply(corpus, seed=0)
     synthetic = table.filter(pl.col("origin") == "synthetic")
-    assert set(synthetic["text"]) <= set(fortunes)
+    assert set(synthetic["text"]) <= set(users_text)
     assert set(synthetic["generator"]) == {"external"}
     assert origin_counts(table, "keep_real", 2) == {"human": 5, "synthetic": 15}
     with pytest.raises(InputDataError, match="no synthetic data for generation 3"):

@@ -1,0 +1,166 @@
+"""Build a pipeline in Python: Stage objects and in-memory frames in, the YAML run's cache and manifests out.
+
+    from pipeline.builder import PipelineBuilder
+    from stages.noise import LabelNoise
+    from stages.transforms import LengthFilter
+
+    p = PipelineBuilder("study", seed=0)
+    docs = p.add("docs", PythonDocs(granularity="paragraph"))
+    p.add("prose", LengthFilter(min_words=40), docs)
+    labels = p.add_frame("labels", train_df)                  # polars, Arrow, pandas, datasets
+    p.add("noisy", LabelNoise(mode="flip", rate=0.2), labels)
+    report = p.run(workdir="data/runs")                       # same as `pipeline run` of that YAML
+
+A builder is a config written in code: `to_config()` is the dict `pipeline run` would read, each
+Stage object becoming its name and params, so runs are cached, resumed and recorded exactly like
+YAML runs. An in-memory frame is written once, by content, under the run folder
+(`_inputs/<digest>/`) and enters through a pass-through `select` step, so it is fingerprinted by
+content: the same frame is a cache hit, a changed one re-runs what depends on it, and everything
+downstream has the fingerprints the YAML run over the same data would have.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import xxhash
+
+from pipeline.errors import PipelineError
+from pipeline.io import Dataset, write_table
+from pipeline.stage import STAGES, Stage
+
+FRAME_FOLDER = "_inputs"
+
+
+@dataclass(frozen=True)
+class StepHandle:
+    """A step added to a builder; pass it as another step's input (or `.side("train")`)."""
+
+    id: str
+
+    def side(self, name: str) -> str:
+        return f"{self.id}:{name}"
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class _HashingSink:
+    """A write-only file that hashes what it is given (so hashing a table never copies it whole)."""
+
+    def __init__(self) -> None:
+        self.hash = xxhash.xxh3_128()
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def frame_digest(table: pa.Table, batch_rows: int = 65_536) -> str:
+    """Content identity of a table: xxh3-128 of its Arrow IPC stream in fixed-size batches.
+
+    Fixed batches, each copied into fresh buffers (`take`), make the digest independent of how the
+    table happens to be chunked or sliced in memory.
+    """
+    sink = _HashingSink()
+    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema) as writer:
+        for offset in range(0, table.num_rows, batch_rows):
+            piece = table.slice(offset, batch_rows)
+            writer.write_table(piece.take(pa.array(range(piece.num_rows), pa.int64())))
+    return sink.hash.hexdigest()
+
+
+def _is_frame(obj: Any) -> bool:
+    return not isinstance(obj, (str, Path, StepHandle)) and obj is not None
+
+
+class PipelineBuilder:
+    """A pipeline assembled from Stage objects and in-memory frames; see the module docstring."""
+
+    def __init__(self, name: str, seed: int = 0):
+        self.name = name
+        self.seed = seed
+        self._steps: list[dict[str, Any]] = []
+        self._frames: dict[str, pa.Table] = {}
+
+    def add(self, step_id: str, stage: Stage, *inputs: Any, **named_inputs: Any) -> StepHandle:
+        """Add a step; inputs are StepHandles, step ids ('step' / 'step:side'), Parquet paths or frames."""
+        if not isinstance(stage, Stage):
+            raise TypeError(f"step '{step_id}': expected a Stage object, got {type(stage).__name__}")
+        if STAGES.get(stage.name) is not type(stage):
+            raise PipelineError(f"stage class {type(stage).__qualname__} is not registered under its name "
+                                f"'{stage.name}'", step=step_id, hint="give the class a unique `name`")
+        if len(inputs) > len(stage.inputs):
+            raise PipelineError(f"takes {len(stage.inputs)} input(s) {stage.inputs}, got {len(inputs)}", step=step_id)
+        given = dict(zip(stage.inputs, inputs)) | named_inputs
+        refs: dict[str, str] = {}
+        for input_name, value in given.items():
+            if _is_frame(value):
+                value = self.add_frame(f"{step_id}.{input_name}", value)
+            refs[input_name] = str(value)
+        step: dict[str, Any] = {"id": step_id, "stage": stage.name, "params": stage.get_params()}
+        if refs:
+            step["inputs"] = refs
+        self._steps.append(step)
+        return StepHandle(step_id)
+
+    def add_frame(self, step_id: str, frame: Any) -> StepHandle:
+        """An in-memory table (polars, Arrow, pandas, datasets) as a step other steps can read."""
+        table = Dataset.from_any(frame, label=f"step '{step_id}'").collect().to_arrow()
+        self._frames[step_id] = table
+        self._steps.append({"id": step_id, "stage": "select", "params": {}, "inputs": {"data": step_id}})
+        return StepHandle(step_id)
+
+    def _materialise(self, workdir: Path) -> dict[str, str]:
+        """Write each frame once under the run folder, named by content; return step id -> folder."""
+        folders = {}
+        for step_id, table in self._frames.items():
+            target = workdir / self.name / FRAME_FOLDER / frame_digest(table)
+            if not target.is_dir():
+                staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
+                staging.mkdir(parents=True)
+                write_table(table, staging)
+                try:
+                    os.rename(staging, target)
+                except OSError:  # written meanwhile by another run: the same content
+                    shutil.rmtree(staging, ignore_errors=True)
+            folders[step_id] = str(target)
+        return folders
+
+    def to_config(self, workdir: str | Path = "data/runs") -> dict[str, Any]:
+        """The config dict `pipeline run` would read (frames written under the run folder first)."""
+        folders = self._materialise(Path(workdir))
+        steps = []
+        for step in self._steps:
+            if step["id"] in folders:
+                step = {**step, "inputs": {"data": folders[step["id"]]}}
+            steps.append(step)
+        return {"name": self.name, "seed": self.seed, "steps": steps}
+
+    def run(self, workdir: str | Path = "data/runs", **options: Any):
+        """Run like `pipeline run` (options: force, only, until, executor, executor_options, quiet...)."""
+        from pipeline.runner import run_pipeline
+
+        return run_pipeline(self.to_config(workdir), workdir=workdir, **options)
+
+    def plan(self, workdir: str | Path = "data/runs", **options: Any):
+        """What `run` would do (force, only, until): the `--dry-run` plan."""
+        from pipeline.plan import plan_run
+
+        return plan_run(self.to_config(workdir), workdir=workdir, **options)

@@ -1,0 +1,76 @@
+"""Finding the files a path names: one rule for every reader (sources, step inputs, `pipeline audit`).
+
+A path is a file, a folder (the files under it that match a pattern), or a glob. Names starting
+with '.' or '_' are bookkeeping (manifests, staging folders, checkpoints) and never data, at any
+depth under the folder. Relative paths are resolved from the current directory, and errors say
+which directory that was, since a user reading "does not exist" needs to know where it looked.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipeline.errors import InputDataError, ParamError, PipelineError
+
+GLOB_CHARS = "*?["
+
+
+def is_glob(path: str | Path) -> bool:
+    return any(ch in str(path) for ch in GLOB_CHARS)
+
+
+def describe_path(path: str | Path) -> str:
+    """The path as the user wrote it, plus the directory a relative path was resolved from."""
+    text = str(path)
+    if Path(text).is_absolute():
+        return text
+    return f"{text} (resolved from {Path.cwd()})"
+
+
+def _is_data(path: Path, root: Path | None) -> bool:
+    if not path.is_file():
+        return False
+    parts = path.relative_to(root).parts if root is not None else (path.name,)
+    return not any(part.startswith((".", "_")) for part in parts)
+
+
+def find_files(
+    path: str | Path,
+    patterns: Sequence[str] = ("**/*",),
+    *,
+    param: str | None = None,
+    what: str = "files",
+) -> list[Path]:
+    """The data files `path` names, sorted: the file itself, a glob's matches, or a folder's files.
+
+    For a folder, `patterns` are tried in order and the first that matches anything wins (so a
+    step folder's own `part-*.parquet` come before anything nested in it). `param` names the
+    parameter in the error (a ParamError); without it the error is an InputDataError.
+    """
+    text = str(path)
+    if is_glob(text):
+        files = [f for f in map(Path, globlib.glob(text, recursive=True)) if _is_data(f, None)]
+    elif Path(text).is_dir():
+        root = Path(text)
+        files = []
+        for pattern in patterns:
+            files = [f for f in root.glob(pattern) if _is_data(f, root)]
+            if files:
+                break
+    elif Path(text).exists():
+        files = [Path(text)]
+    else:
+        raise _error("does not exist", text, param)
+    if not files:
+        hint = f" matching {' or '.join(patterns)}" if Path(text).is_dir() else ""
+        raise _error(f"holds no {what}{hint}", text, param)
+    return sorted(files)
+
+
+def _error(message: str, path: str, param: str | None) -> PipelineError:
+    label = describe_path(path)
+    if param is not None:
+        return ParamError(param, message, file=label)
+    return InputDataError(message, file=label)

@@ -1,0 +1,144 @@
+"""What `pipeline run` would do, without doing it (`pipeline run --dry-run`).
+
+For each step: `cached` (its fingerprint matches a finished, intact output), `run` with the reason
+(forced, never run, params changed, input changed, seed changed, stage version changed, code or
+data changed, output damaged), `after` (an upstream step will run: this one re-runs only if that
+output comes out different, since cache keys are content fingerprints), or `skipped` (outside
+--only/--until). The fingerprints are the runner's own (`step_fingerprint`, `_resolve_inputs`),
+so a plan says exactly what the next run will find.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import (
+    PipelineConfig,
+    StepConfig,
+    build_stage,
+    load_config,
+    order_steps,
+    parse_config,
+    upstream,
+)
+from pipeline.errors import PipelineError
+from pipeline.runner import RunDir, _outputs_intact, _resolve_inputs, read_manifest, step_fingerprint
+
+
+@dataclass
+class PlannedStep:
+    id: str
+    stage: str
+    action: str  # cached | run | after | skipped
+    reason: str = ""
+    fingerprint: str | None = None
+
+    def describe(self) -> str:
+        text = {"cached": "cached, unchanged", "run": "will run", "after": "will run if its input changes",
+                "skipped": "skipped (not selected)"}[self.action]
+        return f"{text}: {self.reason}" if self.reason else text
+
+
+def select_steps(config: PipelineConfig, only: str | None, until: str | None) -> set[str]:
+    """The step ids a run with --only/--until touches (the same rule as the runner's)."""
+    if only and until:
+        raise PipelineError("--only and --until cannot be combined", file=config.source)
+    if only:
+        return {config.step(only).id}
+    if until:
+        return upstream(config, config.step(until).id)
+    return {s.id for s in config.steps}
+
+
+def _own_change(manifest: dict, stage: Any, seed: int) -> str | None:
+    """What changed in the step itself (not its inputs) since its last manifest, if anything."""
+    if manifest.get("stage") != stage.name or manifest.get("stage_version") != stage.version:
+        return f"stage changed ({manifest.get('stage')} v{manifest.get('stage_version')} -> {stage.name} v{stage.version})"
+    old, new = manifest.get("params", {}), stage.get_params()
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        return "params changed: " + ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+    if manifest.get("seed") != seed:
+        return f"seed changed ({manifest.get('seed')} -> {seed})"
+    return None
+
+
+def _why_changed(manifest: dict, stage: Any, described: dict[str, dict], seed: int) -> str:
+    """The first difference between a step's last manifest and what would run now."""
+    own = _own_change(manifest, stage, seed)
+    if own:
+        return own
+    before = {k: v.get("fingerprint") for k, v in manifest.get("inputs", {}).items()}
+    moved = sorted(k for k in before.keys() | described.keys()
+                   if before.get(k) != described.get(k, {}).get("fingerprint"))
+    if moved:
+        return "input changed: " + ", ".join(moved)
+    return "code or data behind the stage changed (library version, files it reads)"
+
+
+def _plan_step(step: StepConfig, config: PipelineConfig, run: RunDir, force: bool,
+               rerunning: set[str]) -> PlannedStep:
+    stage = build_stage(step, config)
+    if force:
+        return PlannedStep(step.id, step.stage, "run", "forced (--force)")
+    step_dir = run.path / step.id
+    manifest = read_manifest(step_dir)
+    feeding = sorted({r.step for r in step.inputs.values() if r.step in rerunning})
+    if feeding:
+        own = "never run" if manifest is None else _own_change(manifest, stage, config.seed)
+        if own:
+            return PlannedStep(step.id, step.stage, "run", own)
+        return PlannedStep(step.id, step.stage, "after", "upstream " + ", ".join(feeding) + " will run")
+    _, described = _resolve_inputs(step, run, config)
+    fp = step_fingerprint(stage, described, config.seed)
+    if manifest is None:
+        return PlannedStep(step.id, step.stage, "run", "never run", fp)
+    if manifest.get("fingerprint") != fp:
+        return PlannedStep(step.id, step.stage, "run", _why_changed(manifest, stage, described, config.seed), fp)
+    if not _outputs_intact(step_dir, manifest):
+        return PlannedStep(step.id, step.stage, "run", "output files missing or damaged", fp)
+    return PlannedStep(step.id, step.stage, "cached", "", fp)
+
+
+def plan_run(
+    config: str | Path | dict | PipelineConfig,
+    *,
+    workdir: str | Path = "data/runs",
+    force: bool = False,
+    only: str | None = None,
+    until: str | None = None,
+    overrides: list[str] | None = None,
+) -> list[PlannedStep]:
+    """The plan of `run_pipeline` with the same arguments; reads manifests, writes nothing, takes no lock."""
+    if isinstance(config, (str, Path)):
+        config = load_config(config, overrides)
+    elif isinstance(config, dict):
+        config = parse_config(config, overrides=overrides)
+    selected = select_steps(config, only, until)
+    run = RunDir(Path(workdir), config.name)
+    plan: list[PlannedStep] = []
+    rerunning: set[str] = set()
+    for step in order_steps(config):
+        if step.id not in selected:
+            plan.append(PlannedStep(step.id, step.stage, "skipped"))
+            continue
+        try:
+            planned = _plan_step(step, config, run, force, rerunning)
+        except PipelineError as exc:
+            raise exc.add_context(step=step.id, stage=step.stage, file=config.source) from None
+        if planned.action in ("run", "after"):
+            rerunning.add(step.id)
+        plan.append(planned)
+    return plan
+
+
+def format_plan(plan: list[PlannedStep], run_dir: Path) -> str:
+    width = max((len(s.id) for s in plan), default=4)
+    lines = [f"plan for {run_dir} (dry run: nothing is written)"]
+    lines += [f"  {s.id:<{width}}  ({s.stage}) {s.describe()}" for s in plan]
+    counts = {a: sum(s.action == a for s in plan) for a in ("run", "after", "cached")}
+    lines.append(f"{counts['run']} will run, {counts['after']} will run if their input changes, "
+                 f"{counts['cached']} cached")
+    return "\n".join(lines)

@@ -1,0 +1,155 @@
+"""Corpus file formats: what a file holds, told from its bytes, and reading it into a polars frame.
+
+Real corpora arrive as `shard-0001.jsonl.zst`, `data.csv.gz`, a Parquet file without an extension,
+or JSON Lines saved as `.json`. The name is a hint; the content decides: compression by its magic
+number (gzip, zstd), Parquet by its `PAR1` header, JSON Lines by a first `{`, then the extension or
+a CSV sniff. Bytes that are none of these are refused with the list of supported formats.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
+from pipeline.errors import InputDataError, ParamError
+from pipeline.files import describe_path
+
+FORMATS = ("parquet", "jsonl", "csv", "text")
+SUPPORTED = "Parquet, JSON Lines, CSV or plain text (each may be .gz or .zst), or a folder saved by datasets"
+_MAGIC = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd"}
+_COMPRESSION_SUFFIXES = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+             ".csv": "csv", ".tsv": "csv", ".txt": "text", ".text": "text", ".md": "text", ".rst": "text"}
+_SNIFF_BYTES = 64 << 10
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    format: str  # one of FORMATS
+    compression: str | None  # gzip | zstd | None
+
+
+def _compression_of(head: bytes) -> str | None:
+    return next((name for magic, name in _MAGIC.items() if head.startswith(magic)), None)
+
+
+def decompress(data: bytes, compression: str | None, path: Path) -> bytes:
+    """The file's bytes, decompressed; corrupt or truncated data is one clear InputDataError."""
+    if compression is None:
+        return data
+    try:
+        if compression == "gzip":
+            return gzip.decompress(data)
+        return pa.CompressedInputStream(pa.BufferReader(data), "zstd").read()
+    except (OSError, EOFError, zlib.error, pa.ArrowInvalid) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputDataError(f"corrupt or truncated {compression} data ({reason})", param="path",
+                             file=describe_path(path)) from None
+
+
+def _head(path: Path, compression: str | None) -> bytes:
+    """The first bytes of the (decompressed) content, without decompressing the whole file."""
+    if compression == "gzip":
+        try:
+            with gzip.open(path, "rb") as fh:
+                return fh.read(_SNIFF_BYTES)
+        except (OSError, EOFError, zlib.error):
+            return decompress(path.read_bytes(), compression, path)[:_SNIFF_BYTES]
+    if compression == "zstd":
+        try:
+            with pa.CompressedInputStream(pa.OSFile(str(path)), "zstd") as fh:
+                return fh.read(_SNIFF_BYTES)
+        except (OSError, pa.ArrowInvalid):
+            return decompress(path.read_bytes(), compression, path)[:_SNIFF_BYTES]
+    with open(path, "rb") as fh:
+        return fh.read(_SNIFF_BYTES)
+
+
+def _starts_with_json_object(head: bytes) -> bool:
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not text.startswith(b"{"):
+        return False
+    line, newline, _ = text.partition(b"\n")
+    if not newline:  # the first record is longer than the sample
+        return True
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def _looks_like_csv(sample: str) -> bool:
+    lines = [line for line in sample.splitlines()[:20] if line.strip()]
+    if len(lines) < 2:
+        return False
+    try:
+        dialect = csv.Sniffer().sniff("\n".join(lines), delimiters=",\t;|")
+    except csv.Error:
+        return False
+    return dialect.delimiter in lines[0]
+
+
+def detect(path: str | Path) -> FileFormat:
+    """The format and compression of one file, from its content first and its name second."""
+    path = Path(path)
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    compression = _compression_of(magic)
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSION_SUFFIXES:
+        suffixes = suffixes[:-1]
+    by_name = _SUFFIXES.get(suffixes[-1]) if suffixes else None
+    head = _head(path, compression)
+    if head.startswith(b"PAR1"):
+        return FileFormat("parquet", compression)
+    if _starts_with_json_object(head):
+        return FileFormat("jsonl", compression)
+    if b"\x00" in head:
+        raise InputDataError(f"cannot tell what this file holds (not {SUPPORTED})", param="path",
+                             file=describe_path(path))
+    if by_name in ("csv", "text"):
+        return FileFormat(by_name, compression)
+    sample = head.decode("utf-8", errors="replace")
+    return FileFormat("csv" if _looks_like_csv(sample) else "text", compression)
+
+
+def check_format(fmt: str, param: str = "format") -> None:
+    if fmt != "auto" and fmt not in FORMATS:
+        raise ParamError(param, f"unknown format '{fmt}'; supported: auto, {', '.join(FORMATS)}")
+
+
+def read_frame(path: Path, fmt: FileFormat, *, separator: str | None = None, encoding: str = "utf-8",
+               errors: str = "strict") -> pl.DataFrame:
+    """One file as a frame: its columns for table formats, a one-row `text` column for plain text."""
+    label = describe_path(path)
+    try:
+        if fmt.format == "parquet" and fmt.compression is None:
+            return pl.read_parquet(path)
+        data = decompress(path.read_bytes(), fmt.compression, path)
+        if fmt.format == "parquet":
+            return pl.read_parquet(io.BytesIO(data))
+        if fmt.format == "jsonl":
+            return pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
+        if fmt.format == "csv":
+            sep = separator or _csv_separator(data)
+            return pl.read_csv(io.BytesIO(data), separator=sep, infer_schema_length=10000, encoding="utf8")
+        return pl.DataFrame({"text": [data.decode(encoding, errors=errors)]}, schema={"text": pl.String})
+    except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError, pa.ArrowInvalid) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputDataError(f"cannot read as {fmt.format} ({msg})", param="path", file=label) from None
+
+
+def _csv_separator(data: bytes) -> str:
+    sample = data[:_SNIFF_BYTES].decode("utf-8", errors="replace")
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter
+    except csv.Error:
+        return ","

@@ -1,0 +1,79 @@
+"""`flip_labels` and `dilute` on NumPy arrays and torch tensors: exactly the stage's counts, rows and seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.datasets import load_digits
+
+from stages.noise import LabelNoise
+from stages.noise_arrays import dilute, flip_labels
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_digits()
+    return data.data.astype(np.float32), data.target.astype(np.int64)
+
+
+def test_flip_counts_are_exact_per_class(digits):
+    _, y = digits
+    noisy = flip_labels(y, rate=0.3, seed=7)
+    assert isinstance(noisy, np.ndarray) and noisy.dtype == y.dtype and noisy.shape == y.shape
+    for c in range(10):
+        in_class = y == c
+        assert int((noisy[in_class] != c).sum()) == int(np.floor(0.3 * in_class.sum() + 0.5))
+    pair = flip_labels(y, noise="pairflip", rate=0.2, seed=7)
+    changed = pair != y
+    assert (pair[changed] == (y[changed] + 1) % 10).all()
+
+
+def test_flip_is_the_stage_row_for_row(digits):
+    _, y = digits
+    table = pl.DataFrame({"id": np.arange(y.size), "label": y})
+    stage = LabelNoise(mode="flip", noise="symmetric", rate={0: 0.5, 3: 0.1}).apply(table, seed=3)
+    result = flip_labels(y, rate={0: 0.5, 3: 0.1}, seed=3, details=True)
+    assert np.array_equal(result.y, stage["label"].to_numpy())
+    assert np.array_equal(result.is_noisy, stage["is_noisy"].to_numpy())
+    assert result.transitions["count"].sum() == y.size
+    assert not np.array_equal(flip_labels(y, rate=0.3, seed=4), flip_labels(y, rate=0.3, seed=5))
+
+
+def test_torch_tensors_keep_dtype_and_device(digits):
+    torch = pytest.importorskip("torch")
+    X, y = digits
+    yt = torch.as_tensor(y, dtype=torch.int32)
+    noisy = flip_labels(yt, rate=0.25, seed=1)
+    assert isinstance(noisy, torch.Tensor) and noisy.dtype == torch.int32 and noisy.device == yt.device
+    assert np.array_equal(noisy.numpy(), flip_labels(y, rate=0.25, seed=1))
+    out = dilute(torch.as_tensor(X), yt, alpha=2, seed=1)
+    assert isinstance(out.X, torch.Tensor) and out.X.shape == (3 * len(y), 64) and out.y.dtype == torch.int32
+
+
+def test_dilute_adds_exactly_alpha_n_rows_with_their_inputs(digits):
+    X, y = digits
+    out = dilute(X, y, alpha=2.5, seed=0)
+    added = int(np.floor(2.5 * y.size + 0.5))
+    assert out.X.shape == (y.size + added, 64) and out.y.shape == (y.size + added,)
+    assert np.array_equal(out.X[: y.size], X) and np.array_equal(out.y[: y.size], y)
+    assert np.array_equal(out.X[y.size:], X[out.source_index[y.size:]])
+    uses = np.bincount(out.source_index[y.size:], minlength=y.size)
+    assert set(uses) <= {added // y.size, added // y.size + 1}  # whole cycles over the data
+    assert out.is_noisy[: y.size].sum() == 0
+    table = pl.DataFrame({"id": np.arange(y.size), "label": y})
+    stage = LabelNoise(mode="dilute", alpha=2.5).apply(table, seed=0)
+    assert np.array_equal(out.y, stage["label"].to_numpy())
+
+
+def test_structured_centroid_dilution_uses_the_rows_of_x(digits):
+    X, y = digits
+    out = dilute(X[:400], y[:400], alpha=1, noise="structured", delta=1.0, confusion="centroid", seed=2)
+    table = pl.DataFrame({"id": np.arange(400), "label": y[:400],
+                          "features": X[:400].astype(np.float64)})
+    stage = LabelNoise(mode="dilute", alpha=1, noise="structured", delta=1.0, confusion="centroid",
+                       feature_column="features").apply(table, seed=2)
+    assert np.array_equal(out.y, stage["label"].to_numpy())
+    # delta = 1: every added label is its class's one confusing class.
+    pairs = {(int(a), int(b)) for a, b in zip(y[out.source_index[400:]], out.y[400:])}
+    assert len({a for a, _ in pairs}) == len(pairs)

@@ -1,0 +1,125 @@
+"""Real corpus formats, written from real text (standard-library sources), read by `read_corpus`."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from pipeline.errors import InputDataError, ParamError
+from stages.formats import FileFormat, detect
+from stages.read_corpus import ReadCorpus
+from stages.sources import PythonStdlib, ReadCsv, ReadHfDataset, ReadJsonl
+
+
+@pytest.fixture(scope="module")
+def corpus() -> pl.DataFrame:
+    """Forty standard-library modules: real text with quotes, commas and newlines in every row."""
+    return PythonStdlib(limit=40).apply().select("id", "text", "module")
+
+
+def _gzip(src, dst):
+    dst.write_bytes(gzip.compress(src.read_bytes()))
+    return dst
+
+
+def _zstd(src, dst):
+    with pa.CompressedOutputStream(str(dst), "zstd") as out:
+        out.write(src.read_bytes())
+    return dst
+
+
+def _same(out: pl.DataFrame, corpus: pl.DataFrame) -> None:
+    assert out["id"].to_list() == corpus["id"].to_list()
+    assert out["text"].to_list() == corpus["text"].to_list()
+
+
+def test_compressed_jsonl_and_csv(tmp_path, corpus):
+    corpus.write_ndjson(tmp_path / "c.jsonl")
+    corpus.write_csv(tmp_path / "c.csv")
+    for path in (_gzip(tmp_path / "c.jsonl", tmp_path / "c.jsonl.gz"), _zstd(tmp_path / "c.jsonl", tmp_path / "c.jsonl.zst"),
+                 _gzip(tmp_path / "c.csv", tmp_path / "c.csv.gz"), _zstd(tmp_path / "c.csv", tmp_path / "c.csv.zst")):
+        assert path.stat().st_size < (tmp_path / "c.jsonl").stat().st_size / 2  # really compressed
+        _same(ReadCorpus(path=str(path)).apply(), corpus)
+    _same(ReadJsonl(path=str(tmp_path / "c.jsonl.zst")).apply(), corpus)
+    _same(ReadCsv(path=str(tmp_path / "c.csv.gz")).apply(), corpus)
+    result = ReadCorpus(path=str(tmp_path / "c.jsonl.gz")).execute()
+    assert result.stats["formats"] == {"jsonl+gzip": 1}
+
+
+def test_folders_of_csv_or_jsonl_and_parquet_globs(tmp_path, corpus):
+    for folder, write, ext in (("csvs", "write_csv", "csv"), ("jsonls", "write_ndjson", "jsonl"),
+                               ("pq", "write_parquet", "parquet")):
+        (tmp_path / folder / "sub").mkdir(parents=True)
+        getattr(corpus.head(15), write)(tmp_path / folder / f"a.{ext}")
+        getattr(corpus.slice(15, 15), write)(tmp_path / folder / "sub" / f"b.{ext}")
+        getattr(corpus.tail(10), write)(tmp_path / folder / f"c.{ext}")
+        (tmp_path / folder / "_SUCCESS").write_text("")  # bookkeeping files are never data
+    expected = pl.concat([corpus.head(15), corpus.tail(10), corpus.slice(15, 15)])  # a, c, sub/b
+    for folder in ("csvs", "jsonls"):
+        _same(ReadCorpus(path=str(tmp_path / folder)).apply(), expected)
+    _same(ReadCorpus(path=str(tmp_path / "pq" / "**" / "*.parquet")).apply(), expected)
+
+
+def test_format_told_from_content_when_the_extension_is_missing_or_wrong(tmp_path, corpus):
+    corpus.write_ndjson(tmp_path / "c.jsonl")
+    corpus.write_parquet(tmp_path / "c.parquet")
+    corpus.write_csv(tmp_path / "c.csv")
+    cases = {
+        "shard-0001": (_zstd(tmp_path / "c.jsonl", tmp_path / "shard-0001"), FileFormat("jsonl", "zstd")),
+        "data.json": (shutil.copy(tmp_path / "c.jsonl", tmp_path / "data.json"), FileFormat("jsonl", None)),
+        "table.csv": (shutil.copy(tmp_path / "c.parquet", tmp_path / "table.csv"), FileFormat("parquet", None)),
+        "export": (_gzip(tmp_path / "c.csv", tmp_path / "export"), FileFormat("csv", "gzip")),
+        "notes.gz": (_gzip(tmp_path / "c.jsonl", tmp_path / "notes.gz"), FileFormat("jsonl", "gzip")),
+        "export.parquet": (shutil.copy(tmp_path / "c.csv", tmp_path / "export.parquet"), FileFormat("csv", None)),
+    }
+    for name, (path, expected) in cases.items():
+        assert detect(path) == expected, name
+        _same(ReadCorpus(path=str(path)).apply(), corpus)
+
+
+def test_saved_datasetdict_with_path_colon_split(tmp_path, corpus):
+    import datasets
+
+    dd = datasets.DatasetDict({"train": datasets.Dataset.from_polars(corpus.head(30)),
+                               "test": datasets.Dataset.from_polars(corpus.tail(10))})
+    dd.save_to_disk(str(tmp_path / "dd"))
+    _same(ReadCorpus(path=f"{tmp_path / 'dd'}:test").apply(), corpus.tail(10))
+    _same(ReadCorpus(path=str(tmp_path / "dd"), split="train").apply(), corpus.head(30))
+    _same(ReadHfDataset(path=f"{tmp_path / 'dd'}:train").apply(), corpus.head(30))
+
+
+def test_unknown_split_names_the_available_ones(tmp_path, corpus):
+    import datasets
+
+    datasets.DatasetDict({"train": datasets.Dataset.from_polars(corpus.head(5)),
+                          "validation": datasets.Dataset.from_polars(corpus.tail(5))}).save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(ParamError, match="no split 'test'; available splits: train, validation") as err:
+        ReadCorpus(path=f"{tmp_path / 'dd'}:test").apply()
+    assert err.value.param == "split"
+    with pytest.raises(ParamError, match="choose a split: train, validation"):
+        ReadCorpus(path=str(tmp_path / "dd")).apply()
+
+
+def test_corrupt_gzip_and_unknown_formats_are_refused_clearly(tmp_path, corpus):
+    corpus.write_ndjson(tmp_path / "c.jsonl")
+    data = _gzip(tmp_path / "c.jsonl", tmp_path / "c.jsonl.gz").read_bytes()
+    (tmp_path / "cut.jsonl.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputDataError, match="corrupt or truncated gzip data") as err:
+        ReadCorpus(path=str(tmp_path / "cut.jsonl.gz")).apply()
+    assert "cut.jsonl.gz" in str(err.value) and "\n" not in str(err.value)
+    (tmp_path / "image.bin").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    with pytest.raises(InputDataError, match="cannot tell what this file holds .*Parquet, JSON Lines, CSV"):
+        ReadCorpus(path=str(tmp_path / "image.bin")).apply()
+    with pytest.raises(ParamError, match="unknown format 'xml'; supported: auto, parquet, jsonl, csv, text"):
+        ReadCorpus(path=str(tmp_path / "c.jsonl"), format="xml").apply()
+
+
+def test_relative_paths_name_the_directory_they_were_resolved_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParamError) as err:
+        ReadCorpus(path="corpus/missing.jsonl.gz").apply()
+    assert f"corpus/missing.jsonl.gz (resolved from {tmp_path})" in str(err.value)

@@ -1,0 +1,101 @@
+"""`read_iterable` streams from a generator, an IterableDataset or a local datasets script, one batch at a time."""
+
+from __future__ import annotations
+
+import textwrap
+from pydoc_data.topics import topics
+
+import polars as pl
+import pytest
+
+from pipeline.errors import InputDataError, ParamError
+from pipeline.stage import Context
+from stages.read_stream import ReadIterable
+
+PULLED = {"rows": 0}
+NAMES = sorted(topics)
+
+
+def counted_topics(repeat: int = 1):
+    """Every pydoc topic `repeat` times, counting how many rows the reader has pulled so far."""
+    for r in range(repeat):
+        for name in NAMES:
+            PULLED["rows"] += 1
+            yield {"doc": f"{name}#{r}", "body": topics[name]}
+
+
+def twice_the_same_ids():
+    for _ in range(2):
+        for name in NAMES[:6]:
+            yield {"id": name, "text": topics[name]}
+
+
+def iterable_dataset(limit: int):
+    import datasets
+
+    return datasets.IterableDataset.from_generator(
+        lambda: ({"id": n, "text": topics[n]} for n in NAMES[:limit]))
+
+
+def test_reads_one_batch_at_a_time(tmp_path):
+    PULLED["rows"] = 0
+    stage = ReadIterable(factory="test_read_stream:counted_topics", kwargs={"repeat": 50}, text_column="body",
+                         id_column="doc", batch_rows=16)
+    batches = stage.run(Context(step_id="read", seed=0, out_dir=tmp_path))
+    first = next(batches)
+    assert first.height == 16 and first["id"][0] == f"{NAMES[0]}#0"
+    assert PULLED["rows"] <= 17 < 50 * len(NAMES)  # one batch pulled, not the corpus
+    rest = list(batches)
+    assert sum(b.height for b in rest) + 16 == 50 * len(NAMES)
+
+
+def test_whole_run_keeps_every_row_in_order():
+    out = ReadIterable(factory="test_read_stream:counted_topics", text_column="body", id_column="doc",
+                       batch_rows=7).apply()
+    assert out["id"].to_list() == [f"{n}#0" for n in NAMES]
+    assert out["text"].to_list() == [topics[n] for n in NAMES]
+
+
+def test_iterable_dataset_and_limit():
+    out = ReadIterable(factory="test_read_stream:iterable_dataset", kwargs={"limit": 30}, batch_rows=8,
+                       limit=20).apply()
+    assert out["id"].to_list() == NAMES[:20]
+
+
+def test_local_datasets_script_is_streamed_without_the_hub(tmp_path):
+    pl.DataFrame({"id": NAMES, "text": [topics[n] for n in NAMES]}).write_ndjson(tmp_path / "topics.jsonl")
+    script = tmp_path / "topics_script.py"
+    script.write_text(textwrap.dedent('''
+        import json
+        import datasets
+
+        class Topics(datasets.GeneratorBasedBuilder):
+            """A datasets script over a local JSON Lines file (no download)."""
+
+            def _info(self):
+                return datasets.DatasetInfo(features=datasets.Features(
+                    {"id": datasets.Value("string"), "text": datasets.Value("string")}))
+
+            def _split_generators(self, dl_manager):
+                path = self.config.data_files["train"][0]
+                return [datasets.SplitGenerator(name="train", gen_kwargs={"path": path})]
+
+            def _generate_examples(self, path):
+                with open(path, encoding="utf-8") as fh:
+                    for i, line in enumerate(fh):
+                        yield i, json.loads(line)
+    '''))
+    stage = ReadIterable(factory=f"{script}:Topics", kwargs={"data_files": str(tmp_path / "topics.jsonl")},
+                         batch_rows=10)
+    result = stage.execute()
+    assert result.table["id"].to_list() == NAMES
+    assert result.stats["rows_streamed"] == len(NAMES)
+
+
+def test_bad_factories_and_duplicate_ids():
+    with pytest.raises(ParamError, match="expects 'module:function'"):
+        ReadIterable(factory="no_colon").apply()
+    with pytest.raises(ParamError, match="has no 'nope'; it defines: .*counted_topics"):
+        ReadIterable(factory="test_read_stream:nope").apply()
+    with pytest.raises(InputDataError, match="ids are not unique"):
+        ReadIterable(factory="test_read_stream:twice_the_same_ids", batch_rows=4).apply()
