@@ -31,6 +31,9 @@ class MinhashState:
     # With verify='jaccard': the shingle sets of every candidate row, compact, and row -> set index.
     sets: tuple[np.ndarray, np.ndarray] | None = None
     set_index: np.ndarray | None = None
+    # Similarities already computed: pair code (low row * n + high row), sorted, and the value.
+    known_codes: np.ndarray | None = None
+    known_values: np.ndarray | None = None
 
 
 class DedupMinhash(TextDedupStage):
@@ -123,6 +126,8 @@ class DedupMinhash(TextDedupStage):
             state.set_index, state.sets = self._candidate_sets(scan, np.unique(candidates))
             similarity = jaccard_pairs(*state.sets, state.set_index[candidates]) if len(candidates) else np.empty(0)
             pairs = candidates[similarity >= self.threshold]
+            # candidate_pairs returns pairs sorted by (low, high), so their codes are sorted too.
+            state.known_codes, state.known_values = candidates[:, 0] * scan.n + candidates[:, 1], similarity
         ctx.record("banding", banding.describe())
         ctx.record("candidate_pairs", int(len(candidates)))
         ctx.record("verified_pairs", int(len(pairs)))
@@ -131,9 +136,18 @@ class DedupMinhash(TextDedupStage):
 
     def similarity(self, scan: Scan, state: MinhashState, rows: np.ndarray, kept: np.ndarray) -> np.ndarray:
         pairs = np.stack([rows, kept], axis=1)
-        if state.sets is not None:
-            return jaccard_pairs(*state.sets, state.set_index[pairs])
-        return signature_similarity(state.signatures, pairs)
+        if state.sets is None:
+            return signature_similarity(state.signatures, pairs)
+        # Most rows' kept row is a verified candidate of theirs: reuse that Jaccard, compute the rest.
+        codes = np.minimum(rows, kept) * scan.n + np.maximum(rows, kept)
+        out = np.ones(len(pairs), np.float64)
+        where = np.searchsorted(state.known_codes, codes)
+        hit = (where < state.known_codes.size) & (state.known_codes[np.minimum(where, state.known_codes.size - 1)] == codes)
+        out[hit] = state.known_values[where[hit]]
+        todo = ~hit & (rows != kept)
+        if todo.any():
+            out[todo] = jaccard_pairs(*state.sets, state.set_index[pairs[todo]])
+        return out
 
     def _candidate_sets(self, scan: Scan, needed: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """Shingle sets of the `needed` rows only, read again from the inputs (sorted, deduplicated)."""
