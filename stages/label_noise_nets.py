@@ -198,7 +198,9 @@ class LabelNoiseNets(Stage):
             torch.set_num_threads(threads)
         if transitions is not None:
             ctx.write_side_output("transitions", transitions)
-        findings = write_report(result, transitions, self, ctx, title=data.label)
+        # The step id names the study; the input's last path part names the data (a full path is noise here).
+        title = f"{ctx.step_id}: {str(data.label).rstrip('/').rsplit('/', 1)[-1]}"
+        findings = write_report(result, transitions, self, ctx, title=title)
         for key, value in findings.items():
             ctx.record(key, value)
         return result
