@@ -129,19 +129,13 @@ class DedupStage(Stage):
         in_cluster = np.flatnonzero(resolution.size >= 2)
         similarity[in_cluster] = self.similarity(scan, state, in_cluster, resolution.kept[in_cluster])
         ids = scan.all_ids()
-        removed_frames = []
         offset = scan.n_reference
         for batch in data.iter_batches():
-            mask = resolution.removed[offset : offset + batch.height]
-            if mask.any():
-                removed_frames.append(self._removed_rows(batch.filter(pl.Series(mask)), offset + np.flatnonzero(mask),
-                                                         resolution, similarity, ids))
-            yield batch.filter(pl.Series(~mask))
+            yield batch.filter(pl.Series(~resolution.removed[offset : offset + batch.height]))
             offset += batch.height
-        removed = (pl.concat(removed_frames, how="vertical_relaxed") if removed_frames
-                   else self._removed_rows(data.lazy().head(0).collect(), np.empty(0, np.int64), resolution,
-                                           similarity, ids))
-        ctx.write_side_output("removed", removed)
+        # A third, streamed pass writes the removed rows: memory never holds them (a corpus that is
+        # mostly copies would otherwise be held almost whole).
+        ctx.write_side_output("removed", self._removed_batches(data, resolution, similarity, ids))
         ctx.write_side_output("clusters", self._clusters(resolution, similarity, ids))
         stats = summary(resolution)
         for key, value in stats.items():
@@ -173,6 +167,21 @@ class DedupStage(Stage):
         if extra is None:
             raise ParamError("keep", f"'{self.keep}' is not a keep policy of '{self.name}'")
         return extra
+
+    def _removed_batches(self, data: Dataset, resolution: Resolution, similarity: np.ndarray,
+                         ids: pl.Series) -> Iterator[pl.DataFrame]:
+        """The removed data rows, all their columns plus where they went, batch by batch in input order."""
+        offset = resolution.n_reference
+        removed = resolution.removed
+        if not removed.any():
+            yield self._removed_rows(data.lazy().head(0).collect(), np.empty(0, np.int64), resolution, similarity, ids)
+            return
+        for batch in data.iter_batches():
+            mask = removed[offset : offset + batch.height]
+            if mask.any():
+                yield self._removed_rows(batch.filter(pl.Series(mask)), offset + np.flatnonzero(mask), resolution,
+                                         similarity, ids)
+            offset += batch.height
 
     def _removed_rows(self, rows: pl.DataFrame, positions: np.ndarray, resolution: Resolution,
                       similarity: np.ndarray, ids: pl.Series) -> pl.DataFrame:
