@@ -58,6 +58,9 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (which steps are cached, which will run and why) and run nothing")
+    p.add_argument("--verify", choices=["fast", "full", "off"], default="fast",
+                   help="how a cache hit is checked against its manifest: fast (sizes, file set, artefacts; "
+                        "files touched since written are re-hashed; default), full (re-hash everything), off")
 
 
 def _dry_run(args: argparse.Namespace) -> int:
@@ -92,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
     report = run_pipeline(
         args.config, workdir=args.workdir, force=args.force, only=args.only, until=args.until,
         overrides=args.overrides, quiet=args.quiet, executor=args.executor, executor_options=options,
-        wait_for_lock_s=args.wait,
+        wait_for_lock_s=args.wait, verify=args.verify,
     )
     if not args.quiet:
         print(format_summary(report))

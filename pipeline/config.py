@@ -17,12 +17,27 @@ TOP_KEYS = {"name", "seed", "steps", "description"}
 STEP_KEYS = {"id", "stage", "params", "inputs", "description"}
 
 
+# A config describes a pipeline; data belongs in Parquet. These bounds keep a hostile or broken
+# config from exhausting memory before it is even checked (a YAML "billion laughs" alias bomb
+# is a few hundred bytes that expand to gigabytes once walked).
+MAX_CONFIG_BYTES = 4 << 20
+MAX_YAML_NODES = 1_000_000  # counted with every alias expanded
+MAX_YAML_DEPTH = 100
+INT64 = (-(2**63), 2**63 - 1)
+
+
 class _LineDict(dict):
     line: int | None = None
 
 
 class _StrictLoader(yaml.SafeLoader):
     """Safe YAML (no Python objects) that refuses duplicate keys and remembers line numbers."""
+
+    source = "<config>"
+
+
+def _where(source: str, mark: yaml.Mark | None) -> str:
+    return f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> _LineDict:
@@ -31,13 +46,90 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> _LineDi
     mapping.line = node.start_mark.line + 1
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise PipelineError(f"{_where(loader.source, key_node.start_mark)}: a key must be a plain value")
         if key in mapping:
-            raise PipelineError(f"line {key_node.start_mark.line + 1}: key '{key}' appears twice")
+            raise PipelineError(f"{_where(loader.source, key_node.start_mark)}: key '{key}' appears twice")
         mapping[key] = loader.construct_object(value_node, deep=True)
     return mapping
 
 
+def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int:
+    value = yaml.SafeLoader.construct_yaml_int(loader, node)
+    if not INT64[0] <= value <= INT64[1]:
+        raise PipelineError(f"{_where(loader.source, node.start_mark)}: integer {node.value} is beyond 64 bits")
+    return value
+
+
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def _check_expanded_size(root: yaml.Node, source: str) -> None:
+    """Refuse a YAML graph too big or too deep once aliases are expanded, without expanding it.
+
+    Each node's expanded size is computed once (memoised), so an alias bomb is measured in time
+    linear in its text; an alias that contains itself is refused too.
+    """
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
+    while stack:
+        node, depth, children_done = stack.pop()
+        key = id(node)
+        if key in sizes:
+            continue
+        children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                    else list(node.value) if isinstance(node, yaml.SequenceNode) else [])
+        if not children_done:
+            if key in in_progress:
+                raise PipelineError(f"{_where(source, node.start_mark)}: a YAML alias refers to itself")
+            if depth > MAX_YAML_DEPTH:
+                raise PipelineError(f"{_where(source, node.start_mark)}: nested more than {MAX_YAML_DEPTH} levels deep")
+            in_progress.add(key)
+            stack.append((node, depth, True))
+            stack.extend((child, depth + 1, False) for child in children if id(child) not in sizes)
+            continue
+        in_progress.discard(key)
+        sizes[key] = 1 + sum(sizes.get(id(child), 0) for child in children)
+        if sizes[key] > MAX_YAML_NODES:
+            raise PipelineError(
+                f"{_where(source, node.start_mark)}: expands to more than {MAX_YAML_NODES:,} values "
+                "once its aliases are followed (an alias bomb?); a config describes steps, data belongs in Parquet"
+            )
+
+
+def _yaml_error_line(exc: yaml.YAMLError, source: str) -> str:
+    """A YAML error as one `file:line:col: message` line (PyYAML's own text spans 4-8 lines)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if "could not determine a constructor for the tag" in problem:
+        tag = problem.split("tag", 1)[1].strip().strip("'").replace("tag:yaml.org,2002:", "!!")
+        problem = f"tag '{tag}' is not allowed (a config cannot create Python objects or run code)"
+    elif "\\t" in problem or "\t" in problem:
+        problem += " (YAML indents with spaces, not tabs)"
+    return f"{_where(source, mark)}: not valid YAML: {problem}"
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """Parse config YAML safely, within the size bounds above; every error is one line."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
+        raise PipelineError(f"config is larger than {MAX_CONFIG_BYTES >> 20} MB; a config describes steps, "
+                            "data belongs in Parquet", file=source)
+    loader = _StrictLoader(text)
+    loader.source = source
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(node, source)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise PipelineError(_yaml_error_line(exc, source)) from None
+    except RecursionError:
+        raise PipelineError(f"{source}: nested too deeply to read") from None
+    finally:
+        loader.dispose()
 
 
 @dataclass
@@ -90,30 +182,28 @@ class PipelineConfig:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise PipelineError(f"config is larger than {MAX_CONFIG_BYTES >> 20} MB; a config describes steps, "
+                                "data belongs in Parquet", file=str(path))
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PipelineError("config file not found", file=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PipelineError(f"cannot read config ({exc})", file=str(path)) from None
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - _StrictLoader derives from SafeLoader
-    except PipelineError as exc:
-        raise exc.add_context(file=str(path)) from None
-    except yaml.YAMLError as exc:
-        raise PipelineError(f"not valid YAML: {exc}", file=str(path)) from None
+    data = load_yaml(text, str(path))
     return parse_config(data, source=str(path), overrides=overrides)
 
 
 def _parse_overrides(overrides: list[str], source: str) -> list[tuple[str, str, Any]]:
     parsed = []
     for item in overrides:
+        if not isinstance(item, str):
+            raise PipelineError(f"--set expects STEP.PARAM=VALUE strings, got {item!r}", file=source)
         m = re.fullmatch(r"([^.=]+)\.([^=]+)=(.*)", item, flags=re.S)
         if not m:
             raise PipelineError(f"--set expects STEP.PARAM=VALUE, got '{item}'", file=source)
-        try:
-            value = yaml.safe_load(m.group(3)) if m.group(3) != "" else ""
-        except yaml.YAMLError as exc:
-            raise PipelineError(f"--set {item}: value is not valid YAML ({exc})", file=source) from None
+        # Errors read `--set STEP.PARAM=VALUE:1:COL: message`, one line like a config file's.
+        value = load_yaml(m.group(3), f"--set {item}") if m.group(3) != "" else ""
         parsed.append((m.group(1), m.group(2), value))
     return parsed
 

@@ -197,6 +197,71 @@ def _as_arrow(batch: Any) -> pa.Table:
     raise TypeError(f"a stage must yield polars DataFrames or Arrow tables, got {type(batch).__name__}")
 
 
+# Digests of part files taken while they were written, keyed by what identifies those exact bytes
+# on disk: (device, inode, size, mtime). A rename keeps the key; any later write changes it.
+_WRITTEN_DIGESTS: dict[tuple[int, int, int, int], str] = {}
+
+
+def _file_key(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class _HashingSink:
+    """A write-only file that hashes (xxh3-128) what passes through, so no second read is needed."""
+
+    def __init__(self, path: Path):
+        self._fh = open(path, "wb")  # noqa: SIM115 - closed by close(), which the writer calls
+        self._hash = xxhash.xxh3_128()
+        self._pos = 0
+        self.closed = False
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self._hash.update(view)
+        self._fh.write(view)
+        self._pos += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._fh.flush()
+        _WRITTEN_DIGESTS[_file_key(os.fstat(self._fh.fileno()))] = self._hash.hexdigest()
+        while len(_WRITTEN_DIGESTS) > 65_536:  # library calls write tables nobody describes
+            del _WRITTEN_DIGESTS[next(iter(_WRITTEN_DIGESTS))]
+        self._fh.close()
+        self.closed = True
+
+
+class _SinkWriter(pq.ParquetWriter):
+    """A ParquetWriter over a _HashingSink that also closes the sink (pyarrow leaves file objects open)."""
+
+    def __init__(self, sink: _HashingSink, *args: Any, **kwargs: Any):
+        super().__init__(sink, *args, **kwargs)
+        self._sink = sink
+
+    def close(self) -> None:
+        super().close()
+        self._sink.close()
+
+
+def written_digest(path: Path) -> str | None:
+    """The digest taken while `path` was written by this process, if its bytes are still those."""
+    try:
+        return _WRITTEN_DIGESTS.pop(_file_key(os.lstat(path)), None)
+    except FileNotFoundError:
+        return None
+
+
 def write_table(result: Any, out_dir: Path, rows_per_part: int = ROWS_PER_PART) -> None:
     """Write a stage's result as zstd Parquet parts into `out_dir` (which must exist).
 
@@ -231,8 +296,8 @@ def write_table(result: Any, out_dir: Path, rows_per_part: int = ROWS_PER_PART) 
             offset = 0
             while offset < table.num_rows or (writer is None and table.num_rows == 0):
                 if writer is None:
-                    writer = pq.ParquetWriter(out_dir / f"part-{part:05d}.parquet", schema, compression=COMPRESSION,
-                                              compression_level=COMPRESSION_LEVEL)
+                    sink = _HashingSink(out_dir / f"part-{part:05d}.parquet")
+                    writer = _SinkWriter(sink, schema, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL)
                 take = min(table.num_rows - offset, rows_per_part - rows_in_part)
                 if take > 0:
                     piece = table.slice(offset, take)
@@ -253,8 +318,25 @@ def write_table(result: Any, out_dir: Path, rows_per_part: int = ROWS_PER_PART) 
         pq.write_table(pa.table({}), out_dir / "part-00000.parquet", compression=COMPRESSION)
 
 
+def hash_file(path: Path) -> str:
+    """Content digest (xxh3-128) of one file, read in 8 MB chunks."""
+    h = xxhash.xxh3_128()
+    with open(path, "rb", buffering=0) as fh:
+        while chunk := fh.read(8 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def combine_digests(names: Iterable[str], digests: Iterable[str]) -> str:
+    """A table's fingerprint: its part names with their content digests, in order."""
+    h = xxhash.xxh3_128()
+    for name, digest in zip(names, digests):
+        h.update(f"{name}\0{digest}\n".encode())
+    return h.hexdigest()
+
+
 def fingerprint_files(files: Iterable[Path]) -> str:
-    """Content digest of files (xxh3-128), fast enough to run on every step's output."""
+    """Content digest of files as manifests before per-part digests recorded it (name + bytes, one stream)."""
     h = xxhash.xxh3_128()
     for f in files:
         h.update(f.name.encode())
@@ -264,18 +346,40 @@ def fingerprint_files(files: Iterable[Path]) -> str:
     return h.hexdigest()
 
 
+def describe_file(path: Path, digest: str) -> dict:
+    """What a file holds: name, size and content digest (the same for the same bytes on any disk)."""
+    return {"name": path.name, "bytes": os.lstat(path).st_size, "xxh3": digest}
+
+
 def describe_table(table_dir: Path) -> TableInfo:
+    """Rows, schema and digests of a written table; parts written by write_table in this process
+    were hashed as they were written, so only parts written elsewhere (Ray workers) are read again."""
     files = sorted(table_dir.glob(PART_GLOB))
     info = TableInfo()
     schema = None
-    for f in files:
+    digests = [written_digest(f) or hash_file(f) for f in files]
+    for f, digest in zip(files, digests):
         meta = pq.read_metadata(f)
         schema = schema or meta.schema.to_arrow_schema()
         info.rows += meta.num_rows
-        info.files.append({"name": f.name, "rows": meta.num_rows, "bytes": f.stat().st_size})
+        info.files.append({"rows": meta.num_rows, **describe_file(f, digest)})
     info.schema = schema_to_json(schema) if schema is not None else []
-    info.fingerprint = fingerprint_files(files)
+    info.fingerprint = combine_digests([f.name for f in files], digests)
     return info
+
+
+def read_parquet_checked(path: Path, columns: list[str] | None = None) -> pa.Table | None:
+    """Read a Parquet file a stage keeps for itself (a cache shard); None when it is damaged.
+
+    A cache that is truncated or overwritten must be rebuilt, not crash the step that reads it:
+    callers treat None as a miss and drop the file.
+    """
+    try:
+        table = pq.read_table(path, columns=columns)
+        table.validate(full=True)
+    except (pa.ArrowException, OSError, ValueError):
+        return None
+    return table
 
 
 def fsync_tree(root: Path) -> None:

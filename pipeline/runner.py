@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -41,10 +42,11 @@ from pipeline.config import (
     parse_config,
     upstream,
 )
-from pipeline.errors import InputDataError, LockedError, PipelineError
+from pipeline.errors import InputDataError, LockedError, ParamError, PipelineError
 from pipeline.executors import get_executor
 from pipeline.io import Dataset, describe_table, fsync_tree
 from pipeline.stage import Context, Stage, check_inputs
+from pipeline.verify import DEFAULT_MODE, check_mode, describe_artefacts, verify_step, written_mtimes
 
 MANIFEST = "_manifest.json"
 RUN_RECORD = "_run.json"
@@ -71,6 +73,8 @@ class StepReport:
     peak_rss_bytes: int | None = None
     fingerprint: str | None = None
     path: str | None = None
+    # Why a step whose fingerprint matched was recomputed anyway (its files differ from the manifest).
+    recomputed_because: str | None = None
 
 
 @dataclass
@@ -113,21 +117,10 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 
 def read_manifest(step_dir: Path) -> dict | None:
     try:
-        return json.loads((step_dir / MANIFEST).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        manifest = json.loads((step_dir / MANIFEST).read_text())
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-
-
-def _outputs_intact(step_dir: Path, manifest: dict) -> bool:
-    tables = [(step_dir, manifest["output"])] + [
-        (step_dir / name, info) for name, info in manifest.get("side_outputs", {}).items()
-    ]
-    for table_dir, info in tables:
-        for f in info["files"]:
-            p = table_dir / f["name"]
-            if not p.is_file() or p.stat().st_size != f["bytes"]:
-                return False
-    return True
+    return manifest if isinstance(manifest, dict) else None
 
 
 class _PeakMemory:
@@ -161,9 +154,23 @@ class RunDir:
         self.checkpoints = self.path / ".checkpoints"
         self._lock_fh = None
 
+    def refuse_link(self, path: Path) -> None:
+        """Refuse to go through a symbolic link inside the run folder: the engine made none.
+
+        A link planted as `.trash`, `.staging`, `.checkpoints` or a step folder would make the
+        engine move, overwrite or delete whatever it points at, outside the run folder.
+        """
+        if os.path.islink(path):
+            raise PipelineError(
+                f"'{path.name}' in the run folder is a symbolic link (to '{os.readlink(path)}'); "
+                "the engine never follows links it did not create, so nothing was changed",
+                file=str(path), hint="remove the link, or use another --workdir",
+            )
+
     def lock(self, wait_s: float = 0.0) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path / ".lock", "a+")
+        self.refuse_link(self.workdir / ".cache")
+        fh = self._open_lock_file()
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -187,7 +194,28 @@ class RunDir:
         fh.write(str(os.getpid()))
         fh.flush()
         self._lock_fh = fh
-        self.recover()
+        try:
+            for bookkeeping in (self.trash, self.staging, self.checkpoints):
+                self.refuse_link(bookkeeping)
+            self.recover()
+        except BaseException:
+            self.unlock()
+            raise
+
+    def _open_lock_file(self):
+        """Open `.lock` without following a link (O_NOFOLLOW) and only if it is a regular file."""
+        lock_path = self.path / ".lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                self.refuse_link(lock_path)
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise PipelineError("'.lock' in the run folder is not a regular file; nothing was changed",
+                                file=str(lock_path), hint="remove it, or use another --workdir")
+        return os.fdopen(fd, "r+")
 
     def unlock(self) -> None:
         if self._lock_fh is not None:
@@ -199,12 +227,28 @@ class RunDir:
         """Undo what a killed run left: restore a step caught mid-swap, drop half-built steps."""
         if self.trash.is_dir():
             for old in self.trash.iterdir():
+                if old.is_symlink():
+                    # Only the engine's own folders go into .trash; never move a link into place.
+                    old.unlink()
+                    continue
                 step = old.name.rsplit("@", 1)[0]
-                if not (self.path / step).exists():
+                if not os.path.lexists(self.path / step):
                     os.rename(old, self.path / step)
                 else:
                     shutil.rmtree(old, ignore_errors=True)
         shutil.rmtree(self.staging, ignore_errors=True)
+
+    def drop_checkpoints(self, step_id: str) -> None:
+        """A finished step's checkpoints, and those of earlier params that will never resume, go;
+        `.checkpoints/` itself goes when nothing else is in it, so a finished run leaves nothing there."""
+        self.refuse_link(self.checkpoints)
+        for stale in self.checkpoints.glob(f"{step_id}@*"):
+            if stale.is_symlink():
+                stale.unlink()
+            else:
+                shutil.rmtree(stale, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.checkpoints.rmdir()  # fails, as it should, while another step's checkpoint is there
 
     def new_staging(self, step_id: str) -> Path:
         d = self.staging / f"{step_id}@{uuid.uuid4().hex[:12]}"
@@ -215,6 +259,7 @@ class RunDir:
         """Swap a finished step into place; the old output is kept until the new one is there."""
         fsync_tree(staged)
         target = self.path / step_id
+        self.refuse_link(target)
         old = None
         if target.exists():
             self.trash.mkdir(exist_ok=True)
@@ -223,12 +268,23 @@ class RunDir:
         os.rename(staged, target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.trash.rmdir()  # only when empty
         return target
 
 
+def _outputs_intact(step_dir: Path, manifest: dict, verify: str = DEFAULT_MODE) -> bool:
+    """Whether a finished step's files still match its manifest (see pipeline/verify.py)."""
+    return verify_step(step_dir, manifest, verify) is None
+
+
 def _resolve_inputs(
-    step: StepConfig, run: RunDir, config: PipelineConfig
+    step: StepConfig, run: RunDir, config: PipelineConfig, verified: set[str] | None = None,
+    verify: str = DEFAULT_MODE,
 ) -> tuple[dict[str, Dataset], dict[str, dict]]:
+    """The step's input datasets and their fingerprints; upstream steps not yet checked in this
+    run (`verified`) are verified against their manifests before they are read."""
+    verified = set() if verified is None else verified
     datasets: dict[str, Dataset] = {}
     described: dict[str, dict] = {}
     for input_name, ref in step.inputs.items():
@@ -238,12 +294,23 @@ def _resolve_inputs(
                 described[input_name] = {"path": ref.path, "fingerprint": ds.stat_fingerprint()}
             else:
                 step_dir = run.path / ref.step
+                run.refuse_link(step_dir)
                 manifest = read_manifest(step_dir)
                 if manifest is None:
                     raise InputDataError(
                         f"input '{input_name}' needs step '{ref.step}', which has no finished output yet",
                         hint="run without --only, or with --until " + step.id,
                     )
+                if ref.step not in verified:
+                    # Not run or checked in this run (--only): check it before reading it.
+                    damaged = verify_step(step_dir, manifest, verify)
+                    if damaged:
+                        raise InputDataError(
+                            f"input '{input_name}': the output of step '{ref.step}' differs from its "
+                            f"manifest ({damaged})", file=str(step_dir),
+                            hint=f"re-run step '{ref.step}' (without --only)",
+                        )
+                    verified.add(ref.step)
                 if ref.side:
                     info = manifest.get("side_outputs", {}).get(ref.side)
                     if info is None:
@@ -295,15 +362,20 @@ def run_pipeline(
     executor: str = "local",
     executor_options: dict[str, Any] | None = None,
     wait_for_lock_s: float = 0.0,
+    verify: str = DEFAULT_MODE,
 ) -> RunReport:
     """Run (or re-use) every step of a pipeline and return what happened to each.
 
-    `config` is a YAML path, a dict in the same format, or a parsed PipelineConfig.
+    `config` is a YAML path, a dict in the same format, or a parsed PipelineConfig. `verify`
+    (fast | full | off) says how a cache hit is checked against its manifest (pipeline/verify.py).
     """
+    check_mode(verify)
     if isinstance(config, (str, Path)):
         config = load_config(config, overrides)
     elif isinstance(config, dict):
         config = parse_config(config, overrides=overrides)
+    elif not isinstance(config, PipelineConfig):
+        raise ParamError("config", f"expects a YAML path, a dict or a PipelineConfig, got {type(config).__name__}")
     elif overrides:
         raise PipelineError("pass overrides with a config path or dict, not a parsed config")
     ordered = order_steps(config)
@@ -329,29 +401,37 @@ def run_pipeline(
     try:
         total = len(selected)
         n = 0
+        verified: set[str] = set()
         for step in ordered:
             if step.id not in selected:
                 report.steps.append(StepReport(step.id, step.stage, "skipped"))
                 continue
             n += 1
             stage = build_stage(step, config)
-            inputs, described = _resolve_inputs(step, run, config)
+            inputs, described = _resolve_inputs(step, run, config, verified, verify)
             fp = step_fingerprint(stage, described, config.seed)
             step_dir = run.path / step.id
+            run.refuse_link(step_dir)
             manifest = read_manifest(step_dir)
-            if not force and manifest and manifest.get("fingerprint") == fp and _outputs_intact(step_dir, manifest):
-                rows = manifest["output"]["rows"]
-                _say(quiet, f"[{n}/{total}] {step.id} ({step.stage}): cached, unchanged ({rows:,} rows)")
-                report.steps.append(
-                    StepReport(step.id, step.stage, "cached", rows, manifest.get("wall_time_s"),
-                               manifest.get("peak_rss_bytes"), fp, str(step_dir))
-                )
-                continue
-            _say(quiet, f"[{n}/{total}] {step.id} ({step.stage}): running")
+            damaged = None
+            if not force and manifest and manifest.get("fingerprint") == fp:
+                damaged = verify_step(step_dir, manifest, verify)
+                if damaged is None:
+                    verified.add(step.id)
+                    rows = manifest["output"]["rows"]
+                    _say(quiet, f"[{n}/{total}] {step.id} ({step.stage}): cached, unchanged ({rows:,} rows)")
+                    report.steps.append(
+                        StepReport(step.id, step.stage, "cached", rows, manifest.get("wall_time_s"),
+                                   manifest.get("peak_rss_bytes"), fp, str(step_dir))
+                    )
+                    continue
+            why = f" (its files differ from the manifest: {damaged})" if damaged else ""
+            _say(quiet, f"[{n}/{total}] {step.id} ({step.stage}): running{why}")
             manifest = _run_step(step, stage, inputs, described, fp, config, run, exe, quiet)
+            verified.add(step.id)
             report.steps.append(
                 StepReport(step.id, step.stage, "ran", manifest["output"]["rows"], manifest["wall_time_s"],
-                           manifest["peak_rss_bytes"], fp, str(step_dir))
+                           manifest["peak_rss_bytes"], fp, str(step_dir), recomputed_because=damaged)
             )
             _say(
                 quiet,
@@ -393,6 +473,7 @@ def _run_step(
     except PipelineError as exc:
         raise exc.add_context(step=step.id, stage=step.stage) from None
     staged = run.new_staging(step.id)
+    run.refuse_link(run.checkpoints)
     checkpoint = run.checkpoints / f"{step.id}@{fp[:16]}"
     checkpoint.mkdir(parents=True, exist_ok=True)
     ctx = Context(
@@ -422,11 +503,7 @@ def _run_step(
     output = describe_table(staged)
     sides = {name: describe_table(staged / name).to_dict() for name in ctx.side_outputs}
     # Everything else the stage left beside its Parquet (an index, a report) is an artefact.
-    artefacts = [
-        {"name": p.name, "bytes": p.stat().st_size}
-        for p in sorted(staged.iterdir())
-        if p.is_file() and not p.name.startswith(("part-", "_"))
-    ]
+    artefacts = describe_artefacts(staged)
     manifest = {
         "format": FORMAT_VERSION,
         "pipeline": config.name,
@@ -451,9 +528,8 @@ def _run_step(
         "wall_time_s": round(wall, 4),
         "peak_rss_bytes": mem.peak,
     }
+    manifest["mtimes"] = written_mtimes(staged, manifest)
     _write_json_atomic(staged / MANIFEST, manifest)
     run.publish(staged, step.id)
-    # This step's checkpoints, and those of earlier params that will never resume, are done with.
-    for stale in run.checkpoints.glob(f"{step.id}@*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    run.drop_checkpoints(step.id)
     return manifest

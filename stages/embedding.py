@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from pipeline.errors import InputDataError, ParamError
+from pipeline.io import read_parquet_checked
 from pipeline.stage import Context, RowwiseStage, default_cache_dir
 
 BACKENDS = ("sentence-transformers", "static")
@@ -264,7 +265,11 @@ class EmbeddingCache:
         new = []
         for f in sorted(self.root.glob("shard-*.parquet")):
             if f.name not in known:
-                keys = pl.read_parquet(f, columns=["key_hi", "key_lo"])
+                table = read_parquet_checked(f, columns=["key_hi", "key_lo"])
+                if table is None:  # truncated or overwritten: drop it; its texts are embedded again
+                    f.unlink(missing_ok=True)
+                    continue
+                keys = pl.from_arrow(table)
                 new.append(keys.with_columns(
                     pl.lit(len(self._shards), pl.UInt32).alias("shard"),
                     pl.int_range(keys.height, dtype=pl.UInt32).alias("row"),
@@ -283,12 +288,26 @@ class EmbeddingCache:
         hits = self._keys.join(query, on=["key_hi", "key_lo"], how="inner").unique(subset="pos", keep="first")
         vectors = np.empty((len(key_hi), self.dim), np.float32)
         for (shard,), part in hits.group_by("shard"):
-            column = pq.read_table(self.root / self._shards[shard], columns=["vector"]).column("vector")
-            flat = column.combine_chunks().values.to_numpy(zero_copy_only=False).reshape(-1, self.dim)
+            flat = self._shard_vectors(self._shards[shard])
+            if flat is None:
+                # Damaged since its keys were read: its hits become misses, to be embedded again.
+                (self.root / self._shards[shard]).unlink(missing_ok=True)
+                self._keys = self._keys.filter(pl.col("shard") != shard)
+                self._shards[shard] = ""  # a shard stored again under this name is read afresh
+                continue
             pos = part["pos"].to_numpy()
             vectors[pos] = flat[part["row"].to_numpy()]
             found[pos] = True
         return found, vectors[found]
+
+    def _shard_vectors(self, name: str) -> np.ndarray | None:
+        """A shard's vectors as (rows, dim), or None when the file is damaged."""
+        table = read_parquet_checked(self.root / name, columns=["vector"])
+        try:
+            flat = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
+            return flat.reshape(table.num_rows, self.dim)
+        except (AttributeError, ValueError, pa.ArrowException):
+            return None
 
     def write_meta(self) -> None:
         """Record the vector width, so later runs need not load the model to learn it."""

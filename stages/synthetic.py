@@ -18,8 +18,10 @@ continuations of prompts from a seeded NumPy generator. Three are built in:
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -502,6 +504,18 @@ def make_generator(kind: str, params: dict[str, Any] | None) -> Generator:
         raise ParamError("generator_params", f"{exc}; the '{kind}' generator takes: {', '.join(allowed)}") from None
 
 
+def _check_callback_path(callback: str | Callable | None) -> None:
+    """The shape of 'package.module:function', checked without importing (importing runs code)."""
+    if callback is None or callable(callback):
+        return
+    if not isinstance(callback, str) or not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", callback):
+        raise ParamError("callback", f"{callback!r} should be an import path 'package.module:function'")
+    top = callback.split(":")[0].split(".")[0]
+    # find_spec of a top-level name only looks on sys.path; it runs no module code.
+    if importlib.util.find_spec(top) is None:
+        raise ParamError("callback", f"cannot import '{callback}': no module named '{top}'")
+
+
 def _resolve_callback(callback: str | Callable | None) -> Callable | None:
     if callback is None or callable(callback):
         return callback
@@ -633,7 +647,7 @@ class Generations(Stage):
         if not 0.0 < self.top_p <= 1.0:
             raise ParamError("top_p", f"must be within (0, 1], got {self.top_p}")
         make_generator(self.generator, self.generator_params)
-        _resolve_callback(self.callback)
+        _check_callback_path(self.callback)  # imported when the step runs, never while validating
 
     def required_columns(self):
         cols = {self.text_column: "text_column"}

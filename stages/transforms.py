@@ -1,13 +1,14 @@
-"""General table transforms: select, SQL, length filter, sample, split."""
+"""General table transforms: select, length filter, sample, split (SQL lives in stages/sql.py)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from pipeline.errors import ParamError
+from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context, RowwiseStage, Stage
 from stages._hashing import id_uniform
@@ -50,41 +51,6 @@ class Select(RowwiseStage):
     @classmethod
     def example(cls):
         return {"columns": ["id", "text"]}, {"data": pl.DataFrame({"id": ["a", "b"], "text": ["x y", "z"], "n": [1, 2]})}
-
-
-class Sql(Stage):
-    """Transform with one SQL query over the input, which is called `data` (polars SQL, streamed).
-
-    Queries cannot run code: SQL only, against this step's input.
-
-    Parameters:
-        query: e.g. "SELECT id, text FROM data WHERE length(text) > 200"
-    """
-
-    name = "sql"
-    allow_empty_input = True
-
-    def __init__(self, query: str):
-        self.query = query
-
-    def validate(self) -> None:
-        if not self.query.strip():
-            raise ParamError("query", "is empty")
-
-    def run(self, ctx: Context, data: Dataset) -> pl.LazyFrame:
-        try:
-            lf = pl.SQLContext(data=data.lazy(), eager=False).execute(self.query)
-            lf.collect_schema()
-        except (pl.exceptions.PolarsError, ValueError) as exc:
-            raise ParamError("query", f"{str(exc).splitlines()[0]}; the input's columns are {data.columns}",
-                             file=data.label) from None
-        return lf
-
-    @classmethod
-    def example(cls):
-        return {"query": "SELECT id, upper(text) AS text FROM data WHERE n > 1"}, {
-            "data": pl.DataFrame({"id": ["a", "b"], "text": ["x y", "z"], "n": [1, 2]})
-        }
 
 
 class LengthFilter(RowwiseStage):
@@ -179,6 +145,18 @@ class Sample(Stage):
         return {"n": 2}, {"data": pl.DataFrame({"id": [f"r{i}" for i in range(6)], "text": list("abcdef")})}
 
 
+def _refuse_duplicate_ids(df: pl.DataFrame, column: str, label: str) -> None:
+    """Ids are documented unique; a repeated id would land in two parts, or be counted twice."""
+    repeated = df.filter(pl.col(column).is_duplicated())
+    if repeated.height:
+        first = repeated[column][0]
+        raise InputDataError(
+            f"column '{column}' holds duplicate ids ({repeated[column].n_unique():,} ids repeated, "
+            f"e.g. {first!r}); ids must be unique", param="id_column", file=label,
+            hint="deduplicate the input first, or name a unique column with id_column",
+        )
+
+
 class Split(Stage):
     """Split rows into named parts (default train/test) by a seeded hash of the id, exactly sized.
 
@@ -204,8 +182,9 @@ class Split(Stage):
         for name, share in self.fractions.items():
             if not 0 <= share <= 1:
                 raise ParamError("fractions", f"share of '{name}' must be in [0, 1], got {share}")
-            if not name.replace("_", "").replace("-", "").isalnum():
-                raise ParamError("fractions", f"part name '{name}' must be letters, digits, '_' or '-'")
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+                # Part names name side-output folders: ASCII only, like step ids.
+                raise ParamError("fractions", f"part name {name!r} must be ASCII letters, digits, '_' or '-'")
         if abs(sum(self.fractions.values()) - 1) > 1e-9:
             raise ParamError("fractions", f"shares must sum to 1, got {sum(self.fractions.values())}")
 
@@ -214,6 +193,7 @@ class Split(Stage):
 
     def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
         df = data.collect()
+        _refuse_duplicate_ids(df, self.id_column, data.label)
         u = id_uniform(df[self.id_column], self.seed if self.seed is not None else ctx.seed, "split")
         order = np.argsort(u, kind="stable")
         # Exact sizes by largest remainder, so part sizes never drift from the requested shares.

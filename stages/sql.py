@@ -1,0 +1,162 @@
+"""The `sql` stage: one SELECT over the step's input, in a DuckDB that can reach nothing else.
+
+A shared config is data, not code: whoever runs it must not be exposing their files or network to
+the person who wrote it. So the query runs in an in-memory DuckDB that is sealed before the query
+is seen:
+
+- the step's input is registered as a view called `data` (an Arrow dataset read by pyarrow, so the
+  input streams and DuckDB itself never opens a file);
+- `enable_external_access = false`: no `read_csv`/`read_parquet`/`glob` of any path or URL, no
+  `ATTACH`, `COPY`, `EXPORT`, `INSTALL` or `LOAD`;
+- Python replacement scans are off (a query cannot name a Python variable of this process);
+- `lock_configuration = true`: the query cannot switch any of this back on;
+- the text must be exactly one `SELECT` (or `WITH ... SELECT`) statement, checked by DuckDB's own
+  parser before anything runs: no `PRAGMA`, `SET`, `CREATE`, `DROP`, or a second statement.
+
+DuckDB runs single-threaded here: with several threads the order of rows out of a `GROUP BY`
+changes from run to run, and the project promises the same bytes for the same config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+from pipeline.errors import ParamError
+from pipeline.io import Dataset
+from pipeline.stage import Context, Stage
+
+# Settings applied, in order, before the configuration is locked.
+SANDBOX_SETTINGS = (
+    "SET python_enable_replacements = false",
+    "SET autoinstall_known_extensions = false",
+    "SET autoload_known_extensions = false",
+    "SET allow_community_extensions = false",
+    "SET threads = 1",
+    "SET enable_external_access = false",
+    "SET lock_configuration = true",
+)
+BATCH_ROWS = 65_536
+
+
+def _one_line(exc: BaseException) -> str:
+    """DuckDB errors span several lines (the query echoed, a caret); keep the one that says what."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def sandboxed_connection(tables: dict[str, object]):
+    """An in-memory DuckDB that sees `tables` (name -> Arrow table/dataset/reader) and nothing else."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    for name, table in tables.items():
+        con.register(name, table)
+    for statement in SANDBOX_SETTINGS:
+        con.execute(statement)
+    return con
+
+
+def check_single_select(query: str) -> None:
+    """Refuse anything but one SELECT/WITH statement, using DuckDB's parser (nothing is run)."""
+    import duckdb
+
+    try:
+        statements = duckdb.connect(":memory:").extract_statements(query)
+    except duckdb.Error as exc:
+        raise ParamError("query", f"not valid SQL: {_one_line(exc)}") from None
+    if len(statements) != 1:
+        raise ParamError("query", f"must be exactly one SELECT statement, got {len(statements)} statements")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise ParamError(
+            "query", f"must be a SELECT (or WITH ... SELECT) statement, got {kind.name}",
+            hint="the sql stage only reads its input `data`; it cannot change or reach anything else",
+        )
+
+
+def _input_table(data: Dataset) -> object:
+    """The input as something DuckDB scans through Arrow: pyarrow reads the files, not DuckDB."""
+    if data.frame is not None:
+        return data.frame.to_arrow()
+    import pyarrow.dataset as pads
+
+    return pads.dataset([str(f) for f in data.files], format="parquet")
+
+
+class Sql(Stage):
+    """Transform with one SQL SELECT over the input, which is called `data` (DuckDB, sandboxed).
+
+    The query sees this step's input and nothing else: no files, URLs, extensions or settings
+    (see the README's "Guarantees"). Add ORDER BY when the row order of an aggregate matters to you.
+
+    Parameters:
+        query: e.g. "SELECT id, text FROM data WHERE length(text) > 200"
+    """
+
+    name = "sql"
+    version = "2"
+    allow_empty_input = True
+
+    def __init__(self, query: str):
+        self.query = query
+
+    def validate(self) -> None:
+        if not isinstance(self.query, str):
+            raise ParamError("query", f"expects a SQL string, got {self.query!r} ({type(self.query).__name__})")
+        if not self.query.strip():
+            raise ParamError("query", "is empty")
+        check_single_select(self.query)
+
+    def run(self, ctx: Context, data: Dataset) -> Iterator[pa.RecordBatch]:
+        import duckdb
+
+        con = sandboxed_connection({"data": _input_table(data)})
+        try:
+            reader = _arrow_reader(con.sql(self.query))
+        except duckdb.Error as exc:
+            con.close()
+            raise _query_error(exc, data) from None
+        return _stream(con, reader, data)
+
+    @classmethod
+    def example(cls):
+        import polars as pl
+
+        return {"query": "SELECT id, upper(text) AS text FROM data WHERE n > 1"}, {
+            "data": pl.DataFrame({"id": ["a", "b"], "text": ["x y", "z"], "n": [1, 2]})
+        }
+
+
+def _stream(con, reader: pa.RecordBatchReader, data: Dataset) -> Iterator[pa.RecordBatch]:
+    """Yield the result batch by batch; an error found mid-stream is still one line about `query`."""
+    import duckdb
+
+    try:
+        empty = True
+        for batch in reader:
+            empty = False
+            yield batch
+        if empty:
+            yield pa.Table.from_batches([], schema=reader.schema)
+    except duckdb.Error as exc:
+        raise _query_error(exc, data) from None
+    finally:
+        con.close()
+
+
+def _arrow_reader(relation) -> pa.RecordBatchReader:
+    """A streaming Arrow reader over a DuckDB relation (the method's name changed in DuckDB 2.0)."""
+    if hasattr(relation, "to_arrow_reader"):
+        return relation.to_arrow_reader(BATCH_ROWS)
+    return relation.fetch_arrow_reader(BATCH_ROWS)
+
+
+def _query_error(exc: BaseException, data: Dataset) -> ParamError:
+    import duckdb
+
+    if isinstance(exc, duckdb.PermissionException):
+        return ParamError("query", f"reaches outside its input, which the sql sandbox refuses ({_one_line(exc)})",
+                          hint="a query may read only the table `data`")
+    return ParamError("query", f"{_one_line(exc)}; the input's columns are {data.columns}", file=data.label)

@@ -1,0 +1,114 @@
+"""The sql stage: one SELECT over its input, in a DuckDB that reaches no file, URL, extension or setting.
+
+One test per way out that a hostile shared config tried (issue #17), each checked on the CLI: exit 2,
+one line naming the step and `query`, and nothing read or written outside the run folder.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from conftest import run_cli, write_config
+
+from pipeline.errors import ParamError
+from stages.sql import Sql
+
+ROWS = pl.DataFrame({"id": ["a", "b", "c"], "n": [1, 2, 3]})
+
+
+def _config(tmp_path, query: str) -> str:
+    data = tmp_path / "in.parquet"
+    ROWS.write_parquet(data)
+    escaped = query.replace("'", "''")
+    return (f"name: sandbox\nseed: 0\nsteps:\n  - id: q\n    stage: sql\n    inputs: {data}\n"
+            f"    params: {{query: '{escaped}'}}\n")
+
+
+def _refused(tmp_path, query: str, *expected: str) -> str:
+    cfg = write_config(tmp_path / "c.yaml", _config(tmp_path, query))
+    proc = run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), "--quiet")
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "step 'q' (stage 'sql')" in lines[0] and "parameter 'query'" in lines[0], lines[0]
+    for piece in expected:
+        assert piece in lines[0], lines[0]
+    assert not (tmp_path / "runs" / "sandbox" / "q").exists()
+    return lines[0]
+
+
+def test_a_select_streams_the_input():
+    out = Sql("SELECT id, n * 2 AS m FROM data WHERE n > 1").apply(ROWS)
+    assert out.to_dict(as_series=False) == {"id": ["b", "c"], "m": [4, 6]}
+    with_cte = Sql("WITH big AS (SELECT * FROM data WHERE n >= 2) SELECT count(*) AS k FROM big").apply(ROWS)
+    assert with_cte["k"].to_list() == [2]
+    empty = Sql("SELECT * FROM data WHERE false").apply(ROWS)
+    assert empty.height == 0 and empty.columns == ["id", "n"]
+
+
+def test_reading_a_local_file_is_refused(tmp_path):
+    _refused(tmp_path, "SELECT * FROM read_csv('/etc/passwd')", "sandbox refuses", "/etc/passwd")
+
+
+def test_reading_parquet_outside_the_inputs_is_refused(tmp_path):
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    pl.DataFrame({"pw": ["hunter2"]}).write_parquet(secret / "x.parquet")
+    line = _refused(tmp_path, f"SELECT * FROM read_parquet('{secret}/*.parquet')", "sandbox refuses")
+    assert "hunter2" not in line
+    _refused(tmp_path, f"SELECT * FROM '{secret}/x.parquet'", "sandbox refuses")
+
+
+def test_urls_are_refused(tmp_path):
+    _refused(tmp_path, "SELECT * FROM read_csv('http://127.0.0.1:9/x.csv')", "sandbox refuses")
+
+
+def test_attach_is_refused(tmp_path):
+    _refused(tmp_path, f"ATTACH '{tmp_path}/x.duckdb' AS x", "must be a SELECT", "ATTACH")
+    assert not (tmp_path / "x.duckdb").exists()
+
+
+def test_copy_to_is_refused(tmp_path):
+    _refused(tmp_path, f"COPY (SELECT * FROM data) TO '{tmp_path}/out.csv'", "must be a SELECT", "COPY")
+    assert not (tmp_path / "out.csv").exists()
+
+
+@pytest.mark.parametrize("query", ["INSTALL httpfs", "LOAD httpfs"])
+def test_install_and_load_are_refused(tmp_path, query):
+    _refused(tmp_path, query, "must be a SELECT")
+
+
+@pytest.mark.parametrize("query", ["PRAGMA database_list", "SET enable_external_access = true",
+                                   "DROP TABLE data", "CREATE TABLE t AS SELECT 1"])
+def test_statements_other_than_select_are_refused(tmp_path, query):
+    _refused(tmp_path, query, "must be a SELECT")
+
+
+def test_multiple_statements_are_refused(tmp_path):
+    _refused(tmp_path, "SELECT * FROM data; SELECT * FROM read_csv('/etc/passwd')", "exactly one", "2 statements")
+
+
+def test_a_failing_query_is_one_line_naming_the_columns(tmp_path):
+    _refused(tmp_path, "SELECT no_such_column FROM data", "no_such_column", "columns are ['id', 'n']")
+    _refused(tmp_path, "SELEC id FROM data", "not valid SQL")
+
+
+def test_the_sandbox_holds_inside_a_select():
+    # Even reached through a subquery or a table function in a CTE, files stay out of reach.
+    for query in ("SELECT * FROM data WHERE id IN (SELECT column0 FROM read_csv('/etc/passwd'))",
+                  "WITH x AS (SELECT * FROM glob('/etc/*')) SELECT * FROM x",
+                  "SELECT * FROM read_text('/etc/hostname')"):
+        with pytest.raises(ParamError, match="sandbox refuses"):
+            Sql(query).apply(ROWS)
+
+
+def test_python_variables_are_not_reachable():
+    secret_table = pl.DataFrame({"pw": ["hunter2"]})  # noqa: F841 - what a replacement scan would find
+    with pytest.raises(ParamError, match="secret_table"):
+        Sql("SELECT * FROM secret_table").apply(ROWS)
+
+
+def test_group_by_is_reproducible():
+    many = pl.DataFrame({"id": [str(i) for i in range(50_000)], "n": [i % 997 for i in range(50_000)]})
+    query = "SELECT n, count(*) AS k FROM data GROUP BY n"
+    assert Sql(query).apply(many).equals(Sql(query).apply(many))
