@@ -1,0 +1,192 @@
+"""Scaling-law fits: L(D) = L_inf + k D^-alpha, and the transfer law D_T = k D_F^alpha N^beta.
+
+The power law is fitted in log space (residual log L - log L_hat), as Hoffmann et al. do: losses
+spread over a decade weigh alike, and a robust loss (Huber by default) keeps one diverged run from
+bending the exponent. The start comes from a grid over alpha with L_inf and k solved linearly at
+each point (variable projection), so the fit does not depend on a hand-picked initial guess.
+Intervals are residual bootstraps (resampled log residuals put back on the fitted curve).
+
+The transfer law follows Hernandez et al. (2021): for a model of N parameters fine-tuned on D_F
+tokens to loss L, the effective data D_E is the from-scratch data at which a model of the same size
+reaches L (read off the from-scratch curve), and D_T = D_E - D_F is the data transferred. Then
+log D_T = log k + alpha log D_F + beta log N is fitted by least squares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from pipeline.errors import InputDataError
+
+ALPHA_GRID = np.geomspace(0.005, 5.0, 200)
+
+
+@dataclass
+class PowerLaw:
+    """A fitted L(x) = floor + k x^-alpha with bootstrap intervals {name: (low, high)}."""
+
+    floor: float
+    k: float
+    alpha: float
+    points: int
+    rmse_log: float
+    r2_log: float
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    curves: np.ndarray | None = None  # bootstrap replicate parameters (B, 3), for bands on plots
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.floor + self.k * np.power(np.asarray(x, dtype=np.float64), -self.alpha)
+
+    def inverse(self, loss: np.ndarray) -> np.ndarray:
+        """The x at which the law reaches `loss` (NaN at or below the floor)."""
+        excess = np.asarray(loss, dtype=np.float64) - self.floor
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(excess > 0, np.power(excess / self.k, -1.0 / self.alpha), np.nan)
+
+
+def _model(theta: np.ndarray, x: np.ndarray, with_floor: bool) -> np.ndarray:
+    floor = theta[0] if with_floor else 0.0
+    return floor + np.exp(theta[1]) * np.power(x, -theta[2])
+
+
+def _start(x: np.ndarray, y: np.ndarray, with_floor: bool) -> np.ndarray:
+    """Best (floor, log k, alpha) over a grid of alpha, floor and k solved by linear least squares."""
+    best, best_err = None, np.inf
+    for alpha in ALPHA_GRID:
+        basis = np.power(x, -alpha)
+        if with_floor:
+            design = np.column_stack([np.ones_like(x), basis])
+            (floor, k), *_ = np.linalg.lstsq(design, y, rcond=None)
+            floor = float(np.clip(floor, 0.0, 0.999 * y.min()))
+            k = max(float(np.dot(basis, y - floor) / np.dot(basis, basis)), 1e-12)
+        else:
+            floor, k = 0.0, max(float(np.dot(basis, y) / np.dot(basis, basis)), 1e-12)
+        pred = floor + k * basis
+        if np.all(pred > 0):
+            err = float(np.sum((np.log(pred) - np.log(y)) ** 2))
+            if err < best_err:
+                best, best_err = np.array([floor, np.log(k), alpha]), err
+    return best if best is not None else np.array([0.0, np.log(np.mean(y)), 0.1])
+
+
+def _solve(x, y, theta0, with_floor, loss, f_scale) -> np.ndarray:
+    def residual(theta):
+        pred = _model(theta, x, with_floor)
+        return np.log(np.maximum(pred, 1e-300)) - np.log(y)
+
+    upper_floor = float(y.min()) * (1 - 1e-9)
+    lower = [0.0 if with_floor else -np.inf, -np.inf, 0.0]
+    upper = [upper_floor if with_floor else np.inf, np.inf, 20.0]
+    theta0 = np.clip(theta0, np.array(lower) + 1e-12, np.array(upper) - 1e-12)
+    solution = least_squares(residual, theta0, loss=loss, f_scale=f_scale, bounds=(lower, upper),
+                             x_scale="jac", max_nfev=2000)
+    return solution.x
+
+
+def fit_power_law(x, y, *, with_floor: bool = True, loss: str = "huber", f_scale: float = 0.05,
+                  bootstrap: int = 300, confidence: float = 0.95, rng: np.random.Generator | None = None,
+                  what: str = "points") -> PowerLaw:
+    """Fit y = floor + k x^-alpha (floor = 0 when with_floor is False) to positive x and y."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    params = 3 if with_floor else 2
+    if np.unique(x).size < params + 1:
+        raise InputDataError(
+            f"{np.unique(x).size} distinct {what} cannot fit {params} parameters with a residual left; "
+            f"give at least {params + 1} (or fit without the floor)", param="x_column")
+    if not (np.isfinite(x).all() and np.isfinite(y).all() and (x > 0).all() and (y > 0).all()):
+        raise InputDataError("sizes and losses must be finite and > 0 to fit a power law", param="y_column")
+    theta = _solve(x, y, _start(x, y, with_floor), with_floor, loss, f_scale)
+    pred = _model(theta, x, with_floor)
+    residuals = np.log(y) - np.log(pred)
+    total = np.sum((np.log(y) - np.log(y).mean()) ** 2)
+    law = PowerLaw(floor=float(theta[0]) if with_floor else 0.0, k=float(np.exp(theta[1])), alpha=float(theta[2]),
+                   points=int(x.size), rmse_log=float(np.sqrt(np.mean(residuals ** 2))),
+                   r2_log=float(1 - np.sum(residuals ** 2) / total) if total > 0 else float("nan"))
+    if bootstrap > 0:
+        rng = rng or np.random.default_rng(0)
+        draws = np.empty((bootstrap, 3))
+        centred = residuals - residuals.mean()
+        for b in range(bootstrap):
+            y_star = pred * np.exp(centred[rng.integers(0, x.size, x.size)])
+            draws[b] = _solve(x, y_star, theta, with_floor, loss, f_scale)
+        draws[:, 1] = np.exp(draws[:, 1])
+        if not with_floor:
+            draws[:, 0] = 0.0
+        tail = (1 - confidence) / 2
+        for i, name in enumerate(("floor", "k", "alpha")):
+            law.intervals[name] = (float(np.quantile(draws[:, i], tail)), float(np.quantile(draws[:, i], 1 - tail)))
+        law.curves = draws
+    return law
+
+
+@dataclass
+class TransferLaw:
+    """D_T = k D_F^alpha N^beta with bootstrap intervals."""
+
+    k: float
+    alpha: float
+    beta: float
+    points: int
+    rmse_log: float
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def __call__(self, d_f, n) -> np.ndarray:
+        return self.k * np.power(d_f, self.alpha) * np.power(n, self.beta)
+
+
+def effective_data(scratch_d: np.ndarray, scratch_loss: np.ndarray, loss: np.ndarray, law: PowerLaw | None,
+                   method: str = "interpolate") -> tuple[np.ndarray, np.ndarray]:
+    """From-scratch data needed to reach each `loss`, and whether it was extrapolated past the curve.
+
+    'interpolate' reads the curve piecewise linearly in log-log (Hernandez et al.), after averaging
+    repeats and making it monotone; losses outside the measured range fall back on the fitted law.
+    'fit' always inverts the fitted law.
+    """
+    d = np.unique(scratch_d)
+    mean_loss = np.array([scratch_loss[scratch_d == v].mean() for v in d])
+    mean_loss = np.minimum.accumulate(mean_loss)  # a from-scratch curve cannot get worse with more data
+    inside = (loss <= mean_loss[0]) & (loss >= mean_loss[-1])
+    fitted = law.inverse(loss) if law is not None else np.full(loss.shape, np.nan)
+    if method == "fit":
+        return fitted, ~inside
+    # np.interp wants increasing x: interpolate log D against -log L.
+    read = np.exp(np.interp(-np.log(loss), -np.log(mean_loss), np.log(d)))
+    return np.where(inside, read, fitted), ~inside
+
+
+def fit_transfer_law(d_f, n, d_t, *, bootstrap: int = 500, confidence: float = 0.95,
+                     rng: np.random.Generator | None = None) -> TransferLaw:
+    """Least squares of log D_T on log D_F and log N; pairs bootstrap for the intervals."""
+    d_f, n, d_t = (np.asarray(v, dtype=np.float64) for v in (d_f, n, d_t))
+    if d_t.size < 4:
+        raise InputDataError(
+            f"{d_t.size} usable (D_F, N) points cannot fit k, alpha and beta with a residual left; need at "
+            "least 4 with positive transferred data (more fine-tuning sizes, or a longer from-scratch curve)",
+            param="x_column")
+    if np.unique(n).size < 2:
+        raise InputDataError("the transfer law's beta needs fine-tuned runs at >= 2 model sizes N; got "
+                             f"{np.unique(n).size}", param="params_column")
+    design = np.column_stack([np.ones_like(d_f), np.log(d_f), np.log(n)])
+    target = np.log(d_t)
+    coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+    residuals = target - design @ coef
+    law = TransferLaw(k=float(np.exp(coef[0])), alpha=float(coef[1]), beta=float(coef[2]), points=int(d_t.size),
+                      rmse_log=float(np.sqrt(np.mean(residuals ** 2))))
+    if bootstrap > 0:
+        rng = rng or np.random.default_rng(0)
+        draws = []
+        for _ in range(bootstrap):
+            pick = rng.integers(0, d_t.size, d_t.size)
+            if np.unique(n[pick]).size < 2 or np.unique(d_f[pick]).size < 2:
+                continue
+            draws.append(np.linalg.lstsq(design[pick], target[pick], rcond=None)[0])
+        draws = np.array(draws)
+        draws[:, 0] = np.exp(draws[:, 0])
+        tail = (1 - confidence) / 2
+        for i, name in enumerate(("k", "alpha", "beta")):
+            law.intervals[name] = (float(np.quantile(draws[:, i], tail)), float(np.quantile(draws[:, i], 1 - tail)))
+    return law

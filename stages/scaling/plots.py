@@ -1,0 +1,94 @@
+"""Figures of the scaling stages: power-law fits with bootstrap bands and residuals, transfer curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_power_laws(fits: list, x_column: str, y_column: str, path: Path, title: str,
+                    linked: tuple[float, float, float] | None) -> None:
+    """Data, fitted law and its bootstrap band per group (top); log residuals (bottom)."""
+    plt = _pyplot()
+    fig, (ax, res) = plt.subplots(2, 1, figsize=(6.4, 5.6), dpi=120, sharex=True,
+                                  gridspec_kw={"height_ratios": [3, 1]})
+    for i, (group, part, law) in enumerate(fits):
+        color = plt.cm.tab10(i % 10)
+        x = part[x_column].to_numpy().astype(float)
+        y = part[y_column].to_numpy().astype(float)
+        grid = np.geomspace(x.min(), x.max(), 100)
+        name = f"{group}: " if group is not None else ""
+        lo_hi = law.intervals.get("alpha")
+        ci = f" [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi else ""
+        ax.plot(x, y, "o", color=color, alpha=0.8)
+        ax.plot(grid, law(grid), "-", color=color,
+                label=f"{name}L = {law.floor:.3g} + {law.k:.3g} x^-{law.alpha:.3f}{ci}")
+        if law.curves is not None and len(law.curves) > 1:
+            band = law.curves[:, :1] + law.curves[:, 1:2] * grid[None, :] ** -law.curves[:, 2:3]
+            ax.fill_between(grid, np.quantile(band, 0.025, axis=0), np.quantile(band, 0.975, axis=0),
+                            color=color, alpha=0.15)
+        res.plot(x, np.log(y) - np.log(law(x)), "o", color=color)
+    if linked is not None:
+        d, low, high = linked
+        ax.text(0.02, 0.03, f"intrinsic dimension d = {d:.2f} [{low:.2f}, {high:.2f}]: 4/d = {4 / d:.3f}",
+                transform=ax.transAxes, fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylabel(y_column)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    res.axhline(0, color="black", linewidth=0.8)
+    res.set_xlabel(x_column)
+    res.set_ylabel("log residual")
+    res.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_transfer(scratch_fits: dict, table: pl.DataFrame, points: pl.DataFrame, law: Any, stage: Any,
+                  path: Path, title: str) -> None:
+    """Left: from-scratch and fine-tuned loss per model size. Right: D_T against D_F with the fitted law."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=120)
+    for i, (n, (scratch, fit)) in enumerate(sorted(scratch_fits.items())):
+        color = plt.cm.tab10(i % 10)
+        x = scratch[stage.x_column].to_numpy().astype(float)
+        grid = np.geomspace(x.min(), x.max(), 100)
+        left.plot(x, scratch[stage.y_column], "o", color=color, label=f"N={n:,.0f} from scratch")
+        left.plot(grid, fit(grid), "-", color=color, linewidth=1)
+        tuned = table.filter((pl.col(stage.params_column) == n) & (pl.col(stage.regime_column) == "finetuned"))
+        left.plot(tuned[stage.x_column], tuned[stage.y_column], "^--", color=color, label=f"N={n:,.0f} fine-tuned")
+        if points.height:
+            mine = points.filter((pl.col("params") == float(n)) & pl.col("used"))
+            if mine.height:
+                right.plot(mine["D_F"], mine["D_T"], "o", color=color, label=f"N={n:,.0f}")
+                d_f = np.geomspace(float(mine["D_F"].min()), float(mine["D_F"].max()), 50)
+                right.plot(d_f, law(d_f, float(n)), "-", color=color)
+    left.set(xscale="log", yscale="log", xlabel=f"{stage.x_column} (data)", ylabel=stage.y_column)
+    left.grid(alpha=0.3, which="both")
+    left.legend(fontsize=7)
+    left.set_title(title, fontsize=10)
+    ci = {n: law.intervals.get(n, (np.nan, np.nan)) for n in ("k", "alpha", "beta")}
+    right.set_title(f"D_T = {law.k:.3g} D_F^{law.alpha:.3f} N^{law.beta:.3f}\n"
+                    f"alpha in [{ci['alpha'][0]:.3f}, {ci['alpha'][1]:.3f}], "
+                    f"beta in [{ci['beta'][0]:.3f}, {ci['beta'][1]:.3f}]", fontsize=9)
+    right.set(xscale="log", yscale="log", xlabel="D_F: fine-tuning data", ylabel="D_T: effective data transferred")
+    right.grid(alpha=0.3, which="both")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,200 @@
+"""The `scaling_curve` stage: test loss of small torch MLPs trained on each nested subset.
+
+The data-manifold side of Bahri et al.: train the same model on D_0 < ... < D_m (from
+`nested_subsets`) and record the held-out loss at each size; `scaling_fit` then fits alpha. The
+held-out input is split by id hash into a validation half (early stopping, see `training`) and a
+test half (the reported loss), so the size D counts training rows only and the test loss is never
+seen during training.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import polars as pl
+
+from pipeline.errors import InputDataError, ParamError
+from pipeline.io import Dataset
+from pipeline.stage import Context, Stage
+from stages._hashing import id_uniform
+from stages.embedding import vectors_to_series
+from stages.noise import vector_matrix
+from stages.scaling import training
+
+
+def _loss_function(kind: str, classes: int):
+    import torch
+    import torch.nn.functional as F
+
+    if kind == "cross_entropy":
+        return lambda model, x, y: F.cross_entropy(model(x), y)
+
+    def mse(model, x, y):
+        # L2 on one-hot targets, summed over classes: the smooth loss the 4/d argument is made for.
+        target = torch.nn.functional.one_hot(y, classes).to(torch.float32)
+        return ((model(x) - target) ** 2).sum(dim=1).mean()
+
+    return mse
+
+
+class ScalingCurve(Stage):
+    """Held-out loss of an MLP classifier trained on each nested subset (input `data`) at each size.
+
+    One row per (subset, repeat): subset_size, rows, the model's parameter count, test loss and
+    accuracy, validation loss, steps and what stopped training. Side output `representation`: the last
+    hidden layer of the model trained on the largest subset (first repeat) over the test rows, for
+    `intrinsic_dimension` of the learned representation.
+
+    Parameters:
+        features: the numeric vector column fed to the model
+        label_column: integer or string class labels
+        loss: 'mse' (L2 on one-hot targets) or 'cross_entropy'
+        hidden: widths of the hidden layers
+        repeats: initialisation seeds per subset (all rows are kept; the fit sees each)
+        validation_fraction: share of the held-out input used for early stopping (the rest is the test set)
+        learning_rate: AdamW learning rate
+        weight_decay: AdamW weight decay
+        batch_size: minibatch rows
+        max_steps: most optimiser steps per run
+        eval_every: steps between validation evaluations
+        patience: evaluations without improvement before stopping
+        id_column: unique row id (splits the held-out input)
+    """
+
+    name = "scaling_curve"
+    inputs: ClassVar[tuple[str, ...]] = ("data", "test")
+    requires: ClassVar[tuple[str, ...]] = ("torch",)
+
+    def __init__(
+        self,
+        features: str = "pixels",
+        label_column: str = "label",
+        loss: Literal["mse", "cross_entropy"] = "mse",
+        hidden: list[int] = [64, 64],  # noqa: B006 - params are stored as given
+        repeats: int = 2,
+        validation_fraction: float = 0.5,
+        learning_rate: float = 3e-3,
+        weight_decay: float = 0.0,
+        batch_size: int = 64,
+        max_steps: int = 3000,
+        eval_every: int = 25,
+        patience: int = 8,
+        id_column: str = "id",
+    ):
+        self.features = features
+        self.label_column = label_column
+        self.loss = loss
+        self.hidden = hidden
+        self.repeats = repeats
+        self.validation_fraction = validation_fraction
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_steps = max_steps
+        self.eval_every = eval_every
+        self.patience = patience
+        self.id_column = id_column
+
+    def validate(self) -> None:
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ParamError("hidden", f"must be a non-empty list of widths >= 1, got {self.hidden}")
+        for name in ("repeats", "batch_size", "max_steps", "eval_every", "patience"):
+            if getattr(self, name) < 1:
+                raise ParamError(name, f"must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ParamError("validation_fraction", f"must lie strictly between 0 and 1, got {self.validation_fraction}")
+        if self.learning_rate <= 0:
+            raise ParamError("learning_rate", f"must be > 0, got {self.learning_rate}")
+
+    def required_columns(self) -> dict[str, dict[str, str | None]]:
+        cols: dict[str, str | None] = {self.features: "features", self.label_column: "label_column",
+                                       self.id_column: "id_column"}
+        return {"data": cols | {"subset_index": None, "subset_size": None}, "test": cols}
+
+    def train_config(self) -> training.TrainConfig:
+        return training.TrainConfig(learning_rate=self.learning_rate, batch_size=self.batch_size,
+                                    max_steps=self.max_steps, eval_every=self.eval_every, patience=self.patience,
+                                    weight_decay=self.weight_decay)
+
+    def run(self, ctx: Context, data: Dataset, test: Dataset) -> pl.DataFrame:
+        with training.one_thread():
+            return self._run(ctx, data, test)
+
+    def _run(self, ctx: Context, data: Dataset, test: Dataset) -> pl.DataFrame:
+        train_table, held_out = data.collect(), test.collect()
+        classes = sorted(set(train_table[self.label_column].to_list()) | set(held_out[self.label_column].to_list()))
+        code = {c: i for i, c in enumerate(classes)}
+        x_train = vector_matrix(train_table[self.features], "features")
+        x_held = vector_matrix(held_out[self.features], "features")
+        scale = float(np.abs(x_train).max()) or 1.0
+        if not (np.isfinite(x_train).all() and np.isfinite(x_held).all()):
+            raise InputDataError(f"column '{self.features}' has NaN or infinite values", param="features",
+                                 file=data.label)
+        y_train = np.array([code[v] for v in train_table[self.label_column].to_list()], dtype=np.int64)
+        y_held = np.array([code[v] for v in held_out[self.label_column].to_list()], dtype=np.int64)
+        is_validation = id_uniform(held_out[self.id_column], ctx.seed, "scaling_curve") < self.validation_fraction
+        if is_validation.all() or not is_validation.any():
+            raise InputDataError("the held-out input is too small to split into validation and test rows",
+                                 file=test.label)
+        validation = training.as_tensors(x_held[is_validation] / scale, y_held[is_validation])
+        test_set = training.as_tensors(x_held[~is_validation] / scale, y_held[~is_validation])
+        loss_fn = _loss_function(self.loss, len(classes))
+        subsets = train_table.select("subset_index", "subset_size").unique().sort("subset_index")
+        index = train_table["subset_index"].to_numpy()
+        rows = []
+        bar = ctx.progress(total=subsets.height * self.repeats, unit="runs")
+        for j, size in subsets.iter_rows():
+            member = index <= j
+            train_set = training.as_tensors(x_train[member] / scale, y_train[member])
+            for repeat in range(self.repeats):
+                seed = (ctx.seed * 1000 + repeat) % (2**62)
+                training.seed_everything(seed)
+                model = training.mlp(x_train.shape[1], self.hidden, len(classes))
+                result = training.train(model, loss_fn, train_set, validation, self.train_config(), seed)
+                rows.append(self._row(model, loss_fn, train_set, test_set, result, size, repeat, seed))
+                if j == subsets.height - 1 and repeat == 0:
+                    self._representation(ctx, model, held_out.filter(pl.Series(~is_validation)), test_set)
+                bar.update(1)
+        bar.close()
+        result = pl.DataFrame(rows)
+        ctx.record("test_loss", {str(s): round(v, 5) for s, v in
+                                 result.group_by("subset_size").agg(pl.col("test_loss").mean()).sort("subset_size")
+                                 .iter_rows()})
+        ctx.record("stopped_by", result["stopped_by"].value_counts().sort("stopped_by").rows())
+        return result
+
+    def _row(self, model, loss_fn, train_set, test_set, result, size, repeat, seed) -> dict[str, Any]:
+        import torch
+
+        with torch.no_grad():
+            model.eval()
+            accuracy = float((model(test_set[0]).argmax(dim=1) == test_set[1]).float().mean())
+        return {
+            "subset_size": int(size), "rows": len(train_set[0]), "repeat": repeat, "seed": seed,
+            "params": training.parameter_count(model), "loss": self.loss,
+            "test_loss": training.evaluate(model, loss_fn, test_set), "test_accuracy": accuracy,
+            "validation_loss": result.best_validation_loss, "train_loss": training.evaluate(model, loss_fn, train_set),
+            "steps": result.steps, "best_step": result.best_step, "stopped_by": result.stopped_by,
+        }
+
+    def _representation(self, ctx: Context, model, test_rows: pl.DataFrame, test_set) -> None:
+        import torch
+
+        with torch.no_grad():
+            model.eval()
+            hidden = model.features(test_set[0]).numpy()
+        ctx.write_side_output("representation", test_rows.select(self.id_column, self.label_column).with_columns(
+            vectors_to_series("representation", hidden)))
+
+    @classmethod
+    def example(cls) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
+        from stages.scaling.nested_subsets import NestedSubsets
+
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((160, 4)).astype(np.float32)
+        table = pl.DataFrame({"id": np.arange(160), "label": (x[:, 0] > 0).astype(np.int64)}).with_columns(
+            vectors_to_series("pixels", x))
+        train = NestedSubsets(sizes=[40, 100]).apply(table.head(100))
+        return {"hidden": [8], "repeats": 1, "max_steps": 60, "eval_every": 20, "patience": 2}, \
+            {"data": train, "test": table.tail(60)}

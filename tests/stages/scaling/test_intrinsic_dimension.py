@@ -1,0 +1,105 @@
+import numpy as np
+import polars as pl
+import pytest
+from conftest import run_cli, write_config
+
+from pipeline.errors import InputDataError
+from stages.embedding import vectors_to_series
+from stages.scaling import id_estimators
+from stages.scaling.intrinsic_dimension import PLOT_NAME, IntrinsicDimension
+from stages.scaling.knn import exact_distances, nearest_neighbours
+
+
+def ball(n: int, d: int, ambient: int, seed: int) -> np.ndarray:
+    """Uniform points in a d-ball, rotated at random into `ambient` dimensions."""
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal((n, d))
+    g *= (rng.random((n, 1)) ** (1.0 / d)) / np.linalg.norm(g, axis=1, keepdims=True)
+    rotation, _ = np.linalg.qr(rng.standard_normal((ambient, ambient)))
+    return g @ rotation[:d]
+
+
+def table(x: np.ndarray, **extra) -> pl.DataFrame:
+    return pl.DataFrame({"id": np.arange(x.shape[0]), **extra}).with_columns(vectors_to_series("embedding", x))
+
+
+@pytest.mark.parametrize("d", [3, 6])
+def test_recovers_dimension_of_rotated_ball(d):
+    result = IntrinsicDimension(estimators=["twonn", "mle", "gride"], bootstrap=50).execute(
+        table(ball(4000, d, 64, seed=d)), seed=1)
+    for row in result.table.iter_rows(named=True):
+        assert abs(row["dimension"] - d) / d < 0.12, row
+        assert row["ci_low"] < row["dimension"] < row["ci_high"]
+        assert row["points"] == 4000 and row["ambient_dimension"] == 64
+    local = result.side_outputs["local"]
+    assert local.height == 4000 and (local["r2"] >= local["r1"]).all() and (local["r1"] > 0).all()
+    assert (result.artefact_dir / PLOT_NAME).stat().st_size > 0
+
+
+def test_groups_are_estimated_separately():
+    x = np.vstack([ball(1500, 2, 20, seed=0), ball(1500, 8, 20, seed=1) + 50.0])
+    out = IntrinsicDimension(group_by="kind", bootstrap=0).apply(table(x, kind=["flat"] * 1500 + ["wide"] * 1500))
+    mle = {r["group"]: r["dimension"] for r in out.filter(pl.col("estimator") == "mle").iter_rows(named=True)}
+    assert abs(mle["flat"] - 2) < 0.3 and abs(mle["wide"] - 8) < 1.2
+
+
+def test_estimators_match_closed_forms():
+    rng = np.random.default_rng(5)
+    dist = np.sort(rng.random((500, 12)) + 0.1, axis=1)
+    mu = dist[:, 1] / dist[:, 0]
+    assert id_estimators.twonn(mu, "mle", 0.0) == pytest.approx((mu.size - 1) / np.log(mu).sum())
+    local = id_estimators.mle_local(dist, 5)
+    expected = 4 / np.log(dist[:, 4:5] / dist[:, :4]).sum(axis=1)
+    np.testing.assert_allclose(local, expected)
+    # GRIDE with n1 = 1 (n2 = 2) is the uncensored TwoNN likelihood: d = N / sum(log mu).
+    assert id_estimators.gride(mu, 1) == pytest.approx(mu.size / np.log(mu).sum(), rel=1e-5)
+
+
+def test_neighbours_are_exact_and_hnsw_reports_recall():
+    x = ball(3000, 4, 32, seed=2).astype(np.float32)
+    exact = nearest_neighbours(x, 5, "exact")
+    brute = np.sqrt(((x[:300, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1))
+    brute[np.arange(300), np.arange(300)] = np.inf
+    np.testing.assert_allclose(np.sort(brute, axis=1)[:, :5], exact.distances[:300], rtol=1e-5)
+    np.testing.assert_allclose(exact.distances, exact_distances(x, exact.ids))
+    approx = nearest_neighbours(x, 5, "hnsw")
+    assert approx.index == "hnsw" and 0.9 <= approx.recall <= 1.0
+
+
+def test_duplicates_dropped_and_counted_or_refused():
+    x = ball(600, 3, 10, seed=4)
+    doubled = np.vstack([x, x[:50]])
+    out = IntrinsicDimension(bootstrap=0).apply(table(doubled))
+    assert (out["duplicates_dropped"] == 50).all() and (out["points"] == 600).all()
+    with pytest.raises(InputDataError, match="50 of 650 vectors repeat") as err:
+        IntrinsicDimension(duplicates="error").apply(table(doubled))
+    assert err.value.param == "duplicates"
+
+
+def test_too_few_points_and_non_finite_vectors_are_refused():
+    with pytest.raises(InputDataError, match="distinct points") as err:
+        IntrinsicDimension(k=10).apply(table(ball(16, 2, 4, seed=0)))
+    assert err.value.param == "k"
+    x = ball(200, 2, 4, seed=0)
+    x[7, 1] = np.nan
+    with pytest.raises(InputDataError, match="NaN or infinite") as err:
+        IntrinsicDimension().apply(table(x))
+    assert err.value.param == "column"
+
+
+def test_cli_reports_non_finite_vectors_in_one_line(tmp_path):
+    x = ball(200, 2, 4, seed=0)
+    x[3, 0] = np.inf
+    table(x).write_parquet(tmp_path / "points.parquet")
+    cfg = write_config(tmp_path / "id.yaml", f"""
+name: id_bad
+steps:
+  - id: dim
+    stage: intrinsic_dimension
+    inputs: {tmp_path / 'points.parquet'}
+    params: {{bootstrap: 0}}
+""")
+    proc = run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), "--quiet")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "step 'dim'" in line and "parameter 'column'" in line and "points.parquet" in line

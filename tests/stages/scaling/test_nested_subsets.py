@@ -1,0 +1,77 @@
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.errors import InputDataError, ParamError
+from stages.scaling.nested_subsets import NestedSubsets, geometric_sizes
+
+
+def corpus(n: int = 1000) -> pl.DataFrame:
+    rng = np.random.default_rng(0)
+    return pl.DataFrame({
+        "id": [f"row-{i}" for i in range(n)],
+        "label": rng.choice(["a", "b", "c"], size=n, p=[0.6, 0.3, 0.1]),
+        "text": [" ".join(["w"] * int(k)) for k in rng.integers(1, 40, size=n)],
+    })
+
+
+def members(out: pl.DataFrame, j: int) -> set[str]:
+    return set(out.filter(pl.col("subset_index") <= j)["id"].to_list())
+
+
+def test_exact_sizes_and_exact_supersets():
+    sizes = [10, 25, 60, 150, 400, 1000]
+    result = NestedSubsets(sizes=sizes, side_outputs=True).execute(corpus(), seed=7)
+    out = result.table
+    previous: set[str] = set()
+    for j, n in enumerate(sizes):
+        current = members(out, j)
+        assert len(current) == n
+        assert previous < current  # a proper superset of the previous subset
+        assert set(result.side_outputs[f"size_{n}"]["id"].to_list()) == current
+        previous = current
+    assert result.side_outputs["sizes"]["rows"].to_list() == sizes
+    assert (out.group_by("subset_index").agg(pl.col("subset_size").n_unique())["subset_size"] == 1).all()
+
+
+def test_same_rows_whatever_the_input_order_and_seed_changes_them():
+    data = corpus()
+    first = NestedSubsets(sizes=[50, 200]).apply(data, seed=3)
+    shuffled = NestedSubsets(sizes=[50, 200]).apply(data.sample(fraction=1.0, shuffle=True, seed=1), seed=3)
+    assert members(first, 0) == members(shuffled, 0) and members(first, 1) == members(shuffled, 1)
+    other = NestedSubsets(sizes=[50, 200]).apply(data, seed=4)
+    assert members(first, 0) != members(other, 0)
+
+
+def test_strata_keep_their_proportions_in_every_subset():
+    data = corpus()
+    share = data["label"].value_counts().with_columns(pl.col("count") / data.height)
+    out = NestedSubsets(sizes=[20, 50, 100, 300], strata="label").apply(data, seed=0)
+    for j, n in enumerate([20, 50, 100, 300]):
+        counts = out.filter(pl.col("subset_index") <= j)["label"].value_counts()
+        for row in counts.join(share, on="label", suffix="_all").iter_rows(named=True):
+            assert abs(row["count"] - row["count_all"] * n) <= 1.0, (n, row)
+
+
+def test_token_sizes_are_the_shortest_prefix_reaching_each_target():
+    data = corpus()
+    tokens = data["text"].str.count_matches(r"\S+")
+    result = NestedSubsets(min_size=500, max_size=int(tokens.sum()) // 2, num_sizes=4, unit="tokens").execute(data)
+    out, sizes = result.table, result.side_outputs["sizes"]
+    ranked = out.with_columns(tokens=pl.col("text").str.count_matches(r"\S+")).sort("subset_rank")
+    cumulative = ranked["tokens"].cum_sum().to_numpy()
+    for row in sizes.iter_rows(named=True):
+        assert cumulative[row["rows"] - 1] >= row["subset_size"] > cumulative[row["rows"] - 2]
+        assert row["tokens"] == cumulative[row["rows"] - 1]
+    assert sizes["subset_size"].to_list() == geometric_sizes(500, int(tokens.sum()) // 2, 4)
+
+
+def test_sizes_not_increasing_or_too_large_are_refused():
+    with pytest.raises(ParamError, match="strictly increasing") as err:
+        NestedSubsets.from_params({"sizes": [10, 50, 50]})
+    assert err.value.param == "sizes"
+    with pytest.raises(InputDataError, match="asks for 5000 rows but the input holds 1000") as err:
+        NestedSubsets(sizes=[100, 5000]).apply(corpus())
+    assert err.value.param == "sizes"
+    with pytest.raises(InputDataError, match="not unique"):
+        NestedSubsets(sizes=[2]).apply(pl.DataFrame({"id": [1, 1, 2]}))

@@ -1,0 +1,84 @@
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.errors import InputDataError
+from stages.scaling.fitting import fit_power_law
+from stages.scaling.scaling_fit import FIT_PLOT, TRANSFER_PLOT, ScalingFit
+
+
+def noisy_curve(floor: float, k: float, alpha: float, seed: int, noise: float = 0.01, points: int = 12):
+    rng = np.random.default_rng(seed)
+    d = np.geomspace(100, 1e6, points)
+    return d, (floor + k * d ** -alpha) * np.exp(rng.normal(0, noise, d.size))
+
+
+@pytest.mark.parametrize("truth", [(0.5, 3.0, 0.35), (1.2, 40.0, 0.6), (0.3, 2.0, 0.25)])
+def test_recovers_power_law_within_5_percent(truth):
+    floor, k, alpha = truth
+    for seed in range(3):
+        d, loss = noisy_curve(floor, k, alpha, seed)
+        law = fit_power_law(d, loss, bootstrap=100, rng=np.random.default_rng(seed))
+        assert law.alpha == pytest.approx(alpha, rel=0.05)
+        assert law.k == pytest.approx(k, rel=0.05)
+        assert law.floor == pytest.approx(floor, rel=0.05)
+        low, high = law.intervals["alpha"]
+        assert low < law.alpha < high and high - low < 0.5 * alpha
+
+
+def test_stage_fits_groups_and_links_dimension():
+    frames = []
+    for n, alpha in ((1000, 0.3), (5000, 0.5)):
+        d, loss = noisy_curve(0.4, 5.0, alpha, seed=n, noise=0.005)
+        frames.append(pl.DataFrame({"subset_size": d, "test_loss": loss, "params": n}))
+    dims = pl.DataFrame({"group": [None, None], "estimator": ["twonn", "mle"], "dimension": [10.0, 12.0],
+                         "ci_low": [9.0, 11.0], "ci_high": [11.0, 13.0]}, schema_overrides={"group": pl.String})
+    result = ScalingFit(group_by="params", bootstrap=50).execute(pl.concat(frames), dimension=dims, seed=0)
+    out = result.table.sort("group")
+    assert out["group"].to_list() == ["1000", "5000"]
+    assert out["alpha"].to_list() == pytest.approx([0.3, 0.5], rel=0.05)
+    assert (out["alpha_4_over_d"] == 0.4).all() and (out["dimension"] == 10.0).all()
+    assert out["alpha_4_over_d_low"][0] == pytest.approx(4 / 11) and out["r2_log"].min() > 0.99
+    assert (result.artefact_dir / FIT_PLOT).stat().st_size > 0
+
+
+def synthetic_transfer(k=0.8, alpha=0.35, beta=0.4, noise=0.003, seed=2) -> pl.DataFrame:
+    """From-scratch curves L_N(D) and fine-tuned losses L_N(D_F + k D_F^alpha N^beta)."""
+    rng = np.random.default_rng(seed)
+    scratch_d = np.geomspace(1e3, 1e8, 16)
+    fine_d = np.geomspace(1e3, 1e5, 6)
+    rows = []
+    for n in (1e5, 1e6, 1e7):
+        def curve(d, n=n):
+            return 1.0 + 1e3 / n + 20.0 * d ** -0.3
+        noisy = curve(scratch_d) * np.exp(rng.normal(0, noise, scratch_d.size))
+        rows += [{"subset_size": d, "params": n, "regime": "scratch", "test_loss": v}
+                 for d, v in zip(scratch_d, noisy)]
+        tuned = curve(fine_d + k * fine_d ** alpha * n ** beta) * np.exp(rng.normal(0, noise, fine_d.size))
+        rows += [{"subset_size": d, "params": n, "regime": "finetuned", "test_loss": v}
+                 for d, v in zip(fine_d, tuned)]
+    return pl.DataFrame(rows)
+
+
+def test_recovers_transfer_law_within_10_percent():
+    result = ScalingFit(law="transfer", bootstrap=200).execute(synthetic_transfer(), seed=0)
+    row = result.table.row(0, named=True)
+    assert row["k"] == pytest.approx(0.8, rel=0.10)
+    assert row["alpha"] == pytest.approx(0.35, rel=0.10)
+    assert row["beta"] == pytest.approx(0.4, rel=0.10)
+    assert row["alpha_low"] < row["alpha"] < row["alpha_high"]
+    points = result.side_outputs["transfer_points"]
+    assert points.height == 18 and points["used"].all()
+    assert (points["D_E"] > points["D_F"]).all()
+    assert (result.artefact_dir / TRANSFER_PLOT).stat().st_size > 0
+
+
+def test_fewer_points_than_parameters_are_refused():
+    with pytest.raises(InputDataError, match="3 distinct values of 'subset_size' cannot fit 3 parameters") as err:
+        ScalingFit().apply(pl.DataFrame({"subset_size": [10.0, 100.0, 1000.0], "test_loss": [3.0, 2.0, 1.5]}))
+    assert err.value.param == "x_column"
+    tiny = synthetic_transfer().filter((pl.col("regime") == "scratch") | (pl.col("subset_size") < 2000))
+    with pytest.raises(InputDataError, match="usable .* points cannot fit k, alpha and beta"):
+        ScalingFit(law="transfer").apply(tiny)
+    with pytest.raises(InputDataError, match="must hold both 'scratch' and 'finetuned'"):
+        ScalingFit(law="transfer").apply(synthetic_transfer().filter(pl.col("regime") == "scratch"))
