@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -79,7 +80,8 @@ def timed_runs(corpus: str, workdir: str, repeats: int, address: str | None) -> 
 
 
 def run(scale: str = "full") -> list[dict]:
-    from pipeline.executors.ray import LoopbackCluster
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from loopback_cluster import LoopbackCluster  # the tests' harness: a real cluster on loopback
 
     settings = SCALES[scale]
     corpus = build_corpus(settings["limit"])

@@ -52,7 +52,7 @@ def _real_chunks(n: int) -> list[str]:
     """64-token chunks of real text: the Python docs, then the standard library's sources."""
     import sysconfig
 
-    from stages.retrieval import chunk_texts
+    from stages.text import chunk_spans
 
     texts = _docs_chunks()
     stdlib = Path(sysconfig.get_paths()["stdlib"])
@@ -62,7 +62,8 @@ def _real_chunks(n: int) -> list[str]:
         if "site-packages" in path.parts:
             continue
         source = path.read_text(encoding="utf-8", errors="replace")
-        texts.extend(source[a:b] for a, b, _ in chunk_texts([source], size=64)[0])
+        spans = chunk_spans([source], size=64)
+        texts.extend(source[a:b] for a, b in zip(spans.char_start.tolist(), spans.char_end.tolist()))
     return texts[:n]
 
 

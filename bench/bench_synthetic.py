@@ -50,9 +50,9 @@ def _corpus(scale: str):
 
 def _tokens(texts) -> list[list[str]]:
     """The plain-Python tokenizer (same pattern as ours); baselines pay for it as ours does."""
-    from stages.synthetic import TOKEN_PATTERN
+    from stages.text import WORD_PUNCT_REGEX
 
-    pattern = re.compile(TOKEN_PATTERN)
+    pattern = re.compile(WORD_PUNCT_REGEX)
     return [pattern.findall(t) for t in texts]
 
 
@@ -207,7 +207,8 @@ def _bleu_sample(texts):
 def case_fit(scale: str, ours: bool, repeats: int):
     texts = _corpus(scale)
     if ours:
-        from stages.synthetic import NGramLM, tokenize
+        from stages.synthetic import NGramLM
+        from stages.text import token_table as tokenize
 
         tokens = len(tokenize(texts))
         return tokens, _timed(lambda: NGramLM(order=ORDER).fit(texts), repeats)
@@ -222,7 +223,8 @@ def case_sample(scale: str, ours: bool, repeats: int):
     n = SAMPLE_DOCS[scale]
     produced = []
     if ours:
-        from stages.synthetic import NGramLM, tokenize
+        from stages.synthetic import NGramLM
+        from stages.text import token_table as tokenize
 
         model = NGramLM(order=ORDER).fit(texts)
         times = _timed(lambda: produced.append(len(tokenize(model.sample(n, np.random.default_rng(0),
@@ -239,7 +241,7 @@ def case_metrics_counts(scale: str, ours: bool, repeats: int):
     texts = _corpus(scale)
     if ours:
         from stages.metrics import CorpusMetrics
-        from stages.synthetic import tokenize
+        from stages.text import token_table as tokenize
 
         stage = CorpusMetrics(self_bleu_sample=0, perplexity_order=0, embedding_backend="none")
         df = pl.DataFrame({"text": texts})
@@ -259,7 +261,8 @@ def case_self_bleu(scale: str, ours: bool, repeats: int):
         import numpy as np
 
         from stages.metrics import self_bleu
-        from stages.synthetic import token_ids, tokenize
+        from stages.text import token_ids
+        from stages.text import token_table as tokenize
 
         def run():
             toks = tokenize(texts)
@@ -276,7 +279,7 @@ def case_metrics_stage(scale: str, ours: bool, repeats: int):
     texts = _corpus(scale)
     if ours:
         from stages.metrics import CorpusMetrics
-        from stages.synthetic import tokenize
+        from stages.text import token_table as tokenize
 
         stage = CorpusMetrics(self_bleu_sample=STAGE_BLEU_DOCS, perplexity_order=ORDER, embedding_backend="none")
         df = pl.DataFrame({"text": texts})

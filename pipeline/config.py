@@ -310,6 +310,9 @@ def parse_config(data: Any, source: str = "<dict>", overrides: list[str] | None 
     order_steps(config)
     for step in config.steps:
         build_stage(step, config)
+    from pipeline.columns import check_column_flow
+
+    check_column_flow(config)
     return config
 
 

@@ -29,10 +29,10 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pydantic
 
 from pipeline.errors import InputDataError, ParamError, PipelineError
 from pipeline.io import DEFAULT_BATCH_ROWS, Dataset, write_table
+from pipeline.params import ParamSpec, annotation_description, checked_init, docstring_param_docs
 from pipeline.progress import Progress
 
 STAGES: dict[str, type[Stage]] = {}
@@ -45,59 +45,6 @@ def register(cls: type[Stage]) -> type[Stage]:
         raise RuntimeError(f"two stages are named '{cls.name}': {existing.__module__} and {cls.__module__}")
     STAGES[cls.name] = cls
     return cls
-
-
-@dataclass
-class ParamSpec:
-    name: str
-    annotation: Any
-    default: Any
-    doc: str
-
-    @property
-    def required(self) -> bool:
-        return self.default is inspect.Parameter.empty
-
-    @property
-    def type_name(self) -> str:
-        return _type_name(self.annotation)
-
-
-def _type_name(tp: Any) -> str:
-    if tp is inspect.Parameter.empty or tp is Any:
-        return "any"
-    origin = typing.get_origin(tp)
-    if origin is typing.Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is not None:
-        args = ", ".join(_type_name(a) for a in typing.get_args(tp))
-        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-_DOC_PARAM = re.compile(r"^\s{0,8}(\w+)\s*(?:\([^)]*\))?\s*:\s*(.+)$")
-
-
-def _param_docs(cls: type) -> dict[str, str]:
-    """Read one-line parameter docs from a `Parameters:` block in the class docstring."""
-    doc = inspect.getdoc(cls) or ""
-    docs: dict[str, str] = {}
-    in_block = False
-    for line in doc.splitlines():
-        if line.strip().lower().rstrip(":") in ("parameters", "params", "args"):
-            in_block = True
-            continue
-        if in_block:
-            m = _DOC_PARAM.match(line)
-            if m:
-                docs[m.group(1)] = m.group(2).strip()
-            elif line.strip() and not line.startswith(" "):
-                in_block = False
-    return docs
 
 
 def default_cache_dir() -> Path:
@@ -122,6 +69,8 @@ class Context:
     # Persistent until this step (with these exact params and inputs) completes: lets a long stage
     # resume from its last finished unit of work after a kill. Removed by the engine on success.
     checkpoint_dir: Path | None = None
+    # The progress of the batch loop now running (RowwiseStage.run sets it), for finer updates.
+    current_progress: Progress | None = None
 
     def rng(self, *salt: Any) -> np.random.Generator:
         """A numpy generator seeded by the pipeline seed (and optional salt), never by the clock."""
@@ -151,6 +100,11 @@ class Context:
 
     def progress(self, total: int | None = None, unit: str = "rows") -> Progress:
         return Progress(self.step_id, total=total, unit=unit, quiet=self.quiet)
+
+    def report_rows(self, n: int) -> None:
+        """Rows of the current batch done so far, from inside `process_batch` (e.g. per model batch)."""
+        if self.current_progress is not None:
+            self.current_progress.update(n)
 
 
 @dataclass
@@ -182,6 +136,8 @@ class Stage:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = checked_init(cls.__dict__["__init__"])
         if cls.__dict__.get("name"):
             register(cls)
 
@@ -189,17 +145,22 @@ class Stage:
 
     @classmethod
     def param_specs(cls) -> list[ParamSpec]:
+        cached = cls.__dict__.get("_param_specs")
+        if cached is not None:
+            return cached
         sig = inspect.signature(cls.__init__)
         try:
-            hints = typing.get_type_hints(cls.__init__)
+            hints = typing.get_type_hints(cls.__init__, include_extras=True)
         except Exception:  # noqa: BLE001 - unresolvable hints only lose type checking
             hints = {}
-        docs = _param_docs(cls)
+        docs = docstring_param_docs(cls)
         specs = []
         for p in list(sig.parameters.values())[1:]:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
-            specs.append(ParamSpec(p.name, hints.get(p.name, p.annotation), p.default, docs.get(p.name, "")))
+            annotation = hints.get(p.name, p.annotation)
+            specs.append(ParamSpec(p.name, annotation, p.default, annotation_description(annotation) or docs.get(p.name, "")))
+        cls._param_specs = specs
         return specs
 
     def get_params(self) -> dict[str, Any]:
@@ -209,27 +170,9 @@ class Stage:
     def from_params(cls, params: dict[str, Any]) -> Stage:
         """Build from config values, checking names and types; errors name the parameter."""
         specs = {s.name: s for s in cls.param_specs()}
-        unknown = sorted(set(params) - set(specs))
-        if unknown:
-            raise ParamError(
-                unknown[0],
-                f"unknown parameter; '{cls.name}' takes: {', '.join(specs) or 'no parameters'}",
-            )
         missing = [n for n, s in specs.items() if s.required and n not in params]
-        if missing:
+        if missing and not set(params) - set(specs):
             raise ParamError(missing[0], "is required")
-        values = {}
-        for key, value in params.items():
-            spec = specs[key]
-            if spec.annotation is inspect.Parameter.empty:
-                values[key] = value
-                continue
-            try:
-                values[key] = pydantic.TypeAdapter(spec.annotation).validate_python(value, strict=False)
-            except pydantic.ValidationError:
-                raise ParamError(
-                    key, f"expects {spec.type_name}, got {value!r} ({type(value).__name__})"
-                ) from None
         for mod in cls.requires:
             try:
                 __import__(mod)
@@ -238,7 +181,7 @@ class Stage:
                     f"needs the Python package '{mod}', which is not installed", stage=cls.name,
                     hint=f"pip install {mod}",
                 ) from None
-        stage = cls(**values)
+        stage = cls(**params)  # the constructor checks names, types and declared bounds (see check_params)
         stage.validate()
         return stage
 
@@ -247,6 +190,29 @@ class Stage:
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         """{input name: {column: the parameter that names it, or None}}; checked before `run`."""
+        return {}
+
+    def required_column_types(self) -> dict[str, dict[str, str]]:
+        """{input name: {column: "text"}}: needed columns of a given kind, checked before `run`.
+
+        By default a column named by a parameter called `text_column` (or ending in `_text_column`)
+        must hold text; override to declare more.
+        """
+        return {
+            name: {c: "text" for c, p in cols.items() if p and (p == "text_column" or p.endswith("_text_column"))}
+            for name, cols in self.required_columns().items()
+        }
+
+    def output_schema(self, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        """The main output's columns (name -> polars dtype or None) given the inputs' schemas; None = not declared.
+
+        `pipeline validate` uses it to check the column flow of a whole DAG before anything runs.
+        `pipeline.columns.passthrough` covers the usual shape (input columns, minus some, plus some).
+        """
+        return None
+
+    def side_output_schemas(self, inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Schemas of the side outputs a config may read as `step:name` (those that can be declared)."""
         return {}
 
     def fingerprint_extra(self) -> Any:
@@ -338,12 +304,16 @@ class RowwiseStage(Stage):
 
     def run(self, ctx: Context, data: Dataset) -> Iterator[pl.DataFrame]:
         bar = ctx.progress(total=data.num_rows)
+        ctx.current_progress = bar
         try:
             for batch in data.iter_batches(self.batch_rows):
+                before = bar.done
                 out = self.process_batch(batch, ctx)
-                bar.update(batch.height)
+                # A stage may report finer progress itself (per model batch); count only the rest.
+                bar.update(max(batch.height - (bar.done - before), 0))
                 yield out
         finally:
+            ctx.current_progress = None
             bar.close()
 
 
@@ -361,17 +331,10 @@ def check_inputs(stage: Stage, inputs: dict[str, Dataset]) -> None:
             f"unknown input '{extra[0]}'; '{stage.name}' takes inputs: {', '.join(stage.inputs) or 'none'}",
             stage=stage.name,
         )
-    for input_name, columns in stage.required_columns().items():
-        ds = inputs.get(input_name)
-        if ds is None:
-            continue
-        for column, param in columns.items():
-            if column not in ds.columns:
-                via = f" (named by parameter '{param}')" if param else ""
-                raise InputDataError(
-                    f"input '{input_name}' has no column '{column}'{via}; columns are: {ds.columns}",
-                    stage=stage.name, param=param, file=ds.label,
-                )
+    from pipeline.columns import check_schema
+
+    schemas = {name: dict(pl.from_arrow(ds.schema.empty_table()).schema) for name, ds in inputs.items()}
+    check_schema(stage, schemas, {name: ds.label for name, ds in inputs.items()})
     if not stage.allow_empty_input:
         for input_name, ds in inputs.items():
             if ds.num_rows == 0:

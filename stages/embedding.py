@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -34,6 +35,8 @@ import xxhash
 
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import read_parquet_checked
+from pipeline.params import PositiveInt
+from pipeline.progress import notice
 from pipeline.stage import Context, RowwiseStage, default_cache_dir
 
 BACKENDS = ("sentence-transformers", "static")
@@ -212,6 +215,8 @@ def load_static_model(model: str | Path | None = None):
     target = _static_dir(source)
     if not (target / "meta.json").is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
+        notice(f"distilling the static embedding table from {source.name} (once per machine, under a minute) "
+               f"into {target}")
         distill_static(source, target)
     tokenizer = Tokenizer.from_file(str(target / "tokenizer.json"))
     tokenizer.no_truncation()
@@ -389,8 +394,12 @@ def encode_with_stats(
     max_seq_length: int | None = None,
     normalize: bool = True,
     cache_dir: str | Path | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, dict]:
-    """`encode_texts`, plus how many texts were unique, found in the cache, and computed."""
+    """`encode_texts`, plus how many texts were unique, found in the cache, and computed.
+
+    `on_progress(n)` is called after every group of model batches with the texts just embedded.
+    """
     _check_backend(backend)
     if batch_size < 1:
         raise ParamError("batch_size", f"must be at least 1, got {batch_size}")
@@ -431,8 +440,15 @@ def encode_with_stats(
         stats["cache_hits"] = int(found.sum())
     if todo.any():
         missing = np.flatnonzero(todo)
-        computed = _encode_uncached([unique[i] for i in missing], backend, model, batch_size,
-                                    max_seq_length, normalize)
+        # Model batches in groups, so a slow model reports progress every few seconds.
+        group = batch_size * (64 if backend == "static" else 4)
+        computed = np.empty((len(missing), dim), np.float32)
+        for lo in range(0, len(missing), group):
+            part = missing[lo:lo + group]
+            computed[lo:lo + len(part)] = _encode_uncached([unique[i] for i in part], backend, model, batch_size,
+                                                           max_seq_length, normalize)
+            if on_progress is not None:
+                on_progress(len(part))
         vectors[missing] = computed
         stats["computed"] = len(missing)
         if cache is not None:
@@ -519,8 +535,8 @@ class Embed(RowwiseStage):
         output_column: str = "embedding",
         backend: Literal["sentence-transformers", "static"] = "sentence-transformers",
         model: str | None = None,
-        batch_size: int = 64,
-        max_seq_length: int | None = None,
+        batch_size: PositiveInt = 64,
+        max_seq_length: PositiveInt | None = None,
         normalize: bool = True,
         cache: bool = True,
     ):
@@ -535,10 +551,6 @@ class Embed(RowwiseStage):
 
     def validate(self) -> None:
         _check_backend(self.backend)
-        if self.batch_size < 1:
-            raise ParamError("batch_size", f"must be at least 1, got {self.batch_size}")
-        if self.max_seq_length is not None and self.max_seq_length < 1:
-            raise ParamError("max_seq_length", f"must be at least 1 (or unset), got {self.max_seq_length}")
         if self.output_column == self.text_column:
             raise ParamError("output_column", "must differ from text_column")
         resolve_model_path(self.model)
@@ -548,6 +560,9 @@ class Embed(RowwiseStage):
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         return {"data": {self.text_column: "text_column"}}
+
+    def output_schema(self, inputs):
+        return {**inputs["data"], self.output_column: None}
 
     def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         column = batch[self.text_column]
@@ -562,7 +577,7 @@ class Embed(RowwiseStage):
             )
         vectors, stats = encode_with_stats(
             column.to_list(), self.backend, self.model, self.batch_size, self.max_seq_length,
-            self.normalize, ctx.cache_dir if self.cache else None,
+            self.normalize, ctx.cache_dir if self.cache else None, on_progress=ctx.report_rows,
         )
         for key, value in stats.items():
             ctx.stats[key] = ctx.stats.get(key, 0) + value

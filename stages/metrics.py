@@ -14,9 +14,6 @@ report.html.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 from typing import Any, Literal
 
 import numpy as np
@@ -24,9 +21,12 @@ import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
+from pipeline.params import NonNegativeInt
 from pipeline.stage import Context, Stage
-from stages._hashing import id_hash
-from stages.synthetic import _HASH_START, NGramLM, _mix, token_ids, tokenize
+from stages._hashing import id_hash, mix64
+from stages._report import png_bytes, png_data_uri, render
+from stages.synthetic import NGramLM
+from stages.text import ngram_hashes, token_ids, token_table
 
 AUTO_GROUPS = ("schedule", "generation")
 
@@ -35,16 +35,16 @@ AUTO_GROUPS = ("schedule", "generation")
 
 
 def ngram_keys(ids: np.ndarray, doc: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hash of every n-gram that lies within one document, and the position it starts at."""
+    """Hash of every n-gram of token ids that lies within one document, and the document it is in.
+
+    `doc` is each token's document, contiguous and ascending (as `token_table` gives); the hash is
+    the text core's n-gram hash over SplitMix64-mixed ids.
+    """
     if len(ids) < n:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    starts = np.arange(len(ids) - n + 1)
-    same_doc = doc[starts] == doc[starts + n - 1]
-    starts = starts[same_doc]
-    key = np.full(len(starts), _HASH_START, dtype=np.uint64)
-    for j in range(n):
-        key = _mix(key, ids[starts + j])
-    return key, starts
+    counts = np.bincount(doc, minlength=int(doc.max()) + 1) if len(doc) else np.zeros(0, np.int64)
+    key, ngram_doc, _ = ngram_hashes(mix64(ids.astype(np.uint64)), counts, n)
+    return key, ngram_doc
 
 
 def self_bleu(ids: np.ndarray, doc: np.ndarray, max_n: int = 4) -> float:
@@ -62,8 +62,7 @@ def self_bleu(ids: np.ndarray, doc: np.ndarray, max_n: int = 4) -> float:
     lengths = np.bincount(doc, minlength=m)
     log_p = np.zeros(m)
     for n in range(1, max_n + 1):
-        key, start = ngram_keys(ids, doc, n)
-        d = doc[start]
+        key, d = ngram_keys(ids, doc, n)
         order = np.lexsort((d, key))
         key, d = key[order], d[order]
         new = np.ones(len(key), bool)
@@ -154,12 +153,12 @@ class CorpusMetrics(Stage):
         text_column: str = "text",
         group_by: list[str] | None = None,
         reference_generation: int = 0,
-        rare_max_count: int = 2,
-        self_bleu_sample: int = 200,
-        perplexity_order: int = 3,
+        rare_max_count: NonNegativeInt = 2,
+        self_bleu_sample: NonNegativeInt = 200,
+        perplexity_order: NonNegativeInt = 3,
         embedding_backend: Literal["none", "static", "sentence-transformers"] = "static",
         embedding_model: str | None = None,
-        embedding_sample: int = 256,
+        embedding_sample: NonNegativeInt = 256,
         lowercase: bool = False,
     ):
         self.text_column = text_column
@@ -174,9 +173,6 @@ class CorpusMetrics(Stage):
         self.lowercase = lowercase
 
     def validate(self) -> None:
-        for name in ("rare_max_count", "self_bleu_sample", "perplexity_order", "embedding_sample"):
-            if getattr(self, name) < 0:
-                raise ParamError(name, f"must be >= 0, got {getattr(self, name)}")
         if 0 < self.self_bleu_sample < 2:
             raise ParamError("self_bleu_sample", "needs at least 2 documents (or 0 to skip)")
         if self.embedding_backend != "none" and self.embedding_sample < 2:
@@ -212,12 +208,27 @@ class CorpusMetrics(Stage):
                                            maintain_order="left", nulls_equal=True)["gid"].to_numpy()
         else:
             groups, gid = pl.DataFrame({"_all": [0]}), np.zeros(len(df), np.int64)
-        n_groups = len(groups)
         gid = gid.astype(np.int64)
+        out = self._lexical(texts, ref_texts, gid, len(groups))
+        out["self_bleu"] = self._self_bleu(ctx, texts, gid, len(groups), out.pop("_tokens"))
+        out["vendi_score"] = np.full(len(groups), np.nan)
+        out["mean_pairwise_distance"] = np.full(len(groups), np.nan)
+        if self.embedding_backend != "none":
+            self._embedding_diversity(ctx, texts, gid, len(groups), out)
+        self._perplexity(ctx, df, texts, ref_texts, gid, group_by, out, len(groups))
 
-        toks = tokenize(texts)
+        ctx.record("groups", len(groups))
+        ctx.record("reference_docs", len(ref_texts) if ref_texts is not None else 0)
+        ctx.record("tokens", int(out["tokens"].sum()))
+        table = pl.DataFrame({k: pl.Series(k, v) for k, v in out.items()})
+        table = table.with_columns(pl.col("docs", "tokens", "vocab_size").cast(pl.Int64))
+        return pl.concat([groups, table], how="horizontal") if group_by else table
+
+    def _lexical(self, texts: pl.Series, ref_texts: pl.Series | None, gid: np.ndarray, n_groups: int) -> dict[str, Any]:
+        """Counts, vocabulary, distinct-n, entropy and (against the reference) tail mass, JS divergence, coverage."""
+        toks = token_table(texts)
         doc = toks["doc"].to_numpy().astype(np.int64)
-        ref_toks = tokenize(ref_texts) if ref_texts is not None else None
+        ref_toks = token_table(ref_texts) if ref_texts is not None else None
         # One id space for data and reference, so counts compare by id.
         words = pl.concat([toks["token"], ref_toks["token"]]) if ref_toks is not None else toks["token"]
         all_ids = token_ids(words)[0]
@@ -244,8 +255,8 @@ class CorpusMetrics(Stage):
         total = out["tokens"].astype(np.float64)
         out["type_token_ratio"] = out["vocab_size"] / np.maximum(total, 1)
         for n in (1, 2, 3):
-            key, start = ngram_keys(ids, doc, n)
-            kg = tok_gid[start]
+            key, key_doc = ngram_keys(ids, doc, n)
+            kg = gid[key_doc]
             uniq = pl.DataFrame({"g": kg, "k": key}).group_by("g").agg(pl.col("k").n_unique())
             distinct = np.zeros(n_groups)
             distinct[uniq["g"].to_numpy()] = uniq["k"].to_numpy()
@@ -273,22 +284,25 @@ class CorpusMetrics(Stage):
             for name in ("tail_mass", "js_divergence", "reference_vocab_coverage"):
                 out[name] = np.full(n_groups, np.nan)
 
-        out["self_bleu"] = np.full(n_groups, np.nan)
-        if self.self_bleu_sample:
-            picked = self._content_sample(ctx, texts, gid, self.self_bleu_sample)
-            sel = picked[doc]
-            sel_doc, sel_gid = doc[sel], tok_gid[sel]
-            sel_ids = ids[sel]
-            for k in range(n_groups):
-                mine = sel_gid == k
-                out["self_bleu"][k] = self_bleu(sel_ids[mine], sel_doc[mine])
+        out["_tokens"] = (ids, doc, tok_gid)
+        return out
 
-        out["vendi_score"] = np.full(n_groups, np.nan)
-        out["mean_pairwise_distance"] = np.full(n_groups, np.nan)
-        if self.embedding_backend != "none":
-            self._embedding_diversity(ctx, texts, gid, n_groups, out)
+    def _self_bleu(self, ctx: Context, texts: pl.Series, gid: np.ndarray, n_groups: int, tokens) -> np.ndarray:
+        ids, doc, tok_gid = tokens
+        result = np.full(n_groups, np.nan)
+        if not self.self_bleu_sample:
+            return result
+        picked = self._content_sample(ctx, texts, gid, self.self_bleu_sample)
+        sel = picked[doc]
+        sel_doc, sel_gid, sel_ids = doc[sel], tok_gid[sel], ids[sel]
+        for k in range(n_groups):
+            mine = sel_gid == k
+            result[k] = self_bleu(sel_ids[mine], sel_doc[mine])
+        return result
 
-        side = None
+    def _perplexity(self, ctx: Context, df: pl.DataFrame, texts: pl.Series, ref_texts: pl.Series | None,
+                    gid: np.ndarray, group_by: list[str], out: dict[str, Any], n_groups: int) -> None:
+        """Per-document perplexity under an n-gram model of the reference (side output), and its mean/median."""
         out["perplexity_mean"] = np.full(n_groups, np.nan)
         out["perplexity_median"] = np.full(n_groups, np.nan)
         if self.perplexity_order and ref_texts is not None:
@@ -306,13 +320,6 @@ class CorpusMetrics(Stage):
             out["perplexity_mean"][per_group["g"].to_numpy()] = per_group["mean"].to_numpy()
             out["perplexity_median"][per_group["g"].to_numpy()] = per_group["median"].to_numpy()
             ctx.write_side_output("perplexity", side)
-
-        ctx.record("groups", n_groups)
-        ctx.record("reference_docs", len(ref_texts) if ref_texts is not None else 0)
-        ctx.record("tokens", int(out["tokens"].sum()))
-        table = pl.DataFrame({k: pl.Series(k, v) for k, v in out.items()})
-        table = table.with_columns(pl.col("docs", "tokens", "vocab_size").cast(pl.Int64))
-        return pl.concat([groups, table], how="horizontal") if group_by else table
 
     @staticmethod
     def _content_sample(ctx: Context, texts: pl.Series, gid: np.ndarray, size: int) -> np.ndarray:
@@ -374,12 +381,6 @@ DEFAULT_PLOT_METRICS = (
     "vocab_size", "tail_mass", "js_divergence", "unigram_entropy_bits", "distinct_2",
     "self_bleu", "vendi_score", "perplexity_median", "reference_vocab_coverage",
 )
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
 
 
 class CollapseReport(Stage):
@@ -488,11 +489,11 @@ class CollapseReport(Stage):
                 if line:
                     ax.legend(fontsize=7)
             if single is not None:
-                images[f"metric-{metric}.png"] = _png(single)
+                images[f"metric-{metric}.png"] = png_bytes(single)
         for ax in axes[len(names):]:
             ax.set_visible(False)
         grid.suptitle(self.title if write_singles else "Training corpora (what each generation is fit on)")
-        images[grid_name] = _png(grid)
+        images[grid_name] = png_bytes(grid)
         return long, images
 
     def _histograms(self, ppl: pl.DataFrame, line: str | None, figure_cls) -> bytes:
@@ -514,27 +515,9 @@ class CollapseReport(Stage):
             ax.set_title(f"{panel}" if panel is not None else "perplexity")
             ax.set_xlabel("log10 perplexity under generation-0 model")
             ax.legend(fontsize=7)
-        return _png(fig)
+        return png_bytes(fig)
 
     def _html(self, table: pl.DataFrame, images: dict[str, bytes]) -> str:
-        def img(name: str) -> str:
-            data = base64.b64encode(images[name]).decode()
-            return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(name)}"></figure>'
-
-        header = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{v:.4g}</td>" if isinstance(v, float) else f"<td>{html.escape(str(v))}</td>"
-                             for v in row) + "</tr>"
-            for row in table.iter_rows())
-        parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>",
-                 "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
-                 "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}</style>",
-                 f"</head><body><h1>{html.escape(self.title)}</h1>", img("curves.png")]
-        if "corpus-curves.png" in images:
-            parts += ["<h2>Training corpora</h2><p>The same metrics on each generation's training corpus; "
-                      "schedules that keep real data keep its vocabulary by construction.</p>",
-                      img("corpus-curves.png")]
-        if "perplexity.png" in images:
-            parts += ["<h2>Perplexity under the generation-0 model</h2>", img("perplexity.png")]
-        parts += ["<h2>Metrics</h2><table><tr>", header, "</tr>", body, "</table></body></html>"]
-        return "".join(parts)
+        rows = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in table.iter_rows()]
+        return render("collapse.html.j2", title=self.title, columns=table.columns, rows=rows,
+                      images={name: png_data_uri(data) for name, data in images.items()})

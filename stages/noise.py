@@ -178,6 +178,9 @@ class LabelNoise(Stage):
         self.label_column = label_column
         self.id_column = id_column
 
+    def output_schema(self, inputs):
+        return {**inputs["data"], **{c: None for c in NOISE_COLUMNS}}
+
     # ------------------------------------------------------------ parameters
 
     @property
@@ -614,161 +617,106 @@ class LabelNoise(Stage):
         return j
 
     def _run_dilute(self, ctx: Context, data: Dataset, source: Dataset | None) -> Any:
-        classes, class_rows = self._class_table(data)
-        k = classes.len()
-        n = data.num_rows
-        added = round_half_up(self.alpha * n)
-        pool = source if source is not None else data
-        ood = source is not None
-        p = pool.num_rows
-        rows = self._batch_rows(data)
-        pool_rows = self._batch_rows(pool)
-        structured = self.noise_kind == "structured"
+        run = _Dilution(self, ctx, data, source)
+        if data.frame is not None and run.pool.frame is not None:
+            return pl.concat(list(self._dilute_batches(run)), how="vertical", rechunk=False)
+        return self._dilute_batches(run)
 
-        out_columns = data.columns
-        id_dtype = data.schema.field(self.id_column).type if self.id_column else None
-        if ood:
-            needed = [c for c in out_columns if c != self.label_column]
-            missing = [c for c in needed if c not in pool.columns]
-            if missing:
-                raise InputDataError(
-                    f"input 'source' lacks column(s) {missing}; added rows keep every data column except the label",
-                    file=pool.label,
-                )
-            if structured and not self.feature_column:
-                raise ParamError("feature_column", "structured noise on a 'source' input needs a vector column to "
-                                 "find each out-of-distribution input's nearest class")
+    def _check_source(self, data: Dataset, pool: Dataset, structured: bool) -> None:
+        needed = [c for c in data.columns if c != self.label_column]
+        missing = [c for c in needed if c not in pool.columns]
+        if missing:
+            raise InputDataError(
+                f"input 'source' lacks column(s) {missing}; added rows keep every data column except the label",
+                file=pool.label,
+            )
+        if structured and not self.feature_column:
+            raise ParamError("feature_column", "structured noise on a 'source' input needs a vector column to "
+                             "find each out-of-distribution input's nearest class")
 
-        centroids = None
-        if structured and (self.confusion == "centroid" or ood):
-            if not self.feature_column:
-                raise ParamError("feature_column", "is required by confusion 'centroid'")
-            centroids = self._centroids(data, classes, rows)
-        conf_cdf = None
-        conf = None
-        if structured:
-            conf = self._confusion_matrix(ctx, classes, centroids)
-            conf_cdf = (np.arange(k)[:, None] + np.cumsum(conf, axis=1)).reshape(-1)
-            conf_cdf[k - 1 :: k] = np.arange(1, k + 1)  # rows end exactly at the next row's start
-
-        # Pool: digests, true class (or nearest centroid out of distribution), once, in row order.
+    def _scan_pool(self, run: _Dilution) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Pool digests, true class (or nearest centroid out of distribution), once, in row order."""
         digests, truth, nearest, off = [], [], [], 0
         pool_cols = [c for c in ([self.id_column] if self.id_column else [])]
-        if not ood:
+        if not run.ood:
             pool_cols.append(self.label_column)
-        if ood and structured:
+        if run.ood and run.structured:
             pool_cols.append(self.feature_column)
-        for batch in pool.iter_batches(pool_rows, columns=pool_cols or None):
-            digests.append(self._digests(batch, off, pool.label))
-            if ood:
+        for batch in run.pool.iter_batches(run.pool_rows, columns=pool_cols or None):
+            digests.append(self._digests(batch, off, run.pool.label))
+            if run.ood:
                 truth.append(np.full(batch.height, -1, dtype=np.int32))
-                if structured:
-                    x = vector_matrix(batch[self.feature_column], "feature_column")
-                    if x.shape[1] != centroids.shape[1]:
-                        raise InputDataError(f"'{self.feature_column}' vectors in 'source' have {x.shape[1]} values, "
-                                             f"the data's have {centroids.shape[1]}", param="feature_column")
-                    d = (x**2).sum(1)[:, None] - 2 * x @ centroids.T + (centroids**2).sum(1)[None, :]
-                    nearest.append(d.argmin(axis=1))
+                if run.structured:
+                    nearest.append(self._nearest_class(batch, run.centroids))
             else:
-                truth.append(self._class_index(batch[self.label_column], classes))
+                truth.append(self._class_index(batch[self.label_column], run.classes))
             off += batch.height
         digest = np.concatenate(digests) if digests else np.zeros(0, dtype=np.uint64)
         true_idx = np.concatenate(truth) if truth else np.zeros(0, dtype=np.int32)
-        confusing = np.concatenate(nearest) if nearest else None
+        return digest, true_idx, (np.concatenate(nearest) if nearest else None)
 
-        full_cycles, remainder = divmod(added, p)
-        pick = None
-        if remainder:
-            h = keyed(digest, stream_key(ctx.seed, "label_noise", "dilute-pick"))
-            cut = np.partition(h, remainder - 1)[remainder - 1]
-            pick = h <= cut
-            if int(pick.sum()) != remainder:
-                raise InputDataError(f"id column '{self.id_column}' has duplicate values; dilute mode keys each "
-                                     "draw by id, so ids must be unique (or set id_column: null)", param="id_column")
-        cycles = full_cycles + (1 if remainder else 0)
+    def _nearest_class(self, batch: pl.DataFrame, centroids: np.ndarray) -> np.ndarray:
+        x = vector_matrix(batch[self.feature_column], "feature_column")
+        if x.shape[1] != centroids.shape[1]:
+            raise InputDataError(f"'{self.feature_column}' vectors in 'source' have {x.shape[1]} values, "
+                                 f"the data's have {centroids.shape[1]}", param="feature_column")
+        d = (x**2).sum(1)[:, None] - 2 * x @ centroids.T + (centroids**2).sum(1)[None, :]
+        return d.argmin(axis=1)
 
-        next_int_id = None
-        if self.id_column and pa.types.is_integer(id_dtype):
-            next_int_id = int(data.lazy().select(pl.col(self.id_column).max()).collect().item()) + 1
-        label_dtype = data.lazy().collect_schema()[self.label_column]
-        schema = data.lazy().collect_schema()
-        counts = np.diag(class_rows).astype(np.int64)
-        ood_counts = np.zeros(k, dtype=np.int64)
-
-        def finish() -> None:
-            ctx.write_side_output("transitions", self._transitions(classes, counts, None, ood_counts if ood else None))
-            realised_noisy = int(counts.sum() - np.trace(counts) + ood_counts.sum())
-            in_dist_added = int(counts.sum() - class_rows.sum())
-            record = {
-                "mode": "dilute", "noise": self.noise_kind, "classes": [_json_value(c) for c in classes.to_list()],
-                "clean_rows": n, "pool_rows": p, "source": "source input (out of distribution)" if ood else "data",
-                "alpha_requested": float(self.alpha), "added_rows_requested": float(self.alpha * n),
-                "added_rows_realised": added, "alpha_realised": added / n,
-                "uses_per_pool_row": [full_cycles, full_cycles + (1 if remainder else 0)],
-                "exclude_true": bool(self.exclude_true),
-                "noisy_fraction_realised": realised_noisy / (n + added) if n + added else 0.0,
-            }
-            if not ood and in_dist_added:
-                record["added_label_equals_true_fraction"] = float((np.trace(counts) - class_rows.sum()) / in_dist_added)
-            if structured:
-                record["delta"] = float(self.delta)
-                record["confusion_matrix"] = conf.round(12).tolist()
-                record["matrix_convention"] = MATRIX_CONVENTION
-            ctx.record("label_noise", record)
-
-        def batches() -> Iterator[pl.DataFrame]:
-            nonlocal next_int_id, counts, ood_counts
+    def _dilute_batches(self, run: _Dilution) -> Iterator[pl.DataFrame]:
+        """Every data row as it is ('clean'), then the added rows, cycle by cycle over the pool."""
+        off = 0
+        for batch in run.data.iter_batches(run.rows):
+            lab = batch[self.label_column]
+            yield self._decorate(batch, lab, lab, np.zeros(batch.height, dtype=bool), "clean",
+                                 self._source_ids(batch, off))
+            off += batch.height
+        for cycle in range(run.cycles):
+            key = stream_key(run.ctx.seed, "label_noise", "dilute", cycle)
             off = 0
-            for batch in data.iter_batches(rows):
-                lab = batch[self.label_column]
-                yield self._decorate(batch, lab, lab, np.zeros(batch.height, dtype=bool), "clean",
-                                     self._source_ids(batch, off))
-                off += batch.height
-            tag = "~s" if ood else "~n"
-            for cycle in range(cycles):
-                key = stream_key(ctx.seed, "label_noise", "dilute", cycle)
-                off = 0
-                for batch in pool.iter_batches(pool_rows):
-                    end = off + batch.height
-                    dig, tru = digest[off:end], true_idx[off:end]
-                    near = confusing[off:end] if confusing is not None else None
-                    src_ids = self._source_ids(batch, off)
-                    if cycle == full_cycles:  # the partial cycle
-                        keep = pick[off:end]
-                        batch, dig, tru, src_ids = batch.filter(keep), dig[keep], tru[keep], src_ids.filter(keep)
-                        near = near[keep] if near is not None else None
-                    off = end
-                    if batch.height == 0:
-                        continue
-                    drawn = self._draw(dig, tru, near, key, k, conf_cdf)
-                    noisy = classes.gather(drawn)
-                    if ood:
-                        clean = pl.Series(self.label_column, [None] * batch.height, dtype=label_dtype)
-                        is_noisy = np.ones(batch.height, dtype=bool)
-                        ood_counts += np.bincount(drawn, minlength=k)
-                        body = batch.select([pl.col(c).cast(schema[c]) for c in out_columns if c != self.label_column])
-                        body = body.with_columns(clean.alias(self.label_column)).select(out_columns)
-                    else:
-                        clean = batch[self.label_column]  # the pool is the data: its label is the truth
-                        is_noisy = drawn != tru
-                        counts += np.bincount(tru * k + drawn, minlength=k * k).reshape(k, k)
-                        body = batch.select(out_columns)
-                    if self.id_column:
-                        if next_int_id is not None:
-                            new_ids = pl.Series(np.arange(next_int_id, next_int_id + batch.height)).cast(
-                                schema[self.id_column])
-                            next_int_id += batch.height
-                        else:
-                            new_ids = src_ids.cast(pl.String) + f"{tag}{cycle}"
-                        body = body.with_columns(new_ids.alias(self.id_column))
-                    # An added row is 'added' even when its drawn label happens to be the true one.
-                    yield self._decorate(body, noisy, clean, is_noisy, "added", self._as_id_dtype(src_ids, schema))
-            finish()
+            for batch in run.pool.iter_batches(run.pool_rows):
+                end = off + batch.height
+                keep = run.pick[off:end] if cycle == run.full_cycles else None  # the partial cycle
+                out = self._added_rows(run, batch, off, end, keep, key, cycle)
+                off = end
+                if out is not None:
+                    yield out
+        run.record(self)
 
-        if data.frame is not None and pool.frame is not None:
-            parts = list(batches())
-            return pl.concat(parts, how="vertical", rechunk=False)
-        return batches()
+    def _added_rows(self, run: _Dilution, batch: pl.DataFrame, off: int, end: int, keep: np.ndarray | None,
+                    key: int, cycle: int) -> pl.DataFrame | None:
+        dig, tru = run.digest[off:end], run.true_idx[off:end]
+        near = run.confusing[off:end] if run.confusing is not None else None
+        src_ids = self._source_ids(batch, off)
+        if keep is not None:
+            batch, dig, tru, src_ids = batch.filter(keep), dig[keep], tru[keep], src_ids.filter(keep)
+            near = near[keep] if near is not None else None
+        if batch.height == 0:
+            return None
+        k, schema, out_columns = run.k, run.schema, run.data.columns
+        drawn = self._draw(dig, tru, near, key, k, run.conf_cdf)
+        noisy = run.classes.gather(drawn)
+        if run.ood:
+            clean = pl.Series(self.label_column, [None] * batch.height, dtype=schema[self.label_column])
+            is_noisy = np.ones(batch.height, dtype=bool)
+            run.ood_counts += np.bincount(drawn, minlength=k)
+            body = batch.select([pl.col(c).cast(schema[c]) for c in out_columns if c != self.label_column])
+            body = body.with_columns(clean.alias(self.label_column)).select(out_columns)
+        else:
+            clean = batch[self.label_column]  # the pool is the data: its label is the truth
+            is_noisy = drawn != tru
+            run.counts += np.bincount(tru * k + drawn, minlength=k * k).reshape(k, k)
+            body = batch.select(out_columns)
+        if self.id_column:
+            if run.next_int_id is not None:
+                new_ids = pl.Series(np.arange(run.next_int_id, run.next_int_id + batch.height)).cast(
+                    schema[self.id_column])
+                run.next_int_id += batch.height
+            else:
+                new_ids = src_ids.cast(pl.String) + f"{'~s' if run.ood else '~n'}{cycle}"
+            body = body.with_columns(new_ids.alias(self.id_column))
+        # An added row is 'added' even when its drawn label happens to be the true one.
+        return self._decorate(body, noisy, clean, is_noisy, "added", self._as_id_dtype(src_ids, schema))
 
     # ------------------------------------------------------------ conformance
 
@@ -776,3 +724,72 @@ class LabelNoise(Stage):
     def example(cls) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
         table = pl.DataFrame({"id": list(range(30)), "label": ["cat", "dog", "fox"] * 10})
         return {"mode": "flip", "noise": "symmetric", "rate": 0.3}, {"data": table}
+
+
+class _Dilution:
+    """The plan and running counts of one dilute-mode run (how many rows, from which pool, which picked)."""
+
+    def __init__(self, stage: LabelNoise, ctx: Context, data: Dataset, source: Dataset | None):
+        self.ctx, self.data = ctx, data
+        self.classes, self.class_rows = stage._class_table(data)
+        self.k, self.n = self.classes.len(), data.num_rows
+        self.added = round_half_up(stage.alpha * self.n)
+        self.ood = source is not None
+        self.pool = source if source is not None else data
+        self.p = self.pool.num_rows
+        self.rows, self.pool_rows = stage._batch_rows(data), stage._batch_rows(self.pool)
+        self.structured = stage.noise_kind == "structured"
+        if self.ood:
+            stage._check_source(data, self.pool, self.structured)
+        self.centroids = self.conf = self.conf_cdf = None
+        if self.structured and (stage.confusion == "centroid" or self.ood):
+            if not stage.feature_column:
+                raise ParamError("feature_column", "is required by confusion 'centroid'")
+            self.centroids = stage._centroids(data, self.classes, self.rows)
+        if self.structured:
+            k = self.k
+            self.conf = stage._confusion_matrix(ctx, self.classes, self.centroids)
+            self.conf_cdf = (np.arange(k)[:, None] + np.cumsum(self.conf, axis=1)).reshape(-1)
+            self.conf_cdf[k - 1 :: k] = np.arange(1, k + 1)  # rows end exactly at the next row's start
+        self.digest, self.true_idx, self.confusing = stage._scan_pool(self)
+        self.full_cycles, self.remainder = divmod(self.added, self.p)
+        self.pick = None
+        if self.remainder:
+            h = keyed(self.digest, stream_key(ctx.seed, "label_noise", "dilute-pick"))
+            cut = np.partition(h, self.remainder - 1)[self.remainder - 1]
+            self.pick = h <= cut
+            if int(self.pick.sum()) != self.remainder:
+                raise InputDataError(f"id column '{stage.id_column}' has duplicate values; dilute mode keys each "
+                                     "draw by id, so ids must be unique (or set id_column: null)", param="id_column")
+        self.cycles = self.full_cycles + (1 if self.remainder else 0)
+        id_dtype = data.schema.field(stage.id_column).type if stage.id_column else None
+        self.next_int_id = None
+        if stage.id_column and pa.types.is_integer(id_dtype):
+            self.next_int_id = int(data.lazy().select(pl.col(stage.id_column).max()).collect().item()) + 1
+        self.schema = data.lazy().collect_schema()
+        self.counts = np.diag(self.class_rows).astype(np.int64)
+        self.ood_counts = np.zeros(self.k, dtype=np.int64)
+
+    def record(self, stage: LabelNoise) -> None:
+        """The transitions side output and the realised-noise record, once every row is out."""
+        counts, n, added = self.counts, self.n, self.added
+        self.ctx.write_side_output("transitions", stage._transitions(self.classes, counts, None,
+                                                                     self.ood_counts if self.ood else None))
+        realised_noisy = int(counts.sum() - np.trace(counts) + self.ood_counts.sum())
+        in_dist_added = int(counts.sum() - self.class_rows.sum())
+        record = {
+            "mode": "dilute", "noise": stage.noise_kind, "classes": [_json_value(c) for c in self.classes.to_list()],
+            "clean_rows": n, "pool_rows": self.p, "source": "source input (out of distribution)" if self.ood else "data",
+            "alpha_requested": float(stage.alpha), "added_rows_requested": float(stage.alpha * n),
+            "added_rows_realised": added, "alpha_realised": added / n,
+            "uses_per_pool_row": [self.full_cycles, self.full_cycles + (1 if self.remainder else 0)],
+            "exclude_true": bool(stage.exclude_true),
+            "noisy_fraction_realised": realised_noisy / (n + added) if n + added else 0.0,
+        }
+        if not self.ood and in_dist_added:
+            record["added_label_equals_true_fraction"] = float((np.trace(counts) - self.class_rows.sum()) / in_dist_added)
+        if self.structured:
+            record["delta"] = float(stage.delta)
+            record["confusion_matrix"] = self.conf.round(12).tolist()
+            record["matrix_convention"] = MATRIX_CONVENTION
+        self.ctx.record("label_noise", record)

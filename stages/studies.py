@@ -15,6 +15,7 @@ import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
+from pipeline.params import Annotated, Field, Fraction, NonNegativeFloat, PositiveInt
 from pipeline.stage import Context, Stage
 from stages.noise import LabelNoise, vector_matrix
 
@@ -59,14 +60,14 @@ class LabelNoiseCurve(Stage):
 
     def __init__(
         self,
-        alphas: list[float] = [0, 1, 2, 5, 10, 20, 50],  # noqa: B006 - params are stored as given
+        alphas: Annotated[list[NonNegativeFloat], Field(min_length=1)] = [0, 1, 2, 5, 10, 20, 50],  # noqa: B006 - params are stored as given
         noises: list[Literal["uniform", "structured"]] = ["uniform", "structured"],  # noqa: B006
-        delta: float = 0.2,
+        delta: Fraction = 0.2,
         confusion: str | dict[Any, Any] | list[list[float]] = "auto",
         features: str = "auto",
-        test_fraction: float = 0.2,
-        repeats: int = 1,
-        C: float = 1.0,
+        test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2,
+        repeats: PositiveInt = 1,
+        C: Annotated[float, Field(gt=0.0)] = 1.0,
         title: str | None = None,
         label_column: str = "label",
         id_column: str = "id",
@@ -84,18 +85,8 @@ class LabelNoiseCurve(Stage):
         self.id_column = id_column
 
     def validate(self) -> None:
-        if not self.alphas or any(a < 0 for a in self.alphas):
-            raise ParamError("alphas", f"must be a non-empty list of numbers >= 0, got {self.alphas}")
         if not self.noises:
             raise ParamError("noises", "must name at least one of 'uniform', 'structured'")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ParamError("test_fraction", f"must lie strictly between 0 and 1, got {self.test_fraction}")
-        if self.repeats < 1:
-            raise ParamError("repeats", f"must be >= 1, got {self.repeats}")
-        if not 0.0 <= self.delta <= 1.0:
-            raise ParamError("delta", f"must lie in [0, 1], got {self.delta}")
-        if self.C <= 0:
-            raise ParamError("C", f"must be > 0, got {self.C}")
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         cols: dict[str, str | None] = {self.label_column: "label_column", self.id_column: "id_column"}

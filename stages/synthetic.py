@@ -32,11 +32,9 @@ import xxhash
 
 from pipeline.errors import InputDataError, ParamError, PipelineError
 from pipeline.io import Dataset
+from pipeline.params import Annotated, Field, Fraction, PositiveInt
 from pipeline.stage import Context, Stage
-
-# Words and single punctuation marks: the unit of the n-gram model and of every corpus metric, so a
-# generated document re-tokenises into exactly the tokens that were sampled.
-TOKEN_PATTERN = r"\w+|[^\w\s]"
+from stages.text import token_ids, token_table
 
 SCHEDULES = ("replace", "keep_real", "accumulate", "accumulate_subsample", "fresh_real")
 GENERATORS = ("ngram", "hf", "external")
@@ -50,25 +48,6 @@ def _mix(key: np.ndarray, token: np.ndarray) -> np.ndarray:
     """Extend a context hash by one token (64-bit polynomial hash; wraps on overflow by design)."""
     with np.errstate(over="ignore"):
         return key * _MIX + token.astype(np.uint64) + np.uint64(1)
-
-
-def tokenize(texts: pl.Series | Sequence[str]) -> pl.DataFrame:
-    """One row per token: `doc` (row index of the text) and `token`, in reading order."""
-    series = texts if isinstance(texts, pl.Series) else pl.Series("text", list(texts), dtype=pl.String)
-    return (
-        pl.DataFrame({"token": series.fill_null("").str.extract_all(TOKEN_PATTERN)})
-        .with_row_index("doc")
-        .explode("token")
-        .drop_nulls("token")
-    )
-
-
-def token_ids(tokens: pl.Series) -> tuple[np.ndarray, pl.Series]:
-    """Dense int64 ids of tokens and the sorted vocabulary they index (a hash join, not a string sort)."""
-    vocab = tokens.unique().sort()
-    lookup = pl.DataFrame({"token": vocab, "id": np.arange(len(vocab), dtype=np.int64)})
-    ids = pl.DataFrame({"token": tokens}).join(lookup, on="token", how="left", maintain_order="left")["id"]
-    return ids.to_numpy(), vocab
 
 
 def detokenize(doc_index: np.ndarray, tokens: pl.Series, n_docs: int) -> list[str]:
@@ -114,7 +93,7 @@ class NGramLM:
 
     def _encode(self, texts: pl.Series | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of every document in the model's vocabulary (unknown words get `unk`)."""
-        toks = tokenize(texts).join(self._vocab_ids, on="token", how="left", maintain_order="left")
+        toks = token_table(texts).join(self._vocab_ids, on="token", how="left", maintain_order="left")
         return (toks["doc"].to_numpy().astype(np.int64),
                 toks["id"].fill_null(self.unk).to_numpy().astype(np.int64))
 
@@ -141,7 +120,7 @@ class NGramLM:
         return seq[target_pos], keys
 
     def fit(self, texts: pl.Series | Sequence[str]) -> NGramLM:
-        toks = tokenize(texts)
+        toks = token_table(texts)
         if len(toks) == 0:
             raise InputDataError("cannot fit an n-gram model on a corpus without any words")
         ids, self.vocab = token_ids(toks["token"])
@@ -591,18 +570,18 @@ class Generations(Stage):
 
     def __init__(
         self,
-        generations: int = 5,
+        generations: PositiveInt = 5,
         schedules: list[str] | str = "replace",
-        corpus_size: int | None = None,
-        real_fraction: float = 0.1,
+        corpus_size: PositiveInt | None = None,
+        real_fraction: Fraction = 0.1,
         generator: Literal["ngram", "hf", "external"] = "ngram",
         generator_params: dict[str, Any] | None = None,
         text_column: str = "text",
         id_column: str | None = "id",
-        prompt_tokens: int | None = None,
-        max_tokens: int = 128,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
+        prompt_tokens: PositiveInt | None = None,
+        max_tokens: PositiveInt = 128,
+        temperature: Annotated[float, Field(gt=0.0)] = 1.0,
+        top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0,
         callback: str | None = None,
     ):
         self.generations = generations
@@ -624,9 +603,6 @@ class Generations(Stage):
         return [self.schedules] if isinstance(self.schedules, str) else list(self.schedules)
 
     def validate(self) -> None:
-        if not isinstance(self.generations, int) or self.generations < 1:
-            raise ParamError("generations", f"must be an integer >= 1 (the number of synthetic generations), "
-                             f"got {self.generations!r}")
         if not self.schedule_list:
             raise ParamError("schedules", f"give at least one of {', '.join(SCHEDULES)}")
         for s in self.schedule_list:
@@ -634,18 +610,6 @@ class Generations(Stage):
                 raise ParamError("schedules", f"unknown schedule '{s}'; choose from {', '.join(SCHEDULES)}")
         if len(set(self.schedule_list)) != len(self.schedule_list):
             raise ParamError("schedules", "lists a schedule twice")
-        if not 0.0 <= self.real_fraction <= 1.0:
-            raise ParamError("real_fraction", f"must be within [0, 1], got {self.real_fraction}")
-        if self.corpus_size is not None and self.corpus_size < 1:
-            raise ParamError("corpus_size", f"must be >= 1 or null (every input row), got {self.corpus_size}")
-        if self.max_tokens < 1:
-            raise ParamError("max_tokens", f"must be >= 1, got {self.max_tokens}")
-        if self.prompt_tokens is not None and self.prompt_tokens < 1:
-            raise ParamError("prompt_tokens", f"must be >= 1 or null (unprompted sampling), got {self.prompt_tokens}")
-        if not self.temperature > 0:
-            raise ParamError("temperature", f"must be > 0, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ParamError("top_p", f"must be within (0, 1], got {self.top_p}")
         make_generator(self.generator, self.generator_params)
         _check_callback_path(self.callback)  # imported when the step runs, never while validating
 

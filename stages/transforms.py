@@ -8,10 +8,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pipeline.columns import passthrough
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
+from pipeline.params import Fraction, NonNegativeInt
 from pipeline.stage import Context, RowwiseStage, Stage
 from stages._hashing import id_uniform
+from stages.text import SPLIT_REGEX
 
 
 class Select(RowwiseStage):
@@ -38,6 +41,13 @@ class Select(RowwiseStage):
         param.update({c: "drop" for c in self.drop or []})
         param.update({c: "rename" for c in self.rename or {}})
         return {"data": {c: param[c] for c in need}}
+
+    def output_schema(self, inputs):
+        schema = inputs["data"]
+        if self.columns is not None:
+            schema = {c: schema.get(c) for c in self.columns}
+        schema = passthrough(schema, drop=self.drop or [])
+        return {(self.rename or {}).get(c, c): t for c, t in schema.items()}
 
     def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         if self.columns is not None:
@@ -66,7 +76,7 @@ class LengthFilter(RowwiseStage):
     name = "length_filter"
     allow_empty_input = True
 
-    def __init__(self, min_chars: int = 0, max_chars: int | None = None, min_words: int = 0,
+    def __init__(self, min_chars: NonNegativeInt = 0, max_chars: int | None = None, min_words: NonNegativeInt = 0,
                  text_column: str = "text"):
         self.min_chars = min_chars
         self.max_chars = max_chars
@@ -74,14 +84,14 @@ class LengthFilter(RowwiseStage):
         self.text_column = text_column
 
     def validate(self) -> None:
-        for p in ("min_chars", "min_words"):
-            if getattr(self, p) < 0:
-                raise ParamError(p, f"must be >= 0, got {getattr(self, p)}")
         if self.max_chars is not None and self.max_chars < self.min_chars:
             raise ParamError("max_chars", f"must be >= min_chars ({self.min_chars}), got {self.max_chars}")
 
     def required_columns(self):
         return {"data": {self.text_column: "text_column"}}
+
+    def output_schema(self, inputs):
+        return dict(inputs["data"])
 
     def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         text = pl.col(self.text_column)
@@ -89,7 +99,7 @@ class LengthFilter(RowwiseStage):
         if self.max_chars is not None:
             cond &= text.str.len_chars() <= self.max_chars
         if self.min_words:
-            cond &= text.str.count_matches(r"\S+") >= self.min_words
+            cond &= text.str.count_matches(SPLIT_REGEX["whitespace"]) >= self.min_words
         return batch.filter(cond)
 
     @classmethod
@@ -111,7 +121,7 @@ class Sample(Stage):
 
     name = "sample"
 
-    def __init__(self, n: int | None = None, fraction: float | None = None, id_column: str = "id",
+    def __init__(self, n: NonNegativeInt | None = None, fraction: Fraction | None = None, id_column: str = "id",
                  seed: int | None = None):
         self.n = n
         self.fraction = fraction
@@ -121,13 +131,12 @@ class Sample(Stage):
     def validate(self) -> None:
         if (self.n is None) == (self.fraction is None):
             raise ParamError("n", "give exactly one of n and fraction")
-        if self.n is not None and self.n < 0:
-            raise ParamError("n", f"must be >= 0, got {self.n}")
-        if self.fraction is not None and not 0 <= self.fraction <= 1:
-            raise ParamError("fraction", f"must be in [0, 1], got {self.fraction}")
 
     def required_columns(self):
         return {"data": {self.id_column: "id_column"}}
+
+    def output_schema(self, inputs):
+        return dict(inputs["data"])
 
     def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
         df = data.collect()
@@ -171,7 +180,7 @@ class Split(Stage):
 
     name = "split"
 
-    def __init__(self, fractions: dict[str, float] | None = None, id_column: str = "id", seed: int | None = None):
+    def __init__(self, fractions: dict[str, Fraction] | None = None, id_column: str = "id", seed: int | None = None):
         self.fractions = fractions if fractions is not None else {"train": 0.9, "test": 0.1}
         self.id_column = id_column
         self.seed = seed
@@ -179,9 +188,7 @@ class Split(Stage):
     def validate(self) -> None:
         if not self.fractions:
             raise ParamError("fractions", "name at least one part")
-        for name, share in self.fractions.items():
-            if not 0 <= share <= 1:
-                raise ParamError("fractions", f"share of '{name}' must be in [0, 1], got {share}")
+        for name in self.fractions:  # shares are bounded by the declared type (Fraction)
             if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
                 # Part names name side-output folders: ASCII only, like step ids.
                 raise ParamError("fractions", f"part name {name!r} must be ASCII letters, digits, '_' or '-'")
@@ -190,6 +197,12 @@ class Split(Stage):
 
     def required_columns(self):
         return {"data": {self.id_column: "id_column"}}
+
+    def output_schema(self, inputs):
+        return passthrough(inputs["data"], add={"split": pl.String})
+
+    def side_output_schemas(self, inputs):
+        return {name: self.output_schema(inputs) for name in self.fractions}
 
     def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
         df = data.collect()

@@ -26,6 +26,9 @@ class RandomRows(Stage):
     def __init__(self, n: int = 100):
         self.n = n
 
+    def output_schema(self, inputs):
+        return {"id": pl.String, "text": pl.String}
+
     def run(self, ctx: Context) -> pl.DataFrame:
         rng = ctx.rng("rows")
         return pl.DataFrame({"id": [f"r{i}" for i in range(self.n)], "text": [f"value {v}" for v in rng.integers(0, 10**9, self.n)]})

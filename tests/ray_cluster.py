@@ -26,7 +26,7 @@ REPO_ROOT = TESTS_DIR.parent
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A head and one worker node, each `ray start` with one CPU on 127.0.0.1; stopped at teardown."""
-    from pipeline.executors.ray import LoopbackCluster
+    from loopback_cluster import LoopbackCluster
 
     paths = [str(REPO_ROOT), str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]
     env = {"PYTHONPATH": os.pathsep.join(p for p in paths if p), "HF_HUB_OFFLINE": "1"}

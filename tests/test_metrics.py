@@ -17,7 +17,9 @@ from stages.metrics import (
     self_bleu,
     vendi_score,
 )
-from stages.synthetic import Generations, token_ids, tokenize
+from stages.synthetic import Generations
+from stages.text import token_ids
+from stages.text import token_table as tokenize
 
 
 def pydoc_paragraphs(limit: int, min_words: int = 5) -> pl.DataFrame:

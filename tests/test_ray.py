@@ -215,8 +215,9 @@ def test_parts_from_fragments_share_one_schema(ray_cluster, tmp_path):  # noqa: 
 
 
 def test_wrong_address_fails_fast_with_a_clear_error(ray_cluster, tmp_path):  # noqa: F811
+    from loopback_cluster import _free_port
+
     from pipeline.executors import get_executor
-    from pipeline.executors.ray import _free_port
 
     address = f"127.0.0.1:{_free_port()}"  # nothing listens there
     with pytest.raises(PipelineError, match="no Ray cluster answers"):

@@ -12,7 +12,8 @@ import pytest
 
 from pipeline.errors import InputDataError, ParamError, PipelineError
 from stages.embedding import encode_texts, series_to_vectors, vectors_to_series
-from stages.retrieval import BuildIndex, Chunk, Index, Retrieve, auto_factory, chunk_texts
+from stages.retrieval import BuildIndex, Chunk, Index, Retrieve, auto_factory
+from stages.text import chunk_spans, model_tokenizer
 
 DOCS = pl.DataFrame({"id": sorted(topics), "text": [topics[k] for k in sorted(topics)]})
 
@@ -42,6 +43,16 @@ def _index_dir(corpus, tmp_path, **params) -> Path:
 # ------------------------------------------------------------------ chunking
 
 
+def chunk_texts(texts, size=64, overlap=0, tokenizer="model"):
+    """Per text, its chunks as (char_start, char_end, n_tokens), from the text core's flat spans."""
+    spans = chunk_spans(texts, size, overlap, tokenizer)
+    out = [[] for _ in texts]
+    for d, a, b, n in zip(spans.doc.tolist(), spans.char_start.tolist(), spans.char_end.tolist(),
+                          spans.n_tokens.tolist()):
+        out[d].append((a, b, n))
+    return out
+
+
 def test_whitespace_chunks_cover_every_word_once():
     for text in paragraphs()[:200]:
         spans = chunk_texts([text], size=16, tokenizer="whitespace")[0]
@@ -63,12 +74,10 @@ def test_overlapping_chunks_share_exactly_overlap_tokens():
 
 
 def test_model_tokenizer_counts_word_pieces():
-    from stages.retrieval import _model_tokenizer
-
     text = topics["assert"]
     spans = chunk_texts([text, "", "   "], size=64)
     assert spans[1] == [] and spans[2] == []
-    tok = _model_tokenizer()
+    tok = model_tokenizer()
     total = len(tok.encode(text, add_special_tokens=False).ids)
     assert sum(n for _, _, n in spans[0]) == total
     assert [n for _, _, n in spans[0][:-1]] == [64] * (len(spans[0]) - 1)

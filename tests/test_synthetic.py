@@ -17,8 +17,8 @@ from stages.synthetic import (
     NGramGenerator,
     NGramLM,
     make_generator,
-    tokenize,
 )
+from stages.text import token_table as tokenize
 
 
 def pydoc_paragraphs(limit: int | None = None, min_words: int = 5) -> pl.DataFrame:

@@ -20,6 +20,8 @@ Tokens (`tokens.py`)
     split_words(texts, split) / count_words(texts, split)
         split "word" (WORD_REGEX), "whitespace" (\\S+) or "word_punct" (words and single
         punctuation marks, the synthetic n-gram model's unit).
+    token_table(texts, split="word_punct") -> DataFrame(doc, token): tokens as written, one row each.
+    token_ids(tokens) -> (dense int64 ids, sorted vocabulary).
     word_offsets(texts, split="word"|"whitespace") -> (starts, ends, counts)
         Code point offsets of every token, vectorised over the batch.
     token_offsets(texts, counts) -> (starts, ends, ok): offsets aligned with `tokenize`.
@@ -62,22 +64,25 @@ from stages.text.ngrams import (
 from stages.text.normalize import NORMALIZE_MODES, as_series, normalize
 from stages.text.tokens import (
     SPLIT_REGEX,
+    WORD_PUNCT_REGEX,
     WORD_REGEX,
     Tokens,
     code_points,
     count_words,
     split_words,
     token_hashes,
+    token_ids,
     token_offsets,
+    token_table,
     tokenize,
     word_offsets,
     word_spans,
 )
 
 __all__ = [
-    "CHUNK_TOKENIZERS", "MAX_N", "NORMALIZE_MODES", "SPLIT_REGEX", "WORD_REGEX", "ChunkSpans", "Tokens",
+    "CHUNK_TOKENIZERS", "MAX_N", "NORMALIZE_MODES", "SPLIT_REGEX", "WORD_PUNCT_REGEX", "WORD_REGEX", "ChunkSpans", "Tokens",
     "as_series", "char_shingles", "chunk_spans", "code_points", "count_words", "longest_common_run",
     "model_tokenizer", "ngram_hashes", "normalize", "per_doc_sets", "split_words", "text_hash",
-    "token_chunks", "token_hashes", "token_offsets", "tokenize", "windows", "word_offsets", "word_shingles",
+    "token_chunks", "token_hashes", "token_ids", "token_offsets", "token_table", "tokenize", "windows", "word_offsets", "word_shingles",
     "word_spans",
 ]

@@ -53,6 +53,24 @@ def count_words(texts: pl.Series | Sequence[str | None], split: Split = "whitesp
     return as_series(texts).str.count_matches(SPLIT_REGEX[split])
 
 
+def token_table(texts: pl.Series | Sequence[str | None], split: Split = "word_punct") -> pl.DataFrame:
+    """One row per token: `doc` (row index of the text) and `token` (as written), in reading order."""
+    return (
+        pl.DataFrame({"token": split_words(texts, split)})
+        .with_row_index("doc")
+        .explode("token")
+        .drop_nulls("token")
+    )
+
+
+def token_ids(tokens: pl.Series) -> tuple[np.ndarray, pl.Series]:
+    """Dense int64 ids of tokens and the sorted vocabulary they index (a hash join, not a string sort)."""
+    vocab = tokens.unique().sort()
+    lookup = pl.DataFrame({"token": vocab, "id": np.arange(len(vocab), dtype=np.int64)})
+    ids = pl.DataFrame({"token": tokens}).join(lookup, on="token", how="left", maintain_order="left")["id"]
+    return ids.to_numpy(), vocab
+
+
 def token_hashes(words: pl.Series, stable: bool = False) -> np.ndarray:
     """uint64 hash of each token string.
 
@@ -173,7 +191,12 @@ def token_offsets(texts: pl.Series | Sequence[str | None], counts: np.ndarray) -
     return starts, ends, ok
 
 
-def word_spans(text: str) -> np.ndarray:
-    """(start, end) of each word of one text, shape (n, 2)."""
-    s, e, _ = word_offsets([text or ""], "word")
-    return np.stack([s, e], axis=1)
+def word_spans(text: str, split: Literal["word", "whitespace"] = "word") -> np.ndarray:
+    """(start, end) of each token of one text, shape (n, 2): `word_offsets` without the batch set-up.
+
+    For the few documents handled one at a time (evidence spans); same classification, pure NumPy.
+    """
+    points = np.frombuffer((text or "").encode("utf-32-le"), np.uint32)
+    inside = _classify(points, split)
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], inside, [False]]).astype(np.int8)))
+    return edges.reshape(-1, 2).astype(np.int64)

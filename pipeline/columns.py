@@ -1,0 +1,92 @@
+"""Column flow: which columns each step's output has, checked over the whole DAG before anything runs.
+
+Every stage may declare its output columns as a function of its params and its input schemas
+(`Stage.output_schema`, `Stage.side_output_schemas`). `check_column_flow` walks the steps in order:
+a Parquet path input contributes the schema in its footer, a step output the schema its stage
+declared; then each step's `required_columns()` and `required_column_types()` are checked against
+what its inputs will hold. A stage that declares nothing (returns None) makes its output unknown,
+and the check stops there for its readers: it never guesses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from pipeline.errors import InputDataError
+
+# Column name -> polars dtype (None where the stage does not know the type).
+Schema = dict[str, Any]
+
+
+def passthrough(schema: Schema, add: Schema | None = None, drop: tuple[str, ...] | list[str] = ()) -> Schema:
+    """The input's columns, minus `drop`, plus (or replaced by) `add`: the common shape of a declaration."""
+    out = {c: t for c, t in schema.items() if c not in drop}
+    out.update(add or {})
+    return out
+
+
+def is_text(dtype: Any) -> bool:
+    """Does a polars dtype hold text (String, Categorical, Enum)? None (unknown) counts as text."""
+    if dtype is None:
+        return True
+    return dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum)) or dtype in (pl.Categorical, pl.Enum)
+
+
+def _path_schema(path: str) -> Schema | None:
+    from pipeline.io import Dataset
+
+    try:
+        arrow = Dataset.from_parquet(path).schema
+    except Exception:  # noqa: BLE001 - a path that does not exist yet is checked when the step runs
+        return None
+    return dict(pl.from_arrow(arrow.empty_table()).schema)
+
+
+def check_schema(stage: Any, inputs: dict[str, Schema], labels: dict[str, str]) -> None:
+    """Raise InputDataError when a known input schema lacks a column, or has the wrong type, that the stage needs."""
+    types = stage.required_column_types()
+    for input_name, columns in stage.required_columns().items():
+        schema = inputs.get(input_name)
+        if schema is None:
+            continue
+        for column, param in columns.items():
+            via = f" (named by parameter '{param}')" if param else ""
+            if column not in schema:
+                raise InputDataError(
+                    f"input '{input_name}' has no column '{column}'{via}; the available columns are: {list(schema)}",
+                    stage=stage.name, param=param, file=labels.get(input_name),
+                )
+            if types.get(input_name, {}).get(column) == "text" and not is_text(schema[column]):
+                raise InputDataError(
+                    f"input '{input_name}' column '{column}'{via} is {schema[column]}, not text; "
+                    "cast it to a string first or name a text column",
+                    stage=stage.name, param=param, file=labels.get(input_name),
+                )
+
+
+def check_column_flow(config: Any) -> dict[str, Schema | None]:
+    """Check every step's needed columns against what its inputs will hold; return each output's schema."""
+    from pipeline.config import build_stage, order_steps
+
+    known: dict[str, Schema | None] = {}
+    for step in order_steps(config):
+        stage = build_stage(step, config)
+        inputs: dict[str, Schema] = {}
+        labels: dict[str, str] = {}
+        for name, ref in step.inputs.items():
+            schema = _path_schema(ref.path) if ref.path is not None else known.get(str(ref))
+            if schema is not None:
+                inputs[name] = schema
+                labels[name] = ref.path if ref.path is not None else f"output of step '{ref}'"
+        try:
+            check_schema(stage, inputs, labels)
+        except InputDataError as exc:
+            raise exc.add_context(step=step.id, stage=step.stage, file=config.source) from None
+        complete = len(inputs) == len(step.inputs)
+        known[step.id] = stage.output_schema(inputs) if complete else None
+        sides = stage.side_output_schemas(inputs) if complete else {}
+        for side, schema in (sides or {}).items():
+            known[f"{step.id}:{side}"] = schema
+    return known

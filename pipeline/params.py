@@ -1,0 +1,199 @@
+"""Parameter constraints, declared once on a stage's constructor (pydantic `Annotated` types).
+
+`n: Annotated[int, Field(ge=8, le=50)] = 13` is at once the range check (the constructor raises
+ParamError naming `n`), the type shown by `pipeline stages` ("int (>= 8, <= 50)"), and the bound the
+catalogue test exercises. Checks that relate two parameters stay in `Stage.validate`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+import pydantic
+from pydantic import Field
+
+from pipeline.errors import ParamError
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Cosine = Annotated[float, Field(ge=-1.0, le=1.0)]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0.0)]
+
+
+@dataclass
+class ParamSpec:
+    name: str
+    annotation: Any
+    default: Any
+    doc: str
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
+
+    @property
+    def type_name(self) -> str:
+        return _type_name(self.annotation)
+
+
+_CONSTRAINT_TEXT = (("ge", ">= {}"), ("gt", "> {}"), ("le", "<= {}"), ("lt", "< {}"),
+                    ("min_length", "at least {} items"), ("max_length", "at most {} items"))
+
+
+def _constraints(tp: Any) -> list[str]:
+    """The declared bounds of an Annotated type, as text ("ge 0", "le 1" -> ">= 0, <= 1")."""
+    found = []
+    for meta in typing.get_args(tp)[1:]:
+        for item in getattr(meta, "metadata", [meta]):
+            for attr, text in _CONSTRAINT_TEXT:
+                value = getattr(item, attr, None)
+                if value is not None:
+                    found.append(text.format(value))
+    return found
+
+
+def annotation_description(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Annotated:
+        for meta in typing.get_args(tp)[1:]:
+            if getattr(meta, "description", None):
+                return meta.description
+    return ""
+
+
+def _type_name(tp: Any, bounds: bool = True) -> str:
+    """How a parameter type reads in docs and errors ("int (>= 0) | null"; without bounds: "int | null")."""
+    if tp is inspect.Parameter.empty or tp is Any:
+        return "any"
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        base = _type_name(typing.get_args(tp)[0], bounds)
+        declared = _constraints(tp) if bounds else []
+        return f"{base} ({', '.join(declared)})" if declared else base
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " | ".join(_type_name(a, bounds) for a in typing.get_args(tp))
+    if origin is not None:
+        args = ", ".join(_type_name(a, bounds) for a in typing.get_args(tp))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+_DOC_PARAM = re.compile(r"^\s{0,8}(\w+)\s*(?:\([^)]*\))?\s*:\s*(.+)$")
+
+
+def docstring_param_docs(cls: type) -> dict[str, str]:
+    """Read one-line parameter docs from a `Parameters:` block in the class docstring."""
+    doc = inspect.getdoc(cls) or ""
+    docs: dict[str, str] = {}
+    in_block = False
+    for line in doc.splitlines():
+        if line.strip().lower().rstrip(":") in ("parameters", "params", "args"):
+            in_block = True
+            continue
+        if in_block:
+            m = _DOC_PARAM.match(line)
+            if m:
+                docs[m.group(1)] = m.group(2).strip()
+            elif line.strip() and not line.startswith(" "):
+                in_block = False
+    return docs
+
+
+def checked_init(init: Any) -> Any:
+    """Wrap a stage constructor so that a library call checks its params as a config would."""
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if type(self).__init__ is __init__:  # the outermost constructor only, not super().__init__ calls
+            check_params(type(self), args, kwargs)
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+_ADAPTERS: dict[Any, pydantic.TypeAdapter] = {}
+
+
+def _adapter(annotation: Any) -> pydantic.TypeAdapter:
+    key = repr(annotation)
+    if key not in _ADAPTERS:
+        _ADAPTERS[key] = pydantic.TypeAdapter(annotation)
+    return _ADAPTERS[key]
+
+
+def _param_error(spec: ParamSpec, value: Any, error: pydantic.ValidationError) -> ParamError:
+    """One readable line: the bound that failed, or the type that was expected."""
+    for item in error.errors():
+        ctx = item.get("ctx") or {}
+        if any(attr in ctx for attr in ("ge", "gt", "le", "lt")):
+            return ParamError(spec.name, f"must be {_range_text(ctx, spec.annotation)}, got {value!r}")
+        for attr, text in _CONSTRAINT_TEXT:
+            if attr in ctx:
+                return ParamError(spec.name, f"must be {text.format(ctx[attr])}, got {value!r}")
+    return ParamError(spec.name, f"expects {_type_name(spec.annotation, bounds=False)}, got {value!r} "
+                                 f"({type(value).__name__})")
+
+
+def _range_text(ctx: dict, annotation: Any) -> str:
+    """The whole declared range ("in [0, 1]", "in (0, 1]", ">= 1"), whichever bound failed."""
+    bounds = dict(ctx)
+    for tp in [annotation, *typing.get_args(annotation)]:
+        if typing.get_origin(tp) is typing.Annotated:
+            for meta in typing.get_args(tp)[1:]:
+                for item in getattr(meta, "metadata", [meta]):
+                    for attr in ("ge", "gt", "le", "lt"):
+                        if getattr(item, attr, None) is not None:
+                            bounds.setdefault(attr, getattr(item, attr))
+    lo = ("[", bounds["ge"]) if "ge" in bounds else ("(", bounds["gt"]) if "gt" in bounds else None
+    hi = (bounds["le"], "]") if "le" in bounds else (bounds["lt"], ")") if "lt" in bounds else None
+    if lo and hi:
+        return f"in {lo[0]}{lo[1]:g}, {hi[0]:g}{hi[1]}"
+    if lo:
+        return f"{'>=' if lo[0] == '[' else '>'} {lo[1]:g}"
+    return f"{'<=' if hi[1] == ']' else '<'} {hi[0]:g}"
+
+
+def check_params(cls: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+    """Names, strict types and declared bounds of constructor arguments; ParamError on the first bad one.
+
+    Strict: a bool is not an int, "5" is not a number, a number is not a string (YAML and Python
+    alike); an int is accepted where a float is expected, and NumPy scalars count as Python numbers.
+    """
+    specs = {s.name: s for s in cls.param_specs()}
+    names = list(specs)
+    given = dict(zip(names, args))
+    for key in kwargs:
+        if key not in specs:
+            import difflib
+
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ParamError(key, f"unknown parameter; {hint}'{cls.name or cls.__name__}' takes: "
+                                  f"{', '.join(names) or 'no parameters'}")
+        given[key] = kwargs[key]
+    for key, value in given.items():
+        spec = specs[key]
+        if spec.annotation is inspect.Parameter.empty or spec.annotation is Any:
+            continue
+        if isinstance(value, np.generic):
+            value = value.item()
+        try:
+            _adapter(spec.annotation).validate_python(value, strict=True)
+        except pydantic.ValidationError as exc:
+            raise _param_error(spec, value, exc) from None
+    missing = [n for n, s in specs.items() if s.required and n not in given]
+    if missing:
+        raise ParamError(missing[0], "is required")
+
+
+__all__ = ["Annotated", "Cosine", "Field", "Fraction", "NonNegativeFloat", "NonNegativeInt", "PositiveInt"]

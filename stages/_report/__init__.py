@@ -1,0 +1,54 @@
+"""Shared HTML report machinery: jinja2 templates with one stylesheet, and matplotlib figures inlined.
+
+Every HTML report of the stage library (the leakage report, the collapse report) extends
+`templates/base.html.j2`, which inlines `templates/style.css`, so a report is one file that can be
+mailed alone and all reports look alike. Plots are matplotlib figures embedded as SVG or PNG.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@cache
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=jinja2.select_autoescape(
+        ["html", "html.j2"]), trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+
+
+def render(template: str, **context: Any) -> str:
+    """Render a template of `templates/` (HTML-escaped unless a value is marked safe)."""
+    return _environment().get_template(template).render(**context)
+
+
+def figure(width: float, height: float, layout: str | None = "constrained"):
+    """A matplotlib Figure that needs no display and no global pyplot state."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout=layout)
+
+
+def png_bytes(fig, dpi: int = 110) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def png_data_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def svg_inline(fig, tight: bool = True) -> str:
+    """The figure as an inline <svg> element (text stays text, the file stays self-contained)."""
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight" if tight else None)
+    svg = buf.getvalue()
+    return svg[svg.index("<svg"):]

@@ -1,0 +1,36 @@
+"""Test-set leakage: which test items (or parts of them) also sit in the training corpus, and removing them.
+
+- `audit.py`: the `leakage_audit` stage: streams the training corpus once past a list of evidence kinds;
+- `evidence.py`: the evidence protocol and registry (a new kind = one class + `register_evidence`);
+- `ngram.py`, `chunks.py`: the built-in kinds (exact n-grams; RETRO chunk overlap; semantic similarity);
+- `spans.py`: token positions to character spans and readable evidence;
+- `report.py`: report.html / report.md, drawn from the columns the kinds declare;
+- `decontaminate.py`: the `decontaminate` stage (cut or drop what the audit matched);
+- `planting.py`: planted leaks for studies and threshold calibration;
+(`pipeline audit TRAIN TEST` lives in `stages/leakage_cli.py`.)
+"""
+
+from stages.leakage.audit import LeakageAudit
+from stages.leakage.chunks import SIMILARITY_DEFAULTS, ChunkEvidence, ChunkNeighbours, SemanticEvidence
+from stages.leakage.decontaminate import Decontaminate, merge_spans
+from stages.leakage.evidence import (
+    EVIDENCE_KINDS,
+    VERDICTS,
+    Evidence,
+    Resolved,
+    Score,
+    TestSide,
+    TrainBatch,
+    match_kinds,
+    register_evidence,
+)
+from stages.leakage.ngram import NgramEvidence
+from stages.leakage.planting import PLANT_KINDS, plant
+from stages.text import Tokens, longest_common_run, ngram_hashes, token_offsets, tokenize
+
+__all__ = [
+    "EVIDENCE_KINDS", "PLANT_KINDS", "SIMILARITY_DEFAULTS", "VERDICTS", "ChunkEvidence", "ChunkNeighbours",
+    "Decontaminate", "Evidence", "LeakageAudit", "NgramEvidence", "Resolved", "Score", "SemanticEvidence",
+    "TestSide", "Tokens", "TrainBatch", "longest_common_run", "match_kinds", "merge_spans",
+    "ngram_hashes", "plant", "register_evidence", "token_offsets", "tokenize",
+]

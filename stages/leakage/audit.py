@@ -1,0 +1,327 @@
+"""The leakage audit: stream the training corpus once past a list of evidence kinds, then judge each test item.
+
+Three built-in kinds of evidence per test item, each switchable, because each misses what another
+catches (see `ngram.py` and `chunks.py`); more kinds plug in through `evidence.py`:
+
+1. exact word n-grams after normalisation (NFKC, case, punctuation, whitespace), as GPT-3 did,
+   ignoring n-grams found in more than `max_doc_freq` training documents (common phrases);
+2. chunk overlap as in RETRO: the item's 64-token chunks, their k nearest training chunks, and
+   r = longest common token substring / chunk length (RETRO counts r <= 12.5% as no leakage);
+3. semantic similarity of chunks, which survives paraphrase, light edits and reordering that break
+   every n-gram.
+
+Every kind streams over the training corpus once and holds only the test side in memory. Only the
+few training documents that matched are read a second time, to recover character spans.
+
+Default thresholds were chosen on data (see `LeakageAudit` and `bench/bench_leakage.py --calibrate`):
+planted copies, edits, reorderings and rewrites of Python documentation against clean controls.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from pipeline.errors import ParamError
+from pipeline.io import Dataset
+from pipeline.params import Annotated, Cosine, Field, Fraction, NonNegativeInt, PositiveInt
+from pipeline.stage import Context, Stage
+from stages.leakage.chunks import SIMILARITY_DEFAULTS
+from stages.leakage.evidence import (
+    EVIDENCE_KINDS,
+    SPAN_COLUMNS,
+    VERDICTS,
+    Evidence,
+    TestSide,
+    TrainBatch,
+    builtin_kinds,
+)
+from stages.leakage.spans import MATCHES_SCHEMA, SpanFinder, fetch_train_docs, item_ids, matches_table
+from stages.text import MAX_N, token_offsets, tokenize
+
+EVIDENCE_SPAN_COLUMNS = ["train_id", "evidence_kind", "evidence", "train_evidence", "test_char_start",
+                         "test_char_end", "train_char_start", "train_char_end"]
+
+
+class LeakageAudit(Stage):
+    """Per test item: is it (partly, or reworded) in the training corpus? Findings, matches, clean/dirty splits, report.
+
+    Main output `findings` (one row per test item); side outputs `matches` (test/train pairs with
+    scores and character spans), `clean` and `dirty` (the test rows, split by verdict, for GPT-3's
+    clean-vs-all comparison); artefacts report.html and report.md.
+
+    Verdicts: `contaminated` when n-gram overlap >= ngram_contaminated, or chunk overlap ratio >=
+    chunk_contaminated, or similarity >= similarity_contaminated; `partial` when any rare n-gram
+    matches, or r > chunk_partial (RETRO's 12.5%), or similarity >= similarity_partial; else `clean`.
+    The similarity defaults were chosen on data with `python -m bench.bench_leakage --calibrate
+    BACKEND`: training = the 79 pydoc topics; test = 40 planted items of each kind (`plant`) and 86
+    stdlib module docstrings as clean controls (same domain, different text). `partial` sits just
+    above the highest control, `contaminated` near the median of light edits and reorderings:
+    static: controls max 0.89 / p99 0.86; rewritten min 0.905, reordered min 0.94, edited min 0.96
+    -> (0.90, 0.96). sentence-transformers: controls max 0.77 / p99 0.72; edited median 0.93,
+    reordered median 0.92, rewritten median 0.81 -> (0.78, 0.90). With these, no control is flagged
+    and every verbatim, surface, partial, edited and reordered item is (static also catches every
+    word-shuffled rewrite; MiniLM 55% of them, as shuffling hurts a contextual model more).
+
+    Parameters:
+        text_column: column holding the text, in both train and test
+        id_column: column holding row ids, in both (row numbers are used when it is absent)
+        subset_column: test column to break totals down by (a task or source), or null
+        ngram: run the exact n-gram pass
+        n: words per n-gram (8..50; GPT-3 used 13)
+        max_doc_freq: ignore n-grams found in more than this many training documents (common phrases)
+        chunk_overlap: run RETRO's chunk overlap (needs embeddings to retrieve neighbours)
+        semantic: report the best chunk similarity (paraphrase evidence; needs embeddings)
+        chunk_tokens: words per chunk (RETRO used 64)
+        chunk_stride: words between chunk starts; null = half a chunk (overlapping chunks align leaked text better)
+        k: training chunks retrieved per test chunk
+        backend: embedding backend: 'static' (distilled from MiniLM, ~250x faster on CPU) or 'sentence-transformers' (contextual)
+        model: embedding model directory, or null for the packaged all-MiniLM-L6-v2
+        embed_batch_size: texts per embedding batch
+        ngram_contaminated: n-gram overlap (fraction of the item's n-grams) that makes an item contaminated
+        chunk_partial: chunk overlap ratio above which an item is at least partial (RETRO: 0.125)
+        chunk_contaminated: chunk overlap ratio that makes an item contaminated
+        similarity_partial: cosine similarity that makes an item at least partial; null = the backend's calibrated default
+        similarity_contaminated: cosine similarity that makes an item contaminated; null = the backend's calibrated default
+        report_items: how many of the worst items the report shows side by side
+        batch_rows: training rows read per batch (memory vs speed)
+        evidence: further registered evidence kinds to run (see stages.leakage.evidence), by name
+        cache: embed through the content-addressed embedding cache (only unseen chunks reach the model); null = on for sentence-transformers, off for static (measured: the static table embeds faster than a cold cache stores)
+    """
+
+    name = "leakage_audit"
+    version = "1"
+    inputs = ("train", "test")
+    requires = ("faiss",)
+
+    def __init__(
+        self,
+        text_column: str = "text",
+        id_column: str = "id",
+        subset_column: str | None = None,
+        ngram: bool = True,
+        n: Annotated[int, Field(ge=8, le=MAX_N)] = 13,
+        max_doc_freq: PositiveInt = 10,
+        chunk_overlap: bool = True,
+        semantic: bool = True,
+        chunk_tokens: Annotated[int, Field(ge=8, le=512)] = 64,
+        chunk_stride: PositiveInt | None = None,
+        k: Annotated[int, Field(ge=1, le=1000)] = 10,
+        backend: Literal["sentence-transformers", "static"] = "static",
+        model: str | None = None,
+        embed_batch_size: PositiveInt = 64,
+        ngram_contaminated: Fraction = 0.5,
+        chunk_partial: Fraction = 0.125,
+        chunk_contaminated: Fraction = 0.5,
+        similarity_partial: Cosine | None = None,
+        similarity_contaminated: Cosine | None = None,
+        report_items: NonNegativeInt = 20,
+        batch_rows: PositiveInt = 20_000,
+        evidence: list[str] | None = None,
+        cache: bool | None = None,
+    ):
+        self.text_column = text_column
+        self.id_column = id_column
+        self.subset_column = subset_column
+        self.ngram = ngram
+        self.n = n
+        self.max_doc_freq = max_doc_freq
+        self.chunk_overlap = chunk_overlap
+        self.semantic = semantic
+        self.chunk_tokens = chunk_tokens
+        self.chunk_stride = chunk_stride
+        self.k = k
+        self.backend = backend
+        self.model = model
+        self.embed_batch_size = embed_batch_size
+        self.ngram_contaminated = ngram_contaminated
+        self.chunk_partial = chunk_partial
+        self.chunk_contaminated = chunk_contaminated
+        self.similarity_partial = similarity_partial
+        self.similarity_contaminated = similarity_contaminated
+        self.report_items = report_items
+        self.batch_rows = batch_rows
+        self.evidence = evidence
+        self.cache = cache
+        self.cache_dir = None  # set from the run's context: where the embedding cache lives
+
+    # -- contract ---------------------------------------------------------------------------
+
+    def validate(self) -> None:
+        if not (self.ngram or self.chunk_overlap or self.semantic or self.evidence):
+            raise ParamError("ngram", "all three passes are off; enable ngram, chunk_overlap or semantic")
+        if self.chunk_stride is not None and self.chunk_stride > self.chunk_tokens:
+            raise ParamError("chunk_stride", f"must be between 1 and chunk_tokens ({self.chunk_tokens}), got {self.chunk_stride}")
+        if self.chunk_contaminated < self.chunk_partial:
+            raise ParamError("chunk_contaminated", f"must be >= chunk_partial ({self.chunk_partial})")
+        if self.similarity_thresholds[1] < self.similarity_thresholds[0]:
+            raise ParamError("similarity_contaminated", f"must be >= similarity_partial ({self.similarity_partial})")
+        unknown = [k for k in self.evidence or [] if k not in EVIDENCE_KINDS]
+        if unknown:
+            raise ParamError("evidence", f"unknown evidence kind {unknown[0]!r}; registered: {', '.join(EVIDENCE_KINDS)}")
+
+    def required_columns(self) -> dict[str, dict[str, str | None]]:
+        test = {self.text_column: "text_column"}
+        if self.subset_column:
+            test[self.subset_column] = "subset_column"
+        return {"train": {self.text_column: "text_column"}, "test": test}
+
+    @property
+    def similarity_thresholds(self) -> tuple[float, float]:
+        """(partial, contaminated): the given values, or the calibrated defaults of the backend."""
+        partial, contaminated = SIMILARITY_DEFAULTS[self.backend]
+        return (
+            partial if self.similarity_partial is None else self.similarity_partial,
+            contaminated if self.similarity_contaminated is None else self.similarity_contaminated,
+        )
+
+    @property
+    def uses_embeddings(self) -> bool:
+        return self.chunk_overlap or self.semantic
+
+    # -- evidence kinds -----------------------------------------------------------------------
+
+    def evidence_classes(self) -> list[type[Evidence]]:
+        """Every kind this audit reports on (enabled or not): built-ins first, then `evidence`, in order."""
+        extra = [EVIDENCE_KINDS[k] for k in self.evidence or [] if not EVIDENCE_KINDS[k].builtin_switch]
+        return builtin_kinds() + extra
+
+    def enabled(self, cls: type[Evidence]) -> bool:
+        if cls.builtin_switch:
+            return bool(getattr(self, cls.builtin_switch)) or cls.kind in (self.evidence or [])
+        return cls.kind in (self.evidence or [])
+
+    # -- run --------------------------------------------------------------------------------
+
+    def run(self, ctx: Context, train: Dataset, test: Dataset) -> pl.DataFrame:
+        use_cache = self.cache if self.cache is not None else self.backend != "static"
+        self.cache_dir = ctx.cache_dir if use_cache else None
+        test_df = test.collect()
+        texts = test_df.get_column(self.text_column).cast(pl.String).fill_null("")
+        side = TestSide(texts=texts, tokens=tokenize(texts))
+        shared: dict = {}
+        evidences = [cls(self, side, shared) for cls in self.evidence_classes() if self.enabled(cls)]
+        rows, train_bytes, timings = self._stream(ctx, train, evidences)
+        wanted = sorted(set().union(*(set(ev.candidate_docs().tolist()) for ev in evidences)))
+        train_docs = fetch_train_docs(train, wanted, self.text_column, self.id_column, self.batch_rows)
+        findings, matches = self.judge(side, evidences, item_ids(test_df, self.id_column), train_docs)
+        if self.subset_column:
+            findings = findings.with_columns(subset=test_df.get_column(self.subset_column).cast(pl.String))
+        out = findings.select(self.output_columns())
+
+        verdicts = out.get_column("verdict")
+        ctx.write_side_output("matches", matches)
+        ctx.write_side_output("clean", test_df.filter((verdicts == "clean").to_numpy()))
+        ctx.write_side_output("dirty", test_df.with_columns(verdict=verdicts, train_id=out.get_column("train_id"))
+                              .filter(verdicts != "clean"))
+        self._record(ctx, side, evidences, verdicts, rows, train_bytes, timings)
+
+        from stages.leakage.report import worst_items, write_reports
+
+        shown = set(worst_items(findings, self.report_items, self.evidence_classes())["doc"].to_list())
+        train_texts = {d: t for d, t in zip(train_docs["doc"].to_list(), train_docs["text"].to_list()) if d in shown}
+        write_reports(out, texts.to_list(), train_texts, findings.get_column("doc").to_list(), self, ctx.stats,
+                      html_path=ctx.artefact_path("report.html"), md_path=ctx.artefact_path("report.md"))
+        return out
+
+    def _stream(self, ctx: Context, train: Dataset, evidences: list[Evidence]) -> tuple[int, int, dict]:
+        """One pass over the training corpus: tokenise each batch once, hand it to every evidence kind."""
+        train_columns = [self.text_column] + ([self.id_column] if self.id_column in train.columns else [])
+        base = train_bytes = 0
+        timings = {"tokenize_s": 0.0} | {f"{ev.kind}_s": 0.0 for ev in evidences}
+        bar = ctx.progress(total=train.num_rows)
+        for batch in train.iter_batches(self.batch_rows, columns=train_columns):
+            texts = batch.get_column(self.text_column).cast(pl.String).fill_null("")
+            train_bytes += int(texts.str.len_bytes().sum() or 0)
+            t0 = time.perf_counter()
+            item = TrainBatch(texts=texts, tokens=tokenize(texts), base=base)
+            timings["tokenize_s"] += time.perf_counter() - t0
+            for ev in evidences:
+                t0 = time.perf_counter()
+                ev.add_batch(item)
+                timings[f"{ev.kind}_s"] += time.perf_counter() - t0
+            base += batch.height
+            bar.update(batch.height)
+        bar.close()
+        return base, train_bytes, timings
+
+    def judge(self, side: TestSide, evidences: list[Evidence], ids: pl.Series,
+              train_docs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Findings (one row per test item, in item order, with `doc`) and the matches table."""
+        findings = pl.DataFrame({"item": np.arange(side.n_items, dtype=np.int64), "test_id": ids})
+        match_frames, bests = [], []
+        for ev in evidences:
+            resolved = ev.resolve()
+            findings = findings.join(resolved.per_item, on="item", how="left")
+            match_frames.append(resolved.matches)
+            bests.append(resolved.best.select(list(SPAN_COLUMNS)).with_columns(evidence_kind=pl.lit(ev.kind)))
+        for cls in self.evidence_classes():  # kinds that did not run: their columns, as nulls
+            findings = findings.with_columns(pl.lit(None, dtype).alias(c) for c, dtype in cls.columns.items()
+                                             if c not in findings.columns)
+        contaminated, partial = pl.lit(False), pl.lit(False)
+        for ev in evidences:
+            c, p = ev.verdict()
+            contaminated, partial = contaminated | c, partial | p
+        findings = findings.with_columns(
+            verdict=pl.when(contaminated).then(pl.lit("contaminated")).when(partial).then(pl.lit("partial"))
+            .otherwise(pl.lit("clean"))
+        )
+        # Each item's evidence: the best span of the first kind (in evidence order) that has one.
+        empty = pl.DataFrame(schema={**SPAN_COLUMNS, "evidence_kind": pl.String})
+        evidence = pl.concat([empty, *bests]).unique("item", keep="first", maintain_order=True)
+        findings = findings.join(evidence, on="item", how="left").sort("item")
+        starts, ends, _ = token_offsets(side.texts, side.tokens.counts)
+        spans = SpanFinder(side.texts.to_list(), side.tokens, starts, ends, train_docs)
+        findings = spans.attach(findings).with_columns(
+            pl.col("doc").replace_strict(train_docs["doc"], train_docs["train_id"], default=None).alias("train_id")
+        )
+        return findings, matches_table(match_frames, findings, spans, train_docs)
+
+    def output_schema(self, inputs):
+        declared = {c: t for cls in self.evidence_classes() for c, t in cls.columns.items()}
+        types = {"test_id": pl.String, "verdict": pl.String, **declared, "train_id": pl.String,
+                 "evidence_kind": pl.String, "evidence": pl.String, "train_evidence": pl.String, "subset": pl.String}
+        return {c: types.get(c, pl.Int64) for c in self.output_columns()}
+
+    def side_output_schemas(self, inputs):
+        test = inputs["test"]
+        return {"matches": MATCHES_SCHEMA, "clean": dict(test), "dirty": {**test, "verdict": pl.String, "train_id": pl.String}}
+
+    def output_columns(self) -> list[str]:
+        """The findings columns, in order: fixed ones, each evidence kind's, then the best span's."""
+        declared = [c for cls in self.evidence_classes() for c in cls.columns]
+        return ["test_id", "verdict", *declared, *EVIDENCE_SPAN_COLUMNS] + (["subset"] if self.subset_column else [])
+
+    def _record(self, ctx: Context, side: TestSide, evidences: list[Evidence], verdicts: pl.Series, rows: int,
+                train_bytes: int, timings: dict) -> None:
+        ctx.record("test_items", side.n_items)
+        ctx.record("train_rows", rows)
+        ctx.record("train_mb", round(train_bytes / 1e6, 3))
+        ctx.record("verdicts", {v: int((verdicts == v).sum()) for v in VERDICTS})
+        for ev in evidences:
+            for key, value in ev.stats().items():
+                ctx.record(key, value)
+        ctx.record("items_shorter_than_n", int((side.tokens.counts < self.n).sum()))
+        if "ngram_s" in timings:
+            ctx.record("ngram_mb_per_s", round(train_bytes / 1e6 / max(timings["tokenize_s"] + timings["ngram_s"], 1e-9), 2))
+        if "chunk_s" in timings or "semantic_s" in timings:
+            ctx.record("chunk_pass_s", round(timings.get("chunk_s", 0.0) + timings.get("semantic_s", 0.0), 3))
+        ctx.record("timings_s", {k: round(v, 3) for k, v in timings.items()})
+
+    @classmethod
+    def example(cls):
+        from pydoc_data.topics import topics
+
+        names = sorted(topics)[:12]
+        train = pl.DataFrame({"id": names, "text": [topics[t] for t in names]})
+        leaked = " ".join(topics[names[3]].split()[:60]).upper()
+        test = pl.DataFrame({
+            "id": ["leaked", "clean"],
+            "text": [leaked, " ".join(topics[sorted(topics)[40]].split()[:60])],
+        })
+        return {"chunk_overlap": False, "semantic": False}, {"train": train, "test": test}
+
+

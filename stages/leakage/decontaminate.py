@@ -1,0 +1,192 @@
+"""Decontamination: remove what a leakage audit matched from the training corpus (GPT-3's cut, or drop)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from pipeline.errors import ParamError
+from pipeline.io import Dataset
+from pipeline.params import NonNegativeInt, PositiveInt
+from pipeline.stage import Context, Stage
+from stages.leakage.evidence import match_kinds
+
+# The `removed` side output: whatever decontamination took out, and why.
+REMOVED_SCHEMA = {"train_id": pl.String, "reason": pl.String, "char_start": pl.Int64, "char_end": pl.Int64,
+                  "text": pl.String, "test_ids": pl.List(pl.String), "kinds": pl.List(pl.String)}
+
+
+def merge_spans(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
+    """Union of half-open character intervals, sorted."""
+    merged: list[tuple[int, int]] = []
+    for s, e in sorted(zip(starts.tolist(), ends.tolist())):
+        if merged and s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+        else:
+            merged.append((s, e))
+    return merged
+
+
+class Decontaminate(Stage):
+    """Remove leaked content from the training corpus, using a `leakage_audit` step's `matches`.
+
+    `mode: cut` follows GPT-3: each matched span is cut out with `margin_chars` either side, the
+    document splits into pieces, pieces shorter than `min_piece_chars` go, and a document cut into
+    more than `max_pieces` pieces goes whole. `mode: drop` removes every matched document. Whatever
+    is removed lands in the side output `removed` (id, reason, text, span), so nothing goes silently.
+    Kept pieces of a cut document become rows `<id>#<k>`; the column `decontaminated_from` names the
+    original id (null for untouched rows).
+
+    Parameters:
+        text_column: column holding the training text
+        id_column: column holding training ids (must match `train_id` in matches)
+        mode: 'cut' removes matched spans (GPT-3), 'drop' removes whole documents
+        kinds: which match kinds act: any of 'ngram', 'chunk', 'semantic'
+        min_score: ignore matches scoring below this (n-gram/chunk overlap fraction, or similarity)
+        margin_chars: characters also removed either side of a matched span (GPT-3: 200)
+        min_piece_chars: drop kept pieces shorter than this (GPT-3: 200)
+        max_pieces: drop a document whole when cutting leaves more pieces than this (GPT-3: 10)
+    """
+
+    name = "decontaminate"
+    inputs = ("data", "matches")
+    allow_empty_input = True
+
+    def __init__(
+        self,
+        text_column: str = "text",
+        id_column: str = "id",
+        mode: Literal["cut", "drop"] = "cut",
+        kinds: list[str] | None = None,
+        min_score: float = 0.0,
+        margin_chars: NonNegativeInt = 200,
+        min_piece_chars: NonNegativeInt = 200,
+        max_pieces: PositiveInt = 10,
+    ):
+        self.text_column = text_column
+        self.id_column = id_column
+        self.mode = mode
+        self.kinds = kinds
+        self.min_score = min_score
+        self.margin_chars = margin_chars
+        self.min_piece_chars = min_piece_chars
+        self.max_pieces = max_pieces
+
+    def validate(self) -> None:
+        known = match_kinds()
+        bad = [k for k in (self.kinds or []) if k not in known]
+        if bad:
+            raise ParamError("kinds", f"unknown kind {bad[0]!r}; choose from {', '.join(known)}")
+
+    def required_columns(self) -> dict[str, dict[str, str | None]]:
+        return {
+            "data": {self.text_column: "text_column", self.id_column: "id_column"},
+            "matches": {"train_id": None, "kind": None, "score": None,
+                        "train_char_start": None, "train_char_end": None, "test_id": None},
+        }
+
+    def output_schema(self, inputs):
+        return {**inputs["data"], self.id_column: pl.String, "decontaminated_from": pl.String}
+
+    def side_output_schemas(self, inputs):
+        return {"removed": REMOVED_SCHEMA}
+
+    def run(self, ctx: Context, data: Dataset, matches: Dataset):
+        kinds = self.kinds or ["ngram"]
+        hits = matches.collect().filter(pl.col("kind").is_in(kinds) & (pl.col("score") >= self.min_score))
+        by_doc = hits.group_by("train_id").agg(
+            pl.col("train_char_start"), pl.col("train_char_end"), pl.col("test_id").unique().sort(), pl.col("kind").unique().sort()
+        )
+        targets = {
+            row["train_id"]: row for row in by_doc.iter_rows(named=True)
+        }
+        removed_rows: list[dict] = []
+        stats = {"documents_in": 0, "documents_dropped": 0, "documents_cut": 0, "pieces_kept": 0,
+                 "chars_in": 0, "chars_removed": 0}
+
+        def batches():
+            for batch in data.iter_batches():
+                stats["documents_in"] += batch.height
+                stats["chars_in"] += int(batch.get_column(self.text_column).str.len_chars().sum() or 0)
+                ids = batch.get_column(self.id_column).cast(pl.String)
+                touched = ids.is_in(list(targets)) if targets else pl.Series([False] * batch.height)
+                untouched = batch.filter(~touched).with_columns(decontaminated_from=pl.lit(None, pl.String))
+                out = [untouched]
+                for row in batch.filter(touched).iter_rows(named=True):
+                    out.extend(self._clean_one(row, targets[str(row[self.id_column])], removed_rows, stats))
+                out = [f for f in out if f.height]
+                if out:
+                    yield pl.concat(out, how="diagonal_relaxed").select(
+                        list(batch.columns) + ["decontaminated_from"]
+                    ).with_columns(pl.col(self.id_column).cast(pl.String))
+
+        yield from batches()
+        removed = pl.DataFrame(removed_rows, schema=REMOVED_SCHEMA)
+        ctx.write_side_output("removed", removed)
+        stats["documents_matched"] = len(targets)
+        for k, v in stats.items():
+            ctx.record(k, v)
+
+    def _clean_one(self, row: dict, target: dict, removed: list[dict], stats: dict) -> list[pl.DataFrame]:
+        text = row[self.text_column] or ""
+        doc_id = str(row[self.id_column])
+        base = {"train_id": doc_id, "test_ids": target["test_id"], "kinds": target["kind"]}
+        starts = np.array([s for s in target["train_char_start"] if s is not None], np.int64)
+        ends = np.array([e for e in target["train_char_end"] if e is not None], np.int64)
+        if self.mode == "drop" or starts.size == 0:
+            reason = "matched test item" if self.mode == "drop" else "matched test item (no character span to cut)"
+            removed.append({**base, "reason": reason, "char_start": 0, "char_end": len(text), "text": text})
+            stats["documents_dropped"] += 1
+            stats["chars_removed"] += len(text)
+            return []
+        cuts = merge_spans(np.maximum(starts - self.margin_chars, 0), np.minimum(ends + self.margin_chars, len(text)))
+        pieces, cursor = [], 0
+        for s, e in cuts:
+            pieces.append((cursor, s))
+            removed.append({**base, "reason": f"matched span +/- {self.margin_chars} chars", "char_start": s,
+                            "char_end": e, "text": text[s:e]})
+            cursor = e
+        pieces.append((cursor, len(text)))
+        kept = []
+        for s, e in pieces:
+            if e - s >= max(self.min_piece_chars, 1):
+                kept.append((s, e))
+            elif e > s:
+                removed.append({**base, "reason": f"piece shorter than {self.min_piece_chars} chars",
+                                "char_start": s, "char_end": e, "text": text[s:e]})
+        if len(kept) > self.max_pieces:
+            for s, e in kept:
+                removed.append({**base, "reason": f"document cut into more than {self.max_pieces} pieces",
+                                "char_start": s, "char_end": e, "text": text[s:e]})
+            kept = []
+        stats["chars_removed"] += len(text) - sum(e - s for s, e in kept)
+        if not kept:
+            stats["documents_dropped"] += 1
+            return []
+        stats["documents_cut"] += 1
+        stats["pieces_kept"] += len(kept)
+        rows = []
+        for k, (s, e) in enumerate(kept):
+            piece = dict(row)
+            piece[self.text_column] = text[s:e]
+            piece[self.id_column] = f"{doc_id}#{k}"
+            piece["decontaminated_from"] = doc_id
+            rows.append(piece)
+        return [pl.DataFrame(rows, infer_schema_length=None)]
+
+    @classmethod
+    def example(cls):
+        from pydoc_data.topics import topics
+
+        names = sorted(topics)[:6]
+        data = pl.DataFrame({"id": names, "text": [topics[t] for t in names]})
+        text = topics[names[2]]
+        matches = pl.DataFrame({
+            "test_id": ["q1"], "train_id": [names[2]], "kind": ["ngram"], "score": [1.0],
+            "train_char_start": [min(300, len(text) // 2)], "train_char_end": [min(400, len(text))],
+        })
+        return {"margin_chars": 50, "min_piece_chars": 50}, {"data": data, "matches": matches}
+
+

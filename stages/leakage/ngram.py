@@ -1,0 +1,166 @@
+"""Exact n-gram evidence (GPT-3): rare word n-grams of a test item found in the training corpus."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from stages.leakage.evidence import (
+    SPAN_COLUMNS,
+    Evidence,
+    Resolved,
+    Score,
+    TestSide,
+    TrainBatch,
+    register_evidence,
+)
+from stages.text import ngram_hashes
+
+_PRESENCE_BITS = 22
+
+
+@register_evidence
+class NgramEvidence(Evidence):
+    """Streaming n-gram pass: hold the test n-gram hashes, probe every training batch against them.
+
+    Hits are kept as (test n-gram, training row, position) so the spans can be aligned afterwards
+    without tokenising any training text twice; hits of n-grams that turn out to be common (in more
+    than `max_doc_freq` documents) are dropped as they are found, so memory follows the test set.
+    """
+
+    kind = "ngram"
+    builtin_switch = "ngram"
+    order = 0
+    columns = {"ngram_overlap": pl.Float64, "matched_ngrams": pl.Int64, "total_ngrams": pl.Int64,
+               "longest_span_tokens": pl.Int64}
+    scores = (
+        Score("ngram_overlap", "n-gram overlap (fraction of item n-grams)", "n-gram overlap"),
+        Score("longest_span_tokens", "longest matched span (words)", "longest span (words)", histogram=False),
+    )
+    sort_column = "longest_span_tokens"
+
+    def __init__(self, audit: Any, test: TestSide, shared: dict[str, Any]):
+        super().__init__(audit, test, shared)
+        self.n = audit.n
+        self.max_doc_freq = audit.max_doc_freq
+        hashes, item, pos = ngram_hashes(test.tokens.hashes, test.tokens.counts, self.n)
+        self.unique, inverse = np.unique(hashes, return_inverse=True)
+        self.test_table = pl.DataFrame({"u": inverse.astype(np.int64), "item": item, "test_pos": pos})
+        self.doc_freq = np.zeros(self.unique.size, np.int64)
+        # A 4 MB presence table on the low hash bits rejects almost every training n-gram with one
+        # cache-friendly lookup; only the few survivors pay for the binary search.
+        self.mask = np.uint64((1 << _PRESENCE_BITS) - 1)
+        self.presence = np.zeros(1 << _PRESENCE_BITS, bool)
+        self.presence[(self.unique & self.mask).astype(np.int64)] = True
+        self.hits: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.stored = 0
+
+    @classmethod
+    def settings(cls, audit: Any) -> list[tuple[str, Any]]:
+        return [("n", audit.n), ("max_doc_freq", audit.max_doc_freq), ("ngram_contaminated", audit.ngram_contaminated)]
+
+    def add_batch(self, batch: TrainBatch) -> None:
+        if self.unique.size == 0:
+            return
+        tok = batch.tokens
+        hashes, doc, pos = ngram_hashes(tok.hashes, tok.counts, self.n)
+        maybe = np.flatnonzero(self.presence[(hashes & self.mask).astype(np.int64)])
+        hashes, doc, pos = hashes[maybe], doc[maybe], pos[maybe]
+        index = np.searchsorted(self.unique, hashes)
+        index[index == self.unique.size] = 0
+        hit = self.unique[index] == hashes
+        if not hit.any():
+            return
+        u, d, p = index[hit], doc[hit], pos[hit]
+        # Document frequency counts documents: each (n-gram, document) pair once.
+        pairs = np.unique(u.astype(np.int64) * (tok.counts.size + 1) + d)
+        self.doc_freq += np.bincount(pairs // (tok.counts.size + 1), minlength=self.unique.size)
+        self.hits.append((u.astype(np.int64), d + batch.base, p))
+        self.stored += u.size
+        if self.stored > 4 * (self.max_doc_freq + 1) * max(self.unique.size, 1024):
+            self._compact()
+
+    def merge(self, other: Evidence) -> None:
+        assert isinstance(other, NgramEvidence)
+        self.doc_freq += other.doc_freq
+        self.hits.extend(other.hits)
+        self.stored += other.stored
+        self._compact()
+
+    def _compact(self) -> None:
+        if not self.hits:
+            return
+        u, d, p = (np.concatenate(parts) for parts in zip(*self.hits))
+        keep = self.doc_freq[u] <= self.max_doc_freq
+        self.hits = [(u[keep], d[keep], p[keep])]
+        self.stored = int(keep.sum())
+
+    def stats(self) -> dict[str, Any]:
+        return {"common_ngrams_ignored": int((self.doc_freq > self.max_doc_freq).sum())}
+
+    def candidate_docs(self) -> np.ndarray:
+        self._compact()
+        return np.unique(self.hits[0][1]) if self.hits else np.empty(0, np.int64)
+
+    def verdict(self) -> tuple[pl.Expr, pl.Expr]:
+        overlap = pl.col("ngram_overlap").fill_null(0.0)
+        return overlap >= self.audit.ngram_contaminated, pl.col("matched_ngrams") > 0
+
+    def resolve(self) -> Resolved:
+        total = np.maximum(self.test.tokens.counts - self.n + 1, 0).astype(np.int64)
+        items = pl.DataFrame({"item": np.arange(self.test.n_items, dtype=np.int64), "total_ngrams": total})
+        per_item, spans = self._spans()
+        per_item = (
+            items.join(per_item, on="item", how="left")
+            .with_columns(pl.col("matched_ngrams").fill_null(0).cast(pl.Int64),
+                          pl.col("longest_span_tokens").fill_null(0).cast(pl.Int64))
+            .with_columns(
+                pl.when(pl.col("total_ngrams") > 0).then(pl.col("matched_ngrams") / pl.col("total_ngrams"))
+                .otherwise(None)
+                .alias("ngram_overlap")
+            )
+            .select("item", *self.columns)
+        )
+        if spans.height == 0:
+            return Resolved(per_item)
+        best = (
+            spans.sort(["span_tokens", "shared", "doc", "test_tok_start"], descending=[True, True, False, False])
+            .unique("item", keep="first", maintain_order=True)
+            .select(list(SPAN_COLUMNS))
+        )
+        matches = spans.join(items, on="item").with_columns(
+            kind=pl.lit(self.kind), score=pl.col("shared") / pl.col("total_ngrams").clip(1)
+        )
+        return Resolved(per_item, matches=matches, best=best)
+
+    def _spans(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Aligned spans of (test item, training document) from the kept hit positions."""
+        empty_items = pl.DataFrame(schema={"item": pl.Int64, "matched_ngrams": pl.Int64, "longest_span_tokens": pl.Int64})
+        self._compact()
+        if not self.hits or self.hits[0][0].size == 0:
+            return empty_items, pl.DataFrame()
+        u, d, p = self.hits[0]
+        train_table = pl.DataFrame({"u": u, "doc": d, "train_pos": p})
+        joined = self.test_table.join(train_table, on="u")
+        per_item = joined.group_by("item").agg(pl.col("test_pos").n_unique().alias("matched_ngrams"))
+        pair_shared = joined.group_by(["item", "doc"]).agg(pl.col("test_pos").n_unique().alias("shared"))
+        # A span is a run of consecutive n-gram positions on one diagonal (same train - test offset).
+        spans = (
+            joined.with_columns(diag=pl.col("train_pos") - pl.col("test_pos"))
+            .unique(["item", "doc", "diag", "test_pos"])
+            .with_columns(
+                run=pl.col("test_pos") - pl.col("test_pos").rank("ordinal").over(["item", "doc", "diag"]).cast(pl.Int64)
+            )
+            .group_by(["item", "doc", "diag", "run"])
+            .agg(pl.col("test_pos").min().alias("test_tok_start"), pl.len().cast(pl.Int64).alias("ngrams"))
+            .with_columns(
+                span_tokens=pl.col("ngrams") + (self.n - 1),
+                train_tok_start=pl.col("test_tok_start") + pl.col("diag"),
+            )
+            .join(pair_shared, on=["item", "doc"])
+            .drop(["diag", "run"])
+        )
+        longest = spans.group_by("item").agg(pl.col("span_tokens").max().alias("longest_span_tokens"))
+        return per_item.join(longest, on="item"), spans

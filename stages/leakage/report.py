@@ -1,0 +1,199 @@
+"""The leakage report: report.html (one self-contained file, matplotlib plots inline) and report.md.
+
+Written for the person deciding whether a benchmark score can be trusted: totals first, then where
+the leaked items concentrate (by subset), how the evidence scores are distributed, and the worst
+items with test and training text side by side and the shared span highlighted. Which scores exist
+is not known here: every evidence kind declares its columns (`Evidence.scores`), and the report
+loops over them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from stages._report import figure, render, svg_inline
+from stages.leakage.evidence import VERDICTS, Evidence, Score
+
+VERDICT_ORDER = {"contaminated": 0, "partial": 1, "clean": 2}
+VERDICT_COLOURS = {"clean": "#4c9a2a", "partial": "#e0a100", "contaminated": "#c0392b"}
+CONTEXT_CHARS = 300
+
+
+def _scores(kinds: list[type[Evidence]], findings: pl.DataFrame) -> list[Score]:
+    return [s for cls in kinds for s in cls.scores if s.column in findings.columns]
+
+
+def _totals(findings: pl.DataFrame, by: str | None) -> pl.DataFrame:
+    if by is None:
+        by = "subset"
+        findings = findings.with_columns(pl.lit("all").alias(by))
+    table = findings.group_by(by).agg(
+        pl.len().alias("items"), *[(pl.col("verdict") == v).sum().alias(v) for v in VERDICTS],
+    )
+    table = table.with_columns(
+        (100.0 * (pl.col("partial") + pl.col("contaminated")) / pl.col("items")).round(1).alias("dirty_%")
+    )
+    # Where leakage concentrates comes first.
+    return table.sort(["dirty_%", "items", by], descending=[True, True, False]).with_columns(
+        pl.col("dirty_%").cast(pl.String)
+    )
+
+
+def worst_items(findings: pl.DataFrame, limit: int, kinds: list[type[Evidence]]) -> pl.DataFrame:
+    """Dirty items, contaminated first, then by each evidence kind's sort column (larger first)."""
+    keys = [c.sort_column for c in kinds if c.sort_column and c.sort_column in findings.columns]
+    return (
+        findings.filter(pl.col("verdict") != "clean")
+        .with_columns(pl.col("verdict").replace_strict(VERDICT_ORDER, return_dtype=pl.Int64).alias("_rank"))
+        .sort(["_rank", *keys], descending=[False, *([True] * len(keys))], nulls_last=True)
+        .head(limit)
+    )
+
+
+def _histogram(findings: pl.DataFrame, score: Score, bins: int = 20) -> str:
+    """A stacked histogram of one score column (one colour per verdict), as inline SVG."""
+    values = findings.select(score.column, "verdict").drop_nulls()
+    lo = min(0.0, float(values[score.column].min()))
+    hi = max(1.0, float(values[score.column].max()))
+    edges = np.linspace(lo, hi, bins + 1)
+    fig = figure(3.8, 2.4, layout=None)  # fixed margins: a constrained layout costs more than the plot
+    fig.subplots_adjust(left=0.16, bottom=0.14, right=0.97, top=0.88)
+    ax = fig.subplots()
+    stacked = [np.clip(values.filter(pl.col("verdict") == v)[score.column].to_numpy(), lo, hi) for v in VERDICTS]
+    ax.hist(stacked, bins=edges, stacked=True, color=[VERDICT_COLOURS[v] for v in VERDICTS], label=list(VERDICTS))
+    ax.set_title(score.title, fontsize=9)
+    ax.set_ylabel("test items", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    return svg_inline(fig, tight=False)
+
+
+def _window(text: str, start: int | None, end: int | None) -> tuple[str, str, str]:
+    """(before, span, after) around the highlighted span, trimmed to a readable window."""
+    if start is None or end is None:
+        return "", "", text[: 2 * CONTEXT_CHARS] + ("…" if len(text) > 2 * CONTEXT_CHARS else "")
+    before = text[max(0, start - CONTEXT_CHARS):start]
+    after = text[end:end + CONTEXT_CHARS]
+    span = text[start:end]
+    if len(span) > 4 * CONTEXT_CHARS:
+        span = span[: 2 * CONTEXT_CHARS] + " … " + span[-2 * CONTEXT_CHARS:]
+    return ("…" if start > CONTEXT_CHARS else "") + before, span, after + ("…" if end + CONTEXT_CHARS < len(text) else "")
+
+
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>#|"})
+
+
+def _md_escape(text: str) -> str:
+    """Quote arbitrary text in Markdown without its asterisks or brackets turning into markup."""
+    return text.translate(_MD_SPECIAL)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _settings(stage: Any, kinds: list[type[Evidence]]) -> list[tuple[str, str]]:
+    passes = [c.kind for c in kinds if stage.enabled(c)]
+    seen: dict[str, str] = {}
+    for cls in kinds:
+        if stage.enabled(cls):
+            seen.update((k, _fmt(v)) for k, v in cls.settings(stage))
+    return [("passes", ", ".join(passes)), *seen.items()]
+
+
+class _Report:
+    """What both renderings share: counts, totals, settings and the worst items with their text."""
+
+    def __init__(self, findings: pl.DataFrame, test_texts: list[str], train_texts: dict[int, str],
+                 docs: list[int | None], stage: Any, stats: dict):
+        self.findings, self.stage, self.stats = findings, stage, stats
+        self.test_texts, self.train_texts, self.docs = test_texts, train_texts, docs
+        self.kinds = stage.evidence_classes()
+        self.scores = _scores(self.kinds, findings)
+        self.by = "subset" if "subset" in findings.columns else None
+        self.counts = {v: int((findings["verdict"] == v).sum()) for v in VERDICTS}
+        total = max(findings.height, 1)
+        self.percent = {v: 100 * n / total for v, n in self.counts.items()}
+        self.totals = _totals(findings, self.by)
+        self.settings = _settings(stage, self.kinds)
+
+    def worst(self) -> list[dict]:
+        ids = self.findings["test_id"].to_list()
+        out = []
+        for row in worst_items(self.findings, self.stage.report_items, self.kinds).iter_rows(named=True):
+            item = ids.index(row["test_id"])
+            doc = self.docs[item]
+            train_text = self.train_texts.get(doc, "") if doc is not None else ""
+            out.append({
+                "test_id": str(row["test_id"]), "verdict": row["verdict"], "train_id": str(row["train_id"]),
+                "evidence_kind": row["evidence_kind"] or "–",
+                "scores": [(s.label, _fmt(row[s.column])) for s in self.scores],
+                "sides": [
+                    dict(zip(("label", "before", "span", "after"), (label, *_window(text, s, e))))
+                    for label, text, s, e in (
+                        ("Test item", self.test_texts[item], row["test_char_start"], row["test_char_end"]),
+                        ("Training document", train_text, row["train_char_start"], row["train_char_end"]),
+                    )
+                ],
+            })
+        return out
+
+    def html(self) -> str:
+        plots = [_histogram(self.findings, s) for s in self.scores
+                 if s.histogram and self.findings[s.column].drop_nulls().len()]
+        return render(
+            "leakage.html.j2", title="Leakage audit", items=self.findings.height,
+            train_rows=self.stats.get("train_rows", "?"), train_mb=self.stats.get("train_mb", "?"),
+            counts=self.counts, percent=self.percent, settings=self.settings, by_subset=self.by is not None,
+            totals={"columns": self.totals.columns, "rows": [[_fmt(v) for v in r] for r in self.totals.iter_rows()]},
+            plots=plots, report_items=self.stage.report_items, worst=self.worst(),
+        )
+
+    def markdown(self) -> str:
+        c, p = self.counts, self.percent
+        lines = ["# Leakage audit", "",
+                 f"{self.findings.height} test items against {self.stats.get('train_rows', '?')} training rows "
+                 f"({self.stats.get('train_mb', '?')} MB): **{c['contaminated']} contaminated** "
+                 f"({p['contaminated']:.1f}%), **{c['partial']} partial** ({p['partial']:.1f}%), {c['clean']} clean.",
+                 "", "Settings: " + "; ".join(f"{k} = {v}" for k, v in self.settings), "",
+                 "## Totals" + (" by subset" if self.by else ""), "",
+                 "| " + " | ".join(self.totals.columns) + " |", "|" + "---|" * len(self.totals.columns)]
+        lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in self.totals.iter_rows()]
+        lines += ["", "## Score distributions", ""]
+        for score in self.scores:
+            values = self.findings[score.column].drop_nulls()
+            if values.len():
+                qs = [values.quantile(q) for q in (0.5, 0.9, 0.99)]
+                lines.append(f"- `{score.column}`: median {qs[0]:.3f}, p90 {qs[1]:.3f}, p99 {qs[2]:.3f}, "
+                             f"max {values.max():.3f}")
+        lines += ["", "(Histograms are in report.html.)", "", "## Worst items", ""]
+        worst = self.worst()
+        if not worst:
+            lines.append("No test item matched the training data.")
+        for item in worst:
+            lines += [f"### {item['test_id']} — {item['verdict']} (train id `{item['train_id']}`)", "",
+                      ", ".join(f"{k} {v}" for k, v in item["scores"]) + f"; evidence: {item['evidence_kind']}", ""]
+            for side in item["sides"]:
+                before, span, after = (_md_escape(side[k]) for k in ("before", "span", "after"))
+                # Markdown bold must hug its text: whitespace at the span's ends goes outside the markers.
+                core = span.strip()
+                marked = span[: len(span) - len(span.lstrip())] + f"**{core}**" + span[len(span.rstrip()):] if core else span
+                label = "Test" if side["label"] == "Test item" else "Train"
+                lines += [f"> **{label}:** " + (before + marked + after).replace("\n", " "), ""]
+        return "\n".join(lines) + "\n"
+
+
+def write_reports(findings: pl.DataFrame, test_texts: list[str], train_texts: dict[int, str],
+                  docs: list[int | None], stage: Any, stats: dict, *, html_path: Path, md_path: Path) -> None:
+    """Write both reports; `docs[i]` is the training row behind test item i's evidence (or None)."""
+    report = _Report(findings, test_texts, train_texts, docs, stage, stats)
+    html_path.write_text(report.html(), encoding="utf-8")
+    md_path.write_text(report.markdown(), encoding="utf-8")

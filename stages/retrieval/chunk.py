@@ -1,0 +1,108 @@
+"""The `chunk` stage: documents cut into RETRO's unit of retrieval, counted in model tokens or words."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+import polars as pl
+
+from pipeline.errors import InputDataError, ParamError
+from pipeline.params import NonNegativeInt, PositiveInt
+from pipeline.stage import Context, RowwiseStage
+from stages.embedding import (
+    resolve_model_path,
+)
+from stages.text import chunk_spans
+
+# ---------------------------------------------------------------- chunking
+
+
+class Chunk(RowwiseStage):
+    """Split each document into chunks of `size` tokens, RETRO's unit of retrieval.
+
+    Output: one row per chunk with chunk_id ("<doc_id>:<chunk_index>"), doc_id, chunk_index,
+    char_start, char_end (offsets into the document's text), text and n_tokens.
+
+    Parameters:
+        size: tokens per chunk (RETRO uses 64)
+        overlap: tokens shared by consecutive chunks (0 <= overlap < size)
+        tokenizer: 'model' (the embedding model's word pieces) or 'whitespace' (words)
+        model: local sentence-transformers directory whose tokenizer counts tokens; unset = packaged MiniLM
+        text_column: the document text column
+        id_column: the document id column (becomes doc_id)
+        keep_columns: other document columns to copy onto every chunk (e.g. split)
+    """
+
+    name = "chunk"
+    allow_empty_input: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        size: PositiveInt = 64,
+        overlap: NonNegativeInt = 0,
+        tokenizer: Literal["model", "whitespace"] = "model",
+        model: str | None = None,
+        text_column: str = "text",
+        id_column: str = "id",
+        keep_columns: list[str] | None = None,
+    ):
+        self.size = size
+        self.overlap = overlap
+        self.tokenizer = tokenizer
+        self.model = model
+        self.text_column = text_column
+        self.id_column = id_column
+        self.keep_columns = keep_columns
+
+    def validate(self) -> None:
+        if self.overlap >= self.size:
+            raise ParamError("overlap", f"must be at least 0 and less than size ({self.size}), got {self.overlap}")
+        if self.tokenizer == "model":
+            resolve_model_path(self.model)
+
+    def required_columns(self) -> dict[str, dict[str, str | None]]:
+        needed = {self.text_column: "text_column", self.id_column: "id_column"}
+        needed.update({c: "keep_columns" for c in self.keep_columns or []})
+        return {"data": needed}
+
+    def output_schema(self, inputs):
+        data = inputs["data"]
+        keep = {c: data.get(c) for c in self.keep_columns or [] if c != self.id_column}
+        return {"chunk_id": pl.String, "doc_id": data.get(self.id_column), "chunk_index": pl.Int32,
+                "char_start": pl.Int64, "char_end": pl.Int64, "text": pl.String, "n_tokens": pl.Int32, **keep}
+
+    def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        texts = batch[self.text_column]
+        if texts.dtype != pl.String:
+            raise InputDataError(f"column '{self.text_column}' is {texts.dtype}, not text", param="text_column")
+        texts = texts.fill_null("")
+        spans = chunk_spans(texts, self.size, self.overlap, self.tokenizer, self.model)
+        doc_rows, chunk_index = spans.doc, spans.index
+        flat = np.stack([spans.char_start, spans.char_end, spans.n_tokens], axis=1)
+        keep = [self.id_column] + [c for c in self.keep_columns or [] if c != self.id_column]
+        out = (
+            batch.select(*keep, texts.alias("_doc_text"))[doc_rows]
+            .rename({self.id_column: "doc_id"})
+            .with_columns(
+                pl.Series("chunk_index", chunk_index, pl.Int32),
+                pl.Series("char_start", flat[:, 0], pl.Int64),
+                pl.Series("char_end", flat[:, 1], pl.Int64),
+                pl.Series("n_tokens", flat[:, 2], pl.Int32),
+            )
+            .with_columns(
+                pl.format("{}:{}", pl.col("doc_id"), pl.col("chunk_index")).alias("chunk_id"),
+                pl.col("_doc_text").str.slice(pl.col("char_start"), pl.col("char_end") - pl.col("char_start"))
+                .alias("text"),
+            )
+        )
+        extra = [c for c in keep if c != self.id_column]
+        return out.select("chunk_id", "doc_id", "chunk_index", "char_start", "char_end", "text", "n_tokens", *extra)
+
+    @classmethod
+    def example(cls):
+        import pydoc_data.topics as topics
+
+        docs = sorted(topics.topics.items())[:4]
+        return {"size": 32, "overlap": 8}, {"data": pl.DataFrame({"id": [k for k, _ in docs],
+                                                                  "text": [v for _, v in docs]})}

@@ -1,0 +1,359 @@
+"""FAISS indexes: the type that fits the collection, training on a sample, recall calibration, `Index`."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipeline.errors import InputDataError, ParamError
+from pipeline.io import Dataset
+from stages.embedding import (
+    encode_texts,
+    series_to_vectors,
+)
+
+INDEX_FILE = "index.faiss"
+INDEX_META_FILE = "index.json"
+# The FAISS-row -> id mapping, also the step's main table; kept as an artefact too so that an index
+# built by a library call (whose main table is not written beside it) loads the same way.
+INDEX_IDS_FILE = "index_ids.parquet"
+# Collections up to this size are searched exactly: brute force over them is cheap on a CPU.
+EXACT_MAX_VECTORS = 65_536
+# Beyond this, raw float32 vectors (1.5 GB per million at 384-d) give way to product quantisation.
+IVF_FLAT_MAX_VECTORS = 4_000_000
+CALIBRATION_QUERIES = 512
+
+
+# ---------------------------------------------------------------- the index
+
+
+def _faiss():
+    import faiss
+
+    faiss.omp_set_num_threads(max(1, os.cpu_count() or 1))
+    return faiss
+
+
+def auto_factory(n: int, dim: int) -> str:
+    """The FAISS factory string for `n` vectors of width `dim` (see the module docstring)."""
+    if n <= EXACT_MAX_VECTORS:
+        return "Flat"
+    nlist = int(2 ** round(math.log2(4 * math.sqrt(n))))
+    if n <= IVF_FLAT_MAX_VECTORS:
+        return f"IVF{nlist},Flat"
+    m = next(m for m in (dim // 4, dim // 8, dim // 2, dim) if m >= 1 and dim % m == 0)
+    return f"IVF{nlist},PQ{m}x8"
+
+
+def _metric_code(metric: str):
+    faiss = _faiss()
+    return faiss.METRIC_INNER_PRODUCT if metric == "inner_product" else faiss.METRIC_L2
+
+
+def _make_index(factory: str, dim: int, metric: str):
+    faiss = _faiss()
+    try:
+        return faiss.index_factory(dim, factory, _metric_code(metric))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = next((ln for ln in first if "Error" in ln or "could not" in ln.lower()), first[-1] if first else "")
+        raise ParamError(
+            "index_type",
+            f"FAISS refuses the factory string {factory!r} for {dim}-d vectors ({detail.strip()}); "
+            "use 'auto' or a string such as 'Flat', 'HNSW32', 'IVF1024,Flat', 'IVF1024,PQ48x8'",
+        ) from None
+
+
+def _search_params(index) -> dict[str, int]:
+    """The search-time knob a given index has (nprobe for IVF, efSearch for HNSW)."""
+    faiss = _faiss()
+    if faiss.try_extract_index_ivf(index) is not None:
+        return {"nprobe": 1}
+    if "HNSW" in type(index).__name__ or "HNSW" in type(faiss.downcast_index(index)).__name__:
+        return {"efSearch": 16}
+    return {}
+
+
+def _set_params(index, params: dict[str, int]) -> None:
+    faiss = _faiss()
+    space = faiss.ParameterSpace()
+    for key, value in params.items():
+        space.set_index_parameter(index, key, value)
+
+
+def _recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    hits = sum(len(np.intersect1d(f[f >= 0], e[e >= 0])) for f, e in zip(found, exact))
+    return hits / max(1, int((exact >= 0).sum()))
+
+
+def calibrate(index, queries: np.ndarray, exact_ids: np.ndarray, k: int, target: float) -> tuple[dict, float]:
+    """Smallest nprobe/efSearch reaching `target` recall@k against exact search (doubling search)."""
+    params = _search_params(index)
+    if not params:
+        return {}, 1.0
+    (key,) = params
+    limit = int(getattr(_faiss().extract_index_ivf(index), "nlist", 1)) if key == "nprobe" else 4096
+    value = 1 if key == "nprobe" else 16
+    while True:
+        _set_params(index, {key: value})
+        _, found = index.search(queries, k)
+        recall = _recall_at_k(found, exact_ids)
+        if recall >= target or value >= limit:
+            return {key: value}, recall
+        value = min(limit, value * 2)
+
+
+def _iter_vectors(data: Dataset, column: str, rows: int = 65_536):
+    for batch in data.iter_batches(rows, columns=[column]):
+        yield series_to_vectors(batch[column])
+
+
+def build_index(
+    batches, n: int, dim: int, factory: str, metric: str, rng: np.random.Generator,
+    train_size: int, recall_target: float,
+) -> tuple[Any, dict]:
+    """Train (on a sample), fill and calibrate a FAISS index from an iterable of vector batches.
+
+    `batches()` is called twice when the index needs training or calibration (once to pick the
+    sampled rows, once to add), so the collection is streamed and never held whole beyond what the
+    index itself stores. Exact neighbours of the calibration queries are accumulated while adding,
+    so calibration costs one extra matrix product per batch rather than a second index.
+    """
+    faiss = _faiss()
+    index = _make_index(factory, dim, metric)
+    info: dict[str, Any] = {"factory": factory, "metric": metric, "dim": dim, "vectors": n}
+    needs_training = not index.is_trained
+    tunable = bool(_search_params(index))
+    calib_n = min(CALIBRATION_QUERIES, n) if tunable else 0
+    calib_rows = np.sort(rng.choice(n, calib_n, replace=False))
+    k_cal = min(10, n)
+    train_rows = np.sort(rng.choice(n, min(n, train_size), replace=False)) if needs_training else np.empty(0, int)
+    calib = None
+    if needs_training or tunable:
+        # Pass 1: gather the training sample and the calibration queries.
+        wanted = np.union1d(train_rows, calib_rows)
+        picked, offset = [], 0
+        for vectors in batches():
+            local = wanted[(wanted >= offset) & (wanted < offset + len(vectors))] - offset
+            picked.append(np.asarray(vectors[local], np.float32))
+            offset += len(vectors)
+        sample = np.concatenate(picked)
+        if needs_training:
+            try:
+                index.train(np.ascontiguousarray(sample[np.searchsorted(wanted, train_rows)]))
+            except RuntimeError as exc:
+                raise ParamError(
+                    "index_type", f"FAISS could not train {factory!r} on {len(train_rows)} vectors: "
+                    f"{str(exc).strip().splitlines()[-1]}; use a smaller nlist or more vectors",
+                ) from None
+        calib = np.ascontiguousarray(sample[np.searchsorted(wanted, calib_rows)])
+    # Pass 2: add everything; keep the exact neighbours of the calibration queries as we go.
+    heap = faiss.ResultHeap(calib_n, k_cal, keep_max=metric == "inner_product") if tunable else None
+    offset = 0
+    for vectors in batches():
+        vectors = np.ascontiguousarray(vectors, np.float32)
+        if vectors.shape[1] != dim:
+            raise InputDataError(f"embedding width changes within the input ({vectors.shape[1]} vs {dim})")
+        index.add(vectors)
+        if heap is not None:
+            if metric == "inner_product":
+                scores = calib @ vectors.T
+                order = -scores
+            else:
+                scores = (calib**2).sum(1)[:, None] - 2 * calib @ vectors.T + (vectors**2).sum(1)[None, :]
+                order = scores
+            kk = min(k_cal, len(vectors))
+            part = np.argpartition(order, kk - 1, axis=1)[:, :kk]
+            heap.add_result(np.take_along_axis(scores, part, 1).astype(np.float32), (part + offset).astype(np.int64))
+        offset += len(vectors)
+    if offset != n:
+        raise InputDataError(f"expected {n} vectors, read {offset}")
+    params, recall = {}, 1.0
+    if heap is not None:
+        heap.finalize()
+        params, recall = calibrate(index, calib, heap.I, k_cal, recall_target)
+    info["search_params"] = params
+    # Measured on indexed vectors used as queries (as RETRO queries its own training chunks).
+    info["calibrated_recall_at_10"] = round(float(recall), 4)
+    info["calibration_queries"] = int(calib_n)
+    return index, info
+
+
+def write_index_files(folder: Path, index, meta: dict, mapping: pl.DataFrame) -> None:
+    """The three files `Index.load` reads: index.faiss, index.json and the FAISS-row -> id mapping."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _faiss().write_index(index, str(folder / INDEX_FILE))
+    (folder / INDEX_META_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    mapping.write_parquet(folder / INDEX_IDS_FILE)
+
+
+class Index:
+    """A FAISS index plus the mapping from FAISS row to chunk id and document id.
+
+    Built by the `index` stage (saved as index.faiss, index.json and the step's Parquet) or by
+    `Index.build(vectors, ids)`; `search` accepts texts (embedded with the recorded encoder) or vectors.
+    """
+
+    def __init__(self, index, mapping: pl.DataFrame, meta: dict):
+        self.index = index
+        self.mapping = mapping
+        self.meta = meta
+        self._ids = mapping["neighbour_id"]
+        self._docs = mapping["neighbour_doc_id"] if "neighbour_doc_id" in mapping.columns else None
+        self._max_chunks_per_doc = 1
+        if self._docs is not None and len(mapping):
+            # Documents as dense integer codes, so excluding a query's own document is a NumPy compare.
+            self._doc_table = self._docs.unique(maintain_order=True).to_frame("doc").with_row_index("code")
+            codes = self._docs.to_frame("doc").join(self._doc_table, on="doc", how="left", maintain_order="left")
+            self._doc_codes = codes["code"].cast(pl.Int64).to_numpy()
+            self._max_chunks_per_doc = int(np.bincount(self._doc_codes).max())
+        _set_params(index, meta.get("search_params", {}))
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls, vectors: np.ndarray, ids: Any = None, doc_ids: Any = None, index_type: str = "auto",
+        metric: str = "auto", seed: int = 0, train_size: int = 100_000, recall_target: float = 0.95,
+        backend: str = "sentence-transformers", model: str | None = None,
+    ) -> Index:
+        vectors = np.ascontiguousarray(vectors, np.float32)
+        if vectors.ndim != 2 or len(vectors) == 0:
+            raise InputDataError(f"need a non-empty (n, dim) matrix of vectors, got shape {vectors.shape}")
+        n, dim = vectors.shape
+        metric = _choose_metric(metric, vectors[: min(n, 1000)])
+        factory = auto_factory(n, dim) if index_type == "auto" else index_type
+        index, info = build_index(lambda: [vectors], n, dim, factory, metric, np.random.default_rng(seed),
+                                  train_size, recall_target)
+        mapping = pl.DataFrame({"neighbour_id": ids if ids is not None else np.arange(n)})
+        if doc_ids is not None:
+            mapping = mapping.with_columns(pl.Series("neighbour_doc_id", doc_ids))
+        info.update({"backend": backend, "model": model})
+        return cls(index, mapping, info)
+
+    @classmethod
+    def load(cls, path: str | Path, mmap: bool | None = None, mmap_threshold_mb: float = 1024) -> Index:
+        """Open an index step's directory; memory-map the index when it is larger than `mmap_threshold_mb`."""
+        faiss = _faiss()
+        path = Path(path)
+        index_file = path / INDEX_FILE
+        if not index_file.is_file():
+            raise InputDataError(f"no {INDEX_FILE} here; point at the output directory of an 'index' step",
+                                 file=str(path))
+        meta = json.loads((path / INDEX_META_FILE).read_text())
+        if mmap is None:
+            mmap = index_file.stat().st_size > mmap_threshold_mb * (1 << 20)
+        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+        try:
+            index = faiss.read_index(str(index_file), flags)
+        except RuntimeError:
+            index = faiss.read_index(str(index_file))  # this index type cannot be mapped; read it
+            mmap = False
+        meta["memory_mapped"] = bool(mmap)
+        mapping = pl.read_parquet(path / INDEX_IDS_FILE)
+        mapping = mapping.rename({meta["id_column"]: "neighbour_id"})
+        if meta.get("doc_column"):
+            mapping = mapping.rename({meta["doc_column"]: "neighbour_doc_id"})
+        return cls(index, mapping.sort("faiss_id"), meta)
+
+    def save(self, path: str | Path) -> None:
+        meta = dict(self.meta, id_column="neighbour_id",
+                    doc_column="neighbour_doc_id" if self._docs is not None else None)
+        mapping = self.mapping.with_row_index("faiss_id").with_columns(pl.col("faiss_id").cast(pl.Int64))
+        write_index_files(Path(path), self.index, meta, mapping)
+
+    # -- queries ------------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    def embed(self, texts: list[str], cache_dir: str | Path | None = None) -> np.ndarray:
+        return encode_texts(list(texts), backend=self.meta.get("backend", "sentence-transformers"),
+                            model=self.meta.get("model"), cache_dir=cache_dir)
+
+    def search_raw(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS's own (scores, rows), with scores made larger-is-better for L2 indexes."""
+        vectors = np.ascontiguousarray(vectors, np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise InputDataError(
+                f"query vectors have dimension {vectors.shape[-1] if vectors.ndim else 0}, the index has {self.dim}; "
+                "embed queries with the same backend and model as the indexed corpus"
+            )
+        scores, rows = self.index.search(vectors, min(k, self.ntotal))
+        if self.meta.get("metric") == "l2":
+            scores = -scores
+        return scores, rows
+
+    def search(
+        self, queries: Any, k: int = 10, *, exclude_doc_ids: Any = None, min_score: float | None = None,
+        query_ids: Any = None,
+    ) -> pl.DataFrame:
+        """k nearest neighbours per query: query_id, rank, neighbour_id, neighbour_doc_id, score.
+
+        `queries` is a list of texts or an (n, dim) array. `exclude_doc_ids` (one per query) drops
+        neighbours from that document, as RETRO does for chunks of the sequence being trained on.
+        `min_score` drops neighbours below a similarity floor (inner product, or -squared L2).
+        """
+        if k < 1:
+            raise ParamError("k", f"must be at least 1, got {k}")
+        if isinstance(queries, (list, tuple)) and queries and isinstance(queries[0], str):
+            vectors = self.embed(queries)
+        elif isinstance(queries, pl.Series):
+            vectors = self.embed(queries.to_list()) if queries.dtype == pl.String else series_to_vectors(queries)
+        else:
+            vectors = np.asarray(queries, dtype=np.float32)
+            if vectors.ndim == 1:
+                vectors = vectors[None, :]
+        n = len(vectors)
+        qids = pl.Series("query_id", query_ids) if query_ids is not None else pl.Series("query_id", np.arange(n))
+        exclude = exclude_doc_ids is not None and self._docs is not None
+        k_search = k + min(self._max_chunks_per_doc, 1024) if exclude else k
+        scores, rows = self.search_raw(vectors, k_search)
+        width = rows.shape[1]
+        # Filter and rank in NumPy: FAISS returns each query's hits sorted, so a hit's rank is its
+        # position among the kept hits of its query.
+        q = np.repeat(np.arange(n, dtype=np.int64), width)
+        r = rows.reshape(-1)
+        score = scores.reshape(-1).astype(np.float32)
+        keep = r >= 0
+        if exclude:
+            own = pl.Series("doc", exclude_doc_ids).cast(self._docs.dtype).to_frame()
+            own = own.join(self._doc_table, on="doc", how="left", maintain_order="left")["code"]
+            own_codes = own.cast(pl.Int64).fill_null(-1).to_numpy()
+            keep &= self._doc_codes[np.where(keep, r, 0)] != own_codes[q]
+        if min_score is not None:
+            keep &= score >= min_score
+        q, r, score = q[keep], r[keep], score[keep]
+        rank = np.arange(len(q)) - np.searchsorted(q, q, side="left")
+        top = rank < k
+        q, r, score, rank = q[top], r[top], score[top], rank[top]
+        frame = pl.DataFrame({
+            "query_id": qids.gather(q),
+            "rank": pl.Series(rank, dtype=pl.Int32),
+            "neighbour_id": self._ids.gather(r),
+        })
+        if self._docs is not None:
+            frame = frame.with_columns(self._docs.gather(r).alias("neighbour_doc_id"))
+        frame = frame.with_columns(pl.Series("score", score))
+        columns = ["query_id", "rank", "neighbour_id"] + (["neighbour_doc_id"] if self._docs is not None else []) + ["score"]
+        return frame.select(*columns)
+
+
+def _choose_metric(metric: str, sample: np.ndarray) -> str:
+    if metric in ("inner_product", "l2"):
+        return metric
+    if metric != "auto":
+        raise ParamError("metric", f"must be 'auto', 'inner_product' or 'l2', got {metric!r}")
+    norms = np.linalg.norm(sample, axis=1)
+    return "inner_product" if len(norms) and np.allclose(norms, 1.0, atol=1e-3) else "l2"

@@ -1,0 +1,143 @@
+"""The `retrieve` stage: k nearest neighbours of every query row against an `index` step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from pipeline.errors import InputDataError, ParamError
+from pipeline.io import Dataset
+from pipeline.params import PositiveInt
+from pipeline.stage import Context, Stage
+from stages.embedding import (
+    resolve_model_path,
+    series_to_vectors,
+)
+from stages.retrieval.index import (
+    Index,
+)
+
+# ---------------------------------------------------------------- retrieval
+
+
+class Retrieve(Stage):
+    """k nearest neighbours of every query row against an `index` step.
+
+    Queries are an embedding column, or a text column embedded with the encoder the index records
+    (or the backend/model given here). Output: query_id, rank (0 = nearest), neighbour_id,
+    neighbour_doc_id, score (inner product, or minus squared L2 distance: larger is nearer).
+
+    Parameters:
+        k: neighbours per query
+        query_column: the query column: an embedding column, or a text column to embed
+        query_id_column: the query row id reported as query_id
+        query_doc_column: the query's document id; with exclude_same_doc, neighbours from it are dropped
+        exclude_same_doc: drop neighbours from the query's own document (RETRO's rule)
+        min_score: drop neighbours scoring below this floor (null = keep all k)
+        backend: encoder for text queries (null = the one the index recorded)
+        model: model for text queries (null = the one the index recorded)
+        mmap_threshold_mb: memory-map index files larger than this instead of reading them into RAM
+        batch_rows: queries searched per batch
+    """
+
+    name = "retrieve"
+    inputs = ("queries", "index")
+    requires = ("faiss",)
+
+    def __init__(
+        self,
+        k: PositiveInt = 10,
+        query_column: str = "embedding",
+        query_id_column: str = "chunk_id",
+        query_doc_column: str | None = "doc_id",
+        exclude_same_doc: bool = False,
+        min_score: float | None = None,
+        backend: Literal["sentence-transformers", "static"] | None = None,
+        model: str | None = None,
+        mmap_threshold_mb: float = 1024,
+        batch_rows: PositiveInt = 16_384,
+    ):
+        self.k = k
+        self.query_column = query_column
+        self.query_id_column = query_id_column
+        self.query_doc_column = query_doc_column
+        self.exclude_same_doc = exclude_same_doc
+        self.min_score = min_score
+        self.backend = backend
+        self.model = model
+        self.mmap_threshold_mb = mmap_threshold_mb
+        self.batch_rows = batch_rows
+
+    def validate(self) -> None:
+        if self.exclude_same_doc and not self.query_doc_column:
+            raise ParamError("query_doc_column", "exclude_same_doc needs the query's document id column")
+        if self.model is not None:
+            resolve_model_path(self.model)
+
+    def required_columns(self) -> dict[str, dict[str, str | None]]:
+        needed = {self.query_column: "query_column", self.query_id_column: "query_id_column"}
+        if self.exclude_same_doc and self.query_doc_column:
+            needed[self.query_doc_column] = "query_doc_column"
+        return {"queries": needed, "index": {"faiss_id": None}}
+
+    def output_schema(self, inputs):
+        return {"query_id": inputs["queries"].get(self.query_id_column), "rank": pl.Int32, "neighbour_id": None,
+                "neighbour_doc_id": None, "score": pl.Float32}
+
+    def run(self, ctx: Context, queries: Dataset, index: Dataset):
+        if index.files is None:
+            raise InputDataError("input 'index' must be the output directory of an 'index' step, not an in-memory table",
+                                 file=index.label)
+        idx = Index.load(Path(index.files[0]).parent, mmap_threshold_mb=self.mmap_threshold_mb)
+        if self.backend is not None:
+            idx.meta["backend"] = self.backend
+        if self.model is not None:
+            idx.meta["model"] = self.model
+        if self.exclude_same_doc and idx._docs is None:
+            raise ParamError("exclude_same_doc", "the index was built without doc_column, so documents are unknown")
+        ctx.record("index_factory", idx.meta.get("factory"))
+        ctx.record("memory_mapped", idx.meta["memory_mapped"])
+        columns = [self.query_column, self.query_id_column]
+        if self.exclude_same_doc:
+            columns.append(self.query_doc_column)
+        bar = ctx.progress(total=queries.num_rows)
+        for batch in queries.iter_batches(self.batch_rows, columns=list(dict.fromkeys(columns))):
+            column = batch[self.query_column]
+            if column.dtype == pl.String:
+                if column.null_count():
+                    raise InputDataError(f"query column '{self.query_column}' has null texts", param="query_column")
+                vectors = idx.embed(column.to_list(), cache_dir=ctx.cache_dir)
+            else:
+                vectors = series_to_vectors(column)
+            if vectors.shape[1] != idx.dim:
+                raise InputDataError(
+                    f"query column '{self.query_column}' has {vectors.shape[1]}-d vectors but the index holds "
+                    f"{idx.dim}-d vectors; embed queries with the same backend and model as the indexed corpus",
+                    param="query_column",
+                )
+            yield idx.search(
+                vectors, self.k, min_score=self.min_score, query_ids=batch[self.query_id_column],
+                exclude_doc_ids=batch[self.query_doc_column] if self.exclude_same_doc else None,
+            )
+            bar.update(batch.height)
+        bar.close()
+
+    @classmethod
+    def example(cls):
+        import tempfile
+
+        rng = np.random.default_rng(0)
+        vectors = rng.standard_normal((64, 16)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        ids = [f"d{i // 4}:{i % 4}" for i in range(64)]
+        docs = [f"d{i // 4}" for i in range(64)]
+        index_dir = Path(tempfile.mkdtemp(prefix="retrieve-example-"))
+        Index.build(vectors, ids=ids, doc_ids=docs, index_type="Flat").save(index_dir)
+        from stages.embedding import vectors_to_series
+
+        queries = pl.DataFrame({"chunk_id": ids[:8], "doc_id": docs[:8]}).with_columns(
+            vectors_to_series("embedding", vectors[:8]))
+        return {"k": 3, "exclude_same_doc": True}, {"queries": queries, "index": str(index_dir)}

@@ -1,0 +1,126 @@
+"""The evidence protocol: a kind defined in a test file alone appears in findings and reports; partial
+states over separate shards of the training corpus merge into exactly the one-pass result."""
+
+from __future__ import annotations
+
+from pydoc_data.topics import topics
+
+import numpy as np
+import polars as pl
+import pytest
+
+from stages.leakage import (
+    EVIDENCE_KINDS,
+    Evidence,
+    LeakageAudit,
+    Resolved,
+    Score,
+    TestSide,
+    TrainBatch,
+    register_evidence,
+)
+from stages.text import text_hash, tokenize
+
+TOPICS = sorted(topics)[:30]
+
+
+class ExactTextEvidence(Evidence):
+    """Toy kind: the whole normalised test text equals a whole training document."""
+
+    kind = "exact_text"
+    columns = {"exact_text_match": pl.Float64}
+    scores = (Score("exact_text_match", "whole-text match (toy evidence)", "whole-text match"),)
+    sort_column = "exact_text_match"
+
+    def __init__(self, audit, test: TestSide, shared):
+        super().__init__(audit, test, shared)
+        self.test_hashes = text_hash(test.texts)
+        self.doc = np.full(test.n_items, -1, np.int64)
+
+    def add_batch(self, batch: TrainBatch) -> None:
+        hashes = text_hash(batch.texts)
+        for item in np.flatnonzero(np.isin(self.test_hashes, hashes)):
+            if self.doc[item] < 0:
+                self.doc[item] = batch.base + int(np.flatnonzero(hashes == self.test_hashes[item])[0])
+
+    def merge(self, other: Evidence) -> None:
+        self.doc = np.where(self.doc >= 0, self.doc, other.doc)
+
+    def candidate_docs(self) -> np.ndarray:
+        return np.unique(self.doc[self.doc >= 0])
+
+    def resolve(self) -> Resolved:
+        items = np.arange(self.test.n_items, dtype=np.int64)
+        return Resolved(pl.DataFrame({"item": items, "exact_text_match": (self.doc >= 0).astype(np.float64)}))
+
+    def verdict(self):
+        return pl.col("exact_text_match") >= 1.0, pl.lit(False)
+
+
+@pytest.fixture
+def toy_kind():
+    register_evidence(ExactTextEvidence)
+    yield ExactTextEvidence
+    EVIDENCE_KINDS.pop(ExactTextEvidence.kind)
+
+
+@pytest.fixture(scope="module")
+def train() -> pl.DataFrame:
+    return pl.DataFrame({"id": TOPICS, "text": [topics[t] for t in TOPICS]})
+
+
+def test_toy_evidence_kind_from_a_test_file_reaches_findings_and_reports(toy_kind, train, tmp_path):
+    test = pl.DataFrame({"id": ["copy", "other"], "text": [topics[TOPICS[4]].upper(), "nothing like the docs"]})
+    result = LeakageAudit(ngram=False, chunk_overlap=False, semantic=False, evidence=["exact_text"]).execute(
+        train=train, test=test, workdir=tmp_path)
+    findings = result.table
+    assert findings["exact_text_match"].to_list() == [1.0, 0.0]
+    assert findings["verdict"].to_list() == ["contaminated", "clean"]
+    html = next(tmp_path.rglob("report.html")).read_text()
+    md = next(tmp_path.rglob("report.md")).read_text()
+    assert "whole-text match" in html and "exact_text_match" in md and "passes = exact_text" in md
+
+
+def test_unknown_evidence_kind_is_a_param_error():
+    from pipeline.errors import ParamError
+
+    with pytest.raises(ParamError, match="evidence"):
+        LeakageAudit(evidence=["no_such_kind"]).validate()
+
+
+def _evidences(audit: LeakageAudit, test: pl.DataFrame):
+    texts = test["text"]
+    side = TestSide(texts=texts, tokens=tokenize(texts))
+    shared: dict = {}
+    return side, [cls(audit, side, shared) for cls in audit.evidence_classes() if audit.enabled(cls)]
+
+
+def _feed(evidences, texts: pl.Series, base: int) -> None:
+    batch = TrainBatch(texts=texts, tokens=tokenize(texts), base=base)
+    for ev in evidences:
+        ev.add_batch(batch)
+
+
+def test_partial_states_of_two_shards_merge_into_the_one_pass_result(train):
+    rng = np.random.default_rng(3)
+    passages = [" ".join(topics[t].split()[20:100]) for t in TOPICS[::3]]
+    test = pl.DataFrame({"id": [f"t{i}" for i in range(len(passages))],
+                         "text": [p if i % 2 else " ".join(rng.permutation(p.split())) for i, p in enumerate(passages)]})
+    audit = LeakageAudit(n=8, k=3, batch_rows=7)
+    texts = train["text"]
+    _, whole = _evidences(audit, test)
+    for lo in range(0, len(texts), 7):
+        _feed(whole, texts[lo : lo + 7], lo)
+    _, first = _evidences(audit, test)
+    _, second = _evidences(audit, test)
+    for lo in range(0, len(texts), 7):
+        _feed(first if lo < 14 else second, texts[lo : lo + 7], lo)
+    for mine, theirs in zip(first, second):
+        mine.merge(theirs)
+    for one_pass, merged in zip(whole, first):
+        a, b = one_pass.resolve(), merged.resolve()
+        assert a.per_item.sort("item").equals(b.per_item.sort("item")), one_pass.kind
+        order = ["item", "doc", "test_tok_start", "train_tok_start"]
+        assert a.best.sort(order).equals(b.best.sort(order)), one_pass.kind
+        assert a.matches.height == b.matches.height > 0, one_pass.kind
+        assert np.array_equal(one_pass.candidate_docs(), merged.candidate_docs())
