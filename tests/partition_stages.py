@@ -32,6 +32,11 @@ class VocabularyCounts(PartitionedStage):
         self.fail_marker = fail_marker
         self.fail_at = fail_at
 
+    @classmethod
+    def example(cls):
+        data = pl.DataFrame({"text": ["the cat and the hat", "a class of its own", "the end"]})
+        return {}, {"data": data, "vocab": pl.DataFrame({"word": ["the", "class"]})}
+
     def broadcast(self, ctx: Context, inputs: dict[str, Dataset]) -> frozenset[str]:
         return frozenset(inputs["vocab"].collect().get_column("word").to_list())
 
