@@ -21,6 +21,7 @@ from stages._report import png_bytes, png_data_uri, render
 DEFAULT_PLOT_METRICS = (
     "vocab_size", "tail_mass", "js_divergence", "unigram_entropy_bits", "distinct_2",
     "self_bleu", "vendi_score", "perplexity_median", "reference_vocab_coverage", "duplicate_rate",
+    "near_duplicate_rate",
 )
 
 # name -> (definition, which direction is worse for a collapse study)

@@ -21,7 +21,7 @@ import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
-from pipeline.params import NonNegativeInt
+from pipeline.params import Annotated, Field, NonNegativeInt
 from pipeline.stage import Context, Stage
 from stages._hashing import id_hash, mix64
 from stages.synthetic import NGramLM
@@ -124,7 +124,8 @@ class CorpusMetrics(Stage):
     Tail mass is the share of tokens whose word occurs at most `rare_max_count` times in the
     reference (generation 0); it falls when a generator forgets the tails. js_divergence is the
     Jensen-Shannon divergence (bits, 0..1) of the unigram distribution from the reference's.
-    duplicate_rate is the share of documents that exactly repeat an earlier one in their group.
+    duplicate_rate is the share of documents that exactly repeat an earlier one in their group, and
+    near_duplicate_rate the share a `dedup_minhash` step would remove (5-word shingles, MinHash).
     distinct_n is distinct n-grams over all n-grams of the group (so distinct_1 equals the
     type-token ratio); both fall with corpus size, so compare groups of similar size. Perplexity is
     under an interpolated n-gram model fit on the reference, per document in the `perplexity` side
@@ -141,10 +142,11 @@ class CorpusMetrics(Stage):
         embedding_model: model name or path for the embedding backend (null = its default)
         embedding_sample: documents per group embedded for the Vendi score and pairwise distance
         lowercase: fold case before counting words
+        near_duplicate_threshold: MinHash Jaccard threshold of near_duplicate_rate (stages.dedup; 0 = skip)
     """
 
     name = "corpus_metrics"
-    version = "1"
+    version = "2"
     inputs = ("data", "reference")
     optional_inputs = ("reference",)
 
@@ -160,6 +162,7 @@ class CorpusMetrics(Stage):
         embedding_model: str | None = None,
         embedding_sample: NonNegativeInt = 256,
         lowercase: bool = False,
+        near_duplicate_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.8,
     ):
         self.text_column = text_column
         self.group_by = group_by
@@ -171,6 +174,7 @@ class CorpusMetrics(Stage):
         self.embedding_model = embedding_model
         self.embedding_sample = embedding_sample
         self.lowercase = lowercase
+        self.near_duplicate_threshold = near_duplicate_threshold
 
     def validate(self) -> None:
         if 0 < self.self_bleu_sample < 2:
@@ -211,6 +215,7 @@ class CorpusMetrics(Stage):
         gid = gid.astype(np.int64)
         out = self._lexical(texts, ref_texts, gid, len(groups))
         out["duplicate_rate"] = self._duplicate_rate(texts, gid, len(groups))
+        out["near_duplicate_rate"] = self._near_duplicate_rate(texts, gid, len(groups))
         out["self_bleu"] = self._self_bleu(ctx, texts, gid, len(groups), out.pop("_tokens"))
         out["vendi_score"] = np.full(len(groups), np.nan)
         out["mean_pairwise_distance"] = np.full(len(groups), np.nan)
@@ -298,6 +303,16 @@ class CorpusMetrics(Stage):
         per = pl.DataFrame({"g": gid, "t": norm}).group_by("g").agg(pl.len().alias("n"), pl.col("t").n_unique().alias("u"))
         rate = np.zeros(n_groups)
         rate[per["g"].to_numpy()] = 1 - per["u"].to_numpy() / per["n"].to_numpy()
+        return rate
+
+    def _near_duplicate_rate(self, texts: pl.Series, gid: np.ndarray, n_groups: int) -> np.ndarray:
+        """Per group, the share of documents a `dedup_minhash` step would remove (stages.dedup's rate)."""
+        rate = np.full(n_groups, np.nan)
+        if self.near_duplicate_threshold > 0:
+            from stages.dedup import near_duplicate_rate
+
+            for k in range(n_groups):
+                rate[k] = near_duplicate_rate(texts.filter(pl.Series(gid == k)), threshold=self.near_duplicate_threshold)
         return rate
 
     def _self_bleu(self, ctx: Context, texts: pl.Series, gid: np.ndarray, n_groups: int, tokens) -> np.ndarray:

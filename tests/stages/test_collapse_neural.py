@@ -127,7 +127,7 @@ def test_quick_study_structure(quick):
         assert fit["stopped_by"] in ("patience", "max_steps")
     html = (quick / "report" / "report.html").read_text()
     for text in ("lower is worse", "higher is worse", "3 seeds (replicas): lines are means over seeds, bands span min",
-                 "duplicate_rate", "Pipeline seed 42", "How each generation's model was trained"):
+                 "duplicate_rate", "near_duplicate_rate", "Pipeline seed 42", "How each generation's model was trained"):
         assert text in html, text
     for schedule in ("replace", "keep_real", "accumulate"):
         assert f"<li>{schedule}: at generation 3, tail_mass" in html
