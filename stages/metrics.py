@@ -1,7 +1,7 @@
 """Corpus metrics for collapse studies, and the report that draws them across generations.
 
 `corpus_metrics` measures any corpus, per group (by default per `schedule` and `generation`, the
-columns the `generations` stage writes): size, vocabulary, type-token ratio, distinct-n, unigram
+columns the `generations` stage writes, and `seed` when it runs replicas): size, vocabulary, type-token ratio, distinct-n, unigram
 entropy, tail mass and Jensen-Shannon divergence against a reference (generation 0), self-BLEU on a
 sample, embedding diversity (Vendi score and mean pairwise cosine distance) on a sample, and each
 document's perplexity under an n-gram model of the reference (Shumailov et al.'s histograms).
@@ -21,14 +21,13 @@ import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
-from pipeline.params import NonNegativeInt
+from pipeline.params import Annotated, Field, NonNegativeInt
 from pipeline.stage import Context, Stage
 from stages._hashing import id_hash, mix64
-from stages._report import png_bytes, png_data_uri, render
 from stages.synthetic import NGramLM
 from stages.text import ngram_hashes, token_ids, token_table
 
-AUTO_GROUPS = ("schedule", "generation")
+AUTO_GROUPS = ("schedule", "seed", "generation")
 
 
 # --------------------------------------------------------------------------------- metric functions
@@ -125,6 +124,8 @@ class CorpusMetrics(Stage):
     Tail mass is the share of tokens whose word occurs at most `rare_max_count` times in the
     reference (generation 0); it falls when a generator forgets the tails. js_divergence is the
     Jensen-Shannon divergence (bits, 0..1) of the unigram distribution from the reference's.
+    duplicate_rate is the share of documents that exactly repeat an earlier one in their group, and
+    near_duplicate_rate the share a `dedup_minhash` step would remove (5-word shingles, MinHash).
     distinct_n is distinct n-grams over all n-grams of the group (so distinct_1 equals the
     type-token ratio); both fall with corpus size, so compare groups of similar size. Perplexity is
     under an interpolated n-gram model fit on the reference, per document in the `perplexity` side
@@ -132,7 +133,7 @@ class CorpusMetrics(Stage):
 
     Parameters:
         text_column: column holding the text
-        group_by: columns to group by (null = whichever of schedule, generation exist; none = one group)
+        group_by: columns to group by (null = whichever of schedule, seed, generation exist; none = one group)
         reference_generation: with no `reference` input, rows of this generation are the reference
         rare_max_count: a word is rare (tail) if it occurs at most this often in the reference
         self_bleu_sample: documents per group sampled for self-BLEU-4 (0 = skip)
@@ -141,10 +142,11 @@ class CorpusMetrics(Stage):
         embedding_model: model name or path for the embedding backend (null = its default)
         embedding_sample: documents per group embedded for the Vendi score and pairwise distance
         lowercase: fold case before counting words
+        near_duplicate_threshold: MinHash Jaccard threshold of near_duplicate_rate (stages.dedup; 0 = skip)
     """
 
     name = "corpus_metrics"
-    version = "1"
+    version = "2"
     inputs = ("data", "reference")
     optional_inputs = ("reference",)
 
@@ -160,6 +162,7 @@ class CorpusMetrics(Stage):
         embedding_model: str | None = None,
         embedding_sample: NonNegativeInt = 256,
         lowercase: bool = False,
+        near_duplicate_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.8,
     ):
         self.text_column = text_column
         self.group_by = group_by
@@ -171,6 +174,7 @@ class CorpusMetrics(Stage):
         self.embedding_model = embedding_model
         self.embedding_sample = embedding_sample
         self.lowercase = lowercase
+        self.near_duplicate_threshold = near_duplicate_threshold
 
     def validate(self) -> None:
         if 0 < self.self_bleu_sample < 2:
@@ -210,6 +214,8 @@ class CorpusMetrics(Stage):
             groups, gid = pl.DataFrame({"_all": [0]}), np.zeros(len(df), np.int64)
         gid = gid.astype(np.int64)
         out = self._lexical(texts, ref_texts, gid, len(groups))
+        out["duplicate_rate"] = self._duplicate_rate(texts, gid, len(groups))
+        out["near_duplicate_rate"] = self._near_duplicate_rate(texts, gid, len(groups))
         out["self_bleu"] = self._self_bleu(ctx, texts, gid, len(groups), out.pop("_tokens"))
         out["vendi_score"] = np.full(len(groups), np.nan)
         out["mean_pairwise_distance"] = np.full(len(groups), np.nan)
@@ -287,6 +293,28 @@ class CorpusMetrics(Stage):
         out["_tokens"] = (ids, doc, tok_gid)
         return out
 
+    @staticmethod
+    def _duplicate_rate(texts: pl.Series, gid: np.ndarray, n_groups: int) -> np.ndarray:
+        """Share of a group's documents that repeat an earlier one exactly (whitespace-normalised).
+
+        A collapsing generator repeats itself; this is the exact-match floor of a near-duplicate rate.
+        """
+        norm = texts.str.strip_chars().str.replace_all(r"\s+", " ")
+        per = pl.DataFrame({"g": gid, "t": norm}).group_by("g").agg(pl.len().alias("n"), pl.col("t").n_unique().alias("u"))
+        rate = np.zeros(n_groups)
+        rate[per["g"].to_numpy()] = 1 - per["u"].to_numpy() / per["n"].to_numpy()
+        return rate
+
+    def _near_duplicate_rate(self, texts: pl.Series, gid: np.ndarray, n_groups: int) -> np.ndarray:
+        """Per group, the share of documents a `dedup_minhash` step would remove (stages.dedup's rate)."""
+        rate = np.full(n_groups, np.nan)
+        if self.near_duplicate_threshold > 0:
+            from stages.dedup import near_duplicate_rate
+
+            for k in range(n_groups):
+                rate[k] = near_duplicate_rate(texts.filter(pl.Series(gid == k)), threshold=self.near_duplicate_threshold)
+        return rate
+
     def _self_bleu(self, ctx: Context, texts: pl.Series, gid: np.ndarray, n_groups: int, tokens) -> np.ndarray:
         ids, doc, tok_gid = tokens
         result = np.full(n_groups, np.nan)
@@ -344,6 +372,9 @@ class CorpusMetrics(Stage):
         if "schedule" in df.columns and len(ref):
             # Every schedule shares generation 0; one copy is the reference.
             ref = ref.filter(pl.col("schedule") == ref["schedule"].min())
+        if "seed" in df.columns and len(ref):
+            # Replicas of a study share generation 0 too: one copy, or rare words would count thrice.
+            ref = ref.filter(pl.col("seed") == ref["seed"].min())
         if len(ref) == 0:
             raise InputDataError(
                 f"no rows with generation == {self.reference_generation} to use as the reference; "
@@ -375,149 +406,5 @@ class CorpusMetrics(Stage):
                 out["mean_pairwise_distance"][k] = mean_pairwise_cosine_distance(x)
 
 
-# --------------------------------------------------------------------------------- collapse_report
-
-DEFAULT_PLOT_METRICS = (
-    "vocab_size", "tail_mass", "js_divergence", "unigram_entropy_bits", "distinct_2",
-    "self_bleu", "vendi_score", "perplexity_median", "reference_vocab_coverage",
-)
-
-
-class CollapseReport(Stage):
-    """Curves of corpus metrics over generations, one line per schedule, as PNGs and report.html.
-
-    The main output is the metrics in long form (schedule, generation, metric, value) with each
-    value relative to its schedule's generation 0, which is what the curves show when `relative`.
-    Artefacts: curves.png (all metrics), metric-<name>.png each, perplexity.png (histograms of
-    per-document perplexity under the generation-0 model, one panel per schedule, as in Shumailov
-    et al.'s Figure), and report.html with every image inlined so the file can be mailed alone.
-
-    Parameters:
-        metrics: metric columns to plot (null = the standard collapse set that is present and not empty)
-        x: column on the horizontal axis
-        line: column that makes one line per value (null = a single line)
-        relative: plot each metric divided by its generation-0 value
-        title: heading of the report
-    """
-
-    name = "collapse_report"
-    version = "1"
-    inputs = ("metrics", "perplexity", "corpus_metrics")
-    optional_inputs = ("perplexity", "corpus_metrics")
-
-    def __init__(
-        self,
-        metrics: list[str] | None = None,
-        x: str = "generation",
-        line: str | None = "schedule",
-        relative: bool = False,
-        title: str = "Model collapse across generations",
-    ):
-        self.metrics = metrics
-        self.x = x
-        self.line = line
-        self.relative = relative
-        self.title = title
-
-    def required_columns(self):
-        cols = {self.x: "x"}
-        if self.metrics:
-            cols.update({m: "metrics" for m in self.metrics})
-        return {"metrics": cols}
-
-    @classmethod
-    def example(cls):
-        rows = [{"schedule": s, "generation": g, "vocab_size": 1000 - (300 if s == "replace" else 20) * g,
-                 "tail_mass": 0.1 / (1 + g * (s == "replace"))} for s in ("replace", "accumulate") for g in range(3)]
-        return {}, {"metrics": pl.DataFrame(rows)}
-
-    def run(self, ctx: Context, metrics: Dataset, perplexity: Dataset | None = None,
-            corpus_metrics: Dataset | None = None) -> pl.DataFrame:
-        from matplotlib.figure import Figure
-
-        table = metrics.collect()
-        long, images = self._curves(table, Figure, "curves.png", write_singles=True)
-        if corpus_metrics is not None:
-            _, corpus_images = self._curves(corpus_metrics.collect(), Figure, "corpus-curves.png",
-                                            write_singles=False)
-            images.update(corpus_images)
-        if perplexity is not None:
-            line = self.line if self.line and self.line in table.columns else None
-            images["perplexity.png"] = self._histograms(perplexity.collect(), line, Figure)
-        for name, data in images.items():
-            ctx.artefact_path(name).write_bytes(data)
-        ctx.artefact_path("report.html").write_text(self._html(table, images), encoding="utf-8")
-        ctx.record("plotted_metrics", long["metric"].unique(maintain_order=True).to_list())
-        ctx.record("artefacts", sorted([*images, "report.html"]))
-        return long
-
-    def _curves(self, table: pl.DataFrame, figure_cls, grid_name: str, write_singles: bool):
-        """Long-form metrics and the PNGs of their curves (one grid, and one file per metric)."""
-        line = self.line if self.line and self.line in table.columns else None
-        if self.line and line is None and self.line != "schedule":
-            raise InputDataError(f"input 'metrics' has no column '{self.line}'", param="line")
-        names = [m for m in (self.metrics or DEFAULT_PLOT_METRICS)
-                 if m in table.columns and table[m].cast(pl.Float64).is_not_nan().any()]
-        if not names:
-            raise ParamError("metrics", f"none of the metrics to plot are in the table; columns: {table.columns}")
-        keys = [line] if line else []
-        long = (table.select([*keys, self.x, *[pl.col(m).cast(pl.Float64) for m in names]])
-                .unpivot(index=[*keys, self.x], variable_name="metric", value_name="value")
-                .sort([*keys, "metric", self.x]))
-        base = pl.col("value").first().over([*keys, "metric"], order_by=self.x)
-        # A metric that starts at 0 (divergence from generation 0) has no ratio: null, not inf.
-        long = long.with_columns(relative_to_first=pl.when(base != 0).then(pl.col("value") / base))
-        column = "relative_to_first" if self.relative else "value"
-        lines = long[line].unique(maintain_order=True).sort().to_list() if line else [None]
-
-        images: dict[str, bytes] = {}
-        cols = 3
-        rows = (len(names) + cols - 1) // cols
-        grid = figure_cls(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
-        axes = grid.subplots(rows, cols, squeeze=False).ravel()
-        for i, metric in enumerate(names):
-            single = figure_cls(figsize=(5, 3.5), layout="constrained") if write_singles else None
-            for ax in (axes[i], *([single.subplots()] if single is not None else [])):
-                for value in lines:
-                    part = long.filter(pl.col("metric") == metric)
-                    if line:
-                        part = part.filter(pl.col(line) == value)
-                    ax.plot(part[self.x].to_numpy(), part[column].to_numpy(), marker="o", label=value)
-                ax.set_title(metric + (" (/ generation 0)" if self.relative else ""))
-                ax.set_xlabel(self.x)
-                ax.grid(alpha=0.3)
-                if line:
-                    ax.legend(fontsize=7)
-            if single is not None:
-                images[f"metric-{metric}.png"] = png_bytes(single)
-        for ax in axes[len(names):]:
-            ax.set_visible(False)
-        grid.suptitle(self.title if write_singles else "Training corpora (what each generation is fit on)")
-        images[grid_name] = png_bytes(grid)
-        return long, images
-
-    def _histograms(self, ppl: pl.DataFrame, line: str | None, figure_cls) -> bytes:
-        if "perplexity" not in ppl.columns or self.x not in ppl.columns:
-            raise InputDataError(f"input 'perplexity' needs columns 'perplexity' and '{self.x}'; "
-                                 f"it has {ppl.columns}", param="x")
-        panels = ppl[line].unique().sort().to_list() if line and line in ppl.columns else [None]
-        fig = figure_cls(figsize=(4.5 * len(panels), 3.4), layout="constrained")
-        axes = fig.subplots(1, len(panels), squeeze=False).ravel()
-        logp = np.log10(np.maximum(ppl["perplexity"].to_numpy(), 1.0))
-        bins = np.linspace(np.nanmin(logp), np.nanpercentile(logp, 99.5), 50)
-        gens = ppl[self.x].to_numpy()
-        panel_col = ppl[line].to_numpy() if panels != [None] else None
-        for ax, panel in zip(axes, panels):
-            in_panel = np.ones(len(ppl), bool) if panel_col is None else panel_col == panel
-            for gen in np.unique(gens[in_panel]):
-                sel = in_panel & (gens == gen)
-                ax.hist(logp[sel], bins=bins, density=True, histtype="step", label=f"{self.x} {gen}")
-            ax.set_title(f"{panel}" if panel is not None else "perplexity")
-            ax.set_xlabel("log10 perplexity under generation-0 model")
-            ax.legend(fontsize=7)
-        return png_bytes(fig)
-
-    def _html(self, table: pl.DataFrame, images: dict[str, bytes]) -> str:
-        rows = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in table.iter_rows()]
-        return render("collapse.html.j2", title=self.title, columns=table.columns, rows=rows,
-                      images={name: png_data_uri(data) for name, data in images.items()})
+# The report stage lives in its own module; it is re-exported here for existing imports.
+from stages.collapse_report import DEFAULT_PLOT_METRICS, CollapseReport  # noqa: E402,F401

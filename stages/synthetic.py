@@ -10,6 +10,8 @@ continuations of prompts from a seeded NumPy generator. Three are built in:
 
 - `ngram`: an interpolated Witten-Bell word n-gram model held in sorted NumPy arrays; it fits and
   samples a few thousand documents in well under a second, so a 10-generation study runs on a laptop;
+- `lstm`: a 2-layer word LSTM trained in torch on each generation's corpus, from scratch or
+  fine-tuned from the previous generation's model (stages/neural_lm.py);
 - `hf`: a Hugging Face causal LM from a local path, prompted with the first tokens of real documents
   as in Shumailov et al.; fine-tuning between generations is the user's own code, run by `callback`;
 - `external`: the user's own synthetic Parquet per generation, mixed by the same schedules.
@@ -37,7 +39,7 @@ from pipeline.stage import Context, Stage
 from stages.text import token_ids, token_table
 
 SCHEDULES = ("replace", "keep_real", "accumulate", "accumulate_subsample", "fresh_real")
-GENERATORS = ("ngram", "hf", "external")
+GENERATORS = ("ngram", "lstm", "hf", "external")
 PROVENANCE_COLUMNS = ("doc_id", "generation", "origin", "parent_generation", "generator", "prompt_id")
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -471,6 +473,10 @@ _GENERATOR_CLASSES: dict[str, type[Generator]] = {
 
 def make_generator(kind: str, params: dict[str, Any] | None) -> Generator:
     """Build a generator from the stage's `generator` and `generator_params`, naming bad keys."""
+    if kind == "lstm":  # imported on use: it needs torch and imports this module
+        from stages.neural_lm import LSTMGenerator
+
+        _GENERATOR_CLASSES["lstm"] = LSTMGenerator
     cls = _GENERATOR_CLASSES.get(kind)
     if cls is None:
         raise ParamError("generator", f"unknown generator '{kind}'; choose one of {', '.join(GENERATORS)}")
@@ -545,7 +551,8 @@ class Generations(Stage):
     with a `schedule` column); each corpus is also a side output, `gen-003` (or `replace-gen-003`
     when several schedules run); and `samples` holds what each generation's generator produced
     (generation 0 = the human corpus), the view in which Shumailov and Gerstgrasser measure collapse,
-    since an accumulating corpus keeps its real data by construction. Finished generations are
+    since an accumulating corpus keeps its real data by construction; `settings` is one row with the
+    seed, params and (for trained generators) how each fit was stopped, for the report. Finished generations are
     checkpointed, so a killed study resumes where it stopped.
 
     Parameters:
@@ -553,8 +560,9 @@ class Generations(Stage):
         schedules: one schedule or a list: replace, keep_real, accumulate, accumulate_subsample, fresh_real
         corpus_size: documents in generation 0 and in each fixed-size corpus (null = every input row)
         real_fraction: share of real documents per generation for keep_real and fresh_real
-        generator: ngram (built in), hf (local causal LM) or external (your own Parquet per generation)
-        generator_params: ngram {order, smoothing}; hf {model_path, batch_size, device}; external {path, text_column}
+        generator: ngram (built in), lstm (word LSTM trained in torch), hf (local causal LM) or external (your own Parquet per generation)
+        seeds: independent replicas of every schedule (own sampling, mixing and training seeds; shared generation 0); > 1 adds a `seed` column
+        generator_params: ngram {order, smoothing}; lstm {embedding, hidden, layers, sequence_length, learning_rate, batch_size, max_steps, eval_every, patience, validation_fraction, fine_tune}; hf {model_path, batch_size, device}; external {path, text_column}
         text_column: input column holding the text (the output keeps the same name)
         id_column: input column with document ids (null = row number)
         prompt_tokens: if set, synthetic texts continue the first this-many tokens of a real document
@@ -565,7 +573,7 @@ class Generations(Stage):
     """
 
     name = "generations"
-    version = "1"
+    version = "2"
     inputs = ("data",)
 
     def __init__(
@@ -574,7 +582,8 @@ class Generations(Stage):
         schedules: list[str] | str = "replace",
         corpus_size: PositiveInt | None = None,
         real_fraction: Fraction = 0.1,
-        generator: Literal["ngram", "hf", "external"] = "ngram",
+        generator: Literal["ngram", "lstm", "hf", "external"] = "ngram",
+        seeds: PositiveInt = 1,
         generator_params: dict[str, Any] | None = None,
         text_column: str = "text",
         id_column: str | None = "id",
@@ -589,6 +598,7 @@ class Generations(Stage):
         self.corpus_size = corpus_size
         self.real_fraction = real_fraction
         self.generator = generator
+        self.seeds = seeds
         self.generator_params = generator_params
         self.text_column = text_column
         self.id_column = id_column
@@ -619,9 +629,19 @@ class Generations(Stage):
             cols[self.id_column] = "id_column"
         return {"data": cols}
 
-    def side_name(self, schedule: str, generation: int) -> str:
+    def side_name(self, schedule: str, generation: int, replica: int = 0) -> str:
         prefix = f"{schedule}-" if len(self.schedule_list) > 1 else ""
+        if self.seeds > 1:
+            prefix = f"seed{replica}-{prefix}"
         return f"{prefix}gen-{generation:03d}"
+
+    def _seed_cols(self, replica: int) -> dict[str, int]:
+        """The `seed` column's value for a replica (no column when the study runs one seed)."""
+        return {"seed": replica} if self.seeds > 1 else {}
+
+    def _rng(self, ctx: Context, replica: int, *salt) -> np.random.Generator:
+        """Seeded draws per replica; replica 0 of a one-seed study keeps the salts it always had."""
+        return ctx.rng(*(("replica", replica) if self.seeds > 1 else ()), *salt)
 
     @classmethod
     def example(cls):
@@ -664,52 +684,68 @@ class Generations(Stage):
         ckpt = self._checkpoint(ctx, human)
         callback = _resolve_callback(self.callback)
         generator = make_generator(self.generator, self.generator_params)
-        bar = ctx.progress(total=self.generations * len(self.schedule_list), unit="generations")
+        bar = ctx.progress(total=self.generations * len(self.schedule_list) * self.seeds, unit="generations")
         frames, samples, stats = [], [], []
-        for schedule in self.schedule_list:
-            corpora = [gen0]
-            news: list[pl.DataFrame] = []
-            for t in range(1, self.generations + 1):
-                cached = self._load(ckpt, schedule, t)
-                if cached is not None:
-                    corpus, new = cached
-                    resumed = True
-                else:
-                    corpus, new = self._generation(ctx, schedule, t, corpora, news, fresh_pool, n0, n_real,
-                                                   generator, callback)
-                    self._save(ckpt, schedule, t, corpus, new)
-                    resumed = False
-                corpora.append(corpus)
-                news.append(new)
-                synthetic = int((corpus["origin"] == "synthetic").sum())
-                stats.append({"schedule": schedule, "generation": t, "rows": len(corpus),
-                              "synthetic": synthetic, "synthetic_share": round(synthetic / max(len(corpus), 1), 6),
-                              "resumed": resumed})
-                bar.update(1)
-            for t, corpus in enumerate(corpora):
-                ctx.write_side_output(self.side_name(schedule, t), corpus.rename({"text": self.text_column}))
-                frames.append(corpus.with_columns(schedule=pl.lit(schedule)))
-            samples += [f.with_columns(schedule=pl.lit(schedule)) for f in (gen0, *news)]
+        for replica in range(self.seeds):
+            for schedule in self.schedule_list:
+                corpora = [gen0]
+                news: list[pl.DataFrame] = []
+                for t in range(1, self.generations + 1):
+                    cached = self._load(ckpt, schedule, t, replica)
+                    if cached is not None:
+                        corpus, new = cached
+                        resumed = True
+                    else:
+                        corpus, new = self._generation(ctx, schedule, t, corpora, news, fresh_pool, n0, n_real,
+                                                       generator, callback, replica)
+                        self._save(ckpt, schedule, t, corpus, new, replica)
+                        resumed = False
+                    corpora.append(corpus)
+                    news.append(new)
+                    synthetic = int((corpus["origin"] == "synthetic").sum())
+                    stats.append({"schedule": schedule, **self._seed_cols(replica), "generation": t,
+                                  "rows": len(corpus), "synthetic": synthetic,
+                                  "synthetic_share": round(synthetic / max(len(corpus), 1), 6), "resumed": resumed})
+                    bar.update(1)
+                tag = {"schedule": pl.lit(schedule), **{k: pl.lit(v, pl.Int32)
+                                                        for k, v in self._seed_cols(replica).items()}}
+                for t, corpus in enumerate(corpora):
+                    ctx.write_side_output(self.side_name(schedule, t, replica), corpus.rename({"text": self.text_column}))
+                    frames.append(corpus.with_columns(**tag))
+                samples += [f.with_columns(**tag) for f in (gen0, *news)]
         bar.close()
-        columns = ["schedule", *PROVENANCE_COLUMNS, "text"]
+        columns = ["schedule", *(["seed"] if self.seeds > 1 else []), *PROVENANCE_COLUMNS, "text"]
         ctx.write_side_output("samples", pl.concat(samples).select(columns).rename({"text": self.text_column}))
         ctx.record("generation_0_rows", n0)
         ctx.record("real_per_generation", n_real)
         ctx.record("generator", generator.label())
         ctx.record("generations", stats)
         ctx.record("resumed_generations", sum(s["resumed"] for s in stats))
+        training = getattr(generator, "training_log", [])
+        if training:
+            ctx.record("training", training)
+        # One row the collapse report prints: what was run, under which seed, and how training stopped.
+        ctx.write_side_output("settings", pl.DataFrame({
+            "stage": [self.name], "seed": [ctx.seed], "generator": [generator.label()],
+            "params": [json.dumps(self.get_params(), sort_keys=True, default=repr)],
+            "training": [json.dumps(training)]}))
         return pl.concat(frames).select(columns).rename({"text": self.text_column})
 
-    def _generation(self, ctx, schedule, t, corpora, news, fresh_pool, n0, n_real, generator, callback):
+    def _generation(self, ctx, schedule, t, corpora, news, fresh_pool, n0, n_real, generator, callback, replica=0):
         """Fit on corpus t-1, sample, and mix corpus t by the schedule."""
         previous = corpora[-1]
+        if hasattr(generator, "reseed"):  # generators that train draw their initialisation from the study seed
+            generator.reseed(int(self._rng(ctx, replica, schedule, t, "fit").integers(0, 2**62)))
         if callback is not None:
             new_path = callback(generation=t, schedule=schedule, corpus=previous, generator=generator)
             if new_path is not None:
                 generator.load(new_path)
         generator.fit(previous["text"], generation=t, schedule=schedule)
+        log = getattr(generator, "training_log", None)
+        if log and self.seeds > 1:
+            log[-1]["seed"] = replica
         n_synth = n0 - n_real if schedule in ("keep_real", "fresh_real") else n0
-        rng = ctx.rng(schedule, t, "sample")
+        rng = self._rng(ctx, replica, schedule, t, "sample")
         prompts = prompt_ids = None
         if self.prompt_tokens is not None:
             gen0 = corpora[0]
@@ -723,7 +759,7 @@ class Generations(Stage):
             raise PipelineError(f"the '{generator.name}' generator returned {len(texts)} texts for {n_synth} requested")
         doc_ids = [f"{schedule}/g{t:03d}/{i:06d}" for i in range(n_synth)]
         new = _frame(doc_ids, t, "synthetic", t - 1, generator.label(), prompt_ids, texts)
-        mix_rng = ctx.rng(schedule, t, "mix")
+        mix_rng = self._rng(ctx, replica, schedule, t, "mix")
         if schedule == "replace":
             corpus = new
         elif schedule == "keep_real":
@@ -731,7 +767,7 @@ class Generations(Stage):
             corpus = pl.concat([real.with_columns(generation=pl.lit(t, pl.Int32)), new])
         elif schedule == "fresh_real":
             # The held-out pool is shuffled once (by the seed) so "fresh" documents are a random draw.
-            order = ctx.rng(schedule, "fresh-order").permutation(len(fresh_pool))
+            order = self._rng(ctx, replica, schedule, "fresh-order").permutation(len(fresh_pool))
             real = fresh_pool.gather(np.sort(order[(t - 1) * n_real: t * n_real]))
             corpus = pl.concat([real.with_columns(generation=pl.lit(t, pl.Int32)), new])
         elif schedule == "accumulate":
@@ -764,21 +800,22 @@ class Generations(Stage):
         return root
 
     @staticmethod
-    def _paths(ckpt: Path, schedule: str, t: int) -> tuple[Path, Path]:
-        return ckpt / f"{schedule}-gen-{t:03d}.parquet", ckpt / f"{schedule}-new-{t:03d}.parquet"
+    def _paths(ckpt: Path, schedule: str, t: int, replica: int = 0) -> tuple[Path, Path]:
+        stem = f"seed{replica}-{schedule}" if replica else schedule
+        return ckpt / f"{stem}-gen-{t:03d}.parquet", ckpt / f"{stem}-new-{t:03d}.parquet"
 
-    def _save(self, ckpt, schedule, t, corpus, new):
+    def _save(self, ckpt, schedule, t, corpus, new, replica=0):
         if ckpt is None:
             return
-        for path, frame in zip(self._paths(ckpt, schedule, t), (corpus, new)):
+        for path, frame in zip(self._paths(ckpt, schedule, t, replica), (corpus, new)):
             tmp = path.with_suffix(".tmp")
             frame.write_parquet(tmp)
             os.replace(tmp, path)
 
-    def _load(self, ckpt, schedule, t):
+    def _load(self, ckpt, schedule, t, replica=0):
         if ckpt is None:
             return None
-        corpus_path, new_path = self._paths(ckpt, schedule, t)
+        corpus_path, new_path = self._paths(ckpt, schedule, t, replica)
         if not (corpus_path.exists() and new_path.exists()):
             return None
         return pl.read_parquet(corpus_path), pl.read_parquet(new_path)

@@ -130,7 +130,7 @@ def test_prompted_continuations_name_their_prompt(corpus):
 
 def test_single_schedule_side_outputs_are_plain_generation_names(corpus):
     result = Generations(generations=2, corpus_size=20, max_tokens=20).execute(corpus, seed=0)
-    assert sorted(result.side_outputs) == ["gen-000", "gen-001", "gen-002", "samples"]
+    assert sorted(result.side_outputs) == ["gen-000", "gen-001", "gen-002", "samples", "settings"]
     assert result.side_outputs["gen-001"].equals(
         result.table.filter(pl.col("generation") == 1).drop("schedule"))
 

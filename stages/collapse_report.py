@@ -1,0 +1,272 @@
+"""The collapse report: corpus metrics across generations as curves with seed bands, and a written summary.
+
+A reader of a collapse study needs, on every panel, what the number is and which way is worse; with
+several seeds, the spread (a line is the mean over seeds, the band spans min to max); and in words,
+per schedule, what happened by the last generation relative to generation 0. This module draws
+that from `corpus_metrics` tables and writes report.html through the shared jinja2 templates.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+
+from pipeline.errors import InputDataError, ParamError
+from pipeline.io import Dataset
+from pipeline.stage import Context, Stage
+from stages._report import png_bytes, png_data_uri, render
+
+DEFAULT_PLOT_METRICS = (
+    "vocab_size", "tail_mass", "js_divergence", "unigram_entropy_bits", "distinct_2",
+    "self_bleu", "vendi_score", "perplexity_median", "reference_vocab_coverage", "duplicate_rate",
+    "near_duplicate_rate",
+)
+
+# name -> (definition, which direction is worse for a collapse study)
+METRIC_INFO: dict[str, tuple[str, str]] = {
+    "vocab_size": ("distinct words in the corpus", "lower is worse"),
+    "tail_mass": ("share of tokens whose word is rare (<= rare_max_count) in generation 0", "lower is worse"),
+    "reference_vocab_coverage": ("share of generation 0's vocabulary still used", "lower is worse"),
+    "js_divergence": ("Jensen-Shannon divergence of word frequencies from generation 0 (bits)", "higher is worse"),
+    "unigram_entropy_bits": ("entropy of the word distribution (bits)", "lower is worse"),
+    "distinct_1": ("distinct words / words", "lower is worse"),
+    "distinct_2": ("distinct word bigrams / bigrams", "lower is worse"),
+    "distinct_3": ("distinct word trigrams / trigrams", "lower is worse"),
+    "type_token_ratio": ("distinct words / words", "lower is worse"),
+    "self_bleu": ("mean BLEU-4 of each document against the others", "higher is worse"),
+    "vendi_score": ("effective number of distinct documents (embeddings)", "lower is worse"),
+    "mean_pairwise_distance": ("mean cosine distance between document embeddings", "lower is worse"),
+    "perplexity_median": ("median perplexity under a generation-0 n-gram model", "higher is worse"),
+    "perplexity_mean": ("mean perplexity under a generation-0 n-gram model", "higher is worse"),
+    "duplicate_rate": ("share of documents repeating an earlier one exactly", "higher is worse"),
+    "near_duplicate_rate": ("share of documents with a MinHash near-duplicate", "higher is worse"),
+    "docs": ("documents", "size, not quality"),
+    "tokens": ("words", "size, not quality"),
+    "mean_doc_tokens": ("words per document", "shorter is worse"),
+}
+
+
+def describe(metric: str) -> tuple[str, str]:
+    return METRIC_INFO.get(metric, (metric, "direction not defined"))
+
+
+def seed_bands(long: pl.DataFrame, keys: list[str], x: str, column: str) -> pl.DataFrame:
+    """Mean, min and max over seeds of `column` per (keys, metric, x); one seed gives a zero-width band."""
+    return (long.group_by([*keys, "metric", x])
+            .agg(pl.col(column).mean().alias("mean"), pl.col(column).min().alias("lo"),
+                 pl.col(column).max().alias("hi"), pl.len().alias("seeds"))
+            .sort([*keys, "metric", x]))
+
+
+def schedule_summaries(table: pl.DataFrame, line: str | None, x: str) -> list[str]:
+    """Per schedule, tail mass and vocabulary at the last generation as a fraction of generation 0."""
+    present = [m for m in ("tail_mass", "vocab_size", "reference_vocab_coverage") if m in table.columns]
+    if not present or x not in table.columns:
+        return []
+    seed = ["seed"] if "seed" in table.columns else []
+    lines = table[line].unique().sort().to_list() if line else [None]
+    out = []
+    for value in lines:
+        part = table.filter(pl.col(line) == value) if line else table
+        first, last = part[x].min(), part[x].max()
+        facts = []
+        for metric in present:
+            base = part.filter(pl.col(x) == first).select([*seed, pl.col(metric).alias("b")])
+            end = part.filter(pl.col(x) == last).select([*seed, pl.col(metric).alias("e")])
+            joined = end.join(base, on=seed, how="inner") if seed else pl.concat([end, base], how="horizontal")
+            ratio = (joined["e"] / joined["b"]).to_numpy().astype(float)
+            ratio = ratio[np.isfinite(ratio)]
+            if not len(ratio):
+                continue
+            spread = f" (seeds {ratio.min():.2f} to {ratio.max():.2f}, n = {len(ratio)})" if len(ratio) > 1 else ""
+            facts.append(f"{metric} {ratio.mean():.2f}x of generation {first}{spread}")
+        if facts:
+            out.append(f"{value or 'all'}: at generation {last}, " + "; ".join(facts) + ".")
+    return out
+
+
+class CollapseReport(Stage):
+    """Curves of corpus metrics over generations, one line per schedule with seed bands, as PNGs and report.html.
+
+    The main output is the metrics in long form (schedule, [seed,] generation, metric, value) with
+    each value relative to its schedule's (and seed's) generation 0, which the curves show when
+    `relative`. With a `seed` column the lines are means over seeds and the bands span min to max.
+    Every panel is titled with the metric, its definition and which direction is worse; one legend
+    serves the whole figure. Artefacts: curves.png, metric-<name>.png each, corpus-curves.png (the
+    training corpora), perplexity.png (per-document perplexity under the generation-0 model, as in
+    Shumailov et al.'s figure) and report.html with a written summary per schedule (tail mass and
+    vocabulary at the last generation as a fraction of generation 0), the settings and every column.
+
+    Parameters:
+        metrics: metric columns to plot (null = the standard collapse set that is present and not empty)
+        x: column on the horizontal axis
+        line: column that makes one line per value (null = a single line)
+        relative: plot each metric divided by its generation-0 value
+        title: heading of the report
+    """
+
+    name = "collapse_report"
+    version = "2"
+    inputs = ("metrics", "perplexity", "corpus_metrics", "settings")
+    optional_inputs = ("perplexity", "corpus_metrics", "settings")
+
+    def __init__(
+        self,
+        metrics: list[str] | None = None,
+        x: str = "generation",
+        line: str | None = "schedule",
+        relative: bool = False,
+        title: str = "Model collapse across generations",
+    ):
+        self.metrics = metrics
+        self.x = x
+        self.line = line
+        self.relative = relative
+        self.title = title
+
+    def required_columns(self):
+        cols = {self.x: "x"}
+        if self.metrics:
+            cols.update({m: "metrics" for m in self.metrics})
+        return {"metrics": cols}
+
+    @classmethod
+    def example(cls):
+        rows = [{"schedule": s, "generation": g, "vocab_size": 1000 - (300 if s == "replace" else 20) * g,
+                 "tail_mass": 0.1 / (1 + g * (s == "replace"))} for s in ("replace", "accumulate") for g in range(3)]
+        return {}, {"metrics": pl.DataFrame(rows)}
+
+    def run(self, ctx: Context, metrics: Dataset, perplexity: Dataset | None = None,
+            corpus_metrics: Dataset | None = None, settings: Dataset | None = None) -> pl.DataFrame:
+        from matplotlib.figure import Figure
+
+        table = metrics.collect()
+        long, images = self._curves(table, Figure, "curves.png", write_singles=True)
+        if corpus_metrics is not None:
+            _, corpus_images = self._curves(corpus_metrics.collect(), Figure, "corpus-curves.png",
+                                            write_singles=False)
+            images.update(corpus_images)
+        if perplexity is not None:
+            line = self.line if self.line and self.line in table.columns else None
+            images["perplexity.png"] = self._histograms(perplexity.collect(), line, Figure)
+        for name, data in images.items():
+            ctx.artefact_path(name).write_bytes(data)
+        line = self.line if self.line and self.line in table.columns else None
+        summary = schedule_summaries(table, line, self.x)
+        html = self._html(ctx, table, images, summary, settings.collect() if settings is not None else None)
+        ctx.artefact_path("report.html").write_text(html, encoding="utf-8")
+        ctx.record("plotted_metrics", long["metric"].unique(maintain_order=True).to_list())
+        ctx.record("summary", summary)
+        ctx.record("artefacts", sorted([*images, "report.html"]))
+        return long
+
+    def _long(self, table: pl.DataFrame) -> tuple[pl.DataFrame, list[str], list[str], str | None]:
+        line = self.line if self.line and self.line in table.columns else None
+        if self.line and line is None and self.line != "schedule":
+            raise InputDataError(f"input 'metrics' has no column '{self.line}'", param="line")
+        names = [m for m in (self.metrics or DEFAULT_PLOT_METRICS)
+                 if m in table.columns and table[m].cast(pl.Float64).is_not_nan().any()]
+        if not names:
+            raise ParamError("metrics", f"none of the metrics to plot are in the table; columns: {table.columns}")
+        keys = [line] if line else []
+        seed = ["seed"] if "seed" in table.columns else []
+        long = (table.select([*keys, *seed, self.x, *[pl.col(m).cast(pl.Float64) for m in names]])
+                .unpivot(index=[*keys, *seed, self.x], variable_name="metric", value_name="value")
+                .sort([*keys, *seed, "metric", self.x]))
+        base = pl.col("value").first().over([*keys, *seed, "metric"], order_by=self.x)
+        # A metric that starts at 0 (divergence from generation 0) has no ratio: null, not inf.
+        long = long.with_columns(relative_to_first=pl.when(base != 0).then(pl.col("value") / base))
+        return long, names, keys, line
+
+    def _curves(self, table: pl.DataFrame, figure_cls, grid_name: str, write_singles: bool):
+        """Long-form metrics and the PNGs of their curves (one grid, and one file per metric)."""
+        from matplotlib.ticker import MaxNLocator
+
+        long, names, keys, line = self._long(table)
+        column = "relative_to_first" if self.relative else "value"
+        bands = seed_bands(long.drop_nulls(column), keys, self.x, column)
+        lines = long[line].unique(maintain_order=True).sort().to_list() if line else [None]
+        n_seeds = long["seed"].n_unique() if "seed" in long.columns else 1
+
+        images: dict[str, bytes] = {}
+        cols = 3
+        rows = (len(names) + cols - 1) // cols
+        grid = figure_cls(figsize=(4.6 * cols, 3.5 * rows + 0.6), layout="constrained")
+        axes = grid.subplots(rows, cols, squeeze=False).ravel()
+        handles: dict[str, object] = {}
+        for i, metric in enumerate(names):
+            single = figure_cls(figsize=(5.2, 3.8), layout="constrained") if write_singles else None
+            for ax in (axes[i], *([single.subplots()] if single is not None else [])):
+                for j, value in enumerate(lines):
+                    part = bands.filter(pl.col("metric") == metric)
+                    if line:
+                        part = part.filter(pl.col(line) == value)
+                    colour = f"C{j}"
+                    xs = part[self.x].to_numpy()
+                    (h,) = ax.plot(xs, part["mean"].to_numpy(), marker="o", color=colour, label=str(value))
+                    if n_seeds > 1:
+                        ax.fill_between(xs, part["lo"].to_numpy(), part["hi"].to_numpy(), color=colour, alpha=0.2,
+                                        linewidth=0)
+                    handles.setdefault(str(value), h)
+                definition, worse = describe(metric)
+                ax.set_title(f"{metric}" + (" (/ generation 0)" if self.relative else "") + f"\n{definition}; "
+                             f"{worse}", fontsize=8)
+                ax.set_xlabel(self.x)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.grid(alpha=0.3)
+            if single is not None:
+                if line:
+                    single.legend(list(handles.values()), list(handles), loc="outside lower center",
+                                  ncols=len(handles), fontsize=8)
+                images[f"metric-{metric}.png"] = png_bytes(single)
+        for ax in axes[len(names):]:
+            ax.set_visible(False)
+        if line:
+            band = f"; lines = mean of {n_seeds} seeds, bands = min to max" if n_seeds > 1 else ""
+            grid.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=len(handles),
+                        title=f"{line}{band}", fontsize=9)
+        grid.suptitle(self.title if write_singles else "Training corpora (what each generation is fit on)")
+        images[grid_name] = png_bytes(grid)
+        return long, images
+
+    def _histograms(self, ppl: pl.DataFrame, line: str | None, figure_cls) -> bytes:
+        if "perplexity" not in ppl.columns or self.x not in ppl.columns:
+            raise InputDataError(f"input 'perplexity' needs columns 'perplexity' and '{self.x}'; "
+                                 f"it has {ppl.columns}", param="x")
+        panels = ppl[line].unique().sort().to_list() if line and line in ppl.columns else [None]
+        fig = figure_cls(figsize=(4.5 * len(panels), 3.6), layout="constrained")
+        axes = fig.subplots(1, len(panels), squeeze=False).ravel()
+        logp = np.log10(np.maximum(ppl["perplexity"].to_numpy(), 1.0))
+        bins = np.linspace(np.nanmin(logp), np.nanpercentile(logp, 99.5), 50)
+        gens = ppl[self.x].to_numpy()
+        panel_col = ppl[line].to_numpy() if panels != [None] else None
+        for ax, panel in zip(axes, panels):
+            in_panel = np.ones(len(ppl), bool) if panel_col is None else panel_col == panel
+            for k, gen in enumerate(np.unique(gens)):
+                sel = in_panel & (gens == gen)  # all seeds pooled
+                ax.hist(logp[sel], bins=bins, density=True, histtype="step", color=f"C{k}", label=f"{self.x} {gen}")
+            ax.set_title(f"{panel}" if panel is not None else "perplexity", fontsize=9)
+            ax.set_xlabel("log10 perplexity under generation-0 model\n(mass moving right is worse)")
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right center", fontsize=8)
+        return png_bytes(fig)
+
+    def _html(self, ctx: Context, table: pl.DataFrame, images: dict[str, bytes], summary: list[str],
+              settings: pl.DataFrame | None) -> str:
+        rows = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in table.iter_rows()]
+        definitions = [(c, *describe(c)) for c in table.columns if c in METRIC_INFO]
+        config = {"report": {"seed": ctx.seed, **self.get_params()}}
+        if settings is not None and len(settings):
+            row = settings.row(0, named=True)
+            config["study"] = {"seed": row.get("seed"), "generator": row.get("generator"),
+                               "params": json.loads(row.get("params") or "{}")}
+            training = json.loads(row.get("training") or "[]")
+        else:
+            training = []
+        return render("collapse.html.j2", title=self.title, columns=table.columns, rows=rows,
+                      images={name: png_data_uri(data) for name, data in images.items()}, summary=summary,
+                      definitions=definitions, config=json.dumps(config, indent=2, default=str),
+                      training=training, seed=ctx.seed,
+                      replicas=int(table["seed"].n_unique()) if "seed" in table.columns else 1)
