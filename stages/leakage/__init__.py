@@ -6,7 +6,8 @@
 - `spans.py`: token positions to character spans and readable evidence;
 - `report.py`: report.html / report.md, drawn from the columns the kinds declare;
 - `decontaminate.py`: the `decontaminate` stage (cut or drop what the audit matched);
-- `planting.py`: planted leaks for studies and threshold calibration;
+- `planting.py`: planted leaks for studies and threshold calibration; `plant_stage.py`: the
+  `plant_leakage` stage (plants a test set into a training corpus, with truth labels);
 (`pipeline audit TRAIN TEST` lives in `stages/leakage_cli.py`.)
 """
 
@@ -25,12 +26,13 @@ from stages.leakage.evidence import (
     register_evidence,
 )
 from stages.leakage.ngram import NgramEvidence
-from stages.leakage.planting import PLANT_KINDS, plant
+from stages.leakage.plant_stage import PlantLeakage
+from stages.leakage.planting import HEAVY_KINDS, PLANT_KINDS, plant
 from stages.text import Tokens, longest_common_run, ngram_hashes, token_offsets, tokenize
 
 __all__ = [
     "EVIDENCE_KINDS", "PLANT_KINDS", "SIMILARITY_DEFAULTS", "VERDICTS", "ChunkEvidence", "ChunkNeighbours",
-    "Decontaminate", "Evidence", "LeakageAudit", "NgramEvidence", "Resolved", "Score", "SemanticEvidence",
+    "Decontaminate", "Evidence", "HEAVY_KINDS", "LeakageAudit", "NgramEvidence", "PlantLeakage", "Resolved", "Score", "SemanticEvidence",
     "TestSide", "Tokens", "TrainBatch", "longest_common_run", "match_kinds", "merge_spans",
     "ngram_hashes", "plant", "register_evidence", "token_offsets", "tokenize",
 ]
