@@ -40,6 +40,7 @@ from stages.leakage.evidence import (
     builtin_kinds,
 )
 from stages.leakage.spans import MATCHES_SCHEMA, SpanFinder, fetch_train_docs, item_ids, matches_table
+from stages.leakage.variants import check_fields, raw_variants
 from stages.text import MAX_N, token_offsets, tokenize
 
 EVIDENCE_SPAN_COLUMNS = ["train_id", "evidence_kind", "evidence", "train_evidence", "test_char_start",
@@ -90,6 +91,10 @@ class LeakageAudit(Stage):
         batch_rows: training rows read per batch (memory vs speed)
         evidence: further registered evidence kinds to run (see stages.leakage.evidence), by name
         cache: embed through the content-addressed embedding cache (only unseen chunks reach the model); null = on for sentence-transformers, off for static (measured: the static table embeds faster than a cold cache stores)
+        candidates: paraphrase evidence: training chunks kept per test variant by the static table, then re-scored with MiniLM
+        null_quantile: paraphrase evidence: the operating point, as a quantile of this test set's null (best score against a training document other than the item's best)
+        paraphrase_min_score: paraphrase evidence: the lowest threshold the null may set
+        fields: eval-aware items: test columns by role ({question: q, choices: options, answer: label, passage: p}); each item is scored as question, question + answer and full prompt
     """
 
     name = "leakage_audit"
@@ -122,6 +127,10 @@ class LeakageAudit(Stage):
         batch_rows: PositiveInt = 20_000,
         evidence: list[str] | None = None,
         cache: bool | None = None,
+        candidates: Annotated[int, Field(ge=2, le=100)] = 8,
+        null_quantile: Fraction = 0.99,
+        paraphrase_min_score: Fraction = 0.5,
+        fields: dict[str, str] | None = None,
     ):
         self.text_column = text_column
         self.id_column = id_column
@@ -146,6 +155,10 @@ class LeakageAudit(Stage):
         self.batch_rows = batch_rows
         self.evidence = evidence
         self.cache = cache
+        self.candidates = candidates
+        self.null_quantile = null_quantile
+        self.paraphrase_min_score = paraphrase_min_score
+        self.fields = fields
         self.cache_dir = None  # set from the run's context: where the embedding cache lives
 
     # -- contract ---------------------------------------------------------------------------
@@ -159,12 +172,13 @@ class LeakageAudit(Stage):
             raise ParamError("chunk_contaminated", f"must be >= chunk_partial ({self.chunk_partial})")
         if self.similarity_thresholds[1] < self.similarity_thresholds[0]:
             raise ParamError("similarity_contaminated", f"must be >= similarity_partial ({self.similarity_partial})")
+        check_fields(self.fields)
         unknown = [k for k in self.evidence or [] if k not in EVIDENCE_KINDS]
         if unknown:
             raise ParamError("evidence", f"unknown evidence kind {unknown[0]!r}; registered: {', '.join(EVIDENCE_KINDS)}")
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
-        test = {self.text_column: "text_column"}
+        test = {self.text_column: "text_column"} if not self.fields else {c: "fields" for c in self.fields.values()}
         if self.subset_column:
             test[self.subset_column] = "subset_column"
         return {"train": {self.text_column: "text_column"}, "test": test}
@@ -200,9 +214,12 @@ class LeakageAudit(Stage):
         use_cache = self.cache if self.cache is not None else self.backend != "static"
         self.cache_dir = ctx.cache_dir if use_cache else None
         test_df = test.collect()
-        texts = test_df.get_column(self.text_column).cast(pl.String).fill_null("")
+        if self.fields and self.text_column not in test_df.columns:  # the full prompt stands for the item
+            texts = pl.Series([v[-1][1] for v in raw_variants(test_df, self.fields)], dtype=pl.String)
+        else:
+            texts = test_df.get_column(self.text_column).cast(pl.String).fill_null("")
         side = TestSide(texts=texts, tokens=tokenize(texts))
-        shared: dict = {}
+        shared: dict = {"test_frame": test_df}
         evidences = [cls(self, side, shared) for cls in self.evidence_classes() if self.enabled(cls)]
         rows, train_bytes, timings = self._stream(ctx, train, evidences)
         wanted = sorted(set().union(*(set(ev.candidate_docs().tolist()) for ev in evidences)))
