@@ -25,7 +25,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from pipeline.errors import ParamError
+from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.params import Annotated, Cosine, Field, Fraction, NonNegativeInt, PositiveInt
 from pipeline.stage import Context, Stage
@@ -99,7 +99,8 @@ class LeakageAudit(Stage):
 
     name = "leakage_audit"
     version = "1"
-    inputs = ("train", "test")
+    inputs = ("train", "test", "truth")
+    optional_inputs = ("truth",)  # truth labels (test_id, planted), e.g. plant_leakage's `truth`: precision/recall per evidence kind
     requires = ("faiss",)
 
     def __init__(
@@ -210,7 +211,7 @@ class LeakageAudit(Stage):
 
     # -- run --------------------------------------------------------------------------------
 
-    def run(self, ctx: Context, train: Dataset, test: Dataset) -> pl.DataFrame:
+    def run(self, ctx: Context, train: Dataset, test: Dataset, truth: Dataset | None = None) -> pl.DataFrame:
         use_cache = self.cache if self.cache is not None else self.backend != "static"
         self.cache_dir = ctx.cache_dir if use_cache else None
         test_df = test.collect()
@@ -235,6 +236,9 @@ class LeakageAudit(Stage):
         ctx.write_side_output("dirty", test_df.with_columns(verdict=verdicts, train_id=out.get_column("train_id"))
                               .filter(verdicts != "clean"))
         self._record(ctx, side, evidences, verdicts, rows, train_bytes, timings)
+        ctx.record("seed", ctx.seed)
+        if truth is not None:
+            ctx.record("evidence_precision_recall", precision_recall(findings, evidences, truth.collect()))
 
         from stages.leakage.report import worst_items, write_reports
 
@@ -342,3 +346,20 @@ class LeakageAudit(Stage):
         return {"chunk_overlap": False, "semantic": False}, {"train": train, "test": test}
 
 
+
+
+def precision_recall(findings: pl.DataFrame, evidences: list[Evidence], truth: pl.DataFrame) -> dict[str, dict]:
+    """Per evidence kind (and for the verdict): precision and recall of 'flagged' against truth labels."""
+    if not {"test_id", "planted"} <= set(truth.columns):
+        raise InputDataError("leakage_audit: input 'truth' needs columns test_id and planted (plant_leakage's truth)")
+    judged = findings.join(truth.select(pl.col("test_id").cast(pl.String), pl.col("planted").cast(pl.Boolean)),
+                           on="test_id", how="inner")
+    flags = {ev.kind: (lambda c, p: c | p)(*ev.verdict()) for ev in evidences} | {"verdict": pl.col("verdict") != "clean"}
+    out = {}
+    for name, flag in flags.items():
+        row = judged.select(tp=(flag & pl.col("planted")).sum(), fp=(flag & ~pl.col("planted")).sum(),
+                            positives=pl.col("planted").sum(), negatives=(~pl.col("planted")).sum()).row(0, named=True)
+        out[name] = {"precision": round(row["tp"] / max(row["tp"] + row["fp"], 1), 4),
+                     "recall": round(row["tp"] / max(row["positives"], 1), 4),
+                     "fpr": round(row["fp"] / max(row["negatives"], 1), 4), **row}
+    return out

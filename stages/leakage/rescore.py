@@ -124,6 +124,12 @@ class ParaphraseEvidence(Evidence):
         return [("candidates", audit.candidates), ("null_quantile", audit.null_quantile),
                 ("min_score", audit.paraphrase_min_score), ("fields", audit.fields)]
 
+    @classmethod
+    def thresholds(cls, audit: Any, findings: pl.DataFrame) -> dict[str, list[float]]:
+        if "paraphrase_threshold" not in findings.columns:
+            return {}
+        return {"paraphrase_score": sorted(findings["paraphrase_threshold"].drop_nulls().unique().to_list())}
+
     def add_batch(self, batch: TrainBatch) -> None:
         self.candidates.add(batch)
 

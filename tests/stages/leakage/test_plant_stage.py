@@ -46,11 +46,17 @@ def test_every_kind_is_planted_with_truth_labels(corpora):
     assert not stage.execute(train=train, test=test, seed=4).side_outputs["truth"].equals(truth)
 
 
-def test_the_default_audit_flags_planted_copies_and_not_controls(corpora):
+def test_the_default_audit_flags_planted_copies_and_not_controls(corpora, tmp_path):
     train, test = corpora
     result = PlantLeakage(kinds=["verbatim", "surface", "partial"], rate=0.5).execute(
         train=train, test=test, seed=1)
-    findings = LeakageAudit(semantic=False, chunk_overlap=False).apply(train=result.table, test=test)
+    audited = LeakageAudit(semantic=False, chunk_overlap=False, subset_column="id").execute(
+        train=result.table, test=test, truth=result.side_outputs["truth"], workdir=tmp_path)
+    findings = audited.table
+    quality = audited.stats["evidence_precision_recall"]
+    assert quality["ngram"]["recall"] == 1.0 and quality["verdict"]["positives"] == 16
+    md = (tmp_path / "report.md").read_text()
+    assert "Precision and recall per evidence kind" in md and "one-item subsets" in md
     judged = findings.join(result.side_outputs["truth"], on="test_id")
     planted = judged.filter("planted")
     assert (planted["verdict"] != "clean").all()
