@@ -38,6 +38,7 @@ from pipeline.io import read_parquet_checked
 from pipeline.params import PositiveInt
 from pipeline.progress import notice
 from pipeline.stage import Context, RowwiseStage, default_cache_dir
+from stages._vectors import vector_matrix
 
 BACKENDS = ("sentence-transformers", "static")
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -481,27 +482,7 @@ def vectors_to_series(name: str, vectors: np.ndarray) -> pl.Series:
 
 def series_to_vectors(series: pl.Series) -> np.ndarray:
     """The (n, dim) float32 matrix behind an embedding column (Array or List of floats)."""
-    if series.null_count():
-        raise InputDataError(f"embedding column '{series.name}' has {series.null_count()} null rows")
-    dtype = series.dtype
-    if isinstance(dtype, pl.Array):
-        width = dtype.size
-    elif isinstance(dtype, pl.List):
-        lengths = series.list.len()
-        width = int(lengths[0]) if len(series) else 0
-        if len(series) and (lengths != width).any():
-            raise InputDataError(f"embedding column '{series.name}' has vectors of different lengths")
-    else:
-        raise InputDataError(
-            f"column '{series.name}' is {dtype}, not an embedding (a fixed-size list of floats)"
-        )
-    if len(series) == 0:
-        return np.empty((0, width), np.float32)
-    arrow = series.to_arrow()
-    if isinstance(arrow, pa.ChunkedArray):
-        arrow = arrow.combine_chunks()
-    flat = arrow.flatten().to_numpy(zero_copy_only=False)
-    return np.ascontiguousarray(flat.astype(np.float32, copy=False).reshape(len(series), width))
+    return vector_matrix(series, dtype=np.float32, scalars=False, what="an embedding (a fixed-size list of floats)")
 
 
 # ---------------------------------------------------------------- the stage

@@ -58,6 +58,7 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import DEFAULT_BATCH_ROWS, Dataset
 from pipeline.stage import Context, Stage
 from stages._hashing import _MIX1, _MIX2, _S11, id_digest, keyed, mix64, stream_key, unit_interval
+from stages._vectors import vector_matrix
 
 NOISE_COLUMNS = ("clean_label", "is_noisy", "noise_origin", "source_id")
 DILUTE_NOISE = ("uniform", "structured")
@@ -99,21 +100,6 @@ def largest_remainder(total: int, weights: np.ndarray, tiebreak: np.ndarray) -> 
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def vector_matrix(values: pl.Series, param: str) -> np.ndarray:
-    """A list/array column of numbers as a 2-D float64 array."""
-    if not isinstance(values.dtype, (pl.List, pl.Array)):
-        if values.dtype.is_numeric():
-            return values.cast(pl.Float64).to_numpy().reshape(-1, 1)
-        raise InputDataError(
-            f"column '{values.name}' must hold numeric vectors (list or array), not {values.dtype}", param=param
-        )
-    widths = values.list.len().unique() if isinstance(values.dtype, pl.List) else None
-    if widths is not None and widths.len() != 1:
-        raise InputDataError(f"column '{values.name}' holds vectors of different lengths", param=param)
-    width = int(widths[0]) if widths is not None else values.dtype.size
-    return values.cast(pl.Array(pl.Float64, width)).to_numpy()
 
 
 def _json_value(v: Any) -> Any:

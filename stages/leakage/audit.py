@@ -99,8 +99,11 @@ class LeakageAudit(Stage):
 
     name = "leakage_audit"
     version = "1"
-    inputs = ("train", "test", "truth")
-    optional_inputs = ("truth",)  # truth labels (test_id, planted), e.g. plant_leakage's `truth`: precision/recall per evidence kind
+    inputs = ("train", "test", "index", "truth")
+    # `index`: an `index` step over the training corpus's chunks: the chunk/semantic passes search it
+    # instead of embedding the training corpus again. `truth`: labels (test_id, planted), e.g.
+    # plant_leakage's `truth`, for precision/recall per evidence kind in the stats and the report.
+    optional_inputs = ("index", "truth")
     requires = ("faiss",)
 
     def __init__(
@@ -211,7 +214,8 @@ class LeakageAudit(Stage):
 
     # -- run --------------------------------------------------------------------------------
 
-    def run(self, ctx: Context, train: Dataset, test: Dataset, truth: Dataset | None = None) -> pl.DataFrame:
+    def run(self, ctx: Context, train: Dataset, test: Dataset, index: Dataset | None = None,
+            truth: Dataset | None = None) -> pl.DataFrame:
         use_cache = self.cache if self.cache is not None else self.backend != "static"
         self.cache_dir = ctx.cache_dir if use_cache else None
         test_df = test.collect()
@@ -220,7 +224,8 @@ class LeakageAudit(Stage):
         else:
             texts = test_df.get_column(self.text_column).cast(pl.String).fill_null("")
         side = TestSide(texts=texts, tokens=tokenize(texts))
-        shared: dict = {"test_frame": test_df}
+        shared: dict = {"prebuilt_index": self._load_index(index)} if index is not None else {}
+        shared["test_frame"] = test_df
         evidences = [cls(self, side, shared) for cls in self.evidence_classes() if self.enabled(cls)]
         rows, train_bytes, timings = self._stream(ctx, train, evidences)
         wanted = sorted(set().union(*(set(ev.candidate_docs().tolist()) for ev in evidences)))
@@ -248,6 +253,23 @@ class LeakageAudit(Stage):
                       html_path=ctx.artefact_path("report.html"), md_path=ctx.artefact_path("report.md"))
         return out
 
+    def _load_index(self, index: Dataset):
+        from pathlib import Path
+
+        from pipeline.errors import InputDataError
+        from stages.retrieval import Index
+
+        if index.files is None:
+            raise InputDataError("input 'index' must be the output directory of an 'index' step", file=index.label)
+        loaded = Index.load(Path(index.files[0]).parent)
+        if loaded._docs is None:
+            raise InputDataError("the index was built without doc_column: its chunks cannot be traced to training "
+                                 "documents; rebuild it with doc_column (e.g. doc_id)", file=index.label)
+        if self.chunk_overlap and "text" not in loaded.mapping.columns:
+            raise ParamError("chunk_overlap", "needs each indexed chunk's text: build the index with "
+                             "keep_columns: [text], or set chunk_overlap: false")
+        return loaded
+
     def _stream(self, ctx: Context, train: Dataset, evidences: list[Evidence]) -> tuple[int, int, dict]:
         """One pass over the training corpus: tokenise each batch once, hand it to every evidence kind."""
         train_columns = [self.text_column] + ([self.id_column] if self.id_column in train.columns else [])
@@ -258,7 +280,8 @@ class LeakageAudit(Stage):
             texts = batch.get_column(self.text_column).cast(pl.String).fill_null("")
             train_bytes += int(texts.str.len_bytes().sum() or 0)
             t0 = time.perf_counter()
-            item = TrainBatch(texts=texts, tokens=tokenize(texts), base=base)
+            ids = batch.get_column(self.id_column).cast(pl.String) if self.id_column in batch.columns else None
+            item = TrainBatch(texts=texts, tokens=tokenize(texts), base=base, ids=ids)
             timings["tokenize_s"] += time.perf_counter() - t0
             for ev in evidences:
                 t0 = time.perf_counter()

@@ -22,7 +22,7 @@ from stages.leakage.evidence import (
     TrainBatch,
     register_evidence,
 )
-from stages.text import Tokens, longest_common_run, token_chunks
+from stages.text import Tokens, longest_common_run, token_chunks, tokenize
 
 # Calibrated (partial, contaminated) cosine thresholds per embedding backend; see LeakageAudit.
 SIMILARITY_DEFAULTS = {"static": (0.90, 0.96), "sentence-transformers": (0.78, 0.90)}
@@ -66,8 +66,10 @@ class ChunkNeighbours:
 
     @classmethod
     def of(cls, shared: dict[str, Any], audit: Any, test: TestSide) -> ChunkNeighbours:
+        """The audit's one neighbour search: over a prebuilt `index` step when given, else streamed."""
         if "chunk_neighbours" not in shared:
-            shared["chunk_neighbours"] = cls(audit, test)
+            prebuilt = shared.get("prebuilt_index")
+            shared["chunk_neighbours"] = IndexedNeighbours(audit, test, prebuilt) if prebuilt else cls(audit, test)
         return shared["chunk_neighbours"]
 
     def _embed(self, texts: list[str]) -> np.ndarray:
@@ -151,6 +153,76 @@ class ChunkNeighbours:
                 "train_tok_start": self.train_tok_start.reshape(-1),
             }).filter(pl.col("doc") >= 0)
         return self._table
+
+
+class IndexedNeighbours(ChunkNeighbours):
+    """Neighbours from an existing `index` step over the training corpus's chunks (no training embedding).
+
+    Test chunks are embedded with the encoder the index records and searched once. The stream only
+    maps the neighbours' document ids to training rows. The overlap ratio compares words of the
+    indexed chunk's text (the index must keep `text`); where an indexed chunk starts inside its
+    document in words is not recorded, so training-side character spans of this evidence are unknown.
+    """
+
+    def __init__(self, audit: Any, test: TestSide, index: Any):
+        self.index = index
+        super().__init__(audit, test)
+        self._rows: dict[str, int] = {}
+        if self.vectors is None:
+            self._doc_ids = pl.Series(dtype=pl.String)
+            return
+        sim, rows = index.search_raw(self.vectors, self.k)
+        kk = rows.shape[1]
+        valid = rows >= 0
+        self.sim[:, :kk] = np.where(valid, sim, -np.inf)
+        flat = np.where(valid, rows, 0).reshape(-1)
+        self._doc_ids = index._docs.gather(flat).cast(pl.String)
+        self._valid = valid
+        self.train_tok_start[:] = -1
+        if "text" in index.mapping.columns:
+            chunk_tok = tokenize(index.mapping["text"].gather(flat))
+            starts = chunk_tok.offsets[:-1]
+            lengths = np.minimum(chunk_tok.counts, self.size)
+            tokens = padded(chunk_tok.hashes, starts, lengths, self.size).reshape(rows.shape[0], kk, self.size)
+            self.cand_tokens[:, :kk] = tokens
+            self.cand_lengths[:, :kk] = lengths.reshape(rows.shape[0], kk)
+        self._wanted = set(self._doc_ids.unique().to_list())
+        self.train_chunks = int(index.ntotal)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        return self.index.embed(texts, cache_dir=self.audit.cache_dir)
+
+    def add_batch(self, batch: TrainBatch) -> None:
+        if self.vectors is None or batch.ids is None or self._seen_base == batch.base:
+            return
+        self._seen_base = batch.base
+        hit = batch.ids.is_in(list(self._wanted)).to_numpy()
+        for i in np.flatnonzero(hit).tolist():
+            self._rows.setdefault(batch.ids[i], batch.base + i)
+        self._table = None
+
+    def merge(self, other: ChunkNeighbours) -> None:
+        assert isinstance(other, IndexedNeighbours)
+        for doc_id, row in other._rows.items():
+            self._rows.setdefault(doc_id, row)
+        self._table = None
+
+    def _fill_docs(self) -> None:
+        """Training row of every neighbour, from the ids seen in the stream (-1: not in this corpus)."""
+        if self.vectors is None:
+            return
+        rows = self._doc_ids.replace_strict(self._rows, default=-1, return_dtype=pl.Int64).to_numpy()
+        kk = self._valid.shape[1]
+        self.doc[:, :kk] = np.where(self._valid, rows.reshape(-1, kk), -1)
+
+    def candidate_docs(self) -> np.ndarray:
+        self._fill_docs()
+        return super().candidate_docs()
+
+    def table(self) -> pl.DataFrame:
+        if self._table is None:
+            self._fill_docs()
+        return super().table()
 
 
 class _NeighbourEvidence(Evidence):

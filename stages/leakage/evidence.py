@@ -56,6 +56,7 @@ class TrainBatch:
     texts: pl.Series
     tokens: Tokens
     base: int
+    ids: pl.Series | None = None  # the id column as strings, when the corpus has one
 
 
 @dataclass

@@ -124,3 +124,26 @@ def test_partial_states_of_two_shards_merge_into_the_one_pass_result(train):
         assert a.best.sort(order).equals(b.best.sort(order)), one_pass.kind
         assert a.matches.height == b.matches.height > 0, one_pass.kind
         assert np.array_equal(one_pass.candidate_docs(), merged.candidate_docs())
+
+
+def test_audit_searches_an_existing_index_step_instead_of_embedding_the_corpus(train, tmp_path):
+    from pipeline.io import Dataset
+    from stages.embedding import Embed
+    from stages.retrieval import BuildIndex, Chunk
+
+    chunks = Chunk(size=48, overlap=16, tokenizer="whitespace").apply(train)
+    vectors = Embed(backend="static").apply(chunks)
+    BuildIndex(id_column="chunk_id", doc_column="doc_id", keep_columns=["text"], backend="static").execute(
+        vectors, workdir=tmp_path / "index")
+    passage = " ".join(topics[TOPICS[7]].split()[10:90])
+    test = pl.DataFrame({"id": ["copy", "other"], "text": [passage, "a sentence about nothing in the corpus at all"]})
+    result = LeakageAudit(ngram=False, k=3).execute(train=train, test=test, index=Dataset.from_parquet(tmp_path / "index"),
+                                                   workdir=tmp_path / "audit")
+    findings = result.table
+    assert findings["verdict"].to_list()[0] == "contaminated"
+    source = " ".join(topics[findings["train_id"][0]].split())  # pydoc topics repeat each other: any copy counts
+    assert " ".join(passage.split()[20:40]) in source
+    # Indexed chunks are cut elsewhere than the audit's own windows: overlap, not cosine, carries this one.
+    assert findings["chunk_overlap_ratio"][0] > 0.5 and findings["max_similarity"][0] > findings["max_similarity"][1]
+    assert findings["verdict"][1] == "clean"
+    assert result.stats["train_chunks_embedded"] == vectors.height  # the index's chunks, none embedded here

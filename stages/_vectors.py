@@ -1,0 +1,41 @@
+"""One reader for vector columns: a polars List/Array column of numbers as a 2-D NumPy matrix.
+
+Used for embeddings (float32, retrieval and leakage) and for feature vectors (float64, label noise and
+its studies), so a ragged, null or non-numeric column is refused the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from pipeline.errors import InputDataError
+
+
+def vector_matrix(values: pl.Series, param: str | None = None, dtype=np.float64, scalars: bool = True,
+                  what: str = "numeric vectors (list or array)") -> np.ndarray:
+    """(n, width) matrix of a vector column; `scalars` lets a plain numeric column count as width 1."""
+    name = values.name
+    if values.null_count():
+        raise InputDataError(f"column '{name}' has {values.null_count()} null rows; drop or fill them first",
+                             param=param)
+    column_type = values.dtype
+    if not isinstance(column_type, (pl.List, pl.Array)):
+        if scalars and column_type.is_numeric():
+            return values.cast(pl.Float64).to_numpy().reshape(-1, 1).astype(dtype, copy=False)
+        raise InputDataError(f"column '{name}' is {column_type}, not {what}", param=param)
+    if isinstance(column_type, pl.Array):
+        width = column_type.size
+    else:
+        widths = values.list.len().unique()
+        if widths.len() > 1:
+            raise InputDataError(f"column '{name}' holds vectors of different lengths", param=param)
+        width = int(widths[0]) if widths.len() else 0
+    if len(values) == 0:
+        return np.empty((0, width), dtype)
+    arrow = values.to_arrow()
+    if isinstance(arrow, pa.ChunkedArray):
+        arrow = arrow.combine_chunks()
+    flat = arrow.flatten().to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(flat.astype(dtype, copy=False).reshape(len(values), width))
