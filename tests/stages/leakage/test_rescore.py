@@ -85,3 +85,20 @@ def test_eval_fields_build_question_answer_and_prompt_variants():
         LeakageAudit(fields={"query": "q"}).validate()
     with pytest.raises(ParamError, match="question"):
         LeakageAudit(fields={"answer": "label"}).validate()
+
+
+def test_an_eval_item_leaked_with_its_answer_is_found_through_its_fields(train):
+    from pydoc_data.topics import topics as docs
+
+    question = " ".join(docs["lambda"].split()[20:45])
+    options = ["a syntax error", "an anonymous function object", "a generator", "a class"]
+    leaked = f"Q: {question} Answer: {options[1]}"
+    corpus = pl.concat([train, pl.DataFrame({"id": ["leak"], "text": [leaked]})])
+    test = pl.DataFrame({"id": ["lam", "dict"], "q": [question, " ".join(docs["dict"].split()[30:55])],
+                         "options": [options, ["a list", "a mapping", "a set", "a tuple"]], "label": [1, 1]})
+    findings = LeakageAudit(ngram=False, chunk_overlap=False, semantic=False, evidence=["paraphrase"], candidates=4,
+                            fields={"question": "q", "choices": "options", "answer": "label"},
+                            ).apply(train=corpus, test=test)
+    lam = findings.row(0, named=True)
+    assert lam["train_id"] == "leak" and lam["paraphrase_variant"] in ("question", "question+answer", "prompt")
+    assert lam["paraphrase_score"] > findings.row(1, named=True)["paraphrase_score"]
