@@ -77,7 +77,7 @@ def versions() -> dict:
 
     out = {}
     for pkg in ("corpusforge", "polars", "pyarrow", "numpy", "duckdb", "faiss-cpu", "sentence-transformers",
-                "torch", "model2vec", "scikit-learn", "datatrove", "ray"):
+                "torch", "model2vec", "scikit-learn", "datatrove", "ray", "rensa", "datasketch"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

@@ -24,12 +24,13 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import polars as pl
 
-from pipeline.errors import InputDataError, ParamError
+from pipeline.errors import ParamError
 from pipeline.io import Dataset
+from pipeline.params import Annotated, Field, Fraction, NonNegativeFloat, PositiveInt
 from pipeline.stage import Context, Stage
 from stages.nets import TrainConfig, train_classifier
 from stages.noise import LabelNoise, vector_matrix
-from stages.studies import _split
+from stages.studies import _split, feature_column
 
 NEURAL = ("mlp", "convnet", "bag_of_embeddings")
 
@@ -87,23 +88,24 @@ class LabelNoiseNets(Stage):
 
     def __init__(
         self,
-        models: list[Literal["mlp", "convnet", "bag_of_embeddings", "logistic"]] = ["mlp", "logistic"],  # noqa: B006
-        alphas: list[float] = [0, 1, 2, 5, 10, 20, 50, 100],  # noqa: B006
-        noises: list[Literal["uniform", "structured"]] = ["uniform", "structured"],  # noqa: B006
-        delta: float = 0.2,
+        models: Annotated[list[Literal["mlp", "convnet", "bag_of_embeddings", "logistic"]],
+                          Field(min_length=1)] = ["mlp", "logistic"],  # noqa: B006 - params are stored as given
+        alphas: Annotated[list[NonNegativeFloat], Field(min_length=1)] = [0, 1, 2, 5, 10, 20, 50, 100],  # noqa: B006
+        noises: Annotated[list[Literal["uniform", "structured"]], Field(min_length=1)] = ["uniform", "structured"],  # noqa: B006
+        delta: Fraction = 0.2,
         confusion: str | dict[Any, Any] | list[list[float]] = "auto",
-        batch_size: int = 64,
-        lr: float = 0.05,
-        batch_sizes: list[int] = [32, 128, 512],  # noqa: B006
-        batch_alphas: list[float] = [10, 50],  # noqa: B006
-        clean_fractions: list[float] = [0.25, 0.5, 1.0],  # noqa: B006
-        examples: int = 150_000,
-        seeds: int = 3,
-        test_fraction: float = 0.2,
-        val_fraction: float = 0.1,
-        robust_fraction: float = 0.9,
+        batch_size: PositiveInt = 64,
+        lr: Annotated[float, Field(gt=0.0)] = 0.05,
+        batch_sizes: list[PositiveInt] = [32, 128, 512],  # noqa: B006
+        batch_alphas: list[NonNegativeFloat] = [10, 50],  # noqa: B006
+        clean_fractions: list[Annotated[float, Field(gt=0.0, le=1.0)]] = [0.25, 0.5, 1.0],  # noqa: B006
+        examples: PositiveInt = 150_000,
+        seeds: PositiveInt = 3,
+        test_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.2,
+        val_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.1,
+        robust_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.9,
         features: str = "auto",
-        max_tokens: int = 64,
+        max_tokens: PositiveInt = 64,
         label_column: str = "label",
         id_column: str = "id",
     ):
@@ -126,34 +128,6 @@ class LabelNoiseNets(Stage):
         self.max_tokens = max_tokens
         self.label_column = label_column
         self.id_column = id_column
-
-    # ------------------------------------------------------------ validation
-
-    def validate(self) -> None:
-        if not self.models:
-            raise ParamError("models", "must name at least one model")
-        if not self.alphas or any(a < 0 for a in self.alphas):
-            raise ParamError("alphas", f"must be a non-empty list of numbers >= 0, got {self.alphas}")
-        if not self.noises:
-            raise ParamError("noises", "must name at least one of 'uniform', 'structured'")
-        if not 0.0 <= self.delta <= 1.0:
-            raise ParamError("delta", f"must lie in [0, 1], got {self.delta}")
-        for param in ("batch_size", "examples", "seeds", "max_tokens"):
-            if getattr(self, param) < 1:
-                raise ParamError(param, f"must be >= 1, got {getattr(self, param)}")
-        if self.lr <= 0:
-            raise ParamError("lr", f"must be > 0, got {self.lr}")
-        if any(b < 1 for b in self.batch_sizes):
-            raise ParamError("batch_sizes", f"must all be >= 1, got {self.batch_sizes}")
-        if any(a < 0 for a in self.batch_alphas):
-            raise ParamError("batch_alphas", f"must all be >= 0, got {self.batch_alphas}")
-        if any(not 0.0 < f <= 1.0 for f in self.clean_fractions):
-            raise ParamError("clean_fractions", f"must lie in (0, 1], got {self.clean_fractions}")
-        for param in ("test_fraction", "val_fraction"):
-            if not 0.0 < getattr(self, param) < 0.5:
-                raise ParamError(param, f"must lie strictly between 0 and 0.5, got {getattr(self, param)}")
-        if not 0.0 < self.robust_fraction <= 1.0:
-            raise ParamError("robust_fraction", f"must lie in (0, 1], got {self.robust_fraction}")
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         cols: dict[str, str | None] = {self.label_column: "label_column", self.id_column: "id_column"}
@@ -207,7 +181,7 @@ class LabelNoiseNets(Stage):
 
     def _sweep(self, ctx: Context, data: Dataset) -> tuple[pl.DataFrame, pl.DataFrame | None]:
         table = data.collect()
-        feature = self._feature_column(table, data)
+        feature = feature_column(table.schema, self.features, (self.label_column, self.id_column), data.label)
         is_text = table.schema[feature] == pl.String
         if "convnet" in self.models and is_text:
             raise ParamError("models", "'convnet' needs image vectors; the feature column holds text")
@@ -235,17 +209,6 @@ class LabelNoiseNets(Stage):
         # Timing goes to the manifest, not the table: the table must be the same bytes on every run.
         ctx.record("train_seconds_per_run", round((time.perf_counter() - start) / max(len(runs), 1), 3))
         return pl.DataFrame(rows), transitions
-
-    def _feature_column(self, table: pl.DataFrame, data: Dataset) -> str:
-        if self.features != "auto":
-            return self.features
-        for name, dtype in table.schema.items():
-            if name not in (self.label_column, self.id_column) and isinstance(dtype, (pl.List, pl.Array)):
-                return name
-        if "text" in table.schema:
-            return "text"
-        raise InputDataError("found no vector column and no 'text' column to train on; set 'features'",
-                             param="features", file=data.label)
 
     def _prepare(self, table: pl.DataFrame, feature: str, is_text: bool, classes: pl.Series, seed: int) -> Prepared:
         from sklearn.model_selection import train_test_split

@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.errors import ParamError
+from pipeline.params import NonNegativeInt, PositiveInt
 from pipeline.stage import Context, Stage
 
 DEFAULT_PACKAGES = ["asyncio", "email", "http", "importlib", "json", "logging", "unittest", "xml"]
@@ -43,8 +44,8 @@ class StdlibDocstrings(Stage):
     name = "stdlib_docstrings"
     inputs: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, packages: list[str] = DEFAULT_PACKAGES, min_chars: int = 80,  # noqa: B006
-                 max_per_package: int | None = 300):
+    def __init__(self, packages: list[str] = DEFAULT_PACKAGES, min_chars: NonNegativeInt = 80,  # noqa: B006
+                 max_per_package: PositiveInt | None = 300):
         self.packages = packages
         self.min_chars = min_chars
         self.max_per_package = max_per_package
@@ -56,10 +57,6 @@ class StdlibDocstrings(Stage):
         missing = [p for p in self.packages if not (root / p).is_dir()]
         if missing:
             raise ParamError("packages", f"{missing} are not standard-library packages (folders) under {root}")
-        if self.min_chars < 0:
-            raise ParamError("min_chars", f"must be >= 0, got {self.min_chars}")
-        if self.max_per_package is not None and self.max_per_package < 1:
-            raise ParamError("max_per_package", f"must be >= 1 or null, got {self.max_per_package}")
 
     def fingerprint_extra(self) -> Any:
         import sys

@@ -32,6 +32,19 @@ def _split(table: pl.DataFrame, label: str, test_fraction: float, seed: int) -> 
     return table[np.sort(train_idx)], table[np.sort(test_idx)]
 
 
+def feature_column(schema: Any, features: str, exclude: tuple[str, ...], file: str) -> str:
+    """The column a study trains on: `features` if set, else the first vector column, else `text`."""
+    if features != "auto":
+        return features
+    for name, dtype in schema.items():
+        if name not in exclude and isinstance(dtype, (pl.List, pl.Array)):
+            return name
+    if "text" in schema:
+        return "text"
+    raise InputDataError("found no vector column and no 'text' column to train on; set 'features'",
+                         param="features", file=file)
+
+
 class LabelNoiseCurve(Stage):
     """Test accuracy against alpha (noisy rows per clean row) for uniform and structured label noise.
 
@@ -95,16 +108,8 @@ class LabelNoiseCurve(Stage):
         return {"data": cols}
 
     def _feature_column(self, data: Dataset) -> str:
-        if self.features != "auto":
-            return self.features
-        schema = data.lazy().collect_schema()
-        for name, dtype in schema.items():
-            if name not in (self.label_column, self.id_column) and isinstance(dtype, (pl.List, pl.Array)):
-                return name
-        if "text" in schema:
-            return "text"
-        raise InputDataError("found no vector column and no 'text' column to train on; set 'features'",
-                             param="features", file=data.label)
+        return feature_column(data.lazy().collect_schema(), self.features, (self.label_column, self.id_column),
+                              data.label)
 
     def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
         from threadpoolctl import threadpool_limits

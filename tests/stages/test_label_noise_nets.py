@@ -96,6 +96,8 @@ def test_models_and_bad_params():
     with pytest.raises(ValueError, match="square"):
         build_model("convnet", 10, 3)
     with pytest.raises(ParamError, match="clean_fractions"):
-        LabelNoiseNets(clean_fractions=[0]).validate()
+        LabelNoiseNets(clean_fractions=[0])
     with pytest.raises(ParamError, match="val_fraction"):
-        LabelNoiseNets(val_fraction=0.7).validate()
+        LabelNoiseNets(val_fraction=0.7)
+    with pytest.raises(ParamError, match="examples"):
+        LabelNoiseNets(examples=True)

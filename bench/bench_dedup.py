@@ -1,0 +1,447 @@
+"""Deduplication: quality on planted near-duplicates, speed against datatrove and datasketch, exact vs polars.
+
+Quality (`quality_rows`): planted near-duplicates of real prose (`stages.dedup.planted`: pydoc
+paragraphs and stdlib docstrings; copies with 1-30% of words edited, sentences reordered,
+boilerplate added; uncopied documents as controls). Truth for MinHash is the true Jaccard of the
+5-word shingle sets; per edit level, recall = copies that end in their original's cluster and
+precision = clustered rows whose cluster holds one source only, for all three stages. The semantic
+threshold is calibrated on one half of the documents and judged on the other (held out).
+
+Speed (`speed_rows`): the standard library's sources with test suites (about 30 MB) plus an edited
+copy of every tenth file, as Parquet. End to end, Parquet in and Parquet out on every side:
+- ours: a one-step pipeline (`dedup_minhash`, 5-word shingles, 128 permutations, 16 bands x 8 rows);
+- datatrove: its four-stage MinHash pipeline (signatures, buckets, clusters, filter) with the same
+  n-gram size, bands and rows, ParquetReader and ParquetWriter, one task per stage as on one core;
+- datasketch: MinHash per document and MinHashLSH with the same (bands, rows), union-find, filter;
+- signatures alone on the same shingle hashes: rensa (what the stage uses), a vectorised NumPy
+  implementation, and datasketch's per-document MinHash (why rensa was chosen);
+- `dedup_exact` against a plain polars `unique` on the same normalised-text hash.
+
+Bench-only dependencies: datatrove, datasketch (`pip install -c constraints.txt -e ".[bench]"`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import polars as pl
+
+from bench.common import in_fresh_process, print_rows
+
+NGRAM, NUM_PERM, BANDS, ROWS, THRESHOLD = 5, 128, 16, 8, 0.8
+OURS_MODULES = ("pipeline", "stages", "stages.dedup")
+DATATROVE_MODULES = ("datatrove.pipeline.dedup.minhash", "datatrove.pipeline.readers", "datatrove.pipeline.writers",
+                     "datatrove.executor")
+DATASKETCH_MODULES = ("datasketch", "polars")
+
+
+# ------------------------------------------------------------------------------ corpora
+
+
+def speed_corpus(scale: str, workdir: Path) -> tuple[str, float, int]:
+    """Stdlib sources cut into documents of about 2 KB (+ an edited copy of every tenth), as one Parquet file.
+
+    Documents of a few KB (paragraph groups, split at blank lines) are what near-duplicate removal
+    usually sees (web pages, docstrings, chunks); whole source files (17 KB on average) favour the
+    per-document peers, see the note in the report. Returns (path, MB of text, rows).
+    """
+    from stages.dedup.planted import edit_words
+    from stages.sources import PythonStdlib
+
+    files = PythonStdlib(include_tests=True, limit=60 if scale == "quick" else None).apply().select("id", "text")
+    blocks = (files.with_columns(pl.col("text").str.split("\n\n")).explode("text")
+              .with_columns(block=pl.col("text").str.len_bytes().cum_sum().over("id") // 2000)
+              .group_by("id", "block", maintain_order=True).agg(pl.col("text").str.join("\n\n"))
+              .filter(pl.col("text").str.strip_chars().str.len_bytes() > 0)
+              .select(pl.col("id") + ":" + pl.col("block").cast(pl.String), "text"))
+    rng = np.random.default_rng(0)
+    copies = blocks.gather_every(10)
+    copies = copies.with_columns(pl.col("id") + "#copy",
+                                 pl.Series("text", [edit_words(t, 0.02, rng) for t in copies["text"]]))
+    corpus = pl.concat([blocks, copies])
+    path = workdir / "corpus.parquet"
+    corpus.write_parquet(path)
+    return str(path), float(corpus["text"].str.len_bytes().sum()) / 1e6, corpus.height
+
+
+# ------------------------------------------------------------------------------ the contenders
+
+
+def run_ours(data_path: str, out_dir: str, verify: str = "jaccard") -> dict:
+    import pipeline
+
+    config = {"name": "bench_dedup", "seed": 0, "steps": [{
+        "id": "dedup", "stage": "dedup_minhash", "inputs": data_path,
+        "params": {"ngram": NGRAM, "num_perm": NUM_PERM, "bands": BANDS, "rows": ROWS, "threshold": THRESHOLD,
+                   "verify": verify},
+    }]}
+    pipeline.run_pipeline(config, workdir=out_dir, quiet=True, force=True)
+    manifest = json.loads((Path(out_dir) / "bench_dedup" / "dedup" / "_manifest.json").read_text())
+    return {"kept": manifest["output"]["rows"], "removed": manifest["stats"]["rows_removed"]}
+
+
+def _patch_datatrove_xxhash() -> None:
+    # datatrove passes str to xxhash, which xxhash 4 refuses; xxhash 3 hashed the UTF-8 bytes,
+    # which is exactly what this does (the same fix as bench_leakage's).
+    import xxhash
+    from datatrove.utils.hashes import xxhash as dt_xxhash
+
+    dt_xxhash.xxhash64 = lambda data: xxhash.xxh64_intdigest(data.encode("utf-8") if isinstance(data, str) else data)
+    dt_xxhash.xxhash32 = lambda data: xxhash.xxh32_intdigest(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def run_datatrove(data_path: str, out_dir: str) -> dict:
+    _patch_datatrove_xxhash()
+    from datatrove.executor import LocalPipelineExecutor
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
+    from datatrove.pipeline.readers import ParquetReader
+    from datatrove.pipeline.writers import ParquetWriter
+
+    out = Path(out_dir)
+    config = MinhashConfig(n_grams=NGRAM, num_buckets=BANDS, hashes_per_bucket=ROWS)
+    folder, name = str(Path(data_path).parent), Path(data_path).name
+
+    def reader():
+        return ParquetReader(folder, glob_pattern=name, text_key="text", id_key="id")
+
+    stages = [
+        ([reader(), MinhashDedupSignature(output_folder=str(out / "sigs"), config=config)], 1),
+        ([MinhashDedupBuckets(input_folder=str(out / "sigs"), output_folder=str(out / "buckets"), config=config)],
+         BANDS),
+        ([MinhashDedupCluster(input_folder=str(out / "buckets"), output_folder=str(out / "remove"), config=config)], 1),
+        ([reader(), MinhashDedupFilter(input_folder=str(out / "remove")), ParquetWriter(str(out / "kept"))], 1),
+    ]
+    for i, (steps, tasks) in enumerate(stages):
+        LocalPipelineExecutor(pipeline=steps, tasks=tasks, workers=1, logging_dir=str(out / f"logs{i}"),
+                              skip_completed=False).run()
+    kept = pl.scan_parquet(str(out / "kept" / "*.parquet")).select(pl.len()).collect().item()
+    return {"kept": int(kept)}
+
+
+def _word_shingles_py(text: str) -> set[bytes]:
+    import re
+
+    words = re.findall(r"\w+", text.lower())
+    if len(words) < NGRAM:
+        return {" ".join(words).encode()}
+    return {" ".join(words[i : i + NGRAM]).encode() for i in range(len(words) - NGRAM + 1)}
+
+
+def run_datasketch(data_path: str, out_dir: str) -> dict:
+    from datasketch import MinHash, MinHashLSH
+
+    frame = pl.read_parquet(data_path)
+    lsh = MinHashLSH(num_perm=NUM_PERM, params=(BANDS, ROWS))
+    signatures = []
+    for i, text in enumerate(frame["text"].to_list()):
+        m = MinHash(num_perm=NUM_PERM)
+        m.update_batch(list(_word_shingles_py(text)))
+        lsh.insert(i, m)
+        signatures.append(m)
+    parent = list(range(frame.height))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i, m in enumerate(signatures):
+        for j in lsh.query(m):
+            a, b = find(i), find(j)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    keep = [find(i) == i for i in range(frame.height)]
+    kept = frame.filter(pl.Series(keep))
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    kept.write_parquet(Path(out_dir) / "kept.parquet", compression="zstd")
+    return {"kept": kept.height}
+
+
+def run_exact_ours(data_path: str, out_dir: str) -> dict:
+    import pipeline
+
+    config = {"name": "bench_exact", "seed": 0, "steps": [{
+        "id": "dedup", "stage": "dedup_exact", "inputs": data_path, "params": {"normalization": "full"}}]}
+    pipeline.run_pipeline(config, workdir=out_dir, quiet=True, force=True)
+    manifest = json.loads((Path(out_dir) / "bench_exact" / "dedup" / "_manifest.json").read_text())
+    return {"kept": manifest["output"]["rows"]}
+
+
+def run_exact_polars(data_path: str, out_dir: str) -> dict:
+    from stages.text import text_hash
+
+    frame = pl.read_parquet(data_path)
+    frame = frame.with_columns(pl.Series("_h", text_hash(frame["text"], "full")))
+    kept = frame.unique(subset="_h", keep="first", maintain_order=True).drop("_h")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    kept.write_parquet(Path(out_dir) / "kept.parquet", compression="zstd")
+    return {"kept": kept.height}
+
+
+def signature_contest(data_path: str) -> dict:
+    """Seconds to sign the same shingle hashes: rensa, vectorised NumPy, datasketch (on a slice)."""
+    from datasketch import MinHash
+
+    from stages.dedup.signatures import minhash_signatures
+    from stages.text import word_shingles
+
+    values, offsets = word_shingles(pl.read_parquet(data_path)["text"], NGRAM)
+    t0 = time.perf_counter()
+    minhash_signatures(values, offsets, NUM_PERM)
+    rensa_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    numpy_signatures(values, offsets, NUM_PERM)
+    numpy_s = time.perf_counter() - t0
+    docs = min(len(offsets) - 1, 2000)
+    t0 = time.perf_counter()
+    for d in range(docs):
+        m = MinHash(num_perm=NUM_PERM, hashfunc=lambda v: v & 0xFFFFFFFF)
+        m.update_batch(values[offsets[d] : offsets[d + 1]].tolist())
+    datasketch_s = (time.perf_counter() - t0) * (len(offsets) - 1) / docs
+    return {"rensa_s": rensa_s, "numpy_s": numpy_s, "datasketch_s": datasketch_s, "shingles": int(values.size)}
+
+
+def numpy_signatures(values: np.ndarray, offsets: np.ndarray, num_perm: int) -> np.ndarray:
+    """MinHash by universal hashing (a*h + b) >> 32, one vector pass per permutation, minimum per row."""
+    rng = np.random.default_rng(0)
+    a = rng.integers(1, 2**63, num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    b = rng.integers(0, 2**63, num_perm, dtype=np.uint64)
+    n = len(offsets) - 1
+    out = np.full((n, num_perm), np.iinfo(np.uint32).max, np.uint32)
+    nonempty = np.diff(offsets) > 0
+    starts = offsets[:-1][nonempty]
+    scratch = np.empty(values.size, np.uint64)
+    for p in range(num_perm):
+        np.multiply(values, a[p], out=scratch)
+        scratch += b[p]
+        scratch >>= np.uint64(32)
+        out[nonempty, p] = np.minimum.reduceat(scratch, starts)
+    return out
+
+
+# ------------------------------------------------------------------------------ quality
+
+
+LEVELS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3)
+
+
+def _clusters_of(frame: pl.DataFrame, result) -> np.ndarray:
+    kept_of = dict(zip(result.side_outputs["removed"]["id"], result.side_outputs["removed"]["duplicate_of"]))
+    return np.array([kept_of.get(i, i) for i in frame["id"].to_list()])
+
+
+def per_level(frame: pl.DataFrame, result) -> dict[str, tuple[float, float]]:
+    """{kind/level: (recall, precision)}.
+
+    recall: copies that end in their original's cluster; precision: removed rows of that kind whose
+    `duplicate_of` comes from the same source document (one wrong pair counts once).
+    """
+    cluster = _clusters_of(frame, result)
+    source_of = dict(zip(frame["id"].to_list(), frame["source"].to_list()))
+    removed = result.side_outputs["removed"]
+    right = pl.Series([source_of[a] == source_of[b] for a, b in zip(removed["id"], removed["duplicate_of"])],
+                      dtype=pl.Boolean)
+    table = frame.with_columns(pl.Series("cluster", cluster)).join(
+        removed.select("id", right.alias("right")), on="id", how="left")
+    originals = table.filter(pl.col("kind") == "original").select("source", pl.col("cluster").alias("orig_cluster"))
+    table = table.join(originals, on="source", how="left")
+    out = {}
+    for (kind, level), part in table.filter(pl.col("kind") != "original").group_by(["kind", "level"]):
+        label = f"edit {level:.0%}" if kind == "edit" else kind
+        recall = float((part["cluster"] == part["orig_cluster"]).mean()) if kind != "control" else float("nan")
+        judged = part["right"].drop_nulls()
+        if kind == "control":  # any removed control is a false duplicate (or a real twin in the docs)
+            out[f"controls removed {judged.len()}/{part.height}"] = (float("nan"), float("nan"))
+            continue
+        out[label] = (recall, float(judged.mean()) if judged.len() else 1.0)
+    return dict(sorted(out.items(), key=lambda kv: (kv[0].split()[0], float(kv[0].split()[-1].rstrip("%"))
+                                                     if kv[0].startswith("edit") else 0.0)))
+
+
+def minhash_targets(frame: pl.DataFrame, cluster: np.ndarray) -> dict:
+    """Recall on (original, copy) pairs with true Jaccard >= 0.85, flag rate below 0.6 and on control pairs."""
+    from stages.dedup.signatures import jaccard_pairs
+    from stages.text import word_shingles
+
+    indexed = frame.with_row_index("pos")
+    originals = indexed.filter(pl.col("kind") == "original").select("source", pl.col("pos").alias("orig"))
+    copies = indexed.filter(~pl.col("kind").is_in(["original", "control"])).join(originals, on="source")
+    pairs = np.stack([copies["orig"].to_numpy(), copies["pos"].to_numpy()], axis=1).astype(np.int64)
+    truth = jaccard_pairs(*word_shingles(frame["text"], NGRAM), pairs)
+    joined = cluster[pairs[:, 0]] == cluster[pairs[:, 1]]
+    distinct = indexed.filter(pl.col("kind").is_in(["original", "control"]))["pos"].to_numpy()
+    rng = np.random.default_rng(0)
+    a, b = rng.choice(distinct, 20_000), rng.choice(distinct, 20_000)
+    a, b = a[a != b], b[a != b]
+    return {
+        "pairs_high": int((truth >= 0.85).sum()), "recall_high": float(joined[truth >= 0.85].mean()),
+        "pairs_low": int((truth < 0.6).sum()), "flagged_low": float(joined[truth < 0.6].mean()),
+        "control_pairs": int(a.size), "flagged_controls": float((cluster[a] == cluster[b]).mean()),
+    }
+
+
+def _semantic_result(frame: pl.DataFrame, vectors: np.ndarray, threshold: float):
+    from stages.dedup import DedupSemantic
+    from stages.embedding import vectors_to_series
+
+    with_vectors = frame.with_columns(vectors_to_series("embedding", vectors))
+    return DedupSemantic(threshold=threshold).execute(with_vectors)
+
+
+def calibrate_semantic(frame: pl.DataFrame, vectors: np.ndarray) -> float:
+    """Lowest cosine threshold at which >= 98% of all removed rows duplicate a row of their own source."""
+    best = 0.99
+    for threshold in np.round(np.arange(0.99, 0.79, -0.01), 2):
+        result = _semantic_result(frame, vectors, float(threshold))
+        source_of = dict(zip(frame["id"].to_list(), frame["source"].to_list()))
+        removed = result.side_outputs["removed"]
+        right = [source_of[a] == source_of[b] for a, b in zip(removed["id"], removed["duplicate_of"])]
+        if right and float(np.mean(right)) < 0.98:
+            break
+        best = float(threshold)
+    return best
+
+
+def _level_notes(levels: dict[str, tuple[float, float]]) -> str:
+    return "; ".join(f"{k}: R {r:.2f} P {p:.2f}" if r == r else k for k, (r, p) in levels.items())
+
+
+def quality_rows(scale: str) -> list[dict]:
+    from stages.dedup import DedupExact, DedupMinhash
+    from stages.dedup.planted import planted_corpus, real_documents
+    from stages.embedding import encode_texts
+
+    n = 60 if scale == "quick" else 300
+    docs = real_documents(limit=4 * n)
+    calibration = planted_corpus(n, n, seed=1, levels=LEVELS, documents=docs[: 2 * n])
+    held_out = planted_corpus(n, n, seed=2, levels=LEVELS, documents=docs[2 * n : 4 * n])
+    rows = []
+    vectors = {name: encode_texts(f["text"].to_list(), backend="static")
+               for name, f in (("calibration", calibration), ("held_out", held_out))}
+    threshold = calibrate_semantic(calibration, vectors["calibration"])
+    for name, frame in (("calibration", calibration), ("held_out", held_out)):
+        minhash = DedupMinhash(threshold=THRESHOLD).execute(frame)
+        targets = minhash_targets(frame, _clusters_of(frame, minhash))
+        rows.append({
+            "benchmark": "dedup", "case": f"MinHash t=0.8 recall of pairs with J>=0.85 ({name}, {frame.height} rows)",
+            "metric": "recall", "value": round(targets["recall_high"], 4), "baseline": "target",
+            "baseline_value": 0.95, "ratio": round(targets["recall_high"] / 0.95, 3),
+            "ratio_meaning": "recall / target (>= 1 meets)",
+            "notes": f"{targets['pairs_high']} planted pairs with true 5-gram Jaccard >= 0.85",
+        })
+        rows.append({
+            "benchmark": "dedup", "case": f"MinHash t=0.8 pairs with J<0.6 flagged ({name})",
+            "metric": "flag rate", "value": round(targets["flagged_low"], 4), "baseline": "target",
+            "baseline_value": 0.01, "ratio": round(targets["flagged_low"] / 0.01, 3),
+            "ratio_meaning": "flag rate / target (<= 1 meets)",
+            "notes": f"{targets['pairs_low']} planted pairs below 0.6; random pairs of distinct documents flagged: "
+                     f"{targets['flagged_controls']:.4f} of {targets['control_pairs']}",
+        })
+        exact = DedupExact(normalization="full").execute(frame)
+        semantic = _semantic_result(frame, vectors[name], threshold)
+        for stage, result in (("dedup_exact (full)", exact), ("dedup_minhash (t=0.8)", minhash),
+                               (f"dedup_semantic (static, cos>={threshold})", semantic)):
+            levels = per_level(frame, result)
+            recalls = [r for r, _ in levels.values() if r == r]
+            precisions = [p for _, p in levels.values() if p == p]
+            rows.append({
+                "benchmark": "dedup", "case": f"{stage} per edit level ({name})", "metric": "mean recall",
+                "value": round(float(np.mean(recalls)), 3), "baseline": "min precision over levels",
+                "baseline_value": round(float(min(precisions)), 3), "ratio": None,
+                "ratio_meaning": "", "notes": _level_notes(levels),
+            })
+    rows[-1]["notes"] += (f"; semantic threshold {threshold}: the lowest with >= 98% of removed rows right on the "
+                          "calibration half, judged here on held-out documents")
+    return rows
+
+
+# ------------------------------------------------------------------------------ speed
+
+
+def _timed(fn, *args, preload=(), repeats=1) -> tuple[float, float, dict]:
+    """Median wall seconds, peak RSS MB of the median run, and the result, each run in a fresh process."""
+    runs = [in_fresh_process(fn, *args, preload=preload) for _ in range(repeats)]
+    runs.sort(key=lambda r: r[0])
+    return runs[len(runs) // 2]
+
+
+def _paired(first, second, args_first, args_second, preload_first, preload_second, repeats=3):
+    """Median runs of two contenders measured alternately (a, b, a, b, ...): load swings hit both alike."""
+    a_runs, b_runs = [], []
+    for _ in range(repeats):
+        a_runs.append(in_fresh_process(first, *args_first, preload=preload_first))
+        b_runs.append(in_fresh_process(second, *args_second, preload=preload_second))
+    a_runs.sort(key=lambda r: r[0])
+    b_runs.sort(key=lambda r: r[0])
+    return a_runs[len(a_runs) // 2], b_runs[len(b_runs) // 2]
+
+
+def speed_rows(scale: str) -> list[dict]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-dedup-"))
+    data_path, mb, n_rows = speed_corpus(scale, workdir)
+    # Ours and datasketch alternate (a, b, a, b, a, b): load swings on a shared machine hit both alike.
+    (ours_s, ours_rss, ours), (ds_s, ds_rss, ds) = _paired(
+        run_ours, run_datasketch, (data_path, str(workdir / "ours")), (data_path, str(workdir / "datasketch")),
+        OURS_MODULES, DATASKETCH_MODULES)
+    dt_s, dt_rss, dt = _timed(run_datatrove, data_path, str(workdir / "datatrove"), preload=DATATROVE_MODULES)
+    same = (f"5-word shingles, {NUM_PERM} permutations, {BANDS} bands x {ROWS} rows, {n_rows} rows; "
+            f"kept: ours {ours['kept']}, datatrove {dt['kept']}, datasketch {ds['kept']}")
+    rows = [
+        {"benchmark": "dedup", "case": f"dedup_minhash vs datatrove MinHash pipeline, {mb:.1f} MB Parquet",
+         "metric": "MB/s (ours: median of 3; datatrove: one run)", "value": round(mb / ours_s, 2),
+         "baseline": "datatrove 4-stage MinHash (1 task/stage)",
+         "baseline_value": round(mb / dt_s, 3), "ratio": round(dt_s / ours_s, 2),
+         "ratio_meaning": "ours/baseline throughput (target >= 10)", "peak_rss_mb": round(ours_rss),
+         "baseline_peak_rss_mb": round(dt_rss), "notes": f"end to end, Parquet in and out; ours verifies candidates "
+                                                         f"by true Jaccard, datatrove does not; {same}"},
+        {"benchmark": "dedup", "case": f"dedup_minhash vs datasketch MinHash + MinHashLSH, {mb:.1f} MB Parquet",
+         "metric": "MB/s (median of 3, alternated)", "value": round(mb / ours_s, 2),
+         "baseline": "datasketch MinHash, MinHashLSH, union-find",
+         "baseline_value": round(mb / ds_s, 3), "ratio": round(ds_s / ours_s, 2),
+         "ratio_meaning": "ours/baseline throughput (target >= 3)", "peak_rss_mb": round(ours_rss),
+         "baseline_peak_rss_mb": round(ds_rss), "notes": same},
+    ]
+    contest = in_fresh_process(signature_contest, data_path, preload=("stages.dedup", "datasketch"))[2]
+    rows.append({
+        "benchmark": "dedup", "case": f"signatures only, {contest['shingles']:,} shingle hashes x {NUM_PERM}",
+        "metric": "s", "value": round(contest["rensa_s"], 3), "baseline": "vectorised NumPy (a*h+b)>>32",
+        "baseline_value": round(contest["numpy_s"], 3), "ratio": round(contest["numpy_s"] / contest["rensa_s"], 2),
+        "ratio_meaning": "baseline time / rensa time (>1 = rensa faster)",
+        "notes": f"datasketch MinHash.update_batch on the same hashes: {contest['datasketch_s']:.2f}s "
+                 f"(extrapolated from 2,000 documents); rensa is what dedup_minhash uses",
+    })
+    (ex_s, ex_rss, ex), (pl_s, pl_rss, pq) = _paired(
+        run_exact_ours, run_exact_polars, (data_path, str(workdir / "exact")), (data_path, str(workdir / "polars")),
+        OURS_MODULES, ("stages.text",))
+    rows.append({
+        "benchmark": "dedup", "case": f"dedup_exact (full normalisation) vs polars unique, {mb:.1f} MB Parquet",
+        "metric": "s (median of 3, alternated)", "value": round(ex_s, 3),
+        "baseline": "read_parquet, text core hash, DataFrame.unique, write_parquet", "baseline_value": round(pl_s, 3),
+        "ratio": round(ex_s / pl_s, 2), "ratio_meaning": "our time / baseline time (target <= 1.5)",
+        "peak_rss_mb": round(ex_rss), "baseline_peak_rss_mb": round(pl_rss),
+        "notes": f"kept: ours {ex['kept']}, polars {pq['kept']}; ours also writes removed/clusters and a manifest",
+    })
+    return rows
+
+
+def run(scale: str = "full") -> list[dict]:
+    return quality_rows(scale) + speed_rows(scale)
+
+
+if __name__ == "__main__":
+    print_rows(run(sys.argv[1] if len(sys.argv) > 1 else "full"))

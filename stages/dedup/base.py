@@ -1,0 +1,248 @@
+"""What the three dedup stages share: inputs, keep policies, the two passes, and the outputs.
+
+Every dedup stage works in two passes over its inputs so that memory holds per-row features
+(a hash, a signature, a vector), never the texts:
+
+1. `features` reads `reference` (if given) then `data` in batches, only the columns it needs,
+   and returns per-row features; `pairs` turns them into duplicate pairs and their similarity.
+2. `clusters.resolve` joins pairs into clusters and picks the row each keeps; the data is then
+   streamed again: kept rows are the step's table, removed rows go to the side output `removed`
+   with the cluster, the row they duplicate, the similarity and the reason; `clusters` lists
+   every member of every cluster of two or more rows. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+
+from pipeline.errors import InputDataError, ParamError
+from pipeline.io import Dataset
+from pipeline.stage import Context, Stage
+from stages.dedup.clusters import Resolution, resolve, summary
+
+KEEP_POLICIES = ("first", "longest", "lowest_id", "column")
+ADDED_COLUMNS = ("cluster_id", "duplicate_of", "duplicate_of_input", "similarity", "reason")
+# Rows per first-pass batch: large enough to vectorise, small enough that per-byte hashing stays small.
+SCAN_BATCH_ROWS = 8_192
+
+
+@dataclass
+class Scan:
+    """Per-row facts of reference + data gathered in the first pass (features are the stage's own)."""
+
+    n_reference: int = 0
+    ids: list[pl.Series] = field(default_factory=list)
+    lengths: list[np.ndarray] = field(default_factory=list)
+    keep_values: list[pl.Series] = field(default_factory=list)
+    features: list[Any] = field(default_factory=list)
+    # (dataset, position of its first row): lets a stage re-read the few rows it must look at again.
+    sources: list[tuple[Dataset, int]] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return sum(len(i) for i in self.ids)
+
+    def all_ids(self) -> pl.Series:
+        return pl.concat([i.cast(pl.String) for i in self.ids]) if self.ids else pl.Series([], dtype=pl.String)
+
+
+class DedupStage(Stage):
+    """Base of `dedup_exact`, `dedup_minhash` and `dedup_semantic` (not a stage itself)."""
+
+    inputs: ClassVar[tuple[str, ...]] = ("data", "reference")
+    optional_inputs: ClassVar[tuple[str, ...]] = ("reference",)
+    reason: ClassVar[str] = "duplicate"
+    # Columns of the input the first pass reads besides id and keep column (set per stage).
+    keep_policies: ClassVar[tuple[str, ...]] = KEEP_POLICIES
+
+    id_column: str
+    keep: str
+    keep_column: str | None
+    keep_descending: bool
+    within_data: bool
+
+    # -- parameters -----------------------------------------------------------------------------
+
+    def validate_keep(self) -> None:
+        if self.keep not in self.keep_policies:
+            raise ParamError("keep", f"must be one of {', '.join(self.keep_policies)}, got {self.keep!r}")
+        if self.keep == "column" and not self.keep_column:
+            raise ParamError("keep_column", "is required when keep is 'column' (the column whose best value wins)")
+
+    def scan_columns(self) -> list[str]:
+        """Columns the first pass reads from each input (the stage's own plus id and keep column)."""
+        raise NotImplementedError
+
+    def required_columns(self) -> dict[str, dict[str, str | None]]:
+        needed: dict[str, str | None] = {self.id_column: "id_column"}
+        if self.keep == "column" and self.keep_column:
+            needed[self.keep_column] = "keep_column"
+        needed.update(self.feature_columns())
+        return {"data": dict(needed), "reference": dict(needed)}
+
+    def feature_columns(self) -> dict[str, str | None]:
+        return {}
+
+    # -- the stage-specific part ----------------------------------------------------------------
+
+    def batch_features(self, batch: pl.DataFrame, label: str) -> Any:
+        """Features of one batch of rows (a hash per row, signatures, vectors)."""
+        raise NotImplementedError
+
+    def lengths(self, batch: pl.DataFrame) -> np.ndarray:
+        """Row length for keep='longest' (characters of the text by default)."""
+        return np.zeros(batch.height, np.int64)
+
+    def duplicate_pairs(self, ctx: Context, scan: Scan) -> tuple[np.ndarray, Any]:
+        """(pairs (m, 2) of row positions, anything `similarity` needs) from the gathered features."""
+        raise NotImplementedError
+
+    def similarity(self, scan: Scan, state: Any, rows: np.ndarray, kept: np.ndarray) -> np.ndarray:
+        """Similarity of each row to the row its cluster keeps."""
+        return np.ones(rows.size, np.float64)
+
+    def extra_priority(self, scan: Scan, state: Any) -> list[np.ndarray] | None:
+        """Sort keys for a keep policy of the stage's own (e.g. nearest the centroid)."""
+        return None
+
+    # -- the two passes -------------------------------------------------------------------------
+
+    def run(self, ctx: Context, data: Dataset, reference: Dataset | None = None) -> Iterator[pl.DataFrame]:
+        clash = [c for c in ADDED_COLUMNS if c in data.columns]
+        if clash:
+            raise InputDataError(f"input 'data' already has a column '{clash[0]}', which the side output "
+                                 f"'removed' adds; rename it first", stage=self.name, file=data.label)
+        scan = Scan()
+        if reference is not None:
+            self._scan(reference, scan)
+            scan.n_reference = scan.n
+        self._scan(data, scan)
+        pairs, state = self.duplicate_pairs(ctx, scan)
+        resolution = resolve(scan.n_reference, scan.n - scan.n_reference, pairs, self.priority(scan, state),
+                             within_data=self.within_data or reference is None)
+        similarity = np.ones(scan.n, np.float64)
+        in_cluster = np.flatnonzero(resolution.size >= 2)
+        similarity[in_cluster] = self.similarity(scan, state, in_cluster, resolution.kept[in_cluster])
+        ids = scan.all_ids()
+        offset = scan.n_reference
+        for batch in data.iter_batches():
+            yield batch.filter(pl.Series(~resolution.removed[offset : offset + batch.height]))
+            offset += batch.height
+        # A third, streamed pass writes the removed rows: memory never holds them (a corpus that is
+        # mostly copies would otherwise be held almost whole).
+        ctx.write_side_output("removed", self._removed_batches(data, resolution, similarity, ids))
+        ctx.write_side_output("clusters", self._clusters(resolution, similarity, ids))
+        stats = summary(resolution)
+        for key, value in stats.items():
+            ctx.record(key, value)
+
+    def _scan(self, ds: Dataset, scan: Scan) -> None:
+        columns = list(dict.fromkeys(self.scan_columns()))
+        scan.sources.append((ds, scan.n))
+        for batch in ds.iter_batches(SCAN_BATCH_ROWS, columns=columns):
+            scan.ids.append(batch.get_column(self.id_column))
+            scan.lengths.append(self.lengths(batch))
+            if self.keep == "column" and self.keep_column:
+                scan.keep_values.append(batch.get_column(self.keep_column))
+            scan.features.append(self.batch_features(batch, ds.label))
+
+    def priority(self, scan: Scan, state: Any) -> list[np.ndarray]:
+        """Sort keys of the keep policy over all rows (lower is kept first; see clusters.keep_rank)."""
+        n = scan.n
+        if self.keep == "first":
+            return []
+        if self.keep == "longest":
+            return [-np.concatenate(scan.lengths).astype(np.int64)] if n else []
+        if self.keep == "lowest_id":
+            return [_rank(pl.concat(scan.ids, how="vertical_relaxed"), descending=False)]
+        if self.keep == "column":
+            values = pl.concat(scan.keep_values, how="vertical_relaxed")
+            return [_rank(values, descending=self.keep_descending)]
+        extra = self.extra_priority(scan, state)
+        if extra is None:
+            raise ParamError("keep", f"'{self.keep}' is not a keep policy of '{self.name}'")
+        return extra
+
+    def _removed_batches(self, data: Dataset, resolution: Resolution, similarity: np.ndarray,
+                         ids: pl.Series) -> Iterator[pl.DataFrame]:
+        """The removed data rows, all their columns plus where they went, batch by batch in input order."""
+        offset = resolution.n_reference
+        removed = resolution.removed
+        if not removed.any():
+            yield self._removed_rows(data.lazy().head(0).collect(), np.empty(0, np.int64), resolution, similarity, ids)
+            return
+        for batch in data.iter_batches():
+            mask = removed[offset : offset + batch.height]
+            if mask.any():
+                yield self._removed_rows(batch.filter(pl.Series(mask)), offset + np.flatnonzero(mask), resolution,
+                                         similarity, ids)
+            offset += batch.height
+
+    def _removed_rows(self, rows: pl.DataFrame, positions: np.ndarray, resolution: Resolution,
+                      similarity: np.ndarray, ids: pl.Series) -> pl.DataFrame:
+        kept = resolution.kept[positions]
+        from_reference = kept < resolution.n_reference
+        reasons = np.where(from_reference, f"{self.reason} of a reference row", self.reason)
+        return rows.with_columns(
+            pl.Series("cluster_id", resolution.cluster[positions], dtype=pl.Int64),
+            pl.Series("duplicate_of", ids.gather(kept) if kept.size else [], dtype=pl.String),
+            pl.Series("duplicate_of_input", np.where(from_reference, "reference", "data").tolist(), dtype=pl.String),
+            pl.Series("similarity", similarity[positions], dtype=pl.Float64),
+            pl.Series("reason", reasons.tolist(), dtype=pl.String),
+        )
+
+    def _clusters(self, resolution: Resolution, similarity: np.ndarray, ids: pl.Series) -> pl.DataFrame:
+        members = np.flatnonzero(resolution.size >= 2)
+        order = members[np.lexsort((members, resolution.cluster[members]))]
+        return pl.DataFrame({
+            "cluster_id": pl.Series(resolution.cluster[order], dtype=pl.Int64),
+            "id": ids.gather(order) if order.size else pl.Series([], dtype=pl.String),
+            "input": pl.Series(np.where(order < resolution.n_reference, "reference", "data").tolist(), dtype=pl.String),
+            "kept": pl.Series(~resolution.removed[order], dtype=pl.Boolean),
+            "size": pl.Series(resolution.size[order], dtype=pl.Int64),
+            "similarity": pl.Series(similarity[order], dtype=pl.Float64),
+        })
+
+
+class TextDedupStage(DedupStage):
+    """A dedup stage over a text column (`dedup_exact`, `dedup_minhash`): reads id, text and keep column."""
+
+    text_column: str
+
+    def feature_columns(self) -> dict[str, str | None]:
+        return {self.text_column: "text_column"}
+
+    def scan_columns(self) -> list[str]:
+        return [self.id_column, self.text_column] + ([self.keep_column] if self.keep == "column" else [])
+
+    def lengths(self, batch: pl.DataFrame) -> np.ndarray:
+        return batch.get_column(self.text_column).str.len_chars().fill_null(0).to_numpy().astype(np.int64)
+
+    def texts(self, batch: pl.DataFrame, label: str) -> pl.Series:
+        return text_series(batch, self.text_column, self.id_column, label, self.name)
+
+
+def _rank(values: pl.Series, descending: bool) -> np.ndarray:
+    """Dense rank of each value (nulls last), as an int64 sort key."""
+    ranks = values.rank(method="dense", descending=descending).fill_null(values.len() + 1)
+    return ranks.cast(pl.Int64).to_numpy()
+
+
+def text_series(batch: pl.DataFrame, column: str, id_column: str, label: str, stage: str) -> pl.Series:
+    """The text column of a batch, refusing non-text, null and empty texts with one clear line."""
+    texts = batch.get_column(column)
+    if texts.dtype != pl.String:
+        raise InputDataError(f"column '{column}' is {texts.dtype}, not text", stage=stage, param="text_column",
+                             file=label)
+    blank = texts.is_null() | (texts.str.strip_chars().str.len_bytes() == 0)
+    if blank.any():
+        count = int(blank.sum())
+        raise InputDataError(
+            f"column '{column}' has {count} null or empty text(s) (first: {id_column} {batch.get_column(id_column)[int(blank.arg_true()[0])]!r}); "
+            "drop them first, e.g. with a length_filter step", stage=stage, param="text_column", file=label)
+    return texts

@@ -1,0 +1,212 @@
+"""`dedup_minhash`: near-duplicates by MinHash over word or character shingles, LSH banding and union-find.
+
+First pass: each text's shingle hashes (text core) -> a `num_perm` MinHash signature (rensa);
+memory holds the signatures (4 bytes x num_perm a row), not the texts. Then LSH buckets give
+candidate pairs (see `stages.dedup.lsh` for the bands x rows choice and its S-curve), which are
+verified (true Jaccard of the shingle sets, re-read only for the candidate rows; or the signature
+estimate; or not at all), joined by union-find, and one row per cluster is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+from pipeline.errors import ParamError
+from pipeline.stage import Context
+from stages.dedup.base import SCAN_BATCH_ROWS, Scan, TextDedupStage
+from stages.dedup.lsh import Banding, candidate_pairs, choose_bands, signature_similarity
+from stages.dedup.shingles import MAX_NGRAM, shingle_hashes, shingle_sets
+from stages.dedup.signatures import ALGORITHM_VERSION, jaccard_pairs, minhash_signatures
+
+VERIFY_MODES = ("jaccard", "signature", "none")
+
+
+@dataclass
+class MinhashState:
+    signatures: np.ndarray
+    # With verify='jaccard': the shingle sets of every candidate row, compact, and row -> set index.
+    sets: tuple[np.ndarray, np.ndarray] | None = None
+    set_index: np.ndarray | None = None
+    # Similarities already computed: pair code (low row * n + high row), sorted, and the value.
+    known_codes: np.ndarray | None = None
+    known_values: np.ndarray | None = None
+
+
+class DedupMinhash(TextDedupStage):
+    """Remove near-duplicate rows (MinHash LSH over shingles), within data or against a `reference`.
+
+    Two rows are duplicates when their shingle sets' Jaccard similarity is at least `threshold`
+    (checked as `verify` says); duplicates join transitively into clusters and each cluster keeps
+    one row. Side outputs `removed` and `clusters` as in `dedup_exact`.
+
+    Parameters:
+        text_column: column holding the text
+        id_column: column identifying rows (named in the side outputs; used by keep='lowest_id')
+        ngram: shingle size in units (datatrove and Lee et al. use 5 words)
+        unit: shingle unit: 'word' or 'char'
+        normalization: text core normalisation before character shingling: 'none', 'whitespace' or 'full' (word shingles always use the text core's normalised words)
+        num_perm: MinHash values per signature
+        threshold: Jaccard similarity at or above which two rows are duplicates, in (0, 1]
+        bands: LSH bands; with rows, bands x rows must equal num_perm (unset: derived from threshold)
+        rows: MinHash values per band (unset: derived from threshold)
+        verify: candidate check: 'jaccard' (true shingle Jaccard), 'signature' (MinHash estimate) or 'none'
+        keep: which row of a cluster stays: 'first' (input order), 'longest', 'lowest_id' or 'column'
+        keep_column: with keep='column', the column whose best value wins (e.g. a quality score)
+        keep_descending: with keep='column', True keeps the highest value, False the lowest
+        within_data: with a reference, also remove duplicates within data (False: only rows duplicating the reference)
+    """
+
+    name = "dedup_minhash"
+    reason = "near duplicate"
+
+    def __init__(
+        self,
+        text_column: str = "text",
+        id_column: str = "id",
+        ngram: int = 5,
+        unit: Literal["word", "char"] = "word",
+        normalization: Literal["none", "whitespace", "full"] = "full",
+        num_perm: int = 128,
+        threshold: float = 0.8,
+        bands: int | None = None,
+        rows: int | None = None,
+        verify: Literal["jaccard", "signature", "none"] = "jaccard",
+        keep: Literal["first", "longest", "lowest_id", "column"] = "first",
+        keep_column: str | None = None,
+        keep_descending: bool = True,
+        within_data: bool = True,
+    ):
+        self.text_column = text_column
+        self.id_column = id_column
+        self.ngram = ngram
+        self.unit = unit
+        self.normalization = normalization
+        self.num_perm = num_perm
+        self.threshold = threshold
+        self.bands = bands
+        self.rows = rows
+        self.verify = verify
+        self.keep = keep
+        self.keep_column = keep_column
+        self.keep_descending = keep_descending
+        self.within_data = within_data
+
+    def validate(self) -> None:
+        self.validate_keep()
+        check_minhash_params(self.ngram, self.num_perm, self.threshold, self.bands, self.rows)
+        if self.verify not in VERIFY_MODES:
+            raise ParamError("verify", f"must be one of {', '.join(VERIFY_MODES)}, got {self.verify!r}")
+
+    def banding(self) -> Banding:
+        return resolve_banding(self.num_perm, self.threshold, self.bands, self.rows, self.verify != "none")
+
+    def fingerprint_extra(self) -> Any:
+        return {"minhash_algorithm": ALGORITHM_VERSION}
+
+    def batch_features(self, batch: pl.DataFrame, label: str) -> np.ndarray:
+        texts = self.texts(batch, label)
+        hashes, offsets = shingle_hashes(texts, self.unit, self.ngram, self.normalization)
+        return minhash_signatures(hashes, offsets, self.num_perm)
+
+    def duplicate_pairs(self, ctx: Context, scan: Scan) -> tuple[np.ndarray, MinhashState]:
+        banding = self.banding()
+        signatures = np.concatenate(scan.features) if scan.features else np.empty((0, self.num_perm), np.uint32)
+        scan.features = []
+        state = MinhashState(signatures)
+        candidates = candidate_pairs(signatures, banding.bands, banding.rows)
+        if self.verify == "none":
+            pairs = candidates
+        elif self.verify == "signature":
+            pairs = candidates[signature_similarity(signatures, candidates) >= self.threshold]
+        else:
+            state.set_index, state.sets = self._candidate_sets(scan, np.unique(candidates))
+            similarity = jaccard_pairs(*state.sets, state.set_index[candidates]) if len(candidates) else np.empty(0)
+            pairs = candidates[similarity >= self.threshold]
+            # candidate_pairs returns pairs sorted by (low, high), so their codes are sorted too.
+            state.known_codes, state.known_values = candidates[:, 0] * scan.n + candidates[:, 1], similarity
+        ctx.record("banding", banding.describe())
+        ctx.record("candidate_pairs", int(len(candidates)))
+        ctx.record("verified_pairs", int(len(pairs)))
+        ctx.record("verify", self.verify)
+        return pairs, state
+
+    def similarity(self, scan: Scan, state: MinhashState, rows: np.ndarray, kept: np.ndarray) -> np.ndarray:
+        pairs = np.stack([rows, kept], axis=1)
+        if state.sets is None:
+            return signature_similarity(state.signatures, pairs)
+        # Most rows' kept row is a verified candidate of theirs: reuse that Jaccard, compute the rest.
+        codes = np.minimum(rows, kept) * scan.n + np.maximum(rows, kept)
+        out = np.ones(len(pairs), np.float64)
+        where = np.searchsorted(state.known_codes, codes)
+        hit = (where < state.known_codes.size) & (state.known_codes[np.minimum(where, state.known_codes.size - 1)] == codes)
+        out[hit] = state.known_values[where[hit]]
+        todo = ~hit & (rows != kept)
+        if todo.any():
+            out[todo] = jaccard_pairs(*state.sets, state.set_index[pairs[todo]])
+        return out
+
+    def _candidate_sets(self, scan: Scan, needed: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Shingle sets of the `needed` rows only, read again from the inputs (sorted, deduplicated)."""
+        set_index = np.full(scan.n, -1, np.int64)
+        set_index[needed] = np.arange(needed.size)
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        columns = [self.id_column, self.text_column]
+        for ds, start in scan.sources:
+            position = start
+            for batch in ds.iter_batches(SCAN_BATCH_ROWS, columns=columns):
+                inside = needed[(needed >= position) & (needed < position + batch.height)] - position
+                if inside.size:
+                    texts = batch.get_column(self.text_column).gather(inside)
+                    parts.append(shingle_sets(texts, self.unit, self.ngram, self.normalization))
+                position += batch.height
+        if not parts:
+            return set_index, (np.empty(0, np.uint64), np.zeros(1, np.int64))
+        hashes = np.concatenate([h for h, _ in parts])
+        sizes = np.concatenate([np.diff(o) for _, o in parts])
+        offsets = np.zeros(sizes.size + 1, np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        return set_index, (hashes, offsets)
+
+    @classmethod
+    def example(cls):
+        import pydoc_data.topics as topics
+
+        texts = [" ".join(text.split()[:80]) for _, text in sorted(topics.topics.items())[:5] if len(text.split()) > 80]
+        edited = texts[0].split()
+        edited[10] = "changed"
+        texts.append(" ".join(edited))
+        return {"threshold": 0.7}, {"data": pl.DataFrame({"id": range(len(texts)), "text": texts})}
+
+
+def check_minhash_params(ngram: int, num_perm: int, threshold: float, bands: int | None, rows: int | None) -> None:
+    """Refuse impossible MinHash settings with the parameter named (shared by the stage and the metric)."""
+    if not 1 <= ngram <= MAX_NGRAM:
+        raise ParamError("ngram", f"must be between 1 and {MAX_NGRAM} units, got {ngram}")
+    if not 1 <= num_perm <= 4096:
+        raise ParamError("num_perm", f"must be between 1 and 4096, got {num_perm}")
+    if not 0.0 < threshold <= 1.0:
+        raise ParamError("threshold", f"is a Jaccard similarity in (0, 1], got {threshold}")
+    if (bands is None) != (rows is None):
+        raise ParamError("bands" if bands is None else "rows", "set both bands and rows, or neither (then both "
+                         "are derived from threshold)")
+    if bands is not None and rows is not None:
+        if bands < 1 or rows < 1:
+            raise ParamError("bands", f"bands and rows must be >= 1, got {bands} x {rows}")
+        if bands * rows != num_perm:
+            raise ParamError("bands", f"bands x rows must equal num_perm: {bands} x {rows} = {bands * rows}, "
+                             f"num_perm is {num_perm}")
+
+
+# With verification, a pair at exactly the threshold must become a candidate this often (lsh.choose_bands).
+VERIFIED_CANDIDATE_PROBABILITY = 0.9
+
+
+def resolve_banding(num_perm: int, threshold: float, bands: int | None, rows: int | None,
+                    verified: bool = True) -> Banding:
+    if bands is None or rows is None:
+        bands, rows = choose_bands(threshold, num_perm, VERIFIED_CANDIDATE_PROBABILITY if verified else None)
+    return Banding(bands=bands, rows=rows, threshold=threshold)

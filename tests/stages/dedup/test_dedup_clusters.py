@@ -1,0 +1,37 @@
+"""Union-find clusters, the kept row of each, and the figures every dedup step records."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stages.dedup.clusters import components, resolve, size_histogram, summary
+
+
+def test_components_are_labelled_by_their_lowest_row():
+    pairs = np.array([[3, 5], [5, 8], [1, 2]])
+    assert components(9, pairs).tolist() == [0, 1, 1, 3, 4, 3, 6, 7, 3]
+    assert components(3, np.empty((0, 2), np.int64)).tolist() == [0, 1, 2]
+
+
+def test_keep_priority_then_position_and_reference_first():
+    pairs = np.array([[0, 1], [1, 2], [3, 4]])
+    length = np.array([5, 9, 9, 1, 1])
+    res = resolve(0, 5, pairs, [-length])
+    assert res.kept.tolist() == [1, 1, 1, 3, 3]  # longest, ties by position
+    assert res.removed.tolist() == [True, False, True, False, True]
+    # With row 0 a reference row, its cluster keeps it whatever the priority, and it is never "removed".
+    res = resolve(1, 4, pairs, [-length])
+    assert res.kept[:3].tolist() == [0, 0, 0]
+    assert res.removed.tolist() == [False, True, True, False, True]
+    stats = summary(res)
+    assert stats["rows_in"] == 4 and stats["rows_removed"] == 3
+    assert stats["removed_as_reference_duplicates"] == 2
+
+
+def test_histogram_bins():
+    pairs = np.array([[0, 1], [2, 3], [3, 4], [5, 6], [6, 7], [7, 8], [8, 9]])
+    res = resolve(0, 12, pairs, [])
+    assert size_histogram(res) == {"2": 1, "3-4": 1, "5-8": 1}
+    stats = summary(res)
+    assert stats["duplicate_rate"] == round(7 / 12, 6)
+    assert stats["clusters"] == 3 and stats["rows_in_clusters"] == 10

@@ -1,0 +1,105 @@
+"""dedup_exact: normalisation modes, keep policies, reference, and the side outputs that keep everything."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from pipeline.errors import InputDataError, ParamError
+from stages.dedup import DedupExact
+
+TEXTS = [
+    "The quick brown fox.",        # 0
+    "the  quick brown  fox.",      # 1: whitespace and case
+    "THE QUICK BROWN FOX!!",       # 2: case and punctuation
+    "The quick brown fox.",        # 3: byte-identical to 0
+    "An unrelated sentence here.",  # 4
+]
+
+
+def _frame(texts=TEXTS, **extra):
+    return pl.DataFrame({"id": [f"r{i}" for i in range(len(texts))], "text": texts, **extra})
+
+
+@pytest.mark.parametrize(("mode", "kept"), [
+    ("none", ["r0", "r1", "r2", "r4"]),
+    ("whitespace", ["r0", "r1", "r2", "r4"]),
+    ("full", ["r0", "r4"]),
+])
+def test_normalisation_decides_what_is_equal(mode, kept):
+    result = DedupExact(normalization=mode).execute(_frame())
+    assert result.table["id"].to_list() == kept
+    removed = result.side_outputs["removed"]
+    assert sorted(removed["id"].to_list() + kept) == sorted(f"r{i}" for i in range(5))
+    assert set(removed["duplicate_of"]) <= set(kept)
+    assert (removed["reason"] == "exact duplicate").all() and (removed["similarity"] == 1.0).all()
+
+
+def test_whitespace_mode_folds_runs_of_spaces():
+    texts = ["a  b\tc", "a b c", " a b c ", "A b c"]
+    assert DedupExact(normalization="whitespace").apply(_frame(texts))["id"].to_list() == ["r0", "r3"]
+
+
+def test_keep_policies():
+    texts = ["same text", "same text", "same text"]
+    frame = pl.DataFrame({"id": [30, 10, 20], "text": texts, "quality": [0.2, 0.9, 0.5]})
+    assert DedupExact(keep="first").apply(frame)["id"].to_list() == [30]
+    assert DedupExact(keep="lowest_id").apply(frame)["id"].to_list() == [10]
+    assert DedupExact(keep="column", keep_column="quality").apply(frame)["id"].to_list() == [10]
+    assert DedupExact(keep="column", keep_column="quality", keep_descending=False).apply(frame)["id"].to_list() == [30]
+    longest = pl.DataFrame({"id": [1, 2, 3], "text": ["x y", "x  y", "x   y"]})
+    assert DedupExact(keep="longest").apply(longest)["id"].to_list() == [3]
+
+
+def test_side_outputs_keep_every_column_and_name_the_cluster():
+    frame = _frame(extra_col=list(range(5)))
+    result = DedupExact(normalization="full").execute(frame)
+    removed = result.side_outputs["removed"]
+    assert set(frame.columns) <= set(removed.columns)
+    assert {"cluster_id", "duplicate_of", "duplicate_of_input", "similarity", "reason"} <= set(removed.columns)
+    clusters = result.side_outputs["clusters"]
+    assert clusters.filter(pl.col("kept"))["id"].to_list() == ["r0"]
+    assert sorted(clusters["id"].to_list()) == ["r0", "r1", "r2", "r3"]
+    assert (clusters["size"] == 4).all()
+    stats = result.stats
+    assert stats["rows_removed"] == 3 and stats["duplicate_rate"] == 0.6
+    assert stats["cluster_size_histogram"] == {"3-4": 1}
+
+
+def test_all_identical_corpus_keeps_one_row():
+    frame = _frame(["same"] * 1000)
+    result = DedupExact().execute(frame)
+    assert result.table["id"].to_list() == ["r0"]
+    assert result.side_outputs["removed"].height == 999
+    assert result.stats["cluster_size_histogram"] == {"513-1024": 1}
+
+
+def test_reference_removes_from_data_only():
+    data = _frame(["held out question one", "training text", "training text", "other"])
+    reference = pl.DataFrame({"id": ["t1"], "text": ["Held out question ONE"]})
+    result = DedupExact(normalization="full").execute(data=data, reference=reference)
+    assert result.table["id"].to_list() == ["r1", "r3"]
+    removed = result.side_outputs["removed"].sort("id")
+    assert removed["duplicate_of"].to_list() == ["t1", "r1"]
+    assert removed["duplicate_of_input"].to_list() == ["reference", "data"]
+    assert removed["reason"].to_list() == ["exact duplicate of a reference row", "exact duplicate"]
+    assert result.stats["removed_as_reference_duplicates"] == 1
+
+
+def test_bad_values_are_refused():
+    with pytest.raises(ParamError, match="keep_column"):
+        DedupExact.from_params({"keep": "column"})
+    with pytest.raises(InputDataError, match="null or empty"):
+        DedupExact().apply(_frame(["fine", "  "]))
+    with pytest.raises(InputDataError, match="already has a column 'reason'"):
+        DedupExact().apply(_frame(["a", "b"], reason=["x", "y"]))
+
+
+def test_reference_only_mode_keeps_duplicates_within_data():
+    data = _frame(["held out question one", "training text", "training text", "other"])
+    reference = pl.DataFrame({"id": ["t1"], "text": ["held out question one"]})
+    result = DedupExact(within_data=False).execute(data=data, reference=reference)
+    assert result.table["id"].to_list() == ["r1", "r2", "r3"]
+    assert result.side_outputs["removed"]["id"].to_list() == ["r0"]
+    clusters = result.side_outputs["clusters"]
+    assert clusters.filter(pl.col("id") == "r2")["kept"].to_list() == [True]
