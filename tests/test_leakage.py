@@ -159,7 +159,10 @@ def test_reports_are_self_contained(audit):
     md = (audit.artefact_dir / "report.md").read_text()
     assert "<svg" in html and "<rect" in html and "<mark>" in html
     # Self-contained: nothing is fetched (the SVG namespace is an identifier, not a request).
-    assert "src=" not in html and "<link" not in html and "<script" not in html
+    assert "src=" not in html and "<link" not in html
+    # Every item in one sortable, filterable table (inline script), thresholds drawn, next steps, the seed.
+    assert html.count("<tr><td>") >= audit.table.height and "sortItems" in html
+    assert "stroke-dasharray" in html and "Next steps" in html and "seed = 0" in html
     for kind in ("control", "verbatim", "rewritten"):
         assert f"| {kind} |" in md, "totals by subset"
     assert "## Worst items" in md and "**Test:**" in md

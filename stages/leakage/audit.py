@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from pipeline.errors import ParamError
+from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.params import Annotated, Cosine, Field, Fraction, NonNegativeInt, PositiveInt
 from pipeline.partitioned import Partition, PartitionedStage
@@ -42,6 +42,7 @@ from stages.leakage.evidence import (
     builtin_kinds,
 )
 from stages.leakage.spans import MATCHES_SCHEMA, SpanFinder, fetch_train_docs, item_ids, matches_table
+from stages.leakage.variants import check_fields, raw_variants
 from stages.text import MAX_N, token_offsets, tokenize
 
 EVIDENCE_SPAN_COLUMNS = ["train_id", "evidence_kind", "evidence", "train_evidence", "test_char_start",
@@ -92,15 +93,20 @@ class LeakageAudit(PartitionedStage):
         batch_rows: training rows read per batch (memory vs speed)
         evidence: further registered evidence kinds to run (see stages.leakage.evidence), by name
         cache: embed through the content-addressed embedding cache (only unseen chunks reach the model); null = on for sentence-transformers, off for static (measured: the static table embeds faster than a cold cache stores)
+        candidates: paraphrase evidence: training chunks kept per test variant by the static table, then re-scored with MiniLM
+        null_quantile: paraphrase evidence: the operating point, as a quantile of this test set's null (best score against a training document other than the item's best)
+        paraphrase_min_score: paraphrase evidence: the lowest threshold the null may set
+        fields: eval-aware items: test columns by role ({question: q, choices: options, answer: label, passage: p}); each item is scored as question, question + answer and full prompt
     """
 
     name = "leakage_audit"
     version = "1"
-    inputs = ("train", "test", "index")
+    inputs = ("train", "test", "index", "truth")
     partition_input = "train"
-    # An `index` step over the training corpus's chunks: the chunk/semantic passes search it instead of
-    # embedding the training corpus again.
-    optional_inputs = ("index",)
+    # `index`: an `index` step over the training corpus's chunks: the chunk/semantic passes search it
+    # instead of embedding the training corpus again. `truth`: labels (test_id, planted), e.g.
+    # plant_leakage's `truth`, for precision/recall per evidence kind in the stats and the report.
+    optional_inputs = ("index", "truth")
     requires = ("faiss",)
 
     def __init__(
@@ -128,6 +134,10 @@ class LeakageAudit(PartitionedStage):
         batch_rows: PositiveInt = 20_000,
         evidence: list[str] | None = None,
         cache: bool | None = None,
+        candidates: Annotated[int, Field(ge=2, le=100)] = 8,
+        null_quantile: Fraction = 0.99,
+        paraphrase_min_score: Fraction = 0.5,
+        fields: dict[str, str] | None = None,
     ):
         self.text_column = text_column
         self.id_column = id_column
@@ -152,6 +162,10 @@ class LeakageAudit(PartitionedStage):
         self.batch_rows = batch_rows
         self.evidence = evidence
         self.cache = cache
+        self.candidates = candidates
+        self.null_quantile = null_quantile
+        self.paraphrase_min_score = paraphrase_min_score
+        self.fields = fields
         self.cache_dir = None  # set from the run's context: where the embedding cache lives
         self._train_has_id = True  # set by broadcast() from the training input's columns
 
@@ -166,12 +180,13 @@ class LeakageAudit(PartitionedStage):
             raise ParamError("chunk_contaminated", f"must be >= chunk_partial ({self.chunk_partial})")
         if self.similarity_thresholds[1] < self.similarity_thresholds[0]:
             raise ParamError("similarity_contaminated", f"must be >= similarity_partial ({self.similarity_partial})")
+        check_fields(self.fields)
         unknown = [k for k in self.evidence or [] if k not in EVIDENCE_KINDS]
         if unknown:
             raise ParamError("evidence", f"unknown evidence kind {unknown[0]!r}; registered: {', '.join(EVIDENCE_KINDS)}")
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
-        test = {self.text_column: "text_column"}
+        test = {self.text_column: "text_column"} if not self.fields else {c: "fields" for c in self.fields.values()}
         if self.subset_column:
             test[self.subset_column] = "subset_column"
         return {"train": {self.text_column: "text_column"}, "test": test}
@@ -214,10 +229,14 @@ class LeakageAudit(PartitionedStage):
         use_cache = self.cache if self.cache is not None else self.backend != "static"
         self.cache_dir = ctx.cache_dir if use_cache else None
         test_df = inputs["test"].collect()
-        texts = test_df.get_column(self.text_column).cast(pl.String).fill_null("")
+        if self.fields and self.text_column not in test_df.columns:  # the full prompt stands for the item
+            texts = pl.Series([v[-1][1] for v in raw_variants(test_df, self.fields)], dtype=pl.String)
+        else:
+            texts = test_df.get_column(self.text_column).cast(pl.String).fill_null("")
         side = TestSide(texts=texts, tokens=tokenize(texts))
         index = inputs.get("index")
         shared: dict = {"prebuilt_index": self._load_index(index)} if index is not None else {}
+        shared["test_frame"] = test_df
         templates = [cls(self, side, shared) for cls in self.evidence_classes() if self.enabled(cls)]
         self._train_has_id = self.id_column in inputs["train"].columns
         return {"test_df": test_df, "side": side, "templates": templates}
@@ -261,6 +280,10 @@ class LeakageAudit(PartitionedStage):
         ctx.write_side_output("dirty", test_df.with_columns(verdict=verdicts, train_id=out.get_column("train_id"))
                               .filter(verdicts != "clean"))
         self._record(ctx, side, evidences, verdicts, state["rows"], state["train_bytes"], state["timings"])
+        ctx.record("seed", ctx.seed)
+        truth = inputs.get("truth")
+        if truth is not None:
+            ctx.record("evidence_precision_recall", precision_recall(findings, evidences, truth.collect()))
 
         from stages.leakage.report import worst_items, write_reports
 
@@ -438,3 +461,20 @@ def _restore(template: Evidence, partial: Any, copy: bool) -> Evidence:
 def _candidates(evidences: list[Evidence]) -> np.ndarray:
     docs = [ev.candidate_docs() for ev in evidences]
     return np.unique(np.concatenate(docs)).astype(np.int64) if docs else np.empty(0, np.int64)
+
+
+def precision_recall(findings: pl.DataFrame, evidences: list[Evidence], truth: pl.DataFrame) -> dict[str, dict]:
+    """Per evidence kind (and for the verdict): precision and recall of 'flagged' against truth labels."""
+    if not {"test_id", "planted"} <= set(truth.columns):
+        raise InputDataError("leakage_audit: input 'truth' needs columns test_id and planted (plant_leakage's truth)")
+    judged = findings.join(truth.select(pl.col("test_id").cast(pl.String), pl.col("planted").cast(pl.Boolean)),
+                           on="test_id", how="inner")
+    flags = {ev.kind: (lambda c, p: c | p)(*ev.verdict()) for ev in evidences} | {"verdict": pl.col("verdict") != "clean"}
+    out = {}
+    for name, flag in flags.items():
+        row = judged.select(tp=(flag & pl.col("planted")).sum(), fp=(flag & ~pl.col("planted")).sum(),
+                            positives=pl.col("planted").sum(), negatives=(~pl.col("planted")).sum()).row(0, named=True)
+        out[name] = {"precision": round(row["tp"] / max(row["tp"] + row["fp"], 1), 4),
+                     "recall": round(row["tp"] / max(row["positives"], 1), 4),
+                     "fpr": round(row["fp"] / max(row["negatives"], 1), 4), **row}
+    return out

@@ -283,6 +283,10 @@ class ChunkEvidence(_NeighbourEvidence):
         return [("chunk_tokens", audit.chunk_tokens), ("k", audit.k), ("backend", audit.backend),
                 ("chunk_partial", audit.chunk_partial), ("chunk_contaminated", audit.chunk_contaminated)]
 
+    @classmethod
+    def thresholds(cls, audit: Any, findings: pl.DataFrame) -> dict[str, list[float]]:
+        return {"chunk_overlap_ratio": [audit.chunk_partial, audit.chunk_contaminated]}
+
     def matched(self, score: pl.Expr) -> pl.Expr:
         return score > self.audit.chunk_partial
 
@@ -307,6 +311,10 @@ class SemanticEvidence(_NeighbourEvidence):
         partial, contaminated = audit.similarity_thresholds
         return [("chunk_tokens", audit.chunk_tokens), ("k", audit.k), ("backend", audit.backend),
                 ("similarity_partial", partial), ("similarity_contaminated", contaminated)]
+
+    @classmethod
+    def thresholds(cls, audit: Any, findings: pl.DataFrame) -> dict[str, list[float]]:
+        return {"max_similarity": list(audit.similarity_thresholds)}
 
     def matched(self, score: pl.Expr) -> pl.Expr:
         return score >= self.audit.similarity_thresholds[0]

@@ -104,6 +104,11 @@ class Evidence:
         """(name, value) of the parameters and thresholds the report lists for this kind."""
         return []
 
+    @classmethod
+    def thresholds(cls, audit: Any, findings: pl.DataFrame) -> dict[str, list[float]]:
+        """Score column -> the thresholds its verdict uses (the report draws them on the histograms)."""
+        return {}
+
     def add_batch(self, batch: TrainBatch) -> None:
         raise NotImplementedError
 

@@ -105,6 +105,10 @@ class NgramEvidence(Evidence):
         self._compact()
         return np.unique(self.hits[0][1]) if self.hits else np.empty(0, np.int64)
 
+    @classmethod
+    def thresholds(cls, audit: Any, findings: pl.DataFrame) -> dict[str, list[float]]:
+        return {"ngram_overlap": [audit.ngram_contaminated]}
+
     def verdict(self) -> tuple[pl.Expr, pl.Expr]:
         overlap = pl.col("ngram_overlap").fill_null(0.0)
         return overlap >= self.audit.ngram_contaminated, pl.col("matched_ngrams") > 0

@@ -7,6 +7,8 @@ import re
 import numpy as np
 
 PLANT_KINDS = ("verbatim", "surface", "partial", "edited", "reordered", "rewritten")
+# Harder than PLANT_KINDS: every 4th word replaced by a word of other text, plus neighbour swaps.
+HEAVY_KINDS = ("heavy",)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -41,6 +43,8 @@ def plant(text: str, kind: str, rng: np.random.Generator, host: str = "") -> str
             else:
                 out[i], out[i + 1] = out[i + 1], out[i]
         return " ".join(w for w in out if w)
+    if kind == "heavy":
+        return _heavy(words, rng, host.split())
     sentences = [s for s in _SENTENCE_END.split(" ".join(words)) if s]
     if kind == "reordered":
         return " ".join(plant(s, "edited", rng) for s in reversed(sentences))
@@ -52,6 +56,13 @@ def plant(text: str, kind: str, rng: np.random.Generator, host: str = "") -> str
             keep = rng.random(len(ws)) > 1 / 3
             out.append(" ".join(w for w, k in zip(ws, keep) if k))
         return " ".join(out)
-    raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(PLANT_KINDS)}")
+    raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(PLANT_KINDS + HEAVY_KINDS)}")
 
 
+def _heavy(words: list[str], rng: np.random.Generator, vocabulary: list[str]) -> str:
+    out = list(words)
+    for i in range(int(rng.integers(0, 4)), len(out), 4):
+        out[i] = vocabulary[int(rng.integers(0, len(vocabulary)))] if vocabulary else ""
+    for i in range(int(rng.integers(0, 7)), len(out) - 1, 7):
+        out[i], out[i + 1] = out[i + 1], out[i]
+    return " ".join(w for w in out if w)

@@ -34,6 +34,11 @@ def _totals(findings: pl.DataFrame, by: str | None) -> pl.DataFrame:
     table = findings.group_by(by).agg(
         pl.len().alias("items"), *[(pl.col("verdict") == v).sum().alias(v) for v in VERDICTS],
     )
+    singles = table.filter(pl.col("items") == 1)
+    if singles.height > 1:  # many one-item subsets would drown the table: one row sums them
+        folded = singles.select(pl.lit(f"({singles.height} one-item subsets)").alias(by), pl.len().cast(pl.UInt32).alias("items"),
+                                *[pl.col(v).sum() for v in VERDICTS])
+        table = pl.concat([table.filter(pl.col("items") > 1), folded.cast(table.schema)])
     table = table.with_columns(
         (100.0 * (pl.col("partial") + pl.col("contaminated")) / pl.col("items")).round(1).alias("dirty_%")
     )
@@ -54,7 +59,7 @@ def worst_items(findings: pl.DataFrame, limit: int, kinds: list[type[Evidence]])
     )
 
 
-def _histogram(findings: pl.DataFrame, score: Score, bins: int = 20) -> str:
+def _histogram(findings: pl.DataFrame, score: Score, thresholds: list[float] = (), bins: int = 20) -> str:
     """A stacked histogram of one score column (one colour per verdict), as inline SVG."""
     values = findings.select(score.column, "verdict").drop_nulls()
     lo = min(0.0, float(values[score.column].min()))
@@ -65,6 +70,9 @@ def _histogram(findings: pl.DataFrame, score: Score, bins: int = 20) -> str:
     ax = fig.subplots()
     stacked = [np.clip(values.filter(pl.col("verdict") == v)[score.column].to_numpy(), lo, hi) for v in VERDICTS]
     ax.hist(stacked, bins=edges, stacked=True, color=[VERDICT_COLOURS[v] for v in VERDICTS], label=list(VERDICTS))
+    for t in thresholds:
+        ax.axvline(t, color="#333", linestyle="--", linewidth=1)
+        ax.annotate(f"{t:.3g}", (t, 1), xycoords=("data", "axes fraction"), fontsize=6, ha="right", va="top", rotation=90)
     ax.set_title(score.title, fontsize=9)
     ax.set_ylabel("test items", fontsize=8)
     ax.tick_params(labelsize=7)
@@ -123,7 +131,25 @@ class _Report:
         total = max(findings.height, 1)
         self.percent = {v: 100 * n / total for v, n in self.counts.items()}
         self.totals = _totals(findings, self.by)
-        self.settings = _settings(stage, self.kinds)
+        self.settings = _settings(stage, self.kinds) + [("seed", _fmt(stats.get("seed")))]
+        self.thresholds = {c: v for cls in self.kinds if stage.enabled(cls) for c, v in cls.thresholds(stage, findings).items()}
+        self.quality = stats.get("evidence_precision_recall") or {}
+
+    def all_items(self) -> dict:
+        """Every item, with its verdict and every score, for the sortable, filterable table."""
+        cols = ["test_id", "verdict", *(["subset"] if self.by else []), *[s.column for s in self.scores], "train_id"]
+        return {"columns": cols, "rows": [[_fmt(v) for v in r] for r in self.findings.select(cols).iter_rows()]}
+
+    def next_steps(self) -> list[str]:
+        dirty = self.counts["partial"] + self.counts["contaminated"]
+        if not dirty:
+            return ["No item matched: report the score on the full test set; keep this report with the results."]
+        return [f"Score the model on the clean split (`clean` side output, {self.counts['clean']} items) and on all items; "
+                "the gap is what leakage is worth (GPT-3's clean-vs-all comparison).",
+                "Decontaminate the training corpus with the `decontaminate` stage (inputs: the corpus and this step's "
+                "`matches`), or drop the dirty items from the test set.",
+                "Check the worst items by hand: near-copies are clear; paraphrase and semantic matches near the drawn "
+                "thresholds are the ones to read."]
 
     def worst(self) -> list[dict]:
         ids = self.findings["test_id"].to_list()
@@ -147,14 +173,16 @@ class _Report:
         return out
 
     def html(self) -> str:
-        plots = [_histogram(self.findings, s) for s in self.scores
+        plots = [_histogram(self.findings, s, self.thresholds.get(s.column, [])) for s in self.scores
                  if s.histogram and self.findings[s.column].drop_nulls().len()]
         return render(
             "leakage.html.j2", title="Leakage audit", items=self.findings.height,
             train_rows=self.stats.get("train_rows", "?"), train_mb=self.stats.get("train_mb", "?"),
             counts=self.counts, percent=self.percent, settings=self.settings, by_subset=self.by is not None,
             totals={"columns": self.totals.columns, "rows": [[_fmt(v) for v in r] for r in self.totals.iter_rows()]},
-            plots=plots, report_items=self.stage.report_items, worst=self.worst(),
+            plots=plots, report_items=self.stage.report_items, worst=self.worst(), all_items=self.all_items(),
+            quality=self.quality, next_steps=self.next_steps(), null=self.stats.get("paraphrase_null"),
+            config=sorted((k, _fmt(v)) for k, v in self.stage.get_params().items()),
         )
 
     def markdown(self) -> str:
@@ -174,7 +202,16 @@ class _Report:
                 qs = [values.quantile(q) for q in (0.5, 0.9, 0.99)]
                 lines.append(f"- `{score.column}`: median {qs[0]:.3f}, p90 {qs[1]:.3f}, p99 {qs[2]:.3f}, "
                              f"max {values.max():.3f}")
-        lines += ["", "(Histograms are in report.html.)", "", "## Worst items", ""]
+        lines += ["", "(Histograms with the thresholds drawn, and a sortable table of every item, are in report.html.)", ""]
+        if self.stats.get("paraphrase_null"):
+            lines += ["Paraphrase null (best score against a training document other than the item's best): "
+                      + ", ".join(f"{k} {v}" for k, v in self.stats["paraphrase_null"].items()), ""]
+        if self.quality:
+            lines += ["## Precision and recall per evidence kind (truth labels given)", "",
+                      "| evidence | precision | recall | FPR |", "|---|---|---|---|"]
+            lines += [f"| {k} | {q['precision']:.3f} | {q['recall']:.3f} | {q['fpr']:.3f} |" for k, q in self.quality.items()]
+            lines.append("")
+        lines += ["## Next steps", "", *[f"- {step}" for step in self.next_steps()], "", "## Worst items", ""]
         worst = self.worst()
         if not worst:
             lines.append("No test item matched the training data.")

@@ -1,0 +1,87 @@
+"""Eval-aware test items: the texts a structured test item leaks as, built from the fields a test set names.
+
+A multiple-choice item leaks as its question alone, as the question with its correct answer, or as the
+whole prompt with every option; a reading item as passage + question. `LeakageAudit(fields={question:
+q, choices: options, answer: label})` names the test columns; each item then gets one variant per
+form that its fields allow, and an evidence kind scores every variant (the item keeps its best).
+Without `fields`, an item has one variant: its text column.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipeline.errors import InputDataError, ParamError
+from stages.leakage.evidence import TestSide
+from stages.text import tokenize
+
+FIELD_ROLES = ("question", "choices", "answer", "passage")
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def check_fields(fields: dict[str, str] | None) -> None:
+    if fields is None:
+        return
+    bad = [role for role in fields if role not in FIELD_ROLES]
+    if bad:
+        raise ParamError("fields", f"unknown role {bad[0]!r}; roles are {', '.join(FIELD_ROLES)}")
+    if "question" not in fields:
+        raise ParamError("fields", "needs a 'question' column (e.g. fields: {question: q, choices: options, answer: label})")
+
+
+def _answer_text(choices: list[str] | None, answer: Any) -> str:
+    """The correct answer as text: an index or letter into `choices`, or the answer itself."""
+    if answer is None:
+        return ""
+    if choices:
+        if isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer < len(choices):
+            return choices[answer]
+        key = str(answer).strip().upper()
+        if len(key) == 1 and key in LETTERS[: len(choices)]:
+            return choices[LETTERS.index(key)]
+    return str(answer)
+
+
+def raw_variants(frame: pl.DataFrame, fields: dict[str, str]) -> list[list[tuple[str, str]]]:
+    """Per test row, its (variant name, text) pairs."""
+    missing = [c for c in fields.values() if c not in frame.columns]
+    if missing:
+        raise InputDataError(f"leakage_audit: fields names column {missing[0]!r}, which the test set lacks; "
+                             f"columns: {', '.join(frame.columns)}")
+
+    def column(role: str) -> list[Any]:
+        return frame.get_column(fields[role]).to_list() if role in fields else [None] * frame.height
+
+    out = []
+    for question, choices, answer, passage in zip(*(column(r) for r in ("question", "choices", "answer", "passage"))):
+        q = " ".join(filter(None, [passage, question]))
+        options = [str(c) for c in choices] if isinstance(choices, (list, tuple)) else None
+        variants = [("question", q)]
+        answer_text = _answer_text(options, answer)
+        if answer_text:
+            variants.append(("question+answer", f"{q} {answer_text}"))
+        if options:
+            variants.append(("prompt", q + " " + " ".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(options[:26]))))
+        out.append(variants)
+    return out
+
+
+def item_variants(audit: Any, test: TestSide, shared: dict[str, Any]) -> tuple[np.ndarray, list[str], list[str]]:
+    """(item of each variant, variant names, normalised variant texts), shared by every kind of one audit."""
+    if "variants" not in shared:
+        frame = shared.get("test_frame")
+        if audit.fields and frame is not None:
+            per_item = raw_variants(frame, audit.fields)
+        else:
+            per_item = [[("text", t)] for t in test.texts.to_list()]
+        item = np.repeat(np.arange(len(per_item), dtype=np.int64), [len(v) for v in per_item])
+        names = [name for v in per_item for name, _ in v]
+        tok = tokenize(pl.Series([text for v in per_item for _, text in v], dtype=pl.String))
+        offsets = tok.offsets
+        words = tok.words.to_list()
+        texts = [" ".join(words[offsets[i] : offsets[i + 1]]) for i in range(len(names))]
+        shared["variants"] = (item, names, texts)
+    return shared["variants"]

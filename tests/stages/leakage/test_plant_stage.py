@@ -1,0 +1,73 @@
+"""plant_leakage: planted rows appear in the training corpus with truth labels, reproducibly, and the audit finds them."""
+
+from __future__ import annotations
+
+from pydoc_data.topics import topics
+
+import polars as pl
+import pytest
+
+from pipeline.errors import ParamError
+from stages.leakage import HEAVY_KINDS, PLANT_KINDS, LeakageAudit, PlantLeakage
+
+NAMES = sorted(topics)
+
+
+@pytest.fixture(scope="module")
+def corpora():
+    train = pl.DataFrame({"id": NAMES[:30], "text": [topics[t] for t in NAMES[:30]]})
+    items = [" ".join(topics[t].split()[:80]) for t in NAMES[30:] if len(topics[t].split()) >= 80][:32]
+    test = pl.DataFrame({"id": [f"q{i}" for i in range(len(items))], "text": items,
+                         "rephrased": [f"In other words: {t.lower()}" for t in items]})
+    return train, test
+
+
+def test_every_kind_is_planted_with_truth_labels(corpora):
+    train, test = corpora
+    stage = PlantLeakage(paraphrase_column="rephrased", rate=0.5)
+    result = stage.execute(train=train, test=test, seed=3)
+    out, truth = result.table, result.side_outputs["truth"]
+    assert truth.height == test.height and truth["planted"].sum() == 16
+    assert set(truth["plant_kind"].drop_nulls()) == set(PLANT_KINDS + HEAVY_KINDS + ("paraphrase",))
+    planted = out.filter(pl.col("planted_from").is_not_null())
+    assert planted.height == 16 and out.height == train.height + 16
+    assert set(planted["id"]) == set(truth["train_id"].drop_nulls())
+    by_item = dict(zip(truth["test_id"], truth["plant_kind"]))
+    texts = dict(zip(test["id"], test["text"]))
+    for test_id, text in zip(planted["planted_from"], planted["text"]):
+        if by_item[test_id] == "verbatim":
+            assert text == texts[test_id]
+        if by_item[test_id] == "paraphrase":
+            assert text.startswith("In other words")
+        if by_item[test_id] == "heavy":
+            assert text != texts[test_id] and len(set(text.split()) & set(texts[test_id].split())) > 20
+    again = stage.execute(train=train, test=test, seed=3)
+    assert again.table.equals(out) and again.side_outputs["truth"].equals(truth)
+    assert not stage.execute(train=train, test=test, seed=4).side_outputs["truth"].equals(truth)
+
+
+def test_the_default_audit_flags_planted_copies_and_not_controls(corpora, tmp_path):
+    train, test = corpora
+    result = PlantLeakage(kinds=["verbatim", "surface", "partial"], rate=0.5).execute(
+        train=train, test=test, seed=1)
+    audited = LeakageAudit(semantic=False, chunk_overlap=False, subset_column="id").execute(
+        train=result.table, test=test, truth=result.side_outputs["truth"], workdir=tmp_path)
+    findings = audited.table
+    quality = audited.stats["evidence_precision_recall"]
+    assert quality["ngram"]["recall"] == 1.0 and quality["verdict"]["positives"] == 16
+    md = (tmp_path / "report.md").read_text()
+    assert "Precision and recall per evidence kind" in md and "one-item subsets" in md
+    judged = findings.join(result.side_outputs["truth"], on="test_id")
+    planted = judged.filter("planted")
+    assert (planted["verdict"] != "clean").all()
+    # pydoc topics quote each other (e.g. "compound" holds "for"), so a control may be truly in the
+    # corpus; what the plants must not do is make a control look leaked.
+    flagged_controls = judged.filter(~pl.col("planted"), pl.col("verdict") != "clean")
+    assert not flagged_controls["train_id"].str.starts_with("planted-").any()
+
+
+def test_bad_kinds_are_param_errors():
+    with pytest.raises(ParamError, match="kinds"):
+        PlantLeakage(kinds=["photocopied"]).validate()
+    with pytest.raises(ParamError, match="paraphrase_column"):
+        PlantLeakage(kinds=["paraphrase"]).validate()

@@ -1,0 +1,104 @@
+"""paraphrase evidence: static candidates + MiniLM re-scoring + a null-calibrated threshold; eval-aware variants."""
+
+from __future__ import annotations
+
+from pydoc_data.topics import topics
+
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.errors import ParamError
+from stages.leakage import LeakageAudit, TestSide, TrainBatch, plant
+from stages.leakage.rescore import ParaphraseEvidence
+from stages.leakage.variants import raw_variants
+from stages.text import tokenize
+
+NAMES = sorted(topics)
+SOURCES = ["assignment", "class", "exceptions", "lambda", "with", "yield"]
+CONTROLS = ["numbers", "dict", "floating", "import", "bitwise", "calls"]
+
+
+def _passage(topic: str) -> str:
+    return " ".join(topics[topic].split()[20:100])
+
+
+@pytest.fixture(scope="module")
+def train() -> pl.DataFrame:
+    names = [n for n in NAMES if n not in CONTROLS][:60] + SOURCES
+    return pl.DataFrame({"id": names, "text": [topics[t] for t in names]}).unique("id", keep="first", maintain_order=True)
+
+
+def test_rewritten_leaks_score_above_the_null_and_controls_below(train, tmp_path):
+    rng = np.random.default_rng(0)
+    kinds = ["edited", "heavy", "reordered"]
+    test = pl.DataFrame({
+        "id": [f"{k}-{s}" for k, s in zip(kinds * 2, SOURCES)] + [f"control-{c}" for c in CONTROLS],
+        "text": [plant(_passage(s), k, rng, host=_passage(c)) for k, s, c in zip(kinds * 2, SOURCES, CONTROLS)]
+        + [_passage(c) for c in CONTROLS],
+    })
+    result = LeakageAudit(ngram=False, chunk_overlap=False, semantic=False, evidence=["paraphrase"], candidates=4,
+                          report_items=3).execute(train=train, test=test, workdir=tmp_path)
+    f = result.table
+    leaked = f.filter(~pl.col("test_id").str.starts_with("control"))
+    controls = f.filter(pl.col("test_id").str.starts_with("control"))
+    # Every leak outscores every control, and the null sits below the leaks.
+    assert leaked["paraphrase_score"].min() > controls["paraphrase_score"].max()
+    assert (leaked["paraphrase_score"] > leaked["paraphrase_null"]).all()
+    light = leaked.filter(~pl.col("test_id").str.starts_with("heavy"))
+    assert (light["verdict"] != "clean").all() and (controls["verdict"] == "clean").all()
+    null = result.stats["paraphrase_null"]
+    assert null["items"] > 0 and null["threshold"] >= 0.5
+    assert f["paraphrase_threshold"].drop_nulls().n_unique() <= 2  # one operating point (+ the short-item one)
+    assert "paraphrase" in (tmp_path / "report.md").read_text()
+
+
+def test_candidates_of_two_shards_merge_into_the_one_pass_candidates(train):
+    audit = LeakageAudit(ngram=False, chunk_overlap=False, semantic=False, evidence=["paraphrase"], candidates=3)
+    texts = pl.Series([_passage(s) for s in SOURCES], dtype=pl.String)
+    side = TestSide(texts=texts, tokens=tokenize(texts))
+
+    def kind():
+        return ParaphraseEvidence(audit, side, {})
+
+    whole, first, second = kind(), kind(), kind()
+    corpus = train["text"]
+    for lo in range(0, len(corpus), 10):
+        batch = TrainBatch(texts=corpus[lo : lo + 10], tokens=tokenize(corpus[lo : lo + 10]), base=lo)
+        whole.add_batch(batch)
+        (first if lo < 30 else second).add_batch(batch)
+    first.merge(second)
+    assert np.array_equal(whole.candidates.doc, first.candidates.doc)
+    assert np.allclose(whole.candidates.sim, first.candidates.sim)
+
+
+def test_eval_fields_build_question_answer_and_prompt_variants():
+    frame = pl.DataFrame({"q": ["What is 2 + 2?", "Name the capital of France."],
+                          "options": [["3", "4", "5"], ["Paris", "Lyon"]], "label": ["B", "a"]})
+    variants = raw_variants(frame, {"question": "q", "choices": "options", "answer": "label"})
+    assert variants[0] == [("question", "What is 2 + 2?"), ("question+answer", "What is 2 + 2? 4"),
+                           ("prompt", "What is 2 + 2? A. 3 B. 4 C. 5")]
+    assert variants[1][1] == ("question+answer", "Name the capital of France. Paris")
+    by_index = raw_variants(frame.with_columns(label=pl.Series([2, 1])), {"question": "q", "choices": "options", "answer": "label"})
+    assert by_index[0][1][1].endswith("5") and by_index[1][1][1].endswith("Lyon")
+    with pytest.raises(ParamError, match="fields"):
+        LeakageAudit(fields={"query": "q"}).validate()
+    with pytest.raises(ParamError, match="question"):
+        LeakageAudit(fields={"answer": "label"}).validate()
+
+
+def test_an_eval_item_leaked_with_its_answer_is_found_through_its_fields(train):
+    from pydoc_data.topics import topics as docs
+
+    question = " ".join(docs["lambda"].split()[20:45])
+    options = ["a syntax error", "an anonymous function object", "a generator", "a class"]
+    leaked = f"Q: {question} Answer: {options[1]}"
+    corpus = pl.concat([train, pl.DataFrame({"id": ["leak"], "text": [leaked]})])
+    test = pl.DataFrame({"id": ["lam", "dict"], "q": [question, " ".join(docs["dict"].split()[30:55])],
+                         "options": [options, ["a list", "a mapping", "a set", "a tuple"]], "label": [1, 1]})
+    findings = LeakageAudit(ngram=False, chunk_overlap=False, semantic=False, evidence=["paraphrase"], candidates=4,
+                            fields={"question": "q", "choices": "options", "answer": "label"},
+                            ).apply(train=corpus, test=test)
+    lam = findings.row(0, named=True)
+    assert lam["train_id"] == "leak" and lam["paraphrase_variant"] in ("question", "question+answer", "prompt")
+    assert lam["paraphrase_score"] > findings.row(1, named=True)["paraphrase_score"]
