@@ -21,10 +21,16 @@ from pipeline.config import (
     load_config,
     order_steps,
     parse_config,
-    upstream,
 )
 from pipeline.errors import PipelineError
-from pipeline.runner import RunDir, _outputs_intact, _resolve_inputs, read_manifest, step_fingerprint
+from pipeline.runner import (
+    RunDir,
+    _outputs_intact,
+    _resolve_inputs,
+    read_manifest,
+    select_steps,
+    step_fingerprint,
+)
 
 
 @dataclass
@@ -39,17 +45,6 @@ class PlannedStep:
         text = {"cached": "cached, unchanged", "run": "will run", "after": "will run if its input changes",
                 "skipped": "skipped (not selected)"}[self.action]
         return f"{text}: {self.reason}" if self.reason else text
-
-
-def select_steps(config: PipelineConfig, only: str | None, until: str | None) -> set[str]:
-    """The step ids a run with --only/--until touches (the same rule as the runner's)."""
-    if only and until:
-        raise PipelineError("--only and --until cannot be combined", file=config.source)
-    if only:
-        return {config.step(only).id}
-    if until:
-        return upstream(config, config.step(until).id)
-    return {s.id for s in config.steps}
 
 
 def _own_change(manifest: dict, stage: Any, seed: int) -> str | None:

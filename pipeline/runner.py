@@ -350,6 +350,17 @@ def _say(quiet: bool, text: str) -> None:
         print(text, flush=True)
 
 
+def select_steps(config: PipelineConfig, only: str | None, until: str | None) -> set[str]:
+    """The step ids a run with --only/--until touches (the plan uses the same rule)."""
+    if only and until:
+        raise PipelineError("--only and --until cannot be combined", file=config.source)
+    if only:
+        return {config.step(only).id}
+    if until:
+        return upstream(config, config.step(until).id)
+    return {s.id for s in config.steps}
+
+
 def run_pipeline(
     config: str | Path | dict | PipelineConfig,
     *,
@@ -379,13 +390,7 @@ def run_pipeline(
     elif overrides:
         raise PipelineError("pass overrides with a config path or dict, not a parsed config")
     ordered = order_steps(config)
-    if only and until:
-        raise PipelineError("--only and --until cannot be combined", file=config.source)
-    selected = {s.id for s in ordered}
-    if only:
-        selected = {config.step(only).id}
-    elif until:
-        selected = upstream(config, config.step(until).id)
+    selected = select_steps(config, only, until)
 
     workdir = Path(workdir)
     run = RunDir(workdir, config.name)

@@ -30,7 +30,7 @@ from pipeline.params import Annotated, Field, Fraction, NonNegativeFloat, Positi
 from pipeline.stage import Context, Stage
 from stages.nets import TrainConfig, train_classifier
 from stages.noise import LabelNoise, vector_matrix
-from stages.studies import _split, feature_column
+from stages.studies import _split, digits_example, feature_column
 
 NEURAL = ("mlp", "convnet", "bag_of_embeddings")
 
@@ -292,18 +292,9 @@ class LabelNoiseNets(Stage):
 
     @classmethod
     def example(cls) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        keep = digits.target < 3
-        table = pl.DataFrame({
-            "id": np.arange(150),
-            "pixels": pl.Series(digits.data[keep][:150].astype(np.float32).tolist(), dtype=pl.List(pl.Float32)),
-            "label": digits.target[keep][:150],
-        })
         params = {"models": ["mlp"], "alphas": [0, 2], "noises": ["uniform"], "batch_sizes": [32],
                   "batch_alphas": [2], "clean_fractions": [1.0], "examples": 2000, "seeds": 1}
-        return params, {"data": table}
+        return params, {"data": digits_example()}
 
 
 def _fit_logistic(x: np.ndarray, rows: np.ndarray, labels: np.ndarray, val_rows: np.ndarray, val_labels: np.ndarray,

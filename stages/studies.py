@@ -32,6 +32,19 @@ def _split(table: pl.DataFrame, label: str, test_fraction: float, seed: int) -> 
     return table[np.sort(train_idx)], table[np.sort(test_idx)]
 
 
+def digits_example(rows: int = 150) -> pl.DataFrame:
+    """A small three-class slice of scikit-learn's digits: the studies' conformance example."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    keep = digits.target < 3
+    return pl.DataFrame({
+        "id": np.arange(rows),
+        "pixels": pl.Series(digits.data[keep][:rows].astype(np.float32).tolist(), dtype=pl.List(pl.Float32)),
+        "label": digits.target[keep][:rows],
+    })
+
+
 def feature_column(schema: Any, features: str, exclude: tuple[str, ...], file: str) -> str:
     """The column a study trains on: `features` if set, else the first vector column, else `text`."""
     if features != "auto":
@@ -224,13 +237,4 @@ class LabelNoiseCurve(Stage):
 
     @classmethod
     def example(cls) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
-        keep = digits.target < 3
-        table = pl.DataFrame({
-            "id": np.arange(150),
-            "pixels": pl.Series(digits.data[keep][:150].astype(np.float32).tolist(), dtype=pl.List(pl.Float32)),
-            "label": digits.target[keep][:150],
-        })
-        return {"alphas": [0, 2], "noises": ["uniform", "structured"]}, {"data": table}
+        return {"alphas": [0, 2], "noises": ["uniform", "structured"]}, {"data": digits_example()}
