@@ -46,7 +46,9 @@ class IntrinsicDimension(Stage):
         bootstrap: bootstrap replicates for the intervals (0: none)
         confidence: level of the bootstrap intervals
         duplicates: 'drop' repeated vectors (counted in `duplicates_dropped`) or 'error'
-        index: neighbour search: 'exact', 'hnsw' (recall measured and reported) or 'auto' (exact up to 50k points)
+        index: neighbour search: 'exact', 'hnsw', 'projected' (IVF over the principal coordinates when the
+            points lie in a low-dimensional linear subspace, else hnsw) or 'auto' (exact up to 50k points,
+            then projected); approximate searches report their recall against an exact sample
         max_points: estimate on at most this many points per group, chosen by id hash (null: all)
         id_column: unique row id (names the points of the `local` side output)
         plot: write the scale plot
@@ -68,7 +70,7 @@ class IntrinsicDimension(Stage):
         bootstrap: int = 200,
         confidence: float = 0.95,
         duplicates: Literal["drop", "error"] = "drop",
-        index: Literal["auto", "exact", "hnsw"] = "auto",
+        index: Literal["auto", "exact", "hnsw", "projected"] = "auto",
         max_points: int | None = None,
         id_column: str = "id",
         plot: bool = True,

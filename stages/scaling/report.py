@@ -68,9 +68,11 @@ def _statements(tables: dict[str, pl.DataFrame]) -> list[str]:
         for r in fit.iter_rows(named=True):
             if r["law"] == "power_law":
                 group = f" for {r['group']}" if r.get("group") else ""
-                out.append(f"Power law{group}: L = L_inf + k D^-alpha with alpha = {_interval(r, 'alpha')}, "
+                x = {"params": "N"}.get(r.get("x_column") or "", "D")
+                over = f" ({x} = {r['x_column']})" if r.get("x_column") else ""
+                out.append(f"Power law{group}: L = L_inf + k {x}^-alpha{over} with alpha = {_interval(r, 'alpha')}, "
                            f"k = {_interval(r, 'k')}, L_inf = {_interval(r, 'L_inf')} (95% bootstrap intervals), "
-                           f"{r['points']} points from D = {r['x_min']:g} to {r['x_max']:g}, "
+                           f"{r['points']} points from {x} = {r['x_min']:g} to {r['x_max']:g}, "
                            f"log-space RMSE {r['rmse_log']:.3f}, R^2 {r['r2_log']:.3f}.")
                 for name, frame in dims.items():
                     rows = frame.filter(pl.col("estimator") == "twonn")

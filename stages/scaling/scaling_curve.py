@@ -41,16 +41,18 @@ def _loss_function(kind: str, classes: int):
 class ScalingCurve(Stage):
     """Held-out loss of an MLP classifier trained on each nested subset (input `data`) at each size.
 
-    One row per (subset, repeat): subset_size, rows, the model's parameter count, test loss and
-    accuracy, validation loss, steps and what stopped training. Side output `representation`: the last
-    hidden layer of the model trained on the largest subset (first repeat) over the test rows, for
-    `intrinsic_dimension` of the learned representation.
+    One row per (subset, model, repeat): subset_size, rows, the model's hidden widths and parameter
+    count, test loss and accuracy, validation loss, steps and what stopped training. With several
+    `models` the same rows give L(N) (fit `params` per `subset_size` with `scaling_fit`). Side output
+    `representation`: the last hidden layer of the last model trained on the largest subset (first
+    repeat) over the test rows, for `intrinsic_dimension` of the learned representation.
 
     Parameters:
         features: the numeric vector column fed to the model
         label_column: integer or string class labels
         loss: 'mse' (L2 on one-hot targets) or 'cross_entropy'
         hidden: widths of the hidden layers
+        models: several model sizes, each a list of hidden widths (null: the one model `hidden`)
         repeats: initialisation seeds per subset (all rows are kept; the fit sees each)
         validation_fraction: share of the held-out input used for early stopping (the rest is the test set)
         learning_rate: AdamW learning rate
@@ -72,6 +74,7 @@ class ScalingCurve(Stage):
         label_column: str = "label",
         loss: Literal["mse", "cross_entropy"] = "mse",
         hidden: list[int] = [64, 64],  # noqa: B006 - params are stored as given
+        models: list[list[int]] | None = None,
         repeats: int = 2,
         validation_fraction: float = 0.5,
         learning_rate: float = 3e-3,
@@ -86,6 +89,7 @@ class ScalingCurve(Stage):
         self.label_column = label_column
         self.loss = loss
         self.hidden = hidden
+        self.models = models
         self.repeats = repeats
         self.validation_fraction = validation_fraction
         self.learning_rate = learning_rate
@@ -99,6 +103,8 @@ class ScalingCurve(Stage):
     def validate(self) -> None:
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ParamError("hidden", f"must be a non-empty list of widths >= 1, got {self.hidden}")
+        if self.models is not None and (not self.models or any(not m or min(m) < 1 for m in self.models)):
+            raise ParamError("models", f"must be a non-empty list of non-empty width lists >= 1, got {self.models}")
         for name in ("repeats", "batch_size", "max_steps", "eval_every", "patience"):
             if getattr(self, name) < 1:
                 raise ParamError(name, f"must be >= 1, got {getattr(self, name)}")
@@ -143,19 +149,22 @@ class ScalingCurve(Stage):
         subsets = train_table.select("subset_index", "subset_size").unique().sort("subset_index")
         index = train_table["subset_index"].to_numpy()
         rows = []
-        bar = ctx.progress(total=subsets.height * self.repeats, unit="runs")
+        models = self.models or [self.hidden]
+        bar = ctx.progress(total=subsets.height * len(models) * self.repeats, unit="runs")
         for j, size in subsets.iter_rows():
             member = index <= j
             train_set = training.as_tensors(x_train[member] / scale, y_train[member])
-            for repeat in range(self.repeats):
-                seed = (ctx.seed * 1000 + repeat) % (2**62)
-                training.seed_everything(seed)
-                model = training.mlp(x_train.shape[1], self.hidden, len(classes))
-                result = training.train(model, loss_fn, train_set, validation, self.train_config(), seed)
-                rows.append(self._row(model, loss_fn, train_set, test_set, result, size, repeat, seed))
-                if j == subsets.height - 1 and repeat == 0:
-                    self._representation(ctx, model, held_out.filter(pl.Series(~is_validation)), test_set)
-                bar.update(1)
+            for m, hidden in enumerate(models):
+                for repeat in range(self.repeats):
+                    seed = (ctx.seed * 1000 + repeat) % (2**62)
+                    training.seed_everything(seed)
+                    model = training.mlp(x_train.shape[1], hidden, len(classes))
+                    result = training.train(model, loss_fn, train_set, validation, self.train_config(), seed)
+                    rows.append(self._row(model, loss_fn, train_set, test_set, result, size, repeat, seed)
+                                | {"model": m, "hidden": "-".join(map(str, hidden))})
+                    if j == subsets.height - 1 and m == len(models) - 1 and repeat == 0:
+                        self._representation(ctx, model, held_out.filter(pl.Series(~is_validation)), test_set)
+                    bar.update(1)
         bar.close()
         result = pl.DataFrame(rows)
         ctx.record("test_loss", {str(s): round(v, 5) for s, v in

@@ -131,7 +131,8 @@ class ScalingFit(Stage):
                 exc.file = exc.file or label
                 raise
             fits.append((group, part, law))
-            row = {"law": "power_law", "group": None if group is None else str(group), "points": law.points,
+            row = {"law": "power_law", "group": None if group is None else str(group), "x_column": self.x_column,
+                   "points": law.points,
                    "x_min": float(part[self.x_column].min()), "x_max": float(part[self.x_column].max())}
             for name, value in (("L_inf", law.floor), ("k", law.k), ("alpha", law.alpha)):
                 low, high = law.intervals.get({"L_inf": "floor"}.get(name, name), (np.nan, np.nan))

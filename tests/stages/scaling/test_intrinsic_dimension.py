@@ -66,6 +66,30 @@ def test_neighbours_are_exact_and_hnsw_reports_recall():
     assert approx.index == "hnsw" and 0.9 <= approx.recall <= 1.0
 
 
+def test_projected_search_finds_the_exact_neighbours_of_low_rank_points():
+    x = ball(6000, 5, 96, seed=5).astype(np.float32)  # a 5-d ball inside 96 dimensions
+    exact = nearest_neighbours(x, 10, "exact")
+    fast = nearest_neighbours(x, 10, "projected", seed=3)
+    assert fast.index.startswith("projected5-ivf") and fast.recall >= 0.999
+    assert (fast.ids == exact.ids).mean() > 0.995
+    for estimate in (lambda d: id_estimators.twonn(id_estimators.twonn_ratios(d)),
+                     lambda d: id_estimators.mle_global(id_estimators.mle_local(d, 10))):
+        assert estimate(fast.distances) == pytest.approx(estimate(exact.distances), rel=0.005)
+
+
+def test_projected_search_falls_back_to_hnsw_on_full_rank_points():
+    x = np.random.default_rng(6).standard_normal((2000, 16)).astype(np.float32)
+    found = nearest_neighbours(x, 5, "projected")
+    assert found.index == "hnsw" and found.recall >= 0.9
+
+
+def test_twonn_bootstrap_statistic_matches_the_estimator():
+    mu = 1.0 + np.random.default_rng(7).pareto(4.0, 5000)
+    for method in ("linear", "mle"):
+        statistic = id_estimators.twonn_statistic(mu.size, method, 0.1)
+        assert statistic(np.sort(np.log(mu))) == pytest.approx(id_estimators.twonn(mu, method, 0.1))
+
+
 def test_duplicates_dropped_and_counted_or_refused():
     x = ball(600, 3, 10, seed=4)
     doubled = np.vstack([x, x[:50]])

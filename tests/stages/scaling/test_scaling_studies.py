@@ -59,8 +59,27 @@ def test_manifold_study_report_has_findings_figures_and_config(manifold_run):
     assert "name: data_manifold_scaling_quick" in html
 
 
+def test_manifold_study_text_arm_learns_the_package_and_measures_d(manifold_run):
+    curve = read(manifold_run, "doc_curve").sort("subset_size")
+    classes = read(manifold_run, "docstrings")["label"].n_unique()
+    # 11 packages: chance is about 1/11; the largest subset must be far above it and beat the smallest.
+    assert classes == 11 and curve["test_accuracy"][-1] > 3 / classes
+    assert curve["test_loss"][-1] < curve["test_loss"][0]
+    fit = read(manifold_run, "doc_fit").row(0, named=True)
+    assert 0 < fit["alpha_low"] <= fit["alpha"] <= fit["alpha_high"]
+    dims = read(manifold_run, "doc_input_dimension")
+    assert (dims["ambient_dimension"] == 256).all() and ((dims["dimension"] > 2) & (dims["dimension"] < 64)).all()
+    assert fit["alpha_4_over_d"] == pytest.approx(4 / dims.filter(pl.col("estimator") == "twonn")["dimension"][0])
+    learned = read(manifold_run, "doc_learned_dimension")
+    assert (learned["ambient_dimension"] == 32).all()
+    html = (manifold_run / "doc_report" / "report.html").read_text()
+    assert "against 4/d" in html and "docstring" in html
+
+
 def test_scaling_curve_refuses_bad_params():
     with pytest.raises(ParamError, match="validation_fraction"):
         ScalingCurve.from_params({"validation_fraction": 1.0})
     with pytest.raises(ParamError, match="hidden"):
         ScalingCurve.from_params({"hidden": []})
+    with pytest.raises(ParamError, match="models"):
+        ScalingCurve.from_params({"models": [[8], []]})
