@@ -11,7 +11,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def read(run: Path, step: str) -> pl.DataFrame:
-    return pl.read_parquet(run / step / "part-*.parquet")
+    """A step's rows, or a side output's ('step/side'), in either run-folder layout."""
+    return pipeline.load(run / step).collect()
 
 
 @pytest.fixture(scope="module")
