@@ -67,7 +67,7 @@ def _statements(tables: dict[str, pl.DataFrame]) -> list[str]:
     if fit is not None and "law" in fit.columns:
         for r in fit.iter_rows(named=True):
             if r["law"] == "power_law":
-                group = f" for {r['group']}" if r.get("group") else ""
+                group = f" for {r.get('group_by') or 'group'} = {r['group']}" if r.get("group") else ""
                 x = {"params": "N"}.get(r.get("x_column") or "", "D")
                 over = f" ({x} = {r['x_column']})" if r.get("x_column") else ""
                 out.append(f"Power law{group}: L = L_inf + k {x}^-alpha{over} with alpha = {_interval(r, 'alpha')}, "

@@ -131,7 +131,8 @@ class ScalingFit(Stage):
                 exc.file = exc.file or label
                 raise
             fits.append((group, part, law))
-            row = {"law": "power_law", "group": None if group is None else str(group), "x_column": self.x_column,
+            row = {"law": "power_law", "group": None if group is None else str(group), "group_by": self.group_by,
+                   "x_column": self.x_column,
                    "points": law.points,
                    "x_min": float(part[self.x_column].min()), "x_max": float(part[self.x_column].max())}
             for name, value in (("L_inf", law.floor), ("k", law.k), ("alpha", law.alpha)):
@@ -145,7 +146,7 @@ class ScalingFit(Stage):
                         "alpha_4_over_d_high": 4.0 / d_low, "alpha_times_d_over_4": law.alpha * d / 4.0}
             rows.append(row)
             ctx.record(f"alpha@{group}" if self.group_by else "alpha", round(law.alpha, 4))
-        result = pl.DataFrame(rows, schema_overrides={"group": pl.String})
+        result = pl.DataFrame(rows, schema_overrides={"group": pl.String, "group_by": pl.String})
         plot_power_laws(fits, self.x_column, self.y_column, ctx.artefact_path(FIT_PLOT),
                         self.title or label, linked)
         ctx.record("plot", FIT_PLOT)
