@@ -95,6 +95,16 @@ def judge(findings: pl.DataFrame, truth: pl.DataFrame, flagged: pl.Expr) -> dict
     return out
 
 
+def paraphrase_flag() -> pl.Expr:
+    """The paraphrase kind's own flag, from its findings columns (whatever rule the audit ran with)."""
+    from stages.leakage import LeakageAudit
+
+    floor = LeakageAudit().paraphrase_min_score
+    score = pl.col("paraphrase_score").fill_null(0)
+    margin = pl.col("paraphrase_margin").fill_null(0) >= pl.col("paraphrase_margin_threshold").fill_null(2)
+    return (score >= pl.col("paraphrase_threshold").fill_null(2)) | (score >= floor) & margin
+
+
 def at_quantile(findings: pl.DataFrame, q: float, floor: float = 0.5) -> pl.Expr:
     """The paraphrase flag had the audit run with null_quantile = q (same null, other operating point)."""
     null = findings["paraphrase_null"].drop_nulls().to_numpy()
@@ -140,7 +150,7 @@ def exam_questions(directory: Path, train: pl.DataFrame, null_quantile: float) -
                             paraphrase_column="rephrased")
     corpus = corpus.select("id", "text")
     out: dict = {}
-    flag = pl.col("paraphrase_score").fill_null(0) >= pl.col("paraphrase_threshold").fill_null(2)
+    flag = paraphrase_flag()
     for form, params, test in (
         ("prompt form", {"fields": {"question": "q", "choices": "options", "answer": "label"}},
          items.select("id", "q", "options", "label")),
@@ -200,8 +210,8 @@ def study(quick: bool, humaneval_dir: str | None, mmlu_dir: str | None = None) -
     report["held-out (stdlib)"] = {
         "null": b_stats.get("paraphrase_null"),
         "default audit": judge(base_find, b_truth, default_flag),
-        "paraphrase evidence alone": judge(b_find, b_truth, pl.col("paraphrase_score").fill_null(0)
-                                           >= pl.col("paraphrase_threshold").fill_null(2)),
+        "paraphrase evidence alone": judge(b_find, b_truth, paraphrase_flag()),
+        "paraphrase, score rule": judge(b_find, b_truth, at_quantile(b_find, chosen)),
         "default + paraphrase": judge(b_find, b_truth, default_flag),
         "wall_s": {"default": round(base_wall, 1), "default+paraphrase": round(b_wall, 1),
                    "train_mb": b_stats.get("train_mb"), "items": b_test.height,
@@ -214,8 +224,8 @@ def study(quick: bool, humaneval_dir: str | None, mmlu_dir: str | None = None) -
         report["real LLM rephrasings (HumanEval)"] = {
             "null": h_stats.get("paraphrase_null"),
             "default audit": judge(base_find, h_truth, default_flag),
-            "paraphrase evidence alone": judge(h_find, h_truth, pl.col("paraphrase_score").fill_null(0)
-                                               >= pl.col("paraphrase_threshold").fill_null(2)),
+            "paraphrase evidence alone": judge(h_find, h_truth, paraphrase_flag()),
+            "paraphrase, score rule": judge(h_find, h_truth, at_quantile(h_find, chosen)),
             "default + paraphrase": judge(h_find, h_truth, default_flag),
         }
     else:
