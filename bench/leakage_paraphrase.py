@@ -96,13 +96,8 @@ def judge(findings: pl.DataFrame, truth: pl.DataFrame, flagged: pl.Expr) -> dict
 
 
 def paraphrase_flag() -> pl.Expr:
-    """The paraphrase kind's own flag, from its findings columns (whatever rule the audit ran with)."""
-    from stages.leakage import LeakageAudit
-
-    floor = LeakageAudit().paraphrase_min_score
-    score = pl.col("paraphrase_score").fill_null(0)
-    margin = pl.col("paraphrase_margin").fill_null(0) >= pl.col("paraphrase_margin_threshold").fill_null(2)
-    return (score >= pl.col("paraphrase_threshold").fill_null(2)) | (score >= floor) & margin
+    """The paraphrase kind's own flag, from its findings columns."""
+    return pl.col("paraphrase_score").fill_null(0) >= pl.col("paraphrase_threshold").fill_null(2)
 
 
 def at_quantile(findings: pl.DataFrame, q: float, floor: float = 0.5) -> pl.Expr:
@@ -211,7 +206,6 @@ def study(quick: bool, humaneval_dir: str | None, mmlu_dir: str | None = None) -
         "null": b_stats.get("paraphrase_null"),
         "default audit": judge(base_find, b_truth, default_flag),
         "paraphrase evidence alone": judge(b_find, b_truth, paraphrase_flag()),
-        "paraphrase, score rule": judge(b_find, b_truth, at_quantile(b_find, chosen)),
         "default + paraphrase": judge(b_find, b_truth, default_flag),
         "wall_s": {"default": round(base_wall, 1), "default+paraphrase": round(b_wall, 1),
                    "train_mb": b_stats.get("train_mb"), "items": b_test.height,
@@ -225,7 +219,6 @@ def study(quick: bool, humaneval_dir: str | None, mmlu_dir: str | None = None) -
             "null": h_stats.get("paraphrase_null"),
             "default audit": judge(base_find, h_truth, default_flag),
             "paraphrase evidence alone": judge(h_find, h_truth, paraphrase_flag()),
-            "paraphrase, score rule": judge(h_find, h_truth, at_quantile(h_find, chosen)),
             "default + paraphrase": judge(h_find, h_truth, default_flag),
         }
     else:

@@ -102,8 +102,7 @@ class LeakageAudit(PartitionedStage):
         evidence: further registered evidence kinds to run (see stages.leakage.evidence), by name
         cache: embed through the content-addressed embedding cache (only unseen chunks reach the model); null = on for sentence-transformers, off for static (measured: the static table embeds faster than a cold cache stores)
         candidates: paraphrase evidence: training chunks kept per test variant by the static table, then re-scored with MiniLM
-        null_quantile: paraphrase evidence: the operating point, as a quantile of this test set's null (see paraphrase_rule)
-        paraphrase_rule: paraphrase evidence: 'margin' (best document's score minus the second best, against twice the second-to-third gaps of this test set) or 'score' (best score against the second-best scores); see stages/leakage/rescore.py
+        null_quantile: paraphrase evidence: the operating point, as a quantile of this test set's null (best score against a training document other than the item's best)
         paraphrase_min_score: paraphrase evidence: the lowest threshold the null may set
         fields: eval-aware items: test columns by role ({question: q, choices: options, answer: label, passage: p}); each item is scored as question, question + answer and full prompt
         train_fields: instruction-tuning training data: training columns by role ({instruction: prompt, input: context, response: completion}), joined into the text every evidence kind reads (instead of text_column)
@@ -148,7 +147,6 @@ class LeakageAudit(PartitionedStage):
         cache: bool | None = None,
         candidates: Annotated[int, Field(ge=2, le=100)] = 8,
         null_quantile: Fraction = 0.99,
-        paraphrase_rule: Literal["margin", "score"] = "margin",
         paraphrase_min_score: Fraction = 0.5,
         fields: dict[str, str] | None = None,
         train_fields: dict[str, str] | None = None,
@@ -178,7 +176,6 @@ class LeakageAudit(PartitionedStage):
         self.cache = cache
         self.candidates = candidates
         self.null_quantile = null_quantile
-        self.paraphrase_rule = paraphrase_rule
         self.paraphrase_min_score = paraphrase_min_score
         self.fields = fields
         self.train_fields = train_fields

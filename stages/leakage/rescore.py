@@ -9,26 +9,18 @@ subject. So this kind splits the work (as retrieval systems do):
    per variant;
 2. re-scoring, once, of the kept (variant, chunk) pairs only, with MiniLM: the cosine of the whole
    texts and a BERTScore-style F1 (greedy alignment of MiniLM token embeddings); the score is their mean;
-3. calibration against a null of this test set, per item. Every item's candidates are ranked by
-   document: s1 (its best document), s2, s3. s2 is what the nearest unrelated-but-same-topic text
-   scores for this item; a leaked item stands out from it, a clean item of a crowded subject does not.
-   Two rules (`paraphrase_rule`):
-   - `margin` (default): flagged when s1 - s2 >= the `null_quantile` of the null margins of this test
-     set, and s1 >= `min_score`. The null margin of an item is 2 (s2 - s3): s2 and s3 are both
-     unrelated for nearly every item, and for the top order statistics of a tail that decays
-     exponentially, the first gap is distributed as twice the second (Renyi's representation), so
-     2 (s2 - s3) is a sample of what s1 - s2 looks like when s1 is unrelated too. An item whose
-     score beats every item's s2 (the null's maximum) is flagged whatever its margin (a text copied
-     twice into the corpus has no margin);
-   - `score`: flagged when s1 >= the `null_quantile` of the s2 of all items (the first version).
-   The operating points are reported in the findings, the stats and the report, so no global
-   constant has to fit every domain.
+3. calibration against a null of this test set: each item's best score against a training document
+   other than its best one, s2 (what the nearest unrelated-but-same-topic text scores). The operating
+   point is the `null_quantile` of that distribution (and at least `min_score`), reported in the
+   findings, the stats and the report, so no global constant has to fit every domain. The item's
+   margin s1 - s2 (best document minus second best) is reported beside it as a diagnostic: a rule on
+   it (against a null of second-to-third gaps) was tried and measured to flag almost nothing on real
+   rephrasings (see bench/results.md), so it does not enter the verdict.
 
 Eval-aware variants (`LeakageAudit(fields=...)`, see `variants.py`) give each item several texts
-(question alone, question + answer, full prompt); the item's score is its best variant's. Under the
-`score` rule, items of fewer than `SHORT_ITEM_WORDS` words are judged against a stricter point (the
-null's maximum), since a one-line question matches many texts by chance; the `margin` rule is
-already relative to what the item matches by chance.
+(question alone, question + answer, full prompt); the item's score is its best variant's. Items of
+fewer than `SHORT_ITEM_WORDS` words are judged against a stricter point (the null's maximum), since a
+one-line question matches many texts by chance.
 """
 
 from __future__ import annotations
@@ -115,7 +107,7 @@ class ParaphraseEvidence(Evidence):
     order = 3
     columns = {"paraphrase_score": pl.Float64, "paraphrase_cosine": pl.Float64, "paraphrase_bertscore": pl.Float64,
                "paraphrase_null": pl.Float64, "paraphrase_threshold": pl.Float64, "paraphrase_margin": pl.Float64,
-               "paraphrase_margin_threshold": pl.Float64, "paraphrase_variant": pl.String}
+               "paraphrase_variant": pl.String}
     scores = (Score("paraphrase_score", "paraphrase score (MiniLM cosine + BERTScore F1) / 2", "paraphrase"),
               Score("paraphrase_margin", "paraphrase margin (best document - second best)", "margin"))
     sort_column = "paraphrase_score"
@@ -134,18 +126,14 @@ class ParaphraseEvidence(Evidence):
 
     @classmethod
     def settings(cls, audit: Any) -> list[tuple[str, Any]]:
-        return [("candidates", audit.candidates), ("paraphrase_rule", audit.paraphrase_rule),
-                ("null_quantile", audit.null_quantile),
+        return [("candidates", audit.candidates), ("null_quantile", audit.null_quantile),
                 ("min_score", audit.paraphrase_min_score), ("fields", audit.fields)]
 
     @classmethod
     def thresholds(cls, audit: Any, findings: pl.DataFrame) -> dict[str, list[float]]:
         if "paraphrase_threshold" not in findings.columns:
             return {}
-        out = {"paraphrase_score": sorted(findings["paraphrase_threshold"].drop_nulls().unique().to_list())}
-        if "paraphrase_margin_threshold" in findings.columns:
-            out["paraphrase_margin"] = sorted(findings["paraphrase_margin_threshold"].drop_nulls().unique().to_list())
-        return out
+        return {"paraphrase_score": sorted(findings["paraphrase_threshold"].drop_nulls().unique().to_list())}
 
     def add_batch(self, batch: TrainBatch) -> None:
         self.candidates.add(batch)
@@ -174,11 +162,10 @@ class ParaphraseEvidence(Evidence):
                                    variant_name=pl.Series([self.variant_name[v] for v in pairs["variant"]], dtype=pl.String))
         ranked = pairs.sort(["item", "score", "doc"], descending=[False, True, False])
         best = ranked.unique("item", keep="first", maintain_order=True)
-        # Per item, the best score of each document, ranked: s1 (= best), s2 (the null), s3.
+        # Per item, the best score of each document, ranked: s1 (= best) and s2 (the null).
         by_doc = (ranked.group_by(["item", "doc"]).agg(pl.col("score").max()).sort(["item", "score", "doc"],
                   descending=[False, True, False]).group_by("item", maintain_order=True)
-                  .agg(pl.col("score").get(1, null_on_oob=True).alias("null"),
-                       pl.col("score").get(2, null_on_oob=True).alias("s3")))
+                  .agg(pl.col("score").get(1, null_on_oob=True).alias("null")))
         self._calibrate(by_doc)
         words = self.test.tokens.counts
         short = pl.col("item").map_elements(lambda i: int(words[i]), pl.Int64) < SHORT_ITEM_WORDS
@@ -186,11 +173,7 @@ class ParaphraseEvidence(Evidence):
             "item", paraphrase_score="score", paraphrase_cosine="cosine", paraphrase_bertscore="bertscore",
             paraphrase_null="null", paraphrase_variant="variant_name",
             paraphrase_margin=pl.col("score") - pl.col("null").fill_null(self.audit.paraphrase_min_score),
-        ).with_columns(
-            paraphrase_threshold=pl.lit(self.strict) if self.audit.paraphrase_rule == "margin"
-            else pl.when(short).then(self.strict).otherwise(self.threshold),
-            paraphrase_margin_threshold=pl.lit(self.margin_threshold, pl.Float64),
-        )
+        ).with_columns(paraphrase_threshold=pl.when(short).then(self.strict).otherwise(self.threshold))
         lengths = pl.Series(words.astype(np.int64))
         spans = best.select("item", "doc", "train_tok_start").with_columns(
             span_tokens=pl.col("item").map_elements(lambda i: int(lengths[i]), pl.Int64), test_tok_start=pl.lit(0, pl.Int64))
@@ -202,29 +185,17 @@ class ParaphraseEvidence(Evidence):
     def _calibrate(self, by_doc: pl.DataFrame) -> None:
         floor = self.audit.paraphrase_min_score
         null = by_doc["null"].drop_nulls().to_numpy()
-        gaps = by_doc.select(2 * (pl.col("null") - pl.col("s3"))).to_series().drop_nulls().to_numpy()
-        q = self.audit.null_quantile
-        self.margin_threshold = float(np.quantile(gaps, q)) if gaps.size else None
         if null.size == 0:
             self.threshold = self.strict = max(floor, 1.0)
             return
-        self.threshold = max(floor, float(np.quantile(null, q)))
+        self.threshold = max(floor, float(np.quantile(null, self.audit.null_quantile)))
         self.strict = max(self.threshold, float(null.max()))
         self.null_stats = {"items": int(null.size), "median": round(float(np.median(null)), 4),
                            "p90": round(float(np.quantile(null, 0.9)), 4), "max": round(float(null.max()), 4),
-                           "threshold": round(self.threshold, 4), "short_item_threshold": round(self.strict, 4),
-                           "rule": self.audit.paraphrase_rule}
-        if self.margin_threshold is not None:
-            self.null_stats |= {"margin_items": int(gaps.size), "margin_median": round(float(np.median(gaps)), 4),
-                                "margin_threshold": round(self.margin_threshold, 4)}
+                           "threshold": round(self.threshold, 4), "short_item_threshold": round(self.strict, 4)}
 
     def _flag(self) -> pl.Expr:
-        score = pl.col("paraphrase_score").fill_null(0.0)
-        above = score >= pl.col("paraphrase_threshold").fill_null(2.0)
-        if self.audit.paraphrase_rule == "score":
-            return above
-        margin = pl.col("paraphrase_margin").fill_null(0.0) >= pl.col("paraphrase_margin_threshold").fill_null(2.0)
-        return (score >= self.audit.paraphrase_min_score) & margin | above
+        return pl.col("paraphrase_score").fill_null(0.0) >= pl.col("paraphrase_threshold").fill_null(2.0)
 
     def verdict(self) -> tuple[pl.Expr, pl.Expr]:
         hit = self._flag()
