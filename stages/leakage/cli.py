@@ -117,13 +117,13 @@ def _audit(args: argparse.Namespace) -> int:
                           test_split=args.test_split, **extra)
     refuse_to_replace(config, args.workdir, args.force)
     report = run_pipeline(config, workdir=args.workdir, quiet=args.quiet)
-    index = write_run_index(args.workdir)
+    write_run_index(args.workdir)  # <workdir>/index.html: every report of every run there
     step_dir = Path(report.run_dir) / "audit"
     findings = pl.read_parquet(step_dir / "part-*.parquet")
     counts = {v: int((findings["verdict"] == v).sum()) for v in VERDICTS}
     print(f"{findings.height} test items: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS))
     print(f"report: {step_dir / 'report.html'} (and report.md); findings: {step_dir}; "
-          f"clean/dirty splits: {step_dir / 'clean'}, {step_dir / 'dirty'}" + (f"; all reports: {index}" if index else ""))
+          f"clean/dirty splits: {step_dir / 'clean'}, {step_dir / 'dirty'}")
     return 0
 
 
