@@ -60,7 +60,13 @@ def write_run_index(workdir: str | Path) -> Path | None:
         return None
     path = workdir / INDEX_NAME
     tmp = path.with_name(f".{INDEX_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(render("index.html.j2", title="Reports in this workdir", rows=rows,
-                          runs=len({r["run"] for r in rows})), encoding="utf-8")
-    os.replace(tmp, path)  # never a half-written index, even with two runs finishing at once
+    html = render("index.html.j2", title="Reports in this workdir", rows=rows, runs=len({r["run"] for r in rows}))
+    try:
+        tmp.unlink(missing_ok=True)
+        with open(tmp, "x", encoding="utf-8") as f:  # "x": never through a link planted at that name
+            f.write(html)
+        os.replace(tmp, path)  # never a half-written index; replaces a link at index.html, never its target
+    except OSError:  # the index is a convenience: a read-only or odd workdir must not fail the run
+        tmp.unlink(missing_ok=True)
+        return None
     return path

@@ -48,3 +48,12 @@ def test_word_diff_marks_only_the_changed_words():
     assert diff_ratio(word_diff("a b c", "a b c")) == 1.0
     assert diff_ratio(word_diff("a b c", "x y z")) == 0.0
     assert word_diff("", "") == []
+
+
+def test_index_replaces_a_planted_link_without_writing_through_it(tmp_path):
+    _step(tmp_path / "work", "r", "audit", "leakage_audit", ["report.html"])
+    victim = tmp_path / "victim.html"
+    victim.write_text("precious")
+    (tmp_path / "work" / "index.html").symlink_to(victim)
+    path = write_run_index(tmp_path / "work")
+    assert victim.read_text() == "precious" and not path.is_symlink() and "r/audit/report.html" in path.read_text()
