@@ -71,6 +71,9 @@ class Context:
     checkpoint_dir: Path | None = None
     # The progress of the batch loop now running (RowwiseStage.run sets it), for finer updates.
     current_progress: Progress | None = None
+    # Where side outputs are written, one folder per name; the runner keeps them apart from the
+    # step's own table (published as `<step>@<name>/`). None = beside the table, in `out_dir`.
+    side_root: Path | None = None
 
     def rng(self, *salt: Any) -> np.random.Generator:
         """A numpy generator seeded by the pipeline seed (and optional salt), never by the clock."""
@@ -89,7 +92,7 @@ class Context:
         """Write a second table (e.g. `matches`, `transitions`); other steps read it as `step:name`."""
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
             raise ValueError(f"side output name {name!r} must be letters, digits, '_' or '-'")
-        target = self.out_dir / name
+        target = (self.side_root or self.out_dir) / name
         target.mkdir(parents=True, exist_ok=False)
         write_table(result, target)
         self.side_outputs.append(name)

@@ -156,6 +156,8 @@ def _run_table_stage(stage: Stage, ctx: Context, inputs: dict[str, Dataset], out
     _enter(cwd)
     folder = Path(out_dir)
     _clear_folder(folder)
+    if ctx.side_root is not None:
+        _clear_folder(Path(ctx.side_root))
     ctx = replace(ctx, stats={}, side_outputs=[], quiet=True)
     try:
         write_table(stage.run(ctx, **inputs), folder)
@@ -495,7 +497,7 @@ def _unify_part_schemas(out_dir: Path) -> None:
 
 def _remote_ctx(ctx: Context, out_dir: Path) -> Context:
     absolute = {"out_dir": out_dir}
-    for name in ("cache_dir", "checkpoint_dir"):
+    for name in ("cache_dir", "checkpoint_dir", "side_root"):
         value = getattr(ctx, name)
         absolute[name] = Path(value).resolve() if value is not None else None
     return replace(ctx, stats={}, side_outputs=[], quiet=True, **absolute)

@@ -87,4 +87,4 @@ def test_all_identical_corpus_runs_and_keeps_one_row(tmp_path):
     assert pl.read_parquet(step / "part-*.parquet").height == 1
     stats = json.loads((step / "_manifest.json").read_text())["stats"]
     assert stats["rows_removed"] == stats["rows_in"] - 1
-    assert pl.read_parquet(step / "removed" / "part-*.parquet").height == stats["rows_removed"]
+    assert pl.read_parquet(step.with_name("dedup@removed") / "part-*.parquet").height == stats["rows_removed"]
