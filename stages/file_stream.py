@@ -95,6 +95,7 @@ class FileBatches:
         self.batch_bytes = batch_bytes or STREAM_BATCH_BYTES
         self._header = b""
         self._csv_schema: Any = None
+        self._json_schema: Any = None
 
     @property
     def streams(self) -> bool:
@@ -108,10 +109,7 @@ class FileBatches:
         if self.fmt.format == "csv":
             self._prepare_csv()
             return dict(self._csv_schema)
-        schema = pl.DataFrame()
-        for batch in self._jsonl_batches():  # every row decides a JSON field's type
-            schema = pl.concat([schema, batch.clear()], how="diagonal_relaxed")
-        return dict(schema.schema)
+        return dict(self._jsonl_schema())
 
     def batches(self) -> Iterator[pl.DataFrame]:
         if not self.streams:
@@ -134,12 +132,28 @@ class FileBatches:
         for batch in pf.iter_batches(batch_size=rows):
             yield pl.from_arrow(batch)
 
+    def _jsonl_schema(self) -> Any:
+        """Every row decides a JSON field's type, as `infer_schema_length=None` does: a first pass
+        that only infers (about a third of the cost of parsing), chunk by chunk, unified."""
+        if self._json_schema is None:
+            schema = pl.DataFrame()
+            for chunk in self._jsonl_chunks():
+                try:
+                    found = pl.scan_ndjson(io.BytesIO(chunk), infer_schema_length=None).collect_schema()
+                except (pl.exceptions.PolarsError, pa.ArrowInvalid) as exc:
+                    raise _failed(self.path, "jsonl", exc) from None
+                schema = pl.concat([schema, pl.DataFrame(schema=found)], how="diagonal_relaxed")
+            self._json_schema = schema.schema
+        return self._json_schema
+
+    def _jsonl_chunks(self) -> Iterator[bytes]:
+        return (c for c in _chunks(self.path, self.fmt.compression, self.batch_bytes, quoted=False) if c.strip())
+
     def _jsonl_batches(self) -> Iterator[pl.DataFrame]:
-        for chunk in _chunks(self.path, self.fmt.compression, self.batch_bytes, quoted=False):
-            if not chunk.strip():
-                continue
-            try:
-                yield pl.read_ndjson(io.BytesIO(chunk), infer_schema_length=None)
+        schema = self._jsonl_schema()
+        for chunk in self._jsonl_chunks():
+            try:  # parsed with the whole file's types, as a whole-file read parses every row
+                yield pl.read_ndjson(io.BytesIO(chunk), schema=schema)
             except (pl.exceptions.PolarsError, pa.ArrowInvalid) as exc:
                 raise _failed(self.path, "jsonl", exc) from None
 
