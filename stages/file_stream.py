@@ -147,7 +147,8 @@ class FileBatches:
         return self._json_schema
 
     def _jsonl_chunks(self) -> Iterator[bytes]:
-        return (c for c in _chunks(self.path, self.fmt.compression, self.batch_bytes, quoted=False) if c.strip())
+        return (c for c in _chunks(self.path, self.fmt.compression, self.batch_bytes, quoted=False)
+                if not c.isspace())
 
     def _jsonl_batches(self) -> Iterator[pl.DataFrame]:
         schema = self._jsonl_schema()
