@@ -13,6 +13,9 @@ across generations of a synthetic-data study, and a dedup step's output does not
 from __future__ import annotations
 
 import itertools
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import rensa
@@ -55,6 +58,59 @@ def jaccard_pairs(hashes: np.ndarray, offsets: np.ndarray, pairs: np.ndarray,
         out[lo:hi] = _jaccard_chunk(hashes, offsets, sizes, pairs[lo:hi])
         lo = hi
     return out
+
+
+class SpilledSets:
+    """Distinct shingle sets of the candidate rows, written to a scratch file as they are made.
+
+    Verifying candidates by true Jaccard needs both sets of a pair at once, and in a corpus that
+    is mostly copies every row is a candidate: holding the sets would hold about as much as the
+    texts. Here memory keeps only each set's size and offset (16 bytes a row); `jaccard` maps the
+    file for one bounded chunk of pairs at a time and unmaps it after, so the peak is one chunk,
+    whatever the corpus size. The file lives in the system's temporary folder and is removed by
+    `close`.
+    """
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="dedup-sets-"))
+        self.path = self.folder / "sets.u64"
+        self._file = self.path.open("wb")
+        self._sizes: list[np.ndarray] = []
+        self.offsets = np.zeros(1, np.int64)
+        self.sizes = np.zeros(0, np.int64)
+
+    def append(self, hashes: np.ndarray, offsets: np.ndarray) -> None:
+        """Add the sets of some rows, in the order their set indices were assigned."""
+        self._file.write(np.ascontiguousarray(hashes, dtype=np.uint64).tobytes())
+        self._sizes.append(np.diff(offsets).astype(np.int64))
+
+    def seal(self) -> SpilledSets:
+        self._file.close()
+        self.sizes = np.concatenate(self._sizes) if self._sizes else np.zeros(0, np.int64)
+        self.offsets = np.zeros(self.sizes.size + 1, np.int64)
+        np.cumsum(self.sizes, out=self.offsets[1:])
+        return self
+
+    def jaccard(self, pairs: np.ndarray, max_items: int = 2_000_000) -> np.ndarray:
+        """True Jaccard of pairs of set indices (as `jaccard_pairs`), reading the file chunk by chunk."""
+        out = np.empty(len(pairs), np.float64)
+        if self.offsets[-1] == 0:
+            out[:] = 1.0  # every set empty (nothing to compare): as jaccard_pairs says for empty unions
+            return out
+        lo = 0
+        while lo < len(pairs):
+            cost = np.cumsum(self.sizes[pairs[lo:, 0]] + self.sizes[pairs[lo:, 1]])
+            hi = lo + max(1, int(np.searchsorted(cost, max_items, side="right")))
+            mapped = np.memmap(self.path, dtype=np.uint64, mode="r")
+            out[lo:hi] = _jaccard_chunk(mapped, self.offsets, self.sizes, pairs[lo:hi])
+            del mapped
+            lo = hi
+        return out
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _jaccard_chunk(hashes: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, pairs: np.ndarray) -> np.ndarray:
