@@ -439,8 +439,72 @@ def speed_rows(scale: str) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------------------ scale
+
+
+def source_blocks(limit_mb: float) -> pl.DataFrame:
+    """Distinct real text: every .py file under the interpreter's library folder (standard library and
+    site-packages), in path order, files with identical content once, cut into ~2 KB blocks, up to `limit_mb`."""
+    import hashlib
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    seen, ids, texts, total = set(), [], [], 0
+    for path in sorted(root.rglob("*.py")):
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            continue
+        digest = hashlib.blake2b(raw, digest_size=16).digest()
+        text = raw.decode("utf-8", errors="replace")
+        if digest in seen or not text.strip():
+            continue
+        seen.add(digest)
+        ids.append(str(path.relative_to(root)))
+        texts.append(text)
+        total += len(raw)
+        if total >= limit_mb * 1e6:
+            break
+    files = pl.DataFrame({"id": ids, "text": texts})
+    return (files.with_columns(pl.col("text").str.split("\n\n")).explode("text")
+            .with_columns(block=pl.col("text").str.len_bytes().cum_sum().over("id") // 2000)
+            .group_by("id", "block", maintain_order=True).agg(pl.col("text").str.join("\n\n"))
+            .filter(pl.col("text").str.strip_chars().str.len_bytes() > 0)
+            .select(pl.col("id") + ":" + pl.col("block").cast(pl.String), "text"))
+
+
+def scale_rows(scale: str) -> list[dict]:
+    """Peak RSS and MB/s of dedup_minhash at 1x, 4x and the whole library folder of distinct text, and
+    on 4 copies of the 1x corpus (every row a verified candidate: the case whose memory used to grow)."""
+    workdir = Path(tempfile.mkdtemp(prefix="bench-dedup-scale-"))
+    base_mb = 4 if scale == "quick" else 34
+    blocks = source_blocks(base_mb * (4 if scale == "quick" else 20))
+    sizes = blocks["text"].str.len_bytes().cum_sum().to_numpy() / 1e6
+    cases = [(f"{k}x distinct", blocks.head(int(np.searchsorted(sizes, base_mb * k)) + 1)) for k in (1, 4)]
+    cases.append(("all distinct", blocks))
+    one = cases[0][1]
+    cases.append(("1x corpus copied 4 times", pl.concat([one.with_columns(pl.col("id") + f"#{k}") for k in range(4)])))
+    rows, base = [], None
+    for label, frame in cases:
+        path = workdir / f"{label.replace(' ', '_')}.parquet"
+        frame.write_parquet(path, row_group_size=4096)
+        mb = float(frame["text"].str.len_bytes().sum()) / 1e6
+        del frame
+        seconds, rss, result = in_fresh_process(run_ours, str(path), str(workdir / "out"), preload=OURS_MODULES)
+        base = base or (mb, rss)
+        rows.append({
+            "benchmark": "dedup", "case": f"dedup_minhash scale: {label}, {mb:.0f} MB Parquet", "metric": "MB/s",
+            "value": round(mb / seconds, 2), "baseline": "peak RSS of the 1x run (MB)", "baseline_value": round(base[1]),
+            "ratio": round(rss / base[1], 2), "ratio_meaning": "peak RSS / 1x peak RSS (bounded: ~1)",
+            "peak_rss_mb": round(rss), "notes": f"{mb / base[0]:.1f}x the text of the 1x run; kept {result['kept']}, "
+                                                 f"removed {result['removed']}; {seconds:.1f}s",
+        })
+        path.unlink()
+    return rows
+
+
 def run(scale: str = "full") -> list[dict]:
-    return quality_rows(scale) + speed_rows(scale)
+    return quality_rows(scale) + speed_rows(scale) + scale_rows(scale)
 
 
 if __name__ == "__main__":
