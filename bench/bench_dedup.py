@@ -473,24 +473,35 @@ def source_blocks(limit_mb: float) -> pl.DataFrame:
             .select(pl.col("id") + ":" + pl.col("block").cast(pl.String), "text"))
 
 
-def scale_rows(scale: str) -> list[dict]:
-    """Peak RSS and MB/s of dedup_minhash at 1x, 4x and the whole library folder of distinct text, and
-    on 4 copies of the 1x corpus (every row a verified candidate: the case whose memory used to grow)."""
-    workdir = Path(tempfile.mkdtemp(prefix="bench-dedup-scale-"))
-    base_mb = 4 if scale == "quick" else 34
-    blocks = source_blocks(base_mb * (4 if scale == "quick" else 20))
+def write_scale_corpora(workdir: str, base_mb: float, limit_mb: float) -> list[tuple[str, str, float]]:
+    """Parquet files of the scale cases: [(label, path, MB of text)] (run in a fresh process: see scale_rows)."""
+    blocks = source_blocks(limit_mb)
     sizes = blocks["text"].str.len_bytes().cum_sum().to_numpy() / 1e6
     cases = [(f"{k}x distinct", blocks.head(int(np.searchsorted(sizes, base_mb * k)) + 1)) for k in (1, 4)]
     cases.append(("all distinct", blocks))
     one = cases[0][1]
     cases.append(("1x corpus copied 4 times", pl.concat([one.with_columns(pl.col("id") + f"#{k}") for k in range(4)])))
-    rows, base = [], None
+    out = []
     for label, frame in cases:
-        path = workdir / f"{label.replace(' ', '_')}.parquet"
+        path = Path(workdir) / f"{label.replace(' ', '_')}.parquet"
         frame.write_parquet(path, row_group_size=4096)
-        mb = float(frame["text"].str.len_bytes().sum()) / 1e6
-        del frame
-        seconds, rss, result = in_fresh_process(run_ours, str(path), str(workdir / "out"), preload=OURS_MODULES)
+        out.append((label, str(path), float(frame["text"].str.len_bytes().sum()) / 1e6))
+    return out
+
+
+def scale_rows(scale: str) -> list[dict]:
+    """Peak RSS and MB/s of dedup_minhash at 1x, 4x and the whole library folder of distinct text, and
+    on 4 copies of the 1x corpus (every row a verified candidate: the case whose memory used to grow).
+
+    The corpora are written by a fresh process so that this one stays small: Linux carries a
+    process's peak RSS across fork and exec, so a big parent would show up as every child's peak.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="bench-dedup-scale-"))
+    base_mb = 4 if scale == "quick" else 34
+    cases = in_fresh_process(write_scale_corpora, str(workdir), base_mb, base_mb * (4 if scale == "quick" else 20))[2]
+    rows, base = [], None
+    for label, path, mb in cases:
+        seconds, rss, result = in_fresh_process(run_ours, path, str(workdir / "out"), preload=OURS_MODULES)
         base = base or (mb, rss)
         rows.append({
             "benchmark": "dedup", "case": f"dedup_minhash scale: {label}, {mb:.0f} MB Parquet", "metric": "MB/s",
@@ -499,7 +510,7 @@ def scale_rows(scale: str) -> list[dict]:
             "peak_rss_mb": round(rss), "notes": f"{mb / base[0]:.1f}x the text of the 1x run; kept {result['kept']}, "
                                                  f"removed {result['removed']}; {seconds:.1f}s",
         })
-        path.unlink()
+        Path(path).unlink()
     return rows
 
 
