@@ -24,7 +24,7 @@ from stages.dedup.base import SCAN_BATCH_ROWS, Scan, TextDedupStage
 from stages.dedup.lsh import Banding, band_keys, choose_bands, signature_similarity
 from stages.dedup.shingles import MAX_NGRAM, shingle_hashes, shingle_sets
 from stages.dedup.shuffle import band_candidates
-from stages.dedup.signatures import ALGORITHM_VERSION, SpilledSets, minhash_signatures
+from stages.dedup.signatures import ALGORITHM_VERSION, SpilledSets, minhash_signatures, sequence_digests
 
 VERIFY_MODES = ("jaccard", "signature", "none")
 
@@ -36,6 +36,8 @@ class MinhashState:
     # With verify='jaccard': the shingle sets of every candidate row (spilled), and row -> set index.
     sets: SpilledSets | None = None
     set_index: np.ndarray | None = None
+    # With verify='jaccard': a digest of each row's shingle sequence (equal digests: Jaccard 1, no re-read).
+    digests: np.ndarray | None = None
     # Similarities already computed: pair code (low row * n + high row), sorted, and the value.
     known_codes: np.ndarray | None = None
     known_values: np.ndarray | None = None
@@ -112,14 +114,18 @@ class DedupMinhash(TextDedupStage):
     def fingerprint_extra(self) -> Any:
         return {"minhash_algorithm": ALGORITHM_VERSION}
 
-    def batch_features(self, batch: pl.DataFrame, label: str) -> tuple[np.ndarray, np.ndarray | None]:
-        """(band keys, signatures if verification needs them) of a batch: the map side of the LSH shuffle."""
+    def batch_features(self, batch: pl.DataFrame, label: str) -> tuple[np.ndarray, np.ndarray]:
+        """(band keys, signatures or shingle-sequence digests) of a batch: the map side of the LSH shuffle.
+
+        Verification by Jaccard needs no signature, only a digest that settles exact copies; the
+        other modes need the signature for the estimate.
+        """
         texts = self.texts(batch, label)
         hashes, offsets = shingle_hashes(texts, self.unit, self.ngram, self.normalization)
         signatures = minhash_signatures(hashes, offsets, self.num_perm)
         banding = self.banding()
         keys = band_keys(signatures, banding.bands, banding.rows)
-        return keys, (None if self.verify == "jaccard" else signatures)
+        return keys, (sequence_digests(hashes, offsets) if self.verify == "jaccard" else signatures)
 
     def duplicate_pairs(self, ctx: Context, scan: Scan) -> tuple[np.ndarray, MinhashState]:
         banding = self.banding()
@@ -129,6 +135,8 @@ class DedupMinhash(TextDedupStage):
         if self.verify != "jaccard":
             state.signatures = np.concatenate([s for _, s in features]) if features else \
                 np.empty((0, self.num_perm), np.uint32)
+        else:
+            state.digests = np.concatenate([d for _, d in features]) if features else np.empty(0, np.uint64)
         del features
         candidates = band_candidates(keys, ctx.executor)
         del keys
@@ -137,8 +145,16 @@ class DedupMinhash(TextDedupStage):
         elif self.verify == "signature":
             pairs = candidates[signature_similarity(state.signatures, candidates) >= self.threshold]
         else:
-            state.set_index, state.sets = self._candidate_sets(scan, np.unique(candidates))
-            similarity = state.sets.jaccard(state.set_index[candidates])
+            # Pairs of equal shingle sequences (copies) have Jaccard 1: only the others are re-read.
+            copies = state.digests[candidates[:, 0]] == state.digests[candidates[:, 1]]
+            state.set_index, state.sets = np.full(scan.n, -1, np.int64), SpilledSets()
+            try:
+                self._add_sets(scan, state, np.unique(candidates[~copies]))
+                similarity = np.ones(len(candidates), np.float64)
+                similarity[~copies] = state.sets.jaccard(state.set_index[candidates[~copies]])
+            except BaseException:
+                state.sets.close()
+                raise
             pairs = candidates[similarity >= self.threshold]
             # band_candidates returns pairs sorted by (low, high), so their codes are sorted too.
             state.known_codes, state.known_values = candidates[:, 0] * scan.n + candidates[:, 1], similarity
@@ -158,8 +174,11 @@ class DedupMinhash(TextDedupStage):
         where = np.searchsorted(state.known_codes, codes)
         hit = (where < state.known_codes.size) & (state.known_codes[np.minimum(where, state.known_codes.size - 1)] == codes)
         out[hit] = state.known_values[where[hit]]
-        todo = ~hit & (rows != kept)
+        todo = ~hit & (rows != kept) & (state.digests[rows] != state.digests[kept])
         if todo.any():
+            # Rows whose every candidate was a copy have no set yet: read just those.
+            missing = np.unique(pairs[todo])
+            self._add_sets(scan, state, missing[state.set_index[missing] < 0])
             out[todo] = state.sets.jaccard(state.set_index[pairs[todo]])
         return out
 
@@ -167,25 +186,22 @@ class DedupMinhash(TextDedupStage):
         if state.sets is not None:
             state.sets.close()
 
-    def _candidate_sets(self, scan: Scan, needed: np.ndarray) -> tuple[np.ndarray, SpilledSets]:
-        """Shingle sets of the `needed` rows only, read again from the inputs (sorted, distinct), spilled."""
-        set_index = np.full(scan.n, -1, np.int64)
-        set_index[needed] = np.arange(needed.size)
-        store = SpilledSets()
-        try:
-            columns = [self.id_column, self.text_column]
-            for ds, start in scan.sources:
-                position = start
-                for batch in ds.iter_batches(SCAN_BATCH_ROWS, columns=columns):
-                    inside = needed[(needed >= position) & (needed < position + batch.height)] - position
-                    if inside.size:
-                        texts = batch.get_column(self.text_column).gather(inside)
-                        store.append(*shingle_sets(texts, self.unit, self.ngram, self.normalization))
-                    position += batch.height
-            return set_index, store.seal()
-        except BaseException:
-            store.close()
-            raise
+    def _add_sets(self, scan: Scan, state: MinhashState, needed: np.ndarray) -> None:
+        """Spill the shingle sets (sorted, distinct) of the `needed` rows (sorted), read again from the inputs."""
+        if needed.size == 0:
+            state.sets.seal()
+            return
+        state.set_index[needed] = state.sets.count + np.arange(needed.size)
+        columns = [self.id_column, self.text_column]
+        for ds, start in scan.sources:
+            position = start
+            for batch in ds.iter_batches(SCAN_BATCH_ROWS, columns=columns):
+                inside = needed[(needed >= position) & (needed < position + batch.height)] - position
+                if inside.size:
+                    texts = batch.get_column(self.text_column).gather(inside)
+                    state.sets.append(*shingle_sets(texts, self.unit, self.ngram, self.normalization))
+                position += batch.height
+        state.sets.seal()
 
     @classmethod
     def example(cls):

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import rensa
 
+from stages._hashing import mix64
+
 SIGNATURE_SEED = 0x5EED_D3D0
 _PAIR_SALT = np.uint64(0x9E3779B97F4A7C15)
 # rensa versions its algorithm; the stages put it in their fingerprint so a change recomputes.
@@ -40,6 +42,23 @@ def minhash_signatures(hashes: np.ndarray, offsets: np.ndarray, num_perm: int) -
     matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(flat, bounds, num_perm, SIGNATURE_SEED)
     rows = matrix.to_rows()
     return np.fromiter(itertools.chain.from_iterable(rows), np.uint32, count=n * num_perm).reshape(n, num_perm)
+
+
+def sequence_digests(hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """One uint64 per row of the sequence `hashes[offsets[i]:offsets[i + 1]]` (order and length included).
+
+    Rows with equal shingle sequences have equal shingle sets, so a candidate pair with equal
+    digests has true Jaccard exactly 1 and needs no re-read (different sequences share a digest
+    with probability 2**-64, the n-gram hash's own collision rate).
+    """
+    counts = np.diff(offsets).astype(np.int64)
+    out = np.zeros(counts.size, np.uint64)
+    if hashes.size:
+        position = np.arange(hashes.size, dtype=np.int64) - np.repeat(offsets[:-1].astype(np.int64), counts)
+        contrib = mix64(np.asarray(hashes, np.uint64) ^ (position.astype(np.uint64) * _PAIR_SALT), inplace=True)
+        nonempty = counts > 0
+        out[nonempty] = np.add.reduceat(contrib, offsets[:-1][nonempty].astype(np.int64))
+    return mix64(out ^ mix64(counts.astype(np.uint64)), inplace=True)
 
 
 def jaccard_pairs(hashes: np.ndarray, offsets: np.ndarray, pairs: np.ndarray,
@@ -80,9 +99,16 @@ class SpilledSets:
         self.sizes = np.zeros(0, np.int64)
 
     def append(self, hashes: np.ndarray, offsets: np.ndarray) -> None:
-        """Add the sets of some rows, in the order their set indices were assigned."""
+        """Add the sets of some rows, in the order their set indices were assigned (also after `seal`)."""
+        if self._file.closed:
+            self._file = self.path.open("ab")
         self._file.write(np.ascontiguousarray(hashes, dtype=np.uint64).tobytes())
         self._sizes.append(np.diff(offsets).astype(np.int64))
+
+    @property
+    def count(self) -> int:
+        """Sets stored so far."""
+        return sum(len(s) for s in self._sizes)
 
     def seal(self) -> SpilledSets:
         self._file.close()
