@@ -373,9 +373,26 @@ def quality_rows(scale: str) -> list[dict]:
 # ------------------------------------------------------------------------------ speed
 
 
+def _own_peak(fn, *args):  # pragma: no cover - runs in the fresh process
+    """fn(*args) and this process's own peak RSS in MB (VmHWM of its address space).
+
+    `ru_maxrss` is carried across fork and exec on Linux, so a child of a big parent (this module
+    after the quality cases: ~600 MB) would report the parent's size; VmHWM starts afresh at exec.
+    """
+    result = fn(*args)
+    status = Path("/proc/self/status").read_text()
+    return result, int(status.split("VmHWM:")[1].split()[0]) / 1024.0
+
+
+def fresh(fn, *args, preload=()) -> tuple[float, float, dict]:
+    """in_fresh_process, with the child's own peak RSS (see _own_peak)."""
+    seconds, _, (result, peak_mb) = in_fresh_process(_own_peak, fn, *args, preload=preload)
+    return seconds, peak_mb, result
+
+
 def _timed(fn, *args, preload=(), repeats=1) -> tuple[float, float, dict]:
     """Median wall seconds, peak RSS MB of the median run, and the result, each run in a fresh process."""
-    runs = [in_fresh_process(fn, *args, preload=preload) for _ in range(repeats)]
+    runs = [fresh(fn, *args, preload=preload) for _ in range(repeats)]
     runs.sort(key=lambda r: r[0])
     return runs[len(runs) // 2]
 
@@ -384,8 +401,8 @@ def _paired(first, second, args_first, args_second, preload_first, preload_secon
     """Median runs of two contenders measured alternately (a, b, a, b, ...): load swings hit both alike."""
     a_runs, b_runs = [], []
     for _ in range(repeats):
-        a_runs.append(in_fresh_process(first, *args_first, preload=preload_first))
-        b_runs.append(in_fresh_process(second, *args_second, preload=preload_second))
+        a_runs.append(fresh(first, *args_first, preload=preload_first))
+        b_runs.append(fresh(second, *args_second, preload=preload_second))
     a_runs.sort(key=lambda r: r[0])
     b_runs.sort(key=lambda r: r[0])
     return a_runs[len(a_runs) // 2], b_runs[len(b_runs) // 2]
@@ -501,7 +518,7 @@ def scale_rows(scale: str) -> list[dict]:
     cases = in_fresh_process(write_scale_corpora, str(workdir), base_mb, base_mb * (4 if scale == "quick" else 20))[2]
     rows, base = [], None
     for label, path, mb in cases:
-        seconds, rss, result = in_fresh_process(run_ours, path, str(workdir / "out"), preload=OURS_MODULES)
+        seconds, rss, result = fresh(run_ours, path, str(workdir / "out"), preload=OURS_MODULES)
         base = base or (mb, rss)
         rows.append({
             "benchmark": "dedup", "case": f"dedup_minhash scale: {label}, {mb:.0f} MB Parquet", "metric": "MB/s",
