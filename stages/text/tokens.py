@@ -351,7 +351,11 @@ def word_spans(text: str, split: Literal["word", "whitespace"] = "word") -> np.n
 
     For the few documents handled one at a time (evidence spans); same classification, pure NumPy.
     """
-    points = np.frombuffer((text or "").encode("utf-32-le"), np.uint32)
-    inside = _classify(points, split)
+    text = text or ""
+    if text.isascii():  # one byte per character: classify the bytes (4x less to encode and scan)
+        data = np.frombuffer(text.encode("ascii"), np.uint8)
+        inside = _ASCII_WORD[data] if split == "word" else _ASCII_NONSPACE[data]
+    else:
+        inside = _classify(np.frombuffer(text.encode("utf-32-le"), np.uint32), split)
     edges = np.flatnonzero(np.diff(np.concatenate([[False], inside, [False]]).astype(np.int8)))
     return edges.reshape(-1, 2).astype(np.int64)
