@@ -28,7 +28,7 @@ from bench.common import in_fresh_process, print_rows
 OUT = Path(__file__).parent / "out" / "ray_audit"
 GROUP_BYTES = 8 << 20
 PARTITION_BYTES = 32 << 20
-SCALES = {"quick": {"mb": 24, "repeats": 1}, "full": {"mb": 320, "repeats": 1}}
+SCALES = {"quick": {"mb": 24, "repeats": 1}, "mid": {"mb": 126, "repeats": 2}, "full": {"mb": 320, "repeats": 1}}
 
 
 def build_corpus(mb: int) -> Path:

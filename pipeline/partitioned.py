@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from pipeline.errors import PipelineError
-from pipeline.io import BATCH_BYTES, DEFAULT_BATCH_ROWS, Dataset, read_ahead, write_table
+from pipeline.io import BATCH_BYTES, DEFAULT_BATCH_ROWS, Dataset, write_table
 from pipeline.stage import Context, Stage
 
 # Big enough that per-task overhead (scheduling, broadcast fetch, state pickling) is noise, small
@@ -74,7 +74,7 @@ class Partition:
             for offset in range(start, stop, rows):
                 yield frame.slice(offset, min(rows, stop - offset))
             return
-        for batch in read_ahead(self._arrow_batches(rows, columns)):
+        for batch in self._arrow_batches(rows, columns):  # no read-ahead: a map's memory is one batch
             yield pl.from_arrow(batch)
 
     def _arrow_batches(self, rows: int, columns: list[str] | None) -> Iterator:

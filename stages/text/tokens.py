@@ -106,7 +106,7 @@ def token_hashes(words: pl.Series, stable: bool = True) -> np.ndarray:
     depend on them). `stable` is kept for callers of the earlier API, where False chose polars'
     version-dependent hash: both now give the same, stable values.
     """
-    data, offsets = _string_buffers(words, pad=8)
+    data, offsets = _string_buffers(words)
     return span_hashes(data, offsets[:-1], np.diff(offsets))
 
 
@@ -116,24 +116,21 @@ _LENGTH_SALT = np.uint64(0xD6E8FEB86659FD93)
 _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
 
 
-def span_hashes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+def span_hashes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, lower_ascii: bool = False) -> np.ndarray:
     """The token hash: a uint64 of each byte span `data[s:s+l]`, vectorised over spans, not bytes.
 
     Definition: split the span's bytes into 8-byte words w_0..w_{k-1} read little-endian (the last
     zero-padded); h = mix64(w_0 ^ SALT) if the span has at most 8 bytes (injective: word bytes are
     never 0), else mix64(sum_j mix64(w_j + (j + 1) * SALT) + length * LENGTH_SALT), wrapping.
-    `data` must have 8 readable bytes past the last span (callers pad it). A few gathers per
-    token instead of a table lookup per byte: this is what makes tokenising cheap.
+    `lower_ascii` hashes the spans as if A-Z were a-z (for ASCII spans: lower-casing in the words,
+    so the text is never copied). A few gathers per token instead of a table lookup per byte.
     """
     starts = np.asarray(starts, np.int64)
     lengths = np.asarray(lengths, np.int64)
     if starts.size == 0:
         return np.zeros(0, np.uint64)
-    # Every position of `data` read as a little-endian uint64 (unaligned, overlapping: a view).
-    words64 = np.ndarray((data.size - 7,), dtype="<u8", buffer=data, strides=(1,))
     short = lengths <= 8
-    first = words64[starts]
-    first &= _LOW_BYTES[np.minimum(lengths, 8)]
+    first = _words_at(data, starts, np.minimum(lengths, 8), lower_ascii)
     first ^= _WORD_SALT
     out = mix64(first, inplace=True)
     if short.all():
@@ -143,12 +140,37 @@ def span_hashes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np
     owner = np.repeat(np.arange(long_.size), n_words)
     word_start = np.cumsum(n_words) - n_words
     j = np.arange(owner.size, dtype=np.int64) - word_start[owner]
-    w = words64[starts[long_][owner] + 8 * j]
-    w &= _LOW_BYTES[np.minimum(lengths[long_][owner] - 8 * j, 8)]
+    w = _words_at(data, starts[long_][owner] + 8 * j, np.minimum(lengths[long_][owner] - 8 * j, 8), lower_ascii)
     w += (j + 1).astype(np.uint64) * _WORD_SALT
     total = np.add.reduceat(mix64(w, inplace=True), word_start)
     total += lengths[long_].astype(np.uint64) * _LENGTH_SALT
     out[long_] = mix64(total, inplace=True)
+    return out
+
+
+_HIGH_BITS = np.uint64(0x8080808080808080)
+_FROM_A = np.uint64(0x3F3F3F3F3F3F3F3F)  # byte + 0x3F has its high bit set iff byte >= 'A' (bytes < 0x80)
+_PAST_Z = np.uint64(0x2525252525252525)  # byte + 0x25 has its high bit set iff byte > 'Z'
+
+
+def _words_at(data: np.ndarray, positions: np.ndarray, keep: np.ndarray, lower_ascii: bool) -> np.ndarray:
+    """The `keep` (0..8) bytes of `data` at each position as a little-endian uint64, the rest zero."""
+    usable = data.size - 7
+    out = np.empty(positions.size, np.uint64)
+    inner = positions < usable
+    if usable > 0:
+        # Every position of `data` read as a little-endian uint64 (unaligned, overlapping: a view).
+        words64 = np.ndarray((usable,), dtype="<u8", buffer=data, strides=(1,))
+        out[inner] = words64[positions[inner]]
+    if not inner.all():  # the last 7 bytes: read from a zero-padded copy of the tail
+        base = max(data.size - 8, 0)
+        tail = np.zeros(16, np.uint8)
+        tail[: data.size - base] = data[base:]
+        out[~inner] = np.ndarray((9,), dtype="<u8", buffer=tail, strides=(1,))[positions[~inner] - base]
+    out &= _LOW_BYTES[keep]
+    if lower_ascii:  # SWAR: add 0x20 to every byte in 'A'..'Z' (all bytes are ASCII here)
+        upper = (out + _FROM_A) & ~(out + _PAST_Z) & _HIGH_BITS
+        out |= upper >> np.uint64(2)
     return out
 
 
@@ -167,7 +189,7 @@ def tokenize(texts: pl.Series | Sequence[str | None], stable: bool = False) -> T
         flat, counts = _unicode_words(series)
         return Tokens(flat, token_hashes(flat, stable), counts)
     spans, a_counts = _ascii_spans(series if ascii_rows.all() else series.filter(ascii_rows))
-    a_hashes = span_hashes(spans.data, spans.starts, spans.lengths)
+    a_hashes = span_hashes(spans.data, spans.starts, spans.lengths, lower_ascii=True)
     if ascii_rows.all():
         return Tokens(spans, a_hashes, a_counts)
     o_words, o_counts = _unicode_words(series.filter(~ascii_rows))
@@ -194,26 +216,24 @@ def _unicode_words(texts: pl.Series) -> tuple[pl.Series, np.ndarray]:
     return flat, counts
 
 
-def _string_buffers(texts: pl.Series, pad: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """UTF-8 bytes of all texts concatenated (plus `pad` zero bytes) and their int64 offsets (n + 1)."""
+def _string_buffers(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 bytes of all texts concatenated (as Arrow holds them, no copy) and their int64 offsets (n + 1)."""
     arrow = texts.to_arrow()
     if isinstance(arrow, pa.ChunkedArray):
         arrow = arrow.combine_chunks()
     arrow = pc.cast(arrow, pa.large_string())
     offsets = np.frombuffer(arrow.buffers()[1], dtype=np.int64)[arrow.offset : arrow.offset + len(arrow) + 1]
     if len(arrow) == 0 or offsets[-1] == offsets[0]:
-        return np.zeros(pad, np.uint8), np.zeros(len(arrow) + 1, np.int64)
+        return np.zeros(0, np.uint8), np.zeros(len(arrow) + 1, np.int64)
     data = np.frombuffer(arrow.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    if pad:
-        data = np.concatenate([data, np.zeros(pad, np.uint8)])
     return data, offsets - offsets[0]
 
 
 @dataclass
 class _Spans:
-    """Tokens as byte spans of one lower-cased buffer (the ASCII path); strings built only on demand."""
+    """Tokens as byte spans of the batch's ASCII text (not lower-cased); strings built only on demand."""
 
-    data: np.ndarray  # uint8, 8 zero bytes of padding at the end
+    data: np.ndarray  # uint8, the texts' bytes as Arrow holds them (read-only)
     starts: np.ndarray
     lengths: np.ndarray
 
@@ -224,23 +244,29 @@ class _Spans:
             return pl.Series("text", [], pl.String)
         # One Arrow array whose strings alternate token, gap, token, ...: keep every other one.
         arrow = pa.LargeStringArray.from_buffers(edges.size - 1, pa.py_buffer(edges), pa.py_buffer(self.data))
-        return pl.Series("text", arrow, pl.String).gather_every(2)
+        return pl.Series("text", arrow, pl.String).gather_every(2).str.to_lowercase()
 
 
 def _ascii_spans(texts: pl.Series) -> tuple[_Spans, np.ndarray]:
     """Words of pure-ASCII texts by byte classification: the same tokens as `_unicode_words`, no regex.
 
     A word starts where a word byte follows a non-word byte (or a text starts) and ends where one is
-    followed by a non-word byte (or the text ends). Returns the spans over the lower-cased bytes and
-    the number of words per text.
+    followed by a non-word byte (or the text ends). Returns the spans over the text's own bytes
+    (hashed lower-cased by `span_hashes(..., lower_ascii=True)`) and the number of words per text.
     """
-    data, offsets = _string_buffers(texts, pad=8)
+    data, offsets = _string_buffers(texts)
     size = int(offsets[-1])
-    body = data[:size]
-    # Word bytes and lower-casing by byte arithmetic (uint8 wraps): no table gathers over the batch.
-    upper = (body - np.uint8(65)) < 26
-    inside = upper | ((body - np.uint8(97)) < 26) | ((body - np.uint8(48)) < 10) | (body == 95)
-    body += upper.view(np.uint8) << np.uint8(5)
+    # Word bytes by byte arithmetic (uint8 wraps), in slices so temporaries stay small.
+    inside = np.empty(size, bool)
+    for lo in range(0, size, _CLASSIFY_BYTES):
+        chunk = data[lo : lo + _CLASSIFY_BYTES]
+        letter = chunk | np.uint8(0x20)
+        letter -= np.uint8(97)
+        part = inside[lo : lo + chunk.size]
+        np.less(letter, 26, out=part)
+        np.subtract(chunk, np.uint8(48), out=letter)
+        part |= letter < 10
+        part |= chunk == 95
     # Transitions alternate start, end, start, ...; a word running into the next text is cut there.
     change = np.empty(size + 1, bool)
     if size:
@@ -257,6 +283,9 @@ def _ascii_spans(texts: pl.Series) -> tuple[_Spans, np.ndarray]:
     starts = edges[0::2]
     counts = np.diff(np.searchsorted(starts, offsets)).astype(np.int64)
     return _Spans(data, starts, edges[1::2] - starts), counts
+
+
+_CLASSIFY_BYTES = 1 << 20
 
 
 # ----------------------------------------------------------------------------- character offsets
