@@ -152,6 +152,7 @@ def run(scale: str = "full") -> list[dict]:
         "notes": (f"identical findings: {lr['digest'] == rr['digest']} ({lr['flagged']} flagged); "
                   f"{rr['stats']['partitions']} partitions of {PARTITION_BYTES >> 20} MB; local {mb / local_s:.1f} MB/s, "
                   f"Ray {mb / ray_s:.1f} MB/s; median map {profile['median_map_s']} s per partition "
+                  f"({profile.get('median_map_cpu_s')} CPU s) "
                   f"({profile['median_partition_mb']} MB); merged state {profile['merged_state_bytes']} B; "
                   f"per-task peak RSS {profile['max_task_peak_rss_mb']} MB at {mb:.0f} MB vs "
                   f"{small_profile['max_task_peak_rss_mb']} MB at {small['stats']['train_mb']:.0f} MB; "

@@ -185,11 +185,14 @@ def state_fingerprint(stage: Stage, inputs: dict[str, Dataset]) -> str:
 
 def map_partition(stage: PartitionedStage, partition: Partition, broadcast: Any, fingerprint: str) -> tuple:
     """Run one map; return its PartialState with a profile (seconds, peak RSS of this process)."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     value = stage.map(partition, broadcast)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return PartialState(fingerprint, frozenset([partition.index]), value), {"s": seconds, "peak_rss_mb": peak_mb,
+    # cpu_s is the process's CPU time: the map's own when it has the process to itself (a Ray task,
+    # or the local fold on one thread); it does not depend on how loaded the machine is.
+    return PartialState(fingerprint, frozenset([partition.index]), value), {"s": seconds, "cpu_s": cpu,
+                                                                           "peak_rss_mb": peak_mb,
                                                                            "bytes": partition.nbytes}
 
 
@@ -339,6 +342,8 @@ def record_partitioning(ctx: Context, partitions: list[Partition], profiles: lis
         "resumed": resumed,
         "median_map_s": round(seconds[len(seconds) // 2], 4),
         "max_map_s": round(seconds[-1], 4),
+        "median_map_cpu_s": round(sorted(p.get("cpu_s", 0.0) for p in profiles)[len(profiles) // 2], 4)
+        if profiles else 0.0,
         "median_partition_mb": round(sorted(p.nbytes for p in partitions)[len(partitions) // 2] / 1e6, 3),
         "max_task_peak_rss_mb": round(max((p["peak_rss_mb"] for p in profiles), default=0.0), 1),
         "merged_state_bytes": len(pickle.dumps(state.value, protocol=pickle.HIGHEST_PROTOCOL)) if state else 0,
