@@ -25,6 +25,7 @@ checkpointed under `ctx.checkpoint_dir`, so a killed driver resumes the step fro
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import math
 import os
@@ -61,6 +62,7 @@ class Partition:
     nbytes: int  # uncompressed bytes, as Parquet metadata states them (estimated for frames)
     pieces: tuple[tuple[str, tuple[int, ...]], ...]  # (file, row groups); ("<frame>", (start, stop)) in memory
     frame: pl.DataFrame | None = field(default=None, compare=False, repr=False)
+    batch_bytes: int = field(default=BATCH_BYTES, compare=False)  # bound of one batch (see local_partitions)
 
     def key(self) -> str:
         """Identity of the partition's rows (not of a frame's content: that is in the state fingerprint)."""
@@ -83,7 +85,7 @@ class Partition:
             for g in groups:
                 group = pf.metadata.row_group(g)
                 per_row = group.total_byte_size / max(group.num_rows, 1)
-                size = max(1, min(rows, int(BATCH_BYTES / max(per_row, 1.0))))
+                size = max(1, min(rows, int(self.batch_bytes / max(per_row, 1.0))))
                 yield from pf.iter_batches(batch_size=size, row_groups=[g], columns=columns)
 
 
@@ -265,6 +267,8 @@ def local_partitions(stage: PartitionedStage, data: Dataset, partition_bytes: in
     if threads > 1 and len(partitions) < 2 * threads:
         total = sum(p.nbytes for p in partitions)
         partitions = plan_partitions(data, max(1, min(partition_bytes, total // (2 * threads))))
+    if threads > 1:  # maps in flight share one batch's worth of memory
+        partitions = [dataclasses.replace(p, batch_bytes=max(1, BATCH_BYTES // threads)) for p in partitions]
     return partitions
 
 
