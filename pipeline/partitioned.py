@@ -259,14 +259,10 @@ def local_threads(stage: PartitionedStage, partitions: int) -> int:
 
 
 def local_partitions(stage: PartitionedStage, data: Dataset, partition_bytes: int) -> list[Partition]:
-    """Partitions for the local fold: with several cores, small inputs are cut finer so every core has work."""
-    if not stage.partitionable():
-        return plan_partitions(data, 1 << 62)
-    partitions = plan_partitions(data, partition_bytes)
-    threads = local_threads(stage, 1 << 30)
-    if threads > 1 and len(partitions) < 2 * threads:
-        total = sum(p.nbytes for p in partitions)
-        partitions = plan_partitions(data, max(1, min(partition_bytes, total // (2 * threads))))
+    """Partitions for the local fold: the same cut as on any executor (`partitions` is a deterministic stat);
+    with several maps in flight, each reads smaller batches so together they hold about one batch."""
+    partitions = plan_partitions(data, partition_bytes if stage.partitionable() else 1 << 62)
+    threads = local_threads(stage, len(partitions))
     if threads > 1:  # maps in flight share one batch's worth of memory
         partitions = [dataclasses.replace(p, batch_bytes=max(1, BATCH_BYTES // threads)) for p in partitions]
     return partitions
