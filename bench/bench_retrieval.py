@@ -373,7 +373,7 @@ def _mixed(real: np.ndarray, rows: int, rng: np.random.Generator) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def _ivfpq_data(n: int, dim: int, folder: str, queries: int = 2_000, seed: int = 0) -> dict:
+def _ivfpq_data(n: int, dim: int, folder: str, queries: int = 2_000, real_chunks: int = 150_000, seed: int = 0) -> dict:
     """The Parquet collection, the query sets and their exact top 10 (brute force, streamed)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -381,7 +381,7 @@ def _ivfpq_data(n: int, dim: int, folder: str, queries: int = 2_000, seed: int =
     from stages.embedding import encode_texts
 
     rng = np.random.default_rng(seed)
-    texts = _real_chunks(150_000)
+    texts = _real_chunks(real_chunks)
     real = _lift(encode_texts(texts, backend="static"), dim, rng)
     real /= np.linalg.norm(real, axis=1, keepdims=True)
     held = (np.arange(len(real)) // 64) % 10 == 0
@@ -484,16 +484,18 @@ def _ivfpq_judge(index_file: str, queries_path: str, truth_path: str, target: fl
             "held_out_recall": _recall10(index.search(q[half:], 10)[1], truth[half:])}
 
 
-def run_ivfpq(n: int = 2_000_000, dim: int = 384, runs: int = 2, target: float = 0.92) -> list[dict]:
+def run_ivfpq(n: int = 2_000_000, dim: int = 384, runs: int = 2, target: float = 0.92, queries: int = 2_000,
+              real_chunks: int = 150_000) -> list[dict]:
     """Partitioned `index` build vs one faiss process, same IVF-PQ params; recall judged on held-out queries."""
     folder = tempfile.mkdtemp(prefix="bench-ivfpq-")
     t0 = time.perf_counter()
-    _, data_rss, data = in_fresh_process(_ivfpq_data, n, dim, folder)
+    _, data_rss, data = in_fresh_process(_ivfpq_data, n, dim, folder, queries, real_chunks)
     data_s = time.perf_counter() - t0
     queries = np.load(f"{folder}/queries.npy")
     nlist = int(2 ** round(np.log2(4 * np.sqrt(n))))  # what `auto` takes for IVF at this size
     pq_choice = in_fresh_process(_choose_pq, data["path"], queries[: len(queries) // 2], nlist, target)[2]
-    factory, train_size = f"IVF{nlist},PQ{pq_choice['m']}x8", 100_000
+    train_size = min(100_000, n)
+    factory = f"IVF{nlist},PQ{pq_choice['m']}x8"
     ours, theirs = [], []
     for i in range(runs):  # alternated, each in a fresh process
         ours.append(in_fresh_process(_ivfpq_stage, data["path"], f"{folder}/ours-{i}", factory, train_size))

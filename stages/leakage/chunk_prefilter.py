@@ -1,4 +1,4 @@
-"""Training chunks as the chunk and semantic evidence see them: normalised text of token windows."""
+"""Training chunks as the chunk and semantic evidence see them: the normalised text of token windows."""
 
 from __future__ import annotations
 
