@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from stages.leakage.chunk_prefilter import chunk_texts
 from stages.leakage.evidence import (
     SPAN_COLUMNS,
     Evidence,
@@ -26,7 +25,6 @@ from stages.leakage.evidence import (
     register_evidence,
 )
 from stages.text import Tokens, longest_common_run, token_chunks, tokenize
-from stages.text.chunking import windows
 
 # Calibrated (partial, contaminated) cosine thresholds per embedding backend; see LeakageAudit.
 SIMILARITY_DEFAULTS = {"static": (0.90, 0.96), "sentence-transformers": (0.78, 0.90)}
@@ -142,11 +140,10 @@ class ChunkNeighbours:
         from stages.retrieval import Index
 
         tok: Tokens = batch.tokens
-        doc, within, lengths = windows(tok.counts, self.size, self.stride, "align")
-        starts = tok.offsets[:-1][doc] + within
-        if not doc.size:
+        doc, starts, lengths, texts = token_chunks(tok, self.size, self.stride)
+        if not texts:
             return state
-        texts = chunk_texts(tok, starts, lengths)
+        within = starts - tok.offsets[:-1][doc]
         index = Index.build(self._embed(texts), index_type="Flat", metric="inner_product")
         kk = min(self.k, len(texts))
         sim, nn = index.search_raw(self.vectors, kk)
