@@ -97,6 +97,9 @@ def _run(args: argparse.Namespace) -> int:
         overrides=args.overrides, quiet=args.quiet, executor=args.executor, executor_options=options,
         wait_for_lock_s=args.wait, verify=args.verify,
     )
+    from stages._report.index import write_run_index  # <workdir>/index.html links every report in it
+
+    write_run_index(args.workdir)
     if not args.quiet:
         print(format_summary(report))
     return 0
@@ -202,7 +205,7 @@ def _show(args: argparse.Namespace) -> int:
         wall = manifest.get("wall_time_s")
         peak = manifest.get("peak_rss_bytes")
         extras = [a["name"] for a in manifest.get("artefacts", [])] + [
-            f"{k}/" for k in manifest.get("side_outputs", {})
+            f"{s['id']}@{k}/" for k in manifest.get("side_outputs", {})
         ]
         print(
             f"{s['id']:<20} {s['stage']:<18} {s['status']:<8} "

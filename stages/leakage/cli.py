@@ -17,7 +17,8 @@ import polars as pl
 
 from pipeline.errors import InputDataError, PipelineError
 from pipeline.files import describe_path, find_files, is_glob
-from stages.leakage import VERDICTS
+from stages._report.index import write_run_index
+from stages.leakage.evidence import VERDICTS
 from stages.sources import is_saved_hf_dataset, split_path
 
 
@@ -106,6 +107,7 @@ def _configure_audit(p: argparse.ArgumentParser) -> None:
 
 
 def _audit(args: argparse.Namespace) -> int:
+    from pipeline.files import side_dir
     from pipeline.runner import run_pipeline
 
     extra: dict[str, Any] = {"n": args.n, "backend": args.backend}
@@ -116,12 +118,13 @@ def _audit(args: argparse.Namespace) -> int:
                           test_split=args.test_split, **extra)
     refuse_to_replace(config, args.workdir, args.force)
     report = run_pipeline(config, workdir=args.workdir, quiet=args.quiet)
+    write_run_index(args.workdir)  # <workdir>/index.html: every report of every run there
     step_dir = Path(report.run_dir) / "audit"
     findings = pl.read_parquet(step_dir / "part-*.parquet")
     counts = {v: int((findings["verdict"] == v).sum()) for v in VERDICTS}
     print(f"{findings.height} test items: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS))
     print(f"report: {step_dir / 'report.html'} (and report.md); findings: {step_dir}; "
-          f"clean/dirty splits: {step_dir / 'clean'}, {step_dir / 'dirty'}")
+          f"clean/dirty splits: {side_dir(step_dir, 'clean')}, {side_dir(step_dir, 'dirty')}")
     return 0
 
 

@@ -283,7 +283,7 @@ def test_audit_command_runs_without_a_config(train, test_set, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "contaminated" in proc.stdout
     step = tmp_path / "runs" / "audit" / "audit"
-    assert (step / "report.html").exists() and (step / "dirty").is_dir()
+    assert (step / "report.html").exists() and step.with_name("audit@dirty").is_dir()
     manifest = json.loads((step / "_manifest.json").read_text())
     assert manifest["stats"]["verdicts"]["contaminated"] >= 4
 
@@ -293,5 +293,5 @@ def test_example_config_validates():
 
     from pipeline.config import load_config
 
-    config = load_config(Path(__file__).parent.parent / "configs" / "audit.yaml")
+    config = load_config(Path(__file__).parents[3] / "configs" / "audit.yaml")
     assert "leakage_audit" in [s.stage for s in config.steps]
