@@ -162,6 +162,7 @@ def test_leakage_audit_finds_the_same_in_any_partitioning(tmp_path, partition_by
 def test_leakage_audit_with_unmergeable_kinds_runs_one_partition(tmp_path):
     from stages.leakage import LeakageAudit
 
-    stage = LeakageAudit(chunk_overlap=True, semantic=False, n=8)
+    stage = LeakageAudit(chunk_overlap=False, semantic=False, n=8, evidence=["paraphrase"])
     assert not stage.partitionable()
     assert LeakageAudit(chunk_overlap=False, semantic=False).partitionable()
+    assert LeakageAudit(chunk_overlap=True, semantic=True).partitionable()  # top-k per test chunk merges
