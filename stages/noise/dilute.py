@@ -52,10 +52,12 @@ def _draw_chunk(stage: Any, h: np.ndarray, true_idx: np.ndarray, confusing: np.n
 
 
 def draw(stage: Any, run: Dilution, digest: np.ndarray, true_idx: np.ndarray, confusing: np.ndarray | None,
-         key: int) -> np.ndarray:
-    """Noisy label index per added row; counts the realised transitions into `run` as it goes."""
+         key: int) -> tuple[np.ndarray, np.ndarray]:
+    """Noisy label index per added row, and whether it differs from the true class (always, out of
+    distribution); counts the realised transitions into `run` as it goes, chunk by chunk."""
     k = run.k
     drawn = np.empty(digest.size, dtype=np.int64)
+    is_noisy = np.ones(digest.size, dtype=bool)
     h = keyed_chunked(digest, key)
     step = counts.CHUNK_ROWS
     for s in range(0, digest.size, step):
@@ -66,8 +68,9 @@ def draw(stage: Any, run: Dilution, digest: np.ndarray, true_idx: np.ndarray, co
         if run.ood:
             run.ood_counts += np.bincount(j, minlength=k)
         else:
+            np.not_equal(j, true_idx[s:e], out=is_noisy[s:e])
             run.counts += np.bincount(true_idx[s:e] * k + j, minlength=k * k).reshape(k, k)
-    return drawn
+    return drawn, is_noisy
 
 
 def added_rows(stage: Any, run: Dilution, batch: pl.DataFrame, off: int, keep: np.ndarray | None, key: int,
@@ -83,16 +86,14 @@ def added_rows(stage: Any, run: Dilution, batch: pl.DataFrame, off: int, keep: n
     if batch.height == 0:
         return None
     schema, out_columns, label = run.schema, run.data.columns, stage.label_column
-    drawn = draw(stage, run, dig, tru, near, key)
+    drawn, is_noisy = draw(stage, run, dig, tru, near, key)
     noisy = class_labels(run.classes, drawn)
     if run.ood:
         clean = pl.Series(label, [None] * batch.height, dtype=schema[label])
-        is_noisy = np.ones(batch.height, dtype=bool)
         body = batch.select([pl.col(c).cast(schema[c]) for c in out_columns if c != label])
         body = body.with_columns(clean.alias(label)).select(out_columns)
     else:
         clean = batch[label]  # the pool is the data: its label is the truth
-        is_noisy = drawn != tru
         body = batch.select(out_columns)
     if stage.id_column:
         if run.next_int_id is not None:

@@ -80,19 +80,28 @@ def class_index(labels: pl.Series, classes: pl.Series) -> np.ndarray:
     """Position of each label in `classes` (labels are already known to be in it)."""
     if labels.dtype.is_integer() and classes.len():
         lo, hi = int(classes.min()), int(classes.max())
+        values = labels.to_numpy()
+        if _consecutive(classes):  # classes lo, lo + 1, ..., in order: the index is an offset
+            return (values - lo).astype(np.int32) if lo else values.astype(np.int32)
         if hi - lo < DENSE_LABEL_SPAN:
             # A dense lookup table: ~7x faster than replace_strict on 10M integer labels.
             lut = np.zeros(hi - lo + 1, dtype=np.int32)
             lut[classes.to_numpy().astype(np.int64) - lo] = np.arange(classes.len(), dtype=np.int32)
-            return lut[labels.to_numpy().astype(np.int64, copy=False) - lo]
+            return lut[values.astype(np.int64, copy=False) - lo]
     return labels.replace_strict(classes, np.arange(classes.len(), dtype=np.int32),
                                  return_dtype=pl.Int32).to_numpy()
 
 
+def _consecutive(classes: pl.Series) -> bool:
+    """Are the classes the integers lo, lo + 1, ..., hi in this order?"""
+    k = classes.len()
+    return bool(classes.dtype.is_integer() and k and int(classes[-1]) - int(classes[0]) == k - 1
+                and classes.is_sorted() and classes.n_unique() == k)
+
+
 def class_labels(classes: pl.Series, idx: np.ndarray) -> pl.Series:
     """The class at each index: arithmetic when the classes are consecutive integers, a gather otherwise."""
-    k = classes.len()
-    if classes.dtype.is_integer() and k and int(classes[-1]) - int(classes[0]) == k - 1 and classes.is_sorted():
+    if _consecutive(classes):
         lo = int(classes[0])
         values = idx.astype(np.int64, copy=False) + lo if lo else idx.astype(np.int64, copy=False)
         return pl.Series(classes.name, values).cast(classes.dtype)

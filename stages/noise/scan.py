@@ -35,10 +35,11 @@ class LabelScan:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(class index per row, hash per row), for the whole input."""
+        if len(self.class_idx) == 1:
+            return self.class_idx[0], self.hashes[0]
         idx = np.concatenate(self.class_idx) if self.class_idx else np.zeros(0, dtype=np.int32)
         h = np.concatenate(self.hashes) if self.hashes else np.zeros(0, dtype=np.uint64)
-        if len(self.class_idx) > 1:  # the parts are copied into one array: free them now
-            self.class_idx, self.hashes = [idx], [h]
+        self.class_idx, self.hashes = [idx], [h]  # the parts are copied into one array: free them now
         return idx, h
 
 
