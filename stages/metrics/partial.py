@@ -138,7 +138,7 @@ def measure_partition(stage: Any, frame: pl.DataFrame, base: int, group_by: list
     toks = token_table(texts)
     doc = toks["doc"].to_numpy().astype(np.int64)
     tok_gid = doc_gid[doc]
-    word_hash = token_hashes(toks["token"], stable=True)
+    word_hash = token_hashes(toks["token"])  # equality is all distinct-n needs
     totals, sets = _ngram_sets(word_hash, doc, frame.height, doc_gid, n_groups)
     words = pl.DataFrame({"g": tok_gid, "word": toks["token"]}).group_by("g", "word").agg(pl.len().alias("count"))
     words = words.with_columns(pl.col("count").cast(pl.Int64))

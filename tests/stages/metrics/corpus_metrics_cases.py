@@ -84,10 +84,15 @@ def write_parts(df: pl.DataFrame, folder, row_group_size: int = 50, files: int =
     return folder
 
 
+# The near-duplicate rate depends on the text core's shingle hash values (MinHash candidates), which
+# another branch may re-pin; it is checked against stages.dedup's rate directly instead.
+HASH_DEPENDENT = ("near_duplicate_rate",)
+
+
 def fingerprint(table: pl.DataFrame, sides: dict[str, pl.DataFrame], stats: dict) -> str:
     """xxh3 of the rows (in order, with dtypes, floats exactly), every side output and the stable stats."""
     h = xxhash.xxh3_64()
-    for frame in (table, *(sides[k] for k in sorted(sides))):
+    for frame in (table.drop(HASH_DEPENDENT, strict=False), *(sides[k] for k in sorted(sides))):
         h.update(repr(frame.schema).encode())
         for column in frame.columns:
             h.update(repr(frame[column].to_list()).encode())

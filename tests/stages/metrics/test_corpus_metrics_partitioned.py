@@ -17,11 +17,11 @@ from pipeline.stage import Context
 from stages.metrics import CorpusMetrics
 
 MAIN_FINGERPRINTS = {
-    "default_no_embeddings": "291aed79fc83f8c1",
-    "reference_input_lowercase": "1b0ce200e47b857a",
-    "embeddings_sampled": "d73294bacad27130",
-    "one_group": "605bc156ff88bdc4",
-    "group_by_seed_only": "0656d7234c2cf4f1",
+    "default_no_embeddings": "0644fff3c0d10b09",
+    "reference_input_lowercase": "a4087eca74e5c17b",
+    "embeddings_sampled": "db241433bcb385fd",
+    "one_group": "ad9f94e899f72651",
+    "group_by_seed_only": "0ce6f710a7807f50",
 }
 
 
@@ -52,6 +52,21 @@ def test_in_memory_output_is_main_s(name):
     params, frames = case_inputs(name)
     result = CorpusMetrics.from_params(params).execute(**frames, seed=5)
     assert fingerprint(result.table, result.side_outputs, result.stats) == MAIN_FINGERPRINTS[name]
+
+
+@pytest.mark.parametrize("name", ["default_no_embeddings", "embeddings_sampled"])
+def test_near_duplicate_rate_is_stages_dedup_s_rate_of_each_group(name):
+    from stages.dedup import near_duplicate_rate
+
+    params, frames = case_inputs(name)
+    stage = CorpusMetrics.from_params(params)
+    table = stage.apply(**frames, seed=5)
+    texts = frames["data"].with_columns(pl.col("text").fill_null(""))
+    for row in table.iter_rows(named=True):
+        mine = texts.filter((pl.col("schedule") == row["schedule"]) & (pl.col("seed") == row["seed"])
+                            & (pl.col("generation") == row["generation"]))["text"]
+        assert row["near_duplicate_rate"] == near_duplicate_rate(mine, threshold=stage.near_duplicate_threshold)
+    assert table["near_duplicate_rate"].max() > 0  # the planted near copies are found
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
