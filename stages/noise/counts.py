@@ -8,6 +8,9 @@ about twice as fast in 256k-row pieces), with results identical to the whole-arr
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -17,6 +20,20 @@ from stages._hashing import _S11, mix64, stream_key, unit_interval
 
 # Rows per chunk of the hash loops: a few MB of uint64 temporaries, which stay in cache.
 CHUNK_ROWS = 1 << 18
+# NumPy releases the GIL in these loops: chunks run on a few threads (each writes only its own slice).
+THREADS = max(1, min(4, os.cpu_count() or 1))
+_POOL: ThreadPoolExecutor | None = None
+
+
+def over_chunks(fn: Callable[[int, int], Any], n: int) -> list[Any]:
+    """fn(start, end) for every chunk of range(n), on a few threads; results in chunk order."""
+    global _POOL
+    bounds = [(s, min(s + CHUNK_ROWS, n)) for s in range(0, n, CHUNK_ROWS)]
+    if len(bounds) < 2 or THREADS == 1:
+        return [fn(s, e) for s, e in bounds]
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(THREADS, thread_name_prefix="label-noise")
+    return list(_POOL.map(lambda b: fn(*b), bounds))
 
 
 def json_value(v: Any) -> Any:
@@ -37,10 +54,12 @@ def keyed_chunked(digest: np.ndarray, key: int, out: np.ndarray | None = None) -
     """`stages._hashing.keyed(digest, key)` (SplitMix64 of digest + key), computed chunk by chunk."""
     out = np.empty(digest.size, dtype=np.uint64) if out is None else out
     k = np.uint64(key & ((1 << 64) - 1))
-    for s in range(0, digest.size, CHUNK_ROWS):
-        piece = out[s : s + CHUNK_ROWS]
-        np.add(digest[s : s + CHUNK_ROWS], k, out=piece)
-        mix64(piece, inplace=True)
+
+    def chunk(s: int, e: int) -> None:
+        np.add(digest[s:e], k, out=out[s:e])
+        mix64(out[s:e], inplace=True)
+
+    over_chunks(chunk, digest.size)
     return out
 
 

@@ -59,17 +59,22 @@ def draw(stage: Any, run: Dilution, digest: np.ndarray, true_idx: np.ndarray, co
     drawn = np.empty(digest.size, dtype=np.int64)
     is_noisy = np.ones(digest.size, dtype=bool)
     h = keyed_chunked(digest, key)
-    step = counts.CHUNK_ROWS
-    for s in range(0, digest.size, step):
-        e = s + step
+
+    def chunk(s: int, e: int) -> np.ndarray:
         near = confusing[s:e] if confusing is not None else None
         j = _draw_chunk(stage, h[s:e], true_idx[s:e], near, k, run.conf_cdf)
         drawn[s:e] = j
         if run.ood:
-            run.ood_counts += np.bincount(j, minlength=k)
+            return np.bincount(j, minlength=k)
+        np.not_equal(j, true_idx[s:e], out=is_noisy[s:e])
+        return np.bincount(true_idx[s:e] * k + j, minlength=k * k)
+
+    # Integer counts: their sum does not depend on which thread ran which chunk.
+    for found in counts.over_chunks(chunk, digest.size):
+        if run.ood:
+            run.ood_counts += found
         else:
-            np.not_equal(j, true_idx[s:e], out=is_noisy[s:e])
-            run.counts += np.bincount(true_idx[s:e] * k + j, minlength=k * k).reshape(k, k)
+            run.counts += found.reshape(k, k)
     return drawn, is_noisy
 
 

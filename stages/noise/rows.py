@@ -30,7 +30,9 @@ def _label_counts(data: Dataset, label: str, dtype: pl.DataType) -> pl.DataFrame
         values = data.frame[label]
         lo, hi = int(values.min()), int(values.max())
         if hi - lo < DENSE_LABEL_SPAN:
-            counts = np.bincount(values.to_numpy().astype(np.int64, copy=False) - lo, minlength=hi - lo + 1)
+            raw = values.to_numpy().astype(np.int64, copy=False)
+            counts = np.bincount(raw, minlength=hi + 1)[lo:] if lo >= 0 else \
+                np.bincount(raw.astype(np.int64, copy=False) - lo, minlength=hi - lo + 1)
             present = np.flatnonzero(counts)
             return pl.DataFrame({label: pl.Series(present + lo).cast(dtype), "len": counts[present].astype(np.uint32)})
     return data.lazy().group_by(label).len().collect()
