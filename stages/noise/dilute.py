@@ -16,7 +16,7 @@ import stages.noise.counts as counts
 from pipeline.io import Dataset
 from pipeline.stage import Context
 from stages._hashing import _MIX1, _MIX2, mix64, stream_key, unit_interval
-from stages.noise.counts import json_value, keyed_chunked, uniform_index
+from stages.noise.counts import json_value, uniform_index
 from stages.noise.dilute_plan import Dilution
 from stages.noise.params import MATRIX_CONVENTION
 from stages.noise.pool import PoolReplay
@@ -58,11 +58,12 @@ def draw(stage: Any, run: Dilution, digest: np.ndarray, true_idx: np.ndarray, co
     k = run.k
     drawn = np.empty(digest.size, dtype=np.int64)
     is_noisy = np.ones(digest.size, dtype=bool)
-    h = keyed_chunked(digest, key)
+    key64 = np.uint64(key & ((1 << 64) - 1))
 
     def chunk(s: int, e: int) -> np.ndarray:
         near = confusing[s:e] if confusing is not None else None
-        j = _draw_chunk(stage, h[s:e], true_idx[s:e], near, k, run.conf_cdf)
+        h = mix64(digest[s:e] + key64, inplace=True)  # `keyed(digest, key)`, one cache-sized chunk at a time
+        j = _draw_chunk(stage, h, true_idx[s:e], near, k, run.conf_cdf)
         drawn[s:e] = j
         if run.ood:
             return np.bincount(j, minlength=k)
@@ -102,8 +103,9 @@ def added_rows(stage: Any, run: Dilution, batch: pl.DataFrame, off: int, keep: n
         body = batch.select(out_columns)
     if stage.id_column:
         if run.next_int_id is not None:
-            new_ids = pl.Series(np.arange(run.next_int_id, run.next_int_id + batch.height)).cast(
-                schema[stage.id_column])
+            # polars' allocator reuses its memory; a fresh NumPy array of this size costs page faults.
+            new_ids = pl.int_range(run.next_int_id, run.next_int_id + batch.height, dtype=pl.Int64,
+                                   eager=True).cast(schema[stage.id_column])
             run.next_int_id += batch.height
         else:
             new_ids = src_ids.cast(pl.String) + f"{'~s' if run.ood else '~n'}{cycle}"
@@ -133,7 +135,7 @@ def _batches(stage: Any, run: Dilution, pool: PoolReplay) -> Iterator[pl.DataFra
         data_batches = run.data.iter_batches(run.rows) if run.ood else pool.first_pass()
         for batch in data_batches:
             lab = batch[stage.label_column]
-            yield decorate(stage.label_column, batch, lab, lab, np.zeros(batch.height, dtype=bool), "clean",
+            yield decorate(stage.label_column, batch, lab, lab, pl.repeat(False, batch.height, eager=True), "clean",
                            source_ids(stage, batch, off))
             off += batch.height
         for cycle in range(run.cycles):

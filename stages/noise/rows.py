@@ -150,7 +150,7 @@ def as_id_dtype(stage: Any, ids: pl.Series, schema: pl.Schema) -> pl.Series:
         ) from None
 
 
-def decorate(label: str, batch: pl.DataFrame, noisy: pl.Series, clean: pl.Series, is_noisy: np.ndarray,
+def decorate(label: str, batch: pl.DataFrame, noisy: pl.Series, clean: pl.Series, is_noisy: np.ndarray | pl.Series,
              origin: str, source_id: pl.Series) -> pl.DataFrame:
     """Put the noisy label in place and append the provenance columns.
 
