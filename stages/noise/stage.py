@@ -54,6 +54,8 @@ class LabelNoise(PartitionedStage):
     name = "label_noise"
     inputs: ClassVar[tuple[str, ...]] = ("data", "source")
     optional_inputs: ClassVar[tuple[str, ...]] = ("source",)
+    # The map reads only the stage, its partition and the broadcast: an executor may run maps on threads.
+    map_in_threads: ClassVar[bool] = True
 
     def __init__(
         self,
