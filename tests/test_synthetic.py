@@ -217,7 +217,7 @@ def test_resume_in_the_middle_of_a_study_recomputes_only_what_is_missing(corpus,
     assert fits == [1, 2, 3, 4, 5]
     assert resumed.equals(fresh)
     # Generation 3 of the run is addressable as its own table.
-    gen3 = pl.read_parquet(tmp_path / "runs/resume/gens/gen-003/part-*.parquet")
+    gen3 = pl.read_parquet(tmp_path / "runs/resume/gens@gen-003/part-*.parquet")
     assert gen3.height == 30 and set(gen3["generation"]) == {3}
 
 
