@@ -10,7 +10,7 @@ finds real matches) and half from pydoc topics.
   needed) and its filter is called on every training document, as its pipeline would.
 - semantic pass: training MB/s of the chunk/semantic passes with each embedding backend
   (sentence-transformers on a slice of the corpus, as it runs at tens of chunks per second on CPU).
-- `python -m bench.bench_leakage --paraphrase [--quick] [--humaneval DIR]`: the paraphrase evidence
+- `python -m bench.bench_leakage --paraphrase [--quick] [--humaneval DIR] [--mmlu DIR]`: the paraphrase evidence
   study (`bench/leakage_paraphrase.py`): recall/FPR per planted kind, calibrated on pydoc, judged on
   stdlib sources and on llm-decontaminator's HumanEval rephrasings (given as a path, not vendored).
 - `python -m bench.bench_leakage --calibrate` prints the score distributions behind the default
@@ -289,7 +289,8 @@ if __name__ == "__main__":
         from bench.leakage_paraphrase import study
 
         where = sys.argv[sys.argv.index("--humaneval") + 1] if "--humaneval" in sys.argv else None
-        print(json.dumps(study("--quick" in sys.argv, where), indent=1))
+        mmlu = sys.argv[sys.argv.index("--mmlu") + 1] if "--mmlu" in sys.argv else None
+        print(json.dumps(study("--quick" in sys.argv, where, mmlu), indent=1))
     elif "--calibrate" in sys.argv:
         backend = sys.argv[sys.argv.index("--calibrate") + 1] if len(sys.argv) > sys.argv.index("--calibrate") + 1 else "static"
         with pl.Config(tbl_cols=20, tbl_width_chars=200):
