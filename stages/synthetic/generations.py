@@ -130,6 +130,24 @@ class Generations(Stage):
             cols[self.id_column] = "id_column"
         return {"data": cols}
 
+    def _corpus_schema(self) -> dict[str, Any]:
+        """Columns of one generation's corpus: provenance, then the text under the input's name."""
+        types = {"generation": pl.Int32, "parent_generation": pl.Int32}
+        return {**{c: types.get(c, pl.String) for c in PROVENANCE_COLUMNS}, self.text_column: pl.String}
+
+    def output_schema(self, inputs):
+        seed = {"seed": pl.Int32} if self.seeds > 1 else {}
+        return {"schedule": pl.String, **seed, **self._corpus_schema()}
+
+    def side_output_schemas(self, inputs):
+        corpus = self._corpus_schema()
+        sides = {self.side_name(schedule, t, replica): corpus for replica in range(self.seeds)
+                 for schedule in self.schedule_list for t in range(self.generations + 1)}
+        sides["samples"] = self.output_schema(inputs)
+        sides["settings"] = {"stage": pl.String, "seed": pl.Int64, "generator": pl.String, "params": pl.String,
+                             "training": pl.String}
+        return sides
+
     def side_name(self, schedule: str, generation: int, replica: int = 0) -> str:
         prefix = f"{schedule}-" if len(self.schedule_list) > 1 else ""
         if self.seeds > 1:
@@ -189,25 +207,8 @@ class Generations(Stage):
         frames, samples, stats = [], [], []
         for replica in range(self.seeds):
             for schedule in self.schedule_list:
-                corpora = [gen0]
-                news: list[pl.DataFrame] = []
-                for t in range(1, self.generations + 1):
-                    cached = self._load(ckpt, schedule, t, replica)
-                    if cached is not None:
-                        corpus, new = cached
-                        resumed = True
-                    else:
-                        corpus, new = self._generation(ctx, schedule, t, corpora, news, fresh_pool, n0, n_real,
-                                                       generator, callback, replica)
-                        self._save(ckpt, schedule, t, corpus, new, replica)
-                        resumed = False
-                    corpora.append(corpus)
-                    news.append(new)
-                    synthetic = int((corpus["origin"] == "synthetic").sum())
-                    stats.append({"schedule": schedule, **self._seed_cols(replica), "generation": t,
-                                  "rows": len(corpus), "synthetic": synthetic,
-                                  "synthetic_share": round(synthetic / max(len(corpus), 1), 6), "resumed": resumed})
-                    bar.update(1)
+                corpora, news = self._chain(ctx, schedule, replica, gen0, fresh_pool, n0, n_real, generator,
+                                            callback, ckpt, stats, bar)
                 tag = {"schedule": pl.lit(schedule), **{k: pl.lit(v, pl.Int32)
                                                         for k, v in self._seed_cols(replica).items()}}
                 for t, corpus in enumerate(corpora):
@@ -231,6 +232,29 @@ class Generations(Stage):
             "params": [json.dumps(self.get_params(), sort_keys=True, default=repr)],
             "training": [json.dumps(training)]}))
         return pl.concat(frames).select(columns).rename({"text": self.text_column})
+
+    def _chain(self, ctx, schedule, replica, gen0, fresh_pool, n0, n_real, generator, callback, ckpt, stats, bar):
+        """Generations 1..T of one schedule and replica (from checkpoints where present); a stats row each."""
+        corpora = [gen0]
+        news: list[pl.DataFrame] = []
+        for t in range(1, self.generations + 1):
+            cached = self._load(ckpt, schedule, t, replica)
+            if cached is not None:
+                corpus, new = cached
+                resumed = True
+            else:
+                corpus, new = self._generation(ctx, schedule, t, corpora, news, fresh_pool, n0, n_real,
+                                               generator, callback, replica)
+                self._save(ckpt, schedule, t, corpus, new, replica)
+                resumed = False
+            corpora.append(corpus)
+            news.append(new)
+            synthetic = int((corpus["origin"] == "synthetic").sum())
+            stats.append({"schedule": schedule, **self._seed_cols(replica), "generation": t,
+                          "rows": len(corpus), "synthetic": synthetic,
+                          "synthetic_share": round(synthetic / max(len(corpus), 1), 6), "resumed": resumed})
+            bar.update(1)
+        return corpora, news
 
     def _generation(self, ctx, schedule, t, corpora, news, fresh_pool, n0, n_real, generator, callback, replica=0):
         """Fit on corpus t-1, sample, and mix corpus t by the schedule."""
