@@ -202,7 +202,7 @@ def _show(args: argparse.Namespace) -> int:
         wall = manifest.get("wall_time_s")
         peak = manifest.get("peak_rss_bytes")
         extras = [a["name"] for a in manifest.get("artefacts", [])] + [
-            f"{k}/" for k in manifest.get("side_outputs", {})
+            f"{s['id']}@{k}/" for k in manifest.get("side_outputs", {})
         ]
         print(
             f"{s['id']:<20} {s['stage']:<18} {s['status']:<8} "

@@ -74,3 +74,27 @@ def _error(message: str, path: str, param: str | None) -> PipelineError:
     if param is not None:
         return ParamError(param, message, file=label)
     return InputDataError(message, file=label)
+
+
+# -- where a step's tables live in a run folder --------------------------------------------------
+#
+# A step's own table is `<run>/<step>/part-*.parquet` (with its manifest and artefacts beside it);
+# each side output is a sibling folder `<run>/<step>@<side>/part-*.parquet`. Side outputs live
+# outside the step folder so that the obvious glob, `<step>/**/*.parquet`, reads the step's rows
+# once (with side outputs inside, it read them twice). Step ids cannot contain '@'.
+SIDE_SEPARATOR = "@"
+
+
+def side_dir(step_dir: str | Path, side: str) -> Path:
+    """The folder holding side output `side` (input `step:side`) of the step whose folder is `step_dir`."""
+    step_dir = Path(step_dir)
+    return step_dir.with_name(f"{step_dir.name}{SIDE_SEPARATOR}{side}")
+
+
+def side_dirs(step_dir: str | Path) -> list[Path]:
+    """Every side-output folder next to `step_dir` (whatever a manifest says), sorted."""
+    step_dir = Path(step_dir)
+    if not step_dir.parent.is_dir():
+        return []
+    prefix = step_dir.name + SIDE_SEPARATOR
+    return sorted(p for p in step_dir.parent.iterdir() if p.name.startswith(prefix))

@@ -9,13 +9,31 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+from pipeline.files import SIDE_SEPARATOR, is_glob, side_dir
 from pipeline.io import Dataset
 from pipeline.stage import default_cache_dir
 
 
+def resolve(path: str | Path) -> Path | str:
+    """Where the table a path names lives: `<run>/<step>` is the step's own table; a side output is
+    `<run>/<step>@<side>`, also written `<run>/<step>:<side>` (as in a config) or `<run>/<step>/<side>`
+    (where side outputs were before they moved out of the step folder)."""
+    text = str(path)
+    if is_glob(text) or Path(text).exists():
+        return path
+    folder = Path(text)
+    step, colon, side = folder.name.rpartition(":")
+    if colon and step and SIDE_SEPARATOR not in step:
+        return side_dir(folder.with_name(step), side)
+    if folder.parent.is_dir() and side_dir(folder.parent, folder.name).is_dir():
+        return side_dir(folder.parent, folder.name)
+    return path
+
+
 def load(path: str | Path) -> pl.LazyFrame:
-    """A step's output (`<workdir>/<pipeline>/<step>`, a side output folder, or any Parquet path) as a LazyFrame."""
-    return Dataset.from_parquet(path).lazy()
+    """A step's output as a LazyFrame: `<workdir>/<pipeline>/<step>`, a side output
+    (`<step>@<side>`, or `<step>:<side>`), or any Parquet file, folder or glob."""
+    return Dataset.from_parquet(resolve(path)).lazy()
 
 
 def load_dataset(path: str | Path, cache_dir: str | Path | None = None):
@@ -27,7 +45,7 @@ def load_dataset(path: str | Path, cache_dir: str | Path | None = None):
     """
     import datasets
 
-    ds = Dataset.from_parquet(path)
+    ds = Dataset.from_parquet(resolve(path))
     target_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "arrow"
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"{ds.stat_fingerprint()}.arrow"

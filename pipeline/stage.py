@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 import typing
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,9 @@ class Context:
     checkpoint_dir: Path | None = None
     # The progress of the batch loop now running (RowwiseStage.run sets it), for finer updates.
     current_progress: Progress | None = None
+    # Where side outputs are written, one folder per name; the runner keeps them apart from the
+    # step's own table (published as `<step>@<name>/`). None = beside the table, in `out_dir`.
+    side_root: Path | None = None
 
     def rng(self, *salt: Any) -> np.random.Generator:
         """A numpy generator seeded by the pipeline seed (and optional salt), never by the clock."""
@@ -89,7 +93,7 @@ class Context:
         """Write a second table (e.g. `matches`, `transitions`); other steps read it as `step:name`."""
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
             raise ValueError(f"side output name {name!r} must be letters, digits, '_' or '-'")
-        target = self.out_dir / name
+        target = (self.side_root or self.out_dir) / name
         target.mkdir(parents=True, exist_ok=False)
         write_table(result, target)
         self.side_outputs.append(name)
@@ -109,12 +113,43 @@ class Context:
 
 @dataclass
 class StageResult:
-    """Everything one library call of a stage produced."""
+    """Everything one library call of a stage produced.
+
+    Artefacts (a report, an index) are files in `artefact_dir`: the caller's `workdir` when one was
+    given, else a temporary folder that lives exactly as long as this result (removed when the
+    result is garbage-collected, at `close()`, at the end of a `with` block, or at interpreter
+    exit), so library calls in a training loop leave nothing behind. `keep_artefacts(folder)`
+    moves them somewhere the caller owns.
+    """
 
     table: pl.DataFrame
     side_outputs: dict[str, pl.DataFrame]
     artefact_dir: Path
     stats: dict
+    artefacts: list[str] = field(default_factory=list)
+    _cleanup: Any = field(default=None, repr=False, compare=False)
+
+    def keep_artefacts(self, folder: str | Path) -> Path:
+        """Move the artefacts into `folder` (created if needed) and make it `artefact_dir`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in self.artefacts:
+            shutil.move(str(self.artefact_dir / name), str(folder / name))
+        self.close()
+        self.artefact_dir = folder
+        return folder
+
+    def close(self) -> None:
+        """Remove the temporary artefact folder now (nothing happens for a caller's `workdir`)."""
+        if self._cleanup is not None:
+            self._cleanup()
+            self._cleanup = None
+
+    def __enter__(self) -> StageResult:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 class Stage:
@@ -243,15 +278,24 @@ class Stage:
         out_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-")) if temporary else Path(workdir)
         out_dir.mkdir(parents=True, exist_ok=True)
         ctx = Context(step_id=self.name, seed=seed, out_dir=out_dir, checkpoint_dir=out_dir / "_checkpoint")
-        table = _to_frame(self.run(ctx, **datasets))
-        sides = {name: pl.read_parquet(out_dir / name / "part-*.parquet") for name in ctx.side_outputs}
+        try:
+            table = _to_frame(self.run(ctx, **datasets))
+            sides = {name: pl.read_parquet(out_dir / name / "part-*.parquet") for name in ctx.side_outputs}
+        except BaseException:
+            if temporary:
+                shutil.rmtree(out_dir, ignore_errors=True)
+            raise
         for name in ctx.side_outputs:
             shutil.rmtree(out_dir / name)
         shutil.rmtree(out_dir / "_checkpoint", ignore_errors=True)
-        if temporary and not any(out_dir.iterdir()):
-            # Nothing but tables came out: keep no trace on disk (training loops call this often).
-            out_dir.rmdir()
-        return StageResult(table=table, side_outputs=sides, artefact_dir=out_dir, stats=ctx.stats)
+        artefacts = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(("part-", "_", ".")))
+        result = StageResult(table=table, side_outputs=sides, artefact_dir=out_dir, stats=ctx.stats, artefacts=artefacts)
+        if temporary:
+            # Keep no trace on disk (training loops call this often): the folder goes with the result.
+            result._cleanup = weakref.finalize(result, shutil.rmtree, str(out_dir), True)
+            if not artefacts:
+                result.close()
+        return result
 
     def apply(self, *args: Any, seed: int = 0, **inputs: Any) -> pl.DataFrame:
         """Library call: the stage's main output as a polars DataFrame."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pipeline.files import side_dir
 from pipeline.runner import RunReport, read_manifest
 
 HEADLINE_FIGURES = 4
@@ -43,11 +44,11 @@ def headline(stats: dict[str, Any], limit: int = HEADLINE_FIGURES) -> list[str]:
 
 
 def artefact_paths(step_dir: Path, manifest: dict) -> list[Path]:
-    """The step's artefacts and side-output folders, reports first."""
+    """The step's artefacts, reports first, then its side-output folders (`<step>@<side>/`)."""
     names = [a["name"] for a in manifest.get("artefacts", [])]
     reports = [n for n in names if n.endswith(_REPORT_SUFFIXES)]
     others = [n for n in names if n not in reports]
-    return [step_dir / n for n in reports + others] + [step_dir / side for side in manifest.get("side_outputs", {})]
+    return [step_dir / n for n in reports + others] + [side_dir(step_dir, side) for side in manifest.get("side_outputs", {})]
 
 
 def format_summary(report: RunReport) -> str:

@@ -1,8 +1,8 @@
 """Is a finished step still what its manifest says? Checked before a cache hit is trusted.
 
 A run folder is plain files: a user, a sync tool or a disk can change them after the engine wrote
-them. A cache hit therefore requires, for the main table and every side table, the exact set of
-`part-*.parquet` files the manifest lists, each a regular file of the recorded size, and every
+them. A cache hit therefore requires, for the main table and every side table (the sibling folders
+`<step>@<side>/`, pipeline/rundir.py), the exact set of `part-*.parquet` files the manifest lists, each a regular file of the recorded size, and every
 listed artefact (`index.faiss`, `report.html`...) present with its recorded size. Then, by mode:
 
 - `fast` (default): a file whose modification time is still the one recorded is taken as written;
@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.errors import ParamError
+from pipeline.files import side_dir
 from pipeline.io import PART_GLOB, combine_digests, describe_file, fingerprint_files, hash_file
 
 MODES = ("fast", "full", "off")
@@ -40,18 +42,21 @@ def describe_artefacts(step_dir: Path) -> list[dict]:
     return [describe_file(p, hash_file(p)) for p in files]
 
 
-def _listed_files(manifest: dict) -> list[str]:
-    """Every file a manifest lists, relative to the step folder."""
-    names = [f["name"] for f in manifest["output"]["files"]]
+def _listed_files(step_dir: Path, manifest: dict, sides_at: Callable[[str], Path]) -> dict[str, Path]:
+    """Every file a manifest lists, keyed as the manifest's `mtimes` keys them (`side/part-...`)."""
+    files = {f["name"]: step_dir / f["name"] for f in manifest["output"]["files"]}
     for side, info in (manifest.get("side_outputs") or {}).items():
-        names += [f"{side}/{f['name']}" for f in info["files"]]
-    return names + [a["name"] for a in manifest.get("artefacts") or []]
+        files.update({f"{side}/{f['name']}": sides_at(side) / f["name"] for f in info["files"]})
+    files.update({a["name"]: step_dir / a["name"] for a in manifest.get("artefacts") or []})
+    return files
 
 
-def written_mtimes(step_dir: Path, manifest: dict) -> dict[str, int]:
+def written_mtimes(step_dir: Path, manifest: dict, sides_at: Callable[[str], Path] | None = None) -> dict[str, int]:
     """The modification time of every listed file as written (kept apart from `output`, which
-    describes content and is the same for the same bytes on any disk)."""
-    return {name: os.lstat(step_dir / name).st_mtime_ns for name in _listed_files(manifest)}
+    describes content and is the same for the same bytes on any disk). `sides_at(name)` is where
+    side output `name` is while the step is staged; by default, its published folder."""
+    sides_at = sides_at or (lambda side: side_dir(step_dir, side))
+    return {key: os.lstat(path).st_mtime_ns for key, path in _listed_files(step_dir, manifest, sides_at).items()}
 
 
 def _check_file(path: Path, recorded: dict, mode: str, shown: str, mtime_ns: int | None = None) -> str | None:
@@ -74,7 +79,7 @@ def _check_file(path: Path, recorded: dict, mode: str, shown: str, mtime_ns: int
 
 def _check_table(table_dir: Path, info: dict, mode: str, prefix: str, mtimes: dict) -> str | None:
     if os.path.islink(table_dir) or not table_dir.is_dir():
-        return f"{prefix or 'the table folder'} is missing"
+        return f"{table_dir.name + '/' if prefix else 'the table folder'} is missing"
     listed = {f["name"]: f for f in info["files"]}
     if mode != "off":
         present = {p.name for p in table_dir.glob(PART_GLOB)}
@@ -108,8 +113,12 @@ def verify_step(step_dir: Path, manifest: dict, mode: str = DEFAULT_MODE) -> str
     if not isinstance(output, dict):
         return "its manifest has no 'output' record"
     try:
+        sides = manifest.get("side_outputs") or {}
+        if sides and manifest.get("format", 1) < 2:
+            return ("it was written by an older corpusforge, with side outputs inside the step folder; "
+                    "re-running it writes them as <step>@<side>/")
         tables = [(step_dir, output, "")] + [
-            (step_dir / name, info, f"{name}/") for name, info in (manifest.get("side_outputs") or {}).items()
+            (side_dir(step_dir, name), info, f"{name}/") for name, info in sides.items()
         ]
         mtimes = manifest.get("mtimes") or {}
         for table_dir, info, prefix in tables:

@@ -106,6 +106,7 @@ def _configure_audit(p: argparse.ArgumentParser) -> None:
 
 
 def _audit(args: argparse.Namespace) -> int:
+    from pipeline.files import side_dir
     from pipeline.runner import run_pipeline
 
     extra: dict[str, Any] = {"n": args.n, "backend": args.backend}
@@ -121,7 +122,7 @@ def _audit(args: argparse.Namespace) -> int:
     counts = {v: int((findings["verdict"] == v).sum()) for v in VERDICTS}
     print(f"{findings.height} test items: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS))
     print(f"report: {step_dir / 'report.html'} (and report.md); findings: {step_dir}; "
-          f"clean/dirty splits: {step_dir / 'clean'}, {step_dir / 'dirty'}")
+          f"clean/dirty splits: {side_dir(step_dir, 'clean')}, {side_dir(step_dir, 'dirty')}")
     return 0
 
 

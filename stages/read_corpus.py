@@ -9,6 +9,7 @@ reader `pipeline audit` uses for both of its arguments.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,15 +18,15 @@ import polars as pl
 from pipeline.errors import ParamError
 from pipeline.files import describe_path, find_files
 from pipeline.stage import Context, Stage
-from stages.formats import FileFormat, check_format, detect, read_frame
+from stages.formats import FileFormat, check_format, detect
 from stages.sources import (
     _example_dir,
     _file_stats,
-    _row_ids,
+    declared_schema,
     is_saved_hf_dataset,
-    normalise,
     read_saved_dataset,
     split_path,
+    stream_files,
 )
 
 
@@ -83,7 +84,7 @@ class ReadCorpus(Stage):
         found = detect(path)
         return found if self.format == "auto" else FileFormat(self.format, found.compression)
 
-    def run(self, ctx: Context) -> pl.DataFrame:
+    def run(self, ctx: Context) -> pl.DataFrame | Iterator[pl.DataFrame]:
         saved = self._saved_dataset()
         if saved is not None:
             ctx.record("formats", {"saved_dataset": 1})
@@ -91,11 +92,19 @@ class ReadCorpus(Stage):
                                       label=self.path)
         files = self._files()
         formats = [self._format_of(f) for f in files]
-        frames = [read_frame(f, fmt, separator=self.separator) for f, fmt in zip(files, formats)]
         ctx.record("formats", dict(Counter("+".join(filter(None, (f.format, f.compression))) for f in formats)))
-        df = pl.concat(frames, how="diagonal_relaxed")
-        return normalise(df, text_column=self.text_column, id_column=self.id_column,
-                         default_ids=_row_ids(files, [f.height for f in frames], self.path), label=self.path)
+        # JSON Lines, CSV and Parquet stream in bounded batches (stages/file_stream.py).
+        return stream_files(files, formats, text_column=self.text_column, id_column=self.id_column,
+                            root=self.path, separator=self.separator)
+
+    def output_schema(self, inputs: dict[str, Any]) -> dict[str, Any] | None:
+        """Declared when cheap to know (Parquet footers, CSV headers, text), so `pipeline validate`
+        checks the steps reading this one; JSON Lines and saved datasets are checked when they run."""
+        if self._saved_dataset() is not None:
+            return None
+        files = self._files()
+        return declared_schema(files, [self._format_of(f) for f in files], self.text_column, self.id_column,
+                               self.separator)
 
     @classmethod
     def example(cls) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:

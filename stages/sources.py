@@ -9,61 +9,24 @@ from __future__ import annotations
 
 import re
 import sysconfig
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from pipeline.errors import InputDataError, ParamError, PipelineError
 from pipeline.files import describe_path, find_files
 from pipeline.stage import Context, Stage
-from stages.formats import FileFormat, detect, read_frame
-
-
-def normalise(
-    df: pl.DataFrame,
-    *,
-    text_column: str,
-    id_column: str | None,
-    default_ids: pl.Series | None,
-    label: str,
-) -> pl.DataFrame:
-    """Rename the text column to `text`, ensure a unique string `id`, keep everything else."""
-    if df.height == 0:
-        raise InputDataError("the source has no rows", file=label)
-    if text_column not in df.columns:
-        raise InputDataError(
-            f"no column '{text_column}'; columns are: {df.columns}", param="text_column", file=label
-        )
-    if df.schema[text_column] not in (pl.String, pl.Utf8):
-        raise InputDataError(
-            f"column '{text_column}' holds {df.schema[text_column]}, not text", param="text_column", file=label
-        )
-    if text_column != "text":
-        if "text" in df.columns:
-            raise InputDataError(
-                f"both '{text_column}' and 'text' exist; rename one before using text_column='{text_column}'",
-                param="text_column", file=label,
-            )
-        df = df.rename({text_column: "text"})
-    if id_column is not None:
-        if id_column not in df.columns:
-            raise InputDataError(f"no column '{id_column}'; columns are: {df.columns}", param="id_column", file=label)
-        ids = df[id_column].cast(pl.String)
-        df = df.drop(id_column) if id_column != "id" else df.drop("id")
-    elif "id" in df.columns:
-        ids = df["id"].cast(pl.String)
-        df = df.drop("id")
-    else:
-        ids = default_ids
-    if ids.null_count():
-        raise InputDataError("some ids are null", param="id_column", file=label)
-    dup = ids.filter(ids.is_duplicated()).unique().head(3).to_list()
-    if dup:
-        raise InputDataError(f"ids are not unique, e.g. {dup}", param="id_column", file=label,
-                             hint="pass id_column naming a unique column, or leave it out to number rows")
-    return df.insert_column(0, ids.alias("id"))
+from stages.file_stream import (  # noqa: F401 - normalise and stream_files are the sources' shared core
+    declared_schema,
+    file_formats,
+    file_names,
+    normalise,
+    normalised_schema,
+    stream_files,
+)
+from stages.formats import FileFormat
 
 
 def _expand(path: str, pattern: str | None = None) -> list[Path]:
@@ -96,12 +59,6 @@ def _file_stats(files: list[Path]) -> list[tuple[str, int, int]]:
     return [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 
-def _row_ids(files: list[Path], counts: list[int], root: str) -> pl.Series:
-    base = Path(root) if Path(root).is_dir() else None
-    names = [str(f.relative_to(base)) if base else f.name for f in files]
-    return pl.Series("id", [f"{n}:{i}" for n, c in zip(names, counts) for i in range(c)], dtype=pl.String)
-
-
 class _FileSource(Stage):
     inputs = ()
     allow_empty_input = True
@@ -129,24 +86,22 @@ class ReadParquet(_FileSource):
         self.text_column = text_column
         self.id_column = id_column
 
-    def run(self, ctx: Context) -> pl.DataFrame:
+    def _files(self) -> list[Path]:
         from pipeline.io import Dataset
 
-        ds = Dataset.from_parquet(self.path)
-        df = ds.collect()
-        counts = [pq.read_metadata(f).num_rows for f in ds.files]
-        return normalise(df, text_column=self.text_column, id_column=self.id_column,
-                         default_ids=_row_ids(ds.files, counts, self.path), label=self.path)
+        return Dataset.from_parquet(self.path).files
+
+    def run(self, ctx: Context) -> Iterator[pl.DataFrame]:
+        files = self._files()
+        return stream_files(files, [FileFormat("parquet", None)] * len(files), text_column=self.text_column,
+                            id_column=self.id_column, root=self.path)
+
+    def output_schema(self, inputs):
+        return declared_schema(self._files(), "parquet", self.text_column, self.id_column)
 
     @classmethod
     def example(cls):
         return {"path": str(_example_dir() / "docs.parquet")}, {}
-
-
-def _read_each(files: list[Path], fmt: str, **options) -> tuple[pl.DataFrame, list[int]]:
-    """Read files of one format (each may be gzip or zstd compressed, told from its bytes)."""
-    frames = [read_frame(f, FileFormat(fmt, detect(f).compression), **options) for f in files]
-    return pl.concat(frames, how="diagonal_relaxed"), [f.height for f in frames]
 
 
 class ReadJsonl(_FileSource):
@@ -168,11 +123,10 @@ class ReadJsonl(_FileSource):
         self.id_column = id_column
         self.glob = glob
 
-    def run(self, ctx: Context) -> pl.DataFrame:
+    def run(self, ctx: Context) -> Iterator[pl.DataFrame]:
         files = _expand(self.path, self.glob)
-        df, counts = _read_each(files, "jsonl")
-        return normalise(df, text_column=self.text_column, id_column=self.id_column,
-                         default_ids=_row_ids(files, counts, self.path), label=self.path)
+        return stream_files(files, file_formats(files, "jsonl"), text_column=self.text_column,
+                            id_column=self.id_column, root=self.path)
 
     @classmethod
     def example(cls):
@@ -205,11 +159,14 @@ class ReadCsv(_FileSource):
             raise ParamError("separator", f"must be one character, got {self.separator!r}")
         super().validate()
 
-    def run(self, ctx: Context) -> pl.DataFrame:
+    def run(self, ctx: Context) -> Iterator[pl.DataFrame]:
         files = _expand(self.path, self.glob)
-        df, counts = _read_each(files, "csv", separator=self.separator)
-        return normalise(df, text_column=self.text_column, id_column=self.id_column,
-                         default_ids=_row_ids(files, counts, self.path), label=self.path)
+        return stream_files(files, file_formats(files, "csv"), text_column=self.text_column,
+                            id_column=self.id_column, root=self.path, separator=self.separator)
+
+    def output_schema(self, inputs):
+        return declared_schema(_expand(self.path, self.glob), "csv", self.text_column, self.id_column,
+                               self.separator)
 
     @classmethod
     def example(cls):
@@ -271,6 +228,9 @@ class ReadText(_FileSource):
         df = pl.DataFrame({"id": ids, "text": texts, "path": paths}, schema={"id": pl.String, "text": pl.String,
                                                                              "path": pl.String})
         return normalise(df, text_column="text", id_column="id", default_ids=None, label=self.path)
+
+    def output_schema(self, inputs):
+        return {"id": pl.String, "text": pl.String, "path": pl.String}
 
     @classmethod
     def example(cls):
@@ -417,6 +377,9 @@ class PythonDocs(Stage):
             raise ParamError("min_chars", f"no document is at least {self.min_chars} characters long")
         return pl.DataFrame({"id": ids, "text": texts, "topic": names})
 
+    def output_schema(self, inputs):
+        return {"id": pl.String, "text": pl.String, "topic": pl.String}
+
     @classmethod
     def example(cls):
         return {"granularity": "paragraph", "min_chars": 400}, {}
@@ -481,6 +444,9 @@ class PythonStdlib(Stage):
         if not ids:
             raise PipelineError("found no standard-library sources", file=str(root))
         return pl.DataFrame({"id": ids, "text": texts, "module": modules, "bytes": sizes})
+
+    def output_schema(self, inputs):
+        return {"id": pl.String, "text": pl.String, "module": pl.String, "bytes": pl.Int64}
 
     @classmethod
     def example(cls):

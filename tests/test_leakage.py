@@ -283,7 +283,7 @@ def test_audit_command_runs_without_a_config(train, test_set, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "contaminated" in proc.stdout
     step = tmp_path / "runs" / "audit" / "audit"
-    assert (step / "report.html").exists() and (step / "dirty").is_dir()
+    assert (step / "report.html").exists() and step.with_name("audit@dirty").is_dir()
     manifest = json.loads((step / "_manifest.json").read_text())
     assert manifest["stats"]["verdicts"]["contaminated"] >= 4
 

@@ -85,7 +85,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert done.returncode == 0, done.stderr
     summary = done.stdout.split("summary of ")[1]
     assert "split (split, ran): " in summary and "rows_train" in summary
-    assert f"{tmp_path / 'runs' / 'planned' / 'split' / 'train'}/" in summary
+    assert f"{tmp_path / 'runs' / 'planned' / 'split@train'}/" in summary
     proc = run_cli("run", str(config), "--workdir", str(tmp_path / "runs"), "--dry-run", "--set", "prose.min_words=5")
     assert "prose  (length_filter) will run: params changed: min_words 20 -> 5" in proc.stdout
     assert "docs   (python_docs) cached, unchanged" in proc.stdout

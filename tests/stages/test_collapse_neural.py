@@ -118,7 +118,7 @@ def test_quick_study_structure(quick):
     metrics = read(quick / "metrics")
     assert set(metrics["schedule"]) == {"replace", "keep_real", "accumulate"}
     assert metrics.group_by("schedule", "seed").len()["len"].to_list() == [4] * 9  # generations 0..3
-    settings = read(quick / "generations" / "settings")
+    settings = read(quick / "generations@settings")
     training = json.loads(settings["training"][0])
     assert len(training) == 3 * 3 * 3  # seeds x schedules x generations
     for fit in training:

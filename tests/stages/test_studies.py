@@ -81,7 +81,7 @@ def test_study_config_runs_end_to_end(tmp_path):
     record = manifest["stats"]["label_noise"]
     assert record["requested_noise_rate"] == pytest.approx(0.2, abs=0.01)
     assert record["realised_noise_rate"] == pytest.approx(0.2, abs=0.01)
-    transitions = pl.read_parquet(run_dir / "flip" / "transitions" / "part-*.parquet")
+    transitions = pl.read_parquet(run_dir / "flip@transitions" / "part-*.parquet")
     assert transitions["count"].sum() == 300
     flipped = pl.read_parquet(run_dir / "flip" / "part-*.parquet")
     assert np.array_equal(np.sort(flipped["id"].to_numpy()), np.arange(300))
@@ -90,7 +90,7 @@ def test_study_config_runs_end_to_end(tmp_path):
     # Streamed from Parquet, the dilute step writes its transition counts once the last batch is out.
     dilute_manifest = json.loads((run_dir / "dilute" / "_manifest.json").read_text())
     assert dilute_manifest["stats"]["label_noise"]["added_rows_realised"] == 150
-    counts = pl.read_parquet(run_dir / "dilute" / "transitions" / "part-*.parquet")
+    counts = pl.read_parquet(run_dir / "dilute@transitions" / "part-*.parquet")
     assert counts["count"].sum() == 450
     # Same seed, same params: the second run is served from the cache.
     again = run_pipeline(config, workdir=tmp_path)

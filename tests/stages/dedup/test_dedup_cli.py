@@ -68,7 +68,7 @@ def test_bad_dedup_configs_fail_cleanly_and_touch_nothing(tmp_path):
            "runs/dd/other", "body")
     semantic = BASE + "  - id: dedup\n    stage: dedup_semantic\n    inputs: docs\n"
     _fails(tmp_path, semantic, "step 'dedup' (stage 'dedup_semantic')", "no column 'embedding'",
-           "parameter 'embedding_column'", "runs/dd/docs")
+           "parameter 'embedding_column'", "output of step 'docs'")  # python_docs declares its columns
     assert (step / "_manifest.json").read_text() == manifest
     assert pl.read_parquet(step / "part-*.parquet").height == rows
 
@@ -87,4 +87,4 @@ def test_all_identical_corpus_runs_and_keeps_one_row(tmp_path):
     assert pl.read_parquet(step / "part-*.parquet").height == 1
     stats = json.loads((step / "_manifest.json").read_text())["stats"]
     assert stats["rows_removed"] == stats["rows_in"] - 1
-    assert pl.read_parquet(step / "removed" / "part-*.parquet").height == stats["rows_removed"]
+    assert pl.read_parquet(step.with_name("dedup@removed") / "part-*.parquet").height == stats["rows_removed"]

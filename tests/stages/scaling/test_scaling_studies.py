@@ -26,13 +26,13 @@ def manifold_run(tmp_path_factory) -> Path:
 
 def test_manifold_study_curve_is_a_real_learning_curve(manifold_run):
     curve = read(manifold_run, "curve").sort("subset_size")
-    subsets = read(manifold_run, "subsets/sizes")
+    subsets = read(manifold_run, "subsets@sizes")
     assert curve["subset_size"].to_list() == subsets["subset_size"].to_list() == curve["rows"].to_list()
     # Ten classes: chance accuracy is about 0.1, and an MLP on 640 digits gets far above it.
     assert curve["test_accuracy"][-1] > 0.85 and curve["test_accuracy"][0] > 0.3
     assert curve["test_loss"][-1] < 0.7 * curve["test_loss"][0]
     assert (curve["best_step"] <= curve["steps"]).all() and curve["stopped_by"].is_in(["patience", "max_steps"]).all()
-    representation = read(manifold_run, "curve/representation")
+    representation = read(manifold_run, "curve@representation")
     assert representation["representation"].dtype == pl.Array(pl.Float32, 32)
 
 

@@ -23,7 +23,7 @@ def transfer_run(tmp_path_factory) -> Path:
 
 def test_transfer_curves_have_both_regimes_at_every_size(transfer_run):
     curves = pl.read_parquet(transfer_run / "curves" / "part-*.parquet")
-    sizes = pl.read_parquet(transfer_run / "subsets" / "sizes" / "part-*.parquet")["subset_size"].to_list()
+    sizes = pl.read_parquet(transfer_run / "subsets@sizes" / "part-*.parquet")["subset_size"].to_list()
     assert curves["params"].n_unique() == 2
     for _, part in curves.group_by("params"):
         assert part.filter(pl.col("regime") == "pretrained").height == 1
@@ -42,7 +42,7 @@ def test_transfer_curves_have_both_regimes_at_every_size(transfer_run):
 
 def test_transfer_fit_and_report(transfer_run):
     fit = pl.read_parquet(transfer_run / "fit" / "part-*.parquet").row(0, named=True)
-    points = pl.read_parquet(transfer_run / "fit" / "transfer_points" / "part-*.parquet")
+    points = pl.read_parquet(transfer_run / "fit@transfer_points" / "part-*.parquet")
     assert fit["law"] == "transfer" and fit["points"] == points["used"].sum() >= 4
     for name in ("k", "alpha", "beta"):
         assert math.isfinite(fit[name]) and fit[f"{name}_low"] <= fit[f"{name}_high"]

@@ -46,11 +46,17 @@ def _step_tables(run_dir: Path, step: str) -> dict[str, pl.DataFrame]:
     manifest = json.loads((run_dir / step / "_manifest.json").read_text())
     tables = {"": load(run_dir / step).collect()}
     for side in manifest["side_outputs"]:
-        tables[side] = load(run_dir / step / side).collect()
+        tables[side] = load(run_dir / f"{step}@{side}").collect()
+    # The run-folder layout is the executor's too: side outputs beside the step folder, none inside.
+    assert not [p.name for p in (run_dir / step).iterdir() if p.is_dir()], step
     return tables
 
 
 def _assert_same_runs(local_dir: Path, ray_dir: Path, steps: list[str], skip_stats: tuple[str, ...] = ()) -> None:
+    def folders(run_dir: Path) -> list[str]:
+        return sorted(p.name for p in run_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    assert folders(local_dir) == folders(ray_dir)
     for step in steps:
         local, remote = _step_tables(local_dir, step), _step_tables(ray_dir, step)
         assert sorted(local) == sorted(remote), step

@@ -1,0 +1,336 @@
+"""Reading corpus files in bounded batches, so a source's memory does not grow with the file.
+
+JSON Lines and CSV (plain, gzip or zstd) are decompressed as a stream and cut into chunks of about
+`STREAM_BATCH_BYTES` at record boundaries (a newline; for CSV, one outside double quotes), and each
+chunk is parsed on its own; Parquet is read a few row groups at a time. The rows and their types
+are those of reading each file whole: CSV types are inferred from the first 10,000 rows (as
+`pl.read_csv` does) and every chunk is parsed with them; JSON Lines types come from a first
+streaming pass over every row (as `infer_schema_length=None` does); the files' schemas are then
+unified as `pl.concat(how="diagonal_relaxed")` would. Plain text is one document per file and is
+read whole, as is a compressed Parquet file (rare; Parquet compresses inside).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.errors import InputDataError, PipelineError
+from pipeline.files import describe_path
+from stages.formats import FileFormat, _csv_separator, detect, read_frame
+
+# Decompressed bytes parsed at once. Files up to this size are read in one piece, exactly as before.
+STREAM_BATCH_BYTES = 64 << 20
+CSV_INFER_ROWS = 10_000
+
+
+def _open(path: Path, compression: str | None):
+    if compression == "gzip":
+        return gzip.open(path, "rb")
+    if compression == "zstd":
+        return pa.CompressedInputStream(pa.OSFile(str(path)), "zstd")
+    return open(path, "rb")
+
+
+def _record_end(chunk: bytes, quoted: bool) -> int:
+    """Index just past the last record boundary in `chunk` (0 if none): a newline, outside quotes for CSV."""
+    end = chunk.rfind(b"\n")
+    if not quoted:
+        return end + 1
+    # A newline ends a record when an even number of quotes comes before it (RFC 4180 doubles them).
+    total, after, segment_end = chunk.count(b'"'), 0, len(chunk)
+    while end >= 0:
+        after += chunk.count(b'"', end, segment_end)
+        segment_end = end
+        if (total - after) % 2 == 0:
+            return end + 1
+        end = chunk.rfind(b"\n", 0, end)
+    return 0
+
+
+def _chunks(path: Path, compression: str | None, batch_bytes: int, quoted: bool) -> Iterator[bytes]:
+    """The decompressed content in pieces of about `batch_bytes`, each ending at a record boundary."""
+    pending = b""
+    try:
+        with _open(path, compression) as fh:
+            while True:
+                need = batch_bytes - len(pending)
+                block = fh.read(need if need > 0 else batch_bytes)  # a record longer than a batch: read on
+                if not block:
+                    break
+                pending += block
+                if len(pending) < batch_bytes:
+                    continue
+                cut = _record_end(pending, quoted)
+                if cut:
+                    yield pending[:cut]
+                    pending = pending[cut:]
+    except (OSError, EOFError, zlib.error, pa.ArrowInvalid) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputDataError(f"corrupt or truncated {compression} data ({reason})", param="path",
+                             file=describe_path(path)) from None
+    if pending:
+        yield pending
+
+
+def _failed(path: Path, fmt: str, exc: Exception) -> InputDataError:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return InputDataError(f"cannot read as {fmt} ({msg})", param="path", file=describe_path(path))
+
+
+class FileBatches:
+    """One corpus file as batches of rows, with its schema known before the first batch."""
+
+    def __init__(self, path: Path, fmt: FileFormat, separator: str | None = None, batch_bytes: int | None = None):
+        self.path, self.fmt, self.separator = path, fmt, separator
+        self.batch_bytes = batch_bytes or STREAM_BATCH_BYTES
+        self._header = b""
+        self._csv_schema: Any = None
+        self._json_schema: Any = None
+
+    @property
+    def streams(self) -> bool:
+        return self.fmt.format in ("jsonl", "csv") or (self.fmt.format == "parquet" and self.fmt.compression is None)
+
+    def schema(self) -> dict[str, Any]:
+        if not self.streams:
+            return dict(read_frame(self.path, self.fmt, separator=self.separator).schema)
+        if self.fmt.format == "parquet":
+            return dict(pl.from_arrow(pq.read_schema(self.path).empty_table()).schema)
+        if self.fmt.format == "csv":
+            self._prepare_csv()
+            return dict(self._csv_schema)
+        return dict(self._jsonl_schema())
+
+    def batches(self) -> Iterator[pl.DataFrame]:
+        if not self.streams:
+            yield read_frame(self.path, self.fmt, separator=self.separator)
+        elif self.fmt.format == "parquet":
+            yield from self._parquet_batches()
+        elif self.fmt.format == "csv":
+            yield from self._csv_batches()
+        else:
+            yield from self._jsonl_batches()
+
+    def _parquet_batches(self) -> Iterator[pl.DataFrame]:
+        pf = pq.ParquetFile(self.path)
+        meta = pf.metadata
+        size = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+        rows = max(1, int(self.batch_bytes / max(size / max(meta.num_rows, 1), 1.0)))
+        if meta.num_rows <= rows:
+            yield pl.read_parquet(self.path)
+            return
+        for batch in pf.iter_batches(batch_size=rows):
+            yield pl.from_arrow(batch)
+
+    def _jsonl_schema(self) -> Any:
+        """Every row decides a JSON field's type, as `infer_schema_length=None` does: a first pass
+        that only infers (about a third of the cost of parsing), chunk by chunk, unified."""
+        if self._json_schema is None:
+            schema = pl.DataFrame()
+            for chunk in self._jsonl_chunks():
+                try:
+                    found = pl.scan_ndjson(io.BytesIO(chunk), infer_schema_length=None).collect_schema()
+                except (pl.exceptions.PolarsError, pa.ArrowInvalid) as exc:
+                    raise _failed(self.path, "jsonl", exc) from None
+                schema = pl.concat([schema, pl.DataFrame(schema=found)], how="diagonal_relaxed")
+            self._json_schema = schema.schema
+        return self._json_schema
+
+    def _jsonl_chunks(self) -> Iterator[bytes]:
+        return (c for c in _chunks(self.path, self.fmt.compression, self.batch_bytes, quoted=False)
+                if not c.isspace())
+
+    def _jsonl_batches(self) -> Iterator[pl.DataFrame]:
+        schema = self._jsonl_schema()
+        for chunk in self._jsonl_chunks():
+            try:  # parsed with the whole file's types, as a whole-file read parses every row
+                yield pl.read_ndjson(io.BytesIO(chunk), schema=schema)
+            except (pl.exceptions.PolarsError, pa.ArrowInvalid) as exc:
+                raise _failed(self.path, "jsonl", exc) from None
+
+    def _prepare_csv(self) -> None:
+        if self._csv_schema is not None:
+            return
+        first = next(_chunks(self.path, self.fmt.compression, self.batch_bytes, quoted=True), b"")
+        self.separator = self.separator or _csv_separator(first)
+        newline = first.find(b"\n")
+        self._header = first[: newline + 1] if newline >= 0 else first
+        try:
+            sample = pl.read_csv(io.BytesIO(first), separator=self.separator, infer_schema_length=CSV_INFER_ROWS,
+                                 n_rows=CSV_INFER_ROWS, encoding="utf8")
+        except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
+            raise _failed(self.path, "csv", exc) from None
+        self._csv_schema = sample.schema
+
+    def _csv_batches(self) -> Iterator[pl.DataFrame]:
+        self._prepare_csv()
+        for k, chunk in enumerate(_chunks(self.path, self.fmt.compression, self.batch_bytes, quoted=True)):
+            data = chunk if k == 0 else self._header + chunk
+            try:
+                yield pl.read_csv(io.BytesIO(data), separator=self.separator, schema=self._csv_schema,
+                                  encoding="utf8")
+            except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
+                raise _failed(self.path, "csv", exc) from None
+
+
+def unified_schema(schemas: list[dict[str, Any]]) -> dict[str, Any]:
+    """The schema `pl.concat(frames, how="diagonal_relaxed")` gives frames of these schemas."""
+    return dict(pl.concat([pl.DataFrame(schema=s) for s in schemas], how="diagonal_relaxed").schema)
+
+
+def conform(batch: pl.DataFrame, schema: dict[str, Any]) -> pl.DataFrame:
+    """A batch with exactly `schema`'s columns and types (missing ones null), as the whole-file concat had."""
+    if dict(batch.schema) == schema:
+        return batch
+    return pl.concat([pl.DataFrame(schema=schema), batch], how="diagonal_relaxed")
+
+
+# ------------------------------------------------------------ the `id` + `text` shape, batch by batch
+
+
+def normalise(
+    df: pl.DataFrame,
+    *,
+    text_column: str,
+    id_column: str | None,
+    default_ids: pl.Series | None,
+    label: str,
+) -> pl.DataFrame:
+    """Rename the text column to `text`, ensure a unique string `id`, keep everything else."""
+    if df.height == 0:
+        raise InputDataError("the source has no rows", file=label)
+    if text_column not in df.columns:
+        raise InputDataError(
+            f"no column '{text_column}'; columns are: {df.columns}", param="text_column", file=label
+        )
+    if df.schema[text_column] not in (pl.String, pl.Utf8):
+        raise InputDataError(
+            f"column '{text_column}' holds {df.schema[text_column]}, not text", param="text_column", file=label
+        )
+    if text_column != "text":
+        if "text" in df.columns:
+            raise InputDataError(
+                f"both '{text_column}' and 'text' exist; rename one before using text_column='{text_column}'",
+                param="text_column", file=label,
+            )
+        df = df.rename({text_column: "text"})
+    if id_column is not None:
+        if id_column not in df.columns:
+            raise InputDataError(f"no column '{id_column}'; columns are: {df.columns}", param="id_column", file=label)
+        ids = df[id_column].cast(pl.String)
+        df = df.drop(id_column) if id_column != "id" else df.drop("id")
+    elif "id" in df.columns:
+        ids = df["id"].cast(pl.String)
+        df = df.drop("id")
+    else:
+        ids = default_ids
+    if ids.null_count():
+        raise InputDataError("some ids are null", param="id_column", file=label)
+    dup = ids.filter(ids.is_duplicated()).unique().head(3).to_list()
+    if dup:
+        raise InputDataError(f"ids are not unique, e.g. {dup}", param="id_column", file=label,
+                             hint="pass id_column naming a unique column, or leave it out to number rows")
+    return df.insert_column(0, ids.alias("id"))
+
+
+def file_names(files: list[Path], root: str) -> list[str]:
+    base = Path(root) if Path(root).is_dir() else None
+    return [str(f.relative_to(base)) if base else f.name for f in files]
+
+
+def normalised_schema(schema: dict, text_column: str, id_column: str | None) -> dict | None:
+    """The columns `normalise` makes of a frame with `schema`; None where it would refuse the frame."""
+    if text_column not in schema or (text_column != "text" and "text" in schema):
+        return None
+    if id_column is not None and id_column not in schema:
+        return None
+    drop = {id_column} if id_column is not None else {"id"} & set(schema)
+    out = {"id": pl.String}
+    out.update({("text" if c == text_column else c): t for c, t in schema.items() if c not in drop})
+    return out
+
+
+def stream_files(files: list[Path], formats: list, *, text_column: str, id_column: str | None, root: str,
+                 separator: str | None = None) -> Iterator[pl.DataFrame]:
+    """Every file's rows, normalised, in batches of bounded size (stages/file_stream.py): the same rows
+    and types as reading every file whole and concatenating them, without holding a file in memory."""
+    readers = [FileBatches(f, fmt, separator) for f, fmt in zip(files, formats)]
+    schema = unified_schema([r.schema() for r in readers])
+    names = file_names(files, root)
+
+    def batches() -> Iterator[pl.DataFrame]:
+        for reader, name in zip(readers, names):
+            offset = 0
+            for batch in reader.batches():
+                if batch.height == 0:
+                    continue
+                ids = pl.Series("id", [f"{name}:{i}" for i in range(offset, offset + batch.height)], dtype=pl.String)
+                offset += batch.height
+                yield normalise(conform(batch, schema), text_column=text_column, id_column=id_column,
+                                default_ids=ids, label=root)
+
+    keyed = id_column is not None or "id" in schema
+    hashes: list[np.ndarray] = []
+    rows = 0
+    for out in batches():
+        rows += out.height
+        if keyed:  # 8 bytes a row, so the uniqueness check over all batches stays small
+            hashes.append(out["id"].hash(seed=0).to_numpy())
+        yield out
+    if rows == 0:
+        raise InputDataError("the source has no rows", file=root)
+    if len(hashes) > 1:
+        _check_unique_across_batches(hashes, batches, root)
+
+
+def _check_unique_across_batches(hashes: list[np.ndarray], again, label: str) -> None:
+    """Ids unique within each batch may repeat across batches: find repeated hashes, then (only
+    then) read the ids again to name real duplicates (a 64-bit collision alone is not one)."""
+    values, counts = np.unique(np.concatenate(hashes), return_counts=True)
+    suspects = set(values[counts > 1].tolist())
+    if not suspects:
+        return
+    seen: set[str] = set()
+    dup: list[str] = []
+    for batch in again():
+        ids = batch["id"]
+        for i in ids.filter(ids.hash(seed=0).is_in(list(suspects))).to_list():
+            if i in seen and i not in dup:
+                dup.append(i)
+            seen.add(i)
+        if len(dup) >= 3:
+            break
+    if dup:
+        raise InputDataError(f"ids are not unique, e.g. {dup[:3]}", param="id_column", file=label,
+                             hint="pass id_column naming a unique column, or leave it out to number rows")
+
+
+def file_formats(files: list[Path], fmt: str) -> list[FileFormat]:
+    """Files of one format, each plain, gzip or zstd (told from its bytes)."""
+    return [FileFormat(fmt, detect(f).compression) for f in files]
+
+
+def declared_schema(files: list[Path], fmt: str | list[FileFormat], text_column: str, id_column: str | None,
+                    separator: str | None = None) -> dict | None:
+    """A file source's output columns, when they are cheap to know before reading: Parquet footers and
+    CSV headers (types of the first rows). JSON Lines fields are known only after every row: None."""
+    formats = file_formats(files, fmt) if isinstance(fmt, str) else fmt
+    if any(f.format == "jsonl" or (f.format == "parquet" and f.compression) for f in formats):
+        return None
+    try:
+        schema = unified_schema([FileBatches(f, fmt, separator).schema() for f, fmt in zip(files, formats)])
+    except PipelineError:
+        return None  # unreadable: the step itself says why when it runs
+    return normalised_schema(schema, text_column, id_column)
+
+

@@ -1,0 +1,117 @@
+"""Library calls that write artefacts (a report, an index) without `workdir` leave no temporary
+folder behind: the artefacts live in a folder owned by the result, which goes with it, or move to a
+folder the caller owns (`keep_artefacts`). With `workdir`, the caller's folder keeps them."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+import tempfile
+import textwrap
+
+import polars as pl
+import pytest
+
+from pipeline.stage import STAGES, Context, Stage
+
+DOCS = pl.DataFrame({"id": ["a", "b", "c"], "text": ["one two", "three four five", "six"]})
+
+
+@pytest.fixture
+def reporting_stage():
+    class WritesArtefacts(Stage):
+        """Test stage: passes its input through, writes a report and a side table."""
+
+        name = "test_execute_artefacts"
+
+        def run(self, ctx: Context, data):
+            ctx.artefact_path("report.html").write_text("<p>three rows</p>")
+            ctx.write_side_output("short", data.collect().head(1))
+            return data.collect()
+
+    yield WritesArtefacts
+    STAGES.pop("test_execute_artefacts", None)
+
+
+@pytest.fixture
+def scratch(tmp_path, monkeypatch):
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def test_artefacts_live_as_long_as_the_result(reporting_stage, scratch):
+    result = reporting_stage().execute(DOCS)
+    assert result.artefacts == ["report.html"]
+    assert (result.artefact_dir / "report.html").read_text() == "<p>three rows</p>"
+    assert result.side_outputs["short"].height == 1
+    del result
+    gc.collect()
+    assert list(scratch.iterdir()) == []
+
+
+def test_with_block_and_close_remove_the_folder_at_once(reporting_stage, scratch):
+    with reporting_stage().execute(DOCS) as result:
+        assert (result.artefact_dir / "report.html").exists()
+    assert not result.artefact_dir.exists() and list(scratch.iterdir()) == []
+    reporting_stage().apply(DOCS)  # apply keeps only the table
+    gc.collect()
+    assert list(scratch.iterdir()) == []
+
+
+def test_keep_artefacts_moves_them_where_the_caller_says(reporting_stage, scratch, tmp_path):
+    result = reporting_stage().execute(DOCS)
+    kept = result.keep_artefacts(tmp_path / "mine")
+    assert result.artefact_dir == kept and (kept / "report.html").read_text() == "<p>three rows</p>"
+    del result
+    gc.collect()
+    assert (kept / "report.html").exists() and list(scratch.iterdir()) == []
+
+
+def test_a_workdir_is_the_callers_and_is_kept(reporting_stage, scratch, tmp_path):
+    result = reporting_stage().execute(DOCS, workdir=tmp_path / "out")
+    del result
+    gc.collect()
+    assert (tmp_path / "out" / "report.html").exists() and list(scratch.iterdir()) == []
+
+
+def test_a_failing_stage_leaves_no_folder(scratch):
+    class Fails(Stage):
+        """Test stage: writes an artefact, then fails."""
+
+        name = "test_execute_fails"
+
+        def run(self, ctx: Context, data):
+            ctx.artefact_path("half.html").write_text("half")
+            raise RuntimeError("stage failed")
+
+    try:
+        with pytest.raises(RuntimeError):
+            Fails().execute(DOCS)
+        assert list(scratch.iterdir()) == []
+    finally:
+        STAGES.pop("test_execute_fails", None)
+
+
+def test_a_script_that_exits_holding_a_result_leaves_nothing(tmp_path):
+    """The real leakage audit writes report.html and report.md; the script ends without cleaning up."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    script = textwrap.dedent("""
+        import polars as pl
+        from stages.leakage import LeakageAudit
+        texts = [f"the quick brown fox number {i} jumps over the lazy dog again and again" for i in range(20)]
+        train = pl.DataFrame({"id": [f"t{i}" for i in range(20)], "text": texts})
+        test = pl.DataFrame({"id": ["q0", "q1"], "text": [texts[3], "nothing like the training text at all here"]})
+        result = LeakageAudit(n=8).execute(train=train, test=test)
+        assert (result.artefact_dir / "report.html").exists(), result.artefacts
+        print(result.artefact_dir)
+    """)
+    env = {"TMPDIR": str(scratch), "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": ":".join(p for p in sys.path if p)}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().startswith(str(scratch))
+    assert list(scratch.iterdir()) == []
