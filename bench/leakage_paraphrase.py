@@ -11,6 +11,12 @@
   Apache-2.0). They are NOT in this repository: pass `--humaneval DIR` (a directory holding both
   files); without it that part is skipped. Half of the 164 problems have their rephrasing planted in
   the held-out training corpus; test items are the 164 original problems (prompt + solution).
+- real LLM paraphrases of exam questions (judged only): llm-decontaminator's GPT-4 rephrasings of three
+  MMLU subjects (data/rephrase/<subject>_test_rephrase_english_filtered_question.jsonl with
+  <subject>_test.csv; abstract_algebra, sociology, high_school_us_history). NOT in this repository:
+  `--mmlu DIR` (the files renamed <subject>_rephrase.jsonl / <subject>_test.csv). Half of each
+  subject's first 100 questions get their rephrased question planted; the other half are clean
+  same-subject controls. Judged in prompt form (fields: question, choices, answer) and bare-question form.
 - speed: wall time of the default audit (static) against the same audit plus `paraphrase`.
 """
 
@@ -89,6 +95,11 @@ def judge(findings: pl.DataFrame, truth: pl.DataFrame, flagged: pl.Expr) -> dict
     return out
 
 
+def paraphrase_flag() -> pl.Expr:
+    """The paraphrase kind's own flag, from its findings columns."""
+    return pl.col("paraphrase_score").fill_null(0) >= pl.col("paraphrase_threshold").fill_null(2)
+
+
 def at_quantile(findings: pl.DataFrame, q: float, floor: float = 0.5) -> pl.Expr:
     """The paraphrase flag had the audit run with null_quantile = q (same null, other operating point)."""
     null = findings["paraphrase_null"].drop_nulls().to_numpy()
@@ -105,7 +116,76 @@ def humaneval(directory: Path, train: pl.DataFrame):
     return planted(train, test, kinds=["paraphrase"], paraphrase_column="rephrased") + (test,)
 
 
-def study(quick: bool, humaneval_dir: str | None) -> dict:
+MMLU_SUBJECTS = ("abstract_algebra", "sociology", "high_school_us_history")
+
+
+def mmlu_items(directory: Path, per_subject: int = 100) -> pl.DataFrame:
+    """MMLU questions (question, options, answer letter, subject) with their GPT-4 rephrased question."""
+    import csv
+
+    frames = []
+    for subject in MMLU_SUBJECTS:
+        with open(directory / f"{subject}_test.csv", newline="") as f:
+            rows = list(csv.reader(f))[:per_subject]
+        rephrased = [(json.loads(line)["text"] or "").split("\nAnswer:")[0].strip()
+                     for line in (directory / f"{subject}_rephrase.jsonl").read_text().splitlines() if line.strip()]
+        frames.append(pl.DataFrame({
+            "id": [f"{subject}/{i}" for i in range(len(rows))], "q": [r[0] for r in rows],
+            "options": [r[1:5] for r in rows], "label": [r[5] for r in rows], "subject": subject,
+            "rephrased": rephrased[: len(rows)]}))
+    return pl.concat(frames)
+
+
+def exam_questions(directory: Path, train: pl.DataFrame, null_quantile: float) -> dict:
+    """Held-out figures on real rephrased exam questions: prompt form and bare-question form."""
+    from stages.leakage import LeakageAudit
+
+    items = mmlu_items(directory)
+    corpus, truth = planted(train, items.with_columns(text=pl.col("q")), kinds=["paraphrase"],
+                            paraphrase_column="rephrased")
+    corpus = corpus.select("id", "text")
+    out: dict = {}
+    flag = paraphrase_flag()
+    for form, params, test in (
+        ("prompt form", {"fields": {"question": "q", "choices": "options", "answer": "label"}},
+         items.select("id", "q", "options", "label")),
+        ("bare question", {}, items.select("id", text="q")),
+    ):
+        t0 = time.perf_counter()
+        result = LeakageAudit(evidence=["paraphrase"], report_items=0, null_quantile=null_quantile, **params).execute(
+            train=corpus, test=test)
+        find = result.table
+        out[form] = {"null": result.stats.get("paraphrase_null"), "wall_s": round(time.perf_counter() - t0, 1),
+                     "default audit": judge(find, truth, _default_flag()),
+                     "paraphrase evidence alone": judge(find, truth, flag),
+                     "oracle (best threshold on these labels, NOT a held-out figure)": oracle(find, truth)}
+    return out
+
+
+def _default_flag() -> pl.Expr:
+    """Flagged by the default kinds (n-gram, chunk, semantic) whatever the paraphrase kind says."""
+    from stages.leakage import LeakageAudit
+
+    audit = LeakageAudit()
+    partial, _ = audit.similarity_thresholds
+    return ((pl.col("matched_ngrams").fill_null(0) > 0) | (pl.col("chunk_overlap_ratio").fill_null(0) > audit.chunk_partial)
+            | (pl.col("max_similarity").fill_null(0) >= partial))
+
+
+def oracle(findings: pl.DataFrame, truth: pl.DataFrame, max_fpr: float = 0.02) -> dict:
+    """Best recall at FPR <= max_fpr over every threshold of paraphrase_score (an upper bound, labels used)."""
+    j = findings.join(truth, on="test_id").select(pl.col("paraphrase_score").fill_null(0), "planted")
+    best = {"recall": 0.0, "threshold": None}
+    for thr in sorted(set(j["paraphrase_score"].to_list())):
+        flag = j["paraphrase_score"] >= thr
+        fpr = float((flag & ~j["planted"]).sum() / max((~j["planted"]).sum(), 1))
+        recall = float((flag & j["planted"]).sum() / max(j["planted"].sum(), 1))
+        if fpr <= max_fpr and recall > best["recall"]:
+            best = {"recall": round(recall, 3), "fpr": round(fpr, 3), "threshold": round(thr, 4)}
+    return best
+
+
+def study(quick: bool, humaneval_dir: str | None, mmlu_dir: str | None = None) -> dict:
     items = 24 if quick else 70
     report: dict = {}
     a_train, a_test = pydoc_domain(items)
@@ -125,8 +205,7 @@ def study(quick: bool, humaneval_dir: str | None) -> dict:
     report["held-out (stdlib)"] = {
         "null": b_stats.get("paraphrase_null"),
         "default audit": judge(base_find, b_truth, default_flag),
-        "paraphrase evidence alone": judge(b_find, b_truth, pl.col("paraphrase_score").fill_null(0)
-                                           >= pl.col("paraphrase_threshold").fill_null(2)),
+        "paraphrase evidence alone": judge(b_find, b_truth, paraphrase_flag()),
         "default + paraphrase": judge(b_find, b_truth, default_flag),
         "wall_s": {"default": round(base_wall, 1), "default+paraphrase": round(b_wall, 1),
                    "train_mb": b_stats.get("train_mb"), "items": b_test.height,
@@ -139,10 +218,11 @@ def study(quick: bool, humaneval_dir: str | None) -> dict:
         report["real LLM rephrasings (HumanEval)"] = {
             "null": h_stats.get("paraphrase_null"),
             "default audit": judge(base_find, h_truth, default_flag),
-            "paraphrase evidence alone": judge(h_find, h_truth, pl.col("paraphrase_score").fill_null(0)
-                                               >= pl.col("paraphrase_threshold").fill_null(2)),
+            "paraphrase evidence alone": judge(h_find, h_truth, paraphrase_flag()),
             "default + paraphrase": judge(h_find, h_truth, default_flag),
         }
     else:
         report["real LLM rephrasings (HumanEval)"] = "skipped: pass --humaneval DIR (llm-decontaminator's files)"
+    if mmlu_dir and Path(mmlu_dir, "sociology_rephrase.jsonl").exists():
+        report["real LLM rephrasings (MMLU exam questions)"] = exam_questions(Path(mmlu_dir), b_train, chosen)
     return report

@@ -97,6 +97,9 @@ def _run(args: argparse.Namespace) -> int:
         overrides=args.overrides, quiet=args.quiet, executor=args.executor, executor_options=options,
         wait_for_lock_s=args.wait, verify=args.verify,
     )
+    from stages._report.index import write_run_index  # <workdir>/index.html links every report in it
+
+    write_run_index(args.workdir)
     if not args.quiet:
         print(format_summary(report))
     return 0

@@ -10,7 +10,7 @@
 - `decontaminate.py`: the `decontaminate` stage (cut or drop what the audit matched);
 - `planting.py`: planted leaks for studies and threshold calibration; `plant_stage.py`: the
   `plant_leakage` stage (plants a test set into a training corpus, with truth labels);
-(`pipeline audit TRAIN TEST` lives in `stages/leakage_cli.py`.)
+- `cli.py`: `pipeline audit TRAIN TEST` (registered with the CLI on import).
 """
 
 from stages.leakage.audit import LeakageAudit
@@ -39,3 +39,5 @@ __all__ = [
     "TestSide", "Tokens", "TrainBatch", "longest_common_run", "match_kinds", "merge_spans",
     "ngram_hashes", "plant", "register_evidence", "token_offsets", "tokenize",
 ]
+
+from stages.leakage import cli as _cli  # noqa: E402,F401  (registers `pipeline audit` with the CLI)

@@ -32,6 +32,7 @@ from pipeline.params import Annotated, Cosine, Field, Fraction, NonNegativeInt, 
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
 from stages.leakage.chunks import SIMILARITY_DEFAULTS
+from stages.leakage.duplicates import duplicates_summary
 from stages.leakage.evidence import (
     EVIDENCE_KINDS,
     SPAN_COLUMNS,
@@ -42,7 +43,14 @@ from stages.leakage.evidence import (
     builtin_kinds,
 )
 from stages.leakage.spans import MATCHES_SCHEMA, SpanFinder, fetch_train_docs, item_ids, matches_table
-from stages.leakage.variants import check_fields, raw_variants
+from stages.leakage.truth import precision_recall
+from stages.leakage.variants import (
+    check_fields,
+    check_train_fields,
+    raw_variants,
+    train_columns,
+    training_text,
+)
 from stages.text import MAX_N, token_offsets, tokenize
 
 EVIDENCE_SPAN_COLUMNS = ["train_id", "evidence_kind", "evidence", "train_evidence", "test_char_start",
@@ -97,16 +105,20 @@ class LeakageAudit(PartitionedStage):
         null_quantile: paraphrase evidence: the operating point, as a quantile of this test set's null (best score against a training document other than the item's best)
         paraphrase_min_score: paraphrase evidence: the lowest threshold the null may set
         fields: eval-aware items: test columns by role ({question: q, choices: options, answer: label, passage: p}); each item is scored as question, question + answer and full prompt
+        train_fields: instruction-tuning training data: training columns by role ({instruction: prompt, input: context, response: completion}), joined into the text every evidence kind reads (instead of text_column)
+        duplicates: (optional input) a dedup step's `removed` side output: the report gains a duplicates section
     """
 
     name = "leakage_audit"
     version = "1"
-    inputs = ("train", "test", "index", "truth")
+    inputs = ("train", "test", "index", "truth", "duplicates")
     partition_input = "train"
+    map_in_threads = True  # map() reads only the broadcast and its partition (auditspeed: local maps on threads)
     # `index`: an `index` step over the training corpus's chunks: the chunk/semantic passes search it
     # instead of embedding the training corpus again. `truth`: labels (test_id, planted), e.g.
     # plant_leakage's `truth`, for precision/recall per evidence kind in the stats and the report.
-    optional_inputs = ("index", "truth")
+    # `duplicates`: a dedup step's `removed` side output, for the report's duplicates section (duplicates.py).
+    optional_inputs = ("index", "truth", "duplicates")
     requires = ("faiss",)
 
     def __init__(
@@ -138,6 +150,7 @@ class LeakageAudit(PartitionedStage):
         null_quantile: Fraction = 0.99,
         paraphrase_min_score: Fraction = 0.5,
         fields: dict[str, str] | None = None,
+        train_fields: dict[str, str] | None = None,
     ):
         self.text_column = text_column
         self.id_column = id_column
@@ -166,6 +179,7 @@ class LeakageAudit(PartitionedStage):
         self.null_quantile = null_quantile
         self.paraphrase_min_score = paraphrase_min_score
         self.fields = fields
+        self.train_fields = train_fields
         self.cache_dir = None  # set from the run's context: where the embedding cache lives
         self._train_has_id = True  # set by broadcast() from the training input's columns
 
@@ -181,6 +195,7 @@ class LeakageAudit(PartitionedStage):
         if self.similarity_thresholds[1] < self.similarity_thresholds[0]:
             raise ParamError("similarity_contaminated", f"must be >= similarity_partial ({self.similarity_partial})")
         check_fields(self.fields)
+        check_train_fields(self.train_fields)
         unknown = [k for k in self.evidence or [] if k not in EVIDENCE_KINDS]
         if unknown:
             raise ParamError("evidence", f"unknown evidence kind {unknown[0]!r}; registered: {', '.join(EVIDENCE_KINDS)}")
@@ -189,7 +204,9 @@ class LeakageAudit(PartitionedStage):
         test = {self.text_column: "text_column"} if not self.fields else {c: "fields" for c in self.fields.values()}
         if self.subset_column:
             test[self.subset_column] = "subset_column"
-        return {"train": {self.text_column: "text_column"}, "test": test}
+        train = {c: "train_fields" for c in self.train_fields.values()} if self.train_fields else {
+            self.text_column: "text_column"}
+        return {"train": train, "test": test}
 
     @property
     def similarity_thresholds(self) -> tuple[float, float]:
@@ -246,7 +263,8 @@ class LeakageAudit(PartitionedStage):
         evidences = [_fresh(ev) for ev in broadcast["templates"]]
         rows, train_bytes, timings = self._stream(partition, evidences)
         wanted = _candidates(evidences)
-        view = _PartitionView(partition, [self.text_column] + ([self.id_column] if self._train_has_id else []))
+        view = _PartitionView(partition, self._train_columns(), self.text_column,
+                              lambda b: training_text(b, self.text_column, self.train_fields))
         docs = fetch_train_docs(view, (wanted - partition.base).tolist(), self.text_column, self.id_column,
                                 self.batch_rows).with_columns(pl.col("doc") + partition.base)
         return {"evidence": [_export(ev) for ev in evidences], "rows": rows, "train_bytes": train_bytes,
@@ -284,6 +302,8 @@ class LeakageAudit(PartitionedStage):
         truth = inputs.get("truth")
         if truth is not None:
             ctx.record("evidence_precision_recall", precision_recall(findings, evidences, truth.collect()))
+        if inputs.get("duplicates") is not None:
+            ctx.record("duplicates", duplicates_summary(inputs["duplicates"], out, self.id_column))
 
         from stages.leakage.report import worst_items, write_reports
 
@@ -307,7 +327,6 @@ class LeakageAudit(PartitionedStage):
     def _load_index(self, index: Dataset):
         from pathlib import Path
 
-        from pipeline.errors import InputDataError
         from stages.retrieval import Index
 
         if index.files is None:
@@ -321,12 +340,16 @@ class LeakageAudit(PartitionedStage):
                              "keep_columns: [text], or set chunk_overlap: false")
         return loaded
 
+    def _train_columns(self) -> list[str]:
+        return train_columns(self.text_column, self.train_fields) + ([self.id_column] if self._train_has_id else [])
+
     def _stream(self, partition: Partition, evidences: list[Evidence]) -> tuple[int, int, dict]:
         """One pass over a partition of the training corpus: tokenise each batch once, hand it to every kind."""
-        train_columns = [self.text_column] + ([self.id_column] if self._train_has_id else [])
+        train_columns = self._train_columns()
         base, train_bytes = partition.base, 0
         timings = {"tokenize_s": 0.0} | {f"{ev.kind}_s": 0.0 for ev in evidences}
         for batch in partition.iter_batches(self.batch_rows, columns=train_columns):
+            batch = training_text(batch, self.text_column, self.train_fields)
             texts = batch.get_column(self.text_column).cast(pl.String).fill_null("")
             train_bytes += int(texts.str.len_bytes().sum() or 0)
             t0 = time.perf_counter()
@@ -423,13 +446,15 @@ class LeakageAudit(PartitionedStage):
 
 
 class _PartitionView:
-    """A partition seen as the small part of a Dataset that `fetch_train_docs` reads."""
+    """A partition seen as the small part of a Dataset that `fetch_train_docs` reads (with the audit's text column)."""
 
-    def __init__(self, partition: Partition, columns: list[str]):
-        self.partition, self.columns = partition, columns
+    def __init__(self, partition: Partition, read_columns: list[str], text_column: str, to_text):
+        self.partition, self.read_columns, self.to_text = partition, read_columns, to_text
+        self.columns = [text_column, *read_columns]
 
     def iter_batches(self, rows: int, columns: list[str] | None = None):
-        return self.partition.iter_batches(rows, columns=columns)
+        for batch in self.partition.iter_batches(rows, columns=self.read_columns):
+            yield self.to_text(batch)
 
 
 def _fresh(template: Evidence) -> Evidence:
@@ -461,20 +486,3 @@ def _restore(template: Evidence, partial: Any, copy: bool) -> Evidence:
 def _candidates(evidences: list[Evidence]) -> np.ndarray:
     docs = [ev.candidate_docs() for ev in evidences]
     return np.unique(np.concatenate(docs)).astype(np.int64) if docs else np.empty(0, np.int64)
-
-
-def precision_recall(findings: pl.DataFrame, evidences: list[Evidence], truth: pl.DataFrame) -> dict[str, dict]:
-    """Per evidence kind (and for the verdict): precision and recall of 'flagged' against truth labels."""
-    if not {"test_id", "planted"} <= set(truth.columns):
-        raise InputDataError("leakage_audit: input 'truth' needs columns test_id and planted (plant_leakage's truth)")
-    judged = findings.join(truth.select(pl.col("test_id").cast(pl.String), pl.col("planted").cast(pl.Boolean)),
-                           on="test_id", how="inner")
-    flags = {ev.kind: (lambda c, p: c | p)(*ev.verdict()) for ev in evidences} | {"verdict": pl.col("verdict") != "clean"}
-    out = {}
-    for name, flag in flags.items():
-        row = judged.select(tp=(flag & pl.col("planted")).sum(), fp=(flag & ~pl.col("planted")).sum(),
-                            positives=pl.col("planted").sum(), negatives=(~pl.col("planted")).sum()).row(0, named=True)
-        out[name] = {"precision": round(row["tp"] / max(row["tp"] + row["fp"], 1), 4),
-                     "recall": round(row["tp"] / max(row["positives"], 1), 4),
-                     "fpr": round(row["fp"] / max(row["negatives"], 1), 4), **row}
-    return out

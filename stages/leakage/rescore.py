@@ -10,9 +10,12 @@ subject. So this kind splits the work (as retrieval systems do):
 2. re-scoring, once, of the kept (variant, chunk) pairs only, with MiniLM: the cosine of the whole
    texts and a BERTScore-style F1 (greedy alignment of MiniLM token embeddings); the score is their mean;
 3. calibration against a null of this test set: each item's best score against a training document
-   other than its best one (what the nearest unrelated-but-same-topic text scores). The operating
+   other than its best one, s2 (what the nearest unrelated-but-same-topic text scores). The operating
    point is the `null_quantile` of that distribution (and at least `min_score`), reported in the
-   findings, the stats and the report, so no global constant has to fit every domain.
+   findings, the stats and the report, so no global constant has to fit every domain. The item's
+   margin s1 - s2 (best document minus second best) is reported beside it as a diagnostic: a rule on
+   it (against a null of second-to-third gaps) was tried and measured to flag almost nothing on real
+   rephrasings (see bench/results.md), so it does not enter the verdict.
 
 Eval-aware variants (`LeakageAudit(fields=...)`, see `variants.py`) give each item several texts
 (question alone, question + answer, full prompt); the item's score is its best variant's. Items of
@@ -103,8 +106,10 @@ class ParaphraseEvidence(Evidence):
     kind = "paraphrase"
     order = 3
     columns = {"paraphrase_score": pl.Float64, "paraphrase_cosine": pl.Float64, "paraphrase_bertscore": pl.Float64,
-               "paraphrase_null": pl.Float64, "paraphrase_threshold": pl.Float64, "paraphrase_variant": pl.String}
-    scores = (Score("paraphrase_score", "paraphrase score (MiniLM cosine + BERTScore F1) / 2", "paraphrase"),)
+               "paraphrase_null": pl.Float64, "paraphrase_threshold": pl.Float64, "paraphrase_margin": pl.Float64,
+               "paraphrase_variant": pl.String}
+    scores = (Score("paraphrase_score", "paraphrase score (MiniLM cosine + BERTScore F1) / 2", "paraphrase"),
+              Score("paraphrase_margin", "paraphrase margin (best document - second best)", "margin"))
     sort_column = "paraphrase_score"
 
     def __init__(self, audit: Any, test: TestSide, shared: dict[str, Any]):
@@ -157,26 +162,29 @@ class ParaphraseEvidence(Evidence):
                                    variant_name=pl.Series([self.variant_name[v] for v in pairs["variant"]], dtype=pl.String))
         ranked = pairs.sort(["item", "score", "doc"], descending=[False, True, False])
         best = ranked.unique("item", keep="first", maintain_order=True)
-        # The null: each item's best score against any training document but its best one.
-        null = (ranked.join(best.select("item", best_doc="doc"), on="item").filter(pl.col("doc") != pl.col("best_doc"))
-                .group_by("item").agg(pl.col("score").max().alias("null")))
-        self._calibrate(null["null"].to_numpy())
+        # Per item, the best score of each document, ranked: s1 (= best) and s2 (the null).
+        by_doc = (ranked.group_by(["item", "doc"]).agg(pl.col("score").max()).sort(["item", "score", "doc"],
+                  descending=[False, True, False]).group_by("item", maintain_order=True)
+                  .agg(pl.col("score").get(1, null_on_oob=True).alias("null")))
+        self._calibrate(by_doc)
         words = self.test.tokens.counts
-        per_item = best.join(null, on="item", how="left").select(
+        short = pl.col("item").map_elements(lambda i: int(words[i]), pl.Int64) < SHORT_ITEM_WORDS
+        per_item = best.join(by_doc, on="item", how="left").select(
             "item", paraphrase_score="score", paraphrase_cosine="cosine", paraphrase_bertscore="bertscore",
             paraphrase_null="null", paraphrase_variant="variant_name",
-        ).with_columns(paraphrase_threshold=pl.when(pl.col("item").map_elements(lambda i: int(words[i]), pl.Int64)
-                                                    < SHORT_ITEM_WORDS).then(self.strict).otherwise(self.threshold))
+            paraphrase_margin=pl.col("score") - pl.col("null").fill_null(self.audit.paraphrase_min_score),
+        ).with_columns(paraphrase_threshold=pl.when(short).then(self.strict).otherwise(self.threshold))
         lengths = pl.Series(words.astype(np.int64))
         spans = best.select("item", "doc", "train_tok_start").with_columns(
             span_tokens=pl.col("item").map_elements(lambda i: int(lengths[i]), pl.Int64), test_tok_start=pl.lit(0, pl.Int64))
-        matches = best.join(per_item.select("item", "paraphrase_threshold"), on="item").filter(
-            pl.col("score") >= pl.col("paraphrase_threshold")).join(spans.select("item", "span_tokens", "test_tok_start"), on="item")
+        flagged = per_item.filter(self._flag()).select("item")
+        matches = best.join(flagged, on="item").join(spans.select("item", "span_tokens", "test_tok_start"), on="item")
         matches = matches.with_columns(kind=pl.lit(self.kind))
         return Resolved(per_item, matches=matches, best=spans)
 
-    def _calibrate(self, null: np.ndarray) -> None:
+    def _calibrate(self, by_doc: pl.DataFrame) -> None:
         floor = self.audit.paraphrase_min_score
+        null = by_doc["null"].drop_nulls().to_numpy()
         if null.size == 0:
             self.threshold = self.strict = max(floor, 1.0)
             return
@@ -186,8 +194,11 @@ class ParaphraseEvidence(Evidence):
                            "p90": round(float(np.quantile(null, 0.9)), 4), "max": round(float(null.max()), 4),
                            "threshold": round(self.threshold, 4), "short_item_threshold": round(self.strict, 4)}
 
+    def _flag(self) -> pl.Expr:
+        return pl.col("paraphrase_score").fill_null(0.0) >= pl.col("paraphrase_threshold").fill_null(2.0)
+
     def verdict(self) -> tuple[pl.Expr, pl.Expr]:
-        hit = pl.col("paraphrase_score").fill_null(0.0) >= pl.col("paraphrase_threshold").fill_null(2.0)
+        hit = self._flag()
         return hit, hit
 
     def stats(self) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from stages.leakage.evidence import TestSide
 from stages.text import tokenize
 
 FIELD_ROLES = ("question", "choices", "answer", "passage")
+# Training data in instruction-tuning form: the roles are joined (in this order) into the text the audit reads.
+TRAIN_ROLES = ("instruction", "input", "response")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -30,6 +32,30 @@ def check_fields(fields: dict[str, str] | None) -> None:
         raise ParamError("fields", f"unknown role {bad[0]!r}; roles are {', '.join(FIELD_ROLES)}")
     if "question" not in fields:
         raise ParamError("fields", "needs a 'question' column (e.g. fields: {question: q, choices: options, answer: label})")
+
+
+def check_train_fields(train_fields: dict[str, str] | None) -> None:
+    if train_fields is None:
+        return
+    bad = [role for role in train_fields if role not in TRAIN_ROLES]
+    if bad:
+        raise ParamError("train_fields", f"unknown role {bad[0]!r}; roles are {', '.join(TRAIN_ROLES)}")
+    if not train_fields:
+        raise ParamError("train_fields", "names no column (e.g. train_fields: {instruction: prompt, response: completion})")
+
+
+def train_columns(text_column: str, train_fields: dict[str, str] | None) -> list[str]:
+    """The training columns the audit reads for text: the text column, or the instruction/response fields."""
+    return [train_fields[r] for r in TRAIN_ROLES if r in train_fields] if train_fields else [text_column]
+
+
+def training_text(batch: pl.DataFrame, text_column: str, train_fields: dict[str, str] | None) -> pl.DataFrame:
+    """The batch with `text_column` holding each row's text: an instruction/response pair joined (question, then
+    answer, as a test item leaks as question + answer), or the text column as it is."""
+    if not train_fields:
+        return batch
+    parts = [pl.col(c).cast(pl.String).fill_null("") for c in train_columns(text_column, train_fields)]
+    return batch.with_columns(pl.concat_str(parts, separator="\n").str.strip_chars().alias(text_column))
 
 
 def _answer_text(choices: list[str] | None, answer: Any) -> str:

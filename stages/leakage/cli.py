@@ -17,7 +17,8 @@ import polars as pl
 
 from pipeline.errors import InputDataError, PipelineError
 from pipeline.files import describe_path, find_files, is_glob
-from stages.leakage import VERDICTS
+from stages._report.index import write_run_index
+from stages.leakage.evidence import VERDICTS
 from stages.sources import is_saved_hf_dataset, split_path
 
 
@@ -117,6 +118,7 @@ def _audit(args: argparse.Namespace) -> int:
                           test_split=args.test_split, **extra)
     refuse_to_replace(config, args.workdir, args.force)
     report = run_pipeline(config, workdir=args.workdir, quiet=args.quiet)
+    write_run_index(args.workdir)  # <workdir>/index.html: every report of every run there
     step_dir = Path(report.run_dir) / "audit"
     findings = pl.read_parquet(step_dir / "part-*.parquet")
     counts = {v: int((findings["verdict"] == v).sum()) for v in VERDICTS}

@@ -61,6 +61,8 @@ def test_second_audit_of_other_inputs_does_not_replace_the_first(corpora, tmp_pa
     named = _audit(corpora / "train.csv.gz", f"{corpora / 'dd'}:validation", "--name", "validation", workdir=tmp_path)
     assert named.returncode == 0, named.stderr
     assert report.read_bytes() == before and (tmp_path / "validation" / "audit" / "report.html").exists()
+    index = (tmp_path / "index.html").read_text()  # the run index links both audits' reports
+    assert 'href="audit/audit/report.html"' in index and 'href="validation/audit/report.html"' in index
     forced = _audit(corpora / "train.csv.gz", f"{corpora / 'dd'}:validation", "--force", workdir=tmp_path)
     assert forced.returncode == 0 and forced.stdout.startswith("3 test items")
 

@@ -293,5 +293,5 @@ def test_example_config_validates():
 
     from pipeline.config import load_config
 
-    config = load_config(Path(__file__).parent.parent / "configs" / "audit.yaml")
+    config = load_config(Path(__file__).parents[3] / "configs" / "audit.yaml")
     assert "leakage_audit" in [s.stage for s in config.steps]

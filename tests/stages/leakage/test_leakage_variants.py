@@ -1,0 +1,37 @@
+"""Instruction/response training data (`train_fields`, stages/leakage/variants.py)."""
+
+from __future__ import annotations
+
+from pydoc_data.topics import topics
+
+import polars as pl
+import pytest
+
+from pipeline.errors import ParamError
+from stages.leakage import LeakageAudit
+
+
+def test_training_pairs_are_joined_so_question_plus_answer_leaks_are_found(tmp_path):
+    names = sorted(topics)
+    passages = [topics[n].split() for n in names[:12]]
+    # Training data in instruction-tuning form: the first 40 words of a passage ask, the next 40 answer.
+    train = pl.DataFrame({"id": names[:12], "prompt": [" ".join(p[:40]) for p in passages],
+                          "completion": [" ".join(p[40:80]) for p in passages]})
+    # A test item that spans the prompt/response boundary: found only when the pair is read as one text.
+    test = pl.DataFrame({"id": ["leaked", "clean"], "text": [" ".join(passages[4][20:60]),
+                                                            " ".join(topics[names[40]].split()[:40])]})
+    audit = LeakageAudit(chunk_overlap=False, semantic=False, train_fields={"instruction": "prompt", "response": "completion"})
+    out = audit.execute(train=train, test=test, workdir=tmp_path).table
+    leaked = out.filter(pl.col("test_id") == "leaked").row(0, named=True)
+    assert leaked["verdict"] == "contaminated" and leaked["ngram_overlap"] == 1.0
+    assert leaked["train_id"] == names[4]
+    assert passages[4][50] in leaked["train_evidence"]  # the span read back from the joined pair, past the boundary
+    assert out.filter(pl.col("test_id") == "clean")["verdict"][0] == "clean"
+    assert "train_fields" in audit.required_columns()["train"].values()
+
+
+def test_bad_train_fields_are_refused():
+    with pytest.raises(ParamError, match="unknown role 'question'"):
+        LeakageAudit(train_fields={"question": "q"}).validate()
+    with pytest.raises(ParamError, match="names no column"):
+        LeakageAudit(train_fields={}).validate()
