@@ -373,9 +373,26 @@ def quality_rows(scale: str) -> list[dict]:
 # ------------------------------------------------------------------------------ speed
 
 
+def _own_peak(fn, *args):  # pragma: no cover - runs in the fresh process
+    """fn(*args) and this process's own peak RSS in MB (VmHWM of its address space).
+
+    `ru_maxrss` is carried across fork and exec on Linux, so a child of a big parent (this module
+    after the quality cases: ~600 MB) would report the parent's size; VmHWM starts afresh at exec.
+    """
+    result = fn(*args)
+    status = Path("/proc/self/status").read_text()
+    return result, int(status.split("VmHWM:")[1].split()[0]) / 1024.0
+
+
+def fresh(fn, *args, preload=()) -> tuple[float, float, dict]:
+    """in_fresh_process, with the child's own peak RSS (see _own_peak)."""
+    seconds, _, (result, peak_mb) = in_fresh_process(_own_peak, fn, *args, preload=preload)
+    return seconds, peak_mb, result
+
+
 def _timed(fn, *args, preload=(), repeats=1) -> tuple[float, float, dict]:
     """Median wall seconds, peak RSS MB of the median run, and the result, each run in a fresh process."""
-    runs = [in_fresh_process(fn, *args, preload=preload) for _ in range(repeats)]
+    runs = [fresh(fn, *args, preload=preload) for _ in range(repeats)]
     runs.sort(key=lambda r: r[0])
     return runs[len(runs) // 2]
 
@@ -384,8 +401,8 @@ def _paired(first, second, args_first, args_second, preload_first, preload_secon
     """Median runs of two contenders measured alternately (a, b, a, b, ...): load swings hit both alike."""
     a_runs, b_runs = [], []
     for _ in range(repeats):
-        a_runs.append(in_fresh_process(first, *args_first, preload=preload_first))
-        b_runs.append(in_fresh_process(second, *args_second, preload=preload_second))
+        a_runs.append(fresh(first, *args_first, preload=preload_first))
+        b_runs.append(fresh(second, *args_second, preload=preload_second))
     a_runs.sort(key=lambda r: r[0])
     b_runs.sort(key=lambda r: r[0])
     return a_runs[len(a_runs) // 2], b_runs[len(b_runs) // 2]
@@ -439,8 +456,83 @@ def speed_rows(scale: str) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------------------ scale
+
+
+def source_blocks(limit_mb: float) -> pl.DataFrame:
+    """Distinct real text: every .py file under the interpreter's library folder (standard library and
+    site-packages), in path order, files with identical content once, cut into ~2 KB blocks, up to `limit_mb`."""
+    import hashlib
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    seen, ids, texts, total = set(), [], [], 0
+    for path in sorted(root.rglob("*.py")):
+        try:
+            raw = path.read_bytes()
+        except OSError:
+            continue
+        digest = hashlib.blake2b(raw, digest_size=16).digest()
+        text = raw.decode("utf-8", errors="replace")
+        if digest in seen or not text.strip():
+            continue
+        seen.add(digest)
+        ids.append(str(path.relative_to(root)))
+        texts.append(text)
+        total += len(raw)
+        if total >= limit_mb * 1e6:
+            break
+    files = pl.DataFrame({"id": ids, "text": texts})
+    return (files.with_columns(pl.col("text").str.split("\n\n")).explode("text")
+            .with_columns(block=pl.col("text").str.len_bytes().cum_sum().over("id") // 2000)
+            .group_by("id", "block", maintain_order=True).agg(pl.col("text").str.join("\n\n"))
+            .filter(pl.col("text").str.strip_chars().str.len_bytes() > 0)
+            .select(pl.col("id") + ":" + pl.col("block").cast(pl.String), "text"))
+
+
+def write_scale_corpora(workdir: str, base_mb: float, limit_mb: float) -> list[tuple[str, str, float]]:
+    """Parquet files of the scale cases: [(label, path, MB of text)] (run in a fresh process: see scale_rows)."""
+    blocks = source_blocks(limit_mb)
+    sizes = blocks["text"].str.len_bytes().cum_sum().to_numpy() / 1e6
+    cases = [(f"{k}x distinct", blocks.head(int(np.searchsorted(sizes, base_mb * k)) + 1)) for k in (1, 4)]
+    cases.append(("all distinct", blocks))
+    one = cases[0][1]
+    cases.append(("1x corpus copied 4 times", pl.concat([one.with_columns(pl.col("id") + f"#{k}") for k in range(4)])))
+    out = []
+    for label, frame in cases:
+        path = Path(workdir) / f"{label.replace(' ', '_')}.parquet"
+        frame.write_parquet(path, row_group_size=4096)
+        out.append((label, str(path), float(frame["text"].str.len_bytes().sum()) / 1e6))
+    return out
+
+
+def scale_rows(scale: str) -> list[dict]:
+    """Peak RSS and MB/s of dedup_minhash at 1x, 4x and the whole library folder of distinct text, and
+    on 4 copies of the 1x corpus (every row a verified candidate: the case whose memory used to grow).
+
+    The corpora are written by a fresh process so that this one stays small: Linux carries a
+    process's peak RSS across fork and exec, so a big parent would show up as every child's peak.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="bench-dedup-scale-"))
+    base_mb = 4 if scale == "quick" else 34
+    cases = in_fresh_process(write_scale_corpora, str(workdir), base_mb, base_mb * (4 if scale == "quick" else 20))[2]
+    rows, base = [], None
+    for label, path, mb in cases:
+        seconds, rss, result = fresh(run_ours, path, str(workdir / "out"), preload=OURS_MODULES)
+        base = base or (mb, rss)
+        rows.append({
+            "benchmark": "dedup", "case": f"dedup_minhash scale: {label}, {mb:.0f} MB Parquet", "metric": "MB/s",
+            "value": round(mb / seconds, 2), "baseline": "peak RSS of the 1x run (MB)", "baseline_value": round(base[1]),
+            "ratio": round(rss / base[1], 2), "ratio_meaning": "peak RSS / 1x peak RSS (bounded: ~1)",
+            "peak_rss_mb": round(rss), "notes": f"{mb / base[0]:.1f}x the text of the 1x run; kept {result['kept']}, "
+                                                 f"removed {result['removed']}; {seconds:.1f}s",
+        })
+        Path(path).unlink()
+    return rows
+
+
 def run(scale: str = "full") -> list[dict]:
-    return quality_rows(scale) + speed_rows(scale)
+    return quality_rows(scale) + speed_rows(scale) + scale_rows(scale)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ finds real matches) and half from pydoc topics.
 - `python -m bench.bench_leakage --paraphrase [--quick] [--humaneval DIR] [--mmlu DIR]`: the paraphrase evidence
   study (`bench/leakage_paraphrase.py`): recall/FPR per planted kind, calibrated on pydoc, judged on
   stdlib sources and on llm-decontaminator's HumanEval rephrasings (given as a path, not vendored).
+- `python -m bench.bench_leakage --speed [32 126 504]`: the n-gram audit on distinct stdlib +
+  site-packages sources against the issue's baselines, alternated in one run: a minimal
+  read-normalise-hash-probe loop on 1 and 2 threads (`minimal_loop`), and datatrove at 32 MB.
 - `python -m bench.bench_leakage --calibrate` prints the score distributions behind the default
   similarity thresholds (planted leaks of each kind vs clean controls).
 
@@ -118,6 +121,112 @@ def run_datatrove(train_path: str, test_path: str) -> dict:
             if filt.filter(Document(text=text, id=str(doc_id))) is not True:
                 removed += 1
     return {"removed_train_docs": removed}
+
+
+def minimal_loop(train_path: str, test_path: str, threads: int = 1, n: int = N) -> dict:
+    """The issue's baseline: a minimal read-normalise-hash-probe loop doing the n-gram pass's work.
+
+    Read each row group's text, lower-case it, split it into words with the text core's regex
+    (polars), hash the words (polars), hash every n-gram inside a document (n multiply-adds) and
+    probe them against the test n-grams (a sorted array). No findings, spans or report. With
+    `threads` > 1 the row groups are shared out to threads (polars and NumPy release the GIL).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow.parquet as pq
+
+    from stages.text import WORD_REGEX
+    from stages.text.ngrams import MULTIPLIERS
+
+    def ngrams(texts: pl.Series) -> np.ndarray:
+        words = texts.str.to_lowercase().str.extract_all(WORD_REGEX)
+        counts = words.list.len().fill_null(0).to_numpy()
+        tokens = words.explode().drop_nulls().hash(seed=1).to_numpy()
+        m = tokens.size - n + 1
+        if m <= 0:
+            return np.empty(0, np.uint64)
+        acc = tokens[:m] * MULTIPLIERS[0]
+        for j in range(1, n):
+            acc += tokens[j : j + m] * MULTIPLIERS[j]
+        doc = np.repeat(np.arange(counts.size), counts)
+        return acc[doc[:m] == doc[n - 1 :]]
+
+    test = np.unique(ngrams(pl.read_parquet(test_path)["text"]))
+    pf = pq.ParquetFile(train_path)
+
+    def groups(which: range) -> tuple[int, int]:
+        hits = nbytes = 0
+        reader = pq.ParquetFile(train_path)
+        for g in which:
+            texts = pl.from_arrow(reader.read_row_group(g, columns=["text"]))["text"]
+            nbytes += int(texts.str.len_bytes().sum())
+            h = ngrams(texts)
+            index = np.minimum(np.searchsorted(test, h), max(test.size - 1, 0))
+            hits += int((test[index] == h).sum()) if test.size else 0
+        return hits, nbytes
+
+    shares = [range(t, pf.num_row_groups, threads) for t in range(threads)]
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(groups, shares))
+    return {"hits": sum(r[0] for r in results), "bytes": sum(r[1] for r in results)}
+
+
+def run_audit_file(train_path: str, test_path: str) -> dict:
+    """Our n-gram audit on a Parquet file (default local executor: maps on the cores it may use)."""
+    from stages.leakage import LeakageAudit
+
+    result = LeakageAudit(n=N, chunk_overlap=False, semantic=False, report_items=5).execute(
+        train=train_path, test=test_path, workdir=tempfile.mkdtemp(prefix="bench-leak-")
+    )
+    verdicts = result.table["verdict"].value_counts().sort("verdict").rows()
+    return {"verdicts": verdicts, "stats": result.stats}
+
+
+def run_speed(sizes_mb: tuple[int, ...] = (32, 126), repeats: int = 3, datatrove_at: int = 32) -> list[dict]:
+    """n-gram audit throughput on distinct real sources vs the minimal loop (1 and 2 threads) and datatrove.
+
+    Corpus and test set: `bench.bench_ray_audit` (stdlib + site-packages sources, 8 MB row groups,
+    1,000 items of 60 words, half leaked). Cases alternate within each repeat (ours, loop x1,
+    loop x2, datatrove), each in a fresh process; medians over repeats, spreads in the notes.
+    """
+    from bench.bench_ray_audit import build_corpus, build_test_set
+
+    rows = []
+    for mb in sizes_mb:
+        corpus = build_corpus(mb)
+        test = build_test_set(corpus)
+        size = float(pl.scan_parquet(corpus).select(pl.col("text").str.len_bytes().sum()).collect().item()) / 1e6
+        cases = {"ours": (run_audit_file, OURS_MODULES), "loop1": (minimal_loop, ()), "loop2": (minimal_loop, ())}
+        if mb == datatrove_at and _datatrove_available():
+            cases["datatrove"] = (run_datatrove, DATATROVE_MODULES)
+        times: dict[str, list[float]] = {k: [] for k in cases}
+        rss: dict[str, float] = {}
+        ours_out = None
+        for r in range(repeats):
+            for name, (fn, preload) in cases.items():
+                if name == "datatrove" and r > 0:
+                    continue  # minutes per run: once
+                args = (str(corpus), str(test)) + ((2 if name == "loop2" else 1,) if name.startswith("loop") else ())
+                wall, peak, out = in_fresh_process(fn, *args, preload=preload)
+                times[name].append(wall)
+                rss[name] = max(rss.get(name, 0.0), peak)
+                ours_out = out if name == "ours" else ours_out
+        med = {k: statistics.median(v) for k, v in times.items()}
+        spread = {k: f"{min(v):.2f}-{max(v):.2f}s" for k, v in times.items()}
+        for name, label in (("loop2", "minimal loop, 2 threads"), ("loop1", "minimal loop, 1 thread"),
+                            ("datatrove", "datatrove NGramsDecontFilter (same n, same texts)")):
+            if name not in med:
+                continue
+            rows.append({
+                "benchmark": "leakage", "case": f"n-gram audit n={N}, {size:.1f} MB distinct sources, 1,000 items",
+                "metric": "MB/s", "value": round(size / med["ours"], 2), "baseline": label,
+                "baseline_value": round(size / med[name], 2), "ratio": round(med[name] / med["ours"], 2),
+                "ratio_meaning": "ours/baseline throughput", "peak_rss_mb": round(rss["ours"], 1),
+                "baseline_peak_rss_mb": round(rss[name], 1),
+                "notes": f"medians of {len(times['ours'])} (ours) / {len(times[name])} alternated runs; spreads {spread}; "
+                         f"ours end to end incl. findings+report, verdicts {ours_out['verdicts']}",
+            })
+    return rows
 
 
 def run_semantic(train_path: str, test_path: str, backend: str, max_mb: float | None, test_items: int = 200) -> dict:
@@ -295,5 +404,8 @@ if __name__ == "__main__":
         backend = sys.argv[sys.argv.index("--calibrate") + 1] if len(sys.argv) > sys.argv.index("--calibrate") + 1 else "static"
         with pl.Config(tbl_cols=20, tbl_width_chars=200):
             print(calibrate(backend))
+    elif "--speed" in sys.argv:
+        sizes = tuple(int(a) for a in sys.argv[sys.argv.index("--speed") + 1:] if a.isdigit()) or (32, 126)
+        print_rows(run_speed(sizes))
     else:
         print_rows(run("quick" if "--quick" in sys.argv else "full"))

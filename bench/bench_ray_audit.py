@@ -28,7 +28,7 @@ from bench.common import in_fresh_process, print_rows
 OUT = Path(__file__).parent / "out" / "ray_audit"
 GROUP_BYTES = 8 << 20
 PARTITION_BYTES = 32 << 20
-SCALES = {"quick": {"mb": 24, "repeats": 1}, "full": {"mb": 320, "repeats": 1}}
+SCALES = {"quick": {"mb": 24, "repeats": 1}, "mid": {"mb": 126, "repeats": 2}, "full": {"mb": 320, "repeats": 1}}
 
 
 def build_corpus(mb: int) -> Path:
@@ -152,6 +152,7 @@ def run(scale: str = "full") -> list[dict]:
         "notes": (f"identical findings: {lr['digest'] == rr['digest']} ({lr['flagged']} flagged); "
                   f"{rr['stats']['partitions']} partitions of {PARTITION_BYTES >> 20} MB; local {mb / local_s:.1f} MB/s, "
                   f"Ray {mb / ray_s:.1f} MB/s; median map {profile['median_map_s']} s per partition "
+                  f"({profile.get('median_map_cpu_s')} CPU s) "
                   f"({profile['median_partition_mb']} MB); merged state {profile['merged_state_bytes']} B; "
                   f"per-task peak RSS {profile['max_task_peak_rss_mb']} MB at {mb:.0f} MB vs "
                   f"{small_profile['max_task_peak_rss_mb']} MB at {small['stats']['train_mb']:.0f} MB; "

@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.errors import InputDataError
+from pipeline.errors import InputDataError, PipelineError
 
 # Column name -> polars dtype (None where the stage does not know the type).
 Schema = dict[str, Any]
@@ -80,13 +80,14 @@ def check_column_flow(config: Any) -> dict[str, Schema | None]:
             if schema is not None:
                 inputs[name] = schema
                 labels[name] = ref.path if ref.path is not None else f"output of step '{ref}'"
+        complete = len(inputs) == len(step.inputs)
         try:
             check_schema(stage, inputs, labels)
-        except InputDataError as exc:
+            # A declaration may itself refuse the inputs (e.g. `sql` binding its query to the schema).
+            known[step.id] = stage.output_schema(inputs) if complete else None
+            sides = stage.side_output_schemas(inputs) if complete else {}
+        except PipelineError as exc:
             raise exc.add_context(step=step.id, stage=step.stage, file=config.source) from None
-        complete = len(inputs) == len(step.inputs)
-        known[step.id] = stage.output_schema(inputs) if complete else None
-        sides = stage.side_output_schemas(inputs) if complete else {}
         for side, schema in (sides or {}).items():
             known[f"{step.id}:{side}"] = schema
     return known

@@ -8,7 +8,10 @@ training code.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,6 +147,9 @@ class Dataset:
         if self.frame is not None:
             yield from self.frame.to_arrow().to_batches(max_chunksize=rows)
             return
+        yield from read_ahead(self._file_batches(rows, columns))
+
+    def _file_batches(self, rows: int, columns: list[str] | None) -> Iterator[pa.RecordBatch]:
         for f in self.files:
             pf = pq.ParquetFile(f)
             meta = pf.metadata
@@ -195,6 +201,53 @@ def _as_arrow(batch: Any) -> pa.Table:
     if isinstance(batch, pa.Table):
         return batch
     raise TypeError(f"a stage must yield polars DataFrames or Arrow tables, got {type(batch).__name__}")
+
+
+_END = object()
+
+
+def read_ahead(batches: Iterator[Any], depth: int = 1) -> Iterator[Any]:
+    """Yield from `batches`, producing up to `depth` items ahead on a background thread.
+
+    Reading and decoding Parquet (pyarrow releases the GIL) then overlaps with what the consumer
+    does with the previous batch (a stage's work, encoding the output), so a pass-through step
+    costs about max(read, write) instead of read + write. Memory: `depth` more batches. Items come
+    in order; an error in the reader is raised here; closing this generator stops the reader.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        slots.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(("end", _END))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            slots.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="parquet-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = slots.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a reader waiting on a full queue, then let it finish
+            with contextlib.suppress(queue.Empty):
+                slots.get(timeout=0.05)
+        thread.join()
 
 
 # Digests of part files taken while they were written, keyed by what identifies those exact bytes

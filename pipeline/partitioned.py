@@ -24,6 +24,8 @@ checkpointed under `ctx.checkpoint_dir`, so a killed driver resumes the step fro
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import json
 import math
 import os
@@ -31,6 +33,7 @@ import pickle
 import resource
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -46,6 +49,7 @@ from pipeline.stage import Context, Stage
 # Big enough that per-task overhead (scheduling, broadcast fetch, state pickling) is noise, small
 # enough that a 2-core machine still gets several partitions out of a few hundred megabytes.
 DEFAULT_PARTITION_BYTES = 64 << 20
+MAX_LOCAL_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class Partition:
     nbytes: int  # uncompressed bytes, as Parquet metadata states them (estimated for frames)
     pieces: tuple[tuple[str, tuple[int, ...]], ...]  # (file, row groups); ("<frame>", (start, stop)) in memory
     frame: pl.DataFrame | None = field(default=None, compare=False, repr=False)
+    batch_bytes: int = field(default=BATCH_BYTES, compare=False)  # bound of one batch (see local_partitions)
 
     def key(self) -> str:
         """Identity of the partition's rows (not of a frame's content: that is in the state fingerprint)."""
@@ -71,14 +76,17 @@ class Partition:
             for offset in range(start, stop, rows):
                 yield frame.slice(offset, min(rows, stop - offset))
             return
+        for batch in self._arrow_batches(rows, columns):  # no read-ahead: a map's memory is one batch
+            yield pl.from_arrow(batch)
+
+    def _arrow_batches(self, rows: int, columns: list[str] | None) -> Iterator:
         for path, groups in self.pieces:
             pf = pq.ParquetFile(path)
             for g in groups:
                 group = pf.metadata.row_group(g)
                 per_row = group.total_byte_size / max(group.num_rows, 1)
-                size = max(1, min(rows, int(BATCH_BYTES / max(per_row, 1.0))))
-                for batch in pf.iter_batches(batch_size=size, row_groups=[g], columns=columns):
-                    yield pl.from_arrow(batch)
+                size = max(1, min(rows, int(self.batch_bytes / max(per_row, 1.0))))
+                yield from pf.iter_batches(batch_size=size, row_groups=[g], columns=columns)
 
 
 def plan_partitions(data: Dataset, partition_bytes: int = DEFAULT_PARTITION_BYTES) -> list[Partition]:
@@ -136,6 +144,9 @@ class PartitionedStage(Stage):
     """
 
     partition_input: ClassVar[str] = "data"
+    # True when map() only reads the stage, its partition and the broadcast: the local executor may
+    # then map several partitions at once on threads (see `local_threads`).
+    map_in_threads: ClassVar[bool] = False
 
     def partitionable(self) -> bool:
         return True
@@ -176,11 +187,14 @@ def state_fingerprint(stage: Stage, inputs: dict[str, Dataset]) -> str:
 
 def map_partition(stage: PartitionedStage, partition: Partition, broadcast: Any, fingerprint: str) -> tuple:
     """Run one map; return its PartialState with a profile (seconds, peak RSS of this process)."""
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     value = stage.map(partition, broadcast)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return PartialState(fingerprint, frozenset([partition.index]), value), {"s": seconds, "peak_rss_mb": peak_mb,
+    # cpu_s is the process's CPU time: the map's own when it has the process to itself (a Ray task,
+    # or the local fold on one thread); it does not depend on how loaded the machine is.
+    return PartialState(fingerprint, frozenset([partition.index]), value), {"s": seconds, "cpu_s": cpu,
+                                                                           "peak_rss_mb": peak_mb,
                                                                            "bytes": partition.nbytes}
 
 
@@ -232,30 +246,89 @@ def save_checkpoint(path: Path | None, state: PartialState) -> None:
 # ------------------------------------------------------------------------------ local executor
 
 
+def local_threads(stage: PartitionedStage, partitions: int) -> int:
+    """How many maps the local executor runs at once: one, unless the stage says its map is thread-safe.
+
+    Then one per core this process may use (its CPU affinity; at most MAX_LOCAL_THREADS): NumPy and
+    polars release the GIL, so two maps on two cores take about half the wall time.
+    """
+    if not stage.map_in_threads or partitions < 2:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, MAX_LOCAL_THREADS, partitions))
+
+
+def local_partitions(stage: PartitionedStage, data: Dataset, partition_bytes: int) -> list[Partition]:
+    """Partitions for the local fold: the same cut as on any executor (`partitions` is a deterministic stat);
+    with several maps in flight, each reads smaller batches so together they hold about one batch."""
+    partitions = plan_partitions(data, partition_bytes if stage.partitionable() else 1 << 62)
+    threads = local_threads(stage, len(partitions))
+    if threads > 1:  # maps in flight share one batch's worth of memory
+        partitions = [dataclasses.replace(p, batch_bytes=max(1, BATCH_BYTES // threads)) for p in partitions]
+    return partitions
+
+
 def run_locally(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset], partition_bytes: int) -> Any:
-    """A streaming fold: map each partition in order (or take its checkpoint), merge into the running state."""
+    """A streaming fold: map each partition in order (or take its checkpoint), merge into the running state.
+
+    With `local_threads` > 1 the next partitions are mapped on threads while the fold waits for the
+    earliest one; states are still merged strictly in partition order, so the result is the same.
+    """
     data = inputs[stage.partition_input]
-    partitions = plan_partitions(data, partition_bytes) if stage.partitionable() else \
-        plan_partitions(data, 1 << 62)
+    partitions = local_partitions(stage, data, partition_bytes)
     fingerprint = state_fingerprint(stage, inputs)
     broadcast = stage.broadcast(ctx, inputs)
     state: PartialState | None = None
     profiles, resumed = [], 0
     bar = ctx.progress(total=data.num_rows)
-    for part in partitions:
+
+    def partial_of(part: Partition) -> tuple[PartialState, dict | None]:
         path = checkpoint_path(ctx, fingerprint, part)
         partial = load_checkpoint(path, fingerprint, part)
-        if partial is None:
-            partial, profile = map_partition(stage, part, broadcast, fingerprint)
-            save_checkpoint(path, partial)
-            profiles.append(profile)
-        else:
-            resumed += 1
-        state = partial if state is None else merge_states(stage, state, partial)
-        bar.update(part.num_rows)
+        if partial is not None:
+            return partial, None
+        partial, profile = map_partition(stage, part, broadcast, fingerprint)
+        save_checkpoint(path, partial)
+        return partial, profile
+
+    threads = local_threads(stage, len(partitions))
+    if threads == 1:
+        for part in partitions:
+            state, resumed = _fold(stage, state, (part, _Done(partial_of(part))), profiles, resumed, bar)
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            pending: collections.deque = collections.deque()
+            for part in partitions:
+                pending.append((part, pool.submit(partial_of, part)))
+                if len(pending) >= threads:  # all workers busy: fold the earliest while they run
+                    state, resumed = _fold(stage, state, pending.popleft(), profiles, resumed, bar)
+            while pending:
+                state, resumed = _fold(stage, state, pending.popleft(), profiles, resumed, bar)
     bar.close()
     record_partitioning(ctx, partitions, profiles, resumed, state)
     return stage.finish(ctx, state.value if state is not None else None, broadcast, inputs)
+
+
+class _Done:
+    """A result already computed, with the `result()` of a future."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
+def _fold(stage: PartitionedStage, state: PartialState | None, item: tuple, profiles: list, resumed: int,
+          bar: Any) -> tuple[PartialState, int]:
+    part, future = item
+    partial, profile = future.result()
+    if profile is None:
+        resumed += 1
+    else:
+        profiles.append(profile)
+    bar.update(part.num_rows)
+    return (partial if state is None else merge_states(stage, state, partial)), resumed
 
 
 def record_partitioning(ctx: Context, partitions: list[Partition], profiles: list[dict], resumed: int,
@@ -269,6 +342,8 @@ def record_partitioning(ctx: Context, partitions: list[Partition], profiles: lis
         "resumed": resumed,
         "median_map_s": round(seconds[len(seconds) // 2], 4),
         "max_map_s": round(seconds[-1], 4),
+        "median_map_cpu_s": round(sorted(p.get("cpu_s", 0.0) for p in profiles)[len(profiles) // 2], 4)
+        if profiles else 0.0,
         "median_partition_mb": round(sorted(p.nbytes for p in partitions)[len(partitions) // 2] / 1e6, 3),
         "max_task_peak_rss_mb": round(max((p["peak_rss_mb"] for p in profiles), default=0.0), 1),
         "merged_state_bytes": len(pickle.dumps(state.value, protocol=pickle.HIGHEST_PROTOCOL)) if state else 0,

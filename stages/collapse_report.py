@@ -126,6 +126,13 @@ class CollapseReport(Stage):
         self.relative = relative
         self.title = title
 
+    def output_schema(self, inputs):
+        """The metrics in long form: [line], [seed], x, metric, value, relative_to_first (see `_long`)."""
+        schema = inputs["metrics"]
+        keys = [c for c in (self.line, "seed") if c and c in schema]
+        return {**{c: schema[c] for c in keys}, self.x: schema.get(self.x), "metric": pl.String,
+                "value": pl.Float64, "relative_to_first": pl.Float64}
+
     def required_columns(self):
         cols = {self.x: "x"}
         if self.metrics:

@@ -129,6 +129,14 @@ class LabelNoiseNets(Stage):
         self.label_column = label_column
         self.id_column = id_column
 
+    def output_schema(self, inputs):
+        """One row per trained model (see `_one_run`); `lr` is null for the logistic baseline."""
+        return {"model": pl.String, "noise": pl.String, "alpha": pl.Float64, "delta": pl.Float64,
+                "batch_size": pl.Int64, "lr": None, "clean_fraction": pl.Float64, "seed": pl.Int64,
+                "repeat": pl.Int64, "train_clean_rows": pl.Int64, "train_rows": pl.Int64, "test_rows": pl.Int64,
+                "accuracy": pl.Float64, "val_accuracy_noisy": pl.Float64, "best_step": pl.Int64, "steps": pl.Int64,
+                "chance_majority": pl.Float64, "classes": pl.Int64, "features": pl.String}
+
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         cols: dict[str, str | None] = {self.label_column: "label_column", self.id_column: "id_column"}
         if self.features != "auto":
@@ -158,18 +166,14 @@ class LabelNoiseNets(Stage):
     # ------------------------------------------------------------ run
 
     def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
-        import torch
         from threadpoolctl import threadpool_limits
 
         from stages.label_noise_report import write_report
+        from stages.scaling.training import one_thread
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # tiny models: more threads only contend on a small machine
-        try:
-            with threadpool_limits(limits=1):
-                result, transitions = self._sweep(ctx, data)
-        finally:
-            torch.set_num_threads(threads)
+        # Tiny models: more threads only contend on a small machine.
+        with one_thread(), threadpool_limits(limits=1):
+            result, transitions = self._sweep(ctx, data)
         if transitions is not None:
             ctx.write_side_output("transitions", transitions)
         # The step id names the study; the input's last path part names the data (a full path is noise here).

@@ -10,6 +10,13 @@ the training set) and keeps the weights with the lowest noisy-validation loss. A
 would be a label oracle the studied setting does not have. Under heavy noise, accuracy on noisy labels
 barely moves with clean accuracy (at alpha = 50 a perfect classifier scores about 0.12 against 0.10 for
 chance), while the loss still tracks how much of the per-input label distribution was learnt.
+
+Why not `stages.scaling.training.train` (the scaling studies' loop, also used by the LSTM generator):
+that loop is AdamW at a fixed learning rate with early stopping by patience, which is right for a
+scaling curve (each point at its best validation loss). The studied claim here is about SGD: momentum,
+a learning rate scaled with the batch size, a cosine schedule and a fixed budget of examples seen, so
+that batch size and alpha change nothing but the noise inside a minibatch. Stopping early by patience
+would make the budget depend on alpha. Both loops keep the best weights by validation loss.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ is seen:
 - the text must be exactly one `SELECT` (or `WITH ... SELECT`) statement, checked by DuckDB's own
   parser before anything runs: no `PRAGMA`, `SET`, `CREATE`, `DROP`, or a second statement.
 
+`pipeline validate` learns the output's columns without running the query: DuckDB binds it against
+an empty table of the input's schema (`describe_query`), so a later step that names a column the
+query does not produce is refused before anything runs, as is a query naming a missing input column.
+
 DuckDB runs single-threaded here: with several threads the order of rows out of a `GROUP BY`
 changes from run to run, and the project promises the same bytes for the same config.
 """
@@ -20,6 +24,7 @@ changes from run to run, and the project promises the same bytes for the same co
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -76,6 +81,36 @@ def check_single_select(query: str) -> None:
         )
 
 
+def describe_query(query: str, schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The query's output columns (name -> polars dtype, None where unknown) for an input of `schema`.
+
+    The query is bound against an empty table of that schema in the same sandbox as a run, so no
+    input row is read. A column the query names but the input lacks is a ParamError naming the input's
+    columns; a schema DuckDB cannot take (an exotic dtype) gives None, and the column flow stops here.
+    """
+    import duckdb
+    import polars as pl
+
+    try:
+        empty = pl.DataFrame(schema={c: pl.Null if t is None else t for c, t in schema.items()}).to_arrow()
+    except Exception:  # noqa: BLE001 - a dtype with no Arrow form: the output stays undeclared
+        return None
+    con = sandboxed_connection({"data": empty})
+    try:
+        result = _arrow_reader(con.sql(query).limit(0)).schema
+    except (duckdb.BinderException, duckdb.CatalogException) as exc:
+        missing_name = "not found" in str(exc) or "does not exist" in str(exc)
+        if not missing_name and any(t is None for t in schema.values()):
+            return None  # an untyped input column may be why the query did not bind: decide at run time
+        raise ParamError("query", f"{_one_line(exc)}; the input's columns are {list(schema)}") from None
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    columns = dict(pl.from_arrow(result.empty_table()).schema)
+    return {c: None if t == pl.Null else t for c, t in columns.items()}
+
+
 def _input_table(data: Dataset) -> object:
     """The input as something DuckDB scans through Arrow: pyarrow reads the files, not DuckDB."""
     if data.frame is not None:
@@ -108,6 +143,9 @@ class Sql(Stage):
         if not self.query.strip():
             raise ParamError("query", "is empty")
         check_single_select(self.query)
+
+    def output_schema(self, inputs):
+        return describe_query(self.query, inputs["data"])
 
     def run(self, ctx: Context, data: Dataset) -> Iterator[pa.RecordBatch]:
         import duckdb

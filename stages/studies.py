@@ -114,6 +114,13 @@ class LabelNoiseCurve(Stage):
         if not self.noises:
             raise ParamError("noises", "must name at least one of 'uniform', 'structured'")
 
+    def output_schema(self, inputs):
+        """One row per (repeat, noise, alpha) fit."""
+        return {"noise": pl.String, "alpha": pl.Float64, "delta": pl.Float64, "repeat": pl.Int64, "seed": pl.Int64,
+                "classes": None, "train_clean_rows": pl.Int64, "train_rows": pl.Int64, "test_rows": pl.Int64,
+                "accuracy": pl.Float64, "chance_majority": pl.Float64, "chance_uniform": pl.Float64,
+                "features": pl.String}
+
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         cols: dict[str, str | None] = {self.label_column: "label_column", self.id_column: "id_column"}
         if self.features != "auto":

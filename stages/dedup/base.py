@@ -1,11 +1,14 @@
-"""What the three dedup stages share: inputs, keep policies, the two passes, and the outputs.
+"""What the three dedup stages share: inputs, keep policies, the partitioned passes, and the outputs.
 
-Every dedup stage works in two passes over its inputs so that memory holds per-row features
-(a hash, a signature, a vector), never the texts:
+Every dedup stage is a partitioned stage (`pipeline.partitioned`) over `data`, so memory holds
+per-row features (a hash, LSH band keys or a signature, a vector), never the texts, and an
+executor may fan the first pass out:
 
-1. `features` reads `reference` (if given) then `data` in batches, only the columns it needs,
-   and returns per-row features; `pairs` turns them into duplicate pairs and their similarity.
-2. `clusters.resolve` joins pairs into clusters and picks the row each keeps; the data is then
+1. `broadcast` gathers the features of `reference` (if given) once; `map` gathers the features
+   of one partition of `data`; `merge` concatenates adjacent partitions' features (in input
+   order, so every partitioning numbers rows the same way).
+2. `finish` turns all features into duplicate pairs (`duplicate_pairs`, the stage's own),
+   `clusters.resolve` joins them into clusters and picks the row each keeps; the data is then
    streamed again: kept rows are the step's table, removed rows go to the side output `removed`
    with the cluster, the row they duplicate, the similarity and the reason; `clusters` lists
    every member of every cluster of two or more rows. Nothing is dropped silently.
@@ -22,7 +25,8 @@ import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
-from pipeline.stage import Context, Stage
+from pipeline.partitioned import Partition, PartitionedStage
+from pipeline.stage import Context
 from stages.dedup.clusters import Resolution, resolve, summary
 
 KEEP_POLICIES = ("first", "longest", "lowest_id", "column")
@@ -47,15 +51,29 @@ class Scan:
     def n(self) -> int:
         return sum(len(i) for i in self.ids)
 
+    def extend(self, other: Scan) -> Scan:
+        """This scan's rows followed by `other`'s (the merge of adjacent partitions)."""
+        return Scan(self.n_reference, self.ids + other.ids, self.lengths + other.lengths,
+                    self.keep_values + other.keep_values, self.features + other.features)
+
     def all_ids(self) -> pl.Series:
         return pl.concat([i.cast(pl.String) for i in self.ids]) if self.ids else pl.Series([], dtype=pl.String)
 
 
-class DedupStage(Stage):
+@dataclass
+class Broadcast:
+    """What every partition's map needs: the label of `data` (for errors) and the reference's scan."""
+
+    data_label: str
+    reference: Scan
+
+
+class DedupStage(PartitionedStage):
     """Base of `dedup_exact`, `dedup_minhash` and `dedup_semantic` (not a stage itself)."""
 
     inputs: ClassVar[tuple[str, ...]] = ("data", "reference")
     optional_inputs: ClassVar[tuple[str, ...]] = ("reference",)
+    partition_input: ClassVar[str] = "data"
     reason: ClassVar[str] = "duplicate"
     # Columns of the input the first pass reads besides id and keep column (set per stage).
     keep_policies: ClassVar[tuple[str, ...]] = KEEP_POLICIES
@@ -110,26 +128,55 @@ class DedupStage(Stage):
         """Sort keys for a keep policy of the stage's own (e.g. nearest the centroid)."""
         return None
 
-    # -- the two passes -------------------------------------------------------------------------
+    def gathered(self, scan: Scan) -> Scan:
+        """A partition's scan as its partial state (a stage may condense its features here)."""
+        return scan
 
-    def run(self, ctx: Context, data: Dataset, reference: Dataset | None = None) -> Iterator[pl.DataFrame]:
+    def release(self, state: Any) -> None:
+        """Free what `duplicate_pairs` holds outside memory (e.g. spilled shingle sets)."""
+
+    # -- the partitioned passes -----------------------------------------------------------------
+
+    def broadcast(self, ctx: Context, inputs: dict[str, Dataset]) -> Broadcast:
+        data, reference = inputs["data"], inputs.get("reference")
         clash = [c for c in ADDED_COLUMNS if c in data.columns]
         if clash:
             raise InputDataError(f"input 'data' already has a column '{clash[0]}', which the side output "
                                  f"'removed' adds; rename it first", stage=self.name, file=data.label)
         scan = Scan()
         if reference is not None:
-            self._scan(reference, scan)
+            self._scan(reference.iter_batches(SCAN_BATCH_ROWS, columns=self._columns()), reference.label, scan)
             scan.n_reference = scan.n
-        self._scan(data, scan)
-        pairs, state = self.duplicate_pairs(ctx, scan)
-        resolution = resolve(scan.n_reference, scan.n - scan.n_reference, pairs, self.priority(scan, state),
-                             within_data=self.within_data or reference is None)
-        similarity = np.ones(scan.n, np.float64)
-        in_cluster = np.flatnonzero(resolution.size >= 2)
-        similarity[in_cluster] = self.similarity(scan, state, in_cluster, resolution.kept[in_cluster])
-        ids = scan.all_ids()
-        offset = scan.n_reference
+        return Broadcast(data.label, self.gathered(scan))
+
+    def map(self, partition: Partition, broadcast: Broadcast) -> Scan:
+        scan = Scan()
+        self._scan(partition.iter_batches(SCAN_BATCH_ROWS, columns=self._columns()), broadcast.data_label, scan)
+        return self.gathered(scan)
+
+    def merge(self, a: Scan, b: Scan) -> Scan:
+        return a.extend(b)
+
+    def finish(self, ctx: Context, state: Scan | None, broadcast: Broadcast,
+               inputs: dict[str, Dataset]) -> Iterator[pl.DataFrame]:
+        data, reference = inputs["data"], inputs.get("reference")
+        scan = broadcast.reference.extend(state if state is not None else Scan())
+        scan.sources = [(reference, 0)] if reference is not None else []
+        scan.sources.append((data, scan.n_reference))
+        pairs, pair_state = self.duplicate_pairs(ctx, scan)
+        try:
+            resolution = resolve(scan.n_reference, scan.n - scan.n_reference, pairs, self.priority(scan, pair_state),
+                                 within_data=self.within_data or reference is None)
+            similarity = np.ones(scan.n, np.float64)
+            in_cluster = np.flatnonzero(resolution.size >= 2)
+            similarity[in_cluster] = self.similarity(scan, pair_state, in_cluster, resolution.kept[in_cluster])
+        finally:
+            self.release(pair_state)
+        return self._outputs(ctx, data, resolution, similarity, scan.all_ids())
+
+    def _outputs(self, ctx: Context, data: Dataset, resolution: Resolution, similarity: np.ndarray,
+                 ids: pl.Series) -> Iterator[pl.DataFrame]:
+        offset = resolution.n_reference
         for batch in data.iter_batches():
             yield batch.filter(pl.Series(~resolution.removed[offset : offset + batch.height]))
             offset += batch.height
@@ -141,15 +188,16 @@ class DedupStage(Stage):
         for key, value in stats.items():
             ctx.record(key, value)
 
-    def _scan(self, ds: Dataset, scan: Scan) -> None:
-        columns = list(dict.fromkeys(self.scan_columns()))
-        scan.sources.append((ds, scan.n))
-        for batch in ds.iter_batches(SCAN_BATCH_ROWS, columns=columns):
+    def _columns(self) -> list[str]:
+        return list(dict.fromkeys(self.scan_columns()))
+
+    def _scan(self, batches: Iterator[pl.DataFrame], label: str, scan: Scan) -> None:
+        for batch in batches:
             scan.ids.append(batch.get_column(self.id_column))
             scan.lengths.append(self.lengths(batch))
             if self.keep == "column" and self.keep_column:
                 scan.keep_values.append(batch.get_column(self.keep_column))
-            scan.features.append(self.batch_features(batch, ds.label))
+            scan.features.append(self.batch_features(batch, label))
 
     def priority(self, scan: Scan, state: Any) -> list[np.ndarray]:
         """Sort keys of the keep policy over all rows (lower is kept first; see clusters.keep_rank)."""
@@ -159,10 +207,9 @@ class DedupStage(Stage):
         if self.keep == "longest":
             return [-np.concatenate(scan.lengths).astype(np.int64)] if n else []
         if self.keep == "lowest_id":
-            return [_rank(pl.concat(scan.ids, how="vertical_relaxed"), descending=False)]
+            return [_rank(_concat_relaxed(scan.ids), descending=False)]
         if self.keep == "column":
-            values = pl.concat(scan.keep_values, how="vertical_relaxed")
-            return [_rank(values, descending=self.keep_descending)]
+            return [_rank(_concat_relaxed(scan.keep_values), descending=self.keep_descending)]
         extra = self.extra_priority(scan, state)
         if extra is None:
             raise ParamError("keep", f"'{self.keep}' is not a keep policy of '{self.name}'")
@@ -225,6 +272,11 @@ class TextDedupStage(DedupStage):
 
     def texts(self, batch: pl.DataFrame, label: str) -> pl.Series:
         return text_series(batch, self.text_column, self.id_column, label, self.name)
+
+
+def _concat_relaxed(parts: list[pl.Series]) -> pl.Series:
+    """One series of batches whose types may differ (int ids in data, string ids in reference): the supertype."""
+    return pl.concat([p.rename("v").to_frame() for p in parts], how="vertical_relaxed").get_column("v")
 
 
 def _rank(values: pl.Series, descending: bool) -> np.ndarray:

@@ -120,30 +120,35 @@ def candidate_pairs(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray
     so an all-identical corpus of n rows gives n - 1 pairs per band rather than n**2 / 2; union-find
     over the stars still joins the whole bucket.
     """
-    n = signatures.shape[0]
-    if n < 2:
+    if signatures.shape[0] < 2:
         return np.empty((0, 2), np.int64)
     keys = band_keys(signatures, bands, rows)
-    pairs = []
-    row_ids = np.arange(n, dtype=np.int64)
-    for b in range(bands):
-        column = keys[:, b]
-        order = np.argsort(column, kind="stable")
-        sorted_keys = column[order]
-        new_bucket = np.empty(n, bool)
-        new_bucket[0] = True
-        np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=new_bucket[1:])
-        bucket_start = np.maximum.accumulate(np.where(new_bucket, row_ids, 0))
-        leader = order[bucket_start]
-        member = order
-        keep = ~new_bucket
-        if keep.any():
-            pairs.append(np.stack([leader[keep], member[keep]], axis=1))
-    if not pairs:
+    return unique_pairs([bucket_stars(keys[:, b]) for b in range(bands)], signatures.shape[0])
+
+
+def bucket_stars(column: np.ndarray) -> np.ndarray:
+    """(m, 2) pairs (first row of the bucket, other member) of one band's keys: the band's buckets."""
+    n = column.size
+    if n < 2:
         return np.empty((0, 2), np.int64)
-    found = np.concatenate(pairs)
+    order = np.argsort(column, kind="stable")
+    sorted_keys = column[order]
+    new_bucket = np.empty(n, bool)
+    new_bucket[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=new_bucket[1:])
+    bucket_start = np.maximum.accumulate(np.where(new_bucket, np.arange(n, dtype=np.int64), 0))
+    keep = ~new_bucket
     # Leaders are the lowest row of their bucket (stable sort), so leader < member already.
-    codes = np.unique(found[:, 0] * np.int64(n) + found[:, 1])
+    return np.stack([order[bucket_start][keep], order[keep]], axis=1).astype(np.int64, copy=False)
+
+
+def unique_pairs(found: list[np.ndarray], n: int) -> np.ndarray:
+    """The distinct pairs of all bands, sorted by (low, high) row."""
+    found = [f for f in found if len(f)]
+    if not found:
+        return np.empty((0, 2), np.int64)
+    pairs = np.concatenate(found)
+    codes = np.unique(pairs[:, 0] * np.int64(n) + pairs[:, 1])
     return np.stack([codes // n, codes % n], axis=1)
 
 

@@ -1,10 +1,13 @@
 """`dedup_minhash`: near-duplicates by MinHash over word or character shingles, LSH banding and union-find.
 
-First pass: each text's shingle hashes (text core) -> a `num_perm` MinHash signature (rensa);
-memory holds the signatures (4 bytes x num_perm a row), not the texts. Then LSH buckets give
-candidate pairs (see `stages.dedup.lsh` for the bands x rows choice and its S-curve), which are
-verified (true Jaccard of the shingle sets, re-read only for the candidate rows; or the signature
-estimate; or not at all), joined by union-find, and one row per cluster is kept.
+Map (per partition): each text's shingle hashes (text core) -> a `num_perm` MinHash signature
+(rensa) -> one key per LSH band; memory keeps the band keys (8 bytes x bands a row; plus the
+signature, 4 bytes x num_perm, when verification uses it), not the texts. Finish: the band keys are
+shuffled by band into buckets (`stages.dedup.shuffle`; Ray tasks on the Ray executor), whose
+members are candidate pairs (see `stages.dedup.lsh` for the bands x rows choice and its S-curve).
+Candidates are verified (true Jaccard of the shingle sets, re-read only for the candidate rows and
+spilled to a scratch file, so memory stays at the keys; or the signature estimate; or not at all),
+joined by union-find, and one row per cluster is kept.
 """
 
 from __future__ import annotations
@@ -18,19 +21,23 @@ import polars as pl
 from pipeline.errors import ParamError
 from pipeline.stage import Context
 from stages.dedup.base import SCAN_BATCH_ROWS, Scan, TextDedupStage
-from stages.dedup.lsh import Banding, candidate_pairs, choose_bands, signature_similarity
+from stages.dedup.lsh import Banding, band_keys, choose_bands, signature_similarity
 from stages.dedup.shingles import MAX_NGRAM, shingle_hashes, shingle_sets
-from stages.dedup.signatures import ALGORITHM_VERSION, jaccard_pairs, minhash_signatures
+from stages.dedup.shuffle import band_candidates
+from stages.dedup.signatures import ALGORITHM_VERSION, SpilledSets, minhash_signatures, sequence_digests
 
 VERIFY_MODES = ("jaccard", "signature", "none")
 
 
 @dataclass
 class MinhashState:
-    signatures: np.ndarray
-    # With verify='jaccard': the shingle sets of every candidate row, compact, and row -> set index.
-    sets: tuple[np.ndarray, np.ndarray] | None = None
+    # Without Jaccard verification: every row's signature (the similarity estimate).
+    signatures: np.ndarray | None = None
+    # With verify='jaccard': the shingle sets of every candidate row (spilled), and row -> set index.
+    sets: SpilledSets | None = None
     set_index: np.ndarray | None = None
+    # With verify='jaccard': a digest of each row's shingle sequence (equal digests: Jaccard 1, no re-read).
+    digests: np.ndarray | None = None
     # Similarities already computed: pair code (low row * n + high row), sorted, and the value.
     known_codes: np.ndarray | None = None
     known_values: np.ndarray | None = None
@@ -107,26 +114,49 @@ class DedupMinhash(TextDedupStage):
     def fingerprint_extra(self) -> Any:
         return {"minhash_algorithm": ALGORITHM_VERSION}
 
-    def batch_features(self, batch: pl.DataFrame, label: str) -> np.ndarray:
+    def batch_features(self, batch: pl.DataFrame, label: str) -> tuple[np.ndarray, np.ndarray]:
+        """(band keys, signatures or shingle-sequence digests) of a batch: the map side of the LSH shuffle.
+
+        Verification by Jaccard needs no signature, only a digest that settles exact copies; the
+        other modes need the signature for the estimate.
+        """
         texts = self.texts(batch, label)
         hashes, offsets = shingle_hashes(texts, self.unit, self.ngram, self.normalization)
-        return minhash_signatures(hashes, offsets, self.num_perm)
+        signatures = minhash_signatures(hashes, offsets, self.num_perm)
+        banding = self.banding()
+        keys = band_keys(signatures, banding.bands, banding.rows)
+        return keys, (sequence_digests(hashes, offsets) if self.verify == "jaccard" else signatures)
 
     def duplicate_pairs(self, ctx: Context, scan: Scan) -> tuple[np.ndarray, MinhashState]:
         banding = self.banding()
-        signatures = np.concatenate(scan.features) if scan.features else np.empty((0, self.num_perm), np.uint32)
-        scan.features = []
-        state = MinhashState(signatures)
-        candidates = candidate_pairs(signatures, banding.bands, banding.rows)
+        features, scan.features = scan.features, []
+        keys = np.concatenate([k for k, _ in features]) if features else np.empty((0, banding.bands), np.uint64)
+        state = MinhashState()
+        if self.verify != "jaccard":
+            state.signatures = np.concatenate([s for _, s in features]) if features else \
+                np.empty((0, self.num_perm), np.uint32)
+        else:
+            state.digests = np.concatenate([d for _, d in features]) if features else np.empty(0, np.uint64)
+        del features
+        candidates = band_candidates(keys, ctx.executor)
+        del keys
         if self.verify == "none":
             pairs = candidates
         elif self.verify == "signature":
-            pairs = candidates[signature_similarity(signatures, candidates) >= self.threshold]
+            pairs = candidates[signature_similarity(state.signatures, candidates) >= self.threshold]
         else:
-            state.set_index, state.sets = self._candidate_sets(scan, np.unique(candidates))
-            similarity = jaccard_pairs(*state.sets, state.set_index[candidates]) if len(candidates) else np.empty(0)
+            # Pairs of equal shingle sequences (copies) have Jaccard 1: only the others are re-read.
+            copies = state.digests[candidates[:, 0]] == state.digests[candidates[:, 1]]
+            state.set_index, state.sets = np.full(scan.n, -1, np.int64), SpilledSets()
+            try:
+                self._add_sets(scan, state, np.unique(candidates[~copies]))
+                similarity = np.ones(len(candidates), np.float64)
+                similarity[~copies] = state.sets.jaccard(state.set_index[candidates[~copies]])
+            except BaseException:
+                state.sets.close()
+                raise
             pairs = candidates[similarity >= self.threshold]
-            # candidate_pairs returns pairs sorted by (low, high), so their codes are sorted too.
+            # band_candidates returns pairs sorted by (low, high), so their codes are sorted too.
             state.known_codes, state.known_values = candidates[:, 0] * scan.n + candidates[:, 1], similarity
         ctx.record("banding", banding.describe())
         ctx.record("candidate_pairs", int(len(candidates)))
@@ -144,16 +174,24 @@ class DedupMinhash(TextDedupStage):
         where = np.searchsorted(state.known_codes, codes)
         hit = (where < state.known_codes.size) & (state.known_codes[np.minimum(where, state.known_codes.size - 1)] == codes)
         out[hit] = state.known_values[where[hit]]
-        todo = ~hit & (rows != kept)
+        todo = ~hit & (rows != kept) & (state.digests[rows] != state.digests[kept])
         if todo.any():
-            out[todo] = jaccard_pairs(*state.sets, state.set_index[pairs[todo]])
+            # Rows whose every candidate was a copy have no set yet: read just those.
+            missing = np.unique(pairs[todo])
+            self._add_sets(scan, state, missing[state.set_index[missing] < 0])
+            out[todo] = state.sets.jaccard(state.set_index[pairs[todo]])
         return out
 
-    def _candidate_sets(self, scan: Scan, needed: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """Shingle sets of the `needed` rows only, read again from the inputs (sorted, deduplicated)."""
-        set_index = np.full(scan.n, -1, np.int64)
-        set_index[needed] = np.arange(needed.size)
-        parts: list[tuple[np.ndarray, np.ndarray]] = []
+    def release(self, state: MinhashState) -> None:
+        if state.sets is not None:
+            state.sets.close()
+
+    def _add_sets(self, scan: Scan, state: MinhashState, needed: np.ndarray) -> None:
+        """Spill the shingle sets (sorted, distinct) of the `needed` rows (sorted), read again from the inputs."""
+        if needed.size == 0:
+            state.sets.seal()
+            return
+        state.set_index[needed] = state.sets.count + np.arange(needed.size)
         columns = [self.id_column, self.text_column]
         for ds, start in scan.sources:
             position = start
@@ -161,15 +199,9 @@ class DedupMinhash(TextDedupStage):
                 inside = needed[(needed >= position) & (needed < position + batch.height)] - position
                 if inside.size:
                     texts = batch.get_column(self.text_column).gather(inside)
-                    parts.append(shingle_sets(texts, self.unit, self.ngram, self.normalization))
+                    state.sets.append(*shingle_sets(texts, self.unit, self.ngram, self.normalization))
                 position += batch.height
-        if not parts:
-            return set_index, (np.empty(0, np.uint64), np.zeros(1, np.int64))
-        hashes = np.concatenate([h for h, _ in parts])
-        sizes = np.concatenate([np.diff(o) for _, o in parts])
-        offsets = np.zeros(sizes.size + 1, np.int64)
-        np.cumsum(sizes, out=offsets[1:])
-        return set_index, (hashes, offsets)
+        state.sets.seal()
 
     @classmethod
     def example(cls):

@@ -20,8 +20,8 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from stages.text import MAX_N, char_shingles, text_hash, tokenize, word_shingles
-from stages.text.ngrams import _with_short_docs
+from stages.text import MAX_N, char_shingles, text_hash, tokenize
+from stages.text.ngrams import _with_short_docs, per_doc_sets
 from stages.text.normalize import NormalizeMode
 
 ShingleUnit = Literal["word", "char"]
@@ -40,7 +40,9 @@ def shingle_sets(texts: pl.Series, unit: ShingleUnit, n: int, normalization: Nor
     `normalization` only changes character shingles.
     """
     if unit == "word":
-        return word_shingles(texts, n)
+        # Exactly the text core's word_shingles (one token hash definition: `tokenize(...).hashes`).
+        tok = tokenize(texts, stable=True)
+        return per_doc_sets(*_with_short_docs(tok.hashes, tok.counts, n))
     return char_shingles(texts, n, normalization)
 
 

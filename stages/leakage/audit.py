@@ -113,6 +113,7 @@ class LeakageAudit(PartitionedStage):
     version = "1"
     inputs = ("train", "test", "index", "truth", "duplicates")
     partition_input = "train"
+    map_in_threads = True  # map() reads only the broadcast and its partition (auditspeed: local maps on threads)
     # `index`: an `index` step over the training corpus's chunks: the chunk/semantic passes search it
     # instead of embedding the training corpus again. `truth`: labels (test_id, planted), e.g.
     # plant_leakage's `truth`, for precision/recall per evidence kind in the stats and the report.

@@ -8,6 +8,8 @@ each kind then reads its own column from it: the longest common token run over t
 
 from __future__ import annotations
 
+import copy as _copy
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,11 +38,60 @@ def padded(tokens: np.ndarray, starts: np.ndarray, lengths: np.ndarray, width: i
     return tokens[index]
 
 
-class ChunkNeighbours:
-    """Streaming chunk search: embed each training batch's chunks, keep the k best per test chunk.
+@dataclass
+class NeighbourState:
+    """The k most similar training chunks found so far per test chunk: what a partition contributes.
 
-    Embeddings go through the content-addressed cache (`audit.cache`), so a re-run, or another audit
-    over the same corpus and model, embeds nothing twice; each batch is searched with `retrieval.Index`.
+    Rows are test chunks; empty slots have sim -inf and doc -1. `ratio` is RETRO's overlap ratio of
+    each kept pair, computed when the pair enters (it depends on the pair only), so a state needs no
+    training tokens and stays small (24 bytes per slot).
+    """
+
+    sim: np.ndarray  # float32 (t, k), best first
+    doc: np.ndarray  # int64 training row
+    train_tok_start: np.ndarray  # int64 first token of the training chunk within its document
+    ratio: np.ndarray  # float32
+    train_chunks: int = 0  # training chunks embedded
+
+    @classmethod
+    def empty(cls, t: int, k: int) -> NeighbourState:
+        return cls(np.full((t, k), -np.inf, np.float32), np.full((t, k), -1, np.int64), np.zeros((t, k), np.int64),
+                   np.zeros((t, k), np.float32))
+
+    def kept_with(self, sim, doc, tok_start, ratio_of) -> NeighbourState:
+        """The k best of these slots and new candidates (rows of sim/doc/tok_start); earlier slots win ties.
+
+        `ratio_of(rows, cols)` gives the overlap ratio of the candidates that enter, and only those.
+        """
+        k = self.sim.shape[1]
+        all_sim = np.concatenate([self.sim, sim], axis=1)
+        order = np.argsort(-all_sim, axis=1, kind="stable")[:, :k]
+        new = order >= k
+        if not new.any():
+            return self  # nothing new beats the neighbours already kept
+        take = np.take_along_axis
+        rows, cols = np.nonzero(new)
+        ratio = take(np.concatenate([self.ratio, np.zeros(sim.shape, np.float32)], axis=1), order, 1)
+        ratio[rows, cols] = ratio_of(rows, order[rows, cols] - k)
+        return NeighbourState(take(all_sim, order, 1), take(np.concatenate([self.doc, doc], axis=1), order, 1),
+                              take(np.concatenate([self.train_tok_start, tok_start], axis=1), order, 1), ratio,
+                              self.train_chunks)
+
+    def merged(self, later: NeighbourState) -> NeighbourState:
+        """This state with one over later training rows (associative: the k best, earlier rows first on ties)."""
+        out = self.kept_with(later.sim, later.doc, later.train_tok_start, lambda r, c: later.ratio[r, c])
+        out = out if out is not self else _copy.copy(self)
+        out.train_chunks = self.train_chunks + later.train_chunks
+        return out
+
+
+class ChunkNeighbours:
+    """The test side of chunk search, built once per audit (and broadcast): test chunks, tokens, vectors.
+
+    `advance(state, batch)` embeds one training batch's chunks and keeps the k best per test chunk.
+    The chunk and semantic kinds each hold a state but pass the same batches: the last call is
+    remembered, so a batch is embedded and searched once. Embeddings go through the
+    content-addressed cache (`audit.cache`) when it is on.
     """
 
     def __init__(self, audit: Any, test: TestSide):
@@ -51,18 +102,8 @@ class ChunkNeighbours:
         self.test_tok_start = starts - test.tokens.offsets[:-1][self.item]
         self.test_tokens = padded(test.tokens.hashes, starts, self.lengths, self.size)
         self.vectors = self._embed(texts) if texts else None
-        t = self.item.size
-        self.sim = np.full((t, self.k), -np.inf, np.float32)
-        self.doc = np.full((t, self.k), -1, np.int64)
-        self.train_tok_start = np.zeros((t, self.k), np.int64)
-        # The k best training chunks' tokens, so the overlap ratio is computed once, at the end, for
-        # the final neighbours only (memory: test chunks x k x chunk_tokens x 8 bytes).
-        self.cand_tokens = np.zeros((t, self.k, self.size), np.uint64)
-        self.cand_lengths = np.zeros((t, self.k), np.int64)
-        self.train_chunks = 0
-        self._seen_base: int | None = None
-        self._merged: set[int] = set()
-        self._table: pl.DataFrame | None = None
+        self._last: tuple | None = None
+        self._tables: tuple | None = None
 
     @classmethod
     def of(cls, shared: dict[str, Any], audit: Any, test: TestSide) -> ChunkNeighbours:
@@ -72,6 +113,9 @@ class ChunkNeighbours:
             shared["chunk_neighbours"] = IndexedNeighbours(audit, test, prebuilt) if prebuilt else cls(audit, test)
         return shared["chunk_neighbours"]
 
+    def __getstate__(self) -> dict:
+        return self.__dict__ | {"_last": None, "_tables": None}  # the memos hold batches: never pickled
+
     def _embed(self, texts: list[str]) -> np.ndarray:
         from stages.embedding import encode_texts
 
@@ -79,87 +123,97 @@ class ChunkNeighbours:
         return encode_texts(texts, backend=a.backend, model=a.model, batch_size=a.embed_batch_size, normalize=True,
                             cache_dir=a.cache_dir)
 
-    def add_batch(self, batch: TrainBatch) -> None:
-        """Idempotent per batch: the kinds sharing these neighbours each pass every batch on."""
-        if self.vectors is None or self._seen_base == batch.base:
-            return
-        self._seen_base = batch.base
+    def empty(self) -> NeighbourState:
+        return NeighbourState.empty(self.item.size, self.k)
+
+    def advance(self, state: NeighbourState | None, batch: TrainBatch) -> NeighbourState:
+        """`state` with one more training batch (the same state and batch give the very same result object)."""
+        if self._last is not None and self._last[0] is state and self._last[1] is batch:
+            return self._last[2]
+        out = self._search(state if state is not None else self.empty(), batch)
+        self._last = (state, batch, out)
+        return out
+
+    def _search(self, state: NeighbourState, batch: TrainBatch) -> NeighbourState:
+        if self.vectors is None:
+            return state
         from stages.retrieval import Index
 
         tok: Tokens = batch.tokens
         doc, starts, lengths, texts = token_chunks(tok, self.size, self.stride)
         if not texts:
-            return
-        self.train_chunks += len(texts)
+            return state
+        within = starts - tok.offsets[:-1][doc]
         index = Index.build(self._embed(texts), index_type="Flat", metric="inner_product")
         kk = min(self.k, len(texts))
         sim, nn = index.search_raw(self.vectors, kk)
-        batch_tokens = padded(tok.hashes, starts[nn].reshape(-1), lengths[nn].reshape(-1), self.size)
-        self._keep_best(sim, doc[nn] + batch.base, (starts - tok.offsets[:-1][doc])[nn], lengths[nn],
-                        batch_tokens.reshape(nn.shape[0], kk, self.size))
 
-    def _keep_best(self, sim, doc, tok_start, lengths, tokens) -> None:
-        """Merge candidate neighbours (one row per test chunk) into the k best kept so far."""
-        all_sim = np.concatenate([self.sim, sim], axis=1)
-        order = np.argsort(-all_sim, axis=1, kind="stable")[:, : self.k]
-        if not (order >= self.k).any():
-            return  # nothing new beats the neighbours already kept
-        take = np.take_along_axis
-        self.sim = take(all_sim, order, 1)
-        self.doc = take(np.concatenate([self.doc, doc], axis=1), order, 1)
-        self.train_tok_start = take(np.concatenate([self.train_tok_start, tok_start], axis=1), order, 1)
-        self.cand_lengths = take(np.concatenate([self.cand_lengths, lengths], axis=1), order, 1)
-        self.cand_tokens = take(np.concatenate([self.cand_tokens, tokens], axis=1), order[:, :, None], 1)
-        self._table = None
+        def ratio_of(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+            picked = nn[rows, cols]
+            tokens = padded(tok.hashes, starts[picked], lengths[picked], self.size)
+            return self.overlap_ratio(rows, tokens, lengths[picked])
 
-    def merge(self, other: ChunkNeighbours) -> None:
-        if id(other) in self._merged or other is self:
-            return
-        self._merged.add(id(other))
-        self.train_chunks += other.train_chunks
-        if self.vectors is not None:
-            self._keep_best(other.sim, other.doc, other.train_tok_start, other.cand_lengths, other.cand_tokens)
+        out = state.kept_with(sim, doc[nn] + batch.base, within[nn], ratio_of)
+        out = out if out is not state else _copy.copy(state)
+        out.train_chunks = state.train_chunks + len(texts)
+        return out
 
-    def candidate_docs(self) -> np.ndarray:
-        return np.unique(self.doc[(self.doc >= 0) & np.isfinite(self.sim)])
-
-    def _overlap_ratios(self) -> np.ndarray:
-        """RETRO's r for every kept neighbour: longest common run / test chunk length."""
-        t, k = self.doc.shape
-        rows, cols = np.nonzero(self.doc >= 0)
-        ratio = np.zeros((t, k), np.float32)
+    def overlap_ratio(self, rows: np.ndarray, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """RETRO's r of test chunks `rows` against training chunks: longest common run / test chunk length."""
+        ratio = np.zeros(rows.size, np.float32)
         for lo in range(0, rows.size, 4096):
-            r, c = rows[lo : lo + 4096], cols[lo : lo + 4096]
-            run = longest_common_run(self.test_tokens[r], self.lengths[r], self.cand_tokens[r, c], self.cand_lengths[r, c])
+            r = rows[lo : lo + 4096]
+            run = longest_common_run(self.test_tokens[r], self.lengths[r], tokens[lo : lo + 4096], lengths[lo : lo + 4096])
             # A run shorter than RETRO's 12.5% of a full chunk (8 of 64 words) is a common phrase,
             # not evidence, however short the test chunk is.
             min_run = np.minimum(max(self.size // 8, 1), self.lengths[r])
-            ratio[r, c] = np.where(run >= min_run, run / np.maximum(self.lengths[r], 1), 0.0)
+            ratio[lo : lo + 4096] = np.where(run >= min_run, run / np.maximum(self.lengths[r], 1), 0.0)
         return ratio
 
-    def table(self) -> pl.DataFrame:
+    def merge(self, a: Any, b: Any) -> Any:
+        return b if a is None else a if b is None else a.merged(b)
+
+    def candidate_docs(self, state: NeighbourState | None) -> np.ndarray:
+        if state is None:
+            return np.empty(0, np.int64)
+        return np.unique(state.doc[(state.doc >= 0) & np.isfinite(state.sim)])
+
+    def table(self, state: NeighbourState | None) -> pl.DataFrame:
         """One row per (test chunk, kept neighbour): item, spans, similarity and overlap ratio."""
-        if self._table is None:
-            t, k = self.sim.shape
-            valid = self.doc >= 0
-            self._table = pl.DataFrame({
-                "item": np.repeat(self.item, k),
-                "span_tokens": np.repeat(self.lengths, k).astype(np.int64),
-                "test_tok_start": np.repeat(self.test_tok_start, k),
-                "rank": np.tile(np.arange(k), t),
-                "sim": np.where(valid, self.sim, np.nan).reshape(-1).astype(np.float64),
-                "ratio": self._overlap_ratios().reshape(-1).astype(np.float64),
-                "doc": self.doc.reshape(-1),
-                "train_tok_start": self.train_tok_start.reshape(-1),
-            }).filter(pl.col("doc") >= 0)
-        return self._table
+        if self._tables is not None and self._tables[0] is state:
+            return self._tables[1]
+        found = state if state is not None else self.empty()
+        t, k = found.sim.shape
+        valid = found.doc >= 0
+        table = pl.DataFrame({
+            "item": np.repeat(self.item, k),
+            "span_tokens": np.repeat(self.lengths, k).astype(np.int64),
+            "test_tok_start": np.repeat(self.test_tok_start, k),
+            "rank": np.tile(np.arange(k), t),
+            "sim": np.where(valid, found.sim, np.nan).reshape(-1).astype(np.float64),
+            "ratio": np.where(valid, found.ratio, 0.0).reshape(-1).astype(np.float64),
+            "doc": found.doc.reshape(-1),
+            "train_tok_start": found.train_tok_start.reshape(-1),
+        }).filter(pl.col("doc") >= 0)
+        self._tables = (state, table)
+        return table
+
+
+@dataclass
+class IndexedRows:
+    """Training row of each neighbour document seen so far (a prebuilt index's partial state)."""
+
+    rows: dict[str, int] = field(default_factory=dict)
+
+    def merged(self, later: IndexedRows) -> IndexedRows:
+        return IndexedRows({**later.rows, **self.rows})  # the first occurrence in the corpus wins
 
 
 class IndexedNeighbours(ChunkNeighbours):
     """Neighbours from an existing `index` step over the training corpus's chunks (no training embedding).
 
-    Test chunks are embedded with the encoder the index records and searched once. The stream only
-    maps the neighbours' document ids to training rows. The overlap ratio compares words of the
+    Test chunks are embedded with the encoder the index records and searched once, here. The stream
+    only maps the neighbours' document ids to training rows. The overlap ratio compares words of the
     indexed chunk's text (the index must keep `text`); where an indexed chunk starts inside its
     document in words is not recorded, so training-side character spans of this evidence are unknown.
     """
@@ -167,92 +221,99 @@ class IndexedNeighbours(ChunkNeighbours):
     def __init__(self, audit: Any, test: TestSide, index: Any):
         self.index = index
         super().__init__(audit, test)
-        self._rows: dict[str, int] = {}
+        self.found = self.empty()
+        self.found.train_tok_start[:] = -1
+        self.found.train_chunks = int(index.ntotal)
+        self._wanted: list[str] = []
         if self.vectors is None:
-            self._doc_ids = pl.Series(dtype=pl.String)
             return
         sim, rows = index.search_raw(self.vectors, self.k)
         kk = rows.shape[1]
-        valid = rows >= 0
-        self.sim[:, :kk] = np.where(valid, sim, -np.inf)
-        flat = np.where(valid, rows, 0).reshape(-1)
+        self._valid = rows >= 0
+        self.found.sim[:, :kk] = np.where(self._valid, sim, -np.inf)
+        flat = np.where(self._valid, rows, 0).reshape(-1)
         self._doc_ids = index._docs.gather(flat).cast(pl.String)
-        self._valid = valid
-        self.train_tok_start[:] = -1
         if "text" in index.mapping.columns:
             chunk_tok = tokenize(index.mapping["text"].gather(flat))
-            starts = chunk_tok.offsets[:-1]
             lengths = np.minimum(chunk_tok.counts, self.size)
-            tokens = padded(chunk_tok.hashes, starts, lengths, self.size).reshape(rows.shape[0], kk, self.size)
-            self.cand_tokens[:, :kk] = tokens
-            self.cand_lengths[:, :kk] = lengths.reshape(rows.shape[0], kk)
-        self._wanted = set(self._doc_ids.unique().to_list())
-        self.train_chunks = int(index.ntotal)
+            tokens = padded(chunk_tok.hashes, chunk_tok.offsets[:-1], lengths, self.size)
+            ratio = self.overlap_ratio(np.repeat(np.arange(rows.shape[0]), kk), tokens, lengths)
+            self.found.ratio[:, :kk] = ratio.reshape(rows.shape[0], kk)
+        self._wanted = sorted(set(self._doc_ids.unique().to_list()))
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         return self.index.embed(texts, cache_dir=self.audit.cache_dir)
 
-    def add_batch(self, batch: TrainBatch) -> None:
-        if self.vectors is None or batch.ids is None or self._seen_base == batch.base:
-            return
-        self._seen_base = batch.base
-        hit = batch.ids.is_in(list(self._wanted)).to_numpy()
+    def advance(self, state: IndexedRows | None, batch: TrainBatch) -> IndexedRows:
+        state = state if state is not None else IndexedRows()
+        if self.vectors is None or batch.ids is None:
+            return state
+        hit = batch.ids.is_in(self._wanted).to_numpy()
+        rows = dict(state.rows)
         for i in np.flatnonzero(hit).tolist():
-            self._rows.setdefault(batch.ids[i], batch.base + i)
-        self._table = None
+            rows.setdefault(batch.ids[i], batch.base + i)
+        return IndexedRows(rows)
 
-    def merge(self, other: ChunkNeighbours) -> None:
-        assert isinstance(other, IndexedNeighbours)
-        for doc_id, row in other._rows.items():
-            self._rows.setdefault(doc_id, row)
-        self._table = None
-
-    def _fill_docs(self) -> None:
-        """Training row of every neighbour, from the ids seen in the stream (-1: not in this corpus)."""
+    def _found(self, state: IndexedRows | None) -> NeighbourState:
+        """The searched neighbours with their training rows, from the ids seen in the stream (-1: not in this corpus)."""
+        found = _copy.copy(self.found)
         if self.vectors is None:
-            return
-        rows = self._doc_ids.replace_strict(self._rows, default=-1, return_dtype=pl.Int64).to_numpy()
+            return found
+        seen = state.rows if state is not None else {}
+        rows = self._doc_ids.replace_strict(seen, default=-1, return_dtype=pl.Int64).to_numpy()
         kk = self._valid.shape[1]
-        self.doc[:, :kk] = np.where(self._valid, rows.reshape(-1, kk), -1)
+        found.doc = found.doc.copy()
+        found.doc[:, :kk] = np.where(self._valid, rows.reshape(-1, kk), -1)
+        return found
 
-    def candidate_docs(self) -> np.ndarray:
-        self._fill_docs()
-        return super().candidate_docs()
+    def candidate_docs(self, state: IndexedRows | None) -> np.ndarray:
+        return super().candidate_docs(self._found(state))
 
-    def table(self) -> pl.DataFrame:
-        if self._table is None:
-            self._fill_docs()
-        return super().table()
+    def table(self, state: IndexedRows | None) -> pl.DataFrame:
+        if self._tables is not None and self._tables[0] is state:
+            return self._tables[1]
+        table = super().table(self._found(state))
+        self._tables = (state, table)
+        return table
 
 
 class _NeighbourEvidence(Evidence):
-    """An evidence kind read off the shared chunk neighbours: one score column and its thresholds."""
+    """An evidence kind read off the shared chunk neighbours: one score column and its thresholds.
+
+    Its partial state (`found`) is the k best training chunks per test chunk (or, over a prebuilt
+    index, the training rows of the neighbours' documents): partitions of the corpus merge by
+    keeping the k best, so the audit runs partitioned with these kinds on.
+    """
 
     score_column: str  # "ratio" or "sim" in the neighbour table
     rank_by: tuple[str, str]
+    partial_attributes = ("found",)
 
     def __init__(self, audit: Any, test: TestSide, shared: dict[str, Any]):
         super().__init__(audit, test, shared)
         self.neighbours = ChunkNeighbours.of(shared, audit, test)
+        self.found: Any = None
 
     def add_batch(self, batch: TrainBatch) -> None:
-        self.neighbours.add_batch(batch)
+        self.found = self.neighbours.advance(self.found, batch)
 
     def merge(self, other: Evidence) -> None:
         assert isinstance(other, _NeighbourEvidence)
-        self.neighbours.merge(other.neighbours)
+        self.found = self.neighbours.merge(self.found, other.found)
 
     def candidate_docs(self) -> np.ndarray:
-        return self.neighbours.candidate_docs()
+        return self.neighbours.candidate_docs(self.found)
 
     def stats(self) -> dict[str, Any]:
-        return {"train_chunks_embedded": self.neighbours.train_chunks}
+        if isinstance(self.neighbours, IndexedNeighbours):
+            return {"train_chunks_embedded": self.neighbours.found.train_chunks}
+        return {"train_chunks_embedded": self.found.train_chunks if self.found is not None else 0}
 
     def matched(self, score: pl.Expr) -> pl.Expr:
         raise NotImplementedError
 
     def resolve(self) -> Resolved:
-        table = self.neighbours.table()
+        table = self.neighbours.table(self.found)
         column = next(iter(self.columns))
         per_item = table.group_by("item").agg(pl.col(self.score_column).max().alias(column))
         best = (

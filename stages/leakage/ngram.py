@@ -16,7 +16,7 @@ from stages.leakage.evidence import (
     TrainBatch,
     register_evidence,
 )
-from stages.text import ngram_hashes
+from stages.text import locate_windows, ngram_hashes, window_hashes
 
 _PRESENCE_BITS = 22
 
@@ -66,15 +66,20 @@ class NgramEvidence(Evidence):
         if self.unique.size == 0:
             return
         tok = batch.tokens
-        hashes, doc, pos = ngram_hashes(tok.hashes, tok.counts, self.n)
-        maybe = np.flatnonzero(self.presence[(hashes & self.mask).astype(np.int64)])
-        hashes, doc, pos = hashes[maybe], doc[maybe], pos[maybe]
-        index = np.searchsorted(self.unique, hashes)
+        # Probe first, locate only the hits: every window is hashed, few survive the presence table
+        # and the binary search, and only those are mapped to (document, position).
+        hashes = window_hashes(tok.hashes, self.n)
+        low = hashes & self.mask
+        maybe = np.flatnonzero(self.presence[low.view(np.int64)])
+        index = np.searchsorted(self.unique, hashes[maybe])
         index[index == self.unique.size] = 0
-        hit = self.unique[index] == hashes
+        hit = self.unique[index] == hashes[maybe]
         if not hit.any():
             return
-        u, d, p = index[hit], doc[hit], pos[hit]
+        doc, pos, whole = locate_windows(maybe[hit], tok.counts, self.n)
+        u, d, p = index[hit][whole], doc[whole], pos[whole]
+        if u.size == 0:
+            return
         # Document frequency counts documents: each (n-gram, document) pair once.
         pairs = np.unique(u.astype(np.int64) * (tok.counts.size + 1) + d)
         self.doc_freq += np.bincount(pairs // (tok.counts.size + 1), minlength=self.unique.size)

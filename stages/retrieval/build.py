@@ -1,4 +1,10 @@
-"""The `index` stage: a FAISS index over an embedding column, beside the FAISS-row -> id table."""
+"""The `index` stage: a FAISS index over an embedding column, beside the FAISS-row -> id table.
+
+On the partitioned contract (`pipeline.partitioned`): the quantiser is trained once, on a seeded
+sample, and broadcast; each partition's vectors are added to a copy of it under their corpus-wide
+row numbers; merges append inverted lists (faiss `merge_from`) in row order, so the merged index
+holds the same lists, in the same order, as one sequential build, on any executor and partitioning.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +16,26 @@ import polars as pl
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.params import Annotated, Field, PositiveInt
-from pipeline.stage import Context, Stage
+from pipeline.partitioned import Partition, PartitionedStage
+from pipeline.stage import Context
 from stages.embedding import (
     series_to_vectors,
 )
 from stages.retrieval.index import (
     INDEX_FILE,
+    ExactTopK,
     _choose_metric,
     _iter_vectors,
+    add_vectors,
     auto_factory,
-    build_index,
+    finish_index,
+    mergeable_factory,
+    prepare_index,
     write_index_files,
 )
 
 
-class BuildIndex(Stage):
+class BuildIndex(PartitionedStage):
     """Build a FAISS index over an embedding column; the step's table maps FAISS rows to ids.
 
     Writes index.faiss and index.json beside the Parquet; `retrieve` and `Index.load` read them.
@@ -47,6 +58,7 @@ class BuildIndex(Stage):
 
     name = "index"
     requires = ("faiss",)
+    partition_input = "data"
 
     def __init__(
         self,
@@ -88,23 +100,50 @@ class BuildIndex(Stage):
         keep = [self.id_column] + ([self.doc_column] if self.doc_column else []) + list(self.keep_columns or [])
         return {"faiss_id": pl.Int64, **{c: data.get(c) for c in keep}}
 
-    def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
+    # -- partitioned: train once on a sample, fill per partition, merge the inverted lists ------------
+
+    def partitionable(self) -> bool:
+        """Exact and IVF indexes merge (faiss `merge_from`); graph indexes (HNSW) are filled in one partition."""
+        return mergeable_factory(self.index_type)
+
+    def broadcast(self, ctx: Context, inputs: dict[str, Dataset]) -> dict:
+        """The empty index trained on a seeded sample, and the calibration queries (one pass over the vectors)."""
+        data = inputs["data"]
         n = data.num_rows
         first = next(data.iter_batches(1, columns=[self.embedding_column]))
-        sample = series_to_vectors(first[self.embedding_column])
-        dim = sample.shape[1]
+        dim = series_to_vectors(first[self.embedding_column]).shape[1]
         if dim == 0:
             raise InputDataError(f"column '{self.embedding_column}' holds empty vectors", param="embedding_column")
-        probe = next(_iter_vectors(data, self.embedding_column, 1000))
-        metric = _choose_metric(self.metric, probe)
+        metric = _choose_metric(self.metric, next(_iter_vectors(data, self.embedding_column, 1000)))
         factory = auto_factory(n, dim) if self.index_type == "auto" else self.index_type
-        bar = ctx.progress(total=n)
-        index, info = build_index(
-            lambda: _iter_vectors(data, self.embedding_column), n, dim, factory, metric,
-            ctx.rng("index"), self.train_size, self.recall_target,
-        )
-        bar.update(n)
-        bar.close()
+        index, calib = prepare_index(lambda: _iter_vectors(data, self.embedding_column), n, dim, factory, metric,
+                                     ctx.rng("index"), self.train_size)
+        return {"index": index, "calib": calib, "n": n, "dim": dim, "factory": factory, "metric": metric}
+
+    def map(self, partition: Partition, broadcast: dict) -> dict:
+        """The partition's vectors in a copy of the trained index, under their corpus-wide row numbers."""
+        import faiss
+
+        index = faiss.clone_index(broadcast["index"])
+        exact = ExactTopK(broadcast["calib"], min(10, broadcast["n"]), broadcast["metric"])
+        vectors = (series_to_vectors(b[self.embedding_column])
+                   for b in partition.iter_batches(65_536, columns=[self.embedding_column]))
+        add_vectors(index, vectors, broadcast["dim"], partition.base, exact)
+        return {"index": index, "exact": exact}
+
+    def merge(self, a: dict, b: dict) -> dict:
+        """`b`'s inverted lists appended to `a`'s (consumes both): each list stays in row order."""
+        a["index"].merge_from(b["index"], 0)
+        a["exact"].merge(b["exact"])
+        return a
+
+    def finish(self, ctx: Context, state: dict | None, broadcast: dict, inputs: dict[str, Dataset]) -> pl.DataFrame:
+        data = inputs["data"]
+        n, dim, factory, metric = (broadcast[k] for k in ("n", "dim", "factory", "metric"))
+        if state is None:
+            raise InputDataError("the input has no vectors", param="embedding_column")
+        index = state["index"]
+        info = finish_index(index, factory, metric, dim, n, state["exact"], self.recall_target)
         info.update({"id_column": self.id_column, "doc_column": self.doc_column, "backend": self.backend,
                      "model": self.model, "embedding_column": self.embedding_column})
         keep = [self.id_column] + ([self.doc_column] if self.doc_column else [])

@@ -36,7 +36,8 @@ CALIBRATION_QUERIES = 512
 def _faiss():
     import faiss
 
-    faiss.omp_set_num_threads(max(1, os.cpu_count() or 1))
+    if "OMP_NUM_THREADS" not in os.environ:  # Ray tasks and `nice`d benchmarks set their own
+        faiss.omp_set_num_threads(max(1, os.cpu_count() or 1))
     return faiss
 
 
@@ -114,6 +115,123 @@ def _iter_vectors(data: Dataset, column: str, rows: int = 65_536):
         yield series_to_vectors(batch[column])
 
 
+def mergeable_factory(factory: str) -> bool:
+    """Whether indexes of this type can be filled in parts and merged (exact Flat, or inverted lists)."""
+    parts = factory.split(",")
+    return factory in ("auto", "Flat") or (
+        parts[0].startswith("IVF") and not any(p.startswith(("Refine", "RFlat", "IDMap")) for p in parts))
+
+
+class ExactTopK:
+    """The exact k nearest indexed rows of a few queries, kept while the collection streams past.
+
+    Ties are broken by the smaller row id, so the result is the same however the collection is
+    split into batches or partitions (`merge` folds in the top k of later rows).
+    """
+
+    def __init__(self, queries: np.ndarray, k: int, metric: str):
+        self.queries, self.k, self.metric = queries, k, metric
+        self.key = np.full((len(queries), k), np.inf, np.float32)  # smaller = nearer
+        self.ids = np.full((len(queries), k), -1, np.int64)
+
+    def add(self, vectors: np.ndarray, first_id: int) -> None:
+        if not len(self.queries) or not len(vectors):
+            return
+        q = self.queries
+        if self.metric == "inner_product":
+            key = -(q @ vectors.T)
+        else:
+            key = (q**2).sum(1)[:, None] - 2 * q @ vectors.T + (vectors**2).sum(1)[None, :]
+        kk = min(self.k, vectors.shape[0])
+        kth = np.partition(key, kk - 1, axis=1)[:, kk - 1 : kk]
+        rows, cols = np.nonzero(key <= kth)  # every tie at the boundary, so the id rule can decide
+        self._keep(rows, key[rows, cols].astype(np.float32), cols.astype(np.int64) + first_id)
+
+    def merge(self, other: ExactTopK) -> None:
+        rows, cols = np.nonzero(other.ids >= 0)
+        self._keep(rows, other.key[rows, cols], other.ids[rows, cols])
+
+    def _keep(self, rows: np.ndarray, key: np.ndarray, ids: np.ndarray) -> None:
+        kept_rows, kept_cols = np.nonzero(self.ids >= 0)
+        rows = np.concatenate([kept_rows, rows])
+        key = np.concatenate([self.key[kept_rows, kept_cols], key])
+        ids = np.concatenate([self.ids[kept_rows, kept_cols], ids])
+        order = np.lexsort((ids, key, rows))
+        rows, key, ids = rows[order], key[order], ids[order]
+        rank = np.arange(rows.size) - np.searchsorted(rows, rows, side="left")
+        top = rank < self.k
+        self.key = np.full_like(self.key, np.inf)
+        self.ids = np.full_like(self.ids, -1)
+        self.key[rows[top], rank[top]] = key[top]
+        self.ids[rows[top], rank[top]] = ids[top]
+
+
+def sample_rows(n: int, rng: np.random.Generator, needs_training: bool, tunable: bool,
+                train_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, calibration query rows), sorted, drawn from the seeded generator."""
+    calib_n = min(CALIBRATION_QUERIES, n) if tunable else 0
+    calib_rows = np.sort(rng.choice(n, calib_n, replace=False))
+    train_rows = np.sort(rng.choice(n, min(n, train_size), replace=False)) if needs_training else np.empty(0, int)
+    return train_rows, calib_rows
+
+
+def prepare_index(batches, n: int, dim: int, factory: str, metric: str, rng: np.random.Generator,
+                  train_size: int) -> tuple[Any, np.ndarray]:
+    """An empty index, trained on a seeded sample, and the calibration queries: one pass over `batches()`."""
+    index = _make_index(factory, dim, metric)
+    needs_training = not index.is_trained
+    train_rows, calib_rows = sample_rows(n, rng, needs_training, bool(_search_params(index)), train_size)
+    if not (needs_training or calib_rows.size):
+        return index, np.empty((0, dim), np.float32)
+    wanted = np.union1d(train_rows, calib_rows)
+    picked, offset = [], 0
+    for vectors in batches():
+        local = wanted[(wanted >= offset) & (wanted < offset + len(vectors))] - offset
+        picked.append(np.asarray(vectors[local], np.float32))
+        offset += len(vectors)
+    sample = np.concatenate(picked)
+    if needs_training:
+        try:
+            index.train(np.ascontiguousarray(sample[np.searchsorted(wanted, train_rows)]))
+        except RuntimeError as exc:
+            raise ParamError(
+                "index_type", f"FAISS could not train {factory!r} on {len(train_rows)} vectors: "
+                f"{str(exc).strip().splitlines()[-1]}; use a smaller nlist or more vectors",
+            ) from None
+    return index, np.ascontiguousarray(sample[np.searchsorted(wanted, calib_rows)])
+
+
+def add_vectors(index, batches, dim: int, first_id: int, exact: ExactTopK | None) -> int:
+    """Add every batch under its row number (from `first_id` on); track the calibration queries' exact top k."""
+    offset = first_id
+    ivf = _faiss().try_extract_index_ivf(index) is not None
+    for vectors in batches:
+        vectors = np.ascontiguousarray(vectors, np.float32)
+        if vectors.shape[1] != dim:
+            raise InputDataError(f"embedding width changes within the input ({vectors.shape[1]} vs {dim})")
+        if ivf:
+            index.add_with_ids(vectors, np.arange(offset, offset + len(vectors), dtype=np.int64))
+        else:  # exact indexes number rows in order of addition; parts are merged in row order
+            index.add(vectors)
+        if exact is not None:
+            exact.add(vectors, offset)
+        offset += len(vectors)
+    return offset - first_id
+
+
+def finish_index(index, factory: str, metric: str, dim: int, n: int, exact: ExactTopK,
+                 recall_target: float) -> dict:
+    """Calibrate the search knob against the exact neighbours; the index's description for index.json."""
+    if index.ntotal != n:
+        raise InputDataError(f"expected {n} vectors, read {index.ntotal}")
+    params, recall = {}, 1.0
+    if len(exact.queries):
+        params, recall = calibrate(index, exact.queries, exact.ids, exact.k, recall_target)
+    # Measured on indexed vectors used as queries (as RETRO queries its own training chunks).
+    return {"factory": factory, "metric": metric, "dim": dim, "vectors": n, "search_params": params,
+            "calibrated_recall_at_10": round(float(recall), 4), "calibration_queries": int(len(exact.queries))}
+
+
 def build_index(
     batches, n: int, dim: int, factory: str, metric: str, rng: np.random.Generator,
     train_size: int, recall_target: float,
@@ -125,64 +243,10 @@ def build_index(
     index itself stores. Exact neighbours of the calibration queries are accumulated while adding,
     so calibration costs one extra matrix product per batch rather than a second index.
     """
-    faiss = _faiss()
-    index = _make_index(factory, dim, metric)
-    info: dict[str, Any] = {"factory": factory, "metric": metric, "dim": dim, "vectors": n}
-    needs_training = not index.is_trained
-    tunable = bool(_search_params(index))
-    calib_n = min(CALIBRATION_QUERIES, n) if tunable else 0
-    calib_rows = np.sort(rng.choice(n, calib_n, replace=False))
-    k_cal = min(10, n)
-    train_rows = np.sort(rng.choice(n, min(n, train_size), replace=False)) if needs_training else np.empty(0, int)
-    calib = None
-    if needs_training or tunable:
-        # Pass 1: gather the training sample and the calibration queries.
-        wanted = np.union1d(train_rows, calib_rows)
-        picked, offset = [], 0
-        for vectors in batches():
-            local = wanted[(wanted >= offset) & (wanted < offset + len(vectors))] - offset
-            picked.append(np.asarray(vectors[local], np.float32))
-            offset += len(vectors)
-        sample = np.concatenate(picked)
-        if needs_training:
-            try:
-                index.train(np.ascontiguousarray(sample[np.searchsorted(wanted, train_rows)]))
-            except RuntimeError as exc:
-                raise ParamError(
-                    "index_type", f"FAISS could not train {factory!r} on {len(train_rows)} vectors: "
-                    f"{str(exc).strip().splitlines()[-1]}; use a smaller nlist or more vectors",
-                ) from None
-        calib = np.ascontiguousarray(sample[np.searchsorted(wanted, calib_rows)])
-    # Pass 2: add everything; keep the exact neighbours of the calibration queries as we go.
-    heap = faiss.ResultHeap(calib_n, k_cal, keep_max=metric == "inner_product") if tunable else None
-    offset = 0
-    for vectors in batches():
-        vectors = np.ascontiguousarray(vectors, np.float32)
-        if vectors.shape[1] != dim:
-            raise InputDataError(f"embedding width changes within the input ({vectors.shape[1]} vs {dim})")
-        index.add(vectors)
-        if heap is not None:
-            if metric == "inner_product":
-                scores = calib @ vectors.T
-                order = -scores
-            else:
-                scores = (calib**2).sum(1)[:, None] - 2 * calib @ vectors.T + (vectors**2).sum(1)[None, :]
-                order = scores
-            kk = min(k_cal, len(vectors))
-            part = np.argpartition(order, kk - 1, axis=1)[:, :kk]
-            heap.add_result(np.take_along_axis(scores, part, 1).astype(np.float32), (part + offset).astype(np.int64))
-        offset += len(vectors)
-    if offset != n:
-        raise InputDataError(f"expected {n} vectors, read {offset}")
-    params, recall = {}, 1.0
-    if heap is not None:
-        heap.finalize()
-        params, recall = calibrate(index, calib, heap.I, k_cal, recall_target)
-    info["search_params"] = params
-    # Measured on indexed vectors used as queries (as RETRO queries its own training chunks).
-    info["calibrated_recall_at_10"] = round(float(recall), 4)
-    info["calibration_queries"] = int(calib_n)
-    return index, info
+    index, calib = prepare_index(batches, n, dim, factory, metric, rng, train_size)
+    exact = ExactTopK(calib, min(10, n), metric)
+    add_vectors(index, batches(), dim, 0, exact)
+    return index, finish_index(index, factory, metric, dim, n, exact, recall_target)
 
 
 def write_index_files(folder: Path, index, meta: dict, mapping: pl.DataFrame) -> None:

@@ -1,4 +1,9 @@
-"""The `retrieve` stage: k nearest neighbours of every query row against an `index` step."""
+"""The `retrieve` stage: k nearest neighbours of every query row against an `index` step.
+
+Partitioned over the queries (`pipeline.partitioned`): the index is loaded once and broadcast (put
+in Ray's object store once); each partition's queries are searched independently and the merged
+state is the partitions' neighbour tables in query order, so the rows are the same on any executor.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ import polars as pl
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.params import PositiveInt
-from pipeline.stage import Context, Stage
+from pipeline.partitioned import Partition, PartitionedStage
+from pipeline.stage import Context
 from stages.embedding import (
     resolve_model_path,
     series_to_vectors,
@@ -23,7 +29,7 @@ from stages.retrieval.index import (
 # ---------------------------------------------------------------- retrieval
 
 
-class Retrieve(Stage):
+class Retrieve(PartitionedStage):
     """k nearest neighbours of every query row against an `index` step.
 
     Queries are an embedding column, or a text column embedded with the encoder the index records
@@ -46,6 +52,7 @@ class Retrieve(Stage):
     name = "retrieve"
     inputs = ("queries", "index")
     requires = ("faiss",)
+    partition_input = "queries"
 
     def __init__(
         self,
@@ -87,7 +94,10 @@ class Retrieve(Stage):
         return {"query_id": inputs["queries"].get(self.query_id_column), "rank": pl.Int32, "neighbour_id": None,
                 "neighbour_doc_id": None, "score": pl.Float32}
 
-    def run(self, ctx: Context, queries: Dataset, index: Dataset):
+    # -- partitioned over the queries; the index is loaded once and broadcast ----------------------
+
+    def broadcast(self, ctx: Context, inputs: dict[str, Dataset]) -> dict:
+        index = inputs["index"]
         if index.files is None:
             raise InputDataError("input 'index' must be the output directory of an 'index' step, not an in-memory table",
                                  file=index.label)
@@ -100,16 +110,21 @@ class Retrieve(Stage):
             raise ParamError("exclude_same_doc", "the index was built without doc_column, so documents are unknown")
         ctx.record("index_factory", idx.meta.get("factory"))
         ctx.record("memory_mapped", idx.meta["memory_mapped"])
+        return {"index": idx, "cache_dir": ctx.cache_dir}
+
+    def map(self, partition: Partition, broadcast: dict) -> list[pl.DataFrame]:
+        """The neighbours of the partition's queries, batch by batch."""
+        idx = broadcast["index"]
         columns = [self.query_column, self.query_id_column]
         if self.exclude_same_doc:
             columns.append(self.query_doc_column)
-        bar = ctx.progress(total=queries.num_rows)
-        for batch in queries.iter_batches(self.batch_rows, columns=list(dict.fromkeys(columns))):
+        found = []
+        for batch in partition.iter_batches(self.batch_rows, columns=list(dict.fromkeys(columns))):
             column = batch[self.query_column]
             if column.dtype == pl.String:
                 if column.null_count():
                     raise InputDataError(f"query column '{self.query_column}' has null texts", param="query_column")
-                vectors = idx.embed(column.to_list(), cache_dir=ctx.cache_dir)
+                vectors = idx.embed(column.to_list(), cache_dir=broadcast["cache_dir"])
             else:
                 vectors = series_to_vectors(column)
             if vectors.shape[1] != idx.dim:
@@ -118,12 +133,26 @@ class Retrieve(Stage):
                     f"{idx.dim}-d vectors; embed queries with the same backend and model as the indexed corpus",
                     param="query_column",
                 )
-            yield idx.search(
+            found.append(idx.search(
                 vectors, self.k, min_score=self.min_score, query_ids=batch[self.query_id_column],
                 exclude_doc_ids=batch[self.query_doc_column] if self.exclude_same_doc else None,
-            )
-            bar.update(batch.height)
-        bar.close()
+            ))
+        return found
+
+    def merge(self, a: list[pl.DataFrame], b: list[pl.DataFrame]) -> list[pl.DataFrame]:
+        return a + b
+
+    def finish(self, ctx: Context, state: list[pl.DataFrame] | None, broadcast: dict, inputs: dict[str, Dataset]):
+        if state:
+            yield from state
+            return
+        idx = broadcast["index"]
+        query_ids = inputs["queries"].lazy().select(self.query_id_column).head(0).collect()
+        schema = {"query_id": query_ids.dtypes[0], "rank": pl.Int32,
+                  "neighbour_id": idx._ids.dtype}
+        if idx._docs is not None:
+            schema["neighbour_doc_id"] = idx._docs.dtype
+        yield pl.DataFrame(schema={**schema, "score": pl.Float32})
 
     @classmethod
     def example(cls):

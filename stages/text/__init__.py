@@ -14,9 +14,11 @@ Normalisation (`normalize.py`)
 Tokens (`tokens.py`)
     tokenize(texts, stable=False) -> Tokens(words, hashes, counts; .offsets)
         Words = runs of letters, digits and '_' (WORD_REGEX), lower-cased and NFKC-normalised,
-        flattened over the batch with a uint64 hash per token. stable=False uses polars' seeded
-        hash (fastest; fine within one run); stable=True a project-defined hash that is the same on
-        every machine and version (for stored signatures).
+        flattened over the batch with a uint64 hash per token: `span_hashes` of the token's UTF-8
+        bytes, defined in this project and pinned (the same on every machine and version; `stable`
+        is accepted for compatibility and changes nothing). Pure-ASCII texts take a NumPy byte path
+        (no regex, no string per token; `Tokens.words` is built only when read).
+    span_hashes(data, starts, lengths) / token_hashes(words): that token hash, over byte spans or strings.
     split_words(texts, split) / count_words(texts, split)
         split "word" (WORD_REGEX), "whitespace" (\\S+) or "word_punct" (words and single
         punctuation marks, the synthetic n-gram model's unit).
@@ -29,6 +31,9 @@ Tokens (`tokens.py`)
 
 n-gram hashes (`ngrams.py`; the hash is documented in that module)
     ngram_hashes(token_hashes, counts, n) -> (hash, doc, position): every word n-gram of a batch.
+    window_hashes(token_hashes, n) -> hash of every run of n tokens (document ends ignored), and
+    locate_windows(index, counts, n) -> (doc, position, inside one document) for the few kept:
+        the n-gram probe hashes everything but locates only its hits.
     word_shingles(texts, n=5) -> (values uint64, offsets int64)
         Per document, its distinct word-n-gram hashes (stable), sorted; values[offsets[d]:offsets[d+1]].
     char_shingles(texts, k=5, normalization="full") -> (values, offsets): the same over characters.
@@ -55,10 +60,12 @@ from stages.text.chunking import (
 from stages.text.ngrams import (
     MAX_N,
     char_shingles,
+    locate_windows,
     longest_common_run,
     ngram_hashes,
     per_doc_sets,
     text_hash,
+    window_hashes,
     word_shingles,
 )
 from stages.text.normalize import NORMALIZE_MODES, as_series, normalize
@@ -69,6 +76,7 @@ from stages.text.tokens import (
     Tokens,
     code_points,
     count_words,
+    span_hashes,
     split_words,
     token_hashes,
     token_ids,
@@ -81,8 +89,8 @@ from stages.text.tokens import (
 
 __all__ = [
     "CHUNK_TOKENIZERS", "MAX_N", "NORMALIZE_MODES", "SPLIT_REGEX", "WORD_PUNCT_REGEX", "WORD_REGEX", "ChunkSpans", "Tokens",
-    "as_series", "char_shingles", "chunk_spans", "code_points", "count_words", "longest_common_run",
-    "model_tokenizer", "ngram_hashes", "normalize", "per_doc_sets", "split_words", "text_hash",
-    "token_chunks", "token_hashes", "token_ids", "token_offsets", "token_table", "tokenize", "windows", "word_offsets", "word_shingles",
+    "as_series", "char_shingles", "chunk_spans", "code_points", "count_words", "locate_windows", "longest_common_run",
+    "model_tokenizer", "ngram_hashes", "normalize", "per_doc_sets", "span_hashes", "split_words", "text_hash",
+    "token_chunks", "token_hashes", "token_ids", "token_offsets", "token_table", "tokenize", "window_hashes", "windows", "word_offsets", "word_shingles",
     "word_spans",
 ]

@@ -31,17 +31,32 @@ _CODE_POINT_SALT = np.uint64(0xC0DE9017C0DE9017)
 def ngram_hashes(tokens: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All n-gram hashes of a flattened batch: (hash, document index, token position in document).
 
-    `tokens` are per-token uint64 hashes, `counts` tokens per document. A rolling sum of
-    position-weighted token hashes: n vector multiply-adds over the whole batch, in cache-sized
-    blocks; n-grams that straddle two documents are dropped.
+    `tokens` are per-token uint64 hashes, `counts` tokens per document; n-grams that straddle two
+    documents are dropped. `window_hashes` + `locate_windows` do the same in two steps, so a probe
+    can locate only the windows it keeps.
+    """
+    hashes = window_hashes(tokens, n)
+    m = hashes.size
+    if m == 0:
+        return hashes, np.empty(0, np.int64), np.empty(0, np.int64)
+    doc_of_token = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
+    starts = np.cumsum(counts) - counts
+    index = np.flatnonzero(doc_of_token[:m] == doc_of_token[n - 1 : n - 1 + m])
+    doc = doc_of_token[index]
+    return hashes[index], doc, index - starts[doc]
+
+
+def window_hashes(tokens: np.ndarray, n: int) -> np.ndarray:
+    """The hash of every run of n consecutive tokens of the flat batch (document ends ignored).
+
+    A rolling sum of position-weighted token hashes: n vector multiply-adds over the whole batch,
+    in cache-sized blocks.
     """
     if not 1 <= n <= MAX_N:
         raise ValueError(f"n-gram length must be between 1 and {MAX_N}, got {n}")
-    total = tokens.size
-    m = total - n + 1
-    empty = (np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.int64))
+    m = tokens.size - n + 1
     if m <= 0:
-        return empty
+        return np.empty(0, np.uint64)
     acc = np.empty(m, np.uint64)
     tmp = np.empty(min(m, _HASH_BLOCK), np.uint64)
     for lo in range(0, m, _HASH_BLOCK):
@@ -53,11 +68,21 @@ def ngram_hashes(tokens: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.nda
             out += scratch
         np.right_shift(out, np.uint64(31), out=scratch)
         out ^= scratch
-    doc_of_token = np.repeat(np.arange(counts.size, dtype=np.int64), counts)
-    starts = np.cumsum(counts) - counts
-    index = np.flatnonzero(doc_of_token[:m] == doc_of_token[n - 1 : n - 1 + m])
-    doc = doc_of_token[index]
-    return acc[index], doc, index - starts[doc]
+    return acc
+
+
+def locate_windows(index: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For windows (flat token positions, sorted) of `window_hashes`: (document, position, inside one document).
+
+    Work follows the windows asked about, not the batch (a binary search each).
+    """
+    index = np.asarray(index, np.int64)
+    if index.size == 0:
+        return index.copy(), index.copy(), np.zeros(0, bool)
+    ends = np.cumsum(counts, dtype=np.int64)
+    doc = np.searchsorted(ends, index, side="right")
+    start = ends[doc] - counts[doc]
+    return doc.astype(np.int64), index - start, index + n <= ends[doc]
 
 
 def _with_short_docs(units: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, int]:

@@ -11,7 +11,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages._hashing import id_digest
+from stages._hashing import mix64
 from stages.text.normalize import as_series
 
 # A word is a run of letters, digits and underscores. The Rust class used by polars and Python's
@@ -26,21 +26,48 @@ WORD_PUNCT_REGEX = r"\w+|[^\w\s]"
 Split = Literal["word", "whitespace", "word_punct"]
 SPLIT_REGEX = {"word": WORD_REGEX, "whitespace": WHITESPACE_WORD_REGEX, "word_punct": WORD_PUNCT_REGEX}
 
-# Seed of the process-local token hash (polars' own hash: the fastest, stable within one polars version).
-TOKEN_HASH_SEED = 0x5EED1EA4
 
 
-@dataclass
 class Tokens:
-    """Normalised word tokens of a batch of documents, flattened: `hashes[offsets[d]:offsets[d+1]]`."""
+    """Normalised word tokens of a batch of documents, flattened: `hashes[offsets[d]:offsets[d+1]]`.
 
-    words: pl.Series  # normalised token strings, flat
-    hashes: np.ndarray  # uint64, one per token
-    counts: np.ndarray  # int64 tokens per document
+    `words` (the token strings) is built on first use: the audit's training side needs only the
+    hashes and counts, and putting the strings of mixed ASCII / non-ASCII batches back in row order
+    costs as much as tokenising them.
+    """
+
+    def __init__(self, words: pl.Series | _Spans | _Interleaved, hashes: np.ndarray, counts: np.ndarray):
+        self._words = words
+        self.hashes = hashes  # uint64, one per token
+        self.counts = counts  # int64 tokens per document
+
+    @property
+    def words(self) -> pl.Series:
+        """Normalised token strings, flat (in the order of `hashes`)."""
+        if not isinstance(self._words, pl.Series):
+            self._words = self._words.series()
+        return self._words
 
     @property
     def offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+
+    def __getstate__(self) -> dict:
+        return {"words": self.words, "hashes": self.hashes, "counts": self.counts}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["words"], state["hashes"], state["counts"])
+
+
+@dataclass
+class _Interleaved:
+    """Flat tokens of two groups of rows and the gather that puts them back in row order."""
+
+    parts: tuple[_Spans, pl.Series]
+    order: np.ndarray
+
+    def series(self) -> pl.Series:
+        return pl.concat([self.parts[0].series(), self.parts[1]]).gather(self.order)
 
 
 def split_words(texts: pl.Series | Sequence[str | None], split: Split = "word") -> pl.Series:
@@ -71,29 +98,114 @@ def token_ids(tokens: pl.Series) -> tuple[np.ndarray, pl.Series]:
     return ids.to_numpy(), vocab
 
 
-def token_hashes(words: pl.Series, stable: bool = False) -> np.ndarray:
-    """uint64 hash of each token string.
+def token_hashes(words: pl.Series, stable: bool = True) -> np.ndarray:
+    """uint64 hash of each token string: `span_hashes` of its UTF-8 bytes (~20 ns a token).
 
-    stable=False: polars' seeded hash; identical for identical strings within one process (and one
-    polars version), which is all a single audit run needs, and the fastest (~1 ns a token).
-    stable=True: `stages._hashing.id_digest` (tabulation hashing over the UTF-8 bytes, defined in
-    this project, the same on every machine and version): for hashes that are stored or compared
-    across runs (dedup signatures). Computed once per distinct token and joined back.
+    The hash is defined in this project (NumPy, explicit little-endian), so it is the same on every
+    machine and library version and its values are pinned by the tests (stored dedup signatures
+    depend on them). `stable` is kept for callers of the earlier API, where False chose polars'
+    version-dependent hash: both now give the same, stable values.
     """
-    if not stable:
-        return words.hash(seed=TOKEN_HASH_SEED).to_numpy().astype(np.uint64, copy=False)
-    vocab = words.unique()
-    lookup = pl.DataFrame({"w": vocab, "h": pl.Series(id_digest(vocab), dtype=pl.UInt64)})
-    joined = pl.DataFrame({"w": words}).join(lookup, on="w", how="left", maintain_order="left")
-    return joined["h"].to_numpy().astype(np.uint64, copy=False)
+    data, offsets = _string_buffers(words)
+    return span_hashes(data, offsets[:-1], np.diff(offsets))
+
+
+_WORD_SALT = np.uint64(0x9E3779B97F4A7C15)
+_LENGTH_SALT = np.uint64(0xD6E8FEB86659FD93)
+# _LOW_BYTES[k]: the low k bytes of a uint64 set (k = 0..8).
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
+
+
+def span_hashes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, lower_ascii: bool = False) -> np.ndarray:
+    """The token hash: a uint64 of each byte span `data[s:s+l]`, vectorised over spans, not bytes.
+
+    Definition: split the span's bytes into 8-byte words w_0..w_{k-1} read little-endian (the last
+    zero-padded); h = mix64(w_0 ^ SALT) if the span has at most 8 bytes (injective: word bytes are
+    never 0), else mix64(sum_j mix64(w_j + (j + 1) * SALT) + length * LENGTH_SALT), wrapping.
+    `lower_ascii` hashes the spans as if A-Z were a-z (for ASCII spans: lower-casing in the words,
+    so the text is never copied). A few gathers per token instead of a table lookup per byte.
+    """
+    starts = np.asarray(starts, np.int64)
+    lengths = np.asarray(lengths, np.int64)
+    if starts.size == 0:
+        return np.zeros(0, np.uint64)
+    short = lengths <= 8
+    first = _words_at(data, starts, np.minimum(lengths, 8), lower_ascii)
+    first ^= _WORD_SALT
+    out = mix64(first, inplace=True)
+    if short.all():
+        return out
+    long_ = np.flatnonzero(~short)
+    n_words = (lengths[long_] + 7) >> 3
+    owner = np.repeat(np.arange(long_.size), n_words)
+    word_start = np.cumsum(n_words) - n_words
+    j = np.arange(owner.size, dtype=np.int64) - word_start[owner]
+    w = _words_at(data, starts[long_][owner] + 8 * j, np.minimum(lengths[long_][owner] - 8 * j, 8), lower_ascii)
+    w += (j + 1).astype(np.uint64) * _WORD_SALT
+    total = np.add.reduceat(mix64(w, inplace=True), word_start)
+    total += lengths[long_].astype(np.uint64) * _LENGTH_SALT
+    out[long_] = mix64(total, inplace=True)
+    return out
+
+
+_HIGH_BITS = np.uint64(0x8080808080808080)
+_FROM_A = np.uint64(0x3F3F3F3F3F3F3F3F)  # byte + 0x3F has its high bit set iff byte >= 'A' (bytes < 0x80)
+_PAST_Z = np.uint64(0x2525252525252525)  # byte + 0x25 has its high bit set iff byte > 'Z'
+
+
+def _words_at(data: np.ndarray, positions: np.ndarray, keep: np.ndarray, lower_ascii: bool) -> np.ndarray:
+    """The `keep` (0..8) bytes of `data` at each position as a little-endian uint64, the rest zero."""
+    usable = data.size - 7
+    out = np.empty(positions.size, np.uint64)
+    inner = positions < usable
+    if usable > 0:
+        # Every position of `data` read as a little-endian uint64 (unaligned, overlapping: a view).
+        words64 = np.ndarray((usable,), dtype="<u8", buffer=data, strides=(1,))
+        out[inner] = words64[positions[inner]]
+    if not inner.all():  # the last 7 bytes: read from a zero-padded copy of the tail
+        base = max(data.size - 8, 0)
+        tail = np.zeros(16, np.uint8)
+        tail[: data.size - base] = data[base:]
+        out[~inner] = np.ndarray((9,), dtype="<u8", buffer=tail, strides=(1,))[positions[~inner] - base]
+    out &= _LOW_BYTES[keep]
+    if lower_ascii:  # SWAR: add 0x20 to every byte in 'A'..'Z' (all bytes are ASCII here)
+        upper = (out + _FROM_A) & ~(out + _PAST_Z) & _HIGH_BITS
+        out |= upper >> np.uint64(2)
+    return out
 
 
 def tokenize(texts: pl.Series | Sequence[str | None], stable: bool = False) -> Tokens:
     """Split on non-word characters, lower-case, NFKC-normalise and hash every token, vectorised.
 
-    The tokens are the words of `normalize(texts, "full")`. NFKC runs only on the rare non-ASCII
-    tokens (it is the costly step and a no-op on ASCII). See `token_hashes` for `stable`.
+    The tokens are the words of `normalize(texts, "full")`: runs of WORD_REGEX in the text, each
+    lower-cased, then (if it is not ASCII) NFKC-normalised and lower-cased again. Pure-ASCII texts
+    (most of any corpus) take a NumPy byte path that gives exactly those tokens (ASCII lower-casing
+    cannot change what is a word character) without a regex or a string per token; the others take
+    the polars path. See `token_hashes` for `stable`.
     """
+    series = as_series(texts)
+    ascii_rows = (series.str.len_bytes() == series.str.len_chars()).to_numpy()
+    if not ascii_rows.any():
+        flat, counts = _unicode_words(series)
+        return Tokens(flat, token_hashes(flat, stable), counts)
+    spans, a_counts = _ascii_spans(series if ascii_rows.all() else series.filter(ascii_rows))
+    a_hashes = span_hashes(spans.data, spans.starts, spans.lengths, lower_ascii=True)
+    if ascii_rows.all():
+        return Tokens(spans, a_hashes, a_counts)
+    o_words, o_counts = _unicode_words(series.filter(~ascii_rows))
+    counts = np.zeros(ascii_rows.size, np.int64)
+    counts[ascii_rows], counts[~ascii_rows] = a_counts, o_counts
+    # Each row's first token in the concatenation [ASCII rows' tokens, other rows' tokens].
+    first = np.zeros(ascii_rows.size, np.int64)
+    first[ascii_rows] = np.cumsum(a_counts) - a_counts
+    first[~ascii_rows] = a_hashes.size + np.cumsum(o_counts) - o_counts
+    order = np.repeat(first - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()), dtype=np.int64)
+    hashes = np.concatenate([a_hashes, token_hashes(o_words, stable)])[order]
+    return Tokens(_Interleaved((spans, o_words), order), hashes, counts)
+
+
+def _unicode_words(texts: pl.Series) -> tuple[pl.Series, np.ndarray]:
+    """The defining path: regex words, lower-cased; non-ASCII ones NFKC-normalised and lower-cased again."""
     words = split_words(texts, "word")
     counts = words.list.len().fill_null(0).to_numpy().astype(np.int64)
     flat = words.explode().drop_nulls().str.to_lowercase()
@@ -101,7 +213,79 @@ def tokenize(texts: pl.Series | Sequence[str | None], stable: bool = False) -> T
     if len(non_ascii):
         fixed = flat.gather(non_ascii).str.normalize("NFKC").str.to_lowercase()
         flat = flat.scatter(non_ascii, fixed)
-    return Tokens(words=flat, hashes=token_hashes(flat, stable), counts=counts)
+    return flat, counts
+
+
+def _string_buffers(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 bytes of all texts concatenated (as Arrow holds them, no copy) and their int64 offsets (n + 1)."""
+    arrow = texts.to_arrow()
+    if isinstance(arrow, pa.ChunkedArray):
+        arrow = arrow.combine_chunks()
+    arrow = pc.cast(arrow, pa.large_string())
+    offsets = np.frombuffer(arrow.buffers()[1], dtype=np.int64)[arrow.offset : arrow.offset + len(arrow) + 1]
+    if len(arrow) == 0 or offsets[-1] == offsets[0]:
+        return np.zeros(0, np.uint8), np.zeros(len(arrow) + 1, np.int64)
+    data = np.frombuffer(arrow.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return data, offsets - offsets[0]
+
+
+@dataclass
+class _Spans:
+    """Tokens as byte spans of the batch's ASCII text (not lower-cased); strings built only on demand."""
+
+    data: np.ndarray  # uint8, the texts' bytes as Arrow holds them (read-only)
+    starts: np.ndarray
+    lengths: np.ndarray
+
+    def series(self) -> pl.Series:
+        edges = np.empty(2 * self.starts.size, np.int64)
+        edges[0::2], edges[1::2] = self.starts, self.starts + self.lengths
+        if edges.size == 0:
+            return pl.Series("text", [], pl.String)
+        # One Arrow array whose strings alternate token, gap, token, ...: keep every other one.
+        arrow = pa.LargeStringArray.from_buffers(edges.size - 1, pa.py_buffer(edges), pa.py_buffer(self.data))
+        return pl.Series("text", arrow, pl.String).gather_every(2).str.to_lowercase()
+
+
+def _ascii_spans(texts: pl.Series) -> tuple[_Spans, np.ndarray]:
+    """Words of pure-ASCII texts by byte classification: the same tokens as `_unicode_words`, no regex.
+
+    A word starts where a word byte follows a non-word byte (or a text starts) and ends where one is
+    followed by a non-word byte (or the text ends). Returns the spans over the text's own bytes
+    (hashed lower-cased by `span_hashes(..., lower_ascii=True)`) and the number of words per text.
+    """
+    data, offsets = _string_buffers(texts)
+    size = int(offsets[-1])
+    # Word bytes by byte arithmetic (uint8 wraps), in slices so temporaries stay small.
+    inside = np.empty(size, bool)
+    for lo in range(0, size, _CLASSIFY_BYTES):
+        chunk = data[lo : lo + _CLASSIFY_BYTES]
+        letter = chunk | np.uint8(0x20)
+        letter -= np.uint8(97)
+        part = inside[lo : lo + chunk.size]
+        np.less(letter, 26, out=part)
+        np.subtract(chunk, np.uint8(48), out=letter)
+        part |= letter < 10
+        part |= chunk == 95
+    # Transitions alternate start, end, start, ...; a word running into the next text is cut there.
+    change = np.empty(size + 1, bool)
+    if size:
+        change[0], change[-1] = inside[0], inside[-1]
+        np.not_equal(inside[1:], inside[:-1], out=change[1:-1])
+    else:
+        change[0] = False
+    edges = np.flatnonzero(change)
+    inner = np.unique(offsets[1:-1])
+    inner = inner[(inner > 0) & (inner < size)]
+    joined = inner[inside[inner - 1] & inside[inner]]
+    if joined.size:
+        edges = np.insert(edges, np.repeat(np.searchsorted(edges, joined), 2), np.repeat(joined, 2))
+    starts = edges[0::2]
+    counts = np.diff(np.searchsorted(starts, offsets)).astype(np.int64)
+    return _Spans(data, starts, edges[1::2] - starts), counts
+
+
+_CLASSIFY_BYTES = 1 << 20
 
 
 # ----------------------------------------------------------------------------- character offsets
@@ -196,7 +380,11 @@ def word_spans(text: str, split: Literal["word", "whitespace"] = "word") -> np.n
 
     For the few documents handled one at a time (evidence spans); same classification, pure NumPy.
     """
-    points = np.frombuffer((text or "").encode("utf-32-le"), np.uint32)
-    inside = _classify(points, split)
+    text = text or ""
+    if text.isascii():  # one byte per character: classify the bytes (4x less to encode and scan)
+        data = np.frombuffer(text.encode("ascii"), np.uint8)
+        inside = _ASCII_WORD[data] if split == "word" else _ASCII_NONSPACE[data]
+    else:
+        inside = _classify(np.frombuffer(text.encode("utf-32-le"), np.uint32), split)
     edges = np.flatnonzero(np.diff(np.concatenate([[False], inside, [False]]).astype(np.int8)))
     return edges.reshape(-1, 2).astype(np.int64)

@@ -65,8 +65,10 @@ def test_builder_with_an_in_memory_frame_matches_the_yaml_run(tmp_path):
         assert read_manifest(code_dir)["output"] == read_manifest(yaml_dir)["output"], step.id
         if step.id != "labels":  # the one step whose input is a file at another path
             assert built.step(step.id).fingerprint == step.fingerprint, step.id
-    assert read_manifest(tmp_path / "code" / "built" / "noisy")["stats"] == \
-        read_manifest(tmp_path / "yaml" / "built" / "noisy")["stats"]
+    # partition_profile holds timings and memory of the partitioned pass, which vary run to run.
+    stats = [{k: v for k, v in read_manifest(tmp_path / side / "built" / "noisy")["stats"].items()
+              if k != "partition_profile"} for side in ("code", "yaml")]
+    assert stats[0] == stats[1]
 
 
 def test_same_frame_is_cached_and_a_changed_frame_reruns_what_depends_on_it(tmp_path):

@@ -69,9 +69,9 @@ def test_parquet_path_inputs_are_checked_from_the_footer(tmp_path):
 
 
 def test_unknown_outputs_stop_the_check_without_guessing(tmp_path):
-    # `sql` declares no output: its readers are checked when they run, not refused here.
+    # `test_slow_copy` declares no output: its readers are checked when they run, not refused here.
     known = check_column_flow(parse_config(_config(
-        ROWS, {"id": "q", "stage": "sql", "inputs": "rows", "params": {"query": "SELECT id AS body FROM data"}},
+        ROWS, {"id": "q", "stage": "test_slow_copy", "inputs": "rows"},
         {"id": "f", "stage": "length_filter", "inputs": "q", "params": {"text_column": "body"}},
     )))
     assert known["rows"] == {"id": pl.String, "text": pl.String}

@@ -67,6 +67,29 @@ def test_fold_gives_the_same_output_for_any_partition_size(tmp_path, partition_b
     assert stats["partitions"] == len(plan_partitions(data, partition_bytes))
 
 
+class ThreadedVocabularyCounts(VocabularyCounts):
+    """The same stage declaring a thread-safe map: the local fold maps partitions on threads."""
+
+    name = "test_partitioned_vocabulary_counts_threaded"
+    map_in_threads = True
+
+
+def test_maps_on_threads_still_merge_in_partition_order(tmp_path, monkeypatch):
+    from pipeline import partitioned
+
+    monkeypatch.setattr(partitioned.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    data = corpus_files(tmp_path / "corpus")
+    vocab = Dataset.from_any(pl.DataFrame({"word": ["the", "a", "class", "function", "zzz"]}))
+    stage = ThreadedVocabularyCounts()
+    assert partitioned.local_threads(stage, 8) == 3 and partitioned.local_threads(VocabularyCounts(), 8) == 1
+    expected = VocabularyCounts().apply(data=data.collect(), vocab=vocab.frame)
+    # The merge asserts input order: any fold out of order would fail the step.
+    table, _, stats = run_step(stage, {"data": data, "vocab": vocab}, tmp_path / "out", LocalExecutor(partition_bytes=1))
+    assert table.equals(expected)
+    assert stats["partitions"] == len(plan_partitions(data, 1))
+    assert stats["rows_seen"] == data.num_rows
+
+
 def test_merges_of_other_params_or_the_same_partition_twice_are_refused():
     stage = VocabularyCounts()
     a = PartialState("fp-1", frozenset([0]), {"counts": {}, "ranges": [(0, 1)]})
@@ -139,6 +162,7 @@ def test_leakage_audit_finds_the_same_in_any_partitioning(tmp_path, partition_by
 def test_leakage_audit_with_unmergeable_kinds_runs_one_partition(tmp_path):
     from stages.leakage import LeakageAudit
 
-    stage = LeakageAudit(chunk_overlap=True, semantic=False, n=8)
+    stage = LeakageAudit(chunk_overlap=False, semantic=False, n=8, evidence=["paraphrase"])
     assert not stage.partitionable()
     assert LeakageAudit(chunk_overlap=False, semantic=False).partitionable()
+    assert LeakageAudit(chunk_overlap=True, semantic=True).partitionable()  # top-k per test chunk merges

@@ -46,6 +46,9 @@ def test_bad_dedup_configs_fail_cleanly_and_touch_nothing(tmp_path):
     _fails(tmp_path, GOOD.replace("{threshold: 0.8}", "{threshold: 0}"), "parameter 'threshold'")
     _fails(tmp_path, GOOD.replace("{threshold: 0.8}", "{bands: 10, rows: 10}"),
            "parameter 'bands'", "bands x rows must equal num_perm", "10 x 10 = 100", "128")
+    _fails(tmp_path, GOOD.replace("{threshold: 0.8}", "{bands: 16}"), "parameter 'rows'", "set both bands and rows")
+    _fails(tmp_path, GOOD.replace("dedup_minhash", "dedup_semantic").replace("0.8", "1.5"),
+           "step 'dedup' (stage 'dedup_semantic')", "parameter 'threshold'", "(0, 1]")
     empty = BASE + """  - id: blank
     stage: sql
     inputs: docs
@@ -71,6 +74,26 @@ def test_bad_dedup_configs_fail_cleanly_and_touch_nothing(tmp_path):
            "parameter 'embedding_column'", "output of step 'docs'")  # python_docs declares its columns
     assert (step / "_manifest.json").read_text() == manifest
     assert pl.read_parquet(step / "part-*.parquet").height == rows
+
+
+def test_all_identical_corpus_keeps_one_row_under_minhash_too(tmp_path):
+    from pipeline import load
+
+    same = BASE + """  - id: same
+    stage: sql
+    inputs: docs
+    params: {query: "SELECT id, 'one and the same text, word for word' AS text FROM data"}
+  - id: dedup
+    stage: dedup_minhash
+    inputs: same
+"""
+    assert _run(tmp_path, same).returncode == 0
+    step = tmp_path / "runs" / "dd" / "dedup"
+    stats = json.loads((step / "_manifest.json").read_text())["stats"]
+    assert load(step).collect().height == 1 and stats["rows_removed"] == stats["rows_in"] - 1
+    # A star per bucket, not a clique: n - 1 candidate pairs, not n**2 / 2.
+    assert stats["candidate_pairs"] == stats["rows_in"] - 1
+    assert load(step / "removed").collect()["similarity"].to_list() == [1.0] * stats["rows_removed"]
 
 
 def test_all_identical_corpus_runs_and_keeps_one_row(tmp_path):

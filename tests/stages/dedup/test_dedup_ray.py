@@ -1,4 +1,5 @@
-"""Dedup steps on a real two-node Ray cluster (loopback) give the local executor's clusters, row for row."""
+"""Dedup steps on a real two-node Ray cluster (loopback) give the local executor's clusters, row for row,
+for several partition sizes, with the LSH band shuffle run as Ray tasks."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 from ray_cluster import ray_cluster  # noqa: F401 - the fixture is used by name
+from test_dedup_partitioned import _run, corpus  # noqa: F401 - the fixture is used by name
 
 from pipeline import load, run_pipeline
+from pipeline.executors import get_executor
+from stages.dedup import DedupExact, DedupMinhash
 
 pytest.importorskip("ray", reason="the Ray executor's tests need ray (pip install 'corpusforge[ray]')")
 
@@ -30,15 +34,45 @@ def _tables(run_dir: Path, step: str) -> dict[str, pl.DataFrame]:
     return tables
 
 
-def test_dedup_on_two_nodes_equals_local(ray_cluster, tmp_path):  # noqa: F811
+def test_dedup_on_two_nodes_equals_local(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
+    from stages.dedup import shuffle
+
+    shuffled_on_ray = []
+    connected = shuffle._ray_connected
+    monkeypatch.setattr(shuffle, "_ray_connected", lambda: shuffled_on_ray.append(connected()) or connected())
     config = {"name": "dd", "seed": 3, "steps": STEPS}
     run_pipeline(config, workdir=tmp_path / "local")
     report = run_pipeline(config, workdir=tmp_path / "ray", executor="ray",
                           executor_options={"address": ray_cluster.address})
     assert report.ran == [s["id"] for s in STEPS]
+    assert shuffled_on_ray == [True]  # the one dedup_minhash step grouped its bands in Ray tasks
     for step in ("decontaminated", "exact"):
         local, remote = _tables(tmp_path / "local" / "dd", step), _tables(tmp_path / "ray" / "dd", step)
         assert sorted(local) == ["", "clusters", "removed"]
         for name in local:
             assert local[name].equals(remote[name]), (step, name)
         assert local["removed"].height > 0, step
+
+
+@pytest.fixture(scope="module")
+def ray_executor(ray_cluster):  # noqa: F811
+    exe = get_executor("ray", address=ray_cluster.address)
+    yield exe
+    exe.close()
+
+
+@pytest.mark.parametrize("partition_bytes", [1, 20_000])
+@pytest.mark.parametrize("stage", [DedupMinhash(threshold=0.7), DedupExact(normalization="full", keep="lowest_id")],
+                         ids=["minhash", "exact"])
+def test_partitions_on_two_nodes_equal_local(ray_executor, corpus, tmp_path, stage, partition_bytes):  # noqa: F811
+    data, reference = corpus
+    for inputs in ({"data": data}, {"data": data, "reference": reference}):
+        tag = str(len(inputs))
+        local = _run(stage, inputs, tmp_path / f"local{tag}", partition_bytes)
+        ray_executor.partition_bytes = partition_bytes
+        on_ray = _run(stage, inputs, tmp_path / f"ray{tag}", partition_bytes, ray_executor)
+        assert local[3] == on_ray[3] > 1
+        assert local[0].equals(on_ray[0]) and local[2] == on_ray[2]
+        assert local[1].keys() == on_ray[1].keys()
+        for name in local[1]:
+            assert local[1][name].equals(on_ray[1][name]), name

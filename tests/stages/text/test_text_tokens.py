@@ -3,7 +3,15 @@ import re
 import numpy as np
 import polars as pl
 
-from stages.text import count_words, split_words, token_offsets, tokenize, word_offsets, word_spans
+from stages.text import (
+    count_words,
+    split_words,
+    token_hashes,
+    token_offsets,
+    tokenize,
+    word_offsets,
+    word_spans,
+)
 
 TEXTS = ["Héllo wörld_1, x", "", None, "  a  bb ", "Ｆｕｌｌ width and ﬁ ligature", "日本語 テキスト 42"]
 
@@ -28,10 +36,29 @@ def test_stable_token_hash_is_pinned():
     # Stored signatures depend on these values never changing.
     assert tokenize(["alpha"], stable=True).hashes.tolist() == [tokenize(["ALPHA"], stable=True).hashes[0]]
     assert tokenize(["alpha"], stable=True).hashes[0] == np.uint64(PINNED_ALPHA)
+    assert tokenize(["A_much_longer_token_than_eight"]).hashes[0] == np.uint64(PINNED_LONG)
 
 
-# Recorded once; a change here silently invalidates every stored signature.
-PINNED_ALPHA = 9121511732939749222
+# Recorded once (span_hashes, wave 3); a change here silently invalidates every stored signature.
+PINNED_ALPHA = 14258966718189063859
+PINNED_LONG = 7748384753932590159
+
+
+def test_byte_path_gives_the_regex_tokens_and_hashes():
+    # Pure-ASCII rows take the NumPy byte path, the others the polars regex path: mixed batches,
+    # words running into the next text, empty texts and long tokens must all agree with the regex.
+    texts = ["abc", "def", "", "g", "h ", "i", "x1_Y2", "Ab é Cd", "ΟΔΟΣ'A İstanbul", None, "z" * 40 + " q",
+             "tail", "ﬁ ligature"]
+    tok = tokenize(texts)
+    expected = [[w.lower() for w in re.findall(r"[^\W]+", t or "")] for t in texts]
+    assert tok.counts.tolist() == [len(e) for e in expected]
+    assert tok.words.to_list()[:9] == ["abc", "def", "g", "h", "i", "x1_y2", "ab", "é", "cd"]
+    regex = split_words(pl.Series(texts), "word").explode().drop_nulls().str.to_lowercase()
+    assert tok.words.len() == regex.len()
+    # A token hashes the same on either path and in any batch.
+    assert token_hashes(tok.words).tolist() == tok.hashes.tolist()
+    assert tokenize(["x1_y2 cd ab"]).hashes.tolist() == tok.hashes[[5, 8, 6]].tolist()
+    assert len(set(tok.hashes.tolist())) == len(set(tok.words.to_list()))
 
 
 def test_word_offsets_match_python_regex():

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from scipy import stats
 
-import stages.noise as noise_module
+import stages.noise.rows as noise_rows
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context
@@ -162,7 +162,7 @@ def test_flip_streams_parquet_parts_in_small_batches_with_the_same_result(digits
         digits.slice(start, 400).write_parquet(parts / f"part-{i:05d}.parquet")
     stage = build(mode="flip", noise="symmetric", rate=0.3)
     in_memory = stage.apply(digits, seed=12)
-    monkeypatch.setattr(noise_module, "DEFAULT_BATCH_ROWS", 97)
+    monkeypatch.setattr(noise_rows, "DEFAULT_BATCH_ROWS", 97)
     ctx = Context(step_id="flip", seed=12, out_dir=tmp_path / "out")
     ctx.out_dir.mkdir()
     batches = stage.run(ctx, data=Dataset.from_parquet(parts))
@@ -293,7 +293,7 @@ def test_dilute_streams_from_parquet_with_the_same_rows(digits, tmp_path, monkey
     digits.write_parquet(path, row_group_size=300)
     stage = build(mode="dilute", alpha=1.3, noise="uniform")
     in_memory = stage.apply(digits, seed=6)
-    monkeypatch.setattr(noise_module, "DEFAULT_BATCH_ROWS", 211)
+    monkeypatch.setattr(noise_rows, "DEFAULT_BATCH_ROWS", 211)
     streamed = stage.execute(path, seed=6, workdir=tmp_path / "out")
     assert streamed.table.sort("id").equals(in_memory.sort("id"))
     assert streamed.side_outputs["transitions"].equals(

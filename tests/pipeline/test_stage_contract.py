@@ -2,7 +2,8 @@
 
 For each stage: its params survive a YAML round trip, `pipeline stages` can describe it, its
 example runs and gives identical output twice under a seed, and an empty input is refused clearly
-unless the stage declares it can take one.
+unless the stage declares it can take one. A stage that declares its output columns (what
+`pipeline validate` checks the column flow with) must produce exactly those, in that order.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def test_stage_contract(name):
     first = stage.execute(**inputs, seed=11)
     second = cls.from_params(params).execute(**inputs, seed=11)
     assert first.table.equals(second.table), f"{name} is not deterministic under a fixed seed"
+    _check_declared_outputs(stage, inputs, first)
     assert first.side_outputs.keys() == second.side_outputs.keys()
     for key in first.side_outputs:
         assert first.side_outputs[key].equals(second.side_outputs[key])
@@ -50,3 +52,19 @@ def test_stage_contract(name):
         empty = {k: v.head(0) if isinstance(v, pl.DataFrame) else v for k, v in inputs.items()}
         with pytest.raises(InputDataError, match="has no rows"):
             cls.from_params(params).execute(**empty, seed=11)
+
+
+def _check_declared_outputs(stage, inputs, result) -> None:
+    """Declared columns (and dtypes, where declared) are what the example's run produced."""
+    schemas = {k: dict(v.schema) for k, v in inputs.items() if isinstance(v, pl.DataFrame)}
+    if len(schemas) != len(inputs):
+        return  # an input given as a path or an index: no schema to declare from here
+    declared = stage.output_schema(schemas)
+    if declared is not None and result.table is not None:
+        produced = dict(result.table.schema)
+        assert list(declared) == list(produced), f"{stage.name} declares {list(declared)}, produced {list(produced)}"
+        for column, dtype in declared.items():
+            assert dtype is None or produced[column] == dtype, f"{stage.name}.{column}: {dtype} != {produced[column]}"
+    for side, columns in stage.side_output_schemas(schemas).items():
+        if side in result.side_outputs:
+            assert list(columns) == result.side_outputs[side].columns, f"{stage.name} side output '{side}'"

@@ -1,4 +1,4 @@
-"""The engine's promises: cache, selective re-runs, atomic outputs, resume after a kill, locking, determinism."""
+"""The runner's promises (pipeline/runner.py): cache, selective re-runs, atomic outputs, resume after a kill, locking, determinism."""
 
 from __future__ import annotations
 
@@ -9,37 +9,12 @@ import subprocess
 import sys
 import time
 
-import polars as pl
 import pytest
 from conftest import REPO, TESTS, run_cli, write_config
+from engine_config import CONFIG
 
 import pipeline
 from pipeline.runner import RunDir
-
-CONFIG = """
-name: eng
-seed: 7
-steps:
-  - id: docs
-    stage: python_docs
-    params: {granularity: paragraph, min_chars: 100}
-  - id: long
-    stage: length_filter
-    inputs: docs
-    params: {min_words: 20}
-  - id: sample
-    stage: sample
-    inputs: long
-    params: {n: 50}
-  - id: split
-    stage: split
-    inputs: sample
-    params: {fractions: {train: 0.8, test: 0.2}}
-  - id: test_only
-    stage: select
-    inputs: "split:test"
-    params: {columns: [id, text]}
-"""
 
 
 @pytest.fixture
@@ -108,16 +83,6 @@ def test_same_seed_same_rows_other_seed_other_rows(config, tmp_path):
     assert set(rows_c["id"]) != set(pipeline.load(tmp_path / "a" / "eng" / "sample").collect()["id"])
 
 
-def test_seed_reaches_stages_through_context(tmp_path):
-    cfg = "name: rnd\nseed: {seed}\nsteps:\n  - id: r\n    stage: test_random_rows\n    params: {{n: 20}}\n"
-    frames = []
-    for i, seed in enumerate([1, 1, 2]):
-        path = write_config(tmp_path / f"r{i}.yaml", cfg.format(seed=seed))
-        pipeline.run_pipeline(path, workdir=tmp_path / f"w{i}")
-        frames.append(pipeline.load(tmp_path / f"w{i}" / "rnd" / "r").collect())
-    assert frames[0].equals(frames[1]) and not frames[0].equals(frames[2])
-
-
 SLOW = """
 name: slow
 seed: 1
@@ -133,6 +98,16 @@ steps:
     stage: select
     inputs: copy
 """
+
+
+def test_seed_reaches_stages_through_context(tmp_path):
+    cfg = "name: rnd\nseed: {seed}\nsteps:\n  - id: r\n    stage: test_random_rows\n    params: {{n: 20}}\n"
+    frames = []
+    for i, seed in enumerate([1, 1, 2]):
+        path = write_config(tmp_path / f"r{i}.yaml", cfg.format(seed=seed))
+        pipeline.run_pipeline(path, workdir=tmp_path / f"w{i}")
+        frames.append(pipeline.load(tmp_path / f"w{i}" / "rnd" / "r").collect())
+    assert frames[0].equals(frames[1]) and not frames[0].equals(frames[2])
 
 
 def test_failed_step_keeps_previous_output(tmp_path):
@@ -187,34 +162,3 @@ def test_second_concurrent_run_refuses_clearly(config, tmp_path):
     finally:
         holder.unlock()
     assert run_cli("run", str(config), "--workdir", str(work), "--quiet").returncode == 0
-
-
-def test_library_api_roundtrip(config, tmp_path):
-    from stages.transforms import LengthFilter, Split
-
-    docs = pl.DataFrame({"id": ["a", "b", "c"], "text": ["one two three", "one", "four five six seven"]})
-    kept = LengthFilter(min_words=3).apply(docs)
-    assert kept["id"].to_list() == ["a", "c"]
-    result = Split(fractions={"train": 2 / 3, "test": 1 / 3}).execute(docs, seed=3)
-    assert result.side_outputs["train"].height == 2 and result.side_outputs["test"].height == 1
-    assert LengthFilter(min_words=3).get_params() == {"min_chars": 0, "max_chars": None, "min_words": 3,
-                                                      "text_column": "text"}
-    work = tmp_path / "runs"
-    pipeline.run_pipeline(config, workdir=work)
-    lf = pipeline.load(work / "eng" / "split")
-    assert isinstance(lf, pl.LazyFrame)
-    hf = pipeline.load_dataset(work / "eng" / "split")
-    assert hf.num_rows == 50 and hf.column_names == ["id", "text", "topic", "split"]
-    assert hf[0]["id"] == lf.collect()["id"][0]
-    assert hf.cache_files, "the datasets.Dataset must be backed by a memory-mapped file"
-
-
-def test_cli_show_stages_validate(config, tmp_path):
-    work = tmp_path / "runs"
-    assert run_cli("run", str(config), "--workdir", str(work), "--quiet").stdout == ""
-    show = run_cli("show", "eng", "--workdir", str(work))
-    assert show.returncode == 0 and "split" in show.stdout and "train/" in show.stdout
-    stages = run_cli("stages", "split")
-    assert "fractions" in stages.stdout and "share of rows" in stages.stdout
-    valid = run_cli("validate", str(config))
-    assert valid.returncode == 0 and "docs -> long -> sample -> split -> test_only" in valid.stdout

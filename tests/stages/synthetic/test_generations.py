@@ -1,48 +1,25 @@
-"""The `generations` stage: schedule arithmetic, provenance, determinism, resume, generators, bad input."""
+"""The `generations` stage (stages/synthetic/generations.py): schedules, provenance, resume, refusals, declared columns."""
 
 from __future__ import annotations
 
-import pydoc_data.topics
-
-import numpy as np
 import polars as pl
 import pytest
+from synthetic_corpus import origin_counts, pydoc_paragraphs
 
 import pipeline
-from pipeline.errors import InputDataError, ParamError, PipelineError
+from pipeline.errors import InputDataError, ParamError
 from pipeline.runner import StepFailed, read_manifest
 from stages.synthetic import (
     PROVENANCE_COLUMNS,
     Generations,
     NGramGenerator,
-    NGramLM,
-    make_generator,
 )
 from stages.text import token_table as tokenize
-
-
-def pydoc_paragraphs(limit: int | None = None, min_words: int = 5) -> pl.DataFrame:
-    """Paragraphs of the Python reference that ships in pydoc_data: real prose, available offline."""
-    rows = []
-    for topic in sorted(pydoc_data.topics.topics):
-        for i, para in enumerate(pydoc_data.topics.topics[topic].split("\n\n")):
-            if len(para.split()) >= min_words:
-                rows.append({"id": f"{topic}:{i}", "text": para.strip()})
-    df = pl.DataFrame(rows)
-    return df.head(limit) if limit else df
 
 
 @pytest.fixture(scope="module")
 def corpus() -> pl.DataFrame:
     return pydoc_paragraphs(120)
-
-
-def origin_counts(table: pl.DataFrame, schedule: str, generation: int) -> dict[str, int]:
-    part = table.filter((pl.col("schedule") == schedule) & (pl.col("generation") == generation))
-    return dict(zip(*part["origin"].value_counts().sort("origin").to_dict(as_series=False).values()))
-
-
-# ------------------------------------------------------------------------ schedule arithmetic
 
 
 def test_schedule_sizes_and_origin_shares_are_exact(corpus):
@@ -84,9 +61,6 @@ def test_real_rows_come_from_the_right_pool(corpus):
     sub = table.filter(pl.col("schedule") == "accumulate_subsample")
     assert sub.group_by("generation").agg(pl.col("doc_id").n_unique() == pl.len())["doc_id"].all()
     assert sub.filter(pl.col("origin") == "synthetic")["parent_generation"].max() <= 2
-
-
-# ------------------------------------------------------------------------ provenance
 
 
 def test_every_row_carries_provenance(corpus):
@@ -135,9 +109,6 @@ def test_single_schedule_side_outputs_are_plain_generation_names(corpus):
         result.table.filter(pl.col("generation") == 1).drop("schedule"))
 
 
-# ------------------------------------------------------------------------ determinism
-
-
 def test_same_seed_same_study_other_seed_other_samples(corpus):
     stage = Generations(generations=2, schedules=["replace", "keep_real"], corpus_size=30, max_tokens=30)
     first, second = stage.apply(corpus, seed=7), stage.apply(corpus, seed=7)
@@ -147,26 +118,9 @@ def test_same_seed_same_study_other_seed_other_samples(corpus):
     assert first.filter(synth)["text"].to_list() != other.filter(synth)["text"].to_list()
 
 
-def test_sampling_bias_knobs_narrow_the_output(corpus):
-    model = NGramLM(order=3).fit(corpus["text"])
-    plain = model.sample(200, np.random.default_rng(0), max_tokens=40)
-    biased = model.sample(200, np.random.default_rng(0), max_tokens=40, temperature=0.5, top_p=0.5)
-    assert tokenize(biased)["token"].n_unique() < tokenize(plain)["token"].n_unique()
-
-
-def test_ngram_perplexity_prefers_real_word_order(corpus):
-    model = NGramLM(order=3).fit(corpus["text"])
-    real = model.perplexity(corpus["text"].head(40))
-    # The same words in reverse order: same unigrams, implausible n-grams.
-    reversed_text = [" ".join(reversed(t.split())) for t in corpus["text"].head(40)]
-    assert np.median(real) < np.median(model.perplexity(reversed_text))
-    assert np.isfinite(model.perplexity(["words never seen: zyzzyva quux"])).all()
-
-
-# ------------------------------------------------------------------------ resume
-
-
 FAIL_AT: dict[str, int | None] = {"generation": None}
+
+
 CALLS: list[tuple[str, int]] = []
 
 
@@ -195,7 +149,7 @@ def test_resume_in_the_middle_of_a_study_recomputes_only_what_is_missing(corpus,
                                                                "id_column": "id"}},
             {"id": "gens", "stage": "generations", "inputs": "docs",
              "params": {"generations": 5, "corpus_size": 30, "max_tokens": 25,
-                        "callback": "test_synthetic:failing_callback"}},
+                        "callback": "test_generations:failing_callback"}},
         ],
     }
     CALLS.clear()
@@ -212,17 +166,17 @@ def test_resume_in_the_middle_of_a_study_recomputes_only_what_is_missing(corpus,
     assert manifest_stats["resumed_generations"] == 2
     # The resumed study is the study an uninterrupted run would have produced.
     fits.clear()
-    fresh = Generations(generations=5, corpus_size=30, max_tokens=25, callback="test_synthetic:failing_callback",
+    fresh = Generations(generations=5, corpus_size=30, max_tokens=25, callback="test_generations:failing_callback",
                         id_column="id").apply(corpus, seed=4)
     assert fits == [1, 2, 3, 4, 5]
     assert resumed.equals(fresh)
     # Generation 3 of the run is addressable as its own table.
-    gen3 = pl.read_parquet(tmp_path / "runs/resume/gens@gen-003/part-*.parquet")
+    gen3 = pipeline.load(tmp_path / "runs/resume/gens/gen-003").collect()
     assert gen3.height == 30 and set(gen3["generation"]) == {3}
 
 
 def test_library_resume_reuses_checkpoints_in_the_same_workdir(corpus, tmp_path):
-    stage = Generations(generations=3, corpus_size=20, max_tokens=20, callback="test_synthetic:failing_callback")
+    stage = Generations(generations=3, corpus_size=20, max_tokens=20, callback="test_generations:failing_callback")
     FAIL_AT["generation"] = 2
     CALLS.clear()
     with pytest.raises(RuntimeError):
@@ -231,77 +185,6 @@ def test_library_resume_reuses_checkpoints_in_the_same_workdir(corpus, tmp_path)
     result = stage.execute(corpus, seed=1, workdir=tmp_path / "w")
     assert CALLS == [("replace", 1), ("replace", 2), ("replace", 2), ("replace", 3)]
     assert result.stats["resumed_generations"] == 1
-
-
-# ------------------------------------------------------------------------ other generators
-
-
-def test_external_generator_mixes_the_users_parquet(corpus, tmp_path):
-    synthetic_dir = tmp_path / "synthetic"
-    synthetic_dir.mkdir()
-    # The user's "generated" text: later paragraphs of the Python reference, none of them in `corpus`.
-    users_text = pydoc_paragraphs()["text"].to_list()[500:620]
-    for t in (1, 2):
-        pl.DataFrame({"text": users_text[t * 40: t * 40 + 30]}).write_parquet(synthetic_dir / f"gen-{t:03d}.parquet")
-    table = Generations(generations=2, schedules=["replace", "keep_real"], corpus_size=20, real_fraction=0.25,
-                        generator="external", generator_params={"path": str(synthetic_dir)}).apply(corpus, seed=0)
-    synthetic = table.filter(pl.col("origin") == "synthetic")
-    assert set(synthetic["text"]) <= set(users_text)
-    assert set(synthetic["generator"]) == {"external"}
-    assert origin_counts(table, "keep_real", 2) == {"human": 5, "synthetic": 15}
-    with pytest.raises(InputDataError, match="no synthetic data for generation 3"):
-        Generations(generations=3, corpus_size=20, generator="external",
-                    generator_params={"path": str(synthetic_dir)}).apply(corpus, seed=0)
-
-
-def _tiny_gpt2(path, texts):
-    """A randomly initialised one-layer GPT-2 with a word-level tokenizer trained on pydoc text."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    raw = Tokenizer(models.WordLevel(unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.Whitespace()
-    raw.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=["<unk>", "<eos>"], vocab_size=400))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="<unk>", eos_token="<eos>",
-                                        bos_token="<eos>", pad_token="<eos>")
-    config = GPT2Config(vocab_size=len(tokenizer), n_layer=1, n_head=2, n_embd=32, n_positions=64,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    import torch
-
-    torch.manual_seed(0)
-    GPT2LMHeadModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-TRAINED: list[int] = []
-
-
-def fake_finetune(generation, schedule, corpus, generator):
-    """What a user's fine-tuning callback returns: the directory of the newly trained model."""
-    TRAINED.append(generation)
-    return generator.model_path
-
-
-def test_hf_generator_continues_prompts_from_a_local_model(corpus, tmp_path):
-    model_dir = _tiny_gpt2(tmp_path / "tiny-gpt2", corpus["text"].to_list())
-    TRAINED.clear()
-    stage = Generations.from_params({
-        "generations": 2, "corpus_size": 6, "generator": "hf", "prompt_tokens": 8, "max_tokens": 6,
-        "generator_params": {"model_path": str(model_dir), "batch_size": 4},
-        "callback": "test_synthetic:fake_finetune",
-    })
-    first = stage.apply(corpus, seed=1)
-    synthetic = first.filter(pl.col("origin") == "synthetic")
-    assert synthetic.height == 12
-    assert set(synthetic["generator"]) == {"hf:tiny-gpt2"}
-    assert synthetic["prompt_id"].null_count() == 0
-    assert synthetic["text"].str.len_chars().max() > 0
-    assert TRAINED == [1, 2]
-    assert stage.apply(corpus, seed=1).equals(first)
-
-
-# ------------------------------------------------------------------------ bad input
 
 
 @pytest.mark.parametrize("params, param", [
@@ -326,11 +209,6 @@ def test_bad_params_name_the_parameter(params, param):
     assert err.value.param == param
 
 
-def test_missing_model_path_says_what_would_be_right():
-    with pytest.raises(ParamError, match="is not a directory.*save_pretrained"):
-        make_generator("hf", {"model_path": "/nonexistent/model"})
-
-
 def test_empty_and_unusable_corpora_are_refused(corpus):
     with pytest.raises(InputDataError, match="has no rows"):
         Generations(generations=1).apply(corpus.head(0))
@@ -348,6 +226,23 @@ def test_empty_and_unusable_corpora_are_refused(corpus):
         Generations(generations=1).apply(duplicated)
 
 
-def test_generator_errors_are_pipeline_errors():
-    with pytest.raises(PipelineError, match="must be fit"):
-        NGramLM().sample(2, np.random.default_rng(0))
+def test_validate_checks_the_columns_of_every_generation_and_side_table(tmp_path):
+    from cli_failures import refused_by_validate
+    from conftest import run_cli, write_config
+
+    flow = """
+name: gens
+seed: 1
+steps:
+  - {id: rows, stage: test_random_rows, params: {n: 30}}
+  - {id: gens, stage: generations, inputs: rows, params: {generations: 2, schedules: [replace, keep_real]}}
+  - {id: gen2, stage: select, inputs: "gens:keep_real-gen-002", params: {columns: [doc_id, origin, text]}}
+"""
+    # The side table of generation 2 has the columns selected: the flow validates.
+    out = run_cli("validate", str(write_config(tmp_path / "good.yaml", flow)))
+    assert out.returncode == 0, out.stderr
+    bad = flow + "  - {id: labels, stage: select, inputs: gens, params: {columns: [schedule, label]}}\n"
+    message = refused_by_validate(tmp_path / "bad.yaml", bad)
+    assert "step 'labels'" in message and "'label'" in message
+    assert ("available columns are: ['schedule', 'doc_id', 'generation', 'origin', 'parent_generation', "
+            "'generator', 'prompt_id', 'text']") in message

@@ -1,0 +1,108 @@
+"""The label_noise parameters: what each mode accepts, checked before any data is read."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import ParamError
+
+DILUTE_NOISE = ("uniform", "structured")
+FLIP_NOISE = ("symmetric", "pairflip", "mapping", "matrix")
+MATRIX_CONVENTION = "rows = clean class, columns = noisy label, rows sum to 1: T[i, j] = P(noisy=j | clean=i)"
+_STOCHASTIC_TOL = 1e-6
+
+
+def validate_params(self: Any) -> None:
+    """Every check that needs only the params (the data-dependent ones run with the data)."""
+    if self.mode not in ("flip", "dilute"):
+        raise ParamError("mode", f"must be 'flip' or 'dilute', got {self.mode!r}")
+    allowed = DILUTE_NOISE if self.mode == "dilute" else FLIP_NOISE
+    if self.noise_kind not in allowed:
+        raise ParamError("noise", f"mode '{self.mode}' takes noise {' | '.join(allowed)}, got {self.noise!r}")
+    if self.classes is not None:
+        if len(self.classes) < 2:
+            raise ParamError("classes", "needs at least 2 classes for label noise")
+        if len(set(self.classes)) != len(self.classes):
+            raise ParamError("classes", f"lists a class twice: {self.classes}")
+    if self.mode == "flip":
+        _validate_flip(self)
+    else:
+        _validate_dilute(self)
+
+def _validate_flip(self: Any) -> None:
+    kind = self.noise_kind
+    if kind == "matrix":
+        if self.rate is not None:
+            raise ParamError("rate", "is implied by the matrix diagonal (1 - T[i, i]); leave it out")
+        if self.matrix is None:
+            raise ParamError("matrix", f"is required for noise 'matrix' ({MATRIX_CONVENTION})")
+        check_stochastic("matrix", self.matrix, None if self.classes is None else len(self.classes))
+    else:
+        if self.rate is None:
+            raise ParamError("rate", f"is required for noise '{kind}': a number in [0, 1] or a {{class: rate}} dict")
+        rates = self.rate.values() if isinstance(self.rate, dict) else [self.rate]
+        for r in rates:
+            if not (isinstance(r, (int, float)) and 0.0 <= r <= 1.0):
+                raise ParamError("rate", f"must lie in [0, 1], got {r!r}")
+        if isinstance(self.rate, dict) and self.classes is not None:
+            check_known("rate", self.rate.keys(), self.classes)
+    if kind == "mapping":
+        if not self.mapping:
+            raise ParamError("mapping", "is required for noise 'mapping': {class: target class}")
+        for a, b in self.mapping.items():
+            if a == b:
+                raise ParamError("mapping", f"maps class {a!r} to itself; a flip must change the label")
+        if self.classes is not None:
+            check_known("mapping", list(self.mapping) + list(self.mapping.values()), self.classes)
+    elif self.mapping is not None:
+        raise ParamError("mapping", f"is only used with noise 'mapping', not '{kind}'")
+    if kind != "matrix" and self.matrix is not None:
+        raise ParamError("matrix", f"is only used with noise 'matrix', not '{kind}'")
+
+def _validate_dilute(self: Any) -> None:
+    if not (isinstance(self.alpha, (int, float)) and math.isfinite(self.alpha) and self.alpha >= 0):
+        raise ParamError("alpha", f"must be a finite number >= 0 (noisy rows per clean row), got {self.alpha!r}")
+    if not (0.0 <= self.delta <= 1.0):
+        raise ParamError("delta", f"must lie in [0, 1], got {self.delta!r}")
+    if self.rate is not None or self.mapping is not None or self.matrix is not None:
+        raise ParamError("rate" if self.rate is not None else "mapping" if self.mapping is not None else "matrix",
+                         "is a flip-mode parameter; dilute mode takes alpha, noise, delta and confusion")
+    if self.noise_kind == "structured":
+        c = self.confusion
+        if isinstance(c, str):
+            if c not in ("derangement", "centroid"):
+                raise ParamError("confusion", f"must be 'derangement', 'centroid', a mapping or a matrix, got {c!r}")
+            if c == "centroid" and not self.feature_column:
+                raise ParamError("feature_column", "is required by confusion 'centroid' (a numeric vector column)")
+        elif isinstance(c, dict):
+            if self.classes is not None:
+                check_known("confusion", list(c) + list(c.values()), self.classes)
+        else:
+            check_stochastic("confusion", c, None if self.classes is None else len(self.classes))
+
+def check_known(param: str, names: Any, classes: list[Any]) -> None:
+    unknown = [n for n in names if n not in classes]
+    if unknown:
+        raise ParamError(param, f"names unknown class(es) {unknown}; the classes are {list(classes)}")
+
+def check_stochastic(param: str, matrix: Any, k: int | None) -> np.ndarray:
+    try:
+        t = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ParamError(param, "must be a K x K list of lists of numbers") from None
+    if t.ndim != 2 or t.shape[0] != t.shape[1]:
+        raise ParamError(param, f"must be square (K x K), got shape {t.shape}")
+    if k is not None and t.shape[0] != k:
+        raise ParamError(param, f"is {t.shape[0]} x {t.shape[0]} but there are {k} classes; it must be {k} x {k}")
+    if not np.all(np.isfinite(t)) or np.any(t < 0):
+        raise ParamError(param, "entries must be finite and >= 0")
+    sums = t.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > _STOCHASTIC_TOL)
+    if bad.size:
+        raise ParamError(
+            param, f"row {int(bad[0])} sums to {sums[bad[0]]:.6g}; every row must sum to 1 ({MATRIX_CONVENTION})"
+        )
+    return t

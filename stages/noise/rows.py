@@ -1,0 +1,186 @@
+"""Reading labels and ids, and writing noisy rows: the table side of label_noise, shared by flip and dilute."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipeline.errors import InputDataError, ParamError
+from pipeline.io import DEFAULT_BATCH_ROWS, Dataset
+from stages._hashing import id_digest
+from stages.noise.counts import json_value
+
+NOISE_COLUMNS = ("clean_label", "is_noisy", "noise_origin", "source_id")
+# Integer classes spanning fewer values than this are indexed through a dense lookup table.
+DENSE_LABEL_SPAN = 1 << 20
+
+
+def batch_rows(ds: Any) -> int:
+    """Rows per batch: a Parquet input streams in DEFAULT_BATCH_ROWS; an in-memory table is one batch
+    (it is already in memory, and one batch keeps the vectorised work in one call)."""
+    frame = getattr(ds, "frame", None)
+    return max(frame.height, 1) if frame is not None else DEFAULT_BATCH_ROWS
+
+
+def _label_counts(data: Dataset, label: str, dtype: pl.DataType) -> pl.DataFrame:
+    """Rows per distinct label (nulls included); a bincount for small integer labels held in memory."""
+    if data.frame is not None and dtype.is_integer() and data.frame[label].null_count() == 0 and data.num_rows:
+        values = data.frame[label]
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo < DENSE_LABEL_SPAN:
+            raw = values.to_numpy().astype(np.int64, copy=False)
+            counts = np.bincount(raw, minlength=hi + 1)[lo:] if lo >= 0 else \
+                np.bincount(raw.astype(np.int64, copy=False) - lo, minlength=hi - lo + 1)
+            present = np.flatnonzero(counts)
+            return pl.DataFrame({label: pl.Series(present + lo).cast(dtype), "len": counts[present].astype(np.uint32)})
+    return data.lazy().group_by(label).len().collect()
+
+
+def class_table(stage: Any, data: Dataset) -> tuple[pl.Series, np.ndarray]:
+    """The class set in order, and the number of rows of each class (one pass over the labels)."""
+    label = stage.label_column
+    dtype = data.lazy().collect_schema()[label]
+    if not (dtype.is_integer() or dtype == pl.String):
+        raise InputDataError(
+            f"label column '{label}' has type {dtype}; labels must be integers or strings (cast it first)",
+            param="label_column", file=data.label,
+        )
+    for col in NOISE_COLUMNS:
+        if col in data.columns:
+            raise InputDataError(
+                f"input already has column '{col}' (from an earlier label_noise step?); drop or rename it first",
+                file=data.label,
+            )
+    counted = _label_counts(data, label, dtype)
+    if counted[label].null_count():
+        nulls = int(counted.filter(pl.col(label).is_null())["len"][0])
+        raise InputDataError(f"label column '{label}' has {nulls} null value(s); every row needs a label",
+                             param="label_column", file=data.label)
+    if stage.classes is not None:
+        try:
+            classes = pl.Series(label, stage.classes).cast(dtype, strict=True)
+        except (pl.exceptions.InvalidOperationError, pl.exceptions.ComputeError, TypeError):
+            raise ParamError("classes", f"values {stage.classes} do not match the label type {dtype}") from None
+        unknown = counted.filter(~pl.col(label).is_in(classes.implode()))[label].to_list()
+        if unknown:
+            raise InputDataError(f"label column '{label}' holds values not in classes: {unknown[:10]}",
+                                 param="classes", file=data.label)
+    else:
+        classes = counted[label].sort()
+    if classes.len() < 2:
+        raise InputDataError(
+            f"label column '{label}' has a single class {classes.to_list()}; label noise needs at least 2",
+            param="label_column", file=data.label,
+        )
+    joined = pl.DataFrame({label: classes}).join(counted, on=label, how="left", maintain_order="left")
+    return classes, joined["len"].fill_null(0).to_numpy().astype(np.int64)
+
+
+def class_index(labels: pl.Series, classes: pl.Series) -> np.ndarray:
+    """Position of each label in `classes` (labels are already known to be in it)."""
+    if labels.dtype.is_integer() and classes.len():
+        lo, hi = int(classes.min()), int(classes.max())
+        values = labels.to_numpy()
+        if _consecutive(classes):  # classes lo, lo + 1, ..., in order: the index is an offset
+            return (values - lo).astype(np.int32) if lo else values.astype(np.int32)
+        if hi - lo < DENSE_LABEL_SPAN:
+            # A dense lookup table: ~7x faster than replace_strict on 10M integer labels.
+            lut = np.zeros(hi - lo + 1, dtype=np.int32)
+            lut[classes.to_numpy().astype(np.int64) - lo] = np.arange(classes.len(), dtype=np.int32)
+            return lut[values.astype(np.int64, copy=False) - lo]
+    return labels.replace_strict(classes, np.arange(classes.len(), dtype=np.int32),
+                                 return_dtype=pl.Int32).to_numpy()
+
+
+def _consecutive(classes: pl.Series) -> bool:
+    """Are the classes the integers lo, lo + 1, ..., hi in this order?"""
+    k = classes.len()
+    return bool(classes.dtype.is_integer() and k and int(classes[-1]) - int(classes[0]) == k - 1
+                and classes.is_sorted() and classes.n_unique() == k)
+
+
+def class_labels(classes: pl.Series, idx: np.ndarray) -> pl.Series:
+    """The class at each index: arithmetic when the classes are consecutive integers, a gather otherwise."""
+    if _consecutive(classes):
+        lo = int(classes[0])
+        values = idx.astype(np.int64, copy=False) + lo if lo else idx.astype(np.int64, copy=False)
+        return pl.Series(classes.name, values).cast(classes.dtype)
+    return classes.gather(idx)
+
+
+def class_positions(classes: pl.Series, values: Any, param: str) -> np.ndarray:
+    lookup = {json_value(c): i for i, c in enumerate(classes.to_list())}
+    out = []
+    for v in values:
+        if v not in lookup:
+            raise ParamError(param, f"names unknown class {v!r}; the classes are {list(lookup)}")
+        out.append(lookup[v])
+    return np.asarray(out, dtype=np.int64)
+
+
+def digests(stage: Any, batch: pl.DataFrame, offset: int, label: str) -> np.ndarray:
+    """The seed-independent digest of each row's id (or of its corpus-wide position without an id column)."""
+    if stage.id_column is None:
+        return id_digest(pl.Series(np.arange(offset, offset + batch.height, dtype=np.int64)))
+    ids = batch[stage.id_column]
+    if ids.null_count():
+        raise InputDataError(f"id column '{stage.id_column}' has null values; every row needs an id",
+                             param="id_column", file=label)
+    return id_digest(ids)
+
+
+def source_ids(stage: Any, batch: pl.DataFrame, offset: int) -> pl.Series:
+    if stage.id_column is None:
+        return pl.Series("source_id", np.arange(offset, offset + batch.height, dtype=np.int64))
+    return batch[stage.id_column].alias("source_id")
+
+
+def as_id_dtype(stage: Any, ids: pl.Series, schema: pl.Schema) -> pl.Series:
+    """`source_id` keeps the data's id type, so added rows from `source` concatenate with the rest."""
+    if not stage.id_column or ids.dtype == schema[stage.id_column]:
+        return ids
+    try:
+        return ids.cast(schema[stage.id_column], strict=True)
+    except pl.exceptions.InvalidOperationError:
+        raise InputDataError(
+            f"ids of input 'source' ({ids.dtype}) do not convert to the data's id type "
+            f"({schema[stage.id_column]}); give both tables the same id type", param="id_column",
+        ) from None
+
+
+def decorate(label: str, batch: pl.DataFrame, noisy: pl.Series, clean: pl.Series, is_noisy: np.ndarray | pl.Series,
+             origin: str, source_id: pl.Series) -> pl.DataFrame:
+    """Put the noisy label in place and append the provenance columns.
+
+    `origin` is 'clean' or 'added' for the whole batch, or 'flipped' for the rows that are noisy.
+    """
+    if origin == "flipped":
+        origin_expr = pl.when(pl.col("is_noisy")).then(pl.lit("flipped")).otherwise(pl.lit("clean"))
+    else:
+        origin_expr = pl.lit(origin, dtype=pl.String)
+    return batch.with_columns(
+        noisy.alias(label),
+        clean.alias("clean_label"),
+        pl.Series("is_noisy", is_noisy, dtype=pl.Boolean),
+        source_id,
+    ).with_columns(origin_expr.alias("noise_origin")).select([*batch.columns, *NOISE_COLUMNS])
+
+
+def transitions(classes: pl.Series, counts: np.ndarray, requested: np.ndarray | None,
+                ood_counts: np.ndarray | None = None) -> pl.DataFrame:
+    """The realised clean x noisy counts (and the requested ones), one row per cell; `source` rows last."""
+    k = classes.len()
+    grid_clean = classes.gather(np.repeat(np.arange(k), k))
+    grid_noisy = classes.gather(np.tile(np.arange(k), k))
+    cols: dict[str, Any] = {"clean_label": grid_clean, "label": grid_noisy,
+                            "count": pl.Series(counts.reshape(-1), dtype=pl.Int64)}
+    if requested is not None:
+        cols["requested_count"] = pl.Series(requested.reshape(-1), dtype=pl.Float64)
+    table = pl.DataFrame(cols)
+    if ood_counts is not None:
+        ood = pl.DataFrame({"clean_label": pl.Series([None] * k, dtype=classes.dtype), "label": classes,
+                            "count": pl.Series(ood_counts, dtype=pl.Int64)})
+        table = pl.concat([table, ood], how="diagonal_relaxed")
+    return table

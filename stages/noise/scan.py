@@ -1,0 +1,63 @@
+"""The label pass of label_noise as a partitioned map: what each row contributes, merged in input order.
+
+Both modes need the same per-row facts before they can choose anything: the row's class index and
+the digest of its id (flip stores the id's flip hash directly). A map reads only the label and id
+columns of its partition; the merge keeps partitions' arrays as a list in input order (concatenated
+once, in `finish`), so merging costs nothing and the merged arrays are exactly those of one pass.
+The state is 12 bytes a row: exact per-class counts need every row's hash in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipeline.partitioned import Partition
+from stages.noise.counts import keyed_chunked
+from stages.noise.rows import batch_rows, class_index, digests
+
+
+@dataclass
+class LabelScan:
+    """Per-row class index and hash (flip: keyed flip hash; dilute: id digest), plus the largest integer id."""
+
+    class_idx: list[np.ndarray] = field(default_factory=list)
+    hashes: list[np.ndarray] = field(default_factory=list)
+    max_id: int | None = None
+
+    def merge(self, later: LabelScan) -> LabelScan:
+        """This state's rows, then `later`'s: associative, and a merge in input order is one pass's arrays."""
+        ids = [m for m in (self.max_id, later.max_id) if m is not None]
+        return LabelScan(self.class_idx + later.class_idx, self.hashes + later.hashes, max(ids) if ids else None)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(class index per row, hash per row), for the whole input."""
+        if len(self.class_idx) == 1:
+            return self.class_idx[0], self.hashes[0]
+        idx = np.concatenate(self.class_idx) if self.class_idx else np.zeros(0, dtype=np.int32)
+        h = np.concatenate(self.hashes) if self.hashes else np.zeros(0, dtype=np.uint64)
+        self.class_idx, self.hashes = [idx], [h]  # the parts are copied into one array: free them now
+        return idx, h
+
+
+def scan_partition(stage: Any, partition: Partition, classes: pl.Series, flip_key: int | None, label: str,
+                   integer_ids: bool) -> LabelScan:
+    """One partition's class indices and hashes, reading only the label and id columns."""
+    columns = [stage.label_column] + ([stage.id_column] if stage.id_column else [])
+    state = LabelScan()
+    offset = partition.base
+    rows = partition.num_rows if partition.frame is not None else batch_rows(partition)
+    for batch in partition.iter_batches(max(rows, 1), columns=columns):
+        state.class_idx.append(class_index(batch[stage.label_column], classes))
+        digest = digests(stage, batch, offset, label)
+        state.hashes.append(digest if flip_key is None else keyed_chunked(digest, flip_key, out=digest))
+        if integer_ids and batch.height:
+            top = batch[stage.id_column].max()
+            state.max_id = int(top) if state.max_id is None else max(state.max_id, int(top))
+        offset += batch.height
+    if len(state.class_idx) > 1:
+        state.class_idx, state.hashes = [np.concatenate(state.class_idx)], [np.concatenate(state.hashes)]
+    return state

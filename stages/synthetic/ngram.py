@@ -1,0 +1,284 @@
+"""The built-in word n-gram language model of the `generations` stage, held in sorted NumPy arrays.
+
+It fits and samples a few thousand documents in well under a second, so a 10-generation
+model-collapse study runs on a laptop; `detokenize` turns sampled tokens back into prose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from pipeline.errors import InputDataError, ParamError, PipelineError
+from stages.text import token_ids, token_table
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_HASH_START = np.uint64(0x243F6A8885A308D3)
+
+
+def _mix(key: np.ndarray, token: np.ndarray) -> np.ndarray:
+    """Extend a context hash by one token (64-bit polynomial hash; wraps on overflow by design)."""
+    with np.errstate(over="ignore"):
+        return key * _MIX + token.astype(np.uint64) + np.uint64(1)
+
+
+def detokenize(doc_index: np.ndarray, tokens: pl.Series, n_docs: int) -> list[str]:
+    """Join tokens back into text, gluing punctuation to its neighbour as written prose does."""
+    joined = (
+        pl.DataFrame({"doc": doc_index.astype(np.int64), "token": tokens})
+        .group_by("doc", maintain_order=True)
+        .agg(pl.col("token").str.join(" "))
+    )
+    full = pl.DataFrame({"doc": np.arange(n_docs, dtype=np.int64)}).join(joined, on="doc", how="left")
+    text = (
+        full["token"].fill_null("")
+        .str.replace_all(r" ([.,;:!?)\]}])", "$1")
+        .str.replace_all(r"([(\[{]) ", "$1")
+    )
+    return text.to_list()
+
+
+class NGramLM:
+    """Interpolated Witten-Bell word n-gram model, every table a sorted NumPy array.
+
+    P(w | h) = lambda_h * c(h, w) / c(h) + (1 - lambda_h) * P(w | h minus its oldest word), with
+    lambda_h = c(h) / (c(h) + distinct continuations of h), down to an add-k unigram. Sampling draws
+    from that mixture exactly: pick the order by the lambdas, then a continuation of the context by
+    its (temperature- and top-p-adjusted) counts, all documents in one vectorised step per token.
+    The vocabulary is refit on each corpus, so a word that a generation never produced cannot come
+    back later: that is how the tails disappear in a collapse study.
+    """
+
+    def __init__(self, order: int = 3, smoothing: float = 0.01):
+        if order < 1:
+            raise ParamError("order", f"must be at least 1 (1 = unigram), got {order}")
+        if smoothing < 0:
+            raise ParamError("smoothing", f"must be >= 0 (add-k on the unigram level), got {smoothing}")
+        self.order = order
+        self.smoothing = smoothing
+        self.vocab: pl.Series | None = None
+
+    # -- fitting --------------------------------------------------------------------------------
+
+    def _encode(self, texts: pl.Series | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of every document in the model's vocabulary (unknown words get `unk`)."""
+        toks = token_table(texts).join(self._vocab_ids, on="token", how="left", maintain_order="left")
+        return (toks["doc"].to_numpy().astype(np.int64),
+                toks["id"].fill_null(self.unk).to_numpy().astype(np.int64))
+
+    def _targets(self, doc: np.ndarray, ids: np.ndarray, n_docs: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Every predicted token (each word and one end-of-document per text) and its context hashes.
+
+        Contexts are padded with begin-of-document marks, so the first words of a text have
+        contexts of their own, as in the sampler.
+        """
+        lengths = np.bincount(doc, minlength=n_docs) + 1  # + end of document
+        pad = self.order - 1
+        starts = np.concatenate([[0], np.cumsum(lengths + pad)[:-1]])
+        seq = np.full(int((lengths + pad).sum()), self.bos, dtype=np.int64)
+        within = np.arange(len(ids)) - np.repeat(np.concatenate([[0], np.cumsum(lengths - 1)[:-1]]), lengths - 1)
+        seq[starts[doc] + pad + within] = ids
+        seq[starts + pad + lengths - 1] = self.eos
+        target_pos = (np.repeat(starts + pad, lengths) + np.arange(lengths.sum())
+                      - np.repeat(np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths))
+        keys = []
+        key = np.full(len(target_pos), _HASH_START, dtype=np.uint64)
+        for k in range(1, self.order):
+            key = _mix(key, seq[target_pos - k])
+            keys.append(key)
+        return seq[target_pos], keys
+
+    def fit(self, texts: pl.Series | Sequence[str]) -> NGramLM:
+        toks = token_table(texts)
+        if len(toks) == 0:
+            raise InputDataError("cannot fit an n-gram model on a corpus without any words")
+        ids, self.vocab = token_ids(toks["token"])
+        self._vocab_ids = pl.DataFrame({"token": self.vocab, "id": np.arange(len(self.vocab), dtype=np.int64)})
+        self.eos, self.bos, self.unk = len(self.vocab), len(self.vocab) + 1, len(self.vocab) + 2
+        n_docs = len(texts)
+        target, keys = self._targets(toks["doc"].to_numpy().astype(np.int64), ids.astype(np.int64), n_docs)
+        self.unigram = np.bincount(target, minlength=self.eos + 1).astype(np.float64)
+        self.tables = [self._context_table(key, target) for key in keys]
+        return self
+
+    @staticmethod
+    def _context_table(ctx: np.ndarray, nxt: np.ndarray) -> dict[str, np.ndarray]:
+        """Counts of distinct (context, next) pairs, grouped by context.
+
+        Two one-key uint64 sorts (pairs by hash, then by context) instead of a multi-key sort: the
+        pair hashes come out sorted for lookups, and contexts come out grouped for sampling.
+        """
+        pair = _mix(ctx, nxt)
+        order = np.argsort(pair)
+        pair = pair[order]
+        first = np.nonzero(np.r_[True, pair[1:] != pair[:-1]])[0]
+        counts = np.diff(np.append(first, len(pair))).astype(np.float64)
+        p_ctx, p_nxt = ctx[order[first]], nxt[order[first]]
+        by_ctx = np.argsort(p_ctx, kind="stable")
+        p_ctx = p_ctx[by_ctx]
+        starts = np.nonzero(np.r_[True, p_ctx[1:] != p_ctx[:-1]])[0]
+        ends = np.append(starts[1:], len(p_ctx))
+        grouped_counts = counts[by_ctx]
+        return {
+            "ctx": p_ctx[starts], "start": starts, "end": ends,
+            "total": np.add.reduceat(grouped_counts, starts), "types": (ends - starts).astype(np.float64),
+            "next": p_nxt[by_ctx], "count": grouped_counts,
+            "pair_key": pair[first], "pair_count": counts,
+        }
+
+    @staticmethod
+    def _by_descending_count(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The same table with each context's continuations ordered by count, most frequent first.
+
+        Only top-p needs this order (it keeps a prefix of each group), so it is made on demand.
+        """
+        group = np.repeat(np.arange(len(table["start"])), table["end"] - table["start"])
+        perm = np.lexsort((table["next"], -table["count"], group))
+        return {**table, "next": table["next"][perm], "count": table["count"][perm]}
+
+    # -- scoring --------------------------------------------------------------------------------
+
+    def _unigram_prob(self) -> np.ndarray:
+        v = self.eos + 1
+        return (self.unigram + self.smoothing) / (self.unigram.sum() + self.smoothing * v)
+
+    def log_prob(self, texts: pl.Series | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Natural-log probability of every predicted token, and the document it belongs to."""
+        n_docs = len(texts)
+        doc, ids = self._encode(texts)
+        target, keys = self._targets(doc, ids, n_docs)
+        lengths = np.bincount(doc, minlength=n_docs) + 1
+        uni = self._unigram_prob()
+        floor = self.smoothing / (self.unigram.sum() + self.smoothing * len(uni)) if self.smoothing else 1e-12
+        prob = np.where(target < len(uni), uni[np.minimum(target, len(uni) - 1)], floor)
+        for key, table in zip(keys, self.tables):
+            pos = np.searchsorted(table["ctx"], key)
+            pos_c = np.minimum(pos, len(table["ctx"]) - 1)
+            found = table["ctx"][pos_c] == key
+            total, types = table["total"][pos_c], table["types"][pos_c]
+            pair = _mix(key, target)
+            ppos = np.minimum(np.searchsorted(table["pair_key"], pair), len(table["pair_key"]) - 1)
+            count = np.where(table["pair_key"][ppos] == pair, table["pair_count"][ppos], 0.0)
+            lam = total / (total + types)
+            prob = np.where(found, lam * count / total + (1 - lam) * prob, prob)
+        return np.log(np.maximum(prob, 1e-300)), np.repeat(np.arange(n_docs), lengths)
+
+    def perplexity(self, texts: pl.Series | Sequence[str]) -> np.ndarray:
+        """Per-document perplexity (end-of-document included, so an empty text is still scored)."""
+        logp, doc = self.log_prob(texts)
+        n = np.bincount(doc, minlength=len(texts))
+        return np.exp(-np.bincount(doc, weights=logp, minlength=len(texts)) / np.maximum(n, 1))
+
+    # -- sampling -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _biased_cumsum(count: np.ndarray, start: np.ndarray, end: np.ndarray,
+                       temperature: float, top_p: float) -> np.ndarray:
+        """Cumulative sampling weights after temperature and per-context top-p truncation."""
+        w = count ** (1.0 / temperature) if temperature != 1.0 else count.copy()
+        if top_p < 1.0 and len(w):
+            cw = np.cumsum(w)
+            lengths = end - start
+            group_start = np.repeat(start, lengths)
+            base = cw[group_start] - w[group_start]
+            before = cw - w - base
+            group_total = np.repeat(cw[end - 1] - cw[start] + w[start], lengths)
+            w = np.where(before < top_p * group_total, w, 0.0)
+        return np.cumsum(w)
+
+    @staticmethod
+    def _draw(cum: np.ndarray, lo: np.ndarray, hi: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """Index in [lo, hi) drawn in proportion to the weights whose running sum is `cum`."""
+        below = np.where(lo > 0, cum[np.maximum(lo - 1, 0)], 0.0)
+        target = below + u * (cum[hi - 1] - below)
+        return np.clip(np.searchsorted(cum, target, side="right"), lo, hi - 1)
+
+    def sample(
+        self,
+        n: int,
+        rng: np.random.Generator,
+        *,
+        max_tokens: int = 128,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        prompts: Sequence[str] | None = None,
+        prompt_tokens: int | None = None,
+    ) -> list[str]:
+        """`n` documents, or continuations of the first `prompt_tokens` words of each prompt."""
+        if self.vocab is None:
+            raise PipelineError("the n-gram model must be fit before it can sample")
+        width = max(self.order - 1, 1)
+        history = np.full((n, width), self.bos, dtype=np.int64)
+        if prompts is not None:
+            doc, ids = self._encode(list(prompts))
+            keep = np.arange(len(doc)) - np.searchsorted(doc, doc) < (prompt_tokens or 1 << 30)
+            doc, ids = doc[keep], ids[keep]
+            # The last `width` words of each prompt become the sampler's starting context.
+            ends = np.searchsorted(doc, np.arange(n), side="right")
+            for j in range(1, width + 1):
+                pos = ends - j
+                ok = (pos >= 0) & (pos < len(doc))
+                ok[ok] &= doc[pos[ok]] == np.arange(n)[ok]
+                history[ok, width - j] = ids[pos[ok]]
+        uni_p = self._unigram_prob()
+        uni_cum = np.cumsum(self.unigram ** (1.0 / temperature))
+        lam_uni = self.unigram.sum() / (self.unigram.sum() + self.smoothing * len(uni_p))
+        tables = [self._by_descending_count(t) for t in self.tables] if top_p < 1.0 else self.tables
+        cums = [self._biased_cumsum(t["count"], t["start"], t["end"], temperature, top_p) for t in tables]
+        out = np.full((n, max_tokens), -1, dtype=np.int64)
+        alive = np.ones(n, bool)
+        for step in range(max_tokens):
+            rows = np.nonzero(alive)[0]
+            if len(rows) == 0:
+                break
+            chosen = self._next_tokens(tables, history[rows], rng, cums, uni_cum, lam_uni, len(uni_p))
+            if step == 0 and prompts is None:
+                # An empty document is a waste of a sample: redraw the rare end-of-document at step 0.
+                for _ in range(8):
+                    again = chosen == self.eos
+                    if not again.any():
+                        break
+                    chosen[again] = self._next_tokens(tables, history[rows[again]], rng, cums, uni_cum,
+                                                      lam_uni, len(uni_p))
+            out[rows, step] = chosen
+            alive[rows[chosen == self.eos]] = False
+            if self.order > 1:
+                history[rows] = np.concatenate([history[rows, 1:], chosen[:, None]], axis=1)
+        mask = (out >= 0) & (out < self.eos)
+        # Tokens after an end-of-document are never written (the row stops), so `mask` is the text.
+        doc_index = np.nonzero(mask)[0]
+        return detokenize(doc_index, self.vocab.gather(out[mask]), n)
+
+    def _next_tokens(self, tables: list[dict], history: np.ndarray, rng: np.random.Generator, cums: list[np.ndarray],
+                     uni_cum: np.ndarray, lam_uni: float, v: int) -> np.ndarray:
+        m = len(history)
+        chosen = np.full(m, -1, dtype=np.int64)
+        pending = np.ones(m, bool)
+        keys = []
+        key = np.full(m, _HASH_START, dtype=np.uint64)
+        for k in range(1, self.order):
+            key = _mix(key, history[:, -k])
+            keys.append(key)
+        for k in range(self.order - 1, 0, -1):
+            table, cum, key = tables[k - 1], cums[k - 1], keys[k - 1]
+            pos = np.minimum(np.searchsorted(table["ctx"], key), len(table["ctx"]) - 1)
+            found = table["ctx"][pos] == key
+            lam = np.where(found, table["total"][pos] / (table["total"][pos] + table["types"][pos]), 0.0)
+            u = rng.random(m)
+            lo, hi = table["start"][pos], table["end"][pos]
+            has_mass = cum[hi - 1] > np.where(lo > 0, cum[np.maximum(lo - 1, 0)], 0.0)
+            take = pending & found & (u < lam) & has_mass
+            if take.any():
+                idx = self._draw(cum, lo[take], hi[take], rng.random(int(take.sum())))
+                chosen[take] = table["next"][idx]
+            pending &= ~take
+        if pending.any():
+            rows = np.nonzero(pending)[0]
+            from_counts = rng.random(len(rows)) < lam_uni
+            picks = np.searchsorted(uni_cum, rng.random(len(rows)) * uni_cum[-1], side="right")
+            uniform = rng.integers(0, v, len(rows))
+            chosen[rows] = np.where(from_counts, np.minimum(picks, v - 1), uniform)
+        return chosen
+

@@ -1,0 +1,34 @@
+"""Shared by the bad-input tests: a config that fails must exit 2 with one clear line and no traceback."""
+
+from __future__ import annotations
+
+from conftest import run_cli, write_config
+
+BASE = """
+name: bad
+seed: 0
+steps:
+  - id: docs
+    stage: python_docs
+    params: {granularity: topic}
+"""
+
+
+def fails_cleanly(tmp_path, text, *expected, code=2, extra=()):
+    """Run `text` as a config; assert the exit code, no traceback, and every expected piece in stderr."""
+    cfg = write_config(tmp_path / "c.yaml", text)
+    proc = run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), *extra)
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    for piece in expected:
+        assert piece in proc.stderr, proc.stderr
+    return proc
+
+
+def refused_by_validate(path, text) -> str:
+    """Write `text` as a config at `path`, run `pipeline validate`: exit 2, one line, no traceback; the line."""
+    proc = run_cli("validate", str(write_config(path, text)))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    message = proc.stderr.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message, message
+    return message

@@ -1,0 +1,23 @@
+"""The `pipeline` command (pipeline/cli.py): run, show, stages and validate on a small pipeline."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import run_cli, write_config
+from engine_config import CONFIG
+
+
+@pytest.fixture
+def config(tmp_path):
+    return write_config(tmp_path / "eng.yaml", CONFIG)
+
+
+def test_cli_show_stages_validate(config, tmp_path):
+    work = tmp_path / "runs"
+    assert run_cli("run", str(config), "--workdir", str(work), "--quiet").stdout == ""
+    show = run_cli("show", "eng", "--workdir", str(work))
+    assert show.returncode == 0 and "split" in show.stdout and "train/" in show.stdout
+    stages = run_cli("stages", "split")
+    assert "fractions" in stages.stdout and "share of rows" in stages.stdout
+    valid = run_cli("validate", str(config))
+    assert valid.returncode == 0 and "docs -> long -> sample -> split -> test_only" in valid.stdout

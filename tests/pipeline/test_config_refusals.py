@@ -1,0 +1,57 @@
+"""Bad configs (pipeline/config.py) get one clear line naming step, key and file, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+from cli_failures import BASE, fails_cleanly
+from conftest import run_cli, write_config
+
+
+def test_unknown_stage_suggests_the_right_one(tmp_path):
+    fails_cleanly(tmp_path, BASE + "  - id: s\n    stage: splt\n    inputs: docs\n",
+           "step 's'", "unknown stage 'splt'", "did you mean 'split'", "c.yaml")
+
+
+def test_unknown_param(tmp_path):
+    fails_cleanly(tmp_path, BASE + "  - id: s\n    stage: sample\n    inputs: docs\n    params: {count: 3}\n",
+           "step 's' (stage 'sample')", "parameter 'count'", "unknown parameter", "takes: n, fraction")
+
+
+def test_wrong_type(tmp_path):
+    fails_cleanly(tmp_path, BASE + "  - id: s\n    stage: sample\n    inputs: docs\n    params: {n: lots}\n",
+           "parameter 'n'", "expects int | null, got 'lots'")
+
+
+def test_invalid_value(tmp_path):
+    fails_cleanly(tmp_path, BASE + "  - id: s\n    stage: sample\n    inputs: docs\n    params: {fraction: 1.5}\n",
+           "parameter 'fraction'", "must be in [0, 1]")
+
+
+def test_missing_column(tmp_path):
+    fails_cleanly(tmp_path, BASE + "  - id: f\n    stage: length_filter\n    inputs: docs\n    params: {text_column: body}\n",
+           "step 'f' (stage 'length_filter')", "no column 'body'", "parameter 'text_column'", "columns are")
+
+
+def test_cycle_and_duplicate_ids(tmp_path):
+    cyc = BASE + "  - id: a\n    stage: select\n    inputs: b\n  - id: b\n    stage: select\n    inputs: a\n"
+    fails_cleanly(tmp_path, cyc, "cycle", "a -> b -> a")
+    dup = BASE + "  - id: docs\n    stage: python_docs\n"
+    fails_cleanly(tmp_path, dup, "duplicate step id 'docs'", "c.yaml")
+
+
+def test_step_id_cannot_escape_the_workdir(tmp_path):
+    fails_cleanly(tmp_path, BASE + "  - id: ../../evil\n    stage: select\n    inputs: docs\n", "'id' must be", "run folder")
+    assert not (tmp_path / "evil").exists()
+
+
+def test_yaml_cannot_run_code(tmp_path):
+    text = BASE + "  - id: s\n    stage: !!python/object/apply:os.system ['touch pwned']\n"
+    fails_cleanly(tmp_path, text, "not valid YAML", "c.yaml")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_bad_set_override_and_missing_config(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", BASE)
+    proc = run_cli("run", str(cfg), "--set", "docs.granularity=chapter", "--workdir", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "parameter 'granularity'" in proc.stderr and "'topic' | 'paragraph'" in proc.stderr
+    proc = run_cli("run", str(tmp_path / "nope.yaml"))
+    assert proc.returncode == 2 and "config file not found" in proc.stderr

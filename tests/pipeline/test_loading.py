@@ -1,0 +1,35 @@
+"""Reading a run's outputs from Python (pipeline.load, load_dataset): the library round trip."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from conftest import write_config
+from engine_config import CONFIG
+
+import pipeline
+
+
+@pytest.fixture
+def config(tmp_path):
+    return write_config(tmp_path / "eng.yaml", CONFIG)
+
+
+def test_library_api_roundtrip(config, tmp_path):
+    from stages.transforms import LengthFilter, Split
+
+    docs = pl.DataFrame({"id": ["a", "b", "c"], "text": ["one two three", "one", "four five six seven"]})
+    kept = LengthFilter(min_words=3).apply(docs)
+    assert kept["id"].to_list() == ["a", "c"]
+    result = Split(fractions={"train": 2 / 3, "test": 1 / 3}).execute(docs, seed=3)
+    assert result.side_outputs["train"].height == 2 and result.side_outputs["test"].height == 1
+    assert LengthFilter(min_words=3).get_params() == {"min_chars": 0, "max_chars": None, "min_words": 3,
+                                                      "text_column": "text"}
+    work = tmp_path / "runs"
+    pipeline.run_pipeline(config, workdir=work)
+    lf = pipeline.load(work / "eng" / "split")
+    assert isinstance(lf, pl.LazyFrame)
+    hf = pipeline.load_dataset(work / "eng" / "split")
+    assert hf.num_rows == 50 and hf.column_names == ["id", "text", "topic", "split"]
+    assert hf[0]["id"] == lf.collect()["id"][0]
+    assert hf.cache_files, "the datasets.Dataset must be backed by a memory-mapped file"

@@ -1,0 +1,65 @@
+"""Dedup stages on the partitioned contract: any partition size gives the same kept rows, side outputs and stats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.executors import LocalExecutor
+from pipeline.io import Dataset
+from pipeline.partitioned import plan_partitions
+from pipeline.stage import Context
+from stages.dedup import DedupExact, DedupMinhash, DedupSemantic
+from stages.dedup.planted import planted_corpus
+
+SIZES = [1, 20_000, 1 << 40]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Planted near-duplicates in Parquet row groups of 40 rows, and 15 originals as a reference."""
+    frame = planted_corpus(n_sources=40, n_controls=40, seed=5, levels=(0.01, 0.05))
+    # Vectors of one source's rows are near each other (semantic duplicates), other sources' far.
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(frame["source"].n_unique(), 8))
+    source = frame["source"].rank("dense").cast(pl.Int64).to_numpy() - 1
+    vectors = centres[source] + 0.01 * rng.normal(size=(frame.height, 8))
+    frame = frame.select("id", "text").with_columns(pl.Series("vector", vectors.astype(np.float32).tolist()))
+    folder = tmp_path_factory.mktemp("planted")
+    pq.write_table(frame.to_arrow(), folder / "part-00000.parquet", row_group_size=40)
+    reference = frame.slice(3, 15).select("id", "text", "vector")
+    return Dataset.from_parquet(folder), Dataset.from_any(reference, label="reference")
+
+
+def _run(stage, inputs: dict[str, Dataset], out: Path, partition_bytes: int, executor=None):
+    out.mkdir(parents=True)
+    ctx = Context(step_id="dedup", seed=0, out_dir=out, executor=getattr(executor, "name", "local"))
+    (executor or LocalExecutor(partition_bytes=partition_bytes)).run_step(stage, ctx, inputs, out)
+    sides = {name: pl.read_parquet(out / name / "*.parquet") for name in ctx.side_outputs}
+    stats = {k: v for k, v in ctx.stats.items() if k not in ("partitions", "partition_profile")}
+    return pl.read_parquet(out / "*.parquet"), sides, stats, ctx.stats["partitions"]
+
+
+@pytest.mark.parametrize("stage", [DedupMinhash(threshold=0.7), DedupMinhash(verify="signature", keep="longest"),
+                                   DedupExact(normalization="full", keep="lowest_id"),
+                                   DedupSemantic(embedding_column="vector", threshold=0.99, n_clusters=4)],
+                         ids=["minhash", "minhash-signature", "exact", "semantic"])
+@pytest.mark.parametrize("with_reference", [False, True], ids=["within", "reference"])
+def test_every_partition_size_gives_the_same_outputs(corpus, tmp_path, stage, with_reference):
+    data, reference = corpus
+    inputs = {"data": data, "reference": reference} if with_reference else {"data": data}
+    runs = [_run(stage, inputs, tmp_path / str(size), size) for size in SIZES]
+    assert [r[3] for r in runs] == [len(plan_partitions(data, size)) for size in SIZES]
+    assert runs[0][3] > 2 and runs[-1][3] == 1
+    table, sides, stats, _ = runs[-1]
+    assert sides["removed"].height > 0 and table.height + sides["removed"].height == data.num_rows
+    for other_table, other_sides, other_stats, _ in runs[:-1]:
+        assert other_table.equals(table)
+        assert other_sides.keys() == sides.keys()
+        for name in sides:
+            assert other_sides[name].equals(sides[name]), name
+        assert other_stats == stats

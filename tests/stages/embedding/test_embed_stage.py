@@ -1,0 +1,48 @@
+"""The `embed` stage (stages/embedding/embed.py): the output column, cache reuse across runs, refused inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from embedding_texts import PARAGRAPHS
+
+from pipeline.errors import InputDataError
+from stages.embedding import (
+    Embed,
+    encode_texts,
+    series_to_vectors,
+)
+
+
+def test_embed_stage_adds_fixed_size_float32_column(tmp_path):
+    df = pl.DataFrame({"id": range(6), "body": PARAGRAPHS[:6]})
+    result = Embed(text_column="body", output_column="vec").execute(df, workdir=tmp_path)
+    out = result.table
+    assert out.columns == ["id", "body", "vec"]
+    assert out.schema["vec"] == pl.Array(pl.Float32, 384)
+    np.testing.assert_allclose(series_to_vectors(out["vec"]), encode_texts(PARAGRAPHS[:6]), atol=1e-5)
+    assert result.stats["computed"] == 6 and result.stats["dim"] == 384
+
+
+def test_embed_stage_reuses_cache_across_runs(tmp_path):
+    df = pl.DataFrame({"text": PARAGRAPHS[:8]})
+    Embed().execute(df, workdir=tmp_path / "a")
+    grown = pl.DataFrame({"text": PARAGRAPHS[:9]})
+    again = Embed().execute(grown, workdir=tmp_path / "b")
+    assert again.stats["cache_hits"] == 8 and again.stats["computed"] == 1
+
+
+def test_missing_text_column_names_the_column():
+    with pytest.raises(InputDataError, match="no column 'body'"):
+        Embed(text_column="body").apply(pl.DataFrame({"text": ["a"]}))
+
+
+def test_null_texts_are_refused():
+    with pytest.raises(InputDataError, match="null"):
+        Embed().apply(pl.DataFrame({"text": ["print a line", None]}))
+
+
+def test_empty_corpus_is_refused():
+    with pytest.raises(InputDataError, match="no rows"):
+        Embed().apply(pl.DataFrame({"text": pl.Series([], dtype=pl.String)}))

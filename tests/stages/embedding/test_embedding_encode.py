@@ -1,0 +1,77 @@
+"""Encoding texts (stages/embedding/encode.py): agreement with sentence-transformers, de-duplication, backends, vector columns."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from embedding_texts import PARAGRAPHS
+
+from pipeline.errors import ParamError, PipelineError
+from stages.embedding import (
+    Embed,
+    embedding_dim,
+    encode_texts,
+    encode_with_stats,
+    load_sentence_transformer,
+    series_to_vectors,
+    vectors_to_series,
+)
+
+
+@pytest.fixture()
+def static_models(monkeypatch):
+    """Distilled tables are machine-wide (distilling takes a minute on 2 cores); the data cache stays isolated."""
+    where = Path(os.environ.get("CORPUSFORGE_MODEL_CACHE", Path.home() / ".cache" / "corpusforge" / "static-models"))
+    monkeypatch.setenv("CORPUSFORGE_MODEL_CACHE", str(where))
+    return where
+
+
+def test_transformer_vectors_match_sentence_transformers_encode():
+    texts = PARAGRAPHS[:6]
+    ours = encode_texts(texts)
+    direct = load_sentence_transformer().encode(texts, normalize_embeddings=True)
+    assert ours.dtype == np.float32 and ours.shape == (6, 384) == (6, embedding_dim())
+    np.testing.assert_allclose(ours, direct, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_identical_texts_get_identical_vectors_and_are_embedded_once():
+    texts = [PARAGRAPHS[0], PARAGRAPHS[1], PARAGRAPHS[0]]
+    vectors, stats = encode_with_stats(texts)
+    assert stats["unique"] == 2 and stats["computed"] == 2
+    np.testing.assert_array_equal(vectors[0], vectors[2])
+
+
+def test_static_backend_is_unit_length_and_agrees_with_transformer(static_models):
+    texts = PARAGRAPHS[:40]
+    static = encode_texts(texts, backend="static")
+    assert static.shape == (40, embedding_dim("static")) and static.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(static, axis=1), 1.0, atol=1e-5)
+    assert any(static_models.glob("*/vectors.npy")), "the distilled table is kept on disk"
+    # Same neighbourhood structure as the teacher (bench_retrieval measures retrieval agreement).
+    dense = encode_texts(texts)
+    iu = np.triu_indices(40, 1)
+    corr = np.corrcoef((static @ static.T)[iu], (dense @ dense.T)[iu])[0, 1]
+    assert corr > 0.2
+
+
+def test_vector_column_round_trip():
+    vectors = np.arange(12, dtype=np.float32).reshape(4, 3)
+    series = vectors_to_series("v", vectors)
+    np.testing.assert_array_equal(series_to_vectors(series), vectors)
+    np.testing.assert_array_equal(series_to_vectors(series.slice(1, 2)), vectors[1:3])
+    as_list = pl.Series("v", vectors.tolist())
+    np.testing.assert_array_equal(series_to_vectors(as_list), vectors)
+
+
+def test_unknown_backend_and_bad_numbers():
+    with pytest.raises(PipelineError, match="backend"):
+        Embed.from_params({"backend": "word2vec"})
+    with pytest.raises(ParamError, match="batch_size"):
+        Embed.from_params({"batch_size": 0})
+    with pytest.raises(ParamError, match="backend"):
+        encode_texts(["x"], backend="word2vec")

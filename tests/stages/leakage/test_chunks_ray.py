@@ -1,0 +1,24 @@
+"""Chunk-overlap and semantic evidence on a real two-node loopback Ray cluster: the local executor's findings."""
+
+from __future__ import annotations
+
+import pytest
+from ray_cluster import ray_cluster  # noqa: F401 - the fixture is used by name
+from test_chunks_partitioned import audit_inputs, run_audit, same_findings
+
+from pipeline.executors import LocalExecutor, get_executor
+
+pytest.importorskip("ray", reason="the Ray executor's tests need ray (pip install 'corpusforge[ray]')")
+
+
+@pytest.mark.parametrize("size", [1, 15_000])
+def test_chunk_and_semantic_evidence_on_two_nodes_equal_local(ray_cluster, tmp_path, size):  # noqa: F811
+    inputs = audit_inputs(tmp_path / "corpus")
+    local = run_audit(inputs, tmp_path / "local", LocalExecutor(partition_bytes=size))
+    exe = get_executor("ray", address=ray_cluster.address, partition_bytes=size)
+    try:
+        on_ray = run_audit(inputs, tmp_path / "ray", exe)
+    finally:
+        exe.close()
+    assert on_ray[2]["partitions"] == local[2]["partitions"] > 2
+    same_findings(local, on_ray)

@@ -1,0 +1,32 @@
+"""label_noise on a real two-node loopback Ray cluster: main's rows and record, the local executor's bytes."""
+
+from __future__ import annotations
+
+import pytest
+from ray_cluster import ray_cluster  # noqa: F401 - the fixture is used by name
+from test_label_noise_partitioned import MAIN_FINGERPRINTS, parquet_inputs, run_files
+
+from pipeline.executors import LocalExecutor, get_executor
+
+ray = pytest.importorskip("ray", reason="the Ray executor's tests need ray (pip install 'corpusforge[ray]')")
+
+ON_RAY = ["dilute_uniform_a50", "dilute_structured_centroid", "dilute_ood_structured", "dilute_string_ids",
+          "flip_symmetric", "flip_mapping_strings"]
+
+
+@pytest.fixture(scope="module")
+def ray_executor(ray_cluster):  # noqa: F811
+    exe = get_executor("ray", address=ray_cluster.address)
+    yield exe
+    exe.close()
+
+
+@pytest.mark.parametrize("partition_bytes", [1, 1 << 40])  # one row group (of 9) per task; one task
+@pytest.mark.parametrize("name", ON_RAY)
+def test_two_nodes_give_main_s_rows_and_the_local_bytes(ray_executor, tmp_path, name, partition_bytes):
+    stage, inputs = parquet_inputs(name, tmp_path / "in")
+    local = run_files(stage, inputs, tmp_path / "local", LocalExecutor(partition_bytes=partition_bytes))
+    ray_executor.partition_bytes = partition_bytes
+    on_ray = run_files(stage, inputs, tmp_path / "ray", ray_executor)
+    assert on_ray[0] == local[0] == MAIN_FINGERPRINTS[name]
+    assert on_ray[1] == local[1]
