@@ -373,21 +373,9 @@ def quality_rows(scale: str) -> list[dict]:
 # ------------------------------------------------------------------------------ speed
 
 
-def _own_peak(fn, *args):  # pragma: no cover - runs in the fresh process
-    """fn(*args) and this process's own peak RSS in MB (VmHWM of its address space).
-
-    `ru_maxrss` is carried across fork and exec on Linux, so a child of a big parent (this module
-    after the quality cases: ~600 MB) would report the parent's size; VmHWM starts afresh at exec.
-    """
-    result = fn(*args)
-    status = Path("/proc/self/status").read_text()
-    return result, int(status.split("VmHWM:")[1].split()[0]) / 1024.0
-
-
 def fresh(fn, *args, preload=()) -> tuple[float, float, dict]:
-    """in_fresh_process, with the child's own peak RSS (see _own_peak)."""
-    seconds, _, (result, peak_mb) = in_fresh_process(_own_peak, fn, *args, preload=preload)
-    return seconds, peak_mb, result
+    """in_fresh_process: wall seconds, the child's own peak RSS (bench.common.own_peak_rss_mb), result."""
+    return in_fresh_process(fn, *args, preload=preload)
 
 
 def _timed(fn, *args, preload=(), repeats=1) -> tuple[float, float, dict]:

@@ -16,6 +16,7 @@ import multiprocessing as mp
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -31,15 +32,31 @@ def median_time(fn: Callable[[], Any], repeats: int = 3) -> float:
 
 def _child(fn, args, queue, preload=()):  # pragma: no cover - runs in a subprocess
     import importlib
-    import resource
 
     for module in preload:  # import time is not the throughput being measured
         importlib.import_module(module)
     t0 = time.perf_counter()
     result = fn(*args)
     wall = time.perf_counter() - t0
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    queue.put((wall, peak_kb / 1024.0, result))
+    queue.put((wall, own_peak_rss_mb(), result))
+
+
+def own_peak_rss_mb() -> float:
+    """This process's own peak RSS in MB.
+
+    `ru_maxrss` is carried across fork and exec on Linux (the kernel keeps the larger of the old and
+    new address spaces' high-water marks), so a spawned child of a 600 MB parent reports >= 600 MB
+    whatever it did. VmHWM in /proc/self/status belongs to the current address space, which starts
+    afresh at exec; elsewhere fall back to ru_maxrss.
+    """
+    import resource
+
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) / 1024.0
+    except (OSError, IndexError, ValueError):
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak_kb / 1024.0
 
 
 def in_fresh_process(fn: Callable[..., Any], *args: Any, preload: tuple[str, ...] = ()) -> tuple[float, float, Any]:

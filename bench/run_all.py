@@ -27,6 +27,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 RESULTS = BENCH_DIR / "results.md"
 DATA_MARK = "<!-- bench-data:"
+# Everything between this line and the data comment is written by people (analyses, held-out
+# figures, verdicts on targets); a re-run keeps it verbatim and rewrites only the tables above it.
+NOTES_MARK = "<!-- hand-written notes below: bench.run_all keeps them -->"
 ROWS_MARK = "@@bench-rows@@"
 # A module's child process runs this: the rows come back as one marked JSON line on stdout.
 CHILD = (
@@ -126,7 +129,7 @@ def _machine_line(m: dict) -> str:
             f"{m['os']}, Python {m['python']}, load average {m.get('load_1m', '?')}")
 
 
-def render(records: dict[str, dict], header: dict) -> str:
+def render(records: dict[str, dict], header: dict, notes: str = "") -> str:
     lines = [
         "# corpusforge benchmark results",
         "",
@@ -171,10 +174,23 @@ def render(records: dict[str, dict], header: dict) -> str:
             lines.append("| " + " | ".join(_fmt(c) for c in cells) + " |")
     failures = [n for n in sorted(records) if records[n]["status"] != "ok"]
     lines += ["", "## Failures", "", ", ".join(failures) if failures else "None."]
+    lines += ["", NOTES_MARK, "", notes.strip("\n"), ""] if notes.strip() else ["", NOTES_MARK, ""]
     # "--" may not appear inside an HTML comment; "\\u002d" is the same character to a JSON reader.
     data = json.dumps({"header": header, "records": records}, default=str).replace("--", "-\\u002d")
     lines += ["", f"{DATA_MARK} {data} -->", ""]
     return "\n".join(lines)
+
+
+def read_notes(path: Path) -> str:
+    """The hand-written part of an earlier report (between NOTES_MARK and the data comment)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return ""
+    if NOTES_MARK not in text:
+        return ""
+    notes = text.split(NOTES_MARK, 1)[1]
+    return notes[:notes.rindex(DATA_MARK)] if DATA_MARK in notes else notes
 
 
 def read_previous(path: Path) -> dict[str, dict]:
@@ -206,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     records = read_previous(args.out) if args.only else {}
     records = {k: v for k, v in records.items() if k in available}
     header = {"scale": scale, "modules": names, "versions": versions()}
+    notes = read_notes(args.out)
     for name in names:
         print(f"[bench] {name} ({scale}) ...", flush=True)
         rec = run_module(name, scale, timeout_s)
@@ -215,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         # Written after every module, so a run stopped part-way still leaves what it measured.
         header.update(date=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), machine=machine())
         tmp = args.out.with_name(f".{args.out.name}.tmp")
-        tmp.write_text(render(records, header))
+        tmp.write_text(render(records, header, notes))
         os.replace(tmp, args.out)
     print(f"[bench] wrote {args.out}")
     return 1 if any(records[n]["status"] != "ok" for n in names) else 0

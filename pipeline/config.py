@@ -244,6 +244,23 @@ def parse_config(data: Any, source: str = "<dict>", overrides: list[str] | None 
     if not isinstance(raw_steps, list) or not raw_steps:
         raise PipelineError("'steps' must be a non-empty list of steps", file=source)
 
+    step_ids = _step_ids(raw_steps, source)
+    steps = [_parse_step(raw, step_ids, source) for raw in raw_steps]
+
+    config = PipelineConfig(name=name, seed=seed, steps=steps, source=source)
+    for step_id, key, value in _parse_overrides(overrides or [], source):
+        config.step(step_id).params[key] = value
+    order_steps(config)
+    for step in config.steps:
+        build_stage(step, config)
+    from pipeline.columns import check_column_flow
+
+    check_column_flow(config)
+    return config
+
+
+def _step_ids(raw_steps: list, source: str) -> set[str]:
+    """Every step's id, checked (a safe folder name, unique) before any step is parsed."""
     ids: list[str] = []
     for i, raw in enumerate(raw_steps):
         where = f"steps[{i}]" + (f" (line {raw.line})" if getattr(raw, "line", None) else "")
@@ -258,62 +275,52 @@ def parse_config(data: Any, source: str = "<dict>", overrides: list[str] | None 
         if step_id in ids:
             raise PipelineError(f"{where}: duplicate step id '{step_id}'", step=step_id, file=source)
         ids.append(step_id)
-    step_ids = set(ids)
+    return set(ids)
 
-    steps = []
-    for raw in raw_steps:
-        step_id = raw["id"]
-        where = {"step": step_id, "file": source}
-        bad = sorted(set(raw) - STEP_KEYS)
-        if bad:
-            raise PipelineError(f"unknown key '{bad[0]}' in step; allowed: {sorted(STEP_KEYS)}", **where)
-        stage_name = raw.get("stage")
-        if not isinstance(stage_name, str):
-            raise PipelineError("'stage' must name a stage (see `pipeline stages`)", **where)
-        try:
-            cls = stage_class(stage_name)
-        except PipelineError as exc:
-            raise exc.add_context(**where) from None
-        params = raw.get("params") or {}
-        if not isinstance(params, dict):
-            raise PipelineError("'params' must be a mapping", stage=stage_name, **where)
-        raw_inputs = raw.get("inputs")
-        if raw_inputs is None:
-            raw_inputs = {}
-        elif isinstance(raw_inputs, str):
-            # A bare reference fills the stage's only required input.
-            required = [n for n in cls.inputs if n not in cls.optional_inputs]
-            if len(required) != 1:
-                raise PipelineError(
-                    f"stage '{stage_name}' takes named inputs {list(cls.inputs)}; write inputs as a mapping",
-                    stage=stage_name, **where,
-                )
-            raw_inputs = {required[0]: raw_inputs}
-        elif not isinstance(raw_inputs, dict):
-            raise PipelineError("'inputs' must be a step id, a path, or a mapping of input names", **where)
-        inputs = {}
-        for input_name, ref in raw_inputs.items():
-            if input_name not in cls.inputs:
-                raise PipelineError(
-                    f"unknown input '{input_name}'; stage '{stage_name}' takes: {list(cls.inputs) or 'no inputs'}",
-                    stage=stage_name, **where,
-                )
-            inputs[input_name] = _parse_ref(ref, step_ids, {**where, "stage": stage_name})
-        missing = [n for n in cls.inputs if n not in inputs and n not in cls.optional_inputs]
-        if missing:
-            raise PipelineError(f"input '{missing[0]}' is not given", stage=stage_name, **where)
-        steps.append(StepConfig(step_id, stage_name, dict(params), inputs, getattr(raw, "line", None)))
 
-    config = PipelineConfig(name=name, seed=seed, steps=steps, source=source)
-    for step_id, key, value in _parse_overrides(overrides or [], source):
-        config.step(step_id).params[key] = value
-    order_steps(config)
-    for step in config.steps:
-        build_stage(step, config)
-    from pipeline.columns import check_column_flow
-
-    check_column_flow(config)
-    return config
+def _parse_step(raw: dict, step_ids: set[str], source: str) -> StepConfig:
+    """One step's stage, params and inputs (references resolved against `step_ids`)."""
+    step_id = raw["id"]
+    where = {"step": step_id, "file": source}
+    bad = sorted(set(raw) - STEP_KEYS)
+    if bad:
+        raise PipelineError(f"unknown key '{bad[0]}' in step; allowed: {sorted(STEP_KEYS)}", **where)
+    stage_name = raw.get("stage")
+    if not isinstance(stage_name, str):
+        raise PipelineError("'stage' must name a stage (see `pipeline stages`)", **where)
+    try:
+        cls = stage_class(stage_name)
+    except PipelineError as exc:
+        raise exc.add_context(**where) from None
+    params = raw.get("params") or {}
+    if not isinstance(params, dict):
+        raise PipelineError("'params' must be a mapping", stage=stage_name, **where)
+    raw_inputs = raw.get("inputs")
+    if raw_inputs is None:
+        raw_inputs = {}
+    elif isinstance(raw_inputs, str):
+        # A bare reference fills the stage's only required input.
+        required = [n for n in cls.inputs if n not in cls.optional_inputs]
+        if len(required) != 1:
+            raise PipelineError(
+                f"stage '{stage_name}' takes named inputs {list(cls.inputs)}; write inputs as a mapping",
+                stage=stage_name, **where,
+            )
+        raw_inputs = {required[0]: raw_inputs}
+    elif not isinstance(raw_inputs, dict):
+        raise PipelineError("'inputs' must be a step id, a path, or a mapping of input names", **where)
+    inputs = {}
+    for input_name, ref in raw_inputs.items():
+        if input_name not in cls.inputs:
+            raise PipelineError(
+                f"unknown input '{input_name}'; stage '{stage_name}' takes: {list(cls.inputs) or 'no inputs'}",
+                stage=stage_name, **where,
+            )
+        inputs[input_name] = _parse_ref(ref, step_ids, {**where, "stage": stage_name})
+    missing = [n for n in cls.inputs if n not in inputs and n not in cls.optional_inputs]
+    if missing:
+        raise PipelineError(f"input '{missing[0]}' is not given", stage=stage_name, **where)
+    return StepConfig(step_id, stage_name, dict(params), inputs, getattr(raw, "line", None))
 
 
 def build_stage(step: StepConfig, config: PipelineConfig) -> Stage:

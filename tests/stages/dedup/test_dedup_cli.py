@@ -68,7 +68,7 @@ def test_bad_dedup_configs_fail_cleanly_and_touch_nothing(tmp_path):
     inputs: {data: docs, reference: other}
 """
     _fails(tmp_path, renamed, "step 'dedup'", "input 'reference' has no column 'text'", "parameter 'text_column'",
-           "runs/dd/other", "body")
+           "output of step 'other'", "body")  # sql declares its columns: refused at validation
     semantic = BASE + "  - id: dedup\n    stage: dedup_semantic\n    inputs: docs\n"
     _fails(tmp_path, semantic, "step 'dedup' (stage 'dedup_semantic')", "no column 'embedding'",
            "parameter 'embedding_column'", "output of step 'docs'")  # python_docs declares its columns
