@@ -373,14 +373,9 @@ def quality_rows(scale: str) -> list[dict]:
 # ------------------------------------------------------------------------------ speed
 
 
-def fresh(fn, *args, preload=()) -> tuple[float, float, dict]:
-    """in_fresh_process: wall seconds, the child's own peak RSS (bench.common.own_peak_rss_mb), result."""
-    return in_fresh_process(fn, *args, preload=preload)
-
-
 def _timed(fn, *args, preload=(), repeats=1) -> tuple[float, float, dict]:
     """Median wall seconds, peak RSS MB of the median run, and the result, each run in a fresh process."""
-    runs = [fresh(fn, *args, preload=preload) for _ in range(repeats)]
+    runs = [in_fresh_process(fn, *args, preload=preload) for _ in range(repeats)]
     runs.sort(key=lambda r: r[0])
     return runs[len(runs) // 2]
 
@@ -389,8 +384,8 @@ def _paired(first, second, args_first, args_second, preload_first, preload_secon
     """Median runs of two contenders measured alternately (a, b, a, b, ...): load swings hit both alike."""
     a_runs, b_runs = [], []
     for _ in range(repeats):
-        a_runs.append(fresh(first, *args_first, preload=preload_first))
-        b_runs.append(fresh(second, *args_second, preload=preload_second))
+        a_runs.append(in_fresh_process(first, *args_first, preload=preload_first))
+        b_runs.append(in_fresh_process(second, *args_second, preload=preload_second))
     a_runs.sort(key=lambda r: r[0])
     b_runs.sort(key=lambda r: r[0])
     return a_runs[len(a_runs) // 2], b_runs[len(b_runs) // 2]
@@ -506,7 +501,7 @@ def scale_rows(scale: str) -> list[dict]:
     cases = in_fresh_process(write_scale_corpora, str(workdir), base_mb, base_mb * (4 if scale == "quick" else 20))[2]
     rows, base = [], None
     for label, path, mb in cases:
-        seconds, rss, result = fresh(run_ours, path, str(workdir / "out"), preload=OURS_MODULES)
+        seconds, rss, result = in_fresh_process(run_ours, path, str(workdir / "out"), preload=OURS_MODULES)
         base = base or (mb, rss)
         rows.append({
             "benchmark": "dedup", "case": f"dedup_minhash scale: {label}, {mb:.0f} MB Parquet", "metric": "MB/s",
