@@ -350,12 +350,16 @@ class RowwiseStage(Stage):
         bar = ctx.progress(total=data.num_rows)
         ctx.current_progress = bar
         try:
-            for batch in data.iter_batches(self.batch_rows):
+            for batch, arrow in data.iter_batches_with_arrow(self.batch_rows):
                 before = bar.done
                 out = self.process_batch(batch, ctx)
                 # A stage may report finer progress itself (per model batch); count only the rest.
                 bar.update(max(batch.height - (bar.done - before), 0))
+                if out is batch and arrow is not None:
+                    out = arrow  # handed back unchanged: written as read, no conversion back to Arrow
+                batch = arrow = None
                 yield out
+                out = None  # written by now: hold no batch while the next one is read
         finally:
             ctx.current_progress = None
             bar.close()
