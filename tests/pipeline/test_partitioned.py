@@ -166,3 +166,14 @@ def test_leakage_audit_with_unmergeable_kinds_runs_one_partition(tmp_path):
     assert not stage.partitionable()
     assert LeakageAudit(chunk_overlap=False, semantic=False).partitionable()
     assert LeakageAudit(chunk_overlap=True, semantic=True).partitionable()  # top-k per test chunk merges
+
+
+def test_pickled_size_counts_without_materialising_the_bytes():
+    import pickle
+
+    import numpy as np
+
+    from pipeline.partitioned import pickled_size
+
+    for value in (np.arange(200_000), {"codes": np.zeros((300, 7), np.uint8), "ids": ["a", "b"]}, "x" * 100_000, None):
+        assert pickled_size(value) == len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
