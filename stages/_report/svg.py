@@ -26,7 +26,7 @@ def nice_ticks(lo: float, hi: float, most: int = 6) -> list[float]:
     power = 10.0 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
     first = math.ceil(lo / step - 1e-9) * step
-    return [round(first + i * step, 10) for i in range(int((hi - first) / step + 1e-9) + 1)]
+    return [round(first + i * step, 10) + 0.0 for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
 def stacked_histogram(edges: np.ndarray, stacks: list[tuple[str, str, np.ndarray]], title: str, ylabel: str,
