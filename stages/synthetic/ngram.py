@@ -108,15 +108,17 @@ class NGramLM:
         """Counts of distinct (context, next) pairs, grouped by context.
 
         Two one-key uint64 sorts (pairs by hash, then by context) instead of a multi-key sort: the
-        pair hashes come out sorted for lookups, and contexts come out grouped for sampling.
+        pair hashes come out sorted for lookups, and contexts come out grouped for sampling. Both
+        are polars arg-sorts (about half NumPy's CPU time on uint64, and multi-threaded); the
+        second keeps the pair order within a context, as NumPy's stable sort did.
         """
         pair = _mix(ctx, nxt)
-        order = np.argsort(pair)
+        order = pl.Series(pair).arg_sort().to_numpy()
         pair = pair[order]
-        first = np.nonzero(np.r_[True, pair[1:] != pair[:-1]])[0]
+        first = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
         counts = np.diff(np.append(first, len(pair))).astype(np.float64)
         p_ctx, p_nxt = ctx[order[first]], nxt[order[first]]
-        by_ctx = np.argsort(p_ctx, kind="stable")
+        by_ctx = pl.DataFrame({"c": p_ctx}).select(pl.arg_sort_by("c", maintain_order=True)).to_series().to_numpy()
         p_ctx = p_ctx[by_ctx]
         starts = np.nonzero(np.r_[True, p_ctx[1:] != p_ctx[:-1]])[0]
         ends = np.append(starts[1:], len(p_ctx))
