@@ -172,15 +172,18 @@ def measure_partition(stage: Any, frame: pl.DataFrame, base: int, group_by: list
             np.unique(norm[doc_gid == g]), sample.filter(pl.col("g") == g).drop("g"),
             near[g] if near is not None else None)
     schema = dict(frame.select(group_by).schema) if group_by else {}
-    perplexity = [_perplexities(stage, frame, texts, group_by, broadcast["model"])] if broadcast["model"] else []
+    perplexity = [_perplexities(stage, frame, texts, toks, group_by, broadcast["model"])] if broadcast["model"] else []
     return MetricsPartial(groups, schema, perplexity)
 
 
-def _perplexities(stage: Any, frame: pl.DataFrame, texts: pl.Series, group_by: list[str], model: Any) -> pl.DataFrame:
+def _perplexities(stage: Any, frame: pl.DataFrame, texts: pl.Series, toks: pl.DataFrame, group_by: list[str],
+                  model: Any) -> pl.DataFrame:
     """The `perplexity` side output's rows for this partition (group columns, doc_id, perplexity)."""
     # Accumulating schedules repeat most documents across generations: score each text once.
     distinct = texts.unique(maintain_order=True)
-    scored = pl.DataFrame({"text": distinct, "p": model.perplexity(distinct)})
+    # Without repeats the distinct texts are the texts, in order: their tokens are already known.
+    tokens = toks if len(distinct) == len(texts) else None
+    scored = pl.DataFrame({"text": distinct, "p": model.perplexity(distinct, tokens)})
     ppl = pl.DataFrame({"text": texts}).join(scored, on="text", how="left", maintain_order="left")["p"].to_numpy()
     keys = [*group_by, *(["doc_id"] if "doc_id" in frame.columns else [])]
     values = pl.Series("perplexity", ppl, dtype=pl.Float64)

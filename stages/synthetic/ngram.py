@@ -72,9 +72,9 @@ class NGramLM:
 
     # -- fitting --------------------------------------------------------------------------------
 
-    def _encode(self, texts: pl.Series | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _encode(self, texts: pl.Series | Sequence[str], tokens: pl.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of every document in the model's vocabulary (unknown words get `unk`)."""
-        toks = token_table(texts).join(self._vocab_ids, on="token", how="left", maintain_order="left")
+        toks = (token_table(texts) if tokens is None else tokens).join(self._vocab_ids, on="token", how="left", maintain_order="left")
         return (toks["doc"].to_numpy().astype(np.int64),
                 toks["id"].fill_null(self.unk).to_numpy().astype(np.int64))
 
@@ -100,8 +100,9 @@ class NGramLM:
             keys.append(key)
         return seq[target_pos], keys
 
-    def fit(self, texts: pl.Series | Sequence[str]) -> NGramLM:
-        toks = token_table(texts)
+    def fit(self, texts: pl.Series | Sequence[str], tokens: pl.DataFrame | None = None) -> NGramLM:
+        """Fit on `texts`; `tokens` is `token_table(texts)` when the caller has it already (not tokenised twice)."""
+        toks = token_table(texts) if tokens is None else tokens
         if len(toks) == 0:
             raise InputDataError("cannot fit an n-gram model on a corpus without any words")
         ids, self.vocab = token_ids(toks["token"])
@@ -156,10 +157,13 @@ class NGramLM:
         v = self.eos + 1
         return (self.unigram + self.smoothing) / (self.unigram.sum() + self.smoothing * v)
 
-    def log_prob(self, texts: pl.Series | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Natural-log probability of every predicted token, and the document it belongs to."""
+    def log_prob(self, texts: pl.Series | Sequence[str], tokens: pl.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Natural-log probability of every predicted token, and the document it belongs to.
+
+        `tokens`: `token_table(texts)`, when the caller has it already.
+        """
         n_docs = len(texts)
-        doc, ids = self._encode(texts)
+        doc, ids = self._encode(texts, tokens)
         target, keys = self._targets(doc, ids, n_docs)
         lengths = np.bincount(doc, minlength=n_docs) + 1
         uni = self._unigram_prob()
@@ -174,9 +178,9 @@ class NGramLM:
             prob = np.where(found, lam * count / total + (1 - lam) * prob, prob)
         return np.log(np.maximum(prob, 1e-300)), np.repeat(np.arange(n_docs), lengths)
 
-    def perplexity(self, texts: pl.Series | Sequence[str]) -> np.ndarray:
+    def perplexity(self, texts: pl.Series | Sequence[str], tokens: pl.DataFrame | None = None) -> np.ndarray:
         """Per-document perplexity (end-of-document included, so an empty text is still scored)."""
-        logp, doc = self.log_prob(texts)
+        logp, doc = self.log_prob(texts, tokens)
         n = np.bincount(doc, minlength=len(texts))
         return np.exp(-np.bincount(doc, weights=logp, minlength=len(texts)) / np.maximum(n, 1))
 
