@@ -161,9 +161,12 @@ def measure_partition(stage: Any, frame: pl.DataFrame, base: int, group_by: list
     # than the per-byte tabulation of id_digest, which the sample keeps for its version-stable order).
     norm = token_hashes(texts.str.strip_chars().str.replace_all(r"\s+", " "))
     sample_size = max(stage.self_bleu_sample, stage.embedding_sample if stage.embedding_backend != "none" else 0)
-    sample = pl.DataFrame({"g": doc_gid, "h": id_hash(texts, broadcast["seed"], "metrics-sample"),
-                           "row": np.arange(base, base + frame.height, dtype=np.int64), "text": texts})
-    sample = sample.sort("h", "row").group_by("g", maintain_order=True).head(sample_size)
+    if sample_size:
+        sample = pl.DataFrame({"g": doc_gid, "h": id_hash(texts, broadcast["seed"], "metrics-sample"),
+                               "row": np.arange(base, base + frame.height, dtype=np.int64), "text": texts})
+        sample = sample.sort("h", "row").group_by("g", maintain_order=True).head(sample_size)
+    else:  # nothing is sampled (no self-BLEU, no embeddings): skip hashing every text
+        sample = pl.DataFrame(schema={"g": pl.Int64, "h": pl.UInt64, "row": pl.Int64, "text": pl.String})
     near = _near_duplicates(stage, texts, doc_gid, n_groups) if stage.near_duplicate_threshold > 0 else None
     groups = {}
     for g, key in enumerate(keys):
