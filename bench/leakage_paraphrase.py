@@ -253,7 +253,7 @@ def timed_audit(train_path: str, test_path: str, paraphrase: bool, items: int) -
             "dirty": int((result.table["verdict"] != "clean").sum())}
 
 
-def speed_rows(scale: str = "full") -> list[dict]:
+def speed_rows(scale: str = "full", repeats: int | None = None) -> list[dict]:
     """The default audit's semantic pass (static) with and without the paraphrase kind, alternated in fresh
     processes on the n-gram benchmark's corpus (bench_leakage: stdlib sources with tests, 31.5 MB at full)."""
     import statistics
@@ -263,7 +263,8 @@ def speed_rows(scale: str = "full") -> list[dict]:
     from bench.common import in_fresh_process
 
     train_path, test_path, mb = _paths(scale, Path(tempfile.mkdtemp(prefix="bench-para-speed-")))
-    items, repeats = (20, 1) if scale == "quick" else (200, 3)
+    items, default_repeats = (20, 1) if scale == "quick" else (200, 3)
+    repeats = repeats or default_repeats
     runs: dict[bool, list] = {False: [], True: []}
     for _ in range(repeats):
         for paraphrase in (False, True):

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from stages.exact_topk import top_k_inner_product
 from stages.leakage.evidence import (
     SPAN_COLUMNS,
     Evidence,
@@ -165,17 +166,13 @@ class ChunkNeighbours:
     def _search(self, state: NeighbourState, batch: TrainBatch) -> NeighbourState:
         if self.vectors is None:
             return state
-        from stages.retrieval import Index
-
         tok: Tokens = batch.tokens
         chunks = self.batch_chunks(batch)
         doc, starts, lengths, texts = chunks.doc, chunks.starts, chunks.lengths, chunks.texts
         if not texts:
             return state
         within = starts - tok.offsets[:-1][doc]
-        index = Index.build(chunks.vectors, index_type="Flat", metric="inner_product")
-        kk = min(self.k, len(texts))
-        sim, nn = index.search_raw(self.vectors, kk)
+        sim, nn = top_k_inner_product(self.vectors, chunks.vectors, self.k)
 
         def ratio_of(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
             picked = nn[rows, cols]
