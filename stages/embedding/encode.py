@@ -23,12 +23,15 @@ from stages.embedding.models import (
     model_identity,
     resolve_model_path,
 )
+from stages.embedding.static_encode import encode_static
 
 
 def _encode_uncached(texts: list[str], backend: str, model: str | Path | None, batch_size: int,
                      max_seq_length: int | None, normalize: bool) -> np.ndarray:
     if backend == "static":
         static = load_static_model(model)
+        if max_seq_length is None:
+            return encode_static(static, texts, normalize)
         vectors = static.encode(texts, max_length=max_seq_length, normalize=normalize,
                                 batch_size=max(batch_size, 1024), use_multiprocessing=False)
         return np.asarray(vectors, dtype=np.float32).reshape(len(texts), static.dim)

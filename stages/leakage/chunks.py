@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from stages.exact_topk import top_k_inner_product
 from stages.leakage.evidence import (
     SPAN_COLUMNS,
     Evidence,
@@ -137,16 +138,12 @@ class ChunkNeighbours:
     def _search(self, state: NeighbourState, batch: TrainBatch) -> NeighbourState:
         if self.vectors is None:
             return state
-        from stages.retrieval import Index
-
         tok: Tokens = batch.tokens
         doc, starts, lengths, texts = token_chunks(tok, self.size, self.stride)
         if not texts:
             return state
         within = starts - tok.offsets[:-1][doc]
-        index = Index.build(self._embed(texts), index_type="Flat", metric="inner_product")
-        kk = min(self.k, len(texts))
-        sim, nn = index.search_raw(self.vectors, kk)
+        sim, nn = top_k_inner_product(self.vectors, self._embed(texts), self.k)
 
         def ratio_of(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
             picked = nn[rows, cols]

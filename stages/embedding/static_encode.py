@@ -1,0 +1,93 @@
+"""The static backend's encoder: model2vec's vectors, with each distinct word piece tokenised once.
+
+model2vec tokenises every text in full, and a chunked corpus repeats each word in about two chunks
+(stride half the chunk) and each identifier hundreds of times, so about 70% of a chunk pass went to the
+tokenizer. The BERT normaliser and pre-tokeniser of the distilled table always cut at ASCII whitespace
+and at ASCII punctuation, and the WordPiece model works within one pre-token, so a text's token ids
+are the concatenation of the ids of its pieces between those cuts. Tokenising each distinct piece once
+and pooling exactly as `StaticModel._encode_batch` does (mean over the ids, bucketed by length, then
+the same normalisation) gives bit-identical vectors for about a third of the CPU
+(bench: `python -m bench.bench_leakage`; the equality is tested against model2vec itself).
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# Pieces between cuts the BERT pre-tokeniser always makes: ASCII whitespace it splits on, and each
+# ASCII punctuation character (33-47, 58-64, 91-96, 123-126), which is a pre-token of its own.
+_PIECE = r"[^ \t\n\r!-/:-@\[-`{-~]+|[!-/:-@\[-`{-~]"
+
+
+# Distinct pieces already tokenised, kept on the model, so a corpus's vocabulary reaches the tokenizer about
+# once rather than once per batch (bounded: past the limit the memo starts over).
+_SEEN_LIMIT = 2_000_000
+
+
+def _ids_of_pieces(static, distinct: list[str]) -> list[list[int]]:
+    seen = static.__dict__.setdefault("_corpusforge_piece_ids", {})
+    ids_of = [seen.get(p) for p in distinct]
+    missing = [p for p, ids in zip(distinct, ids_of) if ids is None]
+    if not missing:
+        return ids_of
+    fresh = {p: e.ids for p, e in zip(missing, static.tokenizer.encode_batch_fast(missing, add_special_tokens=False))}
+    if len(seen) + len(fresh) > _SEEN_LIMIT:
+        seen.clear()
+    seen.update(fresh)
+    return [ids if ids is not None else fresh[p] for p, ids in zip(distinct, ids_of)]
+
+
+def _piece_ids(static, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Every text's token ids, flat, with each text's token count (unknown tokens dropped as model2vec does)."""
+    pieces = pl.Series(pa.array(texts, pa.large_string())).str.extract_all(_PIECE)
+    per_text = pieces.list.len().fill_null(0).to_numpy().astype(np.int64)
+    occurrences = pieces.explode().drop_nulls().to_arrow()
+    encoded = pc.dictionary_encode(occurrences)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    which = encoded.indices.to_numpy().astype(np.int64)
+    ids_of = _ids_of_pieces(static, encoded.dictionary.to_pylist())
+    lengths = np.fromiter(map(len, ids_of), np.int64, len(ids_of))
+    flat = np.fromiter(chain.from_iterable(ids_of), np.int64, int(lengths.sum()))
+    if static.unk_token_id is not None:
+        known = flat != static.unk_token_id
+        lengths = np.bincount(np.repeat(np.arange(len(lengths)), lengths)[known], minlength=len(lengths))
+        flat = flat[known]
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    taken = lengths[which]
+    into = np.concatenate([[0], np.cumsum(taken)])[:-1]
+    ids = flat[np.repeat(starts[which] - into, taken) + np.arange(int(taken.sum()))]
+    owner = np.repeat(np.arange(len(texts)), per_text)
+    counts = np.bincount(owner, weights=taken, minlength=len(texts)).astype(np.int64)
+    return ids, counts
+
+
+def encode_static(static, texts: list[str], normalize: bool) -> np.ndarray:
+    """`static.encode(texts, max_length=None, normalize=normalize)`, bit for bit, tokenising distinct pieces once.
+
+    Only for the untruncated case: with a `max_length`, model2vec cuts texts before tokenising.
+    """
+    if static.token_mapping is not None or static.weights is not None:
+        return np.asarray(static.encode(texts, max_length=None, normalize=normalize, use_multiprocessing=False),
+                          dtype=np.float32)
+    embedding = static.embedding
+    dtype = np.dtype(np.float32) if embedding.dtype == np.int8 else embedding.dtype
+    out = np.zeros((len(texts), static.dim), dtype=dtype)
+    if not texts:
+        return out.astype(np.float32)
+    ids, counts = _piece_ids(static, texts)
+    offsets = np.concatenate([[0], np.cumsum(counts)])[:-1]
+    for length in np.unique(counts[counts > 0]):
+        rows = np.flatnonzero(counts == length)
+        id_matrix = ids[offsets[rows][:, None] + np.arange(length)[None, :]]
+        out[rows] = embedding[id_matrix].mean(axis=1)
+    if normalize:
+        out32 = out.astype(np.float32)
+        norm = np.linalg.norm(out32, axis=1, keepdims=True) + 1e-32
+        out = (out32 / norm).astype(out.dtype)
+    return np.asarray(out, dtype=np.float32)
