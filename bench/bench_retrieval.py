@@ -417,9 +417,10 @@ def _ivfpq_judge(index_dir: str, queries_path: str, truth_path: str, target: flo
             "held_out_recall": _recall10(index.search(q[half:], 10)[1], truth[half:])}
 
 
-def run_ivfpq(n: int, dim: int = 384, runs: int = 2, target: float = 0.9) -> list[dict]:
+def run_ivfpq(n: int, dim: int = 384, target: float = 0.9) -> list[dict]:
     """Partitioned `index` build vs one faiss process, same IVF-PQ factory, alternated in fresh processes."""
-    queries = 2_000 if n >= 200_000 else 400
+    big = n >= 200_000  # the smoke scale runs each side once and trains on less
+    queries, runs = (2_000, 2) if big else (400, 1)
     with tempfile.TemporaryDirectory(prefix="bench-ivfpq-") as folder:
         t0 = time.perf_counter()
         data = in_fresh_process(_ivfpq_data, n, dim, folder, queries)[2]
@@ -427,10 +428,10 @@ def run_ivfpq(n: int, dim: int = 384, runs: int = 2, target: float = 0.9) -> lis
         calib_q = np.load(f"{folder}/queries.npy")[: queries // 2]
         nlist = max(16, int(2 ** round(np.log2(np.sqrt(n)))))  # ~sqrt(n): 2048 at 2M (faiss: 1-16 sqrt(n))
         # PQ training is the slow part (k-means per sub-quantiser); the smoke scale tries one small code.
-        ladder, pq_train = ((48, 96, 192), 50_000) if n >= 200_000 else ((16,), 5_000)
+        ladder, pq_train = ((48, 96, 192), 50_000) if big else ((16,), 5_000)
         pq_choice = in_fresh_process(_choose_pq, data["path"], calib_q, nlist, target, min(n, 200_000), ladder,
                                      pq_train)[2]
-        factory, train_size = f"IVF{nlist},PQ{pq_choice['m']}x8", min(100_000, n)
+        factory, train_size = f"IVF{nlist},PQ{pq_choice['m']}x8", min(100_000, n) if big else 5_000
         ours, theirs = [], []
         for i in range(runs):
             ours.append(in_fresh_process(_ivfpq_stage, data["path"], f"{folder}/ours-{i}", factory, train_size))
