@@ -16,6 +16,8 @@ finds real matches) and half from pydoc topics.
 - `python -m bench.bench_leakage --speed [32 126 504]`: the n-gram audit on distinct stdlib +
   site-packages sources against the issue's baselines, alternated in one run: a minimal
   read-normalise-hash-probe loop on 1 and 2 threads (`minimal_loop`), and datatrove at 32 MB.
+- memory (scale "full"): peak RSS of the n-gram audit on 1x / 4x / 16x distinct sources with one test set
+  (`run_memory`; the largest corpus is what this machine's sources give, about 390 MB).
 - `python -m bench.bench_leakage --calibrate` prints the score distributions behind the default
   similarity thresholds (planted leaks of each kind vs clean controls).
 
@@ -78,17 +80,24 @@ def _paths(scale: str, workdir: Path) -> tuple[str, str, float]:
 
 
 # Imported before each side's clock starts: the comparison is of audit work, not of import time.
-OURS_MODULES = ("stages.leakage",)
+# Ours includes matplotlib, which the report draws with (about 0.5-1 s to import, once per process).
+OURS_MODULES = ("stages.leakage", "matplotlib.figure", "matplotlib.backends.backend_svg")
 DATATROVE_MODULES = ("datatrove.pipeline.decont.n_grams", "datatrove.utils.word_tokenizers", "datatrove.data")
 
 
 def run_ours(train_path: str, test_path: str, batch_rows: int = 20_000) -> dict:
+    """The n-gram audit end to end; `cpu_s` is the process's CPU time (all threads), steadier than wall on a shared machine."""
+    import time
+
     from stages.leakage import LeakageAudit
 
+    cpu = time.process_time()
     result = LeakageAudit(n=N, chunk_overlap=False, semantic=False, report_items=5, batch_rows=batch_rows).execute(
         train=train_path, test=test_path, workdir=tempfile.mkdtemp(prefix="bench-leak-")
     )
-    return {"dirty": int((result.table["verdict"] != "clean").sum()), "stats": result.stats}
+    return {"dirty": int((result.table["verdict"] != "clean").sum()), "stats": result.stats,
+            "cpu_s": time.process_time() - cpu,
+            "verdicts": result.table["verdict"].value_counts().sort("verdict").rows()}
 
 
 def run_datatrove(train_path: str, test_path: str) -> dict:
@@ -263,10 +272,13 @@ def run(scale: str = "full") -> list[dict]:
     ours = [in_fresh_process(run_ours, train_path, test_path, preload=OURS_MODULES) for _ in range(repeats)]
     ours_s = statistics.median(o[0] for o in ours)
     ours_rss = max(o[1] for o in ours)
+    cpu = sorted(o[2]["cpu_s"] for o in ours)
     row = {
         "benchmark": "leakage", "case": f"n-gram audit, n={N}, {mb:.1f} MB train, stdlib sources",
         "metric": "MB/s", "value": round(mb / ours_s, 2), "peak_rss_mb": round(ours_rss, 1),
-        "notes": f"end to end incl. reading Parquet and writing findings/report; dirty items {ours[0][2]['dirty']}",
+        "notes": f"end to end incl. reading Parquet and writing findings/report; dirty items {ours[0][2]['dirty']}; "
+                 f"wall {min(o[0] for o in ours):.2f}-{max(o[0] for o in ours):.2f}s, CPU s median {cpu[len(cpu) // 2]:.2f} "
+                 f"({cpu[0]:.2f}-{cpu[-1]:.2f}, all threads)",
     }
     if _datatrove_available():
         theirs = [in_fresh_process(run_datatrove, train_path, test_path, preload=DATATROVE_MODULES)
@@ -291,7 +303,7 @@ def run(scale: str = "full") -> list[dict]:
     })
     if scale != "quick":
         # Memory follows the test set: the same audit over 1x and 4x the corpus (Parquet parts on
-        # disk, 200-row batches) should peak at about the same RSS.
+        # disk, 200-row batches) should peak at about the same RSS (the wave-2/3 case, kept for comparison).
         big = workdir / "train4"
         big.mkdir()
         for i in range(4):
@@ -303,8 +315,10 @@ def run(scale: str = "full") -> list[dict]:
             "metric": "peak RSS MB", "value": round(four[1], 1), "baseline": f"same audit on 1x ({mb:.0f} MB)",
             "baseline_value": round(one[1], 1), "ratio": round(four[1] / one[1], 2),
             "ratio_meaning": "peak RSS 4x corpus / 1x corpus (1.0 = bounded by the test set)",
-            "peak_rss_mb": round(four[1], 1), "notes": f"4x run {4 * mb / four[0]:.1f} MB/s end to end",
+            "peak_rss_mb": round(four[1], 1), "notes": f"4x run {4 * mb / four[0]:.1f} MB/s end to end, "
+                                                       f"{four[2]['cpu_s']:.2f} CPU s; 4 copies of the 1x corpus",
         })
+        rows += run_memory()
     # sentence-transformers runs at tens of chunks per second on 2 CPU cores: a slice of the corpus.
     sem_mb = {"static": None, "sentence-transformers": 0.01 if scale == "quick" else 0.25}
     sem_items = 20 if scale == "quick" else 200
@@ -320,6 +334,37 @@ def run(scale: str = "full") -> list[dict]:
             "ratio_meaning": "this backend / static throughput", "peak_rss_mb": round(rss, 1),
             "notes": f"{out['chunks']} chunks embedded ({out['chunks'] / max(out['chunk_pass_s'], 1e-9):.0f} chunks/s), "
                      f"{sem_items} test items, 64-word chunks, stride 32; process wall {wall:.1f}s incl. model load",
+        })
+    return rows
+
+
+def run_memory(sizes_mb: tuple[int, ...] = (32, 126, 504)) -> list[dict]:
+    """Peak RSS of the n-gram audit on 1x / 4x / 16x distinct text with ONE test set (default batches).
+
+    Corpus: `bench.bench_ray_audit.build_corpus` (distinct stdlib + site-packages sources; the
+    larger corpora start with the smaller's files); test set: the 1x corpus's 1,000 items. Memory
+    should follow the test set and the partition size, not the corpus (issue #12: 16x <= 1.1x of 1x).
+    """
+    from bench.bench_ray_audit import build_corpus, build_test_set
+
+    corpora = {mb: build_corpus(mb) for mb in sizes_mb}
+    test = build_test_set(corpora[sizes_mb[0]])
+    runs = {mb: in_fresh_process(run_ours, str(path), str(test)) for mb, path in corpora.items()}
+    one = runs[sizes_mb[0]]
+    rows = []
+    for mb in sizes_mb[1:]:
+        wall, peak, out = runs[mb]
+        size = out["stats"]["train_mb"]
+        rows.append({
+            "benchmark": "leakage",
+            "case": f"n-gram audit memory, {size / one[2]['stats']['train_mb']:.0f}x distinct corpus ({size:.0f} MB) vs 1x, "
+                    "same test set",
+            "metric": "peak RSS MB", "value": round(peak, 1), "baseline": f"same audit on 1x ({one[2]['stats']['train_mb']:.0f} MB)",
+            "baseline_value": round(one[1], 1), "ratio": round(peak / one[1], 2),
+            "ratio_meaning": "peak RSS Nx corpus / 1x corpus (target <= 1.1 at 16x: bounded by test set and partition)",
+            "peak_rss_mb": round(peak, 1),
+            "notes": f"{size / wall:.1f} MB/s end to end, {out['cpu_s']:.2f} CPU s; verdicts {out['verdicts']} "
+                     f"(1x: {one[2]['verdicts']}); partitions {out['stats']['partitions']}",
         })
     return rows
 

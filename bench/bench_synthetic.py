@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import os
 import random
 import re
 import statistics
@@ -67,12 +68,20 @@ def _paragraphs(n: int):
     return pl.Series("text", paras[:n])
 
 
-def _timed(fn, repeats: int) -> list[float]:
-    times = []
+class Timings(list):
+    """Wall seconds per run, with the process's CPU seconds per run (all threads) in `cpu`: steadier on a shared machine."""
+
+    cpu: list[float]
+
+
+def _timed(fn, repeats: int) -> Timings:
+    times = Timings()
+    times.cpu = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t0)
+        times.cpu.append(time.process_time() - c0)
     return times
 
 
@@ -318,13 +327,16 @@ def run(scale: str = "full") -> list[dict]:
         _, base_rss, (base_units, base_times) = in_fresh_process(fn, scale, False, baseline_repeats)
         ours_rate = units / statistics.median(ours_times)
         base_rate = base_units / statistics.median(base_times)
+        ours_cpu, base_cpu = statistics.median(ours_times.cpu), statistics.median(base_times.cpu)
         rows.append({
             "benchmark": "synthetic", "case": name, "metric": metric, "value": round(ours_rate, 1),
             "baseline": baseline, "baseline_value": round(base_rate, 1), "ratio": round(ours_rate / base_rate, 2),
             "ratio_meaning": "ours/baseline throughput", "peak_rss_mb": round(ours_rss, 1),
             "baseline_peak_rss_mb": round(base_rss, 1),
             "notes": f"scale={scale}, {units:,} {metric.split('/')[0]} per run, median of {len(ours_times)} "
-                     f"(baseline {len(base_times)}), {corpus}",
+                     f"(baseline {len(base_times)}), {corpus}; spread ours {min(ours_times):.3f}-{max(ours_times):.3f} s; "
+                     f"CPU s (all threads) ours {ours_cpu:.3f} / baseline {base_cpu:.3f} "
+                     f"(CPU ratio {(units / ours_cpu) / (base_units / base_cpu):.2f}); load {os.getloadavg()[0]:.1f}",
         })
     return rows
 

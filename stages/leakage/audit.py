@@ -20,6 +20,7 @@ planted copies, edits, reorderings and rewrites of Python documentation against 
 from __future__ import annotations
 
 import copy as _copy
+import dataclasses
 import time
 from typing import Any, Literal
 
@@ -53,6 +54,7 @@ from stages.leakage.variants import (
 )
 from stages.text import MAX_N, token_offsets, tokenize
 
+MAP_BATCH_BYTES = 4 << 20  # text bytes per training batch inside a map (see `LeakageAudit.map`)
 EVIDENCE_SPAN_COLUMNS = ["train_id", "evidence_kind", "evidence", "train_evidence", "test_char_start",
                          "test_char_end", "train_char_start", "train_char_end"]
 
@@ -261,6 +263,9 @@ class LeakageAudit(PartitionedStage):
     def map(self, partition: Partition, broadcast: dict) -> dict:
         """Stream one partition past fresh copies of the kinds; keep the matched rows' text (read once more, here)."""
         evidences = [_fresh(ev) for ev in broadcast["templates"]]
+        # Tokenising a batch takes ~10x its text in working memory: small batches keep a map's peak
+        # (and with maps on threads, the process's) near the broadcast's, whatever the partition size.
+        partition = dataclasses.replace(partition, batch_bytes=min(partition.batch_bytes, MAP_BATCH_BYTES))
         rows, train_bytes, timings = self._stream(partition, evidences)
         wanted = _candidates(evidences)
         view = _PartitionView(partition, self._train_columns(), self.text_column,

@@ -40,7 +40,9 @@ def fetch_train_docs(train: Dataset, docs: list[int], text_column: str, id_colum
             found.append(pl.DataFrame({
                 "doc": rows,
                 "train_id": picked.get_column(id_column).cast(pl.String) if has_id else pl.Series([str(r) for r in rows]),
-                "text": picked.get_column(text_column).cast(pl.String).fill_null(""),
+                # Copied out (through Python strings): a gathered string column still points into the
+                # whole batch's buffers, so a few kept documents would pin every batch they came from.
+                "text": pl.Series(picked.get_column(text_column).cast(pl.String).fill_null("").to_list(), dtype=pl.String),
             }, schema=schema))
         base += batch.height
         if hi == wanted.size:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from stages._hashing import id_digest, id_hash, mix64
+from stages._hashing import id_hash, mix64
 from stages.text import ngram_hashes, token_hashes, token_table
 
 GroupKey = tuple
@@ -87,12 +87,25 @@ def _ngram_sets(word_hash: np.ndarray, doc: np.ndarray, n_docs: int, doc_gid: np
             key, key_doc = np.zeros(0, np.uint64), np.zeros(0, np.int64)
         kg = doc_gid[key_doc]
         totals[:, n - 1] = np.bincount(kg, minlength=n_groups)
-        order = np.lexsort((key, kg))
-        key, kg = key[order], kg[order]
-        bounds = np.searchsorted(kg, np.arange(n_groups + 1))
+        key, bounds = _sorted_by_group(key, kg, n_groups)
         for g in range(n_groups):
-            sets[g].append(np.unique(key[bounds[g] : bounds[g + 1]]))
+            sets[g].append(_distinct_of_sorted(key[bounds[g] : bounds[g + 1]]))
     return totals, sets
+
+
+def _sorted_by_group(key: np.ndarray, kg: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """`key` ordered by (group, key) and each group's [start, end) bounds: polars sorts (multi-threaded)."""
+    if n_groups == 1:
+        return pl.Series(key, dtype=pl.UInt64).sort().to_numpy(), np.array([0, key.size])
+    ordered = pl.DataFrame({"g": kg, "k": key}).sort("g", "k")
+    return ordered["k"].to_numpy(), np.searchsorted(ordered["g"].to_numpy(), np.arange(n_groups + 1))
+
+
+def _distinct_of_sorted(values: np.ndarray) -> np.ndarray:
+    """np.unique of an already sorted array, without its second sort (or hash table)."""
+    if values.size == 0:
+        return values.copy()
+    return values[np.r_[True, values[1:] != values[:-1]]]
 
 
 def _near_duplicates(stage: Any, texts: pl.Series, doc_gid: np.ndarray, n_groups: int) -> list[NearDuplicateParts]:
@@ -144,11 +157,16 @@ def measure_partition(stage: Any, frame: pl.DataFrame, base: int, group_by: list
     words = words.with_columns(pl.col("count").cast(pl.Int64))
     docs = np.bincount(doc_gid, minlength=n_groups)
     tokens = np.bincount(tok_gid, minlength=n_groups)
-    norm = id_digest(texts.str.strip_chars().str.replace_all(r"\s+", " "))
+    # Only how many distinct texts a group has is used: the text core's span hash does (~10x faster
+    # than the per-byte tabulation of id_digest, which the sample keeps for its version-stable order).
+    norm = token_hashes(texts.str.strip_chars().str.replace_all(r"\s+", " "))
     sample_size = max(stage.self_bleu_sample, stage.embedding_sample if stage.embedding_backend != "none" else 0)
-    sample = pl.DataFrame({"g": doc_gid, "h": id_hash(texts, broadcast["seed"], "metrics-sample"),
-                           "row": np.arange(base, base + frame.height, dtype=np.int64), "text": texts})
-    sample = sample.sort("h", "row").group_by("g", maintain_order=True).head(sample_size)
+    if sample_size:
+        sample = pl.DataFrame({"g": doc_gid, "h": id_hash(texts, broadcast["seed"], "metrics-sample"),
+                               "row": np.arange(base, base + frame.height, dtype=np.int64), "text": texts})
+        sample = sample.sort("h", "row").group_by("g", maintain_order=True).head(sample_size)
+    else:  # nothing is sampled (no self-BLEU, no embeddings): skip hashing every text
+        sample = pl.DataFrame(schema={"g": pl.Int64, "h": pl.UInt64, "row": pl.Int64, "text": pl.String})
     near = _near_duplicates(stage, texts, doc_gid, n_groups) if stage.near_duplicate_threshold > 0 else None
     groups = {}
     for g, key in enumerate(keys):
@@ -157,15 +175,18 @@ def measure_partition(stage: Any, frame: pl.DataFrame, base: int, group_by: list
             np.unique(norm[doc_gid == g]), sample.filter(pl.col("g") == g).drop("g"),
             near[g] if near is not None else None)
     schema = dict(frame.select(group_by).schema) if group_by else {}
-    perplexity = [_perplexities(stage, frame, texts, group_by, broadcast["model"])] if broadcast["model"] else []
+    perplexity = [_perplexities(stage, frame, texts, toks, group_by, broadcast["model"])] if broadcast["model"] else []
     return MetricsPartial(groups, schema, perplexity)
 
 
-def _perplexities(stage: Any, frame: pl.DataFrame, texts: pl.Series, group_by: list[str], model: Any) -> pl.DataFrame:
+def _perplexities(stage: Any, frame: pl.DataFrame, texts: pl.Series, toks: pl.DataFrame, group_by: list[str],
+                  model: Any) -> pl.DataFrame:
     """The `perplexity` side output's rows for this partition (group columns, doc_id, perplexity)."""
     # Accumulating schedules repeat most documents across generations: score each text once.
     distinct = texts.unique(maintain_order=True)
-    scored = pl.DataFrame({"text": distinct, "p": model.perplexity(distinct)})
+    # Without repeats the distinct texts are the texts, in order: their tokens are already known.
+    tokens = toks if len(distinct) == len(texts) else None
+    scored = pl.DataFrame({"text": distinct, "p": model.perplexity(distinct, tokens)})
     ppl = pl.DataFrame({"text": texts}).join(scored, on="text", how="left", maintain_order="left")["p"].to_numpy()
     keys = [*group_by, *(["doc_id"] if "doc_id" in frame.columns else [])]
     values = pl.Series("perplexity", ppl, dtype=pl.Float64)

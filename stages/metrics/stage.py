@@ -136,13 +136,14 @@ class CorpusMetrics(PartitionedStage):
         ref_texts = self._reference(data, inputs.get("reference"), group_by)
         if ref_texts is not None and self.lowercase:
             ref_texts = ref_texts.str.to_lowercase()
-        ref_words = None
+        ref_words = ref_tokens = None
         if ref_texts is not None:
-            ref_words = token_table(ref_texts).group_by("token").agg(pl.len().cast(pl.Int64).alias("ref"))
+            ref_tokens = token_table(ref_texts)
+            ref_words = ref_tokens.group_by("token").agg(pl.len().cast(pl.Int64).alias("ref"))
             ref_words = ref_words.rename({"token": "word"})
         model = None
         if self.perplexity_order and ref_texts is not None:
-            model = NGramLM(order=self.perplexity_order).fit(ref_texts)
+            model = NGramLM(order=self.perplexity_order).fit(ref_texts, tokens=ref_tokens)
         return {"seed": ctx.seed, "group_by": group_by, "ref_words": ref_words, "model": model,
                 "reference_docs": len(ref_texts) if ref_texts is not None else 0}
 

@@ -15,12 +15,14 @@ import polars as pl
 import stages.noise.counts as counts
 from pipeline.io import Dataset
 from pipeline.stage import Context
-from stages._hashing import _MIX1, _MIX2, mix64, stream_key, unit_interval
+from stages._hashing import _MIX1, _MIX2, _S11, mix64, stream_key, unit_interval
 from stages.noise.counts import json_value, uniform_index
 from stages.noise.dilute_plan import Dilution
 from stages.noise.params import MATRIX_CONVENTION
 from stages.noise.pool import PoolReplay
 from stages.noise.rows import as_id_dtype, class_labels, decorate, source_ids, transitions
+
+_S53 = np.uint64(53)
 
 
 def _draw_chunk(stage: Any, h: np.ndarray, true_idx: np.ndarray, confusing: np.ndarray | None, k: int,
@@ -59,16 +61,27 @@ def draw(stage: Any, run: Dilution, digest: np.ndarray, true_idx: np.ndarray, co
     drawn = np.empty(digest.size, dtype=np.int64)
     is_noisy = np.ones(digest.size, dtype=bool)
     key64 = np.uint64(key & ((1 << 64) - 1))
+    # Uniform over all k classes (the common case): `uniform_index` computed in place, straight into `drawn`.
+    plain = stage.noise_kind != "structured" and not stage.exclude_true and k < 1 << 11
 
     def chunk(s: int, e: int) -> np.ndarray:
-        near = confusing[s:e] if confusing is not None else None
         h = mix64(digest[s:e] + key64, inplace=True)  # `keyed(digest, key)`, one cache-sized chunk at a time
-        j = _draw_chunk(stage, h, true_idx[s:e], near, k, run.conf_cdf)
-        drawn[s:e] = j
+        j = drawn[s:e]
+        if plain:
+            h >>= _S11
+            h *= np.uint64(k)
+            np.right_shift(h, _S53, out=j.view(np.uint64))
+        else:
+            near = confusing[s:e] if confusing is not None else None
+            j[:] = _draw_chunk(stage, h, true_idx[s:e], near, k, run.conf_cdf)
         if run.ood:
             return np.bincount(j, minlength=k)
-        np.not_equal(j, true_idx[s:e], out=is_noisy[s:e])
-        return np.bincount(true_idx[s:e] * k + j, minlength=k * k)
+        true = true_idx[s:e]
+        np.not_equal(j, true, out=is_noisy[s:e])
+        cell = h.view(np.int64)  # the hashes are spent: their buffer takes each row's (true, drawn) cell
+        np.multiply(true, k, out=cell)
+        cell += j
+        return np.bincount(cell, minlength=k * k)
 
     # Integer counts: their sum does not depend on which thread ran which chunk.
     for found in counts.over_chunks(chunk, digest.size):

@@ -24,6 +24,16 @@ def _mix(key: np.ndarray, token: np.ndarray) -> np.ndarray:
         return key * _MIX + token.astype(np.uint64) + np.uint64(1)
 
 
+def _lookup(keys: np.ndarray, probes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Position of each probe in `keys` (distinct; 0 where absent) and whether it is there.
+
+    A polars hash join: 2-3x less CPU than a binary search of millions of random probes (cache misses).
+    """
+    table = pl.DataFrame({"k": keys, "i": np.arange(len(keys), dtype=np.int64)})
+    pos = pl.DataFrame({"k": probes}).join(table, on="k", how="left", maintain_order="left")["i"]
+    return pos.fill_null(0).to_numpy(), pos.is_not_null().to_numpy()
+
+
 def detokenize(doc_index: np.ndarray, tokens: pl.Series, n_docs: int) -> list[str]:
     """Join tokens back into text, gluing punctuation to its neighbour as written prose does."""
     joined = (
@@ -62,9 +72,9 @@ class NGramLM:
 
     # -- fitting --------------------------------------------------------------------------------
 
-    def _encode(self, texts: pl.Series | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _encode(self, texts: pl.Series | Sequence[str], tokens: pl.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of every document in the model's vocabulary (unknown words get `unk`)."""
-        toks = token_table(texts).join(self._vocab_ids, on="token", how="left", maintain_order="left")
+        toks = (token_table(texts) if tokens is None else tokens).join(self._vocab_ids, on="token", how="left", maintain_order="left")
         return (toks["doc"].to_numpy().astype(np.int64),
                 toks["id"].fill_null(self.unk).to_numpy().astype(np.int64))
 
@@ -90,8 +100,9 @@ class NGramLM:
             keys.append(key)
         return seq[target_pos], keys
 
-    def fit(self, texts: pl.Series | Sequence[str]) -> NGramLM:
-        toks = token_table(texts)
+    def fit(self, texts: pl.Series | Sequence[str], tokens: pl.DataFrame | None = None) -> NGramLM:
+        """Fit on `texts`; `tokens` is `token_table(texts)` when the caller has it already (not tokenised twice)."""
+        toks = token_table(texts) if tokens is None else tokens
         if len(toks) == 0:
             raise InputDataError("cannot fit an n-gram model on a corpus without any words")
         ids, self.vocab = token_ids(toks["token"])
@@ -108,15 +119,17 @@ class NGramLM:
         """Counts of distinct (context, next) pairs, grouped by context.
 
         Two one-key uint64 sorts (pairs by hash, then by context) instead of a multi-key sort: the
-        pair hashes come out sorted for lookups, and contexts come out grouped for sampling.
+        pair hashes come out sorted for lookups, and contexts come out grouped for sampling. Both
+        are polars arg-sorts (about half NumPy's CPU time on uint64, and multi-threaded); the
+        second keeps the pair order within a context, as NumPy's stable sort did.
         """
         pair = _mix(ctx, nxt)
-        order = np.argsort(pair)
+        order = pl.Series(pair).arg_sort().to_numpy()
         pair = pair[order]
-        first = np.nonzero(np.r_[True, pair[1:] != pair[:-1]])[0]
+        first = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
         counts = np.diff(np.append(first, len(pair))).astype(np.float64)
         p_ctx, p_nxt = ctx[order[first]], nxt[order[first]]
-        by_ctx = np.argsort(p_ctx, kind="stable")
+        by_ctx = pl.DataFrame({"c": p_ctx}).select(pl.arg_sort_by("c", maintain_order=True)).to_series().to_numpy()
         p_ctx = p_ctx[by_ctx]
         starts = np.nonzero(np.r_[True, p_ctx[1:] != p_ctx[:-1]])[0]
         ends = np.append(starts[1:], len(p_ctx))
@@ -144,30 +157,30 @@ class NGramLM:
         v = self.eos + 1
         return (self.unigram + self.smoothing) / (self.unigram.sum() + self.smoothing * v)
 
-    def log_prob(self, texts: pl.Series | Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Natural-log probability of every predicted token, and the document it belongs to."""
+    def log_prob(self, texts: pl.Series | Sequence[str], tokens: pl.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Natural-log probability of every predicted token, and the document it belongs to.
+
+        `tokens`: `token_table(texts)`, when the caller has it already.
+        """
         n_docs = len(texts)
-        doc, ids = self._encode(texts)
+        doc, ids = self._encode(texts, tokens)
         target, keys = self._targets(doc, ids, n_docs)
         lengths = np.bincount(doc, minlength=n_docs) + 1
         uni = self._unigram_prob()
         floor = self.smoothing / (self.unigram.sum() + self.smoothing * len(uni)) if self.smoothing else 1e-12
         prob = np.where(target < len(uni), uni[np.minimum(target, len(uni) - 1)], floor)
         for key, table in zip(keys, self.tables):
-            pos = np.searchsorted(table["ctx"], key)
-            pos_c = np.minimum(pos, len(table["ctx"]) - 1)
-            found = table["ctx"][pos_c] == key
+            pos_c, found = _lookup(table["ctx"], key)
             total, types = table["total"][pos_c], table["types"][pos_c]
-            pair = _mix(key, target)
-            ppos = np.minimum(np.searchsorted(table["pair_key"], pair), len(table["pair_key"]) - 1)
-            count = np.where(table["pair_key"][ppos] == pair, table["pair_count"][ppos], 0.0)
+            ppos, pair_found = _lookup(table["pair_key"], _mix(key, target))
+            count = np.where(pair_found, table["pair_count"][ppos], 0.0)
             lam = total / (total + types)
             prob = np.where(found, lam * count / total + (1 - lam) * prob, prob)
         return np.log(np.maximum(prob, 1e-300)), np.repeat(np.arange(n_docs), lengths)
 
-    def perplexity(self, texts: pl.Series | Sequence[str]) -> np.ndarray:
+    def perplexity(self, texts: pl.Series | Sequence[str], tokens: pl.DataFrame | None = None) -> np.ndarray:
         """Per-document perplexity (end-of-document included, so an empty text is still scored)."""
-        logp, doc = self.log_prob(texts)
+        logp, doc = self.log_prob(texts, tokens)
         n = np.bincount(doc, minlength=len(texts))
         return np.exp(-np.bincount(doc, weights=logp, minlength=len(texts)) / np.maximum(n, 1))
 

@@ -108,8 +108,9 @@ def _with_short_docs(units: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.
 
 def per_doc_sets(hashes: np.ndarray, doc: np.ndarray, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
     """Distinct hashes of each document, sorted: flat uint64 values and int64 offsets (n_docs + 1)."""
-    order = np.lexsort((hashes, doc))
-    h, d = hashes[order], doc[order]
+    # A polars sort by (doc, hash): the order of np.lexsort((hashes, doc)) at ~2/3 of its CPU, multi-threaded.
+    ordered = pl.DataFrame({"d": doc, "h": hashes}).sort("d", "h")
+    h, d = ordered["h"].to_numpy(), ordered["d"].to_numpy()
     keep = np.ones(h.size, bool)
     keep[1:] = (h[1:] != h[:-1]) | (d[1:] != d[:-1])
     h, d = h[keep], d[keep]
