@@ -86,6 +86,23 @@ class NeighbourState:
         return out
 
 
+@dataclass
+class BatchChunks:
+    """One training batch's chunks and their vectors: embedded once, read by every kind that wants them."""
+
+    doc: np.ndarray  # int64 row within the batch
+    starts: np.ndarray  # int64 first token in the batch's flat token array
+    lengths: np.ndarray  # int64
+    texts: list[str]
+    vectors: np.ndarray | None  # float32 (chunks, dim), unit length; None when the batch has no chunk
+
+
+def embed_chunks(batch: TrainBatch, size: int, stride: int, embed: Any) -> BatchChunks:
+    """A batch's aligned `size`-word chunks (every `stride` words) and their vectors by `embed(texts)`."""
+    doc, starts, lengths, texts = token_chunks(batch.tokens, size, stride)
+    return BatchChunks(doc, starts, lengths, texts, embed(texts) if texts else None)
+
+
 class ChunkNeighbours:
     """The test side of chunk search, built once per audit (and broadcast): test chunks, tokens, vectors.
 
@@ -105,6 +122,7 @@ class ChunkNeighbours:
         self.vectors = self._embed(texts) if texts else None
         self._last: tuple | None = None
         self._tables: tuple | None = None
+        self._chunks: tuple | None = None
 
     @classmethod
     def of(cls, shared: dict[str, Any], audit: Any, test: TestSide) -> ChunkNeighbours:
@@ -115,7 +133,7 @@ class ChunkNeighbours:
         return shared["chunk_neighbours"]
 
     def __getstate__(self) -> dict:
-        return self.__dict__ | {"_last": None, "_tables": None}  # the memos hold batches: never pickled
+        return self.__dict__ | {"_last": None, "_tables": None, "_chunks": None}  # memos hold batches: never pickled
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         from stages.embedding import encode_texts
@@ -126,6 +144,16 @@ class ChunkNeighbours:
 
     def empty(self) -> NeighbourState:
         return NeighbourState.empty(self.item.size, self.k)
+
+    def batch_chunks(self, batch: TrainBatch) -> BatchChunks:
+        """The batch's chunks with their vectors; the last batch's are remembered, so another kind streaming
+        the same batch (the paraphrase kind's candidates) reuses them instead of embedding the corpus again."""
+        memo = self._chunks
+        if memo is not None and memo[0] is batch:
+            return memo[1]
+        out = embed_chunks(batch, self.size, self.stride, self._embed)
+        self._chunks = (batch, out)
+        return out
 
     def advance(self, state: NeighbourState | None, batch: TrainBatch) -> NeighbourState:
         """`state` with one more training batch (the same state and batch give the very same result object)."""
@@ -139,11 +167,12 @@ class ChunkNeighbours:
         if self.vectors is None:
             return state
         tok: Tokens = batch.tokens
-        doc, starts, lengths, texts = token_chunks(tok, self.size, self.stride)
+        chunks = self.batch_chunks(batch)
+        doc, starts, lengths, texts = chunks.doc, chunks.starts, chunks.lengths, chunks.texts
         if not texts:
             return state
         within = starts - tok.offsets[:-1][doc]
-        sim, nn = top_k_inner_product(self.vectors, self._embed(texts), self.k)
+        sim, nn = top_k_inner_product(self.vectors, chunks.vectors, self.k)
 
         def ratio_of(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
             picked = nn[rows, cols]

@@ -4,11 +4,13 @@ Embedding every training chunk with a contextual model is what makes semantic le
 CPU, and a static table alone barely separates a rephrased exam question from a clean one of the same
 subject. So this kind splits the work (as retrieval systems do):
 
-1. candidates, while the training corpus streams past: each test variant's static-table vector
-   against the batch's chunks (the same table the `semantic` kind uses), the `candidates` best kept
-   per variant;
-2. re-scoring, once, of the kept (variant, chunk) pairs only, with MiniLM: the cosine of the whole
-   texts and a BERTScore-style F1 (greedy alignment of MiniLM token embeddings); the score is their mean;
+1. candidates, while the training corpus streams past, from two generators that miss different leaks:
+   each test variant's vector against the batch's chunk vectors (the `candidates` best kept per
+   variant) and BM25 over the same chunks' words (`lexical.py`, half as many kept). The chunk vectors
+   are the chunk pass's own (`ChunkNeighbours.batch_chunks`): with the chunk or semantic kind on, the
+   corpus is embedded once, whatever kinds read it; alone, this kind embeds with the static table;
+2. re-scoring, once, of the kept (variant, document) pairs only (a document's best-ranked chunk), with
+   MiniLM: the cosine of the whole texts and a BERTScore-style F1 (greedy alignment of MiniLM token embeddings); the score is their mean;
 3. calibration against a null of this test set: each item's best score against a training document
    other than its best one, s2 (what the nearest unrelated-but-same-topic text scores). The operating
    point is the `null_quantile` of that distribution (and at least `min_score`), reported in the
@@ -30,44 +32,42 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from stages.leakage.chunks import BatchChunks, ChunkNeighbours, IndexedNeighbours, embed_chunks
 from stages.leakage.evidence import Evidence, Resolved, Score, TestSide, TrainBatch, register_evidence
-from stages.text import token_chunks
+from stages.leakage.lexical import bm25_top, query_terms
+from stages.text import tokenize
 
 SHORT_ITEM_WORDS = 12
 TEXT_CHARS = 2000  # re-scoring sees at most this much of a variant (MiniLM reads 256 word pieces anyway)
+DENSE_BLOCK = 16384  # training chunks per cosine block (variants x block floats at once)
 
 
-class Candidates:
-    """The best `k` training chunks per test variant by static-table cosine, kept while streaming."""
+class StaticChunks:
+    """Training chunks embedded with the static table: the candidates' own source when no chunk pass runs."""
 
-    def __init__(self, variant_texts: list[str], k: int, size: int, stride: int, model: str | None):
-        self.k, self.size, self.stride, self.model = k, size, stride, model
-        n = len(variant_texts)
-        self.vectors = self._embed(variant_texts) if n else np.zeros((0, 1), np.float32)
-        self.sim = np.full((n, k), -np.inf, np.float32)
-        self.doc = np.full((n, k), -1, np.int64)
-        self.start = np.zeros((n, k), np.int64)
-        self.text = np.full((n, k), "", object)
-        self.train_chunks = 0
+    def __init__(self, size: int, stride: int, model: str | None):
+        self.size, self.stride, self.model = size, stride, model
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         from stages.embedding import encode_texts
 
         return encode_texts(texts, backend="static", model=self.model, normalize=True)
 
-    def add(self, batch: TrainBatch) -> None:
-        doc, starts, _, texts = token_chunks(batch.tokens, self.size, self.stride)
-        if not texts or not self.sim.shape[0]:
-            return
-        self.train_chunks += len(texts)
-        sims = self.vectors @ self._embed(texts).T
-        kk = min(self.k, len(texts))
-        top = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
-        within = starts - batch.tokens.offsets[:-1][doc]
-        self.keep(np.take_along_axis(sims, top, 1), doc[top] + batch.base, within[top], np.asarray(texts, object)[top])
+    def batch_chunks(self, batch: TrainBatch) -> BatchChunks:
+        return embed_chunks(batch, self.size, self.stride, self._embed)
+
+
+class TopK:
+    """The best `k` (score, training chunk) per test variant, merged batch by batch (ties: earlier row first)."""
+
+    def __init__(self, n: int, k: int):
+        self.k = k
+        self.sim = np.full((n, k), -np.inf, np.float32)
+        self.doc = np.full((n, k), -1, np.int64)
+        self.start = np.zeros((n, k), np.int64)
+        self.text = np.full((n, k), "", object)
 
     def keep(self, sim, doc, start, text) -> None:
-        """Merge new candidates into the best k kept (ties: earlier training row first)."""
         all_sim = np.concatenate([self.sim, sim], 1)
         all_doc = np.concatenate([self.doc, doc], 1)
         order = np.lexsort((all_doc, -all_sim), axis=1)[:, : self.k]
@@ -75,6 +75,63 @@ class Candidates:
         self.sim, self.doc = take(all_sim, order, 1), take(all_doc, order, 1)
         self.start = take(np.concatenate([self.start, start], 1), order, 1)
         self.text = take(np.concatenate([self.text, text], 1), order, 1)
+
+    def keep_top(self, scores: np.ndarray, top: np.ndarray, chunks: BatchChunks, within: np.ndarray, base: int):
+        """Keep chunks `top` (per variant, indices into the batch's chunks) scored `scores`."""
+        texts = np.asarray(chunks.texts, object)
+        self.keep(scores, chunks.doc[top] + base, within[top], texts[top])
+
+
+class Candidates:
+    """Per test variant, the training chunks worth re-scoring: the `k` best by embedding cosine (the chunk
+    pass's vectors when it runs: nothing is embedded twice) and the `lexical_k` best by BM25 (`lexical.py`)."""
+
+    def __init__(self, variant_texts: list[str], k: int, lexical_k: int):
+        n = len(variant_texts)
+        self.variant_texts = variant_texts
+        self.vectors: np.ndarray | None = None  # embedded by the chunk source's encoder, at the first batch
+        self.query = query_terms(tokenize(pl.Series(variant_texts, dtype=pl.String)))
+        self.dense, self.lexical = TopK(n, k), TopK(n, lexical_k)
+        self.train_chunks = 0
+
+    def add(self, batch: TrainBatch, chunks: BatchChunks, embed) -> None:
+        n = len(self.variant_texts)
+        if not chunks.texts or not n:
+            return
+        if self.vectors is None:
+            self.vectors = embed(self.variant_texts)
+        self.train_chunks += len(chunks.texts)
+        within = chunks.starts - batch.tokens.offsets[:-1][chunks.doc]
+        kk = min(self.dense.k, len(chunks.texts))
+        for lo in range(0, len(chunks.texts), DENSE_BLOCK):
+            sims = self.vectors @ chunks.vectors[lo : lo + DENSE_BLOCK].T
+            top = np.argpartition(-sims, min(kk, sims.shape[1]) - 1, axis=1)[:, :kk]
+            self.dense.keep_top(np.take_along_axis(sims, top, 1), top + lo, chunks, within, batch.base)
+        if self.lexical.k:
+            scores, top = bm25_top(self.query, batch.tokens.hashes, chunks.starts, chunks.lengths, self.lexical.k)
+            self.lexical.keep_top(scores, top, chunks, within, batch.base)
+
+    def merge(self, other: Candidates) -> None:
+        for mine, theirs in ((self.dense, other.dense), (self.lexical, other.lexical)):
+            mine.keep(theirs.sim, theirs.doc, theirs.start, theirs.text)
+        self.train_chunks += other.train_chunks
+
+    def docs(self) -> np.ndarray:
+        kept = [t.doc[(t.doc >= 0) & np.isfinite(t.sim)] for t in (self.dense, self.lexical)]
+        return np.unique(np.concatenate(kept))
+
+    def pairs(self) -> pl.DataFrame:
+        """Per variant, one row per training document either generator kept: its best-ranked chunk (the
+        embedding ranks first). Overlapping chunks of one document are near copies of each other: re-scoring
+        each would cost MiniLM time and add nothing the null (best score of another document) uses."""
+        frames = []
+        for top in (self.dense, self.lexical):
+            v, j = np.nonzero(top.doc >= 0)
+            frames.append(pl.DataFrame({"variant": v.astype(np.int64), "doc": top.doc[v, j],
+                                        "train_tok_start": top.start[v, j], "chunk": top.text[v, j].tolist()},
+                                       schema={"variant": pl.Int64, "doc": pl.Int64, "train_tok_start": pl.Int64,
+                                               "chunk": pl.String}))
+        return pl.concat(frames).unique(["variant", "doc"], keep="first", maintain_order=True)
 
 
 def rescore(pairs_a: list[str], pairs_b: list[str], model: str | None, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,6 +158,11 @@ def rescore(pairs_a: list[str], pairs_b: list[str], model: str | None, batch_siz
     return cos, f1
 
 
+def lexical_candidates(candidates: int) -> int:
+    """BM25 candidates kept per variant beside the `candidates` embedding ones (half as many)."""
+    return max(candidates // 2, 1)
+
+
 @register_evidence
 class ParaphraseEvidence(Evidence):
     kind = "paraphrase"
@@ -118,8 +180,9 @@ class ParaphraseEvidence(Evidence):
 
         self.variant_item, self.variant_name, texts = item_variants(audit, test, shared)
         self.variant_texts = texts
-        stride = audit.chunk_stride or max(audit.chunk_tokens // 2, 1)
-        self.candidates = Candidates(texts, audit.candidates, audit.chunk_tokens, stride, audit.model)
+        self.candidates = Candidates(texts, audit.candidates, lexical_candidates(audit.candidates))
+        self._source: ChunkNeighbours | StaticChunks | None = None
+        self.pairs_rescored = 0
         self.threshold: float | None = None
         self.strict: float | None = None
         self.null_stats: dict[str, float] = {}
@@ -135,27 +198,33 @@ class ParaphraseEvidence(Evidence):
             return {}
         return {"paraphrase_score": sorted(findings["paraphrase_threshold"].drop_nulls().unique().to_list())}
 
+    def chunk_source(self) -> ChunkNeighbours | StaticChunks:
+        """The chunk pass's neighbour search when it streams this corpus (its batch vectors are reused), else
+        a static-table chunker of our own (no chunk pass, or a prebuilt index that embeds no training chunk)."""
+        if self._source is None:
+            shared = self.shared.get("chunk_neighbours")
+            if isinstance(shared, ChunkNeighbours) and not isinstance(shared, IndexedNeighbours):
+                self._source = shared
+            else:
+                a = self.audit
+                self._source = StaticChunks(a.chunk_tokens, a.chunk_stride or max(a.chunk_tokens // 2, 1), a.model)
+        return self._source
+
     def add_batch(self, batch: TrainBatch) -> None:
-        self.candidates.add(batch)
+        source = self.chunk_source()
+        self.candidates.add(batch, source.batch_chunks(batch), source._embed)
 
     def merge(self, other: Evidence) -> None:
         assert isinstance(other, ParaphraseEvidence)
-        c = other.candidates
-        self.candidates.keep(c.sim, c.doc, c.start, c.text)
-        self.candidates.train_chunks += c.train_chunks
+        self.candidates.merge(other.candidates)
 
     def candidate_docs(self) -> np.ndarray:
-        c = self.candidates
-        return np.unique(c.doc[(c.doc >= 0) & np.isfinite(c.sim)])
-
-    def _pairs(self) -> pl.DataFrame:
-        c = self.candidates
-        v, j = np.nonzero(c.doc >= 0)
-        return pl.DataFrame({"variant": v.astype(np.int64), "item": self.variant_item[v], "doc": c.doc[v, j],
-                             "train_tok_start": c.start[v, j], "chunk": c.text[v, j].tolist()})
+        return self.candidates.docs()
 
     def resolve(self) -> Resolved:
-        pairs = self._pairs()
+        pairs = self.candidates.pairs()
+        pairs = pairs.with_columns(item=pl.Series(self.variant_item[pairs["variant"].to_numpy()], dtype=pl.Int64))
+        self.pairs_rescored = pairs.height
         texts = [self.variant_texts[v] for v in pairs["variant"].to_list()]
         cos, f1 = rescore(texts, pairs["chunk"].to_list(), self.audit.model, self.audit.embed_batch_size)
         pairs = pairs.with_columns(cosine=cos, bertscore=f1, score=(cos + f1) / 2,
@@ -203,4 +272,4 @@ class ParaphraseEvidence(Evidence):
 
     def stats(self) -> dict[str, Any]:
         return {"paraphrase_candidate_chunks": self.candidates.train_chunks,
-                "paraphrase_pairs_rescored": int((self.candidates.doc >= 0).sum()), "paraphrase_null": self.null_stats}
+                "paraphrase_pairs_rescored": self.pairs_rescored, "paraphrase_null": self.null_stats}

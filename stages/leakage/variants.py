@@ -4,11 +4,14 @@ A multiple-choice item leaks as its question alone, as the question with its cor
 whole prompt with every option; a reading item as passage + question. `LeakageAudit(fields={question:
 q, choices: options, answer: label})` names the test columns; each item then gets one variant per
 form that its fields allow, and an evidence kind scores every variant (the item keeps its best).
-Without `fields`, an item has one variant: its text column.
+Without `fields`, an item has its text column as a variant. Either way, an item of several sentences
+also gets its last sentence (`question_tail`; without `fields`, only when it asks a question), the
+question a passage + question item is leaked as.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -22,6 +25,24 @@ FIELD_ROLES = ("question", "choices", "answer", "passage")
 # Training data in instruction-tuning form: the roles are joined (in this order) into the text the audit reads.
 TRAIN_ROLES = ("instruction", "input", "response")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+SENTENCE_END = re.compile(r"(?<=[.?!])\s+(?=\S)")
+TAIL_MIN_WORDS = 6  # a shorter last sentence ("Why?") matches too much by chance to stand alone
+
+
+def question_tail(text: str, questions_only: bool = False) -> str | None:
+    """The last sentence of a longer item (the question after a reading passage or a preamble), or None.
+
+    A passage + question item is leaked as the question alone more often than as the passage; the whole
+    item's vector and word bag are dominated by the passage, so the question gets its own variant when it
+    is at least TAIL_MIN_WORDS words and at most half the item. `questions_only`: only a last sentence
+    that ends with "?" (items of unknown shape: prose or code windows would pay re-scoring for nothing).
+    """
+    sentences = SENTENCE_END.split(text.strip())
+    if len(sentences) < 2 or (questions_only and not sentences[-1].endswith("?")):
+        return None
+    tail = sentences[-1]
+    words = len(tail.split())
+    return tail if TAIL_MIN_WORDS <= words <= len(text.split()) // 2 else None
 
 
 def check_fields(fields: dict[str, str] | None) -> None:
@@ -86,6 +107,9 @@ def raw_variants(frame: pl.DataFrame, fields: dict[str, str]) -> list[list[tuple
         q = " ".join(filter(None, [passage, question]))
         options = [str(c) for c in choices] if isinstance(choices, (list, tuple)) else None
         variants = [("question", q)]
+        tail = question if passage and question else question_tail(q)
+        if tail:
+            variants.append(("question tail", tail))
         answer_text = _answer_text(options, answer)
         if answer_text:
             variants.append(("question+answer", f"{q} {answer_text}"))
@@ -95,6 +119,11 @@ def raw_variants(frame: pl.DataFrame, fields: dict[str, str]) -> list[list[tuple
     return out
 
 
+def _text_variants(text: str) -> list[tuple[str, str]]:
+    tail = question_tail(text, questions_only=True)
+    return [("text", text), ("question tail", tail)] if tail else [("text", text)]
+
+
 def item_variants(audit: Any, test: TestSide, shared: dict[str, Any]) -> tuple[np.ndarray, list[str], list[str]]:
     """(item of each variant, variant names, normalised variant texts), shared by every kind of one audit."""
     if "variants" not in shared:
@@ -102,7 +131,7 @@ def item_variants(audit: Any, test: TestSide, shared: dict[str, Any]) -> tuple[n
         if audit.fields and frame is not None:
             per_item = raw_variants(frame, audit.fields)
         else:
-            per_item = [[("text", t)] for t in test.texts.to_list()]
+            per_item = [_text_variants(t) for t in test.texts.to_list()]
         item = np.repeat(np.arange(len(per_item), dtype=np.int64), [len(v) for v in per_item])
         names = [name for v in per_item for name, _ in v]
         tok = tokenize(pl.Series([text for v in per_item for _, text in v], dtype=pl.String))

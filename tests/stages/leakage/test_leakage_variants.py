@@ -35,3 +35,20 @@ def test_bad_train_fields_are_refused():
         LeakageAudit(train_fields={"question": "q"}).validate()
     with pytest.raises(ParamError, match="names no column"):
         LeakageAudit(train_fields={}).validate()
+
+
+def test_a_passage_and_question_item_also_gets_its_question_alone():
+    from stages.leakage.variants import question_tail, raw_variants
+
+    passage = ("This question refers to the following information. The tariff of 1828 raised duties on imported "
+               "goods and angered the planters of the southern states, who sold cotton abroad.")
+    item = f"{passage} Which of the following was a direct response to the tariff described above?"
+    assert question_tail(item) == "Which of the following was a direct response to the tariff described above?"
+    assert question_tail("What is the capital of France?") is None  # one sentence: the item is its own question
+    assert question_tail(f"{passage} Why?") is None  # too short to stand alone
+    statement = f"{passage} The planters then threatened to nullify the tariff in their state."
+    assert question_tail(statement) and question_tail(statement, questions_only=True) is None
+    # With a passage field, the question column is the tail variant as it is.
+    frame = pl.DataFrame({"p": [passage], "q": ["Which act answered it?"]})
+    names = [name for name, _ in raw_variants(frame, {"question": "q", "passage": "p"})[0]]
+    assert names == ["question", "question tail"]

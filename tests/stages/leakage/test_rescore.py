@@ -68,8 +68,10 @@ def test_candidates_of_two_shards_merge_into_the_one_pass_candidates(train):
         whole.add_batch(batch)
         (first if lo < 30 else second).add_batch(batch)
     first.merge(second)
-    assert np.array_equal(whole.candidates.doc, first.candidates.doc)
-    assert np.allclose(whole.candidates.sim, first.candidates.sim)
+    for generator in ("dense", "lexical"):
+        mine, theirs = getattr(whole.candidates, generator), getattr(first.candidates, generator)
+        assert (mine.doc >= 0).all() and np.array_equal(mine.doc, theirs.doc)
+        assert np.allclose(mine.sim, theirs.sim)
 
 
 def test_eval_fields_build_question_answer_and_prompt_variants():
@@ -102,3 +104,27 @@ def test_an_eval_item_leaked_with_its_answer_is_found_through_its_fields(train):
     lam = findings.row(0, named=True)
     assert lam["train_id"] == "leak" and lam["paraphrase_variant"] in ("question", "question+answer", "prompt")
     assert lam["paraphrase_score"] > findings.row(1, named=True)["paraphrase_score"]
+
+
+def test_candidates_reuse_the_chunk_pass_vectors_instead_of_embedding_the_corpus_again(train, monkeypatch):
+    import stages.embedding as embedding
+    from stages.leakage.chunks import ChunkEvidence
+
+    audit = LeakageAudit(ngram=False, semantic=False, evidence=["paraphrase"], candidates=3)
+    texts = pl.Series([_passage(s) for s in SOURCES], dtype=pl.String)
+    side, shared = TestSide(texts=texts, tokens=tokenize(texts)), {}
+    chunk, para = ChunkEvidence(audit, side, shared), ParaphraseEvidence(audit, side, shared)
+    embedded: list[int] = []
+    real = embedding.encode_texts
+    monkeypatch.setattr(embedding, "encode_texts", lambda t, **kw: embedded.append(len(t)) or real(t, **kw))
+    corpus = train["text"]
+    batch = TrainBatch(texts=corpus, tokens=tokenize(corpus), base=0)
+    chunk.add_batch(batch)
+    para.add_batch(batch)
+    train_chunks = chunk.found.train_chunks
+    # The corpus's chunks once (the chunk pass), then only the test variants for the candidates.
+    assert embedded == [train_chunks, len(para.variant_texts)]
+    assert para.candidates.train_chunks == train_chunks
+    own = ParaphraseEvidence(audit, side, {})  # no chunk pass: it embeds the chunks itself, with the same result
+    own.add_batch(batch)
+    assert np.array_equal(own.candidates.dense.doc, para.candidates.dense.doc)
