@@ -1,9 +1,12 @@
 """The `index` stage: a FAISS index over an embedding column, beside the FAISS-row -> id table.
 
 On the partitioned contract (`pipeline.partitioned`): the quantiser is trained once, on a seeded
-sample, and broadcast; each partition's vectors are added to a copy of it under their corpus-wide
-row numbers; merges append inverted lists (faiss `merge_from`) in row order, so the merged index
-holds the same lists, in the same order, as one sequential build, on any executor and partitioning.
+sample, and broadcast; each partition's vectors are encoded by it (list number + code per row, the
+heavy part: assignment to the nearest centroid and PQ encoding); merges concatenate the code arrays
+in row order; `finish` appends them to the inverted lists under their corpus-wide row numbers, so the
+index holds the same lists, in the same order (and bytes), as one sequential build, on any executor
+and partitioning. The state is plain arrays of the index's own size (no faiss index per partition,
+no serialise copy when it is pickled for a checkpoint or a Ray transfer).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from stages.retrieval.index import (
     _iter_vectors,
     add_vectors,
     auto_factory,
+    encode_vectors,
+    fill_from_codes,
     finish_index,
     mergeable_factory,
     prepare_index,
@@ -121,19 +126,32 @@ class BuildIndex(PartitionedStage):
         return {"index": index, "calib": calib, "n": n, "dim": dim, "factory": factory, "metric": metric}
 
     def map(self, partition: Partition, broadcast: dict) -> dict:
-        """The partition's vectors in a copy of the trained index, under their corpus-wide row numbers."""
+        """The partition's vectors encoded by the trained index (faiss `sa_encode`: list number + code per row).
+
+        Plain uint8 arrays, not a filled index: they pickle without faiss's serialise copy, merge by
+        list concatenation, and `finish` appends them to the index's inverted lists in row order
+        (`add_sa_codes`), which gives the very lists (and bytes) of one sequential `add`.
+        Indexes that cannot be filled from codes (HNSW, refine) are filled here, in their one partition.
+        """
         import faiss
 
-        index = faiss.clone_index(broadcast["index"])
         exact = ExactTopK(broadcast["calib"], min(10, broadcast["n"]), broadcast["metric"])
         vectors = (series_to_vectors(b[self.embedding_column])
                    for b in partition.iter_batches(65_536, columns=[self.embedding_column]))
-        add_vectors(index, vectors, broadcast["dim"], partition.base, exact)
-        return {"index": index, "exact": exact}
+        if not mergeable_factory(broadcast["factory"]):
+            index = faiss.clone_index(broadcast["index"])
+            add_vectors(index, vectors, broadcast["dim"], partition.base, exact)
+            return {"index": index, "exact": exact}
+        codes = encode_vectors(broadcast["index"], vectors, broadcast["dim"], partition.base, exact)
+        return {"codes": codes, "first": partition.base, "rows": sum(len(c) for c in codes), "exact": exact}
 
     def merge(self, a: dict, b: dict) -> dict:
-        """`b`'s inverted lists appended to `a`'s (consumes both): each list stays in row order."""
-        a["index"].merge_from(b["index"], 0)
+        """`b`'s encoded rows after `a`'s (consumes both; no copy of the codes)."""
+        if a["first"] + a["rows"] != b["first"]:
+            raise InputDataError(f"index partitions merged out of order (rows {a['first']}+{a['rows']} then "
+                                 f"{b['first']}); this is an executor bug")
+        a["codes"].extend(b["codes"])
+        a["rows"] += b["rows"]
         a["exact"].merge(b["exact"])
         return a
 
@@ -142,7 +160,7 @@ class BuildIndex(PartitionedStage):
         n, dim, factory, metric = (broadcast[k] for k in ("n", "dim", "factory", "metric"))
         if state is None:
             raise InputDataError("the input has no vectors", param="embedding_column")
-        index = state["index"]
+        index = state["index"] if "index" in state else fill_from_codes(broadcast["index"], state)
         info = finish_index(index, factory, metric, dim, n, state["exact"], self.recall_target)
         info.update({"id_column": self.id_column, "doc_column": self.doc_column, "backend": self.backend,
                      "model": self.model, "embedding_column": self.embedding_column})

@@ -219,6 +219,41 @@ def add_vectors(index, batches, dim: int, first_id: int, exact: ExactTopK | None
     return offset - first_id
 
 
+def encode_vectors(index, batches, dim: int, first_id: int, exact: ExactTopK | None) -> list[np.ndarray]:
+    """Each batch encoded as the trained `index` would store it (`sa_encode`: list number + code per row).
+
+    `index` is only read (faiss encodes without touching the inverted lists), so one trained index
+    serves every partition; the exact top k of the calibration queries is tracked as in `add_vectors`.
+    """
+    codes, offset = [], first_id
+    for vectors in batches:
+        vectors = np.ascontiguousarray(vectors, np.float32)
+        if vectors.shape[1] != dim:
+            raise InputDataError(f"embedding width changes within the input ({vectors.shape[1]} vs {dim})")
+        codes.append(index.sa_encode(vectors))
+        if exact is not None:
+            exact.add(vectors, offset)
+        offset += len(vectors)
+    return codes
+
+
+def fill_from_codes(trained, state: dict):
+    """A copy of the trained index holding `state`'s encoded rows, appended in row order.
+
+    Each array is released once it is in the index, so the codes and the index are not both held whole.
+    """
+    index = _faiss().clone_index(trained)
+    codes, first = state["codes"], state["first"]
+    ivf = _faiss().try_extract_index_ivf(index) is not None
+    while codes:
+        block = codes.pop(0)
+        ids = np.arange(first, first + len(block), dtype=np.int64)
+        index.add_sa_codes(block, ids if ivf else None)
+        first += len(block)
+        del block
+    return index
+
+
 def finish_index(index, factory: str, metric: str, dim: int, n: int, exact: ExactTopK,
                  recall_target: float) -> dict:
     """Calibrate the search knob against the exact neighbours; the index's description for index.json."""

@@ -108,3 +108,26 @@ def test_retrieve_rows_are_the_same_for_any_partitioning(vectors, tmp_path, size
     split, stats = retrieve(vectors, index_dir, tmp_path / "split", LocalExecutor(partition_bytes=size))
     assert stats["partitions"] > 2 and whole.height == 7 * ROWS
     assert whole.equals(split)
+
+
+def test_index_partial_state_is_the_codes_of_its_rows_and_merges_only_in_row_order(tmp_path):
+    """A partition's state is faiss's own encoding of its rows (plain uint8, no index to serialise);
+    merging keeps row order, so a state merged out of order is refused rather than misnumbered."""
+    from pipeline.partitioned import plan_partitions
+
+    data = vector_files(tmp_path / "data")
+    stage = BuildIndex(index_type="IVF16,PQ8x4", train_size=2_000)
+    ctx = Context(step_id="index", seed=5, out_dir=tmp_path / "out")
+    shared = stage.broadcast(ctx, {"data": data})
+    first, second = plan_partitions(data, 1)[:2]
+    a, b = stage.map(first, shared), stage.map(second, shared)
+    assert set(a) == {"codes", "first", "rows", "exact"}
+    assert all(c.dtype == np.uint8 and c.shape[1] == shared["index"].sa_code_size() for c in a["codes"])
+    assert (a["first"], a["rows"], b["first"]) == (0, ROWS_PER_GROUP, ROWS_PER_GROUP)
+    expected = shared["index"].sa_encode(np.concatenate(
+        [np.stack(batch["embedding"].to_numpy()) for batch in first.iter_batches(columns=["embedding"])]))
+    assert np.array_equal(np.concatenate(a["codes"]), expected)
+    with pytest.raises(Exception, match="out of order"):
+        stage.merge(b, a)
+    merged = stage.merge(a, b)
+    assert merged["rows"] == 2 * ROWS_PER_GROUP and len(merged["codes"]) == 2
