@@ -1,0 +1,224 @@
+"""IVF-PQ at 2M x 384 (issue #12): the partitioned `index` stage vs one faiss process, and recall@10.
+
+The partitioned `index` stage builds an IVF-PQ index from Parquet; the baseline is one faiss process
+(index_factory + train + add on the matrix read whole). Both sides alternate in fresh processes:
+time, CPU seconds, peak RSS, and recall@10 against exact search on held-out queries after nprobe
+calibration. Vectors: a seeded, documented mixture with the structure of text embeddings (see
+`_mixture`). About 25 minutes at full scale on a quiet 2-core machine, so it is a module of its
+own: `python -m bench.run_all --only ivfpq`, or `python -m bench.bench_ivfpq [quick|medium|full]`.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.bench_retrieval import _row
+from bench.common import in_fresh_process, print_rows
+
+SCALES = {"quick": 20_000, "medium": 200_000, "full": 2_000_000}
+
+MIXTURE = dict(topics=2_000, centre_rank=64, local_rank=16, local_scale=0.35, noise=0.08)
+IVFPQ_ROW_GROUP = 50_000
+
+
+def _mixture(dim: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    k, r, q = MIXTURE["topics"], MIXTURE["centre_rank"], MIXTURE["local_rank"]
+    spectrum = (np.arange(1, r + 1) ** -0.5).astype(np.float32)
+    centres = (rng.standard_normal((k, r)).astype(np.float32) * spectrum) @ rng.standard_normal((r, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    bases = np.linalg.qr(rng.standard_normal((k, dim, q)))[0].astype(np.float32)  # (k, dim, q) orthonormal
+    weights = 1.0 / np.arange(1, k + 1) ** 0.8
+    return {"centres": centres, "bases": bases, "weights": weights / weights.sum()}
+
+
+def _mixture_draw(mix: dict, m: int, rng: np.random.Generator) -> np.ndarray:
+    dim, q = mix["bases"].shape[1:]
+    topic = rng.choice(len(mix["weights"]), m, p=mix["weights"])
+    local = rng.standard_normal((m, q)).astype(np.float32) * (MIXTURE["local_scale"] / np.sqrt(q))
+    v = mix["centres"][topic] + np.einsum("mdq,mq->md", mix["bases"][topic], local)
+    v += rng.standard_normal((m, dim), dtype=np.float32) * (MIXTURE["noise"] / np.sqrt(dim))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _ivfpq_data(n: int, dim: int, folder: str, queries: int, seed: int = 0) -> dict:
+    """The Parquet collection, held-out queries (fresh draws, not indexed) and their exact top 10."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    mix = _mixture(dim, seed)
+    rng = np.random.default_rng(seed + 1)
+    path, writer = f"{folder}/vectors.parquet", None
+    for start in range(0, n, IVFPQ_ROW_GROUP):
+        m = min(IVFPQ_ROW_GROUP, n - start)
+        ids = np.arange(start, start + m)
+        table = pa.table({"chunk_id": pa.array(ids.astype(str)), "doc_id": pa.array((ids // 8).astype(str)),
+                          "embedding": pa.FixedSizeListArray.from_arrays(pa.array(_mixture_draw(mix, m, rng).reshape(-1)), dim)})
+        writer = writer or pq.ParquetWriter(path, table.schema, compression="none")
+        writer.write_table(table)
+    writer.close()
+    q = _mixture_draw(mix, queries, np.random.default_rng(seed + 2))
+    np.save(f"{folder}/queries.npy", q)
+    np.save(f"{folder}/truth.npy", _exact_top10(path, q))
+    return {"path": path}
+
+
+def _read_matrix(path: str, limit: int | None = None) -> np.ndarray:
+    """The embedding column as one float32 matrix, filled row group by row group (no Arrow copy of it all)."""
+    import pyarrow.parquet as pq
+
+    f = pq.ParquetFile(path)
+    n = min(f.metadata.num_rows, limit or f.metadata.num_rows)
+    out, at = None, 0
+    for g in range(f.num_row_groups):
+        if at >= n:
+            break
+        col = f.read_row_group(g, columns=["embedding"]).column(0).combine_chunks()
+        v = col.flatten().to_numpy().reshape(len(col), -1)[: n - at]
+        out = np.empty((n, v.shape[1]), np.float32) if out is None else out
+        out[at : at + len(v)] = v
+        at += len(v)
+    return out
+
+
+def _exact_top10(path: str, queries: np.ndarray, limit: int | None = None) -> np.ndarray:
+    import faiss
+    import pyarrow.parquet as pq
+
+    heap = faiss.ResultHeap(len(queries), 10, keep_max=True)
+    offset = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=IVFPQ_ROW_GROUP, columns=["embedding"]):
+        v = batch.column(0).flatten().to_numpy().reshape(len(batch), -1)[: None if limit is None else max(0, limit - offset)]
+        if not len(v):
+            break
+        heap.add_result(queries @ v.T, np.arange(offset, offset + len(v), dtype=np.int64)[None, :].repeat(len(queries), 0))
+        offset += len(v)
+    heap.finalize()
+    return heap.I
+
+
+def _recall10(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(found, truth)]))
+
+
+def _nprobe_for(index, queries: np.ndarray, truth: np.ndarray, target: float) -> tuple[int, float]:
+    import faiss
+
+    nprobe = 1
+    while True:
+        faiss.ParameterSpace().set_index_parameter(index, "nprobe", nprobe)
+        recall = _recall10(index.search(queries, 10)[1], truth)
+        if recall >= target or nprobe >= faiss.extract_index_ivf(index).nlist:
+            return nprobe, recall
+        nprobe *= 2
+
+
+def _choose_pq(path: str, queries: np.ndarray, nlist: int, target: float, rows: int, ladder: tuple[int, ...],
+               train_rows: int) -> dict:
+    """The smallest PQ code (bytes per vector) reaching `target` recall@10 on a subsample, calibration queries only."""
+    import faiss
+
+    v = _read_matrix(path, rows)
+    truth = _exact_top10(path, queries, len(v))
+    tried = []
+    for m in ladder:
+        index = faiss.index_factory(v.shape[1], f"IVF{max(16, nlist // 8)},PQ{m}x8", faiss.METRIC_INNER_PRODUCT)
+        index.train(v[np.random.default_rng(0).choice(len(v), min(len(v), train_rows), replace=False)])
+        index.add(v)
+        nprobe, recall = _nprobe_for(index, queries, truth, target)
+        tried.append({"m": m, "nprobe": nprobe, "recall": round(recall, 4)})
+        if recall >= target:
+            break
+    return {"m": tried[-1]["m"], "tried": tried}
+
+
+def _ivfpq_stage(path: str, out_dir: str, factory: str, train_size: int) -> dict:
+    from stages.retrieval import BuildIndex
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = BuildIndex(index_type=factory, train_size=train_size).execute(path, workdir=out_dir)
+    return {"s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "stats": result.stats}
+
+
+def _ivfpq_direct(path: str, factory: str, train_size: int, seed: int) -> dict:
+    """The tightest one-process build: the matrix read whole (3 GB at 2M x 384), train on a sample, add."""
+    import faiss
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    vectors = _read_matrix(path)
+    index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
+    rows = np.sort(np.random.default_rng(seed).choice(len(vectors), min(train_size, len(vectors)), replace=False))
+    index.train(np.ascontiguousarray(vectors[rows]))
+    index.add(vectors)
+    return {"s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "ntotal": index.ntotal}
+
+
+def _ivfpq_judge(index_dir: str, queries_path: str, truth_path: str, target: float) -> dict:
+    """nprobe calibrated on half the held-out queries, recall judged on the other half; also at the stage's own nprobe."""
+    import json
+
+    import faiss
+
+    index = faiss.read_index(f"{index_dir}/index.faiss")
+    q, truth = np.load(queries_path), np.load(truth_path)
+    half = len(q) // 2
+    own = json.loads(Path(f"{index_dir}/index.json").read_text())["search_params"].get("nprobe", 1)
+    faiss.ParameterSpace().set_index_parameter(index, "nprobe", own)
+    own_recall = _recall10(index.search(q[half:], 10)[1], truth[half:])
+    nprobe, calib_recall = _nprobe_for(index, q[:half], truth[:half], target)
+    faiss.ParameterSpace().set_index_parameter(index, "nprobe", nprobe)
+    return {"nprobe": nprobe, "calibration_recall": calib_recall, "own_nprobe": own, "own_recall": own_recall,
+            "held_out_recall": _recall10(index.search(q[half:], 10)[1], truth[half:])}
+
+
+def run_ivfpq(n: int, dim: int = 384, target: float = 0.9) -> list[dict]:
+    """Partitioned `index` build vs one faiss process, same IVF-PQ factory, alternated in fresh processes."""
+    big = n >= 200_000  # the smoke scale runs each side once and trains on less
+    queries, runs = (2_000, 2) if big else (400, 1)
+    with tempfile.TemporaryDirectory(prefix="bench-ivfpq-") as folder:
+        t0 = time.perf_counter()
+        data = in_fresh_process(_ivfpq_data, n, dim, folder, queries)[2]
+        data_s = time.perf_counter() - t0
+        calib_q = np.load(f"{folder}/queries.npy")[: queries // 2]
+        nlist = max(16, int(2 ** round(np.log2(np.sqrt(n)))))  # ~sqrt(n): 2048 at 2M (faiss: 1-16 sqrt(n))
+        # PQ training is the slow part (k-means per sub-quantiser); the smoke scale tries one small code.
+        ladder, pq_train = ((48, 96, 192), 50_000) if big else ((16,), 5_000)
+        pq_choice = in_fresh_process(_choose_pq, data["path"], calib_q, nlist, target, min(n, 200_000), ladder,
+                                     pq_train)[2]
+        factory, train_size = f"IVF{nlist},PQ{pq_choice['m']}x8", min(100_000, n) if big else 5_000
+        ours, theirs = [], []
+        for i in range(runs):
+            ours.append(in_fresh_process(_ivfpq_stage, data["path"], f"{folder}/ours-{i}", factory, train_size))
+            theirs.append(in_fresh_process(_ivfpq_direct, data["path"], factory, train_size, 0))
+        judged = in_fresh_process(_ivfpq_judge, f"{folder}/ours-0", f"{folder}/queries.npy", f"{folder}/truth.npy",
+                                  target)[2]
+    o_s, t_s = [o[2]["s"] for o in ours], [t[2]["s"] for t in theirs]
+    o_cpu, t_cpu = [o[2]["cpu_s"] for o in ours], [t[2]["cpu_s"] for t in theirs]
+    stats = ours[0][2]["stats"]
+    cpu_ratio = float(np.median(o_cpu) / np.median(t_cpu))
+    return [_row("retrieval", f"index build {n:,} x {dim} ({factory}), partitioned stage from Parquet", "s",
+                 float(np.median(o_s)), "faiss index_factory + train + add, one process, matrix read whole",
+                 float(np.median(t_s)), "ours/baseline time (lower is better)", max(o[1] for o in ours),
+                 max(t[1] for t in theirs),
+                 f"{runs} alternated fresh-process runs: ours {[round(x, 1) for x in o_s]} s / "
+                 f"{[round(x, 1) for x in o_cpu]} CPU-s, faiss {[round(x, 1) for x in t_s]} s / "
+                 f"{[round(x, 1) for x in t_cpu]} CPU-s (CPU ratio {cpu_ratio:.3f}); {stats.get('partitions')} "
+                 f"partitions; PQ size chosen on {min(n, 200_000):,} rows with calibration queries: {pq_choice['tried']}; "
+                 f"recall@10 vs exact, held-out queries (fresh draws, not indexed): {judged['held_out_recall']:.3f} at "
+                 f"nprobe {judged['nprobe']} (calibrated on {queries // 2} other queries: {judged['calibration_recall']:.3f}), "
+                 f"{judged['own_recall']:.3f} at the stage's own nprobe {judged['own_nprobe']}; vectors: seeded mixture "
+                 f"{MIXTURE}, made in {data_s:.0f}s", held_out_recall_at_10=round(judged["held_out_recall"], 4),
+                 nprobe=judged["nprobe"], cpu_time_ratio=round(cpu_ratio, 3), stage_stats=stats)]
+
+
+def run(scale: str = "full") -> list[dict]:
+    return run_ivfpq(SCALES[scale])
+
+
+if __name__ == "__main__":
+    print_rows(run(sys.argv[1] if len(sys.argv) > 1 else "full"))
