@@ -247,7 +247,8 @@ def run_semantic(train_path: str, test_path: str, backend: str, max_mb: float | 
         train = train.filter(size <= max(max_mb, float(size[0])))
     mb = float(train["text"].str.len_bytes().sum()) / 1e6
     test = pl.read_parquet(test_path).head(test_items)
-    result = LeakageAudit(ngram=False, backend=backend, report_items=5).execute(
+    # cache=False: both backends embed every chunk (MiniLM would otherwise reuse vectors of an earlier run).
+    result = LeakageAudit(ngram=False, backend=backend, report_items=5, cache=False).execute(
         train=train, test=test, workdir=tempfile.mkdtemp(prefix="bench-sem-")
     )
     return {"mb": mb, "chunk_pass_s": result.stats["chunk_pass_s"], "chunks": result.stats["train_chunks_embedded"]}

@@ -73,6 +73,10 @@ class Partition:
         if self.frame is not None:
             (_, (start, stop)), = self.pieces
             frame = self.frame if columns is None else self.frame.select(columns)
+            # Bounded by bytes as a Parquet input's batches are (a whole in-memory corpus in one batch
+            # would hold the stage's working memory for all of it at once).
+            per_row = frame.estimated_size() / max(frame.height, 1)
+            rows = max(1, min(rows, int(self.batch_bytes / max(per_row, 1.0))))
             for offset in range(start, stop, rows):
                 yield frame.slice(offset, min(rows, stop - offset))
             return

@@ -83,9 +83,10 @@ def encode_static(static, texts: list[str], normalize: bool) -> np.ndarray:
     ids, counts = _piece_ids(static, texts)
     offsets = np.concatenate([[0], np.cumsum(counts)])[:-1]
     for length in np.unique(counts[counts > 0]):
-        rows = np.flatnonzero(counts == length)
-        id_matrix = ids[offsets[rows][:, None] + np.arange(length)[None, :]]
-        out[rows] = embedding[id_matrix].mean(axis=1)
+        # At most 1,024 texts per gather, as model2vec's batches: a (texts, length, dim) block stays small.
+        for rows in np.array_split(same := np.flatnonzero(counts == length), -(-same.size // 1024)):
+            id_matrix = ids[offsets[rows][:, None] + np.arange(length)[None, :]]
+            out[rows] = embedding[id_matrix].mean(axis=1)
     if normalize:
         out32 = out.astype(np.float32)
         norm = np.linalg.norm(out32, axis=1, keepdims=True) + 1e-32
