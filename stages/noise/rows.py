@@ -9,7 +9,7 @@ import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import DEFAULT_BATCH_ROWS, Dataset
-from stages._hashing import id_digest
+from stages._hashing import id_digest, id_words
 from stages.noise.counts import json_value
 
 NOISE_COLUMNS = ("clean_label", "is_noisy", "noise_origin", "source_id")
@@ -84,6 +84,8 @@ def class_index(labels: pl.Series, classes: pl.Series) -> np.ndarray:
         lo, hi = int(classes.min()), int(classes.max())
         values = labels.to_numpy()
         if _consecutive(classes):  # classes lo, lo + 1, ..., in order: the index is an offset
+            if not lo and values.dtype in (np.int32, np.int64):
+                return values  # labels 0..K-1 are their own indices: the column itself, no pass, no copy
             return (values - lo).astype(np.int32) if lo else values.astype(np.int32)
         if hi - lo < DENSE_LABEL_SPAN:
             # A dense lookup table: ~7x faster than replace_strict on 10M integer labels.
@@ -120,15 +122,19 @@ def class_positions(classes: pl.Series, values: Any, param: str) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
-def digests(stage: Any, batch: pl.DataFrame, offset: int, label: str) -> np.ndarray:
-    """The seed-independent digest of each row's id (or of its corpus-wide position without an id column)."""
+def digests(stage: Any, batch: pl.DataFrame, offset: int, label: str, words: bool = False) -> np.ndarray:
+    """The seed-independent digest of each row's id (or of its corpus-wide position without an id column).
+
+    With `words` (integer ids only) the ids' words instead (`stages._hashing.id_words`, often a view
+    of the column): their digest is word * _GOLDEN, which the hash loop multiplies in cache.
+    """
     if stage.id_column is None:
         return id_digest(pl.Series(np.arange(offset, offset + batch.height, dtype=np.int64)))
     ids = batch[stage.id_column]
     if ids.null_count():
         raise InputDataError(f"id column '{stage.id_column}' has null values; every row needs an id",
                              param="id_column", file=label)
-    return id_digest(ids)
+    return id_words(ids) if words else id_digest(ids)
 
 
 def source_ids(stage: Any, batch: pl.DataFrame, offset: int) -> pl.Series:
