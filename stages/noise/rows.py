@@ -10,7 +10,7 @@ import polars as pl
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import DEFAULT_BATCH_ROWS, Dataset
 from stages._hashing import id_digest, id_words
-from stages.noise.counts import json_value
+from stages.noise.counts import json_value, over_chunks
 
 NOISE_COLUMNS = ("clean_label", "is_noisy", "noise_origin", "source_id")
 # Integer classes spanning fewer values than this are indexed through a dense lookup table.
@@ -30,9 +30,18 @@ def _label_counts(data: Dataset, label: str, dtype: pl.DataType) -> pl.DataFrame
         values = data.frame[label]
         lo, hi = int(values.min()), int(values.max())
         if hi - lo < DENSE_LABEL_SPAN:
-            raw = values.to_numpy().astype(np.int64, copy=False)
-            counts = np.bincount(raw, minlength=hi + 1)[lo:] if lo >= 0 else \
-                np.bincount(raw.astype(np.int64, copy=False) - lo, minlength=hi - lo + 1)
+            raw = values.to_numpy()
+            wide = np.uint64 if raw.dtype == np.uint64 else np.int64  # holds every label and `lo`
+
+            def count(s: int, e: int) -> np.ndarray:
+                # In cache-sized chunks, on the hash loops' threads: np.bincount of the whole column
+                # would first copy it (polars' arrays are read-only), and runs on one core.
+                part = raw[s:e].astype(wide, copy=False)
+                if lo:
+                    part = part - wide(lo)
+                return np.bincount(part.astype(np.int64, copy=False), minlength=hi - lo + 1)
+
+            counts = np.sum(over_chunks(count, raw.size), axis=0)
             present = np.flatnonzero(counts)
             return pl.DataFrame({label: pl.Series(present + lo).cast(dtype), "len": counts[present].astype(np.uint32)})
     return data.lazy().group_by(label).len().collect()
