@@ -36,6 +36,22 @@ def over_chunks(fn: Callable[[int, int], Any], n: int) -> list[Any]:
     return list(_POOL.map(lambda b: fn(*b), bounds))
 
 
+def dense_counts(values: np.ndarray, lo: int, span: int) -> np.ndarray:
+    """np.bincount(values - lo, minlength=span) for integers in [lo, lo + span), in cache-sized chunks
+    on the hash loops' threads: np.bincount of a whole column held by polars (read-only) would
+    first copy it, and run on one core."""
+    wide = np.uint64 if values.dtype == np.uint64 else np.int64  # holds every value and `lo`
+
+    def count(s: int, e: int) -> np.ndarray:
+        part = values[s:e].astype(wide, copy=False)
+        if lo:
+            part = part - wide(lo)
+        return np.bincount(part.astype(np.int64, copy=False), minlength=span)
+
+    found = over_chunks(count, values.size)
+    return np.sum(found, axis=0) if found else np.zeros(span, dtype=np.int64)
+
+
 def json_value(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 

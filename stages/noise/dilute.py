@@ -160,6 +160,7 @@ def _batches(stage: Any, run: Dilution, pool: PoolReplay) -> Iterator[pl.DataFra
                 off += batch.height
                 if out is not None:
                     yield out
+            run.count_classes()
         record(stage, run)
     finally:
         pool.close()

@@ -18,7 +18,7 @@ from pipeline.io import Dataset
 from pipeline.stage import Context
 from stages._hashing import stream_key
 from stages._vectors import vector_matrix
-from stages.noise.counts import keyed_chunked, round_half_up
+from stages.noise.counts import dense_counts, keyed_chunked, round_half_up
 from stages.noise.params import check_stochastic
 from stages.noise.rows import batch_rows, class_index, class_positions, digests
 
@@ -127,9 +127,23 @@ class Dilution:
         if stage.id_column and pa.types.is_integer(id_dtype):
             self.next_int_id = max_id + 1 if max_id is not None else None
         self.schema = data.lazy().collect_schema()
-        self.counts = np.diag(self.class_rows).astype(np.int64)
+        # Class sizes not counted by the broadcast: a first, full cycle over the data draws every row once,
+        # so its transition counts' row sums are those sizes (`count_classes`); otherwise count them now.
+        self.counting_classes = self.class_rows is None and not self.ood and self.full_cycles > 0
+        if self.class_rows is None and not self.counting_classes:
+            self.class_rows = dense_counts(class_idx, 0, self.k)
+        self.counts = np.zeros((self.k, self.k), dtype=np.int64) if self.counting_classes else \
+            np.diag(self.class_rows).astype(np.int64)
         self.ood_counts = np.zeros(self.k, dtype=np.int64)
         self.pick = None
+
+    def count_classes(self) -> None:
+        """After a first, full cycle over the data (see `counting_classes`): the class sizes, and the
+        clean rows' cells on the diagonal."""
+        if self.counting_classes:
+            self.class_rows = self.counts.sum(axis=1)
+            self.counts += np.diag(self.class_rows)
+            self.counting_classes = False
 
     def scan_source(self, stage: Any, batches: Any) -> None:
         """Digests and nearest classes of the `source` pool, from its batches (read once, in row order)."""

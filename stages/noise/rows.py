@@ -10,11 +10,13 @@ import polars as pl
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import DEFAULT_BATCH_ROWS, Dataset
 from stages._hashing import id_digest, id_words
-from stages.noise.counts import json_value, over_chunks
+from stages.noise.counts import CHUNK_ROWS, dense_counts, json_value
 
 NOISE_COLUMNS = ("clean_label", "is_noisy", "noise_origin", "source_id")
 # Integer classes spanning fewer values than this are indexed through a dense lookup table.
 DENSE_LABEL_SPAN = 1 << 20
+# Rows that `_consecutive_labels` looks at to prove the class set of in-memory integer labels.
+PROBE_ROWS = CHUNK_ROWS
 
 
 def batch_rows(ds: Any) -> int:
@@ -30,25 +32,36 @@ def _label_counts(data: Dataset, label: str, dtype: pl.DataType) -> pl.DataFrame
         values = data.frame[label]
         lo, hi = int(values.min()), int(values.max())
         if hi - lo < DENSE_LABEL_SPAN:
-            raw = values.to_numpy()
-            wide = np.uint64 if raw.dtype == np.uint64 else np.int64  # holds every label and `lo`
-
-            def count(s: int, e: int) -> np.ndarray:
-                # In cache-sized chunks, on the hash loops' threads: np.bincount of the whole column
-                # would first copy it (polars' arrays are read-only), and runs on one core.
-                part = raw[s:e].astype(wide, copy=False)
-                if lo:
-                    part = part - wide(lo)
-                return np.bincount(part.astype(np.int64, copy=False), minlength=hi - lo + 1)
-
-            counts = np.sum(over_chunks(count, raw.size), axis=0)
+            counts = dense_counts(values.to_numpy(), lo, hi - lo + 1)
             present = np.flatnonzero(counts)
             return pl.DataFrame({label: pl.Series(present + lo).cast(dtype), "len": counts[present].astype(np.uint32)})
     return data.lazy().group_by(label).len().collect()
 
 
-def class_table(stage: Any, data: Dataset) -> tuple[pl.Series, np.ndarray]:
-    """The class set in order, and the number of rows of each class (one pass over the labels)."""
+def _consecutive_labels(data: Dataset, label: str, dtype: pl.DataType) -> pl.Series | None:
+    """The classes lo..hi of in-memory integer labels, when a strided sample of rows holds every integer
+    from the labels' min to their max (then those are all the distinct labels), else None. Costs a
+    min, a max and one chunk: counting the classes can wait for a pass that reads the labels anyway."""
+    frame = data.frame
+    if frame is None or not dtype.is_integer() or not frame.height or frame[label].null_count():
+        return None
+    values = frame[label]
+    lo, hi = int(values.min()), int(values.max())
+    span = hi - lo + 1
+    if span < 2 or span > PROBE_ROWS // 16 or hi >= 1 << 63:
+        return None
+    probe = values.gather_every(max(1, frame.height // PROBE_ROWS))  # strided: sorted labels pass too
+    if not dense_counts(probe.to_numpy(), lo, span).all():
+        return None
+    return pl.Series(label, np.arange(span, dtype=np.int64) + lo).cast(dtype)
+
+
+def class_table(stage: Any, data: Dataset, need_rows: bool = True) -> tuple[pl.Series, np.ndarray | None]:
+    """The class set in order, and the number of rows of each class (one pass over the labels).
+
+    Without `need_rows` the counts may be None (the caller counts them later, e.g. from a pass of
+    its own) when the class set is known without counting (`_consecutive_labels`).
+    """
     label = stage.label_column
     dtype = data.lazy().collect_schema()[label]
     if not (dtype.is_integer() or dtype == pl.String):
@@ -62,6 +75,10 @@ def class_table(stage: Any, data: Dataset) -> tuple[pl.Series, np.ndarray]:
                 f"input already has column '{col}' (from an earlier label_noise step?); drop or rename it first",
                 file=data.label,
             )
+    if not need_rows and stage.classes is None:
+        classes = _consecutive_labels(data, label, dtype)
+        if classes is not None:
+            return classes, None
     counted = _label_counts(data, label, dtype)
     if counted[label].null_count():
         nulls = int(counted.filter(pl.col(label).is_null())["len"][0])
