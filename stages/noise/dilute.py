@@ -59,7 +59,7 @@ def draw(stage: Any, run: Dilution, digest: np.ndarray, true_idx: np.ndarray, co
     distribution); counts the realised transitions into `run` as it goes, chunk by chunk."""
     k = run.k
     drawn = np.empty(digest.size, dtype=np.int64)
-    is_noisy = np.ones(digest.size, dtype=bool)
+    is_noisy = np.ones(digest.size, dtype=bool) if run.ood else np.empty(digest.size, dtype=bool)  # set per chunk
     key64 = np.uint64(key & ((1 << 64) - 1))
     # Uniform over all k classes (the common case): `uniform_index` computed in place, straight into `drawn`.
     plain = stage.noise_kind != "structured" and not stage.exclude_true and k < 1 << 11
