@@ -4,7 +4,9 @@ Both modes need the same per-row facts before they can choose anything: the row'
 the digest of its id (flip stores the id's flip hash directly). A map reads only the label and id
 columns of its partition; the merge keeps partitions' arrays as a list in input order (concatenated
 once, in `finish`), so merging costs nothing and the merged arrays are exactly those of one pass.
-The state is 12 bytes a row: exact per-class counts need every row's hash in one place.
+The state is 12 bytes a row: exact per-class counts need every row's hash in one place. A frame
+already in memory costs less: where its labels are 0..K-1 and its ids Int64, the state is views
+of its columns (dilute multiplies the ids into their digests chunk by chunk, in its hash loop).
 """
 
 from __future__ import annotations
