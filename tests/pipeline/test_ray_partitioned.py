@@ -69,10 +69,14 @@ def test_merge_tree_groups_as_adjacent_pairs_whatever_order_the_leaves_arrive(n)
 
     from pipeline.executors.ray_partitioned import _MergeTree
 
+    def merge(a: str, b: str) -> str:
+        merges.append(f"({a}+{b})")
+        return merges[-1]
+
     names = [f"p{i}" for i in range(n)]
     for seed in range(5):
         merges: list[str] = []
-        tree = _MergeTree(n, lambda a, b, merges=merges: merges.append(f"({a}+{b})") or merges[-1])
+        tree = _MergeTree(n, merge)
         order = list(range(n))
         random.Random(seed).shuffle(order)  # resumed checkpoints first, then maps in input order, etc.
         for i in order:
