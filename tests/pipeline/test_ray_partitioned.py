@@ -108,7 +108,7 @@ def test_nothing_is_left_running_after_a_partition_fails(ray_executor, tmp_path)
     assert len(finished) < 8
 
 
-def test_workers_are_warmed_before_the_broadcast_and_maps_start_after_the_step(ray_executor, tmp_path):
+def test_warm_up_is_one_import_task_per_cpu_and_the_profile_says_when_maps_started(ray_executor, tmp_path):
     """One warm-up task per cluster CPU (at most one per partition) imports the stage's module on a worker;
     the profile says when the first map started, which is what the workers' start-up cost the step."""
     import time
