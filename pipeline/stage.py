@@ -425,4 +425,6 @@ def load_plugins() -> None:
         modules += [ep.value for ep in entry_points(group="corpusforge.stages")]
     modules += [m.strip() for m in os.environ.get("CORPUSFORGE_PLUGINS", "").split(",") if m.strip()]
     for mod in dict.fromkeys(modules):
-        importlib.import_module(mod)
+        loaded = importlib.import_module(mod)
+        if callable(getattr(loaded, "load_all", None)):  # a package of families imported on demand (stages)
+            loaded.load_all()
