@@ -24,9 +24,9 @@ from pipeline.stage import Context
 from stages.embedding import (
     series_to_vectors,
 )
+from stages.exact_topk import ExactTopK
 from stages.retrieval.index import (
     INDEX_FILE,
-    ExactTopK,
     _choose_metric,
     _iter_vectors,
     add_vectors,

@@ -17,6 +17,7 @@ from stages.embedding import (
     encode_texts,
     series_to_vectors,
 )
+from stages.exact_topk import ExactTopK
 
 INDEX_FILE = "index.faiss"
 INDEX_META_FILE = "index.json"
@@ -122,50 +123,6 @@ def mergeable_factory(factory: str) -> bool:
         parts[0].startswith("IVF") and not any(p.startswith(("Refine", "RFlat", "IDMap")) for p in parts))
 
 
-class ExactTopK:
-    """The exact k nearest indexed rows of a few queries, kept while the collection streams past.
-
-    Ties are broken by the smaller row id, so the result is the same however the collection is
-    split into batches or partitions (`merge` folds in the top k of later rows).
-    """
-
-    def __init__(self, queries: np.ndarray, k: int, metric: str):
-        self.queries, self.k, self.metric = queries, k, metric
-        self.key = np.full((len(queries), k), np.inf, np.float32)  # smaller = nearer
-        self.ids = np.full((len(queries), k), -1, np.int64)
-
-    def add(self, vectors: np.ndarray, first_id: int) -> None:
-        if not len(self.queries) or not len(vectors):
-            return
-        q = self.queries
-        if self.metric == "inner_product":
-            key = -(q @ vectors.T)
-        else:
-            key = (q**2).sum(1)[:, None] - 2 * q @ vectors.T + (vectors**2).sum(1)[None, :]
-        kk = min(self.k, vectors.shape[0])
-        kth = np.partition(key, kk - 1, axis=1)[:, kk - 1 : kk]
-        rows, cols = np.nonzero(key <= kth)  # every tie at the boundary, so the id rule can decide
-        self._keep(rows, key[rows, cols].astype(np.float32), cols.astype(np.int64) + first_id)
-
-    def merge(self, other: ExactTopK) -> None:
-        rows, cols = np.nonzero(other.ids >= 0)
-        self._keep(rows, other.key[rows, cols], other.ids[rows, cols])
-
-    def _keep(self, rows: np.ndarray, key: np.ndarray, ids: np.ndarray) -> None:
-        kept_rows, kept_cols = np.nonzero(self.ids >= 0)
-        rows = np.concatenate([kept_rows, rows])
-        key = np.concatenate([self.key[kept_rows, kept_cols], key])
-        ids = np.concatenate([self.ids[kept_rows, kept_cols], ids])
-        order = np.lexsort((ids, key, rows))
-        rows, key, ids = rows[order], key[order], ids[order]
-        rank = np.arange(rows.size) - np.searchsorted(rows, rows, side="left")
-        top = rank < self.k
-        self.key = np.full_like(self.key, np.inf)
-        self.ids = np.full_like(self.ids, -1)
-        self.key[rows[top], rank[top]] = key[top]
-        self.ids[rows[top], rank[top]] = ids[top]
-
-
 def sample_rows(n: int, rng: np.random.Generator, needs_training: bool, tunable: bool,
                 train_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(training rows, calibration query rows), sorted, drawn from the seeded generator."""
@@ -261,7 +218,7 @@ def finish_index(index, factory: str, metric: str, dim: int, n: int, exact: Exac
         raise InputDataError(f"expected {n} vectors, read {index.ntotal}")
     params, recall = {}, 1.0
     if len(exact.queries):
-        params, recall = calibrate(index, exact.queries, exact.ids, exact.k, recall_target)
+        params, recall = calibrate(index, exact.queries, exact.result()[1], exact.k, recall_target)
     # Measured on indexed vectors used as queries (as RETRO queries its own training chunks).
     return {"factory": factory, "metric": metric, "dim": dim, "vectors": n, "search_params": params,
             "calibrated_recall_at_10": round(float(recall), 4), "calibration_queries": int(len(exact.queries))}
