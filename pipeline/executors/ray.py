@@ -48,6 +48,7 @@ import ray
 from pipeline.errors import PipelineError
 from pipeline.executors.ray_connect import host_of, probe
 from pipeline.executors.ray_tasks import (  # noqa: F401 - re-exported for ray_partitioned and tests
+    IN_FLIGHT_PER_CPU,
     StatsLog,
     _enter,
     _FragmentWorker,
@@ -58,6 +59,7 @@ from pipeline.executors.ray_tasks import (  # noqa: F401 - re-exported for ray_p
     _unify_part_schemas,
     _unpack_error,
     replay_stats,
+    run_bounded,
 )
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
@@ -229,7 +231,7 @@ class RayExecutor:
             for leftover in out_dir.glob(".fragment-*"):
                 shutil.rmtree(leftover, ignore_errors=True)
         for result in results:
-            if result[0] == "error":
+            if result is not None and result[0] == "error":
                 raise _unpack_error(result[1])
         _unify_part_schemas(out_dir)
         for _, _rows, ops in results:
@@ -240,21 +242,18 @@ class RayExecutor:
         # node reads its share of the input from the shared filesystem.
         task = ray.remote(_run_fragment).options(scheduling_strategy="SPREAD", **self._task_options(stage))
         stage_ref, ctx_ref = ray.put(stage), ray.put(ctx)
-        pending = {task.remote(stage_ref, ctx_ref, frag, i, str(out_dir), self._cwd): i
-                   for i, frag in enumerate(fragments)}
         results: list = [None] * len(fragments)
-        try:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                for ref in done:
-                    i = pending.pop(ref)
-                    results[i] = _get(ref)
-                    _, start, stop = fragments[i]
-                    bar.update(stop - start)
-        finally:
-            for ref in pending:  # a fragment failed for good: stop the rest writing into the staging folder
-                with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=True)
+
+        def submit(i: int):
+            return task.remote(stage_ref, ctx_ref, fragments[i], i, str(out_dir), self._cwd)
+
+        def finished(i: int, result: tuple) -> bool:
+            results[i] = result
+            _, start, stop = fragments[i]
+            bar.update(stop - start)
+            return result[0] != "error"  # a fragment failed: submit no more (its error is raised below)
+
+        run_bounded(submit, len(fragments), IN_FLIGHT_PER_CPU * self.cluster_cpus(), finished)
         return results
 
     def _map_on_actors(self, stage: Stage, ctx: Context, fragments: list, out_dir: Path, bar) -> list:

@@ -15,7 +15,7 @@ driver's rerun submits only the partitions that were not finished.
 
 from __future__ import annotations
 
-import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +64,43 @@ def _merge_task(stage: PartitionedStage, a: tuple, b: tuple) -> tuple:
         return ("error", _pack_error(exc))
 
 
+class _MergeTree:
+    """The merge tree over partitions in input order: adjacent pairs, level by level, an odd last one
+    carried up, the grouping the local executor's fold is checked against (`pipeline.partitioned`).
+
+    Leaves arrive in order as their map tasks are submitted; a merge is submitted as soon as both of
+    its inputs exist (Ray runs it once they are computed), and the tree drops its references to a
+    merge's inputs then, so Ray frees a partial state once merged.
+    """
+
+    def __init__(self, leaves: int, merge: Callable[[Any, Any], Any]):
+        self.merge = merge
+        self.levels: list[list[Any]] = [[None] * leaves]
+        while len(self.levels[-1]) > 1:
+            self.levels.append([None] * ((len(self.levels[-1]) + 1) // 2))
+
+    def put(self, index: int, ref: Any, level: int = 0) -> None:
+        row = self.levels[level]
+        row[index] = ref
+        if level + 1 == len(self.levels):
+            return
+        left, right = index - index % 2, index - index % 2 + 1
+        if right == len(row):  # the odd last one goes up unmerged
+            row[left] = None
+            self.put(left // 2, ref, level + 1)
+        elif row[left] is not None and row[right] is not None:
+            merged = self.merge(row[left], row[right])
+            row[left] = row[right] = None
+            self.put(left // 2, merged, level + 1)
+
+    @property
+    def root(self) -> Any:
+        return self.levels[-1][0]
+
+
 def run_partitioned_on_ray(executor: Any, stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset],
                            out_dir: Path, remote_ctx: Context) -> None:
-    from pipeline.executors.ray import _get, _unpack_error
+    from pipeline.executors.ray import IN_FLIGHT_PER_CPU, _get, _unpack_error, run_bounded
 
     data = inputs[stage.partition_input]
     size = executor.partition_bytes or DEFAULT_PARTITION_BYTES
@@ -78,45 +112,44 @@ def run_partitioned_on_ray(executor: Any, stage: PartitionedStage, ctx: Context,
     merge_task = ray.remote(_merge_task).options(num_cpus=options.get("num_cpus", 1),
                                                   max_retries=executor.max_retries)
     stage_ref, broadcast_ref = ray.put(stage), ray.put(broadcast)
-    refs: list = []
-    resumed = 0
-    profile_refs = []
-    for part in partitions:
-        path = checkpoint_path(remote_ctx, fingerprint, part)
-        done = load_checkpoint(path, fingerprint, part)
-        if done is not None:
-            refs.append(ray.put(("ok", done)))
-            resumed += 1
-            continue
-        profile_ref, state_ref = map_task.remote(stage_ref, part, broadcast_ref, fingerprint,
+    tree = _MergeTree(len(partitions), lambda a, b: merge_task.remote(stage_ref, a, b))
+    to_map: list[int] = []
+    for i, part in enumerate(partitions):
+        done = load_checkpoint(checkpoint_path(remote_ctx, fingerprint, part), fingerprint, part)
+        if done is None:
+            to_map.append(i)
+        else:
+            tree.put(i, ray.put(("ok", done)))
+    resumed = len(partitions) - len(to_map)
+
+    def submit(k: int):
+        i = to_map[k]
+        path = checkpoint_path(remote_ctx, fingerprint, partitions[i])
+        profile_ref, state_ref = map_task.remote(stage_ref, partitions[i], broadcast_ref, fingerprint,
                                                  str(path) if path else None, executor._cwd)
-        refs.append(state_ref)
-        profile_refs.append(profile_ref)
-    # The whole tree of adjacent merges is submitted now: Ray runs each merge as soon as its two
-    # inputs exist, and frees a partial state once merged, so states do not pile up in the store.
-    while len(refs) > 1:
-        paired = [merge_task.remote(stage_ref, refs[i], refs[i + 1]) for i in range(0, len(refs) - 1, 2)]
-        refs = paired + ([refs[-1]] if len(refs) % 2 else [])
+        tree.put(i, state_ref)  # merges are submitted as soon as both their inputs have been
+        return profile_ref
+
+    profiles: list = []
+    failures: list = []
+
+    def finished(_k: int, result: tuple) -> bool:
+        if result[0] == "error":
+            failures.append(result[1])
+            return False  # a partition failed for good: map no more (those in flight still finish)
+        profiles.append(result[1])
+        bar.update(1)
+        return True
+
     bar = ctx.progress(total=len(partitions), unit="partitions")
-    finished = False
     try:
-        profiles = []
-        pending = list(profile_refs)
         bar.update(resumed)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            result = _get(ready[0])
-            if result[0] == "error":
-                raise _unpack_error(result[1])
-            profiles.append(result[1])
-            bar.update(1)
-        final = _get(refs[0]) if refs else ("ok", None)
-        finished = True
+        run_bounded(submit, len(to_map), IN_FLIGHT_PER_CPU * executor.cluster_cpus(), finished)
+        if failures:
+            raise _unpack_error(failures[0])
+        final = _get(tree.root) if partitions else ("ok", None)
     finally:
         bar.close()
-        for ref in refs + profile_refs if not finished else []:  # a partition failed for good: stop the rest
-            with contextlib.suppress(Exception):
-                ray.cancel(ref, force=True)
     if final[0] == "error":
         raise _unpack_error(final[1])
     state = final[1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,41 @@ def _unify_part_schemas(out_dir: Path) -> None:
         tmp = part.with_name(f".{part.name}.tmp")
         pq.write_table(table, tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL)
         os.replace(tmp, part)
+
+
+# ------------------------------------------------------------------------------ submitting tasks
+
+IN_FLIGHT_PER_CPU = 2  # tasks submitted per cluster CPU: each CPU has one running and one queued
+
+
+def run_bounded(submit: Callable[[int], Any], count: int, window: int, on_done: Callable[[int, Any], bool]) -> None:
+    """Submit tasks 0..count-1 in order with at most `window` in flight; `on_done(i, result)` -> go on?
+
+    When `on_done` says stop (a task returned an error) or a task fails for good, nothing more is
+    submitted and the tasks in flight are waited for; none is cancelled. Ray's `ray.cancel` races
+    the task's own reply: in Ray 2.60 a cancel that lands as a task is being pushed to a worker fails
+    a check in the driver's task manager ("Tried to complete task that was not pending"), and Ray
+    ends the driver process with status 1, pytest or the user's training script with it. A bounded
+    window makes waiting cheap: at most `window` tasks finish after the failure, and nothing is left
+    running that could still write into a step's staging folder once the step has failed.
+    """
+    pending: dict[Any, int] = {}
+    submitted, stopped = 0, False
+    try:
+        while True:
+            while not stopped and submitted < count and len(pending) < window:
+                pending[submit(submitted)] = submitted
+                submitted += 1
+            if not pending:
+                return
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(ready[0])
+            if not on_done(index, _get(ready[0])):
+                stopped = True
+    except Exception:
+        if pending:  # let the tasks in flight end (their results are not needed) before raising
+            ray.wait(list(pending), num_returns=len(pending), fetch_local=False)
+        raise
 
 
 def _get(ref: Any) -> Any:

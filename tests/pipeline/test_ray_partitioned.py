@@ -53,3 +53,56 @@ def test_counts_on_two_nodes_equal_local_and_resume_after_a_failure(ray_executor
     table, _, stats = run_step(failing, inputs, tmp_path / "second", ray_executor, checkpoint)
     assert table.equals(expected)
     assert finished <= stats["partition_profile"]["resumed"] < stats["partitions"]
+
+
+def _adjacent_pairs_reference(leaves: list[str]) -> str:
+    """The merge grouping the Ray executor has always used: adjacent pairs level by level, odd last carried."""
+    while len(leaves) > 1:
+        paired = [f"({leaves[i]}+{leaves[i + 1]})" for i in range(0, len(leaves) - 1, 2)]
+        leaves = paired + ([leaves[-1]] if len(leaves) % 2 else [])
+    return leaves[0]
+
+
+@pytest.mark.parametrize("n", range(1, 10))
+def test_merge_tree_groups_as_adjacent_pairs_whatever_order_the_leaves_arrive(n):
+    import random
+
+    from pipeline.executors.ray_partitioned import _MergeTree
+
+    def merge(a: str, b: str) -> str:
+        merges.append(f"({a}+{b})")
+        return merges[-1]
+
+    names = [f"p{i}" for i in range(n)]
+    for seed in range(5):
+        merges: list[str] = []
+        tree = _MergeTree(n, merge)
+        order = list(range(n))
+        random.Random(seed).shuffle(order)  # resumed checkpoints first, then maps in input order, etc.
+        for i in order:
+            tree.put(i, names[i])
+        assert tree.root == _adjacent_pairs_reference(names)
+        assert len(merges) == n - 1
+        # Once merged, a partial state is no longer referenced by the tree (so Ray can free it).
+        assert [ref for level in tree.levels for ref in level if ref is not None] == [tree.root]
+
+
+def test_nothing_is_left_running_after_a_partition_fails(ray_executor, tmp_path):
+    """A failed step stops mapping without cancelling tasks (ray.cancel can end the driver process, see
+    `run_bounded`): only the tasks in flight finish, and none is still writing once the error is raised."""
+    import time
+
+    import polars as pl
+
+    data = corpus_files(tmp_path / "corpus")
+    vocab = Dataset.from_any(pl.DataFrame({"word": ["the", "of"]}))
+    ray_executor.partition_bytes = 1
+    failing = VocabularyCounts(fail_marker=str(tmp_path / "failed-once"), fail_at=1)
+    checkpoint = tmp_path / "checkpoint"
+    with pytest.raises(RuntimeError, match="planted failure"):
+        run_step(failing, {"data": data, "vocab": vocab}, tmp_path / "out", ray_executor, checkpoint)
+    finished = sorted(p.name for p in (checkpoint / "partitions").glob("*.pkl"))
+    time.sleep(3)
+    assert sorted(p.name for p in (checkpoint / "partitions").glob("*.pkl")) == finished
+    # 2 CPUs, so at most 4 maps were in flight when partition 1 failed: the later ones never ran.
+    assert len(finished) < 8
