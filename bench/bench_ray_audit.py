@@ -1,4 +1,7 @@
-"""The partitioned n-gram leakage audit: Ray with 2 workers x 1 CPU vs the local executor on 1 CPU.
+"""The partitioned leakage audit: Ray with 2 workers x 1 CPU vs the local executor on 1 CPU.
+
+Two rows: the n-gram audit (n = 13) on the whole corpus, and the full default audit (n-gram, chunk
+overlap and semantic evidence, static backend) on a quarter of it, in partitions of one row group.
 
 Corpus: distinct real text, the standard library's and site-packages' Python sources (one row per
 file, deduplicated by content), written in row groups of about 8 MB. Test set: 1,000 windows of
@@ -9,7 +12,11 @@ Baseline: the local executor (a streaming fold over the same partitions) in a fr
 to one core with POLARS_MAX_THREADS=1. Ray: a real loopback cluster of two `ray start` nodes with
 one CPU each (POLARS_MAX_THREADS=1 on both), started before timing; the driver (not pinned: it
 builds the broadcast and runs `finish`) connects in the timed run. Both must give identical
-findings and matches (compared by digest). Per-task peak memory is the largest ru_maxrss of the
+findings and matches (compared by digest). The two sides run alternated (local, Ray, local, ...)
+with the cluster up throughout (idle while local runs); medians and spreads of wall time are
+quoted with CPU seconds: the local process's own, and on Ray the driver's plus the maps' (the
+workers' start-up and imports are not in it), and when the first map started on the workers
+(the start-up the driver cannot hide). Per-task peak memory is the largest ru_maxrss of the
 Ray worker processes that mapped partitions, at the full corpus and at a quarter of it.
 The machine is shared (2 cores, several other jobs): figures are noisy, quote ratios.
 """
@@ -28,7 +35,13 @@ from bench.common import in_fresh_process, print_rows
 OUT = Path(__file__).parent / "out" / "ray_audit"
 GROUP_BYTES = 8 << 20
 PARTITION_BYTES = 32 << 20
-SCALES = {"quick": {"mb": 24, "repeats": 1}, "mid": {"mb": 126, "repeats": 2}, "full": {"mb": 320, "repeats": 1}}
+SCALES = {"quick": {"mb": 24, "repeats": 1}, "mid": {"mb": 126, "repeats": 2}, "full": {"mb": 320, "repeats": 3}}
+# Imported before the clock on both sides, as in bench_leakage: the report draws with matplotlib
+# (0.5-1 s to import, once per process), which is not the audit's throughput.
+PRELOAD = ("stages", "matplotlib.figure", "matplotlib.backends.backend_svg")
+# The full default audit runs at about 1/10 of the n-gram pass, so it audits the quarter corpus
+# (80 MB at full scale) in partitions of one 8 MB row group (10 at full scale).
+FULL_AUDIT_PARTITION_BYTES = GROUP_BYTES
 
 
 def build_corpus(mb: int) -> Path:
@@ -89,9 +102,14 @@ def build_test_set(corpus: Path, items: int = 1000) -> Path:
     return path
 
 
-def audit(corpus: str, test: str, workdir: str, address: str | None) -> dict:
-    """One audit on the local executor (address None) or the Ray cluster; digest of its outputs, stats."""
+def audit(corpus: str, test: str, workdir: str, address: str | None, default: bool = False,
+          partition_bytes: int = PARTITION_BYTES) -> dict:
+    """One audit on the local executor (address None) or the Ray cluster; digest of its outputs, stats.
+
+    default=False: n-gram evidence only (n = 13); True: the full default audit (n-gram, chunk
+    overlap and semantic evidence, static backend)."""
     import shutil
+    import time
 
     import polars as pl
 
@@ -102,22 +120,32 @@ def audit(corpus: str, test: str, workdir: str, address: str | None) -> dict:
 
     if address is None:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    started, cpu0 = time.time(), time.process_time()
     out = Path(workdir)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    stage = LeakageAudit(ngram=True, chunk_overlap=False, semantic=False, n=13)
+    stage = LeakageAudit() if default else LeakageAudit(ngram=True, chunk_overlap=False, semantic=False, n=13)
     inputs = {"train": Dataset.from_parquet(corpus), "test": Dataset.from_parquet(test)}
-    exe = (LocalExecutor(partition_bytes=PARTITION_BYTES) if address is None
-           else get_executor("ray", address=address, partition_bytes=PARTITION_BYTES))
+    exe = (LocalExecutor(partition_bytes=partition_bytes) if address is None
+           else get_executor("ray", address=address, partition_bytes=partition_bytes))
     ctx = Context(step_id="audit", seed=0, out_dir=out)
     try:
         exe.run_step(stage, ctx, inputs, out)
     finally:
         exe.close()
+    driver_cpu = time.process_time() - cpu0
     findings = pl.read_parquet(out / "part-*.parquet")
     matches = pl.read_parquet(out / "matches" / "*.parquet")
+    profile = ctx.stats["partition_profile"]
     digest = hashlib.sha256(findings.write_csv().encode() + matches.write_csv().encode()).hexdigest()[:16]
-    return {"digest": digest, "stats": ctx.stats, "flagged": int((findings["verdict"] != "clean").sum())}
+    return {"digest": digest, "stats": ctx.stats, "flagged": int((findings["verdict"] != "clean").sum()),
+            "driver_cpu_s": driver_cpu, "map_cpu_s": profile["total_map_cpu_s"],
+            "first_map_s": profile["first_map_started_at"] - started}
+
+
+def _spread(values: list[float]) -> str:
+    values = sorted(values)
+    return f"median {values[len(values) // 2]:.2f}, {values[0]:.2f}-{values[-1]:.2f}"
 
 
 def run(scale: str = "full") -> list[dict]:
@@ -129,36 +157,58 @@ def run(scale: str = "full") -> list[dict]:
     corpus = build_corpus(cfg["mb"])
     test = build_test_set(corpus)
     quarter = build_corpus(cfg["mb"] // 4)
-    rows = []
-    local = [in_fresh_process(audit, str(corpus), str(test), str(OUT / "local"), None, preload=("stages",))
-             for _ in range(cfg["repeats"])]
+    rows: list[dict] = []
     root = str(Path(__file__).resolve().parent.parent)
     env = {"PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]), "POLARS_MAX_THREADS": "1"}
+    local, on_ray = [], []
     with LoopbackCluster(workers=1, cpus_per_node=1, object_store_mb=512, env=env) as cluster:
-        on_ray = [in_fresh_process(audit, str(corpus), str(test), str(OUT / "ray"), cluster.address,
-                                   preload=("stages", "ray")) for _ in range(cfg["repeats"])]
+        for _ in range(cfg["repeats"]):  # alternated: the machine's load hits both sides alike
+            local.append(in_fresh_process(audit, str(corpus), str(test), str(OUT / "local"), None, preload=PRELOAD))
+            on_ray.append(in_fresh_process(audit, str(corpus), str(test), str(OUT / "ray"), cluster.address,
+                                           preload=(*PRELOAD, "ray")))
         _, _, small = in_fresh_process(audit, str(quarter), str(test), str(OUT / "ray-quarter"), cluster.address,
-                                       preload=("stages", "ray"))
+                                       preload=(*PRELOAD, "ray"))
+        quarter_test = build_test_set(quarter)
+        full_local, full_ray = [], []
+        for _ in range(cfg["repeats"]):
+            full_local.append(in_fresh_process(audit, str(quarter), str(quarter_test), str(OUT / "full-local"), None,
+                                               True, FULL_AUDIT_PARTITION_BYTES, preload=PRELOAD))
+            full_ray.append(in_fresh_process(audit, str(quarter), str(quarter_test), str(OUT / "full-ray"),
+                                             cluster.address, True, FULL_AUDIT_PARTITION_BYTES,
+                                             preload=(*PRELOAD, "ray")))
+    profile, small = on_ray[0][2]["stats"]["partition_profile"], small["stats"]
+    rows.append(_row("n-gram audit n=13", local, on_ray, cfg["repeats"], PARTITION_BYTES,
+                     f"per-task peak RSS {profile['max_task_peak_rss_mb']} MB at the full corpus vs "
+                     f"{small['partition_profile']['max_task_peak_rss_mb']} MB at {small['train_mb']:.0f} MB; "))
+    rows.append(_row("full default audit (n-gram + chunk overlap + semantic, static backend)",
+                     full_local, full_ray, cfg["repeats"], FULL_AUDIT_PARTITION_BYTES))
+    return rows
+
+
+def _row(what: str, local: list, on_ray: list, repeats: int, partition_bytes: int, extra: str = "") -> dict:
+    """A Ray-vs-local row from alternated (wall, peak RSS, audit result) runs of each side."""
     local_s = sorted(w for w, _, _ in local)[len(local) // 2]
     ray_s = sorted(w for w, _, _ in on_ray)[len(on_ray) // 2]
     lr, rr = local[0][2], on_ray[0][2]
+    same = all(r["digest"] == lr["digest"] for _, _, r in local + on_ray)
     mb = lr["stats"]["train_mb"]
-    profile, small_profile = rr["stats"]["partition_profile"], small["stats"]["partition_profile"]
-    rows.append({
-        "benchmark": "ray_audit", "case": f"n-gram audit n=13, {mb:.0f} MB sources, 1,000 test items",
+    profile = rr["stats"]["partition_profile"]
+    return {
+        "benchmark": "ray_audit", "case": f"{what}, {mb:.0f} MB sources, 1,000 test items",
         "metric": "s", "value": round(ray_s, 2), "baseline": "local executor, 1 CPU", "baseline_value": round(local_s, 2),
         "ratio": round(local_s / ray_s, 3), "ratio_meaning": "speed-up of Ray 2 workers x 1 CPU over local 1 CPU",
         "peak_rss_mb": profile["max_task_peak_rss_mb"], "baseline_peak_rss_mb": round(local[0][1], 1),
-        "notes": (f"identical findings: {lr['digest'] == rr['digest']} ({lr['flagged']} flagged); "
-                  f"{rr['stats']['partitions']} partitions of {PARTITION_BYTES >> 20} MB; local {mb / local_s:.1f} MB/s, "
-                  f"Ray {mb / ray_s:.1f} MB/s; median map {profile['median_map_s']} s per partition "
-                  f"({profile.get('median_map_cpu_s')} CPU s) "
-                  f"({profile['median_partition_mb']} MB); merged state {profile['merged_state_bytes']} B; "
-                  f"per-task peak RSS {profile['max_task_peak_rss_mb']} MB at {mb:.0f} MB vs "
-                  f"{small_profile['max_task_peak_rss_mb']} MB at {small['stats']['train_mb']:.0f} MB; "
-                  "shared 2-core machine, one run each"),
-    })
-    return rows
+        "notes": (f"identical findings: {same} ({lr['flagged']} flagged); "
+                  f"{repeats} runs each, alternated: local {_spread([w for w, _, _ in local])} s, "
+                  f"{_spread([r['driver_cpu_s'] for _, _, r in local])} CPU s; Ray {_spread([w for w, _, _ in on_ray])} s, "
+                  f"driver {_spread([r['driver_cpu_s'] for _, _, r in on_ray])} CPU s + maps "
+                  f"{_spread([r['map_cpu_s'] for _, _, r in on_ray])} CPU s, first map started after "
+                  f"{_spread([r['first_map_s'] for _, _, r in on_ray])} s; "
+                  f"{rr['stats']['partitions']} partitions of {partition_bytes >> 20} MB; local {mb / local_s:.2f} MB/s, "
+                  f"Ray {mb / ray_s:.2f} MB/s; median map {profile['median_map_s']} s per partition "
+                  f"({profile.get('median_map_cpu_s')} CPU s, {profile['median_partition_mb']} MB); "
+                  f"merged state {profile['merged_state_bytes']} B; {extra}shared 2-core machine"),
+    }
 
 
 if __name__ == "__main__":

@@ -191,7 +191,7 @@ def state_fingerprint(stage: Stage, inputs: dict[str, Dataset]) -> str:
 
 def map_partition(stage: PartitionedStage, partition: Partition, broadcast: Any, fingerprint: str) -> tuple:
     """Run one map; return its PartialState with a profile (seconds, peak RSS of this process)."""
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    started, t0, cpu0 = time.time(), time.perf_counter(), time.process_time()
     value = stage.map(partition, broadcast)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -199,7 +199,8 @@ def map_partition(stage: PartitionedStage, partition: Partition, broadcast: Any,
     # or the local fold on one thread); it does not depend on how loaded the machine is.
     return PartialState(fingerprint, frozenset([partition.index]), value), {"s": seconds, "cpu_s": cpu,
                                                                            "peak_rss_mb": peak_mb,
-                                                                           "bytes": partition.nbytes}
+                                                                           "bytes": partition.nbytes,
+                                                                           "started": started}
 
 
 def merge_states(stage: PartitionedStage, a: PartialState, b: PartialState) -> PartialState:
@@ -370,6 +371,10 @@ def record_partitioning(ctx: Context, partitions: list[Partition], profiles: lis
         if profiles else 0.0,
         "median_partition_mb": round(sorted(p.nbytes for p in partitions)[len(partitions) // 2] / 1e6, 3),
         "max_task_peak_rss_mb": round(max((p["peak_rss_mb"] for p in profiles), default=0.0), 1),
+        # All the maps' CPU, and when the first one started (epoch seconds): on Ray, what the workers'
+        # start-up costs a step is that start minus the step's.
+        "total_map_cpu_s": round(sum(p.get("cpu_s", 0.0) for p in profiles), 4),
+        "first_map_started_at": min((p["started"] for p in profiles if "started" in p), default=None),
         "merged_state_bytes": pickled_size(state.value) if state else 0,
     })
 

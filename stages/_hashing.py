@@ -53,10 +53,8 @@ def id_digest(values: pl.Series) -> np.ndarray:
     """A seed-independent, version-stable 64-bit digest of each id (integers or strings)."""
     # Integers: multiplying by an odd constant is a bijection of 64-bit words, enough here because
     # every use goes through `keyed` (SplitMix64 itself mixes multiples of this same constant).
-    if values.dtype == pl.UInt64:
-        return values.to_numpy() * _GOLDEN
     if values.dtype.is_integer():
-        return values.cast(pl.Int64).to_numpy().view(np.uint64) * _GOLDEN
+        return id_words(values) * _GOLDEN
     arrow = values.cast(pl.String).to_arrow()
     if isinstance(arrow, pa.ChunkedArray):
         arrow = arrow.combine_chunks()
@@ -73,6 +71,17 @@ def id_digest(values: pl.Series) -> np.ndarray:
         nonempty = lengths > 0
         sums[nonempty] = np.add.reduceat(contrib, starts[nonempty])
     return mix64(sums ^ mix64(lengths.astype(np.uint64) + _MIX1))
+
+
+def id_words(values: pl.Series) -> np.ndarray:
+    """The 64-bit word of each integer id (as Int64, or as UInt64); `id_digest` is word * _GOLDEN.
+
+    A caller that multiplies later, chunk by chunk, skips a whole-column pass and its array: for an
+    Int64 or UInt64 column in one chunk without nulls the words are a view of the column's memory.
+    """
+    if values.dtype == pl.UInt64:
+        return values.to_numpy()
+    return values.cast(pl.Int64).to_numpy().view(np.uint64)
 
 
 def keyed(digest: np.ndarray, key: int) -> np.ndarray:

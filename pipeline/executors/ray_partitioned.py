@@ -15,6 +15,8 @@ driver's rerun submits only the partitions that were not finished.
 
 from __future__ import annotations
 
+import importlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,27 @@ from pipeline.partitioned import (
     state_fingerprint,
 )
 from pipeline.stage import Context
+
+
+def _warm_task(module: str) -> int:
+    """Import the stage's module on a worker while the driver builds the broadcast (see `_warm_workers`)."""
+    importlib.import_module(module)
+    return os.getpid()
+
+
+def _warm_workers(executor: Any, stage: PartitionedStage, options: dict, partitions: int) -> list:
+    """One no-op task per cluster CPU (at most one per partition), submitted before the driver's own work for the step.
+
+    A worker's first task pays for starting the worker and importing the stage library (about 1 s
+    of CPU per worker: polars, numpy and every stage module). Started first, that overlaps with
+    building the broadcast (seconds for a test set that is embedded) and putting it in the object
+    store, instead of following it; the maps then find warm workers. Nothing is cancelled: the
+    caller waits for these refs (they are quick) before the step returns or raises.
+    """
+    warm = ray.remote(_warm_task).options(scheduling_strategy="SPREAD", max_retries=0,
+                                          num_cpus=options.get("num_cpus", 1))
+    slots = max(1, int(executor.cluster_cpus() // max(options.get("num_cpus", 1), 1e-9)))
+    return [warm.remote(type(stage).__module__) for _ in range(min(slots, partitions))]
 
 
 def _map_task(stage: PartitionedStage, partition, broadcast: Any, fingerprint: str, checkpoint: str | None,
@@ -100,14 +123,24 @@ class _MergeTree:
 
 def run_partitioned_on_ray(executor: Any, stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset],
                            out_dir: Path, remote_ctx: Context) -> None:
-    from pipeline.executors.ray import IN_FLIGHT_PER_CPU, _get, _unpack_error, run_bounded
-
     data = inputs[stage.partition_input]
     size = executor.partition_bytes or DEFAULT_PARTITION_BYTES
     partitions = plan_partitions(data, size if stage.partitionable() else 1 << 62)
+    options = executor._task_options(stage)
+    warming = _warm_workers(executor, stage, options, len(partitions)) if partitions else []
+    try:
+        _map_and_finish(executor, stage, ctx, inputs, out_dir, remote_ctx, partitions, options)
+    finally:
+        if warming:  # quick (imports); waited for so that nothing of this step outlives it
+            ray.wait(warming, num_returns=len(warming), fetch_local=False)
+
+
+def _map_and_finish(executor: Any, stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset],
+                    out_dir: Path, remote_ctx: Context, partitions: list, options: dict) -> None:
+    from pipeline.executors.ray import IN_FLIGHT_PER_CPU, _get, _unpack_error, run_bounded
+
     fingerprint = state_fingerprint(stage, inputs)
     broadcast = stage.broadcast(ctx, inputs)
-    options = executor._task_options(stage)
     map_task = ray.remote(_map_task).options(scheduling_strategy="SPREAD", num_returns=2, **options)
     merge_task = ray.remote(_merge_task).options(num_cpus=options.get("num_cpus", 1),
                                                   max_retries=executor.max_retries)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import InputDataError
-from stages._hashing import _S11, mix64, stream_key, unit_interval
+from stages._hashing import _GOLDEN, _S11, mix64, stream_key, unit_interval
 
 # Rows per chunk of the hash loops: a few MB of uint64 temporaries, which stay in cache.
 CHUNK_ROWS = 1 << 18
@@ -36,6 +36,22 @@ def over_chunks(fn: Callable[[int, int], Any], n: int) -> list[Any]:
     return list(_POOL.map(lambda b: fn(*b), bounds))
 
 
+def dense_counts(values: np.ndarray, lo: int, span: int) -> np.ndarray:
+    """np.bincount(values - lo, minlength=span) for integers in [lo, lo + span), in cache-sized chunks
+    on the hash loops' threads: np.bincount of a whole column held by polars (read-only) would
+    first copy it, and run on one core."""
+    wide = np.uint64 if values.dtype == np.uint64 else np.int64  # holds every value and `lo`
+
+    def count(s: int, e: int) -> np.ndarray:
+        part = values[s:e].astype(wide, copy=False)
+        if lo:
+            part = part - wide(lo)
+        return np.bincount(part.astype(np.int64, copy=False), minlength=span)
+
+    found = over_chunks(count, values.size)
+    return np.sum(found, axis=0) if found else np.zeros(span, dtype=np.int64)
+
+
 def json_value(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
@@ -50,16 +66,25 @@ def uniform_index(h: np.ndarray, k: int) -> np.ndarray:
     return top.view(np.int64)
 
 
-def keyed_chunked(digest: np.ndarray, key: int, out: np.ndarray | None = None) -> np.ndarray:
-    """`stages._hashing.keyed(digest, key)` (SplitMix64 of digest + key), computed chunk by chunk."""
+def keyed_words(ids: np.ndarray, key64: np.uint64, words: bool, out: np.ndarray | None = None) -> np.ndarray:
+    """`stages._hashing.keyed(digest, key)` (SplitMix64 of digest + key) of one chunk of ids.
+
+    `ids` holds digests, or with `words` the integer ids' words (`stages._hashing.id_words`), whose
+    digest is word * _GOLDEN: the multiply happens here, in cache, instead of in a pass of its own.
+    """
+    if words:
+        out = np.multiply(ids, _GOLDEN, out=out)
+        out += key64
+    else:
+        out = np.add(ids, key64, out=out)
+    return mix64(out, inplace=True)
+
+
+def keyed_chunked(digest: np.ndarray, key: int, out: np.ndarray | None = None, words: bool = False) -> np.ndarray:
+    """`stages._hashing.keyed(digest, key)` over a whole array, computed chunk by chunk (see `keyed_words`)."""
     out = np.empty(digest.size, dtype=np.uint64) if out is None else out
     k = np.uint64(key & ((1 << 64) - 1))
-
-    def chunk(s: int, e: int) -> None:
-        np.add(digest[s:e], k, out=out[s:e])
-        mix64(out[s:e], inplace=True)
-
-    over_chunks(chunk, digest.size)
+    over_chunks(lambda s, e: keyed_words(digest[s:e], k, words, out=out[s:e]), digest.size)
     return out
 
 

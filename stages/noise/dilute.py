@@ -16,7 +16,7 @@ import stages.noise.counts as counts
 from pipeline.io import Dataset
 from pipeline.stage import Context
 from stages._hashing import _MIX1, _MIX2, _S11, mix64, stream_key, unit_interval
-from stages.noise.counts import json_value, uniform_index
+from stages.noise.counts import json_value, keyed_words, uniform_index
 from stages.noise.dilute_plan import Dilution
 from stages.noise.params import MATRIX_CONVENTION
 from stages.noise.pool import PoolReplay
@@ -59,13 +59,13 @@ def draw(stage: Any, run: Dilution, digest: np.ndarray, true_idx: np.ndarray, co
     distribution); counts the realised transitions into `run` as it goes, chunk by chunk."""
     k = run.k
     drawn = np.empty(digest.size, dtype=np.int64)
-    is_noisy = np.ones(digest.size, dtype=bool)
+    is_noisy = np.ones(digest.size, dtype=bool) if run.ood else np.empty(digest.size, dtype=bool)  # set per chunk
     key64 = np.uint64(key & ((1 << 64) - 1))
     # Uniform over all k classes (the common case): `uniform_index` computed in place, straight into `drawn`.
     plain = stage.noise_kind != "structured" and not stage.exclude_true and k < 1 << 11
 
     def chunk(s: int, e: int) -> np.ndarray:
-        h = mix64(digest[s:e] + key64, inplace=True)  # `keyed(digest, key)`, one cache-sized chunk at a time
+        h = keyed_words(digest[s:e], key64, run.words)  # `keyed(digest, key)`, one cache-sized chunk at a time
         j = drawn[s:e]
         if plain:
             h >>= _S11
@@ -160,6 +160,7 @@ def _batches(stage: Any, run: Dilution, pool: PoolReplay) -> Iterator[pl.DataFra
                 off += batch.height
                 if out is not None:
                     yield out
+            run.count_classes()
         record(stage, run)
     finally:
         pool.close()

@@ -16,9 +16,9 @@ import pyarrow as pa
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context
-from stages._hashing import keyed, stream_key
+from stages._hashing import stream_key
 from stages._vectors import vector_matrix
-from stages.noise.counts import round_half_up
+from stages.noise.counts import dense_counts, keyed_chunked, round_half_up
 from stages.noise.params import check_stochastic
 from stages.noise.rows import batch_rows, class_index, class_positions, digests
 
@@ -118,6 +118,8 @@ class Dilution:
             check_source(stage, data, self.pool, self.structured)
         self.centroids, self.conf, self.conf_cdf = broadcast["centroids"], broadcast["conf"], broadcast["conf_cdf"]
         self.digest, self.true_idx, self.confusing = digest, class_idx, None
+        # Integer ids: `digest` holds the ids' words (the digest is word * _GOLDEN, see `keyed_words`).
+        self.words = bool(broadcast["integer_ids"])
         self.full_cycles, self.remainder = divmod(self.added, self.p) if self.p else (0, 0)
         self.cycles = self.full_cycles + (1 if self.remainder else 0)
         id_dtype = data.schema.field(stage.id_column).type if stage.id_column else None
@@ -125,9 +127,23 @@ class Dilution:
         if stage.id_column and pa.types.is_integer(id_dtype):
             self.next_int_id = max_id + 1 if max_id is not None else None
         self.schema = data.lazy().collect_schema()
-        self.counts = np.diag(self.class_rows).astype(np.int64)
+        # Class sizes not counted by the broadcast: a first, full cycle over the data draws every row once,
+        # so its transition counts' row sums are those sizes (`count_classes`); otherwise count them now.
+        self.counting_classes = self.class_rows is None and not self.ood and self.full_cycles > 0
+        if self.class_rows is None and not self.counting_classes:
+            self.class_rows = dense_counts(class_idx, 0, self.k)
+        self.counts = np.zeros((self.k, self.k), dtype=np.int64) if self.counting_classes else \
+            np.diag(self.class_rows).astype(np.int64)
         self.ood_counts = np.zeros(self.k, dtype=np.int64)
         self.pick = None
+
+    def count_classes(self) -> None:
+        """After a first, full cycle over the data (see `counting_classes`): the class sizes, and the
+        clean rows' cells on the diagonal."""
+        if self.counting_classes:
+            self.class_rows = self.counts.sum(axis=1)
+            self.counts += np.diag(self.class_rows)
+            self.counting_classes = False
 
     def scan_source(self, stage: Any, batches: Any) -> None:
         """Digests and nearest classes of the `source` pool, from its batches (read once, in row order)."""
@@ -138,6 +154,7 @@ class Dilution:
                 nearest.append(nearest_class(stage, batch, self.centroids))
             off += batch.height
         self.digest = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+        self.words = False
         self.true_idx = np.full(self.digest.size, -1, dtype=np.int32)
         self.confusing = np.concatenate(nearest) if nearest else None
 
@@ -145,7 +162,7 @@ class Dilution:
         """The pool rows of the last, partial cycle: the `remainder` smallest pick hashes."""
         if not self.remainder:
             return
-        h = keyed(self.digest, stream_key(self.ctx.seed, "label_noise", "dilute-pick"))
+        h = keyed_chunked(self.digest, stream_key(self.ctx.seed, "label_noise", "dilute-pick"), words=self.words)
         cut = np.partition(h, self.remainder - 1)[self.remainder - 1]
         self.pick = h <= cut
         if int(self.pick.sum()) != self.remainder:

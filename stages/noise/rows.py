@@ -9,12 +9,14 @@ import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import DEFAULT_BATCH_ROWS, Dataset
-from stages._hashing import id_digest
-from stages.noise.counts import json_value
+from stages._hashing import id_digest, id_words
+from stages.noise.counts import CHUNK_ROWS, dense_counts, json_value
 
 NOISE_COLUMNS = ("clean_label", "is_noisy", "noise_origin", "source_id")
 # Integer classes spanning fewer values than this are indexed through a dense lookup table.
 DENSE_LABEL_SPAN = 1 << 20
+# Rows that `_consecutive_labels` looks at to prove the class set of in-memory integer labels.
+PROBE_ROWS = CHUNK_ROWS
 
 
 def batch_rows(ds: Any) -> int:
@@ -28,18 +30,44 @@ def _label_counts(data: Dataset, label: str, dtype: pl.DataType) -> pl.DataFrame
     """Rows per distinct label (nulls included); a bincount for small integer labels held in memory."""
     if data.frame is not None and dtype.is_integer() and data.frame[label].null_count() == 0 and data.num_rows:
         values = data.frame[label]
-        lo, hi = int(values.min()), int(values.max())
+        lo, hi = _label_range(data.frame, label)
         if hi - lo < DENSE_LABEL_SPAN:
-            raw = values.to_numpy().astype(np.int64, copy=False)
-            counts = np.bincount(raw, minlength=hi + 1)[lo:] if lo >= 0 else \
-                np.bincount(raw.astype(np.int64, copy=False) - lo, minlength=hi - lo + 1)
+            counts = dense_counts(values.to_numpy(), lo, hi - lo + 1)
             present = np.flatnonzero(counts)
             return pl.DataFrame({label: pl.Series(present + lo).cast(dtype), "len": counts[present].astype(np.uint32)})
     return data.lazy().group_by(label).len().collect()
 
 
-def class_table(stage: Any, data: Dataset) -> tuple[pl.Series, np.ndarray]:
-    """The class set in order, and the number of rows of each class (one pass over the labels)."""
+def _label_range(frame: pl.DataFrame, label: str) -> tuple[int, int]:
+    """Smallest and largest label of a frame without null labels (both in one polars call, in parallel)."""
+    lo, hi = frame.select(pl.col(label).min().alias("lo"), pl.col(label).max().alias("hi")).row(0)
+    return int(lo), int(hi)
+
+
+def _consecutive_labels(data: Dataset, label: str, dtype: pl.DataType) -> pl.Series | None:
+    """The classes lo..hi of in-memory integer labels, when a strided sample of rows holds every integer
+    from the labels' min to their max (then those are all the distinct labels), else None. Costs a
+    min, a max and one chunk: counting the classes can wait for a pass that reads the labels anyway."""
+    frame = data.frame
+    if frame is None or not dtype.is_integer() or not frame.height or frame[label].null_count():
+        return None
+    values = frame[label]
+    lo, hi = _label_range(frame, label)
+    span = hi - lo + 1
+    if span < 2 or span > PROBE_ROWS // 16 or hi >= 1 << 63:
+        return None
+    probe = values.gather_every(max(1, frame.height // PROBE_ROWS))  # strided: sorted labels pass too
+    if not dense_counts(probe.to_numpy(), lo, span).all():
+        return None
+    return pl.Series(label, np.arange(span, dtype=np.int64) + lo).cast(dtype)
+
+
+def class_table(stage: Any, data: Dataset, need_rows: bool = True) -> tuple[pl.Series, np.ndarray | None]:
+    """The class set in order, and the number of rows of each class (one pass over the labels).
+
+    Without `need_rows` the counts may be None (the caller counts them later, e.g. from a pass of
+    its own) when the class set is known without counting (`_consecutive_labels`).
+    """
     label = stage.label_column
     dtype = data.lazy().collect_schema()[label]
     if not (dtype.is_integer() or dtype == pl.String):
@@ -53,6 +81,10 @@ def class_table(stage: Any, data: Dataset) -> tuple[pl.Series, np.ndarray]:
                 f"input already has column '{col}' (from an earlier label_noise step?); drop or rename it first",
                 file=data.label,
             )
+    if not need_rows and stage.classes is None:
+        classes = _consecutive_labels(data, label, dtype)
+        if classes is not None:
+            return classes, None
     counted = _label_counts(data, label, dtype)
     if counted[label].null_count():
         nulls = int(counted.filter(pl.col(label).is_null())["len"][0])
@@ -84,6 +116,8 @@ def class_index(labels: pl.Series, classes: pl.Series) -> np.ndarray:
         lo, hi = int(classes.min()), int(classes.max())
         values = labels.to_numpy()
         if _consecutive(classes):  # classes lo, lo + 1, ..., in order: the index is an offset
+            if not lo and values.dtype in (np.int32, np.int64):
+                return values  # labels 0..K-1 are their own indices: the column itself, no pass, no copy
             return (values - lo).astype(np.int32) if lo else values.astype(np.int32)
         if hi - lo < DENSE_LABEL_SPAN:
             # A dense lookup table: ~7x faster than replace_strict on 10M integer labels.
@@ -120,15 +154,19 @@ def class_positions(classes: pl.Series, values: Any, param: str) -> np.ndarray:
     return np.asarray(out, dtype=np.int64)
 
 
-def digests(stage: Any, batch: pl.DataFrame, offset: int, label: str) -> np.ndarray:
-    """The seed-independent digest of each row's id (or of its corpus-wide position without an id column)."""
+def digests(stage: Any, batch: pl.DataFrame, offset: int, label: str, words: bool = False) -> np.ndarray:
+    """The seed-independent digest of each row's id (or of its corpus-wide position without an id column).
+
+    With `words` (integer ids only) the ids' words instead (`stages._hashing.id_words`, often a view
+    of the column): their digest is word * _GOLDEN, which the hash loop multiplies in cache.
+    """
     if stage.id_column is None:
         return id_digest(pl.Series(np.arange(offset, offset + batch.height, dtype=np.int64)))
     ids = batch[stage.id_column]
     if ids.null_count():
         raise InputDataError(f"id column '{stage.id_column}' has null values; every row needs an id",
                              param="id_column", file=label)
-    return id_digest(ids)
+    return id_words(ids) if words else id_digest(ids)
 
 
 def source_ids(stage: Any, batch: pl.DataFrame, offset: int) -> pl.Series:

@@ -4,7 +4,9 @@ Both modes need the same per-row facts before they can choose anything: the row'
 the digest of its id (flip stores the id's flip hash directly). A map reads only the label and id
 columns of its partition; the merge keeps partitions' arrays as a list in input order (concatenated
 once, in `finish`), so merging costs nothing and the merged arrays are exactly those of one pass.
-The state is 12 bytes a row: exact per-class counts need every row's hash in one place.
+The state is 12 bytes a row: exact per-class counts need every row's hash in one place. A frame
+already in memory costs less: where its labels are 0..K-1 and its ids Int64, the state is views
+of its columns (dilute multiplies the ids into their digests chunk by chunk, in its hash loop).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pipeline.errors import InputDataError
 from pipeline.partitioned import Partition
 from stages.noise.counts import keyed_chunked
 from stages.noise.rows import batch_rows, class_index, digests
@@ -22,7 +25,8 @@ from stages.noise.rows import batch_rows, class_index, digests
 
 @dataclass
 class LabelScan:
-    """Per-row class index and hash (flip: keyed flip hash; dilute: id digest), plus the largest integer id."""
+    """Per-row class index and hash (flip: keyed flip hash; dilute: id digest, or integer ids' words),
+    plus the largest integer id."""
 
     class_idx: list[np.ndarray] = field(default_factory=list)
     hashes: list[np.ndarray] = field(default_factory=list)
@@ -45,19 +49,45 @@ class LabelScan:
 
 def scan_partition(stage: Any, partition: Partition, classes: pl.Series, flip_key: int | None, label: str,
                    integer_ids: bool) -> LabelScan:
-    """One partition's class indices and hashes, reading only the label and id columns."""
+    """One partition's class indices and hashes, reading only the label and id columns.
+
+    Dilute with integer ids keeps the ids' words (`stages._hashing.id_words`): their digest is
+    word * _GOLDEN, multiplied in cache by the hash loop. A partition held in memory whose ids need
+    no per-byte hashing is one batch, and its indices and words are views of the frame where the
+    labels and ids allow (labels 0..K-1, Int64 ids): no pass, no copy. Otherwise batches are
+    bounded by bytes and copied into the state's two arrays, allocated once.
+    """
     columns = [stage.label_column] + ([stage.id_column] if stage.id_column else [])
+    words = flip_key is None and integer_ids
     state = LabelScan()
-    offset = partition.base
-    rows = partition.num_rows if partition.frame is not None else batch_rows(partition)
-    for batch in partition.iter_batches(max(rows, 1), columns=columns):
-        state.class_idx.append(class_index(batch[stage.label_column], classes))
-        digest = digests(stage, batch, offset, label)
-        state.hashes.append(digest if flip_key is None else keyed_chunked(digest, flip_key, out=digest))
+
+    def scan(batch: pl.DataFrame, offset: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = class_index(batch[stage.label_column], classes)
+        digest = digests(stage, batch, offset, label, words=words)
+        if flip_key is not None:
+            digest = keyed_chunked(digest, flip_key, out=digest)  # a fresh array: hashed in place
         if integer_ids and batch.height:
-            top = batch[stage.id_column].max()
-            state.max_id = int(top) if state.max_id is None else max(state.max_id, int(top))
-        offset += batch.height
-    if len(state.class_idx) > 1:
-        state.class_idx, state.hashes = [np.concatenate(state.class_idx)], [np.concatenate(state.hashes)]
+            top = int(batch[stage.id_column].max())
+            state.max_id = top if state.max_id is None else max(state.max_id, top)
+        return idx, digest
+
+    frame = partition.frame
+    if frame is not None and (not stage.id_column or frame.schema[stage.id_column].is_integer()):
+        (_, (start, stop)), = partition.pieces
+        idx, digest = scan(frame.select(columns).slice(start, stop - start), partition.base)
+        state.class_idx, state.hashes = [idx], [digest]
+        return state
+    class_idx = np.empty(partition.num_rows, dtype=np.int32)
+    hashes = np.empty(partition.num_rows, dtype=np.uint64)
+    done = 0
+    rows = partition.num_rows if frame is not None else batch_rows(partition)
+    for batch in partition.iter_batches(max(rows, 1), columns=columns):
+        idx, digest = scan(batch, partition.base + done)
+        class_idx[done : done + batch.height] = idx
+        hashes[done : done + batch.height] = digest
+        done += batch.height
+    if done != partition.num_rows:
+        raise InputDataError(f"read {done} rows of a partition whose metadata states {partition.num_rows}",
+                             file=label)
+    state.class_idx, state.hashes = [class_idx], [hashes]
     return state

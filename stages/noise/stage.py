@@ -132,7 +132,8 @@ class LabelNoise(PartitionedStage):
         data, source = inputs["data"], inputs.get("source")
         if self.mode == "flip" and source is not None:
             raise InputDataError("input 'source' is only used by mode 'dilute'; flip relabels the data in place")
-        classes, class_rows = class_table(self, data)
+        # Dilution counts the classes itself when it can (from its first cycle over the data).
+        classes, class_rows = class_table(self, data, need_rows=self.mode == "flip")
         out: dict[str, Any] = {"classes": classes, "class_rows": class_rows, "label": data.label}
         if self.mode == "flip":
             out["matrix"] = flip_matrix(self, classes)

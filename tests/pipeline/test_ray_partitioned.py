@@ -106,3 +106,30 @@ def test_nothing_is_left_running_after_a_partition_fails(ray_executor, tmp_path)
     assert sorted(p.name for p in (checkpoint / "partitions").glob("*.pkl")) == finished
     # 2 CPUs, so at most 4 maps were in flight when partition 1 failed: the later ones never ran.
     assert len(finished) < 8
+
+
+def test_warm_up_is_one_import_task_per_cpu_and_the_profile_says_when_maps_started(ray_executor, tmp_path):
+    """One warm-up task per cluster CPU (at most one per partition) imports the stage's module on a worker;
+    the profile says when the first map started, which is what the workers' start-up cost the step."""
+    import time
+
+    import polars as pl
+
+    from pipeline.executors.ray_partitioned import _warm_workers
+
+    stage = VocabularyCounts()
+    options = ray_executor._task_options(stage)
+    refs = _warm_workers(ray_executor, stage, options, partitions=10)
+    assert len(refs) == ray_executor.cluster_cpus() == 2
+    assert all(isinstance(pid, int) and pid > 0 for pid in ray.get(refs))
+    assert len(_warm_workers(ray_executor, stage, options, partitions=1)) == 1
+    ray.get(_warm_workers(ray_executor, stage, options, partitions=1))
+
+    data = corpus_files(tmp_path / "corpus")
+    vocab = Dataset.from_any(pl.DataFrame({"word": ["the", "of"]}))
+    ray_executor.partition_bytes = 1
+    started = time.time()
+    _, _, stats = run_step(stage, {"data": data, "vocab": vocab}, tmp_path / "out", ray_executor)
+    profile = stats["partition_profile"]
+    assert started <= profile["first_map_started_at"] <= time.time()
+    assert profile["total_map_cpu_s"] >= profile["median_map_cpu_s"] > 0

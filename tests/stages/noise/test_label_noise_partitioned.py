@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import polars as pl
 import pytest
 from label_noise_cases import CASES, case_inputs, fingerprint, write_parts
 
 import stages.noise.counts as noise_counts
+import stages.noise.rows as noise_rows
 from pipeline.executors import LocalExecutor
 from pipeline.io import Dataset
 from pipeline.stage import Context
@@ -99,3 +101,41 @@ def test_a_flip_input_with_a_source_is_refused_before_reading(tmp_path):
     inputs["source"] = inputs["data"]
     with pytest.raises(InputDataError, match="only used by mode 'dilute'"):
         run_files(stage, inputs, tmp_path / "out", LocalExecutor())
+
+
+def _labelled(variant: str) -> pl.DataFrame:
+    """3,000 rows of 6 classes, with the label and id types and layouts the in-memory shortcuts special-case."""
+    rng = np.random.default_rng(4)
+    n = 3_000
+    df = pl.DataFrame({"id": rng.permutation(n).astype(np.int64) + 10, "label": rng.integers(0, 6, n),
+                       "x": rng.random(n)})
+    return {
+        "labels_0_to_5": df,
+        "labels_from_7": df.with_columns(pl.col("label") + 7),
+        "negative_labels": df.with_columns(pl.col("label") - 3),
+        "int32_labels_uint64_ids": df.with_columns(pl.col("label").cast(pl.Int32), pl.col("id").cast(pl.UInt64)),
+        "sorted_labels": df.sort("label"),
+        # Class 6 only on row 1, which the strided probe (every 18th row below) does not look at.
+        "rare_class_outside_the_probe": df.with_columns(
+            pl.when(pl.int_range(n) == 1).then(6).otherwise(pl.col("label")).alias("label")),
+    }[variant]
+
+
+@pytest.mark.parametrize("variant", ["labels_0_to_5", "labels_from_7", "negative_labels", "int32_labels_uint64_ids",
+                                     "sorted_labels", "rare_class_outside_the_probe"])
+@pytest.mark.parametrize("params", [{"mode": "dilute", "alpha": 1.0}, {"mode": "dilute", "alpha": 2.5},
+                                    {"mode": "dilute", "alpha": 0.6, "exclude_true": True},
+                                    {"mode": "flip", "rate": 0.3}], ids=["a1", "a2.5", "a0.6-exclude", "flip"])
+def test_in_memory_shortcuts_give_the_rows_of_the_parquet_pass(variant, params, tmp_path, monkeypatch):
+    """In memory, labels 0..K-1 and Int64 ids are read as views, the class set may come from a probe
+    and the class sizes from the first cycle; from Parquet every one of those is a full pass."""
+    monkeypatch.setattr(noise_rows, "PROBE_ROWS", 160)  # every 18th row
+    df = _labelled(variant)
+    probed = noise_rows._consecutive_labels(Dataset.from_any(df), "label", df.schema["label"])
+    assert (probed is None) == (variant == "rare_class_outside_the_probe")
+    stage = LabelNoise.from_params(params)
+    result = stage.execute(df, seed=7)  # run_files' seed
+    in_memory = fingerprint(result.table, result.side_outputs["transitions"], result.stats["label_noise"])
+    data = Dataset.from_parquet(write_parts(df, tmp_path / "in", row_group_size=400))
+    streamed, _ = run_files(stage, {"data": data}, tmp_path / "out", LocalExecutor(partition_bytes=20_000))
+    assert streamed == in_memory
