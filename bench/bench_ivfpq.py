@@ -137,11 +137,16 @@ def _choose_pq(path: str, queries: np.ndarray, nlist: int, target: float, rows: 
     return {"m": tried[-1]["m"], "tried": tried}
 
 
-def _ivfpq_stage(path: str, out_dir: str, factory: str, train_size: int) -> dict:
+# The refine tier (issue #12): the same IVF-PQ index re-ranking its candidates on 8-bit copies.
+REFINE = "sq8"
+REFINE_FACTORY = ",Refine(SQ8)"  # faiss's own spelling of the same index, for the baseline
+
+
+def _ivfpq_stage(path: str, out_dir: str, factory: str, train_size: int, refine: str | None = None) -> dict:
     from stages.retrieval import BuildIndex
 
     t0, c0 = time.perf_counter(), time.process_time()
-    result = BuildIndex(index_type=factory, train_size=train_size).execute(path, workdir=out_dir)
+    result = BuildIndex(index_type=factory, train_size=train_size, refine=refine).execute(path, workdir=out_dir)
     return {"s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0, "stats": result.stats}
 
 
@@ -159,7 +164,10 @@ def _ivfpq_direct(path: str, factory: str, train_size: int, seed: int) -> dict:
 
 
 def _ivfpq_judge(index_dir: str, queries_path: str, truth_path: str, target: float) -> dict:
-    """nprobe calibrated on half the held-out queries, recall judged on the other half; also at the stage's own nprobe."""
+    """nprobe calibrated on half the held-out queries, recall judged on the other half; also at the stage's own nprobe.
+
+    A refined index keeps the stage's k_factor throughout (only nprobe is re-calibrated here).
+    """
     import json
 
     import faiss
@@ -167,17 +175,57 @@ def _ivfpq_judge(index_dir: str, queries_path: str, truth_path: str, target: flo
     index = faiss.read_index(f"{index_dir}/index.faiss")
     q, truth = np.load(queries_path), np.load(truth_path)
     half = len(q) // 2
-    own = json.loads(Path(f"{index_dir}/index.json").read_text())["search_params"].get("nprobe", 1)
-    faiss.ParameterSpace().set_index_parameter(index, "nprobe", own)
+    params = json.loads(Path(f"{index_dir}/index.json").read_text())["search_params"]
+    for key, value in params.items():
+        faiss.ParameterSpace().set_index_parameter(index, key, value)
+    own = params.get("nprobe", 1)
     own_recall = _recall10(index.search(q[half:], 10)[1], truth[half:])
     nprobe, calib_recall = _nprobe_for(index, q[:half], truth[:half], target)
     faiss.ParameterSpace().set_index_parameter(index, "nprobe", nprobe)
     return {"nprobe": nprobe, "calibration_recall": calib_recall, "own_nprobe": own, "own_recall": own_recall,
+            "k_factor": params.get("k_factor_rf"),
             "held_out_recall": _recall10(index.search(q[half:], 10)[1], truth[half:])}
 
 
+def _pair(folder: str, path: str, factory: str, train_size: int, runs: int, refine: str | None,
+          target: float) -> tuple:
+    """Ours and faiss alternated in fresh processes, then ours judged on the held-out queries."""
+    tag = refine or "pq"
+    ours, theirs = [], []
+    for i in range(runs):
+        ours.append(in_fresh_process(_ivfpq_stage, path, f"{folder}/ours-{tag}-{i}", factory, train_size, refine))
+        theirs.append(in_fresh_process(_ivfpq_direct, path, factory + (REFINE_FACTORY if refine else ""), train_size, 0))
+    judged = in_fresh_process(_ivfpq_judge, f"{folder}/ours-{tag}-0", f"{folder}/queries.npy", f"{folder}/truth.npy",
+                              target)[2]
+    return ours, theirs, judged
+
+
+def _pair_row(n: int, dim: int, factory: str, refine: str | None, pair: tuple, queries: int, notes: str) -> dict:
+    ours, theirs, judged = pair
+    o_s, t_s = [o[2]["s"] for o in ours], [t[2]["s"] for t in theirs]
+    o_cpu, t_cpu = [o[2]["cpu_s"] for o in ours], [t[2]["cpu_s"] for t in theirs]
+    stats = ours[0][2]["stats"]
+    cpu_ratio = float(np.median(o_cpu) / np.median(t_cpu))
+    tier = f", refine {refine} (k_factor {judged['k_factor']})" if refine else ""
+    base = "faiss index_factory" + (f" '{factory}{REFINE_FACTORY}'" if refine else "")
+    return _row("retrieval", f"index build {n:,} x {dim} ({factory}{tier}), partitioned stage from Parquet", "s",
+                float(np.median(o_s)), f"{base} + train + add, one process, matrix read whole",
+                float(np.median(t_s)), "ours/baseline time (lower is better)", max(o[1] for o in ours),
+                max(t[1] for t in theirs),
+                f"{len(ours)} alternated fresh-process runs: ours {[round(x, 1) for x in o_s]} s / "
+                f"{[round(x, 1) for x in o_cpu]} CPU-s, faiss {[round(x, 1) for x in t_s]} s / "
+                f"{[round(x, 1) for x in t_cpu]} CPU-s (CPU ratio {cpu_ratio:.3f}); {stats.get('partitions')} "
+                f"partitions; recall@10 vs exact, held-out queries (fresh draws, not indexed): "
+                f"{judged['held_out_recall']:.3f} at nprobe {judged['nprobe']} (calibrated on {queries // 2} other "
+                f"queries: {judged['calibration_recall']:.3f}), {judged['own_recall']:.3f} at the stage's own nprobe "
+                f"{judged['own_nprobe']}; {notes}", held_out_recall_at_10=round(judged["held_out_recall"], 4),
+                own_recall_at_10=round(judged["own_recall"], 4), nprobe=judged["nprobe"],
+                cpu_time_ratio=round(cpu_ratio, 3), stage_stats=stats)
+
+
 def run_ivfpq(n: int, dim: int = 384, target: float = 0.9) -> list[dict]:
-    """Partitioned `index` build vs one faiss process, same IVF-PQ factory, alternated in fresh processes."""
+    """Partitioned `index` build vs one faiss process, same IVF-PQ factory, alternated in fresh processes;
+    then the same with the refine tier (ours: refine 'sq8'; faiss: the same factory + Refine(SQ8))."""
     big = n >= 200_000  # the smoke scale runs each side once and trains on less
     queries, runs = (2_000, 2) if big else (400, 1)
     with tempfile.TemporaryDirectory(prefix="bench-ivfpq-") as folder:
@@ -191,29 +239,12 @@ def run_ivfpq(n: int, dim: int = 384, target: float = 0.9) -> list[dict]:
         pq_choice = in_fresh_process(_choose_pq, data["path"], calib_q, nlist, target, min(n, 200_000), ladder,
                                      pq_train)[2]
         factory, train_size = f"IVF{nlist},PQ{pq_choice['m']}x8", min(100_000, n) if big else 5_000
-        ours, theirs = [], []
-        for i in range(runs):
-            ours.append(in_fresh_process(_ivfpq_stage, data["path"], f"{folder}/ours-{i}", factory, train_size))
-            theirs.append(in_fresh_process(_ivfpq_direct, data["path"], factory, train_size, 0))
-        judged = in_fresh_process(_ivfpq_judge, f"{folder}/ours-0", f"{folder}/queries.npy", f"{folder}/truth.npy",
-                                  target)[2]
-    o_s, t_s = [o[2]["s"] for o in ours], [t[2]["s"] for t in theirs]
-    o_cpu, t_cpu = [o[2]["cpu_s"] for o in ours], [t[2]["cpu_s"] for t in theirs]
-    stats = ours[0][2]["stats"]
-    cpu_ratio = float(np.median(o_cpu) / np.median(t_cpu))
-    return [_row("retrieval", f"index build {n:,} x {dim} ({factory}), partitioned stage from Parquet", "s",
-                 float(np.median(o_s)), "faiss index_factory + train + add, one process, matrix read whole",
-                 float(np.median(t_s)), "ours/baseline time (lower is better)", max(o[1] for o in ours),
-                 max(t[1] for t in theirs),
-                 f"{runs} alternated fresh-process runs: ours {[round(x, 1) for x in o_s]} s / "
-                 f"{[round(x, 1) for x in o_cpu]} CPU-s, faiss {[round(x, 1) for x in t_s]} s / "
-                 f"{[round(x, 1) for x in t_cpu]} CPU-s (CPU ratio {cpu_ratio:.3f}); {stats.get('partitions')} "
-                 f"partitions; PQ size chosen on {min(n, 200_000):,} rows with calibration queries: {pq_choice['tried']}; "
-                 f"recall@10 vs exact, held-out queries (fresh draws, not indexed): {judged['held_out_recall']:.3f} at "
-                 f"nprobe {judged['nprobe']} (calibrated on {queries // 2} other queries: {judged['calibration_recall']:.3f}), "
-                 f"{judged['own_recall']:.3f} at the stage's own nprobe {judged['own_nprobe']}; vectors: seeded mixture "
-                 f"{MIXTURE}, made in {data_s:.0f}s", held_out_recall_at_10=round(judged["held_out_recall"], 4),
-                 nprobe=judged["nprobe"], cpu_time_ratio=round(cpu_ratio, 3), stage_stats=stats)]
+        plain = _pair(folder, data["path"], factory, train_size, runs, None, target)
+        refined = _pair(folder, data["path"], factory, train_size, runs, REFINE, target)
+    notes = (f"PQ size chosen on {min(n, 200_000):,} rows with calibration queries: {pq_choice['tried']}; "
+             f"vectors: seeded mixture {MIXTURE}, made in {data_s:.0f}s")
+    return [_pair_row(n, dim, factory, None, plain, queries, notes),
+            _pair_row(n, dim, factory, REFINE, refined, queries, notes)]
 
 
 def run(scale: str = "full") -> list[dict]:

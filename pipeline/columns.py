@@ -27,6 +27,17 @@ def passthrough(schema: Schema, add: Schema | None = None, drop: tuple[str, ...]
     return out
 
 
+def polars_schema(arrow_schema: Any) -> Schema:
+    """The polars dtypes of an Arrow schema.
+
+    Read off an empty table made from no batches: `pyarrow.Schema.empty_table()` imports pandas
+    (about 0.5 s per process), which nothing else on the pipeline's path needs.
+    """
+    import pyarrow as pa
+
+    return dict(pl.from_arrow(pa.Table.from_batches([], schema=arrow_schema)).schema)
+
+
 def is_text(dtype: Any) -> bool:
     """Does a polars dtype hold text (String, Categorical, Enum)? None (unknown) counts as text."""
     if dtype is None:
@@ -41,7 +52,7 @@ def _path_schema(path: str) -> Schema | None:
         arrow = Dataset.from_parquet(path).schema
     except Exception:  # noqa: BLE001 - a path that does not exist yet is checked when the step runs
         return None
-    return dict(pl.from_arrow(arrow.empty_table()).schema)
+    return polars_schema(arrow)
 
 
 def check_schema(stage: Any, inputs: dict[str, Schema], labels: dict[str, str]) -> None:

@@ -379,11 +379,9 @@ def check_inputs(stage: Stage, inputs: dict[str, Dataset]) -> None:
             f"unknown input '{extra[0]}'; '{stage.name}' takes inputs: {', '.join(stage.inputs) or 'none'}",
             stage=stage.name,
         )
-    from pipeline.columns import check_schema
+    from pipeline.columns import check_schema, polars_schema
 
-    # Table.from_batches, not Schema.empty_table(): the latter imports pandas (0.3 s per run).
-    schemas = {name: dict(pl.from_arrow(pa.Table.from_batches([], schema=ds.schema)).schema)
-               for name, ds in inputs.items()}
+    schemas = {name: polars_schema(ds.schema) for name, ds in inputs.items()}
     check_schema(stage, schemas, {name: ds.label for name, ds in inputs.items()})
     if not stage.allow_empty_input:
         for input_name, ds in inputs.items():

@@ -1,15 +1,16 @@
-"""Exact top-k by inner product: one BLAS product per block of the base, then a partial sort.
+"""Exact top-k by inner product or L2: one BLAS product per block of the base, then a partial sort.
 
 FAISS's flat index spends about three times the CPU of `queries @ block.T` plus `argpartition` on the
 shapes the leakage audit has (hundreds of test chunks against 10^5 training chunks per batch, k = 10),
-and building an index over every training batch only to search it once buys nothing.
+and building an index over every training batch only to search it once buys nothing. The index stage
+uses the same code to find the exact neighbours its nprobe calibration is judged against.
 
 A float32 product's last bits depend on where a row sits in the block (BLAS uses other kernels for
-edge rows), so two copies of one chunk can score an ulp apart, and which copy wins would depend on how
-the corpus was cut into batches. The product therefore only nominates candidates, with a margin of the
-product's rounding bound; the candidates are re-scored one pair at a time in float64 (the same sum for
-a pair wherever it sits), and equal scores go to the lower base row. The answer is the same for any
-block or batch cut.
+edge rows), so two copies of one row can score an ulp apart, and which copy wins would depend on how
+the base was cut into blocks, batches or partitions. The product therefore only nominates candidates,
+with a margin of twice the product's rounding bound; the candidates are re-scored one pair at a time
+in float64 (the same sum for a pair wherever it sits), and equal scores go to the lower base row. The
+answer is the same for any block, batch or partition cut, and for any order of `ExactTopK.merge`.
 """
 
 from __future__ import annotations
@@ -18,10 +19,34 @@ import numpy as np
 
 # Base rows per product: a (queries x 16,384) float32 block of scores stays at tens of MB.
 BLOCK_ROWS = 16_384
+METRICS = ("inner_product", "l2")
+_UNIT = 2.0**-24  # float32 unit roundoff
 
 
-def _exact(queries: np.ndarray, base: np.ndarray, q: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (queries[q].astype(np.float64) * base[b].astype(np.float64)).sum(axis=1).astype(np.float32)
+def _exact(queries: np.ndarray, base: np.ndarray, q: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """Larger-is-better scores of the pairs (queries[q], base[b]) summed in float64: inner product or -squared L2."""
+    left, right = queries[q].astype(np.float64), base[b].astype(np.float64)
+    if metric == "inner_product":
+        return (left * right).sum(axis=1).astype(np.float32)
+    right -= left  # the difference itself, not |q|^2 + |x|^2 - 2 q.x, so nothing cancels
+    return -(right * right).sum(axis=1).astype(np.float32)
+
+
+def _nominal(queries: np.ndarray, q_norm: np.ndarray, block: np.ndarray, metric: str) -> tuple[np.ndarray, ...]:
+    """Float32 larger-is-better scores of every (query, block row) pair, and a per-query bound on their error.
+
+    |float32 dot - exact| <= d * 2^-24 * |q| |x| (the standard bound); for L2 the float32
+    |q|^2 + |x|^2 - 2 q.x also rounds the two norms and two sums: <= (d + 2) * 2^-24 * (|q| + |x|)^2.
+    """
+    dim = queries.shape[1]
+    x_norm = float(np.linalg.norm(block, axis=1).max())
+    scores = queries @ block.T
+    if metric == "inner_product":
+        return scores, dim * _UNIT * q_norm * x_norm
+    scores *= 2.0
+    scores -= np.einsum("ij,ij->i", queries, queries)[:, None]
+    scores -= np.einsum("ij,ij->i", block, block)[None, :]
+    return scores, (dim + 2) * _UNIT * (q_norm + x_norm) ** 2
 
 
 def _best_per_query(q: np.ndarray, b: np.ndarray, s: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
@@ -33,25 +58,57 @@ def _best_per_query(q: np.ndarray, b: np.ndarray, s: np.ndarray, k: int) -> tupl
     return q[keep], b[keep], s[keep]
 
 
+class ExactTopK:
+    """The exact k best base rows of a few queries, kept while the base streams past in blocks.
+
+    `add` folds in a block of base rows numbered from `first_row`; `merge` folds in another
+    accumulator over other rows (a partition). Scores are larger-is-better: the inner product, or
+    minus the squared L2 distance. What is kept does not depend on how the base was cut (module docstring).
+    """
+
+    def __init__(self, queries: np.ndarray, k: int, metric: str = "inner_product"):
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        self.queries = np.ascontiguousarray(queries, np.float32)
+        self.k, self.metric = max(int(k), 0), metric
+        self._q_norm = np.linalg.norm(self.queries, axis=1, keepdims=True)
+        self._kept = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
+
+    def add(self, base: np.ndarray, first_row: int = 0, block_rows: int = BLOCK_ROWS) -> None:
+        base = np.ascontiguousarray(base, np.float32)
+        if not (self.k and len(self.queries) and len(base)):
+            return
+        for lo in range(0, len(base), block_rows):
+            block = base[lo:lo + block_rows]
+            scores, margin = _nominal(self.queries, self._q_norm, block, self.metric)
+            kk = min(self.k, block.shape[0])
+            cut = -np.partition(-scores, kk - 1, axis=1)[:, kk - 1 : kk]
+            q, b = np.nonzero(scores >= cut - 2.0 * margin)  # 2x: the cut and the row each err by the bound
+            del scores
+            b = b.astype(np.int64) + lo
+            self._fold(q, b + first_row, _exact(self.queries, base, q, b, self.metric))
+
+    def merge(self, other: ExactTopK) -> None:
+        self._fold(*other._kept)
+
+    def _fold(self, q: np.ndarray, b: np.ndarray, s: np.ndarray) -> None:
+        kept = self._kept
+        self._kept = _best_per_query(np.concatenate([kept[0], q]), np.concatenate([kept[1], b]),
+                                     np.concatenate([kept[2], s]), self.k)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows), each (queries, k), best first; -inf and -1 where fewer than k rows were seen."""
+        q, b, s = self._kept
+        scores = np.full((len(self.queries), self.k), -np.inf, np.float32)
+        rows = np.full((len(self.queries), self.k), -1, np.int64)
+        rank = np.arange(q.size) - np.searchsorted(q, q, side="left")
+        scores[q, rank], rows[q, rank] = s, b
+        return scores, rows
+
+
 def top_k_inner_product(queries: np.ndarray, base: np.ndarray, k: int,
                         block_rows: int = BLOCK_ROWS) -> tuple[np.ndarray, np.ndarray]:
     """(scores, rows), each (len(queries), min(k, len(base))), best first; equal scores by lower row."""
-    queries = np.ascontiguousarray(queries, np.float32)
-    base = np.ascontiguousarray(base, np.float32)
-    n_q, k = len(queries), min(k, len(base))
-    if k < 1 or not n_q:
-        return np.empty((n_q, max(k, 0)), np.float32), np.empty((n_q, max(k, 0)), np.int64)
-    # |float32 dot - exact| <= d * 2^-24 * |q| |b| (the standard bound); twice that is the margin.
-    q_norm = np.linalg.norm(queries, axis=1, keepdims=True)
-    kept = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32))
-    for lo in range(0, len(base), block_rows):
-        block = base[lo:lo + block_rows]
-        scores = queries @ block.T
-        kk = min(k, block.shape[0])
-        cut = -np.partition(-scores, kk - 1, axis=1)[:, kk - 1 : kk]
-        margin = 2.0 * queries.shape[1] * 2.0**-24 * q_norm * float(np.linalg.norm(block, axis=1).max())
-        q, b = np.nonzero(scores >= cut - margin)
-        b = b.astype(np.int64) + lo
-        kept = _best_per_query(np.concatenate([kept[0], q]), np.concatenate([kept[1], b]),
-                               np.concatenate([kept[2], _exact(queries, base, q, b)]), k)
-    return kept[2].reshape(n_q, k), kept[1].reshape(n_q, k)
+    top = ExactTopK(queries, min(k, len(base)), "inner_product")
+    top.add(base, 0, block_rows)
+    return top.result()

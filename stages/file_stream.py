@@ -24,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.columns import polars_schema
 from pipeline.errors import InputDataError, PipelineError
 from pipeline.files import describe_path
 from stages.formats import FileFormat, _csv_separator, detect, read_frame
@@ -105,7 +106,7 @@ class FileBatches:
         if not self.streams:
             return dict(read_frame(self.path, self.fmt, separator=self.separator).schema)
         if self.fmt.format == "parquet":
-            return dict(pl.from_arrow(pq.read_schema(self.path).empty_table()).schema)
+            return polars_schema(pq.read_schema(self.path))
         if self.fmt.format == "csv":
             self._prepare_csv()
             return dict(self._csv_schema)

@@ -28,6 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from pipeline.columns import polars_schema
 from pipeline.errors import ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
@@ -107,7 +108,7 @@ def describe_query(query: str, schema: dict[str, Any]) -> dict[str, Any] | None:
         return None
     finally:
         con.close()
-    columns = dict(pl.from_arrow(result.empty_table()).schema)
+    columns = polars_schema(result)
     return {c: None if t == pl.Null else t for c, t in columns.items()}
 
 

@@ -24,9 +24,9 @@ from pipeline.stage import Context
 from stages.embedding import (
     series_to_vectors,
 )
+from stages.exact_topk import ExactTopK
 from stages.retrieval.index import (
     INDEX_FILE,
-    ExactTopK,
     _choose_metric,
     _iter_vectors,
     add_vectors,
@@ -38,6 +38,7 @@ from stages.retrieval.index import (
     prepare_index,
     write_index_files,
 )
+from stages.retrieval.refine import refine_for
 
 
 class BuildIndex(PartitionedStage):
@@ -56,6 +57,9 @@ class BuildIndex(PartitionedStage):
         metric: 'auto' (inner product when vectors are unit length, else L2), 'inner_product' or 'l2'
         train_size: vectors sampled (with the pipeline seed) to train IVF/PQ indexes
         recall_target: recall@10 against exact search that calibration aims for
+        refine: re-rank an IVF-PQ index's candidates against 8-bit ('sq8', 1 byte per dimension) or
+            half-precision ('fp16', 2 bytes) copies of the vectors (faiss IndexRefine; null = none;
+            not added where 'auto' picks an index that stores whole vectors)
         keep_columns: extra columns stored in the mapping table (e.g. text, to read neighbours back)
         backend: how Index.search embeds text queries; must match the embed step that made the vectors
         model: the model of that embed step (unset = packaged all-MiniLM-L6-v2)
@@ -77,6 +81,7 @@ class BuildIndex(PartitionedStage):
         keep_columns: list[str] | None = None,
         backend: Literal["sentence-transformers", "static"] = "sentence-transformers",
         model: str | None = None,
+        refine: Literal["sq8", "fp16"] | None = None,
     ):
         self.embedding_column = embedding_column
         self.id_column = id_column
@@ -88,6 +93,7 @@ class BuildIndex(PartitionedStage):
         self.keep_columns = keep_columns
         self.backend = backend
         self.model = model
+        self.refine = refine
 
     def validate(self) -> None:
         if not self.index_type.strip():
@@ -121,9 +127,11 @@ class BuildIndex(PartitionedStage):
             raise InputDataError(f"column '{self.embedding_column}' holds empty vectors", param="embedding_column")
         metric = _choose_metric(self.metric, next(_iter_vectors(data, self.embedding_column, 1000)))
         factory = auto_factory(n, dim) if self.index_type == "auto" else self.index_type
+        refine = refine_for(self.index_type, factory, self.refine)
         index, calib = prepare_index(lambda: _iter_vectors(data, self.embedding_column), n, dim, factory, metric,
-                                     ctx.rng("index"), self.train_size)
-        return {"index": index, "calib": calib, "n": n, "dim": dim, "factory": factory, "metric": metric}
+                                     ctx.rng("index"), self.train_size, refine)
+        return {"index": index, "calib": calib, "n": n, "dim": dim, "factory": factory, "metric": metric,
+                "refine": refine}
 
     def map(self, partition: Partition, broadcast: dict) -> dict:
         """The partition's vectors encoded by the trained index (faiss `sa_encode`: list number + code per row).
@@ -161,7 +169,7 @@ class BuildIndex(PartitionedStage):
         if state is None:
             raise InputDataError("the input has no vectors", param="embedding_column")
         index = state["index"] if "index" in state else fill_from_codes(broadcast["index"], state)
-        info = finish_index(index, factory, metric, dim, n, state["exact"], self.recall_target)
+        info = finish_index(index, factory, metric, dim, n, state["exact"], self.recall_target, broadcast["refine"])
         info.update({"id_column": self.id_column, "doc_column": self.doc_column, "backend": self.backend,
                      "model": self.model, "embedding_column": self.embedding_column})
         keep = [self.id_column] + ([self.doc_column] if self.doc_column else [])
@@ -171,8 +179,9 @@ class BuildIndex(PartitionedStage):
             .with_columns(pl.col("faiss_id").cast(pl.Int64)).collect()
         )
         write_index_files(ctx.artefact_path(INDEX_FILE).parent, index, info, mapping)
-        for key in ("factory", "metric", "dim", "vectors", "search_params", "calibrated_recall_at_10"):
-            ctx.record(key, info[key])
+        for key in ("factory", "metric", "dim", "vectors", "search_params", "calibrated_recall_at_10", "refine"):
+            if key in info:
+                ctx.record(key, info[key])
         ctx.record("index_bytes", ctx.artefact_path(INDEX_FILE).stat().st_size)
         return mapping
 

@@ -17,6 +17,8 @@ from stages.embedding import (
     encode_texts,
     series_to_vectors,
 )
+from stages.exact_topk import ExactTopK
+from stages.retrieval.refine import REFINE_K_FACTORS, add_codes, is_refined, refine_for, with_refine
 
 INDEX_FILE = "index.faiss"
 INDEX_META_FILE = "index.json"
@@ -57,10 +59,11 @@ def _metric_code(metric: str):
     return faiss.METRIC_INNER_PRODUCT if metric == "inner_product" else faiss.METRIC_L2
 
 
-def _make_index(factory: str, dim: int, metric: str):
+def _make_index(factory: str, dim: int, metric: str, refine: str | None = None):
     faiss = _faiss()
     try:
-        return faiss.index_factory(dim, factory, _metric_code(metric))
+        index = faiss.index_factory(dim, factory, _metric_code(metric))
+        return with_refine(index, refine, factory, dim, _metric_code(metric)) if refine else index
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = next((ln for ln in first if "Error" in ln or "could not" in ln.lower()), first[-1] if first else "")
@@ -122,50 +125,6 @@ def mergeable_factory(factory: str) -> bool:
         parts[0].startswith("IVF") and not any(p.startswith(("Refine", "RFlat", "IDMap")) for p in parts))
 
 
-class ExactTopK:
-    """The exact k nearest indexed rows of a few queries, kept while the collection streams past.
-
-    Ties are broken by the smaller row id, so the result is the same however the collection is
-    split into batches or partitions (`merge` folds in the top k of later rows).
-    """
-
-    def __init__(self, queries: np.ndarray, k: int, metric: str):
-        self.queries, self.k, self.metric = queries, k, metric
-        self.key = np.full((len(queries), k), np.inf, np.float32)  # smaller = nearer
-        self.ids = np.full((len(queries), k), -1, np.int64)
-
-    def add(self, vectors: np.ndarray, first_id: int) -> None:
-        if not len(self.queries) or not len(vectors):
-            return
-        q = self.queries
-        if self.metric == "inner_product":
-            key = -(q @ vectors.T)
-        else:
-            key = (q**2).sum(1)[:, None] - 2 * q @ vectors.T + (vectors**2).sum(1)[None, :]
-        kk = min(self.k, vectors.shape[0])
-        kth = np.partition(key, kk - 1, axis=1)[:, kk - 1 : kk]
-        rows, cols = np.nonzero(key <= kth)  # every tie at the boundary, so the id rule can decide
-        self._keep(rows, key[rows, cols].astype(np.float32), cols.astype(np.int64) + first_id)
-
-    def merge(self, other: ExactTopK) -> None:
-        rows, cols = np.nonzero(other.ids >= 0)
-        self._keep(rows, other.key[rows, cols], other.ids[rows, cols])
-
-    def _keep(self, rows: np.ndarray, key: np.ndarray, ids: np.ndarray) -> None:
-        kept_rows, kept_cols = np.nonzero(self.ids >= 0)
-        rows = np.concatenate([kept_rows, rows])
-        key = np.concatenate([self.key[kept_rows, kept_cols], key])
-        ids = np.concatenate([self.ids[kept_rows, kept_cols], ids])
-        order = np.lexsort((ids, key, rows))
-        rows, key, ids = rows[order], key[order], ids[order]
-        rank = np.arange(rows.size) - np.searchsorted(rows, rows, side="left")
-        top = rank < self.k
-        self.key = np.full_like(self.key, np.inf)
-        self.ids = np.full_like(self.ids, -1)
-        self.key[rows[top], rank[top]] = key[top]
-        self.ids[rows[top], rank[top]] = ids[top]
-
-
 def sample_rows(n: int, rng: np.random.Generator, needs_training: bool, tunable: bool,
                 train_size: int) -> tuple[np.ndarray, np.ndarray]:
     """(training rows, calibration query rows), sorted, drawn from the seeded generator."""
@@ -176,9 +135,12 @@ def sample_rows(n: int, rng: np.random.Generator, needs_training: bool, tunable:
 
 
 def prepare_index(batches, n: int, dim: int, factory: str, metric: str, rng: np.random.Generator,
-                  train_size: int) -> tuple[Any, np.ndarray]:
-    """An empty index, trained on a seeded sample, and the calibration queries: one pass over `batches()`."""
-    index = _make_index(factory, dim, metric)
+                  train_size: int, refine: str | None = None) -> tuple[Any, np.ndarray]:
+    """An empty index, trained on a seeded sample, and the calibration queries: one pass over `batches()`.
+
+    With `refine` ('sq8' or 'fp16'), an IndexRefine whose quantisers (IVF-PQ and scalar) train on the same sample.
+    """
+    index = _make_index(factory, dim, metric, refine)
     needs_training = not index.is_trained
     train_rows, calib_rows = sample_rows(n, rng, needs_training, bool(_search_params(index)), train_size)
     if not (needs_training or calib_rows.size):
@@ -204,7 +166,8 @@ def prepare_index(batches, n: int, dim: int, factory: str, metric: str, rng: np.
 def add_vectors(index, batches, dim: int, first_id: int, exact: ExactTopK | None) -> int:
     """Add every batch under its row number (from `first_id` on); track the calibration queries' exact top k."""
     offset = first_id
-    ivf = _faiss().try_extract_index_ivf(index) is not None
+    # (an IndexRefine adds in order only; built in one part, from row 0)
+    ivf = _faiss().try_extract_index_ivf(index) is not None and not is_refined(index)
     for vectors in batches:
         vectors = np.ascontiguousarray(vectors, np.float32)
         if vectors.shape[1] != dim:
@@ -244,32 +207,39 @@ def fill_from_codes(trained, state: dict):
     """
     index = _faiss().clone_index(trained)
     codes, first = state["codes"], state["first"]
-    ivf = _faiss().try_extract_index_ivf(index) is not None
     while codes:
         block = codes.pop(0)
-        ids = np.arange(first, first + len(block), dtype=np.int64)
-        index.add_sa_codes(block, ids if ivf else None)
+        add_codes(index, block, first)
         first += len(block)
         del block
     return index
 
 
 def finish_index(index, factory: str, metric: str, dim: int, n: int, exact: ExactTopK,
-                 recall_target: float) -> dict:
+                 recall_target: float, refine: str | None = None) -> dict:
     """Calibrate the search knob against the exact neighbours; the index's description for index.json."""
     if index.ntotal != n:
         raise InputDataError(f"expected {n} vectors, read {index.ntotal}")
     params, recall = {}, 1.0
-    if len(exact.queries):
-        params, recall = calibrate(index, exact.queries, exact.ids, exact.k, recall_target)
+    # A refined index re-ranks more candidates (k_factor) only where probing every list falls short.
+    for k_factor in REFINE_K_FACTORS if refine else (None,):
+        if k_factor is not None:
+            _set_params(index, {"k_factor_rf": k_factor})
+        if len(exact.queries):
+            params, recall = calibrate(index, exact.queries, exact.result()[1], exact.k, recall_target)
+        if recall >= recall_target:
+            break
+    if refine:
+        params["k_factor_rf"] = k_factor
     # Measured on indexed vectors used as queries (as RETRO queries its own training chunks).
     return {"factory": factory, "metric": metric, "dim": dim, "vectors": n, "search_params": params,
-            "calibrated_recall_at_10": round(float(recall), 4), "calibration_queries": int(len(exact.queries))}
+            "calibrated_recall_at_10": round(float(recall), 4), "calibration_queries": int(len(exact.queries)),
+            **({"refine": refine} if refine else {})}
 
 
 def build_index(
     batches, n: int, dim: int, factory: str, metric: str, rng: np.random.Generator,
-    train_size: int, recall_target: float,
+    train_size: int, recall_target: float, refine: str | None = None,
 ) -> tuple[Any, dict]:
     """Train (on a sample), fill and calibrate a FAISS index from an iterable of vector batches.
 
@@ -278,10 +248,10 @@ def build_index(
     index itself stores. Exact neighbours of the calibration queries are accumulated while adding,
     so calibration costs one extra matrix product per batch rather than a second index.
     """
-    index, calib = prepare_index(batches, n, dim, factory, metric, rng, train_size)
+    index, calib = prepare_index(batches, n, dim, factory, metric, rng, train_size, refine)
     exact = ExactTopK(calib, min(10, n), metric)
     add_vectors(index, batches(), dim, 0, exact)
-    return index, finish_index(index, factory, metric, dim, n, exact, recall_target)
+    return index, finish_index(index, factory, metric, dim, n, exact, recall_target, refine)
 
 
 def write_index_files(folder: Path, index, meta: dict, mapping: pl.DataFrame) -> None:
@@ -320,7 +290,7 @@ class Index:
     def build(
         cls, vectors: np.ndarray, ids: Any = None, doc_ids: Any = None, index_type: str = "auto",
         metric: str = "auto", seed: int = 0, train_size: int = 100_000, recall_target: float = 0.95,
-        backend: str = "sentence-transformers", model: str | None = None,
+        backend: str = "sentence-transformers", model: str | None = None, refine: str | None = None,
     ) -> Index:
         vectors = np.ascontiguousarray(vectors, np.float32)
         if vectors.ndim != 2 or len(vectors) == 0:
@@ -329,7 +299,7 @@ class Index:
         metric = _choose_metric(metric, vectors[: min(n, 1000)])
         factory = auto_factory(n, dim) if index_type == "auto" else index_type
         index, info = build_index(lambda: [vectors], n, dim, factory, metric, np.random.default_rng(seed),
-                                  train_size, recall_target)
+                                  train_size, recall_target, refine_for(index_type, factory, refine))
         mapping = pl.DataFrame({"neighbour_id": ids if ids is not None else np.arange(n)})
         if doc_ids is not None:
             mapping = mapping.with_columns(pl.Series("neighbour_doc_id", doc_ids))
@@ -380,6 +350,13 @@ class Index:
     def embed(self, texts: list[str], cache_dir: str | Path | None = None) -> np.ndarray:
         return encode_texts(list(texts), backend=self.meta.get("backend", "sentence-transformers"),
                             model=self.meta.get("model"), cache_dir=cache_dir)
+
+    def set_k_factor(self, k_factor: int) -> None:
+        """PQ candidates a refined index (`refine` at build time) re-ranks per neighbour asked for."""
+        if not is_refined(self.index):
+            raise ParamError("k_factor", "applies to an index built with refine ('sq8' or 'fp16'); this one has none")
+        self.meta["search_params"] = dict(self.meta.get("search_params", {}), k_factor_rf=int(k_factor))
+        _set_params(self.index, {"k_factor_rf": int(k_factor)})
 
     def search_raw(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """FAISS's own (scores, rows), with scores made larger-is-better for L2 indexes."""

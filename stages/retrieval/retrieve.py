@@ -47,6 +47,8 @@ class Retrieve(PartitionedStage):
         model: model for text queries (null = the one the index recorded)
         mmap_threshold_mb: memory-map index files larger than this instead of reading them into RAM
         batch_rows: queries searched per batch
+        k_factor: with an index built with refine, PQ candidates re-ranked per neighbour (null = the
+            index's calibrated one); more finds more of the true neighbours, slower
     """
 
     name = "retrieve"
@@ -66,6 +68,7 @@ class Retrieve(PartitionedStage):
         model: str | None = None,
         mmap_threshold_mb: float = 1024,
         batch_rows: PositiveInt = 16_384,
+        k_factor: PositiveInt | None = None,
     ):
         self.k = k
         self.query_column = query_column
@@ -77,6 +80,7 @@ class Retrieve(PartitionedStage):
         self.model = model
         self.mmap_threshold_mb = mmap_threshold_mb
         self.batch_rows = batch_rows
+        self.k_factor = k_factor
 
     def validate(self) -> None:
         if self.exclude_same_doc and not self.query_doc_column:
@@ -106,6 +110,8 @@ class Retrieve(PartitionedStage):
             idx.meta["backend"] = self.backend
         if self.model is not None:
             idx.meta["model"] = self.model
+        if self.k_factor is not None:
+            idx.set_k_factor(self.k_factor)
         if self.exclude_same_doc and idx._docs is None:
             raise ParamError("exclude_same_doc", "the index was built without doc_column, so documents are unknown")
         ctx.record("index_factory", idx.meta.get("factory"))

@@ -1,11 +1,11 @@
-"""Exact inner-product top-k (stages/exact_topk.py): same answer as a full sort, ties by lower row, any block size."""
+"""Exact top-k (stages/exact_topk.py): same answer as a full float64 sort, ties by lower row, any block, batch or partition cut."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from stages.exact_topk import top_k_inner_product
+from stages.exact_topk import ExactTopK, top_k_inner_product
 
 
 def _full_sort(queries, base, k):
@@ -36,3 +36,55 @@ def test_k_larger_than_the_base_and_empty_inputs():
     assert rows.tolist() == [[0, 1, 2], [1, 0, 2]] and scores.tolist() == [[1, 0, 0], [1, 0, 0]]
     assert top_k_inner_product(np.ones((2, 3), np.float32), np.empty((0, 3), np.float32), 5)[1].shape == (2, 0)
     assert top_k_inner_product(np.empty((0, 3), np.float32), base, 5)[0].shape == (0, 3)
+
+
+def _full_sort_l2(queries, base, k):
+    diff = queries.astype(np.float64)[:, None, :] - base.astype(np.float64)[None, :, :]
+    scores = -(diff * diff).sum(-1).astype(np.float32)
+    rows = np.broadcast_to(np.arange(len(base)), scores.shape)
+    order = np.lexsort((rows, -scores), axis=1)[:, :k]
+    return np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+
+
+def _clustered(seed=1):
+    """Off-unit vectors in tight clusters, with duplicates: float32 |q|^2 + |x|^2 - 2 q.x cancels badly here."""
+    rng = np.random.default_rng(seed)
+    centres = 4.0 * rng.standard_normal((20, 48)).astype(np.float32)
+    base = centres[rng.integers(0, 20, 2_000)] + 0.3 * rng.standard_normal((2_000, 48)).astype(np.float32)
+    base[1::97] = base[0::97][: len(base[1::97])]
+    return base, np.ascontiguousarray(base[::37])
+
+
+@pytest.mark.parametrize("metric", ["inner_product", "l2"])
+def test_streaming_blocks_and_merged_partitions_match_a_full_sort(metric):
+    """However the base is cut (blocks, batches, partitions merged either way round), the exact top k."""
+    base, queries = _clustered()
+    want_scores, want_rows = (_full_sort(queries, base, 10) if metric == "inner_product"
+                              else _full_sort_l2(queries, base, 10))
+    whole = ExactTopK(queries, 10, metric)
+    whole.add(base)
+    streamed = ExactTopK(queries, 10, metric)
+    for lo in range(0, len(base), 333):
+        streamed.add(base[lo:lo + 333], lo, block_rows=50)
+    first, second = ExactTopK(queries, 10, metric), ExactTopK(queries, 10, metric)
+    first.add(base[:1_111])
+    second.add(base[1_111:], 1_111)
+    second.merge(first)
+    for top in (whole, streamed, second):
+        scores, rows = top.result()
+        np.testing.assert_array_equal(rows, want_rows)
+        np.testing.assert_array_equal(scores, want_scores)
+    if metric == "l2":  # each query is a base row: first itself (or its lower copy) at distance exactly 0
+        scores, rows = whole.result()
+        assert (scores[:, 0] == 0).all() and np.array_equal(base[rows[:, 0]], queries)
+        assert (rows[:, 0] <= np.arange(0, 2_000, 37)).all()
+
+
+def test_fewer_rows_than_k_are_padded_and_unknown_metrics_refused():
+    top = ExactTopK(np.eye(4, dtype=np.float32)[:2], 5, "l2")
+    top.add(np.eye(4, dtype=np.float32)[:3], 10)
+    scores, rows = top.result()
+    assert rows.tolist() == [[10, 11, 12, -1, -1], [11, 10, 12, -1, -1]]
+    assert scores[0].tolist() == [0, -2, -2, -np.inf, -np.inf]
+    with pytest.raises(ValueError, match="metric"):
+        ExactTopK(np.eye(2, dtype=np.float32), 1, "cosine")

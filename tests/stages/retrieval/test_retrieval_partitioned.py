@@ -18,7 +18,8 @@ from stages.retrieval import BuildIndex, Index, Retrieve
 from stages.retrieval.index import INDEX_FILE
 
 ROWS, DIM, ROWS_PER_GROUP = 3_000, 32, 250
-FACTORIES = ["Flat", "IVF16,Flat", "IVF16,PQ8x4"]
+# (factory, refine): the refine tier's second codes travel and merge beside the PQ codes
+FACTORIES = [("Flat", None), ("IVF16,Flat", None), ("IVF16,PQ8x4", None), ("IVF16,PQ8x4", "sq8")]
 
 
 def vector_files(folder: Path) -> Dataset:
@@ -36,10 +37,10 @@ def vector_files(folder: Path) -> Dataset:
     return Dataset.from_parquet(folder)
 
 
-def build(data: Dataset, out: Path, executor, factory: str):
+def build(data: Dataset, out: Path, executor, factory: str, refine: str | None = None):
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(step_id="index", seed=5, out_dir=out)
-    executor.run_step(BuildIndex(index_type=factory, train_size=2_000), ctx, {"data": data}, out)
+    executor.run_step(BuildIndex(index_type=factory, train_size=2_000, refine=refine), ctx, {"data": data}, out)
     return out, ctx.stats
 
 
@@ -65,16 +66,18 @@ def vectors(tmp_path_factory) -> Dataset:
     return vector_files(tmp_path_factory.mktemp("vectors"))
 
 
-@pytest.mark.parametrize("factory", FACTORIES)
-def test_index_is_the_same_for_any_partitioning(vectors, tmp_path, factory):
-    whole = build(vectors, tmp_path / "whole", LocalExecutor(partition_bytes=1 << 40), factory)
+@pytest.mark.parametrize(("factory", "refine"), FACTORIES)
+def test_index_is_the_same_for_any_partitioning(vectors, tmp_path, factory, refine):
+    whole = build(vectors, tmp_path / "whole", LocalExecutor(partition_bytes=1 << 40), factory, refine)
     assert whole[1]["partitions"] == 1
     for size in (1, 50_000):  # one row group per partition (12), and a few groups each
-        split = build(vectors, tmp_path / f"split-{size}", LocalExecutor(partition_bytes=size), factory)
+        split = build(vectors, tmp_path / f"split-{size}", LocalExecutor(partition_bytes=size), factory, refine)
         assert split[1]["partitions"] > 2
         same_index(whole, split)
     idx = Index.load(whole[0])
-    assert idx.ntotal == ROWS and idx.meta["factory"] == factory
+    assert idx.ntotal == ROWS and idx.meta["factory"] == factory and idx.meta.get("refine") == refine
+    if refine:
+        assert isinstance(idx.index, faiss.IndexRefine) and "k_factor_rf" in idx.meta["search_params"]
     if factory == "IVF16,Flat":  # (PQ codes cap recall; their calibration is judged in bench_retrieval)
         assert "nprobe" in idx.meta["search_params"] and idx.meta["calibrated_recall_at_10"] >= 0.95
 
@@ -131,3 +134,16 @@ def test_index_partial_state_is_the_codes_of_its_rows_and_merges_only_in_row_ord
         stage.merge(b, a)
     merged = stage.merge(a, b)
     assert merged["rows"] == 2 * ROWS_PER_GROUP and len(merged["codes"]) == 2
+
+
+def test_refined_index_built_in_parts_holds_what_one_faiss_add_holds(vectors, tmp_path):
+    """Both halves of each row's codes land in row order: the bytes of IndexRefine.add over all rows at once."""
+    out, stats = build(vectors, tmp_path / "split", LocalExecutor(partition_bytes=1), "IVF16,PQ8x4", "fp16")
+    merged = faiss.read_index(str(out / INDEX_FILE))
+    one = faiss.clone_index(merged)
+    one.reset()
+    from stages.embedding import series_to_vectors
+
+    one.add(series_to_vectors(vectors.collect()["embedding"]))
+    assert stats["partitions"] > 2 and stats["refine"] == "fp16"
+    assert np.array_equal(faiss.serialize_index(merged), faiss.serialize_index(one))

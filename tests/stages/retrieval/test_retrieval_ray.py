@@ -25,11 +25,11 @@ def ray_executor(ray_cluster):  # noqa: F811
     exe.close()
 
 
-@pytest.mark.parametrize("size", [1, 50_000])
-def test_index_and_retrieve_on_two_nodes_equal_local(vectors, ray_executor, tmp_path, size):
-    local = build(vectors, tmp_path / "local", LocalExecutor(partition_bytes=size), "IVF16,PQ8x4")
+@pytest.mark.parametrize(("size", "refine"), [(1, None), (50_000, "sq8")])
+def test_index_and_retrieve_on_two_nodes_equal_local(vectors, ray_executor, tmp_path, size, refine):
+    local = build(vectors, tmp_path / "local", LocalExecutor(partition_bytes=size), "IVF16,PQ8x4", refine)
     ray_executor.partition_bytes = size
-    on_ray = build(vectors, tmp_path / "ray", ray_executor, "IVF16,PQ8x4")
+    on_ray = build(vectors, tmp_path / "ray", ray_executor, "IVF16,PQ8x4", refine)
     same_index(local, on_ray)
     rows_local, _ = retrieve(vectors, local[0], tmp_path / "nn-local", LocalExecutor(partition_bytes=size))
     rows_ray, stats = retrieve(vectors, local[0], tmp_path / "nn-ray", ray_executor)
