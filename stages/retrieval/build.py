@@ -98,6 +98,11 @@ class BuildIndex(PartitionedStage):
     def validate(self) -> None:
         if not self.index_type.strip():
             raise ParamError("index_type", "is empty; use 'auto' or a FAISS factory string")
+        parts = [p.strip() for p in self.index_type.split(",")]
+        if self.refine is not None and ("Flat" in parts or any(p.startswith("HNSW") for p in parts)):
+            # Caught before any embedding is read (the build refuses every other non-PQ factory too).
+            raise ParamError("refine", f"re-ranks compressed IVF codes; {self.index_type!r} has none to refine; "
+                                       "use an IVF-PQ factory such as 'IVF4096,PQ48x8', or refine: null")
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         needed = {self.embedding_column: "embedding_column", self.id_column: "id_column"}

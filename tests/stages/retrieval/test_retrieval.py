@@ -328,3 +328,11 @@ def test_pipeline_end_to_end(tmp_path):
     assert nn.height == 4 * chunks.height
     hits = Index.load(run_dir / "index").search(["How are exceptions raised and caught?"], k=5)
     assert hits.height == 5
+
+
+def test_refine_of_an_uncompressed_factory_is_refused_before_any_work():
+    for factory in ("IVF16,Flat", "HNSW32", "Flat"):
+        with pytest.raises(ParamError, match="refine"):
+            BuildIndex(index_type=factory, refine="sq8").validate()
+    BuildIndex(index_type="IVF16,PQ8x8", refine="sq8").validate()
+    BuildIndex(index_type="auto", refine="sq8").validate()  # auto adds refine only where it picks IVF-PQ
