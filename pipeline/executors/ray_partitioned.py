@@ -146,9 +146,10 @@ def _map_and_finish(executor: Any, stage: PartitionedStage, ctx: Context, inputs
                                                   max_retries=executor.max_retries)
     stage_ref, broadcast_ref = ray.put(stage), ray.put(broadcast)
     tree = _MergeTree(len(partitions), lambda a, b: merge_task.remote(stage_ref, a, b))
+    paths = [checkpoint_path(remote_ctx, fingerprint, part) for part in partitions]
     to_map: list[int] = []
     for i, part in enumerate(partitions):
-        done = load_checkpoint(checkpoint_path(remote_ctx, fingerprint, part), fingerprint, part)
+        done = load_checkpoint(paths[i], fingerprint, part)
         if done is None:
             to_map.append(i)
         else:
@@ -157,9 +158,8 @@ def _map_and_finish(executor: Any, stage: PartitionedStage, ctx: Context, inputs
 
     def submit(k: int):
         i = to_map[k]
-        path = checkpoint_path(remote_ctx, fingerprint, partitions[i])
         profile_ref, state_ref = map_task.remote(stage_ref, partitions[i], broadcast_ref, fingerprint,
-                                                 str(path) if path else None, executor._cwd)
+                                                 str(paths[i]) if paths[i] else None, executor._cwd)
         tree.put(i, state_ref)  # merges are submitted as soon as both their inputs have been
         return profile_ref
 
