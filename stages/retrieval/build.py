@@ -38,7 +38,7 @@ from stages.retrieval.index import (
     prepare_index,
     write_index_files,
 )
-from stages.retrieval.refine import refine_for
+from stages.retrieval.refine import nothing_to_refine, refine_for
 
 
 class BuildIndex(PartitionedStage):
@@ -101,8 +101,7 @@ class BuildIndex(PartitionedStage):
         parts = [p.strip() for p in self.index_type.split(",")]
         if self.refine is not None and ("Flat" in parts or any(p.startswith("HNSW") for p in parts)):
             # Caught before any embedding is read (the build refuses every other non-PQ factory too).
-            raise ParamError("refine", f"re-ranks compressed IVF codes; {self.index_type!r} has none to refine; "
-                                       "use an IVF-PQ factory such as 'IVF4096,PQ48x8', or refine: null")
+            raise nothing_to_refine(self.index_type)
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         needed = {self.embedding_column: "embedding_column", self.id_column: "id_column"}

@@ -39,8 +39,7 @@ def with_refine(base, kind: str, factory: str, dim: int, metric_code: int):
     faiss = _faiss()
     ivf = faiss.try_extract_index_ivf(base)
     if ivf is None or ivf.code_size >= 4 * dim or is_refined(base):
-        raise ParamError("refine", f"re-ranks compressed IVF codes; {factory!r} has none to refine; "
-                                   "use an IVF-PQ factory such as 'IVF4096,PQ48x8', or refine: null")
+        raise nothing_to_refine(factory)
     refine = faiss.IndexScalarQuantizer(dim, getattr(faiss.ScalarQuantizer, REFINE_KINDS[kind]), metric_code)
     index = faiss.IndexRefine(base, refine)
     base.this.disown()
@@ -48,6 +47,12 @@ def with_refine(base, kind: str, factory: str, dim: int, metric_code: int):
     index.own_fields = True
     index.k_factor = REFINE_K_FACTORS[0]
     return index
+
+
+def nothing_to_refine(factory: str) -> ParamError:
+    """The error for `refine` on a factory without compressed IVF codes (checked in `validate` and at build)."""
+    return ParamError("refine", f"re-ranks compressed IVF codes; {factory!r} has none to refine; "
+                                "use an IVF-PQ factory such as 'IVF4096,PQ48x8', or refine: null")
 
 
 def is_refined(index) -> bool:
