@@ -35,6 +35,7 @@ import polars as pl
 from stages.leakage.chunks import BatchChunks, ChunkNeighbours, IndexedNeighbours, embed_chunks
 from stages.leakage.evidence import Evidence, Resolved, Score, TestSide, TrainBatch, register_evidence
 from stages.leakage.lexical import bm25_top, query_terms
+from stages.leakage.spans import item_ids
 from stages.text import tokenize
 
 SHORT_ITEM_WORDS = 12
@@ -169,7 +170,7 @@ class ParaphraseEvidence(Evidence):
     order = 3
     columns = {"paraphrase_score": pl.Float64, "paraphrase_cosine": pl.Float64, "paraphrase_bertscore": pl.Float64,
                "paraphrase_null": pl.Float64, "paraphrase_threshold": pl.Float64, "paraphrase_margin": pl.Float64,
-               "paraphrase_variant": pl.String}
+               "paraphrase_variant": pl.String, "paraphrase_owner": pl.String}
     scores = (Score("paraphrase_score", "paraphrase score (MiniLM cosine + BERTScore F1) / 2", "paraphrase"),
               Score("paraphrase_margin", "paraphrase margin (best document - second best)", "margin"))
     sort_column = "paraphrase_score"
@@ -180,6 +181,8 @@ class ParaphraseEvidence(Evidence):
 
         self.variant_item, self.variant_name, texts = item_variants(audit, test, shared)
         self.variant_texts = texts
+        frame = shared.get("test_frame")
+        self.test_ids = item_ids(frame, audit.id_column).to_list() if frame is not None else []
         self.candidates = Candidates(texts, audit.candidates, lexical_candidates(audit.candidates))
         self._source: ChunkNeighbours | StaticChunks | None = None
         self.pairs_rescored = 0
@@ -230,19 +233,25 @@ class ParaphraseEvidence(Evidence):
         pairs = pairs.with_columns(cosine=cos, bertscore=f1, score=(cos + f1) / 2,
                                    variant_name=pl.Series([self.variant_name[v] for v in pairs["variant"]], dtype=pl.String))
         ranked = pairs.sort(["item", "score", "doc"], descending=[False, True, False])
-        best = ranked.unique("item", keep="first", maintain_order=True)
-        # Per item, the best score of each document, ranked: s1 (= best) and s2 (the null).
-        by_doc = (ranked.group_by(["item", "doc"]).agg(pl.col("score").max()).sort(["item", "score", "doc"],
-                  descending=[False, True, False]).group_by("item", maintain_order=True)
-                  .agg(pl.col("score").get(1, null_on_oob=True).alias("null")))
+        # Per item, its best chunk of each document it kept; a passage another item matches better is not its own.
+        at_doc = ranked.unique(["item", "doc"], keep="first", maintain_order=True)
+        at_doc = at_doc.join(self._rivals(at_doc), on=["item", "doc"], how="left")
+        owned = at_doc.filter(pl.col("rival").is_null())
+        best = owned.unique("item", keep="first", maintain_order=True)
+        # s1 (= best) and s2 (the null: the next passage of its own) over the passages each item owns.
+        by_doc = owned.group_by("item", maintain_order=True).agg(pl.col("score").get(1, null_on_oob=True).alias("null"))
         self._calibrate(by_doc)
         words = self.test.tokens.counts
         short = pl.col("item").map_elements(lambda i: int(words[i]), pl.Int64) < SHORT_ITEM_WORDS
+        ids = self.test_ids
+        outranked = at_doc.unique("item", keep="first", maintain_order=True).filter(pl.col("rival").is_not_null()).select(
+            "item", paraphrase_owner=pl.col("rival").map_elements(lambda i: ids[i] if i < len(ids) else str(i), pl.String))
         per_item = best.join(by_doc, on="item", how="left").select(
             "item", paraphrase_score="score", paraphrase_cosine="cosine", paraphrase_bertscore="bertscore",
             paraphrase_null="null", paraphrase_variant="variant_name",
             paraphrase_margin=pl.col("score") - pl.col("null").fill_null(self.audit.paraphrase_min_score),
         ).with_columns(paraphrase_threshold=pl.when(short).then(self.strict).otherwise(self.threshold))
+        per_item = per_item.join(outranked, on="item", how="full", coalesce=True)
         lengths = pl.Series(words.astype(np.int64))
         spans = best.select("item", "doc", "train_tok_start").with_columns(
             span_tokens=pl.col("item").map_elements(lambda i: int(lengths[i]), pl.Int64), test_tok_start=pl.lit(0, pl.Int64))
@@ -250,6 +259,30 @@ class ParaphraseEvidence(Evidence):
         matches = best.join(flagged, on="item").join(spans.select("item", "span_tokens", "test_tok_start"), on="item")
         matches = matches.with_columns(kind=pl.lit(self.kind))
         return Resolved(per_item, matches=matches, best=spans)
+
+    def _rivals(self, at_doc: pl.DataFrame) -> pl.DataFrame:
+        """Per (item, document) kept, `rival`: the test item that matches the same passage better, if any.
+
+        A training passage is the leak of at most the one test item it matches best. Without this rule, every
+        clean item of a subject whose sibling leaked scores the sibling's rephrasing almost as high as the
+        sibling does (same topic, same vocabulary): that is where most false positives on same-subject
+        controls came from (bench/results.md, paraphrase study). The same passage: the same document, chunks
+        closer than the longer item's length (at least a chunk). An item's score and null are taken over the
+        passages it owns; `paraphrase_owner` names the item that took its best match, when one did.
+        """
+        reach = np.maximum(self.test.tokens.counts, self.audit.chunk_tokens).astype(np.int64)
+        mine = at_doc.select("item", "doc", "train_tok_start", "score").with_columns(
+            reach=pl.col("item").map_elements(lambda i: int(reach[i]), pl.Int64))
+        theirs = mine.select(rival="item", doc="doc", rival_start="train_tok_start", rival_score="score",
+                             rival_reach="reach")
+        return (mine.join(theirs, on="doc")
+                .filter((pl.col("rival") != pl.col("item"))
+                        & ((pl.col("rival_start") - pl.col("train_tok_start")).abs()
+                           < pl.max_horizontal("reach", "rival_reach"))
+                        & ((pl.col("rival_score") > pl.col("score"))
+                           | ((pl.col("rival_score") == pl.col("score")) & (pl.col("rival") < pl.col("item")))))
+                .sort(["item", "doc", "rival_score", "rival"], descending=[False, False, True, False])
+                .unique(["item", "doc"], keep="first", maintain_order=True).select("item", "doc", "rival"))
 
     def _calibrate(self, by_doc: pl.DataFrame) -> None:
         floor = self.audit.paraphrase_min_score

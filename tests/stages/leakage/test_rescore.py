@@ -128,3 +128,20 @@ def test_candidates_reuse_the_chunk_pass_vectors_instead_of_embedding_the_corpus
     own = ParaphraseEvidence(audit, side, {})  # no chunk pass: it embeds the chunks itself, with the same result
     own.add_batch(batch)
     assert np.array_equal(own.candidates.dense.doc, para.candidates.dense.doc)
+
+
+def test_a_passage_is_the_leak_of_the_one_item_it_matches_best_not_of_its_siblings(train, tmp_path):
+    """Two near-identical test items (siblings of one subject) and one leaked passage: only the item the passage
+    matches best is flagged; its sibling, which matches it almost as well, is not, and names the owner."""
+    source = _passage("with")
+    words = source.split()
+    sibling = " ".join(words[:40] + ["generator", "protocol", "iterator", "suspended"] + words[44:])
+    test = pl.DataFrame({"id": ["leaked", "sibling", "control"], "text": [source, sibling, _passage("numbers")]})
+    result = LeakageAudit(ngram=False, chunk_overlap=False, semantic=False, evidence=["paraphrase"], candidates=4,
+                          null_quantile=0.5, report_items=0).execute(train=train, test=test, workdir=tmp_path)
+    f = {r["test_id"]: r for r in result.table.iter_rows(named=True)}
+    assert f["sibling"]["paraphrase_owner"] == "leaked" and f["sibling"]["verdict"] == "clean"
+    assert f["leaked"]["paraphrase_owner"] is None and f["leaked"]["verdict"] != "clean"
+    # The sibling is scored on the passages it owns: far below the leak, and below the operating point.
+    sibling_score = f["sibling"]["paraphrase_score"] or 0.0
+    assert sibling_score < f["leaked"]["paraphrase_threshold"] < f["leaked"]["paraphrase_score"]
