@@ -90,6 +90,7 @@ class Evidence:
     columns: ClassVar[dict[str, Any]] = {}  # findings columns it adds (name -> polars dtype)
     scores: ClassVar[tuple[Score, ...]] = ()
     sort_column: ClassVar[str | None] = None  # worst items: larger first, in evidence order
+    report_columns: ClassVar[tuple[str, ...]] = ()  # findings columns (not scores) the report's item table shows
     builtin_switch: ClassVar[str | None] = None  # the LeakageAudit boolean that enables a built-in kind
     order: ClassVar[int] = 100  # position among the built-in kinds (first = preferred best span)
     # The attributes `add_batch` accumulates into (the rest is built from the test side). Declaring

@@ -170,7 +170,9 @@ class _Report:
 
     def all_items(self) -> dict:
         """Every item, with its verdict and every score, for the sortable, filterable table."""
-        cols = ["test_id", "verdict", *(["subset"] if self.by else []), *[s.column for s in self.scores], "train_id"]
+        extra = [c for cls in self.kinds for c in cls.report_columns if c in self.findings.columns]
+        cols = ["test_id", "verdict", *(["subset"] if self.by else []), *[s.column for s in self.scores], *extra,
+                "train_id"]
         return {"columns": cols, "rows": [[_fmt(v) for v in r] for r in self.findings.select(cols).iter_rows()]}
 
     def next_steps(self) -> list[str]:

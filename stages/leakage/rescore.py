@@ -174,6 +174,7 @@ class ParaphraseEvidence(Evidence):
     scores = (Score("paraphrase_score", "paraphrase score (MiniLM cosine + BERTScore F1) / 2", "paraphrase"),
               Score("paraphrase_margin", "paraphrase margin (best document - second best)", "margin"))
     sort_column = "paraphrase_score"
+    report_columns = ("paraphrase_owner",)
 
     def __init__(self, audit: Any, test: TestSide, shared: dict[str, Any]):
         super().__init__(audit, test, shared)

@@ -145,3 +145,4 @@ def test_a_passage_is_the_leak_of_the_one_item_it_matches_best_not_of_its_siblin
     # The sibling is scored on the passages it owns: far below the leak, and below the operating point.
     sibling_score = f["sibling"]["paraphrase_score"] or 0.0
     assert sibling_score < f["leaked"]["paraphrase_threshold"] < f["leaked"]["paraphrase_score"]
+    assert "paraphrase_owner" in (tmp_path / "report.html").read_text()  # the item table says who took the passage
