@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
@@ -90,7 +91,13 @@ class Partition:
                 group = pf.metadata.row_group(g)
                 per_row = group.total_byte_size / max(group.num_rows, 1)
                 size = max(1, min(rows, int(self.batch_bytes / max(per_row, 1.0))))
-                yield from pf.iter_batches(batch_size=size, row_groups=[g], columns=columns)
+                # Decoded on this thread (not Arrow's pool) and its pages handed back after each batch:
+                # else the allocator keeps every row group's decoding pages per thread, ~65 MB a map,
+                # and maps in flight on threads each keep their own (see `local_threads`).
+                for batch in pf.iter_batches(batch_size=size, row_groups=[g], columns=columns, use_threads=False):
+                    yield batch
+                    del batch
+                    pa.default_memory_pool().release_unused()
 
 
 def plan_partitions(data: Dataset, partition_bytes: int = DEFAULT_PARTITION_BYTES) -> list[Partition]:

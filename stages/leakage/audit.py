@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
-from pipeline.io import Dataset
+from pipeline.io import BATCH_BYTES, Dataset
 from pipeline.params import Annotated, Cosine, Field, Fraction, NonNegativeInt, PositiveInt
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
@@ -265,7 +265,9 @@ class LeakageAudit(PartitionedStage):
         evidences = [_fresh(ev) for ev in broadcast["templates"]]
         # Tokenising a batch takes ~10x its text in working memory: small batches keep a map's peak
         # (and with maps on threads, the process's) near the broadcast's, whatever the partition size.
-        partition = dataclasses.replace(partition, batch_bytes=min(partition.batch_bytes, MAP_BATCH_BYTES))
+        # Maps in flight on threads share one batch's worth (the engine gives each 1/threads of a batch).
+        share = min(partition.batch_bytes / BATCH_BYTES, 1.0)
+        partition = dataclasses.replace(partition, batch_bytes=max(1, int(MAP_BATCH_BYTES * share)))
         rows, train_bytes, timings = self._stream(partition, evidences)
         wanted = _candidates(evidences)
         view = _PartitionView(partition, self._train_columns(), self.text_column,
