@@ -185,8 +185,21 @@ def oracle(findings: pl.DataFrame, truth: pl.DataFrame, max_fpr: float = 0.02) -
     return best
 
 
+def cross_domain(corpus: pl.DataFrame, items: pl.DataFrame, prefix: str, null_quantile: float) -> dict:
+    """FPR of each verdict on items of another domain, none planted (every flag is a false positive)."""
+    test = items.with_columns(pl.col("id").map_elements(lambda i: f"{prefix}/{i}", pl.String))
+    truth = test.select(test_id="id", planted=pl.lit(False), plant_kind=pl.lit(None, pl.String))
+    base, _, _ = audit(corpus, test, False)
+    find, stats, _ = audit(corpus, test, True, null_quantile=null_quantile)
+    dirty = pl.col("verdict") != "clean"
+    return {"null": stats.get("paraphrase_null"), "items": test.height,
+            "default audit FPR": judge(base, truth, dirty)["fpr"],
+            "paraphrase evidence alone FPR": judge(find, truth, paraphrase_flag())["fpr"],
+            "default + paraphrase FPR": judge(find, truth, dirty)["fpr"]}
+
+
 def study(quick: bool, humaneval_dir: str | None, mmlu_dir: str | None = None) -> dict:
-    items = 24 if quick else 70
+    items = 24 if quick else 140
     report: dict = {}
     a_train, a_test = pydoc_domain(items)
     a_corpus, a_truth = planted(a_train, a_test)
@@ -211,6 +224,12 @@ def study(quick: bool, humaneval_dir: str | None, mmlu_dir: str | None = None) -
                    "train_mb": b_stats.get("train_mb"), "items": b_test.height,
                    "pairs_rescored": b_stats.get("paraphrase_pairs_rescored")},
     }
+    # Clean controls from another domain, both ways. pydoc items vs the stdlib corpus is one of the sets the floor
+    # `paraphrase_min_score` was chosen on (with HumanEval and short rephrasings of its docstrings); stdlib items
+    # vs the pydoc corpus is held out.
+    report["cross-domain controls (pydoc items vs stdlib corpus)"] = cross_domain(b_corpus, a_test, "pydoc", chosen)
+    report["cross-domain controls, held out (stdlib items vs pydoc corpus)"] = cross_domain(a_corpus, b_test, "stdlib",
+                                                                                          chosen)
     if humaneval_dir and Path(humaneval_dir, "humaneval_python.jsonl").exists():
         h_corpus, h_truth, h_test = humaneval(Path(humaneval_dir), b_train)
         base_find, _, _ = audit(h_corpus, h_test, False)

@@ -104,8 +104,8 @@ class LeakageAudit(PartitionedStage):
         evidence: further registered evidence kinds to run (see stages.leakage.evidence), by name
         cache: embed through the content-addressed embedding cache (only unseen chunks reach the model); null = on for sentence-transformers, off for static (measured: the static table embeds faster than a cold cache stores)
         candidates: paraphrase evidence: training chunks kept per test variant by the static table, then re-scored with MiniLM
-        null_quantile: paraphrase evidence: the operating point, as a quantile of this test set's null (best score against a training document other than the item's best)
-        paraphrase_min_score: paraphrase evidence: the lowest threshold the null may set
+        null_quantile: paraphrase evidence: the operating point, as a quantile of this test set's null (best score against a training passage the item owns, other than its best)
+        paraphrase_min_score: paraphrase evidence: the lowest threshold the null may set (0.6: chosen on HumanEval, short-docstring rephrasings and pydoc-vs-stdlib cross-domain controls; see bench/results.md)
         fields: eval-aware items: test columns by role ({question: q, choices: options, answer: label, passage: p}); each item is scored as question, question + answer and full prompt
         train_fields: instruction-tuning training data: training columns by role ({instruction: prompt, input: context, response: completion}), joined into the text every evidence kind reads (instead of text_column)
         duplicates: (optional input) a dedup step's `removed` side output: the report gains a duplicates section
@@ -150,7 +150,7 @@ class LeakageAudit(PartitionedStage):
         cache: bool | None = None,
         candidates: Annotated[int, Field(ge=2, le=100)] = 8,
         null_quantile: Fraction = 0.99,
-        paraphrase_min_score: Fraction = 0.5,
+        paraphrase_min_score: Fraction = 0.6,
         fields: dict[str, str] | None = None,
         train_fields: dict[str, str] | None = None,
     ):

@@ -243,7 +243,7 @@ class _Report:
                              f"max {values.max():.3f}")
         lines += ["", "(Histograms with the thresholds drawn, and a sortable table of every item, are in report.html.)", ""]
         if self.stats.get("paraphrase_null"):
-            lines += ["Paraphrase null (best score against a training document other than the item's best): "
+            lines += ["Paraphrase null (best score against a training passage the item owns, other than its best): "
                       + ", ".join(f"{k} {v}" for k, v in self.stats["paraphrase_null"].items()), ""]
         if self.quality:
             lines += ["## Precision and recall per evidence kind (truth labels given)", "",

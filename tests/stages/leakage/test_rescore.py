@@ -146,3 +146,25 @@ def test_a_passage_is_the_leak_of_the_one_item_it_matches_best_not_of_its_siblin
     sibling_score = f["sibling"]["paraphrase_score"] or 0.0
     assert sibling_score < f["leaked"]["paraphrase_threshold"] < f["leaked"]["paraphrase_score"]
     assert "paraphrase_owner" in (tmp_path / "report.html").read_text()  # the item table says who took the passage
+
+
+def test_passage_rivals_match_the_pairwise_definition():
+    """The per-document scan gives, for every row, the best other item within reach that beats it."""
+    from stages.leakage.rescore import passage_rivals
+
+    rng = np.random.default_rng(3)
+    n = 400
+    item = rng.integers(0, 60, n)
+    doc = rng.integers(0, 12, n)
+    keep = np.unique(np.stack([item, doc], 1), axis=0, return_index=True)[1]  # one row per (item, doc)
+    item, doc = item[keep], doc[keep]
+    start = rng.integers(0, 500, item.size)
+    score = np.round(rng.random(item.size), 1)  # ties on purpose
+    reach = np.maximum(rng.integers(10, 120, 60), 64)[item]
+    got = passage_rivals(item, doc, start, score, reach)
+    for r in range(item.size):
+        better = [(-score[p], item[p]) for p in range(item.size)
+                  if doc[p] == doc[r] and item[p] != item[r] and abs(start[p] - start[r]) < max(reach[p], reach[r])
+                  and (score[p] > score[r] or (score[p] == score[r] and item[p] < item[r]))]
+        assert got[r] == (min(better)[1] if better else -1)
+    assert (got >= 0).any() and (got < 0).any()
