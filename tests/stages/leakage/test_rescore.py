@@ -168,3 +168,17 @@ def test_passage_rivals_match_the_pairwise_definition():
                   and (score[p] > score[r] or (score[p] == score[r] and item[p] < item[r]))]
         assert got[r] == (min(better)[1] if better else -1)
     assert (got >= 0).any() and (got < 0).any()
+
+
+def test_bfloat16_rescoring_stays_within_a_hundredth_of_float32_on_real_text():
+    """The speed-up may not move scores where a threshold could notice: same pairs, both precisions."""
+    from stages.leakage.rescore import rescore, rescore_precision
+
+    texts = [topics[k][:600] for k in sorted(topics)[:6]]
+    a, b = texts[:3] + texts[:3], texts[:3] + texts[3:]  # three self-pairs (score ~1), three unrelated
+    cos32, f132 = rescore(a, b, None, 8, "float32")
+    cos16, f116 = rescore(a, b, None, 8, "bfloat16")
+    assert np.all(cos32[:3] > 0.99) and np.all(cos32[3:] < 0.9)
+    assert np.abs(cos16 - cos32).max() < 0.01 and np.abs(f116 - f132).max() < 0.01
+    assert rescore_precision("float32") == "float32" and rescore_precision("bfloat16") == "bfloat16"
+    assert rescore_precision("auto") in ("float32", "bfloat16")
