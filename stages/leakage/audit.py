@@ -43,7 +43,14 @@ from stages.leakage.evidence import (
     TrainBatch,
     builtin_kinds,
 )
-from stages.leakage.spans import MATCHES_SCHEMA, SpanFinder, fetch_train_docs, item_ids, matches_table
+from stages.leakage.spans import (
+    MATCHES_SCHEMA,
+    SpanFinder,
+    fetch_train_docs,
+    item_ids,
+    match_rows,
+    matches_table,
+)
 from stages.leakage.truth import precision_recall
 from stages.leakage.variants import (
     check_fields,
@@ -400,10 +407,11 @@ class LeakageAudit(PartitionedStage):
         findings = findings.join(evidence, on="item", how="left").sort("item")
         starts, ends, _ = token_offsets(side.texts, side.tokens.counts)
         spans = SpanFinder(side.texts.to_list(), side.tokens, starts, ends, train_docs)
-        findings = spans.attach(findings).with_columns(
+        findings, matches = spans.attach(findings, match_rows(match_frames))
+        findings = findings.with_columns(
             pl.col("doc").replace_strict(train_docs["doc"], train_docs["train_id"], default=None).alias("train_id")
         )
-        return findings, matches_table(match_frames, findings, spans, train_docs)
+        return findings, matches_table(matches, findings, train_docs)
 
     def output_schema(self, inputs):
         declared = {c: t for cls in self.evidence_classes() for c, t in cls.columns.items()}

@@ -13,6 +13,8 @@ from stages.text import Tokens, word_spans
 MATCHES_SCHEMA = {"test_id": pl.String, "train_id": pl.String, "kind": pl.String, "score": pl.Float64,
                   "span_tokens": pl.Int64, "test_char_start": pl.Int64, "test_char_end": pl.Int64,
                   "train_char_start": pl.Int64, "train_char_end": pl.Int64, "verdict": pl.String}
+SPAN_KEYS = ("item", "doc", "span_tokens", "test_tok_start", "train_tok_start")
+CHAR_COLUMNS = ("test_char_start", "test_char_end", "train_char_start", "train_char_end")
 
 
 def item_ids(df: pl.DataFrame, id_column: str) -> pl.Series:
@@ -92,48 +94,54 @@ class SpanFinder:
             return None, None
         return int(offsets[tok_start, 0]), int(offsets[last, 1])
 
-    def char_spans(self, frame: pl.DataFrame) -> pl.DataFrame:
-        frame = frame.with_row_index("_order").sort("doc", nulls_last=True)
-        cols = {k: [] for k in ("test_char_start", "test_char_end", "train_char_start", "train_char_end")}
-        for item, doc, span, ts, rs in frame.select(
-            "item", "doc", "span_tokens", "test_tok_start", "train_tok_start"
-        ).iter_rows():
+    def char_spans(self, *frames: pl.DataFrame) -> list[pl.DataFrame]:
+        """Each frame with its character spans, in one pass over the training documents for all of them: a
+        document is split into words once, however many rows of however many frames point into it."""
+        keys = pl.concat([f.select(pl.col(k).cast(pl.Int64) for k in SPAN_KEYS) for f in frames])
+        keys = keys.with_row_index("_order").sort("doc", nulls_last=True)
+        cols: dict[str, list] = {k: [] for k in CHAR_COLUMNS}
+        for item, doc, span, ts, rs in keys.select(*SPAN_KEYS).iter_rows():
             a = self._test_chars(item, ts, span)
             b = self._train_chars(doc, rs, span)
             cols["test_char_start"].append(a[0])
             cols["test_char_end"].append(a[1])
             cols["train_char_start"].append(b[0])
             cols["train_char_end"].append(b[1])
-        frame = frame.with_columns(*(pl.Series(k, v, pl.Int64) for k, v in cols.items()))
-        return frame.sort("_order").drop("_order")
+        spans = keys.select("_order").with_columns(pl.Series(k, v, pl.Int64) for k, v in cols.items()).sort("_order")
+        out, lo = [], 0
+        for frame in frames:
+            out.append(frame.with_columns(spans.get_column(c).slice(lo, frame.height) for c in CHAR_COLUMNS))
+            lo += frame.height
+        return out
 
-    def attach(self, findings: pl.DataFrame) -> pl.DataFrame:
-        findings = self.char_spans(findings)
+    def attach(self, findings: pl.DataFrame, matches: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Findings with their evidence text (test and training side) and matches with their character spans."""
+        findings, matches = self.char_spans(findings, matches)
         evidence, train_evidence = [], []
         for item, doc, s, e, ts, te in findings.select(
-            "item", "doc", "test_char_start", "test_char_end", "train_char_start", "train_char_end"
+            "item", "doc", *CHAR_COLUMNS
         ).iter_rows():
             evidence.append(self.test_texts[item][s:e] if s is not None else None)
             row = self.train_row.get(doc) if doc is not None else None
             train_evidence.append(self.train_texts[row][ts:te] if row is not None and ts is not None else None)
-        return findings.with_columns(
+        findings = findings.with_columns(
             pl.Series("evidence", evidence, pl.String), pl.Series("train_evidence", train_evidence, pl.String)
         )
+        return findings, matches
 
 
-def matches_table(frames: list[pl.DataFrame], findings: pl.DataFrame, spans: SpanFinder,
-                   train_docs: pl.DataFrame) -> pl.DataFrame:
+def match_rows(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """The evidence kinds' match rows in one frame (`MATCH_COLUMNS`), character spans still to come."""
     frames = [f.select(pl.col(c).cast(t) for c, t in MATCH_COLUMNS.items()) for f in frames if f.height]
-    schema = MATCHES_SCHEMA
-    if not frames:
-        return pl.DataFrame(schema=schema)
-    table = spans.char_spans(pl.concat(frames))
+    return pl.concat(frames) if frames else pl.DataFrame(schema=MATCH_COLUMNS)
+
+
+def matches_table(table: pl.DataFrame, findings: pl.DataFrame, train_docs: pl.DataFrame) -> pl.DataFrame:
+    """The `matches` side output from match rows with their character spans (`SpanFinder.attach`)."""
     table = table.join(findings.select("item", "test_id", "verdict"), on="item", how="left").join(
         train_docs.select("doc", "train_id"), on="doc", how="left"
     )
     return table.sort(
         ["item", "kind", "score", "doc", "test_tok_start", "train_tok_start"],
         descending=[False, False, True, False, False, False],
-    ).select(list(schema))
-
-
+    ).select(list(MATCHES_SCHEMA))
