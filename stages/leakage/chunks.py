@@ -172,7 +172,8 @@ class ChunkNeighbours:
         if not texts:
             return state
         within = starts - tok.offsets[:-1][doc]
-        sim, nn = top_k_inner_product(self.vectors, chunks.vectors, self.k)
+        # Only rows that beat a test chunk's k-th kept neighbour can enter: the search skips the rest.
+        sim, nn = top_k_inner_product(self.vectors, chunks.vectors, self.k, floor=state.sim[:, -1])
 
         def ratio_of(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
             picked = nn[rows, cols]

@@ -88,3 +88,30 @@ def test_fewer_rows_than_k_are_padded_and_unknown_metrics_refused():
     assert scores[0].tolist() == [0, -2, -2, -np.inf, -np.inf]
     with pytest.raises(ValueError, match="metric"):
         ExactTopK(np.eye(2, dtype=np.float32), 1, "cosine")
+
+
+@pytest.mark.parametrize("order", ["random", "ascending"])
+def test_the_running_cut_and_the_block_cut_give_the_full_sort(order, monkeypatch):
+    """Blocks after the first are cut by the k-th score kept so far (one comparison); a block that beats most
+    of what is kept (base sorted by ascending score) falls back to its own k-th score. Both paths run here."""
+    import stages.exact_topk as et
+
+    rng = np.random.default_rng(1)
+    queries = (rng.standard_normal(16) + 0.1 * rng.standard_normal((5, 16))).astype(np.float32)  # alike
+    base = rng.standard_normal((2000, 16)).astype(np.float32)
+    if order == "ascending":
+        base = base[np.argsort(base @ queries[0])]
+    paths = []
+    partition = np.partition
+    monkeypatch.setattr(et.np, "partition", lambda *a, **kw: paths.append("block") or partition(*a, **kw))
+    top = ExactTopK(queries, 10)
+    top.add(base, 0, block_rows=100)
+    scores, rows = top.result()
+    want_scores, want_rows = _full_sort(queries, base, 10)
+    np.testing.assert_array_equal(rows, want_rows)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-6)
+    blocks = 20
+    if order == "random":
+        assert len(paths) < blocks / 2, "later blocks use the running cut"
+    else:
+        assert len(paths) > blocks / 2, "blocks that beat the kept rows fall back to their own cut"
