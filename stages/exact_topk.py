@@ -25,11 +25,12 @@ _UNIT = 2.0**-24  # float32 unit roundoff
 PRUNED_PER_QUERY = 4
 
 
-def _exact(queries: np.ndarray, base: np.ndarray, q: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-    """Larger-is-better scores of the pairs (queries[q], base[b]) summed in float64: inner product or -squared L2."""
-    left, right = queries[q].astype(np.float64), base[b].astype(np.float64)
+def _exact(queries64: np.ndarray, base: np.ndarray, q: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    """Larger-is-better scores of the pairs (queries64[q], base[b]) summed in float64: inner product or -squared
+    L2 (`queries64`: the queries already in float64, so only the base side is converted per pair)."""
+    left, right = queries64[q], base[b].astype(np.float64)
     if metric == "inner_product":
-        return (left * right).sum(axis=1).astype(np.float32)
+        return np.multiply(left, right, out=right).sum(axis=1).astype(np.float32)
     right -= left  # the difference itself, not |q|^2 + |x|^2 - 2 q.x, so nothing cancels
     return -(right * right).sum(axis=1).astype(np.float32)
 
@@ -99,7 +100,17 @@ class ExactTopK:
             q, b = np.nonzero(hit)
             del scores, hit
             b = b.astype(np.int64) + lo
-            self._fold(q, b + first_row, _exact(self.queries, base, q, b, self.metric))
+            self._fold(q, b + first_row, _exact(self._queries64(), base, q, b, self.metric))
+
+    def _queries64(self) -> np.ndarray:
+        """The queries in float64, made once per object (not pickled with a state: `__getstate__`)."""
+        q64 = self.__dict__.get("_q64")
+        if q64 is None:
+            q64 = self.__dict__["_q64"] = self.queries.astype(np.float64)
+        return q64
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_q64"}
 
     def _running_cut(self) -> np.ndarray:
         """(queries, 1) exact score a row must reach to be kept: the k-th kept so far, at least the floor
