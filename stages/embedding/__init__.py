@@ -19,7 +19,13 @@ content-addressed store), `encode` (`encode_texts` through the cache, vector/col
 
 from stages.embedding.cache import EmbeddingCache, text_keys
 from stages.embedding.embed import Embed
-from stages.embedding.encode import encode_texts, encode_with_stats, series_to_vectors, vectors_to_series
+from stages.embedding.encode import (
+    encode_static_word_windows,
+    encode_texts,
+    encode_with_stats,
+    series_to_vectors,
+    vectors_to_series,
+)
 from stages.embedding.models import (
     BACKENDS,
     DEFAULT_MODEL_NAME,
@@ -38,7 +44,8 @@ from stages.embedding.models import (
 
 __all__ = [
     "BACKENDS", "DEFAULT_MODEL_NAME", "STATIC_FORMAT_VERSION", "STATIC_PCA_DIMS", "STATIC_SIF_COEFFICIENT",
-    "Embed", "EmbeddingCache", "distill_static", "embedding_dim", "encode_texts", "encode_with_stats",
+    "Embed", "EmbeddingCache", "distill_static", "embedding_dim", "encode_static_word_windows", "encode_texts",
+    "encode_with_stats",
     "load_sentence_transformer", "load_static_model", "model_identity", "packaged_model_path",
     "resolve_model_path", "series_to_vectors", "static_models_dir", "text_keys", "vectors_to_series",
 ]

@@ -23,7 +23,7 @@ from stages.embedding.models import (
     model_identity,
     resolve_model_path,
 )
-from stages.embedding.static_encode import encode_static
+from stages.embedding.static_encode import encode_static, encode_static_windows
 
 
 def _encode_uncached(texts: list[str], backend: str, model: str | Path | None, batch_size: int,
@@ -139,3 +139,11 @@ def series_to_vectors(series: pl.Series) -> np.ndarray:
     """The (n, dim) float32 matrix behind an embedding column (Array or List of floats)."""
     return vector_matrix(series, dtype=np.float32, scalars=False, what="an embedding (a fixed-size list of floats)")
 
+
+
+def encode_static_word_windows(words: pl.Series, starts: np.ndarray, lengths: np.ndarray, model: str | None = None,
+                               normalize: bool = True) -> np.ndarray:
+    """The static backend's vectors of the texts `" ".join(words[s : s + n])`, one per window (s, n) of a flat
+    word column, bit for bit what `encode_texts` (uncached) gives for those texts, without making them: for
+    overlapping chunks of tokenised text (the leakage audit's), each distinct word is split once."""
+    return encode_static_windows(load_static_model(model), words, starts, lengths, normalize)

@@ -75,12 +75,49 @@ def encode_static(static, texts: list[str], normalize: bool) -> np.ndarray:
     if static.token_mapping is not None or static.weights is not None:
         return np.asarray(static.encode(texts, max_length=None, normalize=normalize, use_multiprocessing=False),
                           dtype=np.float32)
+    if not texts:
+        return np.zeros((0, static.dim), np.float32)
+    return _pool(static, *_piece_ids(static, texts), normalize)
+
+
+def encode_static_windows(static, words: pl.Series, starts: np.ndarray, lengths: np.ndarray,
+                          normalize: bool) -> np.ndarray:
+    """`encode_static` of the texts `" ".join(words[s : s + n])` for each window (s, n), bit for bit, without
+    making them.
+
+    A space is always a cut, so such a text's token ids are its words' ids one after the other: each distinct
+    word is tokenised once and the windows' id sequences are gathered from the words'. Overlapping chunks
+    (stride half the chunk) repeat every word about twice, so this halves the splitting work and skips
+    joining the chunk strings; the pooling is `encode_static`'s own.
+    """
+    n = starts.size
+    if static.token_mapping is not None or static.weights is not None:
+        from stages.text import window_texts
+
+        return encode_static(static, window_texts(words, starts, lengths), normalize)
+    if n == 0:
+        return np.zeros((0, static.dim), np.float32)
+    encoded = pc.dictionary_encode(words.to_arrow())
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    word_of_token = encoded.indices.to_numpy().astype(np.int64)
+    word_ids, word_counts = _piece_ids(static, encoded.dictionary.to_pylist())
+    word_start = np.concatenate([[0], np.cumsum(word_counts)])
+    window = np.repeat(np.arange(n), lengths)
+    token = starts[window] + np.arange(window.size) - (np.cumsum(lengths) - lengths)[window]
+    word = word_of_token[token]
+    taken = word_counts[word]
+    into = np.concatenate([[0], np.cumsum(taken)])[:-1]
+    ids = word_ids[np.repeat(word_start[word] - into, taken) + np.arange(int(taken.sum()))]
+    counts = np.bincount(window, weights=taken, minlength=n).astype(np.int64)
+    return _pool(static, ids, counts, normalize)
+
+
+def _pool(static, ids: np.ndarray, counts: np.ndarray, normalize: bool) -> np.ndarray:
+    """Mean of each text's token vectors (`counts` ids each, flat in `ids`), as `StaticModel._encode_batch`."""
     embedding = static.embedding
     dtype = np.dtype(np.float32) if embedding.dtype == np.int8 else embedding.dtype
-    out = np.zeros((len(texts), static.dim), dtype=dtype)
-    if not texts:
-        return out.astype(np.float32)
-    ids, counts = _piece_ids(static, texts)
+    out = np.zeros((counts.size, static.dim), dtype=dtype)
     offsets = np.concatenate([[0], np.cumsum(counts)])[:-1]
     for length in np.unique(counts[counts > 0]):
         # At most 1,024 texts per gather, as model2vec's batches: a (texts, length, dim) block stays small.

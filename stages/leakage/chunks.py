@@ -25,7 +25,7 @@ from stages.leakage.evidence import (
     TrainBatch,
     register_evidence,
 )
-from stages.text import Tokens, longest_common_run, token_chunks, tokenize
+from stages.text import Tokens, WindowTexts, longest_common_run, token_chunks, token_windows, tokenize
 
 # Calibrated (partial, contaminated) cosine thresholds per embedding backend; see LeakageAudit.
 SIMILARITY_DEFAULTS = {"static": (0.90, 0.96), "sentence-transformers": (0.78, 0.90)}
@@ -93,14 +93,26 @@ class BatchChunks:
     doc: np.ndarray  # int64 row within the batch
     starts: np.ndarray  # int64 first token in the batch's flat token array
     lengths: np.ndarray  # int64
-    texts: list[str]
+    texts: WindowTexts  # made when read
     vectors: np.ndarray | None  # float32 (chunks, dim), unit length; None when the batch has no chunk
 
 
-def embed_chunks(batch: TrainBatch, size: int, stride: int, embed: Any) -> BatchChunks:
-    """A batch's aligned `size`-word chunks (every `stride` words) and their vectors by `embed(texts)`."""
-    doc, starts, lengths, texts = token_chunks(batch.tokens, size, stride)
-    return BatchChunks(doc, starts, lengths, texts, embed(texts) if texts else None)
+def embed_chunks(batch: TrainBatch, size: int, stride: int, embed: Any, embed_windows: Any = None) -> BatchChunks:
+    """A batch's aligned `size`-word chunks (every `stride` words) and their vectors by `embed(texts)`, or by
+    `embed_windows(words, starts, lengths)` when given (the static table embeds windows from their words)."""
+    doc, starts, lengths = token_windows(batch.tokens, size, stride)
+    texts = WindowTexts(batch.tokens.words, starts, lengths)
+    if not len(texts):
+        return BatchChunks(doc, starts, lengths, texts, None)
+    vectors = embed_windows(batch.tokens.words, starts, lengths) if embed_windows else embed(texts.all())
+    return BatchChunks(doc, starts, lengths, texts, vectors)
+
+
+def static_windows(model: str | None):
+    """`embed_windows` for `embed_chunks` with the static table (uncached): vectors from the words, the same bits."""
+    from stages.embedding import encode_static_word_windows
+
+    return lambda words, starts, lengths: encode_static_word_windows(words, starts, lengths, model)
 
 
 class ChunkNeighbours:
@@ -151,7 +163,9 @@ class ChunkNeighbours:
         memo = self._chunks
         if memo is not None and memo[0] is batch:
             return memo[1]
-        out = embed_chunks(batch, self.size, self.stride, self._embed)
+        a = self.audit
+        windows = static_windows(a.model) if a.backend == "static" and a.cache_dir is None else None
+        out = embed_chunks(batch, self.size, self.stride, self._embed, windows)
         self._chunks = (batch, out)
         return out
 
@@ -169,7 +183,7 @@ class ChunkNeighbours:
         tok: Tokens = batch.tokens
         chunks = self.batch_chunks(batch)
         doc, starts, lengths, texts = chunks.doc, chunks.starts, chunks.lengths, chunks.texts
-        if not texts:
+        if not len(texts):
             return state
         within = starts - tok.offsets[:-1][doc]
         # Only rows that beat a test chunk's k-th kept neighbour can enter: the search skips the rest.

@@ -39,7 +39,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from stages.leakage.chunks import BatchChunks, ChunkNeighbours, IndexedNeighbours, embed_chunks
+from stages.leakage.chunks import (
+    BatchChunks,
+    ChunkNeighbours,
+    IndexedNeighbours,
+    embed_chunks,
+    static_windows,
+)
 from stages.leakage.evidence import Evidence, Resolved, Score, TestSide, TrainBatch, register_evidence
 from stages.leakage.lexical import bm25_top, query_terms
 from stages.leakage.spans import item_ids
@@ -62,7 +68,7 @@ class StaticChunks:
         return encode_texts(texts, backend="static", model=self.model, normalize=True)
 
     def batch_chunks(self, batch: TrainBatch) -> BatchChunks:
-        return embed_chunks(batch, self.size, self.stride, self._embed)
+        return embed_chunks(batch, self.size, self.stride, self._embed, static_windows(self.model))
 
 
 class TopK:
@@ -86,8 +92,7 @@ class TopK:
 
     def keep_top(self, scores: np.ndarray, top: np.ndarray, chunks: BatchChunks, within: np.ndarray, base: int):
         """Keep chunks `top` (per variant, indices into the batch's chunks) scored `scores`."""
-        texts = np.asarray(chunks.texts, object)
-        self.keep(scores, chunks.doc[top] + base, within[top], texts[top])
+        self.keep(scores, chunks.doc[top] + base, within[top], chunks.texts.take(top))
 
 
 class Candidates:
@@ -104,7 +109,7 @@ class Candidates:
 
     def add(self, batch: TrainBatch, chunks: BatchChunks, embed) -> None:
         n = len(self.variant_texts)
-        if not chunks.texts or not n:
+        if not len(chunks.texts) or not n:
             return
         if self.vectors is None:
             self.vectors = embed(self.variant_texts)

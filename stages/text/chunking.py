@@ -52,20 +52,53 @@ def token_chunks(tok: Tokens, size: int, step: int) -> tuple[np.ndarray, np.ndar
     Returns (doc, first token in the flat token array, length, text) per chunk; the text is the
     normalised tokens joined by spaces, identical on both sides of a comparison.
     """
+    doc, starts, lengths = token_windows(tok, size, step)
+    return doc, starts, lengths, window_texts(tok.words, starts, lengths)
+
+
+def token_windows(tok: Tokens, size: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`token_chunks` without the texts: (doc, first token in the flat token array, length) per chunk."""
     doc, within, lengths = windows(tok.counts, size, step, "align")
-    if doc.size == 0:
-        return doc, np.empty(0, np.int64), np.empty(0, np.int64), []
-    starts = tok.offsets[:-1][doc] + within
-    chunk_of_token = np.repeat(np.arange(doc.size), lengths)
-    token_index = starts[chunk_of_token] + (np.arange(chunk_of_token.size) - (np.cumsum(lengths) - lengths)[chunk_of_token])
-    texts = (
-        pl.DataFrame({"chunk": chunk_of_token, "word": tok.words.gather(token_index)})
-        .group_by("chunk", maintain_order=True)
-        .agg(pl.col("word").str.join(" "))
-        .get_column("word")
-        .to_list()
-    )
-    return doc, starts, lengths, texts
+    return doc, tok.offsets[:-1][doc] + within, lengths
+
+
+def window_texts(words: pl.Series, starts: np.ndarray, lengths: np.ndarray) -> list[str]:
+    """The texts `" ".join(words[s : s + n])` of windows (s, n) over a flat word column."""
+    if starts.size == 0:
+        return []
+    window = np.repeat(np.arange(starts.size), lengths)
+    token = starts[window] + (np.arange(window.size) - (np.cumsum(lengths) - lengths)[window])
+    return (pl.DataFrame({"window": window, "word": words.gather(token)})
+            .group_by("window", maintain_order=True).agg(pl.col("word").str.join(" "))
+            .get_column("word").to_list())
+
+
+class WindowTexts:
+    """The texts of token windows (`window_texts`), made when read: a reader that needs a few of them (the
+    paraphrase kind keeps a few candidates per test item) or none (the static table embeds windows from their
+    words) does not pay for joining every chunk's words."""
+
+    def __init__(self, words: pl.Series, starts: np.ndarray, lengths: np.ndarray):
+        self.words, self.starts, self.lengths = words, starts, lengths
+        self._all: list[str] | None = None
+
+    def __len__(self) -> int:
+        return int(self.starts.size)
+
+    def all(self) -> list[str]:
+        if self._all is None:
+            self._all = window_texts(self.words, self.starts, self.lengths)
+        return self._all
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Object array of the texts of windows `rows` (any shape), each distinct window joined once."""
+        rows = np.asarray(rows, np.int64)
+        distinct, inverse = np.unique(rows.ravel(), return_inverse=True)
+        if self._all is not None:
+            texts = np.asarray(self._all, object)[distinct]
+        else:
+            texts = np.asarray(window_texts(self.words, self.starts[distinct], self.lengths[distinct]) or [], object)
+        return texts[inverse].reshape(rows.shape)
 
 
 @dataclass

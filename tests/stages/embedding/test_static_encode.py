@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 from embedding_texts import PARAGRAPHS
 
@@ -67,3 +68,19 @@ def test_the_static_backend_uses_it_only_without_truncation(static):
     expected = np.asarray(static.encode(texts, max_length=8, normalize=True, use_multiprocessing=False), np.float32)
     np.testing.assert_array_equal(cut, expected)
     assert not np.array_equal(cut, encode_texts(texts, backend="static")), "truncation reaches model2vec"
+
+
+def test_word_windows_match_model2vec_on_the_joined_texts_bit_for_bit(static):
+    """Chunks embedded from their words (each distinct word split once) are model2vec's vectors of the
+    chunk texts, on awkward text (accents, CJK, control characters, a word over WordPiece's limit) and code."""
+    from stages.embedding import encode_static_word_windows
+    from stages.text import token_windows, tokenize, window_texts
+
+    source = inspect.getsource(stages.text)
+    tok = tokenize(pl.Series(AWKWARD + PARAGRAPHS[:50] + [source[:20_000]]))
+    for size, step in ((64, 32), (8, 3), (1, 1)):
+        _, starts, lengths = token_windows(tok, size, step)
+        texts = window_texts(tok.words, starts, lengths)
+        ours = encode_static_word_windows(tok.words, starts, lengths)
+        np.testing.assert_array_equal(ours, _model2vec(static, texts))
+    assert encode_static_word_windows(tok.words, starts[:0], lengths[:0]).shape == (0, static.dim)

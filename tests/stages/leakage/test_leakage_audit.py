@@ -295,3 +295,21 @@ def test_example_config_validates():
 
     config = load_config(Path(__file__).parents[3] / "configs" / "audit.yaml")
     assert "leakage_audit" in [s.stage for s in config.steps]
+
+
+def test_matches_get_spans_with_each_training_document_split_into_words_once(train, test_set, monkeypatch, tmp_path):
+    """Findings and matches get their character spans in one pass over the fetched training documents."""
+    import stages.leakage.spans as spans
+
+    split = []
+    real = spans.word_spans
+    monkeypatch.setattr(spans, "word_spans", lambda text, *a: split.append(text) or real(text, *a))
+    result = LeakageAudit(semantic=False, chunk_overlap=False, report_items=5).execute(
+        train=train, test=test_set, workdir=tmp_path)
+    matches = result.side_outputs["matches"].filter(pl.col("kind") == "ngram")
+    assert matches.height > 0 and len(split) == len(set(split)) == matches["train_id"].n_unique()
+    texts, train_texts = dict(zip(test_set["id"], test_set["text"])), dict(zip(train["id"], train["text"]))
+    norm = lambda s: " ".join(tokenize(pl.Series([s])).words.to_list())  # noqa: E731
+    for row in matches.iter_rows(named=True):
+        test_span = texts[row["test_id"]][row["test_char_start"]:row["test_char_end"]]
+        assert norm(test_span) == norm(train_texts[row["train_id"]][row["train_char_start"]:row["train_char_end"]])

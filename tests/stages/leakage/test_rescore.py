@@ -117,6 +117,9 @@ def test_candidates_reuse_the_chunk_pass_vectors_instead_of_embedding_the_corpus
     embedded: list[int] = []
     real = embedding.encode_texts
     monkeypatch.setattr(embedding, "encode_texts", lambda t, **kw: embedded.append(len(t)) or real(t, **kw))
+    windows = embedding.encode_static_word_windows  # the static table embeds training chunks from their words
+    monkeypatch.setattr(embedding, "encode_static_word_windows",
+                        lambda w, s, n, *a: embedded.append(s.size) or windows(w, s, n, *a))
     corpus = train["text"]
     batch = TrainBatch(texts=corpus, tokens=tokenize(corpus), base=0)
     chunk.add_batch(batch)

@@ -1,4 +1,5 @@
 import numpy as np
+import polars as pl
 
 from stages.text import chunk_spans, token_chunks, tokenize, windows
 
@@ -40,3 +41,18 @@ def test_chunk_spans_whitespace_and_model():
     model = chunk_spans(texts, 4, 0, "model")
     assert model.doc.max() == 2 and (model.n_tokens <= 4).all()
     assert texts[0][model.char_start[0] : model.char_end[-2]].startswith("one")
+
+
+def test_window_texts_made_when_read_equal_the_chunk_texts():
+    from pydoc_data.topics import topics
+
+    from stages.text import WindowTexts, token_chunks, token_windows, tokenize
+
+    tok = tokenize(pl.Series([topics[k] for k in sorted(topics)[:20]] + ["", "one two"]))
+    doc, starts, lengths, texts = token_chunks(tok, 16, 8)
+    assert all(np.array_equal(a, b) for a, b in zip((doc, starts, lengths), token_windows(tok, 16, 8)))
+    lazy = WindowTexts(tok.words, starts, lengths)
+    assert len(lazy) == len(texts) and texts[-1] == "one two"
+    rows = np.array([[3, 0, 3], [len(texts) - 1, 5, 0]])
+    assert lazy.take(rows).tolist() == [[texts[3], texts[0], texts[3]], [texts[-1], texts[5], texts[0]]]
+    assert lazy.all() == texts and lazy.take(rows).tolist() == np.asarray(texts, object)[rows].tolist()
