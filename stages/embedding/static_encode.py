@@ -27,6 +27,8 @@ _PIECE = r"[^ \t\n\r!-/:-@\[-`{-~]+|[!-/:-@\[-`{-~]"
 # Distinct pieces already tokenised, kept on the model, so a corpus's vocabulary reaches the tokenizer about
 # once rather than once per batch (bounded: past the limit the memo starts over).
 _SEEN_LIMIT = 2_000_000
+# Bytes of token vectors gathered at once when pooling: about a core's share of the cache.
+CACHE_BYTES = 1 << 21
 
 
 def _ids_of_pieces(static, distinct: list[str]) -> list[list[int]]:
@@ -119,11 +121,22 @@ def _pool(static, ids: np.ndarray, counts: np.ndarray, normalize: bool) -> np.nd
     dtype = np.dtype(np.float32) if embedding.dtype == np.int8 else embedding.dtype
     out = np.zeros((counts.size, static.dim), dtype=dtype)
     offsets = np.concatenate([[0], np.cumsum(counts)])[:-1]
+    # One buffer for every gather: a fresh (texts, length, dim) array per group is fresh pages each time, and
+    # the page faults cost about as much as the gather (the values, and so the means, are the same).
+    buffer = np.empty(0, embedding.dtype)
+    row_bytes = embedding.shape[1] * embedding.itemsize
     for length in np.unique(counts[counts > 0]):
-        # At most 1,024 texts per gather, as model2vec's batches: a (texts, length, dim) block stays small.
-        for rows in np.array_split(same := np.flatnonzero(counts == length), -(-same.size // 1024)):
+        # Texts of one length gathered together, a block small enough to stay in cache (the mean then reads
+        # it from there, not from memory); each text's mean is the same whatever the block.
+        per_block = int(min(1024, max(8, CACHE_BYTES // (int(length) * row_bytes))))
+        for rows in np.array_split(same := np.flatnonzero(counts == length), -(-same.size // per_block)):
             id_matrix = ids[offsets[rows][:, None] + np.arange(length)[None, :]]
-            out[rows] = embedding[id_matrix].mean(axis=1)
+            size = id_matrix.size * embedding.shape[1]
+            if buffer.size < size:
+                buffer = np.empty(size, embedding.dtype)
+            gathered = buffer[:size].reshape(rows.size, length, embedding.shape[1])
+            np.take(embedding, id_matrix, axis=0, out=gathered, mode="clip")  # ids come from the tokenizer
+            out[rows] = gathered.mean(axis=1)
     if normalize:
         out32 = out.astype(np.float32)
         norm = np.linalg.norm(out32, axis=1, keepdims=True) + 1e-32
