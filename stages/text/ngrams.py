@@ -150,12 +150,29 @@ def text_hash(texts: pl.Series | Sequence[str | None], normalization: NormalizeM
 def longest_common_run(a: np.ndarray, a_len: np.ndarray, b: np.ndarray, b_len: np.ndarray) -> np.ndarray:
     """Longest common contiguous token run of each pair (a[p], b[p]), both (P, width) padded arrays.
 
-    The classic dynamic programme, vectorised across pairs: one pass per row of `a`.
+    The classic dynamic programme, vectorised across pairs: one pass per row of `a`, in place. Run
+    lengths fit a byte for chunks under 255 tokens (the audit's are 64): a quarter of the memory traffic.
     """
     pairs, width = a.shape
-    best = np.zeros(pairs, np.int32)
     if pairs == 0:
-        return best
+        return np.zeros(0, np.int32)
+    cols = b.shape[1]
+    dtype = np.uint8 if max(width, cols) < 255 else np.int32
+    b_valid = np.arange(cols)[None, :] < np.asarray(b_len)[:, None]
+    a_len = np.asarray(a_len)
+    prev = np.zeros((pairs, cols + 1), dtype)
+    cur = np.zeros_like(prev)
+    best = np.zeros((pairs, cols), dtype)  # best run ending at each column, over the rows seen
+    eq = np.empty((pairs, cols), bool)
+    for i in range(width):
+        np.equal(a[:, i : i + 1], b, out=eq)
+        eq &= b_valid
+        eq &= (i < a_len)[:, None]
+        np.add(prev[:, :-1], 1, out=cur[:, 1:])
+        cur[:, 1:] *= eq
+        np.maximum(best, cur[:, 1:], out=best)
+        prev, cur = cur, prev
+    return best.max(axis=1).astype(np.int32)
     cols = np.arange(b.shape[1])
     b_valid = cols[None, :] < b_len[:, None]
     prev = np.zeros((pairs, b.shape[1] + 1), np.int32)
