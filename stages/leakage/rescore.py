@@ -153,7 +153,8 @@ def rescore_precision(requested: str) -> str:
 
     Measured on the 31.5 MB speed case (843 texts, 2 cores, AVX512-BF16): 1.8x faster than float32, with
     paraphrase scores within 0.0014 of float32's (median 0.0002) and sentence vectors at cosine >= 0.99996
-    (bench/results.md). "float32" gives scores that do not depend on the CPU's bfloat16 support; the precision used is in the stats.
+    (bench/results.md). "float32" gives scores that do not depend on the CPU's bfloat16 support; the
+    precision used is in the stats.
     """
     if requested != "auto":
         return requested
