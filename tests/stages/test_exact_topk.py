@@ -115,3 +115,16 @@ def test_the_running_cut_and_the_block_cut_give_the_full_sort(order, monkeypatch
         assert len(paths) < blocks / 2, "later blocks use the running cut"
     else:
         assert len(paths) > blocks / 2, "blocks that beat the kept rows fall back to their own cut"
+
+
+def test_a_floor_keeps_only_rows_reaching_it_and_the_same_rows_above_it():
+    rng = np.random.default_rng(2)
+    queries = rng.standard_normal((6, 16)).astype(np.float32)
+    base = rng.standard_normal((500, 16)).astype(np.float32)
+    want_scores, want_rows = _full_sort(queries, base, 10)
+    floor = want_scores[:, 4].copy()  # the 5th best of each query
+    floor[0] = -np.inf  # no floor for one query
+    scores, rows = top_k_inner_product(queries, base, 10, block_rows=64, floor=floor)
+    above = want_scores >= floor[:, None]
+    np.testing.assert_array_equal(np.where(above, want_rows, -1), rows)
+    assert (rows[1:, 5:] == -1).all() and (rows[0] >= 0).all() and np.isneginf(scores[rows == -1]).all()
