@@ -313,3 +313,24 @@ def test_matches_get_spans_with_each_training_document_split_into_words_once(tra
     for row in matches.iter_rows(named=True):
         test_span = texts[row["test_id"]][row["test_char_start"]:row["test_char_end"]]
         assert norm(test_span) == norm(train_texts[row["train_id"]][row["train_char_start"]:row["train_char_end"]])
+
+
+def test_chunk_vectors_from_words_give_the_findings_of_embedding_chunk_texts(train, test_set, tmp_path,
+                                                                              monkeypatch):
+    """Static chunk vectors come from their words when the cache is off and from the chunk texts through the
+    embedding cache when it is on: the same vectors, so the same findings and matches."""
+    import stages.embedding as embedding
+
+    from_words = []
+    real = embedding.encode_static_word_windows
+    monkeypatch.setattr(embedding, "encode_static_word_windows",
+                        lambda w, s, n, *a: from_words.append(s.size) or real(w, s, n, *a))
+    runs, paths = [], []
+    for cache in (False, True):
+        from_words.clear()
+        runs.append(LeakageAudit(ngram=False, report_items=0, cache=cache).execute(
+            train=train, test=test_set, workdir=tmp_path / str(cache)))
+        paths.append(sum(from_words))
+    assert paths[0] > 0 and paths[1] == 0, "off: vectors from words; on: chunk texts through the cache"
+    assert runs[0].table.equals(runs[1].table)
+    assert runs[0].side_outputs["matches"].equals(runs[1].side_outputs["matches"])
