@@ -173,14 +173,3 @@ def longest_common_run(a: np.ndarray, a_len: np.ndarray, b: np.ndarray, b_len: n
         np.maximum(best, cur[:, 1:], out=best)
         prev, cur = cur, prev
     return best.max(axis=1).astype(np.int32)
-    cols = np.arange(b.shape[1])
-    b_valid = cols[None, :] < b_len[:, None]
-    prev = np.zeros((pairs, b.shape[1] + 1), np.int32)
-    cur = np.zeros_like(prev)
-    for i in range(width):
-        row_valid = (i < a_len)[:, None] & b_valid
-        eq = (a[:, i : i + 1] == b) & row_valid
-        cur[:, 1:] = np.where(eq, prev[:, :-1] + 1, 0)
-        np.maximum(best, cur[:, 1:].max(axis=1), out=best)
-        prev, cur = cur, prev
-    return best
