@@ -19,6 +19,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from stages.text import window_texts, window_tokens
+
 # Pieces between cuts the BERT pre-tokeniser always makes: ASCII whitespace it splits on, and each
 # ASCII punctuation character (33-47, 58-64, 91-96, 123-126), which is a pre-token of its own.
 _PIECE = r"[^ \t\n\r!-/:-@\[-`{-~]+|[!-/:-@\[-`{-~]"
@@ -48,25 +50,34 @@ def _piece_ids(static, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Every text's token ids, flat, with each text's token count (unknown tokens dropped as model2vec does)."""
     pieces = pl.Series(pa.array(texts, pa.large_string())).str.extract_all(_PIECE)
     per_text = pieces.list.len().fill_null(0).to_numpy().astype(np.int64)
-    occurrences = pieces.explode().drop_nulls().to_arrow()
-    encoded = pc.dictionary_encode(occurrences)
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
-    which = encoded.indices.to_numpy().astype(np.int64)
-    ids_of = _ids_of_pieces(static, encoded.dictionary.to_pylist())
+    which, distinct = _distinct(pieces.explode().drop_nulls().to_arrow())
+    ids_of = _ids_of_pieces(static, distinct)
     lengths = np.fromiter(map(len, ids_of), np.int64, len(ids_of))
     flat = np.fromiter(chain.from_iterable(ids_of), np.int64, int(lengths.sum()))
     if static.unk_token_id is not None:
         known = flat != static.unk_token_id
         lengths = np.bincount(np.repeat(np.arange(len(lengths)), lengths)[known], minlength=len(lengths))
         flat = flat[known]
-    starts = np.concatenate([[0], np.cumsum(lengths)])
-    taken = lengths[which]
-    into = np.concatenate([[0], np.cumsum(taken)])[:-1]
-    ids = flat[np.repeat(starts[which] - into, taken) + np.arange(int(taken.sum()))]
+    ids, taken = _segments(flat, lengths, which)
     owner = np.repeat(np.arange(len(texts)), per_text)
     counts = np.bincount(owner, weights=taken, minlength=len(texts)).astype(np.int64)
     return ids, counts
+
+
+def _distinct(values: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str]]:
+    """(index of each value in the distinct values, the distinct values in first-seen order)."""
+    encoded = pc.dictionary_encode(values)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    return encoded.indices.to_numpy().astype(np.int64), encoded.dictionary.to_pylist()
+
+
+def _segments(flat: np.ndarray, lengths: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Segments `which` of `flat` (cut into consecutive segments of `lengths`) one after another, and their lengths."""
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    taken = lengths[which]
+    into = np.concatenate([[0], np.cumsum(taken)])[:-1]
+    return flat[np.repeat(starts[which] - into, taken) + np.arange(int(taken.sum()))], taken
 
 
 def encode_static(static, texts: list[str], normalize: bool) -> np.ndarray:
@@ -94,23 +105,13 @@ def encode_static_windows(static, words: pl.Series, starts: np.ndarray, lengths:
     """
     n = starts.size
     if static.token_mapping is not None or static.weights is not None:
-        from stages.text import window_texts
-
         return encode_static(static, window_texts(words, starts, lengths), normalize)
     if n == 0:
         return np.zeros((0, static.dim), np.float32)
-    encoded = pc.dictionary_encode(words.to_arrow())
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
-    word_of_token = encoded.indices.to_numpy().astype(np.int64)
-    word_ids, word_counts = _piece_ids(static, encoded.dictionary.to_pylist())
-    word_start = np.concatenate([[0], np.cumsum(word_counts)])
-    window = np.repeat(np.arange(n), lengths)
-    token = starts[window] + np.arange(window.size) - (np.cumsum(lengths) - lengths)[window]
-    word = word_of_token[token]
-    taken = word_counts[word]
-    into = np.concatenate([[0], np.cumsum(taken)])[:-1]
-    ids = word_ids[np.repeat(word_start[word] - into, taken) + np.arange(int(taken.sum()))]
+    word_of_token, distinct = _distinct(words.to_arrow())
+    word_ids, word_counts = _piece_ids(static, distinct)
+    window, token = window_tokens(starts, lengths)
+    ids, taken = _segments(word_ids, word_counts, word_of_token[token])
     counts = np.bincount(window, weights=taken, minlength=n).astype(np.int64)
     return _pool(static, ids, counts, normalize)
 

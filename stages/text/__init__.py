@@ -45,7 +45,8 @@ Chunks (`chunking.py`)
     windows(counts, size, step, tail="align"|"cover") -> (doc, start, length) token windows.
     token_chunks(tokens, size, step) -> (doc, flat start, length, normalised text) (leakage audit).
     token_windows(tokens, size, step) -> the same without the texts; window_texts(words, starts, lengths)
-        makes them; WindowTexts makes them when read (all, or a few with `take`).
+        makes them; WindowTexts makes them when read (all, or a few with `take`); window_tokens(starts,
+        lengths) -> (window, flat token position) of every token of the windows.
     chunk_spans(texts, size, overlap, tokenizer="model"|"whitespace"|"word", model=None) -> ChunkSpans
         Character spans of chunks counted in the embedding model's word pieces or in words.
     model_tokenizer(model=None): the embedding model's fast tokenizer (cached).
@@ -60,6 +61,7 @@ from stages.text.chunking import (
     token_chunks,
     token_windows,
     window_texts,
+    window_tokens,
     windows,
 )
 from stages.text.ngrams import (
@@ -96,6 +98,6 @@ __all__ = [
     "CHUNK_TOKENIZERS", "MAX_N", "NORMALIZE_MODES", "SPLIT_REGEX", "WORD_PUNCT_REGEX", "WORD_REGEX", "ChunkSpans", "Tokens",
     "as_series", "char_shingles", "chunk_spans", "code_points", "count_words", "locate_windows", "longest_common_run",
     "model_tokenizer", "ngram_hashes", "normalize", "per_doc_sets", "span_hashes", "split_words", "text_hash",
-    "WindowTexts", "token_chunks", "token_windows", "window_texts", "token_hashes", "token_ids", "token_offsets", "token_table", "tokenize", "window_hashes", "windows", "word_offsets", "word_shingles",
+    "WindowTexts", "token_chunks", "token_windows", "window_texts", "window_tokens", "token_hashes", "token_ids", "token_offsets", "token_table", "tokenize", "window_hashes", "windows", "word_offsets", "word_shingles",
     "word_spans",
 ]

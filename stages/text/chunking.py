@@ -62,12 +62,17 @@ def token_windows(tok: Tokens, size: int, step: int) -> tuple[np.ndarray, np.nda
     return doc, tok.offsets[:-1][doc] + within, lengths
 
 
+def window_tokens(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(window, flat token position) of every token of windows (start, length) over a flat token array."""
+    window = np.repeat(np.arange(starts.size), lengths)
+    return window, starts[window] + (np.arange(window.size) - (np.cumsum(lengths) - lengths)[window])
+
+
 def window_texts(words: pl.Series, starts: np.ndarray, lengths: np.ndarray) -> list[str]:
     """The texts `" ".join(words[s : s + n])` of windows (s, n) over a flat word column."""
     if starts.size == 0:
         return []
-    window = np.repeat(np.arange(starts.size), lengths)
-    token = starts[window] + (np.arange(window.size) - (np.cumsum(lengths) - lengths)[window])
+    window, token = window_tokens(starts, lengths)
     return (pl.DataFrame({"window": window, "word": words.gather(token)})
             .group_by("window", maintain_order=True).agg(pl.col("word").str.join(" "))
             .get_column("word").to_list())
