@@ -10,6 +10,13 @@ over a corpus) can say so and become splittable by any executor:
         def merge(self, a, b) -> S                      # associative; `a` covers the partitions before `b`
         def finish(self, ctx, state, broadcast, inputs) # the step's outputs, from the merged state
 
+A stage that must group rows by a key across partitions (LSH buckets: rows of any partitions that
+share a band key) adds a shuffle: `shuffle_buckets(broadcast)` reducers, `split(value, broadcast)`
+on the map side (what merges, and one part per bucket), `reduce(bucket, parts, broadcast)` over
+every partition's part of one bucket in input order, and `shuffled(state, results)` to hand the
+reducers' results to `finish`. On Ray the parts go from the map's worker to the reducer's through
+the object store (a map task has one return per bucket); the driver only ever holds references.
+
 A partition is a run of whole Parquet row groups (or a row range of an in-memory frame) sized by
 bytes (`partition_bytes`); it knows `base`, the corpus-wide row number of its first row, so states
 of different partitions number rows the same way one pass would. The engine only ever merges
@@ -144,6 +151,9 @@ class PartialState:
     fingerprint: str
     partitions: frozenset[int]
     value: Any
+    # One partition's share of each shuffle bucket (`PartitionedStage.split`); never merged, so
+    # only a single map's state (and its checkpoint) carries them.
+    parts: list | None = None
 
 
 class PartitionedStage(Stage):
@@ -175,6 +185,24 @@ class PartitionedStage(Stage):
     def finish(self, ctx: Context, state: Any, broadcast: Any, inputs: dict[str, Dataset]) -> Any:
         raise NotImplementedError(f"stage '{self.name}' does not implement finish()")
 
+    # -- the optional shuffle (see the module docstring) -----------------------------------------
+
+    def shuffle_buckets(self, broadcast: Any) -> int:
+        """How many reducers run after the maps; 0 (the default) means the stage does not shuffle."""
+        return 0
+
+    def split(self, value: Any, broadcast: Any) -> tuple[Any, list]:
+        """Map side of the shuffle: (the partial state that merges, one part per bucket)."""
+        raise NotImplementedError(f"stage '{self.name}' does not implement split()")
+
+    def reduce(self, bucket: int, parts: list, broadcast: Any) -> Any:
+        """One bucket: its part of every partition, in input order, to the bucket's result."""
+        raise NotImplementedError(f"stage '{self.name}' does not implement reduce()")
+
+    def shuffled(self, state: Any, results: list) -> Any:
+        """What `finish` gets: the merged state (None without partitions) with the results in bucket order."""
+        raise NotImplementedError(f"stage '{self.name}' does not implement shuffled()")
+
     def run(self, ctx: Context, **inputs: Dataset) -> Any:
         """Library use and the local executor: a streaming fold over the partitions, in order."""
         return run_locally(self, ctx, inputs, DEFAULT_PARTITION_BYTES)
@@ -199,15 +227,20 @@ def state_fingerprint(stage: Stage, inputs: dict[str, Dataset]) -> str:
 def map_partition(stage: PartitionedStage, partition: Partition, broadcast: Any, fingerprint: str) -> tuple:
     """Run one map; return its PartialState with a profile (seconds, peak RSS of this process)."""
     started, t0, cpu0 = time.time(), time.perf_counter(), time.process_time()
-    value = stage.map(partition, broadcast)
+    value, parts = stage.map(partition, broadcast), None
+    buckets = stage.shuffle_buckets(broadcast)
+    if buckets:
+        value, parts = stage.split(value, broadcast)
+        if len(parts) != buckets:
+            raise PipelineError(f"split() gave {len(parts)} shuffle parts for {buckets} buckets", stage=stage.name)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # cpu_s is the process's CPU time: the map's own when it has the process to itself (a Ray task,
     # or the local fold on one thread); it does not depend on how loaded the machine is.
-    return PartialState(fingerprint, frozenset([partition.index]), value), {"s": seconds, "cpu_s": cpu,
-                                                                           "peak_rss_mb": peak_mb,
-                                                                           "bytes": partition.nbytes,
-                                                                           "started": started}
+    profile = {"s": seconds, "cpu_s": cpu, "peak_rss_mb": peak_mb, "bytes": partition.nbytes, "started": started}
+    if parts is not None:
+        profile["shuffle_bytes"] = pickled_size(parts)
+    return PartialState(fingerprint, frozenset([partition.index]), value, parts), profile
 
 
 def merge_states(stage: PartitionedStage, a: PartialState, b: PartialState) -> PartialState:
@@ -221,7 +254,29 @@ def merge_states(stage: PartitionedStage, a: PartialState, b: PartialState) -> P
     twice = a.partitions & b.partitions
     if twice:
         raise PipelineError(f"refusing to merge partition(s) {sorted(twice)} twice", stage=stage.name)
+    if a.parts is not None or b.parts is not None:
+        raise PipelineError("refusing to merge states that still carry their shuffle parts", stage=stage.name)
     return PartialState(a.fingerprint, a.partitions | b.partitions, stage.merge(a.value, b.value))
+
+
+def without_parts(state: PartialState) -> tuple[PartialState, list | None]:
+    """A map's state ready to merge, and the shuffle parts it carried (None when the stage does not shuffle)."""
+    if state.parts is None:
+        return state, None
+    return dataclasses.replace(state, parts=None), state.parts
+
+
+def finish_value(stage: PartitionedStage, state: PartialState | None, broadcast: Any,
+                 reduce_buckets: Any) -> Any:
+    """The value `finish` gets: the merged state's, or, for a shuffling stage, that with the reducers' results.
+
+    `reduce_buckets()` runs the reducers (locally in turn, or as Ray tasks) and returns their results
+    in bucket order; it is only called when the stage shuffles.
+    """
+    value = state.value if state is not None else None
+    if not stage.shuffle_buckets(broadcast):
+        return value
+    return stage.shuffled(value, reduce_buckets())
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -293,6 +348,8 @@ def run_locally(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset
     broadcast = stage.broadcast(ctx, inputs)
     state: PartialState | None = None
     profiles, resumed = [], 0
+    # The shuffle's parts, bucket by bucket, in partition order (each reducer's input).
+    bucket_parts: list[list] = [[] for _ in range(stage.shuffle_buckets(broadcast))]
     bar = ctx.progress(total=data.num_rows)
 
     def partial_of(part: Partition) -> tuple[PartialState, dict | None]:
@@ -307,19 +364,28 @@ def run_locally(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset
     threads = local_threads(stage, len(partitions))
     if threads == 1:
         for part in partitions:
-            state, resumed = _fold(stage, state, (part, _Done(partial_of(part))), profiles, resumed, bar)
+            state, resumed = _fold(stage, state, (part, _Done(partial_of(part))), profiles, resumed, bar,
+                                   bucket_parts)
     else:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             pending: collections.deque = collections.deque()
             for part in partitions:
                 pending.append((part, pool.submit(partial_of, part)))
                 if len(pending) >= threads:  # all workers busy: fold the earliest while they run
-                    state, resumed = _fold(stage, state, pending.popleft(), profiles, resumed, bar)
+                    state, resumed = _fold(stage, state, pending.popleft(), profiles, resumed, bar, bucket_parts)
             while pending:
-                state, resumed = _fold(stage, state, pending.popleft(), profiles, resumed, bar)
+                state, resumed = _fold(stage, state, pending.popleft(), profiles, resumed, bar, bucket_parts)
     bar.close()
-    record_partitioning(ctx, partitions, profiles, resumed, state)
-    return stage.finish(ctx, state.value if state is not None else None, broadcast, inputs)
+    record_partitioning(ctx, partitions, profiles, resumed, state, len(bucket_parts))
+
+    def reduce_buckets() -> list:
+        results = []
+        for bucket, parts in enumerate(bucket_parts):
+            results.append(stage.reduce(bucket, parts, broadcast))
+            bucket_parts[bucket] = []  # a bucket's parts are freed once reduced
+        return results
+
+    return stage.finish(ctx, finish_value(stage, state, broadcast, reduce_buckets), broadcast, inputs)
 
 
 class _Done:
@@ -333,9 +399,12 @@ class _Done:
 
 
 def _fold(stage: PartitionedStage, state: PartialState | None, item: tuple, profiles: list, resumed: int,
-          bar: Any) -> tuple[PartialState, int]:
+          bar: Any, bucket_parts: list[list]) -> tuple[PartialState, int]:
     part, future = item
     partial, profile = future.result()
+    partial, parts = without_parts(partial)
+    for bucket, piece in enumerate(parts or []):
+        bucket_parts[bucket].append(piece)
     if profile is None:
         resumed += 1
     else:
@@ -364,9 +433,11 @@ def pickled_size(value: Any) -> int:
 
 
 def record_partitioning(ctx: Context, partitions: list[Partition], profiles: list[dict], resumed: int,
-                        state: PartialState | None) -> None:
+                        state: PartialState | None, buckets: int = 0) -> None:
     """`partitions` in stats; timings and memory (which vary by executor and machine) under `partition_profile`."""
     ctx.record("partitions", len(partitions))
+    if buckets:
+        ctx.record("shuffle_buckets", buckets)
     if not profiles and not resumed:
         return
     seconds = sorted(p["s"] for p in profiles) or [0.0]
@@ -383,6 +454,8 @@ def record_partitioning(ctx: Context, partitions: list[Partition], profiles: lis
         "total_map_cpu_s": round(sum(p.get("cpu_s", 0.0) for p in profiles), 4),
         "first_map_started_at": min((p["started"] for p in profiles if "started" in p), default=None),
         "merged_state_bytes": pickled_size(state.value) if state else 0,
+        # What the maps sent to the reducers (of the partitions mapped in this run).
+        **({"shuffle_bytes": sum(p.get("shuffle_bytes", 0) for p in profiles)} if buckets else {}),
     })
 
 

@@ -1,11 +1,13 @@
-"""A test-only partitioned stage: counts of a vocabulary's words over a corpus, with a way to fail once.
+"""Test-only partitioned stages: counts of a vocabulary's words over a corpus, and the first row of each word
+(a stage with a shuffle), each with a way to fail once.
 
-Its merge is associative but not commutative (it keeps the partitions' row ranges in order), so a
+VocabularyCounts' merge is associative but not commutative (it keeps the partitions' row ranges in order), so a
 merge out of input order would show in the output.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -59,3 +61,81 @@ class VocabularyCounts(PartitionedStage):
         ctx.record("rows_seen", sum(n for _, n in state["ranges"]))
         words = sorted(broadcast)
         return pl.DataFrame({"word": words, "count": [state["counts"].get(w, 0) for w in words]})
+
+
+class FirstRows(PartitionedStage):
+    """Test stage with a shuffle: the first row each word occurs in, words grouped into `buckets` by hash.
+
+    Each map sends a word's first row within its partition to the word's bucket; a reducer takes
+    the earliest over partitions and asserts its parts arrive in input order. The merged state is
+    only the partitions' row ranges, so the words reach `finish` through the reducers alone.
+
+    Parameters:
+        buckets: reducers
+        fail_marker: a file; the first map of partition `fail_at` creates it and fails (a killed driver)
+        fail_at: the partition index that fails once
+    """
+
+    name = "test_partitioned_first_rows"
+    inputs = ("data",)
+    partition_input = "data"
+
+    def __init__(self, buckets: int = 3, fail_marker: str | None = None, fail_at: int = 0):
+        self.buckets = buckets
+        self.fail_marker = fail_marker
+        self.fail_at = fail_at
+
+    @classmethod
+    def example(cls):
+        return {}, {"data": pl.DataFrame({"text": ["the cat", "a cat", "the end"]})}
+
+    def map(self, partition: Partition, broadcast: None) -> dict:
+        if self.fail_marker and partition.index == self.fail_at and not Path(self.fail_marker).exists():
+            Path(self.fail_marker).touch()
+            raise RuntimeError("planted failure")
+        first: dict[str, int] = {}
+        row = partition.base
+        for batch in partition.iter_batches(7, columns=["text"]):
+            for text in batch.get_column("text").to_list():
+                for word in text.lower().split():
+                    first.setdefault(word, row)
+                row += 1
+        return {"first": first, "ranges": [(partition.base, partition.num_rows)]}
+
+    def merge(self, a: dict, b: dict) -> dict:
+        return {"ranges": a["ranges"] + b["ranges"]}
+
+    def shuffle_buckets(self, broadcast: None) -> int:
+        return self.buckets
+
+    def split(self, value: dict, broadcast: None) -> tuple[dict, list]:
+        parts: list[dict[str, int]] = [{} for _ in range(self.buckets)]
+        for word, row in value["first"].items():
+            parts[zlib.crc32(word.encode()) % self.buckets][word] = row
+        return {"ranges": value["ranges"]}, parts
+
+    def reduce(self, bucket: int, parts: list, broadcast: None) -> dict[str, int]:
+        first: dict[str, int] = {}
+        for part in parts:
+            for word, row in part.items():
+                assert first.get(word, -1) < row, "reduced out of input order"
+                first.setdefault(word, row)
+        return first
+
+    def shuffled(self, state: dict | None, results: list) -> dict:
+        return {"ranges": state["ranges"] if state else [], "first": {w: r for part in results for w, r in part.items()}}
+
+    def finish(self, ctx: Context, state: dict, broadcast: None, inputs: dict[str, Dataset]) -> pl.DataFrame:
+        ctx.record("rows_seen", sum(n for _, n in state["ranges"]))
+        words = sorted(state["first"])
+        return pl.DataFrame({"word": words, "first_row": [state["first"][w] for w in words]}, schema={"word": pl.String, "first_row": pl.Int64})
+
+
+def first_rows(texts: list[str]) -> pl.DataFrame:
+    """What `FirstRows` should give, in one plain loop."""
+    first: dict[str, int] = {}
+    for row, text in enumerate(texts):
+        for word in text.lower().split():
+            first.setdefault(word, row)
+    words = sorted(first)
+    return pl.DataFrame({"word": words, "first_row": [first[w] for w in words]}, schema={"word": pl.String, "first_row": pl.Int64})

@@ -11,6 +11,10 @@ A map task that dies with its worker is retried by Ray (`max_retries`); its stat
 because every state carries the partitions it covers and a merge refuses an overlap. Finished
 partitions' states are checkpointed on the shared filesystem by the task itself, so a killed
 driver's rerun submits only the partitions that were not finished.
+
+A shuffling stage's map task has one more return per bucket (its part of that bucket); once every
+map has finished, one reduce task per bucket takes those returns of all maps as arguments, so the
+parts go from worker to worker and the driver gets only the reducers' results.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pipeline.partitioned import (
     DEFAULT_PARTITION_BYTES,
     PartitionedStage,
     checkpoint_path,
+    finish_value,
     load_checkpoint,
     map_partition,
     merge_states,
@@ -36,6 +41,7 @@ from pipeline.partitioned import (
     record_partitioning,
     save_checkpoint,
     state_fingerprint,
+    without_parts,
 )
 from pipeline.stage import Context
 
@@ -62,17 +68,28 @@ def _warm_workers(executor: Any, stage: PartitionedStage, options: dict, partiti
 
 
 def _map_task(stage: PartitionedStage, partition, broadcast: Any, fingerprint: str, checkpoint: str | None,
-              cwd: str) -> tuple:
+              cwd: str, buckets: int) -> tuple:
     from pipeline.executors.ray import _enter, _pack_error
 
     _enter(cwd)
     try:
         state, profile = map_partition(stage, partition, broadcast, fingerprint)
     except PipelineError as exc:
-        return ("error", _pack_error(exc)), ("error", _pack_error(exc))
-    save_checkpoint(Path(checkpoint) if checkpoint else None, state)
-    # Two objects: the small profile comes back to the driver, the state stays for the merges.
-    return ("ok", profile), ("ok", state)
+        return ("error", _pack_error(exc)), ("error", _pack_error(exc)), *([None] * buckets)
+    save_checkpoint(Path(checkpoint) if checkpoint else None, state)  # with its shuffle parts
+    state, parts = without_parts(state)
+    # The small profile comes back to the driver, the state stays for the merges, each shuffle part
+    # for its bucket's reducer.
+    return ("ok", profile), ("ok", state), *(parts or [])
+
+
+def _reduce_task(stage: PartitionedStage, bucket: int, broadcast: Any, *parts: Any) -> tuple:
+    from pipeline.executors.ray import _pack_error
+
+    try:
+        return ("ok", stage.reduce(bucket, list(parts), broadcast))
+    except PipelineError as exc:
+        return ("error", _pack_error(exc))
 
 
 def _merge_task(stage: PartitionedStage, a: tuple, b: tuple) -> tuple:
@@ -141,25 +158,30 @@ def _map_and_finish(executor: Any, stage: PartitionedStage, ctx: Context, inputs
 
     fingerprint = state_fingerprint(stage, inputs)
     broadcast = stage.broadcast(ctx, inputs)
-    map_task = ray.remote(_map_task).options(scheduling_strategy="SPREAD", num_returns=2, **options)
+    buckets = stage.shuffle_buckets(broadcast)
+    map_task = ray.remote(_map_task).options(scheduling_strategy="SPREAD", num_returns=2 + buckets, **options)
     merge_task = ray.remote(_merge_task).options(num_cpus=options.get("num_cpus", 1),
                                                   max_retries=executor.max_retries)
     stage_ref, broadcast_ref = ray.put(stage), ray.put(broadcast)
     tree = _MergeTree(len(partitions), lambda a, b: merge_task.remote(stage_ref, a, b))
     paths = [checkpoint_path(remote_ctx, fingerprint, part) for part in partitions]
+    part_refs: list[list] = [[] for _ in partitions]  # each partition's shuffle parts, one ref per bucket
     to_map: list[int] = []
     for i, part in enumerate(partitions):
         done = load_checkpoint(paths[i], fingerprint, part)
         if done is None:
             to_map.append(i)
         else:
+            done, parts = without_parts(done)
             tree.put(i, ray.put(("ok", done)))
+            part_refs[i] = [ray.put(piece) for piece in parts or []]
     resumed = len(partitions) - len(to_map)
 
     def submit(k: int):
         i = to_map[k]
-        profile_ref, state_ref = map_task.remote(stage_ref, partitions[i], broadcast_ref, fingerprint,
-                                                 str(paths[i]) if paths[i] else None, executor._cwd)
+        refs = map_task.remote(stage_ref, partitions[i], broadcast_ref, fingerprint,
+                               str(paths[i]) if paths[i] else None, executor._cwd, buckets)
+        profile_ref, state_ref, part_refs[i] = refs[0], refs[1], list(refs[2:])
         tree.put(i, state_ref)  # merges are submitted as soon as both their inputs have been
         return profile_ref
 
@@ -180,11 +202,37 @@ def _map_and_finish(executor: Any, stage: PartitionedStage, ctx: Context, inputs
         run_bounded(submit, len(to_map), IN_FLIGHT_PER_CPU * executor.cluster_cpus(), finished)
         if failures:
             raise _unpack_error(failures[0])
+        # Every map has finished: the reducers can start while the last merges run.
+        reduced = _submit_reducers(executor, stage, stage_ref, broadcast_ref, part_refs, buckets, options)
+        part_refs.clear()  # the reduce tasks hold the parts now; Ray frees each once its reducer is done
         final = _get(tree.root) if partitions else ("ok", None)
     finally:
         bar.close()
     if final[0] == "error":
+        if reduced:  # nothing of this step is left running once it has failed
+            ray.wait(reduced, num_returns=len(reduced), fetch_local=False)
         raise _unpack_error(final[1])
     state = final[1]
-    record_partitioning(ctx, partitions, profiles, resumed, state)
-    write_table(stage.finish(ctx, state.value if state is not None else None, broadcast, inputs), out_dir)
+    record_partitioning(ctx, partitions, profiles, resumed, state, buckets)
+    value = finish_value(stage, state, broadcast, lambda: _reduced(reduced))
+    write_table(stage.finish(ctx, value, broadcast, inputs), out_dir)
+
+
+def _submit_reducers(executor: Any, stage: PartitionedStage, stage_ref: Any, broadcast_ref: Any, part_refs: list,
+                     buckets: int, options: dict) -> list:
+    """One reduce task per bucket, its arguments that bucket's part of every partition in input order."""
+    if not buckets:
+        return []
+    reduce_task = ray.remote(_reduce_task).options(scheduling_strategy="SPREAD", max_retries=executor.max_retries,
+                                                   num_cpus=options.get("num_cpus", 1))
+    return [reduce_task.remote(stage_ref, b, broadcast_ref, *(refs[b] for refs in part_refs)) for b in range(buckets)]
+
+
+def _reduced(refs: list) -> list:
+    from pipeline.executors.ray import _get, _unpack_error
+
+    results = [_get(ref) for ref in refs]
+    for result in results:
+        if result[0] == "error":
+            raise _unpack_error(result[1])
+    return [value for _, value in results]

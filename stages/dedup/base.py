@@ -46,6 +46,8 @@ class Scan:
     features: list[Any] = field(default_factory=list)
     # (dataset, position of its first row): lets a stage re-read the few rows it must look at again.
     sources: list[tuple[Dataset, int]] = field(default_factory=list)
+    # A shuffling stage's reducers' results, in bucket order (`PartitionedStage.shuffled`).
+    shuffled: list | None = None
 
     @property
     def n(self) -> int:
@@ -54,7 +56,8 @@ class Scan:
     def extend(self, other: Scan) -> Scan:
         """This scan's rows followed by `other`'s (the merge of adjacent partitions)."""
         return Scan(self.n_reference, self.ids + other.ids, self.lengths + other.lengths,
-                    self.keep_values + other.keep_values, self.features + other.features)
+                    self.keep_values + other.keep_values, self.features + other.features,
+                    shuffled=other.shuffled if other.shuffled is not None else self.shuffled)
 
     def all_ids(self) -> pl.Series:
         return pl.concat([i.cast(pl.String) for i in self.ids]) if self.ids else pl.Series([], dtype=pl.String)
@@ -66,6 +69,8 @@ class Broadcast:
 
     data_label: str
     reference: Scan
+    # A shuffling stage's reference rows' share of each bucket (ahead of every partition's).
+    shuffle_parts: list = field(default_factory=list)
 
 
 class DedupStage(PartitionedStage):

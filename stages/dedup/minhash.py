@@ -2,9 +2,11 @@
 
 Map (per partition): each text's shingle hashes (text core) -> a `num_perm` MinHash signature
 (rensa) -> one key per LSH band; memory keeps the band keys (8 bytes x bands a row; plus the
-signature, 4 bytes x num_perm, when verification uses it), not the texts. Finish: the band keys are
-shuffled by band into buckets (`stages.dedup.shuffle`; Ray tasks on the Ray executor), whose
-members are candidate pairs (see `stages.dedup.lsh` for the bands x rows choice and its S-curve).
+signature, 4 bytes x num_perm, when verification uses it), not the texts. The band keys are then
+shuffled by band (`stages.dedup.shuffle`, the partitioned contract's shuffle: on Ray, from the map
+tasks' workers straight to one reduce task per band), and each band's buckets give candidate pairs
+(see `stages.dedup.lsh` for the bands x rows choice and its S-curve). Finish: the driver gets only
+the pairs and the per-row digests or signatures.
 Candidates are verified (true Jaccard of the shingle sets, re-read only for the candidate rows and
 spilled to a scratch file, so memory stays at the keys; or the signature estimate; or not at all),
 joined by union-find, and one row per cluster is kept.
@@ -19,11 +21,12 @@ import numpy as np
 import polars as pl
 
 from pipeline.errors import ParamError
+from pipeline.io import Dataset
 from pipeline.stage import Context
-from stages.dedup.base import SCAN_BATCH_ROWS, Scan, TextDedupStage
-from stages.dedup.lsh import Banding, band_keys, choose_bands, signature_similarity
+from stages.dedup.base import SCAN_BATCH_ROWS, Broadcast, Scan, TextDedupStage
+from stages.dedup.lsh import Banding, band_keys, choose_bands, signature_similarity, unique_pairs
 from stages.dedup.shingles import MAX_NGRAM, shingle_hashes, shingle_sets
-from stages.dedup.shuffle import band_candidates
+from stages.dedup.shuffle import band_pairs, band_parts
 from stages.dedup.signatures import ALGORITHM_VERSION, SpilledSets, minhash_signatures, sequence_digests
 
 VERIFY_MODES = ("jaccard", "signature", "none")
@@ -127,19 +130,40 @@ class DedupMinhash(TextDedupStage):
         keys = band_keys(signatures, banding.bands, banding.rows)
         return keys, (sequence_digests(hashes, offsets) if self.verify == "jaccard" else signatures)
 
+    # -- the LSH shuffle: band keys leave the scan in the map; one reducer per band ----------------
+
+    def broadcast(self, ctx: Context, inputs: dict[str, Dataset]) -> Broadcast:
+        broadcast = super().broadcast(ctx, inputs)
+        broadcast.reference, broadcast.shuffle_parts = self.split(broadcast.reference, None)
+        return broadcast
+
+    def shuffle_buckets(self, broadcast: Broadcast) -> int:
+        return self.banding().bands
+
+    def split(self, scan: Scan, broadcast: Broadcast | None) -> tuple[Scan, list[np.ndarray]]:
+        """(the scan without band keys, one key column per band)."""
+        features, scan.features = scan.features, [extra for _, extra in scan.features]
+        keys = np.concatenate([k for k, _ in features]) if features else np.empty((0, self.banding().bands), np.uint64)
+        return scan, band_parts(keys)
+
+    def reduce(self, bucket: int, parts: list[np.ndarray], broadcast: Broadcast) -> np.ndarray:
+        return band_pairs([broadcast.shuffle_parts[bucket], *parts])
+
+    def shuffled(self, scan: Scan | None, results: list[np.ndarray]) -> Scan:
+        scan = scan if scan is not None else Scan()
+        scan.shuffled = results
+        return scan
+
     def duplicate_pairs(self, ctx: Context, scan: Scan) -> tuple[np.ndarray, MinhashState]:
         banding = self.banding()
         features, scan.features = scan.features, []
-        keys = np.concatenate([k for k, _ in features]) if features else np.empty((0, banding.bands), np.uint64)
         state = MinhashState()
         if self.verify != "jaccard":
-            state.signatures = np.concatenate([s for _, s in features]) if features else \
-                np.empty((0, self.num_perm), np.uint32)
+            state.signatures = np.concatenate(features) if features else np.empty((0, self.num_perm), np.uint32)
         else:
-            state.digests = np.concatenate([d for _, d in features]) if features else np.empty(0, np.uint64)
+            state.digests = np.concatenate(features) if features else np.empty(0, np.uint64)
         del features
-        candidates = band_candidates(keys, ctx.executor)
-        del keys
+        candidates = unique_pairs(scan.shuffled or [], scan.n)
         if self.verify == "none":
             pairs = candidates
         elif self.verify == "signature":
@@ -156,7 +180,7 @@ class DedupMinhash(TextDedupStage):
                 state.sets.close()
                 raise
             pairs = candidates[similarity >= self.threshold]
-            # band_candidates returns pairs sorted by (low, high), so their codes are sorted too.
+            # unique_pairs returns pairs sorted by (low, high), so their codes are sorted too.
             state.known_codes, state.known_values = candidates[:, 0] * scan.n + candidates[:, 1], similarity
         ctx.record("banding", banding.describe())
         ctx.record("candidate_pairs", int(len(candidates)))

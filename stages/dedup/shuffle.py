@@ -1,39 +1,33 @@
 """The LSH shuffle: every row's band keys grouped by band, buckets of equal keys become candidate pairs.
 
-Band b of every row goes to one reducer (`lsh.bucket_stars`), which sorts that band's keys and pairs
-each bucket's members with its first row; the reducers' pairs are then made distinct. The map side
-(band keys per partition) runs in the partitioned stage's `map`; this module is the reduce side.
+Map side (`band_parts`, in each partition's map task): a partition's (rows, bands) key matrix is cut
+into one key column per band. Reduce side (`band_pairs`, one reducer per band): the band's columns
+of the reference and of every partition, in input order, are one column over all rows, sorted
+(`lsh.bucket_stars`) so that each bucket's members pair with its first row. The reducers' pairs are
+then made distinct (`lsh.unique_pairs`, in `finish`).
 
-On the Ray executor each band is one Ray task (its key column travels through the object store, the
-pairs come back as objects), so the bands' sorts run on every worker of the cluster; locally the
-same function runs band after band. Either way the pairs are the same, in the same order.
+This is the partitioned stage contract's shuffle (`pipeline.partitioned`): on the Ray executor a
+band's columns go from the map tasks' workers to its reducer's through the object store, and the
+driver gets only candidate pairs; locally the same functions run band after band. Either way the
+pairs are the same, in the same order.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from stages.dedup.lsh import bucket_stars, unique_pairs
+from stages.dedup.lsh import bucket_stars
 
 
-def band_candidates(keys: np.ndarray, executor: str = "local") -> np.ndarray:
-    """(m, 2) distinct candidate pairs (low, high) from an (n, bands) matrix of band keys."""
-    n, bands = keys.shape
-    if n < 2:
+def band_parts(keys: np.ndarray) -> list[np.ndarray]:
+    """One contiguous key column per band of an (n, bands) key matrix (each reducer's share)."""
+    return [np.ascontiguousarray(keys[:, b]) for b in range(keys.shape[1])]
+
+
+def band_pairs(columns: list[np.ndarray]) -> np.ndarray:
+    """(m, 2) pairs (first row of the bucket, other member) of one band, its columns in row order."""
+    columns = [c for c in columns if c.size]
+    if not columns:
         return np.empty((0, 2), np.int64)
-    if executor == "ray" and _ray_connected():
-        import ray
+    return bucket_stars(np.concatenate(columns) if len(columns) > 1 else columns[0])
 
-        reducer = ray.remote(num_cpus=1)(bucket_stars)
-        found = ray.get([reducer.remote(np.ascontiguousarray(keys[:, b])) for b in range(bands)])
-    else:
-        found = [bucket_stars(keys[:, b]) for b in range(bands)]
-    return unique_pairs(found, n)
-
-
-def _ray_connected() -> bool:
-    try:
-        import ray
-    except ImportError:  # pragma: no cover - the Ray executor needs ray installed anyway
-        return False
-    return ray.is_initialized()

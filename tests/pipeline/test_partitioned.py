@@ -1,5 +1,5 @@
 """The partitioned stage contract on the local executor: partitions by bytes, an ordered fold, refused
-merges, resume from checkpointed partial states, and the leakage audit giving the same findings."""
+merges, resume from checkpointed partial states, the shuffle, and the leakage audit giving the same findings."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydoc_data.topics import topics
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from partition_stages import VocabularyCounts
+from partition_stages import FirstRows, VocabularyCounts, first_rows
 
 from pipeline.errors import PipelineError
 from pipeline.executors import LocalExecutor, get_executor
@@ -97,6 +97,36 @@ def test_merges_of_other_params_or_the_same_partition_twice_are_refused():
         merge_states(stage, a, PartialState("fp-2", frozenset([1]), {"counts": {}, "ranges": [(1, 1)]}))
     with pytest.raises(PipelineError, match=r"partition\(s\) \[0\] twice"):
         merge_states(stage, a, PartialState("fp-1", frozenset([0]), {"counts": {}, "ranges": [(1, 1)]}))
+
+
+@pytest.mark.parametrize("partition_bytes", [1, 9_000, 1 << 40])
+@pytest.mark.parametrize("buckets", [1, 4])
+def test_shuffle_reduces_every_partitions_part_of_a_bucket_in_input_order(tmp_path, partition_bytes, buckets):
+    data = corpus_files(tmp_path / "corpus")
+    table, _, stats = run_step(FirstRows(buckets=buckets), {"data": data}, tmp_path / "out",
+                               LocalExecutor(partition_bytes=partition_bytes))
+    assert table.equals(first_rows(data.collect().get_column("text").to_list()))
+    assert stats["rows_seen"] == data.num_rows and stats["shuffle_buckets"] == buckets
+    assert stats["partition_profile"]["shuffle_bytes"] > 0
+
+
+def test_a_state_carrying_shuffle_parts_is_never_merged():
+    stage = FirstRows()
+    a = PartialState("fp", frozenset([0]), {"ranges": [(0, 1)]}, parts=[{}, {}, {}])
+    with pytest.raises(PipelineError, match="still carry their shuffle parts"):
+        merge_states(stage, a, PartialState("fp", frozenset([1]), {"ranges": [(1, 1)]}))
+
+
+def test_a_killed_shuffling_run_resumes_with_its_checkpointed_parts(tmp_path):
+    data = corpus_files(tmp_path / "corpus")
+    checkpoint = tmp_path / "checkpoint"
+    stage = FirstRows(fail_marker=str(tmp_path / "failed-once"), fail_at=5)
+    with pytest.raises(RuntimeError, match="planted failure"):
+        run_step(stage, {"data": data}, tmp_path / "first", LocalExecutor(partition_bytes=1), checkpoint)
+    table, _, stats = run_step(stage, {"data": data}, tmp_path / "second", LocalExecutor(partition_bytes=1), checkpoint)
+    assert stats["partition_profile"]["resumed"] == 5
+    # The resumed partitions' words reach the reducers from their checkpoints: nothing is missing.
+    assert table.equals(first_rows(data.collect().get_column("text").to_list()))
 
 
 def test_a_killed_run_resumes_from_its_finished_partitions(tmp_path):

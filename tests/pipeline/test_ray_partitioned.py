@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from partition_stages import VocabularyCounts
+from partition_stages import FirstRows, VocabularyCounts, first_rows
 from ray_cluster import ray_cluster  # noqa: F401 - the fixture is used by name
 from test_partitioned import corpus_files, leakage_inputs, run_step, same_outputs
 
@@ -53,6 +53,28 @@ def test_counts_on_two_nodes_equal_local_and_resume_after_a_failure(ray_executor
     table, _, stats = run_step(failing, inputs, tmp_path / "second", ray_executor, checkpoint)
     assert table.equals(expected)
     assert finished <= stats["partition_profile"]["resumed"] < stats["partitions"]
+
+
+def test_shuffle_on_two_nodes_equals_local_reduces_on_workers_and_resumes(ray_executor, tmp_path, monkeypatch):
+    data = corpus_files(tmp_path / "corpus")
+    expected = first_rows(data.collect().get_column("text").to_list())
+    # The workers import the stage afresh, so this patch only counts reducers run on the driver.
+    reduced_here = []
+    reduce = FirstRows.reduce
+    monkeypatch.setattr(FirstRows, "reduce", lambda self, b, parts, bc: reduced_here.append(b) or reduce(self, b, parts, bc))
+    for partition_bytes in (1, 30_000, 1 << 40):
+        ray_executor.partition_bytes = partition_bytes
+        table, _, stats = run_step(FirstRows(buckets=4), {"data": data}, tmp_path / f"ray{partition_bytes}",
+                                   ray_executor)
+        assert table.equals(expected) and stats["rows_seen"] == data.num_rows and stats["shuffle_buckets"] == 4
+    assert reduced_here == []
+    ray_executor.partition_bytes = 1
+    checkpoint = tmp_path / "checkpoint"
+    failing = FirstRows(fail_marker=str(tmp_path / "failed-once"), fail_at=5)
+    with pytest.raises(RuntimeError, match="planted failure"):
+        run_step(failing, {"data": data}, tmp_path / "first", ray_executor, checkpoint)
+    table, _, stats = run_step(failing, {"data": data}, tmp_path / "second", ray_executor, checkpoint)
+    assert table.equals(expected) and stats["partition_profile"]["resumed"] >= 1
 
 
 def _adjacent_pairs_reference(leaves: list[str]) -> str:

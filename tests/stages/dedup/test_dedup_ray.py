@@ -1,5 +1,5 @@
 """Dedup steps on a real two-node Ray cluster (loopback) give the local executor's clusters, row for row,
-for several partition sizes, with the LSH band shuffle run as Ray tasks."""
+for several partition sizes, with the LSH band shuffle run worker to worker (one reduce task per band)."""
 
 from __future__ import annotations
 
@@ -35,17 +35,24 @@ def _tables(run_dir: Path, step: str) -> dict[str, pl.DataFrame]:
 
 
 def test_dedup_on_two_nodes_equals_local(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
-    from stages.dedup import shuffle
-
-    shuffled_on_ray = []
-    connected = shuffle._ray_connected
-    monkeypatch.setattr(shuffle, "_ray_connected", lambda: shuffled_on_ray.append(connected()) or connected())
+    # Reducers run in this process only on the local executor: on Ray the workers reduce (they
+    # import the stage afresh, so this patch does not reach them) and the driver never sees a key.
+    reduced_here = []
+    reduce = DedupMinhash.reduce
+    monkeypatch.setattr(DedupMinhash, "reduce", lambda self, b, parts, bc: reduced_here.append(b) or reduce(self, b, parts, bc))
     config = {"name": "dd", "seed": 3, "steps": STEPS}
     run_pipeline(config, workdir=tmp_path / "local")
+    bands = DedupMinhash(threshold=0.7).banding().bands
+    assert reduced_here == list(range(bands))
     report = run_pipeline(config, workdir=tmp_path / "ray", executor="ray",
                           executor_options={"address": ray_cluster.address})
     assert report.ran == [s["id"] for s in STEPS]
-    assert shuffled_on_ray == [True]  # the one dedup_minhash step grouped its bands in Ray tasks
+    assert reduced_here == list(range(bands))  # no reducer ran on the driver
+    stats = json.loads((tmp_path / "ray" / "dd" / "decontaminated" / "_manifest.json").read_text())["stats"]
+    rows = load(tmp_path / "ray" / "dd" / "split" / "train").collect().height
+    assert stats["shuffle_buckets"] == bands
+    # Every data row's band keys went to the reducers (8 bytes a band, plus array headers).
+    assert rows * bands * 8 <= stats["partition_profile"]["shuffle_bytes"] < rows * bands * 8 + 1000 * bands * stats["partitions"]
     for step in ("decontaminated", "exact"):
         local, remote = _tables(tmp_path / "local" / "dd", step), _tables(tmp_path / "ray" / "dd", step)
         assert sorted(local) == ["", "clusters", "removed"]
