@@ -8,7 +8,7 @@ so there are near-duplicates to find; written in row groups of 4,096 rows. Stage
 Baseline: the local executor in a fresh process with every thread pinned to one core and
 POLARS_MAX_THREADS=1. Ray: a real loopback cluster of two `ray start` nodes with one CPU each,
 started before timing; the driver connects in the timed run. Both must keep and remove the same
-rows (digest of the kept table, `removed` and `clusters`). Alternated runs, medians and spreads.
+rows (digest of the kept table's, `removed`'s and `clusters`' row hashes; peak RSS is taken before it). Alternated runs, medians and spreads.
 
 The bytes: what the maps sent to the band reducers (`shuffle_bytes`: the band keys, worker to worker
 on Ray) and what reached the driver through the merge tree (`merged_state_bytes`: ids, lengths,
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from bench.bench_ray_audit import _spread
-from bench.common import in_fresh_process, print_rows
+from bench.common import in_fresh_process, own_peak_rss_mb, print_rows
 
 OUT = Path(__file__).parent / "out" / "ray_dedup"
 PARTITION_BYTES = 16 << 20
@@ -80,10 +80,11 @@ def dedup(corpus: str, workdir: str, address: str | None) -> dict:
         exe.run_step(DedupMinhash(**PARAMS), ctx, {"data": Dataset.from_parquet(corpus)}, out)
     finally:
         exe.close()
+    step_cpu, step_peak = time.process_time() - cpu0, own_peak_rss_mb()  # before the digest's own memory
     digest = hashlib.sha256()
     for part in ("part-*.parquet", "removed/*.parquet", "clusters/*.parquet"):
-        digest.update(pl.read_parquet(out / part).write_csv().encode())
-    return {"digest": digest.hexdigest()[:16], "stats": ctx.stats, "driver_cpu_s": time.process_time() - cpu0}
+        digest.update(pl.read_parquet(out / part).hash_rows(seed=0).to_numpy().tobytes())
+    return {"digest": digest.hexdigest()[:16], "stats": ctx.stats, "driver_cpu_s": step_cpu, "peak_mb": step_peak}
 
 
 def run(scale: str = "full") -> list[dict]:
@@ -113,7 +114,7 @@ def run(scale: str = "full") -> list[dict]:
                                           f"(+ edited copies of every tenth)",
         "metric": "s", "value": round(ray_s, 2), "baseline": "local executor, 1 CPU", "baseline_value": round(local_s, 2),
         "ratio": round(local_s / ray_s, 3), "ratio_meaning": "speed-up of Ray 2 workers x 1 CPU over local 1 CPU",
-        "peak_rss_mb": round(on_ray[0][1], 1), "baseline_peak_rss_mb": round(local[0][1], 1),
+        "peak_rss_mb": round(rr["peak_mb"], 1), "baseline_peak_rss_mb": round(lr["peak_mb"], 1),
         "notes": (f"identical kept, removed and clusters: {same} ({stats['rows_removed']} removed of {rows} rows); "
                   f"{cfg['repeats']} runs each, alternated: local {_spread([w for w, _, _ in local])} s, Ray "
                   f"{_spread([w for w, _, _ in on_ray])} s, driver {_spread([r['driver_cpu_s'] for _, _, r in on_ray])} "
@@ -121,7 +122,8 @@ def run(scale: str = "full") -> list[dict]:
                   f"{PARTITION_BYTES >> 20} MB, {stats['shuffle_buckets']} band reducers; band keys shuffled worker to "
                   f"worker {profile['shuffle_bytes'] / 1e6:.1f} MB, merged state to the driver "
                   f"{profile['merged_state_bytes'] / 1e6:.1f} MB (before the executor's shuffle the driver got both); "
-                  f"driver peak RSS Ray {on_ray[0][1]:.0f} MB vs local process {local[0][1]:.0f} MB; "
+                  f"peak RSS of the step (before the benchmark's digest): Ray driver {rr['peak_mb']:.0f} MB, local "
+                  f"process {lr['peak_mb']:.0f} MB, largest map {profile['max_task_peak_rss_mb']} MB; "
                   f"candidate pairs {stats['candidate_pairs']}; shared 2-core machine"),
     }]
 
