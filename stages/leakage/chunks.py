@@ -381,7 +381,7 @@ class ChunkEvidence(_NeighbourEvidence):
     rank_by = ("ratio", "sim")
 
     @classmethod
-    def settings(cls, audit: Any) -> list[tuple[str, Any]]:
+    def settings(cls, audit: Any, stats: dict[str, Any]) -> list[tuple[str, Any]]:
         return [("chunk_tokens", audit.chunk_tokens), ("k", audit.k), ("backend", audit.backend),
                 ("chunk_partial", audit.chunk_partial), ("chunk_contaminated", audit.chunk_contaminated)]
 
@@ -409,7 +409,7 @@ class SemanticEvidence(_NeighbourEvidence):
     rank_by = ("sim", "ratio")
 
     @classmethod
-    def settings(cls, audit: Any) -> list[tuple[str, Any]]:
+    def settings(cls, audit: Any, stats: dict[str, Any]) -> list[tuple[str, Any]]:
         partial, contaminated = audit.similarity_thresholds
         return [("chunk_tokens", audit.chunk_tokens), ("k", audit.k), ("backend", audit.backend),
                 ("similarity_partial", partial), ("similarity_contaminated", contaminated)]

@@ -15,7 +15,7 @@ Per audit, for each enabled kind (see `Evidence` for the exact signatures):
     ev.merge(other)                         fold in the state of the same kind over other training rows
     Kind.partial_attributes                 what add_batch accumulates (lets the audit run partitioned)
 Class-level declarations feed the report: `columns` (name -> dtype), `scores` (which columns are
-score distributions and how to label them), `sort_column` (how worst items rank), `settings(audit)`.
+score distributions and how to label them), `sort_column` (how worst items rank), `settings(audit, stats)`.
 """
 
 from __future__ import annotations
@@ -101,8 +101,9 @@ class Evidence:
         self.audit, self.test, self.shared = audit, test, shared
 
     @classmethod
-    def settings(cls, audit: Any) -> list[tuple[str, Any]]:
-        """(name, value) of the parameters and thresholds the report lists for this kind."""
+    def settings(cls, audit: Any, stats: dict[str, Any]) -> list[tuple[str, Any]]:
+        """(name, value) of the parameters and thresholds the report lists for this kind; `stats` are the
+        step's, for what the run resolved (e.g. a precision chosen by "auto")."""
         return []
 
     @classmethod

@@ -59,7 +59,7 @@ class NgramEvidence(Evidence):
         self.stored = 0
 
     @classmethod
-    def settings(cls, audit: Any) -> list[tuple[str, Any]]:
+    def settings(cls, audit: Any, stats: dict[str, Any]) -> list[tuple[str, Any]]:
         return [("n", audit.n), ("max_doc_freq", audit.max_doc_freq), ("ngram_contaminated", audit.ngram_contaminated)]
 
     def add_batch(self, batch: TrainBatch) -> None:

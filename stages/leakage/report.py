@@ -141,12 +141,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _settings(stage: Any, kinds: list[type[Evidence]]) -> list[tuple[str, str]]:
+def _settings(stage: Any, kinds: list[type[Evidence]], stats: dict[str, Any]) -> list[tuple[str, str]]:
     passes = [c.kind for c in kinds if stage.enabled(c)]
     seen: dict[str, str] = {}
     for cls in kinds:
         if stage.enabled(cls):
-            seen.update((k, _fmt(v)) for k, v in cls.settings(stage))
+            seen.update((k, _fmt(v)) for k, v in cls.settings(stage, stats))
     return [("passes", ", ".join(passes)), *seen.items()]
 
 
@@ -164,7 +164,7 @@ class _Report:
         total = max(findings.height, 1)
         self.percent = {v: 100 * n / total for v, n in self.counts.items()}
         self.totals = _totals(findings, self.by)
-        self.settings = _settings(stage, self.kinds) + [("seed", _fmt(stats.get("seed")))]
+        self.settings = _settings(stage, self.kinds, stats) + [("seed", _fmt(stats.get("seed")))]
         self.thresholds = {c: v for cls in self.kinds if stage.enabled(cls) for c, v in cls.thresholds(stage, findings).items()}
         self.quality = stats.get("evidence_precision_recall") or {}
 

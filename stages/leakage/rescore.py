@@ -165,6 +165,13 @@ def rescore_precision(requested: str) -> str:
     return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
 
 
+def _resolved(requested: str, used: str | None) -> str:
+    """The precision as the report shows it: what was used, and that "auto" chose it."""
+    if used is None or used == requested:
+        return requested
+    return f"{used} ({requested})"
+
+
 def rescore(pairs_a: list[str], pairs_b: list[str], model: str | None, batch_size: int,
             precision: str = "float32") -> tuple[np.ndarray, np.ndarray]:
     """(cosine, BERTScore-style F1) of each pair (a[i], b[i]) under MiniLM; each distinct text embedded once.
@@ -255,10 +262,10 @@ class ParaphraseEvidence(Evidence):
         self.null_stats: dict[str, float] = {}
 
     @classmethod
-    def settings(cls, audit: Any) -> list[tuple[str, Any]]:
+    def settings(cls, audit: Any, stats: dict[str, Any]) -> list[tuple[str, Any]]:
         return [("candidates", audit.candidates), ("null_quantile", audit.null_quantile),
                 ("min_score", audit.paraphrase_min_score), ("fields", audit.fields),
-                ("precision", audit.paraphrase_precision)]
+                ("precision", _resolved(audit.paraphrase_precision, stats.get("paraphrase_precision")))]
 
     @classmethod
     def thresholds(cls, audit: Any, findings: pl.DataFrame) -> dict[str, list[float]]:

@@ -51,6 +51,10 @@ def test_rewritten_leaks_score_above_the_null_and_controls_below(train, tmp_path
     assert null["items"] > 0 and null["threshold"] >= 0.5
     assert f["paraphrase_threshold"].drop_nulls().n_unique() <= 2  # one operating point (+ the short-item one)
     assert "paraphrase" in (tmp_path / "report.md").read_text()
+    # The report names the precision the run used, not only the "auto" it was asked for.
+    used = result.stats["paraphrase_precision"]
+    assert used in ("float32", "bfloat16")
+    assert f"precision = {used} (auto)" in (tmp_path / "report.md").read_text()
 
 
 def test_candidates_of_two_shards_merge_into_the_one_pass_candidates(train):
