@@ -9,6 +9,8 @@ over a corpus) can say so and become splittable by any executor:
         def map(self, partition, broadcast) -> S        # a partial state from one partition
         def merge(self, a, b) -> S                      # associative; `a` covers the partitions before `b`
         def finish(self, ctx, state, broadcast, inputs) # the step's outputs, from the merged state
+                                                        # (or a `RowPass`: a second pass over the partitions,
+                                                        # see `pipeline.row_pass`)
 
 A stage that must group rows by a key across partitions (LSH buckets: rows of any partitions that
 share a band key) adds a shuffle: `shuffle_buckets(broadcast)` reducers, `split(value, broadcast)`
@@ -52,6 +54,7 @@ import xxhash
 
 from pipeline.errors import PipelineError
 from pipeline.io import BATCH_BYTES, DEFAULT_BATCH_ROWS, Dataset, write_table
+from pipeline.row_pass import RowPass, local_row_pass
 from pipeline.stage import Context, Stage
 
 # Big enough that per-task overhead (scheduling, broadcast fetch, state pickling) is noise, small
@@ -385,7 +388,10 @@ def run_locally(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset
             bucket_parts[bucket] = []  # a bucket's parts are freed once reduced
         return results
 
-    return stage.finish(ctx, finish_value(stage, state, broadcast, reduce_buckets), broadcast, inputs)
+    result = stage.finish(ctx, finish_value(stage, state, broadcast, reduce_buckets), broadcast, inputs)
+    if isinstance(result, RowPass):  # the outputs are a second pass over the same partitions
+        return local_row_pass(result, ctx, partitions)
+    return result
 
 
 class _Done:

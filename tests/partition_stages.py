@@ -15,6 +15,7 @@ import polars as pl
 
 from pipeline.io import Dataset
 from pipeline.partitioned import Partition, PartitionedStage
+from pipeline.row_pass import RowPass
 from pipeline.stage import Context
 
 
@@ -139,3 +140,65 @@ def first_rows(texts: list[str]) -> pl.DataFrame:
             first.setdefault(word, row)
     words = sorted(first)
     return pl.DataFrame({"word": words, "first_row": [first[w] for w in words]}, schema={"word": pl.String, "first_row": pl.Int64})
+
+
+class SplitRows(PartitionedStage):
+    """Test stage whose outputs are a second pass (`RowPass`): rows whose text has a vocabulary word are
+    the table, the others the side output `without`, each with its corpus-wide row number.
+
+    The map only counts rows; the decision is made per row in the pass, from the payload the driver
+    hands each partition (its row range), so a pass run anywhere must give the same rows in order.
+    """
+
+    name = "test_partitioned_split_rows"
+    inputs = ("data", "vocab")
+    partition_input = "data"
+
+    @classmethod
+    def example(cls):
+        return {}, {"data": pl.DataFrame({"text": ["the cat", "a dog"]}), "vocab": pl.DataFrame({"word": ["cat"]})}
+
+    def broadcast(self, ctx: Context, inputs: dict[str, Dataset]) -> frozenset[str]:
+        return frozenset(inputs["vocab"].collect().get_column("word").to_list())
+
+    def map(self, partition: Partition, broadcast: frozenset[str]) -> int:
+        return partition.num_rows
+
+    def merge(self, a: int, b: int) -> int:
+        return a + b
+
+    def finish(self, ctx: Context, state: int | None, broadcast: frozenset[str], inputs: dict[str, Dataset]):
+        ctx.record("rows_seen", state or 0)
+        return _VocabularyRows(broadcast, inputs["data"].lazy().head(0).collect().schema)
+
+
+class _VocabularyRows(RowPass):
+    outputs = ("", "without")
+
+    def __init__(self, vocab: frozenset[str], schema: pl.Schema):
+        self.vocab, self.schema = vocab, schema
+
+    def payload(self, partition: Partition) -> int:
+        return partition.base
+
+    def rows(self, partition: Partition, payload: int, output: str):
+        row = payload
+        for batch in partition.iter_batches(7):
+            has = pl.Series([bool(self.vocab & set(t.lower().split())) for t in batch.get_column("text").to_list()])
+            numbered = batch.with_columns(row=pl.int_range(row, row + batch.height, dtype=pl.Int64))
+            row += batch.height
+            yield numbered.filter(has if not output else ~has)
+
+    def empty(self, output: str) -> pl.DataFrame:
+        return pl.DataFrame(schema=self.schema).with_columns(row=pl.lit(None, pl.Int64))
+
+    def done(self, ctx: Context) -> None:
+        ctx.record("vocabulary", sorted(self.vocab))
+
+
+def split_rows(frame: pl.DataFrame, vocab: set[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """What `SplitRows` should give, in one plain pass."""
+    numbered = frame.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
+    has = pl.Series([bool(vocab & set(t.lower().split())) for t in frame.get_column("text").to_list()])
+    cols = [*frame.columns, "row"]
+    return numbered.filter(has).select(cols), numbered.filter(~has).select(cols)

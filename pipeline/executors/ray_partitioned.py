@@ -12,6 +12,9 @@ because every state carries the partitions it covers and a merge refuses an over
 partitions' states are checkpointed on the shared filesystem by the task itself, so a killed
 driver's rerun submits only the partitions that were not finished.
 
+A `finish` that returns a `RowPass` (`pipeline.row_pass`: its outputs are a second pass over the
+same partitions) gets one task per partition, each writing its partition's rows on a worker.
+
 A shuffling stage's map task has one more return per bucket (its part of that bucket); once every
 map has finished, one reduce task per bucket takes those returns of all maps as arguments, so the
 parts go from worker to worker and the driver gets only the reducers' results.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,7 @@ from pipeline.partitioned import (
     state_fingerprint,
     without_parts,
 )
+from pipeline.row_pass import RowPass, fill_empty_outputs, output_folders, write_partition_rows
 from pipeline.stage import Context
 
 
@@ -215,7 +220,54 @@ def _map_and_finish(executor: Any, stage: PartitionedStage, ctx: Context, inputs
     state = final[1]
     record_partitioning(ctx, partitions, profiles, resumed, state, buckets)
     value = finish_value(stage, state, broadcast, lambda: _reduced(reduced))
-    write_table(stage.finish(ctx, value, broadcast, inputs), out_dir)
+    result = stage.finish(ctx, value, broadcast, inputs)
+    if isinstance(result, RowPass):
+        _run_row_pass(executor, result, ctx, remote_ctx, partitions, out_dir, options)
+    else:
+        write_table(result, out_dir)
+
+
+def _row_pass_task(rows: RowPass, partition, payload: Any, folders: dict[str, str], cwd: str) -> tuple:
+    from pipeline.executors.ray import _enter, _pack_error
+
+    _enter(cwd)
+    try:
+        return ("ok", write_partition_rows(rows, partition, payload, folders))
+    except PipelineError as exc:
+        return ("error", _pack_error(exc))
+
+
+def _run_row_pass(executor: Any, rows: RowPass, ctx: Context, remote_ctx: Context, partitions: list,
+                  out_dir: Path, options: dict) -> None:
+    """One task per partition writes that partition's rows of every output; then the driver's `done`."""
+    from pipeline.executors.ray import IN_FLIGHT_PER_CPU, _unify_part_schemas, _unpack_error, run_bounded
+
+    folders = output_folders(rows, remote_ctx, out_dir)
+    task = ray.remote(_row_pass_task).options(scheduling_strategy="SPREAD", **options)
+    rows_ref = ray.put(rows)  # the pass without the driver's whole state: each task gets its payload
+    failures: list = []
+
+    def finished(_k: int, result: tuple) -> bool:
+        if result[0] == "error":
+            failures.append(result[1])
+            return False
+        return True
+
+    try:
+        run_bounded(lambda i: task.remote(rows_ref, partitions[i], rows.payload(partitions[i]), folders, executor._cwd),
+                    len(partitions), IN_FLIGHT_PER_CPU * executor.cluster_cpus(), finished)
+    finally:
+        for folder in folders.values():
+            for leftover in Path(folder).glob(".partition-*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+    if failures:
+        raise _unpack_error(failures[0])
+    fill_empty_outputs(rows, folders)
+    for output, folder in folders.items():
+        _unify_part_schemas(Path(folder))
+        if output:
+            ctx.side_outputs.append(output)
+    rows.done(ctx)
 
 
 def _submit_reducers(executor: Any, stage: PartitionedStage, stage_ref: Any, broadcast_ref: Any, part_refs: list,

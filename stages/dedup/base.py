@@ -8,10 +8,11 @@ executor may fan the first pass out:
    of one partition of `data`; `merge` concatenates adjacent partitions' features (in input
    order, so every partitioning numbers rows the same way).
 2. `finish` turns all features into duplicate pairs (`duplicate_pairs`, the stage's own),
-   `clusters.resolve` joins them into clusters and picks the row each keeps; the data is then
-   streamed again: kept rows are the step's table, removed rows go to the side output `removed`
-   with the cluster, the row they duplicate, the similarity and the reason; `clusters` lists
-   every member of every cluster of two or more rows. Nothing is dropped silently.
+   `clusters.resolve` joins them into clusters and picks the row each keeps;
+3. the data is then passed again, partition by partition (`outputs.DedupRows`, on the workers on
+   Ray): kept rows are the step's table, removed rows go to the side output `removed` with the
+   cluster, the row they duplicate, the similarity and the reason; `clusters` lists every member
+   of every cluster of two or more rows. Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
-from stages.dedup.clusters import Resolution, resolve, summary
+from stages.dedup.clusters import resolve
+from stages.dedup.outputs import ADDED_COLUMNS, DedupRows
 
 KEEP_POLICIES = ("first", "longest", "lowest_id", "column")
-ADDED_COLUMNS = ("cluster_id", "duplicate_of", "duplicate_of_input", "similarity", "reason")
 # Rows per first-pass batch: large enough to vectorise, small enough that per-byte hashing stays small.
 SCAN_BATCH_ROWS = 8_192
 
@@ -163,7 +164,7 @@ class DedupStage(PartitionedStage):
         return a.extend(b)
 
     def finish(self, ctx: Context, state: Scan | None, broadcast: Broadcast,
-               inputs: dict[str, Dataset]) -> Iterator[pl.DataFrame]:
+               inputs: dict[str, Dataset]) -> DedupRows:
         data, reference = inputs["data"], inputs.get("reference")
         scan = broadcast.reference.extend(state if state is not None else Scan())
         scan.sources = [(reference, 0)] if reference is not None else []
@@ -177,21 +178,7 @@ class DedupStage(PartitionedStage):
             similarity[in_cluster] = self.similarity(scan, pair_state, in_cluster, resolution.kept[in_cluster])
         finally:
             self.release(pair_state)
-        return self._outputs(ctx, data, resolution, similarity, scan.all_ids())
-
-    def _outputs(self, ctx: Context, data: Dataset, resolution: Resolution, similarity: np.ndarray,
-                 ids: pl.Series) -> Iterator[pl.DataFrame]:
-        offset = resolution.n_reference
-        for batch in data.iter_batches():
-            yield batch.filter(pl.Series(~resolution.removed[offset : offset + batch.height]))
-            offset += batch.height
-        # A third, streamed pass writes the removed rows: memory never holds them (a corpus that is
-        # mostly copies would otherwise be held almost whole).
-        ctx.write_side_output("removed", self._removed_batches(data, resolution, similarity, ids))
-        ctx.write_side_output("clusters", self._clusters(resolution, similarity, ids))
-        stats = summary(resolution)
-        for key, value in stats.items():
-            ctx.record(key, value)
+        return DedupRows(self.reason, data.lazy().head(0).collect().schema, resolution, similarity, scan.all_ids())
 
     def _columns(self) -> list[str]:
         return list(dict.fromkeys(self.scan_columns()))
@@ -219,46 +206,6 @@ class DedupStage(PartitionedStage):
         if extra is None:
             raise ParamError("keep", f"'{self.keep}' is not a keep policy of '{self.name}'")
         return extra
-
-    def _removed_batches(self, data: Dataset, resolution: Resolution, similarity: np.ndarray,
-                         ids: pl.Series) -> Iterator[pl.DataFrame]:
-        """The removed data rows, all their columns plus where they went, batch by batch in input order."""
-        offset = resolution.n_reference
-        removed = resolution.removed
-        if not removed.any():
-            yield self._removed_rows(data.lazy().head(0).collect(), np.empty(0, np.int64), resolution, similarity, ids)
-            return
-        for batch in data.iter_batches():
-            mask = removed[offset : offset + batch.height]
-            if mask.any():
-                yield self._removed_rows(batch.filter(pl.Series(mask)), offset + np.flatnonzero(mask), resolution,
-                                         similarity, ids)
-            offset += batch.height
-
-    def _removed_rows(self, rows: pl.DataFrame, positions: np.ndarray, resolution: Resolution,
-                      similarity: np.ndarray, ids: pl.Series) -> pl.DataFrame:
-        kept = resolution.kept[positions]
-        from_reference = kept < resolution.n_reference
-        reasons = np.where(from_reference, f"{self.reason} of a reference row", self.reason)
-        return rows.with_columns(
-            pl.Series("cluster_id", resolution.cluster[positions], dtype=pl.Int64),
-            pl.Series("duplicate_of", ids.gather(kept) if kept.size else [], dtype=pl.String),
-            pl.Series("duplicate_of_input", np.where(from_reference, "reference", "data").tolist(), dtype=pl.String),
-            pl.Series("similarity", similarity[positions], dtype=pl.Float64),
-            pl.Series("reason", reasons.tolist(), dtype=pl.String),
-        )
-
-    def _clusters(self, resolution: Resolution, similarity: np.ndarray, ids: pl.Series) -> pl.DataFrame:
-        members = np.flatnonzero(resolution.size >= 2)
-        order = members[np.lexsort((members, resolution.cluster[members]))]
-        return pl.DataFrame({
-            "cluster_id": pl.Series(resolution.cluster[order], dtype=pl.Int64),
-            "id": ids.gather(order) if order.size else pl.Series([], dtype=pl.String),
-            "input": pl.Series(np.where(order < resolution.n_reference, "reference", "data").tolist(), dtype=pl.String),
-            "kept": pl.Series(~resolution.removed[order], dtype=pl.Boolean),
-            "size": pl.Series(resolution.size[order], dtype=pl.Int64),
-            "similarity": pl.Series(similarity[order], dtype=pl.Float64),
-        })
 
 
 class TextDedupStage(DedupStage):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from partition_stages import FirstRows, VocabularyCounts, first_rows
+from partition_stages import FirstRows, SplitRows, VocabularyCounts, first_rows, split_rows
 from ray_cluster import ray_cluster  # noqa: F401 - the fixture is used by name
 from test_partitioned import corpus_files, leakage_inputs, run_step, same_outputs
 
@@ -75,6 +75,30 @@ def test_shuffle_on_two_nodes_equals_local_reduces_on_workers_and_resumes(ray_ex
         run_step(failing, {"data": data}, tmp_path / "first", ray_executor, checkpoint)
     table, _, stats = run_step(failing, {"data": data}, tmp_path / "second", ray_executor, checkpoint)
     assert table.equals(expected) and stats["partition_profile"]["resumed"] >= 1
+
+
+def test_a_row_pass_on_two_nodes_writes_each_partition_on_a_worker_in_input_order(ray_executor, tmp_path, monkeypatch):
+    import polars as pl
+    from partition_stages import _VocabularyRows
+
+    data = corpus_files(tmp_path / "corpus")
+    passes_here = []
+    rows = _VocabularyRows.rows
+    monkeypatch.setattr(_VocabularyRows, "rows", lambda self, p, payload, out: passes_here.append(p.index) or rows(self, p, payload, out))
+    for words, partition_bytes in (({"class", "return"}, 1), ({"class", "return"}, 1 << 40), ({"zzzz"}, 1)):
+        vocab = Dataset.from_any(pl.DataFrame({"word": sorted(words)}))
+        ray_executor.partition_bytes = partition_bytes
+        out = tmp_path / f"ray-{partition_bytes}-{len(words)}"
+        table, sides, stats = run_step(SplitRows(), {"data": data, "vocab": vocab}, out, ray_executor)
+        with_word, without = split_rows(data.collect(), words)
+        assert table.equals(with_word) and sides["without"].equals(without), (words, partition_bytes)
+        assert table.columns == ["id", "text", "row"]
+        assert stats["vocabulary"] == sorted(words)
+        if partition_bytes == 1 and without.height == data.num_rows:
+            # One part per partition that had rows, named by partition; an output with none gets one empty part.
+            assert len(list((out / "without").glob("part-*-000.parquet"))) == stats["partitions"]
+            assert [p.name for p in out.glob("part-*.parquet")] == ["part-00000.parquet"]
+    assert passes_here == []  # every partition's rows were written on a worker
 
 
 def _adjacent_pairs_reference(leaves: list[str]) -> str:

@@ -1,0 +1,116 @@
+"""A partitioned stage's outputs as a second pass over its partitions, run where the partitions are.
+
+Some stages' outputs are their partitioned input itself, row by row, with the merged state deciding
+what becomes of each row: dedup keeps or removes every row of the corpus. Streamed from `finish`,
+that makes one process read the whole corpus again after the cluster has done the maps (1 TB at the
+scale dedup is for). So `finish` may return a `RowPass` instead of tables:
+
+    class MyRows(RowPass):
+        outputs = ("", "removed")                         # "" is the step's table, others side outputs
+        def payload(self, partition) -> P                 # on the driver: this partition's slice of the state
+        def rows(self, partition, payload, output)        # anywhere: that output's frames from this partition
+        def empty(self, output) -> pl.DataFrame           # the schema when no partition gives a row
+        def done(self, ctx)                               # on the driver, after every partition
+
+The local executor streams each output over the partitions in order into one writer (the same rows
+a generator from `finish` gave); the Ray executor runs one task per partition, which writes its
+rows as `part-<partition>-<k>.parquet`, so the parts list in input order and the rows are the same.
+A payload carries only its partition's share (for dedup: a slice of the keep/remove decision, and
+the ids its removed rows point to), so a task's memory follows its partition, not the corpus.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from pipeline.io import write_table
+from pipeline.stage import Context
+
+
+class RowPass:
+    """What `PartitionedStage.finish` returns when its outputs are a second pass over the partitions."""
+
+    outputs: tuple[str, ...] = ("",)
+
+    def payload(self, partition: Any) -> Any:
+        """This partition's share of the state (built on the driver, sent with the partition's task)."""
+        return None
+
+    def rows(self, partition: Any, payload: Any, output: str) -> Iterator[pl.DataFrame]:
+        raise NotImplementedError
+
+    def empty(self, output: str) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def done(self, ctx: Context) -> None:
+        """The driver's part once every partition is written: small side outputs, stats."""
+
+
+def local_row_pass(rows: RowPass, ctx: Context, partitions: list) -> Iterator[pl.DataFrame]:
+    """The step's table as a stream over the partitions in order; side outputs and `done` after it (one process)."""
+    yield from _non_empty(rows, "", partitions)
+    for output in rows.outputs:
+        if output:
+            ctx.write_side_output(output, _non_empty(rows, output, partitions))
+    rows.done(ctx)
+
+
+def _non_empty(rows: RowPass, output: str, partitions: list) -> Iterator[pl.DataFrame]:
+    stream = (frame for p in partitions for frame in rows.rows(p, rows.payload(p), output))
+    first = next(stream, None)
+    if first is None:  # no partition gave a row: the output still has its columns
+        yield rows.empty(output)
+        return
+    yield from itertools.chain([first], stream)
+
+
+def write_partition_rows(rows: RowPass, partition: Any, payload: Any, folders: dict[str, str]) -> dict[str, int]:
+    """One partition's rows of every output, as `part-<partition>-<k>.parquet` in each output's folder.
+
+    Written under a temporary folder and renamed, so a retried task overwrites cleanly. Returns the
+    rows written per output.
+    """
+    written: dict[str, int] = {}
+    for output, folder in folders.items():
+        stream = (frame for frame in rows.rows(partition, payload, output) if len(frame))
+        first = next(stream, None)
+        written[output] = 0
+        if first is None:  # no row from this partition (say, none removed here): no part at all
+            continue
+        target = Path(folder)
+        tmp = target / f".partition-{partition.index:05d}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            write_table(itertools.chain([first], stream), tmp)
+            for k, part in enumerate(sorted(tmp.glob("part-*.parquet"))):
+                written[output] += pq.read_metadata(part).num_rows
+                os.replace(part, target / f"part-{partition.index:05d}-{k:03d}.parquet")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return written
+
+
+def output_folders(rows: RowPass, ctx: Context, out_dir: Path) -> dict[str, str]:
+    """Each output's folder: the step's own for the table, `<side root>/<name>` for a side output (made here)."""
+    folders = {}
+    for output in rows.outputs:
+        folder = out_dir if not output else (ctx.side_root or ctx.out_dir) / output
+        folder.mkdir(parents=True, exist_ok=True)
+        folders[output] = str(folder)
+    return folders
+
+
+def fill_empty_outputs(rows: RowPass, folders: dict[str, str]) -> None:
+    """An output no partition gave a row to gets one empty part with its columns (a table always has a schema)."""
+    for output, folder in folders.items():
+        if not any(Path(folder).glob("part-*.parquet")):
+            write_table(rows.empty(output), Path(folder))
