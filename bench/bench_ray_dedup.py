@@ -13,7 +13,9 @@ rows (digest of the kept table's, `removed`'s and `clusters`' row hashes; peak R
 The bytes: what the maps sent to the band reducers (`shuffle_bytes`: the band keys, worker to worker
 on Ray) and what reached the driver through the merge tree (`merged_state_bytes`: ids, lengths,
 digests). Before the shuffle was in the executor, the band keys went through the merge tree too,
-so the driver received both.
+so the driver received both. The kept and removed rows are written by a second pass over the
+partitions (`pipeline.row_pass`): on Ray one task per partition; before that, the driver streamed the
+whole corpus twice more to write them.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from bench.common import in_fresh_process, own_peak_rss_mb, print_rows
 
 OUT = Path(__file__).parent / "out" / "ray_dedup"
 PARTITION_BYTES = 16 << 20
-SCALES = {"quick": {"mb": 8, "repeats": 1}, "full": {"mb": 136, "repeats": 2}}
+SCALES = {"quick": {"mb": 8, "repeats": 1}, "full": {"mb": 136, "repeats": 3}}
 PRELOAD = ("stages", "stages.dedup")
 PARAMS = {"ngram": 5, "num_perm": 128, "bands": 16, "rows": 8, "threshold": 0.8, "verify": "jaccard"}
 
@@ -119,7 +121,8 @@ def run(scale: str = "full") -> list[dict]:
                   f"{cfg['repeats']} runs each, alternated: local {_spread([w for w, _, _ in local])} s, Ray "
                   f"{_spread([w for w, _, _ in on_ray])} s, driver {_spread([r['driver_cpu_s'] for _, _, r in on_ray])} "
                   f"CPU s + maps {profile['total_map_cpu_s']} CPU s; {stats['partitions']} partitions of "
-                  f"{PARTITION_BYTES >> 20} MB, {stats['shuffle_buckets']} band reducers; band keys shuffled worker to "
+                  f"{PARTITION_BYTES >> 20} MB, {stats['shuffle_buckets']} band reducers, kept and removed rows written by "
+                  f"one task per partition; band keys shuffled worker to "
                   f"worker {profile['shuffle_bytes'] / 1e6:.1f} MB, merged state to the driver "
                   f"{profile['merged_state_bytes'] / 1e6:.1f} MB (before the executor's shuffle the driver got both); "
                   f"peak RSS of the step (before the benchmark's digest): Ray driver {rr['peak_mb']:.0f} MB, local "
