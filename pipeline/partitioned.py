@@ -291,8 +291,9 @@ def checkpoint_path(ctx: Context, fingerprint: str, partition: Partition) -> Pat
     return Path(ctx.checkpoint_dir) / "partitions" / f"{fingerprint[:16]}-{partition.key()}.pkl"
 
 
-def load_checkpoint(path: Path | None, fingerprint: str, partition: Partition) -> PartialState | None:
-    """A finished partition's state from an earlier, killed run of this very step, if there is one."""
+def load_checkpoint(path: Path | None, fingerprint: str, partition: Partition, buckets: int = 0) -> PartialState | None:
+    """A finished partition's state from an earlier, killed run of this very step, if there is one (with its
+    part of each of the `buckets` shuffle buckets when the stage shuffles)."""
     if path is None or not path.is_file():
         return None
     try:
@@ -300,6 +301,8 @@ def load_checkpoint(path: Path | None, fingerprint: str, partition: Partition) -
     except Exception:  # noqa: BLE001 - a torn or foreign file is simply recomputed
         return None
     if not isinstance(state, PartialState) or state.fingerprint != fingerprint or state.partitions != {partition.index}:
+        return None
+    if len(state.parts or []) != buckets:  # saved without (or with other) shuffle parts: map it again
         return None
     return state
 
@@ -357,7 +360,7 @@ def run_locally(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset
 
     def partial_of(part: Partition) -> tuple[PartialState, dict | None]:
         path = checkpoint_path(ctx, fingerprint, part)
-        partial = load_checkpoint(path, fingerprint, part)
+        partial = load_checkpoint(path, fingerprint, part, len(bucket_parts))
         if partial is not None:
             return partial, None
         partial, profile = map_partition(stage, part, broadcast, fingerprint)

@@ -173,7 +173,7 @@ def _map_and_finish(executor: Any, stage: PartitionedStage, ctx: Context, inputs
     part_refs: list[list] = [[] for _ in partitions]  # each partition's shuffle parts, one ref per bucket
     to_map: list[int] = []
     for i, part in enumerate(partitions):
-        done = load_checkpoint(paths[i], fingerprint, part)
+        done = load_checkpoint(paths[i], fingerprint, part, buckets)
         if done is None:
             to_map.append(i)
         else:
