@@ -210,12 +210,15 @@ def _map_and_finish(executor: Any, stage: PartitionedStage, ctx: Context, inputs
         # Every map has finished: the reducers can start while the last merges run.
         reduced = _submit_reducers(executor, stage, stage_ref, broadcast_ref, part_refs, buckets, options)
         part_refs.clear()  # the reduce tasks hold the parts now; Ray frees each once its reducer is done
-        final = _get(tree.root) if partitions else ("ok", None)
+        try:
+            final = _get(tree.root) if partitions else ("ok", None)
+        except BaseException:
+            _settle(reduced)
+            raise
     finally:
         bar.close()
     if final[0] == "error":
-        if reduced:  # nothing of this step is left running once it has failed
-            ray.wait(reduced, num_returns=len(reduced), fetch_local=False)
+        _settle(reduced)
         raise _unpack_error(final[1])
     state = final[1]
     record_partitioning(ctx, partitions, profiles, resumed, state, buckets)
@@ -278,6 +281,12 @@ def _submit_reducers(executor: Any, stage: PartitionedStage, stage_ref: Any, bro
     reduce_task = ray.remote(_reduce_task).options(scheduling_strategy="SPREAD", max_retries=executor.max_retries,
                                                    num_cpus=options.get("num_cpus", 1))
     return [reduce_task.remote(stage_ref, b, broadcast_ref, *(refs[b] for refs in part_refs)) for b in range(buckets)]
+
+
+def _settle(refs: list) -> None:
+    """Wait for tasks whose results are no longer wanted: nothing of a failed step is left running."""
+    if refs:
+        ray.wait(refs, num_returns=len(refs), fetch_local=False)
 
 
 def _reduced(refs: list) -> list:
