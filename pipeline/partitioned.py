@@ -54,7 +54,7 @@ import xxhash
 
 from pipeline.errors import PipelineError
 from pipeline.io import BATCH_BYTES, DEFAULT_BATCH_ROWS, Dataset, write_table
-from pipeline.row_pass import RowPass, local_row_pass
+from pipeline.row_pass import RowPass, local_gather, local_row_pass
 from pipeline.stage import Context, Stage
 
 # Big enough that per-task overhead (scheduling, broadcast fetch, state pickling) is noise, small
@@ -391,7 +391,11 @@ def run_locally(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset
             bucket_parts[bucket] = []  # a bucket's parts are freed once reduced
         return results
 
-    result = stage.finish(ctx, finish_value(stage, state, broadcast, reduce_buckets), broadcast, inputs)
+    ctx.gather_rows = local_gather(partitions)
+    try:
+        result = stage.finish(ctx, finish_value(stage, state, broadcast, reduce_buckets), broadcast, inputs)
+    finally:
+        ctx.gather_rows = None
     if isinstance(result, RowPass):  # the outputs are a second pass over the same partitions
         return local_row_pass(result, ctx, partitions)
     return result

@@ -1,4 +1,5 @@
-"""A partitioned stage's outputs as a second pass over its partitions, run where the partitions are.
+"""Second passes over a partitioned stage's partitions, run where the partitions are: its outputs
+(`RowPass`) and, while `finish` runs, reads of chosen rows (`Context.gather_rows`).
 
 Some stages' outputs are their partitioned input itself, row by row, with the merged state deciding
 what becomes of each row: dedup keeps or removes every row of the corpus. Streamed from `finish`,
@@ -17,6 +18,12 @@ a generator from `finish` gave); the Ray executor runs one task per partition, w
 rows as `part-<partition>-<k>.parquet`, so the parts list in input order and the rows are the same.
 A payload carries only its partition's share (for dedup: a slice of the keep/remove decision, and
 the ids its removed rows point to), so a task's memory follows its partition, not the corpus.
+
+`finish` may also need a few rows of the corpus again (dedup verifies its candidate pairs on their
+texts). `ctx.gather_rows(fn, rows, extra)` splits the sorted corpus-wide row numbers `rows` by
+partition and returns `fn(partition, local_rows, extra)` of each partition holding some, in input
+order; on Ray each is a task, so the driver gets what `fn` makes of the rows (shingle sets), not
+the corpus.
 """
 
 from __future__ import annotations
@@ -25,10 +32,11 @@ import itertools
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
@@ -71,6 +79,24 @@ def _non_empty(rows: RowPass, output: str, partitions: list) -> Iterator[pl.Data
         yield rows.empty(output)
         return
     yield from itertools.chain([first], stream)
+
+
+def split_rows(partitions: list, rows: np.ndarray) -> list[tuple[Any, np.ndarray]]:
+    """(partition, its rows relative to its first) for each partition holding some of the sorted `rows`."""
+    rows = np.asarray(rows, np.int64)
+    bases = np.array([p.base for p in partitions] + [partitions[-1].base + partitions[-1].num_rows if partitions else 0],
+                     np.int64)
+    if rows.size and (rows[0] < 0 or rows[-1] >= bases[-1] or np.any(np.diff(rows) < 0)):
+        raise ValueError("gather_rows needs sorted row numbers inside the partitioned input")
+    cuts = np.searchsorted(rows, bases)
+    return [(p, rows[cuts[i]:cuts[i + 1]] - p.base) for i, p in enumerate(partitions) if cuts[i + 1] > cuts[i]]
+
+
+def local_gather(partitions: list):
+    """`Context.gather_rows` of the local executor: `fn` on each partition holding some of the rows, in turn."""
+    def gather_rows(fn: Callable, rows: np.ndarray, extra: Any = None) -> list:
+        return [fn(p, local, extra) for p, local in split_rows(partitions, rows)]
+    return gather_rows
 
 
 def write_partition_rows(rows: RowPass, partition: Any, payload: Any, folders: dict[str, str]) -> dict[str, int]:

@@ -202,3 +202,9 @@ def split_rows(frame: pl.DataFrame, vocab: set[str]) -> tuple[pl.DataFrame, pl.D
     has = pl.Series([bool(vocab & set(t.lower().split())) for t in frame.get_column("text").to_list()])
     cols = [*frame.columns, "row"]
     return numbered.filter(has).select(cols), numbered.filter(~has).select(cols)
+
+
+def texts_at(partition: Partition, rows, column: str) -> list[tuple[int, str]]:
+    """A `gather_rows` function: (corpus-wide row, text) of some rows of one partition, read where it is."""
+    frame = pl.concat(list(partition.iter_batches(7, columns=[column])))
+    return [(partition.base + int(r), frame[column][int(r)]) for r in rows]

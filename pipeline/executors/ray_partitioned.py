@@ -13,7 +13,8 @@ partitions' states are checkpointed on the shared filesystem by the task itself,
 driver's rerun submits only the partitions that were not finished.
 
 A `finish` that returns a `RowPass` (`pipeline.row_pass`: its outputs are a second pass over the
-same partitions) gets one task per partition, each writing its partition's rows on a worker.
+same partitions) gets one task per partition, each writing its partition's rows on a worker; while
+`finish` runs, `ctx.gather_rows` reads chosen rows in tasks on the workers too.
 
 A shuffling stage's map task has one more return per bucket (its part of that bucket); once every
 map has finished, one reduce task per bucket takes those returns of all maps as arguments, so the
@@ -47,7 +48,7 @@ from pipeline.partitioned import (
     state_fingerprint,
     without_parts,
 )
-from pipeline.row_pass import RowPass, fill_empty_outputs, output_folders, write_partition_rows
+from pipeline.row_pass import RowPass, fill_empty_outputs, output_folders, split_rows, write_partition_rows
 from pipeline.stage import Context
 
 
@@ -223,11 +224,53 @@ def _map_and_finish(executor: Any, stage: PartitionedStage, ctx: Context, inputs
     state = final[1]
     record_partitioning(ctx, partitions, profiles, resumed, state, buckets)
     value = finish_value(stage, state, broadcast, lambda: _reduced(reduced))
-    result = stage.finish(ctx, value, broadcast, inputs)
+    ctx.gather_rows = _ray_gather(executor, partitions, options)
+    try:
+        result = stage.finish(ctx, value, broadcast, inputs)
+    finally:
+        ctx.gather_rows = None
     if isinstance(result, RowPass):
         _run_row_pass(executor, result, ctx, remote_ctx, partitions, out_dir, options)
     else:
         write_table(result, out_dir)
+
+
+def _gather_task(fn: Callable, partition, rows: Any, extra: Any, cwd: str) -> tuple:
+    from pipeline.executors.ray import _enter, _pack_error
+
+    _enter(cwd)
+    try:
+        return ("ok", fn(partition, rows, extra))
+    except PipelineError as exc:
+        return ("error", _pack_error(exc))
+
+
+def _ray_gather(executor: Any, partitions: list, options: dict) -> Callable:
+    """`Context.gather_rows` on Ray: one task per partition holding some of the rows; results in input order."""
+    from pipeline.executors.ray import IN_FLIGHT_PER_CPU, _unpack_error, run_bounded
+
+    task = ray.remote(_gather_task).options(scheduling_strategy="SPREAD", **options)
+
+    def gather_rows(fn: Callable, rows: Any, extra: Any = None) -> list:
+        pieces = split_rows(partitions, rows)
+        fn_ref, extra_ref = ray.put(fn), ray.put(extra)
+        results: list = [None] * len(pieces)
+        failures: list = []
+
+        def finished(k: int, result: tuple) -> bool:
+            if result[0] == "error":
+                failures.append(result[1])
+                return False
+            results[k] = result[1]
+            return True
+
+        run_bounded(lambda k: task.remote(fn_ref, pieces[k][0], pieces[k][1], extra_ref, executor._cwd),
+                    len(pieces), IN_FLIGHT_PER_CPU * executor.cluster_cpus(), finished)
+        if failures:
+            raise _unpack_error(failures[0])
+        return results
+
+    return gather_rows
 
 
 def _row_pass_task(rows: RowPass, partition, payload: Any, folders: dict[str, str], cwd: str) -> tuple:

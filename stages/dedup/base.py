@@ -45,8 +45,10 @@ class Scan:
     lengths: list[np.ndarray] = field(default_factory=list)
     keep_values: list[pl.Series] = field(default_factory=list)
     features: list[Any] = field(default_factory=list)
-    # (dataset, position of its first row): lets a stage re-read the few rows it must look at again.
-    sources: list[tuple[Dataset, int]] = field(default_factory=list)
+    # How to reach rows again (a stage may re-read the few it must look at): the reference here, the
+    # data where its partitions are (`Context.gather_rows`; data rows numbered from 0).
+    reference_source: Dataset | None = None
+    gather_rows: Any = None
     # A shuffling stage's reducers' results, in bucket order (`PartitionedStage.shuffled`).
     shuffled: list | None = None
 
@@ -167,8 +169,7 @@ class DedupStage(PartitionedStage):
                inputs: dict[str, Dataset]) -> DedupRows:
         data, reference = inputs["data"], inputs.get("reference")
         scan = broadcast.reference.extend(state if state is not None else Scan())
-        scan.sources = [(reference, 0)] if reference is not None else []
-        scan.sources.append((data, scan.n_reference))
+        scan.reference_source, scan.gather_rows = reference, ctx.gather_rows
         pairs, pair_state = self.duplicate_pairs(ctx, scan)
         try:
             resolution = resolve(scan.n_reference, scan.n - scan.n_reference, pairs, self.priority(scan, pair_state),

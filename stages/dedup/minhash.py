@@ -7,13 +7,15 @@ shuffled by band (`stages.dedup.shuffle`, the partitioned contract's shuffle: on
 tasks' workers straight to one reduce task per band), and each band's buckets give candidate pairs
 (see `stages.dedup.lsh` for the bands x rows choice and its S-curve). Finish: the driver gets only
 the pairs and the per-row digests or signatures.
-Candidates are verified (true Jaccard of the shingle sets, re-read only for the candidate rows and
-spilled to a scratch file, so memory stays at the keys; or the signature estimate; or not at all),
+Candidates are verified (true Jaccard of the shingle sets, re-read only for the candidate rows, by
+`Context.gather_rows` where the data's partitions are, and spilled to a scratch file, so memory
+stays at the keys; or the signature estimate; or not at all),
 joined by union-find, and one row per cluster is kept.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,6 +24,7 @@ import polars as pl
 
 from pipeline.errors import ParamError
 from pipeline.io import Dataset
+from pipeline.partitioned import Partition
 from pipeline.stage import Context
 from stages.dedup.base import SCAN_BATCH_ROWS, Broadcast, Scan, TextDedupStage
 from stages.dedup.lsh import Banding, band_keys, choose_bands, signature_similarity, unique_pairs
@@ -211,20 +214,23 @@ class DedupMinhash(TextDedupStage):
             state.sets.close()
 
     def _add_sets(self, scan: Scan, state: MinhashState, needed: np.ndarray) -> None:
-        """Spill the shingle sets (sorted, distinct) of the `needed` rows (sorted), read again from the inputs."""
+        """Spill the shingle sets (sorted, distinct) of the `needed` rows (sorted), read again: the reference's
+        here, the data's where its partitions are (on Ray the workers shingle them; only the sets come back)."""
         if needed.size == 0:
             state.sets.seal()
             return
         state.set_index[needed] = state.sets.count + np.arange(needed.size)
-        columns = [self.id_column, self.text_column]
-        for ds, start in scan.sources:
-            position = start
-            for batch in ds.iter_batches(SCAN_BATCH_ROWS, columns=columns):
-                inside = needed[(needed >= position) & (needed < position + batch.height)] - position
-                if inside.size:
-                    texts = batch.get_column(self.text_column).gather(inside)
-                    state.sets.append(*shingle_sets(texts, self.unit, self.ngram, self.normalization))
-                position += batch.height
+        spec = (self.text_column, self.unit, self.ngram, self.normalization)
+        in_reference = needed[needed < scan.n_reference]
+        if in_reference.size:
+            batches = scan.reference_source.iter_batches(SCAN_BATCH_ROWS, columns=[self.text_column])
+            for sets in rows_shingle_sets(batches, in_reference, spec):
+                state.sets.append(*sets)
+        in_data = needed[needed >= scan.n_reference] - scan.n_reference
+        if in_data.size:
+            for partition_sets in scan.gather_rows(partition_shingle_sets, in_data, spec):
+                for sets in partition_sets:
+                    state.sets.append(*sets)
         state.sets.seal()
 
     @classmethod
@@ -236,6 +242,22 @@ class DedupMinhash(TextDedupStage):
         edited[10] = "changed"
         texts.append(" ".join(edited))
         return {"threshold": 0.7}, {"data": pl.DataFrame({"id": range(len(texts)), "text": texts})}
+
+
+def rows_shingle_sets(batches: Iterator[pl.DataFrame], rows: np.ndarray, spec: tuple) -> Iterator[tuple]:
+    """(values, offsets) shingle sets of the sorted `rows` (numbered over `batches`), batch by batch."""
+    text_column, unit, ngram, normalization = spec
+    position = 0
+    for batch in batches:
+        inside = rows[(rows >= position) & (rows < position + batch.height)] - position
+        if inside.size:
+            yield shingle_sets(batch.get_column(text_column).gather(inside), unit, ngram, normalization)
+        position += batch.height
+
+
+def partition_shingle_sets(partition: Partition, rows: np.ndarray, spec: tuple) -> list[tuple]:
+    """`Context.gather_rows` function: the shingle sets of some rows of one partition, made where it is."""
+    return list(rows_shingle_sets(partition.iter_batches(SCAN_BATCH_ROWS, columns=[spec[0]]), rows, spec))
 
 
 def check_minhash_params(ngram: int, num_perm: int, threshold: float, bands: int | None, rows: int | None) -> None:

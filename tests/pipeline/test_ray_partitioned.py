@@ -101,6 +101,23 @@ def test_a_row_pass_on_two_nodes_writes_each_partition_on_a_worker_in_input_orde
     assert passes_here == []  # every partition's rows were written on a worker
 
 
+def test_gather_rows_on_two_nodes_equals_the_local_one(ray_executor, tmp_path):
+    import numpy as np
+    from partition_stages import texts_at
+
+    from pipeline.executors.ray_partitioned import _ray_gather
+    from pipeline.partitioned import plan_partitions
+    from pipeline.row_pass import local_gather
+
+    data = corpus_files(tmp_path / "corpus")
+    partitions = plan_partitions(data, 1)
+    rows = np.array([1, 2, 40, 41, 90, data.num_rows - 1])
+    ray_executor._cwd = str(tmp_path)
+    on_ray = _ray_gather(ray_executor, partitions, {"num_cpus": 1})(texts_at, rows, "text")
+    assert on_ray == local_gather(partitions)(texts_at, rows, "text")
+    assert [r for part in on_ray for r, _ in part] == rows.tolist()
+
+
 def _adjacent_pairs_reference(leaves: list[str]) -> str:
     """The merge grouping the Ray executor has always used: adjacent pairs level by level, odd last carried."""
     while len(leaves) > 1:

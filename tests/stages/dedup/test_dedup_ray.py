@@ -13,7 +13,7 @@ from test_dedup_partitioned import _run, corpus  # noqa: F401 - the fixture is u
 
 from pipeline import load, run_pipeline
 from pipeline.executors import get_executor
-from stages.dedup import DedupExact, DedupMinhash
+from stages.dedup import DedupExact, DedupMinhash, minhash
 from stages.dedup.outputs import DedupRows
 
 pytest.importorskip("ray", reason="the Ray executor's tests need ray (pip install 'corpusforge[ray]')")
@@ -39,20 +39,26 @@ def test_dedup_on_two_nodes_equals_local(ray_cluster, tmp_path, monkeypatch):  #
     # Reducers run in this process only on the local executor: on Ray the workers reduce (they
     # import the stage afresh, so this patch does not reach them) and the driver never sees a key.
     # Likewise the kept and removed rows: written by the workers on Ray, never streamed by the driver.
-    reduced_here, rows_here = [], []
-    reduce, rows = DedupMinhash.reduce, DedupRows.rows
+    # And the candidate rows' texts that verification shingles again: on Ray the driver shingles only
+    # reference rows (the test split here); the data's are shingled by gather tasks on the workers.
+    reduced_here, rows_here, shingled_here = [], [], []
+    reduce, rows, shingle = DedupMinhash.reduce, DedupRows.rows, minhash.shingle_sets
     monkeypatch.setattr(DedupMinhash, "reduce", lambda self, b, parts, bc: reduced_here.append(b) or reduce(self, b, parts, bc))
     monkeypatch.setattr(DedupRows, "rows", lambda self, p, payload, out: rows_here.append(out) or rows(self, p, payload, out))
+    monkeypatch.setattr(minhash, "shingle_sets", lambda texts, *a: shingled_here.append(len(texts)) or shingle(texts, *a))
     config = {"name": "dd", "seed": 3, "steps": STEPS}
     run_pipeline(config, workdir=tmp_path / "local")
     bands = DedupMinhash(threshold=0.7).banding().bands
     assert reduced_here == list(range(bands)) and set(rows_here) == {"", "removed"}
+    shingled_locally = sum(shingled_here)
     rows_here.clear()
+    shingled_here.clear()
     report = run_pipeline(config, workdir=tmp_path / "ray", executor="ray",
                           executor_options={"address": ray_cluster.address})
     assert report.ran == [s["id"] for s in STEPS]
     assert reduced_here == list(range(bands))  # no reducer ran on the driver
     assert rows_here == []  # nor did any row pass
+    assert sum(shingled_here) < shingled_locally, (shingled_here, shingled_locally)
     stats = json.loads((tmp_path / "ray" / "dd" / "decontaminated" / "_manifest.json").read_text())["stats"]
     rows = load(tmp_path / "ray" / "dd" / "split" / "train").collect().height
     assert stats["shuffle_buckets"] == bands
