@@ -54,9 +54,11 @@ class RowPass:
         return None
 
     def rows(self, partition: Any, payload: Any, output: str) -> Iterator[pl.DataFrame]:
+        """This partition's rows of `output` ("" = the step's table), in order; runs where the task runs."""
         raise NotImplementedError
 
     def empty(self, output: str) -> pl.DataFrame:
+        """`output` with no rows, for when no partition gives one (a table always has its columns)."""
         raise NotImplementedError
 
     def done(self, ctx: Context) -> None:
