@@ -271,7 +271,8 @@ class LeakageAudit(PartitionedStage):
         return {"test_df": test_df, "side": side, "templates": templates}
 
     def map(self, partition: Partition, broadcast: dict) -> dict:
-        """Stream one partition past fresh copies of the kinds; keep the matched rows' text (read once more, here)."""
+        """Stream one partition past fresh copies of the kinds; keep the matched rows' text (read once more, here:
+        see `fetch_train_docs`)."""
         evidences = [_fresh(ev) for ev in broadcast["templates"]]
         # Tokenising a batch takes ~10x its text in working memory: small batches keep a map's peak
         # (and with maps on threads, the process's) near the broadcast's, whatever the partition size.
@@ -283,7 +284,7 @@ class LeakageAudit(PartitionedStage):
         view = _PartitionView(partition, self._train_columns(), self.text_column,
                               lambda b: training_text(b, self.text_column, self.train_fields))
         docs = fetch_train_docs(view, (wanted - partition.base).tolist(), self.text_column, self.id_column,
-                                self.batch_rows).with_columns(pl.col("doc") + partition.base)
+                                self.batch_rows, first_row=partition.base)
         return {"evidence": [_export(ev) for ev in evidences], "rows": rows, "train_bytes": train_bytes,
                 "timings": timings, "docs": docs}
 

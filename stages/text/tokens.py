@@ -318,10 +318,9 @@ def code_points(texts: pl.Series | Sequence[str | None]) -> tuple[np.ndarray, np
 def _classify(points: np.ndarray, split: Literal["word", "whitespace"]) -> np.ndarray:
     """Per code point: does it belong to a token? ASCII by table, distinct non-ASCII points once each."""
     table = _ASCII_WORD if split == "word" else _ASCII_NONSPACE
-    wide = points >= 128
-    inside = np.zeros(points.size, bool)
-    inside[~wide] = table[points[~wide]]
-    if wide.any():
+    inside = table[np.minimum(points, 127)]  # a gather, then the few wide points fixed (no boolean masks)
+    wide = np.flatnonzero(points >= 128)
+    if wide.size:
         distinct, inverse = np.unique(points[wide], return_inverse=True)
         test = str.isalnum if split == "word" else (lambda ch: not ch.isspace())
         classes = np.array([test(chr(c)) for c in distinct.tolist()], bool)
@@ -337,9 +336,30 @@ def word_offsets(
     split "word" gives exactly the tokens of `tokenize` (runs of letters, digits and '_');
     "whitespace" the runs of non-whitespace (Python's `\\S+`). Vectorised over the whole batch.
     """
-    points, doc_starts = code_points(texts)
+    series = as_series(texts)
+    ascii_rows = (series.str.len_bytes() == series.str.len_chars()).to_numpy()
+    if ascii_rows.all() or not ascii_rows.any():
+        return _word_offsets(series, split, bool(ascii_rows.all()))
+    # ASCII texts (most of any corpus) on their bytes, the others on code points; then back in text order.
+    a = _word_offsets(series.filter(ascii_rows), split, True)
+    o = _word_offsets(series.filter(~ascii_rows), split, False)
+    counts = np.zeros(ascii_rows.size, np.int64)
+    counts[ascii_rows], counts[~ascii_rows] = a[2], o[2]
+    first = np.zeros(ascii_rows.size, np.int64)  # each text's first token in [ASCII texts' tokens, others']
+    first[ascii_rows] = np.cumsum(a[2]) - a[2]
+    first[~ascii_rows] = a[0].size + np.cumsum(o[2]) - o[2]
+    order = np.repeat(first - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()), dtype=np.int64)
+    return np.concatenate([a[0], o[0]])[order], np.concatenate([a[1], o[1]])[order], counts
+
+
+def _word_offsets(series: pl.Series, split: Literal["word", "whitespace"], ascii: bool):
+    if ascii:  # a byte is a character: classify the UTF-8 bytes as they are (no UTF-32 copy)
+        points, doc_starts = _string_buffers(series)
+        inside = (_ASCII_WORD if split == "word" else _ASCII_NONSPACE)[points]
+    else:
+        points, doc_starts = code_points(series)
+        inside = _classify(points, split)
     n_docs = doc_starts.size - 1
-    inside = _classify(points, split)
     before = np.zeros(points.size, bool)
     before[1:] = inside[:-1]
     after = np.zeros(points.size, bool)

@@ -14,12 +14,15 @@ import pytest
 from pipeline.executors import LocalExecutor
 from pipeline.io import Dataset
 from pipeline.stage import Context
+from stages.text import tokenize
 
 
-def audit_inputs(folder: Path) -> dict[str, Dataset]:
+def audit_inputs(folder: Path, ids: bool = True) -> dict[str, Dataset]:
     """Pydoc paragraphs in two files of 15-row groups; test items: verbatim, upper-cased, shuffled, clean."""
     paragraphs = [p for t in sorted(topics) for p in topics[t].split("\n\n") if len(p.split()) > 30][:180]
     train = pl.DataFrame({"id": [f"d{i}" for i in range(len(paragraphs))], "text": paragraphs})
+    if not ids:
+        train = train.drop("id")
     folder.mkdir(parents=True, exist_ok=True)
     for k, part in enumerate((train[:80], train[80:])):
         pq.write_table(part.to_arrow(), folder / f"part-{k:05d}.parquet", row_group_size=15)
@@ -37,7 +40,7 @@ def run_audit(inputs: dict[str, Dataset], out: Path, executor, **params):
 
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(step_id="audit", seed=0, out_dir=out)
-    stage = LeakageAudit(ngram=False, backend="static", chunk_tokens=32, **params)
+    stage = LeakageAudit(**{"ngram": False, "backend": "static", "chunk_tokens": 32, **params})
     executor.run_step(stage, ctx, inputs, out)
     sides = {name: pl.read_parquet(out / name / "*.parquet") for name in ctx.side_outputs}
     return pl.read_parquet(out / "*.parquet"), sides, ctx.stats
@@ -47,7 +50,7 @@ def same_findings(a, b) -> None:
     assert a[0].equals(b[0])
     for name in a[1]:
         assert a[1][name].equals(b[1][name]), name
-    varying = {"timings_s", "chunk_pass_s", "partitions", "partition_profile"}
+    varying = {"timings_s", "chunk_pass_s", "ngram_mb_per_s", "partitions", "partition_profile"}
     assert {k: v for k, v in a[2].items() if k not in varying} == {k: v for k, v in b[2].items() if k not in varying}
 
 
@@ -73,6 +76,24 @@ def test_chunk_and_semantic_evidence_are_the_same_for_any_partitioning(inputs, w
     assert (flagged["max_similarity"] >= 0.9).all()
     assert (flagged.head(2 * n // 3)["chunk_overlap_ratio"] >= 0.5).all()
     assert whole[2]["train_chunks_embedded"] == split[2]["train_chunks_embedded"] > 0
+
+
+def test_a_corpus_without_ids_names_its_rows_by_corpus_row_in_any_partitioning(tmp_path):
+    """Without an id column a training row is named by its corpus-wide row number, whatever partition it
+    was read in (a partition-local number named a row of a later partition after a row of the first)."""
+    inputs = audit_inputs(tmp_path / "in", ids=False)
+    split = run_audit(inputs, tmp_path / "split", LocalExecutor(partition_bytes=1), ngram=True, n=8)
+    whole = run_audit(inputs, tmp_path / "whole", LocalExecutor(partition_bytes=1 << 40), ngram=True, n=8)
+    assert split[2]["partitions"] > 2
+    same_findings(whole, split)
+    named = split[1]["matches"]["train_id"]
+    assert named.n_unique() > 10 and named.cast(pl.Int64).max() >= 80  # rows of the second file: corpus-wide
+    paragraphs = pl.read_parquet(tmp_path / "in" / "*.parquet")["text"]
+    norm = lambda s: " ".join(tokenize(pl.Series([s])).words.to_list())  # noqa: E731
+    test = dict(zip([f"t{i}" for i in range(inputs["test"].frame.height)], inputs["test"].frame["text"]))
+    for row in split[1]["matches"].filter(pl.col("kind") == "ngram").iter_rows(named=True):
+        train_span = paragraphs[int(row["train_id"])][row["train_char_start"]:row["train_char_end"]]
+        assert norm(train_span) == norm(test[row["test_id"]][row["test_char_start"]:row["test_char_end"]])
 
 
 def test_a_partial_state_holds_no_training_tokens_or_test_vectors(inputs, tmp_path):

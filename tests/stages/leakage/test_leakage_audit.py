@@ -302,8 +302,9 @@ def test_matches_get_spans_with_each_training_document_split_into_words_once(tra
     import stages.leakage.spans as spans
 
     split = []
-    real = spans.word_spans
-    monkeypatch.setattr(spans, "word_spans", lambda text, *a: split.append(text) or real(text, *a))
+    real = spans.word_offsets
+    monkeypatch.setattr(spans, "word_offsets", lambda texts, *a: split.extend(texts.to_list()) or real(texts, *a))
+    monkeypatch.setattr(spans.SpanFinder, "GROUP_CHARS", 2000)  # several groups of documents
     result = LeakageAudit(semantic=False, chunk_overlap=False, report_items=5).execute(
         train=train, test=test_set, workdir=tmp_path)
     matches = result.side_outputs["matches"].filter(pl.col("kind") == "ngram")

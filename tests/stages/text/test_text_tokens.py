@@ -73,6 +73,21 @@ def test_word_offsets_match_python_regex():
     assert list(zip(ws.tolist(), we.tolist())) == [s for e in expected for s in e]
 
 
+def test_word_offsets_of_a_mixed_batch_match_python_regex():
+    """ASCII texts are split on their UTF-8 bytes (no UTF-32 copy), the others on code points, in one
+    batch; the offsets come back in text order, as Python's regex finds them."""
+    from pydoc_data.topics import topics
+
+    ascii_texts = [t for t in topics.values() if t.isascii()][:40] + ["", " _x9 a\tb\n", "__ 42;"]
+    mixed = ascii_texts[:20] + ["émoji 🙂 ok_é", "", "naïve café"] + ascii_texts[20:]
+    for texts in (ascii_texts, mixed):
+        for split, pattern in (("word", r"\w+"), ("whitespace", r"\S+")):
+            starts, ends, counts = word_offsets(texts, split)
+            expected = [[m.span() for m in re.finditer(pattern, t)] for t in texts]
+            assert counts.tolist() == [len(e) for e in expected] and counts.sum() > 1000
+            assert list(zip(starts.tolist(), ends.tolist())) == [span for e in expected for span in e]
+
+
 def test_token_offsets_align_with_tokenize():
     tok = tokenize(TEXTS)
     starts, ends, ok = token_offsets(pl.Series(TEXTS), tok.counts)
