@@ -12,7 +12,9 @@ How each kind of stage is placed (the runner still owns caching, manifests and a
 - Row-wise stages that hold a model (`uses_model = True` on the class, e.g. `embed`) run on a pool
   of Ray actors instead: each actor unpickles the stage once and keeps whatever the stage caches
   per process (the loaded model) across all fragments it serves. When the cluster has GPUs and the
-  stage does not say otherwise, each actor asks for one.
+  stage does not say otherwise, each actor asks for one. The pool outlives its step when the next
+  step is also a model step with the same resources (embedding a corpus, then a test set: the model
+  loads once per actor); any other step, and `close`, release it first, since idle actors hold CPUs.
 - Partitioned stages (`pipeline.partitioned.PartitionedStage`: a map over partitions of one input,
   a merge, a finish) fan their partitions out as tasks and merge in a tree (`ray_partitioned.py`).
 - Every other stage ("table" stages: sources, split, sample, index builds, n-gram audits) needs its
@@ -114,6 +116,8 @@ class RayExecutor:
         self.actors = actors
         self.runtime_env = runtime_env
         self._owns_connection = False
+        # The model actors of the last model step, kept for the next one with the same resources.
+        self._actor_pool: tuple[tuple, list] | None = None
         self._connect()
 
     # -- connection ---------------------------------------------------------------------------
@@ -147,6 +151,7 @@ class RayExecutor:
         self._owns_connection = True
 
     def close(self) -> None:
+        self._release_actors()
         if self._owns_connection and ray.is_initialized():
             ray.shutdown()
         self._owns_connection = False
@@ -163,12 +168,15 @@ class RayExecutor:
         inputs = {name: _absolute(ds) for name, ds in inputs.items()}
         from pipeline.partitioned import PartitionedStage
 
+        rowwise = stage.kind == "rowwise" and len(inputs) == 1 and hasattr(stage, "process_batch")
+        if not (rowwise and getattr(type(stage), "uses_model", False)):
+            self._release_actors()  # idle actors hold their CPUs: this step's tasks would wait for them
         if isinstance(stage, PartitionedStage):
             from pipeline.executors.ray_partitioned import run_partitioned_on_ray
 
             run_partitioned_on_ray(self, stage, ctx, inputs, out_dir, _remote_ctx(ctx, out_dir))
             return
-        if stage.kind == "rowwise" and len(inputs) == 1 and hasattr(stage, "process_batch"):
+        if rowwise:
             (data,) = inputs.values()
             if data.num_rows > 0:
                 self._run_rowwise(stage, ctx, data, out_dir)
@@ -270,19 +278,21 @@ class RayExecutor:
         else:
             size = max(1, int(resources.get("CPU", 1) // per_actor_cpus))
         size = min(size, len(fragments))
-        actor_cls = ray.remote(_FragmentWorker).options(
-            max_restarts=self.max_retries, max_task_retries=self.max_retries, scheduling_strategy="SPREAD", **options
-        )
-        actors = [actor_cls.remote(stage, ctx) for _ in range(size)]
+        actors = self._actors(options, size)
+        stage_ref, ctx_ref, step = ray.put(stage), ray.put(ctx), str(out_dir)
         results: list = [None] * len(fragments)
+
+        def submit(actor, i: int):
+            return actor.run.remote(step, stage_ref, ctx_ref, fragments[i], i, str(out_dir), self._cwd)
+
         try:
             # Each actor takes the next fragment as soon as it is free (simple work stealing).
-            queue = list(enumerate(fragments))
+            queue = list(range(len(fragments)))
             running: dict = {}
             for actor in actors:
                 if queue:
-                    i, frag = queue.pop(0)
-                    running[actor.run.remote(frag, i, str(out_dir), self._cwd)] = (i, actor)
+                    i = queue.pop(0)
+                    running[submit(actor, i)] = (i, actor)
             while running:
                 done, _ = ray.wait(list(running), num_returns=1)
                 for ref in done:
@@ -291,13 +301,35 @@ class RayExecutor:
                     _, start, stop = fragments[i]
                     bar.update(stop - start)
                     if queue:
-                        j, frag = queue.pop(0)
-                        running[actor.run.remote(frag, j, str(out_dir), self._cwd)] = (j, actor)
-        finally:
-            for actor in actors:
-                with contextlib.suppress(Exception):
-                    ray.kill(actor)
+                        j = queue.pop(0)
+                        running[submit(actor, j)] = (j, actor)
+        except BaseException:
+            self._release_actors()
+            raise
         return results
+
+    def _actors(self, options: dict[str, Any], size: int) -> list:
+        """`size` model actors with these resources: the last model step's, when they match, plus new ones.
+
+        Kept from one model step to the next (released before any other step and on close), so a
+        pipeline that embeds twice starts its actors and loads its model once per actor, not per step.
+        """
+        key = tuple(sorted(options.items()))
+        if self._actor_pool is not None and self._actor_pool[0] != key:
+            self._release_actors()
+        actors = self._actor_pool[1] if self._actor_pool is not None else []
+        actor_cls = ray.remote(_FragmentWorker).options(
+            max_restarts=self.max_retries, max_task_retries=self.max_retries, scheduling_strategy="SPREAD", **options
+        )
+        actors += [actor_cls.remote() for _ in range(size - len(actors))]
+        self._actor_pool = (key, actors)
+        return actors[:size]
+
+    def _release_actors(self) -> None:
+        pool, self._actor_pool = self._actor_pool, None
+        for actor in pool[1] if pool is not None else []:
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
 
 
 def _remote_ctx(ctx: Context, out_dir: Path) -> Context:

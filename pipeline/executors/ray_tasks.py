@@ -184,13 +184,22 @@ def _run_fragment(stage: Stage, ctx: Context, fragment: tuple, index: int, out_d
 
 
 class _FragmentWorker:
-    """An actor that keeps one copy of the stage (and the model it loads) for every fragment it maps."""
+    """An actor that maps fragments of model steps, one step after another.
 
-    def __init__(self, stage: Stage, ctx: Context):
-        self.stage = stage
-        self.ctx = ctx
+    It keeps one copy of the current step's stage (the first one its calls bring) for every fragment
+    of that step, and the process keeps what stages cache per process (the loaded model) from one step
+    to the next: consecutive model steps load their model once per actor. A restarted actor takes the
+    stage again from its next call.
+    """
 
-    def run(self, fragment: tuple, index: int, out_dir: str, cwd: str) -> tuple:
+    def __init__(self) -> None:
+        self.step: str | None = None
+        self.stage: Stage | None = None
+        self.ctx: Context | None = None
+
+    def run(self, step: str, stage: Stage, ctx: Context, fragment: tuple, index: int, out_dir: str, cwd: str) -> tuple:
+        if step != self.step:
+            self.step, self.stage, self.ctx = step, stage, ctx
         return _run_fragment(self.stage, self.ctx, fragment, index, out_dir, cwd)
 
     def pid(self) -> int:

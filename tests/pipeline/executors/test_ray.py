@@ -181,6 +181,29 @@ def test_model_stage_runs_on_actors_loading_once_each_and_survives_a_kill(ray_cl
     assert 1 <= loads <= 3 < fragments
 
 
+def test_consecutive_model_steps_share_their_actors_and_free_the_cluster_after(ray_cluster, tmp_path):  # noqa: F811
+    """Two model steps in a row run on the same actors (the model loads once per actor, not per step);
+    the row-wise and table steps after them get the CPUs back (idle actors would hold them forever)."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    shared = _docs_steps()[:1] + [
+        {"id": "topics", "stage": "test_ray_count_topic_words", "inputs": "docs"},
+        {"id": "topics2", "stage": "test_ray_count_topic_words", "inputs": "topics"},
+        {"id": "prose", "stage": "length_filter", "inputs": "topics2", "params": {"min_words": 12}},
+        {"id": "split", "stage": "split", "inputs": "prose", "params": {"fractions": {"a": 0.5, "b": 0.5}}},
+    ]
+    local = run_pipeline(_config("actors", shared), workdir=tmp_path / "local")
+    for step in shared[1:3]:
+        step["params"] = {"marker_dir": str(markers)}
+    ray_run = run_pipeline(_config("actors", shared), workdir=tmp_path / "ray", executor="ray",
+                           executor_options={"address": ray_cluster.address, "fragment_rows": 50})
+    for step in ("topics2", "prose", "split"):
+        assert load(Path(ray_run.step(step).path)).collect().equals(load(Path(local.step(step).path)).collect())
+    rows = load(Path(local.step("topics").path)).collect().height
+    loads = len(list(markers.glob("load-*")))
+    assert 1 <= loads <= 2 < 2 * -(-rows // 50)  # one load per actor (two one-CPU nodes) for both steps
+
+
 def test_library_call_on_an_in_memory_table(ray_cluster, tmp_path):  # noqa: F811
     from pydoc_data.topics import topics
 
