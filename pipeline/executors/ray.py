@@ -168,20 +168,19 @@ class RayExecutor:
         inputs = {name: _absolute(ds) for name, ds in inputs.items()}
         from pipeline.partitioned import PartitionedStage
 
-        rowwise = stage.kind == "rowwise" and len(inputs) == 1 and hasattr(stage, "process_batch")
+        rowwise = (stage.kind == "rowwise" and len(inputs) == 1 and hasattr(stage, "process_batch")
+                   and next(iter(inputs.values())).num_rows > 0)
         if not (rowwise and getattr(type(stage), "uses_model", False)):
             self._release_actors()  # idle actors hold their CPUs: this step's tasks would wait for them
         if isinstance(stage, PartitionedStage):
             from pipeline.executors.ray_partitioned import run_partitioned_on_ray
 
             run_partitioned_on_ray(self, stage, ctx, inputs, out_dir, _remote_ctx(ctx, out_dir))
-            return
-        if rowwise:
+        elif rowwise:
             (data,) = inputs.values()
-            if data.num_rows > 0:
-                self._run_rowwise(stage, ctx, data, out_dir)
-                return
-        self._run_table(stage, ctx, inputs, out_dir)
+            self._run_rowwise(stage, ctx, data, out_dir)
+        else:
+            self._run_table(stage, ctx, inputs, out_dir)
 
     def _task_options(self, stage: Stage) -> dict[str, Any]:
         res = dict(stage.resources or {})

@@ -204,6 +204,39 @@ def test_consecutive_model_steps_share_their_actors_and_free_the_cluster_after(r
     assert 1 <= loads <= 2 < 2 * -(-rows // 50)  # one load per actor (two one-CPU nodes) for both steps
 
 
+def test_a_model_step_with_no_rows_after_a_model_step_gets_the_cluster_back(ray_cluster, tmp_path):  # noqa: F811
+    """An empty input runs as one table task: the previous model step's idle actors must not hold the CPUs
+    it needs (it would wait for them forever)."""
+    import threading
+    from pydoc_data.topics import topics
+
+    from ray_cluster import CountTopicWords
+
+    from pipeline.executors import get_executor
+    from pipeline.io import Dataset
+    from pipeline.stage import Context
+
+    frame = pl.DataFrame({"id": [f"t{i}" for i in range(60)], "text": list(topics.values())[:60]})
+    exe = get_executor("ray", address=ray_cluster.address, fragment_rows=10)
+    rows = {}
+
+    def steps() -> None:
+        for name, data in (("first", frame), ("empty", frame.head(0))):
+            out = tmp_path / name
+            out.mkdir()
+            exe.run_step(CountTopicWords(), Context(step_id=name, seed=0, out_dir=out), {"data": Dataset.from_any(data)}, out)
+            rows[name] = pl.read_parquet(out / "*.parquet").height
+
+    try:
+        worker = threading.Thread(target=steps, daemon=True)
+        worker.start()
+        worker.join(timeout=180)
+        assert not worker.is_alive(), "the empty step waited for CPUs held by the first step's actors"
+    finally:
+        exe.close()
+    assert rows == {"first": 60, "empty": 0}
+
+
 def test_library_call_on_an_in_memory_table(ray_cluster, tmp_path):  # noqa: F811
     from pydoc_data.topics import topics
 
