@@ -8,6 +8,10 @@ loopback with one CPU each, started before timing (their start-up is reported in
 timed); the driver connects to them in every timed run, as `pipeline run --executor ray` does.
 
 Peak RSS is the driver's (a fresh process per case); Ray workers' memory is not included.
+
+On the two-node cluster it also measures what sharing the model actors between consecutive model steps
+saves: a MiniLM `embed` of a test split right after the train split's, against the same step after a
+table step (which releases the actors, so the second step starts fresh ones and loads the model again).
 """
 
 from __future__ import annotations
@@ -79,6 +83,64 @@ def timed_runs(corpus: str, workdir: str, repeats: int, address: str | None) -> 
     return {"times": times, "rows": split.height, "digest": int(digest)}
 
 
+def model_steps_config(between: bool) -> dict:
+    """Embed a train split, then its test split (MiniLM): back to back, or with a table step between them,
+    which releases the first step's actors so the second starts its own (the A/B of a shared pool)."""
+    embed = {"backend": "sentence-transformers", "cache": False}
+    steps = [
+        {"id": "docs", "stage": "python_docs", "params": {"granularity": "paragraph", "min_chars": 80}},
+        {"id": "some", "stage": "sample", "inputs": "docs", "params": {"n": 400}},
+        {"id": "split", "stage": "split", "inputs": "some", "params": {"fractions": {"train": 0.5, "test": 0.5}}},
+        {"id": "train_vectors", "stage": "embed", "inputs": "split:train", "params": embed},
+    ]
+    test_input = "split:test"
+    if between:
+        steps.append({"id": "test_copy", "stage": "sql", "inputs": "split:test",
+                      "params": {"query": "SELECT * FROM data"}})
+        test_input = "test_copy"
+    steps.append({"id": "test_vectors", "stage": "embed", "inputs": test_input, "params": embed})
+    return {"name": "model_steps", "seed": 0, "steps": steps}
+
+
+def timed_model_steps(workdir: str, address: str, between: bool) -> dict:
+    """One run of `model_steps_config` on the cluster: each embed step's wall time and the test vectors' digest."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import polars as pl
+
+    import pipeline
+
+    report = pipeline.run_pipeline(model_steps_config(between), workdir=workdir, force=True, executor="ray",
+                                   executor_options={"address": address, "fragment_rows": 50})
+    vectors = pipeline.load(report.step("test_vectors").path).collect()
+    return {"first_s": report.step("train_vectors").wall_time_s, "second_s": report.step("test_vectors").wall_time_s,
+            "digest": int(vectors.select(pl.col("id"), pl.col("embedding").cast(pl.List(pl.Float32)).list.sum()).hash_rows().sum())}
+
+
+def shared_pool_row(address: str, workdir: Path, repeats: int, nodes: int) -> dict:
+    """The second of two consecutive MiniLM embed steps (actors shared) vs the same step after a table step
+    (fresh actors: start, import, model load), alternated, a fresh driver per run."""
+    runs: dict[bool, list[dict]] = {False: [], True: []}
+    for r in range(repeats):
+        for between in (True, False):
+            _, _, out = in_fresh_process(timed_model_steps, str(workdir / f"pool-{between}-{r}"), address, between)
+            runs[between].append(out)
+    shared = statistics.median(o["second_s"] for o in runs[False])
+    fresh = statistics.median(o["second_s"] for o in runs[True])
+    first = statistics.median(o["first_s"] for o in runs[False] + runs[True])
+    spread = {k: f"{min(o['second_s'] for o in v):.2f}-{max(o['second_s'] for o in v):.2f}s" for k, v in runs.items()}
+    same = len({o["digest"] for o in runs[False] + runs[True]}) == 1
+    return {
+        "benchmark": "ray", "case": f"embed test split (200 rows, MiniLM) right after embed train; Ray {nodes} node(s) x 1 CPU",
+        "metric": "s", "value": round(shared, 3),
+        "baseline": "same step after a table step (the pool released: fresh actors load the model again)",
+        "baseline_value": round(fresh, 3), "ratio": round(fresh / shared, 3),
+        "ratio_meaning": "speed-up from sharing the model actors between consecutive model steps",
+        "notes": (f"median of {repeats} alternated runs, a fresh driver each; spreads shared {spread[False]}, fresh "
+                  f"{spread[True]}; the first embed step (pays the pool's start either way) {first:.2f} s; "
+                  f"identical test vectors in every run: {same}"),
+    }
+
+
 def run(scale: str = "full") -> list[dict]:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from loopback_cluster import LoopbackCluster  # the tests' harness: a real cluster on loopback
@@ -100,6 +162,7 @@ def run(scale: str = "full") -> list[dict]:
                 _, peak, result = in_fresh_process(
                     timed_runs, str(corpus), str(work / f"ray{nodes}"), settings["repeats"], cluster.address
                 )
+                pool = shared_pool_row(cluster.address, work, settings["repeats"], nodes) if nodes == 2 else None
             ray_s = statistics.median(result["times"])
             rows.append({
                 "benchmark": "ray",
@@ -118,6 +181,8 @@ def run(scale: str = "full") -> list[dict]:
                           f"same output as local: {result['digest'] == local['digest']}; "
                           f"{os.cpu_count()} cores on this machine"),
             })
+            if pool is not None:
+                rows.append(pool)
         return rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
