@@ -10,8 +10,8 @@ How each kind of stage is placed (the runner still owns caching, manifests and a
   Ray core tasks rather than Ray Data's `map_batches` + `write_parquet` because Ray Data names
   output files by its own block ids, which would lose that order.
 - Row-wise stages that hold a model (`uses_model = True` on the class, e.g. `embed`) run on a pool
-  of Ray actors instead: each actor unpickles the stage once and keeps whatever the stage caches
-  per process (the loaded model) across all fragments it serves. When the cluster has GPUs and the
+  of Ray actors instead: each actor keeps one copy of the stage and whatever the stage caches per
+  process (the loaded model) across all fragments it serves. When the cluster has GPUs and the
   stage does not say otherwise, each actor asks for one. The pool outlives its step when the next
   step is also a model step with the same resources (embedding a corpus, then a test set: the model
   loads once per actor); any other step, and `close`, release it first, since idle actors hold CPUs.
