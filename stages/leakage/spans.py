@@ -68,6 +68,7 @@ class SpanFinder:
     of text each, in document order), and every span that points into a group is looked up at once. The
     offsets of a group are not kept: memory stays near the fetched texts however long the documents are
     (a whole 31.5 MB corpus's fetched documents at once added ~30 MB to the audit's peak).
+    `train_docs` (`fetch_train_docs`' frame) must be sorted by `doc`.
     """
 
     GROUP_CHARS = 1 << 18
