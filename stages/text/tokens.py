@@ -193,15 +193,21 @@ def tokenize(texts: pl.Series | Sequence[str | None], stable: bool = False) -> T
     if ascii_rows.all():
         return Tokens(spans, a_hashes, a_counts)
     o_words, o_counts = _unicode_words(series.filter(~ascii_rows))
+    counts, order = _interleave(ascii_rows, a_counts, o_counts)
+    hashes = np.concatenate([a_hashes, token_hashes(o_words, stable)])[order]
+    return Tokens(_Interleaved((spans, o_words), order), hashes, counts)
+
+
+def _interleave(ascii_rows: np.ndarray, a_counts: np.ndarray, o_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Tokens per row, and the gather that puts [ASCII rows' tokens, other rows' tokens] back in row order."""
     counts = np.zeros(ascii_rows.size, np.int64)
     counts[ascii_rows], counts[~ascii_rows] = a_counts, o_counts
     # Each row's first token in the concatenation [ASCII rows' tokens, other rows' tokens].
     first = np.zeros(ascii_rows.size, np.int64)
     first[ascii_rows] = np.cumsum(a_counts) - a_counts
-    first[~ascii_rows] = a_hashes.size + np.cumsum(o_counts) - o_counts
+    first[~ascii_rows] = int(a_counts.sum()) + np.cumsum(o_counts) - o_counts
     order = np.repeat(first - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()), dtype=np.int64)
-    hashes = np.concatenate([a_hashes, token_hashes(o_words, stable)])[order]
-    return Tokens(_Interleaved((spans, o_words), order), hashes, counts)
+    return counts, order
 
 
 def _unicode_words(texts: pl.Series) -> tuple[pl.Series, np.ndarray]:
@@ -343,12 +349,7 @@ def word_offsets(
     # ASCII texts (most of any corpus) on their bytes, the others on code points; then back in text order.
     a = _word_offsets(series.filter(ascii_rows), split, True)
     o = _word_offsets(series.filter(~ascii_rows), split, False)
-    counts = np.zeros(ascii_rows.size, np.int64)
-    counts[ascii_rows], counts[~ascii_rows] = a[2], o[2]
-    first = np.zeros(ascii_rows.size, np.int64)  # each text's first token in [ASCII texts' tokens, others']
-    first[ascii_rows] = np.cumsum(a[2]) - a[2]
-    first[~ascii_rows] = a[0].size + np.cumsum(o[2]) - o[2]
-    order = np.repeat(first - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()), dtype=np.int64)
+    counts, order = _interleave(ascii_rows, a[2], o[2])
     return np.concatenate([a[0], o[0]])[order], np.concatenate([a[1], o[1]])[order], counts
 
 
