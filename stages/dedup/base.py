@@ -1,14 +1,18 @@
 """What the three dedup stages share: inputs, keep policies, the partitioned passes, and the outputs.
 
 Every dedup stage is a partitioned stage (`pipeline.partitioned`) over `data`, so memory holds
-per-row features (a hash, LSH band keys or a signature, a vector), never the texts, and an
-executor may fan the first pass out:
+per-row features (a hash, LSH band keys, a vector), never the texts, and an executor may fan the
+first pass out:
 
 1. `broadcast` gathers the features of `reference` (if given) once; `map` gathers the features
-   of one partition of `data`; `merge` concatenates adjacent partitions' features (in input
-   order, so every partitioning numbers rows the same way).
-2. `finish` turns all features into duplicate pairs (`duplicate_pairs`, the stage's own),
-   `clusters.resolve` joins them into clusters and picks the row each keeps;
+   of one partition of `data`. The text stages shuffle theirs (`split`: one key column per
+   bucket; `reduce`: equal keys in a bucket become pairs), so what merges is a row count per
+   batch; `merge` concatenates adjacent partitions' states in input order, so every partitioning
+   numbers rows the same way. Semantic dedup keeps its vectors (and every row's id) instead.
+2. `finish` turns the features into duplicate pairs (`duplicate_pairs`, the stage's own), reads
+   the ids and keep-policy values of the rows in some pair (`row_facts`: where the partitions
+   are), and `clusters.resolve` joins the pairs into clusters and picks the row each keeps. The
+   driver's memory follows the duplicate rows, not the corpus.
 3. the data is then passed again, partition by partition (`outputs.DedupRows`, on the workers on
    Ray): kept rows are the step's table, removed rows go to the side output `removed` with the
    cluster, the row they duplicate, the similarity and the reason; `clusters` lists every member
@@ -28,8 +32,9 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
-from stages.dedup.clusters import resolve
+from stages.dedup.clusters import members_of, resolve
 from stages.dedup.outputs import ADDED_COLUMNS, DedupRows
+from stages.dedup.shuffle import band_pairs
 
 KEEP_POLICIES = ("first", "longest", "lowest_id", "column")
 # Rows per first-pass batch: large enough to vectorise, small enough that per-byte hashing stays small.
@@ -38,9 +43,16 @@ SCAN_BATCH_ROWS = 8_192
 
 @dataclass
 class Scan:
-    """Per-row facts of reference + data gathered in the first pass (features are the stage's own)."""
+    """Per-row facts of reference + data gathered in the first pass (features are the stage's own).
+
+    The data's ids, lengths and keep-column values are kept only by a stage that ranks every row
+    (`ranks_every_row`); the others read them later for the rows that end up in a cluster
+    (`DedupStage.row_facts`), so the state of a partition is its features and its row count.
+    The reference's are always kept: it is broadcast to every map anyway.
+    """
 
     n_reference: int = 0
+    counts: list[int] = field(default_factory=list)
     ids: list[pl.Series] = field(default_factory=list)
     lengths: list[np.ndarray] = field(default_factory=list)
     keep_values: list[pl.Series] = field(default_factory=list)
@@ -54,16 +66,24 @@ class Scan:
 
     @property
     def n(self) -> int:
-        return sum(len(i) for i in self.ids)
+        return sum(self.counts)
 
     def extend(self, other: Scan) -> Scan:
         """This scan's rows followed by `other`'s (the merge of adjacent partitions)."""
-        return Scan(self.n_reference, self.ids + other.ids, self.lengths + other.lengths,
-                    self.keep_values + other.keep_values, self.features + other.features,
+        return Scan(self.n_reference, self.counts + other.counts, self.ids + other.ids,
+                    self.lengths + other.lengths, self.keep_values + other.keep_values,
+                    self.features + other.features,
                     shuffled=other.shuffled if other.shuffled is not None else self.shuffled)
 
-    def all_ids(self) -> pl.Series:
-        return pl.concat([i.cast(pl.String) for i in self.ids]) if self.ids else pl.Series([], dtype=pl.String)
+
+@dataclass
+class RowFacts:
+    """What the keep policy and the outputs read of some rows: ids, and lengths or keep-column values."""
+
+    rows: np.ndarray  # sorted positions (reference + data numbering)
+    ids: pl.Series
+    lengths: np.ndarray | None = None  # with keep='longest'
+    keep_values: pl.Series | None = None  # with keep='column'
 
 
 @dataclass
@@ -83,8 +103,12 @@ class DedupStage(PartitionedStage):
     optional_inputs: ClassVar[tuple[str, ...]] = ("reference",)
     partition_input: ClassVar[str] = "data"
     reason: ClassVar[str] = "duplicate"
-    # Columns of the input the first pass reads besides id and keep column (set per stage).
     keep_policies: ClassVar[tuple[str, ...]] = KEEP_POLICIES
+    # True for a stage whose pairs depend on every row's keep rank (semantic dedup's greedy pass): its
+    # scan keeps every row's ids and keep values. Others read them only for rows in a cluster.
+    ranks_every_row: ClassVar[bool] = False
+    # 2: partial states without per-row ids (checkpoints of version 1 are mapped again).
+    version: ClassVar[str] = "2"
 
     id_column: str
     keep: str
@@ -124,6 +148,10 @@ class DedupStage(PartitionedStage):
         """Row length for keep='longest' (characters of the text by default)."""
         return np.zeros(batch.height, np.int64)
 
+    def fact_columns(self) -> list[str]:
+        """Columns `row_facts` reads: the id, and what the keep policy compares."""
+        return [self.id_column] + ([self.keep_column] if self.keep == "column" and self.keep_column else [])
+
     def duplicate_pairs(self, ctx: Context, scan: Scan) -> tuple[np.ndarray, Any]:
         """(pairs (m, 2) of row positions, anything `similarity` needs) from the gathered features."""
         raise NotImplementedError
@@ -132,8 +160,8 @@ class DedupStage(PartitionedStage):
         """Similarity of each row to the row its cluster keeps."""
         return np.ones(rows.size, np.float64)
 
-    def extra_priority(self, scan: Scan, state: Any) -> list[np.ndarray] | None:
-        """Sort keys for a keep policy of the stage's own (e.g. nearest the centroid)."""
+    def extra_priority(self, rows: np.ndarray, state: Any) -> list[np.ndarray] | None:
+        """Sort keys of `rows` for a keep policy of the stage's own (e.g. nearest the centroid)."""
         return None
 
     def gathered(self, scan: Scan) -> Scan:
@@ -153,17 +181,33 @@ class DedupStage(PartitionedStage):
                                  f"'removed' adds; rename it first", stage=self.name, file=data.label)
         scan = Scan()
         if reference is not None:
-            self._scan(reference.iter_batches(SCAN_BATCH_ROWS, columns=self._columns()), reference.label, scan)
+            self._scan(reference.iter_batches(SCAN_BATCH_ROWS, columns=self._columns()), reference.label, scan,
+                       facts=True)
             scan.n_reference = scan.n
-        return Broadcast(data.label, self.gathered(scan))
+        broadcast = Broadcast(data.label, self.gathered(scan))
+        if self.shuffle_buckets(broadcast):
+            broadcast.reference, broadcast.shuffle_parts = self.split(broadcast.reference, None)
+        return broadcast
 
     def map(self, partition: Partition, broadcast: Broadcast) -> Scan:
         scan = Scan()
-        self._scan(partition.iter_batches(SCAN_BATCH_ROWS, columns=self._columns()), broadcast.data_label, scan)
+        self._scan(partition.iter_batches(SCAN_BATCH_ROWS, columns=self._columns()), broadcast.data_label, scan,
+                   facts=self.ranks_every_row)
         return self.gathered(scan)
 
     def merge(self, a: Scan, b: Scan) -> Scan:
         return a.extend(b)
+
+    # A text stage shuffles keys (`split` gives one key column per bucket): rows with equal keys in a
+    # bucket become pairs in its reducer, so the driver gets pairs, never every row's key.
+
+    def reduce(self, bucket: int, parts: list[np.ndarray], broadcast: Broadcast) -> np.ndarray:
+        return band_pairs([broadcast.shuffle_parts[bucket], *parts])
+
+    def shuffled(self, scan: Scan | None, results: list[np.ndarray]) -> Scan:
+        scan = scan if scan is not None else Scan()
+        scan.shuffled = results
+        return scan
 
     def finish(self, ctx: Context, state: Scan | None, broadcast: Broadcast,
                inputs: dict[str, Dataset]) -> DedupRows:
@@ -172,38 +216,66 @@ class DedupStage(PartitionedStage):
         scan.reference_source, scan.gather_rows = reference, ctx.gather_rows
         pairs, pair_state = self.duplicate_pairs(ctx, scan)
         try:
-            resolution = resolve(scan.n_reference, scan.n - scan.n_reference, pairs, self.priority(scan, pair_state),
+            facts = self.row_facts(scan, members_of(pairs))
+            resolution = resolve(scan.n_reference, scan.n - scan.n_reference, pairs, self.priority(facts, pair_state),
                                  within_data=self.within_data or reference is None)
-            similarity = np.ones(scan.n, np.float64)
-            in_cluster = np.flatnonzero(resolution.size >= 2)
-            similarity[in_cluster] = self.similarity(scan, pair_state, in_cluster, resolution.kept[in_cluster])
+            similarity = self.similarity(scan, pair_state, resolution.members, resolution.kept)
         finally:
             self.release(pair_state)
-        return DedupRows(self.reason, data.lazy().head(0).collect().schema, resolution, similarity, scan.all_ids())
+        return DedupRows(self.reason, data.lazy().head(0).collect().schema, resolution, similarity, facts.ids)
+
+    def row_facts(self, scan: Scan, rows: np.ndarray) -> RowFacts:
+        """Ids and keep-policy values of the sorted `rows`: from the scan where it holds them (the
+        reference; every row of a `ranks_every_row` stage), else read where the data's partitions are."""
+        held = scan.n if self.ranks_every_row else scan.n_reference
+        # Ids of reference and data meet in one column of their common type (int ids in data and string
+        # ids in the reference are compared as strings), whichever rows are asked for.
+        parts = [(scan.ids[0].head(0), np.zeros(0, np.int64),
+                  scan.keep_values[0].head(0) if scan.keep_values else None)] if scan.ids else []
+        if (rows < held).any():
+            inside = rows[rows < held]
+            parts.append((_concat_relaxed(scan.ids).gather(inside),
+                          np.concatenate(scan.lengths)[inside] if self.keep == "longest" else None,
+                          _concat_relaxed(scan.keep_values).gather(inside) if self.keep == "column" else None))
+        if (rows >= held).any():
+            parts += scan.gather_rows(partition_row_facts, rows[rows >= held] - scan.n_reference, self)
+        if not parts:
+            return RowFacts(rows, pl.Series([], dtype=pl.String), np.zeros(0, np.int64))
+        return RowFacts(rows, _concat_relaxed([p[0] for p in parts]),
+                        np.concatenate([p[1] for p in parts]) if self.keep == "longest" else None,
+                        _concat_relaxed([p[2] for p in parts]) if self.keep == "column" else None)
 
     def _columns(self) -> list[str]:
         return list(dict.fromkeys(self.scan_columns()))
 
-    def _scan(self, batches: Iterator[pl.DataFrame], label: str, scan: Scan) -> None:
+    def _scan(self, batches: Iterator[pl.DataFrame], label: str, scan: Scan, facts: bool) -> None:
         for batch in batches:
-            scan.ids.append(batch.get_column(self.id_column))
-            scan.lengths.append(self.lengths(batch))
-            if self.keep == "column" and self.keep_column:
-                scan.keep_values.append(batch.get_column(self.keep_column))
+            scan.counts.append(batch.height)
+            if facts:
+                ids, lengths, keep_values = self.batch_facts(batch)
+                scan.ids.append(ids)
+                if lengths is not None:
+                    scan.lengths.append(lengths)
+                if keep_values is not None:
+                    scan.keep_values.append(keep_values)
             scan.features.append(self.batch_features(batch, label))
 
-    def priority(self, scan: Scan, state: Any) -> list[np.ndarray]:
-        """Sort keys of the keep policy over all rows (lower is kept first; see clusters.keep_rank)."""
-        n = scan.n
+    def batch_facts(self, batch: pl.DataFrame) -> tuple[pl.Series, np.ndarray | None, pl.Series | None]:
+        """(ids, lengths if keep='longest', keep values if keep='column') of a batch."""
+        return (batch.get_column(self.id_column), self.lengths(batch) if self.keep == "longest" else None,
+                batch.get_column(self.keep_column) if self.keep == "column" and self.keep_column else None)
+
+    def priority(self, facts: RowFacts, state: Any) -> list[np.ndarray]:
+        """Sort keys of the keep policy over `facts`' rows (lower is kept first; see clusters.keep_rank)."""
         if self.keep == "first":
             return []
         if self.keep == "longest":
-            return [-np.concatenate(scan.lengths).astype(np.int64)] if n else []
+            return [-facts.lengths.astype(np.int64)]
         if self.keep == "lowest_id":
-            return [_rank(_concat_relaxed(scan.ids), descending=False)]
+            return [_rank(facts.ids, descending=False)]
         if self.keep == "column":
-            return [_rank(_concat_relaxed(scan.keep_values), descending=self.keep_descending)]
-        extra = self.extra_priority(scan, state)
+            return [_rank(facts.keep_values, descending=self.keep_descending)]
+        extra = self.extra_priority(facts.rows, state)
         if extra is None:
             raise ParamError("keep", f"'{self.keep}' is not a keep policy of '{self.name}'")
         return extra
@@ -223,8 +295,27 @@ class TextDedupStage(DedupStage):
     def lengths(self, batch: pl.DataFrame) -> np.ndarray:
         return batch.get_column(self.text_column).str.len_chars().fill_null(0).to_numpy().astype(np.int64)
 
+    def fact_columns(self) -> list[str]:
+        return super().fact_columns() + ([self.text_column] if self.keep == "longest" else [])
+
     def texts(self, batch: pl.DataFrame, label: str) -> pl.Series:
         return text_series(batch, self.text_column, self.id_column, label, self.name)
+
+
+def partition_row_facts(partition: Partition, rows: np.ndarray, stage: DedupStage) -> tuple:
+    """`Context.gather_rows` function: `stage.batch_facts` of some sorted rows of one partition."""
+    ids, lengths, keep_values = [], [], []
+    position = 0
+    for batch in partition.iter_batches(SCAN_BATCH_ROWS, columns=list(dict.fromkeys(stage.fact_columns()))):
+        inside = rows[(rows >= position) & (rows < position + batch.height)] - position
+        position += batch.height
+        if inside.size:
+            i, n, k = stage.batch_facts(batch[inside])
+            ids.append(i)
+            lengths.append(n)
+            keep_values.append(k)
+    return (_concat_relaxed(ids), np.concatenate(lengths) if stage.keep == "longest" else None,
+            _concat_relaxed(keep_values) if stage.keep == "column" else None)
 
 
 def _concat_relaxed(parts: list[pl.Series]) -> pl.Series:

@@ -2,10 +2,10 @@
 
 Rows are numbered over the concatenation reference + data (reference rows first, none when there
 is no reference). Pairs found by any method (equal hash, LSH and verification, cosine) become
-edges; connected components (union-find, here scipy's) are the clusters. Each cluster keeps one
-row by a priority that puts reference rows first (a `reference` is never reduced, only used to
-remove from `data`) and then applies the stage's keep policy, with the row position as the final
-tie-break so the result never depends on sort stability.
+edges; connected components (union-find, here scipy's, over the rows in some pair only) are the
+clusters. Each cluster keeps one row by a priority that puts reference rows first (a `reference`
+is never reduced, only used to remove from `data`) and then applies the stage's keep policy, with
+the row position as the final tie-break so the result never depends on sort stability.
 """
 
 from __future__ import annotations
@@ -19,23 +19,33 @@ from scipy.sparse.csgraph import connected_components
 
 @dataclass
 class Resolution:
-    """Per row (reference + data): its cluster, the row its cluster keeps, and whether it is removed."""
+    """The rows of clusters of two or more rows ("members"), each with its cluster and the row it keeps.
 
-    cluster: np.ndarray  # int64: the lowest row position in the row's cluster (its own position if alone)
-    kept: np.ndarray  # int64: position of the row kept for the row's cluster
-    size: np.ndarray  # int64: size of the row's cluster
+    Only rows joined by some pair are listed: every other row is alone and kept. So the driver's
+    memory follows the duplicates, not the corpus (at 1 TB, 5e8 rows would be 24 GB of dense arrays).
+    All per-member arrays are aligned with `members`.
+    """
+
+    members: np.ndarray  # int64, sorted row positions (reference + data numbering)
+    cluster: np.ndarray  # int64: the lowest row position in the member's cluster
+    kept: np.ndarray  # int64: position of the row kept for the member's cluster
+    size: np.ndarray  # int64: size of the member's cluster
     n_reference: int
+    n: int  # all rows, reference + data
     # False: only data rows whose cluster keeps a reference row are removed (decontamination alone).
     within_data: bool = True
 
     @property
     def removed(self) -> np.ndarray:
-        """Data rows (not reference rows) whose cluster keeps another row."""
-        out = self.kept != np.arange(self.kept.size)
-        out[: self.n_reference] = False
+        """Per member: a data row (not a reference row) whose cluster keeps another row."""
+        out = (self.kept != self.members) & (self.members >= self.n_reference)
         if not self.within_data:
             out &= self.kept < self.n_reference
         return out
+
+    def index_of(self, rows: np.ndarray) -> np.ndarray:
+        """Positions in `members` of rows that are members (a cluster's kept row always is)."""
+        return np.searchsorted(self.members, rows)
 
 
 def components(n: int, pairs: np.ndarray) -> np.ndarray:
@@ -51,40 +61,51 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
     return lowest[labels]
 
 
-def keep_rank(n_reference: int, n: int, priority: list[np.ndarray]) -> np.ndarray:
+def keep_rank(n_reference: int, positions: np.ndarray, priority: list[np.ndarray]) -> np.ndarray:
     """Each row's rank in keep order (0 = kept first): reference rows, then `priority`, then position.
 
-    `priority` holds sort keys over all rows, most significant first; lower sorts first.
+    `positions` are the rows' positions; `priority` holds sort keys aligned with them, most
+    significant first; lower sorts first.
     """
-    position = np.arange(n, dtype=np.int64)
-    is_data = (position >= n_reference).astype(np.int8)
+    positions = np.asarray(positions, np.int64)
+    is_data = (positions >= n_reference).astype(np.int8)
     # np.lexsort sorts by the last key first.
-    order = np.lexsort((position, *reversed(priority), is_data))
-    rank = np.empty(n, np.int64)
-    rank[order] = position
+    order = np.lexsort((positions, *reversed(priority), is_data))
+    rank = np.empty(positions.size, np.int64)
+    rank[order] = np.arange(positions.size, dtype=np.int64)
     return rank
+
+
+def members_of(pairs: np.ndarray) -> np.ndarray:
+    """The sorted distinct rows of `pairs`: the rows a `Resolution` lists."""
+    return np.unique(np.asarray(pairs, np.int64))
 
 
 def resolve(n_reference: int, n_data: int, pairs: np.ndarray, priority: list[np.ndarray],
             within_data: bool = True) -> Resolution:
-    """Cluster rows joined by `pairs` and keep, per cluster, the row first in `keep_rank` order."""
-    n = n_reference + n_data
-    cluster = components(n, pairs)
-    order = np.lexsort((keep_rank(n_reference, n, priority), cluster))
-    first = np.ones(n, bool)
+    """Cluster rows joined by `pairs` and keep, per cluster, the row first in `keep_rank` order.
+
+    `priority` holds the keep policy's sort keys of the member rows only (`members_of(pairs)`, in
+    that order), so a stage reads ids or lengths of those rows, not of the corpus.
+    """
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    members, local = np.unique(pairs, return_inverse=True)
+    m = members.size
+    cluster = components(m, local.reshape(-1, 2))  # lowest member index of each member's component
+    order = np.lexsort((keep_rank(n_reference, members, priority), cluster))
+    first = np.ones(m, bool)
     first[1:] = cluster[order][1:] != cluster[order][:-1]
-    kept_of_cluster = np.empty(n, np.int64)
+    kept_of_cluster = np.empty(m, np.int64)
     kept_of_cluster[cluster[order][first]] = order[first]
-    size = np.bincount(cluster, minlength=n)
-    return Resolution(cluster=cluster, kept=kept_of_cluster[cluster], size=size[cluster], n_reference=n_reference,
-                      within_data=within_data)
+    size = np.bincount(cluster, minlength=m)
+    return Resolution(members=members, cluster=members[cluster], kept=members[kept_of_cluster[cluster]],
+                      size=size[cluster], n_reference=n_reference, n=n_reference + n_data, within_data=within_data)
 
 
 def size_histogram(resolution: Resolution) -> dict[str, int]:
     """Clusters of two or more rows by size, in power-of-two bins ('2', '3-4', '5-8', ...)."""
-    labels, first = np.unique(resolution.cluster, return_index=True)
+    _, first = np.unique(resolution.cluster, return_index=True)
     sizes = resolution.size[first]
-    sizes = sizes[sizes >= 2]
     histogram: dict[str, int] = {}
     lo = 2
     while sizes.size and lo <= sizes.max():
@@ -99,21 +120,20 @@ def size_histogram(resolution: Resolution) -> dict[str, int]:
 
 def summary(resolution: Resolution) -> dict:
     """Figures every dedup step records: rows in, kept, removed, duplicate rate, cluster sizes."""
-    n_data = resolution.kept.size - resolution.n_reference
-    removed = int(resolution.removed.sum())
-    data_clusters = resolution.cluster[resolution.n_reference:]
-    in_clusters = resolution.size[resolution.n_reference:] >= 2
+    n_data = resolution.n - resolution.n_reference
+    removed = resolution.removed
+    removed_count = int(removed.sum())
+    in_data = resolution.members >= resolution.n_reference
     stats = {
         "rows_in": n_data,
-        "rows_kept": n_data - removed,
-        "rows_removed": removed,
-        "duplicate_rate": round(removed / n_data, 6) if n_data else 0.0,
-        "clusters": int(np.unique(data_clusters[in_clusters]).size),
-        "rows_in_clusters": int(in_clusters.sum()),
+        "rows_kept": n_data - removed_count,
+        "rows_removed": removed_count,
+        "duplicate_rate": round(removed_count / n_data, 6) if n_data else 0.0,
+        "clusters": int(np.unique(resolution.cluster[in_data]).size),
+        "rows_in_clusters": int(in_data.sum()),
         "cluster_size_histogram": size_histogram(resolution),
     }
     if resolution.n_reference:
         stats["reference_rows"] = resolution.n_reference
-        stats["removed_as_reference_duplicates"] = int(
-            (resolution.removed & (resolution.kept < resolution.n_reference)).sum())
+        stats["removed_as_reference_duplicates"] = int((removed & (resolution.kept < resolution.n_reference)).sum())
     return stats

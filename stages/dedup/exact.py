@@ -1,7 +1,7 @@
 """`dedup_exact`: rows whose texts are equal after normalisation are one cluster; one row is kept.
 
-The first pass keeps a 64-bit hash per row (8 bytes, never the text); rows with equal hashes are
-duplicates. Two different texts share a hash with probability about n**2 / 2**65 (1e-8 at a million
+The first pass keeps a 64-bit hash per row (8 bytes, never the text); the hashes meet in one
+reducer (the partitioned contract's shuffle), where rows with equal hashes become pairs. Two different texts share a hash with probability about n**2 / 2**65 (1e-8 at a million
 rows), the same trade every hash-based dedup (datatrove, NeMo Curator) makes.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.stage import Context
-from stages.dedup.base import Scan, TextDedupStage
+from stages.dedup.base import Broadcast, Scan, TextDedupStage
 from stages.dedup.shingles import text_hashes
 
 
@@ -63,10 +63,19 @@ class DedupExact(TextDedupStage):
         texts = self.texts(batch, label)
         return text_hashes(texts, self.normalization)
 
+    # The hashes are shuffled to one reducer (on Ray a worker, not the driver), whose groups of equal
+    # hashes come back as pairs.
+
+    def shuffle_buckets(self, broadcast: Broadcast) -> int:
+        return 1
+
+    def split(self, scan: Scan, broadcast: Broadcast | None) -> tuple[Scan, list[np.ndarray]]:
+        features, scan.features = scan.features, []
+        return scan, [np.concatenate(features) if features else np.empty(0, np.uint64)]
+
     def duplicate_pairs(self, ctx: Context, scan: Scan) -> tuple[np.ndarray, Any]:
-        hashes = np.concatenate(scan.features) if scan.features else np.empty(0, np.uint64)
         ctx.record("normalization", self.normalization)
-        return equal_hash_pairs(hashes), None
+        return (scan.shuffled[0] if scan.shuffled else np.empty((0, 2), np.int64)), None
 
     @classmethod
     def example(cls):
@@ -76,17 +85,3 @@ class DedupExact(TextDedupStage):
         texts += [texts[0], "  " + texts[2].replace(" ", "  ")]
         return {"normalization": "whitespace"}, {"data": pl.DataFrame({"id": range(len(texts)), "text": texts})}
 
-
-def equal_hash_pairs(hashes: np.ndarray) -> np.ndarray:
-    """(m, 2) pairs (first row with this hash, later row with it): a star per group of equal hashes."""
-    n = hashes.size
-    if n < 2:
-        return np.empty((0, 2), np.int64)
-    order = np.argsort(hashes, kind="stable")
-    sorted_hashes = hashes[order]
-    new_group = np.ones(n, bool)
-    new_group[1:] = sorted_hashes[1:] != sorted_hashes[:-1]
-    group_start = np.maximum.accumulate(np.where(new_group, np.arange(n), 0))
-    leader = order[group_start]
-    later = ~new_group
-    return np.stack([leader[later], order[later]], axis=1).astype(np.int64)

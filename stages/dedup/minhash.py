@@ -1,16 +1,16 @@
 """`dedup_minhash`: near-duplicates by MinHash over word or character shingles, LSH banding and union-find.
 
 Map (per partition): each text's shingle hashes (text core) -> a `num_perm` MinHash signature
-(rensa) -> one key per LSH band; memory keeps the band keys (8 bytes x bands a row; plus the
-signature, 4 bytes x num_perm, when verification uses it), not the texts. The band keys are then
-shuffled by band (`stages.dedup.shuffle`, the partitioned contract's shuffle: on Ray, from the map
-tasks' workers straight to one reduce task per band), and each band's buckets give candidate pairs
-(see `stages.dedup.lsh` for the bands x rows choice and its S-curve). Finish: the driver gets only
-the pairs and the per-row digests or signatures.
-Candidates are verified (true Jaccard of the shingle sets, re-read only for the candidate rows, by
-`Context.gather_rows` where the data's partitions are, and spilled to a scratch file, so memory
-stays at the keys; or the signature estimate; or not at all),
-joined by union-find, and one row per cluster is kept.
+(rensa) -> one key per LSH band, and a digest of the shingle sequence; memory keeps those (8 bytes
+x bands + 8 a row), not the texts. The band keys are then shuffled by band (`stages.dedup.shuffle`,
+the partitioned contract's shuffle: on Ray, from the map tasks' workers straight to one reduce task
+per band), and each band's buckets give candidate pairs (see `stages.dedup.lsh` for the bands x
+rows choice and its S-curve); the digests go to one more reducer, whose groups are the exact
+copies. Finish: the driver gets only pairs, never a per-row array.
+Candidates are verified (true Jaccard of the shingle sets, re-read only for the candidate rows that
+are not copies, by `Context.gather_rows` where the data's partitions are, and spilled to a scratch
+file, so memory stays at the pairs; or the signature estimate, recomputed for the candidate rows;
+or not at all), joined by union-find, and one row per cluster is kept.
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ import numpy as np
 import polars as pl
 
 from pipeline.errors import ParamError
-from pipeline.io import Dataset
 from pipeline.partitioned import Partition
 from pipeline.stage import Context
 from stages.dedup.base import SCAN_BATCH_ROWS, Broadcast, Scan, TextDedupStage
 from stages.dedup.lsh import Banding, band_keys, choose_bands, signature_similarity, unique_pairs
 from stages.dedup.shingles import MAX_NGRAM, shingle_hashes, shingle_sets
-from stages.dedup.shuffle import band_pairs, band_parts
+from stages.dedup.shuffle import band_parts
 from stages.dedup.signatures import ALGORITHM_VERSION, SpilledSets, minhash_signatures, sequence_digests
 
 VERIFY_MODES = ("jaccard", "signature", "none")
@@ -37,16 +36,38 @@ VERIFY_MODES = ("jaccard", "signature", "none")
 
 @dataclass
 class MinhashState:
-    # Without Jaccard verification: every row's signature (the similarity estimate).
+    """What verification and the similarity column need, for candidate rows only (never every row)."""
+
+    # verify='signature' or 'none': the signatures of the candidate rows (sorted), recomputed where they are.
+    signature_rows: np.ndarray | None = None
     signatures: np.ndarray | None = None
-    # With verify='jaccard': the shingle sets of every candidate row (spilled), and row -> set index.
+    # verify='jaccard': exact copies (equal shingle sequences: Jaccard 1, never re-read) as star members
+    # (sorted) and the lowest row of their copy group.
+    copy_rows: np.ndarray | None = None
+    copy_leaders: np.ndarray | None = None
+    # verify='jaccard': the spilled shingle sets of the rows that needed them: rows (sorted) and set index.
     sets: SpilledSets | None = None
-    set_index: np.ndarray | None = None
-    # With verify='jaccard': a digest of each row's shingle sequence (equal digests: Jaccard 1, no re-read).
-    digests: np.ndarray | None = None
+    set_rows: np.ndarray | None = None
+    set_ids: np.ndarray | None = None
     # Similarities already computed: pair code (low row * n + high row), sorted, and the value.
     known_codes: np.ndarray | None = None
     known_values: np.ndarray | None = None
+
+    def copy_root(self, rows: np.ndarray) -> np.ndarray:
+        """Each row's copy group, named by its lowest row (a row with no copy is its own)."""
+        if not self.copy_rows.size:
+            return rows
+        where = np.minimum(np.searchsorted(self.copy_rows, rows), self.copy_rows.size - 1)
+        return np.where(self.copy_rows[where] == rows, self.copy_leaders[where], rows)
+
+    def has_set(self, rows: np.ndarray) -> np.ndarray:
+        if not self.set_rows.size:
+            return np.zeros(rows.shape, bool)
+        return self.set_rows[np.minimum(np.searchsorted(self.set_rows, rows), self.set_rows.size - 1)] == rows
+
+    def set_index(self, rows: np.ndarray) -> np.ndarray:
+        """Set indices of rows that have sets (`has_set`)."""
+        return self.set_ids[np.searchsorted(self.set_rows, rows)]
 
 
 class DedupMinhash(TextDedupStage):
@@ -120,65 +141,59 @@ class DedupMinhash(TextDedupStage):
     def fingerprint_extra(self) -> Any:
         return {"minhash_algorithm": ALGORITHM_VERSION}
 
-    def batch_features(self, batch: pl.DataFrame, label: str) -> tuple[np.ndarray, np.ndarray]:
-        """(band keys, signatures or shingle-sequence digests) of a batch: the map side of the LSH shuffle.
+    def batch_features(self, batch: pl.DataFrame, label: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """(band keys, shingle-sequence digests with verify='jaccard') of a batch: the map side of the shuffle.
 
-        Verification by Jaccard needs no signature, only a digest that settles exact copies; the
-        other modes need the signature for the estimate.
+        A digest settles exact copies (Jaccard 1) without re-reading them; the other modes recompute the
+        few candidate rows' signatures instead of keeping every row's.
         """
         texts = self.texts(batch, label)
         hashes, offsets = shingle_hashes(texts, self.unit, self.ngram, self.normalization)
         signatures = minhash_signatures(hashes, offsets, self.num_perm)
         banding = self.banding()
         keys = band_keys(signatures, banding.bands, banding.rows)
-        return keys, (sequence_digests(hashes, offsets) if self.verify == "jaccard" else signatures)
+        return keys, (sequence_digests(hashes, offsets) if self.verify == "jaccard" else None)
 
-    # -- the LSH shuffle: band keys leave the scan in the map; one reducer per band ----------------
-
-    def broadcast(self, ctx: Context, inputs: dict[str, Dataset]) -> Broadcast:
-        broadcast = super().broadcast(ctx, inputs)
-        broadcast.reference, broadcast.shuffle_parts = self.split(broadcast.reference, None)
-        return broadcast
+    # -- the LSH shuffle: band keys (and digests) leave the scan in the map; one reducer per bucket ------
 
     def shuffle_buckets(self, broadcast: Broadcast) -> int:
-        return self.banding().bands
+        """One reducer per band; with verify='jaccard' one more groups the rows of equal digests (copies)."""
+        return self.banding().bands + (self.verify == "jaccard")
 
     def split(self, scan: Scan, broadcast: Broadcast | None) -> tuple[Scan, list[np.ndarray]]:
-        """(the scan without band keys, one key column per band)."""
-        features, scan.features = scan.features, [extra for _, extra in scan.features]
+        """(the scan with no features left, one key column per band [+ the digest column])."""
+        features, scan.features = scan.features, []
         keys = np.concatenate([k for k, _ in features]) if features else np.empty((0, self.banding().bands), np.uint64)
-        return scan, band_parts(keys)
-
-    def reduce(self, bucket: int, parts: list[np.ndarray], broadcast: Broadcast) -> np.ndarray:
-        return band_pairs([broadcast.shuffle_parts[bucket], *parts])
-
-    def shuffled(self, scan: Scan | None, results: list[np.ndarray]) -> Scan:
-        scan = scan if scan is not None else Scan()
-        scan.shuffled = results
-        return scan
+        parts = band_parts(keys)
+        if self.verify == "jaccard":
+            parts.append(np.concatenate([d for _, d in features]) if features else np.empty(0, np.uint64))
+        return scan, parts
 
     def duplicate_pairs(self, ctx: Context, scan: Scan) -> tuple[np.ndarray, MinhashState]:
         banding = self.banding()
-        features, scan.features = scan.features, []
+        results = scan.shuffled or []
+        candidates = unique_pairs(results[: banding.bands], scan.n)
         state = MinhashState()
         if self.verify != "jaccard":
-            state.signatures = np.concatenate(features) if features else np.empty((0, self.num_perm), np.uint32)
+            state.signature_rows = np.unique(candidates)
+            state.signatures = self._signatures(scan, state.signature_rows)
+            if self.verify == "none":
+                pairs = candidates
+            else:
+                pairs = candidates[signature_similarity(state.signatures, self._signature_index(state, candidates))
+                                   >= self.threshold]
         else:
-            state.digests = np.concatenate(features) if features else np.empty(0, np.uint64)
-        del features
-        candidates = unique_pairs(scan.shuffled or [], scan.n)
-        if self.verify == "none":
-            pairs = candidates
-        elif self.verify == "signature":
-            pairs = candidates[signature_similarity(state.signatures, candidates) >= self.threshold]
-        else:
+            copies_found = results[banding.bands] if len(results) > banding.bands else np.empty((0, 2), np.int64)
+            order = np.argsort(copies_found[:, 1], kind="stable")
+            state.copy_rows, state.copy_leaders = copies_found[order, 1], copies_found[order, 0]
             # Pairs of equal shingle sequences (copies) have Jaccard 1: only the others are re-read.
-            copies = state.digests[candidates[:, 0]] == state.digests[candidates[:, 1]]
-            state.set_index, state.sets = np.full(scan.n, -1, np.int64), SpilledSets()
+            copies = state.copy_root(candidates[:, 0]) == state.copy_root(candidates[:, 1])
+            state.sets = SpilledSets()
+            state.set_rows, state.set_ids = np.empty(0, np.int64), np.empty(0, np.int64)
             try:
                 self._add_sets(scan, state, np.unique(candidates[~copies]))
                 similarity = np.ones(len(candidates), np.float64)
-                similarity[~copies] = state.sets.jaccard(state.set_index[candidates[~copies]])
+                similarity[~copies] = state.sets.jaccard(state.set_index(candidates[~copies]))
             except BaseException:
                 state.sets.close()
                 raise
@@ -193,45 +208,65 @@ class DedupMinhash(TextDedupStage):
 
     def similarity(self, scan: Scan, state: MinhashState, rows: np.ndarray, kept: np.ndarray) -> np.ndarray:
         pairs = np.stack([rows, kept], axis=1)
-        if state.sets is None:
-            return signature_similarity(state.signatures, pairs)
+        if state.sets is None:  # members and their kept rows are all candidate rows: their signatures are here
+            return signature_similarity(state.signatures, self._signature_index(state, pairs))
         # Most rows' kept row is a verified candidate of theirs: reuse that Jaccard, compute the rest.
         codes = np.minimum(rows, kept) * scan.n + np.maximum(rows, kept)
         out = np.ones(len(pairs), np.float64)
         where = np.searchsorted(state.known_codes, codes)
         hit = (where < state.known_codes.size) & (state.known_codes[np.minimum(where, state.known_codes.size - 1)] == codes)
         out[hit] = state.known_values[where[hit]]
-        todo = ~hit & (rows != kept) & (state.digests[rows] != state.digests[kept])
+        todo = ~hit & (rows != kept) & (state.copy_root(rows) != state.copy_root(kept))
         if todo.any():
             # Rows whose every candidate was a copy have no set yet: read just those.
             missing = np.unique(pairs[todo])
-            self._add_sets(scan, state, missing[state.set_index[missing] < 0])
-            out[todo] = state.sets.jaccard(state.set_index[pairs[todo]])
+            self._add_sets(scan, state, missing[~state.has_set(missing)])
+            out[todo] = state.sets.jaccard(state.set_index(pairs[todo]))
         return out
 
     def release(self, state: MinhashState) -> None:
         if state.sets is not None:
             state.sets.close()
 
+    def _text_spec(self) -> tuple:
+        return (self.text_column, self.unit, self.ngram, self.normalization, self.num_perm)
+
     def _add_sets(self, scan: Scan, state: MinhashState, needed: np.ndarray) -> None:
-        """Spill the shingle sets (sorted, distinct) of the `needed` rows (sorted), read again: the reference's
-        here, the data's where its partitions are (on Ray the workers shingle them; only the sets come back)."""
+        """Spill the shingle sets (sorted, distinct) of the `needed` rows (sorted, none with a set yet), read
+        again: the reference's here, the data's where its partitions are (on Ray the workers shingle them;
+        only the sets come back)."""
         if needed.size == 0:
             state.sets.seal()
             return
-        state.set_index[needed] = state.sets.count + np.arange(needed.size)
-        spec = (self.text_column, self.unit, self.ngram, self.normalization)
-        in_reference = needed[needed < scan.n_reference]
-        if in_reference.size:
-            batches = scan.reference_source.iter_batches(SCAN_BATCH_ROWS, columns=[self.text_column])
-            for sets in rows_shingle_sets(batches, in_reference, spec):
-                state.sets.append(*sets)
-        in_data = needed[needed >= scan.n_reference] - scan.n_reference
-        if in_data.size:
-            for partition_sets in scan.gather_rows(partition_shingle_sets, in_data, spec):
-                for sets in partition_sets:
-                    state.sets.append(*sets)
+        rows = np.concatenate([state.set_rows, needed])
+        ids = np.concatenate([state.set_ids, state.sets.count + np.arange(needed.size)])
+        order = np.argsort(rows, kind="stable")
+        state.set_rows, state.set_ids = rows[order], ids[order]
+        for sets in self._read_rows(scan, needed, rows_shingle_sets, partition_shingle_sets):
+            state.sets.append(*sets)
         state.sets.seal()
+
+    def _signatures(self, scan: Scan, rows: np.ndarray) -> np.ndarray:
+        """Signatures of the sorted `rows`, recomputed from their texts where they are."""
+        found = list(self._read_rows(scan, rows, rows_signatures, partition_signatures))
+        return np.concatenate(found) if found else np.empty((0, self.num_perm), np.uint32)
+
+    @staticmethod
+    def _signature_index(state: MinhashState, pairs: np.ndarray) -> np.ndarray:
+        return np.searchsorted(state.signature_rows, pairs)
+
+    def _read_rows(self, scan: Scan, rows: np.ndarray, of_batches, of_partition) -> Iterator:
+        """What `of_batches` makes of the sorted `rows`, in row order: the reference's read here, the data's
+        by `of_partition` where its partitions are."""
+        spec = self._text_spec()
+        in_reference = rows[rows < scan.n_reference]
+        if in_reference.size:
+            yield from of_batches(scan.reference_source.iter_batches(SCAN_BATCH_ROWS, columns=[self.text_column]),
+                                  in_reference, spec)
+        in_data = rows[rows >= scan.n_reference] - scan.n_reference
+        if in_data.size:
+            for found in scan.gather_rows(of_partition, in_data, spec):
+                yield from found
 
     @classmethod
     def example(cls):
@@ -244,20 +279,38 @@ class DedupMinhash(TextDedupStage):
         return {"threshold": 0.7}, {"data": pl.DataFrame({"id": range(len(texts)), "text": texts})}
 
 
-def rows_shingle_sets(batches: Iterator[pl.DataFrame], rows: np.ndarray, spec: tuple) -> Iterator[tuple]:
-    """(values, offsets) shingle sets of the sorted `rows` (numbered over `batches`), batch by batch."""
-    text_column, unit, ngram, normalization = spec
+def selected_texts(batches: Iterator[pl.DataFrame], rows: np.ndarray, column: str) -> Iterator[pl.Series]:
+    """The texts of the sorted `rows` (numbered over `batches`), batch by batch."""
     position = 0
     for batch in batches:
         inside = rows[(rows >= position) & (rows < position + batch.height)] - position
         if inside.size:
-            yield shingle_sets(batch.get_column(text_column).gather(inside), unit, ngram, normalization)
+            yield batch.get_column(column).gather(inside)
         position += batch.height
+
+
+def rows_shingle_sets(batches: Iterator[pl.DataFrame], rows: np.ndarray, spec: tuple) -> Iterator[tuple]:
+    """(values, offsets) shingle sets of the sorted `rows` (numbered over `batches`), batch by batch."""
+    text_column, unit, ngram, normalization, _ = spec
+    for texts in selected_texts(batches, rows, text_column):
+        yield shingle_sets(texts, unit, ngram, normalization)
+
+
+def rows_signatures(batches: Iterator[pl.DataFrame], rows: np.ndarray, spec: tuple) -> Iterator[np.ndarray]:
+    """MinHash signatures of the sorted `rows`, batch by batch (the same values the map computed)."""
+    text_column, unit, ngram, normalization, num_perm = spec
+    for texts in selected_texts(batches, rows, text_column):
+        yield minhash_signatures(*shingle_hashes(texts, unit, ngram, normalization), num_perm)
 
 
 def partition_shingle_sets(partition: Partition, rows: np.ndarray, spec: tuple) -> list[tuple]:
     """`Context.gather_rows` function: the shingle sets of some rows of one partition, made where it is."""
     return list(rows_shingle_sets(partition.iter_batches(SCAN_BATCH_ROWS, columns=[spec[0]]), rows, spec))
+
+
+def partition_signatures(partition: Partition, rows: np.ndarray, spec: tuple) -> list[np.ndarray]:
+    """`Context.gather_rows` function: the signatures of some rows of one partition, made where it is."""
+    return list(rows_signatures(partition.iter_batches(SCAN_BATCH_ROWS, columns=[spec[0]]), rows, spec))
 
 
 def check_minhash_params(ngram: int, num_perm: int, threshold: float, bands: int | None, rows: int | None) -> None:

@@ -45,10 +45,12 @@ class DedupRows(RowPass):
 
     def __init__(self, reason: str, data_schema: pl.Schema, resolution: Resolution, similarity: np.ndarray,
                  ids: pl.Series):
+        """`similarity` and `ids` are per member of `resolution` (rows in no cluster are kept, unnamed)."""
         self.reason = reason
         self.data_schema = data_schema
         # The whole decision stays on the driver (see __getstate__): tasks get their payload.
-        self.resolution, self.similarity, self.ids = resolution, similarity, ids
+        self.resolution, self.similarity, self.ids = resolution, similarity, ids.cast(pl.String)
+        self.removed = resolution.removed
 
     def __getstate__(self) -> dict:
         return {"reason": self.reason, "data_schema": self.data_schema}
@@ -56,11 +58,14 @@ class DedupRows(RowPass):
     def payload(self, partition: Partition) -> PartitionDecision:
         r = self.resolution
         start = r.n_reference + partition.base
-        removed = r.removed[start : start + partition.num_rows]
-        rows = start + np.flatnonzero(removed)
-        kept = r.kept[rows]
-        return PartitionDecision(removed, r.cluster[rows], self.ids.gather(kept).to_list() if kept.size else [],
-                                 kept < r.n_reference, self.similarity[rows])
+        lo, hi = np.searchsorted(r.members, [start, start + partition.num_rows])
+        going = lo + np.flatnonzero(self.removed[lo:hi])  # member indices of this partition's removed rows
+        removed = np.zeros(partition.num_rows, bool)
+        removed[r.members[going] - start] = True
+        kept = r.kept[going]
+        return PartitionDecision(removed, r.cluster[going],
+                                 self.ids.gather(r.index_of(kept)).to_list() if kept.size else [],
+                                 kept < r.n_reference, self.similarity[going])
 
     def rows(self, partition: Partition, payload: PartitionDecision, output: str) -> Iterator[pl.DataFrame]:
         offset, done = 0, 0
@@ -99,13 +104,13 @@ class DedupRows(RowPass):
 
     def _clusters(self) -> pl.DataFrame:
         r, ids = self.resolution, self.ids
-        members = np.flatnonzero(r.size >= 2)
-        order = members[np.lexsort((members, r.cluster[members]))]
+        order = np.lexsort((r.members, r.cluster))  # member indices, by cluster then row
+        rows = r.members[order]
         return pl.DataFrame({
             "cluster_id": pl.Series(r.cluster[order], dtype=pl.Int64),
             "id": ids.gather(order) if order.size else pl.Series([], dtype=pl.String),
-            "input": pl.Series(np.where(order < r.n_reference, "reference", "data").tolist(), dtype=pl.String),
-            "kept": pl.Series(~r.removed[order], dtype=pl.Boolean),
+            "input": pl.Series(np.where(rows < r.n_reference, "reference", "data").tolist(), dtype=pl.String),
+            "kept": pl.Series(~self.removed[order], dtype=pl.Boolean),
             "size": pl.Series(r.size[order], dtype=pl.Int64),
             "similarity": pl.Series(self.similarity[order], dtype=pl.Float64),
         })

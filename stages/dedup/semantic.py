@@ -58,6 +58,8 @@ class DedupSemantic(DedupStage):
     reason = "semantic duplicate"
     requires = ("faiss",)
     keep_policies = ("nearest_centroid", "first", "lowest_id", "column")
+    # The greedy pass visits every row in keep order, so the scan keeps every row's ids and keep values.
+    ranks_every_row = True
 
     def __init__(
         self,
@@ -116,7 +118,8 @@ class DedupSemantic(DedupStage):
         k = min(k, len(vectors))
         labels, centroid_similarity = kmeans_assign(vectors, k, self.niter, ctx.seed)
         state = SemanticState(vectors, centroid_similarity)
-        rank = keep_rank(scan.n_reference, scan.n, self.priority(scan, state))
+        every_row = np.arange(scan.n, dtype=np.int64)
+        rank = keep_rank(scan.n_reference, every_row, self.priority(self.row_facts(scan, every_row), state))
         pairs = greedy_duplicates(vectors, labels, rank, self.threshold)
         ctx.record("kmeans_clusters", k)
         ctx.record("duplicate_pairs", int(len(pairs)))
@@ -125,9 +128,9 @@ class DedupSemantic(DedupStage):
     def similarity(self, scan: Scan, state: SemanticState, rows: np.ndarray, kept: np.ndarray) -> np.ndarray:
         return np.einsum("ij,ij->i", state.vectors[rows], state.vectors[kept]).astype(np.float64)
 
-    def extra_priority(self, scan: Scan, state: SemanticState) -> list[np.ndarray] | None:
+    def extra_priority(self, rows: np.ndarray, state: SemanticState) -> list[np.ndarray] | None:
         if self.keep == "nearest_centroid":
-            return [-state.centroid_similarity]
+            return [-state.centroid_similarity[rows]]
         return None
 
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.dedup.clusters import components, resolve, size_histogram, summary
+from stages.dedup.clusters import components, members_of, resolve, size_histogram, summary
 
 
 def test_components_are_labelled_by_their_lowest_row():
@@ -26,6 +26,24 @@ def test_keep_priority_then_position_and_reference_first():
     stats = summary(res)
     assert stats["rows_in"] == 4 and stats["rows_removed"] == 3
     assert stats["removed_as_reference_duplicates"] == 2
+
+
+def test_only_rows_in_pairs_are_listed_and_priorities_follow_them():
+    # 10 rows, two clusters; rows 0, 2, 5, 6 and 9 are in no pair and appear nowhere.
+    pairs = np.array([[7, 3], [1, 8], [8, 4]])
+    members = members_of(pairs)
+    assert members.tolist() == [1, 3, 4, 7, 8]
+    length = np.array([1, 2, 9, 3, 8])  # per member: row 4 is the longest of {1, 4, 8}
+    res = resolve(0, 10, pairs, [-length])
+    assert res.members.tolist() == members.tolist()
+    assert res.cluster.tolist() == [1, 3, 1, 3, 1]
+    assert res.kept.tolist() == [4, 7, 4, 7, 4]
+    assert res.size.tolist() == [3, 2, 3, 2, 3]
+    assert res.removed.tolist() == [True, True, False, False, True]
+    stats = summary(res)
+    assert (stats["rows_in"], stats["rows_removed"], stats["clusters"], stats["rows_in_clusters"]) == (10, 3, 2, 5)
+    empty = resolve(0, 4, np.empty((0, 2), np.int64), [])
+    assert empty.members.size == 0 and summary(empty)["rows_kept"] == 4
 
 
 def test_histogram_bins():

@@ -11,9 +11,9 @@ import pytest
 
 from pipeline.executors import LocalExecutor
 from pipeline.io import Dataset
-from pipeline.partitioned import plan_partitions
+from pipeline.partitioned import pickled_size, plan_partitions
 from pipeline.stage import Context
-from stages.dedup import DedupExact, DedupMinhash, DedupSemantic
+from stages.dedup import DedupExact, DedupMinhash, DedupSemantic, base
 from stages.dedup.planted import planted_corpus
 
 SIZES = [1, 20_000, 1 << 40]
@@ -63,3 +63,25 @@ def test_every_partition_size_gives_the_same_outputs(corpus, tmp_path, stage, wi
         for name in sides:
             assert other_sides[name].equals(sides[name]), name
         assert other_stats == stats
+
+
+@pytest.mark.parametrize("stage", [DedupMinhash(threshold=0.7), DedupExact(normalization="full", keep="longest")],
+                         ids=["minhash", "exact"])
+def test_a_partition_state_holds_no_row_and_only_clustered_rows_are_read_again(corpus, tmp_path, monkeypatch, stage):
+    data, _ = corpus
+    # What a map hands to the merge (and on Ray, to the driver) once its keys went to the shuffle:
+    # a row count, whatever the partition's size.
+    ctx = Context(step_id="dedup", seed=0, out_dir=tmp_path)
+    broadcast = stage.broadcast(ctx, {"data": data})
+    partition = plan_partitions(data, 1 << 40)[0]
+    state, parts = stage.split(stage.map(partition, broadcast), broadcast)
+    assert sum(state.counts) == data.num_rows
+    assert state.ids == [] and state.features == [] and state.lengths == [] and pickled_size(state) < 2_000
+    assert sum(len(p) for p in parts) == data.num_rows * stage.shuffle_buckets(broadcast)
+    # Ids (and lengths for keep='longest') are read again for the rows in a cluster only.
+    asked = []
+    real = base.partition_row_facts
+    monkeypatch.setattr(base, "partition_row_facts", lambda p, rows, s: asked.append(len(rows)) or real(p, rows, s))
+    table, sides, stats, partitions = _run(stage, {"data": data}, tmp_path / "run", 20_000)
+    assert partitions > 2 and len(asked) > 1
+    assert sum(asked) == sides["clusters"].height == stats["rows_in_clusters"] < data.num_rows

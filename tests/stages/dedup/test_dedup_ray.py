@@ -49,21 +49,22 @@ def test_dedup_on_two_nodes_equals_local(ray_cluster, tmp_path, monkeypatch):  #
     config = {"name": "dd", "seed": 3, "steps": STEPS}
     run_pipeline(config, workdir=tmp_path / "local")
     bands = DedupMinhash(threshold=0.7).banding().bands
-    assert reduced_here == list(range(bands)) and set(rows_here) == {"", "removed"}
+    buckets = bands + 1  # one reducer per band, one for the digests (exact copies)
+    assert reduced_here == list(range(buckets)) and set(rows_here) == {"", "removed"}
     shingled_locally = sum(shingled_here)
     rows_here.clear()
     shingled_here.clear()
     report = run_pipeline(config, workdir=tmp_path / "ray", executor="ray",
                           executor_options={"address": ray_cluster.address})
     assert report.ran == [s["id"] for s in STEPS]
-    assert reduced_here == list(range(bands))  # no reducer ran on the driver
+    assert reduced_here == list(range(buckets))  # no reducer ran on the driver
     assert rows_here == []  # nor did any row pass
     assert sum(shingled_here) < shingled_locally, (shingled_here, shingled_locally)
     stats = json.loads((tmp_path / "ray" / "dd" / "decontaminated" / "_manifest.json").read_text())["stats"]
     rows = load(tmp_path / "ray" / "dd" / "split" / "train").collect().height
-    assert stats["shuffle_buckets"] == bands
-    # Every data row's band keys went to the reducers (8 bytes a band, plus array headers).
-    assert rows * bands * 8 <= stats["partition_profile"]["shuffle_bytes"] < rows * bands * 8 + 1000 * bands * stats["partitions"]
+    assert stats["shuffle_buckets"] == buckets
+    # Every data row's band keys and digest went to the reducers (8 bytes each, plus array headers).
+    assert rows * buckets * 8 <= stats["partition_profile"]["shuffle_bytes"] < rows * buckets * 8 + 1000 * buckets * stats["partitions"]
     for step in ("decontaminated", "exact"):
         local, remote = _tables(tmp_path / "local" / "dd", step), _tables(tmp_path / "ray" / "dd", step)
         assert sorted(local) == ["", "clusters", "removed"]
