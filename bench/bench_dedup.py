@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -436,6 +437,7 @@ def speed_rows(scale: str) -> list[dict]:
         "peak_rss_mb": round(ex_rss), "baseline_peak_rss_mb": round(pl_rss),
         "notes": f"kept: ours {ex['kept']}, polars {pq['kept']}; ours also writes removed/clusters and a manifest",
     })
+    shutil.rmtree(workdir, ignore_errors=True)
     return rows
 
 
@@ -511,6 +513,7 @@ def scale_rows(scale: str) -> list[dict]:
                                                  f"removed {result['removed']}; {seconds:.1f}s",
         })
         Path(path).unlink()
+    shutil.rmtree(workdir, ignore_errors=True)
     return rows
 
 

@@ -35,11 +35,12 @@ def audit(train_path: str, test_path: str, default: bool) -> dict:
     load_static_model()  # the table is loaded per process once; a pipeline run pays it once too
     stage = LeakageAudit(report_items=5) if default else LeakageAudit(chunk_overlap=False, semantic=False,
                                                                         report_items=5)
-    cpu, wall = _cpu_s(), time.perf_counter()
-    result = stage.execute(train=train_path, test=test_path, workdir=tempfile.mkdtemp(prefix="bench-full-"))
-    return {"wall_s": time.perf_counter() - wall, "cpu_s": _cpu_s() - cpu,
-            "verdicts": result.table["verdict"].value_counts().sort("verdict").rows(),
-            "chunks": result.stats.get("train_chunks_embedded")}
+    with tempfile.TemporaryDirectory(prefix="bench-full-") as workdir:
+        cpu, wall = _cpu_s(), time.perf_counter()
+        result = stage.execute(train=train_path, test=test_path, workdir=workdir)
+        wall, cpu = time.perf_counter() - wall, _cpu_s() - cpu
+        return {"wall_s": wall, "cpu_s": cpu, "verdicts": result.table["verdict"].value_counts().sort("verdict").rows(),
+                "chunks": result.stats.get("train_chunks_embedded")}
 
 
 def run(scale: str = "full") -> list[dict]:

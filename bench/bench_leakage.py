@@ -27,6 +27,7 @@ Bench-only dependency: datatrove (`pip install -c constraints.txt -e ".[bench]"`
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -92,12 +93,13 @@ def run_ours(train_path: str, test_path: str, batch_rows: int = 20_000) -> dict:
     from stages.leakage import LeakageAudit
 
     cpu = time.process_time()
-    result = LeakageAudit(n=N, chunk_overlap=False, semantic=False, report_items=5, batch_rows=batch_rows).execute(
-        train=train_path, test=test_path, workdir=tempfile.mkdtemp(prefix="bench-leak-")
-    )
-    return {"dirty": int((result.table["verdict"] != "clean").sum()), "stats": result.stats,
-            "cpu_s": time.process_time() - cpu,
-            "verdicts": result.table["verdict"].value_counts().sort("verdict").rows()}
+    with tempfile.TemporaryDirectory(prefix="bench-leak-") as workdir:
+        result = LeakageAudit(n=N, chunk_overlap=False, semantic=False, report_items=5, batch_rows=batch_rows).execute(
+            train=train_path, test=test_path, workdir=workdir
+        )
+        cpu = time.process_time() - cpu
+        return {"dirty": int((result.table["verdict"] != "clean").sum()), "stats": result.stats, "cpu_s": cpu,
+                "verdicts": result.table["verdict"].value_counts().sort("verdict").rows()}
 
 
 def run_datatrove(train_path: str, test_path: str) -> dict:
@@ -129,6 +131,7 @@ def run_datatrove(train_path: str, test_path: str) -> dict:
         for doc_id, text in zip(batch["id"].to_list(), batch["text"].to_list()):
             if filt.filter(Document(text=text, id=str(doc_id))) is not True:
                 removed += 1
+    shutil.rmtree(index_dir, ignore_errors=True)
     return {"removed_train_docs": removed}
 
 
@@ -184,11 +187,12 @@ def run_audit_file(train_path: str, test_path: str) -> dict:
     """Our n-gram audit on a Parquet file (default local executor: maps on the cores it may use)."""
     from stages.leakage import LeakageAudit
 
-    result = LeakageAudit(n=N, chunk_overlap=False, semantic=False, report_items=5).execute(
-        train=train_path, test=test_path, workdir=tempfile.mkdtemp(prefix="bench-leak-")
-    )
-    verdicts = result.table["verdict"].value_counts().sort("verdict").rows()
-    return {"verdicts": verdicts, "stats": result.stats}
+    with tempfile.TemporaryDirectory(prefix="bench-leak-") as workdir:
+        result = LeakageAudit(n=N, chunk_overlap=False, semantic=False, report_items=5).execute(
+            train=train_path, test=test_path, workdir=workdir
+        )
+        verdicts = result.table["verdict"].value_counts().sort("verdict").rows()
+        return {"verdicts": verdicts, "stats": result.stats}
 
 
 def run_speed(sizes_mb: tuple[int, ...] = (32, 126), repeats: int = 3, datatrove_at: int = 32) -> list[dict]:
@@ -248,10 +252,12 @@ def run_semantic(train_path: str, test_path: str, backend: str, max_mb: float | 
     mb = float(train["text"].str.len_bytes().sum()) / 1e6
     test = pl.read_parquet(test_path).head(test_items)
     # cache=False: both backends embed every chunk (MiniLM would otherwise reuse vectors of an earlier run).
-    result = LeakageAudit(ngram=False, backend=backend, report_items=5, cache=False).execute(
-        train=train, test=test, workdir=tempfile.mkdtemp(prefix="bench-sem-")
-    )
-    return {"mb": mb, "chunk_pass_s": result.stats["chunk_pass_s"], "chunks": result.stats["train_chunks_embedded"]}
+    with tempfile.TemporaryDirectory(prefix="bench-sem-") as workdir:
+        result = LeakageAudit(ngram=False, backend=backend, report_items=5, cache=False).execute(
+            train=train, test=test, workdir=workdir
+        )
+        return {"mb": mb, "chunk_pass_s": result.stats["chunk_pass_s"],
+                "chunks": result.stats["train_chunks_embedded"]}
 
 
 def _datatrove_available() -> bool:

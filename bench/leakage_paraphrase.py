@@ -259,11 +259,12 @@ def timed_audit(train_path: str, test_path: str, paraphrase: bool, items: int) -
 
     train, test = pl.read_parquet(train_path), pl.read_parquet(test_path).head(items)
     mb = float(train["text"].str.len_bytes().sum()) / 1e6
-    usage0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    result = LeakageAudit(ngram=False, evidence=["paraphrase"] if paraphrase else None, report_items=5).execute(
-        train=train, test=test, workdir=tempfile.mkdtemp(prefix="bench-para-"))
-    wall = time.perf_counter() - t0
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+    with tempfile.TemporaryDirectory(prefix="bench-para-") as workdir:
+        usage0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        result = LeakageAudit(ngram=False, evidence=["paraphrase"] if paraphrase else None, report_items=5).execute(
+            train=train, test=test, workdir=workdir)
+        wall = time.perf_counter() - t0
+        usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (usage.ru_utime - usage0.ru_utime) + (usage.ru_stime - usage0.ru_stime)
     stats = result.stats
     return {"mb": mb, "wall_s": wall, "cpu_s": cpu, "timings": stats.get("timings_s", {}),
