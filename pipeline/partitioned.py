@@ -57,9 +57,14 @@ from pipeline.io import BATCH_BYTES, DEFAULT_BATCH_ROWS, Dataset, write_table
 from pipeline.row_pass import RowPass, local_gather, local_row_pass
 from pipeline.stage import Context, Stage
 
-# Big enough that per-task overhead (scheduling, broadcast fetch, state pickling) is noise, small
-# enough that a 2-core machine still gets several partitions out of a few hundred megabytes.
+# Without a size of the user's, an input is cut into about TARGET_PARTITIONS partitions of at least
+# MIN_DEFAULT_PARTITION_BYTES and at most DEFAULT_PARTITION_BYTES: big enough that per-task overhead
+# (scheduling, broadcast fetch, state pickling) is noise, small enough that a corpus of tens of
+# megabytes still keeps every core busy (a 32 MB corpus in one 64 MB partition ran on one core). The
+# size depends on the input only, so every executor and machine cuts it the same way.
 DEFAULT_PARTITION_BYTES = 64 << 20
+MIN_DEFAULT_PARTITION_BYTES = 8 << 20
+TARGET_PARTITIONS = 16
 MAX_LOCAL_THREADS = 4
 
 
@@ -110,13 +115,20 @@ class Partition:
                     pa.default_memory_pool().release_unused()
 
 
-def plan_partitions(data: Dataset, partition_bytes: int = DEFAULT_PARTITION_BYTES) -> list[Partition]:
-    """Cut the input into runs of whole row groups of about `partition_bytes` each, in input order."""
-    if partition_bytes < 1:
+def default_partition_bytes(total_bytes: int) -> int:
+    """The partition size for an input of `total_bytes` when none is given (see TARGET_PARTITIONS)."""
+    return int(min(DEFAULT_PARTITION_BYTES, max(MIN_DEFAULT_PARTITION_BYTES, total_bytes // TARGET_PARTITIONS)))
+
+
+def plan_partitions(data: Dataset, partition_bytes: int | None = None) -> list[Partition]:
+    """Cut the input into runs of whole row groups of about `partition_bytes` each, in input order
+    (None: `default_partition_bytes` of the input's size)."""
+    if partition_bytes is not None and partition_bytes < 1:
         raise PipelineError(f"partition_bytes must be at least 1, got {partition_bytes}")
     if data.frame is not None:
         frame = data.frame
         total = max(int(frame.estimated_size()), 1)
+        partition_bytes = partition_bytes or default_partition_bytes(total)
         step = max(1, math.ceil(frame.height * partition_bytes / total)) if frame.height else 1
         return [Partition(i, start, min(step, frame.height - start),
                           int(total * min(step, frame.height - start) / max(frame.height, 1)),
@@ -132,17 +144,16 @@ def plan_partitions(data: Dataset, partition_bytes: int = DEFAULT_PARTITION_BYTE
             out.append(Partition(len(out), base, rows, nbytes, tuple((f, tuple(g)) for f, g in pieces.items())))
         base, pieces, rows, nbytes = base + rows, {}, 0, 0
 
-    for f in data.files:
-        meta = pq.read_metadata(f)
-        for g in range(meta.num_row_groups):
-            group = meta.row_group(g)
-            if group.num_rows == 0:
-                continue
-            pieces.setdefault(str(f), []).append(g)
-            rows += group.num_rows
-            nbytes += group.total_byte_size
-            if nbytes >= partition_bytes:
-                close()
+    groups = [(str(f), g, group.num_rows, group.total_byte_size) for f in data.files
+              for meta in (pq.read_metadata(f),) for g in range(meta.num_row_groups)
+              for group in (meta.row_group(g),) if group.num_rows]
+    partition_bytes = partition_bytes or default_partition_bytes(sum(g[3] for g in groups))
+    for f, g, group_rows, group_bytes in groups:
+        pieces.setdefault(f, []).append(g)
+        rows += group_rows
+        nbytes += group_bytes
+        if nbytes >= partition_bytes:
+            close()
     close()
     return out
 
@@ -208,7 +219,7 @@ class PartitionedStage(Stage):
 
     def run(self, ctx: Context, **inputs: Dataset) -> Any:
         """Library use and the local executor: a streaming fold over the partitions, in order."""
-        return run_locally(self, ctx, inputs, DEFAULT_PARTITION_BYTES)
+        return run_locally(self, ctx, inputs, None)
 
 
 def state_fingerprint(stage: Stage, inputs: dict[str, Dataset]) -> str:
@@ -332,7 +343,7 @@ def local_threads(stage: PartitionedStage, partitions: int) -> int:
     return max(1, min(cores, MAX_LOCAL_THREADS, partitions))
 
 
-def local_partitions(stage: PartitionedStage, data: Dataset, partition_bytes: int) -> list[Partition]:
+def local_partitions(stage: PartitionedStage, data: Dataset, partition_bytes: int | None) -> list[Partition]:
     """Partitions for the local fold: the same cut as on any executor (`partitions` is a deterministic stat);
     with several maps in flight, each reads smaller batches so together they hold about one batch."""
     partitions = plan_partitions(data, partition_bytes if stage.partitionable() else 1 << 62)
@@ -342,7 +353,7 @@ def local_partitions(stage: PartitionedStage, data: Dataset, partition_bytes: in
     return partitions
 
 
-def run_locally(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset], partition_bytes: int) -> Any:
+def run_locally(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset], partition_bytes: int | None) -> Any:
     """A streaming fold: map each partition in order (or take its checkpoint), merge into the running state.
 
     With `local_threads` > 1 the next partitions are mapped on threads while the fold waits for the
@@ -473,5 +484,5 @@ def record_partitioning(ctx: Context, partitions: list[Partition], profiles: lis
 
 
 def run_partitioned_step(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset], out_dir: Path,
-                         partition_bytes: int) -> None:
+                         partition_bytes: int | None) -> None:
     write_table(run_locally(stage, ctx, inputs, partition_bytes), out_dir)

@@ -34,11 +34,11 @@ class LocalExecutor:
         self.partition_bytes = partition_bytes
 
     def run_step(self, stage: Stage, ctx: Context, inputs: dict[str, Dataset], out_dir: Path) -> None:
-        from pipeline.partitioned import DEFAULT_PARTITION_BYTES, PartitionedStage, run_partitioned_step
+        from pipeline.partitioned import PartitionedStage, run_partitioned_step
 
         if isinstance(stage, PartitionedStage):
             # Partitions are cut the same way on every executor, so the merged state is the same.
-            run_partitioned_step(stage, ctx, inputs, out_dir, self.partition_bytes or DEFAULT_PARTITION_BYTES)
+            run_partitioned_step(stage, ctx, inputs, out_dir, self.partition_bytes)
             return
         write_table(stage.run(ctx, **inputs), out_dir)
 

@@ -35,7 +35,6 @@ import ray
 from pipeline.errors import PipelineError
 from pipeline.io import Dataset, write_table
 from pipeline.partitioned import (
-    DEFAULT_PARTITION_BYTES,
     PartitionedStage,
     checkpoint_path,
     finish_value,
@@ -147,8 +146,7 @@ class _MergeTree:
 def run_partitioned_on_ray(executor: Any, stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset],
                            out_dir: Path, remote_ctx: Context) -> None:
     data = inputs[stage.partition_input]
-    size = executor.partition_bytes or DEFAULT_PARTITION_BYTES
-    partitions = plan_partitions(data, size if stage.partitionable() else 1 << 62)
+    partitions = plan_partitions(data, executor.partition_bytes if stage.partitionable() else 1 << 62)
     options = executor._task_options(stage)
     warming = _warm_workers(executor, stage, options, len(partitions)) if partitions else []
     try:

@@ -10,7 +10,6 @@ import pyarrow as pa
 from pipeline.errors import InputDataError
 from pipeline.io import Dataset
 from pipeline.partitioned import (
-    DEFAULT_PARTITION_BYTES,
     Partition,
     PartitionedStage,
     plan_partitions,
@@ -121,7 +120,7 @@ class LabelNoise(PartitionedStage):
         self.validate()  # library calls (`LabelNoise(...).apply(df)`) do not go through from_params
         inputs = {"data": data, **({"source": source} if source is not None else {})}
         if data.frame is None:
-            return run_locally(self, ctx, inputs, DEFAULT_PARTITION_BYTES)
+            return run_locally(self, ctx, inputs, None)
         broadcast = self.broadcast(ctx, inputs)
         whole = plan_partitions(data, 1 << 62)
         state = self.map(whole[0], broadcast) if whole else LabelScan()

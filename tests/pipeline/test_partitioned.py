@@ -17,7 +17,13 @@ from partition_stages import FirstRows, VocabularyCounts, first_rows
 from pipeline.errors import PipelineError
 from pipeline.executors import LocalExecutor, get_executor
 from pipeline.io import Dataset
-from pipeline.partitioned import PartialState, merge_states, plan_partitions
+from pipeline.partitioned import (
+    MIN_DEFAULT_PARTITION_BYTES,
+    PartialState,
+    default_partition_bytes,
+    merge_states,
+    plan_partitions,
+)
 from pipeline.stage import Context
 
 ROWS_PER_GROUP = 20
@@ -54,6 +60,25 @@ def test_partitions_are_whole_row_groups_in_order_sized_by_bytes(tmp_path):
     assert len(whole) == 1 and whole[0].num_rows == data.num_rows
     rows = pl.concat(list(one_group[3].iter_batches(6)))
     assert rows.equals(data.collect().slice(one_group[3].base, one_group[3].num_rows))
+
+
+def test_the_default_size_is_a_sixteenth_of_the_input_within_8_and_64_mb(tmp_path, monkeypatch):
+    assert default_partition_bytes(0) == 8 << 20
+    assert default_partition_bytes(320 << 20) == 20 << 20
+    assert default_partition_bytes(4 << 30) == 64 << 20
+    # A small corpus is one partition; with the floor lowered to a tenth of it, it is cut in ~16 row-group runs.
+    data = corpus_files(tmp_path / "corpus")
+    assert len(plan_partitions(data)) == 1
+    total = sum(pq.read_metadata(f).row_group(g).total_byte_size for f in data.files
+                for g in range(pq.read_metadata(f).num_row_groups))
+    monkeypatch.setattr("pipeline.partitioned.MIN_DEFAULT_PARTITION_BYTES", total // 10)
+    cut = plan_partitions(data)
+    assert 4 <= len(cut) <= 16 and cut == plan_partitions(data, total // 10)
+    assert MIN_DEFAULT_PARTITION_BYTES == 8 << 20
+    # A frame in memory follows the same rule.
+    frame = Dataset.from_any(data.collect(), label="frame")
+    assert len(plan_partitions(frame)) == len(plan_partitions(frame, max(frame.frame.estimated_size() // 16,
+                                                                         total // 10)))
 
 
 @pytest.mark.parametrize("partition_bytes", [1, 9_000, 40_000, 1 << 40])
