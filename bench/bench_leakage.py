@@ -251,13 +251,21 @@ def run_semantic(train_path: str, test_path: str, backend: str, max_mb: float | 
         train = train.filter(size <= max(max_mb, float(size[0])))
     mb = float(train["text"].str.len_bytes().sum()) / 1e6
     test = pl.read_parquet(test_path).head(test_items)
+    import time
+
+    from stages.embedding.models import load_sentence_transformer, load_static_model
+
+    # The model is loaded before the clock (once per process in a pipeline too). The pass is timed by
+    # wall: `chunk_pass_s` sums the maps' times, which run on threads when the input has partitions.
+    (load_static_model if backend == "static" else load_sentence_transformer)()
     # cache=False: both backends embed every chunk (MiniLM would otherwise reuse vectors of an earlier run).
     with tempfile.TemporaryDirectory(prefix="bench-sem-") as workdir:
+        wall = time.perf_counter()
         result = LeakageAudit(ngram=False, backend=backend, report_items=5, cache=False).execute(
             train=train, test=test, workdir=workdir
         )
-        return {"mb": mb, "chunk_pass_s": result.stats["chunk_pass_s"],
-                "chunks": result.stats["train_chunks_embedded"]}
+        return {"mb": mb, "wall_s": time.perf_counter() - wall, "maps_s": result.stats["chunk_pass_s"],
+                "partitions": result.stats.get("partitions"), "chunks": result.stats["train_chunks_embedded"]}
 
 
 def _datatrove_available() -> bool:
@@ -332,15 +340,16 @@ def run(scale: str = "full") -> list[dict]:
     static = None
     for backend, limit in sem_mb.items():
         wall, rss, out = in_fresh_process(run_semantic, train_path, test_path, backend, limit, sem_items)
-        rate = out["mb"] / max(out["chunk_pass_s"], 1e-9)
+        rate = out["mb"] / max(out["wall_s"], 1e-9)
         static = static or rate
         rows.append({
             "benchmark": "leakage", "case": f"chunk+semantic pass, backend={backend}, {out['mb']:.2f} MB train",
-            "metric": "MB/s", "value": round(rate, 3), "baseline": "static backend, same run",
-            "baseline_value": round(static, 3), "ratio": round(rate / static, 4),
+            "metric": "MB/s (audit call's wall, model loaded before)", "value": round(rate, 3),
+            "baseline": "static backend, same run", "baseline_value": round(static, 3), "ratio": round(rate / static, 4),
             "ratio_meaning": "this backend / static throughput", "peak_rss_mb": round(rss, 1),
-            "notes": f"{out['chunks']} chunks embedded ({out['chunks'] / max(out['chunk_pass_s'], 1e-9):.0f} chunks/s), "
-                     f"{sem_items} test items, 64-word chunks, stride 32; process wall {wall:.1f}s incl. model load",
+            "notes": f"{out['chunks']} chunks embedded ({out['chunks'] / max(out['wall_s'], 1e-9):.0f} chunks/s), "
+                     f"{sem_items} test items, 64-word chunks, stride 32, {out['partitions']} partition(s) "
+                     f"(maps {out['maps_s']:.2f} s summed); process wall {wall:.1f}s incl. model load",
         })
     return rows
 

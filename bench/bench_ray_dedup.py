@@ -121,10 +121,10 @@ def run(scale: str = "full") -> list[dict]:
                   f"{cfg['repeats']} runs each, alternated: local {_spread([w for w, _, _ in local])} s, Ray "
                   f"{_spread([w for w, _, _ in on_ray])} s, driver {_spread([r['driver_cpu_s'] for _, _, r in on_ray])} "
                   f"CPU s + maps {profile['total_map_cpu_s']} CPU s; {stats['partitions']} partitions of "
-                  f"{PARTITION_BYTES >> 20} MB, {stats['shuffle_buckets']} band reducers, kept and removed rows written by "
-                  f"one task per partition; band keys shuffled worker to "
+                  f"{PARTITION_BYTES >> 20} MB, {stats['shuffle_buckets']} reducers (bands + exact copies), kept and "
+                  f"removed rows written by one task per partition; band keys and digests shuffled worker to "
                   f"worker {profile['shuffle_bytes'] / 1e6:.1f} MB, merged state to the driver "
-                  f"{profile['merged_state_bytes'] / 1e6:.1f} MB (before the executor's shuffle the driver got both); "
+                  f"{profile['merged_state_bytes']:,} B (row counts); "
                   f"peak RSS of the step (before the benchmark's digest): Ray driver {rr['peak_mb']:.0f} MB, local "
                   f"process {lr['peak_mb']:.0f} MB, largest map {profile['max_task_peak_rss_mb']} MB; "
                   f"candidate pairs {stats['candidate_pairs']}; shared 2-core machine"),
