@@ -59,11 +59,12 @@ from pipeline.stage import Context, Stage
 
 # Without a size of the user's, an input is cut into about TARGET_PARTITIONS partitions of at least
 # MIN_DEFAULT_PARTITION_BYTES and at most DEFAULT_PARTITION_BYTES: big enough that per-task overhead
-# (scheduling, broadcast fetch, state pickling) is noise, small enough that a corpus of tens of
-# megabytes still keeps every core busy (a 32 MB corpus in one 64 MB partition ran on one core). The
-# size depends on the input only, so every executor and machine cuts it the same way.
+# (scheduling, broadcast fetch, state pickling, a map's own set-up) is noise, small enough that a
+# corpus of a few hundred megabytes still gives a cluster more tasks than workers (320 MB was five
+# 64 MB partitions: 3 + 2 on two workers). The size depends on the input only, so every executor and
+# machine cuts it the same way.
 DEFAULT_PARTITION_BYTES = 64 << 20
-MIN_DEFAULT_PARTITION_BYTES = 8 << 20
+MIN_DEFAULT_PARTITION_BYTES = 16 << 20
 TARGET_PARTITIONS = 16
 MAX_LOCAL_THREADS = 4
 

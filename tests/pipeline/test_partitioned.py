@@ -62,8 +62,8 @@ def test_partitions_are_whole_row_groups_in_order_sized_by_bytes(tmp_path):
     assert rows.equals(data.collect().slice(one_group[3].base, one_group[3].num_rows))
 
 
-def test_the_default_size_is_a_sixteenth_of_the_input_within_8_and_64_mb(tmp_path, monkeypatch):
-    assert default_partition_bytes(0) == 8 << 20
+def test_the_default_size_is_a_sixteenth_of_the_input_within_16_and_64_mb(tmp_path, monkeypatch):
+    assert default_partition_bytes(0) == 16 << 20
     assert default_partition_bytes(320 << 20) == 20 << 20
     assert default_partition_bytes(4 << 30) == 64 << 20
     # A small corpus is one partition; with the floor lowered to a tenth of it, it is cut in ~16 row-group runs.
@@ -74,7 +74,7 @@ def test_the_default_size_is_a_sixteenth_of_the_input_within_8_and_64_mb(tmp_pat
     monkeypatch.setattr("pipeline.partitioned.MIN_DEFAULT_PARTITION_BYTES", total // 10)
     cut = plan_partitions(data)
     assert 4 <= len(cut) <= 16 and cut == plan_partitions(data, total // 10)
-    assert MIN_DEFAULT_PARTITION_BYTES == 8 << 20
+    assert MIN_DEFAULT_PARTITION_BYTES == 16 << 20
     # A frame in memory follows the same rule.
     frame = Dataset.from_any(data.collect(), label="frame")
     assert len(plan_partitions(frame)) == len(plan_partitions(frame, max(frame.frame.estimated_size() // 16,
