@@ -53,6 +53,9 @@ class Scan:
 
     n_reference: int = 0
     counts: list[int] = field(default_factory=list)
+    # Position of this scan's first row in reference + data numbering (a map's: the reference's rows
+    # plus its partition's base), for shuffle parts that name their rows.
+    first_row: int = 0
     ids: list[pl.Series] = field(default_factory=list)
     lengths: list[np.ndarray] = field(default_factory=list)
     keep_values: list[pl.Series] = field(default_factory=list)
@@ -70,7 +73,7 @@ class Scan:
 
     def extend(self, other: Scan) -> Scan:
         """This scan's rows followed by `other`'s (the merge of adjacent partitions)."""
-        return Scan(self.n_reference, self.counts + other.counts, self.ids + other.ids,
+        return Scan(self.n_reference, self.counts + other.counts, self.first_row, self.ids + other.ids,
                     self.lengths + other.lengths, self.keep_values + other.keep_values,
                     self.features + other.features,
                     shuffled=other.shuffled if other.shuffled is not None else self.shuffled)
@@ -190,7 +193,7 @@ class DedupStage(PartitionedStage):
         return broadcast
 
     def map(self, partition: Partition, broadcast: Broadcast) -> Scan:
-        scan = Scan()
+        scan = Scan(first_row=broadcast.reference.n_reference + partition.base)
         self._scan(partition.iter_batches(SCAN_BATCH_ROWS, columns=self._columns()), broadcast.data_label, scan,
                    facts=self.ranks_every_row)
         return self.gathered(scan)

@@ -1,7 +1,8 @@
 """`dedup_exact`: rows whose texts are equal after normalisation are one cluster; one row is kept.
 
-The first pass keeps a 64-bit hash per row (8 bytes, never the text); the hashes meet in one
-reducer (the partitioned contract's shuffle), where rows with equal hashes become pairs. Two different texts share a hash with probability about n**2 / 2**65 (1e-8 at a million
+The first pass keeps a 64-bit hash per row (8 bytes, never the text); the hashes are shuffled by
+their top bits to 16 reducers (the partitioned contract's shuffle), where rows with equal hashes
+become pairs. Two different texts share a hash with probability about n**2 / 2**65 (1e-8 at a million
 rows), the same trade every hash-based dedup (datatrove, NeMo Curator) makes.
 """
 
@@ -14,7 +15,11 @@ import polars as pl
 
 from pipeline.stage import Context
 from stages.dedup.base import Broadcast, Scan, TextDedupStage
+from stages.dedup.lsh import bucket_stars
 from stages.dedup.shingles import text_hashes
+
+HASH_BUCKET_BITS = 4
+HASH_BUCKETS = 1 << HASH_BUCKET_BITS
 
 
 class DedupExact(TextDedupStage):
@@ -63,19 +68,35 @@ class DedupExact(TextDedupStage):
         texts = self.texts(batch, label)
         return text_hashes(texts, self.normalization)
 
-    # The hashes are shuffled to one reducer (on Ray a worker, not the driver), whose groups of equal
-    # hashes come back as pairs.
+    # The hashes are shuffled by their top bits to HASH_BUCKETS reducers (on Ray workers, not the driver),
+    # each with the rows they name; a reducer's groups of equal hashes come back as pairs. Equal hashes
+    # always meet in one bucket, and a reducer holds 1/HASH_BUCKETS of the corpus's hashes.
 
     def shuffle_buckets(self, broadcast: Broadcast) -> int:
-        return 1
+        return HASH_BUCKETS
 
-    def split(self, scan: Scan, broadcast: Broadcast | None) -> tuple[Scan, list[np.ndarray]]:
+    def split(self, scan: Scan, broadcast: Broadcast | None) -> tuple[Scan, list[tuple[np.ndarray, np.ndarray]]]:
+        """(the scan with no features left, per bucket: (rows, hashes) of this scan's rows in it, in row order)."""
         features, scan.features = scan.features, []
-        return scan, [np.concatenate(features) if features else np.empty(0, np.uint64)]
+        hashes = np.concatenate(features) if features else np.empty(0, np.uint64)
+        rows = scan.first_row + np.arange(hashes.size, dtype=np.int64)
+        bucket = (hashes >> np.uint64(64 - HASH_BUCKET_BITS)).astype(np.int64)
+        order = np.argsort(bucket, kind="stable")
+        cuts = np.searchsorted(bucket[order], np.arange(HASH_BUCKETS + 1))
+        return scan, [(rows[order[lo:hi]], hashes[order[lo:hi]]) for lo, hi in zip(cuts[:-1], cuts[1:])]
+
+    def reduce(self, bucket: int, parts: list[tuple[np.ndarray, np.ndarray]], broadcast: Broadcast) -> np.ndarray:
+        """(m, 2) pairs (lowest row with a hash, another row with it) of one bucket's rows."""
+        parts = [p for p in [broadcast.shuffle_parts[bucket], *parts] if p[0].size]
+        if not parts:
+            return np.empty((0, 2), np.int64)
+        rows = np.concatenate([p[0] for p in parts])  # increasing: parts arrive in input order
+        return rows[bucket_stars(np.concatenate([p[1] for p in parts]))]
 
     def duplicate_pairs(self, ctx: Context, scan: Scan) -> tuple[np.ndarray, Any]:
         ctx.record("normalization", self.normalization)
-        return (scan.shuffled[0] if scan.shuffled else np.empty((0, 2), np.int64)), None
+        found = [pairs for pairs in scan.shuffled or [] if len(pairs)]
+        return (np.concatenate(found) if found else np.empty((0, 2), np.int64)), None
 
     @classmethod
     def example(cls):
