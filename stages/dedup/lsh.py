@@ -143,13 +143,19 @@ def bucket_stars(column: np.ndarray) -> np.ndarray:
 
 
 def unique_pairs(found: list[np.ndarray], n: int) -> np.ndarray:
-    """The distinct pairs of all bands, sorted by (low, high) row."""
-    found = [f for f in found if len(f)]
-    if not found:
-        return np.empty((0, 2), np.int64)
-    pairs = np.concatenate(found)
-    codes = np.unique(pairs[:, 0] * np.int64(n) + pairs[:, 1])
-    return np.stack([codes // n, codes % n], axis=1)
+    """The distinct pairs of all bands, sorted by (low, high) row.
+
+    Bands are taken one at a time and each is freed from `found` once merged, so the peak is the
+    bands not yet merged plus the distinct pairs, not a concatenation of every band's pairs (a pair
+    that most bands find arrives that many times).
+    """
+    codes = np.empty(0, np.int64)
+    while found:
+        band = found.pop()
+        if len(band):
+            codes = np.union1d(codes, band[:, 0] * np.int64(n) + band[:, 1])
+        del band
+    return np.stack([codes // n, codes % n], axis=1) if codes.size else np.empty((0, 2), np.int64)
 
 
 def signature_similarity(signatures: np.ndarray, pairs: np.ndarray) -> np.ndarray:

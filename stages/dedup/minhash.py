@@ -171,8 +171,10 @@ class DedupMinhash(TextDedupStage):
 
     def duplicate_pairs(self, ctx: Context, scan: Scan) -> tuple[np.ndarray, MinhashState]:
         banding = self.banding()
-        results = scan.shuffled or []
-        candidates = unique_pairs(results[: banding.bands], scan.n)
+        results, scan.shuffled = scan.shuffled or [], None
+        copies_found = results[banding.bands] if len(results) > banding.bands else np.empty((0, 2), np.int64)
+        del results[banding.bands:]
+        candidates = unique_pairs(results, scan.n)  # empties `results` band by band
         state = MinhashState()
         if self.verify != "jaccard":
             state.signature_rows = np.unique(candidates)
@@ -183,7 +185,6 @@ class DedupMinhash(TextDedupStage):
                 pairs = candidates[signature_similarity(state.signatures, self._signature_index(state, candidates))
                                    >= self.threshold]
         else:
-            copies_found = results[banding.bands] if len(results) > banding.bands else np.empty((0, 2), np.int64)
             order = np.argsort(copies_found[:, 1], kind="stable")
             state.copy_rows, state.copy_leaders = copies_found[order, 1], copies_found[order, 0]
             # Pairs of equal shingle sequences (copies) have Jaccard 1: only the others are re-read.
