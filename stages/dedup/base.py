@@ -305,18 +305,25 @@ class TextDedupStage(DedupStage):
         return text_series(batch, self.text_column, self.id_column, label, self.name)
 
 
+def selected_rows(batches: Iterator[pl.DataFrame], rows: np.ndarray) -> Iterator[tuple[pl.DataFrame, np.ndarray]]:
+    """(batch, positions in it) of the sorted `rows` (numbered over `batches`), for each batch holding some."""
+    position = 0
+    for batch in batches:
+        lo, hi = np.searchsorted(rows, [position, position + batch.height])
+        if hi > lo:
+            yield batch, rows[lo:hi] - position
+        position += batch.height
+
+
 def partition_row_facts(partition: Partition, rows: np.ndarray, stage: DedupStage) -> tuple:
     """`Context.gather_rows` function: `stage.batch_facts` of some sorted rows of one partition."""
     ids, lengths, keep_values = [], [], []
-    position = 0
-    for batch in partition.iter_batches(SCAN_BATCH_ROWS, columns=list(dict.fromkeys(stage.fact_columns()))):
-        inside = rows[(rows >= position) & (rows < position + batch.height)] - position
-        position += batch.height
-        if inside.size:
-            i, n, k = stage.batch_facts(batch[inside])
-            ids.append(i)
-            lengths.append(n)
-            keep_values.append(k)
+    columns = list(dict.fromkeys(stage.fact_columns()))
+    for batch, inside in selected_rows(partition.iter_batches(SCAN_BATCH_ROWS, columns=columns), rows):
+        i, n, k = stage.batch_facts(batch[inside])
+        ids.append(i)
+        lengths.append(n)
+        keep_values.append(k)
     return (_concat_relaxed(ids), np.concatenate(lengths) if stage.keep == "longest" else None,
             _concat_relaxed(keep_values) if stage.keep == "column" else None)
 

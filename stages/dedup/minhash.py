@@ -25,7 +25,7 @@ import polars as pl
 from pipeline.errors import ParamError
 from pipeline.partitioned import Partition
 from pipeline.stage import Context
-from stages.dedup.base import SCAN_BATCH_ROWS, Broadcast, Scan, TextDedupStage
+from stages.dedup.base import SCAN_BATCH_ROWS, Broadcast, Scan, TextDedupStage, selected_rows
 from stages.dedup.lsh import Banding, band_keys, choose_bands, signature_similarity, unique_pairs
 from stages.dedup.shingles import MAX_NGRAM, shingle_hashes, shingle_sets
 from stages.dedup.shuffle import band_parts
@@ -55,19 +55,23 @@ class MinhashState:
 
     def copy_root(self, rows: np.ndarray) -> np.ndarray:
         """Each row's copy group, named by its lowest row (a row with no copy is its own)."""
-        if not self.copy_rows.size:
-            return rows
-        where = np.minimum(np.searchsorted(self.copy_rows, rows), self.copy_rows.size - 1)
-        return np.where(self.copy_rows[where] == rows, self.copy_leaders[where], rows)
+        where, found = sorted_lookup(self.copy_rows, rows)
+        return np.where(found, self.copy_leaders[where], rows) if self.copy_rows.size else rows
 
     def has_set(self, rows: np.ndarray) -> np.ndarray:
-        if not self.set_rows.size:
-            return np.zeros(rows.shape, bool)
-        return self.set_rows[np.minimum(np.searchsorted(self.set_rows, rows), self.set_rows.size - 1)] == rows
+        return sorted_lookup(self.set_rows, rows)[1]
 
     def set_index(self, rows: np.ndarray) -> np.ndarray:
         """Set indices of rows that have sets (`has_set`)."""
         return self.set_ids[np.searchsorted(self.set_rows, rows)]
+
+
+def sorted_lookup(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position of each value in the sorted `keys`, clipped to a valid index; whether it is there)."""
+    if not keys.size:
+        return np.zeros(values.shape, np.int64), np.zeros(values.shape, bool)
+    where = np.minimum(np.searchsorted(keys, values), keys.size - 1)
+    return where, keys[where] == values
 
 
 class DedupMinhash(TextDedupStage):
@@ -214,8 +218,7 @@ class DedupMinhash(TextDedupStage):
         # Most rows' kept row is a verified candidate of theirs: reuse that Jaccard, compute the rest.
         codes = np.minimum(rows, kept) * scan.n + np.maximum(rows, kept)
         out = np.ones(len(pairs), np.float64)
-        where = np.searchsorted(state.known_codes, codes)
-        hit = (where < state.known_codes.size) & (state.known_codes[np.minimum(where, state.known_codes.size - 1)] == codes)
+        where, hit = sorted_lookup(state.known_codes, codes)
         out[hit] = state.known_values[where[hit]]
         todo = ~hit & (rows != kept) & (state.copy_root(rows) != state.copy_root(kept))
         if todo.any():
@@ -282,12 +285,8 @@ class DedupMinhash(TextDedupStage):
 
 def selected_texts(batches: Iterator[pl.DataFrame], rows: np.ndarray, column: str) -> Iterator[pl.Series]:
     """The texts of the sorted `rows` (numbered over `batches`), batch by batch."""
-    position = 0
-    for batch in batches:
-        inside = rows[(rows >= position) & (rows < position + batch.height)] - position
-        if inside.size:
-            yield batch.get_column(column).gather(inside)
-        position += batch.height
+    for batch, inside in selected_rows(batches, rows):
+        yield batch.get_column(column).gather(inside)
 
 
 def rows_shingle_sets(batches: Iterator[pl.DataFrame], rows: np.ndarray, spec: tuple) -> Iterator[tuple]:
