@@ -280,7 +280,11 @@ def _datatrove_available() -> bool:
 
 
 def run(scale: str = "full") -> list[dict]:
-    workdir = Path(tempfile.mkdtemp(prefix="bench-leakage-"))
+    with tempfile.TemporaryDirectory(prefix="bench-leakage-") as workdir:  # the data goes with the run
+        return _run(scale, Path(workdir))
+
+
+def _run(scale: str, workdir: Path) -> list[dict]:
     train_path, test_path, mb = _paths(scale, workdir)
     repeats = 1 if scale == "quick" else 3
     rows = []

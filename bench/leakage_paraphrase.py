@@ -276,13 +276,19 @@ def timed_audit(train_path: str, test_path: str, paraphrase: bool, items: int) -
 def speed_rows(scale: str = "full", repeats: int | None = None) -> list[dict]:
     """The default audit's semantic pass (static) with and without the paraphrase kind, alternated in fresh
     processes on the n-gram benchmark's corpus (bench_leakage: stdlib sources with tests, 31.5 MB at full)."""
-    import statistics
     import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-para-speed-") as workdir:  # the data goes with the run
+        return _speed_rows(scale, repeats, Path(workdir))
+
+
+def _speed_rows(scale: str, repeats: int | None, workdir: Path) -> list[dict]:
+    import statistics
 
     from bench.bench_leakage import _paths
     from bench.common import in_fresh_process
 
-    train_path, test_path, mb = _paths(scale, Path(tempfile.mkdtemp(prefix="bench-para-speed-")))
+    train_path, test_path, mb = _paths(scale, workdir)
     items, default_repeats = (20, 1) if scale == "quick" else (200, 3)
     repeats = repeats or default_repeats
     runs: dict[bool, list] = {False: [], True: []}

@@ -162,6 +162,8 @@ class Retrieve(PartitionedStage):
 
     @classmethod
     def example(cls):
+        import atexit
+        import shutil
         import tempfile
 
         rng = np.random.default_rng(0)
@@ -170,6 +172,7 @@ class Retrieve(PartitionedStage):
         ids = [f"d{i // 4}:{i % 4}" for i in range(64)]
         docs = [f"d{i // 4}" for i in range(64)]
         index_dir = Path(tempfile.mkdtemp(prefix="retrieve-example-"))
+        atexit.register(shutil.rmtree, index_dir, ignore_errors=True)  # examples leave no folder behind
         Index.build(vectors, ids=ids, doc_ids=docs, index_type="Flat").save(index_dir)
         from stages.embedding import vectors_to_series
 
