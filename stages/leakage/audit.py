@@ -122,7 +122,7 @@ class LeakageAudit(PartitionedStage):
     """
 
     name = "leakage_audit"
-    version = "1"
+    version = "2"  # 2: the n-gram kind's partial state holds sparse document frequencies
     inputs = ("train", "test", "index", "truth", "duplicates")
     partition_input = "train"
     map_in_threads = True  # map() reads only the broadcast and its partition (auditspeed: local maps on threads)

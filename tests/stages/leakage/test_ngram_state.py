@@ -1,0 +1,59 @@
+"""The n-gram kind's partial state: sparse document frequencies that follow the hits, not the test set."""
+
+from __future__ import annotations
+
+import pickle
+from pydoc_data.topics import topics
+
+import numpy as np
+import polars as pl
+
+from pipeline.io import Dataset
+from pipeline.partitioned import plan_partitions
+from pipeline.stage import Context
+from stages.leakage import LeakageAudit
+from stages.text import tokenize
+
+TOPICS = sorted(topics)
+
+
+def _words(topic: str, start: int, count: int) -> str:
+    return " ".join(topics[topic].split()[start:start + count])
+
+
+def _map_state(tmp_path, train: pl.DataFrame, test: pl.DataFrame, **params) -> tuple[dict, object]:
+    stage = LeakageAudit(chunk_overlap=False, semantic=False, **params)
+    inputs = {"train": Dataset.from_any(train), "test": Dataset.from_any(test)}
+    broadcast = stage.broadcast(Context(step_id="audit", seed=0, out_dir=tmp_path), inputs)
+    part, = plan_partitions(inputs["train"], 1 << 40)
+    return stage.map(part, broadcast)["evidence"][0], broadcast["templates"][0]
+
+
+def test_a_partitions_state_follows_its_hits_not_the_test_set(tmp_path):
+    train = pl.DataFrame({"id": [f"d{i}" for i in range(20)], "text": [topics[t] for t in TOPICS[:20]]})
+    leaked = [_words(t, 10, 40) for t in TOPICS[:5]]
+    # Windows of the topics the corpus does not hold: distinct test n-grams that (almost) never occur in it.
+    unrelated = [_words(t, start, 60) for t in TOPICS[20:] for start in range(0, len(topics[t].split()) - 60, 60)]
+    small, small_template = _map_state(tmp_path / "a", train, pl.DataFrame({"id": [f"q{i}" for i in range(5)], "text": leaked}))
+    big_test = pl.DataFrame({"id": [f"q{i}" for i in range(5 + len(unrelated))], "text": leaked + unrelated})
+    big, big_template = _map_state(tmp_path / "b", train, big_test)
+    assert big_template.unique.size > 20 * small_template.unique.size  # far more test n-grams...
+    assert 0 < small["stored"] <= big["stored"]
+    # ...but a state holds what its partition matched: per hit (test n-gram, row, position: 24 B) and per
+    # distinct matched n-gram (its index and document count: 16 B), whatever the test set's size.
+    for state in (small, big):
+        assert len(pickle.dumps(state)) <= 1000 + 40 * state["stored"]
+    assert len(pickle.dumps(big)) < 8 * big_template.unique.size / 2  # a dense count alone: 8 B per test n-gram
+
+def test_document_frequencies_count_documents_across_batches(tmp_path):
+    phrase = _words(TOPICS[0], 0, 20)
+    docs = [f"{phrase} {_words(t, 30, 20)} {phrase}" for t in TOPICS[1:8]]  # the phrase twice in each of 7 docs
+    train = pl.DataFrame({"id": [f"d{i}" for i in range(7)], "text": docs})
+    test = pl.DataFrame({"id": ["q"], "text": [phrase]})
+    state, template = _map_state(tmp_path, train, test, n=8, max_doc_freq=50, batch_rows=2)
+    evidence = template.__class__.__new__(template.__class__)
+    evidence.__dict__.update(template.__dict__, **state)
+    keys, counts = evidence.doc_freq()
+    n_grams = tokenize(pl.Series([phrase])).counts[0] - 8 + 1
+    assert keys.size == np.unique(keys).size == template.unique.size  # every distinct test n-gram was seen
+    assert np.all(counts == 7) and n_grams >= keys.size  # once per document, not per occurrence or batch
