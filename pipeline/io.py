@@ -8,12 +8,10 @@ training code.
 
 from __future__ import annotations
 
-import collections
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -239,34 +237,6 @@ def _as_arrow(batch: Any) -> pa.Table:
     if isinstance(batch, pa.Table):
         return batch
     raise TypeError(f"a stage must yield polars DataFrames or Arrow tables, got {type(batch).__name__}")
-
-
-def map_in_order(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -> Iterator[Any]:
-    """Yield `fn(item)` for each of `items`, in order, with up to `workers` calls running at once on threads.
-
-    For work that releases the GIL (polars, NumPy, pyarrow) on a stream the consumer must take in order:
-    a map that tokenises its batches on two threads while it folds the previous one keeps both cores
-    busy with one partition. `items` is read on the consumer's thread. Memory: `workers` items in
-    flight plus the one the consumer holds. `workers` <= 1 runs inline, with no thread. An error in
-    `fn` is raised here, at its item's turn.
-    """
-    if workers <= 1:
-        for item in items:
-            yield fn(item)
-        return
-    with ThreadPoolExecutor(workers, thread_name_prefix="map-in-order") as pool:
-        pending: collections.deque = collections.deque()
-        try:
-            for item in items:
-                pending.append(pool.submit(fn, item))
-                item = None  # the pool holds it until its call ends, no longer
-                if len(pending) >= workers:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for future in pending:  # the consumer stopped early, or a call failed: start nothing more
-                future.cancel()
 
 
 _END = object()

@@ -344,17 +344,6 @@ def local_threads(stage: PartitionedStage, partitions: int) -> int:
     return max(1, min(cores, MAX_LOCAL_THREADS, partitions))
 
 
-def map_cores(partition: Partition) -> int:
-    """How many cores one map may keep busy: its share of the process's (`local_partitions` gives maps on
-    threads each 1/threads of a batch, and so of the cores). The process's cores: polars' pool, or
-    OMP_NUM_THREADS where set (Ray sets it to a task's CPUs; benchmarks pin it)."""
-    cores = pl.thread_pool_size()
-    omp = os.environ.get("OMP_NUM_THREADS", "")
-    if omp.isdigit() and int(omp) > 0:
-        cores = min(cores, int(omp))
-    return max(1, int(cores * min(partition.batch_bytes / BATCH_BYTES, 1.0)))
-
-
 def local_partitions(stage: PartitionedStage, data: Dataset, partition_bytes: int | None) -> list[Partition]:
     """Partitions for the local fold: the same cut as on any executor (`partitions` is a deterministic stat);
     with several maps in flight, each reads smaller batches so together they hold about one batch."""

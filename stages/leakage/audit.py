@@ -22,16 +22,15 @@ from __future__ import annotations
 import copy as _copy
 import dataclasses
 import time
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
-from pipeline.io import BATCH_BYTES, Dataset, map_in_order
+from pipeline.io import BATCH_BYTES, Dataset
 from pipeline.params import Annotated, Cosine, Field, Fraction, NonNegativeInt, PositiveInt
-from pipeline.partitioned import Partition, PartitionedStage, map_cores
+from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
 from stages.leakage.chunks import SIMILARITY_DEFAULTS
 from stages.leakage.duplicates import duplicates_summary
@@ -63,7 +62,6 @@ from stages.leakage.variants import (
 from stages.text import MAX_N, token_offsets, tokenize
 
 MAP_BATCH_BYTES = 4 << 20  # text bytes per training batch inside a map (see `LeakageAudit.map`)
-MAX_BATCHES_IN_FLIGHT = 4  # tokenising threads per map (the kinds' own work stays on the map's thread)
 EVIDENCE_SPAN_COLUMNS = ["train_id", "evidence_kind", "evidence", "train_evidence", "test_char_start",
                          "test_char_end", "train_char_start", "train_char_end"]
 
@@ -279,12 +277,9 @@ class LeakageAudit(PartitionedStage):
         # Tokenising a batch takes ~10x its text in working memory: small batches keep a map's peak
         # (and with maps on threads, the process's) near the broadcast's, whatever the partition size.
         # Maps in flight on threads share one batch's worth (the engine gives each 1/threads of a batch).
-        # Alone on its cores (a one-row-group corpus), a map tokenises batches on several threads: tokenising is
-        # ~70% of the n-gram pass and releases the GIL. Each batch is smaller by as much, so memory stays.
         share = min(partition.batch_bytes / BATCH_BYTES, 1.0)
-        in_flight = min(MAX_BATCHES_IN_FLIGHT, map_cores(partition))
-        partition = dataclasses.replace(partition, batch_bytes=max(1, int(MAP_BATCH_BYTES * share / in_flight)))
-        rows, train_bytes, timings = self._stream(partition, evidences, in_flight)
+        partition = dataclasses.replace(partition, batch_bytes=max(1, int(MAP_BATCH_BYTES * share)))
+        rows, train_bytes, timings = self._stream(partition, evidences)
         wanted = _candidates(evidences)
         view = _PartitionView(partition, self._train_columns(), self.text_column,
                               lambda b: training_text(b, self.text_column, self.train_fields))
@@ -366,39 +361,25 @@ class LeakageAudit(PartitionedStage):
     def _train_columns(self) -> list[str]:
         return train_columns(self.text_column, self.train_fields) + ([self.id_column] if self._train_has_id else [])
 
-    def _stream(self, partition: Partition, evidences: list[Evidence], in_flight: int = 1) -> tuple[int, int, dict]:
-        """One pass over a partition of the training corpus: tokenise each batch once, hand it to every kind.
-
-        Batches are tokenised on `in_flight` threads (`batches_in_flight`) and handed to the kinds in order,
-        on this thread, so the kinds' state is built exactly as in a serial pass."""
+    def _stream(self, partition: Partition, evidences: list[Evidence]) -> tuple[int, int, dict]:
+        """One pass over a partition of the training corpus: tokenise each batch once, hand it to every kind."""
         train_columns = self._train_columns()
+        base, train_bytes = partition.base, 0
         timings = {"tokenize_s": 0.0} | {f"{ev.kind}_s": 0.0 for ev in evidences}
-
-        def numbered() -> Iterator[tuple[pl.DataFrame, int]]:
-            base = partition.base
-            for batch in partition.iter_batches(self.batch_rows, columns=train_columns):
-                yield batch, base
-                base += batch.height
-
-        def tokenised(numbered_batch: tuple[pl.DataFrame, int]) -> tuple[TrainBatch, int, float]:
-            batch, base = numbered_batch
+        for batch in partition.iter_batches(self.batch_rows, columns=train_columns):
             batch = training_text(batch, self.text_column, self.train_fields)
             texts = batch.get_column(self.text_column).cast(pl.String).fill_null("")
+            train_bytes += int(texts.str.len_bytes().sum() or 0)
             t0 = time.perf_counter()
             ids = batch.get_column(self.id_column).cast(pl.String) if self.id_column in batch.columns else None
             item = TrainBatch(texts=texts, tokens=tokenize(texts), base=base, ids=ids)
-            return item, int(texts.str.len_bytes().sum() or 0), time.perf_counter() - t0
-
-        rows = train_bytes = 0
-        for item, nbytes, tokenize_s in map_in_order(tokenised, numbered(), in_flight):
-            rows += item.texts.len()
-            train_bytes += nbytes
-            timings["tokenize_s"] += tokenize_s
+            timings["tokenize_s"] += time.perf_counter() - t0
             for ev in evidences:
                 t0 = time.perf_counter()
                 ev.add_batch(item)
                 timings[f"{ev.kind}_s"] += time.perf_counter() - t0
-        return rows, train_bytes, timings
+            base += batch.height
+        return base - partition.base, train_bytes, timings
 
     def judge(self, side: TestSide, evidences: list[Evidence], ids: pl.Series,
               train_docs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
