@@ -69,9 +69,9 @@ TARGET_PARTITIONS = 16
 # A row group larger than the partition size is cut into row ranges, each at least the smallest default
 # partition: files written by pyarrow or pandas (a million rows a group), polars (~250 K) or this engine
 # (64 MB groups) often hold a corpus in a few large groups, which would otherwise be a few maps however many
-# cores or workers there are. A range is read in one polars call (it skips the pages before the range), so
-# such a map holds its partition's rows (at most the partition size), not one batch. Groups under twice this
-# stay whole (a 1-byte partition size means "one row group per partition", not one row).
+# cores or workers there are. A range is read by polars in slices of up to 64 MB (it skips the pages before a
+# slice), so such a map holds up to 64 MB of its rows, not one batch. Groups under twice this stay whole (a
+# 1-byte partition size means "one row group per partition", not one row).
 MIN_SPLIT_BYTES = MIN_DEFAULT_PARTITION_BYTES
 MAX_LOCAL_THREADS = 4
 
@@ -129,9 +129,10 @@ class Partition:
                     pa.default_memory_pool().release_unused()
 
     def _group_range_batches(self, rows: int, columns: list[str] | None) -> Iterator[pl.DataFrame]:
-        """Rows `group_rows` of one row group, read in one polars call (it skips the group's pages before the
-        range: the maps of one large group do not each decode all of it; one call per batch would re-read
-        the column chunk each time, 5x slower) and handed out in batches bounded as above."""
+        """Rows `group_rows` of one row group, read by polars (which skips the group's pages before a slice, so
+        the maps of one large group do not each decode all of it) in slices of at most DEFAULT_PARTITION_BYTES
+        (each call re-reads the column chunk: one per batch was 5x slower; one per range would hold a range of
+        a 1 GB partition whole), handed out in batches bounded as above."""
         (path, (g,)), = self.pieces
         start, stop = self.group_rows
         meta = pq.read_metadata(path)
@@ -139,13 +140,18 @@ class Partition:
         group = meta.row_group(g)
         per_row = group.total_byte_size / max(group.num_rows, 1)
         size = max(1, min(rows, int(self.batch_bytes / max(per_row, 1.0))))
+        slice_rows = max(size, int(DEFAULT_PARTITION_BYTES / max(per_row, 1.0)) // size * size)
         scan = pl.scan_parquet(path, hive_partitioning=False)
-        frame = (scan.select(columns) if columns is not None else scan).slice(first + start, stop - start).collect()
+        if columns is not None:
+            scan = scan.select(columns)
         # The dtypes the whole-group path gives (Arrow -> polars), so every partition of an input has one schema.
         arrow_schema = pl.from_arrow(pq.read_schema(path).empty_table()).schema
-        frame = frame.cast({name: arrow_schema[name] for name in frame.columns if frame.schema[name] != arrow_schema[name]})
-        for offset in range(0, frame.height, size):
-            yield frame.slice(offset, size)
+        for lo in range(start, stop, slice_rows):
+            frame = scan.slice(first + lo, min(slice_rows, stop - lo)).collect()
+            frame = frame.cast({c: arrow_schema[c] for c in frame.columns if frame.schema[c] != arrow_schema[c]})
+            for offset in range(0, frame.height, size):
+                yield frame.slice(offset, size)
+            del frame
 
 
 def default_partition_bytes(total_bytes: int) -> int:

@@ -45,6 +45,11 @@ def test_a_large_row_group_is_cut_into_row_ranges_with_the_files_rows_and_dtypes
     assert pl.concat(batches).equals(data.collect())  # values and dtypes, nulls and the embedding column included
     picked = pl.concat(list(parts[2].iter_batches(1000, columns=["n", "embedding"])))
     assert picked.equals(data.collect().select("n", "embedding").slice(200, 100))
+    # Read in several polars slices per range (each up to DEFAULT_PARTITION_BYTES): the same batches.
+    monkeypatch.setattr("pipeline.partitioned.DEFAULT_PARTITION_BYTES", group_bytes(data) // 40)
+    sliced = [b for p in parts for b in p.iter_batches(30)]
+    assert [b.height for b in sliced] == [b.height for b in batches]
+    assert pl.concat(sliced).equals(data.collect())
 
 
 def test_row_groups_below_twice_the_split_floor_stay_whole(tmp_path):
