@@ -102,8 +102,7 @@ class Partition:
             frame = self.frame if columns is None else self.frame.select(columns)
             # Bounded by bytes as a Parquet input's batches are (a whole in-memory corpus in one batch
             # would hold the stage's working memory for all of it at once).
-            per_row = frame.estimated_size() / max(frame.height, 1)
-            rows = max(1, min(rows, int(self.batch_bytes / max(per_row, 1.0))))
+            rows = self._batch_rows(rows, frame.estimated_size() / max(frame.height, 1))
             for offset in range(start, stop, rows):
                 yield frame.slice(offset, min(rows, stop - offset))
             return
@@ -113,13 +112,16 @@ class Partition:
         for batch in self._arrow_batches(rows, columns):  # no read-ahead: a map's memory is one batch
             yield pl.from_arrow(batch)
 
+    def _batch_rows(self, rows: int, per_row: float) -> int:
+        """Rows per batch: at most `rows`, and at most `batch_bytes` at `per_row` bytes a row (at least one)."""
+        return max(1, min(rows, int(self.batch_bytes / max(per_row, 1.0))))
+
     def _arrow_batches(self, rows: int, columns: list[str] | None) -> Iterator:
         for path, groups in self.pieces:
             pf = pq.ParquetFile(path)
             for g in groups:
                 group = pf.metadata.row_group(g)
-                per_row = group.total_byte_size / max(group.num_rows, 1)
-                size = max(1, min(rows, int(self.batch_bytes / max(per_row, 1.0))))
+                size = self._batch_rows(rows, group.total_byte_size / max(group.num_rows, 1))
                 # Decoded on this thread (not Arrow's pool) and its pages handed back after each batch:
                 # else the allocator keeps every row group's decoding pages per thread, ~65 MB a map,
                 # and maps in flight on threads each keep their own (see `local_threads`).
@@ -139,7 +141,7 @@ class Partition:
         first = sum(meta.row_group(i).num_rows for i in range(g))  # the group's first row in the file
         group = meta.row_group(g)
         per_row = group.total_byte_size / max(group.num_rows, 1)
-        size = max(1, min(rows, int(self.batch_bytes / max(per_row, 1.0))))
+        size = self._batch_rows(rows, per_row)
         slice_rows = max(size, int(DEFAULT_PARTITION_BYTES / max(per_row, 1.0)) // size * size)
         scan = pl.scan_parquet(path, hive_partitioning=False)
         if columns is not None:
