@@ -127,6 +127,22 @@ def span_hashes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, lower
     """
     starts = np.asarray(starts, np.int64)
     lengths = np.asarray(lengths, np.int64)
+    if starts.size <= _SPAN_BLOCK:
+        return _span_block_hashes(data, starts, lengths, lower_ascii)
+    # In blocks: the hash of a span needs only its own bytes, and a block's temporaries (~100 B a span:
+    # gathers, masks, the long spans' words) stay in cache instead of holding 100 B for every token of a
+    # batch at once, the tokenizer's peak (docs/scaling.md, wave 12).
+    out = np.empty(starts.size, np.uint64)
+    for lo in range(0, starts.size, _SPAN_BLOCK):
+        hi = lo + _SPAN_BLOCK
+        out[lo:hi] = _span_block_hashes(data, starts[lo:hi], lengths[lo:hi], lower_ascii)
+    return out
+
+
+_SPAN_BLOCK = 1 << 16
+
+
+def _span_block_hashes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, lower_ascii: bool) -> np.ndarray:
     if starts.size == 0:
         return np.zeros(0, np.uint64)
     short = lengths <= 8

@@ -3,6 +3,7 @@ import re
 import numpy as np
 import polars as pl
 
+import stages.text.tokens as tokens_module
 from stages.text import (
     count_words,
     split_words,
@@ -59,6 +60,21 @@ def test_byte_path_gives_the_regex_tokens_and_hashes():
     assert token_hashes(tok.words).tolist() == tok.hashes.tolist()
     assert tokenize(["x1_y2 cd ab"]).hashes.tolist() == tok.hashes[[5, 8, 6]].tolist()
     assert len(set(tok.hashes.tolist())) == len(set(tok.words.to_list()))
+
+
+def test_span_hashes_in_blocks_equal_one_pass(monkeypatch):
+    # A batch of more spans than one block is hashed block by block (the working memory stays one
+    # block's); every span must hash as it does alone, long spans (several 8-byte words) included.
+    words = [f"w{i}" * (1 + i % 7) for i in range(3000)]
+    text = " ".join(words)
+    data = np.frombuffer(text.encode(), np.uint8)
+    lengths = np.array([len(w) for w in words], np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
+    one_pass = tokens_module._span_block_hashes(data, starts, lengths, False)
+    monkeypatch.setattr(tokens_module, "_SPAN_BLOCK", 64)
+    assert tokens_module.span_hashes(data, starts, lengths).tolist() == one_pass.tolist()
+    assert tokenize([text]).hashes.tolist() == token_hashes(pl.Series(words).str.to_lowercase()).tolist()
+    assert (lengths > 8).sum() > 1000 and len(set(one_pass.tolist())) == len(set(words))
 
 
 def test_word_offsets_match_python_regex():
