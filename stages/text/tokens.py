@@ -36,7 +36,7 @@ class Tokens:
     costs as much as tokenising them.
     """
 
-    def __init__(self, words: pl.Series | _Spans | _Interleaved, hashes: np.ndarray, counts: np.ndarray):
+    def __init__(self, words: pl.Series | _Spans | _Mixed, hashes: np.ndarray, counts: np.ndarray):
         self._words = words
         self.hashes = hashes  # uint64, one per token
         self.counts = counts  # int64 tokens per document
@@ -57,17 +57,6 @@ class Tokens:
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["words"], state["hashes"], state["counts"])
-
-
-@dataclass
-class _Interleaved:
-    """Flat tokens of two groups of rows and the gather that puts them back in row order."""
-
-    parts: tuple[_Spans, pl.Series]
-    order: np.ndarray
-
-    def series(self) -> pl.Series:
-        return pl.concat([self.parts[0].series(), self.parts[1]]).gather(self.order)
 
 
 def split_words(texts: pl.Series | Sequence[str | None], split: Split = "word") -> pl.Series:
@@ -194,24 +183,54 @@ def tokenize(texts: pl.Series | Sequence[str | None], stable: bool = False) -> T
     """Split on non-word characters, lower-case, NFKC-normalise and hash every token, vectorised.
 
     The tokens are the words of `normalize(texts, "full")`: runs of WORD_REGEX in the text, each
-    lower-cased, then (if it is not ASCII) NFKC-normalised and lower-cased again. Pure-ASCII texts
-    (most of any corpus) take a NumPy byte path that gives exactly those tokens (ASCII lower-casing
-    cannot change what is a word character) without a regex or a string per token; the others take
-    the polars path. See `token_hashes` for `stable`.
+    lower-cased, then (if it is not ASCII) NFKC-normalised and lower-cased again. Every text takes a
+    NumPy byte path (`_candidate_spans`): a run of ASCII word bytes and non-ASCII bytes is a candidate.
+    A candidate of ASCII bytes only is one token, hashed from the text's own bytes (ASCII lower-casing
+    cannot change what is a word character): most of any corpus, web text with a curly quote or an
+    accent here and there included. Only candidates holding non-ASCII bytes are cut into words by the
+    defining regex path, so a text's one non-ASCII character no longer sends all of it there (3x
+    slower); a batch mostly in another script takes that path whole. See `token_hashes` for `stable`.
     """
     series = as_series(texts)
-    ascii_rows = (series.str.len_bytes() == series.str.len_chars()).to_numpy()
-    if not ascii_rows.any():
+    size = series.str.len_bytes().sum()
+    if size - series.str.len_chars().sum() > _WHOLE_TEXT_SHARE * size:  # mostly another script
         flat, counts = _unicode_words(series)
         return Tokens(flat, token_hashes(flat, stable), counts)
-    spans, a_counts = _ascii_spans(series if ascii_rows.all() else series.filter(ascii_rows))
-    a_hashes = span_hashes(spans.data, spans.starts, spans.lengths, lower_ascii=True)
-    if ascii_rows.all():
-        return Tokens(spans, a_hashes, a_counts)
-    o_words, o_counts = _unicode_words(series.filter(~ascii_rows))
-    counts, order = _interleave(ascii_rows, a_counts, o_counts)
-    hashes = np.concatenate([a_hashes, token_hashes(o_words, stable)])[order]
-    return Tokens(_Interleaved((spans, o_words), order), hashes, counts)
+    spans, span_counts, wide_bytes = _candidate_spans(series)
+    hashes = span_hashes(spans.data, spans.starts, spans.lengths, lower_ascii=True)
+    if wide_bytes.size == 0:
+        return Tokens(spans, hashes, span_counts)
+    holder = np.searchsorted(spans.starts, wide_bytes, side="right") - 1  # the span of each (sorted)
+    wide = holder[np.concatenate([[True], holder[1:] != holder[:-1]])]
+    words, per_wide = _unicode_words(_span_strings(spans.data, spans.starts[wide], spans.lengths[wide]))
+    # Each wide span's entry gives way to its words (none, one or several): a delete and an insert.
+    at = np.repeat(wide - np.arange(wide.size), per_wide)
+    hashes = np.insert(np.delete(hashes, wide), at, token_hashes(words, stable))
+    row = np.searchsorted(np.cumsum(span_counts), wide, side="right")
+    counts = span_counts + np.bincount(row, weights=per_wide - 1, minlength=span_counts.size).astype(np.int64)
+    return Tokens(_Mixed(spans, wide, words, at), hashes, counts)
+
+
+# Above this share of a batch's bytes being the continuation bytes of non-ASCII characters (Cyrillic,
+# Greek, CJK text: 0.45-0.65; English web text or source code: under 0.01; a Latin-script text with every
+# other word accented: ~0.02), cutting each span by the regex costs more than the regex over the whole
+# texts (measured 21 against 27-31 MB/s on the standard library's CJK test texts).
+_WHOLE_TEXT_SHARE = 0.2
+
+
+@dataclass
+class _Mixed:
+    """Tokens of ASCII spans and of the words cut from the `wide` spans (those with non-ASCII bytes)."""
+
+    spans: _Spans
+    wide: np.ndarray  # indices of the spans replaced by `words`
+    words: pl.Series
+    at: np.ndarray  # per word: where it goes among the other spans (as in `np.insert`)
+
+    def series(self) -> pl.Series:
+        starts, lengths = np.delete(self.spans.starts, self.wide), np.delete(self.spans.lengths, self.wide)
+        order = np.insert(np.arange(starts.size), self.at, starts.size + np.arange(self.words.len()))
+        return pl.concat([_Spans(self.spans.data, starts, lengths).series(), self.words]).gather(order)
 
 
 def _interleave(ascii_rows: np.ndarray, a_counts: np.ndarray, o_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -260,26 +279,34 @@ class _Spans:
     lengths: np.ndarray
 
     def series(self) -> pl.Series:
-        edges = np.empty(2 * self.starts.size, np.int64)
-        edges[0::2], edges[1::2] = self.starts, self.starts + self.lengths
-        if edges.size == 0:
-            return pl.Series("text", [], pl.String)
-        # One Arrow array whose strings alternate token, gap, token, ...: keep every other one.
-        arrow = pa.LargeStringArray.from_buffers(edges.size - 1, pa.py_buffer(edges), pa.py_buffer(self.data))
-        return pl.Series("text", arrow, pl.String).gather_every(2).str.to_lowercase()
+        return _span_strings(self.data, self.starts, self.lengths).str.to_lowercase()
 
 
-def _ascii_spans(texts: pl.Series) -> tuple[_Spans, np.ndarray]:
-    """Words of pure-ASCII texts by byte classification: the same tokens as `_unicode_words`, no regex.
+def _span_strings(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> pl.Series:
+    """The text of each byte span as written (spans in order, not overlapping, on character boundaries)."""
+    edges = np.empty(2 * starts.size, np.int64)
+    edges[0::2], edges[1::2] = starts, starts + lengths
+    if edges.size == 0:
+        return pl.Series("text", [], pl.String)
+    # One Arrow array whose strings alternate span, gap, span, ...: keep every other one.
+    arrow = pa.LargeStringArray.from_buffers(edges.size - 1, pa.py_buffer(edges), pa.py_buffer(data))
+    return pl.Series("text", arrow, pl.String).gather_every(2)
 
-    A word starts where a word byte follows a non-word byte (or a text starts) and ends where one is
-    followed by a non-word byte (or the text ends). Returns the spans over the text's own bytes
-    (hashed lower-cased by `span_hashes(..., lower_ascii=True)`) and the number of words per text.
+
+def _candidate_spans(texts: pl.Series) -> tuple[_Spans, np.ndarray, np.ndarray]:
+    """Runs of ASCII word bytes and non-ASCII bytes, by byte classification, and how many per text.
+
+    A run starts where such a byte follows another byte (or a text starts) and ends where one is followed
+    by another byte (or the text ends). Every word of WORD_REGEX lies in one run: its characters are ASCII
+    word bytes or non-ASCII ones. A run of ASCII bytes only is exactly one word. Returns the spans over
+    the texts' own bytes (hashed lower-cased by `span_hashes(..., lower_ascii=True)`) and where the non-ASCII
+    characters start.
     """
     data, offsets = _string_buffers(texts)
     size = int(offsets[-1])
     # Word bytes by byte arithmetic (uint8 wraps), in slices so temporaries stay small.
     inside = np.empty(size, bool)
+    wide_parts = [np.zeros(0, np.int64)]
     for lo in range(0, size, _CLASSIFY_BYTES):
         chunk = data[lo : lo + _CLASSIFY_BYTES]
         letter = chunk | np.uint8(0x20)
@@ -289,6 +316,8 @@ def _ascii_spans(texts: pl.Series) -> tuple[_Spans, np.ndarray]:
         np.subtract(chunk, np.uint8(48), out=letter)
         part |= letter < 10
         part |= chunk == 95
+        part |= chunk >= 128
+        wide_parts.append(np.flatnonzero(chunk >= 0xC0) + lo)  # the first byte of each non-ASCII character
     # Transitions alternate start, end, start, ...; a word running into the next text is cut there.
     change = np.empty(size + 1, bool)
     if size:
@@ -304,7 +333,7 @@ def _ascii_spans(texts: pl.Series) -> tuple[_Spans, np.ndarray]:
         edges = np.insert(edges, np.repeat(np.searchsorted(edges, joined), 2), np.repeat(joined, 2))
     starts = edges[0::2]
     counts = np.diff(np.searchsorted(starts, offsets)).astype(np.int64)
-    return _Spans(data, starts, edges[1::2] - starts), counts
+    return _Spans(data, starts, edges[1::2] - starts), counts, np.concatenate(wide_parts)
 
 
 _CLASSIFY_BYTES = 1 << 20

@@ -62,6 +62,41 @@ def test_byte_path_gives_the_regex_tokens_and_hashes():
     assert len(set(tok.hashes.tolist())) == len(set(tok.words.to_list()))
 
 
+MIXED = ["foo—bar don’t «quoted» naïve café", "ＦＵＬＬ width ﬁne", "İstanbul ΟΔΟΣ x_ÿ_z", "a😀b e\u0301cole",
+         "zero\u200dwidth tab\tsep\u00a0nbsp", "end é", "é", "ß STRASSE Ⅻ ½ ²", "ǅ Ǆ " + "ﬀ" * 5, "", None,
+         "plain ascii words_1 and MORE", "日本語のテキスト、です。 mixed ascii"]
+
+
+def _defining_tokens(texts):
+    flat, counts = tokens_module._unicode_words(pl.Series(texts, dtype=pl.String).fill_null(""))
+    return flat.to_list(), counts.tolist()
+
+
+def test_non_ascii_words_inside_mostly_ascii_text_match_the_defining_regex_path():
+    # In a mostly-ASCII batch only the spans holding non-ASCII bytes are cut by the regex; a span may give
+    # no word, one, or several ("foo—bar", "don’t"): tokens, counts and hashes must be the whole-text path's.
+    texts = MIXED + ["ascii filler text " * 50] * 20
+    assert (pl.Series(texts).str.len_bytes().sum() - pl.Series(texts).str.len_chars().sum()
+            < tokens_module._WHOLE_TEXT_SHARE * pl.Series(texts).str.len_bytes().sum())
+    tok = tokenize(texts)
+    words, counts = _defining_tokens(texts)
+    assert tok.words.to_list() == words and tok.counts.tolist() == counts
+    assert tok.hashes.tolist() == token_hashes(pl.Series(words)).tolist()
+    assert "don" in words and "t" in words and "foo" in words and "bar" in words and "full" in words
+
+
+def test_a_text_tokenizes_the_same_in_an_ascii_batch_and_in_another_script_batch():
+    # A batch mostly in another script takes the whole-text regex path: the result may not depend on it.
+    cjk = "日本語のテキストです、これは長い文章。" * 40
+    batch = pl.Series(MIXED + [cjk] * 5).fill_null("")
+    assert batch.str.len_bytes().sum() - batch.str.len_chars().sum() > 0.2 * batch.str.len_bytes().sum()
+    alone = tokenize(MIXED)
+    among = tokenize(MIXED + [cjk] * 5)
+    assert among.hashes[: alone.hashes.size].tolist() == alone.hashes.tolist()
+    assert among.counts[: len(MIXED)].tolist() == alone.counts.tolist()
+    assert among.words.to_list() == _defining_tokens(MIXED + [cjk] * 5)[0]
+
+
 def test_span_hashes_in_blocks_equal_one_pass(monkeypatch):
     # A batch of more spans than one block is hashed block by block (the working memory stays one
     # block's); every span must hash as it does alone, long spans (several 8-byte words) included.
