@@ -19,6 +19,7 @@ from stages.leakage.evidence import (
 from stages.text import locate_windows, ngram_hashes, window_hashes
 
 _PRESENCE_BITS = 22
+_PROBE_BLOCK = 1 << 16
 
 
 @register_evidence
@@ -72,8 +73,9 @@ class NgramEvidence(Evidence):
         # Probe first, locate only the hits: every window is hashed, few survive the presence table
         # and the binary search, and only those are mapped to (document, position).
         hashes = window_hashes(tok.hashes, self.n)
-        low = hashes & self.mask
-        maybe = np.flatnonzero(self.presence[low.view(np.int64)])
+        maybe = np.concatenate([np.zeros(0, np.int64)] + [  # in blocks: no batch-sized array of low bits
+            lo + np.flatnonzero(self.presence[(hashes[lo : lo + _PROBE_BLOCK] & self.mask).view(np.int64)])
+            for lo in range(0, hashes.size, _PROBE_BLOCK)])
         index = np.searchsorted(self.unique, hashes[maybe])
         index[index == self.unique.size] = 0
         hit = self.unique[index] == hashes[maybe]

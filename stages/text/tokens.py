@@ -114,8 +114,7 @@ def span_hashes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, lower
     `lower_ascii` hashes the spans as if A-Z were a-z (for ASCII spans: lower-casing in the words,
     so the text is never copied). A few gathers per token instead of a table lookup per byte.
     """
-    starts = np.asarray(starts, np.int64)
-    lengths = np.asarray(lengths, np.int64)
+    starts, lengths = np.asarray(starts), np.asarray(lengths)
     if starts.size <= _SPAN_BLOCK:
         return _span_block_hashes(data, starts, lengths, lower_ascii)
     # In blocks: the hash of a span needs only its own bytes, and a block's temporaries (~100 B a span:
@@ -132,6 +131,7 @@ _SPAN_BLOCK = 1 << 16
 
 
 def _span_block_hashes(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray, lower_ascii: bool) -> np.ndarray:
+    starts, lengths = starts.astype(np.int64, copy=False), lengths.astype(np.int64, copy=False)
     if starts.size == 0:
         return np.zeros(0, np.uint64)
     short = lengths <= 8
@@ -304,39 +304,55 @@ def _candidate_spans(texts: pl.Series) -> tuple[_Spans, np.ndarray, np.ndarray]:
     """
     data, offsets = _string_buffers(texts)
     size = int(offsets[-1])
-    # Word bytes by byte arithmetic (uint8 wraps), in slices so temporaries stay small.
-    inside = np.empty(size, bool)
-    wide_parts = [np.zeros(0, np.int64)]
+    # Positions as int32 where the batch allows (under 2 GiB): a batch's spans then take 8 bytes a token.
+    position = np.int32 if size < 2**31 - 1 else np.int64
+    # Block by block, so the working memory is a block's masks, not 2 bytes for every byte of the batch:
+    # candidate bytes by byte arithmetic (uint8 wraps), then the transitions between candidate and other
+    # bytes, which alternate start, end, start, ... across blocks (`open`: a span runs into the block).
+    starts_parts, ends_parts, wide_parts = [np.zeros(0, position)], [np.zeros(0, position)], [np.zeros(0, position)]
+    block = min(size, _CLASSIFY_BYTES)
+    inside, change, letter = np.empty(block, bool), np.empty(block, bool), np.empty(block, np.uint8)
+    open_ = False
     for lo in range(0, size, _CLASSIFY_BYTES):
         chunk = data[lo : lo + _CLASSIFY_BYTES]
-        letter = chunk | np.uint8(0x20)
-        letter -= np.uint8(97)
-        part = inside[lo : lo + chunk.size]
-        np.less(letter, 26, out=part)
-        np.subtract(chunk, np.uint8(48), out=letter)
-        part |= letter < 10
+        m = chunk.size
+        part = inside[:m]
+        np.bitwise_or(chunk, np.uint8(0x20), out=letter[:m])
+        letter[:m] -= np.uint8(97)
+        np.less(letter[:m], 26, out=part)
+        np.subtract(chunk, np.uint8(48), out=letter[:m])
+        part |= letter[:m] < 10
         part |= chunk == 95
         part |= chunk >= 128
-        wide_parts.append(np.flatnonzero(chunk >= 0xC0) + lo)  # the first byte of each non-ASCII character
-    # Transitions alternate start, end, start, ...; a word running into the next text is cut there.
-    change = np.empty(size + 1, bool)
-    if size:
-        change[0], change[-1] = inside[0], inside[-1]
-        np.not_equal(inside[1:], inside[:-1], out=change[1:-1])
-    else:
-        change[0] = False
-    edges = np.flatnonzero(change)
+        wide_parts.append((np.flatnonzero(chunk >= 0xC0) + lo).astype(position))  # where non-ASCII characters start
+        change[0] = part[0] != open_
+        np.not_equal(part[1:], part[:-1], out=change[1:m])
+        edges = (np.flatnonzero(change[:m]) + lo).astype(position)
+        starts_parts.append(edges[1::2] if open_ else edges[0::2])
+        ends_parts.append(edges[0::2] if open_ else edges[1::2])
+        open_ = bool(part[-1])
+    if open_:
+        ends_parts.append(np.array([size], position))
+    del inside, change, letter
+    starts, ends = np.concatenate(starts_parts), np.concatenate(ends_parts)
+    del starts_parts, ends_parts
+    # A span running from one text into the next is cut where the next text starts.
     inner = np.unique(offsets[1:-1])
     inner = inner[(inner > 0) & (inner < size)]
-    joined = inner[inside[inner - 1] & inside[inner]]
+    joined = inner[_CANDIDATE_BYTE[data[inner - 1]] & _CANDIDATE_BYTE[data[inner]]].astype(position)
     if joined.size:
-        edges = np.insert(edges, np.repeat(np.searchsorted(edges, joined), 2), np.repeat(joined, 2))
-    starts = edges[0::2]
-    counts = np.diff(np.searchsorted(starts, offsets)).astype(np.int64)
-    return _Spans(data, starts, edges[1::2] - starts), counts, np.concatenate(wide_parts)
+        starts = np.insert(starts, np.searchsorted(starts, joined), joined)
+        ends = np.insert(ends, np.searchsorted(ends, joined), joined)
+    ends -= starts  # now the lengths
+    counts = np.diff(np.searchsorted(starts, offsets.astype(position))).astype(np.int64)
+    return _Spans(data, starts, ends), counts, np.concatenate(wide_parts)
 
 
 _CLASSIFY_BYTES = 1 << 20
+# Bytes that may be part of a word: ASCII letters, digits and '_', and every byte of a non-ASCII character.
+_CANDIDATE_BYTE = np.zeros(256, bool)
+_CANDIDATE_BYTE[[ord(c) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"]] = True
+_CANDIDATE_BYTE[128:] = True
 
 
 # ----------------------------------------------------------------------------- character offsets
