@@ -71,14 +71,18 @@ class NgramEvidence(Evidence):
             return
         tok = batch.tokens
         # Probe first, locate only the hits: every window is hashed, few survive the presence table
-        # and the binary search, and only those are mapped to (document, position).
-        hashes = window_hashes(tok.hashes, self.n)
-        maybe = np.concatenate([np.zeros(0, np.int64)] + [  # in blocks: no batch-sized array of low bits
-            lo + np.flatnonzero(self.presence[(hashes[lo : lo + _PROBE_BLOCK] & self.mask).view(np.int64)])
-            for lo in range(0, hashes.size, _PROBE_BLOCK)])
-        index = np.searchsorted(self.unique, hashes[maybe])
+        # and the binary search, and only those are mapped to (document, position). Hashed and probed in
+        # blocks of windows, so no batch-sized array of window hashes or of their low bits is made.
+        found, found_hashes = [np.zeros(0, np.int64)], [np.zeros(0, np.uint64)]
+        for lo in range(0, max(tok.hashes.size - self.n + 1, 0), _PROBE_BLOCK):
+            hashes = window_hashes(tok.hashes[lo : lo + _PROBE_BLOCK + self.n - 1], self.n)
+            maybe = np.flatnonzero(self.presence[(hashes & self.mask).view(np.int64)])
+            found.append(maybe + lo)
+            found_hashes.append(hashes[maybe])
+        maybe, candidates = np.concatenate(found), np.concatenate(found_hashes)
+        index = np.searchsorted(self.unique, candidates)
         index[index == self.unique.size] = 0
-        hit = self.unique[index] == hashes[maybe]
+        hit = self.unique[index] == candidates
         if not hit.any():
             return
         doc, pos, whole = locate_windows(maybe[hit], tok.counts, self.n)
