@@ -272,7 +272,8 @@ def _string_buffers(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class _Spans:
-    """Tokens as byte spans of the batch's ASCII text (not lower-cased); strings built only on demand."""
+    """Tokens as byte spans of the batch's text (not lower-cased; int32 where the batch allows); strings built
+    only on demand."""
 
     data: np.ndarray  # uint8, the texts' bytes as Arrow holds them (read-only)
     starts: np.ndarray
@@ -349,10 +350,6 @@ def _candidate_spans(texts: pl.Series) -> tuple[_Spans, np.ndarray, np.ndarray]:
 
 
 _CLASSIFY_BYTES = 1 << 20
-# Bytes that may be part of a word: ASCII letters, digits and '_', and every byte of a non-ASCII character.
-_CANDIDATE_BYTE = np.zeros(256, bool)
-_CANDIDATE_BYTE[[ord(c) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"]] = True
-_CANDIDATE_BYTE[128:] = True
 
 
 # ----------------------------------------------------------------------------- character offsets
@@ -360,6 +357,8 @@ _CANDIDATE_BYTE[128:] = True
 _ASCII_WORD = np.zeros(128, bool)
 _ASCII_WORD[[ord(c) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_"]] = True
 _ASCII_NONSPACE = np.array([not chr(c).isspace() for c in range(128)], bool)
+# Bytes that may be part of a word: ASCII letters, digits and '_', and every byte of a non-ASCII character.
+_CANDIDATE_BYTE = np.concatenate([_ASCII_WORD, np.ones(128, bool)])
 
 
 def code_points(texts: pl.Series | Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
