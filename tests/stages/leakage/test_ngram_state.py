@@ -57,3 +57,17 @@ def test_document_frequencies_count_documents_across_batches(tmp_path):
     n_grams = tokenize(pl.Series([phrase])).counts[0] - 8 + 1
     assert keys.size == np.unique(keys).size == template.unique.size  # every distinct test n-gram was seen
     assert np.all(counts == 7) and n_grams >= keys.size  # once per document, not per occurrence or batch
+
+
+def test_windows_probed_in_small_blocks_give_the_same_state(tmp_path, monkeypatch):
+    # The kind hashes and probes a batch's windows block by block (no batch-sized array of window hashes);
+    # windows straddling a block edge, and hits in every block, must come out as in one pass.
+    train = pl.DataFrame({"id": [f"d{i}" for i in range(12)], "text": [topics[t] for t in TOPICS[:12]]})
+    test = pl.DataFrame({"id": [f"q{i}" for i in range(6)], "text": [_words(t, 5, 30) for t in TOPICS[:6]]})
+    whole, _ = _map_state(tmp_path / "a", train, test, n=8)
+    monkeypatch.setattr("stages.leakage.ngram._PROBE_BLOCK", 5)
+    blocks, _ = _map_state(tmp_path / "b", train, test, n=8)
+    assert whole["stored"] > 100 and blocks["stored"] == whole["stored"]
+    for a, b in zip(whole["hits"], blocks["hits"], strict=True):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert all(np.array_equal(x, y) for fa, fb in zip(whole["freq"], blocks["freq"], strict=True) for x, y in zip(fa, fb))

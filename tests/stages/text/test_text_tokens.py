@@ -97,6 +97,19 @@ def test_a_text_tokenizes_the_same_in_an_ascii_batch_and_in_another_script_batch
     assert among.words.to_list() == _defining_tokens(MIXED + [cjk] * 5)[0]
 
 
+def test_bytes_classified_in_small_blocks_give_the_same_tokens(monkeypatch):
+    # Bytes are classified block by block; words and non-ASCII characters straddling a block edge, and
+    # texts whose words run into the next text's, must give the one-pass tokens.
+    texts = MIXED + ["abc", "def", "g" * 30, "h é" * 7, "naïve" * 9, None, "tail_"] + ["ascii filler text " * 50] * 20
+    batch = pl.Series(texts).fill_null("")
+    assert batch.str.len_bytes().sum() - batch.str.len_chars().sum() < 0.2 * batch.str.len_bytes().sum()  # byte path
+    whole = tokenize(texts)
+    monkeypatch.setattr(tokens_module, "_CLASSIFY_BYTES", 3)
+    blocks = tokenize(texts)
+    assert blocks.counts.tolist() == whole.counts.tolist() and blocks.hashes.tolist() == whole.hashes.tolist()
+    assert blocks.words.to_list() == whole.words.to_list() == _defining_tokens(texts)[0]
+
+
 def test_span_hashes_in_blocks_equal_one_pass(monkeypatch):
     # A batch of more spans than one block is hashed block by block (the working memory stays one
     # block's); every span must hash as it does alone, long spans (several 8-byte words) included.
