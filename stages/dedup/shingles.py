@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from stages.text import MAX_N, char_shingles, text_hash, tokenize
-from stages.text.ngrams import _with_short_docs, per_doc_sets
+from stages.text.ngrams import _with_short_docs, per_doc_sets, short_doc_hashes, window_hashes
 from stages.text.normalize import NormalizeMode
 
 ShingleUnit = Literal["word", "char"]
@@ -51,11 +51,20 @@ def shingle_hashes(texts: pl.Series, unit: ShingleUnit, n: int, normalization: N
     if unit != "word":
         return char_shingles(texts, n, normalization)
     tok = tokenize(texts, stable=True)
-    hashes, doc, n_docs = _with_short_docs(tok.hashes, tok.counts, n)
-    counts = np.bincount(doc, minlength=n_docs).astype(np.int64)
-    offsets = np.zeros(n_docs + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    if doc.size and (doc[1:] < doc[:-1]).any():
-        # Whole-text shingles of short texts come after every n-gram: put them in document order.
-        hashes = hashes[np.argsort(doc, kind="stable")]
+    units, counts = tok.hashes, tok.counts
+    del tok  # its spans: only the token hashes are read from here on
+    # Every window's hash, then only those inside one document: no per-n-gram document or position array.
+    grams = np.maximum(counts - n + 1, 0)
+    first = np.cumsum(counts) - counts
+    inside = np.zeros(max(units.size - n + 1, 0) + 1, np.int8)
+    np.add.at(inside, first[grams > 0], 1)
+    np.add.at(inside, (first + grams)[grams > 0], -1)
+    hashes = window_hashes(units, n)[np.cumsum(inside[:-1], dtype=np.int8).view(bool)] if inside.size > 1 else \
+        np.zeros(0, np.uint64)
+    # A text of 1..n-1 words has one shingle (all of it), in its place among the others.
+    short, extra = short_doc_hashes(units, counts, n)
+    if short.size:
+        hashes = np.insert(hashes, np.cumsum(grams)[short], extra)
+    offsets = np.zeros(counts.size + 1, np.int64)
+    np.cumsum(grams + ((counts > 0) & (counts < n)), out=offsets[1:])
     return hashes, offsets

@@ -93,17 +93,24 @@ def _with_short_docs(units: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.
     beyond the hash's collision rate.
     """
     hashes, doc, _ = ngram_hashes(units, counts, n)
+    short, extra = short_doc_hashes(units, counts, n)
+    if short.size:
+        hashes = np.concatenate([hashes, extra])
+        doc = np.concatenate([doc, short])
+    return hashes, doc, counts.size
+
+
+def short_doc_hashes(units: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(documents with 1..n-1 units, the hash of each one's whole unit sequence): `window_hashes`' sum, fewer terms."""
     short = np.flatnonzero((counts > 0) & (counts < n))
+    extra = np.zeros(short.size, np.uint64)
     if short.size:
         starts = (np.cumsum(counts) - counts)[short]
-        extra = np.zeros(short.size, np.uint64)
         for j in range(int(counts[short].max())):
             present = j < counts[short]
             extra[present] += units[starts[present] + j] * MULTIPLIERS[j]
         extra ^= extra >> np.uint64(31)
-        hashes = np.concatenate([hashes, extra])
-        doc = np.concatenate([doc, short])
-    return hashes, doc, counts.size
+    return short, extra
 
 
 def per_doc_sets(hashes: np.ndarray, doc: np.ndarray, n_docs: int) -> tuple[np.ndarray, np.ndarray]:
