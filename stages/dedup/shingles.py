@@ -59,12 +59,12 @@ def shingle_hashes(texts: pl.Series, unit: ShingleUnit, n: int, normalization: N
     inside = np.zeros(max(units.size - n + 1, 0) + 1, np.int8)
     np.add.at(inside, first[grams > 0], 1)
     np.add.at(inside, (first + grams)[grams > 0], -1)
-    hashes = window_hashes(units, n)[np.cumsum(inside[:-1], dtype=np.int8).view(bool)] if inside.size > 1 else \
-        np.zeros(0, np.uint64)
+    hashes = window_hashes(units, n)[np.cumsum(inside[:-1], dtype=np.int8).view(bool)]
     # A text of 1..n-1 words has one shingle (all of it), in its place among the others.
     short, extra = short_doc_hashes(units, counts, n)
     if short.size:
         hashes = np.insert(hashes, np.cumsum(grams)[short], extra)
+        grams[short] = 1
     offsets = np.zeros(counts.size + 1, np.int64)
-    np.cumsum(grams + ((counts > 0) & (counts < n)), out=offsets[1:])
+    np.cumsum(grams, out=offsets[1:])
     return hashes, offsets
