@@ -196,19 +196,29 @@ def tokenize(texts: pl.Series | Sequence[str | None], stable: bool = False) -> T
     if size - series.str.len_chars().sum() > _WHOLE_TEXT_SHARE * size:  # mostly another script
         flat, counts = _unicode_words(series)
         return Tokens(flat, token_hashes(flat, stable), counts)
-    spans, span_counts, wide_bytes = _candidate_spans(series)
+    spans, span_counts, wide_bytes = _candidate_spans(*_string_buffers(series))
     hashes = span_hashes(spans.data, spans.starts, spans.lengths, lower_ascii=True)
     if wide_bytes.size == 0:
         return Tokens(spans, hashes, span_counts)
-    holder = np.searchsorted(spans.starts, wide_bytes, side="right") - 1  # the span of each (sorted)
-    wide = holder[np.concatenate([[True], holder[1:] != holder[:-1]])]
+    wide = _wide_spans(spans, wide_bytes)
     words, per_wide = _unicode_words(_span_strings(spans.data, spans.starts[wide], spans.lengths[wide]))
-    # Each wide span's entry gives way to its words (none, one or several): a delete and an insert.
-    at = np.repeat(wide - np.arange(wide.size), per_wide)
+    at, counts = _splice(span_counts, wide, per_wide)
     hashes = np.insert(np.delete(hashes, wide), at, token_hashes(words, stable))
-    row = np.searchsorted(np.cumsum(span_counts), wide, side="right")
-    counts = span_counts + np.bincount(row, weights=per_wide - 1, minlength=span_counts.size).astype(np.int64)
     return Tokens(_Mixed(spans, wide, words, at), hashes, counts)
+
+
+def _wide_spans(spans: _Spans, wide_bytes: np.ndarray) -> np.ndarray:
+    """Indices of the spans that hold non-ASCII characters (`wide_bytes`, sorted), each once, in order."""
+    holder = np.searchsorted(spans.starts, wide_bytes, side="right") - 1
+    return holder[np.concatenate([[True], holder[1:] != holder[:-1]])]
+
+
+def _splice(span_counts: np.ndarray, wide: np.ndarray, per_wide: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each wide span's entry gives way to its words (none, one or several): a delete, then an insert at `at`
+    (as `np.insert` takes it); and the tokens per text after."""
+    at = np.repeat(wide - np.arange(wide.size), per_wide)
+    row = np.searchsorted(np.cumsum(span_counts), wide, side="right")
+    return at, span_counts + np.bincount(row, weights=per_wide - 1, minlength=span_counts.size).astype(np.int64)
 
 
 # Above this share of a batch's bytes being the continuation bytes of non-ASCII characters (Cyrillic,
@@ -294,16 +304,15 @@ def _span_strings(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> 
     return pl.Series("text", arrow, pl.String).gather_every(2)
 
 
-def _candidate_spans(texts: pl.Series) -> tuple[_Spans, np.ndarray, np.ndarray]:
+def _candidate_spans(data: np.ndarray, offsets: np.ndarray) -> tuple[_Spans, np.ndarray, np.ndarray]:
     """Runs of ASCII word bytes and non-ASCII bytes, by byte classification, and how many per text.
 
     A run starts where such a byte follows another byte (or a text starts) and ends where one is followed
     by another byte (or the text ends). Every word of WORD_REGEX lies in one run: its characters are ASCII
     word bytes or non-ASCII ones. A run of ASCII bytes only is exactly one word. Returns the spans over
     the texts' own bytes (hashed lower-cased by `span_hashes(..., lower_ascii=True)`) and where the non-ASCII
-    characters start.
+    characters start. `data` and `offsets` are the texts' `_string_buffers`.
     """
-    data, offsets = _string_buffers(texts)
     size = int(offsets[-1])
     # Positions as int32 where the batch allows (under 2 GiB): a batch's spans then take 8 bytes a token.
     position = np.int32 if size < 2**31 - 1 else np.int64
@@ -400,9 +409,14 @@ def word_offsets(
     """Character (code point) start and end of every token of every text, flat, and tokens per text.
 
     split "word" gives exactly the tokens of `tokenize` (runs of letters, digits and '_');
-    "whitespace" the runs of non-whitespace (Python's `\\S+`). Vectorised over the whole batch.
+    "whitespace" the runs of non-whitespace (Python's `\\S+`). Vectorised over the whole batch; "word" takes
+    tokenize's byte path where tokenize does (`_span_word_offsets`), 1.5-2x faster than classifying characters.
     """
     series = as_series(texts)
+    if split == "word":  # tokenize's byte path, where tokenize takes it (continuation bytes: bytes - characters)
+        data, offsets = _string_buffers(series)
+        if np.count_nonzero((data & np.uint8(0xC0)) == 0x80) <= _WHOLE_TEXT_SHARE * data.size:
+            return _span_word_offsets(data, offsets)
     ascii_rows = (series.str.len_bytes() == series.str.len_chars()).to_numpy()
     if ascii_rows.all() or not ascii_rows.any():
         return _word_offsets(series, split, bool(ascii_rows.all()))
@@ -411,6 +425,35 @@ def word_offsets(
     o = _word_offsets(series.filter(~ascii_rows), split, False)
     counts, order = _interleave(ascii_rows, a[2], o[2])
     return np.concatenate([a[0], o[0]])[order], np.concatenate([a[1], o[1]])[order], counts
+
+
+def _span_word_offsets(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`word_offsets` on tokenize's candidate spans (`_candidate_spans`): a span of ASCII bytes is one word;
+    a span holding non-ASCII characters is cut into its words on its code points. Byte positions become
+    character positions by subtracting the continuation bytes of the non-ASCII characters before them.
+    """
+    spans, counts, wide_bytes = _candidate_spans(data, offsets)
+    # Continuation bytes up to and including each non-ASCII character (its lead byte gives its length).
+    extra = np.cumsum(np.searchsorted(np.array([0xE0, 0xF0], np.uint8), spans.data[wide_bytes], side="right") + 1)
+
+    def chars(positions: np.ndarray) -> np.ndarray:  # byte positions (on character boundaries) as characters
+        if not wide_bytes.size:
+            return positions
+        before = np.searchsorted(wide_bytes, positions) - 1
+        return positions - np.where(before >= 0, extra[np.maximum(before, 0)], 0)
+
+    starts = spans.starts.astype(np.int64)
+    ends = chars(starts + spans.lengths)
+    starts = chars(starts)
+    if wide_bytes.size:
+        wide = _wide_spans(spans, wide_bytes)
+        ws, we, per_wide = _word_offsets(_span_strings(spans.data, spans.starts[wide], spans.lengths[wide]), "word", False)
+        at, counts = _splice(counts, wide, per_wide)
+        base = np.repeat(starts[wide], per_wide)  # the words' offsets in their span, plus the span's
+        starts = np.insert(np.delete(starts, wide), at, base + ws)
+        ends = np.insert(np.delete(ends, wide), at, base + we)
+    first = np.repeat(chars(offsets[:-1]), counts)
+    return starts - first, ends - first, counts
 
 
 def _word_offsets(series: pl.Series, split: Literal["word", "whitespace"], ascii: bool):

@@ -142,9 +142,13 @@ def test_word_offsets_of_a_mixed_batch_match_python_regex():
     batch; the offsets come back in text order, as Python's regex finds them."""
     from pydoc_data.topics import topics
 
-    ascii_texts = [t for t in topics.values() if t.isascii()][:40] + ["", " _x9 a\tb\n", "__ 42;"]
+    # Words that touch the end of one text and the start of the next ("end", "start") stay two words.
+    ascii_texts = [t for t in topics.values() if t.isascii()][:40] + ["", " _x9 a\tb\n", "__ 42;", "end", "start"]
     mixed = ascii_texts[:20] + ["émoji 🙂 ok_é", "", "naïve café"] + ascii_texts[20:]
+    # Both batches take tokenize's byte path for "word" (`_span_word_offsets`): few non-ASCII bytes.
     for texts in (ascii_texts, mixed):
+        size = sum(len(t.encode()) for t in texts)
+        assert size - sum(len(t) for t in texts) <= tokens_module._WHOLE_TEXT_SHARE * size
         for split, pattern in (("word", r"\w+"), ("whitespace", r"\S+")):
             starts, ends, counts = word_offsets(texts, split)
             expected = [[m.span() for m in re.finditer(pattern, t)] for t in texts]
