@@ -97,6 +97,9 @@ class Broadcast:
     reference: Scan
     # A shuffling stage's reference rows' share of each bucket (ahead of every partition's).
     shuffle_parts: list = field(default_factory=list)
+    # How many key ranges each shuffled key column is cut into (`DedupStage.key_ranges`), chosen once here
+    # from the input's size, so every map cuts its keys the same way.
+    key_ranges: int = 1
 
 
 class DedupStage(PartitionedStage):
@@ -187,10 +190,14 @@ class DedupStage(PartitionedStage):
             self._scan(reference.iter_batches(SCAN_BATCH_ROWS, columns=self._columns()), reference.label, scan,
                        facts=True)
             scan.n_reference = scan.n
-        broadcast = Broadcast(data.label, self.gathered(scan))
+        broadcast = Broadcast(data.label, self.gathered(scan), key_ranges=self.key_ranges(scan.n + data.num_rows))
         if self.shuffle_buckets(broadcast):
-            broadcast.reference, broadcast.shuffle_parts = self.split(broadcast.reference, None)
+            broadcast.reference, broadcast.shuffle_parts = self.split(broadcast.reference, broadcast)
         return broadcast
+
+    def key_ranges(self, rows: int) -> int:
+        """Key ranges per shuffled key column for `rows` rows of reference + data (see `Broadcast`): one here."""
+        return 1
 
     def map(self, partition: Partition, broadcast: Broadcast) -> Scan:
         scan = Scan(first_row=broadcast.reference.n_reference + partition.base)

@@ -15,8 +15,8 @@ import polars as pl
 
 from pipeline.stage import Context
 from stages.dedup.base import Broadcast, Scan, TextDedupStage
-from stages.dedup.lsh import bucket_stars
 from stages.dedup.shingles import text_hashes
+from stages.dedup.shuffle import band_parts
 
 HASH_BUCKET_BITS = 4
 HASH_BUCKETS = 1 << HASH_BUCKET_BITS
@@ -75,23 +75,11 @@ class DedupExact(TextDedupStage):
     def shuffle_buckets(self, broadcast: Broadcast) -> int:
         return HASH_BUCKETS
 
-    def split(self, scan: Scan, broadcast: Broadcast | None) -> tuple[Scan, list[tuple[np.ndarray, np.ndarray]]]:
+    def split(self, scan: Scan, broadcast: Broadcast) -> tuple[Scan, list[tuple[np.ndarray, np.ndarray]]]:
         """(the scan with no features left, per bucket: (rows, hashes) of this scan's rows in it, in row order)."""
         features, scan.features = scan.features, []
         hashes = np.concatenate(features) if features else np.empty(0, np.uint64)
-        rows = scan.first_row + np.arange(hashes.size, dtype=np.int64)
-        bucket = (hashes >> np.uint64(64 - HASH_BUCKET_BITS)).astype(np.int64)
-        order = np.argsort(bucket, kind="stable")
-        cuts = np.searchsorted(bucket[order], np.arange(HASH_BUCKETS + 1))
-        return scan, [(rows[order[lo:hi]], hashes[order[lo:hi]]) for lo, hi in zip(cuts[:-1], cuts[1:])]
-
-    def reduce(self, bucket: int, parts: list[tuple[np.ndarray, np.ndarray]], broadcast: Broadcast) -> np.ndarray:
-        """(m, 2) pairs (lowest row with a hash, another row with it) of one bucket's rows."""
-        parts = [p for p in [broadcast.shuffle_parts[bucket], *parts] if p[0].size]
-        if not parts:
-            return np.empty((0, 2), np.int64)
-        rows = np.concatenate([p[0] for p in parts])  # increasing: parts arrive in input order
-        return rows[bucket_stars(np.concatenate([p[1] for p in parts]))]
+        return scan, band_parts(hashes[:, None], HASH_BUCKETS, scan.first_row)
 
     def duplicate_pairs(self, ctx: Context, scan: Scan) -> tuple[np.ndarray, Any]:
         ctx.record("normalization", self.normalization)

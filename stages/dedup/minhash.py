@@ -15,6 +15,7 @@ or not at all), joined by union-find, and one row per cluster is kept.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -32,6 +33,10 @@ from stages.dedup.shuffle import band_parts
 from stages.dedup.signatures import ALGORITHM_VERSION, SpilledSets, minhash_signatures, sequence_digests
 
 VERIFY_MODES = ("jaccard", "signature", "none")
+# A band's reducer holds at most about this many rows' keys: past it, each band's keys are cut into key ranges
+# (`key_ranges`), 16 bytes a row in a range's reducer. 2^25 rows: 0.5 GB a reducer; a 1 TB corpus of 2 KB
+# documents (5e8 rows) gets 16 ranges per band.
+REDUCER_ROWS = 1 << 25
 
 
 @dataclass
@@ -160,25 +165,33 @@ class DedupMinhash(TextDedupStage):
 
     # -- the LSH shuffle: band keys (and digests) leave the scan in the map; one reducer per bucket ------
 
-    def shuffle_buckets(self, broadcast: Broadcast) -> int:
-        """One reducer per band; with verify='jaccard' one more groups the rows of equal digests (copies)."""
-        return self.banding().bands + (self.verify == "jaccard")
+    def key_ranges(self, rows: int) -> int:
+        """Key ranges per band (a power of two): one while a band's keys fit one reducer (`REDUCER_ROWS`), else
+        enough that each range's do. Band keys and digests are uniform hashes: ranges hold about equal shares."""
+        return 1 << max(0, math.ceil(math.log2(max(rows, 1) / REDUCER_ROWS)))
 
-    def split(self, scan: Scan, broadcast: Broadcast | None) -> tuple[Scan, list[np.ndarray]]:
-        """(the scan with no features left, one key column per band [+ the digest column])."""
+    def shuffle_buckets(self, broadcast: Broadcast) -> int:
+        """A reducer per band and key range; with verify='jaccard' one more column, the digests, groups the rows
+        of equal shingle sequences (copies)."""
+        return (self.banding().bands + (self.verify == "jaccard")) * broadcast.key_ranges
+
+    def split(self, scan: Scan, broadcast: Broadcast) -> tuple[Scan, list]:
+        """(the scan with no features left, each reducer's part: `band_parts` of the band keys [+ the digests])."""
         features, scan.features = scan.features, []
         keys = np.concatenate([k for k, _ in features]) if features else np.empty((0, self.banding().bands), np.uint64)
-        parts = band_parts(keys)
         if self.verify == "jaccard":
-            parts.append(np.concatenate([d for _, d in features]) if features else np.empty(0, np.uint64))
-        return scan, parts
+            digests = np.concatenate([d for _, d in features]) if features else np.empty(0, np.uint64)
+            keys = np.column_stack([keys, digests])
+        return scan, band_parts(keys, broadcast.key_ranges, scan.first_row)
 
     def duplicate_pairs(self, ctx: Context, scan: Scan) -> tuple[np.ndarray, MinhashState]:
         banding = self.banding()
         results, scan.shuffled = scan.shuffled or [], None
-        copies_found = results[banding.bands] if len(results) > banding.bands else np.empty((0, 2), np.int64)
-        del results[banding.bands:]
-        candidates = unique_pairs(results, scan.n)  # empties `results` band by band
+        ranges = max(len(results) // (banding.bands + (self.verify == "jaccard")), 1)  # buckets: column by column
+        copies = [p for p in results[banding.bands * ranges:] if len(p)]  # each range's copy groups: disjoint rows
+        copies_found = np.concatenate(copies) if copies else np.empty((0, 2), np.int64)
+        del results[banding.bands * ranges:]
+        candidates = unique_pairs(results, scan.n)  # empties `results` bucket by bucket
         state = MinhashState()
         if self.verify != "jaccard":
             state.signature_rows = np.unique(candidates)
@@ -206,6 +219,7 @@ class DedupMinhash(TextDedupStage):
             # unique_pairs returns pairs sorted by (low, high), so their codes are sorted too.
             state.known_codes, state.known_values = candidates[:, 0] * scan.n + candidates[:, 1], similarity
         ctx.record("banding", banding.describe())
+        ctx.record("key_ranges", ranges)
         ctx.record("candidate_pairs", int(len(candidates)))
         ctx.record("verified_pairs", int(len(pairs)))
         ctx.record("verify", self.verify)

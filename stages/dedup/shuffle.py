@@ -19,14 +19,38 @@ import numpy as np
 from stages.dedup.lsh import bucket_stars
 
 
-def band_parts(keys: np.ndarray) -> list[np.ndarray]:
-    """One contiguous key column per band of an (n, bands) key matrix (each reducer's share)."""
-    return [np.ascontiguousarray(keys[:, b]) for b in range(keys.shape[1])]
+def band_parts(keys: np.ndarray, ranges: int = 1, first_row: int = 0) -> list:
+    """Each reducer's share of an (n, columns) key matrix whose rows are rows `first_row`... of the input.
+
+    With one range, a reducer per column gets the column itself (its rows are implied: they arrive in row
+    order). With `ranges` (a power of two) > 1, the column's keys are cut by their top bits: reducer
+    `column * ranges + r` gets (rows, keys) of the keys in range r. Equal keys always share a range, so a
+    range's buckets are the column's buckets, and a reducer holds 1/ranges of the column (16 bytes a row).
+    """
+    if ranges == 1:
+        return [np.ascontiguousarray(keys[:, b]) for b in range(keys.shape[1])]
+    rows = first_row + np.arange(keys.shape[0], dtype=np.int64)
+    shift = np.uint64(64 - (ranges.bit_length() - 1))
+    parts = []
+    for b in range(keys.shape[1]):
+        column = keys[:, b]
+        which = (column >> shift).astype(np.int64)
+        order = np.argsort(which, kind="stable")  # rows stay in order within a range
+        cuts = np.searchsorted(which[order], np.arange(ranges + 1))
+        parts.extend((rows[order[lo:hi]], column[order[lo:hi]]) for lo, hi in zip(cuts[:-1], cuts[1:]))
+    return parts
 
 
-def band_pairs(columns: list[np.ndarray]) -> np.ndarray:
-    """(m, 2) pairs (first row of the bucket, other member) of one band, its columns in row order."""
-    columns = [c for c in columns if c.size]
+def band_pairs(parts: list) -> np.ndarray:
+    """(m, 2) pairs (first row of the bucket, other member) of one reducer's parts, in row order: key columns,
+    or (rows, keys) of a key range (`band_parts`)."""
+    if parts and isinstance(parts[0], tuple):
+        parts = [p for p in parts if p[0].size]
+        if not parts:
+            return np.empty((0, 2), np.int64)
+        rows = np.concatenate([p[0] for p in parts])  # increasing: parts arrive in input order
+        return rows[bucket_stars(np.concatenate([p[1] for p in parts]))]
+    columns = [c for c in parts if c.size]
     if not columns:
         return np.empty((0, 2), np.int64)
     return bucket_stars(np.concatenate(columns) if len(columns) > 1 else columns[0])

@@ -89,3 +89,40 @@ def test_a_partition_state_holds_no_row_and_only_clustered_rows_are_read_again(c
     table, sides, stats, partitions = _run(stage, {"data": data}, tmp_path / "run", 20_000)
     assert partitions > 2 and len(asked) > 1
     assert sum(asked) == sides["clusters"].height == stats["rows_in_clusters"] < data.num_rows
+
+
+@pytest.mark.parametrize("verify", ["jaccard", "signature"])
+@pytest.mark.parametrize("with_reference", [False, True], ids=["within", "reference"])
+def test_band_keys_cut_into_key_ranges_give_the_same_outputs(corpus, tmp_path, monkeypatch, verify, with_reference):
+    """Past `REDUCER_ROWS`, each band's keys (and the digests) go to several reducers by key range: every
+    reducer holds a share of the band, and the clusters are those of one reducer per band."""
+    data, reference = corpus
+    inputs = {"data": data, "reference": reference} if with_reference else {"data": data}
+    stage = DedupMinhash(threshold=0.7, verify=verify)
+    table, sides, stats, _ = _run(stage, inputs, tmp_path / "whole", 20_000)
+    reduced: list[int] = []
+    reduce = DedupMinhash.reduce
+    monkeypatch.setattr(DedupMinhash, "reduce", lambda self, b, parts, bc: reduced.append(len(band_pairs_rows(parts)))
+                        or reduce(self, b, parts, bc))
+    monkeypatch.setattr("stages.dedup.minhash.REDUCER_ROWS", 64)
+    rows = data.num_rows + (reference.num_rows if with_reference else 0)
+    ranges = stage.key_ranges(rows)
+    assert ranges >= 4 and ranges & (ranges - 1) == 0
+    for size in (1, 20_000):
+        r_table, r_sides, r_stats, _ = _run(stage, inputs, tmp_path / f"ranges-{size}", size)
+        assert r_stats.pop("key_ranges") == ranges and stats["key_ranges"] == 1
+        assert r_stats.pop("shuffle_buckets") == ranges * stats["shuffle_buckets"]
+        assert r_table.equals(table) and r_sides.keys() == sides.keys()
+        for name in sides:
+            assert r_sides[name].equals(sides[name]), name
+        assert r_stats == {k: v for k, v in stats.items() if k not in ("key_ranges", "shuffle_buckets")}
+    columns = stage.banding().bands + (verify == "jaccard")
+    # Each reducer got about 1/ranges of its column's data rows (the maps' parts), never the whole column.
+    assert len(reduced) == 2 * columns * ranges and sum(reduced) == 2 * columns * data.num_rows
+    assert max(reduced) < data.num_rows / 2
+    assert sides["removed"].height > 0
+
+
+def band_pairs_rows(parts: list) -> np.ndarray:
+    """The rows a reducer's parts name (key-range parts carry them)."""
+    return np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)

@@ -95,3 +95,18 @@ def test_partitions_on_two_nodes_equal_local(ray_executor, corpus, tmp_path, sta
         assert local[1].keys() == on_ray[1].keys()
         for name in local[1]:
             assert local[1][name].equals(on_ray[1][name]), name
+
+
+def test_key_range_reducers_on_two_nodes_equal_local(ray_executor, corpus, tmp_path, monkeypatch):  # noqa: F811
+    """Band keys cut into key ranges (chosen on the driver, carried by the broadcast): the workers' reducers
+    give the local clusters."""
+    data, reference = corpus
+    monkeypatch.setattr("stages.dedup.minhash.REDUCER_ROWS", 64)
+    stage, inputs = DedupMinhash(threshold=0.7), {"data": data, "reference": reference}
+    local = _run(stage, inputs, tmp_path / "local", 20_000)
+    ray_executor.partition_bytes = 20_000
+    on_ray = _run(stage, inputs, tmp_path / "ray", 20_000, ray_executor)
+    assert local[2]["key_ranges"] == on_ray[2]["key_ranges"] >= 4
+    assert local[0].equals(on_ray[0]) and local[2] == on_ray[2]
+    for name in local[1]:
+        assert local[1][name].equals(on_ray[1][name]), name
