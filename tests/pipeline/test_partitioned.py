@@ -117,6 +117,39 @@ def test_maps_on_threads_still_merge_in_partition_order(tmp_path, monkeypatch):
     assert stats["rows_seen"] == data.num_rows
 
 
+class BlasThreadsSeen(ThreadedVocabularyCounts):
+    """Records the BLAS thread count each map runs with."""
+
+    name = "test_partitioned_blas_threads_seen"
+    seen: list[int] = []
+
+    def map(self, partition, broadcast):
+        from threadpoolctl import threadpool_info
+
+        self.seen.append(max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=1))
+        return super().map(partition, broadcast)
+
+
+def test_maps_on_threads_run_blas_on_one_thread_each(tmp_path, monkeypatch):
+    """Maps on every core, each with BLAS's own threads, would oversubscribe the cores; one map alone keeps them."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from pipeline import partitioned
+
+    monkeypatch.setattr(partitioned.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    data = corpus_files(tmp_path / "corpus")
+    vocab = Dataset.from_any(pl.DataFrame({"word": ["the", "a"]}))
+    with threadpool_limits(limits=2, user_api="blas"):  # as on a 2-core machine, whatever this one has
+        if not any(i["user_api"] == "blas" for i in threadpool_info()):
+            pytest.skip("no BLAS library loaded")
+        for partition_bytes, expected in ((1, {1}), (1 << 40, {2})):
+            BlasThreadsSeen.seen = []
+            run_step(BlasThreadsSeen(), {"data": data, "vocab": vocab}, tmp_path / str(partition_bytes),
+                     LocalExecutor(partition_bytes=partition_bytes))
+            assert set(BlasThreadsSeen.seen) == expected and len(BlasThreadsSeen.seen) == len(plan_partitions(data, partition_bytes))
+        assert max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas") == 2  # restored after
+
+
 def test_merges_of_other_params_or_the_same_partition_twice_are_refused():
     stage = VocabularyCounts()
     a = PartialState("fp-1", frozenset([0]), {"counts": {}, "ranges": [(0, 1)]})
