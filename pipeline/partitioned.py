@@ -437,7 +437,8 @@ def run_locally(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset
     else:
         # Each map's matrix products on one BLAS thread: maps on every core, each with BLAS's own threads,
         # oversubscribe the cores (the full default audit of 126 MB on 2 cores: 30-31 CPU s and 18-19 s
-        # wall with the limit, 34-37 and 19-21 without; the same findings).
+        # wall with the limit, 34-37 and 19-21 without; the same findings). BLAS builds with their own thread pool
+        # (NumPy's); an OpenMP build's thread count is per calling thread and stays as it is.
         from threadpoolctl import threadpool_limits
 
         with ThreadPoolExecutor(max_workers=threads) as pool, threadpool_limits(limits=1, user_api="blas"):

@@ -43,6 +43,7 @@ from stages.leakage.evidence import (
     TrainBatch,
     builtin_kinds,
 )
+from stages.leakage.sample import train_sample
 from stages.leakage.spans import (
     MATCHES_SCHEMA,
     SpanFinder,
@@ -230,6 +231,11 @@ class LeakageAudit(PartitionedStage):
         )
 
     @property
+    def chunk_step(self) -> int:
+        """Words between training chunk starts: `chunk_stride`, or half a chunk."""
+        return self.chunk_stride or max(self.chunk_tokens // 2, 1)
+
+    @property
     def uses_embeddings(self) -> bool:
         return self.chunk_overlap or self.semantic
 
@@ -266,7 +272,13 @@ class LeakageAudit(PartitionedStage):
         index = inputs.get("index")
         shared: dict = {"prebuilt_index": self._load_index(index)} if index is not None else {}
         shared["test_frame"] = test_df
-        templates = [cls(self, side, shared) for cls in self.evidence_classes() if self.enabled(cls)]
+        kinds = [cls for cls in self.evidence_classes() if self.enabled(cls)]
+        if any(cls.reads_train_sample for cls in kinds):
+            shared["train_sample"] = train_sample(inputs["train"], train_columns(self.text_column, self.train_fields),
+                                                  lambda b: training_text(b, self.text_column, self.train_fields)
+                                                  .get_column(self.text_column).cast(pl.String).fill_null(""))
+        templates = [cls(self, side, shared) for cls in kinds]
+        shared.pop("train_sample", None)  # what the kinds took from it is theirs; the text is not broadcast
         self._train_has_id = self.id_column in inputs["train"].columns
         return {"test_df": test_df, "side": side, "templates": templates}
 

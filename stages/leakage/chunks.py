@@ -127,7 +127,7 @@ class ChunkNeighbours:
     def __init__(self, audit: Any, test: TestSide):
         self.audit = audit
         self.size, self.k = audit.chunk_tokens, audit.k
-        self.stride = audit.chunk_stride or max(audit.chunk_tokens // 2, 1)
+        self.stride = audit.chunk_step
         self.item, starts, self.lengths, texts = token_chunks(test.tokens, self.size, self.stride)
         self.test_tok_start = starts - test.tokens.offsets[:-1][self.item]
         self.test_tokens = padded(test.tokens.hashes, starts, self.lengths, self.size)

@@ -14,6 +14,7 @@ Per audit, for each enabled kind (see `Evidence` for the exact signatures):
     ev.verdict() -> (contaminated, partial) polars expressions over the findings columns
     ev.merge(other)                         fold in the state of the same kind over other training rows
     Kind.partial_attributes                 what add_batch accumulates (lets the audit run partitioned)
+    Kind.reads_train_sample                 the kind reads shared["train_sample"] when built (corpus statistics)
 Class-level declarations feed the report: `columns` (name -> dtype), `scores` (which columns are
 score distributions and how to label them), `sort_column` (how worst items rank), `settings(audit, stats)`.
 """
@@ -96,6 +97,9 @@ class Evidence:
     # The attributes `add_batch` accumulates into (the rest is built from the test side). Declaring
     # them lets the audit map partitions of the corpus in other processes and merge their states.
     partial_attributes: ClassVar[tuple[str, ...]] = ()
+    # True for a kind that needs corpus statistics before the stream (`sample.py`): `shared["train_sample"]`
+    # then holds the text of a fixed sample of the training corpus while the kinds are built (not after).
+    reads_train_sample: ClassVar[bool] = False
 
     def __init__(self, audit: Any, test: TestSide, shared: dict[str, Any]):
         self.audit, self.test, self.shared = audit, test, shared

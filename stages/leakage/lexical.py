@@ -7,12 +7,17 @@ chunks. BM25 (Robertson and Zaragoza, "The Probabilistic Relevance Framework", 2
 rare shared words instead, so the two generators miss different leaks; the re-scoring judges both.
 
 Words are the text core's token hashes (the same normalised words every evidence kind reads), folded
-into 2^20 buckets; document frequencies are those of the batch's chunks (the corpus streams past in
-batches, so no corpus-wide index is built). Chunks have a fixed length but for a document's last one,
-so BM25's length normalisation barely matters; it is kept for short documents.
+into 2^20 buckets. Document frequencies and the mean chunk length come from one sample of the training
+corpus, taken once (`bm25_weights`; the audit's `train_sample`): every batch, partition and executor then
+scores a chunk the same, so the candidates merge across partitions. (They came from each batch's own chunks
+before, which tied the candidates to the batch boundaries and ran the kind as one partition.) Chunks have a
+fixed length but for a document's last one, so BM25's length normalisation barely matters; it is kept for
+short documents.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
@@ -45,25 +50,41 @@ def query_terms(tokens: Tokens) -> sparse.csr_matrix:
     return bag
 
 
-def bm25_top(queries: sparse.csr_matrix, hashes: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+@dataclass
+class BM25Weights:
+    """Each query word's IDF (the values of `queries`, a (variants, BUCKETS) matrix) and the mean chunk length,
+    from one sample of the corpus: the same for every batch."""
+
+    queries: sparse.csr_matrix
+    avgdl: float
+
+
+def bm25_weights(queries: sparse.csr_matrix, hashes: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> BM25Weights:
+    """`queries` (`query_terms`) weighted by the IDF of their words among the sample chunks `hashes[starts[i] :
+    starts[i] + lengths[i]]`, and those chunks' mean length."""
+    n = starts.size
+    df = np.bincount(bag_of_words(hashes, starts, lengths).indices, minlength=BUCKETS)
+    weighted = queries.copy()
+    weighted.data = np.log1p((n - df[weighted.indices] + 0.5) / (df[weighted.indices] + 0.5)).astype(np.float32)
+    return BM25Weights(weighted, max(float(lengths.mean()), 1.0) if n else 1.0)
+
+
+def bm25_top(weights: BM25Weights, hashes: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
              k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, chunk index) of the k best chunks per query by BM25, best first; IDF from these chunks."""
+    """(scores, chunk index) of the k best chunks per query by BM25 under `weights`, best first."""
     n = starts.size
     kk = min(k, n)
+    queries = weights.queries
     if n == 0 or queries.shape[0] == 0:
         return np.zeros((queries.shape[0], 0), np.float32), np.zeros((queries.shape[0], 0), np.int64)
     bag = bag_of_words(hashes, starts, lengths)
-    df = np.bincount(bag.indices, minlength=BUCKETS)
-    idf = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
     tf = bag.data
-    norm = K1 * (1 - B + B * lengths / max(float(lengths.mean()), 1.0))
+    norm = K1 * (1 - B + B * lengths / weights.avgdl)
     bag.data = (tf * (K1 + 1) / (tf + np.repeat(norm, np.diff(bag.indptr)))).astype(np.float32)
-    weighted = queries.copy()
-    weighted.data = idf[weighted.indices]
     best_s = np.full((queries.shape[0], 0), -np.inf, np.float32)
     best_i = np.zeros((queries.shape[0], 0), np.int64)
     for lo in range(0, n, BLOCK):
-        scores = (weighted @ bag[lo : lo + BLOCK].T).toarray()
+        scores = (queries @ bag[lo : lo + BLOCK].T).toarray()
         top = np.argpartition(-scores, min(kk, scores.shape[1]) - 1, axis=1)[:, :kk]
         best_s = np.concatenate([best_s, np.take_along_axis(scores, top, 1)], 1)
         best_i = np.concatenate([best_i, top + lo], 1)

@@ -47,9 +47,9 @@ from stages.leakage.chunks import (
     static_windows,
 )
 from stages.leakage.evidence import Evidence, Resolved, Score, TestSide, TrainBatch, register_evidence
-from stages.leakage.lexical import bm25_top, query_terms
+from stages.leakage.lexical import bm25_top, bm25_weights, query_terms
 from stages.leakage.spans import item_ids
-from stages.text import tokenize
+from stages.text import token_windows, tokenize
 
 SHORT_ITEM_WORDS = 12
 TEXT_CHARS = 2000  # re-scoring sees at most this much of a variant (MiniLM reads 256 word pieces anyway)
@@ -97,13 +97,17 @@ class TopK:
 
 class Candidates:
     """Per test variant, the training chunks worth re-scoring: the `k` best by embedding cosine (the chunk
-    pass's vectors when it runs: nothing is embedded twice) and the `lexical_k` best by BM25 (`lexical.py`)."""
+    pass's vectors when it runs: nothing is embedded twice) and the `lexical_k` best by BM25 (`lexical.py`),
+    weighted by the IDF of `sample` (training texts, `sample.py`) cut into chunks as the stream cuts them."""
 
-    def __init__(self, variant_texts: list[str], k: int, lexical_k: int):
+    def __init__(self, variant_texts: list[str], k: int, lexical_k: int, sample: pl.Series, size: int, stride: int):
         n = len(variant_texts)
         self.variant_texts = variant_texts
         self.vectors: np.ndarray | None = None  # embedded by the chunk source's encoder, at the first batch
-        self.query = query_terms(tokenize(pl.Series(variant_texts, dtype=pl.String)))
+        tokens = tokenize(sample)
+        _, starts, lengths = token_windows(tokens, size, stride)
+        self.bm25 = bm25_weights(query_terms(tokenize(pl.Series(variant_texts, dtype=pl.String))), tokens.hashes,
+                                 starts, lengths)
         self.dense, self.lexical = TopK(n, k), TopK(n, lexical_k)
         self.train_chunks = 0
 
@@ -121,7 +125,7 @@ class Candidates:
             top = np.argpartition(-sims, min(kk, sims.shape[1]) - 1, axis=1)[:, :kk]
             self.dense.keep_top(np.take_along_axis(sims, top, 1), top + lo, chunks, within, batch.base)
         if self.lexical.k:
-            scores, top = bm25_top(self.query, batch.tokens.hashes, chunks.starts, chunks.lengths, self.lexical.k)
+            scores, top = bm25_top(self.bm25, batch.tokens.hashes, chunks.starts, chunks.lengths, self.lexical.k)
             self.lexical.keep_top(scores, top, chunks, within, batch.base)
 
     def merge(self, other: Candidates) -> None:
@@ -244,6 +248,8 @@ class ParaphraseEvidence(Evidence):
               Score("paraphrase_margin", "paraphrase margin (best document - second best)", "margin"))
     sort_column = "paraphrase_score"
     report_columns = ("paraphrase_owner",)
+    partial_attributes = ("candidates",)
+    reads_train_sample = True
 
     def __init__(self, audit: Any, test: TestSide, shared: dict[str, Any]):
         super().__init__(audit, test, shared)
@@ -253,7 +259,10 @@ class ParaphraseEvidence(Evidence):
         self.variant_texts = texts
         frame = shared.get("test_frame")
         self.test_ids = item_ids(frame, audit.id_column).to_list() if frame is not None else []
-        self.candidates = Candidates(texts, audit.candidates, lexical_candidates(audit.candidates))
+        a = audit
+        sample = shared.get("train_sample", pl.Series("text", [], pl.String))  # none in a merge's template
+        self.candidates = Candidates(texts, a.candidates, lexical_candidates(a.candidates), sample, a.chunk_tokens,
+                                     a.chunk_step)
         self._source: ChunkNeighbours | StaticChunks | None = None
         self.pairs_rescored = 0
         self.precision: str | None = None
@@ -282,7 +291,7 @@ class ParaphraseEvidence(Evidence):
                 self._source = shared
             else:
                 a = self.audit
-                self._source = StaticChunks(a.chunk_tokens, a.chunk_stride or max(a.chunk_tokens // 2, 1), a.model)
+                self._source = StaticChunks(a.chunk_tokens, a.chunk_step, a.model)
         return self._source
 
     def add_batch(self, batch: TrainBatch) -> None:

@@ -126,8 +126,14 @@ class BlasThreadsSeen(ThreadedVocabularyCounts):
     def map(self, partition, broadcast):
         from threadpoolctl import threadpool_info
 
-        self.seen.append(max((i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"), default=1))
+        self.seen.append(max((i["num_threads"] for i in threadpool_info() if _pool_blas(i)), default=1))
         return super().map(partition, broadcast)
+
+
+def _pool_blas(library: dict) -> bool:
+    """A BLAS with its own thread pool (NumPy's OpenBLAS): one limit holds for every thread. (An OpenMP build's
+    thread count is per calling thread, e.g. the OpenBLAS that faiss loads.)"""
+    return library["user_api"] == "blas" and library.get("threading_layer") == "pthreads"
 
 
 def test_maps_on_threads_run_blas_on_one_thread_each(tmp_path, monkeypatch):
@@ -140,14 +146,14 @@ def test_maps_on_threads_run_blas_on_one_thread_each(tmp_path, monkeypatch):
     data = corpus_files(tmp_path / "corpus")
     vocab = Dataset.from_any(pl.DataFrame({"word": ["the", "a"]}))
     with threadpool_limits(limits=2, user_api="blas"):  # as on a 2-core machine, whatever this one has
-        if not any(i["user_api"] == "blas" for i in threadpool_info()):
-            pytest.skip("no BLAS library loaded")
+        if not any(_pool_blas(i) for i in threadpool_info()):
+            pytest.skip("no BLAS with its own thread pool loaded")
         for partition_bytes, expected in ((1, {1}), (1 << 40, {2})):
             BlasThreadsSeen.seen = []
             run_step(BlasThreadsSeen(), {"data": data, "vocab": vocab}, tmp_path / str(partition_bytes),
                      LocalExecutor(partition_bytes=partition_bytes))
             assert set(BlasThreadsSeen.seen) == expected and len(BlasThreadsSeen.seen) == len(plan_partitions(data, partition_bytes))
-        assert max(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas") == 2  # restored after
+        assert max(i["num_threads"] for i in threadpool_info() if _pool_blas(i)) == 2  # restored after
 
 
 def test_merges_of_other_params_or_the_same_partition_twice_are_refused():
@@ -254,11 +260,19 @@ def test_leakage_audit_finds_the_same_in_any_partitioning(tmp_path, partition_by
     shutil.rmtree(tmp_path / "whole")
 
 
-def test_leakage_audit_with_unmergeable_kinds_runs_one_partition(tmp_path):
+def test_leakage_audit_with_unmergeable_kinds_runs_one_partition(tmp_path, monkeypatch):
     from stages.leakage import LeakageAudit
+    from stages.leakage.evidence import EVIDENCE_KINDS
+    from stages.leakage.rescore import ParaphraseEvidence
 
-    stage = LeakageAudit(chunk_overlap=False, semantic=False, n=8, evidence=["paraphrase"])
+    class Unmergeable(ParaphraseEvidence):  # a kind that does not declare its partial state
+        kind = "test_unmergeable"
+        partial_attributes = ()
+
+    monkeypatch.setitem(EVIDENCE_KINDS, Unmergeable.kind, Unmergeable)
+    stage = LeakageAudit(chunk_overlap=False, semantic=False, n=8, evidence=["test_unmergeable"])
     assert not stage.partitionable()
+    assert LeakageAudit(chunk_overlap=False, semantic=False, n=8, evidence=["paraphrase"]).partitionable()
     assert LeakageAudit(chunk_overlap=False, semantic=False).partitionable()
     assert LeakageAudit(chunk_overlap=True, semantic=True).partitionable()  # top-k per test chunk merges
 

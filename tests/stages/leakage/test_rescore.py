@@ -63,7 +63,7 @@ def test_candidates_of_two_shards_merge_into_the_one_pass_candidates(train):
     side = TestSide(texts=texts, tokens=tokenize(texts))
 
     def kind():
-        return ParaphraseEvidence(audit, side, {})
+        return ParaphraseEvidence(audit, side, {"train_sample": train["text"]})
 
     whole, first, second = kind(), kind(), kind()
     corpus = train["text"]
