@@ -34,6 +34,7 @@ one-line question matches many texts by chance.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -95,40 +96,16 @@ class TopK:
         self.keep(scores, chunks.doc[top] + base, within[top], chunks.texts.take(top))
 
 
-class Candidates:
-    """Per test variant, the training chunks worth re-scoring: the `k` best by embedding cosine (the chunk
-    pass's vectors when it runs: nothing is embedded twice) and the `lexical_k` best by BM25 (`lexical.py`),
-    weighted by the IDF of `sample` (training texts, `sample.py`) cut into chunks as the stream cuts them."""
+@dataclass
+class CandidateState:
+    """What the candidate generators keep over the training batches: a partition's partial state (the test side
+    stays in `Candidates`, so the states that travel to the driver do not carry it)."""
 
-    def __init__(self, variant_texts: list[str], k: int, lexical_k: int, sample: pl.Series, size: int, stride: int):
-        n = len(variant_texts)
-        self.variant_texts = variant_texts
-        self.vectors: np.ndarray | None = None  # embedded by the chunk source's encoder, at the first batch
-        tokens = tokenize(sample)
-        _, starts, lengths = token_windows(tokens, size, stride)
-        self.bm25 = bm25_weights(query_terms(tokenize(pl.Series(variant_texts, dtype=pl.String))), tokens.hashes,
-                                 starts, lengths)
-        self.dense, self.lexical = TopK(n, k), TopK(n, lexical_k)
-        self.train_chunks = 0
+    dense: TopK
+    lexical: TopK
+    train_chunks: int = 0
 
-    def add(self, batch: TrainBatch, chunks: BatchChunks, embed) -> None:
-        n = len(self.variant_texts)
-        if not len(chunks.texts) or not n:
-            return
-        if self.vectors is None:
-            self.vectors = embed(self.variant_texts)
-        self.train_chunks += len(chunks.texts)
-        within = chunks.starts - batch.tokens.offsets[:-1][chunks.doc]
-        kk = min(self.dense.k, len(chunks.texts))
-        for lo in range(0, len(chunks.texts), DENSE_BLOCK):
-            sims = self.vectors @ chunks.vectors[lo : lo + DENSE_BLOCK].T
-            top = np.argpartition(-sims, min(kk, sims.shape[1]) - 1, axis=1)[:, :kk]
-            self.dense.keep_top(np.take_along_axis(sims, top, 1), top + lo, chunks, within, batch.base)
-        if self.lexical.k:
-            scores, top = bm25_top(self.bm25, batch.tokens.hashes, chunks.starts, chunks.lengths, self.lexical.k)
-            self.lexical.keep_top(scores, top, chunks, within, batch.base)
-
-    def merge(self, other: Candidates) -> None:
+    def merge(self, other: CandidateState) -> None:
         for mine, theirs in ((self.dense, other.dense), (self.lexical, other.lexical)):
             mine.keep(theirs.sim, theirs.doc, theirs.start, theirs.text)
         self.train_chunks += other.train_chunks
@@ -149,6 +126,42 @@ class Candidates:
                                        schema={"variant": pl.Int64, "doc": pl.Int64, "train_tok_start": pl.Int64,
                                                "chunk": pl.String}))
         return pl.concat(frames).unique(["variant", "doc"], keep="first", maintain_order=True)
+
+
+class Candidates:
+    """Per test variant, the training chunks worth re-scoring: the `k` best by embedding cosine (the chunk
+    pass's vectors when it runs: nothing is embedded twice) and the `lexical_k` best by BM25 (`lexical.py`),
+    weighted by the IDF of `sample` (training texts, `sample.py`) cut into chunks as the stream cuts them.
+    The test side of the generators; what they keep is a `CandidateState`."""
+
+    def __init__(self, variant_texts: list[str], k: int, lexical_k: int, sample: pl.Series, size: int, stride: int):
+        self.variant_texts, self.k, self.lexical_k = variant_texts, k, lexical_k
+        self.vectors: np.ndarray | None = None  # embedded by the chunk source's encoder, at the first batch
+        tokens = tokenize(sample)
+        _, starts, lengths = token_windows(tokens, size, stride)
+        self.bm25 = bm25_weights(query_terms(tokenize(pl.Series(variant_texts, dtype=pl.String))), tokens.hashes,
+                                 starts, lengths)
+
+    def empty(self) -> CandidateState:
+        n = len(self.variant_texts)
+        return CandidateState(TopK(n, self.k), TopK(n, self.lexical_k))
+
+    def add(self, state: CandidateState, batch: TrainBatch, chunks: BatchChunks, embed) -> None:
+        n = len(self.variant_texts)
+        if not len(chunks.texts) or not n:
+            return
+        if self.vectors is None:
+            self.vectors = embed(self.variant_texts)
+        state.train_chunks += len(chunks.texts)
+        within = chunks.starts - batch.tokens.offsets[:-1][chunks.doc]
+        kk = min(state.dense.k, len(chunks.texts))
+        for lo in range(0, len(chunks.texts), DENSE_BLOCK):
+            sims = self.vectors @ chunks.vectors[lo : lo + DENSE_BLOCK].T
+            top = np.argpartition(-sims, min(kk, sims.shape[1]) - 1, axis=1)[:, :kk]
+            state.dense.keep_top(np.take_along_axis(sims, top, 1), top + lo, chunks, within, batch.base)
+        if state.lexical.k:
+            scores, top = bm25_top(self.bm25, batch.tokens.hashes, chunks.starts, chunks.lengths, state.lexical.k)
+            state.lexical.keep_top(scores, top, chunks, within, batch.base)
 
 
 def rescore_precision(requested: str) -> str:
@@ -248,7 +261,7 @@ class ParaphraseEvidence(Evidence):
               Score("paraphrase_margin", "paraphrase margin (best document - second best)", "margin"))
     sort_column = "paraphrase_score"
     report_columns = ("paraphrase_owner",)
-    partial_attributes = ("candidates",)
+    partial_attributes = ("found",)
     reads_train_sample = True
 
     def __init__(self, audit: Any, test: TestSide, shared: dict[str, Any]):
@@ -263,6 +276,7 @@ class ParaphraseEvidence(Evidence):
         sample = shared.get("train_sample", pl.Series("text", [], pl.String))  # none in a merge's template
         self.candidates = Candidates(texts, a.candidates, lexical_candidates(a.candidates), sample, a.chunk_tokens,
                                      a.chunk_step)
+        self.found = self.candidates.empty()
         self._source: ChunkNeighbours | StaticChunks | None = None
         self.pairs_rescored = 0
         self.precision: str | None = None
@@ -296,17 +310,17 @@ class ParaphraseEvidence(Evidence):
 
     def add_batch(self, batch: TrainBatch) -> None:
         source = self.chunk_source()
-        self.candidates.add(batch, source.batch_chunks(batch), source._embed)
+        self.candidates.add(self.found, batch, source.batch_chunks(batch), source._embed)
 
     def merge(self, other: Evidence) -> None:
         assert isinstance(other, ParaphraseEvidence)
-        self.candidates.merge(other.candidates)
+        self.found.merge(other.found)
 
     def candidate_docs(self) -> np.ndarray:
-        return self.candidates.docs()
+        return self.found.docs()
 
     def resolve(self) -> Resolved:
-        pairs = self.candidates.pairs()
+        pairs = self.found.pairs()
         pairs = pairs.with_columns(item=pl.Series(self.variant_item[pairs["variant"].to_numpy()], dtype=pl.Int64))
         self.pairs_rescored = pairs.height
         texts = [self.variant_texts[v] for v in pairs["variant"].to_list()]
@@ -379,6 +393,6 @@ class ParaphraseEvidence(Evidence):
         return hit, hit
 
     def stats(self) -> dict[str, Any]:
-        return {"paraphrase_candidate_chunks": self.candidates.train_chunks,
+        return {"paraphrase_candidate_chunks": self.found.train_chunks,
                 "paraphrase_pairs_rescored": self.pairs_rescored, "paraphrase_precision": self.precision,
                 "paraphrase_null": self.null_stats}

@@ -73,7 +73,7 @@ def test_candidates_of_two_shards_merge_into_the_one_pass_candidates(train):
         (first if lo < 30 else second).add_batch(batch)
     first.merge(second)
     for generator in ("dense", "lexical"):
-        mine, theirs = getattr(whole.candidates, generator), getattr(first.candidates, generator)
+        mine, theirs = getattr(whole.found, generator), getattr(first.found, generator)
         assert (mine.doc >= 0).all() and np.array_equal(mine.doc, theirs.doc)
         assert np.allclose(mine.sim, theirs.sim)
 
@@ -131,10 +131,10 @@ def test_candidates_reuse_the_chunk_pass_vectors_instead_of_embedding_the_corpus
     train_chunks = chunk.found.train_chunks
     # The corpus's chunks once (the chunk pass), then only the test variants for the candidates.
     assert embedded == [train_chunks, len(para.variant_texts)]
-    assert para.candidates.train_chunks == train_chunks
+    assert para.found.train_chunks == train_chunks
     own = ParaphraseEvidence(audit, side, {})  # no chunk pass: it embeds the chunks itself, with the same result
     own.add_batch(batch)
-    assert np.array_equal(own.candidates.dense.doc, para.candidates.dense.doc)
+    assert np.array_equal(own.found.dense.doc, para.found.dense.doc)
 
 
 def test_a_passage_is_the_leak_of_the_one_item_it_matches_best_not_of_its_siblings(train, tmp_path):

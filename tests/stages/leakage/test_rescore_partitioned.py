@@ -67,7 +67,7 @@ def test_candidates_and_their_scores_do_not_depend_on_the_batch_boundaries(input
         kind = ParaphraseEvidence(audit, side, {"train_sample": corpus})
         for lo in range(0, len(corpus), rows):
             kind.add_batch(TrainBatch(texts=corpus[lo : lo + rows], tokens=tokenize(corpus[lo : lo + rows]), base=lo))
-        kinds.append(kind.candidates)
+        kinds.append(kind.found)
     for generator in ("dense", "lexical"):
         a, b = getattr(kinds[0], generator), getattr(kinds[1], generator)
         assert (a.doc >= 0).all() and np.array_equal(a.doc, b.doc) and np.array_equal(a.start, b.start)
