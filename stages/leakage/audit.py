@@ -275,8 +275,7 @@ class LeakageAudit(PartitionedStage):
         kinds = [cls for cls in self.evidence_classes() if self.enabled(cls)]
         if any(cls.reads_train_sample for cls in kinds):
             shared["train_sample"] = train_sample(inputs["train"], train_columns(self.text_column, self.train_fields),
-                                                  lambda b: training_text(b, self.text_column, self.train_fields)
-                                                  .get_column(self.text_column).cast(pl.String).fill_null(""))
+                                                  self._batch_texts)
         templates = [cls(self, side, shared) for cls in kinds]
         shared.pop("train_sample", None)  # what the kinds took from it is theirs; the text is not broadcast
         self._train_has_id = self.id_column in inputs["train"].columns
@@ -373,14 +372,18 @@ class LeakageAudit(PartitionedStage):
     def _train_columns(self) -> list[str]:
         return train_columns(self.text_column, self.train_fields) + ([self.id_column] if self._train_has_id else [])
 
+    def _batch_texts(self, batch: pl.DataFrame) -> pl.Series:
+        """Each training row's text as every kind reads it (`training_text`: the text column, or the fields joined)."""
+        return training_text(batch, self.text_column, self.train_fields).get_column(self.text_column).cast(
+            pl.String).fill_null("")
+
     def _stream(self, partition: Partition, evidences: list[Evidence]) -> tuple[int, int, dict]:
         """One pass over a partition of the training corpus: tokenise each batch once, hand it to every kind."""
         train_columns = self._train_columns()
         base, train_bytes = partition.base, 0
         timings = {"tokenize_s": 0.0} | {f"{ev.kind}_s": 0.0 for ev in evidences}
         for batch in partition.iter_batches(self.batch_rows, columns=train_columns):
-            batch = training_text(batch, self.text_column, self.train_fields)
-            texts = batch.get_column(self.text_column).cast(pl.String).fill_null("")
+            texts = self._batch_texts(batch)
             train_bytes += int(texts.str.len_bytes().sum() or 0)
             t0 = time.perf_counter()
             ids = batch.get_column(self.id_column).cast(pl.String) if self.id_column in batch.columns else None

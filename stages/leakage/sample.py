@@ -2,8 +2,9 @@
 
 A kind whose scores depend on corpus statistics (the paraphrase kind's BM25 document frequencies) cannot take
 them from the batch at hand: batches follow the partitioning, so candidates would change with the partition
-size and the executor. It takes them from this sample instead: the whole corpus when it is at most
-`SAMPLE_BYTES` of text, else the first rows of `SAMPLE_PICKS` partitions spread evenly over it. The
+size and the executor. It takes them from this sample instead: the whole corpus when its size by the input's
+metadata (all its columns, uncompressed) is at most `SAMPLE_BYTES`, else the first rows of `SAMPLE_PICKS`
+partitions spread evenly over it, about `SAMPLE_BYTES` of text in all. The
 partitions are cut as for the maps, from the input's metadata only, so the sample is the same whatever the
 run's partition size, executor or machine.
 """
