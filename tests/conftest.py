@@ -13,6 +13,39 @@ import plugin_stages  # noqa: E402,F401  - registers the test-only stages in thi
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The distilled static table is a pure function of the installed MiniLM, so test sessions share the machine's
+# (where a user's first static run puts it) instead of distilling it again in each session's isolated data
+# cache: about 25 s a session on 2 cores.
+os.environ.setdefault("CORPUSFORGE_MODEL_CACHE", str(Path.home() / ".cache" / "corpusforge" / "static-models"))
+
+
+RAY_FIXTURE = "ray_cluster"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real two-node Ray cluster on loopback (a head and one worker node, one CPU each), shared by the session.
+
+    One cluster for every Ray test: each driver gets its own workers from it, and starting and stopping a
+    cluster per module cost about 11 s each (nine modules). `pytest_collection_modifyitems` runs the modules
+    that use it last, so it is up only while they run.
+    """
+    pytest.importorskip("ray", reason="the Ray executor's tests need ray (pip install 'corpusforge[ray]')")
+    from loopback_cluster import LoopbackCluster
+
+    paths = [str(REPO), str(TESTS), os.environ.get("PYTHONPATH", "")]
+    env = {"PYTHONPATH": os.pathsep.join(p for p in paths if p), "HF_HUB_OFFLINE": "1"}
+    cluster = LoopbackCluster(workers=1, cpus_per_node=1, env=env)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules with a test on the Ray cluster run last, in their collected order (see `ray_cluster`)."""
+    on_ray = {item.module for item in items if RAY_FIXTURE in getattr(item, "fixturenames", ())}
+    items[:] = [i for i in items if i.module not in on_ray] + [i for i in items if i.module in on_ray]
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""A real two-node Ray cluster on loopback for the Ray executor's tests, and the test-only stages they run.
+"""The test-only stages that the Ray executor's tests run on the loopback cluster (`ray_cluster` in conftest.py).
 
 Ray workers unpickle stage classes by module name, so the cluster's processes get this folder (and
 the repository root) on PYTHONPATH, as real cluster nodes have corpusforge installed.
@@ -21,20 +21,6 @@ ray = pytest.importorskip("ray", reason="the Ray executor's tests need ray (pip 
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    """A head and one worker node, each `ray start` with one CPU on 127.0.0.1; stopped at teardown."""
-    from loopback_cluster import LoopbackCluster
-
-    paths = [str(REPO_ROOT), str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]
-    env = {"PYTHONPATH": os.pathsep.join(p for p in paths if p), "HF_HUB_OFFLINE": "1"}
-    cluster = LoopbackCluster(workers=1, cpus_per_node=1, env=env)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def _in_ray_worker() -> bool:

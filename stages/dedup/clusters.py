@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 
 @dataclass
@@ -54,6 +52,9 @@ def components(n: int, pairs: np.ndarray) -> np.ndarray:
         return np.empty(0, np.int64)
     if len(pairs) == 0:
         return np.arange(n, dtype=np.int64)
+    from scipy.sparse import coo_matrix  # imported on use: scipy costs every CLI start 0.2 s
+    from scipy.sparse.csgraph import connected_components
+
     graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     lowest = np.full(labels.max() + 1, n, np.int64)

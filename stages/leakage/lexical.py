@@ -18,11 +18,14 @@ short documents.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import sparse
 
 from stages.text import Tokens
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 BUCKETS = 1 << 20
 K1, B = 1.2, 0.75  # BM25's usual constants
@@ -31,6 +34,8 @@ BLOCK = 8192  # chunks scored at once (the dense block of scores is variants x B
 
 def bag_of_words(hashes: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> sparse.csr_matrix:
     """(rows, BUCKETS) term counts of the token runs hashes[starts[i] : starts[i] + lengths[i]]."""
+    from scipy import sparse  # imported on use: scipy costs every CLI start 0.1 s
+
     rows = starts.size
     if rows == 0:
         return sparse.csr_matrix((0, BUCKETS), dtype=np.float32)

@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from pipeline.errors import InputDataError
 
@@ -73,6 +72,8 @@ def _start(x: np.ndarray, y: np.ndarray, with_floor: bool) -> np.ndarray:
 
 
 def _solve(x, y, theta0, with_floor, loss, f_scale) -> np.ndarray:
+    from scipy.optimize import least_squares  # imported on use: scipy costs every CLI start 0.2 s
+
     def residual(theta):
         pred = _model(theta, x, with_floor)
         return np.log(np.maximum(pred, 1e-300)) - np.log(y)

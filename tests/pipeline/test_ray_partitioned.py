@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from partition_stages import FirstRows, SplitRows, VocabularyCounts, first_rows, split_rows
-from ray_cluster import ray_cluster  # noqa: F401 - the fixture is used by name
 from test_partitioned import corpus_files, leakage_inputs, run_step, same_outputs
 
 from pipeline.executors import LocalExecutor, get_executor
@@ -14,7 +13,7 @@ ray = pytest.importorskip("ray", reason="the Ray executor's tests need ray (pip 
 
 
 @pytest.fixture(scope="module")
-def ray_executor(ray_cluster):  # noqa: F811
+def ray_executor(ray_cluster):
     exe = get_executor("ray", address=ray_cluster.address)
     yield exe
     exe.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from ray_cluster import REPO_ROOT, ray_cluster  # noqa: F401 - the fixture is used by name
+from ray_cluster import REPO_ROOT
 
 from pipeline import load, run_pipeline
 from pipeline.errors import PipelineError
@@ -100,7 +100,7 @@ def test_stats_log_replays_counters_and_values_in_order():
 # ------------------------------------------------------------------------------ on the cluster
 
 
-def test_pipeline_on_two_nodes_equals_local(ray_cluster, tmp_path):  # noqa: F811
+def test_pipeline_on_two_nodes_equals_local(ray_cluster, tmp_path):
     markers = tmp_path / "markers"
     markers.mkdir()
     steps = _docs_steps(markers)
@@ -121,7 +121,7 @@ def test_pipeline_on_two_nodes_equals_local(ray_cluster, tmp_path):  # noqa: F81
     assert again.ran == [] and len(again.cached) == len(steps)
 
 
-def test_cli_runs_on_the_cluster(ray_cluster, tmp_path):  # noqa: F811
+def test_cli_runs_on_the_cluster(ray_cluster, tmp_path):
     config = tmp_path / "quick.yaml"
     config.write_text(yaml.safe_dump(_config("cli", _docs_steps()[:4])))
     run_pipeline(str(config), workdir=tmp_path / "local")
@@ -137,7 +137,7 @@ def test_cli_runs_on_the_cluster(ray_cluster, tmp_path):  # noqa: F811
     _assert_same_runs(tmp_path / "local" / "cli", tmp_path / "ray" / "cli", ["docs", "prose", "tagged", "split"])
 
 
-def test_killed_rowwise_worker_is_retried_and_output_complete(ray_cluster, tmp_path):  # noqa: F811
+def test_killed_rowwise_worker_is_retried_and_output_complete(ray_cluster, tmp_path):
     markers = tmp_path / "markers"
     markers.mkdir()
     local = run_pipeline(_config("kill", _docs_steps()[:3]), workdir=tmp_path / "local")
@@ -152,7 +152,7 @@ def test_killed_rowwise_worker_is_retried_and_output_complete(ray_cluster, tmp_p
     assert not list((tmp_path / "ray" / "kill" / "tagged").glob(".fragment-*"))
 
 
-def test_killed_table_task_is_retried(ray_cluster, tmp_path):  # noqa: F811
+def test_killed_table_task_is_retried(ray_cluster, tmp_path):
     markers = tmp_path / "markers"
     markers.mkdir()
     steps = _docs_steps()[:1] + [{"id": "sorted", "stage": "test_ray_sorted_with_side", "inputs": "docs"}]
@@ -164,7 +164,7 @@ def test_killed_table_task_is_retried(ray_cluster, tmp_path):  # noqa: F811
     _assert_same_runs(tmp_path / "local" / "table", tmp_path / "ray" / "table", ["docs", "sorted"])
 
 
-def test_model_stage_runs_on_actors_loading_once_each_and_survives_a_kill(ray_cluster, tmp_path):  # noqa: F811
+def test_model_stage_runs_on_actors_loading_once_each_and_survives_a_kill(ray_cluster, tmp_path):
     markers = tmp_path / "markers"
     markers.mkdir()
     steps = _docs_steps()[:1] + [{"id": "topics", "stage": "test_ray_count_topic_words", "inputs": "docs"}]
@@ -181,7 +181,7 @@ def test_model_stage_runs_on_actors_loading_once_each_and_survives_a_kill(ray_cl
     assert 1 <= loads <= 3 < fragments
 
 
-def test_consecutive_model_steps_share_their_actors_and_free_the_cluster_after(ray_cluster, tmp_path):  # noqa: F811
+def test_consecutive_model_steps_share_their_actors_and_free_the_cluster_after(ray_cluster, tmp_path):
     """Two model steps in a row run on the same actors (the model loads once per actor, not per step);
     the row-wise and table steps after them get the CPUs back (idle actors would hold them forever)."""
     markers = tmp_path / "markers"
@@ -204,7 +204,7 @@ def test_consecutive_model_steps_share_their_actors_and_free_the_cluster_after(r
     assert 1 <= loads <= 2 < 2 * -(-rows // 50)  # one load per actor (two one-CPU nodes) for both steps
 
 
-def test_a_model_step_with_no_rows_after_a_model_step_gets_the_cluster_back(ray_cluster, tmp_path):  # noqa: F811
+def test_a_model_step_with_no_rows_after_a_model_step_gets_the_cluster_back(ray_cluster, tmp_path):
     """An empty input runs as one table task: the previous model step's idle actors must not hold the CPUs
     it needs (it would wait for them forever)."""
     import threading
@@ -237,7 +237,7 @@ def test_a_model_step_with_no_rows_after_a_model_step_gets_the_cluster_back(ray_
     assert rows == {"first": 60, "empty": 0}
 
 
-def test_library_call_on_an_in_memory_table(ray_cluster, tmp_path):  # noqa: F811
+def test_library_call_on_an_in_memory_table(ray_cluster, tmp_path):
     from pydoc_data.topics import topics
 
     from pipeline.executors import LocalExecutor, get_executor
@@ -263,7 +263,7 @@ def test_library_call_on_an_in_memory_table(ray_cluster, tmp_path):  # noqa: F81
     assert outputs["ray"].equals(outputs["local"])
 
 
-def test_parts_from_fragments_share_one_schema(ray_cluster, tmp_path):  # noqa: F811
+def test_parts_from_fragments_share_one_schema(ray_cluster, tmp_path):
     # Fragments of short texts give an all-null (Null-typed) column, others a string column; the
     # local writer casts later batches to the first one's schema, and so must the Ray executor.
     steps = _docs_steps()[:1] + [{"id": "words", "stage": "test_ray_first_word_if_long", "inputs": "docs",
@@ -276,7 +276,7 @@ def test_parts_from_fragments_share_one_schema(ray_cluster, tmp_path):  # noqa: 
     assert load(tmp_path / "ray" / "schema" / "words").collect().equals(expected)
 
 
-def test_wrong_address_fails_fast_with_a_clear_error(ray_cluster, tmp_path):  # noqa: F811
+def test_wrong_address_fails_fast_with_a_clear_error(ray_cluster, tmp_path):
     from loopback_cluster import _free_port
 
     from pipeline.executors import get_executor
@@ -304,7 +304,7 @@ def test_wrong_address_fails_fast_with_a_clear_error(ray_cluster, tmp_path):  # 
     assert "no Ray cluster answers" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_stage_errors_on_workers_reach_the_user_as_pipeline_errors(ray_cluster, tmp_path):  # noqa: F811
+def test_stage_errors_on_workers_reach_the_user_as_pipeline_errors(ray_cluster, tmp_path):
     from pipeline.errors import ParamError
 
     steps = _docs_steps()[:1] + [{"id": "bad", "stage": "sql", "inputs": "docs",

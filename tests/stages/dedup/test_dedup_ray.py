@@ -8,7 +8,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from ray_cluster import ray_cluster  # noqa: F401 - the fixture is used by name
 from test_dedup_partitioned import _run, corpus  # noqa: F401 - the fixture is used by name
 
 from pipeline import load, run_pipeline
@@ -35,7 +34,7 @@ def _tables(run_dir: Path, step: str) -> dict[str, pl.DataFrame]:
     return tables
 
 
-def test_dedup_on_two_nodes_equals_local(ray_cluster, tmp_path, monkeypatch):  # noqa: F811
+def test_dedup_on_two_nodes_equals_local(ray_cluster, tmp_path, monkeypatch):
     # Reducers run in this process only on the local executor: on Ray the workers reduce (they
     # import the stage afresh, so this patch does not reach them) and the driver never sees a key.
     # Likewise the kept and removed rows: written by the workers on Ray, never streamed by the driver.
@@ -74,7 +73,7 @@ def test_dedup_on_two_nodes_equals_local(ray_cluster, tmp_path, monkeypatch):  #
 
 
 @pytest.fixture(scope="module")
-def ray_executor(ray_cluster):  # noqa: F811
+def ray_executor(ray_cluster):
     exe = get_executor("ray", address=ray_cluster.address)
     yield exe
     exe.close()

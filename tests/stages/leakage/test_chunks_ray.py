@@ -4,7 +4,6 @@ findings (one module, so the tests share one cluster's start)."""
 from __future__ import annotations
 
 import pytest
-from ray_cluster import ray_cluster  # noqa: F401 - the fixture is used by name
 from test_chunks_partitioned import audit_inputs, run_audit, same_findings
 
 from pipeline.executors import LocalExecutor, get_executor
@@ -13,7 +12,7 @@ pytest.importorskip("ray", reason="the Ray executor's tests need ray (pip instal
 
 
 @pytest.mark.parametrize("size", [1, 15_000])
-def test_chunk_and_semantic_evidence_on_two_nodes_equal_local(ray_cluster, tmp_path, size):  # noqa: F811
+def test_chunk_and_semantic_evidence_on_two_nodes_equal_local(ray_cluster, tmp_path, size):
     inputs = audit_inputs(tmp_path / "corpus")
     local = run_audit(inputs, tmp_path / "local", LocalExecutor(partition_bytes=size))
     exe = get_executor("ray", address=ray_cluster.address, partition_bytes=size)
@@ -25,7 +24,7 @@ def test_chunk_and_semantic_evidence_on_two_nodes_equal_local(ray_cluster, tmp_p
     same_findings(local, on_ray)
 
 
-def test_paraphrase_evidence_on_two_nodes_equals_local(ray_cluster, tmp_path):  # noqa: F811
+def test_paraphrase_evidence_on_two_nodes_equals_local(ray_cluster, tmp_path):
     """The paraphrase kind's candidates merge across partitions (BM25 weights from one sample of the corpus)."""
     inputs = audit_inputs(tmp_path / "corpus")
     params = {"evidence": ["paraphrase"], "candidates": 4, "report_items": 3}

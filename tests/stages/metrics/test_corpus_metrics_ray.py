@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from ray_cluster import ray_cluster  # noqa: F401 - the fixture is used by name
 from test_corpus_metrics_partitioned import MAIN_FINGERPRINTS, parquet_inputs, run_files
 
 from pipeline.executors import LocalExecutor, get_executor
@@ -12,7 +11,7 @@ ray = pytest.importorskip("ray", reason="the Ray executor's tests need ray (pip 
 
 
 @pytest.fixture(scope="module")
-def ray_executor(ray_cluster):  # noqa: F811
+def ray_executor(ray_cluster):
     exe = get_executor("ray", address=ray_cluster.address)
     yield exe
     exe.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from ray_cluster import ray_cluster  # noqa: F401 - the fixture is used by name
 from test_label_noise_partitioned import MAIN_FINGERPRINTS, parquet_inputs, run_files
 
 from pipeline.executors import LocalExecutor, get_executor
@@ -15,7 +14,7 @@ ON_RAY = ["dilute_uniform_a50", "dilute_structured_centroid", "dilute_ood_struct
 
 
 @pytest.fixture(scope="module")
-def ray_executor(ray_cluster):  # noqa: F811
+def ray_executor(ray_cluster):
     exe = get_executor("ray", address=ray_cluster.address)
     yield exe
     exe.close()

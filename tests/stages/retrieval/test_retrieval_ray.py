@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from ray_cluster import ray_cluster  # noqa: F401 - the fixture is used by name
 from test_retrieval_partitioned import build, retrieve, same_index, vector_files
 
 from pipeline.executors import LocalExecutor, get_executor
@@ -19,7 +18,7 @@ def vectors(tmp_path_factory) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def ray_executor(ray_cluster):  # noqa: F811
+def ray_executor(ray_cluster):
     exe = get_executor("ray", address=ray_cluster.address)
     yield exe
     exe.close()

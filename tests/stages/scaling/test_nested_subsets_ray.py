@@ -2,14 +2,13 @@
 
 import polars as pl
 import pytest
-from ray_cluster import ray_cluster  # noqa: F401 - the fixture is used by name
 
 from pipeline import load, run_pipeline
 
 pytest.importorskip("ray", reason="the Ray executor's tests need ray (pip install 'corpusforge[ray]')")
 
 
-def test_same_subsets_locally_and_on_ray(ray_cluster, tmp_path):  # noqa: F811
+def test_same_subsets_locally_and_on_ray(ray_cluster, tmp_path):
     config = {"name": "nested", "seed": 5, "steps": [
         {"id": "docs", "stage": "python_docs", "params": {"granularity": "paragraph", "min_chars": 80}},
         {"id": "subsets", "stage": "nested_subsets", "inputs": "docs",
