@@ -18,6 +18,10 @@ on the map side (what merges, and one part per bucket), `reduce(bucket, parts, b
 every partition's part of one bucket in input order, and `shuffled(state, results)` to hand the
 reducers' results to `finish`. On Ray the parts go from the map's worker to the reducer's through
 the object store (a map task has one return per bucket); the driver only ever holds references.
+A second round may follow (`second_buckets`): each reducer's result is cut again (`split_reduced`, by
+another key: pairs that several LSH bands found, by pair) and `reduce_second` takes one part of every
+first-round result, so what several reducers found reaches one worker, not the driver; `shuffled` then
+gets the second round's results.
 
 A partition is a run of whole Parquet row groups (or a row range of an in-memory frame) sized by
 bytes (`partition_bytes`); it knows `base`, the corpus-wide row number of its first row, so states
@@ -265,8 +269,21 @@ class PartitionedStage(Stage):
         raise NotImplementedError(f"stage '{self.name}' does not implement reduce()")
 
     def shuffled(self, state: Any, results: list) -> Any:
-        """What `finish` gets: the merged state (None without partitions) with the results in bucket order."""
+        """What `finish` gets: the merged state (None without partitions) with the results in bucket order
+        (the second round's, when there is one)."""
         raise NotImplementedError(f"stage '{self.name}' does not implement shuffled()")
+
+    def second_buckets(self, broadcast: Any) -> int:
+        """Reducers of a second round fed by the first round's results; 0 (the default): no second round."""
+        return 0
+
+    def split_reduced(self, bucket: int, result: Any, broadcast: Any) -> list:
+        """A first-round reducer's result cut into one part per second-round bucket."""
+        raise NotImplementedError(f"stage '{self.name}' does not implement split_reduced()")
+
+    def reduce_second(self, bucket: int, parts: list, broadcast: Any) -> Any:
+        """One second-round bucket: its part of every first-round result, in first-round bucket order."""
+        raise NotImplementedError(f"stage '{self.name}' does not implement reduce_second()")
 
     def run(self, ctx: Context, **inputs: Dataset) -> Any:
         """Library use and the local executor: a streaming fold over the partitions, in order."""
@@ -450,13 +467,24 @@ def run_locally(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset
             while pending:
                 state, resumed = _fold(stage, state, pending.popleft(), profiles, resumed, bar, bucket_parts)
     bar.close()
-    record_partitioning(ctx, partitions, profiles, resumed, state, len(bucket_parts))
+    second = stage.second_buckets(broadcast) if bucket_parts else 0
+    record_partitioning(ctx, partitions, profiles, resumed, state, len(bucket_parts), second)
 
     def reduce_buckets() -> list:
-        results = []
+        results: list = []
+        second_parts: list[list] = [[] for _ in range(second)]
         for bucket, parts in enumerate(bucket_parts):
-            results.append(stage.reduce(bucket, parts, broadcast))
+            result = stage.reduce(bucket, parts, broadcast)
             bucket_parts[bucket] = []  # a bucket's parts are freed once reduced
+            if not second:
+                results.append(result)
+                continue
+            for target, piece in enumerate(stage.split_reduced(bucket, result, broadcast)):
+                second_parts[target].append(piece)
+            del result
+        for bucket in range(second):
+            results.append(stage.reduce_second(bucket, second_parts[bucket], broadcast))
+            second_parts[bucket] = []
         return results
 
     ctx.gather_rows = local_gather(partitions)
@@ -514,11 +542,13 @@ def pickled_size(value: Any) -> int:
 
 
 def record_partitioning(ctx: Context, partitions: list[Partition], profiles: list[dict], resumed: int,
-                        state: PartialState | None, buckets: int = 0) -> None:
+                        state: PartialState | None, buckets: int = 0, second: int = 0) -> None:
     """`partitions` in stats; timings and memory (which vary by executor and machine) under `partition_profile`."""
     ctx.record("partitions", len(partitions))
     if buckets:
         ctx.record("shuffle_buckets", buckets)
+    if second:
+        ctx.record("second_buckets", second)
     if not profiles and not resumed:
         return
     seconds = sorted(p["s"] for p in profiles) or [0.0]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.errors import PipelineError
 from pipeline.io import Dataset
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.row_pass import RowPass
@@ -69,10 +70,14 @@ class FirstRows(PartitionedStage):
 
     Each map sends a word's first row within its partition to the word's bucket; a reducer takes
     the earliest over partitions and asserts its parts arrive in input order. The merged state is
-    only the partitions' row ranges, so the words reach `finish` through the reducers alone.
+    only the partitions' row ranges, so the words reach `finish` through the reducers alone. With
+    `second` > 0 the reducers' words go on to a second round, by first letter; each second-round reducer
+    asserts its parts arrive in first-round bucket order.
 
     Parameters:
         buckets: reducers
+        second: reducers of a second round (0: none)
+        refuse_bucket: a first-round bucket whose reducer refuses (a PipelineError), or -1
         fail_marker: a file; the first map of partition `fail_at` creates it and fails (a killed driver)
         fail_at: the partition index that fails once
     """
@@ -81,8 +86,11 @@ class FirstRows(PartitionedStage):
     inputs = ("data",)
     partition_input = "data"
 
-    def __init__(self, buckets: int = 3, fail_marker: str | None = None, fail_at: int = 0):
+    def __init__(self, buckets: int = 3, fail_marker: str | None = None, fail_at: int = 0, second: int = 0,
+                 refuse_bucket: int = -1):
         self.buckets = buckets
+        self.second = second
+        self.refuse_bucket = refuse_bucket
         self.fail_marker = fail_marker
         self.fail_at = fail_at
 
@@ -116,12 +124,28 @@ class FirstRows(PartitionedStage):
         return {"ranges": value["ranges"]}, parts
 
     def reduce(self, bucket: int, parts: list, broadcast: None) -> dict[str, int]:
+        if bucket == self.refuse_bucket:
+            raise PipelineError(f"bucket {bucket} refused")
         first: dict[str, int] = {}
         for part in parts:
             for word, row in part.items():
                 assert first.get(word, -1) < row, "reduced out of input order"
                 first.setdefault(word, row)
         return first
+
+    def second_buckets(self, broadcast: None) -> int:
+        return self.second
+
+    def split_reduced(self, bucket: int, result: dict[str, int], broadcast: None) -> list:
+        parts: list[tuple[int, dict[str, int]]] = [(bucket, {}) for _ in range(self.second)]
+        for word, row in result.items():
+            parts[ord(word[0]) % self.second][1][word] = row
+        return parts
+
+    def reduce_second(self, bucket: int, parts: list, broadcast: None) -> dict[str, int]:
+        assert [b for b, _ in parts] == list(range(self.buckets)), "second round out of bucket order"
+        assert all(ord(w[0]) % self.second == bucket for _, p in parts for w in p)
+        return {w: r for _, part in parts for w, r in part.items()}
 
     def shuffled(self, state: dict | None, results: list) -> dict:
         return {"ranges": state["ranges"] if state else [], "first": {w: r for part in results for w, r in part.items()}}

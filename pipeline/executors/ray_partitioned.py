@@ -88,11 +88,30 @@ def _map_task(stage: PartitionedStage, partition, broadcast: Any, fingerprint: s
     return ("ok", profile), ("ok", state), *(parts or [])
 
 
-def _reduce_task(stage: PartitionedStage, bucket: int, broadcast: Any, *parts: Any) -> tuple:
+def _reduce_task(stage: PartitionedStage, bucket: int, broadcast: Any, second: int, *parts: Any) -> tuple:
+    """("ok", the bucket's result), or with a second round ("ok", None) and the result's part for each of its
+    buckets (they go worker to worker like the maps' parts); ("error", ...) and no parts when the stage refused."""
     from pipeline.executors.ray import _pack_error
 
     try:
-        return ("ok", stage.reduce(bucket, list(parts), broadcast))
+        result = stage.reduce(bucket, list(parts), broadcast)
+        if not second:
+            return ("ok", result)
+        pieces = stage.split_reduced(bucket, result, broadcast)
+        del result
+        return ("ok", None), *pieces
+    except PipelineError as exc:
+        error = ("error", _pack_error(exc))
+        return error if not second else (error, *([None] * second))
+
+
+def _reduce_second_task(stage: PartitionedStage, bucket: int, broadcast: Any, *parts: Any) -> tuple:
+    from pipeline.executors.ray import _pack_error
+
+    if any(part is None for part in parts):  # a first-round reducer refused: its status says why
+        return ("skipped", None)
+    try:
+        return ("ok", stage.reduce_second(bucket, list(parts), broadcast))
     except PipelineError as exc:
         return ("error", _pack_error(exc))
 
@@ -163,6 +182,7 @@ def _map_and_finish(executor: Any, stage: PartitionedStage, ctx: Context, inputs
     fingerprint = state_fingerprint(stage, inputs)
     broadcast = stage.broadcast(ctx, inputs)
     buckets = stage.shuffle_buckets(broadcast)
+    second = stage.second_buckets(broadcast) if buckets else 0
     map_task = ray.remote(_map_task).options(scheduling_strategy="SPREAD", num_returns=2 + buckets, **options)
     merge_task = ray.remote(_merge_task).options(num_cpus=options.get("num_cpus", 1),
                                                   max_retries=executor.max_retries)
@@ -207,7 +227,7 @@ def _map_and_finish(executor: Any, stage: PartitionedStage, ctx: Context, inputs
         if failures:
             raise _unpack_error(failures[0])
         # Every map has finished: the reducers can start while the last merges run.
-        reduced = _submit_reducers(executor, stage, stage_ref, broadcast_ref, part_refs, buckets, options)
+        reduced = _submit_reducers(executor, stage, stage_ref, broadcast_ref, part_refs, buckets, options, second)
         part_refs.clear()  # the reduce tasks hold the parts now; Ray frees each once its reducer is done
         try:
             final = _get(tree.root) if partitions else ("ok", None)
@@ -220,8 +240,9 @@ def _map_and_finish(executor: Any, stage: PartitionedStage, ctx: Context, inputs
         _settle(reduced)
         raise _unpack_error(final[1])
     state = final[1]
-    record_partitioning(ctx, partitions, profiles, resumed, state, buckets)
-    value = finish_value(stage, state, broadcast, lambda: _reduced(reduced))
+    record_partitioning(ctx, partitions, profiles, resumed, state, buckets, second)
+    # With a second round the first `buckets` refs are the first round's statuses (checked, then dropped).
+    value = finish_value(stage, state, broadcast, lambda: _reduced(reduced)[buckets if second else 0:])
     ctx.gather_rows = _ray_gather(executor, partitions, options)
     try:
         result = stage.finish(ctx, value, broadcast, inputs)
@@ -315,13 +336,23 @@ def _run_row_pass(executor: Any, rows: RowPass, ctx: Context, remote_ctx: Contex
 
 
 def _submit_reducers(executor: Any, stage: PartitionedStage, stage_ref: Any, broadcast_ref: Any, part_refs: list,
-                     buckets: int, options: dict) -> list:
-    """One reduce task per bucket, its arguments that bucket's part of every partition in input order."""
+                     buckets: int, options: dict, second: int = 0) -> list:
+    """One reduce task per bucket, its arguments that bucket's part of every partition in input order; with a
+    second round, one more task per second-round bucket, its arguments that bucket's part of every first-round
+    result. The refs to wait for: every reducer's status, then (with a second round) the second round's."""
     if not buckets:
         return []
-    reduce_task = ray.remote(_reduce_task).options(scheduling_strategy="SPREAD", max_retries=executor.max_retries,
-                                                   num_cpus=options.get("num_cpus", 1))
-    return [reduce_task.remote(stage_ref, b, broadcast_ref, *(refs[b] for refs in part_refs)) for b in range(buckets)]
+    common = {"scheduling_strategy": "SPREAD", "max_retries": executor.max_retries,
+              "num_cpus": options.get("num_cpus", 1)}
+    reduce_task = ray.remote(_reduce_task).options(num_returns=1 + second, **common)
+    first = [reduce_task.remote(stage_ref, b, broadcast_ref, second, *(refs[b] for refs in part_refs))
+             for b in range(buckets)]
+    if not second:
+        return first
+    second_task = ray.remote(_reduce_second_task).options(**common)
+    statuses = [refs[0] for refs in first]
+    return statuses + [second_task.remote(stage_ref, k, broadcast_ref, *(refs[1 + k] for refs in first))
+                       for k in range(second)]
 
 
 def _settle(refs: list) -> None:

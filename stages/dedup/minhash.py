@@ -29,7 +29,7 @@ from pipeline.stage import Context
 from stages.dedup.base import SCAN_BATCH_ROWS, Broadcast, Scan, TextDedupStage, selected_rows
 from stages.dedup.lsh import Banding, band_keys, choose_bands, signature_similarity, unique_pairs
 from stages.dedup.shingles import MAX_NGRAM, shingle_hashes, shingle_sets
-from stages.dedup.shuffle import band_parts
+from stages.dedup.shuffle import band_parts, merge_sorted_pairs, split_by_row
 from stages.dedup.signatures import ALGORITHM_VERSION, SpilledSets, minhash_signatures, sequence_digests
 
 VERIFY_MODES = ("jaccard", "signature", "none")
@@ -184,14 +184,34 @@ class DedupMinhash(TextDedupStage):
             keys = np.column_stack([keys, digests])
         return scan, band_parts(keys, broadcast.key_ranges, scan.first_row)
 
+    def second_buckets(self, broadcast: Broadcast) -> int:
+        """A pair that k bands find comes out of k band reducers; a second round by pair makes the pairs distinct
+        on the workers, so the driver receives each once (at 1 TB with 10% near-copies, up to ~13 GB of per-band
+        pairs otherwise: docs/scaling.md). One reducer per key range, each holding the pairs of its lower rows."""
+        return broadcast.key_ranges
+
+    def split_reduced(self, bucket: int, result: np.ndarray, broadcast: Broadcast) -> list[np.ndarray]:
+        """A reducer's pairs (band pairs, or the copies column's) by their lower row's residue."""
+        return split_by_row(result, broadcast.key_ranges)
+
+    def reduce_second(self, bucket: int, parts: list[np.ndarray], broadcast: Broadcast) -> tuple[np.ndarray, np.ndarray]:
+        """(the distinct band pairs of these rows, sorted by (low, high); their copy pairs), from every first-round
+        reducer's share in bucket order: band columns first, then the copies column's."""
+        bands = self.banding().bands * broadcast.key_ranges
+        copies = [p for p in parts[bands:] if len(p)]  # copy groups: disjoint rows, each pair once already
+        found = [p for p in parts[:bands] if len(p)]
+        del parts[:]
+        rows = max((int(p.max()) for p in found), default=0) + 1
+        return unique_pairs(found, rows), np.concatenate(copies) if copies else np.empty((0, 2), np.int64)
+
     def duplicate_pairs(self, ctx: Context, scan: Scan) -> tuple[np.ndarray, MinhashState]:
         banding = self.banding()
         results, scan.shuffled = scan.shuffled or [], None
-        ranges = max(len(results) // (banding.bands + (self.verify == "jaccard")), 1)  # buckets: column by column
-        copies = [p for p in results[banding.bands * ranges:] if len(p)]  # each range's copy groups: disjoint rows
+        ranges = max(len(results), 1)  # the second round's buckets: one per key range
+        copies = [c for _, c in results if len(c)]
         copies_found = np.concatenate(copies) if copies else np.empty((0, 2), np.int64)
-        del results[banding.bands * ranges:]
-        candidates = unique_pairs(results, scan.n)  # empties `results` bucket by bucket
+        candidates = merge_sorted_pairs([pairs for pairs, _ in results], scan.n)
+        del results, copies
         state = MinhashState()
         if self.verify != "jaccard":
             state.signature_rows = np.unique(candidates)

@@ -3,8 +3,10 @@
 Map side (`band_parts`, in each partition's map task): a partition's (rows, bands) key matrix is cut
 into one key column per band. Reduce side (`band_pairs`, one reducer per band): the band's columns
 of the reference and of every partition, in input order, are one column over all rows, sorted
-(`lsh.bucket_stars`) so that each bucket's members pair with its first row. The reducers' pairs are
-then made distinct (`lsh.unique_pairs`, in `finish`).
+(`lsh.bucket_stars`) so that each bucket's members pair with its first row. A pair that several bands
+find comes out of several reducers, so `dedup_minhash` sends the reducers' pairs on to a second round by
+pair (`split_by_row`), whose reducers make them distinct (`lsh.unique_pairs`); the driver merges their
+sorted, disjoint results (`merge_sorted_pairs`).
 
 This is the partitioned stage contract's shuffle (`pipeline.partitioned`): on the Ray executor a
 band's columns go from the map tasks' workers to its reducer's through the object store, and the
@@ -55,3 +57,25 @@ def band_pairs(parts: list) -> np.ndarray:
         return np.empty((0, 2), np.int64)
     return bucket_stars(np.concatenate(columns) if len(columns) > 1 else columns[0])
 
+
+
+def split_by_row(pairs: np.ndarray, parts: int) -> list[np.ndarray]:
+    """(m, 2) pairs cut into `parts` by their first row's residue (the second round's buckets), in order within
+    each: every copy of a pair lands in the same part."""
+    if parts == 1:
+        return [pairs]
+    which = pairs[:, 0] % parts
+    order = np.argsort(which, kind="stable")
+    cuts = np.searchsorted(which[order], np.arange(parts + 1))
+    return [pairs[order[lo:hi]] for lo, hi in zip(cuts[:-1], cuts[1:])]
+
+
+def merge_sorted_pairs(parts: list[np.ndarray], n: int) -> np.ndarray:
+    """One (m, 2) array sorted by (low, high) row of parts that are each sorted and distinct and share no pair
+    (the second round's results); `n` bounds the rows."""
+    parts = [p for p in parts if len(p)]
+    if len(parts) <= 1:
+        return parts[0] if parts else np.empty((0, 2), np.int64)
+    codes = np.concatenate([p[:, 0] * np.int64(n) + p[:, 1] for p in parts])
+    codes.sort()
+    return np.stack([codes // n, codes % n], axis=1)

@@ -176,6 +176,18 @@ def test_shuffle_reduces_every_partitions_part_of_a_bucket_in_input_order(tmp_pa
     assert stats["partition_profile"]["shuffle_bytes"] > 0
 
 
+@pytest.mark.parametrize("partition_bytes", [1, 1 << 40])
+def test_a_second_round_takes_every_first_round_result_in_bucket_order(tmp_path, partition_bytes):
+    data = corpus_files(tmp_path / "corpus")
+    table, _, stats = run_step(FirstRows(buckets=4, second=3), {"data": data}, tmp_path / "out",
+                               LocalExecutor(partition_bytes=partition_bytes))
+    assert table.equals(first_rows(data.collect().get_column("text").to_list()))
+    assert stats["shuffle_buckets"] == 4 and stats["second_buckets"] == 3
+    with pytest.raises(PipelineError, match="bucket 2 refused"):
+        run_step(FirstRows(buckets=4, second=3, refuse_bucket=2), {"data": data}, tmp_path / "refused",
+                 LocalExecutor(partition_bytes=partition_bytes))
+
+
 def test_a_state_carrying_shuffle_parts_is_never_merged():
     stage = FirstRows()
     a = PartialState("fp", frozenset([0]), {"ranges": [(0, 1)]}, parts=[{}, {}, {}])

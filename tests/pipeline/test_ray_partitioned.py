@@ -6,6 +6,7 @@ import pytest
 from partition_stages import FirstRows, SplitRows, VocabularyCounts, first_rows, split_rows
 from test_partitioned import corpus_files, leakage_inputs, run_step, same_outputs
 
+from pipeline.errors import PipelineError
 from pipeline.executors import LocalExecutor, get_executor
 from pipeline.io import Dataset
 
@@ -67,6 +68,11 @@ def test_shuffle_on_two_nodes_equals_local_reduces_on_workers_and_resumes(ray_ex
                                    ray_executor)
         assert table.equals(expected) and stats["rows_seen"] == data.num_rows and stats["shuffle_buckets"] == 4
     assert reduced_here == []
+    table, _, stats = run_step(FirstRows(buckets=4, second=3), {"data": data}, tmp_path / "second-round", ray_executor)
+    assert table.equals(expected) and stats["second_buckets"] == 3
+    # A first-round reducer that refuses: its error, not the second round's missing part, reaches the user.
+    with pytest.raises(PipelineError, match="bucket 2 refused"):
+        run_step(FirstRows(buckets=4, second=3, refuse_bucket=2), {"data": data}, tmp_path / "refused", ray_executor)
     ray_executor.partition_bytes = 1
     checkpoint = tmp_path / "checkpoint"
     failing = FirstRows(fail_marker=str(tmp_path / "failed-once"), fail_at=5)

@@ -112,15 +112,31 @@ def test_band_keys_cut_into_key_ranges_give_the_same_outputs(corpus, tmp_path, m
         r_table, r_sides, r_stats, _ = _run(stage, inputs, tmp_path / f"ranges-{size}", size)
         assert r_stats.pop("key_ranges") == ranges and stats["key_ranges"] == 1
         assert r_stats.pop("shuffle_buckets") == ranges * stats["shuffle_buckets"]
+        assert r_stats.pop("second_buckets") == ranges and stats["second_buckets"] == 1  # pairs made distinct per range
         assert r_table.equals(table) and r_sides.keys() == sides.keys()
         for name in sides:
             assert r_sides[name].equals(sides[name]), name
-        assert r_stats == {k: v for k, v in stats.items() if k not in ("key_ranges", "shuffle_buckets")}
+        assert r_stats == {k: v for k, v in stats.items() if k not in ("key_ranges", "shuffle_buckets", "second_buckets")}
     columns = stage.banding().bands + (verify == "jaccard")
     # Each reducer got about 1/ranges of its column's data rows (the maps' parts), never the whole column.
     assert len(reduced) == 2 * columns * ranges and sum(reduced) == 2 * columns * data.num_rows
     assert max(reduced) < data.num_rows / 2
     assert sides["removed"].height > 0
+
+
+def test_the_driver_receives_each_candidate_pair_once(corpus, tmp_path, monkeypatch):
+    """The band reducers' pairs (a pair once per band that finds it) are made distinct in a second round."""
+    data, _ = corpus
+    first, second = [], []
+    reduce, reduce_second = DedupMinhash.reduce, DedupMinhash.reduce_second
+    monkeypatch.setattr(DedupMinhash, "reduce", lambda self, b, parts, bc: first.append(reduce(self, b, parts, bc))
+                        or first[-1])
+    monkeypatch.setattr(DedupMinhash, "reduce_second", lambda self, b, parts, bc: second.append(
+        reduce_second(self, b, parts, bc)) or second[-1])
+    _, _, stats, _ = _run(DedupMinhash(threshold=0.7, verify="signature"), {"data": data}, tmp_path / "out", 20_000)
+    assert len(second) == stats["second_buckets"] == 1
+    assert sum(len(pairs) for pairs in first) > 2 * stats["candidate_pairs"]  # most pairs come from several bands
+    assert len(second[0][0]) == stats["candidate_pairs"]
 
 
 def band_pairs_rows(parts: list) -> np.ndarray:
