@@ -6,7 +6,9 @@ x bands + 8 a row), not the texts. The band keys are then shuffled by band (`sta
 the partitioned contract's shuffle: on Ray, from the map tasks' workers straight to one reduce task
 per band), and each band's buckets give candidate pairs (see `stages.dedup.lsh` for the bands x
 rows choice and its S-curve); the digests go to one more reducer, whose groups are the exact
-copies. Finish: the driver gets only pairs, never a per-row array.
+copies. A pair that several bands find comes out of several reducers, so the reducers' pairs go on to a
+second round by pair, whose reducers make them distinct. Finish: the driver gets only distinct pairs,
+never a per-row array.
 Candidates are verified (true Jaccard of the shingle sets, re-read only for the candidate rows that
 are not copies, by `Context.gather_rows` where the data's partitions are, and spilled to a scratch
 file, so memory stays at the pairs; or the signature estimate, recomputed for the candidate rows;
@@ -194,23 +196,25 @@ class DedupMinhash(TextDedupStage):
         """A reducer's pairs (band pairs, or the copies column's) by their lower row's residue."""
         return split_by_row(result, broadcast.key_ranges)
 
-    def reduce_second(self, bucket: int, parts: list[np.ndarray], broadcast: Broadcast) -> tuple[np.ndarray, np.ndarray]:
-        """(the distinct band pairs of these rows, sorted by (low, high); their copy pairs), from every first-round
-        reducer's share in bucket order: band columns first, then the copies column's."""
+    def reduce_second(self, bucket: int, parts: list[np.ndarray], broadcast: Broadcast) -> tuple:
+        """(the distinct band pairs of these rows, sorted by (low, high); their copy pairs; how many band pairs
+        arrived), from every first-round reducer's share in bucket order: band columns first, then the copies'."""
         bands = self.banding().bands * broadcast.key_ranges
         copies = [p for p in parts[bands:] if len(p)]  # copy groups: disjoint rows, each pair once already
         found = [p for p in parts[:bands] if len(p)]
         del parts[:]
+        arrived = sum(len(p) for p in found)
         rows = max((int(p.max()) for p in found), default=0) + 1
-        return unique_pairs(found, rows), np.concatenate(copies) if copies else np.empty((0, 2), np.int64)
+        return unique_pairs(found, rows), np.concatenate(copies) if copies else np.empty((0, 2), np.int64), arrived
 
     def duplicate_pairs(self, ctx: Context, scan: Scan) -> tuple[np.ndarray, MinhashState]:
         banding = self.banding()
         results, scan.shuffled = scan.shuffled or [], None
         ranges = max(len(results), 1)  # the second round's buckets: one per key range
-        copies = [c for _, c in results if len(c)]
+        copies = [c for _, c, _ in results if len(c)]
         copies_found = np.concatenate(copies) if copies else np.empty((0, 2), np.int64)
-        candidates = merge_sorted_pairs([pairs for pairs, _ in results], scan.n)
+        band_pairs = sum(arrived for _, _, arrived in results)
+        candidates = merge_sorted_pairs([pairs for pairs, _, _ in results], scan.n)
         del results, copies
         state = MinhashState()
         if self.verify != "jaccard":
@@ -240,6 +244,7 @@ class DedupMinhash(TextDedupStage):
             state.known_codes, state.known_values = candidates[:, 0] * scan.n + candidates[:, 1], similarity
         ctx.record("banding", banding.describe())
         ctx.record("key_ranges", ranges)
+        ctx.record("band_pairs", int(band_pairs))  # a pair once per band that found it: what the second round merged
         ctx.record("candidate_pairs", int(len(candidates)))
         ctx.record("verified_pairs", int(len(pairs)))
         ctx.record("verify", self.verify)

@@ -193,7 +193,7 @@ def tokenize(texts: pl.Series | Sequence[str | None], stable: bool = False) -> T
     """
     series = as_series(texts)
     size = series.str.len_bytes().sum()
-    if size - series.str.len_chars().sum() > _WHOLE_TEXT_SHARE * size:  # mostly another script
+    if _mostly_another_script(size, size - series.str.len_chars().sum()):
         flat, counts = _unicode_words(series)
         return Tokens(flat, token_hashes(flat, stable), counts)
     spans, span_counts, wide_bytes = _candidate_spans(*_string_buffers(series))
@@ -226,6 +226,13 @@ def _splice(span_counts: np.ndarray, wide: np.ndarray, per_wide: np.ndarray) -> 
 # other word accented: ~0.02), cutting each span by the regex costs more than the regex over the whole
 # texts (measured 21 against 27-31 MB/s on the standard library's CJK test texts).
 _WHOLE_TEXT_SHARE = 0.2
+
+
+def _mostly_another_script(size: int, continuation: int) -> bool:
+    """Whether a batch of `size` bytes, `continuation` of them continuation bytes of non-ASCII characters (bytes
+    minus characters), takes the regex over whole texts rather than the byte path: `tokenize` and `word_offsets`
+    decide alike, so their tokens are the same."""
+    return continuation > _WHOLE_TEXT_SHARE * size
 
 
 @dataclass
@@ -413,9 +420,9 @@ def word_offsets(
     tokenize's byte path where tokenize does (`_span_word_offsets`), 1.5-2x faster than classifying characters.
     """
     series = as_series(texts)
-    if split == "word":  # tokenize's byte path, where tokenize takes it (continuation bytes: bytes - characters)
+    if split == "word":  # tokenize's byte path, where tokenize takes it
         data, offsets = _string_buffers(series)
-        if np.count_nonzero((data & np.uint8(0xC0)) == 0x80) <= _WHOLE_TEXT_SHARE * data.size:
+        if not _mostly_another_script(data.size, np.count_nonzero((data & np.uint8(0xC0)) == 0x80)):
             return _span_word_offsets(data, offsets)
     ascii_rows = (series.str.len_bytes() == series.str.len_chars()).to_numpy()
     if ascii_rows.all() or not ascii_rows.any():
