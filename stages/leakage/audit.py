@@ -296,8 +296,11 @@ class LeakageAudit(PartitionedStage):
                               lambda b: training_text(b, self.text_column, self.train_fields))
         docs = fetch_train_docs(view, (wanted - partition.base).tolist(), self.text_column, self.id_column,
                                 self.batch_rows, first_row=partition.base)
+        # The matched texts travel as an Arrow table: it pickles as its buffers (a checkpoint, the merged state's
+        # size, Ray's object store), where a polars frame is serialised (31.5 MB corpus, 10.7 MB of matched
+        # documents: 0.039 -> 0.015 s to pickle, and 0.027 s -> 0.3 ms to measure).
         return {"evidence": [_export(ev) for ev in evidences], "rows": rows, "train_bytes": train_bytes,
-                "timings": timings, "docs": docs}
+                "timings": timings, "docs": docs.to_arrow()}
 
     def merge(self, a: dict, b: dict) -> dict:
         """Fold `b` (the partitions after `a`) into `a`; keep only the texts the merged evidence still needs."""
@@ -306,16 +309,16 @@ class LeakageAudit(PartitionedStage):
         for ev, template, pb in zip(evidences, templates, b["evidence"]):
             ev.merge(_restore(template, pb, copy=False))
         wanted = _candidates(evidences)
-        docs = pl.concat([a["docs"], b["docs"]]).filter(pl.col("doc").is_in(wanted))
+        docs = pl.concat([pl.from_arrow(a["docs"]), pl.from_arrow(b["docs"])]).filter(pl.col("doc").is_in(wanted))
         timings = {k: a["timings"].get(k, 0.0) + b["timings"].get(k, 0.0) for k in a["timings"]}
         return {"evidence": [_export(ev) for ev in evidences], "rows": a["rows"] + b["rows"],
-                "train_bytes": a["train_bytes"] + b["train_bytes"], "timings": timings, "docs": docs}
+                "train_bytes": a["train_bytes"] + b["train_bytes"], "timings": timings, "docs": docs.to_arrow()}
 
     def finish(self, ctx: Context, state: dict, broadcast: dict, inputs: dict[str, Dataset]) -> pl.DataFrame:
         test_df, side = broadcast["test_df"], broadcast["side"]
         evidences = [_restore(t, p, copy=False) for t, p in zip(broadcast["templates"], state["evidence"])]
         wanted = _candidates(evidences)
-        train_docs = state["docs"].filter(pl.col("doc").is_in(wanted)).sort("doc")
+        train_docs = pl.from_arrow(state["docs"]).filter(pl.col("doc").is_in(wanted)).sort("doc")
         findings, matches = self.judge(side, evidences, item_ids(test_df, self.id_column), train_docs)
         if self.subset_column:
             findings = findings.with_columns(subset=test_df.get_column(self.subset_column).cast(pl.String))
