@@ -353,7 +353,7 @@ def finish_value(stage: PartitionedStage, state: PartialState | None, broadcast:
     """The value `finish` gets: the merged state's, or, for a shuffling stage, that with the reducers' results.
 
     `reduce_buckets()` runs the reducers (locally in turn, or as Ray tasks) and returns their results
-    in bucket order; it is only called when the stage shuffles.
+    in bucket order (the second round's, when the stage has one); it is only called when the stage shuffles.
     """
     value = state.value if state is not None else None
     if not stage.shuffle_buckets(broadcast):

@@ -18,7 +18,9 @@ same partitions) gets one task per partition, each writing its partition's rows 
 
 A shuffling stage's map task has one more return per bucket (its part of that bucket); once every
 map has finished, one reduce task per bucket takes those returns of all maps as arguments, so the
-parts go from worker to worker and the driver gets only the reducers' results.
+parts go from worker to worker and the driver gets only the reducers' results. With a second round,
+a reduce task has one more return per second-round bucket, and one task per second-round bucket takes
+those returns of every reducer: the driver gets the first round's statuses and the second round's results.
 """
 
 from __future__ import annotations
