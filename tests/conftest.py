@@ -44,8 +44,11 @@ def ray_cluster():
 
 def pytest_collection_modifyitems(config, items):
     """Modules with a test on the Ray cluster run last, in their collected order (see `ray_cluster`)."""
-    on_ray = {item.module for item in items if RAY_FIXTURE in getattr(item, "fixturenames", ())}
-    items[:] = [i for i in items if i.module not in on_ray] + [i for i in items if i.module in on_ray]
+    def module(item):
+        return getattr(item, "module", None)
+
+    on_ray = {module(i) for i in items if RAY_FIXTURE in getattr(i, "fixturenames", ())}
+    items[:] = [i for i in items if module(i) not in on_ray] + [i for i in items if module(i) in on_ray]
 
 
 @pytest.fixture(autouse=True)
