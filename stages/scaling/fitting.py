@@ -47,8 +47,17 @@ class PowerLaw:
 
 
 def _model(theta: np.ndarray, x: np.ndarray, with_floor: bool) -> np.ndarray:
-    floor = theta[0] if with_floor else 0.0
-    return floor + np.exp(theta[1]) * np.power(x, -theta[2])
+    return np.exp(_log_model(theta, np.log(x), with_floor))
+
+
+def _log_model(theta: np.ndarray, log_x: np.ndarray, with_floor: bool) -> np.ndarray:
+    """log(floor + k x^-alpha), with theta = (floor, log k, alpha), in log space: the optimiser's trial steps
+    (a large log k or alpha) neither overflow exp nor reach log(0)."""
+    log_power = theta[1] - theta[2] * log_x
+    if not with_floor:
+        return log_power
+    with np.errstate(divide="ignore"):  # a floor of 0 is log 0 = -inf, which logaddexp takes
+        return np.logaddexp(np.log(theta[0]), log_power)
 
 
 def _start(x: np.ndarray, y: np.ndarray, with_floor: bool) -> np.ndarray:
@@ -74,9 +83,10 @@ def _start(x: np.ndarray, y: np.ndarray, with_floor: bool) -> np.ndarray:
 def _solve(x, y, theta0, with_floor, loss, f_scale) -> np.ndarray:
     from scipy.optimize import least_squares  # imported on use: scipy costs every CLI start 0.2 s
 
+    log_x, log_y = np.log(x), np.log(y)
+
     def residual(theta):
-        pred = _model(theta, x, with_floor)
-        return np.log(np.maximum(pred, 1e-300)) - np.log(y)
+        return _log_model(theta, log_x, with_floor) - log_y
 
     upper_floor = float(y.min()) * (1 - 1e-9)
     lower = [0.0 if with_floor else -np.inf, -np.inf, 0.0]
