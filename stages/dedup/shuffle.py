@@ -58,7 +58,6 @@ def band_pairs(parts: list) -> np.ndarray:
     return bucket_stars(np.concatenate(columns) if len(columns) > 1 else columns[0])
 
 
-
 def split_by_row(pairs: np.ndarray, parts: int) -> list[np.ndarray]:
     """(m, 2) pairs cut into `parts` by their first row's residue (the second round's buckets), in order within
     each: every copy of a pair lands in the same part."""
