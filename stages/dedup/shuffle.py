@@ -36,11 +36,15 @@ def band_parts(keys: np.ndarray, ranges: int = 1, first_row: int = 0) -> list:
     parts = []
     for b in range(keys.shape[1]):
         column = keys[:, b]
-        which = (column >> shift).astype(np.int64)
-        order = np.argsort(which, kind="stable")  # rows stay in order within a range
-        cuts = np.searchsorted(which[order], np.arange(ranges + 1))
-        parts.extend((rows[order[lo:hi]], column[order[lo:hi]]) for lo, hi in zip(cuts[:-1], cuts[1:]))
+        parts.extend((rows[at], column[at]) for at in _positions_by_bucket((column >> shift).astype(np.int64), ranges))
     return parts
+
+
+def _positions_by_bucket(which: np.ndarray, buckets: int) -> list[np.ndarray]:
+    """For each bucket 0..buckets-1, the positions i with which[i] == bucket, increasing (a stable sort)."""
+    order = np.argsort(which, kind="stable")
+    cuts = np.searchsorted(which[order], np.arange(buckets + 1))
+    return [order[lo:hi] for lo, hi in zip(cuts[:-1], cuts[1:])]
 
 
 def band_pairs(parts: list) -> np.ndarray:
@@ -63,10 +67,7 @@ def split_by_row(pairs: np.ndarray, parts: int) -> list[np.ndarray]:
     each: every copy of a pair lands in the same part."""
     if parts == 1:
         return [pairs]
-    which = pairs[:, 0] % parts
-    order = np.argsort(which, kind="stable")
-    cuts = np.searchsorted(which[order], np.arange(parts + 1))
-    return [pairs[order[lo:hi]] for lo, hi in zip(cuts[:-1], cuts[1:])]
+    return [pairs[at] for at in _positions_by_bucket(pairs[:, 0] % parts, parts)]
 
 
 def merge_sorted_pairs(parts: list[np.ndarray], n: int) -> np.ndarray:
