@@ -33,6 +33,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,95 @@ def fill_empty_outputs(rows: RowPass, folders: dict[str, str]) -> None:
     for output, folder in folders.items():
         if not any(Path(folder).glob("part-*.parquet")):
             write_table(rows.empty(output), Path(folder))
+
+
+# -- joins of row pairs: each pair's two rows' values meet on a worker (`Context.join_rows`) -----------------
+
+@dataclass
+class JoinSource:
+    """One partition's share of a join: its rows named by some pair, and which of them each group needs."""
+
+    partition: Any
+    rows: np.ndarray                      # sorted, relative to the partition's first row
+    dests: list[tuple[int, np.ndarray]]   # (group, positions in `rows`) for each group needing some
+
+
+@dataclass
+class JoinPlan:
+    """Who sends what where when `pair_fn` needs both rows' values of every pair.
+
+    Pairs go to a group by their first row's partition (groups are runs of partitions); each partition
+    holding a named row makes the values of its named rows once and sends each group the rows that group
+    needs. A group sees only its pairs' rows, so its memory follows its pairs, never the corpus.
+    """
+
+    order: np.ndarray           # input positions of the pairs, group by group
+    bounds: np.ndarray          # group g's pairs are order[bounds[g]:bounds[g + 1]]
+    sources: list[JoinSource]   # in partition order
+    feeds: list[list[int]]      # per group, its sources' indices (in partition order)
+
+
+def plan_join(partitions: list, pairs: np.ndarray, groups: int) -> JoinPlan:
+    """`JoinPlan` of corpus-wide row `pairs` (any order) over at most `groups` groups."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    bases = np.array([p.base for p in partitions] + [partitions[-1].base + partitions[-1].num_rows if partitions else 0],
+                     np.int64)
+    if pairs.size and (pairs.min() < 0 or pairs.max() >= bases[-1]):
+        raise ValueError("join_rows needs row numbers inside the partitioned input")
+    groups = max(1, min(groups, len(partitions)))
+    part_of = np.searchsorted(bases, pairs, side="right") - 1
+    group = part_of[:, 0] * groups // max(len(partitions), 1)
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(groups + 1))
+    # Each (row, group) once, sorted by row and then group: rows come out partition by partition.
+    needed = np.unique(pairs.reshape(-1) * groups + np.repeat(group, 2))
+    rows, row_group = needed // groups, needed % groups
+    sources, feeds = [], [[] for _ in range(groups)]
+    cuts = np.searchsorted(rows, bases)
+    for i, partition in enumerate(partitions):
+        mine, mine_group = rows[cuts[i]:cuts[i + 1]], row_group[cuts[i]:cuts[i + 1]]
+        if not mine.size:
+            continue
+        local = np.unique(mine)
+        dests = []
+        for g in np.unique(mine_group):
+            dests.append((int(g), np.searchsorted(local, mine[mine_group == g])))
+            feeds[int(g)].append(len(sources))
+        sources.append(JoinSource(partition, local - partition.base, dests))
+    return JoinPlan(order, bounds, sources, feeds)
+
+
+def concat_ragged(pieces: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """One (flat values, offsets) of rows from pieces of them, in order."""
+    if not pieces:
+        return np.empty(0, np.uint64), np.zeros(1, np.int64)
+    sizes = np.concatenate([np.diff(np.asarray(offsets, np.int64)) for _, offsets in pieces])
+    offsets = np.zeros(sizes.size + 1, np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    return np.concatenate([flat for flat, _ in pieces]), offsets
+
+
+def take_ragged(flat: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(flat values, offsets) of the chosen `rows` of a ragged array, in that order."""
+    starts, lengths = offsets[rows], offsets[np.asarray(rows) + 1] - offsets[rows]
+    out_offsets = np.zeros(len(lengths) + 1, np.int64)
+    np.cumsum(lengths, out=out_offsets[1:])
+    gather = np.arange(out_offsets[-1], dtype=np.int64) - np.repeat(out_offsets[:-1] - starts, lengths)
+    return flat[gather], out_offsets
+
+
+def join_group(pair_fn: Callable, pairs: np.ndarray, parts: list[tuple], extra: Any) -> np.ndarray:
+    """`pair_fn(flat, offsets, index_pairs, extra)` of one group's corpus-wide `pairs`, from its sources' parts
+    (rows, flat, offsets), each part's rows sorted and the parts in partition order."""
+    rows = np.concatenate([p[0] for p in parts]) if parts else np.empty(0, np.int64)
+    flat, offsets = concat_ragged([(p[1], p[2]) for p in parts])
+    return np.asarray(pair_fn(flat, offsets, np.searchsorted(rows, pairs), extra))
+
+
+def source_parts(rows_fn: Callable, source: JoinSource, extra: Any) -> list[tuple]:
+    """A source's part for each of its groups: (corpus-wide rows, flat values, offsets)."""
+    flat, offsets = concat_ragged(rows_fn(source.partition, source.rows, extra))
+    if len(offsets) - 1 != len(source.rows):
+        raise ValueError(f"join_rows: the rows function gave {len(offsets) - 1} rows for {len(source.rows)}")
+    return [(source.rows[where] + source.partition.base, *take_ragged(flat, offsets, where))
+            for _, where in source.dests]

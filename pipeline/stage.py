@@ -79,6 +79,11 @@ class Context:
     # gather_rows`): `gather_rows(fn, rows, extra)` runs `fn(partition, local_rows, extra)` where the
     # partitions holding `rows` are (Ray: tasks on the workers) and returns the results in input order.
     gather_rows: Any = field(default=None, repr=False, compare=False)
+    # Set by the Ray executor only, while `finish` runs (`pipeline.executors.ray_join`): `join_rows(rows_fn,
+    # pairs, pair_fn, extra)` computes `pair_fn` of row pairs on the workers, where both rows' values (made by
+    # `rows_fn` where their partitions are) meet; the driver sends row numbers and gets one value per pair.
+    # None elsewhere: one process holds the rows' values anyway, and a stage keeps its own way to hold them.
+    join_rows: Any = field(default=None, repr=False, compare=False)
 
     def rng(self, *salt: Any) -> np.random.Generator:
         """A numpy generator seeded by the pipeline seed (and optional salt), never by the clock."""

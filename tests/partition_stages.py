@@ -11,6 +11,7 @@ import zlib
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from pipeline.errors import PipelineError
@@ -232,3 +233,26 @@ def texts_at(partition: Partition, rows, column: str) -> list[tuple[int, str]]:
     """A `gather_rows` function: (corpus-wide row, text) of some rows of one partition, read where it is."""
     frame = pl.concat(list(partition.iter_batches(7, columns=[column])))
     return [(partition.base + int(r), frame[column][int(r)]) for r in rows]
+
+
+def word_sets_at(partition: Partition, rows, column: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A `join_rows` rows function: each row's distinct words as sorted CRC-32 codes, one ragged piece.
+    The column "refuse" refuses partition 1 (a bad row there)."""
+    if column == "refuse":
+        if partition.index == 1:
+            raise PipelineError("refusing partition 1 (test)")
+        column = "text"
+    frame = pl.concat(list(partition.iter_batches(7, columns=[column])))
+    sets = [word_codes(frame[column][int(r)]) for r in rows]
+    offsets = np.cumsum([0] + [len(s) for s in sets])
+    return [(np.concatenate(sets) if sets else np.empty(0, np.uint64), offsets)]
+
+
+def word_codes(text: str) -> np.ndarray:
+    return np.unique(np.array([zlib.crc32(w.encode()) for w in text.split()], np.uint64))
+
+
+def shared_words(flat: np.ndarray, offsets: np.ndarray, pairs: np.ndarray, _extra) -> np.ndarray:
+    """A `join_rows` pair function: how many distinct words the two rows of each pair share."""
+    return np.array([np.intersect1d(flat[offsets[a]:offsets[a + 1]], flat[offsets[b]:offsets[b + 1]]).size
+                     for a, b in pairs], np.int64)

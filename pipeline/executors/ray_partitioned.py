@@ -14,7 +14,8 @@ driver's rerun submits only the partitions that were not finished.
 
 A `finish` that returns a `RowPass` (`pipeline.row_pass`: its outputs are a second pass over the
 same partitions) gets one task per partition, each writing its partition's rows on a worker; while
-`finish` runs, `ctx.gather_rows` reads chosen rows in tasks on the workers too.
+`finish` runs, `ctx.gather_rows` reads chosen rows in tasks on the workers too, and `ctx.join_rows`
+computes a function of row pairs there (`pipeline.executors.ray_join`).
 
 A shuffling stage's map task has one more return per bucket (its part of that bucket); once every
 map has finished, one reduce task per bucket takes those returns of all maps as arguments, so the
@@ -35,6 +36,7 @@ from typing import Any
 import ray
 
 from pipeline.errors import PipelineError
+from pipeline.executors.ray_join import ray_join
 from pipeline.io import Dataset, write_table
 from pipeline.partitioned import (
     PartitionedStage,
@@ -246,10 +248,11 @@ def _map_and_finish(executor: Any, stage: PartitionedStage, ctx: Context, inputs
     # With a second round the first `buckets` refs are the first round's statuses (checked, then dropped).
     value = finish_value(stage, state, broadcast, lambda: _reduced(reduced)[buckets if second else 0:])
     ctx.gather_rows = _ray_gather(executor, partitions, options)
+    ctx.join_rows = ray_join(executor, partitions, options)
     try:
         result = stage.finish(ctx, value, broadcast, inputs)
     finally:
-        ctx.gather_rows = None
+        ctx.gather_rows = ctx.join_rows = None
     if isinstance(result, RowPass):
         _run_row_pass(executor, result, ctx, remote_ctx, partitions, out_dir, options)
     else:

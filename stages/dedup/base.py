@@ -61,9 +61,11 @@ class Scan:
     keep_values: list[pl.Series] = field(default_factory=list)
     features: list[Any] = field(default_factory=list)
     # How to reach rows again (a stage may re-read the few it must look at): the reference here, the
-    # data where its partitions are (`Context.gather_rows`; data rows numbered from 0).
+    # data where its partitions are (`Context.gather_rows`; data rows numbered from 0), and, on Ray, a
+    # function of pairs of data rows computed where their values meet (`Context.join_rows`).
     reference_source: Dataset | None = None
     gather_rows: Any = None
+    join_rows: Any = None
     # A shuffling stage's reducers' results, in bucket order (`PartitionedStage.shuffled`).
     shuffled: list | None = None
 
@@ -223,7 +225,7 @@ class DedupStage(PartitionedStage):
                inputs: dict[str, Dataset]) -> DedupRows:
         data, reference = inputs["data"], inputs.get("reference")
         scan = broadcast.reference.extend(state if state is not None else Scan())
-        scan.reference_source, scan.gather_rows = reference, ctx.gather_rows
+        scan.reference_source, scan.gather_rows, scan.join_rows = reference, ctx.gather_rows, ctx.join_rows
         pairs, pair_state = self.duplicate_pairs(ctx, scan)
         try:
             facts = self.row_facts(scan, members_of(pairs))

@@ -32,7 +32,13 @@ from stages.dedup.base import SCAN_BATCH_ROWS, Broadcast, Scan, TextDedupStage, 
 from stages.dedup.lsh import Banding, band_keys, choose_bands, signature_similarity, unique_pairs
 from stages.dedup.shingles import MAX_NGRAM, shingle_hashes, shingle_sets
 from stages.dedup.shuffle import band_parts, merge_sorted_pairs, split_by_row
-from stages.dedup.signatures import ALGORITHM_VERSION, SpilledSets, minhash_signatures, sequence_digests
+from stages.dedup.signatures import (
+    ALGORITHM_VERSION,
+    SpilledSets,
+    jaccard_pairs,
+    minhash_signatures,
+    sequence_digests,
+)
 
 VERIFY_MODES = ("jaccard", "signature", "none")
 # A band's reducer holds at most about this many rows' keys: past it, each band's keys are cut into key ranges
@@ -233,9 +239,8 @@ class DedupMinhash(TextDedupStage):
             state.sets = SpilledSets()
             state.set_rows, state.set_ids = np.empty(0, np.int64), np.empty(0, np.int64)
             try:
-                self._add_sets(scan, state, np.unique(candidates[~copies]))
                 similarity = np.ones(len(candidates), np.float64)
-                similarity[~copies] = state.sets.jaccard(state.set_index(candidates[~copies]))
+                similarity[~copies] = self._jaccard(scan, state, candidates[~copies])
             except BaseException:
                 state.sets.close()
                 raise
@@ -261,10 +266,7 @@ class DedupMinhash(TextDedupStage):
         out[hit] = state.known_values[where[hit]]
         todo = ~hit & (rows != kept) & (state.copy_root(rows) != state.copy_root(kept))
         if todo.any():
-            # Rows whose every candidate was a copy have no set yet: read just those.
-            missing = np.unique(pairs[todo])
-            self._add_sets(scan, state, missing[~state.has_set(missing)])
-            out[todo] = state.sets.jaccard(state.set_index(pairs[todo]))
+            out[todo] = self._jaccard(scan, state, pairs[todo])
         return out
 
     def release(self, state: MinhashState) -> None:
@@ -273,6 +275,21 @@ class DedupMinhash(TextDedupStage):
 
     def _text_spec(self) -> tuple:
         return (self.text_column, self.unit, self.ngram, self.normalization, self.num_perm)
+
+    def _jaccard(self, scan: Scan, state: MinhashState, pairs: np.ndarray) -> np.ndarray:
+        """True Jaccard of row pairs. On Ray, pairs of data rows are compared on the workers (`Context.join_rows`:
+        their sets meet there and never reach the driver); the rest here, on spilled sets of their rows, read
+        as needed (the reference's here, the data's where its partitions are)."""
+        out = np.empty(len(pairs), np.float64)
+        joined = pairs.min(axis=1, initial=scan.n) >= scan.n_reference if scan.join_rows else np.zeros(len(pairs), bool)
+        if joined.any():
+            out[joined] = scan.join_rows(partition_shingle_sets, pairs[joined] - scan.n_reference, set_jaccard,
+                                         self._text_spec())
+        rest = pairs[~joined]
+        needed = np.unique(rest)
+        self._add_sets(scan, state, needed[~state.has_set(needed)])
+        out[~joined] = state.sets.jaccard(state.set_index(rest))
+        return out
 
     def _add_sets(self, scan: Scan, state: MinhashState, needed: np.ndarray) -> None:
         """Spill the shingle sets (sorted, distinct) of the `needed` rows (sorted, none with a set yet), read
@@ -345,6 +362,11 @@ def rows_signatures(batches: Iterator[pl.DataFrame], rows: np.ndarray, spec: tup
 def partition_shingle_sets(partition: Partition, rows: np.ndarray, spec: tuple) -> list[tuple]:
     """`Context.gather_rows` function: the shingle sets of some rows of one partition, made where it is."""
     return list(rows_shingle_sets(partition.iter_batches(SCAN_BATCH_ROWS, columns=[spec[0]]), rows, spec))
+
+
+def set_jaccard(flat: np.ndarray, offsets: np.ndarray, pairs: np.ndarray, spec: tuple) -> np.ndarray:
+    """`Context.join_rows` function: true Jaccard of pairs of rows' shingle sets (flat, offsets)."""
+    return jaccard_pairs(flat, offsets, pairs)
 
 
 def partition_signatures(partition: Partition, rows: np.ndarray, spec: tuple) -> list[np.ndarray]:

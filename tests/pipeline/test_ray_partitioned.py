@@ -123,6 +123,30 @@ def test_gather_rows_on_two_nodes_equals_the_local_one(ray_executor, tmp_path):
     assert [r for part in on_ray for r, _ in part] == rows.tolist()
 
 
+def test_join_rows_on_two_nodes_computes_each_pair_on_the_workers(ray_executor, tmp_path):
+    import numpy as np
+    from partition_stages import shared_words, word_sets_at
+    from test_row_pass import join_pairs
+
+    from pipeline.executors.ray_join import ray_join
+    from pipeline.partitioned import plan_partitions
+    from pipeline.row_pass import join_group, plan_join, source_parts
+
+    data = corpus_files(tmp_path / "corpus")
+    partitions = plan_partitions(data, 1)
+    pairs = join_pairs(data.num_rows)
+    ray_executor._cwd = str(tmp_path)
+    join = ray_join(ray_executor, partitions, {"num_cpus": 1})
+    one = plan_join(partitions, pairs, 1)  # the same pairs in one group, in this process
+    expected = np.empty(len(pairs), np.int64)
+    expected[one.order] = join_group(shared_words, pairs[one.order],
+                                     [source_parts(word_sets_at, s, "text")[0] for s in one.sources], None)
+    assert join(word_sets_at, pairs, shared_words, "text").tolist() == expected.tolist()
+    assert join(word_sets_at, np.empty((0, 2), np.int64), shared_words, "text").tolist() == []
+    with pytest.raises(PipelineError, match="refusing partition 1"):
+        join(word_sets_at, pairs, shared_words, "refuse")
+
+
 def _adjacent_pairs_reference(leaves: list[str]) -> str:
     """The merge grouping the Ray executor has always used: adjacent pairs level by level, odd last carried."""
     while len(leaves) > 1:

@@ -7,13 +7,13 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from partition_stages import SplitRows, split_rows, texts_at
+from partition_stages import SplitRows, shared_words, split_rows, texts_at, word_codes, word_sets_at
 from test_partitioned import corpus_files, run_step
 
 from pipeline.executors import LocalExecutor
 from pipeline.io import Dataset
 from pipeline.partitioned import plan_partitions
-from pipeline.row_pass import local_gather
+from pipeline.row_pass import concat_ragged, join_group, local_gather, plan_join, source_parts, take_ragged
 from pipeline.row_pass import split_rows as split_by_partition
 
 
@@ -52,3 +52,40 @@ def test_gather_rows_reads_chosen_rows_partition_by_partition_in_input_order(tmp
         split_by_partition(partitions, np.array([5, 2]))
     with pytest.raises(ValueError, match="sorted row numbers"):
         split_by_partition(partitions, np.array([data.num_rows]))
+
+
+def join_pairs(data_rows: int) -> np.ndarray:
+    """Pairs in no order: across and within partitions, reversed, a row with itself, a row in many pairs."""
+    rng = np.random.default_rng(5)
+    pairs = rng.integers(0, data_rows, size=(60, 2))
+    return np.concatenate([pairs, [[7, 7], [data_rows - 1, 0], [3, 90], [90, 3], [3, 44]]])
+
+
+@pytest.mark.parametrize("groups", [1, 2, 3, 100])
+def test_a_join_plan_brings_each_group_the_rows_of_its_pairs_only(tmp_path, groups):
+    data = corpus_files(tmp_path / "corpus")
+    partitions = plan_partitions(data, 1)
+    pairs = join_pairs(data.num_rows)
+    plan = plan_join(partitions, pairs, groups)
+    assert sorted(plan.order.tolist()) == list(range(len(pairs))) and len(plan.feeds) == min(groups, len(partitions))
+    parts = [dict(zip((g for g, _ in s.dests), source_parts(word_sets_at, s, "text"))) for s in plan.sources]
+    out = np.empty(len(pairs), np.int64)
+    for g, feeds in enumerate(plan.feeds):
+        mine = pairs[plan.order[plan.bounds[g]:plan.bounds[g + 1]]]
+        received = [parts[s][g] for s in feeds]
+        # A group gets every row its pairs name, each once, and nothing else.
+        assert np.concatenate([p[0] for p in received] or [np.empty(0, np.int64)]).tolist() == np.unique(mine).tolist()
+        out[plan.order[plan.bounds[g]:plan.bounds[g + 1]]] = join_group(shared_words, mine, received, None)
+    texts = data.collect()["text"]
+    assert out.tolist() == [np.intersect1d(word_codes(texts[int(a)]), word_codes(texts[int(b)])).size for a, b in pairs]
+    with pytest.raises(ValueError, match="inside the partitioned input"):
+        plan_join(partitions, np.array([[0, data.num_rows]]), groups)
+
+
+def test_ragged_rows_concatenate_and_take_in_any_order():
+    flat, offsets = concat_ragged([(np.array([1, 2, 3], np.uint64), np.array([0, 2, 3])),
+                                   (np.array([], np.uint64), np.array([0, 0])),
+                                   (np.array([4, 5], np.uint64), np.array([0, 1, 2]))])
+    assert flat.tolist() == [1, 2, 3, 4, 5] and offsets.tolist() == [0, 2, 3, 3, 4, 5]
+    taken, taken_offsets = take_ragged(flat, offsets, np.array([4, 2, 0, 0]))
+    assert taken.tolist() == [5, 1, 2, 1, 2] and taken_offsets.tolist() == [0, 1, 1, 3, 5]

@@ -14,6 +14,7 @@ from pipeline import load, run_pipeline
 from pipeline.executors import get_executor
 from stages.dedup import DedupExact, DedupMinhash, minhash
 from stages.dedup.outputs import DedupRows
+from stages.dedup.signatures import SpilledSets
 
 pytest.importorskip("ray", reason="the Ray executor's tests need ray (pip install 'corpusforge[ray]')")
 
@@ -82,13 +83,24 @@ def ray_executor(ray_cluster):
 @pytest.mark.parametrize("partition_bytes", [1, 20_000])
 @pytest.mark.parametrize("stage", [DedupMinhash(threshold=0.7), DedupExact(normalization="full", keep="lowest_id")],
                          ids=["minhash", "exact"])
-def test_partitions_on_two_nodes_equal_local(ray_executor, corpus, tmp_path, stage, partition_bytes):  # noqa: F811
+def test_partitions_on_two_nodes_equal_local(ray_executor, corpus, tmp_path, stage, partition_bytes,  # noqa: F811
+                                             monkeypatch):
+    # Shingle sets that reach the driver (spilled there for Jaccard verification). On Ray the pairs of two data
+    # rows are verified on the workers (`Context.join_rows`), so with no reference the driver holds none.
+    spilled, append = [], SpilledSets.append
+    monkeypatch.setattr(SpilledSets, "append", lambda self, h, o: spilled.append(len(o) - 1) or append(self, h, o))
     data, reference = corpus
     for inputs in ({"data": data}, {"data": data, "reference": reference}):
         tag = str(len(inputs))
+        spilled.clear()
         local = _run(stage, inputs, tmp_path / f"local{tag}", partition_bytes)
+        spilled_locally = sum(spilled)
+        spilled.clear()
         ray_executor.partition_bytes = partition_bytes
         on_ray = _run(stage, inputs, tmp_path / f"ray{tag}", partition_bytes, ray_executor)
+        if isinstance(stage, DedupMinhash):
+            assert sum(spilled) < spilled_locally
+            assert sum(spilled) == 0 or len(inputs) == 2
         assert local[3] == on_ray[3] > 1
         assert local[0].equals(on_ray[0]) and local[2] == on_ray[2]
         assert local[1].keys() == on_ray[1].keys()
