@@ -160,9 +160,10 @@ class JoinSource:
 class JoinPlan:
     """Who sends what where when `pair_fn` needs both rows' values of every pair.
 
-    Pairs go to a group by their first row's partition (groups are runs of partitions); each partition
-    holding a named row makes the values of its named rows once and sends each group the rows that group
-    needs. A group sees only its pairs' rows, so its memory follows its pairs, never the corpus.
+    Pairs go to a group by their lower row's residue (so groups get about equal shares wherever the rows
+    are); each partition holding a named row makes the values of its named rows once and sends each group
+    the rows that group needs. A group sees only its pairs' rows, so its memory follows its pairs, never
+    the corpus.
     """
 
     order: np.ndarray           # input positions of the pairs, group by group
@@ -178,9 +179,8 @@ def plan_join(partitions: list, pairs: np.ndarray, groups: int) -> JoinPlan:
                      np.int64)
     if pairs.size and (pairs.min() < 0 or pairs.max() >= bases[-1]):
         raise ValueError("join_rows needs row numbers inside the partitioned input")
-    groups = max(1, min(groups, len(partitions)))
-    part_of = np.searchsorted(bases, pairs, side="right") - 1
-    group = part_of[:, 0] * groups // max(len(partitions), 1)
+    groups = max(1, min(groups, len(pairs)))
+    group = pairs.min(axis=1) % groups
     order = np.argsort(group, kind="stable")
     bounds = np.searchsorted(group[order], np.arange(groups + 1))
     # Each (row, group) once, sorted by row and then group: rows come out partition by partition.

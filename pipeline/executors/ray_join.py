@@ -24,7 +24,10 @@ from pipeline.errors import PipelineError
 from pipeline.executors.ray_tasks import _enter, _get, _pack_error, _unpack_error
 from pipeline.row_pass import join_group, plan_join, source_parts
 
-GROUPS_PER_CPU = 2
+# Groups of pairs: two per CPU, at most 64. Each partition task has one return per group it feeds, so the
+# driver owns up to partitions x groups refs (256 K for a 1 TB corpus in 4,000 partitions); at 1 TB with 10%
+# near-copies a group then holds the sets of ~1/64 of 5e7 rows, ~1.6 GB.
+GROUPS_PER_CPU, MAX_GROUPS = 2, 64
 
 
 def _rows_task(rows_fn: Callable, source, extra: Any, cwd: str) -> tuple:
@@ -58,7 +61,7 @@ def ray_join(executor: Any, partitions: list, options: dict) -> Callable:
         pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
         if not len(pairs):
             return np.empty(0, np.float64)
-        plan = plan_join(partitions, pairs, GROUPS_PER_CPU * executor.cluster_cpus())
+        plan = plan_join(partitions, pairs, min(GROUPS_PER_CPU * executor.cluster_cpus(), MAX_GROUPS))
         rows_ref, pair_ref, extra_ref = ray.put(rows_fn), ray.put(pair_fn), ray.put(extra)
         statuses, parts = [], []
         for source in plan.sources:

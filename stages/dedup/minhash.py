@@ -281,7 +281,7 @@ class DedupMinhash(TextDedupStage):
         their sets meet there and never reach the driver); the rest here, on spilled sets of their rows, read
         as needed (the reference's here, the data's where its partitions are)."""
         out = np.empty(len(pairs), np.float64)
-        joined = pairs.min(axis=1, initial=scan.n) >= scan.n_reference if scan.join_rows else np.zeros(len(pairs), bool)
+        joined = pairs.min(axis=1) >= scan.n_reference if scan.join_rows else np.zeros(len(pairs), bool)
         if joined.any():
             out[joined] = scan.join_rows(partition_shingle_sets, pairs[joined] - scan.n_reference, set_jaccard,
                                          self._text_spec())

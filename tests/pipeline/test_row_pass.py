@@ -67,7 +67,7 @@ def test_a_join_plan_brings_each_group_the_rows_of_its_pairs_only(tmp_path, grou
     partitions = plan_partitions(data, 1)
     pairs = join_pairs(data.num_rows)
     plan = plan_join(partitions, pairs, groups)
-    assert sorted(plan.order.tolist()) == list(range(len(pairs))) and len(plan.feeds) == min(groups, len(partitions))
+    assert sorted(plan.order.tolist()) == list(range(len(pairs))) and len(plan.feeds) == min(groups, len(pairs))
     parts = [dict(zip((g for g, _ in s.dests), source_parts(word_sets_at, s, "text"))) for s in plan.sources]
     out = np.empty(len(pairs), np.int64)
     for g, feeds in enumerate(plan.feeds):
