@@ -340,7 +340,8 @@ class LeakageAudit(PartitionedStage):
         from stages.leakage.report import worst_items, write_reports
 
         shown = set(worst_items(findings, self.report_items, self.evidence_classes())["doc"].to_list())
-        train_texts = {d: t for d, t in zip(train_docs["doc"].to_list(), train_docs["text"].to_list()) if d in shown}
+        shown_docs = train_docs.filter(pl.col("doc").is_in([d for d in shown if d is not None]))  # not every fetched text
+        train_texts = dict(zip(shown_docs["doc"].to_list(), shown_docs["text"].to_list()))
         write_reports(out, side.texts.to_list(), train_texts, findings.get_column("doc").to_list(), self, ctx.stats,
                       html_path=ctx.artefact_path("report.html"), md_path=ctx.artefact_path("report.md"))
         return out
@@ -425,7 +426,7 @@ class LeakageAudit(PartitionedStage):
         evidence = pl.concat([empty, *bests]).unique("item", keep="first", maintain_order=True)
         findings = findings.join(evidence, on="item", how="left").sort("item")
         starts, ends, _ = token_offsets(side.texts, side.tokens.counts)
-        spans = SpanFinder(side.texts.to_list(), side.tokens, starts, ends, train_docs)
+        spans = SpanFinder(side.texts, side.tokens, starts, ends, train_docs)
         findings, matches = spans.attach(findings, match_rows(match_frames))
         findings = findings.with_columns(
             pl.col("doc").replace_strict(train_docs["doc"], train_docs["train_id"], default=None).alias("train_id")
