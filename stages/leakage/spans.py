@@ -7,7 +7,7 @@ import polars as pl
 
 from pipeline.io import Dataset
 from stages.leakage.evidence import MATCH_COLUMNS
-from stages.text import Tokens, word_offsets
+from stages.text import Tokens, ascii_word_spans, word_offsets
 
 # The `matches` side output: one row per (test item, training document, kind) piece of evidence.
 MATCHES_SCHEMA = {"test_id": pl.String, "train_id": pl.String, "kind": pl.String, "score": pl.Float64,
@@ -140,18 +140,32 @@ class SpanFinder:
         row = np.clip(np.searchsorted(self.train_doc, doc), 0, self.train_doc.size - 1)
         ok = ok & (self.train_doc[row] == doc) & (start >= 0) & (span > 0)
         chars = self.train_text.str.len_chars().to_numpy().astype(np.int64)
-        group = np.cumsum(chars) // self.GROUP_CHARS  # non-decreasing: groups are runs of rows
-        for g in np.unique(group[row[ok]]).tolist():
-            rows = np.flatnonzero(group == g)
-            lo, hi = int(rows[0]), int(rows[-1]) + 1
-            starts, ends, counts = word_offsets(self.train_text.slice(lo, hi - lo), "word")
-            first = np.cumsum(counts) - counts
-            at = np.flatnonzero(ok & (row >= lo) & (row < hi))
-            r = row[at] - lo
-            last = np.minimum(start[at] + span[at], counts[r]) - 1
-            fine = last >= start[at]
-            at, r, last = at[fine], r[fine], last[fine]
-            out_s[at], out_e[at] = starts[first[r] + start[at]], ends[first[r] + last]
+        plain = self.train_text.str.len_bytes().to_numpy() == chars
+        # ASCII documents (most of any corpus) and the others in groups of their own: an ASCII group's words
+        # are tokenize's byte spans, read only where a span points (`ascii_word_spans`); every word's
+        # character offsets are worked out only for the others (`word_offsets`).
+        for ascii_ in (True, False):
+            members = np.flatnonzero(plain == ascii_)
+            group = np.cumsum(chars[members]) // self.GROUP_CHARS
+            mine = ok & (plain[row] == ascii_)
+            for g in np.unique(group[np.searchsorted(members, row[mine])]).tolist():
+                rows = members[group == g]
+                at = np.flatnonzero(mine & (row >= rows[0]) & (row <= rows[-1]))
+                r = np.searchsorted(rows, row[at])
+                texts = self.train_text.gather(rows)
+                if ascii_:
+                    starts, lengths, counts, text_starts = ascii_word_spans(texts)
+                else:
+                    starts, ends, counts = word_offsets(texts, "word")
+                first = np.cumsum(counts) - counts
+                last = np.minimum(start[at] + span[at], counts[r]) - 1
+                fine = last >= start[at]
+                at, r, last = at[fine], r[fine], last[fine]
+                if ascii_:
+                    out_s[at] = starts[first[r] + start[at]] - text_starts[r]
+                    out_e[at] = starts[first[r] + last] + lengths[first[r] + last] - text_starts[r]
+                else:
+                    out_s[at], out_e[at] = starts[first[r] + start[at]], ends[first[r] + last]
         return out_s, out_e
 
     def char_spans(self, *frames: pl.DataFrame) -> list[pl.DataFrame]:
