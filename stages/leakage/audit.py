@@ -11,7 +11,8 @@ catches (see `ngram.py` and `chunks.py`); more kinds plug in through `evidence.p
    every n-gram.
 
 Every kind streams over the training corpus once and holds only the test side in memory. Only the
-few training documents that matched are read a second time, to recover character spans.
+few training documents that matched are kept (their text copied as the stream passes, or read a second
+time), to recover character spans.
 
 Default thresholds were chosen on data (see `LeakageAudit` and `bench/bench_leakage.py --calibrate`):
 planted copies, edits, reorderings and rewrites of Python documentation against clean controls.

@@ -10,7 +10,7 @@ Per audit, for each enabled kind (see `Evidence` for the exact signatures):
     ev = Kind(audit, test, shared)          test: the tokenised test side; shared: per-audit resources
     ev.add_batch(batch)                     every training batch, in order (TrainBatch: tokens, texts, base)
     ev.batch_docs()                         rows of the batch just added that candidate_docs may name (or None)
-    ev.candidate_docs()                     training rows whose text the spans need (read once more)
+    ev.candidate_docs()                     training rows whose text the spans need (kept, or read once more)
     ev.resolve() -> Resolved                per-item columns, match rows, best span per item
     ev.verdict() -> (contaminated, partial) polars expressions over the findings columns
     ev.merge(other)                         fold in the state of the same kind over other training rows

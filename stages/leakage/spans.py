@@ -72,7 +72,9 @@ class KeptDocs:
 
     Each kind says which rows of a batch its evidence may later name (`Evidence.batch_docs`, a superset);
     those rows' text is copied then, and `docs(wanted)` keeps the final candidates. The 31.5 MB benchmark
-    copies 12.2 MB for 10.7 MB kept, where the second read decoded the whole corpus again (0.07 s). A kind
+    copies 12.2 MB for 10.7 MB kept, where the second read decoded the whole corpus again (0.07-0.09 s); peak
+    RSS 270-273 -> 274-276 MB (copies kept this way were once measured at ~25 MB more; copied out per batch,
+    as here, ~3 MB). A kind
     that cannot say, or more than `limit` bytes of text (common n-grams match many rows before they are
     known to be common), makes `docs` None: the map then reads the matched rows again.
     """
