@@ -61,12 +61,14 @@ class NgramEvidence(Evidence):
         self.presence[(self.unique & self.mask).astype(np.int64)] = True
         self.hits: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.stored = 0
+        self._batch_docs = np.zeros(0, np.int64)  # rows of the last batch with hits (not partial state)
 
     @classmethod
     def settings(cls, audit: Any, stats: dict[str, Any]) -> list[tuple[str, Any]]:
         return [("n", audit.n), ("max_doc_freq", audit.max_doc_freq), ("ngram_contaminated", audit.ngram_contaminated)]
 
     def add_batch(self, batch: TrainBatch) -> None:
+        self._batch_docs = np.zeros(0, np.int64)
         if self.unique.size == 0:
             return
         tok = batch.tokens
@@ -93,6 +95,7 @@ class NgramEvidence(Evidence):
         pairs = np.unique(u.astype(np.int64) * (tok.counts.size + 1) + d)
         self.freq.append(np.unique(pairs // (tok.counts.size + 1), return_counts=True))
         self.hits.append((u.astype(np.int64), d + batch.base, p))
+        self._batch_docs = np.unique(d).astype(np.int64) + batch.base
         self.stored += u.size
         if self.stored > 4 * (self.max_doc_freq + 1) * max(self.unique.size, 1024):
             self._compact()
@@ -121,6 +124,9 @@ class NgramEvidence(Evidence):
         keep = ~np.isin(u, keys[counts > self.max_doc_freq])
         self.hits = [(u[keep], d[keep], p[keep])]
         self.stored = int(keep.sum())
+
+    def batch_docs(self) -> np.ndarray:
+        return self._batch_docs
 
     def stats(self) -> dict[str, Any]:
         return {"common_ngrams_ignored": int((self.doc_freq()[1] > self.max_doc_freq).sum())}
@@ -168,31 +174,60 @@ class NgramEvidence(Evidence):
         return Resolved(per_item, matches=matches, best=best)
 
     def _spans(self) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Aligned spans of (test item, training document) from the kept hit positions."""
+        """Aligned spans of (test item, training document) from the kept hit positions.
+
+        In NumPy, by sorting: on the 31.5 MB benchmark `resolve` took 0.04-0.05 s as a chain of polars joins and
+        group-bys in a fresh process (~0.025 s warm), 0.026-0.030 s so. Rows come in no particular order:
+        `resolve` and the matches table sort by every key.
+        """
         empty_items = pl.DataFrame(schema={"item": pl.Int64, "matched_ngrams": pl.Int64, "longest_span_tokens": pl.Int64})
         self._compact()
         if not self.hits or self.hits[0][0].size == 0:
             return empty_items, pl.DataFrame()
-        u, d, p = self.hits[0]
-        train_table = pl.DataFrame({"u": u, "doc": d, "train_pos": p})
-        joined = self.test_table.join(train_table, on="u")
-        per_item = joined.group_by("item").agg(pl.col("test_pos").n_unique().alias("matched_ngrams"))
-        pair_shared = joined.group_by(["item", "doc"]).agg(pl.col("test_pos").n_unique().alias("shared"))
+        item, test_pos, doc, train_pos = self._join(*self.hits[0])
+        if item.size == 0:
+            return empty_items, pl.DataFrame()
+        # n-grams matched: distinct test positions per item, and per (item, document) pair.
+        i, t = _sorted(item, test_pos)
+        items, matched = np.unique(i[_changes(i, t)], return_counts=True)
+        i, d, t = _sorted(item, doc, test_pos)
+        shared = np.add.reduceat(_changes(i, d, t).astype(np.int64), np.flatnonzero(_changes(i, d)))
         # A span is a run of consecutive n-gram positions on one diagonal (same train - test offset).
-        spans = (
-            joined.with_columns(diag=pl.col("train_pos") - pl.col("test_pos"))
-            .unique(["item", "doc", "diag", "test_pos"])
-            .with_columns(
-                run=pl.col("test_pos") - pl.col("test_pos").rank("ordinal").over(["item", "doc", "diag"]).cast(pl.Int64)
-            )
-            .group_by(["item", "doc", "diag", "run"])
-            .agg(pl.col("test_pos").min().alias("test_tok_start"), pl.len().cast(pl.Int64).alias("ngrams"))
-            .with_columns(
-                span_tokens=pl.col("ngrams") + (self.n - 1),
-                train_tok_start=pl.col("test_tok_start") + pl.col("diag"),
-            )
-            .join(pair_shared, on=["item", "doc"])
-            .drop(["diag", "run"])
-        )
-        longest = spans.group_by("item").agg(pl.col("span_tokens").max().alias("longest_span_tokens"))
-        return per_item.join(longest, on="item"), spans
+        i, d, g, t = _sorted(item, doc, train_pos - test_pos, test_pos)
+        keep = _changes(i, d, g, t)
+        i, d, g, t = i[keep], d[keep], g[keep], t[keep]
+        first = np.flatnonzero(_changes(i, d, g) | np.concatenate([[True], t[1:] != t[:-1] + 1]))
+        ngrams = np.diff(np.append(first, t.size))
+        i, d, g, t = i[first], d[first], g[first], t[first]
+        pair = np.cumsum(_changes(i, d)) - 1  # spans are in (item, doc) order, as `shared` is, and cover every pair
+        spans = pl.DataFrame({"item": i, "doc": d, "test_tok_start": t, "ngrams": ngrams,
+                              "span_tokens": ngrams + (self.n - 1), "train_tok_start": t + g, "shared": shared[pair]})
+        longest = np.zeros(self.test.n_items, np.int64)
+        np.maximum.at(longest, i, ngrams + (self.n - 1))
+        return pl.DataFrame({"item": items, "matched_ngrams": matched, "longest_span_tokens": longest[items]}), spans
+
+    def _join(self, u: np.ndarray, d: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Every (hit, test occurrence of its n-gram) pair: (item, test position, document, training position)."""
+        tu, ti, tp = (self.test_table.get_column(c).to_numpy() for c in ("u", "item", "test_pos"))
+        order = np.argsort(tu, kind="stable")
+        per_u = np.bincount(tu, minlength=self.unique.size)
+        k = per_u[u]  # test occurrences of each hit's n-gram
+        hit = np.repeat(np.arange(u.size), k)
+        t = order[np.repeat((np.cumsum(per_u) - per_u)[u] - (np.cumsum(k) - k), k) + np.arange(hit.size)]
+        return (ti[t].astype(np.int64), tp[t].astype(np.int64), d[hit].astype(np.int64),
+                p[hit].astype(np.int64))
+
+
+def _sorted(*keys: np.ndarray) -> list[np.ndarray]:
+    """The keys sorted together, the first most significant."""
+    order = np.lexsort(keys[::-1])
+    return [k[order] for k in keys]
+
+
+def _changes(*keys: np.ndarray) -> np.ndarray:
+    """Over rows sorted by `keys`: True where a row starts a new combination of them."""
+    out = np.zeros(keys[0].size, bool)
+    out[:1] = True
+    for k in keys:
+        out[1:] |= k[1:] != k[:-1]
+    return out

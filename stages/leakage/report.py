@@ -167,6 +167,7 @@ class _Report:
         self.settings = _settings(stage, self.kinds, stats) + [("seed", _fmt(stats.get("seed")))]
         self.thresholds = {c: v for cls in self.kinds if stage.enabled(cls) for c, v in cls.thresholds(stage, findings).items()}
         self.quality = stats.get("evidence_precision_recall") or {}
+        self._worst: list[dict] | None = None
 
     def all_items(self) -> dict:
         """Every item, with its verdict and every score, for the sortable, filterable table."""
@@ -187,6 +188,12 @@ class _Report:
                 "thresholds are the ones to read."]
 
     def worst(self) -> list[dict]:
+        """The worst items with their text, built once for both renderings (each word diff costs)."""
+        if self._worst is None:
+            self._worst = self._build_worst()
+        return self._worst
+
+    def _build_worst(self) -> list[dict]:
         ids = self.findings["test_id"].to_list()
         out = []
         for row in worst_items(self.findings, self.stage.report_items, self.kinds).iter_rows(named=True):

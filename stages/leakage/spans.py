@@ -7,7 +7,7 @@ import polars as pl
 
 from pipeline.io import Dataset
 from stages.leakage.evidence import MATCH_COLUMNS
-from stages.text import Tokens, word_offsets
+from stages.text import Tokens, ascii_word_spans, word_offsets
 
 # The `matches` side output: one row per (test item, training document, kind) piece of evidence.
 MATCHES_SCHEMA = {"test_id": pl.String, "train_id": pl.String, "kind": pl.String, "score": pl.Float64,
@@ -23,20 +23,19 @@ def item_ids(df: pl.DataFrame, id_column: str) -> pl.Series:
     return pl.Series("id", [str(i) for i in range(df.height)], pl.String)
 
 
+DOC_SCHEMA = {"doc": pl.Int64, "train_id": pl.String, "text": pl.String}
+
+
 def fetch_train_docs(train: Dataset, docs: list[int], text_column: str, id_column: str,
                       batch_rows: int, first_row: int = 0) -> pl.DataFrame:
     """Read only the training rows that evidence points at (by row number in stream order), streaming.
 
     `train` may be one partition of the corpus, whose first row is row `first_row` of the corpus: `doc` and,
     without an id column, `train_id` name rows by their corpus-wide number, whatever the partitioning.
-
-    A second read of the rows, not a copy kept while the corpus streamed past: kept copies, allocated
-    between the batches' buffers, left ~25 MB more resident after the stream on the 31.5 MB benchmark
-    (8% of the audit's peak), for ~0.05 s saved.
+    The audit reads them so only when an evidence kind cannot say which rows it may need (see `KeptDocs`).
     """
-    schema = {"doc": pl.Int64, "train_id": pl.String, "text": pl.String}
     if not docs:
-        return pl.DataFrame(schema=schema)
+        return pl.DataFrame(schema=DOC_SCHEMA)
     wanted = np.asarray(docs, np.int64)
     has_id = id_column in train.columns
     columns = [text_column] + ([id_column] if has_id else [])
@@ -47,18 +46,61 @@ def fetch_train_docs(train: Dataset, docs: list[int], text_column: str, id_colum
         if hi > lo:
             rows = wanted[lo:hi]
             picked = batch[rows - base]
-            found.append(pl.DataFrame({
-                "doc": rows + first_row,
-                "train_id": picked.get_column(id_column).cast(pl.String) if has_id
-                else pl.Series([str(r) for r in (rows + first_row).tolist()], dtype=pl.String),
-                # Copied out (through Python strings): a gathered string column still points into the
-                # whole batch's buffers, so a few kept documents would pin every batch they came from.
-                "text": pl.Series(picked.get_column(text_column).cast(pl.String).fill_null("").to_list(), dtype=pl.String),
-            }, schema=schema))
+            found.append(doc_frame(rows + first_row, picked.get_column(text_column).cast(pl.String).fill_null(""),
+                                   picked.get_column(id_column).cast(pl.String) if has_id else None))
         base += batch.height
         if hi == wanted.size:
             break
-    return pl.concat(found) if found else pl.DataFrame(schema=schema)
+    return pl.concat(found) if found else pl.DataFrame(schema=DOC_SCHEMA)
+
+
+def doc_frame(doc: np.ndarray, texts: pl.Series, ids: pl.Series | None) -> pl.DataFrame:
+    """Fetched training rows: corpus-wide row numbers `doc`, their ids (row numbers without an id column), texts.
+
+    The texts are copied out (through Python strings): a gathered string column still points into the whole
+    batch's buffers, so a few kept documents would pin every batch they came from.
+    """
+    return pl.DataFrame({
+        "doc": doc,
+        "train_id": ids if ids is not None else pl.Series([str(r) for r in doc.tolist()], dtype=pl.String),
+        "text": pl.Series(texts.to_list(), dtype=pl.String),
+    }, schema=DOC_SCHEMA)
+
+
+class KeptDocs:
+    """The text of the rows evidence may point at, copied as the stream passes, instead of a second read.
+
+    Each kind says which rows of a batch its evidence may later name (`Evidence.batch_docs`, a superset);
+    those rows' text is copied then, and `docs(wanted)` keeps the final candidates. The 31.5 MB benchmark
+    copies 12.2 MB for 10.7 MB kept, where the second read decoded the whole corpus again (0.07-0.09 s); peak
+    RSS 270-273 -> 274-276 MB (copies kept this way were once measured at ~25 MB more; copied out per batch,
+    as here, ~3 MB). A kind
+    that cannot say, or more than `limit` bytes of text (common n-grams match many rows before they are
+    known to be common), makes `docs` None: the map then reads the matched rows again.
+    """
+
+    def __init__(self, limit: int):
+        self.limit, self.frames, self.bytes = limit, [], 0
+
+    def add(self, rows: np.ndarray | None, base: int, texts: pl.Series, ids: pl.Series | None) -> None:
+        if self.frames is None or rows is None:
+            self.frames = None
+            return
+        if rows.size:
+            local = rows - base
+            picked = texts.gather(local)
+            self.bytes += int(picked.str.len_bytes().sum() or 0)
+            if self.bytes > self.limit:
+                self.frames = None
+                return
+            self.frames.append(doc_frame(rows, picked, ids.gather(local) if ids is not None else None))
+
+    def docs(self, wanted: np.ndarray) -> pl.DataFrame | None:
+        if self.frames is None:
+            return None
+        kept = pl.concat(self.frames) if self.frames else pl.DataFrame(schema=DOC_SCHEMA)
+        docs = kept.filter(pl.col("doc").is_in(wanted))
+        return docs if docs.height == wanted.size else None  # a kind named a row it did not announce: read again
 
 
 class SpanFinder:
@@ -73,16 +115,14 @@ class SpanFinder:
 
     GROUP_CHARS = 1 << 18
 
-    def __init__(self, test_texts: list[str], test_tok: Tokens, starts: np.ndarray, ends: np.ndarray,
+    def __init__(self, test_texts: pl.Series, test_tok: Tokens, starts: np.ndarray, ends: np.ndarray,
                  train_docs: pl.DataFrame):
         self.test_texts = test_texts
         self.test_base = test_tok.offsets
         self.test_counts = test_tok.counts
         self.test_starts, self.test_ends = starts, ends
         self.train_text = train_docs.get_column("text")
-        self.train_texts = self.train_text.to_list()
         self.train_doc = train_docs.get_column("doc").to_numpy()
-        self.train_row = {d: i for i, d in enumerate(self.train_doc.tolist())}
 
     def _test_spans(self, item: np.ndarray, start: np.ndarray, span: np.ndarray, ok: np.ndarray):
         ok = ok & (item >= 0) & (item < self.test_counts.size)
@@ -102,18 +142,32 @@ class SpanFinder:
         row = np.clip(np.searchsorted(self.train_doc, doc), 0, self.train_doc.size - 1)
         ok = ok & (self.train_doc[row] == doc) & (start >= 0) & (span > 0)
         chars = self.train_text.str.len_chars().to_numpy().astype(np.int64)
-        group = np.cumsum(chars) // self.GROUP_CHARS  # non-decreasing: groups are runs of rows
-        for g in np.unique(group[row[ok]]).tolist():
-            rows = np.flatnonzero(group == g)
-            lo, hi = int(rows[0]), int(rows[-1]) + 1
-            starts, ends, counts = word_offsets(self.train_text.slice(lo, hi - lo), "word")
-            first = np.cumsum(counts) - counts
-            at = np.flatnonzero(ok & (row >= lo) & (row < hi))
-            r = row[at] - lo
-            last = np.minimum(start[at] + span[at], counts[r]) - 1
-            fine = last >= start[at]
-            at, r, last = at[fine], r[fine], last[fine]
-            out_s[at], out_e[at] = starts[first[r] + start[at]], ends[first[r] + last]
+        plain = self.train_text.str.len_bytes().to_numpy() == chars
+        # ASCII documents (most of any corpus) and the others in groups of their own: an ASCII group's words
+        # are tokenize's byte spans, read only where a span points (`ascii_word_spans`); every word's
+        # character offsets are worked out only for the others (`word_offsets`).
+        for ascii_ in (True, False):
+            members = np.flatnonzero(plain == ascii_)
+            group = np.cumsum(chars[members]) // self.GROUP_CHARS
+            mine = ok & (plain[row] == ascii_)
+            for g in np.unique(group[np.searchsorted(members, row[mine])]).tolist():
+                rows = members[group == g]
+                at = np.flatnonzero(mine & (row >= rows[0]) & (row <= rows[-1]))
+                r = np.searchsorted(rows, row[at])
+                texts = self.train_text.gather(rows)
+                if ascii_:
+                    starts, lengths, counts, text_starts = ascii_word_spans(texts)
+                else:
+                    starts, ends, counts = word_offsets(texts, "word")
+                first = np.cumsum(counts) - counts
+                last = np.minimum(start[at] + span[at], counts[r]) - 1
+                fine = last >= start[at]
+                at, r, last = at[fine], r[fine], last[fine]
+                if ascii_:
+                    out_s[at] = starts[first[r] + start[at]] - text_starts[r]
+                    out_e[at] = starts[first[r] + last] + lengths[first[r] + last] - text_starts[r]
+                else:
+                    out_s[at], out_e[at] = starts[first[r] + start[at]], ends[first[r] + last]
         return out_s, out_e
 
     def char_spans(self, *frames: pl.DataFrame) -> list[pl.DataFrame]:
@@ -135,19 +189,29 @@ class SpanFinder:
         return out
 
     def attach(self, findings: pl.DataFrame, matches: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Findings with their evidence text (test and training side) and matches with their character spans."""
+        """Findings with their evidence text (test and training side) and matches with their character spans.
+
+        The evidence is cut in polars (`str.slice` counts characters, as Python's slices do): the fetched
+        documents (10.7 MB on the 31.5 MB benchmark) never become Python strings.
+        """
         findings, matches = self.char_spans(findings, matches)
-        evidence, train_evidence = [], []
-        for item, doc, s, e, ts, te in findings.select(
-            "item", "doc", *CHAR_COLUMNS
-        ).iter_rows():
-            evidence.append(self.test_texts[item][s:e] if s is not None else None)
-            row = self.train_row.get(doc) if doc is not None else None
-            train_evidence.append(self.train_texts[row][ts:te] if row is not None and ts is not None else None)
-        findings = findings.with_columns(
-            pl.Series("evidence", evidence, pl.String), pl.Series("train_evidence", train_evidence, pl.String)
+        doc = findings.get_column("doc").fill_null(-1).to_numpy()  # -1: no document (fetched ones are >= 0)
+        if self.train_doc.size:
+            row = np.clip(np.searchsorted(self.train_doc, doc), 0, self.train_doc.size - 1)
+            found, train = self.train_doc[row] == doc, self.train_text.gather(row)
+        else:
+            found, train = np.zeros(findings.height, bool), pl.repeat(None, findings.height, dtype=pl.String, eager=True)
+        cut = pl.DataFrame({"test": self.test_texts.gather(findings.get_column("item")), "train": train,
+                            "found": found}).hstack(findings.select(CHAR_COLUMNS)).select(
+            _cut("test", "test_char_start", "test_char_end").alias("evidence"),
+            pl.when("found").then(_cut("train", "train_char_start", "train_char_end")).alias("train_evidence"),
         )
-        return findings, matches
+        return findings.with_columns(cut.get_column("evidence"), cut.get_column("train_evidence")), matches
+
+
+def _cut(text: str, start: str, end: str) -> pl.Expr:
+    """`text[start:end]` (null without a start), as `SpanFinder.attach` cuts evidence."""
+    return pl.col(text).str.slice(pl.col(start), pl.col(end) - pl.col(start))
 
 
 def match_rows(frames: list[pl.DataFrame]) -> pl.DataFrame:

@@ -26,6 +26,8 @@ Tokens (`tokens.py`)
     token_ids(tokens) -> (dense int64 ids, sorted vocabulary).
     word_offsets(texts, split="word"|"whitespace") -> (starts, ends, counts)
         Code point offsets of every token, vectorised over the batch.
+    ascii_word_spans(texts) -> (byte starts, lengths, counts, text starts): the same for ASCII-only texts,
+        left as spans so a caller reads only the tokens it needs.
     token_offsets(texts, counts) -> (starts, ends, ok): offsets aligned with `tokenize`.
     code_points(texts) -> (uint32 code points of all texts, per-text starts).
 
@@ -81,6 +83,7 @@ from stages.text.tokens import (
     WORD_PUNCT_REGEX,
     WORD_REGEX,
     Tokens,
+    ascii_word_spans,
     code_points,
     count_words,
     span_hashes,
@@ -96,7 +99,7 @@ from stages.text.tokens import (
 
 __all__ = [
     "CHUNK_TOKENIZERS", "MAX_N", "NORMALIZE_MODES", "SPLIT_REGEX", "WORD_PUNCT_REGEX", "WORD_REGEX", "ChunkSpans", "Tokens",
-    "as_series", "char_shingles", "chunk_spans", "code_points", "count_words", "locate_windows", "longest_common_run",
+    "as_series", "ascii_word_spans", "char_shingles", "chunk_spans", "code_points", "count_words", "locate_windows", "longest_common_run",
     "model_tokenizer", "ngram_hashes", "normalize", "per_doc_sets", "span_hashes", "split_words", "text_hash",
     "WindowTexts", "token_chunks", "token_windows", "window_texts", "window_tokens", "token_hashes", "token_ids", "token_offsets", "token_table", "tokenize", "window_hashes", "windows", "word_offsets", "word_shingles",
     "word_spans",

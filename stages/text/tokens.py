@@ -434,6 +434,15 @@ def word_offsets(
     return np.concatenate([a[0], o[0]])[order], np.concatenate([a[1], o[1]])[order], counts
 
 
+def ascii_word_spans(texts: pl.Series | Sequence[str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`word_offsets(texts, "word")` of texts in ASCII only, left as tokenize's byte spans: (starts, lengths,
+    tokens per text, each text's start), starts counted from the first text's. A character is a byte and a
+    candidate span is a word, so a caller that needs a few words' offsets reads only those."""
+    data, offsets = _string_buffers(as_series(texts))
+    spans, counts, _ = _candidate_spans(data, offsets)
+    return spans.starts, spans.lengths, counts, offsets
+
+
 def _span_word_offsets(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`word_offsets` on tokenize's candidate spans (`_candidate_spans`): a span of ASCII bytes is one word;
     a span holding non-ASCII characters is cut into its words on its code points. Byte positions become

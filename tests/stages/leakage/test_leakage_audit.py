@@ -302,8 +302,9 @@ def test_matches_get_spans_with_each_training_document_split_into_words_once(tra
     import stages.leakage.spans as spans
 
     split = []
-    real = spans.word_offsets
+    real, real_ascii = spans.word_offsets, spans.ascii_word_spans
     monkeypatch.setattr(spans, "word_offsets", lambda texts, *a: split.extend(texts.to_list()) or real(texts, *a))
+    monkeypatch.setattr(spans, "ascii_word_spans", lambda texts: split.extend(texts.to_list()) or real_ascii(texts))
     monkeypatch.setattr(spans.SpanFinder, "GROUP_CHARS", 2000)  # several groups of documents
     result = LeakageAudit(semantic=False, chunk_overlap=False, report_items=5).execute(
         train=train, test=test_set, workdir=tmp_path)

@@ -171,3 +171,15 @@ def test_split_and_count_words():
     assert split_words(["a, b!"], "word_punct").to_list() == [["a", ",", "b", "!"]]
     assert split_words(["a, b!"], "whitespace").to_list() == [["a,", "b!"]]
     assert count_words(["a, b!  c", None], "whitespace").to_list() == [3, 0]
+
+
+def test_ascii_word_spans_are_word_offsets_of_ascii_texts():
+    from stages.text import ascii_word_spans
+
+    texts = pl.Series(["", "a bb  c_1", "__x__ y", None, "no-words?!", "  lead and trail  ", "x" * 20])
+    starts, lengths, counts, text_starts = ascii_word_spans(texts)
+    s, e, c = word_offsets(texts, "word")
+    text = np.repeat(np.arange(counts.size), counts)
+    assert counts.tolist() == c.tolist()
+    assert (starts - text_starts[text]).tolist() == s.tolist()
+    assert (starts + lengths - text_starts[text]).tolist() == e.tolist()
