@@ -11,8 +11,7 @@ catches (see `ngram.py` and `chunks.py`); more kinds plug in through `evidence.p
    every n-gram.
 
 Every kind streams over the training corpus once and holds only the test side in memory. Only the
-few training documents that matched are kept (their text copied as the stream passes, or read a second
-time), to recover character spans.
+few training documents that matched are read a second time, to recover character spans.
 
 Default thresholds were chosen on data (see `LeakageAudit` and `bench/bench_leakage.py --calibrate`):
 planted copies, edits, reorderings and rewrites of Python documentation against clean controls.
@@ -47,7 +46,6 @@ from stages.leakage.evidence import (
 from stages.leakage.sample import train_sample
 from stages.leakage.spans import (
     MATCHES_SCHEMA,
-    KeptDocs,
     SpanFinder,
     fetch_train_docs,
     item_ids,
@@ -65,7 +63,6 @@ from stages.leakage.variants import (
 from stages.text import MAX_N, token_offsets, tokenize
 
 MAP_BATCH_BYTES = 4 << 20  # text bytes per training batch inside a map (see `LeakageAudit.map`)
-KEEP_BYTES = 32 << 20  # matched rows' text a map copies as it streams, at most (past it: a second read; `KeptDocs`)
 EVIDENCE_SPAN_COLUMNS = ["train_id", "evidence_kind", "evidence", "train_evidence", "test_char_start",
                          "test_char_end", "train_char_start", "train_char_end"]
 
@@ -285,23 +282,20 @@ class LeakageAudit(PartitionedStage):
         return {"test_df": test_df, "side": side, "templates": templates}
 
     def map(self, partition: Partition, broadcast: dict) -> dict:
-        """Stream one partition past fresh copies of the kinds; keep the matched rows' text (copied as the stream
-        passes, or read once more: see `KeptDocs`)."""
+        """Stream one partition past fresh copies of the kinds; keep the matched rows' text (read once more, here:
+        see `fetch_train_docs`)."""
         evidences = [_fresh(ev) for ev in broadcast["templates"]]
         # Tokenising a batch takes ~10x its text in working memory: small batches keep a map's peak
         # (and with maps on threads, the process's) near the broadcast's, whatever the partition size.
         # Maps in flight on threads share one batch's worth (the engine gives each 1/threads of a batch).
         share = min(partition.batch_bytes / BATCH_BYTES, 1.0)
         partition = dataclasses.replace(partition, batch_bytes=max(1, int(MAP_BATCH_BYTES * share)))
-        kept = KeptDocs(KEEP_BYTES)
-        rows, train_bytes, timings = self._stream(partition, evidences, kept)
+        rows, train_bytes, timings = self._stream(partition, evidences)
         wanted = _candidates(evidences)
-        docs = kept.docs(wanted)
-        if docs is None:
-            view = _PartitionView(partition, self._train_columns(), self.text_column,
-                                  lambda b: training_text(b, self.text_column, self.train_fields))
-            docs = fetch_train_docs(view, (wanted - partition.base).tolist(), self.text_column, self.id_column,
-                                    self.batch_rows, first_row=partition.base)
+        view = _PartitionView(partition, self._train_columns(), self.text_column,
+                              lambda b: training_text(b, self.text_column, self.train_fields))
+        docs = fetch_train_docs(view, (wanted - partition.base).tolist(), self.text_column, self.id_column,
+                                self.batch_rows, first_row=partition.base)
         # The matched texts travel as an Arrow table: it pickles as its buffers (a checkpoint, the merged state's
         # size, Ray's object store), where a polars frame is serialised (31.5 MB corpus, 10.7 MB of matched
         # documents: 0.039 -> 0.015 s to pickle, and 0.027 s -> 0.3 ms to measure).
@@ -387,9 +381,8 @@ class LeakageAudit(PartitionedStage):
         return training_text(batch, self.text_column, self.train_fields).get_column(self.text_column).cast(
             pl.String).fill_null("")
 
-    def _stream(self, partition: Partition, evidences: list[Evidence], kept: KeptDocs) -> tuple[int, int, dict]:
-        """One pass over a partition of the training corpus: tokenise each batch once, hand it to every kind;
-        copy the text of the rows they may point at into `kept`."""
+    def _stream(self, partition: Partition, evidences: list[Evidence]) -> tuple[int, int, dict]:
+        """One pass over a partition of the training corpus: tokenise each batch once, hand it to every kind."""
         train_columns = self._train_columns()
         base, train_bytes = partition.base, 0
         timings = {"tokenize_s": 0.0} | {f"{ev.kind}_s": 0.0 for ev in evidences}
@@ -404,8 +397,6 @@ class LeakageAudit(PartitionedStage):
                 t0 = time.perf_counter()
                 ev.add_batch(item)
                 timings[f"{ev.kind}_s"] += time.perf_counter() - t0
-            named = [ev.batch_docs() for ev in evidences]
-            kept.add(None if any(d is None for d in named) else np.unique(np.concatenate(named)), base, texts, ids)
             base += batch.height
         return base - partition.base, train_bytes, timings
 

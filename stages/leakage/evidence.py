@@ -9,8 +9,7 @@ subclass plus `register_evidence`; the audit runs it when its name is in `Leakag
 Per audit, for each enabled kind (see `Evidence` for the exact signatures):
     ev = Kind(audit, test, shared)          test: the tokenised test side; shared: per-audit resources
     ev.add_batch(batch)                     every training batch, in order (TrainBatch: tokens, texts, base)
-    ev.batch_docs()                         rows of the batch just added that candidate_docs may name (or None)
-    ev.candidate_docs()                     training rows whose text the spans need (kept, or read once more)
+    ev.candidate_docs()                     training rows whose text the spans need (read once more)
     ev.resolve() -> Resolved                per-item columns, match rows, best span per item
     ev.verdict() -> (contaminated, partial) polars expressions over the findings columns
     ev.merge(other)                         fold in the state of the same kind over other training rows
@@ -118,12 +117,6 @@ class Evidence:
 
     def add_batch(self, batch: TrainBatch) -> None:
         raise NotImplementedError
-
-    def batch_docs(self) -> np.ndarray | None:
-        """Rows (corpus-wide numbers, sorted) of the batch just added that `candidate_docs` may name later; a
-        superset will do. None (the default) when the kind cannot say: the audit then reads the candidates'
-        text a second time instead of keeping it as the stream passes (`spans.KeptDocs`)."""
-        return None
 
     def candidate_docs(self) -> np.ndarray:
         return np.empty(0, np.int64)

@@ -61,14 +61,12 @@ class NgramEvidence(Evidence):
         self.presence[(self.unique & self.mask).astype(np.int64)] = True
         self.hits: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.stored = 0
-        self._batch_docs = np.zeros(0, np.int64)  # rows of the last batch with hits (not partial state)
 
     @classmethod
     def settings(cls, audit: Any, stats: dict[str, Any]) -> list[tuple[str, Any]]:
         return [("n", audit.n), ("max_doc_freq", audit.max_doc_freq), ("ngram_contaminated", audit.ngram_contaminated)]
 
     def add_batch(self, batch: TrainBatch) -> None:
-        self._batch_docs = np.zeros(0, np.int64)
         if self.unique.size == 0:
             return
         tok = batch.tokens
@@ -95,7 +93,6 @@ class NgramEvidence(Evidence):
         pairs = np.unique(u.astype(np.int64) * (tok.counts.size + 1) + d)
         self.freq.append(np.unique(pairs // (tok.counts.size + 1), return_counts=True))
         self.hits.append((u.astype(np.int64), d + batch.base, p))
-        self._batch_docs = np.unique(d).astype(np.int64) + batch.base
         self.stored += u.size
         if self.stored > 4 * (self.max_doc_freq + 1) * max(self.unique.size, 1024):
             self._compact()
@@ -124,9 +121,6 @@ class NgramEvidence(Evidence):
         keep = ~np.isin(u, keys[counts > self.max_doc_freq])
         self.hits = [(u[keep], d[keep], p[keep])]
         self.stored = int(keep.sum())
-
-    def batch_docs(self) -> np.ndarray:
-        return self._batch_docs
 
     def stats(self) -> dict[str, Any]:
         return {"common_ngrams_ignored": int((self.doc_freq()[1] > self.max_doc_freq).sum())}

@@ -23,19 +23,23 @@ def item_ids(df: pl.DataFrame, id_column: str) -> pl.Series:
     return pl.Series("id", [str(i) for i in range(df.height)], pl.String)
 
 
-DOC_SCHEMA = {"doc": pl.Int64, "train_id": pl.String, "text": pl.String}
-
-
 def fetch_train_docs(train: Dataset, docs: list[int], text_column: str, id_column: str,
                       batch_rows: int, first_row: int = 0) -> pl.DataFrame:
     """Read only the training rows that evidence points at (by row number in stream order), streaming.
 
     `train` may be one partition of the corpus, whose first row is row `first_row` of the corpus: `doc` and,
     without an id column, `train_id` name rows by their corpus-wide number, whatever the partitioning.
-    The audit reads them so only when an evidence kind cannot say which rows it may need (see `KeptDocs`).
+
+    A second read of the rows, not a copy kept while the corpus streamed past: kept copies, allocated
+    between the batches' buffers, left ~25 MB more resident after the stream on the 31.5 MB benchmark
+    (8% of the audit's peak), for ~0.05 s saved. Tried again in wave 15 with the rows a kind may name
+    copied out batch by batch: 0.07-0.09 s saved at 31.5 MB, but peak RSS on the 377 MB distinct corpus rose
+    from 318-323 to 349-366 MB (rows hit by n-grams that turn out common are copied before they are known
+    to be), against the issue's "peak RSS no higher".
     """
+    schema = {"doc": pl.Int64, "train_id": pl.String, "text": pl.String}
     if not docs:
-        return pl.DataFrame(schema=DOC_SCHEMA)
+        return pl.DataFrame(schema=schema)
     wanted = np.asarray(docs, np.int64)
     has_id = id_column in train.columns
     columns = [text_column] + ([id_column] if has_id else [])
@@ -46,61 +50,18 @@ def fetch_train_docs(train: Dataset, docs: list[int], text_column: str, id_colum
         if hi > lo:
             rows = wanted[lo:hi]
             picked = batch[rows - base]
-            found.append(doc_frame(rows + first_row, picked.get_column(text_column).cast(pl.String).fill_null(""),
-                                   picked.get_column(id_column).cast(pl.String) if has_id else None))
+            found.append(pl.DataFrame({
+                "doc": rows + first_row,
+                "train_id": picked.get_column(id_column).cast(pl.String) if has_id
+                else pl.Series([str(r) for r in (rows + first_row).tolist()], dtype=pl.String),
+                # Copied out (through Python strings): a gathered string column still points into the
+                # whole batch's buffers, so a few kept documents would pin every batch they came from.
+                "text": pl.Series(picked.get_column(text_column).cast(pl.String).fill_null("").to_list(), dtype=pl.String),
+            }, schema=schema))
         base += batch.height
         if hi == wanted.size:
             break
-    return pl.concat(found) if found else pl.DataFrame(schema=DOC_SCHEMA)
-
-
-def doc_frame(doc: np.ndarray, texts: pl.Series, ids: pl.Series | None) -> pl.DataFrame:
-    """Fetched training rows: corpus-wide row numbers `doc`, their ids (row numbers without an id column), texts.
-
-    The texts are copied out (through Python strings): a gathered string column still points into the whole
-    batch's buffers, so a few kept documents would pin every batch they came from.
-    """
-    return pl.DataFrame({
-        "doc": doc,
-        "train_id": ids if ids is not None else pl.Series([str(r) for r in doc.tolist()], dtype=pl.String),
-        "text": pl.Series(texts.to_list(), dtype=pl.String),
-    }, schema=DOC_SCHEMA)
-
-
-class KeptDocs:
-    """The text of the rows evidence may point at, copied as the stream passes, instead of a second read.
-
-    Each kind says which rows of a batch its evidence may later name (`Evidence.batch_docs`, a superset);
-    those rows' text is copied then, and `docs(wanted)` keeps the final candidates. The 31.5 MB benchmark
-    copies 12.2 MB for 10.7 MB kept, where the second read decoded the whole corpus again (0.07-0.09 s); peak
-    RSS 270-273 -> 274-276 MB (copies kept this way were once measured at ~25 MB more; copied out per batch,
-    as here, ~3 MB). A kind
-    that cannot say, or more than `limit` bytes of text (common n-grams match many rows before they are
-    known to be common), makes `docs` None: the map then reads the matched rows again.
-    """
-
-    def __init__(self, limit: int):
-        self.limit, self.frames, self.bytes = limit, [], 0
-
-    def add(self, rows: np.ndarray | None, base: int, texts: pl.Series, ids: pl.Series | None) -> None:
-        if self.frames is None or rows is None:
-            self.frames = None
-            return
-        if rows.size:
-            local = rows - base
-            picked = texts.gather(local)
-            self.bytes += int(picked.str.len_bytes().sum() or 0)
-            if self.bytes > self.limit:
-                self.frames = None
-                return
-            self.frames.append(doc_frame(rows, picked, ids.gather(local) if ids is not None else None))
-
-    def docs(self, wanted: np.ndarray) -> pl.DataFrame | None:
-        if self.frames is None:
-            return None
-        kept = pl.concat(self.frames) if self.frames else pl.DataFrame(schema=DOC_SCHEMA)
-        docs = kept.filter(pl.col("doc").is_in(wanted))
-        return docs if docs.height == wanted.size else None  # a kind named a row it did not announce: read again
+    return pl.concat(found) if found else pl.DataFrame(schema=schema)
 
 
 class SpanFinder:

@@ -47,26 +47,3 @@ def test_maps_in_flight_share_one_batch_bound(tmp_path, monkeypatch):
     assert max(alone) <= MAP_BATCH_BYTES * 1.1
     # Two maps in flight: each reads batches of about half the bound, so together they hold one.
     assert max(two) <= MAP_BATCH_BYTES / 2 * 1.1
-
-
-def test_kept_texts_are_the_second_reads_docs(tmp_path, monkeypatch):
-    """The map keeps the matched rows' text as the stream passes; past its limit it reads them again, alike."""
-    import stages.leakage.audit as audit
-    from stages.leakage import LeakageAudit
-
-    boiler = " ".join(f"common{j}" for j in range(20))  # in every document: common, dropped after the stream
-    docs = [f"{boiler} " + " ".join(f"w{i}x{j}" for j in range(40)) for i in range(300)]
-    train = pl.DataFrame({"text": docs})  # no id column: ids are row numbers
-    test = pl.DataFrame({"id": ["a", "b"], "text": [docs[17], f"{boiler} " + docs[250][-120:]]})
-    inputs = {"train": Dataset.from_any(train), "test": Dataset.from_any(test)}
-    stage = LeakageAudit(chunk_overlap=False, semantic=False, batch_rows=64)
-    broadcast = stage.broadcast(Context(step_id="audit", seed=0, out_dir=tmp_path / "out"), inputs)
-    part, = plan_partitions(inputs["train"], 1 << 40)
-    reads: list[int] = []
-    real = audit.fetch_train_docs
-    monkeypatch.setattr(audit, "fetch_train_docs", lambda *a, **k: reads.append(1) or real(*a, **k))
-    kept = pl.from_arrow(stage.map(part, broadcast)["docs"])
-    assert not reads and kept["doc"].to_list() == [17, 250] and kept["train_id"].to_list() == ["17", "250"]
-    monkeypatch.setattr(audit, "KEEP_BYTES", 1000)  # every row matched the boilerplate: over the limit
-    again = pl.from_arrow(stage.map(part, broadcast)["docs"])
-    assert reads and again.equals(kept) and kept["text"].to_list() == [docs[17], docs[250]]
