@@ -10,9 +10,11 @@ copies. A pair that several bands find comes out of several reducers, so the red
 second round by pair, whose reducers make them distinct. Finish: the driver gets only distinct pairs,
 never a per-row array.
 Candidates are verified (true Jaccard of the shingle sets, re-read only for the candidate rows that
-are not copies, by `Context.gather_rows` where the data's partitions are, and spilled to a scratch
-file, so memory stays at the pairs; or the signature estimate, recomputed for the candidate rows;
-or not at all), joined by union-find, and one row per cluster is kept.
+are not copies: on Ray, pairs of data rows are compared where their sets meet on the workers
+(`Context.join_rows`); otherwise the sets are read by `Context.gather_rows` where the data's
+partitions are and spilled to a scratch file, so memory stays at the pairs; or the signature
+estimate, recomputed for the candidate rows; or not at all), joined by union-find, and one row per
+cluster is kept.
 """
 
 from __future__ import annotations
