@@ -10,11 +10,11 @@ copies. A pair that several bands find comes out of several reducers, so the red
 second round by pair, whose reducers make them distinct. Finish: the driver gets only distinct pairs,
 never a per-row array.
 Candidates are verified (true Jaccard of the shingle sets, re-read only for the candidate rows that
-are not copies: on Ray, pairs of data rows are compared where their sets meet on the workers
-(`Context.join_rows`); otherwise the sets are read by `Context.gather_rows` where the data's
-partitions are and spilled to a scratch file, so memory stays at the pairs; or the signature
-estimate, recomputed for the candidate rows; or not at all), joined by union-find, and one row per
-cluster is kept.
+are not copies; or the signature estimate, recomputed for the candidate rows; or not at all), joined
+by union-find, and one row per cluster is kept. On Ray, pairs of data rows are compared where their
+sets or signatures meet on the workers (`Context.join_rows`); otherwise the sets are read by
+`Context.gather_rows` where the data's partitions are and spilled to a scratch file, so memory stays
+at the pairs.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ REDUCER_ROWS = 1 << 25
 class MinhashState:
     """What verification and the similarity column need, for candidate rows only (never every row)."""
 
-    # verify='signature' or 'none': the signatures of the candidate rows (sorted), recomputed where they are.
+    # verify='signature' or 'none': the signatures of the candidate rows compared here (sorted rows), recomputed
+    # where they are (on Ray only rows paired with a reference row: pairs of data rows are compared on the workers).
     signature_rows: np.ndarray | None = None
     signatures: np.ndarray | None = None
     # verify='jaccard': exact copies (equal shingle sequences: Jaccard 1, never re-read) as star members
@@ -225,15 +226,7 @@ class DedupMinhash(TextDedupStage):
         candidates = merge_sorted_pairs([pairs for pairs, _, _ in results], scan.n)
         del results, copies
         state = MinhashState()
-        if self.verify != "jaccard":
-            state.signature_rows = np.unique(candidates)
-            state.signatures = self._signatures(scan, state.signature_rows)
-            if self.verify == "none":
-                pairs = candidates
-            else:
-                pairs = candidates[signature_similarity(state.signatures, self._signature_index(state, candidates))
-                                   >= self.threshold]
-        else:
+        if self.verify == "jaccard":
             order = np.argsort(copies_found[:, 1], kind="stable")
             state.copy_rows, state.copy_leaders = copies_found[order, 1], copies_found[order, 0]
             # Pairs of equal shingle sequences (copies) have Jaccard 1: only the others are re-read.
@@ -242,11 +235,17 @@ class DedupMinhash(TextDedupStage):
             state.set_rows, state.set_ids = np.empty(0, np.int64), np.empty(0, np.int64)
             try:
                 similarity = np.ones(len(candidates), np.float64)
-                similarity[~copies] = self._jaccard(scan, state, candidates[~copies])
+                similarity[~copies] = self._pair_values(scan, state, candidates[~copies])
             except BaseException:
                 state.sets.close()
                 raise
-            pairs = candidates[similarity >= self.threshold]
+        else:
+            state.signature_rows = np.empty(0, np.int64)
+            state.signatures = np.empty((0, self.num_perm), np.uint32)
+            similarity = (self._pair_values(scan, state, candidates) if self.verify == "signature"
+                          else np.ones(len(candidates), np.float64))
+        pairs = candidates[similarity >= self.threshold]
+        if self.verify != "none":
             # unique_pairs returns pairs sorted by (low, high), so their codes are sorted too.
             state.known_codes, state.known_values = candidates[:, 0] * scan.n + candidates[:, 1], similarity
         ctx.record("banding", banding.describe())
@@ -258,17 +257,19 @@ class DedupMinhash(TextDedupStage):
         return pairs, state
 
     def similarity(self, scan: Scan, state: MinhashState, rows: np.ndarray, kept: np.ndarray) -> np.ndarray:
+        """Each member's similarity to its cluster's kept row (Jaccard, or the MinHash estimate without it).
+        Most kept rows are a verified candidate of their member's: that value is reused, the rest computed."""
         pairs = np.stack([rows, kept], axis=1)
-        if state.sets is None:  # members and their kept rows are all candidate rows: their signatures are here
-            return signature_similarity(state.signatures, self._signature_index(state, pairs))
-        # Most rows' kept row is a verified candidate of theirs: reuse that Jaccard, compute the rest.
-        codes = np.minimum(rows, kept) * scan.n + np.maximum(rows, kept)
         out = np.ones(len(pairs), np.float64)
-        where, hit = sorted_lookup(state.known_codes, codes)
-        out[hit] = state.known_values[where[hit]]
-        todo = ~hit & (rows != kept) & (state.copy_root(rows) != state.copy_root(kept))
+        hit = np.zeros(len(pairs), bool)
+        if state.known_codes is not None:
+            where, hit = sorted_lookup(state.known_codes, np.minimum(rows, kept) * scan.n + np.maximum(rows, kept))
+            out[hit] = state.known_values[where[hit]]
+        todo = ~hit & (rows != kept)
+        if state.sets is not None:
+            todo &= state.copy_root(rows) != state.copy_root(kept)
         if todo.any():
-            out[todo] = self._jaccard(scan, state, pairs[todo])
+            out[todo] = self._pair_values(scan, state, pairs[todo])
         return out
 
     def release(self, state: MinhashState) -> None:
@@ -278,20 +279,35 @@ class DedupMinhash(TextDedupStage):
     def _text_spec(self) -> tuple:
         return (self.text_column, self.unit, self.ngram, self.normalization, self.num_perm)
 
-    def _jaccard(self, scan: Scan, state: MinhashState, pairs: np.ndarray) -> np.ndarray:
-        """True Jaccard of row pairs. On Ray, pairs of data rows are compared on the workers (`Context.join_rows`:
-        their sets meet there and never reach the driver); the rest here, on spilled sets of their rows, read
-        as needed (the reference's here, the data's where its partitions are)."""
+    def _pair_values(self, scan: Scan, state: MinhashState, pairs: np.ndarray) -> np.ndarray:
+        """True Jaccard of row pairs (verify='jaccard'), else the MinHash estimate. On Ray, pairs of data rows are
+        compared on the workers (`Context.join_rows`: their sets or signatures meet there and never reach the
+        driver); the rest here, on their rows' spilled sets or signatures, made as needed (the reference's here,
+        the data's where its partitions are)."""
+        jaccard = self.verify == "jaccard"
         out = np.empty(len(pairs), np.float64)
         joined = pairs.min(axis=1) >= scan.n_reference if scan.join_rows else np.zeros(len(pairs), bool)
         if joined.any():
-            out[joined] = scan.join_rows(partition_shingle_sets, pairs[joined] - scan.n_reference, set_jaccard,
-                                         self._text_spec())
+            rows_fn, pair_fn = ((partition_shingle_sets, set_jaccard) if jaccard
+                                else (partition_signature_rows, signature_pair_similarity))
+            out[joined] = scan.join_rows(rows_fn, pairs[joined] - scan.n_reference, pair_fn, self._text_spec())
         rest = pairs[~joined]
         needed = np.unique(rest)
-        self._add_sets(scan, state, needed[~state.has_set(needed)])
-        out[~joined] = state.sets.jaccard(state.set_index(rest))
+        if jaccard:
+            self._add_sets(scan, state, needed[~state.has_set(needed)])
+            out[~joined] = state.sets.jaccard(state.set_index(rest))
+        else:
+            self._add_signatures(scan, state, needed[~sorted_lookup(state.signature_rows, needed)[1]])
+            out[~joined] = signature_similarity(state.signatures, np.searchsorted(state.signature_rows, rest))
         return out
+
+    def _add_signatures(self, scan: Scan, state: MinhashState, needed: np.ndarray) -> None:
+        """Recompute the signatures of the sorted `needed` rows (none held yet) where they are, and hold them."""
+        if needed.size:
+            rows = np.concatenate([state.signature_rows, needed])
+            order = np.argsort(rows, kind="stable")
+            state.signature_rows = rows[order]
+            state.signatures = np.concatenate([state.signatures, self._signatures(scan, needed)])[order]
 
     def _add_sets(self, scan: Scan, state: MinhashState, needed: np.ndarray) -> None:
         """Spill the shingle sets (sorted, distinct) of the `needed` rows (sorted, none with a set yet), read
@@ -312,10 +328,6 @@ class DedupMinhash(TextDedupStage):
         """Signatures of the sorted `rows`, recomputed from their texts where they are."""
         found = list(self._read_rows(scan, rows, rows_signatures, partition_signatures))
         return np.concatenate(found) if found else np.empty((0, self.num_perm), np.uint32)
-
-    @staticmethod
-    def _signature_index(state: MinhashState, pairs: np.ndarray) -> np.ndarray:
-        return np.searchsorted(state.signature_rows, pairs)
 
     def _read_rows(self, scan: Scan, rows: np.ndarray, of_batches, of_partition) -> Iterator:
         """What `of_batches` makes of the sorted `rows`, in row order: the reference's read here, the data's
@@ -374,6 +386,17 @@ def set_jaccard(flat: np.ndarray, offsets: np.ndarray, pairs: np.ndarray, spec: 
 def partition_signatures(partition: Partition, rows: np.ndarray, spec: tuple) -> list[np.ndarray]:
     """`Context.gather_rows` function: the signatures of some rows of one partition, made where it is."""
     return list(rows_signatures(partition.iter_batches(SCAN_BATCH_ROWS, columns=[spec[0]]), rows, spec))
+
+
+def partition_signature_rows(partition: Partition, rows: np.ndarray, spec: tuple) -> list[tuple]:
+    """`Context.join_rows` function: the signatures of some rows of one partition as ragged rows (flat, offsets)."""
+    return [(s.reshape(-1), np.arange(len(s) + 1, dtype=np.int64) * spec[4])
+            for s in partition_signatures(partition, rows, spec)]
+
+
+def signature_pair_similarity(flat: np.ndarray, offsets: np.ndarray, pairs: np.ndarray, spec: tuple) -> np.ndarray:
+    """`Context.join_rows` function: the MinHash estimate of pairs of rows' signatures (flat, offsets)."""
+    return signature_similarity(flat.reshape(-1, spec[4]), pairs)
 
 
 def check_minhash_params(ngram: int, num_perm: int, threshold: float, bands: int | None, rows: int | None) -> None:

@@ -81,14 +81,18 @@ def ray_executor(ray_cluster):
 
 
 @pytest.mark.parametrize("partition_bytes", [1, 20_000])
-@pytest.mark.parametrize("stage", [DedupMinhash(threshold=0.7), DedupExact(normalization="full", keep="lowest_id")],
-                         ids=["minhash", "exact"])
+@pytest.mark.parametrize("stage", [DedupMinhash(threshold=0.7), DedupMinhash(threshold=0.7, verify="signature"),
+                                   DedupExact(normalization="full", keep="lowest_id")],
+                         ids=["minhash", "minhash-signature", "exact"])
 def test_partitions_on_two_nodes_equal_local(ray_executor, corpus, tmp_path, stage, partition_bytes,  # noqa: F811
                                              monkeypatch):
-    # Shingle sets that reach the driver (spilled there for Jaccard verification). On Ray the pairs of two data
-    # rows are verified on the workers (`Context.join_rows`), so with no reference the driver holds none.
-    spilled, append = [], SpilledSets.append
+    # Shingle sets or signatures that reach the driver (for Jaccard verification or the MinHash estimate). On Ray
+    # the pairs of two data rows are compared on the workers (`Context.join_rows`), so with no reference the
+    # driver holds none.
+    spilled, append, signatures = [], SpilledSets.append, DedupMinhash._signatures
     monkeypatch.setattr(SpilledSets, "append", lambda self, h, o: spilled.append(len(o) - 1) or append(self, h, o))
+    monkeypatch.setattr(DedupMinhash, "_signatures", lambda self, scan, rows: spilled.append(len(rows))
+                        or signatures(self, scan, rows))
     data, reference = corpus
     for inputs in ({"data": data}, {"data": data, "reference": reference}):
         tag = str(len(inputs))
