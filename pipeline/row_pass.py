@@ -228,10 +228,27 @@ def join_group(pair_fn: Callable, pairs: np.ndarray, parts: list[tuple], extra: 
     return np.asarray(pair_fn(flat, offsets, np.searchsorted(rows, pairs), extra))
 
 
-def source_parts(rows_fn: Callable, source: JoinSource, extra: Any) -> list[tuple]:
-    """A source's part for each of its groups: (corpus-wide rows, flat values, offsets)."""
-    flat, offsets = concat_ragged(rows_fn(source.partition, source.rows, extra))
-    if len(offsets) - 1 != len(source.rows):
-        raise ValueError(f"join_rows: the rows function gave {len(offsets) - 1} rows for {len(source.rows)}")
-    return [(source.rows[where] + source.partition.base, *take_ragged(flat, offsets, where))
+def source_values(rows_fn: Callable, source: JoinSource, extra: Any, cached: tuple | None = None) -> tuple:
+    """(rows, flat values, offsets) of the source's rows, sorted, rows relative to the partition: taken from
+    `cached` (an earlier join's values of this partition, in the same form) where it holds them, made by
+    `rows_fn` for the rest; the result holds both, for the next join."""
+    held = cached[0] if cached is not None else np.empty(0, np.int64)
+    missing = source.rows[~np.isin(source.rows, held)]
+    if not missing.size:
+        return cached
+    flat, offsets = concat_ragged(rows_fn(source.partition, missing, extra))
+    if len(offsets) - 1 != len(missing):
+        raise ValueError(f"join_rows: the rows function gave {len(offsets) - 1} rows for {len(missing)}")
+    if cached is None:
+        return missing, flat, offsets
+    rows = np.concatenate([held, missing])
+    order = np.argsort(rows, kind="stable")
+    return (rows[order], *take_ragged(*concat_ragged([cached[1:], (flat, offsets)]), order))
+
+
+def source_parts(values: tuple, source: JoinSource) -> list[tuple]:
+    """A source's part for each of its groups, from its rows' `source_values`: (corpus-wide rows, flat, offsets)."""
+    rows, flat, offsets = values
+    at = np.searchsorted(rows, source.rows)
+    return [(source.rows[where] + source.partition.base, *take_ragged(flat, offsets, at[where]))
             for _, where in source.dests]

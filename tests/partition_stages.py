@@ -256,3 +256,10 @@ def shared_words(flat: np.ndarray, offsets: np.ndarray, pairs: np.ndarray, _extr
     """A `join_rows` pair function: how many distinct words the two rows of each pair share."""
     return np.array([np.intersect1d(flat[offsets[a]:offsets[a + 1]], flat[offsets[b]:offsets[b + 1]]).size
                      for a, b in pairs], np.int64)
+
+
+def logged_word_sets(partition: Partition, rows, log: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`word_sets_at` that appends "partition rows" to the file `log` first: which rows were read, and where."""
+    with open(log, "a") as f:
+        f.write(f"{partition.index} {len(rows)}\n")
+    return word_sets_at(partition, rows, "text")

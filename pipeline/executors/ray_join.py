@@ -22,7 +22,7 @@ import ray
 
 from pipeline.errors import PipelineError
 from pipeline.executors.ray_tasks import _enter, _get, _pack_error, _unpack_error
-from pipeline.row_pass import join_group, plan_join, source_parts
+from pipeline.row_pass import join_group, plan_join, source_parts, source_values
 
 # Groups of pairs: two per CPU, at most 64. Each partition task has one return per group it feeds, so the
 # driver owns up to partitions x groups refs (256 K for a 1 TB corpus in 4,000 partitions); at 1 TB with 10%
@@ -30,13 +30,14 @@ from pipeline.row_pass import join_group, plan_join, source_parts
 GROUPS_PER_CPU, MAX_GROUPS = 2, 64
 
 
-def _rows_task(rows_fn: Callable, source, extra: Any, cwd: str) -> tuple:
-    """(status, then one part per group the source feeds)."""
+def _rows_task(rows_fn: Callable, source, extra: Any, cwd: str, cached: tuple | None) -> tuple:
+    """(status, the values of every row of the partition made so far, then one part per group the source feeds)."""
     _enter(cwd)
     try:
-        return (("ok", None), *source_parts(rows_fn, source, extra))
+        values = source_values(rows_fn, source, extra, cached)
+        return (("ok", None), values, *source_parts(values, source))
     except PipelineError as exc:
-        return (("error", _pack_error(exc)), *(None for _ in source.dests))
+        return (("error", _pack_error(exc)), None, *(None for _ in source.dests))
 
 
 def _group_task(pair_fn: Callable, pairs: np.ndarray, extra: Any, cwd: str, *parts) -> tuple:
@@ -56,6 +57,10 @@ def ray_join(executor: Any, partitions: list, options: dict) -> Callable:
     common = {"scheduling_strategy": "SPREAD", "max_retries": executor.max_retries,
               "num_cpus": options.get("num_cpus", 1)}
     group_task = ray.remote(_group_task).options(**common)
+    # Per (rows_fn, extra): each partition's values made so far, left in the object store. A later join with
+    # the same function takes them from there and reads the partition again only for rows it lacks (dedup's
+    # similarity column pairs rows its verification already shingled).
+    made: dict[tuple, dict[int, Any]] = {}
 
     def join_rows(rows_fn: Callable, pairs: np.ndarray, pair_fn: Callable, extra: Any = None) -> np.ndarray:
         pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
@@ -64,11 +69,13 @@ def ray_join(executor: Any, partitions: list, options: dict) -> Callable:
         plan = plan_join(partitions, pairs, min(GROUPS_PER_CPU * executor.cluster_cpus(), MAX_GROUPS))
         rows_ref, pair_ref, extra_ref = ray.put(rows_fn), ray.put(pair_fn), ray.put(extra)
         statuses, parts = [], []
+        cache = made.setdefault((rows_fn, repr(extra)), {})
         for source in plan.sources:
-            task = ray.remote(_rows_task).options(num_returns=1 + len(source.dests), **common)
-            refs = task.remote(rows_ref, source, extra_ref, executor._cwd)
+            task = ray.remote(_rows_task).options(num_returns=2 + len(source.dests), **common)
+            refs = task.remote(rows_ref, source, extra_ref, executor._cwd, cache.get(source.partition.index))
             statuses.append(refs[0])
-            parts.append(dict(zip((g for g, _ in source.dests), refs[1:])))
+            cache[source.partition.index] = refs[1]
+            parts.append(dict(zip((g for g, _ in source.dests), refs[2:])))
         groups = [g for g in range(len(plan.feeds)) if plan.bounds[g + 1] > plan.bounds[g]]
         results = [group_task.remote(pair_ref, pairs[plan.order[plan.bounds[g]:plan.bounds[g + 1]]], extra_ref,
                                      executor._cwd, *(parts[s][g] for s in plan.feeds[g])) for g in groups]

@@ -125,12 +125,12 @@ def test_gather_rows_on_two_nodes_equals_the_local_one(ray_executor, tmp_path):
 
 def test_join_rows_on_two_nodes_computes_each_pair_on_the_workers(ray_executor, tmp_path):
     import numpy as np
-    from partition_stages import shared_words, word_sets_at
+    from partition_stages import logged_word_sets, shared_words, word_sets_at
     from test_row_pass import join_pairs
 
     from pipeline.executors.ray_join import ray_join
     from pipeline.partitioned import plan_partitions
-    from pipeline.row_pass import join_group, plan_join, source_parts
+    from pipeline.row_pass import join_group, plan_join, source_parts, source_values
 
     data = corpus_files(tmp_path / "corpus")
     partitions = plan_partitions(data, 1)
@@ -140,8 +140,14 @@ def test_join_rows_on_two_nodes_computes_each_pair_on_the_workers(ray_executor, 
     one = plan_join(partitions, pairs, 1)  # the same pairs in one group, in this process
     expected = np.empty(len(pairs), np.int64)
     expected[one.order] = join_group(shared_words, pairs[one.order],
-                                     [source_parts(word_sets_at, s, "text")[0] for s in one.sources], None)
+                                     [source_parts(source_values(word_sets_at, s, "text"), s)[0] for s in one.sources], None)
     assert join(word_sets_at, pairs, shared_words, "text").tolist() == expected.tolist()
+    # A second join with the same function reuses the rows the first made: no partition is read again.
+    log = tmp_path / "reads.log"
+    assert join(logged_word_sets, pairs[:40], shared_words, str(log)).tolist() == expected[:40].tolist()
+    read_once = log.read_text()
+    assert read_once and join(logged_word_sets, pairs[10:30], shared_words, str(log)).tolist() == expected[10:30].tolist()
+    assert log.read_text() == read_once
     assert join(word_sets_at, np.empty((0, 2), np.int64), shared_words, "text").tolist() == []
     with pytest.raises(PipelineError, match="refusing partition 1"):
         join(word_sets_at, pairs, shared_words, "refuse")

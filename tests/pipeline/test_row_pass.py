@@ -7,13 +7,29 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-from partition_stages import SplitRows, shared_words, split_rows, texts_at, word_codes, word_sets_at
+from partition_stages import (
+    SplitRows,
+    logged_word_sets,
+    shared_words,
+    split_rows,
+    texts_at,
+    word_codes,
+    word_sets_at,
+)
 from test_partitioned import corpus_files, run_step
 
 from pipeline.executors import LocalExecutor
 from pipeline.io import Dataset
 from pipeline.partitioned import plan_partitions
-from pipeline.row_pass import concat_ragged, join_group, local_gather, plan_join, source_parts, take_ragged
+from pipeline.row_pass import (
+    concat_ragged,
+    join_group,
+    local_gather,
+    plan_join,
+    source_parts,
+    source_values,
+    take_ragged,
+)
 from pipeline.row_pass import split_rows as split_by_partition
 
 
@@ -68,7 +84,8 @@ def test_a_join_plan_brings_each_group_the_rows_of_its_pairs_only(tmp_path, grou
     pairs = join_pairs(data.num_rows)
     plan = plan_join(partitions, pairs, groups)
     assert sorted(plan.order.tolist()) == list(range(len(pairs))) and len(plan.feeds) == min(groups, len(pairs))
-    parts = [dict(zip((g for g, _ in s.dests), source_parts(word_sets_at, s, "text"))) for s in plan.sources]
+    parts = [dict(zip((g for g, _ in s.dests), source_parts(source_values(word_sets_at, s, "text"), s)))
+             for s in plan.sources]
     out = np.empty(len(pairs), np.int64)
     for g, feeds in enumerate(plan.feeds):
         mine = pairs[plan.order[plan.bounds[g]:plan.bounds[g + 1]]]
@@ -89,3 +106,25 @@ def test_ragged_rows_concatenate_and_take_in_any_order():
     assert flat.tolist() == [1, 2, 3, 4, 5] and offsets.tolist() == [0, 2, 3, 3, 4, 5]
     taken, taken_offsets = take_ragged(flat, offsets, np.array([4, 2, 0, 0]))
     assert taken.tolist() == [5, 1, 2, 1, 2] and taken_offsets.tolist() == [0, 1, 1, 3, 5]
+
+
+def test_a_later_join_reads_only_the_rows_an_earlier_one_did_not(tmp_path):
+    data = corpus_files(tmp_path / "corpus")
+    partitions = plan_partitions(data, 1)
+    log = tmp_path / "reads.log"
+    first, second = join_pairs(data.num_rows)[:30], join_pairs(data.num_rows)[20:]
+    made = {}
+    for source in plan_join(partitions, first, 2).sources:
+        made[source.partition.index] = source_values(logged_word_sets, source, str(log))
+    log.write_text("")
+    for source in plan_join(partitions, second, 3).sources:
+        held = made.get(source.partition.index)
+        values = source_values(logged_word_sets, source, str(log), held)
+        fresh = source_values(word_sets_at, source, "text")
+        for got, want in zip(source_parts(values, source), source_parts(fresh, source)):
+            assert all(np.array_equal(a, b) for a, b in zip(got, want))
+        assert set(source.rows) <= set(values[0]) and values[0].tolist() == sorted(values[0].tolist())
+        new = len(set(source.rows) - set(held[0] if held else []))
+        made[source.partition.index] = values
+        reads = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
+        assert [n for p, n in reads if p == source.partition.index] == ([new] if new else [])
