@@ -9,7 +9,9 @@ group takes its parts as arguments, so they go worker to worker, and runs `pair_
 driver sends row numbers and receives `pair_fn`'s values, one per pair.
 
 The driver waits on the partition tasks' statuses first, so a refusal there is the error the user sees;
-a group task whose part is missing (its source failed) skips.
+a group task whose part is missing (its source failed) skips. Each partition's values made so far stay in
+the object store (until `finish` ends) for the next join with the same function, which reads a partition
+again only for the rows they lack.
 """
 
 from __future__ import annotations
