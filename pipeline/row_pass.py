@@ -84,11 +84,16 @@ def _non_empty(rows: RowPass, output: str, partitions: list) -> Iterator[pl.Data
     yield from itertools.chain([first], stream)
 
 
+def partition_bounds(partitions: list) -> np.ndarray:
+    """Each partition's first corpus-wide row, then the row after the last partition (0 with none)."""
+    return np.array([p.base for p in partitions] + [partitions[-1].base + partitions[-1].num_rows if partitions else 0],
+                    np.int64)
+
+
 def split_rows(partitions: list, rows: np.ndarray) -> list[tuple[Any, np.ndarray]]:
     """(partition, its rows relative to its first) for each partition holding some of the sorted `rows`."""
     rows = np.asarray(rows, np.int64)
-    bases = np.array([p.base for p in partitions] + [partitions[-1].base + partitions[-1].num_rows if partitions else 0],
-                     np.int64)
+    bases = partition_bounds(partitions)
     if rows.size and (rows[0] < 0 or rows[-1] >= bases[-1] or np.any(np.diff(rows) < 0)):
         raise ValueError("gather_rows needs sorted row numbers inside the partitioned input")
     cuts = np.searchsorted(rows, bases)
@@ -175,8 +180,7 @@ class JoinPlan:
 def plan_join(partitions: list, pairs: np.ndarray, groups: int) -> JoinPlan:
     """`JoinPlan` of corpus-wide row `pairs` (any order) over at most `groups` groups."""
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
-    bases = np.array([p.base for p in partitions] + [partitions[-1].base + partitions[-1].num_rows if partitions else 0],
-                     np.int64)
+    bases = partition_bounds(partitions)
     if pairs.size and (pairs.min() < 0 or pairs.max() >= bases[-1]):
         raise ValueError("join_rows needs row numbers inside the partitioned input")
     groups = max(1, min(groups, len(pairs)))

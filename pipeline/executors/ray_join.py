@@ -58,7 +58,7 @@ def ray_join(executor: Any, partitions: list, options: dict) -> Callable:
     gives the sorted local rows' values as a list of ragged pieces (flat values, offsets)."""
     common = {"scheduling_strategy": "SPREAD", "max_retries": executor.max_retries,
               "num_cpus": options.get("num_cpus", 1)}
-    group_task = ray.remote(_group_task).options(**common)
+    rows_task, group_task = ray.remote(_rows_task), ray.remote(_group_task).options(**common)
     # Per (rows_fn, extra): each partition's values made so far, left in the object store. A later join with
     # the same function takes them from there and reads the partition again only for rows it lacks (dedup's
     # similarity column pairs rows its verification already shingled).
@@ -73,8 +73,7 @@ def ray_join(executor: Any, partitions: list, options: dict) -> Callable:
         statuses, parts = [], []
         cache = made.setdefault((rows_fn, repr(extra)), {})
         for source in plan.sources:
-            task = ray.remote(_rows_task).options(num_returns=2 + len(source.dests), **common)
-            refs = task.remote(rows_ref, source, extra_ref, executor._cwd, cache.get(source.partition.index))
+            refs = rows_task.options(num_returns=2 + len(source.dests), **common).remote(rows_ref, source, extra_ref, executor._cwd, cache.get(source.partition.index))
             statuses.append(refs[0])
             cache[source.partition.index] = refs[1]
             parts.append(dict(zip((g for g, _ in source.dests), refs[2:])))
