@@ -41,6 +41,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
+from pipeline.arrays import unique_sorted
 from pipeline.io import write_table
 from pipeline.stage import Context
 
@@ -188,7 +189,7 @@ def plan_join(partitions: list, pairs: np.ndarray, groups: int) -> JoinPlan:
     order = np.argsort(group, kind="stable")
     bounds = np.searchsorted(group[order], np.arange(groups + 1))
     # Each (row, group) once, sorted by row and then group: rows come out partition by partition.
-    needed = np.unique(pairs.reshape(-1) * groups + np.repeat(group, 2))
+    needed = unique_sorted(pairs.reshape(-1) * groups + np.repeat(group, 2))
     rows, row_group = needed // groups, needed % groups
     sources, feeds = [], [[] for _ in range(groups)]
     cuts = np.searchsorted(rows, bases)
@@ -196,7 +197,7 @@ def plan_join(partitions: list, pairs: np.ndarray, groups: int) -> JoinPlan:
         mine, mine_group = rows[cuts[i]:cuts[i + 1]], row_group[cuts[i]:cuts[i + 1]]
         if not mine.size:
             continue
-        local = np.unique(mine)
+        local = unique_sorted(mine)
         dests = []
         for g in np.unique(mine_group):
             dests.append((int(g), np.searchsorted(local, mine[mine_group == g])))

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from pipeline.arrays import unique_sorted
 from pipeline.errors import ParamError
 from pipeline.partitioned import Partition
 from pipeline.stage import Context
@@ -292,7 +293,7 @@ class DedupMinhash(TextDedupStage):
                                 else (partition_signature_rows, signature_pair_similarity))
             out[joined] = scan.join_rows(rows_fn, pairs[joined] - scan.n_reference, pair_fn, self._text_spec())
         rest = pairs[~joined]
-        needed = np.unique(rest)
+        needed = unique_sorted(rest)
         if jaccard:
             self._add_sets(scan, state, needed[~state.has_set(needed)])
             out[~joined] = state.sets.jaccard(state.set_index(rest))

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from pipeline.arrays import unique_sorted
 from stages.dedup.clusters import components
 from stages.dedup.lsh import candidate_pairs
 from stages.dedup.minhash import check_minhash_params, resolve_banding
@@ -62,4 +63,4 @@ def near_duplicate_rate(texts: Sequence[str] | pl.Series, threshold: float = 0.8
     labels = near_duplicate_clusters(texts, threshold, ngram, unit, normalization, num_perm)
     if labels.size == 0:
         return 0.0
-    return float(labels.size - np.unique(labels).size) / labels.size
+    return float(labels.size - unique_sorted(labels).size) / labels.size

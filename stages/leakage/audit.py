@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from pipeline.arrays import unique_sorted
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import BATCH_BYTES, Dataset
 from pipeline.params import Annotated, Cosine, Field, Fraction, NonNegativeInt, PositiveInt
@@ -523,4 +524,4 @@ def _restore(template: Evidence, partial: Any, copy: bool) -> Evidence:
 
 def _candidates(evidences: list[Evidence]) -> np.ndarray:
     docs = [ev.candidate_docs() for ev in evidences]
-    return np.unique(np.concatenate(docs)).astype(np.int64) if docs else np.empty(0, np.int64)
+    return unique_sorted(np.concatenate(docs)).astype(np.int64) if docs else np.empty(0, np.int64)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pipeline.arrays import unique_sorted
 from stages.exact_topk import top_k_inner_product
 from stages.leakage.evidence import (
     SPAN_COLUMNS,
@@ -217,7 +218,7 @@ class ChunkNeighbours:
     def candidate_docs(self, state: NeighbourState | None) -> np.ndarray:
         if state is None:
             return np.empty(0, np.int64)
-        return np.unique(state.doc[(state.doc >= 0) & np.isfinite(state.sim)])
+        return unique_sorted(state.doc[(state.doc >= 0) & np.isfinite(state.sim)])
 
     def table(self, state: NeighbourState | None) -> pl.DataFrame:
         """One row per (test chunk, kept neighbour): item, spans, similarity and overlap ratio."""

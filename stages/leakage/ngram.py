@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pipeline.arrays import unique_sorted
 from stages.leakage.evidence import (
     SPAN_COLUMNS,
     Evidence,
@@ -90,7 +91,7 @@ class NgramEvidence(Evidence):
         if u.size == 0:
             return
         # Document frequency counts documents: each (n-gram, document) pair once.
-        pairs = np.unique(u.astype(np.int64) * (tok.counts.size + 1) + d)
+        pairs = unique_sorted(u.astype(np.int64) * (tok.counts.size + 1) + d)
         self.freq.append(np.unique(pairs // (tok.counts.size + 1), return_counts=True))
         self.hits.append((u.astype(np.int64), d + batch.base, p))
         self.stored += u.size
@@ -127,7 +128,7 @@ class NgramEvidence(Evidence):
 
     def candidate_docs(self) -> np.ndarray:
         self._compact()
-        return np.unique(self.hits[0][1]) if self.hits else np.empty(0, np.int64)
+        return unique_sorted(self.hits[0][1]) if self.hits else np.empty(0, np.int64)
 
     @classmethod
     def thresholds(cls, audit: Any, findings: pl.DataFrame) -> dict[str, list[float]]:

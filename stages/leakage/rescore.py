@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pipeline.arrays import unique_sorted
 from stages.leakage.chunks import (
     BatchChunks,
     ChunkNeighbours,
@@ -112,7 +113,7 @@ class CandidateState:
 
     def docs(self) -> np.ndarray:
         kept = [t.doc[(t.doc >= 0) & np.isfinite(t.sim)] for t in (self.dense, self.lexical)]
-        return np.unique(np.concatenate(kept))
+        return unique_sorted(np.concatenate(kept))
 
     def pairs(self) -> pl.DataFrame:
         """Per variant, one row per training document either generator kept: its best-ranked chunk (the

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pipeline.arrays import unique_sorted
 from pipeline.errors import ParamError
 from pipeline.stage import Context
 from stages.metrics.measures import mean_pairwise_cosine_distance, self_bleu, vendi_score
@@ -99,7 +100,7 @@ def near_duplicate_rate(stage: Any, parts: list[GroupPart]) -> np.ndarray:
         candidates = candidate_pairs(signatures, banding.bands, banding.rows)
         if len(candidates):
             candidates = candidates[jaccard_pairs(values, offsets, candidates) >= stage.near_duplicate_threshold]
-        clusters = np.unique(components(present, candidates)).size
+        clusters = unique_sorted(components(present, candidates)).size
         rate[k] = float(present - clusters) / near.docs
     return rate
 

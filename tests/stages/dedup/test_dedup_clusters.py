@@ -53,3 +53,44 @@ def test_histogram_bins():
     stats = summary(res)
     assert stats["duplicate_rate"] == round(7 / 12, 6)
     assert stats["clusters"] == 3 and stats["rows_in_clusters"] == 10
+
+
+def _plain_resolve(n_reference, pairs, priority):
+    """Union-find by hand and a sort per cluster: what `resolve` must agree with."""
+    parent = {}
+
+    def find(x):
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for a, b in pairs.tolist():
+        ra, rb = find(a), find(b)
+        parent[max(ra, rb)] = min(ra, rb)
+    members = sorted(parent)
+    key = {row: (row >= n_reference, *(int(p[i]) for p in priority), row) for i, row in enumerate(members)}
+    groups = {}
+    for row in members:
+        groups.setdefault(find(row), []).append(row)
+    kept = {root: min(rows, key=key.__getitem__) for root, rows in groups.items()}
+    return (members, [min(groups[find(r)]) for r in members], [kept[find(r)] for r in members],
+            [len(groups[find(r)]) for r in members])
+
+
+def test_resolve_equals_a_plain_union_find_on_random_graphs():
+    rng = np.random.default_rng(7)
+    for trial in range(30):
+        n = int(rng.integers(2, 400))
+        pairs = rng.integers(0, n, size=(int(rng.integers(1, 3 * n)), 2))
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+        if not len(pairs):
+            continue
+        n_reference = int(rng.integers(0, n // 4 + 1))
+        members = members_of(pairs)
+        priority = [rng.integers(0, 3, members.size), -rng.integers(0, 5, members.size)]
+        res = resolve(n_reference, n - n_reference, pairs, priority)
+        want = _plain_resolve(n_reference, pairs, priority)
+        got = (res.members.tolist(), res.cluster.tolist(), res.kept.tolist(), res.size.tolist())
+        assert got == want, trial
+        sizes = [s for r, s in zip(want[0], want[3]) if r == want[1][want[0].index(r)]]
+        assert sum(size_histogram(res).values()) == len(sizes)
