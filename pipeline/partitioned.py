@@ -5,7 +5,8 @@ over a corpus) can say so and become splittable by any executor:
 
     class MyStage(PartitionedStage):
         partition_input = "train"                       # the big input, split into partitions
-        def broadcast(self, ctx, inputs) -> B           # built once from the other inputs (the test set)
+        def broadcast(self, ctx, inputs) -> B           # built once from the other inputs (the test set), or
+                                                        # from a sample of the partitioned one (ctx.gather_rows)
         def map(self, partition, broadcast) -> S        # a partial state from one partition
         def merge(self, a, b) -> S                      # associative; `a` covers the partitions before `b`
         def finish(self, ctx, state, broadcast, inputs) # the step's outputs, from the merged state
@@ -430,7 +431,11 @@ def run_locally(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset
     data = inputs[stage.partition_input]
     partitions = local_partitions(stage, data, partition_bytes)
     fingerprint = state_fingerprint(stage, inputs)
-    broadcast = stage.broadcast(ctx, inputs)
+    ctx.gather_rows = local_gather(partitions)  # a stage may read a sample for its broadcast
+    try:
+        broadcast = stage.broadcast(ctx, inputs)
+    finally:
+        ctx.gather_rows = None
     state: PartialState | None = None
     profiles, resumed = [], 0
     # The shuffle's parts, bucket by bucket, in partition order (each reducer's input).

@@ -75,8 +75,8 @@ class Context:
     # Where side outputs are written, one folder per name; the runner keeps them apart from the
     # step's own table (published as `<step>@<name>/`). None = beside the table, in `out_dir`.
     side_root: Path | None = None
-    # Set by the partitioned executors while a partitioned stage's `finish` runs (`pipeline.row_pass.
-    # gather_rows`): `gather_rows(fn, rows, extra)` runs `fn(partition, local_rows, extra)` where the
+    # Set by the partitioned executors while a partitioned stage's `broadcast` or `finish` runs (`pipeline.
+    # row_pass.gather_rows`): `gather_rows(fn, rows, extra)` runs `fn(partition, local_rows, extra)` where the
     # partitions holding `rows` are (Ray: tasks on the workers) and returns the results in input order.
     gather_rows: Any = field(default=None, repr=False, compare=False)
     # Set by the Ray executor only, while `finish` runs (`pipeline.executors.ray_join`): `join_rows(rows_fn,

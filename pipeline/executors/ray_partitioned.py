@@ -184,7 +184,11 @@ def _map_and_finish(executor: Any, stage: PartitionedStage, ctx: Context, inputs
     from pipeline.executors.ray import IN_FLIGHT_PER_CPU, _get, _unpack_error, run_bounded
 
     fingerprint = state_fingerprint(stage, inputs)
-    broadcast = stage.broadcast(ctx, inputs)
+    ctx.gather_rows = _ray_gather(executor, partitions, options)  # a stage may read a sample for its broadcast
+    try:
+        broadcast = stage.broadcast(ctx, inputs)
+    finally:
+        ctx.gather_rows = None
     buckets = stage.shuffle_buckets(broadcast)
     second = stage.second_buckets(broadcast) if buckets else 0
     map_task = ray.remote(_map_task).options(scheduling_strategy="SPREAD", num_returns=2 + buckets, **options)

@@ -45,10 +45,10 @@ SCAN_BATCH_ROWS = 8_192
 class Scan:
     """Per-row facts of reference + data gathered in the first pass (features are the stage's own).
 
-    The data's ids, lengths and keep-column values are kept only by a stage that ranks every row
-    (`ranks_every_row`); the others read them later for the rows that end up in a cluster
-    (`DedupStage.row_facts`), so the state of a partition is its features and its row count.
-    The reference's are always kept: it is broadcast to every map anyway.
+    The data's ids, lengths and keep-column values are read by a map only for a stage whose reducers
+    rank rows (`facts_to_reducers`), which sends them on with the rows; the driver reads them later for
+    the rows that end up in a cluster (`DedupStage.row_facts`), so the state of a partition is its
+    features and its row count. The reference's are always kept: it is broadcast to every map anyway.
     """
 
     n_reference: int = 0
@@ -102,6 +102,8 @@ class Broadcast:
     # How many key ranges each shuffled key column is cut into (`DedupStage.key_ranges`), chosen once here
     # from the input's size, so every map cuts its keys the same way.
     key_ranges: int = 1
+    # What a stage learned from a sample before the maps (`DedupStage.train`: semantic dedup's k-means).
+    trained: Any = None
 
 
 class DedupStage(PartitionedStage):
@@ -112,9 +114,9 @@ class DedupStage(PartitionedStage):
     partition_input: ClassVar[str] = "data"
     reason: ClassVar[str] = "duplicate"
     keep_policies: ClassVar[tuple[str, ...]] = KEEP_POLICIES
-    # True for a stage whose pairs depend on every row's keep rank (semantic dedup's greedy pass): its
-    # scan keeps every row's ids and keep values. Others read them only for rows in a cluster.
-    ranks_every_row: ClassVar[bool] = False
+    # True for a stage whose reducers rank their rows by the keep policy (semantic dedup's greedy pass): its
+    # maps read every row's ids and keep values and send them to the reducers with the rows (`split`).
+    facts_to_reducers: ClassVar[bool] = False
     # 2: partial states without per-row ids (checkpoints of version 1 are mapped again).
     version: ClassVar[str] = "2"
 
@@ -193,9 +195,14 @@ class DedupStage(PartitionedStage):
                        facts=True)
             scan.n_reference = scan.n
         broadcast = Broadcast(data.label, self.gathered(scan), key_ranges=self.key_ranges(scan.n + data.num_rows))
+        broadcast.trained = self.train(ctx, broadcast, inputs)
         if self.shuffle_buckets(broadcast):
             broadcast.reference, broadcast.shuffle_parts = self.split(broadcast.reference, broadcast)
         return broadcast
+
+    def train(self, ctx: Context, broadcast: Broadcast, inputs: dict[str, Dataset]) -> Any:
+        """What every map needs that only a sample of the rows can give (None here), before the reference is split."""
+        return None
 
     def key_ranges(self, rows: int) -> int:
         """Key ranges per shuffled key column for `rows` rows of reference + data (see `Broadcast`): one here."""
@@ -204,7 +211,7 @@ class DedupStage(PartitionedStage):
     def map(self, partition: Partition, broadcast: Broadcast) -> Scan:
         scan = Scan(first_row=broadcast.reference.n_reference + partition.base)
         self._scan(partition.iter_batches(SCAN_BATCH_ROWS, columns=self._columns()), broadcast.data_label, scan,
-                   facts=self.ranks_every_row)
+                   facts=self.facts_to_reducers)
         return self.gathered(scan)
 
     def merge(self, a: Scan, b: Scan) -> Scan:
@@ -238,24 +245,24 @@ class DedupStage(PartitionedStage):
 
     def row_facts(self, scan: Scan, rows: np.ndarray) -> RowFacts:
         """Ids and keep-policy values of the sorted `rows`: from the scan where it holds them (the
-        reference; every row of a `ranks_every_row` stage), else read where the data's partitions are."""
-        held = scan.n if self.ranks_every_row else scan.n_reference
+        reference), else read where the data's partitions are."""
+        held = scan.n_reference
         # Ids of reference and data meet in one column of their common type (int ids in data and string
         # ids in the reference are compared as strings), whichever rows are asked for.
         parts = [(scan.ids[0].head(0), np.zeros(0, np.int64),
                   scan.keep_values[0].head(0) if scan.keep_values else None)] if scan.ids else []
         if (rows < held).any():
             inside = rows[rows < held]
-            parts.append((_concat_relaxed(scan.ids).gather(inside),
+            parts.append((concat_relaxed(scan.ids).gather(inside),
                           np.concatenate(scan.lengths)[inside] if self.keep == "longest" else None,
-                          _concat_relaxed(scan.keep_values).gather(inside) if self.keep == "column" else None))
+                          concat_relaxed(scan.keep_values).gather(inside) if self.keep == "column" else None))
         if (rows >= held).any():
             parts += scan.gather_rows(partition_row_facts, rows[rows >= held] - scan.n_reference, self)
         if not parts:
             return RowFacts(rows, pl.Series([], dtype=pl.String), np.zeros(0, np.int64))
-        return RowFacts(rows, _concat_relaxed([p[0] for p in parts]),
+        return RowFacts(rows, concat_relaxed([p[0] for p in parts]),
                         np.concatenate([p[1] for p in parts]) if self.keep == "longest" else None,
-                        _concat_relaxed([p[2] for p in parts]) if self.keep == "column" else None)
+                        concat_relaxed([p[2] for p in parts]) if self.keep == "column" else None)
 
     def _columns(self) -> list[str]:
         return list(dict.fromkeys(self.scan_columns()))
@@ -333,11 +340,11 @@ def partition_row_facts(partition: Partition, rows: np.ndarray, stage: DedupStag
         ids.append(i)
         lengths.append(n)
         keep_values.append(k)
-    return (_concat_relaxed(ids), np.concatenate(lengths) if stage.keep == "longest" else None,
-            _concat_relaxed(keep_values) if stage.keep == "column" else None)
+    return (concat_relaxed(ids), np.concatenate(lengths) if stage.keep == "longest" else None,
+            concat_relaxed(keep_values) if stage.keep == "column" else None)
 
 
-def _concat_relaxed(parts: list[pl.Series]) -> pl.Series:
+def concat_relaxed(parts: list[pl.Series]) -> pl.Series:
     """One series of batches whose types may differ (int ids in data, string ids in reference): the supertype."""
     return pl.concat([p.rename("v").to_frame() for p in parts], how="vertical_relaxed").get_column("v")
 

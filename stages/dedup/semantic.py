@@ -11,29 +11,70 @@ chains (a ~ b ~ c ~ ... at cosine 0.97 each) that union-find would merge into on
 unrelated texts (measured on planted docstrings: precision fell to 0.88); a row is removed only
 for a kept row it is itself close to. Pairs split across k-means clusters are missed, the price of
 not comparing all n**2.
+
+Partitioned like the text stages, so the vectors never meet on the driver: k-means trains on a
+seeded sample (at most 256 rows a centroid, FAISS's own cap) before the maps; each map assigns its
+rows to their nearest centroid and sends them, with what the keep policy compares, to a reducer by
+cluster (the shuffle); each reducer makes the greedy pass over its clusters (a cluster's keep order
+needs only its own rows' keys) and returns the (kept row, duplicate) pairs. The driver holds the
+pairs' rows only, as the text stages do.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import polars as pl
 
+from pipeline.arrays import unique_sorted
 from pipeline.errors import InputDataError, ParamError
+from pipeline.io import Dataset
+from pipeline.partitioned import Partition, plan_partitions
+from pipeline.row_pass import local_gather
 from pipeline.stage import Context
-from stages.dedup.base import DedupStage, Scan
+from stages.dedup.base import (
+    SCAN_BATCH_ROWS,
+    Broadcast,
+    DedupStage,
+    RowFacts,
+    Scan,
+    concat_relaxed,
+    selected_rows,
+)
 from stages.dedup.clusters import keep_rank
 from stages.embedding import series_to_vectors
 
 _BLOCK_ROWS = 2048
+# k-means trains on at most this many rows a centroid (FAISS's own cap, which it met by sampling inside).
+MAX_POINTS_PER_CENTROID = 256
+# A reducer's share of the vectors: at least 4 reducers, more as the corpus grows (never more than clusters).
+REDUCER_BYTES = 256 << 20
+MIN_REDUCERS = 4
+
+
+@dataclass
+class Clustering:
+    """What the maps need: the k-means centroids (unit rows) and how many reducers the clusters go to."""
+
+    centroids: np.ndarray  # (k, d) float32
+    reducers: int
 
 
 @dataclass
 class SemanticState:
-    vectors: np.ndarray  # (n, d) float32, unit length
-    centroid_similarity: np.ndarray  # (n,) cosine to the row's k-means centroid
+    """Rows (sorted) with their cosine to their k-means centroid: a reducer's rows, or on the driver the rows
+    in some pair; and each removed row's cosine to the row it duplicates."""
+
+    rows: np.ndarray
+    centroid_similarity: np.ndarray
+    duplicates: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # sorted
+    duplicate_similarity: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+
+    def centroid_similarity_of(self, rows: np.ndarray) -> np.ndarray:
+        return self.centroid_similarity[np.searchsorted(self.rows, rows)]
 
 
 class DedupSemantic(DedupStage):
@@ -58,8 +99,11 @@ class DedupSemantic(DedupStage):
     reason = "semantic duplicate"
     requires = ("faiss",)
     keep_policies = ("nearest_centroid", "first", "lowest_id", "column")
-    # The greedy pass visits every row in keep order, so the scan keeps every row's ids and keep values.
-    ranks_every_row = True
+    # The reducers rank their clusters' rows by the keep policy: the maps send them each row's keep keys.
+    facts_to_reducers = True
+    # 3: a partition's state is its row count; its rows, vectors and keep keys go to the reducers
+    # (checkpoints of version 2, which held every row's vector, are mapped again).
+    version = "3"
 
     def __init__(
         self,
@@ -100,38 +144,108 @@ class DedupSemantic(DedupStage):
 
     def batch_features(self, batch: pl.DataFrame, label: str) -> np.ndarray:
         try:
-            return series_to_vectors(batch.get_column(self.embedding_column))
+            return unit_rows(series_to_vectors(batch.get_column(self.embedding_column)))
         except InputDataError as exc:
             raise exc.add_context(stage=self.name, file=label) from None
 
-    def duplicate_pairs(self, ctx: Context, scan: Scan) -> tuple[np.ndarray, SemanticState]:
-        widths = {f.shape[1] for f in scan.features}
-        if len(widths) > 1:
-            raise InputDataError(f"embedding column '{self.embedding_column}' has vectors of widths "
-                                 f"{sorted(widths)} across inputs; embed both with the same model",
-                                 stage=self.name, param="embedding_column")
-        vectors = np.concatenate(scan.features).astype(np.float32, copy=False)
-        scan.features = []
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors /= np.where(norms > 0, norms, 1.0)
-        k = self.n_clusters or max(1, int(round(np.sqrt(len(vectors)))))
-        k = min(k, len(vectors))
-        labels, centroid_similarity = kmeans_assign(vectors, k, self.niter, ctx.seed)
-        state = SemanticState(vectors, centroid_similarity)
-        every_row = np.arange(scan.n, dtype=np.int64)
-        rank = keep_rank(scan.n_reference, every_row, self.priority(self.row_facts(scan, every_row), state))
-        pairs = greedy_duplicates(vectors, labels, rank, self.threshold)
+    # -- the partitioned passes: k-means on a sample, rows to reducers by cluster, pairs back ------------
+
+    def train(self, ctx: Context, broadcast: Broadcast, inputs: dict[str, Dataset]) -> Clustering:
+        """k-means on a seeded sample of reference + data rows (all of them when few); the data's rows are read
+        where its partitions are and only the sample reaches the driver."""
+        reference, data = broadcast.reference, inputs["data"]
+        n = reference.n + data.num_rows
+        k = min(self.n_clusters or max(1, round(math.sqrt(n))), max(n, 1))
+        size = min(n, MAX_POINTS_PER_CENTROID * k)
+        rows = (np.arange(n, dtype=np.int64) if size == n
+                else np.sort(np.random.default_rng(ctx.seed).choice(n, size, replace=False)))
+        pieces = [f for f in reference.features if len(f)]
+        if pieces:
+            pieces = [np.concatenate(pieces)[rows[rows < reference.n]]]
+        wanted = rows[rows >= reference.n] - reference.n
+        if wanted.size:  # read where the data's partitions are (on Ray, tasks on the workers)
+            gather = ctx.gather_rows or local_gather(plan_partitions(data, None))
+            pieces += gather(partition_vectors, wanted, (self, data.label))
+        sample = self._same_width(pieces)
+        centroids = train_centroids(sample, k, self.niter, ctx.seed)
         ctx.record("kmeans_clusters", k)
+        ctx.record("kmeans_sample_rows", int(size))
+        reducers = min(k, max(MIN_REDUCERS, math.ceil(n * sample.shape[1] * 4 / REDUCER_BYTES)))
+        return Clustering(centroids, reducers)
+
+    def shuffle_buckets(self, broadcast: Broadcast) -> int:
+        return broadcast.trained.reducers
+
+    def split(self, scan: Scan, broadcast: Broadcast) -> tuple[Scan, list[tuple]]:
+        """(the scan with only its row counts left, per reducer: (rows, clusters, vectors, cosine to the
+        centroid, ids, keep values) of this scan's rows in it, in row order)."""
+        centroids, reducers = broadcast.trained.centroids, broadcast.trained.reducers
+        features, scan.features = scan.features, []
+        vectors = self._same_width([centroids[:0], *features])
+        label, similarity = nearest_centroids(vectors, centroids)
+        rows = scan.first_row + np.arange(len(vectors), dtype=np.int64)
+        # None where a scan has no batch (an empty reference): its type must not join the others' (as in row_facts).
+        ids = concat_relaxed(scan.ids) if scan.ids else None
+        values = concat_relaxed(scan.keep_values) if scan.keep_values else None
+        if not scan.n_reference:  # a map's scan; the reference's keeps its ids, which the driver reads
+            scan.ids, scan.keep_values = [], []
+        parts = []
+        for r in range(reducers):
+            mine = label % reducers == r
+            keep = pl.Series(mine)
+            parts.append((rows[mine], label[mine], vectors[mine], similarity[mine],
+                          ids.filter(keep) if ids is not None else None, values.filter(keep) if values is not None else None))
+        return scan, parts
+
+    def reduce(self, bucket: int, parts: list[tuple], broadcast: Broadcast) -> tuple:
+        """The greedy pass over this reducer's clusters: ((kept row, duplicate) pairs, their cosines, and the
+        rows in some pair with their cosine to their centroid)."""
+        parts = [broadcast.shuffle_parts[bucket], *parts]
+        rows = np.concatenate([p[0] for p in parts])  # ascending: the reference's, then each partition's
+        state = SemanticState(rows, np.concatenate([p[3] for p in parts]))
+        ids, values = [p[4] for p in parts if p[4] is not None], [p[5] for p in parts if p[5] is not None]
+        facts = RowFacts(rows, concat_relaxed(ids) if ids else pl.Series([], dtype=pl.String), None,
+                         concat_relaxed(values) if self.keep == "column" and values else None)
+        rank = keep_rank(broadcast.reference.n_reference, rows, self.priority(facts, state))
+        at, cosine = greedy_duplicates(np.concatenate([p[2] for p in parts]), np.concatenate([p[1] for p in parts]),
+                                       rank, self.threshold)
+        members = unique_sorted(at)
+        return rows[at], cosine, rows[members], state.centroid_similarity[members]
+
+    def duplicate_pairs(self, ctx: Context, scan: Scan) -> tuple[np.ndarray, SemanticState]:
+        found = [r for r in scan.shuffled or [] if len(r[0])]
+        if not found:
+            return np.empty((0, 2), np.int64), SemanticState(np.empty(0, np.int64), np.empty(0, np.float64))
+        pairs = np.concatenate([r[0] for r in found])
+        cosine = np.concatenate([r[1] for r in found]).astype(np.float64)
+        rows = np.concatenate([r[2] for r in found])
+        order = np.argsort(rows)  # reducers hold disjoint clusters, so each row comes from one
+        by_duplicate = np.argsort(pairs[:, 1])
+        state = SemanticState(rows[order], np.concatenate([r[3] for r in found])[order],
+                              pairs[by_duplicate, 1], cosine[by_duplicate])
         ctx.record("duplicate_pairs", int(len(pairs)))
         return pairs, state
 
     def similarity(self, scan: Scan, state: SemanticState, rows: np.ndarray, kept: np.ndarray) -> np.ndarray:
-        return np.einsum("ij,ij->i", state.vectors[rows], state.vectors[kept]).astype(np.float64)
+        """Cosine to the kept row: a removed row's to the row it duplicates (a row is paired only with a kept
+        row, the first of its star in keep order, which the cluster keeps); 1 for a kept row."""
+        out = np.ones(rows.size, np.float64)
+        removed = rows != kept
+        out[removed] = state.duplicate_similarity[np.searchsorted(state.duplicates, rows[removed])]
+        return out
 
     def extra_priority(self, rows: np.ndarray, state: SemanticState) -> list[np.ndarray] | None:
         if self.keep == "nearest_centroid":
-            return [-state.centroid_similarity[rows]]
+            return [-state.centroid_similarity_of(rows)]
         return None
+
+    def _same_width(self, pieces: list[np.ndarray]) -> np.ndarray:
+        widths = sorted({p.shape[1] for p in pieces})
+        if len(widths) > 1:
+            raise InputDataError(f"embedding column '{self.embedding_column}' has vectors of widths "
+                                 f"{widths} across inputs; embed both with the same model",
+                                 stage=self.name, param="embedding_column")
+        return np.concatenate(pieces) if pieces else np.empty((0, 0), np.float32)
 
     @classmethod
     def example(cls):
@@ -144,32 +258,63 @@ class DedupSemantic(DedupStage):
         return {"threshold": 0.98, "n_clusters": 2}, {"data": frame}
 
 
-def kmeans_assign(vectors: np.ndarray, k: int, niter: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Spherical k-means (FAISS): each row's cluster and its cosine to that cluster's centroid."""
+
+def partition_vectors(partition: Partition, rows: np.ndarray, extra: tuple) -> np.ndarray:
+    """`Context.gather_rows` function: the unit vectors of some sorted rows of one partition."""
+    stage, label = extra
+    batches = partition.iter_batches(SCAN_BATCH_ROWS, columns=[stage.embedding_column])
+    pieces = [stage.batch_features(batch[inside], label) for batch, inside in selected_rows(batches, rows)]
+    return stage._same_width(pieces)
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (zero rows stay zero), float32: one row at a time, so any batching agrees."""
+    vectors = np.asarray(vectors, np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
+def train_centroids(sample: np.ndarray, k: int, niter: int, seed: int) -> np.ndarray:
+    """Spherical k-means centroids (FAISS) of `sample`'s unit rows: (k, d) float32 unit rows."""
+    if len(sample) == 0:
+        return np.zeros((1, sample.shape[1]), np.float32)
+    if k <= 1:
+        centroid = sample.mean(axis=0, keepdims=True)
+        return (centroid / max(float(np.linalg.norm(centroid)), 1e-12)).astype(np.float32)
     import faiss
 
-    n, d = vectors.shape
-    if k <= 1:
-        centroid = vectors.mean(axis=0, keepdims=True)
-        centroid /= max(float(np.linalg.norm(centroid)), 1e-12)
-        return np.zeros(n, np.int64), (vectors @ centroid.T).ravel()
-    kmeans = faiss.Kmeans(d, k, niter=niter, seed=int(seed) & 0x7FFFFFFF, spherical=True,
-                          min_points_per_centroid=1, verbose=False)
-    kmeans.train(vectors)
-    similarity, labels = kmeans.index.search(vectors, 1)
-    return labels.ravel().astype(np.int64), similarity.ravel().astype(np.float64)
+    kmeans = faiss.Kmeans(sample.shape[1], k, niter=niter, seed=int(seed) & 0x7FFFFFFF, spherical=True,
+                          min_points_per_centroid=1, max_points_per_centroid=MAX_POINTS_PER_CENTROID, verbose=False)
+    kmeans.train(np.ascontiguousarray(sample, np.float32))
+    return np.ascontiguousarray(kmeans.centroids, np.float32)
 
 
-def greedy_duplicates(vectors: np.ndarray, labels: np.ndarray, rank: np.ndarray, threshold: float) -> np.ndarray:
-    """(m, 2) pairs (kept row, duplicate row): within each k-means cluster, in keep order, a row is a
-    duplicate of its most similar earlier kept row when that cosine is >= threshold, else it is kept.
+def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest centroid (the lowest on ties) and its cosine, in float64 so that a row's result does
+    not depend on the rows computed with it (a map's batch differs with the partition size)."""
+    if len(vectors) == 0:
+        return np.empty(0, np.int64), np.empty(0, np.float64)
+    label, best = np.empty(len(vectors), np.int64), np.empty(len(vectors), np.float64)
+    centres = centroids.astype(np.float64).T
+    for lo in range(0, len(vectors), _BLOCK_ROWS):
+        cosine = vectors[lo:lo + _BLOCK_ROWS].astype(np.float64) @ centres
+        label[lo:lo + _BLOCK_ROWS] = cosine.argmax(axis=1)
+        best[lo:lo + _BLOCK_ROWS] = cosine[np.arange(len(cosine)), label[lo:lo + _BLOCK_ROWS]]
+    return label, best
+
+
+def greedy_duplicates(vectors: np.ndarray, labels: np.ndarray, rank: np.ndarray,
+                      threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """((m, 2) positions (kept row, duplicate row), their cosines): within each k-means cluster, in keep order,
+    a row is a duplicate of its most similar earlier kept row (the earliest on ties) when that cosine is >=
+    threshold, else it is kept.
 
     Vectorised per block of rows; only rows with some earlier row above the threshold (the possible
     duplicates) go through the sequential check, because whether they are kept depends on each other.
     """
     order = np.lexsort((rank, labels))
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
-    found = []
+    found, cosine = [], []
     for members in np.split(order, bounds):  # each in keep order
         if members.size < 2:
             continue
@@ -184,4 +329,5 @@ def greedy_duplicates(vectors: np.ndarray, labels: np.ndarray, rank: np.ndarray,
                 if earlier[best] >= threshold:
                     kept[j] = False
                     found.append((members[best], members[j]))
-    return np.array(found, np.int64).reshape(-1, 2)
+                    cosine.append(earlier[best])
+    return np.array(found, np.int64).reshape(-1, 2), np.array(cosine, np.float64)

@@ -65,8 +65,21 @@ def test_every_partition_size_gives_the_same_outputs(corpus, tmp_path, stage, wi
         assert other_stats == stats
 
 
-@pytest.mark.parametrize("stage", [DedupMinhash(threshold=0.7), DedupExact(normalization="full", keep="longest")],
-                         ids=["minhash", "exact"])
+def test_semantic_k_means_on_a_sample_gives_the_same_outputs_for_every_partition_size(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr("stages.dedup.semantic.MAX_POINTS_PER_CENTROID", 16)  # 64 of the 240 rows train k-means
+    data, reference = corpus
+    stage = DedupSemantic(embedding_column="vector", threshold=0.99, n_clusters=4, keep="lowest_id")
+    runs = [_run(stage, {"data": data, "reference": reference}, tmp_path / str(size), size) for size in SIZES]
+    assert runs[0][2]["kmeans_sample_rows"] == 64 and runs[0][1]["removed"].height > 0
+    for other in runs[1:]:
+        assert other[0].equals(runs[0][0]) and other[2] == runs[0][2]
+        assert all(other[1][name].equals(runs[0][1][name]) for name in runs[0][1])
+
+
+@pytest.mark.parametrize("stage", [DedupMinhash(threshold=0.7), DedupExact(normalization="full", keep="longest"),
+                                   DedupSemantic(embedding_column="vector", threshold=0.99, n_clusters=4,
+                                                 keep="lowest_id")],
+                         ids=["minhash", "exact", "semantic"])
 def test_a_partition_state_holds_no_row_and_only_clustered_rows_are_read_again(corpus, tmp_path, monkeypatch, stage):
     data, _ = corpus
     # What a map hands to the merge (and on Ray, to the driver) once its keys went to the shuffle:
@@ -79,7 +92,7 @@ def test_a_partition_state_holds_no_row_and_only_clustered_rows_are_read_again(c
     assert state.ids == [] and state.features == [] and state.lengths == [] and pickled_size(state) < 2_000
     if isinstance(stage, DedupMinhash):  # every row's key in every band (and its digest)
         assert sum(len(p) for p in parts) == data.num_rows * stage.shuffle_buckets(broadcast)
-    else:  # each row's hash in the one bucket of its top bits, with the row's number
+    else:  # each row's hash (or vector) in the one bucket of its top bits (or k-means cluster), with its number
         rows = np.sort(np.concatenate([p[0] for p in parts]))
         assert rows.tolist() == list(range(data.num_rows)) and len(parts) == stage.shuffle_buckets(broadcast) > 1
     # Ids (and lengths for keep='longest') are read again for the rows in a cluster only.

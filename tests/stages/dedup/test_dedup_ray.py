@@ -12,7 +12,7 @@ from test_dedup_partitioned import _run, corpus  # noqa: F401 - the fixture is u
 
 from pipeline import load, run_pipeline
 from pipeline.executors import get_executor
-from stages.dedup import DedupExact, DedupMinhash, minhash
+from stages.dedup import DedupExact, DedupMinhash, DedupSemantic, minhash
 from stages.dedup.outputs import DedupRows
 from stages.dedup.signatures import SpilledSets
 
@@ -82,8 +82,9 @@ def ray_executor(ray_cluster):
 
 @pytest.mark.parametrize("partition_bytes", [1, 20_000])
 @pytest.mark.parametrize("stage", [DedupMinhash(threshold=0.7), DedupMinhash(threshold=0.7, verify="signature"),
-                                   DedupExact(normalization="full", keep="lowest_id")],
-                         ids=["minhash", "minhash-signature", "exact"])
+                                   DedupExact(normalization="full", keep="lowest_id"),
+                                   DedupSemantic(embedding_column="vector", threshold=0.99, n_clusters=4)],
+                         ids=["minhash", "minhash-signature", "exact", "semantic"])
 def test_partitions_on_two_nodes_equal_local(ray_executor, corpus, tmp_path, stage, partition_bytes,  # noqa: F811
                                              monkeypatch):
     # Shingle sets or signatures that reach the driver (for Jaccard verification or the MinHash estimate). On Ray

@@ -7,7 +7,11 @@ import polars as pl
 import pytest
 
 from pipeline.errors import InputDataError, ParamError
-from stages.dedup import DedupSemantic
+from pipeline.io import Dataset
+from pipeline.partitioned import plan_partitions
+from pipeline.stage import Context
+from stages.dedup import DedupSemantic, semantic
+from stages.dedup.semantic import greedy_duplicates
 from stages.embedding import vectors_to_series
 
 
@@ -71,3 +75,71 @@ def test_errors_name_the_problem():
         DedupSemantic(n_clusters=1).apply(frame, reference=other)
     with pytest.raises(InputDataError, match="not an embedding"):
         DedupSemantic().apply(pl.DataFrame({"id": [1, 2], "embedding": ["a", "b"]}))
+
+
+def _dense_greedy(vectors, labels, rank, threshold):
+    """SemDeDup's greedy pass over every pair of each cluster, in keep order: what the close pairs must give."""
+    found = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        members = members[np.argsort(rank[members])]
+        kept = []
+        for j in members:
+            sims = [(float(vectors[i] @ vectors[j]), -int(rank[i]), int(i)) for i in kept]
+            best = max(sims, default=None)
+            if best is not None and best[0] >= threshold:
+                found.append((best[2], int(j)))
+            else:
+                kept.append(j)
+    return sorted(found)
+
+
+def test_greedy_pass_equals_a_plain_one_row_at_a_time():
+    rng = np.random.default_rng(11)
+    for trial in range(20):
+        n, dim = int(rng.integers(5, 120)), 6
+        base = _unit(rng.normal(size=(int(rng.integers(1, 8)), dim)))
+        vectors = _unit(base[rng.integers(0, len(base), n)] + rng.uniform(0, 0.3) * rng.normal(size=(n, dim)))
+        vectors[rng.random(n) < 0.2] = vectors[0]  # exact copies: ties in cosine
+        labels = rng.integers(0, int(rng.integers(1, 4)), n)
+        rank = rng.permutation(n)
+        threshold = float(rng.uniform(0.6, 0.99))
+        pairs, cosine = greedy_duplicates(vectors, labels, rank, threshold)
+        assert sorted(map(tuple, pairs.tolist())) == _dense_greedy(vectors, labels, rank, threshold), trial
+        assert (cosine >= threshold).all() and len(cosine) == len(pairs)
+    # Row 2 is equally close to rows 0 and 1, which are far from each other: it duplicates the one kept first.
+    vectors = _unit(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
+    for rank, kept in (([1, 0, 2], 1), ([0, 1, 2], 0)):
+        pairs, _ = greedy_duplicates(vectors, np.zeros(3, np.int64), np.array(rank), 0.7)
+        assert [tuple(p) for p in pairs.tolist()] == [(kept, 2)] == _dense_greedy(vectors, np.zeros(3), np.array(rank), 0.7)
+
+
+def test_vectors_and_keep_keys_go_to_the_reducers_and_the_driver_gets_the_pairs(tmp_path):
+    frame = _corpus(n_groups=30)
+    ctx = Context(step_id="dedup", seed=0, out_dir=tmp_path)
+    data = Dataset.from_any(frame, label="data")
+    stage = DedupSemantic(threshold=0.95, n_clusters=8, keep="lowest_id")
+    broadcast = stage.broadcast(ctx, {"data": data})
+    assert broadcast.trained.centroids.shape == (8, 32) and broadcast.trained.reducers == 4
+    state, parts = stage.split(stage.map(plan_partitions(data, 1 << 40)[0], broadcast), broadcast)
+    assert state.features == [] and state.ids == [] and state.counts == [90]
+    assert sorted(np.concatenate([p[0] for p in parts]).tolist()) == list(range(90))
+    assert all(p[2].shape == (len(p[0]), 32) and (p[1] % 4 == r).all() and p[4].len() == len(p[0])
+               for r, p in enumerate(parts))
+    results = [stage.reduce(r, [p], broadcast) for r, p in enumerate(parts)]
+    pairs = np.concatenate([r[0] for r in results])
+    ids = frame["id"].to_list()
+    # Lowest id first: each group's copy 0 (ids g<group>c0 sort first) keeps, its two copies go.
+    assert sorted(ids[b] for b in pairs[:, 1]) == sorted(i for i in ids if not i.endswith("c0"))
+    assert all(ids[a][:-2] == ids[b][:-2] and ids[a].endswith("c0") for a, b in pairs)
+
+
+def test_k_means_on_a_sample_when_rows_outnumber_its_cap(monkeypatch):
+    frame = _corpus(n_groups=50)
+    monkeypatch.setattr(semantic, "MAX_POINTS_PER_CENTROID", 10)
+    result = DedupSemantic(threshold=0.95, n_clusters=4).execute(frame)
+    assert result.stats["kmeans_sample_rows"] == 40
+    kept_groups = [i.split("c")[0] for i in result.table["id"]]
+    assert len(kept_groups) >= 50 and len(set(kept_groups)) == 50  # a group split by k-means may keep two
+    again = DedupSemantic(threshold=0.95, n_clusters=4).execute(frame)
+    assert again.table.equals(result.table)

@@ -1,0 +1,123 @@
+"""`dedup_semantic` on Ray (2 workers x 1 CPU) vs the local executor on 1 CPU: the vectors stay on the workers.
+
+Corpus: the static-table vectors (256-d) of `bench_ray_dedup`'s source blocks plus a second copy of the
+first 60,000 (so there are duplicates to find), in row groups of 4,096 rows. Stage: threshold 0.95,
+`keep: lowest_id`, default clusters (about sqrt(rows)), 16 MB partitions.
+
+What is measured besides the walls: the driver's peak RSS and CPU, what reached it through the merge
+tree (`merged_state_bytes`: row counts) and what went from the maps to the reducers worker to worker
+(`shuffle_bytes`: the vectors, their cosine to the centroid and the ids). Before wave 16 every vector
+went through the merge tree to the driver, which ran k-means and the greedy pass over all of them.
+Both sides must keep and remove the same rows (digest of the kept table's, `removed`'s and `clusters`'
+row hashes). Alternated runs, medians and spreads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from pathlib import Path
+
+from bench.bench_ray_audit import _spread
+from bench.bench_ray_dedup import build_corpus
+from bench.common import in_fresh_process, own_peak_rss_mb, print_rows
+
+OUT = Path(__file__).parent / "out" / "ray_semantic"
+PARTITION_BYTES = 16 << 20
+SCALES = {"quick": {"mb": 8, "copies": 2_000, "repeats": 1}, "full": {"mb": 136, "copies": 60_000, "repeats": 3}}
+PRELOAD = ("stages", "stages.dedup", "faiss")
+PARAMS = {"threshold": 0.95, "keep": "lowest_id"}
+
+
+def build_vectors(mb: int, copies: int) -> Path:
+    """Static-table vectors of the source blocks, the first `copies` of them twice."""
+    import polars as pl
+
+    from stages.embedding import encode_texts, vectors_to_series
+
+    path = OUT / f"vectors-{mb}mb.parquet"
+    if path.exists():
+        return path
+    OUT.mkdir(parents=True, exist_ok=True)
+    blocks = pl.read_parquet(build_corpus(mb))
+    blocks = pl.concat([blocks, blocks.slice(0, copies).with_columns(pl.col("id") + "#2")])
+    vectors = encode_texts(blocks["text"].to_list(), backend="static")
+    blocks.select("id").with_columns(vectors_to_series("embedding", vectors)).write_parquet(path, row_group_size=4096)
+    return path
+
+
+def dedup(vectors: str, workdir: str, address: str | None) -> dict:
+    """One dedup_semantic step on the local executor (address None, pinned to one core) or the Ray cluster."""
+    import shutil
+    import time
+
+    import polars as pl
+
+    from bench.bench_ray_audit import _pin_to_one_core
+    from pipeline.executors import LocalExecutor, get_executor
+    from pipeline.io import Dataset
+    from pipeline.stage import Context
+    from stages.dedup import DedupSemantic
+
+    if address is None:
+        _pin_to_one_core()
+    cpu0 = time.process_time()
+    out = Path(workdir)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    exe = (LocalExecutor(partition_bytes=PARTITION_BYTES) if address is None
+           else get_executor("ray", address=address, partition_bytes=PARTITION_BYTES))
+    ctx = Context(step_id="dedup", seed=0, out_dir=out)
+    try:
+        exe.run_step(DedupSemantic(**PARAMS), ctx, {"data": Dataset.from_parquet(vectors)}, out)
+    finally:
+        exe.close()
+    step_cpu, step_peak = time.process_time() - cpu0, own_peak_rss_mb()  # before the digest's own memory
+    digest = hashlib.sha256()
+    for part in ("part-*.parquet", "removed/*.parquet", "clusters/*.parquet"):
+        digest.update(pl.read_parquet(out / part).hash_rows(seed=0).to_numpy().tobytes())
+    return {"digest": digest.hexdigest()[:16], "stats": ctx.stats, "driver_cpu_s": step_cpu, "peak_mb": step_peak}
+
+
+def run(scale: str = "full") -> list[dict]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from loopback_cluster import LoopbackCluster  # the tests' harness: a real cluster on loopback
+
+    cfg = SCALES[scale]
+    os.environ["POLARS_MAX_THREADS"] = "1"
+    vectors = in_fresh_process(build_vectors, cfg["mb"], cfg["copies"])[2]
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {"PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]), "POLARS_MAX_THREADS": "1"}
+    local, on_ray = [], []
+    with LoopbackCluster(workers=1, cpus_per_node=1, object_store_mb=768, env=env) as cluster:
+        for _ in range(cfg["repeats"]):  # alternated: the machine's load hits both sides alike
+            local.append(in_fresh_process(dedup, str(vectors), str(OUT / "local"), None, preload=PRELOAD))
+            on_ray.append(in_fresh_process(dedup, str(vectors), str(OUT / "ray"), cluster.address,
+                                           preload=(*PRELOAD, "ray")))
+    local_s = sorted(w for w, _, _ in local)[len(local) // 2]
+    ray_s = sorted(w for w, _, _ in on_ray)[len(on_ray) // 2]
+    lr, rr = local[0][2], on_ray[0][2]
+    same = all(r["digest"] == lr["digest"] for _, _, r in local + on_ray)
+    stats, profile = rr["stats"], rr["stats"]["partition_profile"]
+    rows = stats["rows_in"]
+    return [{
+        "benchmark": "ray_semantic", "case": f"dedup_semantic t=0.95, {rows:,} static vectors (256-d, "
+                                             f"{os.path.getsize(vectors) / 1e6:.0f} MB Parquet)",
+        "metric": "s", "value": round(ray_s, 2), "baseline": "local executor, 1 CPU", "baseline_value": round(local_s, 2),
+        "ratio": round(local_s / ray_s, 3), "ratio_meaning": "speed-up of Ray 2 workers x 1 CPU over local 1 CPU",
+        "peak_rss_mb": round(rr["peak_mb"], 1), "baseline_peak_rss_mb": round(lr["peak_mb"], 1),
+        "notes": (f"identical kept, removed and clusters: {same} ({stats['rows_removed']} removed); "
+                  f"{cfg['repeats']} runs each, alternated: local {_spread([w for w, _, _ in local])} s, Ray "
+                  f"{_spread([w for w, _, _ in on_ray])} s, Ray driver "
+                  f"{_spread([r['driver_cpu_s'] for _, _, r in on_ray])} CPU s and "
+                  f"{_spread([r['peak_mb'] for _, _, r in on_ray])} MB peak RSS; k-means {stats['kmeans_clusters']} "
+                  f"clusters on a sample of {stats['kmeans_sample_rows']:,} rows; {stats['partitions']} partitions, "
+                  f"{stats['shuffle_buckets']} reducers; maps to reducers worker to worker "
+                  f"{profile['shuffle_bytes'] / 1e6:.1f} MB, merged state to the driver "
+                  f"{profile['merged_state_bytes']:,} B; shared 2-core machine"),
+    }]
+
+
+if __name__ == "__main__":
+    print_rows(run("quick" if "--quick" in sys.argv else "full"))
