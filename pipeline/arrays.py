@@ -15,7 +15,10 @@ import numpy as np
 
 
 def unique_sorted(values: np.ndarray) -> np.ndarray:
-    """The sorted distinct values of `values` (any shape; flattened): `np.unique(values)` by a sort."""
+    """The sorted distinct values of integer `values` (any shape; flattened): `np.unique(values)` by a sort.
+
+    (For floats it would keep every NaN, where `np.unique` keeps one.)
+    """
     out = np.sort(np.asarray(values).reshape(-1))
     if out.size < 2:
         return out

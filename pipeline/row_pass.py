@@ -1,5 +1,5 @@
 """Second passes over a partitioned stage's partitions, run where the partitions are: its outputs
-(`RowPass`) and, while `finish` runs, reads of chosen rows (`Context.gather_rows`).
+(`RowPass`) and, while `broadcast` or `finish` runs, reads of chosen rows (`Context.gather_rows`).
 
 Some stages' outputs are their partitioned input itself, row by row, with the merged state deciding
 what becomes of each row: dedup keeps or removes every row of the corpus. Streamed from `finish`,

@@ -14,7 +14,8 @@ driver's rerun submits only the partitions that were not finished.
 
 A `finish` that returns a `RowPass` (`pipeline.row_pass`: its outputs are a second pass over the
 same partitions) gets one task per partition, each writing its partition's rows on a worker; while
-`finish` runs, `ctx.gather_rows` reads chosen rows in tasks on the workers too, and `ctx.join_rows`
+`broadcast` or `finish` runs, `ctx.gather_rows` reads chosen rows in tasks on the workers too (a sample
+to train on, the rows in some pair), and while `finish` runs `ctx.join_rows`
 computes a function of row pairs there (`pipeline.executors.ray_join`).
 
 A shuffling stage's map task has one more return per bucket (its part of that bucket); once every

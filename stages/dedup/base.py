@@ -8,7 +8,8 @@ first pass out:
    of one partition of `data`. The text stages shuffle theirs (`split`: one key column per
    bucket; `reduce`: equal keys in a bucket become pairs), so what merges is a row count per
    batch; `merge` concatenates adjacent partitions' states in input order, so every partitioning
-   numbers rows the same way. Semantic dedup keeps its vectors (and every row's id) instead.
+   numbers rows the same way; semantic dedup shuffles its rows' vectors by k-means cluster, and
+   its reducers make the greedy pass, so what reaches `finish` is pairs there too.
 2. `finish` turns the features into duplicate pairs (`duplicate_pairs`, the stage's own), reads
    the ids and keep-policy values of the rows in some pair (`row_facts`: where the partitions
    are), and `clusters.resolve` joins the pairs into clusters and picks the row each keeps. The
@@ -258,8 +259,9 @@ class DedupStage(PartitionedStage):
                           concat_relaxed(scan.keep_values).gather(inside) if self.keep == "column" else None))
         if (rows >= held).any():
             parts += scan.gather_rows(partition_row_facts, rows[rows >= held] - scan.n_reference, self)
-        if not parts:
-            return RowFacts(rows, pl.Series([], dtype=pl.String), np.zeros(0, np.int64))
+        if not parts:  # no reference and no row asked for
+            return RowFacts(rows, pl.Series([], dtype=pl.String), np.zeros(0, np.int64),
+                            pl.Series([], dtype=pl.Null) if self.keep == "column" else None)
         return RowFacts(rows, concat_relaxed([p[0] for p in parts]),
                         np.concatenate([p[1] for p in parts]) if self.keep == "longest" else None,
                         concat_relaxed([p[2] for p in parts]) if self.keep == "column" else None)

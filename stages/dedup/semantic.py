@@ -13,7 +13,7 @@ for a kept row it is itself close to. Pairs split across k-means clusters are mi
 not comparing all n**2.
 
 Partitioned like the text stages, so the vectors never meet on the driver: k-means trains on a
-seeded sample (at most 256 rows a centroid, FAISS's own cap) before the maps; each map assigns its
+seeded sample (at most 256 rows a centroid, FAISS's own cap, and 2^20 in all) before the maps; each map assigns its
 rows to their nearest centroid and sends them, with what the keep policy compares, to a reducer by
 cluster (the shuffle); each reducer makes the greedy pass over its clusters (a cluster's keep order
 needs only its own rows' keys) and returns the (kept row, duplicate) pairs. The driver holds the
@@ -50,6 +50,8 @@ from stages.embedding import series_to_vectors
 _BLOCK_ROWS = 2048
 # k-means trains on at most this many rows a centroid (FAISS's own cap, which it met by sampling inside).
 MAX_POINTS_PER_CENTROID = 256
+# ... and at most this many rows in all (1.5 GB at 384-d): a driver's k-means, not the corpus, sets the bound.
+MAX_SAMPLE_ROWS = 1 << 20
 # A reducer's share of the vectors: at least 4 reducers, more as the corpus grows (never more than clusters).
 REDUCER_BYTES = 256 << 20
 MIN_REDUCERS = 4
@@ -156,9 +158,8 @@ class DedupSemantic(DedupStage):
         reference, data = broadcast.reference, inputs["data"]
         n = reference.n + data.num_rows
         k = min(self.n_clusters or max(1, round(math.sqrt(n))), max(n, 1))
-        size = min(n, MAX_POINTS_PER_CENTROID * k)
-        rows = (np.arange(n, dtype=np.int64) if size == n
-                else np.sort(np.random.default_rng(ctx.seed).choice(n, size, replace=False)))
+        size = min(n, MAX_POINTS_PER_CENTROID * k, MAX_SAMPLE_ROWS)
+        rows = np.arange(n, dtype=np.int64) if size == n else sample_rows(n, size, ctx.seed)
         pieces = [f for f in reference.features if len(f)]
         if pieces:
             pieces = [np.concatenate(pieces)[rows[rows < reference.n]]]
@@ -259,6 +260,16 @@ class DedupSemantic(DedupStage):
 
 
 
+def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
+    """`size` distinct sorted row numbers below `n`, seeded, in memory of the sample's size (`Generator.choice`
+    without replacement makes an array of all `n` when the sample is more than a fiftieth of it)."""
+    rng = np.random.default_rng(seed)
+    rows = np.empty(0, np.int64)
+    while rows.size < size:
+        rows = unique_sorted(np.concatenate([rows, rng.integers(0, n, size=size + size // 4 + 64)]))
+    return np.sort(rows[rng.choice(rows.size, size, replace=False)])
+
+
 def partition_vectors(partition: Partition, rows: np.ndarray, extra: tuple) -> np.ndarray:
     """`Context.gather_rows` function: the unit vectors of some sorted rows of one partition."""
     stage, label = extra
@@ -290,17 +301,20 @@ def train_centroids(sample: np.ndarray, k: int, niter: int, seed: int) -> np.nda
 
 
 def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's nearest centroid (the lowest on ties) and its cosine, in float64 so that a row's result does
-    not depend on the rows computed with it (a map's batch differs with the partition size)."""
+    """Each row's nearest centroid (the lowest on ties) and its cosine to it.
+
+    A matrix product's last bits depend on how many rows it multiplies (BLAS blocks them), and a map's
+    batches end where its partition does; the keep order compares these cosines, and exact copies tie
+    on them. So the product only picks the centroid (in float64, where a near tie that flips is rarer
+    still) and each row's cosine is then a row-by-row sum, the same bits for any batch.
+    """
     if len(vectors) == 0:
         return np.empty(0, np.int64), np.empty(0, np.float64)
-    label, best = np.empty(len(vectors), np.int64), np.empty(len(vectors), np.float64)
-    centres = centroids.astype(np.float64).T
+    label = np.empty(len(vectors), np.int64)
+    centres = centroids.astype(np.float64)
     for lo in range(0, len(vectors), _BLOCK_ROWS):
-        cosine = vectors[lo:lo + _BLOCK_ROWS].astype(np.float64) @ centres
-        label[lo:lo + _BLOCK_ROWS] = cosine.argmax(axis=1)
-        best[lo:lo + _BLOCK_ROWS] = cosine[np.arange(len(cosine)), label[lo:lo + _BLOCK_ROWS]]
-    return label, best
+        label[lo:lo + _BLOCK_ROWS] = (vectors[lo:lo + _BLOCK_ROWS].astype(np.float64) @ centres.T).argmax(axis=1)
+    return label, np.einsum("ij,ij->i", vectors.astype(np.float64), centres[label])
 
 
 def greedy_duplicates(vectors: np.ndarray, labels: np.ndarray, rank: np.ndarray,

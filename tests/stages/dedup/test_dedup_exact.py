@@ -51,6 +51,12 @@ def test_keep_policies():
     assert DedupExact(keep="longest").apply(longest)["id"].to_list() == [3]
 
 
+def test_keep_column_when_no_row_has_a_copy():
+    frame = pl.DataFrame({"id": [1, 2], "text": ["one text", "another text"], "score": [0.5, 0.7]})
+    result = DedupExact(keep="column", keep_column="score").execute(frame)
+    assert result.table["id"].to_list() == [1, 2] and result.side_outputs["removed"].height == 0
+
+
 def test_side_outputs_keep_every_column_and_name_the_cluster():
     frame = _frame(extra_col=list(range(5)))
     result = DedupExact(normalization="full").execute(frame)

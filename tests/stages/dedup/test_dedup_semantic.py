@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import InputDataError, ParamError
+from pipeline.executors import LocalExecutor
 from pipeline.io import Dataset
 from pipeline.partitioned import plan_partitions
 from pipeline.stage import Context
@@ -143,3 +145,40 @@ def test_k_means_on_a_sample_when_rows_outnumber_its_cap(monkeypatch):
     assert len(kept_groups) >= 50 and len(set(kept_groups)) == 50  # a group split by k-means may keep two
     again = DedupSemantic(threshold=0.95, n_clusters=4).execute(frame)
     assert again.table.equals(result.table)
+
+
+def test_exact_copies_keep_the_same_row_for_every_partition_size(tmp_path):
+    # Copies tie on their cosine to the centroid, so the keep order falls to the row position, provided that
+    # cosine has the same bits whatever rows a map's batch holds (a matrix product's need not).
+    rng = np.random.default_rng(0)
+    groups = rng.normal(size=(20, 64)).astype(np.float32)
+    frame = pl.DataFrame({"id": np.arange(300)}).with_columns(
+        vectors_to_series("embedding", groups[rng.integers(0, 20, 300)]))
+    pq.write_table(frame.to_arrow(), tmp_path / "part-00000.parquet", row_group_size=7)
+    data = Dataset.from_parquet(tmp_path / "part-00000.parquet")
+    for k in (1, 4):
+        kept = []
+        for size in (1, 300, 3000, 1 << 40):
+            out = tmp_path / f"{k}-{size}"
+            out.mkdir()
+            ctx = Context(step_id="dedup", seed=0, out_dir=out)
+            LocalExecutor(partition_bytes=size).run_step(DedupSemantic(threshold=0.99, n_clusters=k), ctx,
+                                                         {"data": data}, out)
+            kept.append(sorted(pl.read_parquet(out / "*.parquet")["id"].to_list()))
+        assert all(k == kept[-1] for k in kept[:-1])
+        first_copies = frame.group_by(pl.col("embedding").cast(pl.List(pl.Float32)))
+        assert kept[-1] == sorted(first_copies.agg(pl.col("id").min())["id"].to_list())
+
+
+def test_keep_column_without_any_duplicate():
+    frame = _corpus(n_groups=5, copies=1).with_columns(score=pl.Series([3, 1, 2, 5, 4]))
+    result = DedupSemantic(threshold=0.99, keep="column", keep_column="score").execute(frame)
+    assert result.table.height == 5 and result.side_outputs["removed"].height == 0
+
+
+def test_the_k_means_sample_is_seeded_distinct_and_sorted():
+    rows = semantic.sample_rows(1000, 600, seed=3)
+    assert rows.size == 600 and np.unique(rows).size == 600 and (np.diff(rows) > 0).all()
+    assert rows.min() >= 0 and rows.max() < 1000
+    assert np.array_equal(rows, semantic.sample_rows(1000, 600, seed=3))
+    assert not np.array_equal(rows, semantic.sample_rows(1000, 600, seed=4))
