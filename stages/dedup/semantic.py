@@ -55,6 +55,8 @@ MAX_SAMPLE_ROWS = 1 << 20
 # A reducer's share of the vectors: at least 4 reducers, more as the corpus grows (never more than clusters).
 REDUCER_BYTES = 256 << 20
 MIN_REDUCERS = 4
+# Centroids within this cosine of a row's best are decided row by row in float64 (see nearest_centroids).
+_NEAR_TIE = 1e-4
 
 
 @dataclass
@@ -301,20 +303,29 @@ def train_centroids(sample: np.ndarray, k: int, niter: int, seed: int) -> np.nda
 
 
 def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's nearest centroid (the lowest on ties) and its cosine to it.
+    """Each row's nearest centroid (the lowest on exact ties) and its cosine to it, the same bits whatever rows
+    are computed with it.
 
     A matrix product's last bits depend on how many rows it multiplies (BLAS blocks them), and a map's
-    batches end where its partition does; the keep order compares these cosines, and exact copies tie
-    on them. So the product only picks the centroid (in float64, where a near tie that flips is rarer
-    still) and each row's cosine is then a row-by-row sum, the same bits for any batch.
+    batches end where its partition does. So a float32 product only nominates: every centroid within
+    `_NEAR_TIE` of a row's best (far above float32's error on a cosine) is a candidate, and the row's
+    cosine to each candidate is then a row-by-row float64 sum, which picks the centroid and gives the
+    cosine the keep order compares (exact copies tie on it).
     """
     if len(vectors) == 0:
         return np.empty(0, np.int64), np.empty(0, np.float64)
     label = np.empty(len(vectors), np.int64)
-    centres = centroids.astype(np.float64)
+    centres32, centres64 = np.ascontiguousarray(centroids, np.float32), centroids.astype(np.float64)
     for lo in range(0, len(vectors), _BLOCK_ROWS):
-        label[lo:lo + _BLOCK_ROWS] = (vectors[lo:lo + _BLOCK_ROWS].astype(np.float64) @ centres.T).argmax(axis=1)
-    return label, np.einsum("ij,ij->i", vectors.astype(np.float64), centres[label])
+        block = vectors[lo:lo + _BLOCK_ROWS]
+        cosine = block @ centres32.T
+        label[lo:lo + _BLOCK_ROWS] = best = cosine.argmax(axis=1)
+        near = cosine >= cosine[np.arange(len(block)), best][:, None] - _NEAR_TIE
+        for i in np.flatnonzero(near.sum(axis=1) > 1):  # a near tie: decide in float64, row by row
+            candidates = np.flatnonzero(near[i])
+            exact = np.einsum("ij,j->i", centres64[candidates], block[i].astype(np.float64))
+            label[lo + i] = candidates[int(np.argmax(exact))]
+    return label, np.einsum("ij,ij->i", vectors.astype(np.float64), centres64[label])
 
 
 def greedy_duplicates(vectors: np.ndarray, labels: np.ndarray, rank: np.ndarray,

@@ -13,7 +13,7 @@ from pipeline.io import Dataset
 from pipeline.partitioned import plan_partitions
 from pipeline.stage import Context
 from stages.dedup import DedupSemantic, semantic
-from stages.dedup.semantic import greedy_duplicates
+from stages.dedup.semantic import greedy_duplicates, nearest_centroids
 from stages.embedding import vectors_to_series
 
 
@@ -182,3 +182,21 @@ def test_the_k_means_sample_is_seeded_distinct_and_sorted():
     assert rows.min() >= 0 and rows.max() < 1000
     assert np.array_equal(rows, semantic.sample_rows(1000, 600, seed=3))
     assert not np.array_equal(rows, semantic.sample_rows(1000, 600, seed=4))
+
+
+def test_nearest_centroid_has_the_same_bits_for_any_batch_and_the_lowest_index_on_ties():
+    rng = np.random.default_rng(5)
+    centroids = _unit(rng.normal(size=(50, 16)))
+    centroids[7] = centroids[3]  # an exact tie for the rows nearest them
+    vectors = _unit(rng.normal(size=(2000, 16)))
+    vectors[0] = centroids[3]
+    label, cosine = nearest_centroids(vectors, centroids)
+    for step in (1, 7, 333):
+        parts = [nearest_centroids(vectors[i:i + step], centroids) for i in range(0, len(vectors), step)]
+        assert np.array_equal(np.concatenate([p[0] for p in parts]), label)
+        assert np.array_equal(np.concatenate([p[1] for p in parts]), cosine)  # bit for bit
+    assert label[0] == 3 and 7 not in label
+    exact = vectors.astype(np.float64) @ centroids.astype(np.float64).T
+    top2 = np.sort(exact, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-9
+    assert clear.sum() > 1500 and np.array_equal(label[clear], exact.argmax(axis=1)[clear])
