@@ -56,18 +56,20 @@ def build_corpus(mb: int) -> Path:
     return path
 
 
-def dedup(corpus: str, workdir: str, address: str | None) -> dict:
-    """One dedup_minhash step on the local executor (address None, pinned to one core) or the Ray cluster."""
+def dedup(corpus: str, workdir: str, address: str | None, stage: str = "DedupMinhash",
+          params: dict | None = None) -> dict:
+    """One dedup step (`stages.dedup.<stage>` with `params`; dedup_minhash with PARAMS by default) on the local
+    executor (address None, pinned to one core) or the Ray cluster."""
     import shutil
     import time
 
     import polars as pl
 
+    import stages.dedup
     from bench.bench_ray_audit import _pin_to_one_core
     from pipeline.executors import LocalExecutor, get_executor
     from pipeline.io import Dataset
     from pipeline.stage import Context
-    from stages.dedup import DedupMinhash
 
     if address is None:
         _pin_to_one_core()
@@ -78,8 +80,9 @@ def dedup(corpus: str, workdir: str, address: str | None) -> dict:
     exe = (LocalExecutor(partition_bytes=PARTITION_BYTES) if address is None
            else get_executor("ray", address=address, partition_bytes=PARTITION_BYTES))
     ctx = Context(step_id="dedup", seed=0, out_dir=out)
+    step = getattr(stages.dedup, stage)(**(PARAMS if params is None else params))
     try:
-        exe.run_step(DedupMinhash(**PARAMS), ctx, {"data": Dataset.from_parquet(corpus)}, out)
+        exe.run_step(step, ctx, {"data": Dataset.from_parquet(corpus)}, out)
     finally:
         exe.close()
     step_cpu, step_peak = time.process_time() - cpu0, own_peak_rss_mb()  # before the digest's own memory
@@ -89,21 +92,30 @@ def dedup(corpus: str, workdir: str, address: str | None) -> dict:
     return {"digest": digest.hexdigest()[:16], "stats": ctx.stats, "driver_cpu_s": step_cpu, "peak_mb": step_peak}
 
 
-def run(scale: str = "full") -> list[dict]:
+def local_and_ray(corpus: Path, out: Path, repeats: int, object_store_mb: int, preload: tuple[str, ...],
+                  stage: str = "DedupMinhash", params: dict | None = None) -> tuple[list, list]:
+    """`dedup` of `stage` with `params` in fresh processes, local and on a loopback cluster of two 1-CPU nodes,
+    alternated (the machine's load hits both sides alike): (local runs, Ray runs) as `in_fresh_process` gives."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from loopback_cluster import LoopbackCluster  # the tests' harness: a real cluster on loopback
 
-    cfg = SCALES[scale]
-    os.environ["POLARS_MAX_THREADS"] = "1"
-    corpus = in_fresh_process(build_corpus, cfg["mb"])[2]
     root = str(Path(__file__).resolve().parent.parent)
     env = {"PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]), "POLARS_MAX_THREADS": "1"}
     local, on_ray = [], []
-    with LoopbackCluster(workers=1, cpus_per_node=1, object_store_mb=512, env=env) as cluster:
-        for _ in range(cfg["repeats"]):  # alternated: the machine's load hits both sides alike
-            local.append(in_fresh_process(dedup, str(corpus), str(OUT / "local"), None, preload=PRELOAD))
-            on_ray.append(in_fresh_process(dedup, str(corpus), str(OUT / "ray"), cluster.address,
-                                           preload=(*PRELOAD, "ray")))
+    with LoopbackCluster(workers=1, cpus_per_node=1, object_store_mb=object_store_mb, env=env) as cluster:
+        for _ in range(repeats):
+            local.append(in_fresh_process(dedup, str(corpus), str(out / "local"), None, stage, params,
+                                          preload=preload))
+            on_ray.append(in_fresh_process(dedup, str(corpus), str(out / "ray"), cluster.address, stage, params,
+                                           preload=(*preload, "ray")))
+    return local, on_ray
+
+
+def run(scale: str = "full") -> list[dict]:
+    cfg = SCALES[scale]
+    os.environ["POLARS_MAX_THREADS"] = "1"
+    corpus = in_fresh_process(build_corpus, cfg["mb"])[2]
+    local, on_ray = local_and_ray(corpus, OUT, cfg["repeats"], 512, PRELOAD)
     local_s = sorted(w for w, _, _ in local)[len(local) // 2]
     ray_s = sorted(w for w, _, _ in on_ray)[len(on_ray) // 2]
     lr, rr = local[0][2], on_ray[0][2]

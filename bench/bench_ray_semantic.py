@@ -14,17 +14,15 @@ row hashes). Alternated runs, medians and spreads.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
 
 from bench.bench_ray_audit import _spread
-from bench.bench_ray_dedup import build_corpus
-from bench.common import in_fresh_process, own_peak_rss_mb, print_rows
+from bench.bench_ray_dedup import build_corpus, local_and_ray
+from bench.common import in_fresh_process, print_rows
 
 OUT = Path(__file__).parent / "out" / "ray_semantic"
-PARTITION_BYTES = 16 << 20
 SCALES = {"quick": {"mb": 8, "copies": 2_000, "repeats": 1}, "full": {"mb": 136, "copies": 60_000, "repeats": 3}}
 PRELOAD = ("stages", "stages.dedup", "faiss")
 PARAMS = {"threshold": 0.95, "keep": "lowest_id"}
@@ -47,54 +45,11 @@ def build_vectors(mb: int, copies: int) -> Path:
     return path
 
 
-def dedup(vectors: str, workdir: str, address: str | None) -> dict:
-    """One dedup_semantic step on the local executor (address None, pinned to one core) or the Ray cluster."""
-    import shutil
-    import time
-
-    import polars as pl
-
-    from bench.bench_ray_audit import _pin_to_one_core
-    from pipeline.executors import LocalExecutor, get_executor
-    from pipeline.io import Dataset
-    from pipeline.stage import Context
-    from stages.dedup import DedupSemantic
-
-    if address is None:
-        _pin_to_one_core()
-    cpu0 = time.process_time()
-    out = Path(workdir)
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    exe = (LocalExecutor(partition_bytes=PARTITION_BYTES) if address is None
-           else get_executor("ray", address=address, partition_bytes=PARTITION_BYTES))
-    ctx = Context(step_id="dedup", seed=0, out_dir=out)
-    try:
-        exe.run_step(DedupSemantic(**PARAMS), ctx, {"data": Dataset.from_parquet(vectors)}, out)
-    finally:
-        exe.close()
-    step_cpu, step_peak = time.process_time() - cpu0, own_peak_rss_mb()  # before the digest's own memory
-    digest = hashlib.sha256()
-    for part in ("part-*.parquet", "removed/*.parquet", "clusters/*.parquet"):
-        digest.update(pl.read_parquet(out / part).hash_rows(seed=0).to_numpy().tobytes())
-    return {"digest": digest.hexdigest()[:16], "stats": ctx.stats, "driver_cpu_s": step_cpu, "peak_mb": step_peak}
-
-
 def run(scale: str = "full") -> list[dict]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from loopback_cluster import LoopbackCluster  # the tests' harness: a real cluster on loopback
-
     cfg = SCALES[scale]
     os.environ["POLARS_MAX_THREADS"] = "1"
     vectors = in_fresh_process(build_vectors, cfg["mb"], cfg["copies"])[2]
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {"PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]), "POLARS_MAX_THREADS": "1"}
-    local, on_ray = [], []
-    with LoopbackCluster(workers=1, cpus_per_node=1, object_store_mb=768, env=env) as cluster:
-        for _ in range(cfg["repeats"]):  # alternated: the machine's load hits both sides alike
-            local.append(in_fresh_process(dedup, str(vectors), str(OUT / "local"), None, preload=PRELOAD))
-            on_ray.append(in_fresh_process(dedup, str(vectors), str(OUT / "ray"), cluster.address,
-                                           preload=(*PRELOAD, "ray")))
+    local, on_ray = local_and_ray(vectors, OUT, cfg["repeats"], 768, PRELOAD, "DedupSemantic", PARAMS)
     local_s = sorted(w for w, _, _ in local)[len(local) // 2]
     ray_s = sorted(w for w, _, _ in on_ray)[len(on_ray) // 2]
     lr, rr = local[0][2], on_ray[0][2]
