@@ -111,39 +111,48 @@ def local_and_ray(corpus: Path, out: Path, repeats: int, object_store_mb: int, p
     return local, on_ray
 
 
+def same_outputs(local: list, on_ray: list) -> bool:
+    """Every run of either side kept, removed and clustered the same rows (`dedup`'s digest)."""
+    return len({r["digest"] for _, _, r in local + on_ray}) == 1
+
+
+def speed_up_row(benchmark: str, case: str, local: list, on_ray: list, notes: str) -> dict:
+    """The results row of `local_and_ray`'s runs: median walls, their ratio, the first runs' peak RSS."""
+    local_s = sorted(w for w, _, _ in local)[len(local) // 2]
+    ray_s = sorted(w for w, _, _ in on_ray)[len(on_ray) // 2]
+    return {"benchmark": benchmark, "case": case, "metric": "s", "value": round(ray_s, 2),
+            "baseline": "local executor, 1 CPU", "baseline_value": round(local_s, 2), "ratio": round(local_s / ray_s, 3),
+            "ratio_meaning": "speed-up of Ray 2 workers x 1 CPU over local 1 CPU",
+            "peak_rss_mb": round(on_ray[0][2]["peak_mb"], 1), "baseline_peak_rss_mb": round(local[0][2]["peak_mb"], 1),
+            "notes": notes}
+
+
 def run(scale: str = "full") -> list[dict]:
     cfg = SCALES[scale]
     os.environ["POLARS_MAX_THREADS"] = "1"
     corpus = in_fresh_process(build_corpus, cfg["mb"])[2]
     local, on_ray = local_and_ray(corpus, OUT, cfg["repeats"], 512, PRELOAD)
-    local_s = sorted(w for w, _, _ in local)[len(local) // 2]
-    ray_s = sorted(w for w, _, _ in on_ray)[len(on_ray) // 2]
     lr, rr = local[0][2], on_ray[0][2]
-    same = all(r["digest"] == lr["digest"] for _, _, r in local + on_ray)
     stats, profile = rr["stats"], rr["stats"]["partition_profile"]
     mb = os.path.getsize(corpus) / 1e6
     rows = stats["rows_removed"] + stats.get("rows_kept", 0)
-    return [{
-        "benchmark": "ray_dedup", "case": f"dedup_minhash t=0.8, {mb:.0f} MB Parquet of ~2 KB source blocks "
-                                          f"(+ edited copies of every tenth)",
-        "metric": "s", "value": round(ray_s, 2), "baseline": "local executor, 1 CPU", "baseline_value": round(local_s, 2),
-        "ratio": round(local_s / ray_s, 3), "ratio_meaning": "speed-up of Ray 2 workers x 1 CPU over local 1 CPU",
-        "peak_rss_mb": round(rr["peak_mb"], 1), "baseline_peak_rss_mb": round(lr["peak_mb"], 1),
-        "notes": (f"identical kept, removed and clusters: {same} ({stats['rows_removed']} removed of {rows} rows); "
-                  f"{cfg['repeats']} runs each, alternated: local {_spread([w for w, _, _ in local])} s, Ray "
-                  f"{_spread([w for w, _, _ in on_ray])} s, driver {_spread([r['driver_cpu_s'] for _, _, r in on_ray])} "
-                  f"CPU s + maps {profile['total_map_cpu_s']} CPU s; {stats['partitions']} partitions of "
-                  f"{PARTITION_BYTES >> 20} MB, {stats['shuffle_buckets']} reducers (bands + exact copies) and "
-                  f"{stats['second_buckets']} second-round reducer(s) making the {stats['band_pairs']} band pairs "
-                  f"distinct ({stats['band_pairs'] * 16:,} B worker to worker; the driver receives "
-                  f"{stats['candidate_pairs'] * 16:,} B), kept and "
-                  f"removed rows written by one task per partition; band keys and digests shuffled worker to "
-                  f"worker {profile['shuffle_bytes'] / 1e6:.1f} MB, merged state to the driver "
-                  f"{profile['merged_state_bytes']:,} B (row counts); "
-                  f"peak RSS of the step (before the benchmark's digest): Ray driver {rr['peak_mb']:.0f} MB, local "
-                  f"process {lr['peak_mb']:.0f} MB, largest map {profile['max_task_peak_rss_mb']} MB; "
-                  f"candidate pairs {stats['candidate_pairs']}; shared 2-core machine"),
-    }]
+    return [speed_up_row(
+        "ray_dedup", f"dedup_minhash t=0.8, {mb:.0f} MB Parquet of ~2 KB source blocks (+ edited copies of every tenth)",
+        local, on_ray,
+        (f"identical kept, removed and clusters: {same_outputs(local, on_ray)} ({stats['rows_removed']} removed of {rows} rows); "
+         f"{cfg['repeats']} runs each, alternated: local {_spread([w for w, _, _ in local])} s, Ray "
+         f"{_spread([w for w, _, _ in on_ray])} s, driver {_spread([r['driver_cpu_s'] for _, _, r in on_ray])} "
+         f"CPU s + maps {profile['total_map_cpu_s']} CPU s; {stats['partitions']} partitions of "
+         f"{PARTITION_BYTES >> 20} MB, {stats['shuffle_buckets']} reducers (bands + exact copies) and "
+         f"{stats['second_buckets']} second-round reducer(s) making the {stats['band_pairs']} band pairs "
+         f"distinct ({stats['band_pairs'] * 16:,} B worker to worker; the driver receives "
+         f"{stats['candidate_pairs'] * 16:,} B), kept and "
+         f"removed rows written by one task per partition; band keys and digests shuffled worker to "
+         f"worker {profile['shuffle_bytes'] / 1e6:.1f} MB, merged state to the driver "
+         f"{profile['merged_state_bytes']:,} B (row counts); "
+         f"peak RSS of the step (before the benchmark's digest): Ray driver {rr['peak_mb']:.0f} MB, local "
+         f"process {lr['peak_mb']:.0f} MB, largest map {profile['max_task_peak_rss_mb']} MB; "
+         f"candidate pairs {stats['candidate_pairs']}; shared 2-core machine"))]
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from bench.bench_ray_audit import _spread
-from bench.bench_ray_dedup import build_corpus, local_and_ray
+from bench.bench_ray_dedup import build_corpus, local_and_ray, same_outputs, speed_up_row
 from bench.common import in_fresh_process, print_rows
 
 OUT = Path(__file__).parent / "out" / "ray_semantic"
@@ -50,28 +50,20 @@ def run(scale: str = "full") -> list[dict]:
     os.environ["POLARS_MAX_THREADS"] = "1"
     vectors = in_fresh_process(build_vectors, cfg["mb"], cfg["copies"])[2]
     local, on_ray = local_and_ray(vectors, OUT, cfg["repeats"], 768, PRELOAD, "DedupSemantic", PARAMS)
-    local_s = sorted(w for w, _, _ in local)[len(local) // 2]
-    ray_s = sorted(w for w, _, _ in on_ray)[len(on_ray) // 2]
-    lr, rr = local[0][2], on_ray[0][2]
-    same = all(r["digest"] == lr["digest"] for _, _, r in local + on_ray)
-    stats, profile = rr["stats"], rr["stats"]["partition_profile"]
+    stats, profile = on_ray[0][2]["stats"], on_ray[0][2]["stats"]["partition_profile"]
     rows = stats["rows_in"]
-    return [{
-        "benchmark": "ray_semantic", "case": f"dedup_semantic t=0.95, {rows:,} static vectors (256-d, "
-                                             f"{os.path.getsize(vectors) / 1e6:.0f} MB Parquet)",
-        "metric": "s", "value": round(ray_s, 2), "baseline": "local executor, 1 CPU", "baseline_value": round(local_s, 2),
-        "ratio": round(local_s / ray_s, 3), "ratio_meaning": "speed-up of Ray 2 workers x 1 CPU over local 1 CPU",
-        "peak_rss_mb": round(rr["peak_mb"], 1), "baseline_peak_rss_mb": round(lr["peak_mb"], 1),
-        "notes": (f"identical kept, removed and clusters: {same} ({stats['rows_removed']} removed); "
-                  f"{cfg['repeats']} runs each, alternated: local {_spread([w for w, _, _ in local])} s, Ray "
-                  f"{_spread([w for w, _, _ in on_ray])} s, Ray driver "
-                  f"{_spread([r['driver_cpu_s'] for _, _, r in on_ray])} CPU s and "
-                  f"{_spread([r['peak_mb'] for _, _, r in on_ray])} MB peak RSS; k-means {stats['kmeans_clusters']} "
-                  f"clusters on a sample of {stats['kmeans_sample_rows']:,} rows; {stats['partitions']} partitions, "
-                  f"{stats['shuffle_buckets']} reducers; maps to reducers worker to worker "
-                  f"{profile['shuffle_bytes'] / 1e6:.1f} MB, merged state to the driver "
-                  f"{profile['merged_state_bytes']:,} B; shared 2-core machine"),
-    }]
+    return [speed_up_row(
+        "ray_semantic", f"dedup_semantic t=0.95, {rows:,} static vectors (256-d, "
+                        f"{os.path.getsize(vectors) / 1e6:.0f} MB Parquet)", local, on_ray,
+        (f"identical kept, removed and clusters: {same_outputs(local, on_ray)} ({stats['rows_removed']} removed); "
+         f"{cfg['repeats']} runs each, alternated: local {_spread([w for w, _, _ in local])} s, Ray "
+         f"{_spread([w for w, _, _ in on_ray])} s, Ray driver "
+         f"{_spread([r['driver_cpu_s'] for _, _, r in on_ray])} CPU s and "
+         f"{_spread([r['peak_mb'] for _, _, r in on_ray])} MB peak RSS; k-means {stats['kmeans_clusters']} "
+         f"clusters on a sample of {stats['kmeans_sample_rows']:,} rows; {stats['partitions']} partitions, "
+         f"{stats['shuffle_buckets']} reducers; maps to reducers worker to worker "
+         f"{profile['shuffle_bytes'] / 1e6:.1f} MB, merged state to the driver "
+         f"{profile['merged_state_bytes']:,} B; shared 2-core machine"))]
 
 
 if __name__ == "__main__":
