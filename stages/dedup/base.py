@@ -236,8 +236,9 @@ class DedupStage(PartitionedStage):
         scan.reference_source, scan.gather_rows, scan.join_rows = reference, ctx.gather_rows, ctx.join_rows
         pairs, pair_state = self.duplicate_pairs(ctx, scan)
         try:
-            facts = self.row_facts(scan, members_of(pairs))
-            resolution = resolve(scan.n_reference, scan.n - scan.n_reference, pairs, self.priority(facts, pair_state),
+            members = members_of(pairs)
+            facts = self.row_facts(scan, members.rows)
+            resolution = resolve(scan.n_reference, scan.n - scan.n_reference, members, self.priority(facts, pair_state),
                                  within_data=self.within_data or reference is None)
             similarity = self.similarity(scan, pair_state, resolution.members, resolution.kept)
         finally:

@@ -16,11 +16,11 @@ def test_components_are_labelled_by_their_lowest_row():
 def test_keep_priority_then_position_and_reference_first():
     pairs = np.array([[0, 1], [1, 2], [3, 4]])
     length = np.array([5, 9, 9, 1, 1])
-    res = resolve(0, 5, pairs, [-length])
+    res = resolve(0, 5, members_of(pairs), [-length])
     assert res.kept.tolist() == [1, 1, 1, 3, 3]  # longest, ties by position
     assert res.removed.tolist() == [True, False, True, False, True]
     # With row 0 a reference row, its cluster keeps it whatever the priority, and it is never "removed".
-    res = resolve(1, 4, pairs, [-length])
+    res = resolve(1, 4, members_of(pairs), [-length])
     assert res.kept[:3].tolist() == [0, 0, 0]
     assert res.removed.tolist() == [False, True, True, False, True]
     stats = summary(res)
@@ -31,10 +31,10 @@ def test_keep_priority_then_position_and_reference_first():
 def test_only_rows_in_pairs_are_listed_and_priorities_follow_them():
     # 10 rows, two clusters; rows 0, 2, 5, 6 and 9 are in no pair and appear nowhere.
     pairs = np.array([[7, 3], [1, 8], [8, 4]])
-    members = members_of(pairs)
+    members = members_of(pairs).rows
     assert members.tolist() == [1, 3, 4, 7, 8]
     length = np.array([1, 2, 9, 3, 8])  # per member: row 4 is the longest of {1, 4, 8}
-    res = resolve(0, 10, pairs, [-length])
+    res = resolve(0, 10, members_of(pairs), [-length])
     assert res.members.tolist() == members.tolist()
     assert res.cluster.tolist() == [1, 3, 1, 3, 1]
     assert res.kept.tolist() == [4, 7, 4, 7, 4]
@@ -42,13 +42,13 @@ def test_only_rows_in_pairs_are_listed_and_priorities_follow_them():
     assert res.removed.tolist() == [True, True, False, False, True]
     stats = summary(res)
     assert (stats["rows_in"], stats["rows_removed"], stats["clusters"], stats["rows_in_clusters"]) == (10, 3, 2, 5)
-    empty = resolve(0, 4, np.empty((0, 2), np.int64), [])
+    empty = resolve(0, 4, members_of(np.empty((0, 2), np.int64)), [])
     assert empty.members.size == 0 and summary(empty)["rows_kept"] == 4
 
 
 def test_histogram_bins():
     pairs = np.array([[0, 1], [2, 3], [3, 4], [5, 6], [6, 7], [7, 8], [8, 9]])
-    res = resolve(0, 12, pairs, [])
+    res = resolve(0, 12, members_of(pairs), [])
     assert size_histogram(res) == {"2": 1, "3-4": 1, "5-8": 1}
     stats = summary(res)
     assert stats["duplicate_rate"] == round(7 / 12, 6)
@@ -86,9 +86,9 @@ def test_resolve_equals_a_plain_union_find_on_random_graphs():
         if not len(pairs):
             continue
         n_reference = int(rng.integers(0, n // 4 + 1))
-        members = members_of(pairs)
+        members = members_of(pairs).rows
         priority = [rng.integers(0, 3, members.size), -rng.integers(0, 5, members.size)]
-        res = resolve(n_reference, n - n_reference, pairs, priority)
+        res = resolve(n_reference, n - n_reference, members_of(pairs), priority)
         want = _plain_resolve(n_reference, pairs, priority)
         got = (res.members.tolist(), res.cluster.tolist(), res.kept.tolist(), res.size.tolist())
         assert got == want, trial
