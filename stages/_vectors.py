@@ -1,7 +1,8 @@
-"""One reader for vector columns: a polars List/Array column of numbers as a 2-D NumPy matrix.
+"""One reader for vector columns (a polars List/Array column of numbers as a 2-D NumPy matrix), and one
+way to scale rows to unit length.
 
-Used for embeddings (float32, retrieval and leakage) and for feature vectors (float64, label noise and
-its studies), so a ragged, null or non-numeric column is refused the same way everywhere.
+The reader serves embeddings (float32, retrieval and leakage) and feature vectors (float64, label noise
+and its studies), so a ragged, null or non-numeric column is refused the same way everywhere.
 """
 
 from __future__ import annotations
@@ -39,3 +40,14 @@ def vector_matrix(values: pl.Series, param: str | None = None, dtype=np.float64,
         arrow = arrow.combine_chunks()
     flat = arrow.flatten().to_numpy(zero_copy_only=False)
     return np.ascontiguousarray(flat.astype(dtype, copy=False).reshape(len(values), width))
+
+
+def unit_rows(vectors: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Rows scaled to length 1, zero rows left zero (a cosine with them is 0, not NaN).
+
+    One row's norm at a time, so a row's result has the same bits whatever rows are batched with it
+    (a stage may see its rows in any partition cut).
+    """
+    vectors = np.asarray(vectors, dtype)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)

@@ -35,6 +35,7 @@ from pipeline.io import Dataset
 from pipeline.partitioned import Partition, plan_partitions
 from pipeline.row_pass import local_gather
 from pipeline.stage import Context
+from stages._vectors import unit_rows
 from stages.dedup.base import (
     SCAN_BATCH_ROWS,
     Broadcast,
@@ -278,13 +279,6 @@ def partition_vectors(partition: Partition, rows: np.ndarray, extra: tuple) -> n
     batches = partition.iter_batches(SCAN_BATCH_ROWS, columns=[stage.embedding_column])
     pieces = [stage.batch_features(batch[inside], label) for batch, inside in selected_rows(batches, rows)]
     return stage._same_width(pieces)
-
-
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to length 1 (zero rows stay zero), float32: one row at a time, so any batching agrees."""
-    vectors = np.asarray(vectors, np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms > 0, norms, 1.0)
 
 
 def train_centroids(sample: np.ndarray, k: int, niter: int, seed: int) -> np.ndarray:

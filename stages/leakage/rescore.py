@@ -41,6 +41,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.arrays import unique_sorted
+from stages._vectors import unit_rows
 from stages.leakage.chunks import (
     BatchChunks,
     ChunkNeighbours,
@@ -206,10 +207,10 @@ def rescore(pairs_a: list[str], pairs_b: list[str], model: str | None, batch_siz
     sentence, tokens = {}, {}
     for text, features in zip(unique, out):
         v = features["sentence_embedding"].float().cpu().numpy()
-        sentence[text] = v / max(float(np.linalg.norm(v)), 1e-12)
+        sentence[text] = unit_rows(v[None])[0]
         length = int(features["attention_mask"].sum())
         t = features["token_embeddings"][1 : max(length - 1, 2)].float().cpu().numpy()  # without [CLS]/[SEP]
-        tokens[text] = t / np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+        tokens[text] = unit_rows(t)
     cos = np.array([float(sentence[a] @ sentence[b]) for a, b in zip(pairs_a, pairs_b)], np.float64)
     f1 = np.empty(len(pairs_a), np.float64)
     for i, (a, b) in enumerate(zip(pairs_a, pairs_b)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from stages._hashing import mix64
+from stages._vectors import unit_rows
 from stages.text import ngram_hashes
 
 
@@ -77,7 +78,7 @@ def vendi_score(embeddings: np.ndarray) -> float:
 
     The eigenvalues of K/n equal those of X^T X / n, a dim x dim matrix, so the cost is linear in n.
     """
-    x = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    x = unit_rows(embeddings)
     eig = np.linalg.eigvalsh((x.T @ x).astype(np.float64) / len(x))
     eig = eig[eig > 1e-12]
     return float(np.exp(-(eig * np.log(eig)).sum()))
@@ -88,6 +89,6 @@ def mean_pairwise_cosine_distance(embeddings: np.ndarray) -> float:
     n = len(embeddings)
     if n < 2:
         return float("nan")
-    x = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    x = unit_rows(embeddings)
     s = x.sum(axis=0, dtype=np.float64)
     return float(1 - (s @ s - n) / (n * (n - 1)))

@@ -21,6 +21,7 @@ from pipeline.io import Dataset
 from pipeline.params import Annotated, Field, PositiveInt
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
+from stages._vectors import unit_rows
 from stages.embedding import (
     series_to_vectors,
 )
@@ -192,8 +193,7 @@ class BuildIndex(PartitionedStage):
     @classmethod
     def example(cls):
         rng = np.random.default_rng(0)
-        vectors = rng.standard_normal((64, 16)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = unit_rows(rng.standard_normal((64, 16)))
         from stages.embedding import vectors_to_series
 
         df = pl.DataFrame({"chunk_id": [f"d{i // 4}:{i % 4}" for i in range(64)],

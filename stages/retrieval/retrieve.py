@@ -18,6 +18,7 @@ from pipeline.io import Dataset
 from pipeline.params import PositiveInt
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
+from stages._vectors import unit_rows
 from stages.embedding import (
     resolve_model_path,
     series_to_vectors,
@@ -167,8 +168,7 @@ class Retrieve(PartitionedStage):
         import tempfile
 
         rng = np.random.default_rng(0)
-        vectors = rng.standard_normal((64, 16)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = unit_rows(rng.standard_normal((64, 16)))
         ids = [f"d{i // 4}:{i % 4}" for i in range(64)]
         docs = [f"d{i // 4}" for i in range(64)]
         index_dir = Path(tempfile.mkdtemp(prefix="retrieve-example-"))
