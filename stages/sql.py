@@ -23,6 +23,9 @@ changes from run to run, and the project promises the same bytes for the same co
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,11 +55,21 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def sandboxed_connection(tables: dict[str, object]):
-    """An in-memory DuckDB that sees `tables` (name -> Arrow table/dataset/reader) and nothing else."""
+def sandboxed_connection(tables: dict[str, object], spill: bool = False):
+    """An in-memory DuckDB that sees `tables` (name -> Arrow table/dataset/reader) and nothing else.
+
+    DuckDB allows its temp directory even with external access off, and the default one is `.tmp` in
+    the working directory: a query could read whatever sits (or links) there. So the temp directory is
+    set first: none at all (`spill=False`, for schema probes), or a fresh private folder for a query
+    that may spill, removed with the connection.
+    """
     import duckdb
 
     con = duckdb.connect(":memory:")
+    spill_dir = tempfile.mkdtemp(prefix="corpusforge-sql-spill-") if spill else ""
+    if spill_dir:
+        weakref.finalize(con, shutil.rmtree, spill_dir, ignore_errors=True)
+    con.execute("SET temp_directory = ?", [spill_dir])
     for name, table in tables.items():
         con.register(name, table)
     for statement in SANDBOX_SETTINGS:
@@ -151,7 +164,7 @@ class Sql(Stage):
     def run(self, ctx: Context, data: Dataset) -> Iterator[pa.RecordBatch]:
         import duckdb
 
-        con = sandboxed_connection({"data": _input_table(data)})
+        con = sandboxed_connection({"data": _input_table(data)}, spill=True)
         try:
             reader = _arrow_reader(con.sql(self.query))
         except duckdb.Error as exc:

@@ -102,6 +102,21 @@ def test_the_sandbox_holds_inside_a_select():
             Sql(query).apply(ROWS)
 
 
+def test_the_temp_folder_in_the_working_directory_is_not_readable(tmp_path, monkeypatch):
+    # DuckDB allows its temp directory with external access off, and its default is `.tmp` in the
+    # working directory, which may hold (or link to) anything.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret.csv").write_text("pw\nhunter2\n")
+    (tmp_path / ".tmp").symlink_to(elsewhere)
+    monkeypatch.chdir(tmp_path)
+    for query in ("SELECT * FROM read_csv('.tmp/secret.csv')", f"SELECT * FROM read_csv('{tmp_path}/.tmp/secret.csv')",
+                  f"SELECT * FROM glob('{tmp_path}/.tmp/*')"):
+        with pytest.raises(ParamError, match="sandbox refuses"):
+            Sql(query).apply(ROWS)
+        assert Sql(query).output_schema({"data": {"id": pl.String, "n": pl.Int64}}) is None  # not the file's columns
+
+
 def test_python_variables_are_not_reachable():
     secret_table = pl.DataFrame({"pw": ["hunter2"]})  # noqa: F841 - what a replacement scan would find
     with pytest.raises(ParamError, match="secret_table"):
