@@ -94,6 +94,7 @@ class RunDir:
     # -- lock -----------------------------------------------------------------------------------
 
     def lock(self, wait_s: float = 0.0) -> None:
+        self.refuse_link(self.path)  # the run folder itself: the engine writes, replaces and deletes inside it
         self.path.mkdir(parents=True, exist_ok=True)
         self.refuse_link(self.workdir / ".cache")
         fh = self._open_lock_file()

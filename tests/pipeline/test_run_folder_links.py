@@ -39,14 +39,14 @@ def _snapshot(root):
     return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
 
-@pytest.mark.parametrize("name", [".trash", ".staging", ".checkpoints", "copy", ".cache"])
+@pytest.mark.parametrize("name", [".trash", ".staging", ".checkpoints", "copy", ".cache", "links"])
 def test_a_planted_folder_link_is_refused_and_its_target_untouched(tmp_path, name):
     config = _pipeline(tmp_path)
     workdir = tmp_path / "runs"
     run_pipeline(config, workdir=workdir)
     victim = _outside(tmp_path)
     before = _snapshot(victim)
-    link_parent = workdir if name == ".cache" else workdir / "links"
+    link_parent = workdir if name in (".cache", "links") else workdir / "links"  # "links": the run folder itself
     target = link_parent / name
     if target.is_dir() and not target.is_symlink():
         import shutil
