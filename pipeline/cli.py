@@ -197,10 +197,12 @@ def _show(args: argparse.Namespace) -> int:
         print(json.dumps(record, indent=2, default=str))
         return 0
     print(f"pipeline {record['pipeline']}  ({record['config']}, executor {record['executor']})")
-    print(f"last run {record['started_at']} .. {record['finished_at']}  in {run_dir}")
+    outcome = "" if record.get("outcome", "completed") == "completed" else f" ({record['outcome']})"
+    print(f"last run {record['started_at']} .. {record['finished_at']}{outcome}  in {run_dir}")
     print(f"{'step':<20} {'stage':<18} {'status':<8} {'rows':>12} {'time':>9} {'peak mem':>10}  artefacts")
     for s in record["steps"]:
-        manifest = read_manifest(run_dir / s["id"]) or {}
+        # A failed or unreached step's folder holds an earlier run's output (kept), not this run's.
+        manifest = (read_manifest(run_dir / s["id"]) or {}) if s["status"] in ("ran", "cached") else {}
         rows = manifest.get("output", {}).get("rows")
         wall = manifest.get("wall_time_s")
         peak = manifest.get("peak_rss_bytes")
@@ -213,6 +215,8 @@ def _show(args: argparse.Namespace) -> int:
             f"{(f'{wall:.2f}s' if wall is not None else '-'):>9} "
             f"{(f'{peak / 2**20:,.0f} MiB' if peak else '-'):>10}  {', '.join(extras)}"
         )
+        if s.get("error"):
+            print(f"{'':<20} failed: {s['error']}")
     return 0
 
 

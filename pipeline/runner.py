@@ -54,7 +54,7 @@ class StepFailed(Exception):
 class StepReport:
     id: str
     stage: str
-    status: str  # ran | cached | skipped
+    status: str  # ran | cached | skipped | failed | not run (after a failed step)
     rows: int | None = None
     wall_time_s: float | None = None
     peak_rss_bytes: int | None = None
@@ -62,6 +62,8 @@ class StepReport:
     path: str | None = None
     # Why a step whose fingerprint matched was recomputed anyway (its files differ from the manifest).
     recomputed_because: str | None = None
+    # A failed step's error, its first line (the step's earlier output, if any, is kept).
+    error: str | None = None
 
 
 @dataclass
@@ -275,9 +277,17 @@ def run_pipeline(
                 report.steps.append(StepReport(step.id, step.stage, "skipped"))
                 continue
             n += 1
-            report.steps.append(_run_or_reuse(step, state, f"[{n}/{len(selected)}]"))
+            try:
+                report.steps.append(_run_or_reuse(step, state, f"[{n}/{len(selected)}]"))
+            except BaseException as exc:
+                report.steps.append(StepReport(step.id, step.stage, "failed", error=_first_line(exc)))
+                raise
     finally:
         exe.close()
+        # The record says which step failed and which never ran; it never reads as a run with no steps.
+        reported = {s.id for s in report.steps}
+        report.steps += [StepReport(s.id, s.stage, "not run" if s.id in selected else "skipped")
+                         for s in ordered if s.id not in reported]
         _write_run_record(run, config, executor, started, report)
         run.unlock()
     _say(quiet, f"done: {len(report.ran)} ran, {len(report.cached)} cached (unchanged) -> {run.path}")
@@ -313,7 +323,13 @@ def _run_or_reuse(step: StepConfig, state: _Run, counter: str) -> StepReport:
                       fp, str(step_dir), recomputed_because=damaged)
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def _write_run_record(run: RunDir, config: PipelineConfig, executor: str, started: str, report: RunReport) -> None:
+    failed = any(s.status == "failed" for s in report.steps)
     record = {
         "format": FORMAT_VERSION,
         "pipeline": config.name,
@@ -321,6 +337,7 @@ def _write_run_record(run: RunDir, config: PipelineConfig, executor: str, starte
         "executor": executor,
         "started_at": started,
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "outcome": "failed" if failed else "completed",
         "steps": [s.__dict__ for s in report.steps],
     }
     with contextlib.suppress(OSError):

@@ -123,6 +123,16 @@ def test_failed_step_keeps_previous_output(tmp_path):
     assert after == before
     assert pipeline.load(work / "slow" / "copy").collect().height == before["output"]["rows"]
     assert not any((work / "slow" / ".staging").glob("*"))
+    # The run record says which step failed and what never ran; `show` does not pass the kept output off as new.
+    record = json.loads((work / "slow" / "_run.json").read_text())
+    assert record["outcome"] == "failed"
+    assert [(s["id"], s["status"]) for s in record["steps"]] == [("docs", "cached"), ("copy", "failed"),
+                                                                   ("after", "not run")]
+    assert "fail" in record["steps"][1]["error"]
+    show = run_cli("show", "slow", "--workdir", str(work)).stdout
+    assert "(failed)" in show and "failed: " in show
+    copy_line = next(line for line in show.splitlines() if line.startswith("copy "))
+    assert f"{before['output']['rows']:,}" not in copy_line
 
 
 def test_kill_mid_step_then_rerun_matches_uninterrupted(tmp_path):
