@@ -159,6 +159,7 @@ class TransferLaw:
     beta: float
     points: int
     rmse_log: float
+    replicates: int = 0  # bootstrap resamples kept (those whose design has full rank)
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def __call__(self, d_f, n) -> np.ndarray:
@@ -187,7 +188,12 @@ def effective_data(scratch_d: np.ndarray, scratch_loss: np.ndarray, loss: np.nda
 
 def fit_transfer_law(d_f, n, d_t, *, bootstrap: int = 500, confidence: float = 0.95,
                      rng: np.random.Generator | None = None) -> TransferLaw:
-    """Least squares of log D_T on log D_F and log N; pairs bootstrap for the intervals."""
+    """Least squares of log D_T on log D_F and log N; pairs bootstrap for the intervals.
+
+    The design (1, log D_F, log N) must have rank 3, or alpha and beta are not identified and lstsq
+    returns one of infinitely many solutions (one D_F at several N gave an invented alpha of 0.315).
+    Resamples that repeat points until the rank drops are skipped for the same reason: kept, they
+    widened the intervals with arbitrary values."""
     d_f, n, d_t = (np.asarray(v, dtype=np.float64) for v in (d_f, n, d_t))
     if d_t.size < 4:
         raise InputDataError(
@@ -197,7 +203,16 @@ def fit_transfer_law(d_f, n, d_t, *, bootstrap: int = 500, confidence: float = 0
     if np.unique(n).size < 2:
         raise InputDataError("the transfer law's beta needs fine-tuned runs at >= 2 model sizes N; got "
                              f"{np.unique(n).size}", param="params_column")
+    if np.unique(d_f).size < 2:
+        raise InputDataError(
+            f"{np.unique(d_f).size} distinct fine-tuning sizes D_F among the usable points: the transfer law's "
+            "alpha needs >= 2 (fine-tune on more subsets, or use those with positive transferred data)",
+            param="x_column")
     design = np.column_stack([np.ones_like(d_f), np.log(d_f), np.log(n)])
+    if np.linalg.matrix_rank(design) < 3:
+        raise InputDataError(
+            "log D_F and log N are collinear over the usable points, so alpha and beta cannot be told apart; "
+            "fine-tune every model size on more than one data size", param="x_column")
     target = np.log(d_t)
     coef, *_ = np.linalg.lstsq(design, target, rcond=None)
     residuals = target - design @ coef
@@ -208,11 +223,17 @@ def fit_transfer_law(d_f, n, d_t, *, bootstrap: int = 500, confidence: float = 0
         draws = []
         for _ in range(bootstrap):
             pick = rng.integers(0, d_t.size, d_t.size)
-            if np.unique(n[pick]).size < 2 or np.unique(d_f[pick]).size < 2:
+            if np.linalg.matrix_rank(design[pick]) < 3:
                 continue
             draws.append(np.linalg.lstsq(design[pick], target[pick], rcond=None)[0])
+        if not draws:
+            raise InputDataError(
+                f"none of the {bootstrap} bootstrap resamples of the {d_t.size} usable points identifies alpha "
+                "and beta (each repeats points until log D_F and log N are collinear); give more (D_F, N) "
+                "points or more replicates, or set bootstrap: 0", param="bootstrap")
         draws = np.array(draws)
         draws[:, 0] = np.exp(draws[:, 0])
+        law.replicates = len(draws)
         tail = (1 - confidence) / 2
         for i, name in enumerate(("k", "alpha", "beta")):
             law.intervals[name] = (float(np.quantile(draws[:, i], tail)), float(np.quantile(draws[:, i], 1 - tail)))

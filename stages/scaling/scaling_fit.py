@@ -200,7 +200,8 @@ class ScalingFit(Stage):
             exc.file = exc.file or label
             raise
         row: dict[str, Any] = {"law": "transfer", "points": law.points, "points_excluded": frame.height - used.height,
-                               "points_extrapolated": int(used["extrapolated"].sum()), "rmse_log": law.rmse_log}
+                               "points_extrapolated": int(used["extrapolated"].sum()), "rmse_log": law.rmse_log,
+                               "bootstrap_replicates": law.replicates}
         for name in ("k", "alpha", "beta"):
             low, high = law.intervals.get(name, (np.nan, np.nan))
             row |= {name: getattr(law, name), f"{name}_low": low, f"{name}_high": high}
