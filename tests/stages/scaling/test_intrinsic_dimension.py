@@ -100,6 +100,27 @@ def test_duplicates_dropped_and_counted_or_refused():
     assert err.value.param == "duplicates"
 
 
+@pytest.mark.parametrize("copies", ["near", "negative_zero"])
+def test_copies_equal_in_float32_are_duplicates(copies):
+    # The search runs in float32: rows 1e-12 apart, or differing only in -0.0 / +0.0, are at distance
+    # 0 there. Found on the float64 bytes they were kept, and gave MLE 0.0 and infinite TwoNN ratios.
+    x = np.random.default_rng(0).random((1000, 3))
+    if copies == "near":
+        copied = x[:5] + 1e-12
+    else:
+        x[:, 0] = 0.0
+        copied = x[:5].copy()
+        copied[:, 0] = -0.0
+    assert all(a.tobytes() != b.tobytes() for a, b in zip(x[:5], copied))  # distinct float64 bytes
+    stage = IntrinsicDimension(estimators=["twonn", "mle", "gride"], bootstrap=20, plot=False, scales=[])
+    clean = stage.apply(table(x))
+    out = stage.apply(table(np.vstack([x, copied])))
+    assert (out["duplicates_dropped"] == 5).all() and (out["points"] == 1000).all()
+    columns = ["estimator", "dimension", "ci_low", "ci_high"]
+    assert out.select(columns).equals(clean.select(columns))
+    assert (clean["dimension"] > 1.5).all()
+
+
 def test_too_few_points_and_non_finite_vectors_are_refused():
     with pytest.raises(InputDataError, match="distinct points") as err:
         IntrinsicDimension(k=10).apply(table(ball(16, 2, 4, seed=0)))
