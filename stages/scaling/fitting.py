@@ -33,6 +33,7 @@ class PowerLaw:
     points: int
     rmse_log: float
     r2_log: float
+    confidence: float = 0.95  # the level of the intervals and of the band on plots
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     curves: np.ndarray | None = None  # bootstrap replicate parameters (B, 3), for bands on plots
 
@@ -132,7 +133,8 @@ def fit_power_law(x, y, *, with_floor: bool = True, loss: str = "huber", f_scale
     total = np.sum((np.log(y) - np.log(y).mean()) ** 2)
     law = PowerLaw(floor=float(theta[0]) if with_floor else 0.0, k=float(np.exp(theta[1])), alpha=float(theta[2]),
                    points=int(x.size), rmse_log=float(np.sqrt(np.mean(residuals ** 2))),
-                   r2_log=float(1 - np.sum(residuals ** 2) / total) if total > 0 else float("nan"))
+                   r2_log=float(1 - np.sum(residuals ** 2) / total) if total > 0 else float("nan"),
+                   confidence=confidence)
     if bootstrap > 0:
         rng = rng or np.random.default_rng(0)
         draws = np.empty((bootstrap, 3))
@@ -159,6 +161,7 @@ class TransferLaw:
     beta: float
     points: int
     rmse_log: float
+    confidence: float = 0.95  # the level of the intervals
     replicates: int = 0  # bootstrap resamples kept (those whose design has full rank)
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -217,7 +220,7 @@ def fit_transfer_law(d_f, n, d_t, *, bootstrap: int = 500, confidence: float = 0
     coef, *_ = np.linalg.lstsq(design, target, rcond=None)
     residuals = target - design @ coef
     law = TransferLaw(k=float(np.exp(coef[0])), alpha=float(coef[1]), beta=float(coef[2]), points=int(d_t.size),
-                      rmse_log=float(np.sqrt(np.mean(residuals ** 2))))
+                      rmse_log=float(np.sqrt(np.mean(residuals ** 2))), confidence=confidence)
     if bootstrap > 0:
         rng = rng or np.random.default_rng(0)
         draws = []
