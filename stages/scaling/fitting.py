@@ -3,8 +3,11 @@
 The power law is fitted in log space (residual log L - log L_hat), as Hoffmann et al. do: losses
 spread over a decade weigh alike, and a robust loss (Huber by default) keeps one diverged run from
 bending the exponent. The start comes from a grid over alpha with L_inf and k solved linearly at
-each point (variable projection), so the fit does not depend on a hand-picked initial guess.
-Intervals are residual bootstraps (resampled log residuals put back on the fitted curve).
+each point (variable projection), so the fit does not depend on a hand-picked initial guess. The
+floor is not held under the smallest loss (the log-space model needs only floor >= 0), which would
+bias alpha low wherever the points reach the floor. Intervals are residual bootstraps (resampled log
+residuals put back on the fitted curve), each replicate refitted from its own grid start and from the
+point estimate, keeping the better: one start alone can stall.
 
 The transfer law follows Hernandez et al. (2021): for a model of N parameters fine-tuned on D_F
 tokens to loss L, the effective data D_E is the from-scratch data at which a model of the same size
