@@ -17,6 +17,7 @@ import polars as pl
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
 from stages.scaling.report_template import REPORT_TEMPLATE
+from stages.scaling.scaling_fit import dimension_row
 
 REPORT_NAME = "report.html"
 TABLE_ROWS = 60
@@ -77,18 +78,6 @@ def compare_alpha(alpha: float, alpha_low: float, alpha_high: float, d: float, d
 ESTIMATOR_NAMES = {"twonn": "TwoNN", "mle": "MLE", "gride": "GRIDE"}
 
 
-def _dimension_row(frame: pl.DataFrame, estimator: str, group: str | None) -> dict | None:
-    """The row of a dimension table for `estimator`, chosen as scaling_fit chooses it: `group` if given,
-    else the rows with no group, else the first."""
-    rows = frame.filter(pl.col("estimator") == estimator)
-    if "group" in rows.columns:
-        if group is not None:
-            rows = rows.filter(pl.col("group") == group)
-        elif rows["group"].null_count():
-            rows = rows.filter(pl.col("group").is_null())
-    return rows.row(0, named=True) if rows.height else None
-
-
 def _dimension_statements(r: dict, dims: dict[str, pl.DataFrame]) -> list[str]:
     """alpha against 4/d for the d the fit row carries (the inputs' d that scaling_fit linked, with its
     estimator and group) and for the learned representation's d by the same estimator."""
@@ -99,9 +88,9 @@ def _dimension_statements(r: dict, dims: dict[str, pl.DataFrame]) -> list[str]:
         frame = dims.get(name)
         if name == "dimension" and r.get("dimension") is not None:
             d = {"dimension": r["dimension"], "ci_low": r.get("dimension_low"), "ci_high": r.get("dimension_high")}
-            table_row = _dimension_row(frame, estimator, r.get("dimension_group")) if frame is not None else None
+            table_row = dimension_row(frame, estimator, r.get("dimension_group")) if frame is not None else None
         else:
-            table_row = d = _dimension_row(frame, estimator, None) if frame is not None else None
+            table_row = d = dimension_row(frame, estimator, None) if frame is not None else None
         if d is None:
             continue
         label = ESTIMATOR_NAMES.get(estimator, estimator)

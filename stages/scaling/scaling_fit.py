@@ -23,6 +23,18 @@ FIT_PLOT = "fit.png"
 TRANSFER_PLOT = "transfer.png"
 
 
+def dimension_row(dims: pl.DataFrame, estimator: str, group: str | None) -> dict[str, Any] | None:
+    """The row of an intrinsic_dimension table that a fit compares with: `estimator`'s row in `group`
+    if given, else its row with no group, else its first; None if there is none."""
+    rows = dims.filter(pl.col("estimator") == estimator)
+    if "group" in rows.columns:
+        if group is not None:
+            rows = rows.filter(pl.col("group") == group)
+        elif rows["group"].null_count():
+            rows = rows.filter(pl.col("group").is_null())
+    return rows.row(0, named=True) if rows.height else None
+
+
 class ScalingFit(Stage):
     """Fit L = L_inf + k x^-alpha per group, or the transfer law D_T = k D_F^alpha N^beta.
 
@@ -158,19 +170,12 @@ class ScalingFit(Stage):
 
     def _dimension(self, dimension: Dataset) -> tuple[float, float, float, str | None]:
         """d, its interval and the group of the dimension row compared with (the report names them)."""
-        dims = dimension.collect()
-        rows = dims.filter(pl.col("estimator") == self.dimension_estimator)
-        if "group" in rows.columns:
-            if self.dimension_group is not None:
-                rows = rows.filter(pl.col("group") == self.dimension_group)
-            elif rows["group"].null_count():
-                rows = rows.filter(pl.col("group").is_null())
-        if rows.height == 0:
+        first = dimension_row(dimension.collect(), self.dimension_estimator, self.dimension_group)
+        if first is None:
             raise InputDataError(
                 f"the linked dimension table has no row for estimator '{self.dimension_estimator}'"
                 + (f" and group '{self.dimension_group}'" if self.dimension_group else ""),
                 param="dimension_estimator", file=dimension.label)
-        first = rows.row(0, named=True)
         group = first.get("group")
         return (float(first["dimension"]), float(first.get("ci_low", np.nan)), float(first.get("ci_high", np.nan)),
                 None if group is None else str(group))
