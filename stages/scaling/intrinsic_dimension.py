@@ -19,7 +19,7 @@ from pipeline.stage import Context, Stage
 from stages.embedding import vectors_to_series
 from stages.noise import vector_matrix
 from stages.scaling import id_estimators
-from stages.scaling.knn import nearest_neighbours, unique_rows
+from stages.scaling.knn import nearest_neighbours, search_matrix, unique_rows
 
 PLOT_NAME = "dimension_vs_scale.png"
 Estimator = Literal["twonn", "mle", "gride"]
@@ -31,8 +31,10 @@ class IntrinsicDimension(Stage):
     One row per estimator (and per group when `group_by` is set) with a bootstrap interval and the
     range of the MLE and GRIDE estimates across `scales` (how much d depends on the scale); side output
     `local`: each point's Levina-Bickel local estimate with its r1, r2; plot `dimension_vs_scale.png`:
-    MLE and GRIDE against the neighbourhood radius. Exact duplicate vectors (zero distances, where
-    TwoNN is undefined) are dropped before the search and counted, or refused with `duplicates: error`.
+    MLE and GRIDE against the neighbourhood radius. Duplicate vectors (zero distances, where TwoNN is
+    undefined) are dropped before the search and counted, or refused with `duplicates: error`; they
+    are found in the float32 the search uses, so rows equal only after that cast (or differing only
+    in the sign of a zero) count as duplicates too.
 
     Parameters:
         column: the vector column (fixed-size or list of numbers, all the same length)
@@ -169,16 +171,21 @@ class IntrinsicDimension(Stage):
         where = f" in group {group!r}" if self.group_by else ""
         if repeats and self.duplicates == "error":
             raise InputDataError(
-                f"{repeats} of {x.shape[0]} vectors{where} repeat another exactly (zero distance, where TwoNN "
-                "is undefined); deduplicate first or set duplicates: drop", param="duplicates", file=label)
+                f"{repeats} of {x.shape[0]} vectors{where} repeat another in float32, the precision of the "
+                "neighbour search (zero distance, where TwoNN is undefined); deduplicate first or set "
+                "duplicates: drop", param="duplicates", file=label)
         needed = self.neighbours_needed()
         if keep.size <= needed:
             raise InputDataError(
                 f"{keep.size} distinct points{where}, but the estimates need more than {needed} "
                 "(k, 2 x gride_n1 and 2 x the largest of scales); lower them or give more points",
                 param="k", file=label)
-        neighbours = nearest_neighbours(x[keep], needed, self.index, seed=ctx.seed)
+        neighbours = nearest_neighbours(search_matrix(x)[keep], needed, self.index, seed=ctx.seed)
         dist = neighbours.distances
+        if not (dist[:, 0] > 0).all():  # cannot happen after unique_rows; refuse rather than report d = 0
+            raise InputDataError(
+                f"{int((dist[:, 0] <= 0).sum())} points{where} still lie at distance 0 from a neighbour after "
+                "removing duplicates; deduplicate the vectors first", param="duplicates", file=label)
         rng = ctx.rng("intrinsic_dimension", str(group))
         rows = []
         for name in self.estimators:

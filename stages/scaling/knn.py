@@ -46,9 +46,19 @@ def _faiss():
     return faiss
 
 
+def search_matrix(x: np.ndarray) -> np.ndarray:
+    """The float32 matrix the neighbour search runs on, with -0.0 made +0.0 (x + 0.0).
+
+    Duplicates must be found on exactly this matrix: rows distinct in float64 but equal after the
+    cast, or differing only in the sign of a zero, are at distance 0 in the search (r1 = 0)."""
+    return np.ascontiguousarray(x, dtype=np.float32) + np.float32(0.0)
+
+
 def unique_rows(x: np.ndarray) -> tuple[np.ndarray, int]:
-    """Row numbers of the first copy of each distinct vector (in input order), and how many were repeats."""
-    contiguous = np.ascontiguousarray(x)
+    """Row numbers of the first copy of each distinct vector (in input order), and how many were repeats.
+
+    Rows are compared as the search sees them (`search_matrix`), not in their own dtype."""
+    contiguous = search_matrix(x)
     view = contiguous.view(np.dtype((np.void, contiguous.dtype.itemsize * contiguous.shape[1]))).ravel()
     _, first = np.unique(view, return_index=True)
     first.sort()
@@ -180,7 +190,7 @@ def nearest_neighbours(x: np.ndarray, k: int, index: str = "auto", seed: int = 0
     measured against an exact search on a sample of RECALL_QUERIES points.
     """
     faiss = _faiss()
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    x = search_matrix(x)
     n, dim = x.shape
     kind = index if index != "auto" else ("exact" if n <= EXACT_MAX_POINTS else "projected")
     recall = None

@@ -18,6 +18,14 @@ def _pyplot():
     return plt
 
 
+def bootstrap_band(law: Any, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pointwise band of the bootstrap replicate curves at the fit's own confidence level (the
+    band and the intervals in the report then say the same thing)."""
+    band = law.curves[:, :1] + law.curves[:, 1:2] * grid[None, :] ** -law.curves[:, 2:3]
+    tail = (1.0 - law.confidence) / 2.0
+    return np.quantile(band, tail, axis=0), np.quantile(band, 1.0 - tail, axis=0)
+
+
 def plot_power_laws(fits: list, x_column: str, y_column: str, path: Path, title: str,
                     linked: tuple[float, float, float] | None) -> None:
     """Data, fitted law and its bootstrap band per group (top); log residuals (bottom)."""
@@ -36,9 +44,7 @@ def plot_power_laws(fits: list, x_column: str, y_column: str, path: Path, title:
         ax.plot(grid, law(grid), "-", color=color,
                 label=f"{name}L = {law.floor:.3g} + {law.k:.3g} x^-{law.alpha:.3f}{ci}")
         if law.curves is not None and len(law.curves) > 1:
-            band = law.curves[:, :1] + law.curves[:, 1:2] * grid[None, :] ** -law.curves[:, 2:3]
-            ax.fill_between(grid, np.quantile(band, 0.025, axis=0), np.quantile(band, 0.975, axis=0),
-                            color=color, alpha=0.15)
+            ax.fill_between(grid, *bootstrap_band(law, grid), color=color, alpha=0.15)
         res.plot(x, np.log(y) - np.log(law(x)), "o", color=color)
     if linked is not None:
         d, low, high = linked

@@ -17,6 +17,7 @@ import polars as pl
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
 from stages.scaling.report_template import REPORT_TEMPLATE
+from stages.scaling.scaling_fit import dimension_row
 
 REPORT_NAME = "report.html"
 TABLE_ROWS = 60
@@ -30,17 +31,38 @@ def _fmt(value: Any) -> Any:
     return "" if value is None else value
 
 
+def _finite(*values: Any) -> bool:
+    return all(v is not None and not math.isnan(v) for v in values)
+
+
 def _interval(row: dict, name: str) -> str:
     low, high = row.get(f"{name}_low"), row.get(f"{name}_high")
-    if low is None or high is None or math.isnan(low) or math.isnan(high):
+    if not _finite(low, high):
         return f"{row[name]:.3g}"
     return f"{row[name]:.3g} [{low:.3g}, {high:.3g}]"
 
 
+def _level(row: dict, kind: str = "bootstrap") -> str:
+    """'(90% bootstrap intervals)' from the row's own `confidence` (fits written before it was a
+    column were 95%), or 'no intervals' when the fit had none (bootstrap: 0)."""
+    if not _finite(row.get("alpha_low"), row.get("alpha_high")):
+        return "no intervals (bootstrap: 0)"
+    confidence = row.get("confidence")
+    return f"{100 * (0.95 if confidence is None else confidence):g}% {kind} intervals"
+
+
 def compare_alpha(alpha: float, alpha_low: float, alpha_high: float, d: float, d_low: float, d_high: float,
                   what: str) -> str:
-    """The verdict on the measured alpha against Bahri et al.'s 4/d, from both intervals."""
-    pred, pred_low, pred_high = 4.0 / d, 4.0 / d_high, 4.0 / d_low
+    """The verdict on the measured alpha against Bahri et al.'s 4/d, from both intervals.
+
+    Without both intervals there is no verdict: a point estimate alone cannot say whether the two
+    differ, and NaN bounds would otherwise fall through to "the intervals overlap"."""
+    pred = 4.0 / d
+    if not _finite(alpha_low, alpha_high, d_low, d_high):
+        return (f"alpha = {alpha:.3f} against 4/d = {pred:.3f} for the {what} (d = {d:.2f}); ratio alpha / (4/d) "
+                f"= {alpha / pred:.2f}. No interval on {'alpha' if not _finite(alpha_low, alpha_high) else 'd'}, "
+                "so no verdict on alpha against 4/d.")
+    pred_low, pred_high = 4.0 / d_high, 4.0 / d_low
     head = (f"alpha = {alpha:.3f} [{alpha_low:.3f}, {alpha_high:.3f}] against 4/d = {pred:.3f} "
             f"[{pred_low:.3f}, {pred_high:.3f}] for the {what} (d = {d:.2f} [{d_low:.2f}, {d_high:.2f}]); "
             f"ratio alpha / (4/d) = {alpha / pred:.2f}.")
@@ -53,6 +75,38 @@ def compare_alpha(alpha: float, alpha_low: float, alpha_high: float, d: float, d
     return head + " The intervals overlap: the data cannot tell alpha from 4/d."
 
 
+ESTIMATOR_NAMES = {"twonn": "TwoNN", "mle": "MLE", "gride": "GRIDE"}
+
+
+def _dimension_statements(r: dict, dims: dict[str, pl.DataFrame]) -> list[str]:
+    """alpha against 4/d for the d the fit row carries (the inputs' d that scaling_fit linked, with its
+    estimator and group) and for the learned representation's d by the same estimator."""
+    out = []
+    estimator = r.get("dimension_estimator") or "twonn"
+    for name in ("dimension", "learned_dimension"):
+        what = "inputs" if name == "dimension" else "learned representation"
+        frame = dims.get(name)
+        if name == "dimension" and r.get("dimension") is not None:
+            d = {"dimension": r["dimension"], "ci_low": r.get("dimension_low"), "ci_high": r.get("dimension_high")}
+            table_row = dimension_row(frame, estimator, r.get("dimension_group")) if frame is not None else None
+        else:
+            table_row = d = dimension_row(frame, estimator, None) if frame is not None else None
+        if d is None:
+            continue
+        label = ESTIMATOR_NAMES.get(estimator, estimator)
+        out.append(compare_alpha(r["alpha"], r["alpha_low"], r["alpha_high"], d["dimension"],
+                                 d["ci_low"], d["ci_high"], f"{what} ({label})"))
+        low, high = (table_row or {}).get("scale_dimension_min"), (table_row or {}).get("scale_dimension_max")
+        if low is not None and high is not None and low == low and high > low:
+            inside = 4.0 / high <= r["alpha"] <= 4.0 / low
+            out.append(
+                f"Across neighbourhood scales, d of the {what} runs from {low:.2f} to {high:.2f} "
+                f"(MLE and GRIDE), so 4/d spans {4 / high:.3f} to {4 / low:.3f}; alpha = "
+                f"{r['alpha']:.3f} lies {'inside' if inside else 'outside'} that span. The "
+                "comparison is only as sharp as d is scale-independent.")
+    return out
+
+
 def _statements(tables: dict[str, pl.DataFrame]) -> list[str]:
     out = []
     fit = tables.get("fit")
@@ -61,8 +115,9 @@ def _statements(tables: dict[str, pl.DataFrame]) -> list[str]:
         what = "inputs" if name == "dimension" else "learned representation"
         for r in frame.iter_rows(named=True):
             group = f" [{r['group']}]" if r.get("group") else ""
-            out.append(f"Intrinsic dimension of the {what}{group} by {r['estimator']}: {r['dimension']:.2f} "
-                       f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}] over {r['points']} points "
+            interval = f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if _finite(r["ci_low"], r["ci_high"]) else ""
+            out.append(f"Intrinsic dimension of the {what}{group} by {r['estimator']}: {r['dimension']:.2f}"
+                       f"{interval} over {r['points']} points "
                        f"({r['duplicates_dropped']} duplicates dropped; ambient dimension {r['ambient_dimension']}).")
     if fit is not None and "law" in fit.columns:
         for r in fit.iter_rows(named=True):
@@ -71,28 +126,14 @@ def _statements(tables: dict[str, pl.DataFrame]) -> list[str]:
                 x = {"params": "N"}.get(r.get("x_column") or "", "D")
                 over = f" ({x} = {r['x_column']})" if r.get("x_column") else ""
                 out.append(f"Power law{group}: L = L_inf + k {x}^-alpha{over} with alpha = {_interval(r, 'alpha')}, "
-                           f"k = {_interval(r, 'k')}, L_inf = {_interval(r, 'L_inf')} (95% bootstrap intervals), "
+                           f"k = {_interval(r, 'k')}, L_inf = {_interval(r, 'L_inf')} ({_level(r)}), "
                            f"{r['points']} points from {x} = {r['x_min']:g} to {r['x_max']:g}, "
                            f"log-space RMSE {r['rmse_log']:.3f}, R^2 {r['r2_log']:.3f}.")
-                for name, frame in dims.items():
-                    rows = frame.filter(pl.col("estimator") == "twonn")
-                    if rows.height:
-                        d = rows.row(0, named=True)
-                        what = "inputs" if name == "dimension" else "learned representation"
-                        out.append(compare_alpha(r["alpha"], r["alpha_low"], r["alpha_high"], d["dimension"],
-                                                 d["ci_low"], d["ci_high"], f"{what} (TwoNN)"))
-                        low, high = d.get("scale_dimension_min"), d.get("scale_dimension_max")
-                        if low is not None and high is not None and low == low and high > low:
-                            inside = 4.0 / high <= r["alpha"] <= 4.0 / low
-                            out.append(
-                                f"Across neighbourhood scales, d of the {what} runs from {low:.2f} to {high:.2f} "
-                                f"(MLE and GRIDE), so 4/d spans {4 / high:.3f} to {4 / low:.3f}; alpha = "
-                                f"{r['alpha']:.3f} lies {'inside' if inside else 'outside'} that span. The "
-                                "comparison is only as sharp as d is scale-independent.")
+                out += _dimension_statements(r, dims)
             else:
                 out.append(
                     f"Transfer law: D_T = k D_F^alpha N^beta with k = {_interval(r, 'k')}, alpha = "
-                    f"{_interval(r, 'alpha')}, beta = {_interval(r, 'beta')} (95% pairs-bootstrap intervals) from "
+                    f"{_interval(r, 'alpha')}, beta = {_interval(r, 'beta')} ({_level(r, 'pairs-bootstrap')}) from "
                     f"{r['points']} (D_F, N) points; {r['points_excluded']} excluded (no positive transfer or "
                     f"below the from-scratch floor), {r['points_extrapolated']} read off the fitted from-scratch "
                     f"law beyond the measured curve; log-space RMSE {r['rmse_log']:.3f}.")

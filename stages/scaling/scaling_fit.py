@@ -23,12 +23,26 @@ FIT_PLOT = "fit.png"
 TRANSFER_PLOT = "transfer.png"
 
 
+def dimension_row(dims: pl.DataFrame, estimator: str, group: str | None) -> dict[str, Any] | None:
+    """The row of an intrinsic_dimension table that a fit compares with: `estimator`'s row in `group`
+    if given, else its row with no group, else its first; None if there is none."""
+    rows = dims.filter(pl.col("estimator") == estimator)
+    if "group" in rows.columns:
+        if group is not None:
+            rows = rows.filter(pl.col("group") == group)
+        elif rows["group"].null_count():
+            rows = rows.filter(pl.col("group").is_null())
+    return rows.row(0, named=True) if rows.height else None
+
+
 class ScalingFit(Stage):
     """Fit L = L_inf + k x^-alpha per group, or the transfer law D_T = k D_F^alpha N^beta.
 
     `law: power_law` gives one row per group (L_inf, k, alpha with bootstrap intervals, log-space RMSE
-    and R^2) and `fit.png` (data, fit, bootstrap band, residuals). With input `dimension` linked, rows
-    add d (from `dimension_estimator`) and the predicted 4/d with its interval. `law: transfer` reads
+    and R^2, and the `confidence` of the intervals) and `fit.png` (data, fit, bootstrap band at that
+    level, residuals). With input `dimension` linked, rows add d (from `dimension_estimator`, named with
+    its group in `dimension_estimator` / `dimension_group`, so the report compares with this d and no
+    other) and the predicted 4/d with its interval. `law: transfer` reads
     from-scratch and fine-tuned rows (`regime_column`), converts every fine-tuned loss to effective
     data on the from-scratch curve of the same model size, writes the points as side output
     `transfer_points` and one row with k, alpha, beta; plot `transfer.png`.
@@ -138,35 +152,33 @@ class ScalingFit(Stage):
             for name, value in (("L_inf", law.floor), ("k", law.k), ("alpha", law.alpha)):
                 low, high = law.intervals.get({"L_inf": "floor"}.get(name, name), (np.nan, np.nan))
                 row |= {name: value, f"{name}_low": low, f"{name}_high": high}
-            row |= {"rmse_log": law.rmse_log, "r2_log": law.r2_log}
+            row |= {"rmse_log": law.rmse_log, "r2_log": law.r2_log, "confidence": self.confidence}
             if linked is not None:
-                d, d_low, d_high = linked
-                row |= {"dimension": d, "dimension_low": d_low, "dimension_high": d_high,
+                d, d_low, d_high, d_group = linked
+                row |= {"dimension_estimator": self.dimension_estimator, "dimension_group": d_group,
+                        "dimension": d, "dimension_low": d_low, "dimension_high": d_high,
                         "alpha_4_over_d": 4.0 / d, "alpha_4_over_d_low": 4.0 / d_high,
                         "alpha_4_over_d_high": 4.0 / d_low, "alpha_times_d_over_4": law.alpha * d / 4.0}
             rows.append(row)
             ctx.record(f"alpha@{group}" if self.group_by else "alpha", round(law.alpha, 4))
-        result = pl.DataFrame(rows, schema_overrides={"group": pl.String, "group_by": pl.String})
+        result = pl.DataFrame(rows, schema_overrides={"group": pl.String, "group_by": pl.String,
+                                                      "dimension_group": pl.String})
         plot_power_laws(fits, self.x_column, self.y_column, ctx.artefact_path(FIT_PLOT),
-                        self.title or label, linked)
+                        self.title or label, linked[:3] if linked is not None else None)
         ctx.record("plot", FIT_PLOT)
         return result
 
-    def _dimension(self, dimension: Dataset) -> tuple[float, float, float]:
-        dims = dimension.collect()
-        rows = dims.filter(pl.col("estimator") == self.dimension_estimator)
-        if "group" in rows.columns:
-            if self.dimension_group is not None:
-                rows = rows.filter(pl.col("group") == self.dimension_group)
-            elif rows["group"].null_count():
-                rows = rows.filter(pl.col("group").is_null())
-        if rows.height == 0:
+    def _dimension(self, dimension: Dataset) -> tuple[float, float, float, str | None]:
+        """d, its interval and the group of the dimension row compared with (the report names them)."""
+        first = dimension_row(dimension.collect(), self.dimension_estimator, self.dimension_group)
+        if first is None:
             raise InputDataError(
                 f"the linked dimension table has no row for estimator '{self.dimension_estimator}'"
                 + (f" and group '{self.dimension_group}'" if self.dimension_group else ""),
                 param="dimension_estimator", file=dimension.label)
-        first = rows.row(0, named=True)
-        return float(first["dimension"]), float(first.get("ci_low", np.nan)), float(first.get("ci_high", np.nan))
+        group = first.get("group")
+        return (float(first["dimension"]), float(first.get("ci_low", np.nan)), float(first.get("ci_high", np.nan)),
+                None if group is None else str(group))
 
     def _transfer(self, ctx: Context, table: pl.DataFrame, label: str) -> pl.DataFrame:
         regimes = set(table[self.regime_column].unique().to_list())
@@ -200,7 +212,8 @@ class ScalingFit(Stage):
             exc.file = exc.file or label
             raise
         row: dict[str, Any] = {"law": "transfer", "points": law.points, "points_excluded": frame.height - used.height,
-                               "points_extrapolated": int(used["extrapolated"].sum()), "rmse_log": law.rmse_log}
+                               "points_extrapolated": int(used["extrapolated"].sum()), "rmse_log": law.rmse_log,
+                               "bootstrap_replicates": law.replicates, "confidence": self.confidence}
         for name in ("k", "alpha", "beta"):
             low, high = law.intervals.get(name, (np.nan, np.nan))
             row |= {name: getattr(law, name), f"{name}_low": low, f"{name}_high": high}

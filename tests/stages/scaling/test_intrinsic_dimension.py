@@ -83,11 +83,28 @@ def test_projected_search_falls_back_to_hnsw_on_full_rank_points():
     assert found.index == "hnsw" and found.recall >= 0.9
 
 
-def test_twonn_bootstrap_statistic_matches_the_estimator():
-    mu = 1.0 + np.random.default_rng(7).pareto(4.0, 5000)
+def test_twonn_bootstrap_statistic_matches_independent_fits():
+    from scipy.optimize import minimize_scalar
+
+    rng = np.random.default_rng(7)
+    mu = 1.0 + rng.pareto(4.0, 5000)  # Pareto ratios with shape d = 4
+    n, kept = mu.size, int(mu.size * 0.9)
+    # One replicate as bootstrap_interval builds it: the sorted log ratios, each repeated as often as drawn.
+    resampled = np.repeat(np.sort(np.log(mu)), np.bincount(rng.integers(0, n, n), minlength=n))
+    x = np.sort(np.log(np.exp(resampled)))[:kept]  # the replicate's ratios, sorted again, largest 10% out
+    # 'linear': least squares through the origin of -log(1 - i/n) against log mu.
+    y = -np.log1p(-np.arange(1, kept + 1) / n)
+    slope = np.linalg.lstsq(x[:, None], y, rcond=None)[0][0]
+    assert id_estimators.twonn_statistic(n, "linear", 0.1)(resampled) == pytest.approx(slope, rel=1e-9)
+    # 'mle': log mu ~ Exponential(d), type-II censored at the kept-th ratio; the estimator is the
+    # likelihood's maximum times (kept - 1) / kept (the unbiased version).
+    exposure = x.sum() + (n - kept) * x[-1]
+    best = minimize_scalar(lambda d: -(kept * np.log(d) - d * exposure), bounds=(0.1, 100.0), method="bounded",
+                           options={"xatol": 1e-10}).x
+    assert id_estimators.twonn_statistic(n, "mle", 0.1)(resampled) == pytest.approx(best * (kept - 1) / kept,
+                                                                                   rel=1e-6)
     for method in ("linear", "mle"):
-        statistic = id_estimators.twonn_statistic(mu.size, method, 0.1)
-        assert statistic(np.sort(np.log(mu))) == pytest.approx(id_estimators.twonn(mu, method, 0.1))
+        assert id_estimators.twonn(mu, method, 0.1) == pytest.approx(4.0, rel=0.05)
 
 
 def test_duplicates_dropped_and_counted_or_refused():
@@ -98,6 +115,27 @@ def test_duplicates_dropped_and_counted_or_refused():
     with pytest.raises(InputDataError, match="50 of 650 vectors repeat") as err:
         IntrinsicDimension(duplicates="error").apply(table(doubled))
     assert err.value.param == "duplicates"
+
+
+@pytest.mark.parametrize("copies", ["near", "negative_zero"])
+def test_copies_equal_in_float32_are_duplicates(copies):
+    # The search runs in float32: rows 1e-12 apart, or differing only in -0.0 / +0.0, are at distance
+    # 0 there. Found on the float64 bytes they were kept, and gave MLE 0.0 and infinite TwoNN ratios.
+    x = np.random.default_rng(0).random((1000, 3))
+    if copies == "near":
+        copied = x[:5] + 1e-12
+    else:
+        x[:, 0] = 0.0
+        copied = x[:5].copy()
+        copied[:, 0] = -0.0
+    assert all(a.tobytes() != b.tobytes() for a, b in zip(x[:5], copied))  # distinct float64 bytes
+    stage = IntrinsicDimension(estimators=["twonn", "mle", "gride"], bootstrap=20, plot=False, scales=[])
+    clean = stage.apply(table(x))
+    out = stage.apply(table(np.vstack([x, copied])))
+    assert (out["duplicates_dropped"] == 5).all() and (out["points"] == 1000).all()
+    columns = ["estimator", "dimension", "ci_low", "ci_high"]
+    assert out.select(columns).equals(clean.select(columns))
+    assert (clean["dimension"] > 1.5).all()
 
 
 def test_too_few_points_and_non_finite_vectors_are_refused():

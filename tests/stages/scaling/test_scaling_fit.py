@@ -1,6 +1,7 @@
 import numpy as np
 import polars as pl
 import pytest
+from conftest import run_cli, write_config
 
 from pipeline.errors import InputDataError
 from stages.scaling.fitting import fit_power_law
@@ -82,3 +83,30 @@ def test_fewer_points_than_parameters_are_refused():
         ScalingFit(law="transfer").apply(tiny)
     with pytest.raises(InputDataError, match="must hold both 'scratch' and 'finetuned'"):
         ScalingFit(law="transfer").apply(synthetic_transfer().filter(pl.col("regime") == "scratch"))
+
+
+def test_transfer_with_one_usable_fine_tuning_size_exits_2(tmp_path):
+    # Fine-tuned at D_F = 1e3 and 1e5, but at 1e5 no model gains anything: the usable points share one
+    # D_F. With bootstrap 50 this was an IndexError traceback; with bootstrap 0 an invented alpha.
+    rows, scratch_d = [], np.geomspace(1e3, 1e6, 8)
+    for n in (1e5, 3e5, 1e6, 3e6):
+        def curve(d, n=n):
+            return 1.0 + 1e3 / n + 20.0 * d ** -0.3
+        rows += [{"subset_size": d, "params": n, "regime": "scratch", "test_loss": curve(d)} for d in scratch_d]
+        rows.append({"subset_size": 1e3, "params": n, "regime": "finetuned",
+                     "test_loss": curve(1e3 + 0.8 * 1e3 ** 0.35 * n ** 0.4)})
+        rows.append({"subset_size": 1e5, "params": n, "regime": "finetuned", "test_loss": curve(1e5) * 1.02})
+    pl.DataFrame(rows).write_parquet(tmp_path / "curves.parquet")
+    cfg = write_config(tmp_path / "transfer.yaml", f"""
+name: transfer_one_size
+steps:
+  - id: fit
+    stage: scaling_fit
+    inputs: {tmp_path / 'curves.parquet'}
+    params: {{law: transfer, bootstrap: 50}}
+""")
+    proc = run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), "--quiet")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "step 'fit'" in line and "parameter 'x_column'" in line and "curves.parquet" in line
+    assert "1 distinct fine-tuning sizes" in line

@@ -1,0 +1,79 @@
+import numpy as np
+import polars as pl
+import pytest
+
+from stages.scaling.fitting import fit_power_law
+from stages.scaling.plots import bootstrap_band
+from stages.scaling.report import ScalingReport, compare_alpha
+from stages.scaling.scaling_fit import ScalingFit
+
+NAN = float("nan")
+
+
+def dimension_table() -> pl.DataFrame:
+    """TwoNN says d = 10, MLE d = 5 (4/d = 0.4 and 0.8), one ungrouped row each."""
+    return pl.DataFrame({"group": [None, None], "estimator": ["twonn", "mle"], "dimension": [10.0, 5.0],
+                         "ci_low": [9.0, 4.5], "ci_high": [11.0, 5.5], "points": [500, 500],
+                         "duplicates_dropped": [0, 0], "ambient_dimension": [64, 64],
+                         "scale_dimension_min": [4.0, 4.0], "scale_dimension_max": [11.0, 11.0]},
+                        schema_overrides={"group": pl.String})
+
+
+def curve(alpha: float = 0.8) -> pl.DataFrame:
+    sizes = np.geomspace(100, 10_000, 8)
+    wiggle = 1 + 0.01 * np.sin(np.arange(8))
+    return pl.DataFrame({"subset_size": sizes, "test_loss": (0.3 + 20.0 * sizes ** -alpha) * wiggle})
+
+
+def findings(**stage_params) -> list[str]:
+    dims = dimension_table()
+    fit = ScalingFit(**stage_params).apply(curve(), dimension=dims)
+    return ScalingReport().apply(fit=fit, dimension=dims)["finding"].to_list()
+
+
+@pytest.mark.parametrize("bounds", [(NAN, NAN, 9.0, 11.0), (0.3, 0.5, NAN, NAN)])
+def test_no_interval_gives_no_verdict(bounds):
+    alpha_low, alpha_high, d_low, d_high = bounds
+    text = compare_alpha(0.4, alpha_low, alpha_high, 10.0, d_low, d_high, "inputs (TwoNN)")
+    assert "no verdict" in text and "overlap" not in text and "nan" not in text
+    assert "overlap" in compare_alpha(0.4, 0.3, 0.5, 10.0, 9.0, 11.0, "inputs (TwoNN)")
+
+
+def test_report_without_bootstrap_claims_no_interval_or_verdict():
+    text = " ".join(findings(bootstrap=0))
+    assert "no intervals (bootstrap: 0)" in text and "no verdict" in text
+    assert "95%" not in text and "overlap" not in text and "nan" not in text
+
+
+def test_interval_level_comes_from_the_fit():
+    fit = ScalingFit(bootstrap=30, confidence=0.8).apply(curve())
+    assert fit["confidence"].to_list() == [0.8]
+    text = " ".join(ScalingReport().apply(fit=fit)["finding"].to_list())
+    assert "(80% bootstrap intervals)" in text and "95%" not in text
+
+
+def test_report_compares_with_the_dimension_the_fit_used():
+    # The fit linked MLE's d = 5 (4/d = 0.8); the TwoNN row (4/d = 0.4) must not be the comparison.
+    comparisons = [f for f in findings(bootstrap=30, dimension_estimator="mle") if "against 4/d" in f]
+    assert len(comparisons) == 1
+    assert "4/d = 0.800" in comparisons[0] and "(MLE)" in comparisons[0] and "d = 5.00" in comparisons[0]
+
+
+def test_report_uses_the_fit_rows_d_for_a_chosen_group():
+    dims = pl.concat([dimension_table(), dimension_table().with_columns(
+        pl.lit("wide").alias("group"), pl.col("dimension") * 2, pl.col("ci_low") * 2, pl.col("ci_high") * 2)])
+    fit = ScalingFit(bootstrap=30, dimension_group="wide").apply(curve(), dimension=dims)
+    assert fit.row(0, named=True)["dimension_group"] == "wide"
+    text = " ".join(ScalingReport().apply(fit=fit, dimension=dims)["finding"].to_list())
+    assert "d = 20.00" in text and "d = 10.00 [" not in text.split("Power law")[1]
+
+
+def test_plot_band_is_at_the_fits_confidence():
+    sizes = np.geomspace(100, 10_000, 8)
+    loss = (0.3 + 20.0 * sizes ** -0.8) * np.exp(np.random.default_rng(0).normal(0, 0.02, 8))
+    law = fit_power_law(sizes, loss, bootstrap=50, confidence=0.5, rng=np.random.default_rng(0))
+    grid = np.array([100.0, 1000.0])
+    curves = law.curves[:, :1] + law.curves[:, 1:2] * grid ** -law.curves[:, 2:3]
+    low, high = bootstrap_band(law, grid)
+    np.testing.assert_allclose(low, np.quantile(curves, 0.25, axis=0))
+    np.testing.assert_allclose(high, np.quantile(curves, 0.75, axis=0))
