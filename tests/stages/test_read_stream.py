@@ -99,3 +99,41 @@ def test_bad_factories_and_duplicate_ids():
         ReadIterable(factory="test_read_stream:nope").apply()
     with pytest.raises(InputDataError, match="ids are not unique"):
         ReadIterable(factory="test_read_stream:twice_the_same_ids", batch_rows=4).apply()
+
+
+def test_validating_and_fingerprinting_run_none_of_the_factory_s_code(tmp_path):
+    marker = tmp_path / "ran"
+    script = tmp_path / "rows.py"
+    script.write_text(f"open({str(marker)!r}, 'w').close()\n\n"
+                      "def rows(n=3):\n    yield from ({'id': str(i), 'text': 'x'} for i in range(n))\n")
+    stage = ReadIterable(factory=f"{script}:rows", kwargs={"n": 4})
+    stage.validate()
+    first = stage.fingerprint_extra()
+    assert not marker.exists()
+    script.write_text(script.read_text() + "# changed\n")
+    assert stage.fingerprint_extra() != first  # the source is still what the fingerprint covers
+    assert stage.apply().height == 4 and marker.exists()  # running the step runs it, as documented
+
+
+def test_factory_names_are_checked_from_the_source(tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("def rows(:\n")
+    with pytest.raises(ParamError, match="does not parse: .* at line 1"):
+        ReadIterable(factory=f"{broken}:rows").validate()
+    script = tmp_path / "some.py"
+    script.write_text("import json\ntry:\n    from os import sep as made\nexcept ImportError:\n    pass\n"
+                      "def rows():\n    yield {'id': 'a', 'text': 'b'}\n")
+    for name in ("rows", "json", "made"):
+        ReadIterable(factory=f"{script}:{name}").validate()
+    with pytest.raises(ParamError, match="has no 'nope'; it defines: json, made, rows"):
+        ReadIterable(factory=f"{script}:nope").validate()
+    with pytest.raises(ParamError, match="no module named 'stages.no_such_module'"):
+        ReadIterable(factory="stages.no_such_module:rows").validate()
+    ReadIterable(factory="stages.read_stream:pydoc_topics").validate()
+
+
+def test_a_factory_that_is_no_function_or_takes_other_kwargs_is_refused():
+    with pytest.raises(ParamError, match="'json:__doc__' is a str, not a function"):
+        ReadIterable(factory="json:__doc__").apply()
+    with pytest.raises(ParamError, match="parameter 'kwargs'.*unexpected keyword argument 'limt'"):
+        ReadIterable(factory="stages.read_stream:pydoc_topics", kwargs={"limt": 3}).apply()
