@@ -19,6 +19,8 @@ from stages.synthetic.generators import _check_callback_path, _resolve_callback,
 
 SCHEDULES = ("replace", "keep_real", "accumulate", "accumulate_subsample", "fresh_real")
 PROVENANCE_COLUMNS = ("doc_id", "generation", "origin", "parent_generation", "generator", "prompt_id")
+# Corpora (seeds x schedules x generations + 1) one step may write: each is a side-output folder.
+MAX_CORPORA = 10_000
 
 def _frame(doc_id, generation, origin, parent, generator, prompt_id, text) -> pl.DataFrame:
     n = len(text)
@@ -121,6 +123,13 @@ class Generations(Stage):
                 raise ParamError("schedules", f"unknown schedule '{s}'; choose from {', '.join(SCHEDULES)}")
         if len(set(self.schedule_list)) != len(self.schedule_list):
             raise ParamError("schedules", "lists a schedule twice")
+        corpora = self.seeds * len(self.schedule_list) * (self.generations + 1)
+        if corpora > MAX_CORPORA:
+            # Each corpus is a side-output folder (and a model trained); past this, listing them alone
+            # takes minutes and gigabytes before anything runs.
+            raise ParamError("generations", f"{self.seeds} seeds x {len(self.schedule_list)} schedules x "
+                                            f"{self.generations + 1} generations = {corpora:,} corpora; at most "
+                                            f"{MAX_CORPORA:,} in one step", hint="split the study into several steps")
         make_generator(self.generator, self.generator_params)
         _check_callback_path(self.callback)  # imported when the step runs, never while validating
 

@@ -202,6 +202,8 @@ def test_library_resume_reuses_checkpoints_in_the_same_workdir(corpus, tmp_path)
     ({"generator_params": {"order": 0}}, "order"),
     ({"callback": "no_such_module_here:train"}, "callback"),
     ({"callback": "not an import path"}, "callback"),
+    ({"generations": 10**9}, "generations"),  # a billion side-output folders: refused before any is listed
+    ({"generations": 2000, "seeds": 3, "schedules": ["replace", "accumulate"]}, "generations"),
 ])
 def test_bad_params_name_the_parameter(params, param):
     with pytest.raises(ParamError) as err:
