@@ -45,6 +45,24 @@ def is_text(dtype: Any) -> bool:
     return dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum)) or dtype in (pl.Categorical, pl.Enum)
 
 
+def is_numeric(dtype: Any) -> bool:
+    """Does a polars dtype hold numbers? None (unknown) counts as numeric."""
+    return dtype is None or dtype.is_numeric()
+
+
+def is_scalar(dtype: Any) -> bool:
+    """Is a polars dtype one value a row (a group key), not a list, array or struct? None counts as scalar."""
+    return dtype is None or not dtype.is_nested()
+
+
+# The kinds `Stage.required_column_types` may ask for: (test, what the column must be).
+COLUMN_KINDS = {
+    "text": (is_text, "text; cast it to a string first or name a text column"),
+    "numeric": (is_numeric, "numeric; cast it to a number first or name a numeric column"),
+    "scalar": (is_scalar, "one value a row; a list, array or struct column cannot be a key"),
+}
+
+
 def _path_schema(path: str) -> Schema | None:
     from pipeline.io import Dataset
 
@@ -69,11 +87,11 @@ def check_schema(stage: Any, inputs: dict[str, Schema], labels: dict[str, str]) 
                     f"input '{input_name}' has no column '{column}'{via}; the available columns are: {list(schema)}",
                     stage=stage.name, param=param, file=labels.get(input_name),
                 )
-            if types.get(input_name, {}).get(column) == "text" and not is_text(schema[column]):
+            kind = types.get(input_name, {}).get(column)
+            if kind is not None and not COLUMN_KINDS[kind][0](schema[column]):
                 raise InputDataError(
-                    f"input '{input_name}' column '{column}'{via} is {schema[column]}, not text; "
-                    "cast it to a string first or name a text column",
-                    stage=stage.name, param=param, file=labels.get(input_name),
+                    f"input '{input_name}' column '{column}'{via} is {schema[column]}, not "
+                    f"{COLUMN_KINDS[kind][1]}", stage=stage.name, param=param, file=labels.get(input_name),
                 )
 
 

@@ -39,6 +39,10 @@ from pipeline.progress import Progress
 STAGES: dict[str, type[Stage]] = {}
 
 
+# Parameters that name a key column (rows are grouped or stratified by its values).
+KEY_PARAMS = ("group_by", "strata", "subset_column")
+
+
 def register(cls: type[Stage]) -> type[Stage]:
     """Add a stage class to the registry under `cls.name` (done automatically by subclassing)."""
     existing = STAGES.get(cls.name)
@@ -237,15 +241,20 @@ class Stage:
         return {}
 
     def required_column_types(self) -> dict[str, dict[str, str]]:
-        """{input name: {column: "text"}}: needed columns of a given kind, checked before `run`.
+        """{input name: {column: kind}}: needed columns of a kind ("text", "numeric" or "scalar", see
+        `pipeline.columns.COLUMN_KINDS`), checked before `run` and by `pipeline validate`.
 
         By default a column named by a parameter called `text_column` (or ending in `_text_column`)
-        must hold text; override to declare more.
+        must hold text, and one named by `group_by`, `strata` or `subset_column` must hold one value a
+        row (it is a key); override to declare more.
         """
-        return {
-            name: {c: "text" for c, p in cols.items() if p and (p == "text_column" or p.endswith("_text_column"))}
-            for name, cols in self.required_columns().items()
-        }
+        def kind(param: str | None) -> str | None:
+            if param and (param == "text_column" or param.endswith("_text_column")):
+                return "text"
+            return "scalar" if param in KEY_PARAMS else None
+
+        return {name: {c: k for c, p in cols.items() if (k := kind(p))}
+                for name, cols in self.required_columns().items()}
 
     def output_schema(self, inputs: dict[str, Any]) -> dict[str, Any] | None:
         """The main output's columns (name -> polars dtype or None) given the inputs' schemas; None = not declared.

@@ -121,6 +121,12 @@ class ScalingFit(Stage):
             cols[self.group_by] = "group_by"
         return {"data": cols, "dimension": {"estimator": None, "dimension": None}}
 
+    def required_column_types(self) -> dict[str, dict[str, str]]:
+        types = super().required_column_types()
+        numeric = [self.x_column, self.y_column] + ([self.params_column] if self.law == "transfer" else [])
+        types["data"].update({column: "numeric" for column in numeric})
+        return types
+
     def run(self, ctx: Context, data: Dataset, dimension: Dataset | None = None) -> pl.DataFrame:
         table = data.collect()
         if self.law == "transfer":

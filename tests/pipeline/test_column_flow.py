@@ -89,6 +89,23 @@ def test_library_call_with_an_int_text_column_is_one_clear_error():
     assert "column 'text'" in str(info.value) and "Int64" in str(info.value) and "not text" in str(info.value)
 
 
+@pytest.mark.parametrize("stage, params, param, expected", [
+    ("corpus_metrics", {"group_by": ["vec"]}, "group_by", "not one value a row"),
+    ("nested_subsets", {"strata": "vec", "sizes": [2]}, "strata", "not one value a row"),
+    ("scaling_fit", {"x_column": "text", "y_column": "loss"}, "x_column", "not numeric"),
+    ("scaling_fit", {"x_column": "size", "y_column": "loss", "group_by": "vec"}, "group_by", "not one value a row"),
+])
+def test_key_and_numeric_columns_of_the_wrong_kind_are_refused_before_running(tmp_path, stage, params, param,
+                                                                               expected):
+    path = tmp_path / "rows.parquet"
+    pl.DataFrame({"id": ["a", "b"], "text": ["x y", "z"], "vec": [[1.0], [2.0]], "size": [10, 20],
+                  "loss": [1.0, 0.5]}).write_parquet(path)
+    with pytest.raises(InputDataError) as info:
+        parse_config(_config({"id": "s", "stage": stage, "inputs": str(path), "params": params}))
+    assert info.value.param == param and expected in str(info.value)
+    assert ("String" if expected == "not numeric" else "List(Float64)") in str(info.value)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("pandas") is None, reason="pandas is not installed: nothing to import")
 def test_checking_and_running_a_parquet_pipeline_does_not_import_pandas(tmp_path):
     """Schemas are read without `pyarrow.Schema.empty_table()`, which imports pandas (about 0.5 s per process).
