@@ -26,10 +26,11 @@ import polars as pl
 
 from pipeline.errors import ParamError
 from pipeline.io import Dataset
-from pipeline.params import Annotated, Field, Fraction, NonNegativeFloat, PositiveInt
+from pipeline.params import Annotated, Field, Fraction, PositiveInt
 from pipeline.stage import Context, Stage
 from stages.nets import TrainConfig, train_classifier
 from stages.noise import LabelNoise, vector_matrix
+from stages.noise.params import Alpha
 from stages.studies import _split, digits_example, feature_column
 
 NEURAL = ("mlp", "convnet", "bag_of_embeddings")
@@ -90,14 +91,14 @@ class LabelNoiseNets(Stage):
         self,
         models: Annotated[list[Literal["mlp", "convnet", "bag_of_embeddings", "logistic"]],
                           Field(min_length=1)] = ["mlp", "logistic"],  # noqa: B006 - params are stored as given
-        alphas: Annotated[list[NonNegativeFloat], Field(min_length=1)] = [0, 1, 2, 5, 10, 20, 50, 100],  # noqa: B006
+        alphas: Annotated[list[Alpha], Field(min_length=1)] = [0, 1, 2, 5, 10, 20, 50, 100],  # noqa: B006
         noises: Annotated[list[Literal["uniform", "structured"]], Field(min_length=1)] = ["uniform", "structured"],  # noqa: B006
         delta: Fraction = 0.2,
         confusion: str | dict[Any, Any] | list[list[float]] = "auto",
         batch_size: PositiveInt = 64,
         lr: Annotated[float, Field(gt=0.0)] = 0.05,
         batch_sizes: list[PositiveInt] = [32, 128, 512],  # noqa: B006
-        batch_alphas: list[NonNegativeFloat] = [10, 50],  # noqa: B006
+        batch_alphas: list[Alpha] = [10, 50],  # noqa: B006
         clean_fractions: list[Annotated[float, Field(gt=0.0, le=1.0)]] = [0.25, 0.5, 1.0],  # noqa: B006
         examples: PositiveInt = 150_000,
         seeds: PositiveInt = 3,

@@ -15,9 +15,10 @@ import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
-from pipeline.params import Annotated, Field, Fraction, NonNegativeFloat, PositiveInt
+from pipeline.params import Annotated, Field, Fraction, PositiveInt
 from pipeline.stage import Context, Stage
 from stages.noise import LabelNoise, vector_matrix
+from stages.noise.params import Alpha
 
 PLOT_NAME = "accuracy_vs_alpha.png"
 
@@ -86,7 +87,7 @@ class LabelNoiseCurve(Stage):
 
     def __init__(
         self,
-        alphas: Annotated[list[NonNegativeFloat], Field(min_length=1)] = [0, 1, 2, 5, 10, 20, 50],  # noqa: B006 - params are stored as given
+        alphas: Annotated[list[Alpha], Field(min_length=1)] = [0, 1, 2, 5, 10, 20, 50],  # noqa: B006 - params are stored as given
         noises: list[Literal["uniform", "structured"]] = ["uniform", "structured"],  # noqa: B006
         delta: Fraction = 0.2,
         confusion: str | dict[Any, Any] | list[list[float]] = "auto",

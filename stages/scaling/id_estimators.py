@@ -92,6 +92,10 @@ def gride(mu: np.ndarray, n1: int) -> float:
     return float(np.exp(best.x))
 
 
+# Bootstrap replicates a scaling stage takes at most: intervals settle long before; 10^12 was a MemoryError.
+MAX_BOOTSTRAP = 100_000
+
+
 def bootstrap_interval(values: np.ndarray, statistic: Callable[[np.ndarray], float], replicates: int,
                        confidence: float, rng: np.random.Generator) -> tuple[float, float]:
     """Percentile bootstrap interval of `statistic` over resampled `values` (NaNs when replicates is 0).

@@ -104,8 +104,8 @@ class IntrinsicDimension(Stage):
             raise ParamError("gride_n1", f"must be >= 1, got {self.gride_n1}")
         if any(s < 1 for s in self.scales):
             raise ParamError("scales", f"neighbourhood sizes must be >= 1, got {self.scales}")
-        if self.bootstrap < 0:
-            raise ParamError("bootstrap", f"must be >= 0, got {self.bootstrap}")
+        if not 0 <= self.bootstrap <= id_estimators.MAX_BOOTSTRAP:
+            raise ParamError("bootstrap", f"must be in [0, {id_estimators.MAX_BOOTSTRAP:,}] replicates, got {self.bootstrap}")
         if not 0.0 < self.confidence < 1.0:
             raise ParamError("confidence", f"must lie strictly between 0 and 1, got {self.confidence}")
         if self.max_points is not None and self.max_points < 3:

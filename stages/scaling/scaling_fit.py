@@ -17,6 +17,7 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
 from stages.scaling import fitting
+from stages.scaling.id_estimators import MAX_BOOTSTRAP
 from stages.scaling.plots import plot_power_laws, plot_transfer
 
 FIT_PLOT = "fit.png"
@@ -107,8 +108,8 @@ class ScalingFit(Stage):
     def validate(self) -> None:
         if self.f_scale <= 0:
             raise ParamError("f_scale", f"must be > 0, got {self.f_scale}")
-        if self.bootstrap < 0:
-            raise ParamError("bootstrap", f"must be >= 0, got {self.bootstrap}")
+        if not 0 <= self.bootstrap <= MAX_BOOTSTRAP:
+            raise ParamError("bootstrap", f"must be in [0, {MAX_BOOTSTRAP:,}] replicates, got {self.bootstrap}")
         if not 0.0 < self.confidence < 1.0:
             raise ParamError("confidence", f"must lie strictly between 0 and 1, got {self.confidence}")
 

@@ -101,3 +101,5 @@ def test_models_and_bad_params():
         LabelNoiseNets(val_fraction=0.7)
     with pytest.raises(ParamError, match="examples"):
         LabelNoiseNets(examples=True)
+    with pytest.raises(ParamError, match="alphas.*<= 10000"):
+        LabelNoiseNets(alphas=[1, 1e5])

@@ -53,7 +53,8 @@ def test_text_features_use_tfidf(tmp_path):
 
 
 def test_bad_params_name_the_parameter():
-    for params, param in [({"alphas": [0, -1]}, "alphas"), ({"test_fraction": 1.0}, "test_fraction"),
+    for params, param in [({"alphas": [0, -1]}, "alphas"), ({"alphas": [1e9]}, "alphas"),
+                          ({"test_fraction": 1.0}, "test_fraction"),
                           ({"repeats": 0}, "repeats"), ({"noises": []}, "noises")]:
         with pytest.raises(ParamError) as err:
             LabelNoiseCurve.from_params(params)

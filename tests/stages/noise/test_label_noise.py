@@ -306,6 +306,7 @@ def test_dilute_streams_from_parquet_with_the_same_rows(digits, tmp_path, monkey
 @pytest.mark.parametrize("params, param", [
     ({"mode": "dilute", "alpha": -1}, "alpha"),
     ({"mode": "dilute", "alpha": float("inf")}, "alpha"),
+    ({"mode": "dilute", "alpha": 1e12}, "alpha"),  # a typo's worth of rows: refused, not written until the disk fills
     ({"mode": "flip", "rate": 1.5}, "rate"),
     ({"mode": "flip", "rate": -0.1}, "rate"),
     ({"mode": "flip", "rate": {3: 2.0}}, "rate"),

@@ -165,3 +165,14 @@ steps:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
     assert "step 'dim'" in line and "parameter 'column'" in line and "points.parquet" in line
+
+
+@pytest.mark.parametrize("bootstrap", [-1, 10**12])
+def test_bootstrap_out_of_range_is_refused_in_both_scaling_stages(bootstrap):
+    from pipeline.errors import ParamError
+    from stages.scaling.scaling_fit import ScalingFit
+
+    for stage in (IntrinsicDimension, ScalingFit):
+        with pytest.raises(ParamError) as err:
+            stage.from_params({"bootstrap": bootstrap})
+        assert err.value.param == "bootstrap" and "100,000" in str(err.value)
