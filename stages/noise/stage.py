@@ -40,7 +40,7 @@ class LabelNoise(PartitionedStage):
         rate: flip rate in [0, 1], or a {class: rate} dict for class-dependent rates (not with 'matrix')
         mapping: {class: class} targets for noise 'mapping' (e.g. {cat: dog, dog: cat})
         matrix: K x K transition matrix for noise 'matrix'; rows = clean class, each row sums to 1
-        alpha: dilute: noisy rows added per clean row (>= 0, fractional allowed)
+        alpha: dilute: noisy rows added per clean row (0 to 10,000, fractional allowed)
         exclude_true: dilute: uniform labels are drawn among the other K-1 classes instead of all K
         delta: structured noise: probability that an added label is the input's confusing class
         confusion: structured noise: 'derangement' | 'centroid' | {class: class} | K x K row-stochastic matrix

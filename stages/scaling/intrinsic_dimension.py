@@ -45,7 +45,7 @@ class IntrinsicDimension(Stage):
         gride_n1: GRIDE: the ratio r_{2 n1} / r_{n1} is used
         scales: neighbourhood scales s for the plot (MLE with k = 2s, GRIDE with n1 = s, n2 = 2s)
         group_by: estimate separately for each value of this column (null: all points together)
-        bootstrap: bootstrap replicates for the intervals (0: none)
+        bootstrap: bootstrap replicates for the intervals (0: none; at most 100,000)
         confidence: level of the bootstrap intervals
         duplicates: 'drop' repeated vectors (counted in `duplicates_dropped`) or 'error'
         index: neighbour search: 'exact', 'hnsw', 'projected' (IVF over the principal coordinates when the

@@ -56,7 +56,7 @@ class ScalingFit(Stage):
         floor: fit the irreducible loss L_inf (false: L = k x^-alpha)
         loss: robust loss of the least squares: 'huber', 'soft_l1', 'cauchy' or 'linear'
         f_scale: where the robust loss turns from quadratic to linear, in log-loss units
-        bootstrap: bootstrap replicates for the intervals (0: none)
+        bootstrap: bootstrap replicates for the intervals (0: none; at most 100,000)
         confidence: level of the intervals
         params_column: transfer: the model-size (parameter count) column
         regime_column: transfer: the column saying 'scratch' or 'finetuned'
