@@ -193,7 +193,9 @@ def _show(args: argparse.Namespace) -> int:
     record = json.loads(record_path.read_text())
     if args.json:
         record["run_dir"] = str(run_dir.resolve())
-        record["manifests"] = {s["id"]: read_manifest(run_dir / s["id"]) for s in record["steps"]}
+        # Only steps this run made or reused: a failed or unreached step's folder holds an earlier run's output.
+        record["manifests"] = {s["id"]: read_manifest(run_dir / s["id"]) for s in record["steps"]
+                               if s["status"] in ("ran", "cached")}
         print(json.dumps(record, indent=2, default=str))
         return 0
     print(f"pipeline {record['pipeline']}  ({record['config']}, executor {record['executor']})")
@@ -201,7 +203,6 @@ def _show(args: argparse.Namespace) -> int:
     print(f"last run {record['started_at']} .. {record['finished_at']}{outcome}  in {run_dir}")
     print(f"{'step':<20} {'stage':<18} {'status':<8} {'rows':>12} {'time':>9} {'peak mem':>10}  artefacts")
     for s in record["steps"]:
-        # A failed or unreached step's folder holds an earlier run's output (kept), not this run's.
         manifest = (read_manifest(run_dir / s["id"]) or {}) if s["status"] in ("ran", "cached") else {}
         rows = manifest.get("output", {}).get("rows")
         wall = manifest.get("wall_time_s")

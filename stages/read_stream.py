@@ -9,10 +9,8 @@ written as they come, so memory holds one batch (plus the set of ids seen, to re
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import importlib
-import importlib.machinery
 import importlib.util
 import inspect
 import itertools
@@ -27,16 +25,13 @@ import polars as pl
 from pipeline.errors import InputDataError, ParamError
 from pipeline.files import describe_path, find_files
 from pipeline.stage import Context, Stage
+from stages.factory_source import check_factory, factory_sources, split_spec
 from stages.sources import _file_stats
-
-FACTORY_FORM = "'module:function' or 'path/to/script.py:name'"
 
 
 def load_factory(spec: str) -> Any:
     """The object `spec` names: `module:attr` (importable) or `script.py:attr` (a file, loaded by path)."""
-    target, sep, attr = spec.rpartition(":")
-    if not sep or not target or not attr:
-        raise ParamError("factory", f"expects {FACTORY_FORM}, got '{spec}'")
+    target, attr = split_spec(spec)
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
@@ -57,75 +52,6 @@ def load_factory(spec: str) -> Any:
         names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
         raise ParamError("factory", f"'{target}' has no '{attr}'; it defines: {', '.join(names) or 'nothing callable'}")
     return getattr(module, attr)
-
-
-def factory_source(spec: str) -> Path | None:
-    """The source file `spec` names, found without running any of it (None for a compiled or built-in module).
-
-    A script is its own path; a module is looked up on sys.path one package level at a time with the
-    path finder (`importlib.util.find_spec` of a dotted name would import, i.e. run, its parents).
-    """
-    target, sep, attr = spec.rpartition(":") if isinstance(spec, str) else ("", "", "")
-    if not sep or not target or not attr:
-        raise ParamError("factory", f"expects {FACTORY_FORM}, got {spec!r}")
-    if target.endswith(".py"):
-        if not Path(target).is_file():
-            raise ParamError("factory", "no such script", file=describe_path(target))
-        return Path(target)
-    found, parts = None, target.split(".")
-    for depth in range(1, len(parts) + 1):
-        name = ".".join(parts[:depth])
-        # A top-level name is only looked up (find_spec imports nothing for it); a submodule is looked up in
-        # its package's folders by the path finder, which runs no code either.
-        found = importlib.util.find_spec(name) if depth == 1 else importlib.machinery.PathFinder.find_spec(
-            name, found.submodule_search_locations or [])
-        if found is None:
-            raise ParamError("factory", f"cannot import '{target}': no module named '{name}' on the Python path")
-    origin = found.origin
-    return Path(origin) if origin and origin.endswith(".py") and Path(origin).is_file() else None
-
-
-def _defined_names(statements: list[ast.stmt]) -> set[str] | None:
-    """Names a module's top level binds (None when it cannot be told without running it: `import *` or a
-    module `__getattr__`). Blocks at the top level (if, try, with) count: they run on import."""
-    names: set[str] = set()
-    for node in statements:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            if any(alias.name == "*" for alias in node.names):
-                return None
-            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
-        for block in ("body", "orelse", "finalbody", "handlers"):
-            if isinstance(node, (ast.If, ast.Try, ast.With, ast.ExceptHandler)) and hasattr(node, block):
-                inner = _defined_names(getattr(node, block))
-                if inner is None:
-                    return None
-                names |= inner
-    return None if "__getattr__" in names else names
-
-
-def check_factory(spec: str) -> None:
-    """What `pipeline validate` can know of a factory without running its code: the module or script exists,
-    parses, and binds the name at its top level."""
-    source = factory_source(spec)
-    if source is None:
-        return  # a compiled module: its names are known only by importing it, at run time
-    target, _, attr = spec.rpartition(":")
-    try:
-        tree = ast.parse(source.read_bytes(), filename=str(source))
-    except SyntaxError as exc:
-        raise ParamError("factory", f"does not parse: {exc.msg} at line {exc.lineno}",
-                         file=describe_path(source)) from None
-    names = _defined_names(tree.body)
-    if names is not None and attr not in names and not (attr.startswith("__") and attr.endswith("__")):
-        if source.name == "__init__.py" and (source.parent / f"{attr}.py").is_file():
-            return  # a submodule of the package
-        callables = sorted(n for n in names if not n.startswith("_"))
-        raise ParamError("factory", f"'{target}' has no '{attr}'; it defines: {', '.join(callables) or 'nothing'}")
 
 
 def _is_builder(obj: Any) -> bool:
@@ -182,10 +108,11 @@ class ReadIterable(Stage):
         check_factory(self.factory)  # never imports it: validating a config runs no code
 
     def fingerprint_extra(self) -> Any:
-        """The factory's source file (the module or script it names, read, not run), and the files any
-        path-valued kwarg names (the data it reads)."""
-        source = factory_source(self.factory)
-        digest = hashlib.sha256(source.read_bytes()).hexdigest() if source else None
+        """The factory's source files (the module or script it names and the file a re-exported name comes
+        from: read, not run), and the files any path-valued kwarg names (the data it reads)."""
+        sources = factory_sources(self.factory)
+        digest = hashlib.sha256(b"".join(hashlib.sha256(p.read_bytes()).digest() for p in sources)).hexdigest() \
+            if sources else None
         data = {k: _file_stats(find_files(v)) for k, v in (self.kwargs or {}).items()
                 if isinstance(v, str) and Path(v).exists()}
         return [digest, data]

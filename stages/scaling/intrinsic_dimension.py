@@ -247,7 +247,9 @@ def _plot_scales(curve: list[dict], result: pl.DataFrame, path: Path, title: str
         twonn = result.filter((pl.col("estimator") == "twonn") & (
             pl.col("group").is_null() if group is None else pl.col("group") == group))
         for r in twonn.iter_rows(named=True):
-            err = [[r["dimension"] - r["ci_low"]], [r["ci_high"] - r["dimension"]]] if np.isfinite(r["ci_low"]) else None
+            # A percentile interval need not hold the estimate (small bootstraps); the bar then reaches its far end.
+            err = np.maximum(0.0, [[r["dimension"] - r["ci_low"]], [r["ci_high"] - r["dimension"]]]) \
+                if np.isfinite(r["ci_low"]) else None
             ax.errorbar([r["radius"]], [r["dimension"]], yerr=err, marker="*", markersize=11, color=color,
                         linestyle="none", label=f"twonn{suffix}")
     ax.set_xscale("log")

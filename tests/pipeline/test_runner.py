@@ -133,6 +133,8 @@ def test_failed_step_keeps_previous_output(tmp_path):
     assert "(failed)" in show and "failed: " in show
     copy_line = next(line for line in show.splitlines() if line.startswith("copy "))
     assert f"{before['output']['rows']:,}" not in copy_line
+    shown = json.loads(run_cli("show", "slow", "--workdir", str(work), "--json").stdout)
+    assert sorted(shown["manifests"]) == ["docs"]
 
 
 def test_kill_mid_step_then_rerun_matches_uninterrupted(tmp_path):

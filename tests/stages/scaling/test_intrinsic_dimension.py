@@ -176,3 +176,13 @@ def test_bootstrap_out_of_range_is_refused_in_both_scaling_stages(bootstrap):
         with pytest.raises(ParamError) as err:
             stage.from_params({"bootstrap": bootstrap})
         assert err.value.param == "bootstrap" and "100,000" in str(err.value)
+
+
+def test_the_plot_draws_an_estimate_outside_its_own_percentile_interval(tmp_path):
+    from stages.scaling.intrinsic_dimension import _plot_scales
+
+    # A small bootstrap's percentile interval can miss the estimate (seen: 2.248 with (2.041, 2.217)).
+    result = pl.DataFrame({"group": [None], "estimator": ["twonn"], "dimension": [2.248], "ci_low": [2.041],
+                           "ci_high": [2.217], "radius": [0.3]})
+    _plot_scales([], result, tmp_path / "scales.png", "outside")
+    assert (tmp_path / "scales.png").stat().st_size > 0
