@@ -35,6 +35,18 @@ class Select(RowwiseStage):
         self.drop = drop
         self.rename = rename
 
+    def validate(self) -> None:
+        for param, names in (("columns", self.columns), ("drop", self.drop)):
+            repeated = sorted({c for c in names or [] if list(names).count(c) > 1})
+            if repeated:
+                raise ParamError(param, f"names column {repeated[0]!r} more than once")
+        targets = list((self.rename or {}).values())
+        for new in targets:
+            if not isinstance(new, str) or not new:
+                raise ParamError("rename", f"a new column name must be a non-empty string, got {new!r}")
+            if targets.count(new) > 1:
+                raise ParamError("rename", f"renames two columns to {new!r}")
+
     def required_columns(self):
         need = list(self.columns or []) + list(self.drop or []) + list((self.rename or {}).keys())
         param = {c: "columns" for c in self.columns or []}
@@ -47,9 +59,17 @@ class Select(RowwiseStage):
         if self.columns is not None:
             schema = {c: schema.get(c) for c in self.columns}
         schema = passthrough(schema, drop=self.drop or [])
-        return {(self.rename or {}).get(c, c): t for c, t in schema.items()}
+        if not schema:
+            raise ParamError("drop" if self.drop else "columns", "leaves no columns; keep at least one")
+        rename = self.rename or {}
+        clash = [new for old, new in rename.items() if new in schema and new not in rename and old in schema]
+        if clash:
+            raise ParamError("rename", f"would rename a column to {clash[0]!r}, which the output already has; "
+                             "drop that column or pick another name")
+        return {rename.get(c, c): t for c, t in schema.items()}
 
     def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        self.output_schema({"data": dict(batch.schema)})  # undeclared upstream: refuse a clash here, not in polars
         if self.columns is not None:
             batch = batch.select(self.columns)
         if self.drop:

@@ -1,0 +1,40 @@
+"""select, length_filter, sample, split: parameter refusals that name the parameter."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from pipeline.errors import ParamError
+from stages.transforms import Select
+
+SCHEMA = {"data": {"id": pl.String, "text": pl.String, "label": pl.Int64}}
+
+
+@pytest.mark.parametrize("params, param, words", [
+    ({"columns": ["id", "id"]}, "columns", "'id' more than once"),
+    ({"drop": ["id", "id"]}, "drop", "'id' more than once"),
+    ({"rename": {"text": ""}}, "rename", "non-empty string"),
+    ({"rename": {"id": "x", "text": "x"}}, "rename", "two columns to 'x'"),
+])
+def test_select_refuses_bad_params_when_built(params, param, words):
+    with pytest.raises(ParamError) as info:
+        Select.from_params(params)
+    assert info.value.param == param and words in str(info.value)
+
+
+@pytest.mark.parametrize("params, param, words", [
+    ({"rename": {"id": "text"}}, "rename", "'text', which the output already has"),
+    ({"drop": ["id", "text", "label"]}, "drop", "leaves no columns"),
+])
+def test_select_refuses_an_output_it_cannot_make(params, param, words):
+    with pytest.raises(ParamError) as info:
+        Select.from_params(params).output_schema(SCHEMA)
+    assert info.value.param == param and words in str(info.value)
+
+
+def test_select_still_swaps_and_refuses_a_clash_in_an_undeclared_input():
+    assert Select(rename={"id": "text", "text": "id"}).output_schema(SCHEMA) == {
+        "text": pl.String, "id": pl.String, "label": pl.Int64}
+    with pytest.raises(ParamError, match="already has"):  # upstream schema unknown at validate: refused per batch
+        Select(rename={"id": "text"}).apply(pl.DataFrame({"id": ["a"], "text": ["b"]}))
