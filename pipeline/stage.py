@@ -256,6 +256,12 @@ class Stage:
         return {name: {c: k for c, p in cols.items() if (k := kind(p))}
                 for name, cols in self.required_columns().items()}
 
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        """Whole-input checks a streamed stage cannot make batch by batch (e.g. unique ids); raise InputDataError.
+
+        Called once before any executor runs the stage (batches may then go to other workers).
+        """
+
     def output_schema(self, inputs: dict[str, Any]) -> dict[str, Any] | None:
         """The main output's columns (name -> polars dtype or None) given the inputs' schemas; None = not declared.
 
@@ -405,6 +411,7 @@ def check_inputs(stage: Stage, inputs: dict[str, Dataset]) -> None:
         for input_name, ds in inputs.items():
             if ds.num_rows == 0:
                 raise InputDataError(f"input '{input_name}' has no rows", stage=stage.name, file=ds.label)
+    stage.check_input_data(inputs)
 
 
 def stage_class(name: str) -> type[Stage]:

@@ -9,11 +9,12 @@ import numpy as np
 import polars as pl
 
 from pipeline.columns import passthrough
-from pipeline.errors import InputDataError, ParamError
+from pipeline.errors import ParamError
 from pipeline.io import Dataset
 from pipeline.params import Fraction, NonNegativeInt
 from pipeline.stage import Context, RowwiseStage, Stage
 from stages._hashing import id_uniform
+from stages._ids import refuse_bad_ids
 from stages.text import SPLIT_REGEX
 
 
@@ -174,18 +175,6 @@ class Sample(Stage):
         return {"n": 2}, {"data": pl.DataFrame({"id": [f"r{i}" for i in range(6)], "text": list("abcdef")})}
 
 
-def _refuse_duplicate_ids(df: pl.DataFrame, column: str, label: str) -> None:
-    """Ids are documented unique; a repeated id would land in two parts, or be counted twice."""
-    repeated = df.filter(pl.col(column).is_duplicated())
-    if repeated.height:
-        first = repeated[column][0]
-        raise InputDataError(
-            f"column '{column}' holds duplicate ids ({repeated[column].n_unique():,} ids repeated, "
-            f"e.g. {first!r}); ids must be unique", param="id_column", file=label,
-            hint="deduplicate the input first, or name a unique column with id_column",
-        )
-
-
 class Split(Stage):
     """Split rows into named parts (default train/test) by a seeded hash of the id, exactly sized.
 
@@ -226,7 +215,7 @@ class Split(Stage):
 
     def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
         df = data.collect()
-        _refuse_duplicate_ids(df, self.id_column, data.label)
+        refuse_bad_ids(df[self.id_column], self.id_column, data.label)
         u = id_uniform(df[self.id_column], self.seed if self.seed is not None else ctx.seed, "split")
         order = np.argsort(u, kind="stable")
         # Exact sizes by largest remainder, so part sizes never drift from the requested shares.

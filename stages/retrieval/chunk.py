@@ -10,12 +10,15 @@ import polars as pl
 from pipeline.errors import InputDataError, ParamError
 from pipeline.params import NonNegativeInt, PositiveInt
 from pipeline.stage import Context, RowwiseStage
+from stages._ids import refuse_bad_ids
 from stages.embedding import (
     resolve_model_path,
 )
 from stages.text import chunk_spans
 
 # ---------------------------------------------------------------- chunking
+
+OUTPUT_COLUMNS = ("chunk_id", "doc_id", "chunk_index", "char_start", "char_end", "text", "n_tokens")
 
 
 class Chunk(RowwiseStage):
@@ -58,6 +61,11 @@ class Chunk(RowwiseStage):
     def validate(self) -> None:
         if self.overlap >= self.size:
             raise ParamError("overlap", f"must be at least 0 and less than size ({self.size}), got {self.overlap}")
+        keep = [c for c in self.keep_columns or [] if c != self.id_column]
+        taken = next((c for c in keep if c in OUTPUT_COLUMNS or keep.count(c) > 1), None)
+        if taken is not None:
+            raise ParamError("keep_columns", f"column '{taken}' is named twice or is one of the chunk's own "
+                             f"columns {list(OUTPUT_COLUMNS)}; rename it first (a select step)")
         if self.tokenizer == "model":
             resolve_model_path(self.model)
 
@@ -65,6 +73,11 @@ class Chunk(RowwiseStage):
         needed = {self.text_column: "text_column", self.id_column: "id_column"}
         needed.update({c: "keep_columns" for c in self.keep_columns or []})
         return {"data": needed}
+
+    def check_input_data(self, inputs) -> None:
+        # Chunk ids are "<doc_id>:<chunk_index>", the key retrieve and the leakage audit join on.
+        data = inputs["data"]
+        refuse_bad_ids(data.lazy().select(self.id_column).collect().to_series(), self.id_column, data.label)
 
     def output_schema(self, inputs):
         data = inputs["data"]

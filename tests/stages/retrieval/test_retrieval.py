@@ -109,6 +109,21 @@ def test_chunk_bad_params_and_input():
         Chunk().apply(DOCS.head(0))
 
 
+@pytest.mark.parametrize("keep", [["text"], ["chunk_id"], ["split", "split"]])
+def test_chunk_refuses_keep_columns_that_clash(keep):
+    with pytest.raises(ParamError, match="named twice or is one of the chunk's own columns") as info:
+        Chunk.from_params({"tokenizer": "whitespace", "keep_columns": keep})
+    assert info.value.param == "keep_columns"
+
+
+@pytest.mark.parametrize("ids, words", [(["a", None, "c"], "1 null ids"), (["a", "b", "a"], "duplicate ids")])
+def test_chunk_refuses_null_or_repeated_ids(ids, words):
+    docs = pl.DataFrame({"id": ids, "text": ["one two", "three", "four five"]})
+    with pytest.raises(InputDataError, match=words) as info:  # else chunk_ids repeat or are null
+        Chunk(tokenizer="whitespace", size=8).apply(docs)
+    assert info.value.param == "id_column" and "column 'id'" in str(info.value)
+
+
 # ------------------------------------------------------------------ index and recall
 
 
