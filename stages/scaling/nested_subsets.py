@@ -19,6 +19,7 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
 from stages._hashing import id_uniform
+from stages._ids import refuse_bad_ids
 from stages.text.tokens import count_words
 
 
@@ -122,14 +123,15 @@ class NestedSubsets(Stage):
                 cols[self.text_column] = "text_column"
         return {"data": cols}
 
-    def _tokens(self, table: pl.DataFrame) -> np.ndarray:
+    def _tokens(self, table: pl.DataFrame, label: str) -> np.ndarray:
         if self.unit == "rows":
             return np.ones(table.height, dtype=np.int64)
         if self.token_column:
             column = table[self.token_column]
-            if not column.dtype.is_numeric() or column.null_count() or (column < 0).any():
-                raise InputDataError(f"column '{self.token_column}' must hold token counts >= 0",
-                                     param="token_column")
+            finite = not column.dtype.is_float() or column.is_finite().all()  # NaN < 0 is false
+            if not column.dtype.is_numeric() or column.null_count() or not finite or (column < 0).any():
+                raise InputDataError(f"column '{self.token_column}' must hold token counts >= 0 (no nulls, NaN "
+                                     "or infinities)", param="token_column", file=label)
             return column.cast(pl.Int64).to_numpy()
         return count_words(table[self.text_column], "whitespace").fill_null(0).cast(pl.Int64).to_numpy()
 
@@ -150,10 +152,8 @@ class NestedSubsets(Stage):
 
     def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
         table = data.collect()
-        if table[self.id_column].n_unique() != table.height:
-            raise InputDataError(f"column '{self.id_column}' is not unique; the hash needs one id per row",
-                                 param="id_column", file=data.label)
-        tokens = self._tokens(table)
+        refuse_bad_ids(table[self.id_column], self.id_column, data.label)  # the hash needs one id per row
+        tokens = self._tokens(table, data.label)
         order = nesting_order(table[self.id_column], table[self.strata] if self.strata else None, ctx.seed)
         cumulative = np.cumsum(tokens[order])
         targets = self._targets(int(cumulative[-1]), data.label)

@@ -73,5 +73,15 @@ def test_sizes_not_increasing_or_too_large_are_refused():
     with pytest.raises(InputDataError, match="asks for 5000 rows but the input holds 1000") as err:
         NestedSubsets(sizes=[100, 5000]).apply(corpus())
     assert err.value.param == "sizes"
-    with pytest.raises(InputDataError, match="not unique"):
+    with pytest.raises(InputDataError, match="duplicate ids"):
         NestedSubsets(sizes=[2]).apply(pl.DataFrame({"id": [1, 1, 2]}))
+
+
+def test_nan_token_counts_and_null_ids_are_refused():
+    table = pl.DataFrame({"id": [1, 2, 3], "n": [1.0, float("nan"), 2.0]})
+    with pytest.raises(InputDataError, match="1 null ids") as err:  # one null id passed the uniqueness test
+        NestedSubsets(sizes=[2]).apply(table.with_columns(id=pl.Series([1, None, 3])))
+    assert err.value.param == "id_column"
+    with pytest.raises(InputDataError, match="token counts >= 0") as err:
+        NestedSubsets(sizes=[2], unit="tokens", token_column="n").apply(table)
+    assert err.value.param == "token_column"
