@@ -15,23 +15,29 @@ from pipeline.errors import InputDataError
 
 
 def vector_matrix(values: pl.Series, param: str | None = None, dtype=np.float64, scalars: bool = True,
-                  what: str = "numeric vectors (list or array)") -> np.ndarray:
-    """(n, width) matrix of a vector column; `scalars` lets a plain numeric column count as width 1."""
+                  what: str = "numeric vectors (list or array)", finite: bool = False,
+                  file: str | None = None) -> np.ndarray:
+    """(n, width) matrix of a vector column; `scalars` lets a plain numeric column count as width 1.
+
+    With `finite`, NaN or infinite values are refused (faiss, k-means and nearest-class argmins would
+    otherwise fail far from the cause, or silently pick the first class). `file` names the input in errors.
+    """
     name = values.name
     if values.null_count():
         raise InputDataError(f"column '{name}' has {values.null_count()} null rows; drop or fill them first",
-                             param=param)
+                             param=param, file=file)
     column_type = values.dtype
     if not isinstance(column_type, (pl.List, pl.Array)):
         if scalars and column_type.is_numeric():
-            return values.cast(pl.Float64).to_numpy().reshape(-1, 1).astype(dtype, copy=False)
-        raise InputDataError(f"column '{name}' is {column_type}, not {what}", param=param)
+            matrix = values.cast(pl.Float64).to_numpy().reshape(-1, 1).astype(dtype, copy=False)
+            return _checked(matrix, name, param, file) if finite else matrix
+        raise InputDataError(f"column '{name}' is {column_type}, not {what}", param=param, file=file)
     if isinstance(column_type, pl.Array):
         width = column_type.size
     else:
         widths = values.list.len().unique()
         if widths.len() > 1:
-            raise InputDataError(f"column '{name}' holds vectors of different lengths", param=param)
+            raise InputDataError(f"column '{name}' holds vectors of different lengths", param=param, file=file)
         width = int(widths[0]) if widths.len() else 0
     if len(values) == 0:
         return np.empty((0, width), dtype)
@@ -39,7 +45,25 @@ def vector_matrix(values: pl.Series, param: str | None = None, dtype=np.float64,
     if isinstance(arrow, pa.ChunkedArray):
         arrow = arrow.combine_chunks()
     flat = arrow.flatten().to_numpy(zero_copy_only=False)
-    return np.ascontiguousarray(flat.astype(dtype, copy=False).reshape(len(values), width))
+    matrix = np.ascontiguousarray(flat.astype(dtype, copy=False).reshape(len(values), width))
+    return _checked(matrix, name, param, file) if finite else matrix
+
+
+def _checked(matrix: np.ndarray, name: str, param: str | None, file: str | None) -> np.ndarray:
+    """`matrix`, or InputDataError when a value is NaN or infinite.
+
+    A finite sum means every value is finite (NaN and inf propagate; inf - inf is NaN): one pass with no
+    temporary, about a fifth of the read's time (500k x 384 float32: 0.03 s of 0.15 s). Only when the sum
+    is not finite (it may merely overflow) are the values checked one by one.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        if matrix.size == 0 or np.isfinite(matrix.sum()):
+            return matrix
+    bad = int((~np.isfinite(matrix).all(axis=1)).sum())
+    if bad:
+        raise InputDataError(f"column '{name}' has NaN or infinite values in {bad:,} vector(s); drop or repair "
+                             "them first", param=param, file=file)
+    return matrix
 
 
 def unit_rows(vectors: np.ndarray, dtype=np.float32) -> np.ndarray:

@@ -149,7 +149,7 @@ class DedupSemantic(DedupStage):
 
     def batch_features(self, batch: pl.DataFrame, label: str) -> np.ndarray:
         try:
-            return unit_rows(series_to_vectors(batch.get_column(self.embedding_column)))
+            return unit_rows(series_to_vectors(batch.get_column(self.embedding_column), "embedding_column"))
         except InputDataError as exc:
             raise exc.add_context(stage=self.name, file=label) from None
 

@@ -135,9 +135,10 @@ def vectors_to_series(name: str, vectors: np.ndarray) -> pl.Series:
     return pl.Series(name, pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]))
 
 
-def series_to_vectors(series: pl.Series) -> np.ndarray:
-    """The (n, dim) float32 matrix behind an embedding column (Array or List of floats)."""
-    return vector_matrix(series, dtype=np.float32, scalars=False, what="an embedding (a fixed-size list of floats)")
+def series_to_vectors(series: pl.Series, param: str | None = None, file: str | None = None) -> np.ndarray:
+    """The (n, dim) float32 matrix behind an embedding column (Array or List of floats), all values finite."""
+    return vector_matrix(series, param, dtype=np.float32, scalars=False,
+                         what="an embedding (a fixed-size list of floats)", finite=True, file=file)
 
 
 

@@ -52,7 +52,7 @@ def centroids(stage: Any, data: Dataset, classes: pl.Series) -> np.ndarray:
     """Mean `feature_column` vector per class, summed batch by batch in input order (one fixed order)."""
     sums, counts = None, np.zeros(classes.len())
     for batch in data.iter_batches(batch_rows(data), columns=[stage.label_column, stage.feature_column]):
-        x = vector_matrix(batch[stage.feature_column], "feature_column")
+        x = vector_matrix(batch[stage.feature_column], "feature_column", finite=True, file=data.label)
         idx = class_index(batch[stage.label_column], classes)
         if sums is None:
             sums = np.zeros((classes.len(), x.shape[1]))
@@ -91,8 +91,8 @@ def check_source(stage: Any, data: Dataset, pool: Dataset, structured: bool) -> 
                          "find each out-of-distribution input's nearest class")
 
 
-def nearest_class(stage: Any, batch: pl.DataFrame, centroids: np.ndarray) -> np.ndarray:
-    x = vector_matrix(batch[stage.feature_column], "feature_column")
+def nearest_class(stage: Any, batch: pl.DataFrame, centroids: np.ndarray, label: str) -> np.ndarray:
+    x = vector_matrix(batch[stage.feature_column], "feature_column", finite=True, file=label)
     if x.shape[1] != centroids.shape[1]:
         raise InputDataError(f"'{stage.feature_column}' vectors in 'source' have {x.shape[1]} values, "
                              f"the data's have {centroids.shape[1]}", param="feature_column")
@@ -151,7 +151,7 @@ class Dilution:
         for batch in batches:
             parts.append(digests(stage, batch, off, self.pool.label))
             if self.structured:
-                nearest.append(nearest_class(stage, batch, self.centroids))
+                nearest.append(nearest_class(stage, batch, self.centroids, self.pool.label))
             off += batch.height
         self.digest = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
         self.words = False

@@ -127,7 +127,7 @@ class BuildIndex(PartitionedStage):
         data = inputs["data"]
         n = data.num_rows
         first = next(data.iter_batches(1, columns=[self.embedding_column]))
-        dim = series_to_vectors(first[self.embedding_column]).shape[1]
+        dim = series_to_vectors(first[self.embedding_column], "embedding_column", data.label).shape[1]
         if dim == 0:
             raise InputDataError(f"column '{self.embedding_column}' holds empty vectors", param="embedding_column")
         metric = _choose_metric(self.metric, next(_iter_vectors(data, self.embedding_column, 1000)))
@@ -149,7 +149,7 @@ class BuildIndex(PartitionedStage):
         import faiss
 
         exact = ExactTopK(broadcast["calib"], min(10, broadcast["n"]), broadcast["metric"])
-        vectors = (series_to_vectors(b[self.embedding_column])
+        vectors = (series_to_vectors(b[self.embedding_column], "embedding_column")
                    for b in partition.iter_batches(65_536, columns=[self.embedding_column]))
         if not mergeable_factory(broadcast["factory"]):
             index = faiss.clone_index(broadcast["index"])

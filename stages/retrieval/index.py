@@ -136,7 +136,7 @@ def calibrate_refined(index, queries: np.ndarray, exact_ids: np.ndarray, k: int,
 
 def _iter_vectors(data: Dataset, column: str, rows: int = 65_536):
     for batch in data.iter_batches(rows, columns=[column]):
-        yield series_to_vectors(batch[column])
+        yield series_to_vectors(batch[column], "embedding_column", data.label)
 
 
 def mergeable_factory(factory: str) -> bool:

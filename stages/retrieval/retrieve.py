@@ -133,7 +133,7 @@ class Retrieve(PartitionedStage):
                     raise InputDataError(f"query column '{self.query_column}' has null texts", param="query_column")
                 vectors = idx.embed(column.to_list(), cache_dir=broadcast["cache_dir"])
             else:
-                vectors = series_to_vectors(column)
+                vectors = series_to_vectors(column, "query_column")
             if vectors.shape[1] != idx.dim:
                 raise InputDataError(
                     f"query column '{self.query_column}' has {vectors.shape[1]}-d vectors but the index holds "

@@ -21,6 +21,18 @@ def test_vector_matrix_reads_lists_and_refuses_ragged_and_null_columns():
         vector_matrix(pl.Series("v", ["a", "b"]))
 
 
+def test_vector_matrix_refuses_non_finite_values_only_when_asked():
+    nan = pl.Series("v", [[1.0, float("nan")], [3.0, 4.0], [float("inf"), 0.0]])
+    with pytest.raises(InputDataError, match="NaN or infinite values in 2 vector") as err:
+        vector_matrix(nan, "feature_column", finite=True, file="in.parquet")
+    assert err.value.param == "feature_column" and err.value.file == "in.parquet"
+    assert np.isnan(vector_matrix(nan)[0, 1])  # a caller that checks itself (intrinsic_dimension) still reads it
+    with pytest.raises(InputDataError, match="NaN"):
+        vector_matrix(pl.Series("v", [1.0, float("nan")]), finite=True)  # a plain numeric column too
+    huge = pl.Series("v", [[3e38, 3e38]], dtype=pl.List(pl.Float32))  # the sum overflows; every value is finite
+    assert vector_matrix(huge, dtype=np.float32, finite=True).shape == (1, 2)
+
+
 def test_unit_rows_scales_every_nonzero_row_and_leaves_zero_rows_zero():
     vectors = np.array([[3.0, 4.0], [0.0, 0.0], [1e-15, 0.0], [-2.0, 0.0]])
     unit = unit_rows(vectors)

@@ -77,6 +77,11 @@ def test_errors_name_the_problem():
         DedupSemantic(n_clusters=1).apply(frame, reference=other)
     with pytest.raises(InputDataError, match="not an embedding"):
         DedupSemantic().apply(pl.DataFrame({"id": [1, 2], "embedding": ["a", "b"]}))
+    nan = frame.with_columns(pl.when(pl.col("id") == frame["id"][0]).then(pl.lit([float("nan")] * 32))
+                             .otherwise(pl.col("embedding")).alias("embedding"))
+    with pytest.raises(InputDataError, match="NaN or infinite") as err:  # faiss k-means would fail in C++
+        DedupSemantic(n_clusters=1).apply(nan)
+    assert err.value.param == "embedding_column"
 
 
 def _dense_greedy(vectors, labels, rank, threshold):

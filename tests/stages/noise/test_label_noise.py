@@ -261,6 +261,14 @@ def test_structured_noise_favours_the_confusing_class_at_rate_delta(digits):
     assert confusing[0] != 0 and len(set(confusing.tolist())) > 1
 
 
+def test_centroid_confusion_refuses_nan_features(digits):
+    nan = digits.with_columns(pl.when(pl.col("id") == 5).then(pl.lit([float("nan")] * 64, pl.List(pl.Float32)))
+                              .otherwise(pl.col("pixels")).alias("pixels"))
+    with pytest.raises(InputDataError, match="NaN or infinite values in 1 vector") as err:  # else argmin picks class 0
+        build(mode="dilute", alpha=2, noise="structured", confusion="centroid", feature_column="pixels").apply(nan)
+    assert err.value.param == "feature_column"
+
+
 def test_structured_derangement_and_user_mapping(digit_words):
     result = build(mode="dilute", alpha=5, noise="structured", delta=1.0).execute(digit_words, seed=1)
     added = result.table.filter(pl.col("noise_origin") == "added")

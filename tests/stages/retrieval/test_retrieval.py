@@ -312,6 +312,11 @@ def test_index_bad_input():
     not_vectors = pl.DataFrame({"chunk_id": ["a"], "doc_id": ["a"], "embedding": ["text"]})
     with pytest.raises(InputDataError, match="not an embedding"):
         BuildIndex().apply(not_vectors)
+    nan = pl.DataFrame({"chunk_id": ["a", "b"], "doc_id": ["a", "b"]}).with_columns(
+        vectors_to_series("embedding", np.array([[1, 0], [np.nan, 1]], np.float32)))
+    with pytest.raises(InputDataError, match="NaN or infinite") as err:
+        BuildIndex().apply(nan)
+    assert err.value.param == "embedding_column"
     with pytest.raises(PipelineError, match="recall_target"):
         BuildIndex.from_params({"recall_target": 1.5})
 
