@@ -163,6 +163,14 @@ def _range_text(ctx: dict, annotation: Any) -> str:
     return f"{'<=' if hi[1] == ']' else '<'} {hi[0]:g}"
 
 
+def _has_nan(value: Any) -> bool:
+    if isinstance(value, float):
+        return value != value
+    if isinstance(value, (list, tuple)):
+        return any(_has_nan(v) for v in value)
+    return isinstance(value, dict) and any(_has_nan(v) for v in value.values())
+
+
 def check_params(cls: Any, args: tuple, kwargs: dict[str, Any]) -> None:
     """Names, strict types and declared bounds of constructor arguments; ParamError on the first bad one.
 
@@ -191,6 +199,8 @@ def check_params(cls: Any, args: tuple, kwargs: dict[str, Any]) -> None:
             _adapter(spec.annotation).validate_python(value, strict=True)
         except pydantic.ValidationError as exc:
             raise _param_error(spec, value, exc) from None
+        if _has_nan(value):  # NaN passes an unbounded float and fails every comparison later (min_score: .nan)
+            raise ParamError(key, f"must not be NaN, got {value!r}")
     missing = [n for n, s in specs.items() if s.required and n not in given]
     if missing:
         raise ParamError(missing[0], "is required")
