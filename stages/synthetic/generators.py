@@ -78,10 +78,10 @@ class HFCausalLMGenerator(Generator):
     name = "hf"
 
     def __init__(self, model_path: str, batch_size: int = 8, device: str = "cpu"):
-        if not Path(model_path).is_dir():
+        if not Path(model_path).is_dir() or not (Path(model_path) / "config.json").is_file():
             raise ParamError("generator_params",
-                             f"model_path '{model_path}' is not a directory; give a local model saved "
-                             "with save_pretrained (models are never downloaded)")
+                             f"model_path '{model_path}' is not a model directory (with a config.json); give a "
+                             "local model saved with save_pretrained (models are never downloaded)")
         if batch_size < 1:
             raise ParamError("generator_params", f"batch_size must be >= 1, got {batch_size}")
         self.model_path = str(model_path)
@@ -100,11 +100,16 @@ class HFCausalLMGenerator(Generator):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+                self._model = AutoModelForCausalLM.from_pretrained(self.model_path, local_files_only=True)
+            except (OSError, ValueError) as exc:  # not a causal LM, a missing tokenizer, unreadable weights
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ParamError("generator_params", f"model_path '{self.model_path}' does not load as a "
+                                 f"causal LM with its tokenizer: {first}") from None
             self._tokenizer.padding_side = "left"
             if self._tokenizer.pad_token is None:
                 self._tokenizer.pad_token = self._tokenizer.eos_token
-            self._model = AutoModelForCausalLM.from_pretrained(self.model_path, local_files_only=True)
             self._model.to(self.device).eval()
 
     def fit(self, texts, *, generation, schedule):

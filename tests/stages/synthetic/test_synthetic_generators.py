@@ -83,6 +83,13 @@ def test_hf_generator_continues_prompts_from_a_local_model(corpus, tmp_path):
     assert stage.apply(corpus, seed=1).equals(first)
 
 
-def test_missing_model_path_says_what_would_be_right():
-    with pytest.raises(ParamError, match="is not a directory.*save_pretrained"):
+def test_missing_model_path_says_what_would_be_right(tmp_path):
+    with pytest.raises(ParamError, match="is not a model directory.*save_pretrained"):
         make_generator("hf", {"model_path": "/nonexistent/model"})
+    with pytest.raises(ParamError, match="is not a model directory") as err:  # a directory, but not a model
+        make_generator("hf", {"model_path": str(tmp_path)})
+    assert err.value.param == "generator_params"
+    (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')  # looks like one, has no weights
+    with pytest.raises(ParamError, match="does not load as a causal LM") as err:
+        make_generator("hf", {"model_path": str(tmp_path)}).fit([], generation=1, schedule="replace")
+    assert err.value.param == "generator_params"
