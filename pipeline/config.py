@@ -15,6 +15,8 @@ from pipeline.stage import Stage, stage_class
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 TOP_KEYS = {"name", "seed", "steps", "description"}
 STEP_KEYS = {"id", "stage", "params", "inputs", "description"}
+# Names a run folder cannot take: `<workdir>/index.html` is the page linking every report (stages/_report/index.py).
+RESERVED_RUN_NAMES = {"index.html"}
 
 
 # A config describes a pipeline; data belongs in Parquet. These bounds keep a hostile or broken
@@ -237,6 +239,9 @@ def parse_config(data: Any, source: str = "<dict>", overrides: list[str] | None 
         raise PipelineError(
             f"'name' must be letters, digits, '_', '-', '.' (it names the run folder), got {name!r}", file=source
         )
+    if name.lower() in RESERVED_RUN_NAMES:
+        raise PipelineError(f"'name' {name!r} is taken by the workdir's own page of that name; pick another name "
+                            "(it names the run folder)", file=source)
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise PipelineError(f"'seed' must be a non-negative integer, got {seed!r}", file=source)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from cli_failures import BASE, fails_cleanly
 from conftest import run_cli, write_config
+
+from pipeline.config import parse_config
+from pipeline.errors import PipelineError
 
 
 def test_unknown_stage_suggests_the_right_one(tmp_path):
@@ -55,3 +59,10 @@ def test_bad_set_override_and_missing_config(tmp_path):
     assert proc.returncode == 2 and "parameter 'granularity'" in proc.stderr and "'topic' | 'paragraph'" in proc.stderr
     proc = run_cli("run", str(tmp_path / "nope.yaml"))
     assert proc.returncode == 2 and "config file not found" in proc.stderr
+
+
+def test_run_name_cannot_take_the_workdir_index_page():
+    steps = [{"id": "docs", "stage": "python_docs"}]
+    for name in ("index.html", "INDEX.html"):  # a case-insensitive file system clashes too
+        with pytest.raises(PipelineError, match="'name' .* is taken by the workdir's own page"):
+            parse_config({"name": name, "seed": 0, "steps": steps})
