@@ -33,6 +33,7 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
+from stages._ids import refuse_bad_ids
 from stages.dedup.clusters import members_of, resolve
 from stages.dedup.outputs import ADDED_COLUMNS, DedupRows
 from stages.dedup.shuffle import band_pairs
@@ -238,6 +239,9 @@ class DedupStage(PartitionedStage):
         try:
             members = members_of(pairs)
             facts = self.row_facts(scan, members.rows)
+            # A repeated id among the data rows of the clusters would make them ambiguous; a full check would
+            # bring every row's id to the driver, which the partitioned passes avoid.
+            refuse_bad_ids(facts.ids.filter(pl.Series(facts.rows >= scan.n_reference)), self.id_column, data.label)
             resolution = resolve(scan.n_reference, scan.n - scan.n_reference, members, self.priority(facts, pair_state),
                                  within_data=self.within_data or reference is None)
             similarity = self.similarity(scan, pair_state, resolution.members, resolution.kept)
@@ -272,6 +276,8 @@ class DedupStage(PartitionedStage):
 
     def _scan(self, batches: Iterator[pl.DataFrame], label: str, scan: Scan, facts: bool) -> None:
         for batch in batches:
+            # Null ids would make the side outputs' ids ambiguous; checked per batch, where the rows are read.
+            refuse_bad_ids(batch.get_column(self.id_column), self.id_column, label, duplicates=False)
             scan.counts.append(batch.height)
             if facts:
                 ids, lengths, keep_values = self.batch_facts(batch)

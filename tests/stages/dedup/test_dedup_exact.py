@@ -101,6 +101,17 @@ def test_bad_values_are_refused():
         DedupExact().apply(_frame(["a", "b"], reason=["x", "y"]))
 
 
+def test_null_ids_and_repeated_ids_in_a_cluster_are_refused():
+    with pytest.raises(InputDataError, match="1 null ids") as err:
+        DedupExact().apply(_frame().with_columns(id=pl.when(pl.col("id") == "r4").then(None).otherwise("id")))
+    assert err.value.param == "id_column"
+    with pytest.raises(InputDataError, match="duplicate ids") as err:  # r0 and r3 are copies, both named r0
+        DedupExact().apply(_frame().with_columns(id=pl.col("id").replace("r3", "r0")))
+    assert err.value.param == "id_column"
+    # Only ids in duplicate clusters are compared (a full check would bring every id to the driver).
+    assert DedupExact().apply(_frame().with_columns(id=pl.col("id").replace("r4", "r1"))).height == 4
+
+
 def test_reference_only_mode_keeps_duplicates_within_data():
     data = _frame(["held out question one", "training text", "training text", "other"])
     reference = pl.DataFrame({"id": ["t1"], "text": ["held out question one"]})
