@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.errors import ParamError, PipelineError
+from pipeline.params import NonNegativeInt
 from pipeline.stage import Context, Stage
 
 FORTUNES_DIR = "/usr/share/games/fortunes"
@@ -120,7 +121,7 @@ class Fortunes(Stage):
         self,
         categories: list[str] | None = None,
         max_per_category: int | None = None,
-        min_per_category: int = 1,
+        min_per_category: NonNegativeInt = 1,
         directory: str | None = None,
     ):
         self.categories = categories

@@ -143,7 +143,7 @@ class Sample(Stage):
     name = "sample"
 
     def __init__(self, n: NonNegativeInt | None = None, fraction: Fraction | None = None, id_column: str = "id",
-                 seed: int | None = None):
+                 seed: NonNegativeInt | None = None):
         self.n = n
         self.fraction = fraction
         self.id_column = id_column
@@ -189,7 +189,7 @@ class Split(Stage):
 
     name = "split"
 
-    def __init__(self, fractions: dict[str, Fraction] | None = None, id_column: str = "id", seed: int | None = None):
+    def __init__(self, fractions: dict[str, Fraction] | None = None, id_column: str = "id", seed: NonNegativeInt | None = None):
         self.fractions = fractions if fractions is not None else {"train": 0.9, "test": 0.1}
         self.id_column = id_column
         self.seed = seed

@@ -65,6 +65,13 @@ def test_unknown_category_names_the_choices():
     assert "science" in fortune_categories()
 
 
+def test_negative_counts_are_refused_when_built():
+    for param in ("min_per_category", "max_per_category"):
+        with pytest.raises(ParamError) as err:
+            Fortunes.from_params({param: -1})
+        assert err.value.param == param
+
+
 def test_missing_fortunes_package_says_what_to_install(tmp_path):
     with pytest.raises(PipelineError, match="apt-get install fortunes fortunes-min"):
         Fortunes(directory=str(tmp_path / "no-such-dir")).apply()

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from pipeline.errors import ParamError
-from stages.transforms import Select
+from stages.transforms import Sample, Select, Split
 
 SCHEMA = {"data": {"id": pl.String, "text": pl.String, "label": pl.Int64}}
 
@@ -38,3 +38,10 @@ def test_select_still_swaps_and_refuses_a_clash_in_an_undeclared_input():
         "text": pl.String, "id": pl.String, "label": pl.Int64}
     with pytest.raises(ParamError, match="already has"):  # upstream schema unknown at validate: refused per batch
         Select(rename={"id": "text"}).apply(pl.DataFrame({"id": ["a"], "text": ["b"]}))
+
+
+@pytest.mark.parametrize("stage", [Sample, Split])
+def test_a_step_seed_is_non_negative_like_the_pipeline_seed(stage):
+    with pytest.raises(ParamError, match=">= 0") as info:
+        stage.from_params({"seed": -1, **({"n": 2} if stage is Sample else {})})
+    assert info.value.param == "seed"
