@@ -57,7 +57,7 @@ from stages.leakage.truth import precision_recall
 from stages.leakage.variants import (
     check_fields,
     check_train_fields,
-    raw_variants,
+    item_texts,
     train_columns,
     training_text,
 )
@@ -265,10 +265,7 @@ class LeakageAudit(PartitionedStage):
         use_cache = self.cache if self.cache is not None else self.backend != "static"
         self.cache_dir = ctx.cache_dir if use_cache else None
         test_df = inputs["test"].collect()
-        if self.fields and self.text_column not in test_df.columns:  # the full prompt stands for the item
-            texts = pl.Series([v[-1][1] for v in raw_variants(test_df, self.fields)], dtype=pl.String)
-        else:
-            texts = test_df.get_column(self.text_column).cast(pl.String).fill_null("")
+        texts = item_texts(test_df, self.text_column, self.fields, inputs["test"].label)
         side = TestSide(texts=texts, tokens=tokenize(texts))
         index = inputs.get("index")
         shared: dict = {"prebuilt_index": self._load_index(index)} if index is not None else {}

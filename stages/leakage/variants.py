@@ -45,6 +45,21 @@ def question_tail(text: str, questions_only: bool = False) -> str | None:
     return tail if TAIL_MIN_WORDS <= words <= len(text.split()) // 2 else None
 
 
+def item_texts(test_df: pl.DataFrame, text_column: str, fields: dict[str, str] | None, label: str) -> pl.Series:
+    """Each test item's text: its text column, or (with `fields` and no such column) its full prompt.
+
+    A null text is refused: an item with nothing to audit would be reported `clean`.
+    """
+    if fields and text_column not in test_df.columns:  # the full prompt stands for the item
+        return pl.Series([v[-1][1] for v in raw_variants(test_df, fields)], dtype=pl.String)
+    texts = test_df.get_column(text_column).cast(pl.String)
+    if texts.null_count():
+        raise InputDataError(f"input 'test' column '{text_column}' has {texts.null_count():,} null texts; an item "
+                             "with no text cannot be audited (it would count as clean); drop or fill them first",
+                             param="text_column", file=label)
+    return texts
+
+
 def check_fields(fields: dict[str, str] | None) -> None:
     if fields is None:
         return

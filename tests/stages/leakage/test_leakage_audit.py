@@ -261,6 +261,13 @@ def test_missing_text_column_is_reported(train):
         LeakageAudit(chunk_overlap=False, semantic=False).apply(train=train, test=test)
 
 
+def test_null_test_text_is_refused_not_reported_clean(train):
+    test = pl.DataFrame({"id": ["a", "b"], "text": ["what is a lambda?", None]})
+    with pytest.raises(InputDataError, match="1 null texts; an item with no text cannot be audited") as err:
+        LeakageAudit(chunk_overlap=False, semantic=False).apply(train=train, test=test)
+    assert err.value.param == "text_column"
+
+
 def test_ids_default_to_row_numbers_and_short_items_are_counted(train):
     test = pl.DataFrame({"text": [_passage("lambda"), "a lambda"]})
     result = LeakageAudit(chunk_overlap=False, semantic=False).execute(train=train, test=test)
