@@ -63,7 +63,10 @@ class Select(RowwiseStage):
         if not schema:
             raise ParamError("drop" if self.drop else "columns", "leaves no columns; keep at least one")
         rename = self.rename or {}
-        clash = [new for old, new in rename.items() if new in schema and new not in rename and old in schema]
+        gone = [old for old in rename if old not in schema]
+        if gone:
+            raise ParamError("rename", f"renames column '{gone[0]}', which columns or drop removes first")
+        clash = [new for new in rename.values() if new in schema and new not in rename]
         if clash:
             raise ParamError("rename", f"would rename a column to {clash[0]!r}, which the output already has; "
                              "drop that column or pick another name")

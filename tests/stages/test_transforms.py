@@ -26,6 +26,7 @@ def test_select_refuses_bad_params_when_built(params, param, words):
 @pytest.mark.parametrize("params, param, words", [
     ({"rename": {"id": "text"}}, "rename", "'text', which the output already has"),
     ({"drop": ["id", "text", "label"]}, "drop", "leaves no columns"),
+    ({"columns": ["id"], "rename": {"text": "body"}}, "rename", "'text', which columns or drop removes"),
 ])
 def test_select_refuses_an_output_it_cannot_make(params, param, words):
     with pytest.raises(ParamError) as info:
