@@ -113,8 +113,25 @@ class CorpusMetrics(PartitionedStage):
     def groups_of(self, columns: Any) -> list[str]:
         return self.group_by if self.group_by is not None else [c for c in AUTO_GROUPS if c in columns]
 
+    def _check_auto_groups(self, schema: dict[str, Any], label: str | None) -> None:
+        """The automatic groups (schedule, seed, generation) are keys too: the check `group_by` columns get from
+        their declared kind, made here because which of them exist depends on the input."""
+        from pipeline.columns import COLUMN_KINDS
+
+        test, what = COLUMN_KINDS["scalar"]
+        for column in self.groups_of(schema) if self.group_by is None else []:
+            if not test(schema[column]):
+                raise InputDataError(f"input 'data' column '{column}' (a group by default) is {schema[column]}, "
+                                     f"not {what}", param="group_by", file=label)
+
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        from pipeline.columns import polars_schema
+
+        self._check_auto_groups(polars_schema(inputs["data"].schema), inputs["data"].label)
+
     def output_schema(self, inputs):
         data = inputs["data"]
+        self._check_auto_groups(data, None)
         group_by = self.groups_of(data)
         if not group_by:
             return {c: pl.Int64 if c in _INT_COLUMNS else pl.Float64 for c in METRIC_COLUMNS}

@@ -222,3 +222,12 @@ def test_report_refuses_a_table_without_the_metrics():
         CollapseReport(metrics=["vocab_size"]).apply(metrics=pl.DataFrame({"generation": [0], "x": [1.0]}))
     with pytest.raises(ParamError, match="none of the metrics"):
         CollapseReport().apply(metrics=pl.DataFrame({"generation": [0, 1], "other": [1.0, 2.0]}))
+
+
+def test_a_default_group_column_that_holds_lists_is_refused_naming_group_by():
+    data = pl.DataFrame({"text": ["a b", "c d", "e f", "g h"], "generation": [[0], [0], [1], [1]]})
+    stage = CorpusMetrics(embedding_backend="none", self_bleu_sample=0)
+    for attempt in (lambda: stage.apply(data), lambda: stage.output_schema({"data": dict(data.schema)})):
+        with pytest.raises(InputDataError, match="'generation' .*not one value a row") as err:
+            attempt()
+        assert err.value.param == "group_by"
