@@ -324,6 +324,8 @@ def _run_or_reuse(step: StepConfig, state: _Run, counter: str) -> StepReport:
 
 
 def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
 

@@ -33,6 +33,7 @@ from pipeline.io import BATCH_BYTES, Dataset
 from pipeline.params import Annotated, Cosine, Field, Fraction, NonNegativeInt, PositiveInt
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
+from stages._ids import refuse_bad_ids
 from stages.leakage.chunks import SIMILARITY_DEFAULTS
 from stages.leakage.duplicates import duplicates_summary
 from stages.leakage.evidence import (
@@ -213,6 +214,11 @@ class LeakageAudit(PartitionedStage):
         unknown = [k for k in self.evidence or [] if k not in EVIDENCE_KINDS]
         if unknown:
             raise ParamError("evidence", f"unknown evidence kind {unknown[0]!r}; registered: {', '.join(EVIDENCE_KINDS)}")
+
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        test = inputs["test"]  # a test item's findings are keyed by its id: a repeated or null one is ambiguous
+        if self.id_column in test.columns:
+            refuse_bad_ids(test.lazy().select(self.id_column).collect().to_series(), self.id_column, test.label)
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         test = {self.text_column: "text_column"} if not self.fields else {c: "fields" for c in self.fields.values()}

@@ -127,9 +127,11 @@ class Generations(Stage):
         if corpora > MAX_CORPORA:
             # Each corpus is a side-output folder (and a model trained); past this, listing them alone
             # takes minutes and gigabytes before anything runs.
-            raise ParamError("generations", f"{self.seeds} seeds x {len(self.schedule_list)} schedules x "
-                                            f"{self.generations + 1} generations = {corpora:,} corpora; at most "
-                                            f"{MAX_CORPORA:,} in one step", hint="split the study into several steps")
+            # The parameter to blame: seeds when they alone exceed the limit at the fewest generations (one).
+            blame = "seeds" if self.seeds * len(self.schedule_list) * 2 > MAX_CORPORA else "generations"
+            raise ParamError(blame, f"{self.seeds} seeds x {len(self.schedule_list)} schedules x "
+                                    f"{self.generations + 1} generations = {corpora:,} corpora; at most "
+                                    f"{MAX_CORPORA:,} in one step", hint="split the study into several steps")
         make_generator(self.generator, self.generator_params)
         _check_callback_path(self.callback)  # imported when the step runs, never while validating
 

@@ -174,3 +174,11 @@ def test_second_concurrent_run_refuses_clearly(config, tmp_path):
     finally:
         holder.unlock()
     assert run_cli("run", str(config), "--workdir", str(work), "--quiet").returncode == 0
+
+
+def test_the_run_record_names_an_interrupt_and_an_error_by_their_first_line():
+    from pipeline.runner import _first_line
+
+    assert _first_line(KeyboardInterrupt()) == "interrupted"  # str() of it is empty
+    assert _first_line(ValueError("first\nsecond")) == "first"
+    assert _first_line(RuntimeError()) == "RuntimeError"

@@ -268,6 +268,15 @@ def test_null_test_text_is_refused_not_reported_clean(train):
     assert err.value.param == "text_column"
 
 
+@pytest.mark.parametrize("ids, expected", [(["a", "a"], "duplicate ids"), (["a", None], "null ids")])
+def test_repeated_or_null_test_ids_are_refused(train, ids, expected):
+    # Findings are keyed by test id: two items under one id could not be told apart.
+    test = pl.DataFrame({"id": ids, "text": ["what is a lambda?", "what is a closure?"]})
+    with pytest.raises(InputDataError, match=expected) as err:
+        LeakageAudit(chunk_overlap=False, semantic=False).apply(train=train, test=test)
+    assert err.value.param == "id_column"
+
+
 def test_ids_default_to_row_numbers_and_short_items_are_counted(train):
     test = pl.DataFrame({"text": [_passage("lambda"), "a lambda"]})
     result = LeakageAudit(chunk_overlap=False, semantic=False).execute(train=train, test=test)

@@ -204,6 +204,7 @@ def test_library_resume_reuses_checkpoints_in_the_same_workdir(corpus, tmp_path)
     ({"callback": "not an import path"}, "callback"),
     ({"generations": 10**9}, "generations"),  # a billion side-output folders: refused before any is listed
     ({"generations": 2000, "seeds": 3, "schedules": ["replace", "accumulate"]}, "generations"),
+    ({"generations": 1, "seeds": 6000}, "seeds"),
 ])
 def test_bad_params_name_the_parameter(params, param):
     with pytest.raises(ParamError) as err:
