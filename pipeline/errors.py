@@ -79,3 +79,10 @@ class InputDataError(PipelineError):
 
 class LockedError(PipelineError):
     """Another run holds the workdir lock of the same pipeline."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's first non-blank line, stripped (many span several: a query echoed, a caret, a trace of
+    their own), or its type's name when it has no message."""
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__

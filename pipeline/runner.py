@@ -28,7 +28,7 @@ from pipeline.config import (
     parse_config,
     upstream,
 )
-from pipeline.errors import InputDataError, ParamError, PipelineError
+from pipeline.errors import InputDataError, ParamError, PipelineError, first_line
 from pipeline.executors import get_executor
 from pipeline.files import side_dir
 from pipeline.io import Dataset, describe_table
@@ -324,10 +324,7 @@ def _run_or_reuse(step: StepConfig, state: _Run, counter: str) -> StepReport:
 
 
 def _first_line(exc: BaseException) -> str:
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    return "interrupted" if isinstance(exc, KeyboardInterrupt) else first_line(exc)
 
 
 def _write_run_record(run: RunDir, config: PipelineConfig, executor: str, started: str, report: RunReport) -> None:

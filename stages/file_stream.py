@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.columns import polars_schema
-from pipeline.errors import InputDataError, PipelineError
+from pipeline.errors import InputDataError, PipelineError, first_line
 from pipeline.files import describe_path
 from stages.formats import FileFormat, _csv_separator, detect, read_frame
 
@@ -76,7 +76,7 @@ def _chunks(path: Path, compression: str | None, batch_bytes: int, quoted: bool)
                     yield pending[:cut]
                     pending = pending[cut:]
     except (OSError, EOFError, zlib.error, pa.ArrowInvalid) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise InputDataError(f"corrupt or truncated {compression} data ({reason})", param="path",
                              file=describe_path(path)) from None
     if pending:
@@ -84,7 +84,7 @@ def _chunks(path: Path, compression: str | None, batch_bytes: int, quoted: bool)
 
 
 def _failed(path: Path, fmt: str, exc: Exception) -> InputDataError:
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    msg = first_line(exc)
     return InputDataError(f"cannot read as {fmt} ({msg})", param="path", file=describe_path(path))
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.columns import polars_schema
-from pipeline.errors import ParamError
+from pipeline.errors import ParamError, first_line
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
 
@@ -47,12 +47,6 @@ SANDBOX_SETTINGS = (
     "SET lock_configuration = true",
 )
 BATCH_ROWS = 65_536
-
-
-def _one_line(exc: BaseException) -> str:
-    """DuckDB errors span several lines (the query echoed, a caret); keep the one that says what."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__
 
 
 def sandboxed_connection(tables: dict[str, object], spill: bool = False):
@@ -84,7 +78,7 @@ def check_single_select(query: str) -> None:
     try:
         statements = duckdb.connect(":memory:").extract_statements(query)
     except duckdb.Error as exc:
-        raise ParamError("query", f"not valid SQL: {_one_line(exc)}") from None
+        raise ParamError("query", f"not valid SQL: {first_line(exc)}") from None
     if len(statements) != 1:
         raise ParamError("query", f"must be exactly one SELECT statement, got {len(statements)} statements")
     kind = statements[0].type
@@ -116,7 +110,7 @@ def describe_query(query: str, schema: dict[str, Any]) -> dict[str, Any] | None:
         missing_name = "not found" in str(exc) or "does not exist" in str(exc)
         if not missing_name and any(t is None for t in schema.values()):
             return None  # an untyped input column may be why the query did not bind: decide at run time
-        raise ParamError("query", f"{_one_line(exc)}; the input's columns are {list(schema)}") from None
+        raise ParamError("query", f"{first_line(exc)}; the input's columns are {list(schema)}") from None
     except duckdb.Error:
         return None
     finally:
@@ -209,6 +203,6 @@ def _query_error(exc: BaseException, data: Dataset) -> ParamError:
     import duckdb
 
     if isinstance(exc, duckdb.PermissionException):
-        return ParamError("query", f"reaches outside its input, which the sql sandbox refuses ({_one_line(exc)})",
+        return ParamError("query", f"reaches outside its input, which the sql sandbox refuses ({first_line(exc)})",
                           hint="a query may read only the table `data`")
-    return ParamError("query", f"{_one_line(exc)}; the input's columns are {data.columns}", file=data.label)
+    return ParamError("query", f"{first_line(exc)}; the input's columns are {data.columns}", file=data.label)

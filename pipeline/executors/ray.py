@@ -47,7 +47,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import ray
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 from pipeline.executors.ray_connect import host_of, probe
 from pipeline.executors.ray_tasks import (  # noqa: F401 - re-exported for ray_partitioned and tests
     IN_FLIGHT_PER_CPU,
@@ -143,7 +143,7 @@ class RayExecutor:
         try:
             ray.init(**kwargs)
         except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            text = first_line(exc)
             raise PipelineError(
                 f"could not connect to a Ray cluster at {address or 'a new local instance'}: {text}",
                 hint="start one with `ray start --head`, or pass --address HOST:PORT of its head node",

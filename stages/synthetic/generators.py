@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 
-from pipeline.errors import InputDataError, ParamError, PipelineError
+from pipeline.errors import InputDataError, ParamError, PipelineError, first_line
 from pipeline.io import Dataset
 from stages.synthetic.ngram import NGramLM
 
@@ -104,9 +104,8 @@ class HFCausalLMGenerator(Generator):
                 self._tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
                 self._model = AutoModelForCausalLM.from_pretrained(self.model_path, local_files_only=True)
             except (OSError, ValueError) as exc:  # not a causal LM, a missing tokenizer, unreadable weights
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise ParamError("generator_params", f"model_path '{self.model_path}' does not load as a "
-                                 f"causal LM with its tokenizer: {first}") from None
+                                 f"causal LM with its tokenizer: {first_line(exc)}") from None
             self._tokenizer.padding_side = "left"
             if self._tokenizer.pad_token is None:
                 self._tokenizer.pad_token = self._tokenizer.eos_token
