@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from pipeline.errors import InputDataError
+from pipeline.io import Dataset
 
 
 def refuse_bad_ids(ids: pl.Series, column: str, label: str | None, *, param: str = "id_column",
@@ -22,3 +23,8 @@ def refuse_bad_ids(ids: pl.Series, column: str, label: str | None, *, param: str
             f"e.g. {repeated[0]!r}); ids must be unique", param=param, file=label,
             hint="deduplicate the input first, or name a unique column with id_column",
         )
+
+
+def refuse_bad_id_column(data: Dataset, column: str) -> None:
+    """`refuse_bad_ids` of one input's id column, read alone (for `Stage.check_input_data`, before any batch)."""
+    refuse_bad_ids(data.lazy().select(column).collect().to_series(), column, data.label)

@@ -33,7 +33,7 @@ from pipeline.io import BATCH_BYTES, Dataset
 from pipeline.params import Annotated, Cosine, Field, Fraction, NonNegativeInt, PositiveInt
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
-from stages._ids import refuse_bad_ids
+from stages._ids import refuse_bad_id_column
 from stages.leakage.chunks import SIMILARITY_DEFAULTS
 from stages.leakage.duplicates import duplicates_summary
 from stages.leakage.evidence import (
@@ -218,7 +218,7 @@ class LeakageAudit(PartitionedStage):
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
         test = inputs["test"]  # a test item's findings are keyed by its id: a repeated or null one is ambiguous
         if self.id_column in test.columns:
-            refuse_bad_ids(test.lazy().select(self.id_column).collect().to_series(), self.id_column, test.label)
+            refuse_bad_id_column(test, self.id_column)
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         test = {self.text_column: "text_column"} if not self.fields else {c: "fields" for c in self.fields.values()}

@@ -10,7 +10,7 @@ import polars as pl
 from pipeline.errors import InputDataError, ParamError
 from pipeline.params import NonNegativeInt, PositiveInt
 from pipeline.stage import Context, RowwiseStage
-from stages._ids import refuse_bad_ids
+from stages._ids import refuse_bad_id_column
 from stages.embedding import (
     resolve_model_path,
 )
@@ -76,8 +76,7 @@ class Chunk(RowwiseStage):
 
     def check_input_data(self, inputs) -> None:
         # Chunk ids are "<doc_id>:<chunk_index>", the key retrieve and the leakage audit join on.
-        data = inputs["data"]
-        refuse_bad_ids(data.lazy().select(self.id_column).collect().to_series(), self.id_column, data.label)
+        refuse_bad_id_column(inputs["data"], self.id_column)
 
     def output_schema(self, inputs):
         data = inputs["data"]
