@@ -143,6 +143,26 @@ steps:
     assert Chunk(tokenizer="whitespace", size=4).apply(empty)["doc_id"].to_list() == ["a"]
 
 
+def test_retrieve_refuses_a_negative_mmap_threshold_at_validate(tmp_path):
+    # A negative threshold passed validate (it memory-maps every index, as 0 says plainly).
+    from cli_failures import refused_by_validate
+
+    message = refused_by_validate(tmp_path / "bad.yaml", """
+name: bad
+steps:
+  - id: src
+    stage: test_random_rows
+    params: {n: 3}
+  - id: hits
+    stage: retrieve
+    inputs: {queries: src, index: src}
+    params: {mmap_threshold_mb: -1}
+""")
+    assert message.endswith("step 'hits' (stage 'retrieve'), parameter 'mmap_threshold_mb', file "
+                            f"'{tmp_path / 'bad.yaml'}': must be >= 0, got -1"), message
+    assert Retrieve(mmap_threshold_mb=0).mmap_threshold_mb == 0
+
+
 # ------------------------------------------------------------------ index and recall
 
 
