@@ -1,10 +1,11 @@
-"""Rows that must be named and hold something: ids present and unique, texts present, refused otherwise
-with the column and the file named."""
+"""Values a stage cannot rank, key or read: null or repeated ids, null texts, NaN keys; refused with the column
+and the file named, counted exactly over the whole input."""
 
 from __future__ import annotations
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.errors import InputDataError
@@ -41,7 +42,7 @@ def null_count(data: Dataset, column: str) -> int:
     counted = _footer_nulls(data, column)
     if counted is not None:
         return counted
-    return sum(batch.column(0).null_count for batch in data.iter_arrow_batches(columns=[column]))
+    return sum(batch.column(column).null_count for batch in data.iter_arrow_batches(columns=[column]))
 
 
 def _footer_nulls(data: Dataset, column: str) -> int | None:
@@ -68,6 +69,26 @@ def refuse_null_texts(data: Dataset, column: str, consequence: str, *, input_nam
     row would have come to (`consequence`): a stage that read one as '' would lose it without a word."""
     nulls = null_count(data, column)
     if nulls:
-        where = f"input '{input_name}' " if input_name else ""
-        raise InputDataError(f"{where}column '{column}' has {nulls:,} null texts; {consequence}; drop or fill them "
-                             "first", param=param, file=data.label)
+        raise InputDataError(f"{_where(input_name)}column '{column}' has {nulls:,} null texts; {consequence}; drop or "
+                             "fill them first", param=param, file=data.label)
+
+
+def nan_count(data: Dataset, column: str) -> int:
+    """The NaN values of a float column of a whole input (0 for any other type), counted batch by batch."""
+    if not pa.types.is_floating(data.schema.field(column).type):
+        return 0
+    return sum(pc.sum(pc.is_nan(batch.column(column))).as_py() or 0
+               for batch in data.iter_arrow_batches(columns=[column]))
+
+
+def refuse_nans(data: Dataset, column: str, consequence: str, *, param: str, input_name: str | None = None) -> None:
+    """Refuse NaN in a column whose values are compared (a key, a rank): NaN equals nothing, not even itself, so
+    `consequence` would follow. A null is the way to say 'no value' there."""
+    nans = nan_count(data, column)
+    if nans:
+        raise InputDataError(f"{_where(input_name)}column '{column}' has {nans:,} NaN values; {consequence}; make "
+                             "them null (fill_nan(None)) or drop those rows first", param=param, file=data.label)
+
+
+def _where(input_name: str | None) -> str:
+    return f"input '{input_name}' " if input_name else ""

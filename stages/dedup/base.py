@@ -33,7 +33,7 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
-from stages._ids import refuse_bad_ids
+from stages._ids import refuse_bad_ids, refuse_nans
 from stages.dedup.clusters import members_of, resolve
 from stages.dedup.outputs import ADDED_COLUMNS, DedupRows
 from stages.dedup.shuffle import band_pairs
@@ -149,6 +149,14 @@ class DedupStage(PartitionedStage):
 
     def feature_columns(self) -> dict[str, str | None]:
         return {}
+
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        """Values the keep policy cannot rank, refused before the passes (they read the keep column of few rows)."""
+        if self.keep == "column" and self.keep_column:
+            for name in ("data", "reference"):
+                if inputs.get(name) is not None:
+                    refuse_nans(inputs[name], self.keep_column, "a NaN cannot be ranked (it was kept as if the highest "
+                                "value)", param="keep_column", input_name=name)
 
     # -- the stage-specific part ----------------------------------------------------------------
 
@@ -359,7 +367,7 @@ def concat_relaxed(parts: list[pl.Series]) -> pl.Series:
 
 
 def _rank(values: pl.Series, descending: bool) -> np.ndarray:
-    """Dense rank of each value (nulls last), as an int64 sort key."""
+    """Dense rank of each value (nulls last), as an int64 sort key (NaN is refused before: `check_input_data`)."""
     ranks = values.rank(method="dense", descending=descending).fill_null(values.len() + 1)
     return ranks.cast(pl.Int64).to_numpy()
 

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.errors import InputDataError
 from pipeline.io import Dataset
-from stages._ids import null_count, refuse_null_texts
+from stages._ids import nan_count, null_count, refuse_null_texts
 
 
 @pytest.mark.parametrize("statistics", [True, False])
@@ -30,3 +30,11 @@ def test_refuse_null_texts_names_the_input_column_and_file():
         refuse_null_texts(data, "body", "it would vanish", input_name="train")
     assert (err.value.param, err.value.file) == ("text_column", "corpus.parquet")
     refuse_null_texts(Dataset.from_any(pl.DataFrame({"body": ["x"]})), "body", "unused")
+
+
+def test_nan_count_counts_nan_not_null_in_files_and_frames(tmp_path):
+    frame = pl.DataFrame({"id": ["a", "b", "c", "d"], "score": [1.0, float("nan"), None, float("nan")]})
+    frame.write_parquet(tmp_path / "d.parquet", row_group_size=1)
+    for data in (Dataset.from_parquet(tmp_path / "d.parquet"), Dataset.from_any(frame)):
+        assert nan_count(data, "score") == 2
+        assert nan_count(data, "id") == 0  # not a float column: nothing to count
