@@ -12,14 +12,10 @@ from pipeline.errors import InputDataError
 from pipeline.io import Dataset
 
 
-def refuse_bad_ids(ids: pl.Series, column: str, label: str | None, *, param: str = "id_column",
-                   duplicates: bool = True) -> None:
+def refuse_bad_ids(ids: pl.Series, column: str, label: str | None, *, param: str = "id_column") -> None:
     """Ids are documented unique: a null or repeated id would land in two parts, be counted twice or be ambiguous."""
     if ids.null_count():
-        raise InputDataError(f"column '{column}' has {ids.null_count():,} null ids; every row needs an id",
-                             param=param, file=label, hint="drop or fill those rows first")
-    if not duplicates:
-        return
+        raise _null_ids(ids.null_count(), column, label, param)
     repeated = ids.filter(ids.is_duplicated())
     if repeated.len():
         raise InputDataError(
@@ -32,6 +28,19 @@ def refuse_bad_ids(ids: pl.Series, column: str, label: str | None, *, param: str
 def refuse_bad_id_column(data: Dataset, column: str) -> None:
     """`refuse_bad_ids` of one input's id column, read alone (for `Stage.check_input_data`, before any batch)."""
     refuse_bad_ids(data.lazy().select(column).collect().to_series(), column, data.label)
+
+
+def refuse_null_ids(data: Dataset, column: str, *, input_name: str | None = None, param: str = "id_column") -> None:
+    """Null ids of a whole input, counted exactly without holding the column (`null_count`): for a stage that
+    streams its input and never gathers every id (a count per batch would give the first batch's only)."""
+    nulls = null_count(data, column)
+    if nulls:
+        raise _null_ids(nulls, column, data.label, param, input_name)
+
+
+def _null_ids(count: int, column: str, label: str | None, param: str, input_name: str | None = None) -> InputDataError:
+    return InputDataError(f"{_where(input_name)}column '{column}' has {count:,} null ids; every row needs an id",
+                          param=param, file=label, hint="drop or fill those rows first")
 
 
 def null_count(data: Dataset, column: str) -> int:

@@ -33,7 +33,7 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
-from stages._ids import refuse_bad_ids, refuse_nans
+from stages._ids import refuse_bad_ids, refuse_nans, refuse_null_ids
 from stages.dedup.clusters import members_of, resolve
 from stages.dedup.outputs import ADDED_COLUMNS, DedupRows
 from stages.dedup.shuffle import band_pairs
@@ -151,12 +151,15 @@ class DedupStage(PartitionedStage):
         return {}
 
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
-        """Values the keep policy cannot rank, refused before the passes (they read the keep column of few rows)."""
-        if self.keep == "column" and self.keep_column:
-            for name in ("data", "reference"):
-                if inputs.get(name) is not None:
-                    refuse_nans(inputs[name], self.keep_column, "a NaN cannot be ranked (it was kept as if the highest "
-                                "value)", param="keep_column", input_name=name)
+        """Null ids (the side outputs name rows by id) and values the keep policy cannot rank, refused before the
+        passes, counted over each whole input (the passes read ids and keep values of clustered rows only)."""
+        for name in ("data", "reference"):
+            if inputs.get(name) is None:
+                continue
+            refuse_null_ids(inputs[name], self.id_column, input_name=name)
+            if self.keep == "column" and self.keep_column:
+                refuse_nans(inputs[name], self.keep_column, "a NaN cannot be ranked (it was kept as if the highest "
+                            "value)", param="keep_column", input_name=name)
 
     # -- the stage-specific part ----------------------------------------------------------------
 
@@ -283,9 +286,7 @@ class DedupStage(PartitionedStage):
         return list(dict.fromkeys(self.scan_columns()))
 
     def _scan(self, batches: Iterator[pl.DataFrame], label: str, scan: Scan, facts: bool) -> None:
-        for batch in batches:
-            # Null ids would make the side outputs' ids ambiguous; checked per batch, where the rows are read.
-            refuse_bad_ids(batch.get_column(self.id_column), self.id_column, label, duplicates=False)
+        for batch in batches:  # (null ids were refused before: `check_input_data`)
             scan.counts.append(batch.height)
             if facts:
                 ids, lengths, keep_values = self.batch_facts(batch)

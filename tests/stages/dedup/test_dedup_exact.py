@@ -138,6 +138,24 @@ def test_null_ids_and_repeated_ids_in_a_cluster_are_refused():
     assert DedupExact().apply(_frame().with_columns(id=pl.col("id").replace("r4", "r1"))).height == 4
 
 
+def test_null_ids_are_counted_over_the_whole_input_not_the_first_batch(tmp_path):
+    # 20 null ids over 20,000 rows: the message said 9, the first 8,192-row batch's count.
+    from cli_failures import fails_cleanly
+
+    n = 20_000
+    spread = pl.DataFrame({"id": [None if i % 1_000 == 0 else f"r{i}" for i in range(n)],
+                           "text": [f"document number {i}" for i in range(n)]})
+    path = tmp_path / "d.parquet"
+    spread.write_parquet(path)
+    proc = fails_cleanly(tmp_path, f"name: bad\nsteps:\n  - id: dd\n    stage: dedup_exact\n    inputs: {path}\n",
+                         "step 'dd' (stage 'dedup_exact'), parameter 'id_column'", f"file '{path}'",
+                         "input 'data' column 'id' has 20 null ids")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    with pytest.raises(InputDataError, match="input 'reference' column 'id' has 20 null ids") as err:
+        DedupExact().apply(data=_frame(), reference=spread)
+    assert err.value.param == "id_column"
+
+
 def test_reference_only_mode_keeps_duplicates_within_data():
     data = _frame(["held out question one", "training text", "training text", "other"])
     reference = pl.DataFrame({"id": ["t1"], "text": ["held out question one"]})
