@@ -1,21 +1,21 @@
-"""Row ids: present and unique, refused otherwise with the column and the file named."""
+"""Values a stage cannot rank, key or read: null or repeated ids, null texts, NaN keys; refused with the column
+and the file named, counted exactly over the whole input."""
 
 from __future__ import annotations
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pipeline.errors import InputDataError
 from pipeline.io import Dataset
 
 
-def refuse_bad_ids(ids: pl.Series, column: str, label: str | None, *, param: str = "id_column",
-                   duplicates: bool = True) -> None:
+def refuse_bad_ids(ids: pl.Series, column: str, label: str | None, *, param: str = "id_column") -> None:
     """Ids are documented unique: a null or repeated id would land in two parts, be counted twice or be ambiguous."""
     if ids.null_count():
-        raise InputDataError(f"column '{column}' has {ids.null_count():,} null ids; every row needs an id",
-                             param=param, file=label, hint="drop or fill those rows first")
-    if not duplicates:
-        return
+        raise _null_ids(ids.null_count(), column, label, param)
     repeated = ids.filter(ids.is_duplicated())
     if repeated.len():
         raise InputDataError(
@@ -28,3 +28,76 @@ def refuse_bad_ids(ids: pl.Series, column: str, label: str | None, *, param: str
 def refuse_bad_id_column(data: Dataset, column: str) -> None:
     """`refuse_bad_ids` of one input's id column, read alone (for `Stage.check_input_data`, before any batch)."""
     refuse_bad_ids(data.lazy().select(column).collect().to_series(), column, data.label)
+
+
+def refuse_null_ids(data: Dataset, column: str, *, input_name: str | None = None, param: str = "id_column") -> None:
+    """Null ids of a whole input, counted exactly without holding the column (`null_count`): for a stage that
+    streams its input and never gathers every id (a count per batch would give the first batch's only)."""
+    nulls = null_count(data, column)
+    if nulls:
+        raise _null_ids(nulls, column, data.label, param, input_name)
+
+
+def _null_ids(count: int, column: str, label: str | None, param: str, input_name: str | None = None) -> InputDataError:
+    return InputDataError(f"{_where(input_name)}column '{column}' has {count:,} null ids; every row needs an id",
+                          param=param, file=label, hint="drop or fill those rows first")
+
+
+def null_count(data: Dataset, column: str) -> int:
+    """The nulls in one column of a whole input, exactly, without holding the column: from the Parquet footers'
+    statistics where every row group of a flat column has them (nothing read), else counted batch by batch."""
+    if data.frame is not None:
+        return data.frame.get_column(column).null_count()
+    counted = _footer_nulls(data, column)
+    if counted is not None:
+        return counted
+    return sum(batch.column(column).null_count for batch in data.iter_arrow_batches(columns=[column]))
+
+
+def _footer_nulls(data: Dataset, column: str) -> int | None:
+    """Sum of the row groups' recorded null counts of a flat column, or None where one is not recorded."""
+    if pa.types.is_nested(data.schema.field(column).type):
+        return None  # a leaf's count is of values inside lists or structs, not of rows
+    total = 0
+    for path in data.files:
+        meta = pq.read_metadata(path)
+        leaves = [meta.schema.column(i).path for i in range(meta.num_columns)]
+        if column not in leaves:
+            return None
+        for group in range(meta.num_row_groups):
+            stats = meta.row_group(group).column(leaves.index(column)).statistics
+            if stats is None or not stats.has_null_count:
+                return None
+            total += stats.null_count
+    return total
+
+
+def refuse_null_texts(data: Dataset, column: str, consequence: str, *, input_name: str | None = None,
+                      param: str = "text_column") -> None:
+    """Refuse an input whose text column holds nulls (counted exactly, see `null_count`), saying what a null
+    row would have come to (`consequence`): a stage that read one as '' would lose it without a word."""
+    nulls = null_count(data, column)
+    if nulls:
+        raise InputDataError(f"{_where(input_name)}column '{column}' has {nulls:,} null texts; {consequence}; drop or "
+                             "fill them first", param=param, file=data.label)
+
+
+def nan_count(data: Dataset, column: str) -> int:
+    """The NaN values of a float column of a whole input (0 for any other type), counted batch by batch."""
+    if not pa.types.is_floating(data.schema.field(column).type):
+        return 0
+    return sum(pc.sum(pc.is_nan(batch.column(column))).as_py() or 0
+               for batch in data.iter_arrow_batches(columns=[column]))
+
+
+def refuse_nans(data: Dataset, column: str, consequence: str, *, param: str, input_name: str | None = None) -> None:
+    """Refuse NaN in a column whose values are compared (a key, a rank): NaN equals nothing, not even itself, so
+    `consequence` would follow. A null is the way to say 'no value' there."""
+    nans = nan_count(data, column)
+    if nans:
+        raise InputDataError(f"{_where(input_name)}column '{column}' has {nans:,} NaN values; {consequence}; make "
+                             "them null (fill_nan(None)) or drop those rows first", param=param, file=data.label)
+
+
+def _where(input_name: str | None) -> str:
+    return f"input '{input_name}' " if input_name else ""

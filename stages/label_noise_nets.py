@@ -31,7 +31,7 @@ from pipeline.stage import Context, Stage
 from stages.nets import TrainConfig, train_classifier
 from stages.noise import LabelNoise, vector_matrix
 from stages.noise.params import Alpha
-from stages.studies import _split, digits_example, feature_column
+from stages.studies import _split, digits_example, feature_column, refuse_nonfinite_features
 
 NEURAL = ("mlp", "convnet", "bag_of_embeddings")
 
@@ -187,6 +187,7 @@ class LabelNoiseNets(Stage):
     def _sweep(self, ctx: Context, data: Dataset) -> tuple[pl.DataFrame, pl.DataFrame | None]:
         table = data.collect()
         feature = feature_column(table.schema, self.features, (self.label_column, self.id_column), data.label)
+        refuse_nonfinite_features(table, feature, data.label)
         is_text = table.schema[feature] == pl.String
         if "convnet" in self.models and is_text:
             raise ParamError("models", "'convnet' needs image vectors; the feature column holds text")

@@ -59,6 +59,13 @@ def feature_column(schema: Any, features: str, exclude: tuple[str, ...], file: s
                          param="features", file=file)
 
 
+def refuse_nonfinite_features(table: pl.DataFrame, feature: str, file: str) -> None:
+    """A vector feature column holding NaN or inf is refused in one line, counted over the whole input (a fit
+    would fail deep inside scikit-learn, or train on NaN and report it)."""
+    if table.schema[feature] != pl.String:
+        vector_matrix(table[feature], "features", finite=True, file=file)
+
+
 class LabelNoiseCurve(Stage):
     """Test accuracy against alpha (noisy rows per clean row) for uniform and structured label noise.
 
@@ -145,6 +152,7 @@ class LabelNoiseCurve(Stage):
 
         table = data.collect()
         feature = self._feature_column(data)
+        refuse_nonfinite_features(table, feature, data.label)
         is_text = table.schema[feature] == pl.String
         if is_text:
             from sklearn.feature_extraction.text import TfidfVectorizer

@@ -33,7 +33,7 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
-from stages._ids import refuse_bad_ids
+from stages._ids import refuse_bad_ids, refuse_nans, refuse_null_ids
 from stages.dedup.clusters import members_of, resolve
 from stages.dedup.outputs import ADDED_COLUMNS, DedupRows
 from stages.dedup.shuffle import band_pairs
@@ -149,6 +149,17 @@ class DedupStage(PartitionedStage):
 
     def feature_columns(self) -> dict[str, str | None]:
         return {}
+
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        """Null ids (the side outputs name rows by id) and values the keep policy cannot rank, refused before the
+        passes, counted over each whole input (the passes read ids and keep values of clustered rows only)."""
+        for name in ("data", "reference"):
+            if inputs.get(name) is None:
+                continue
+            refuse_null_ids(inputs[name], self.id_column, input_name=name)
+            if self.keep == "column" and self.keep_column:
+                refuse_nans(inputs[name], self.keep_column, "a NaN cannot be ranked (it was kept as if the highest "
+                            "value)", param="keep_column", input_name=name)
 
     # -- the stage-specific part ----------------------------------------------------------------
 
@@ -275,9 +286,7 @@ class DedupStage(PartitionedStage):
         return list(dict.fromkeys(self.scan_columns()))
 
     def _scan(self, batches: Iterator[pl.DataFrame], label: str, scan: Scan, facts: bool) -> None:
-        for batch in batches:
-            # Null ids would make the side outputs' ids ambiguous; checked per batch, where the rows are read.
-            refuse_bad_ids(batch.get_column(self.id_column), self.id_column, label, duplicates=False)
+        for batch in batches:  # (null ids were refused before: `check_input_data`)
             scan.counts.append(batch.height)
             if facts:
                 ids, lengths, keep_values = self.batch_facts(batch)
@@ -359,7 +368,7 @@ def concat_relaxed(parts: list[pl.Series]) -> pl.Series:
 
 
 def _rank(values: pl.Series, descending: bool) -> np.ndarray:
-    """Dense rank of each value (nulls last), as an int64 sort key."""
+    """Dense rank of each value (nulls last), as an int64 sort key (NaN is refused before: `check_input_data`)."""
     ranks = values.rank(method="dense", descending=descending).fill_null(values.len() + 1)
     return ranks.cast(pl.Int64).to_numpy()
 

@@ -33,7 +33,7 @@ from pipeline.io import BATCH_BYTES, Dataset
 from pipeline.params import Annotated, Cosine, Field, Fraction, NonNegativeInt, PositiveInt
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
-from stages._ids import refuse_bad_id_column
+from stages._ids import refuse_bad_id_column, refuse_null_texts
 from stages.leakage.chunks import SIMILARITY_DEFAULTS
 from stages.leakage.duplicates import duplicates_summary
 from stages.leakage.evidence import (
@@ -219,6 +219,9 @@ class LeakageAudit(PartitionedStage):
         test = inputs["test"]  # a test item's findings are keyed by its id: a repeated or null one is ambiguous
         if self.id_column in test.columns:
             refuse_bad_id_column(test, self.id_column)
+        if not self.train_fields:  # (a missing role of an instruction/response pair is legitimately null)
+            refuse_null_texts(inputs["train"], self.text_column, "a training document with no text would be "
+                              "skipped without a word", input_name="train")
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         test = {self.text_column: "text_column"} if not self.fields else {c: "fields" for c in self.fields.values()}

@@ -12,6 +12,7 @@ from pipeline.io import Dataset
 from pipeline.params import Annotated, Field, NonNegativeInt
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
+from stages._ids import refuse_nans
 from stages.metrics import finish as finishing
 from stages.metrics.partial import MetricsPartial, measure_partition
 from stages.synthetic import NGramLM
@@ -127,7 +128,12 @@ class CorpusMetrics(PartitionedStage):
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
         from pipeline.columns import polars_schema
 
-        self._check_auto_groups(polars_schema(inputs["data"].schema), inputs["data"].label)
+        data = inputs["data"]
+        self._check_auto_groups(polars_schema(data.schema), data.label)
+        # A float key is a key like any other, but NaN equals nothing: partitions' groups would not merge.
+        for column in self.groups_of(data.columns):
+            refuse_nans(data, column, "NaN equals no other value, so its rows would make one group per partition",
+                        param="group_by", input_name="data")
 
     def output_schema(self, inputs):
         data = inputs["data"]

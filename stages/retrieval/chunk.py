@@ -10,7 +10,7 @@ import polars as pl
 from pipeline.errors import InputDataError, ParamError
 from pipeline.params import NonNegativeInt, PositiveInt
 from pipeline.stage import Context, RowwiseStage
-from stages._ids import refuse_bad_id_column
+from stages._ids import refuse_bad_id_column, refuse_null_texts
 from stages.embedding import (
     resolve_model_path,
 )
@@ -26,6 +26,7 @@ class Chunk(RowwiseStage):
 
     Output: one row per chunk with chunk_id ("<doc_id>:<chunk_index>"), doc_id, chunk_index,
     char_start, char_end (offsets into the document's text), text and n_tokens.
+    A document whose text is empty has no chunks; a null text (a missing one) is refused.
 
     Parameters:
         size: tokens per chunk (RETRO uses 64)
@@ -77,6 +78,10 @@ class Chunk(RowwiseStage):
     def check_input_data(self, inputs) -> None:
         # Chunk ids are "<doc_id>:<chunk_index>", the key retrieve and the leakage audit join on.
         refuse_bad_id_column(inputs["data"], self.id_column)
+        # An empty text is a document with nothing to chunk; a null one is a missing text (a failed join, the
+        # wrong column), which was read as '' and left the index without a word: refused like the embed stage's.
+        refuse_null_texts(inputs["data"], self.text_column, "a document with no text would have no chunks and "
+                          "drop out of the index without a word")
 
     def output_schema(self, inputs):
         data = inputs["data"]
@@ -88,7 +93,6 @@ class Chunk(RowwiseStage):
         texts = batch[self.text_column]
         if texts.dtype != pl.String:
             raise InputDataError(f"column '{self.text_column}' is {texts.dtype}, not text", param="text_column")
-        texts = texts.fill_null("")
         spans = chunk_spans(texts, self.size, self.overlap, self.tokenizer, self.model)
         doc_rows, chunk_index = spans.doc, spans.index
         flat = np.stack([spans.char_start, spans.char_end, spans.n_tokens], axis=1)

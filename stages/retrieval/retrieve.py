@@ -15,7 +15,7 @@ import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
-from pipeline.params import PositiveInt
+from pipeline.params import NonNegativeFloat, PositiveInt
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
 from stages._vectors import unit_rows
@@ -46,7 +46,7 @@ class Retrieve(PartitionedStage):
         min_score: drop neighbours scoring below this floor (null = keep all k)
         backend: encoder for text queries (null = the one the index recorded)
         model: model for text queries (null = the one the index recorded)
-        mmap_threshold_mb: memory-map index files larger than this instead of reading them into RAM
+        mmap_threshold_mb: memory-map index files larger than this instead of reading them into RAM (0 = always)
         batch_rows: queries searched per batch
         k_factor: with an index built with refine, PQ candidates re-ranked per neighbour (null = the
             index's calibrated one); more finds more of the true neighbours, slower
@@ -67,7 +67,7 @@ class Retrieve(PartitionedStage):
         min_score: float | None = None,
         backend: Literal["sentence-transformers", "static"] | None = None,
         model: str | None = None,
-        mmap_threshold_mb: float = 1024,
+        mmap_threshold_mb: NonNegativeFloat = 1024,
         batch_rows: PositiveInt = 16_384,
         k_factor: PositiveInt | None = None,
     ):

@@ -88,13 +88,20 @@ def plot_transfer(scratch_fits: dict, table: pl.DataFrame, points: pl.DataFrame,
     left.grid(alpha=0.3, which="both")
     left.legend(fontsize=7)
     left.set_title(title, fontsize=10)
-    ci = {n: law.intervals.get(n, (np.nan, np.nan)) for n in ("k", "alpha", "beta")}
-    right.set_title(f"D_T = {law.k:.3g} D_F^{law.alpha:.3f} N^{law.beta:.3f}\n"
-                    f"alpha in [{ci['alpha'][0]:.3f}, {ci['alpha'][1]:.3f}], "
-                    f"beta in [{ci['beta'][0]:.3f}, {ci['beta'][1]:.3f}]", fontsize=9)
+    right.set_title(transfer_title(law), fontsize=9)
     right.set(xscale="log", yscale="log", xlabel="D_F: fine-tuning data", ylabel="D_T: effective data transferred")
     right.grid(alpha=0.3, which="both")
     right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def transfer_title(law: Any) -> str:
+    """The fitted transfer law and, on a second line, its intervals; without any (bootstrap: 0) it says so,
+    where the bounds printed as [nan, nan]."""
+    head = f"D_T = {law.k:.3g} D_F^{law.alpha:.3f} N^{law.beta:.3f}"
+    if not {"alpha", "beta"} <= law.intervals.keys():
+        return f"{head}\nno intervals (bootstrap: 0)"
+    (a_low, a_high), (b_low, b_high) = law.intervals["alpha"], law.intervals["beta"]
+    return f"{head}\nalpha in [{a_low:.3f}, {a_high:.3f}], beta in [{b_low:.3f}, {b_high:.3f}]"

@@ -131,12 +131,9 @@ class ScalingCurve(Stage):
         train_table, held_out = data.collect(), test.collect()
         classes = sorted(set(train_table[self.label_column].to_list()) | set(held_out[self.label_column].to_list()))
         code = {c: i for i, c in enumerate(classes)}
-        x_train = vector_matrix(train_table[self.features], "features")
-        x_held = vector_matrix(held_out[self.features], "features")
+        x_train = vector_matrix(train_table[self.features], "features", finite=True, file=data.label)
+        x_held = vector_matrix(held_out[self.features], "features", finite=True, file=test.label)
         scale = float(np.abs(x_train).max()) or 1.0
-        if not (np.isfinite(x_train).all() and np.isfinite(x_held).all()):
-            raise InputDataError(f"column '{self.features}' has NaN or infinite values", param="features",
-                                 file=data.label)
         y_train = np.array([code[v] for v in train_table[self.label_column].to_list()], dtype=np.int64)
         y_held = np.array([code[v] for v in held_out[self.label_column].to_list()], dtype=np.int64)
         is_validation = id_uniform(held_out[self.id_column], ctx.seed, "scaling_curve") < self.validation_fraction

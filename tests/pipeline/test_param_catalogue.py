@@ -110,11 +110,13 @@ def test_misspelled_param_gets_a_suggestion():
         LengthFilter(min_wrds=3)
 
 
-@pytest.mark.parametrize("params, param", [({"k": 3, "min_score": float("nan")}, "min_score"),
-                                           ({"k": 3, "mmap_threshold_mb": float("nan")}, "mmap_threshold_mb")])
-def test_nan_is_refused_even_where_a_float_is_unbounded(params, param):
+@pytest.mark.parametrize("params, param, words", [
+    ({"k": 3, "min_score": float("nan")}, "min_score", "must not be NaN"),
+    ({"k": 3, "mmap_threshold_mb": float("nan")}, "mmap_threshold_mb", "must be >= 0, got nan"),  # bounded: fails it
+])
+def test_nan_is_refused_even_where_a_float_is_unbounded(params, param, words):
     from stages.retrieval import Retrieve
 
-    with pytest.raises(ParamError, match="must not be NaN") as err:
+    with pytest.raises(ParamError, match=words) as err:
         Retrieve.from_params(params)
     assert err.value.param == param

@@ -103,3 +103,26 @@ def test_models_and_bad_params():
         LabelNoiseNets(examples=True)
     with pytest.raises(ParamError, match="alphas.*<= 10000"):
         LabelNoiseNets(alphas=[1, 1e5])
+
+
+def test_nan_or_inf_features_are_refused_in_one_line(tmp_path):
+    # The networks trained on NaN and the study ended with exit 0.
+    from cli_failures import fails_cleanly
+
+    from stages.studies import digits_example
+
+    pixels = digits_example().get_column("pixels").to_list()
+    pixels[5][3], pixels[77][0] = float("nan"), float("-inf")
+    path = tmp_path / "bad.parquet"
+    digits_example().with_columns(pixels=pl.Series(pixels, dtype=pl.List(pl.Float32))).write_parquet(path)
+    proc = fails_cleanly(tmp_path, f"""
+name: bad
+steps:
+  - id: n
+    stage: label_noise_nets
+    inputs: {path}
+    params: {{models: [mlp], alphas: [0], noises: [uniform], seeds: 1, examples: 200, batch_sizes: [32],
+              batch_alphas: [0], clean_fractions: [1.0]}}
+""", "step 'n' (stage 'label_noise_nets'), parameter 'features'", f"file '{path}'",
+                         "column 'pixels' has NaN or infinite values in 2 vector(s)")
+    assert len(proc.stderr.strip().splitlines()) == 1

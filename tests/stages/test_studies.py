@@ -97,3 +97,25 @@ def test_study_config_runs_end_to_end(tmp_path):
     again = run_pipeline(config, workdir=tmp_path)
     assert set(again.cached) == {"digits", "curve", "flip", "dilute"}
     assert report.ran
+
+
+def test_nan_or_inf_features_are_refused_in_one_line(tmp_path):
+    # A NaN reached scikit-learn, which failed with a paragraph and exit 1 (as if a bug).
+    from cli_failures import fails_cleanly
+
+    from stages.studies import digits_example
+
+    pixels = digits_example().get_column("pixels").to_list()
+    pixels[5][3], pixels[77][0] = float("nan"), float("inf")
+    path = tmp_path / "bad.parquet"
+    digits_example().with_columns(pixels=pl.Series(pixels, dtype=pl.List(pl.Float32))).write_parquet(path)
+    proc = fails_cleanly(tmp_path, f"""
+name: bad
+steps:
+  - id: c
+    stage: label_noise_curve
+    inputs: {path}
+    params: {{alphas: [0, 1], noises: [uniform]}}
+""", "step 'c' (stage 'label_noise_curve'), parameter 'features'", f"file '{path}'",
+                         "column 'pixels' has NaN or infinite values in 2 vector(s)")
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -101,6 +101,32 @@ def test_bad_values_are_refused():
         DedupExact().apply(_frame(["a", "b"], reason=["x", "y"]))
 
 
+def test_nan_in_the_keep_column_is_refused_and_nulls_lose(tmp_path):
+    # A NaN score was kept as if the highest (exit 0); a null one is documented to lose.
+    from cli_failures import fails_cleanly
+
+    path = tmp_path / "d.parquet"
+    _frame(score=[1.0, float("nan"), 2.0, 0.5, 3.0]).write_parquet(path)
+    proc = fails_cleanly(tmp_path, f"""
+name: bad
+steps:
+  - id: dd
+    stage: dedup_exact
+    inputs: {path}
+    params: {{keep: column, keep_column: score}}
+""", "step 'dd' (stage 'dedup_exact'), parameter 'keep_column'", f"file '{path}'",
+                         "input 'data' column 'score' has 1 NaN values; a NaN cannot be ranked")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    reference = pl.DataFrame({"id": ["t1"], "text": ["The quick brown fox."], "score": [float("nan")]})
+    with pytest.raises(InputDataError, match="input 'reference' column 'score' has 1 NaN") as err:
+        DedupExact(keep="column", keep_column="score").apply(data=_frame(score=[1.0] * 5), reference=reference)
+    assert err.value.param == "keep_column"
+    for descending in (True, False):
+        kept = DedupExact(keep="column", keep_column="score", keep_descending=descending).apply(
+            _frame(["same", "same", "other"], score=[None, 1.0, 2.0]))
+        assert kept["id"].to_list() == ["r1", "r2"]
+
+
 def test_null_ids_and_repeated_ids_in_a_cluster_are_refused():
     with pytest.raises(InputDataError, match="1 null ids") as err:
         DedupExact().apply(_frame().with_columns(id=pl.when(pl.col("id") == "r4").then(None).otherwise("id")))
@@ -110,6 +136,24 @@ def test_null_ids_and_repeated_ids_in_a_cluster_are_refused():
     assert err.value.param == "id_column"
     # Only ids in duplicate clusters are compared (a full check would bring every id to the driver).
     assert DedupExact().apply(_frame().with_columns(id=pl.col("id").replace("r4", "r1"))).height == 4
+
+
+def test_null_ids_are_counted_over_the_whole_input_not_the_first_batch(tmp_path):
+    # 20 null ids over 20,000 rows: the message said 9, the first 8,192-row batch's count.
+    from cli_failures import fails_cleanly
+
+    n = 20_000
+    spread = pl.DataFrame({"id": [None if i % 1_000 == 0 else f"r{i}" for i in range(n)],
+                           "text": [f"document number {i}" for i in range(n)]})
+    path = tmp_path / "d.parquet"
+    spread.write_parquet(path)
+    proc = fails_cleanly(tmp_path, f"name: bad\nsteps:\n  - id: dd\n    stage: dedup_exact\n    inputs: {path}\n",
+                         "step 'dd' (stage 'dedup_exact'), parameter 'id_column'", f"file '{path}'",
+                         "input 'data' column 'id' has 20 null ids")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    with pytest.raises(InputDataError, match="input 'reference' column 'id' has 20 null ids") as err:
+        DedupExact().apply(data=_frame(), reference=spread)
+    assert err.value.param == "id_column"
 
 
 def test_reference_only_mode_keeps_duplicates_within_data():

@@ -268,6 +268,26 @@ def test_null_test_text_is_refused_not_reported_clean(train):
     assert err.value.param == "text_column"
 
 
+def test_null_training_text_is_refused_not_skipped(train, tmp_path):
+    # A training row read as '' was skipped without a word (exit 0); now refused like a null test text.
+    from cli_failures import fails_cleanly
+
+    train.with_columns(text=pl.when(pl.col("id") == TOPICS[3]).then(None).otherwise("text")).write_parquet(
+        tmp_path / "train.parquet")
+    pl.DataFrame({"id": ["a"], "text": [_passage("lambda")]}).write_parquet(tmp_path / "test.parquet")
+    proc = fails_cleanly(tmp_path, f"""
+name: bad
+steps:
+  - id: audit
+    stage: leakage_audit
+    inputs: {{train: {tmp_path / 'train.parquet'}, test: {tmp_path / 'test.parquet'}}}
+    params: {{chunk_overlap: false, semantic: false}}
+""", "step 'audit' (stage 'leakage_audit'), parameter 'text_column'", f"file '{tmp_path / 'train.parquet'}'",
+                         "input 'train' column 'text' has 1 null texts")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "bad" / "audit").exists()
+
+
 @pytest.mark.parametrize("ids, expected", [(["a", "a"], "duplicate ids"), (["a", None], "null ids")])
 def test_repeated_or_null_test_ids_are_refused(train, ids, expected):
     # Findings are keyed by test id: two items under one id could not be told apart.

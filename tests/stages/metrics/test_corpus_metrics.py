@@ -231,3 +231,29 @@ def test_a_default_group_column_that_holds_lists_is_refused_naming_group_by():
         with pytest.raises(InputDataError, match="'generation' .*not one value a row") as err:
             attempt()
         assert err.value.param == "group_by"
+
+
+def test_a_nan_group_key_is_refused_naming_group_by(tmp_path):
+    # NaN equals nothing: cut into partitions, its rows made one NaN group per partition in the output, exit 0.
+    from cli_failures import fails_cleanly
+
+    path = tmp_path / "d.parquet"
+    texts = pydoc_paragraphs(40)["text"]
+    pl.DataFrame({"g": [1.0, float("nan")] * 20, "text": texts}).write_parquet(path)
+    proc = fails_cleanly(tmp_path, f"""
+name: bad
+steps:
+  - id: m
+    stage: corpus_metrics
+    inputs: {path}
+    params: {{group_by: [g], embedding_backend: none, self_bleu_sample: 0, perplexity_order: 0}}
+""", "step 'm' (stage 'corpus_metrics'), parameter 'group_by'", f"file '{path}'",
+                         "input 'data' column 'g' has 20 NaN values")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    stage = CorpusMetrics(embedding_backend="none", self_bleu_sample=0, perplexity_order=0)
+    with pytest.raises(InputDataError, match="column 'generation' has 1 NaN values") as err:  # a default group too
+        stage.apply(pl.DataFrame({"generation": [0.0, 0.0, float("nan")], "text": texts[:3]}))
+    assert err.value.param == "group_by"
+    null_keys = pl.DataFrame({"g": [1.0, None] * 20, "text": texts})  # null is a key that merges: one group
+    assert CorpusMetrics(group_by=["g"], embedding_backend="none", self_bleu_sample=0,
+                         perplexity_order=0).apply(null_keys)["docs"].to_list() == [20, 20]

@@ -124,6 +124,45 @@ def test_chunk_refuses_null_or_repeated_ids(ids, words):
     assert info.value.param == "id_column" and "column 'id'" in str(info.value)
 
 
+def test_chunk_refuses_null_texts_and_gives_empty_ones_no_chunks(tmp_path):
+    # A null text was read as '' and its document left the index without a word (exit 0).
+    from cli_failures import fails_cleanly
+
+    docs = tmp_path / "docs.parquet"
+    pl.DataFrame({"id": ["a", "b", "c"], "text": ["one two three", None, "four five"]}).write_parquet(docs)
+    proc = fails_cleanly(tmp_path, f"""
+name: bad
+steps:
+  - id: chunks
+    stage: chunk
+    inputs: {docs}
+    params: {{size: 4, tokenizer: whitespace}}
+""", "step 'chunks' (stage 'chunk'), parameter 'text_column'", f"file '{docs}'", "column 'text' has 1 null texts")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    empty = pl.DataFrame({"id": ["a", "b"], "text": ["one two three", ""]})
+    assert Chunk(tokenizer="whitespace", size=4).apply(empty)["doc_id"].to_list() == ["a"]
+
+
+def test_retrieve_refuses_a_negative_mmap_threshold_at_validate(tmp_path):
+    # A negative threshold passed validate (it memory-maps every index, as 0 says plainly).
+    from cli_failures import refused_by_validate
+
+    message = refused_by_validate(tmp_path / "bad.yaml", """
+name: bad
+steps:
+  - id: src
+    stage: test_random_rows
+    params: {n: 3}
+  - id: hits
+    stage: retrieve
+    inputs: {queries: src, index: src}
+    params: {mmap_threshold_mb: -1}
+""")
+    assert message.endswith("step 'hits' (stage 'retrieve'), parameter 'mmap_threshold_mb', file "
+                            f"'{tmp_path / 'bad.yaml'}': must be >= 0, got -1"), message
+    assert Retrieve(mmap_threshold_mb=0).mmap_threshold_mb == 0
+
+
 # ------------------------------------------------------------------ index and recall
 
 

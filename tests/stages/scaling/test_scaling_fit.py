@@ -74,6 +74,20 @@ def test_recovers_transfer_law_within_10_percent():
     assert (result.artefact_dir / TRANSFER_PLOT).stat().st_size > 0
 
 
+def test_transfer_plot_without_bootstrap_says_so_instead_of_nan_bounds(monkeypatch):
+    import matplotlib.axes
+
+    titles = []
+    original = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
+                        lambda self, label, *a, **k: titles.append(label) or original(self, label, *a, **k))
+    for bootstrap in (0, 20):
+        ScalingFit(law="transfer", bootstrap=bootstrap).execute(synthetic_transfer(), seed=0)
+    without, with_intervals = [t.splitlines() for t in titles if t.startswith("D_T = ")]  # the law's panel
+    assert without[1] == "no intervals (bootstrap: 0)"  # was "alpha in [nan, nan], beta in [nan, nan]"
+    assert with_intervals[1].startswith("alpha in [") and "nan" not in with_intervals[1]
+
+
 def test_fewer_points_than_parameters_are_refused():
     with pytest.raises(InputDataError, match="3 distinct values of 'subset_size' cannot fit 3 parameters") as err:
         ScalingFit().apply(pl.DataFrame({"subset_size": [10.0, 100.0, 1000.0], "test_loss": [3.0, 2.0, 1.5]}))

@@ -84,3 +84,31 @@ def test_scaling_curve_refuses_bad_params():
         ScalingCurve.from_params({"hidden": []})
     with pytest.raises(ParamError, match="models"):
         ScalingCurve.from_params({"models": [[8], []]})
+
+
+@pytest.mark.parametrize("bad_input", ["data", "test"])
+def test_scaling_curve_names_the_input_whose_vectors_are_not_finite(tmp_path, bad_input):
+    # A bad test input was reported under the data input's file, with no count.
+    from cli_failures import fails_cleanly
+
+    from stages.studies import digits_example
+
+    digits = digits_example()
+    pixels = digits.get_column("pixels").to_list()
+    pixels[5][3] = float("nan")
+    bad = digits.with_columns(pixels=pl.Series(pixels, dtype=pl.List(pl.Float32)))
+    frames = {"data": digits.head(120), "test": digits.tail(30)}
+    frames[bad_input] = bad.head(120) if bad_input == "data" else bad.slice(0, 30)
+    frames["data"] = frames["data"].with_columns(subset_index=pl.lit(0, pl.Int64), subset_size=pl.lit(120, pl.Int64))
+    for name, frame in frames.items():
+        frame.write_parquet(tmp_path / f"{name}.parquet")
+    proc = fails_cleanly(tmp_path, f"""
+name: bad
+steps:
+  - id: s
+    stage: scaling_curve
+    inputs: {{data: {tmp_path / 'data.parquet'}, test: {tmp_path / 'test.parquet'}}}
+    params: {{features: pixels, hidden: [4], max_steps: 5, eval_every: 5}}
+""", "step 's' (stage 'scaling_curve'), parameter 'features'", f"file '{tmp_path / f'{bad_input}.parquet'}'",
+                         "column 'pixels' has NaN or infinite values in 1 vector(s)")
+    assert len(proc.stderr.strip().splitlines()) == 1
