@@ -150,6 +150,9 @@ class DedupStage(PartitionedStage):
     def feature_columns(self) -> dict[str, str | None]:
         return {}
 
+    def side_output_names(self) -> tuple[str, ...]:
+        return ("removed", "clusters")  # `DedupRows`: removed rows per partition, then the clusters
+
     # -- the stage-specific part ----------------------------------------------------------------
 
     def batch_features(self, batch: pl.DataFrame, label: str) -> Any:
