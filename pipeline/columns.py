@@ -1,15 +1,18 @@
 """Column flow: which columns each step's output has, checked over the whole DAG before anything runs.
 
 Every stage may declare its output columns as a function of its params and its input schemas
-(`Stage.output_schema`, `Stage.side_output_schemas`). `check_column_flow` walks the steps in order:
-a Parquet path input contributes the schema in its footer, a step output the schema its stage
-declared; then each step's `required_columns()` and `required_column_types()` are checked against
-what its inputs will hold. A stage that declares nothing (returns None) makes its output unknown,
-and the check stops there for its readers: it never guesses.
+(`Stage.output_schema`, `Stage.side_output_schemas`), and declares which side outputs its params let
+it write (`Stage.side_output_names`). `check_column_flow` walks the steps in order: a `step:side`
+input must name a side output that step can write; a Parquet path input contributes the schema in
+its footer, a step output the schema its stage declared; then each step's `required_columns()` and
+`required_column_types()` are checked against what its inputs will hold. A stage that declares no
+columns (returns None) makes its output unknown, and the column check stops there for its readers:
+it never guesses.
 """
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Any
 
 import polars as pl
@@ -95,13 +98,24 @@ def check_schema(stage: Any, inputs: dict[str, Schema], labels: dict[str, str]) 
                 )
 
 
+def check_side_references(step: Any, built: dict[str, Any]) -> None:
+    """Refuse a `step:side` input naming a side output its step's stage, so configured, cannot write."""
+    for name, ref in step.inputs.items():
+        if ref.side is not None:
+            declared = built[ref.step].side_output_names()
+            if not any(fnmatchcase(ref.side, pattern) for pattern in declared):
+                raise ref.no_such_side(name, list(declared))
+
+
 def check_column_flow(config: Any) -> dict[str, Schema | None]:
-    """Check every step's needed columns against what its inputs will hold; return each output's schema."""
+    """Check every step's inputs (side outputs named, needed columns) against what its upstream steps
+    will write; return each output's schema."""
     from pipeline.config import build_stage, order_steps
 
     known: dict[str, Schema | None] = {}
+    built: dict[str, Any] = {}
     for step in order_steps(config):
-        stage = build_stage(step, config)
+        stage = built[step.id] = build_stage(step, config)
         inputs: dict[str, Schema] = {}
         labels: dict[str, str] = {}
         for name, ref in step.inputs.items():
@@ -111,6 +125,7 @@ def check_column_flow(config: Any) -> dict[str, Schema | None]:
                 labels[name] = ref.path if ref.path is not None else f"output of step '{ref}'"
         complete = len(inputs) == len(step.inputs)
         try:
+            check_side_references(step, built)
             check_schema(stage, inputs, labels)
             # A declaration may itself refuse the inputs (e.g. `sql` binding its query to the schema).
             known[step.id] = stage.output_schema(inputs) if complete else None

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import PipelineError
+from pipeline.errors import InputDataError, PipelineError
 from pipeline.stage import Stage, stage_class
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -146,6 +146,11 @@ class InputRef:
         if self.path is not None:
             return self.path
         return f"{self.step}:{self.side}" if self.side else str(self.step)
+
+    def no_such_side(self, input_name: str, has: list[str]) -> InputDataError:
+        """The refusal of a `step:side` reference to a side output that step does not have (or cannot write)."""
+        return InputDataError(f"input '{input_name}': step '{self.step}' has no side output '{self.side}'; "
+                              f"it has: {', '.join(has) or 'none'}")
 
 
 @dataclass

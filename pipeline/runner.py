@@ -148,10 +148,7 @@ def _upstream_input(input_name: str, ref: Any, step: StepConfig, run: RunDir, ve
         return Dataset.from_parquet(step_dir), manifest["output"]["fingerprint"]
     info = manifest.get("side_outputs", {}).get(ref.side)
     if info is None:
-        raise InputDataError(
-            f"input '{input_name}': step '{ref.step}' has no side output '{ref.side}'; "
-            f"it has: {sorted(manifest.get('side_outputs', {})) or 'none'}"
-        )
+        raise ref.no_such_side(input_name, sorted(manifest.get("side_outputs", {})))
     folder = side_dir(step_dir, ref.side)
     run.refuse_link(folder)
     return Dataset.from_parquet(folder), info["fingerprint"]

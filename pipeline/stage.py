@@ -7,6 +7,8 @@ back, and so a step round-trips between a config file and library code. Subclass
 - `name`: the registry key used in YAML (setting it registers the class);
 - `inputs`: the named inputs it reads (`()` for sources, `("data",)` by default, `("train", "test")`...);
 - `required_columns()`: the columns it needs from each input, so the engine fails before running;
+- `side_output_names()`: the side outputs its params let it write, so a `step:side` reference to
+  any other is refused before running (none by default);
 - `run(ctx, **inputs)`: the work. Each input is a `pipeline.io.Dataset`; the result is a polars
   DataFrame or LazyFrame, an Arrow table, or an iterable of batches (streamed to Parquet).
 
@@ -270,8 +272,17 @@ class Stage:
         """
         return None
 
+    def side_output_names(self) -> tuple[str, ...]:
+        """Every side output this stage can write with these params (a config reads one as `step:name`).
+
+        `pipeline validate` refuses a reference to any other, so a side output written only under some
+        params is declared under exactly those. A name may be a shell pattern (`size_*`) for a family
+        whose names the data decides. The shared contract test checks the declaration against a run.
+        """
+        return ()
+
     def side_output_schemas(self, inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """Schemas of the side outputs a config may read as `step:name` (those that can be declared)."""
+        """Columns of the declared side outputs, given the inputs' schemas (those that can be declared)."""
         return {}
 
     def fingerprint_extra(self) -> Any:

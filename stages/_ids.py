@@ -3,13 +3,22 @@ and the file named, counted exactly over the whole input."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.arrays import unique_sorted
+from pipeline.columns import polars_schema
 from pipeline.errors import InputDataError
 from pipeline.io import Dataset
+from stages._hashing import id_words
+
+# Rows of the id column hashed at a time by `refuse_bad_id_column` (a batch is all it holds besides the hashes).
+ID_BATCH_ROWS = 1 << 18
 
 
 def refuse_bad_ids(ids: pl.Series, column: str, label: str | None, *, param: str = "id_column") -> None:
@@ -26,8 +35,36 @@ def refuse_bad_ids(ids: pl.Series, column: str, label: str | None, *, param: str
 
 
 def refuse_bad_id_column(data: Dataset, column: str) -> None:
-    """`refuse_bad_ids` of one input's id column, read alone (for `Stage.check_input_data`, before any batch)."""
-    refuse_bad_ids(data.lazy().select(column).collect().to_series(), column, data.label)
+    """`refuse_bad_ids` of one input's id column (for `Stage.check_input_data`, before any batch), holding
+    8 bytes an id rather than the column (at 5e8 string ids, gigabytes on the driver).
+
+    The column is streamed once, keeping a 64-bit word per id (an integer id's own value, a string's hash):
+    sorted, words that never repeat prove the ids unique. Only the ids whose word repeats are read again
+    and checked exactly, so a hash collision of two distinct ids refuses nothing, and the error is the
+    one `refuse_bad_ids` gives for the whole column (the repeated ids are all among them, in row order).
+    Refusing repeats holds those ids (memory follows the repeats, not the column); floats, dates and other
+    id types are read whole as before.
+    """
+    dtype = polars_schema(data.schema)[column]
+    if not (dtype.is_integer() or dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum))):
+        refuse_bad_ids(data.lazy().select(column).collect().to_series(), column, data.label)
+        return
+    words = np.empty(data.num_rows, np.uint64)
+    filled = nulls = 0
+    for ids in _id_batches(data, column):
+        nulls += ids.null_count()
+        if not nulls:  # after a null only the count goes on: the ids are refused for it
+            words[filled:filled + ids.len()] = _id_word(ids)
+            filled += ids.len()
+    if nulls:
+        raise _null_ids(nulls, column, data.label, "id_column")
+    words = words[:filled]
+    words.sort()
+    repeated = unique_sorted(words[1:][words[1:] == words[:-1]])
+    del words
+    if repeated.size:
+        candidates = [ids.filter(pl.Series(_among(_id_word(ids), repeated))) for ids in _id_batches(data, column)]
+        refuse_bad_ids(pl.concat(candidates), column, data.label)
 
 
 def refuse_null_ids(data: Dataset, column: str, *, input_name: str | None = None, param: str = "id_column") -> None:
@@ -101,3 +138,28 @@ def refuse_nans(data: Dataset, column: str, consequence: str, *, param: str, inp
 
 def _where(input_name: str | None) -> str:
     return f"input '{input_name}' " if input_name else ""
+
+
+def _among(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Which `values` are in the sorted, non-empty `sorted_set`: binary searches of the values in order (against
+    2e6 repeated words, 0.04 s a batch; unordered 0.2 s, and `np.isin` 2.5 s)."""
+    order = np.argsort(values)
+    at = np.searchsorted(sorted_set, values[order])
+    at[at == sorted_set.size] = 0
+    found = np.empty(values.size, bool)
+    found[order] = sorted_set[at] == values[order]
+    return found
+
+
+def _id_batches(data: Dataset, column: str) -> Iterator[pl.Series]:
+    for batch in data.iter_batches(ID_BATCH_ROWS, columns=[column]):
+        yield batch.to_series()
+
+
+def _id_word(ids: pl.Series) -> np.ndarray:
+    """64 bits per id, equal for equal ids: an integer's own word, else polars' string hash. That hash may change
+    between polars versions (`stages._hashing` holds the stable ones that decide rows' fates), but within one
+    process it is fixed, which is all one check needs; it is ~70x faster than `id_digest`."""
+    if ids.dtype.is_integer():
+        return id_words(ids)
+    return ids.cast(pl.String).hash(0x5EED).to_numpy()

@@ -144,7 +144,15 @@ class LabelNoiseNets(Stage):
             cols[self.features] = "features"
         return {"data": cols}
 
+    def side_output_names(self):
+        return ("transitions",) if any(self._keeps_transitions(run) for run in self._runs()) else ()
+
     # ------------------------------------------------------------ plan
+
+    def _keeps_transitions(self, run: Run) -> bool:
+        """The run whose label noise is the `transitions` side output: structured, at the largest alpha."""
+        return (run.noise == "structured" and run.alpha == max(self.alphas) and run.seed_index == 0
+                and run.clean_fraction == 1.0)
 
     def _runs(self) -> list[Run]:
         """Every run the three sweeps need, each once, in a fixed order."""
@@ -266,10 +274,8 @@ class LabelNoiseNets(Stage):
     def _one_run(self, run: Run, prep: Prepared, feature: str, is_text: bool, classes: pl.Series, confusion: Any,
                  seed: int) -> tuple[dict[str, Any], pl.DataFrame | None]:
         fit = self._nested_fit(prep, run.clean_fraction, seed)
-        keep_transitions = (run.noise == "structured" and run.alpha == max(self.alphas) and run.seed_index == 0
-                            and run.clean_fraction == 1.0)
         rows, labels, trans = self._dilute(prep, fit, run.noise, run.alpha, classes, confusion, feature, is_text,
-                                           seed, transitions=keep_transitions)
+                                           seed, transitions=self._keeps_transitions(run))
         val_rows, val_labels, _ = self._dilute(prep, prep.val, run.noise, run.alpha, classes, confusion, feature,
                                                is_text, seed + 1_000_003)
         k = classes.len()

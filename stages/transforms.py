@@ -213,8 +213,11 @@ class Split(Stage):
     def output_schema(self, inputs):
         return passthrough(inputs["data"], add={"split": pl.String})
 
+    def side_output_names(self):
+        return tuple(self.fractions)
+
     def side_output_schemas(self, inputs):
-        return {name: self.output_schema(inputs) for name in self.fractions}
+        return {name: self.output_schema(inputs) for name in self.side_output_names()}
 
     def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
         df = data.collect()

@@ -69,3 +69,15 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subpro
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def check_side_outputs_declared(stage, result) -> None:
+    """The side outputs a run wrote are exactly those its params declare (what `pipeline validate` checks a
+    `step:side` input against): each written one matches a declared name or pattern, each declared one was written.
+    The contract test checks every stage's example; a stage's own tests check the params that change the set."""
+    from fnmatch import fnmatchcase
+
+    declared, written = stage.side_output_names(), sorted(result.side_outputs)
+    unmatched = [s for s in written if not any(fnmatchcase(s, d) for d in declared)]
+    unwritten = [d for d in declared if not any(fnmatchcase(s, d) for s in written)]
+    assert not unmatched and not unwritten, f"{stage.name} declares side outputs {list(declared)}, wrote {written}"

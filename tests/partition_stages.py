@@ -179,6 +179,9 @@ class SplitRows(PartitionedStage):
     inputs = ("data", "vocab")
     partition_input = "data"
 
+    def side_output_names(self):
+        return ("without",)
+
     @classmethod
     def example(cls):
         return {}, {"data": pl.DataFrame({"text": ["the cat", "a dog"]}), "vocab": pl.DataFrame({"word": ["cat"]})}

@@ -82,6 +82,9 @@ class SortedWithSide(Stage):
     def __init__(self, marker_dir: str | None = None):
         self.marker_dir = marker_dir
 
+    def side_output_names(self):
+        return ("long",)
+
     def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
         _die_once(self.marker_dir, "table")
         df = data.collect().sort("id")

@@ -150,6 +150,9 @@ class DedupStage(PartitionedStage):
     def feature_columns(self) -> dict[str, str | None]:
         return {}
 
+    def side_output_names(self) -> tuple[str, ...]:
+        return ("removed", "clusters")  # `DedupRows`: removed rows per partition, then the clusters
+
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
         """Null ids (the side outputs name rows by id) and values the keep policy cannot rank, refused before the
         passes, counted over each whole input (the passes read ids and keep values of clustered rows only)."""

@@ -446,6 +446,9 @@ class LeakageAudit(PartitionedStage):
                  "evidence_kind": pl.String, "evidence": pl.String, "train_evidence": pl.String, "subset": pl.String}
         return {c: types.get(c, pl.Int64) for c in self.output_columns()}
 
+    def side_output_names(self):
+        return ("matches", "clean", "dirty")
+
     def side_output_schemas(self, inputs):
         test = inputs["test"]
         return {"matches": MATCHES_SCHEMA, "clean": dict(test), "dirty": {**test, "verdict": pl.String, "train_id": pl.String}}

@@ -90,6 +90,9 @@ class Decontaminate(Stage):
     def output_schema(self, inputs):
         return {**inputs["data"], self.id_column: pl.String, "decontaminated_from": pl.String}
 
+    def side_output_names(self):
+        return ("removed",)
+
     def side_output_schemas(self, inputs):
         return {"removed": REMOVED_SCHEMA}
 

@@ -81,6 +81,9 @@ class PlantLeakage(Stage):
     def output_schema(self, inputs):
         return {**dict(inputs["train"]), "planted_from": pl.String}
 
+    def side_output_names(self):
+        return ("truth",)
+
     def side_output_schemas(self, inputs):
         return {"truth": TRUTH_SCHEMA}
 

@@ -145,7 +145,14 @@ class CorpusMetrics(PartitionedStage):
         out.update({c: pl.Int64 if c in _INT_COLUMNS else pl.Float64 for c in METRIC_COLUMNS})
         return out
 
+    def side_output_names(self):
+        # Written when a reference model is fit (a `reference` input, or `generation` among the groups): the
+        # params allow it, the config and data decide it, so it is declared whenever the params allow it.
+        return ("perplexity",) if self.perplexity_order else ()
+
     def side_output_schemas(self, inputs):
+        if not self.perplexity_order:
+            return {}
         data = inputs["data"]
         keys = [*self.groups_of(data), *(["doc_id"] if "doc_id" in data else [])]
         return {"perplexity": {**{c: data.get(c) for c in keys}, "perplexity": pl.Float64}}

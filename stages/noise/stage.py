@@ -89,6 +89,9 @@ class LabelNoise(PartitionedStage):
     def output_schema(self, inputs):
         return {**inputs["data"], **{c: None for c in NOISE_COLUMNS}}
 
+    def side_output_names(self):
+        return ("transitions",)  # realised clean x noisy counts, in either mode
+
     @property
     def noise_kind(self) -> str:
         if self.noise is not None:

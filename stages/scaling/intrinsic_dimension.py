@@ -111,6 +111,9 @@ class IntrinsicDimension(Stage):
         if self.max_points is not None and self.max_points < 3:
             raise ParamError("max_points", f"must be >= 3 or null, got {self.max_points}")
 
+    def side_output_names(self):
+        return ("local",)  # the per-point estimates, always
+
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         cols: dict[str, str | None] = {self.column: "column", self.id_column: "id_column"}
         if self.group_by:

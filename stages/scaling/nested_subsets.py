@@ -135,15 +135,27 @@ class NestedSubsets(Stage):
             return column.cast(pl.Int64).to_numpy()
         return count_words(table[self.text_column], "whitespace").fill_null(0).cast(pl.Int64).to_numpy()
 
-    def _targets(self, total: int, label: str) -> list[int]:
+    def side_output_names(self):
+        if not self.side_outputs:
+            return ("sizes",)
+        planned = self._planned_sizes()
+        return ("sizes", *([f"size_{n}" for n in planned] if planned is not None else ["size_*"]))
+
+    def _planned_sizes(self) -> list[int] | None:
+        """The subset sizes the params fix; None when the largest is the input's total (the data decides)."""
         if self.sizes is not None:
-            targets = list(self.sizes)
-        else:
-            top = self.max_size if self.max_size is not None else total
-            if top <= self.min_size:
+            return list(self.sizes)
+        if self.max_size is not None:
+            return geometric_sizes(self.min_size, self.max_size, self.num_sizes)
+        return None
+
+    def _targets(self, total: int, label: str) -> list[int]:
+        targets = self._planned_sizes()
+        if targets is None:
+            if total <= self.min_size:
                 raise InputDataError(f"the input holds {total} {self.unit}, not more than min_size "
                                      f"({self.min_size})", param="min_size", file=label)
-            targets = geometric_sizes(self.min_size, top, self.num_sizes)
+            targets = geometric_sizes(self.min_size, total, self.num_sizes)
         if targets[-1] > total:
             raise InputDataError(
                 f"the largest subset asks for {targets[-1]} {self.unit} but the input holds {total}",

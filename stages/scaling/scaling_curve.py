@@ -113,6 +113,9 @@ class ScalingCurve(Stage):
         if self.learning_rate <= 0:
             raise ParamError("learning_rate", f"must be > 0, got {self.learning_rate}")
 
+    def side_output_names(self):
+        return ("representation",)  # the last hidden layer of the largest subset's model, always
+
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         cols: dict[str, str | None] = {self.features: "features", self.label_column: "label_column",
                                        self.id_column: "id_column"}

@@ -113,6 +113,9 @@ class ScalingFit(Stage):
         if not 0.0 < self.confidence < 1.0:
             raise ParamError("confidence", f"must lie strictly between 0 and 1, got {self.confidence}")
 
+    def side_output_names(self):
+        return ("transfer_points",) if self.law == "transfer" else ()
+
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         cols: dict[str, str | None] = {self.x_column: "x_column", self.y_column: "y_column"}
         if self.law == "transfer":

@@ -150,10 +150,17 @@ class Generations(Stage):
         seed = {"seed": pl.Int32} if self.seeds > 1 else {}
         return {"schedule": pl.String, **seed, **self._corpus_schema()}
 
+    def side_output_names(self):
+        return (*self._corpus_names(), "samples", "settings")
+
+    def _corpus_names(self) -> list[str]:
+        """One side output per replica, schedule and generation, in the order they are written."""
+        return [self.side_name(schedule, t, replica) for replica in range(self.seeds)
+                for schedule in self.schedule_list for t in range(self.generations + 1)]
+
     def side_output_schemas(self, inputs):
         corpus = self._corpus_schema()
-        sides = {self.side_name(schedule, t, replica): corpus for replica in range(self.seeds)
-                 for schedule in self.schedule_list for t in range(self.generations + 1)}
+        sides = {name: corpus for name in self._corpus_names()}
         sides["samples"] = self.output_schema(inputs)
         sides["settings"] = {"stage": pl.String, "seed": pl.Int64, "generator": pl.String, "params": pl.String,
                              "training": pl.String}

@@ -139,3 +139,50 @@ steps:
                          timeout=120)
     assert out.stdout.strip().splitlines()[-1] == "[0, 0] False", out.stdout + out.stderr
     assert pl.read_parquet(tmp_path / "data/runs/nopandas/long/*.parquet")["id"].to_list() == ["a"]
+
+
+def test_validate_refuses_a_side_output_of_a_stage_that_writes_none(tmp_path):
+    config = write_config(tmp_path / "sides.yaml", """
+name: sides
+seed: 1
+steps:
+  - {id: p, stage: python_docs}
+  - {id: q, stage: select, inputs: "p:nosuchside", params: {columns: [text]}}
+""")
+    out = run_cli("validate", str(config))
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.strip() == (f"error: step 'q' (stage 'select'), file '{config}': input 'data': "
+                                  "step 'p' has no side output 'nosuchside'; it has: none")
+
+
+DOCS = {"id": "docs", "stage": "test_random_rows", "params": {"n": 20}}
+
+
+@pytest.mark.parametrize("upstream, ref, has", [
+    ({"stage": "split", "params": {"fractions": {"train": 0.8, "test": 0.2}}}, "up:valid", "train, test"),
+    ({"stage": "nested_subsets", "params": {"sizes": [5, 10]}}, "up:size_10", "sizes"),  # side_outputs: false
+    ({"stage": "nested_subsets", "params": {"sizes": [5, 10], "side_outputs": True}}, "up:size_7",
+     "sizes, size_5, size_10"),
+    ({"stage": "corpus_metrics", "params": {"perplexity_order": 0}}, "up:perplexity", "none"),
+    ({"stage": "dedup_exact"}, "up:kept", "removed, clusters"),
+])
+def test_a_side_output_the_params_do_not_write_is_refused_naming_those_they_do(upstream, ref, has):
+    with pytest.raises(InputDataError) as info:
+        parse_config(_config(DOCS, {"id": "up", "inputs": "docs", **upstream},
+                             {"id": "reader", "stage": "select", "inputs": ref}))
+    side = ref.split(":")[1]
+    assert info.value.step == "reader"
+    assert str(info.value).endswith(f"input 'data': step 'up' has no side output '{side}'; it has: {has}")
+
+
+@pytest.mark.parametrize("upstream, ref", [
+    ({"stage": "split", "params": {"fractions": {"train": 0.8, "test": 0.2}}}, "up:test"),
+    ({"stage": "nested_subsets", "params": {"sizes": [5, 10], "side_outputs": True}}, "up:size_10"),
+    ({"stage": "nested_subsets", "params": {"min_size": 5, "side_outputs": True}}, "up:size_17"),  # data decides
+    ({"stage": "corpus_metrics"}, "up:perplexity"),
+    ({"stage": "dedup_exact"}, "up:removed"),
+])
+def test_a_side_output_the_params_write_is_accepted(upstream, ref):
+    config = parse_config(_config(DOCS, {"id": "up", "inputs": "docs", **upstream},
+                                  {"id": "reader", "stage": "select", "inputs": ref}))
+    assert str(config.step("reader").inputs["data"]) == ref

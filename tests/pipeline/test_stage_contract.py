@@ -3,7 +3,8 @@
 For each stage: its params survive a YAML round trip, `pipeline stages` can describe it, its
 example runs and gives identical output twice under a seed, and an empty input is refused clearly
 unless the stage declares it can take one. A stage that declares its output columns (what
-`pipeline validate` checks the column flow with) must produce exactly those, in that order.
+`pipeline validate` checks the column flow with) must produce exactly those, in that order, and
+exactly the side outputs it declares (what `pipeline validate` checks `step:side` inputs with).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import inspect
 import polars as pl
 import pytest
 import yaml
+from conftest import check_side_outputs_declared
 
 from pipeline.errors import InputDataError, PipelineError
 from pipeline.stage import STAGES, load_plugins
@@ -44,6 +46,7 @@ def test_stage_contract(name):
     first = stage.execute(**inputs, seed=11)
     second = cls.from_params(params).execute(**inputs, seed=11)
     assert first.table.equals(second.table), f"{name} is not deterministic under a fixed seed"
+    check_side_outputs_declared(stage, first)
     _check_declared_outputs(stage, inputs, first)
     assert first.side_outputs.keys() == second.side_outputs.keys()
     for key in first.side_outputs:
@@ -66,5 +69,5 @@ def _check_declared_outputs(stage, inputs, result) -> None:
         for column, dtype in declared.items():
             assert dtype is None or produced[column] == dtype, f"{stage.name}.{column}: {dtype} != {produced[column]}"
     for side, columns in stage.side_output_schemas(schemas).items():
-        if side in result.side_outputs:
-            assert list(columns) == result.side_outputs[side].columns, f"{stage.name} side output '{side}'"
+        assert side in result.side_outputs, f"{stage.name} declares columns of side output '{side}', not written"
+        assert list(columns) == result.side_outputs[side].columns, f"{stage.name} side output '{side}'"

@@ -25,6 +25,9 @@ def reporting_stage():
 
         name = "test_execute_artefacts"
 
+        def side_output_names(self):
+            return ("short",)
+
         def run(self, ctx: Context, data):
             ctx.artefact_path("report.html").write_text("<p>three rows</p>")
             ctx.write_side_output("short", data.collect().head(1))

@@ -5,6 +5,7 @@ from html import unescape
 import numpy as np
 import polars as pl
 import pytest
+from conftest import check_side_outputs_declared
 
 from pipeline.errors import ParamError
 from stages.label_noise_nets import LabelNoiseNets, _token_ids
@@ -63,6 +64,7 @@ def test_clean_training_learns_and_structured_noise_past_one_over_delta_destroys
 
 def test_report_transitions_and_findings(study):
     stage, result = study
+    check_side_outputs_declared(stage, result)  # `transitions` with structured noise only
     html = unescape((result.artefact_dir / "report.html").read_text())
     for heading in ("Findings", "Accuracy against alpha", "Batch size", "Clean training-set size", "Realised noise",
                     "Configuration"):

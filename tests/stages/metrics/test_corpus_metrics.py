@@ -8,6 +8,7 @@ import pydoc_data.topics
 import numpy as np
 import polars as pl
 import pytest
+from conftest import check_side_outputs_declared
 
 from pipeline.errors import InputDataError, ParamError
 from stages.metrics import (
@@ -82,6 +83,13 @@ def test_vendi_score_and_pairwise_distance_bounds():
 
 
 # ------------------------------------------------------------------------ corpus_metrics
+
+
+def test_perplexity_side_output_is_declared_when_a_reference_model_is_fit():
+    df = pl.DataFrame({"generation": [0, 0, 1, 1], "text": ["a b a c", "a d", "a b a b", "a b"]})
+    for order in (0, 2):
+        stage = CorpusMetrics(self_bleu_sample=0, embedding_backend="none", perplexity_order=order)
+        check_side_outputs_declared(stage, stage.execute(df))
 
 
 def test_counts_entropy_tail_and_divergence_on_a_hand_built_corpus():

@@ -1,6 +1,7 @@
 import numpy as np
 import polars as pl
 import pytest
+from conftest import check_side_outputs_declared
 
 from pipeline.errors import InputDataError, ParamError
 from stages.scaling.nested_subsets import NestedSubsets, geometric_sizes
@@ -32,6 +33,16 @@ def test_exact_sizes_and_exact_supersets():
         previous = current
     assert result.side_outputs["sizes"]["rows"].to_list() == sizes
     assert (out.group_by("subset_index").agg(pl.col("subset_size").n_unique())["subset_size"] == 1).all()
+
+
+@pytest.mark.parametrize("params", [
+    {"sizes": [10, 25], "side_outputs": False},  # `sizes` alone
+    {"min_size": 10, "max_size": 500, "num_sizes": 3, "side_outputs": True},  # size_<n> for the params' sizes
+    {"min_size": 10, "num_sizes": 3, "side_outputs": True},  # up to the input's rows: `size_*`
+])
+def test_declared_side_outputs_follow_the_params(params):
+    stage = NestedSubsets(**params)
+    check_side_outputs_declared(stage, stage.execute(corpus(), seed=0))
 
 
 def test_same_rows_whatever_the_input_order_and_seed_changes_them():

@@ -1,7 +1,7 @@
 import numpy as np
 import polars as pl
 import pytest
-from conftest import run_cli, write_config
+from conftest import check_side_outputs_declared, run_cli, write_config
 
 from pipeline.errors import InputDataError
 from stages.scaling.fitting import fit_power_law
@@ -62,7 +62,9 @@ def synthetic_transfer(k=0.8, alpha=0.35, beta=0.4, noise=0.003, seed=2) -> pl.D
 
 
 def test_recovers_transfer_law_within_10_percent():
-    result = ScalingFit(law="transfer", bootstrap=200).execute(synthetic_transfer(), seed=0)
+    stage = ScalingFit(law="transfer", bootstrap=200)
+    result = stage.execute(synthetic_transfer(), seed=0)
+    check_side_outputs_declared(stage, result)  # `transfer_points` under law: transfer only
     row = result.table.row(0, named=True)
     assert row["k"] == pytest.approx(0.8, rel=0.10)
     assert row["alpha"] == pytest.approx(0.35, rel=0.10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
+from conftest import check_side_outputs_declared
 from synthetic_corpus import origin_counts, pydoc_paragraphs
 
 import pipeline
@@ -64,8 +65,9 @@ def test_real_rows_come_from_the_right_pool(corpus):
 
 
 def test_every_row_carries_provenance(corpus):
-    result = Generations(generations=2, schedules=["replace", "accumulate"], corpus_size=25,
-                         max_tokens=25).execute(corpus, seed=1)
+    stage = Generations(generations=2, schedules=["replace", "accumulate"], corpus_size=25, max_tokens=25)
+    result = stage.execute(corpus, seed=1)
+    check_side_outputs_declared(stage, result)
     table = result.table
     assert table.columns == ["schedule", *PROVENANCE_COLUMNS, "text"]
     assert table.schema["generation"] == pl.Int32 and table.schema["parent_generation"] == pl.Int32
