@@ -124,6 +124,8 @@ def encode_texts(
     """Embed texts as a float32 (n, dim) array; `cache_dir` set = only unseen texts reach the model.
 
     `model` None is the packaged all-MiniLM-L6-v2; `backend="static"` is its distilled static table.
+    With `normalize`, rows are unit length, except that the static table gives an all-zero row to a text
+    with no token it knows ("", whitespace, an emoji, a token over 100 characters), as model2vec does.
     """
     return encode_with_stats(texts, backend, model, batch_size, max_seq_length, normalize, cache_dir)[0]
 

@@ -156,23 +156,34 @@ def sample_rows(n: int, rng: np.random.Generator, needs_training: bool, tunable:
 
 
 def prepare_index(batches, n: int, dim: int, factory: str, metric: str, rng: np.random.Generator,
-                  train_size: int, refine: str | None = None) -> tuple[Any, np.ndarray]:
-    """An empty index, trained on a seeded sample, and the calibration queries: one pass over `batches()`.
+                  train_size: int, refine: str | None = None) -> tuple[Any, np.ndarray, str]:
+    """An empty index, trained on a seeded sample, the calibration queries and the metric: one pass over `batches()`.
 
-    With `refine` ('sq8' or 'fp16'), an IndexRefine whose quantisers (IVF-PQ and scalar) train on the same sample.
+    With `metric` 'auto', the same pass reads every vector's norm (`UnitCheck`), so the choice is the
+    whole collection's, whatever the row order. With `refine` ('sq8' or 'fp16'), an IndexRefine whose
+    quantisers (IVF-PQ and scalar) train on the same sample.
     """
-    index = _make_index(factory, dim, metric, refine)
+    check_metric(metric)
+    # Whether the type needs training or a tuned knob does not depend on the metric.
+    index = _make_index(factory, dim, "l2" if metric == "auto" else metric, refine)
     needs_training = not index.is_trained
     train_rows, calib_rows = sample_rows(n, rng, needs_training, bool(_search_params(index)), train_size)
-    if not (needs_training or calib_rows.size):
-        return index, np.empty((0, dim), np.float32)
+    unit = UnitCheck() if metric == "auto" else None
+    if not (needs_training or calib_rows.size or unit):
+        return index, np.empty((0, dim), np.float32), metric
     wanted = np.union1d(train_rows, calib_rows)
     picked, offset = [], 0
     for vectors in batches():
         local = wanted[(wanted >= offset) & (wanted < offset + len(vectors))] - offset
         picked.append(np.asarray(vectors[local], np.float32))
         offset += len(vectors)
-    sample = np.concatenate(picked)
+        if unit is not None:
+            unit.add(vectors)
+    if unit is not None:
+        metric = unit.metric()
+        if metric != "l2":
+            index = _make_index(factory, dim, metric, refine)
+    sample = np.concatenate(picked) if picked else np.empty((0, dim), np.float32)
     if needs_training:
         try:
             index.train(np.ascontiguousarray(sample[np.searchsorted(wanted, train_rows)]))
@@ -181,7 +192,7 @@ def prepare_index(batches, n: int, dim: int, factory: str, metric: str, rng: np.
                 "index_type", f"FAISS could not train {factory!r} on {len(train_rows)} vectors: "
                 f"{str(exc).strip().splitlines()[-1]}; use a smaller nlist or more vectors",
             ) from None
-    return index, np.ascontiguousarray(sample[np.searchsorted(wanted, calib_rows)])
+    return index, np.ascontiguousarray(sample[np.searchsorted(wanted, calib_rows)]), metric
 
 
 def add_vectors(index, batches, dim: int, first_id: int, exact: ExactTopK | None) -> int:
@@ -264,7 +275,7 @@ def build_index(
     index itself stores. Exact neighbours of the calibration queries are accumulated while adding,
     so calibration costs one extra matrix product per batch rather than a second index.
     """
-    index, calib = prepare_index(batches, n, dim, factory, metric, rng, train_size, refine)
+    index, calib, metric = prepare_index(batches, n, dim, factory, metric, rng, train_size, refine)
     exact = ExactTopK(calib, min(10, n), metric)
     add_vectors(index, batches(), dim, 0, exact)
     return index, finish_index(index, factory, metric, dim, n, exact, recall_target, refine)
@@ -312,7 +323,6 @@ class Index:
         if vectors.ndim != 2 or len(vectors) == 0:
             raise InputDataError(f"need a non-empty (n, dim) matrix of vectors, got shape {vectors.shape}")
         n, dim = vectors.shape
-        metric = _choose_metric(metric, vectors[: min(n, 1000)])
         factory = auto_factory(n, dim) if index_type == "auto" else index_type
         index, info = build_index(lambda: [vectors], n, dim, factory, metric, np.random.default_rng(seed),
                                   train_size, recall_target, refine_for(index_type, factory, refine))
@@ -442,10 +452,29 @@ class Index:
         return frame.select(*columns)
 
 
-def _choose_metric(metric: str, sample: np.ndarray) -> str:
-    if metric in ("inner_product", "l2"):
-        return metric
-    if metric != "auto":
+METRICS = ("auto", "inner_product", "l2")
+
+
+def check_metric(metric: str) -> None:
+    if metric not in METRICS:
         raise ParamError("metric", f"must be 'auto', 'inner_product' or 'l2', got {metric!r}")
-    norms = np.linalg.norm(sample, axis=1)
-    return "inner_product" if len(norms) and np.allclose(norms, 1.0, atol=1e-3) else "l2"
+
+
+class UnitCheck:
+    """Metric 'auto', decided over every vector: inner product when each one is unit length or all zero.
+
+    An all-zero row is what the static backend gives a text with no token it knows ("", an emoji, a
+    100-character token); its inner product with anything is 0, as its cosine would be, so it does not
+    make the collection non-unit. One row of any other length makes it L2.
+    """
+
+    def __init__(self) -> None:
+        self.unit = True
+
+    def add(self, vectors: np.ndarray) -> None:
+        if self.unit and len(vectors):
+            norms = np.linalg.norm(np.asarray(vectors, np.float32), axis=1)
+            self.unit = bool(np.all(np.isclose(norms, 1.0, atol=1e-3) | (norms == 0.0)))
+
+    def metric(self) -> str:
+        return "inner_product" if self.unit else "l2"
