@@ -11,7 +11,7 @@ import polars as pl
 import pyarrow as pa
 import xxhash
 
-from pipeline.errors import InputDataError, ParamError
+from stages._args import int_arg, text_list
 from stages._vectors import vector_matrix
 from stages.embedding.cache import _cache_for, _cached_dim, text_keys
 from stages.embedding.models import (
@@ -57,13 +57,10 @@ def encode_with_stats(
     `on_progress(n)` is called after every group of model batches with the texts just embedded.
     """
     _check_backend(backend)
-    if batch_size < 1:
-        raise ParamError("batch_size", f"must be at least 1, got {batch_size}")
-    if max_seq_length is not None and max_seq_length < 1:
-        raise ParamError("max_seq_length", f"must be at least 1 (or unset), got {max_seq_length}")
-    texts = list(texts)
-    if any(not isinstance(t, str) for t in texts):
-        raise InputDataError("texts must all be strings (found a null or non-string value)")
+    batch_size = int_arg(batch_size, "batch_size", 1)
+    if max_seq_length is not None:
+        max_seq_length = int_arg(max_seq_length, "max_seq_length", 1)
+    texts = text_list(texts, "texts")
     namespace = None
     if cache_dir is not None:
         namespace = xxhash.xxh3_128_hexdigest(json.dumps(
