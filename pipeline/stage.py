@@ -299,7 +299,7 @@ class Stage:
         datasets = {k: Dataset.from_any(v, label=f"input '{k}'") for k, v in named.items()}
         check_inputs(self, datasets)
         temporary = workdir is None
-        out_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-")) if temporary else Path(workdir)
+        out_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-")) if temporary else Path(workdir).expanduser()
         out_dir.mkdir(parents=True, exist_ok=True)
         ctx = Context(step_id=self.name, seed=seed, out_dir=out_dir, checkpoint_dir=out_dir / "_checkpoint")
         try:

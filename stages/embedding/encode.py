@@ -63,6 +63,7 @@ def encode_with_stats(
     texts = text_list(texts, "texts")
     namespace = None
     if cache_dir is not None:
+        cache_dir = Path(cache_dir).expanduser()  # "~/.cache/...": pyarrow expands it, Path.mkdir would not
         namespace = xxhash.xxh3_128_hexdigest(json.dumps(
             [backend, model_identity(resolve_model_path(model)), max_seq_length, bool(normalize),
              STATIC_FORMAT_VERSION if backend == "static" else None]

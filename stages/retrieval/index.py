@@ -336,7 +336,7 @@ class Index:
     def load(cls, path: str | Path, mmap: bool | None = None, mmap_threshold_mb: float = 1024) -> Index:
         """Open an index step's directory; memory-map the index when it is larger than `mmap_threshold_mb`."""
         faiss = _faiss()
-        path = Path(path)
+        path = Path(path).expanduser()
         index_file = path / INDEX_FILE
         if not index_file.is_file():
             raise InputDataError(f"no {INDEX_FILE} here; point at the output directory of an 'index' step",
@@ -361,7 +361,7 @@ class Index:
         meta = dict(self.meta, id_column="neighbour_id",
                     doc_column="neighbour_doc_id" if self._docs is not None else None)
         mapping = self.mapping.with_row_index("faiss_id").with_columns(pl.col("faiss_id").cast(pl.Int64))
-        write_index_files(Path(path), self.index, meta, mapping)
+        write_index_files(Path(path).expanduser(), self.index, meta, mapping)
 
     # -- queries ------------------------------------------------------------------------------
 

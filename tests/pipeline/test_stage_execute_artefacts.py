@@ -115,3 +115,10 @@ def test_a_script_that_exits_holding_a_result_leaves_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().startswith(str(scratch))
     assert list(scratch.iterdir()) == []
+
+
+def test_a_workdir_with_a_tilde_is_in_the_home_folder(reporting_stage, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    reporting_stage().execute(DOCS, workdir="~/out")
+    assert (tmp_path / "home" / "out" / "report.html").exists() and not (tmp_path / "~").exists()

@@ -99,3 +99,13 @@ def test_a_lone_surrogate_is_refused_with_the_text_position(static_models):
     with pytest.raises(PipelineError, match=r"texts\[1\] is int, not a string"):
         encode_texts(["fine", 3], backend="static")
 
+
+def test_cache_dir_with_a_tilde_is_the_home_folder(static_models, tmp_path, monkeypatch):
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    first = encode_texts(["a", "b"], backend="static", cache_dir="~/.cache/cf")
+    assert not (cwd / "~").exists()
+    assert list((home / ".cache" / "cf" / "embeddings").glob("*/shard-*.parquet"))
+    np.testing.assert_array_equal(encode_texts(["a", "b"], backend="static", cache_dir="~/.cache/cf"), first)

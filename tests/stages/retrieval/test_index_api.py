@@ -53,3 +53,12 @@ def test_metric_auto_reads_every_vector_not_the_first_thousand(where):
     assert Index.build(vectors).meta["metric"] == "l2"
     vectors[where] = 0.0
     assert Index.build(vectors).meta["metric"] == "inner_product"
+
+
+def test_save_and_load_expand_a_tilde(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    vectors = _unit(20)
+    Index.build(vectors).save("~/idx")
+    assert (tmp_path / "home" / "idx").is_dir() and not (tmp_path / "~").exists()
+    assert Index.load("~/idx").search(vectors[:1], k=1)["neighbour_id"].to_list() == [0]
