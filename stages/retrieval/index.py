@@ -13,11 +13,13 @@ import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
+from stages._args import int_arg, refuse_bare_string
 from stages.embedding import (
     encode_texts,
     series_to_vectors,
 )
 from stages.exact_topk import ExactTopK
+from stages.retrieval.checks import build_mapping, build_vectors, check_min_score, per_row, query_vectors
 from stages.retrieval.refine import REFINE_K_FACTORS, add_codes, is_refined, refine_for, with_refine
 
 INDEX_FILE = "index.faiss"
@@ -319,16 +321,14 @@ class Index:
         metric: str = "auto", seed: int = 0, train_size: int = 100_000, recall_target: float = 0.95,
         backend: str = "sentence-transformers", model: str | None = None, refine: str | None = None,
     ) -> Index:
-        vectors = np.ascontiguousarray(vectors, np.float32)
-        if vectors.ndim != 2 or len(vectors) == 0:
-            raise InputDataError(f"need a non-empty (n, dim) matrix of vectors, got shape {vectors.shape}")
+        """An index over `vectors` (n, dim): `ids` and `doc_ids`, one per vector, are what `search` reports."""
+        vectors = build_vectors(vectors, {"index_type": index_type, "metric": metric, "train_size": train_size,
+                                          "recall_target": recall_target, "backend": backend, "refine": refine})
         n, dim = vectors.shape
+        mapping = build_mapping(n, ids, doc_ids)
         factory = auto_factory(n, dim) if index_type == "auto" else index_type
         index, info = build_index(lambda: [vectors], n, dim, factory, metric, np.random.default_rng(seed),
                                   train_size, recall_target, refine_for(index_type, factory, refine))
-        mapping = pl.DataFrame({"neighbour_id": ids if ids is not None else np.arange(n)})
-        if doc_ids is not None:
-            mapping = mapping.with_columns(pl.Series("neighbour_doc_id", doc_ids))
         info.update({"backend": backend, "model": model})
         return cls(index, mapping, info)
 
@@ -374,7 +374,8 @@ class Index:
         return int(self.index.ntotal)
 
     def embed(self, texts: list[str], cache_dir: str | Path | None = None) -> np.ndarray:
-        return encode_texts(list(texts), backend=self.meta.get("backend", "sentence-transformers"),
+        refuse_bare_string(texts, "texts")
+        return encode_texts(texts, backend=self.meta.get("backend", "sentence-transformers"),
                             model=self.meta.get("model"), cache_dir=cache_dir)
 
     def set_k_factor(self, k_factor: int) -> None:
@@ -407,19 +408,18 @@ class Index:
         neighbours from that document, as RETRO does for chunks of the sequence being trained on.
         `min_score` drops neighbours below a similarity floor (inner product, or -squared L2).
         """
-        if k < 1:
-            raise ParamError("k", f"must be at least 1, got {k}")
-        if isinstance(queries, (list, tuple)) and queries and isinstance(queries[0], str):
-            vectors = self.embed(queries)
-        elif isinstance(queries, pl.Series):
-            vectors = self.embed(queries.to_list()) if queries.dtype == pl.String else series_to_vectors(queries)
-        else:
-            vectors = np.asarray(queries, dtype=np.float32)
-            if vectors.ndim == 1:
-                vectors = vectors[None, :]
+        k = int_arg(k, "k", 1)
+        check_min_score(min_score)
+        vectors = query_vectors(queries, self.embed, self.dim)
         n = len(vectors)
-        qids = pl.Series("query_id", query_ids) if query_ids is not None else pl.Series("query_id", np.arange(n))
-        exclude = exclude_doc_ids is not None and self._docs is not None
+        qids = per_row(query_ids, "query_ids", n, "queries") if query_ids is not None else pl.Series(np.arange(n))
+        qids = qids.alias("query_id")
+        if exclude_doc_ids is not None:
+            if self._docs is None:
+                raise ParamError("exclude_doc_ids", "this index was built without doc_ids, so documents are unknown; "
+                                 "build it with doc_ids (or the index stage's doc_column) to exclude them")
+            exclude_doc_ids = per_row(exclude_doc_ids, "exclude_doc_ids", n, "queries")
+        exclude = exclude_doc_ids is not None
         k_search = k + min(self._max_chunks_per_doc, 1024) if exclude else k
         scores, rows = self.search_raw(vectors, k_search)
         width = rows.shape[1]
@@ -430,7 +430,7 @@ class Index:
         score = scores.reshape(-1).astype(np.float32)
         keep = r >= 0
         if exclude:
-            own = pl.Series("doc", exclude_doc_ids).cast(self._docs.dtype).to_frame()
+            own = exclude_doc_ids.alias("doc").cast(self._docs.dtype).to_frame()
             own = own.join(self._doc_table, on="doc", how="left", maintain_order="left")["code"]
             own_codes = own.cast(pl.Int64).fill_null(-1).to_numpy()
             keep &= self._doc_codes[np.where(keep, r, 0)] != own_codes[q]

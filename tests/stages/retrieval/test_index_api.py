@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from pipeline.errors import InputDataError, ParamError, PipelineError
 from stages.embedding import encode_texts, vectors_to_series
 from stages.retrieval import BuildIndex, Index
 
@@ -62,3 +63,59 @@ def test_save_and_load_expand_a_tilde(tmp_path, monkeypatch):
     Index.build(vectors).save("~/idx")
     assert (tmp_path / "home" / "idx").is_dir() and not (tmp_path / "~").exists()
     assert Index.load("~/idx").search(vectors[:1], k=1)["neighbour_id"].to_list() == [0]
+
+
+# ------------------------------------------------------------------ arguments refused, with the parameter named
+
+V = _unit(50)
+IDS = [f"c{i}" for i in range(50)]
+DOCS = [f"d{i // 5}" for i in range(50)]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"ids": IDS + ["x", "y"]}, r"parameter 'ids': has 52 values for 50 vectors"),
+    ({"ids": IDS[:10]}, r"parameter 'ids': has 10 values for 50 vectors"),
+    ({"ids": IDS, "doc_ids": ["d0", "d1", "d2"]}, r"parameter 'doc_ids': has 3 values for 50 vectors"),
+    ({"recall_target": 2}, r"parameter 'recall_target': must be in \(0, 1\], got 2"),
+    ({"metric": "cosine"}, r"parameter 'metric': expects 'auto' \| 'inner_product' \| 'l2', got 'cosine'"),
+])
+def test_build_refuses_arguments_that_do_not_fit_the_vectors(kwargs, message):
+    with pytest.raises(PipelineError, match=message):
+        Index.build(V, **kwargs)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_build_and_search_refuse_non_finite_vectors(bad):
+    broken = V.copy()
+    broken[3, 0] = bad
+    with pytest.raises(InputDataError, match=r"parameter 'vectors': vectors has NaN or infinite values in 1 vector"):
+        Index.build(broken)
+    with pytest.raises(InputDataError, match=r"parameter 'queries': queries has NaN or infinite values"):
+        Index.build(V).search(broken[2:4], k=3)
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"k": 2.5}, ParamError, r"parameter 'k': expects int, got 2.5 \(float\)"),
+    ({"k": "3"}, ParamError, r"parameter 'k': expects int, got '3' \(str\)"),
+    ({"k": True}, ParamError, r"parameter 'k': expects int, got True \(bool\)"),
+    ({"k": 0}, ParamError, r"parameter 'k': must be at least 1, got 0"),
+    ({"min_score": float("nan")}, ParamError, r"parameter 'min_score': must not be NaN"),
+    ({"query_ids": ["q"]}, ParamError, r"parameter 'query_ids': has 1 values for 3 queries"),
+    ({"exclude_doc_ids": ["d0"]}, ParamError, r"parameter 'exclude_doc_ids': has 1 values for 3 queries"),
+])
+def test_search_refuses_arguments_with_the_parameter_named(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        Index.build(V, ids=IDS, doc_ids=DOCS).search(V[:3], **{"k": 2, **kwargs})
+
+
+def test_excluding_documents_needs_an_index_built_with_them():
+    with pytest.raises(ParamError, match=r"parameter 'exclude_doc_ids': this index was built without doc_ids"):
+        Index.build(V, ids=IDS).search(V[:1], k=3, exclude_doc_ids=["c0"])
+
+
+def test_a_bare_string_query_is_refused_and_no_queries_find_nothing():
+    idx = Index.build(V, ids=IDS, doc_ids=DOCS)
+    with pytest.raises(TypeError, match=r"queries must be a list of strings, got str"):
+        idx.search("how do I open a file", k=2)
+    empty = idx.search([], k=2)
+    assert empty.height == 0 and empty.columns == ["query_id", "rank", "neighbour_id", "neighbour_doc_id", "score"]
