@@ -142,12 +142,27 @@ class StageResult:
     artefacts: list[str] = field(default_factory=list)
     _cleanup: Any = field(default=None, repr=False, compare=False)
 
-    def keep_artefacts(self, folder: str | Path) -> Path:
-        """Move the artefacts into `folder` (created if needed) and make it `artefact_dir`."""
-        folder = Path(folder)
+    def keep_artefacts(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Move the artefacts into `folder` (created if needed) and make it `artefact_dir`.
+
+        A file of the same name already in `folder` is refused (nothing is moved) unless `overwrite`.
+        """
+        folder = Path(folder).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise ParamError("folder", f"'{folder}' is a file; pass a folder to keep the artefacts in (created if "
+                                       "needed)")
+        taken = [name for name in self.artefacts if (folder / name).exists() or (folder / name).is_symlink()]
+        if taken and not overwrite:
+            raise ParamError("folder", f"'{folder}' already holds {', '.join(taken)}; pass overwrite=True to "
+                                       "replace it, or another folder")
         folder.mkdir(parents=True, exist_ok=True)
         for name in self.artefacts:
-            shutil.move(str(self.artefact_dir / name), str(folder / name))
+            target = folder / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            shutil.move(str(self.artefact_dir / name), str(target))
         self.close()
         self.artefact_dir = folder
         return folder
