@@ -107,7 +107,11 @@ class Context:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
             raise ValueError(f"side output name {name!r} must be letters, digits, '_' or '-'")
         target = (self.side_root or self.out_dir) / name
-        target.mkdir(parents=True, exist_ok=False)
+        try:
+            target.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise InputDataError(f"side output '{name}' would be written to '{target}', which already exists; pass "
+                                 "an empty workdir, or remove it", step=self.step_id) from None
         write_table(result, target)
         self.side_outputs.append(name)
 

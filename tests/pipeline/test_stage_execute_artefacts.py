@@ -13,7 +13,7 @@ import textwrap
 import polars as pl
 import pytest
 
-from pipeline.errors import ParamError
+from pipeline.errors import ParamError, PipelineError
 from pipeline.stage import STAGES, Context, Stage
 
 DOCS = pl.DataFrame({"id": ["a", "b", "c"], "text": ["one two", "three four five", "six"]})
@@ -142,3 +142,10 @@ def test_keep_artefacts_into_a_file_is_a_clear_error(reporting_stage, scratch, t
     (tmp_path / "a_file").write_text("x")
     with reporting_stage().execute(DOCS) as result, pytest.raises(ParamError, match=r"'.*a_file' is a file"):
         result.keep_artefacts(tmp_path / "a_file")
+
+
+def test_a_workdir_holding_a_folder_named_like_a_side_output(reporting_stage, tmp_path):
+    (tmp_path / "out" / "short").mkdir(parents=True)
+    with pytest.raises(PipelineError, match=r"side output 'short' would be written to '.*out/short', which already "
+                                            r"exists; pass an empty workdir, or remove it"):
+        reporting_stage().execute(DOCS, workdir=tmp_path / "out")
