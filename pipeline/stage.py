@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from pipeline.errors import InputDataError, ParamError, PipelineError
 from pipeline.io import DEFAULT_BATCH_ROWS, Dataset, write_table
-from pipeline.params import ParamSpec, annotation_description, checked_init, docstring_param_docs
+from pipeline.params import ParamSpec, annotation_description, check_seed, checked_init, docstring_param_docs
 from pipeline.progress import Progress
 
 STAGES: dict[str, type[Stage]] = {}
@@ -314,6 +314,10 @@ class Stage:
         if len(args) > len(self.inputs):
             raise TypeError(f"stage '{self.name}' takes {len(self.inputs)} input(s): {self.inputs}")
         named.update(inputs)
+        try:
+            seed = check_seed(seed)
+        except ParamError as exc:
+            raise exc.add_context(stage=self.name) from None
         self.validate()
         datasets = {k: Dataset.from_any(v, label=f"input '{k}'") for k, v in named.items()}
         check_inputs(self, datasets)

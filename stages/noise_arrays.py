@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pipeline.params import check_seed
 from stages.noise import LabelNoise
 
 
@@ -65,6 +66,7 @@ def flip_labels(y: Any, *, noise: str = "symmetric", rate: float | dict | None =
     `noise`, `rate`, `mapping`, `matrix` and `classes` mean what they mean for `label_noise` with
     `mode: flip`; `ids` keys the random draws (default: row position).
     """
+    seed = check_seed(seed)
     labels = _to_numpy(y)
     stage = LabelNoise(mode="flip", noise=noise, rate=rate, mapping=mapping, matrix=matrix, classes=classes)
     result = stage.execute(_table(labels, ids), seed=seed)
@@ -94,6 +96,7 @@ def dilute(X: Any, y: Any, *, alpha: float = 1.0, noise: str = "uniform", exclud
     The parameters mean what they mean for `label_noise` with `mode: dilute`. `confusion:
     centroid` uses the rows of X (flattened) as the feature vectors.
     """
+    seed = check_seed(seed)
     features, labels = _to_numpy(X), _to_numpy(y)
     if len(features) != labels.size:
         raise ValueError(f"X has {len(features)} rows for {labels.size} labels")

@@ -13,6 +13,7 @@ import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
+from pipeline.params import check_seed
 from stages._args import int_arg, refuse_bare_string
 from stages.embedding import (
     encode_texts,
@@ -327,7 +328,7 @@ class Index:
         n, dim = vectors.shape
         mapping = build_mapping(n, ids, doc_ids)
         factory = auto_factory(n, dim) if index_type == "auto" else index_type
-        index, info = build_index(lambda: [vectors], n, dim, factory, metric, np.random.default_rng(seed),
+        index, info = build_index(lambda: [vectors], n, dim, factory, metric, np.random.default_rng(check_seed(seed)),
                                   train_size, recall_target, refine_for(index_type, factory, refine))
         info.update({"backend": backend, "model": model})
         return cls(index, mapping, info)
