@@ -119,3 +119,39 @@ def test_a_bare_string_query_is_refused_and_no_queries_find_nothing():
         idx.search("how do I open a file", k=2)
     empty = idx.search([], k=2)
     assert empty.height == 0 and empty.columns == ["query_id", "rank", "neighbour_id", "neighbour_doc_id", "score"]
+
+
+# ------------------------------------------------------------------ chunk_texts (the README's retrieval example)
+
+
+def test_chunk_texts_cuts_as_the_chunk_stage_does():
+    from pydoc_data.topics import topics
+
+    from stages.retrieval import Chunk, chunk_texts
+
+    names = sorted(topics)[:5]
+    docs = [topics[k] for k in names]
+    expected = Chunk(size=32, overlap=8).apply(pl.DataFrame({"id": names, "text": docs}))
+    assert chunk_texts(docs, size=32, overlap=8, ids=names).equals(expected)
+    by_position = chunk_texts(docs[:2], size=32, tokenizer="whitespace")
+    assert by_position["doc_id"].unique().sort().to_list() == [0, 1]
+    assert chunk_texts([], size=32).columns == expected.columns
+    with pytest.raises(TypeError, match="texts must be a list of strings"):
+        chunk_texts(docs[0])
+    with pytest.raises(ParamError, match="parameter 'ids': has 1 values for 2 texts"):
+        chunk_texts(docs[:2], ids=["one"])
+
+
+def test_readme_retrieval_example_runs_as_written(tmp_path, monkeypatch):
+    """The README's chunk -> encode -> Index.build -> search lines, verbatim (static backend for speed)."""
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    start = readme.index("from stages.embedding import encode_texts             #")
+    code = readme[start:readme.index("```", start)]
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(code.replace('cache_dir="~/.cache/corpusforge")', 'cache_dir="~/.cache/corpusforge", backend="static")')
+         .replace("idx = Index.build(vectors,", "idx = Index.build(vectors, backend='static',")
+         .replace('idx.search(["how do I open a file?"], k=5)', 'found = idx.search(["how do I open a file?"], k=5)'),
+         scope)
+    assert scope["found"]["neighbour_doc_id"][0] == 0 and not (tmp_path / "~").exists()
