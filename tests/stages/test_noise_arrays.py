@@ -96,3 +96,9 @@ def test_a_seed_that_is_not_a_non_negative_integer_is_refused(seed):
 def test_numpy_integer_seeds_are_the_same_seed():
     y = np.array([0, 1, 2] * 10)
     np.testing.assert_array_equal(flip_labels(y, rate=0.3, seed=np.int64(3)), flip_labels(y, rate=0.3, seed=3))
+
+
+def test_centroid_confusion_needs_numeric_inputs():
+    y = np.array([0, 1, 2] * 10)
+    with pytest.raises(ParamError, match=r"parameter 'X': confusion='centroid' uses the rows of X as feature vectors"):
+        dilute(np.array(["a b", "c"] * 15), y, alpha=1, noise="structured", confusion="centroid")
