@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import InputDataError, PipelineError
+from pipeline.errors import InputDataError, ParamError, PipelineError
+from pipeline.params import check_seed
 from pipeline.stage import Stage, stage_class
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -247,9 +248,10 @@ def parse_config(data: Any, source: str = "<dict>", overrides: list[str] | None 
     if name.lower() in RESERVED_RUN_NAMES:
         raise PipelineError(f"'name' {name!r} is taken by the workdir's own page of that name; pick another name "
                             "(it names the run folder)", file=source)
-    seed = data.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise PipelineError(f"'seed' must be a non-negative integer, got {seed!r}", file=source)
+    try:
+        seed = check_seed(data.get("seed", 0))
+    except ParamError as exc:
+        raise PipelineError(f"'seed' {exc.message}", file=source) from None
     raw_steps = data.get("steps")
     if not isinstance(raw_steps, list) or not raw_steps:
         raise PipelineError("'steps' must be a non-empty list of steps", file=source)

@@ -171,6 +171,14 @@ def _has_nan(value: Any) -> bool:
     return isinstance(value, dict) and any(_has_nan(v) for v in value.values())
 
 
+def check_seed(seed: Any) -> int:
+    """The one rule for a seed, in a config, `Stage.execute` and the array helpers: a non-negative integer below
+    2**64 (the bits `Context.rng` keys on), a NumPy integer too; never a bool, float or string (1.5 would be 1)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 1 << 64:
+        raise ParamError("seed", f"must be a non-negative integer below 2**64, got {seed!r} ({type(seed).__name__})")
+    return int(seed)
+
+
 def check_params(cls: Any, args: tuple, kwargs: dict[str, Any]) -> None:
     """Names, strict types and declared bounds of constructor arguments; ParamError on the first bad one.
 

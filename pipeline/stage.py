@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from pipeline.errors import InputDataError, ParamError, PipelineError
 from pipeline.io import DEFAULT_BATCH_ROWS, Dataset, write_table
-from pipeline.params import ParamSpec, annotation_description, checked_init, docstring_param_docs
+from pipeline.params import ParamSpec, annotation_description, check_seed, checked_init, docstring_param_docs
 from pipeline.progress import Progress
 
 STAGES: dict[str, type[Stage]] = {}
@@ -109,7 +109,11 @@ class Context:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
             raise ValueError(f"side output name {name!r} must be letters, digits, '_' or '-'")
         target = (self.side_root or self.out_dir) / name
-        target.mkdir(parents=True, exist_ok=False)
+        try:
+            target.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise InputDataError(f"side output '{name}' would be written to '{target}', which already exists; pass "
+                                 "an empty workdir, or remove it", step=self.step_id) from None
         write_table(result, target)
         self.side_outputs.append(name)
 
@@ -144,12 +148,27 @@ class StageResult:
     artefacts: list[str] = field(default_factory=list)
     _cleanup: Any = field(default=None, repr=False, compare=False)
 
-    def keep_artefacts(self, folder: str | Path) -> Path:
-        """Move the artefacts into `folder` (created if needed) and make it `artefact_dir`."""
-        folder = Path(folder)
+    def keep_artefacts(self, folder: str | Path, overwrite: bool = False) -> Path:
+        """Move the artefacts into `folder` (created if needed) and make it `artefact_dir`.
+
+        A file of the same name already in `folder` is refused (nothing is moved) unless `overwrite`.
+        """
+        folder = Path(folder).expanduser()
+        if folder.exists() and not folder.is_dir():
+            raise ParamError("folder", f"'{folder}' is a file; pass a folder to keep the artefacts in (created if "
+                                       "needed)")
+        taken = [name for name in self.artefacts if (folder / name).exists() or (folder / name).is_symlink()]
+        if taken and not overwrite:
+            raise ParamError("folder", f"'{folder}' already holds {', '.join(taken)}; pass overwrite=True to "
+                                       "replace it, or another folder")
         folder.mkdir(parents=True, exist_ok=True)
         for name in self.artefacts:
-            shutil.move(str(self.artefact_dir / name), str(folder / name))
+            target = folder / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            shutil.move(str(self.artefact_dir / name), str(target))
         self.close()
         self.artefact_dir = folder
         return folder
@@ -306,11 +325,15 @@ class Stage:
         if len(args) > len(self.inputs):
             raise TypeError(f"stage '{self.name}' takes {len(self.inputs)} input(s): {self.inputs}")
         named.update(inputs)
+        try:
+            seed = check_seed(seed)
+        except ParamError as exc:
+            raise exc.add_context(stage=self.name) from None
         self.validate()
         datasets = {k: Dataset.from_any(v, label=f"input '{k}'") for k, v in named.items()}
         check_inputs(self, datasets)
         temporary = workdir is None
-        out_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-")) if temporary else Path(workdir)
+        out_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-")) if temporary else Path(workdir).expanduser()
         out_dir.mkdir(parents=True, exist_ok=True)
         ctx = Context(step_id=self.name, seed=seed, out_dir=out_dir, checkpoint_dir=out_dir / "_checkpoint")
         try:

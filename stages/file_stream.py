@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,17 +148,24 @@ class FileBatches:
             self._json_schema = schema.schema
         return self._json_schema
 
-    def _jsonl_chunks(self) -> Iterator[bytes]:
-        return (c for c in _chunks(self.path, self.fmt.compression, self.batch_bytes, quoted=False)
-                if not c.isspace())
+    def _jsonl_chunks(self, lines: list[int] | None = None) -> Iterator[bytes]:
+        """The file's chunks that hold a record; `lines`, when given, is kept at [lines before the chunk]."""
+        for chunk in _chunks(self.path, self.fmt.compression, self.batch_bytes, quoted=False):
+            if not chunk.isspace():
+                yield chunk
+            if lines is not None:
+                lines[0] += chunk.count(b"\n")
 
     def _jsonl_batches(self) -> Iterator[pl.DataFrame]:
         schema = self._jsonl_schema()
-        for chunk in self._jsonl_chunks():
+        lines = [0]
+        for chunk in self._jsonl_chunks(lines):
+            refuse_lone_surrogates(chunk, lines[0], self.path)
             try:  # parsed with the whole file's types, as a whole-file read parses every row
                 yield pl.read_ndjson(io.BytesIO(chunk), schema=schema)
             except (pl.exceptions.PolarsError, pa.ArrowInvalid) as exc:
                 raise _failed(self.path, "jsonl", exc) from None
+
 
     def _prepare_csv(self) -> None:
         if self._csv_schema is not None:
@@ -182,6 +190,27 @@ class FileBatches:
                                   encoding="utf8")
             except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
                 raise _failed(self.path, "csv", exc) from None
+
+
+_HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}")
+_LOW_SURROGATE = re.compile(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+
+
+def refuse_lone_surrogates(chunk: bytes, lines_before: int, path: Path) -> None:
+    """InputDataError for a JSON escape of a high surrogate with no low one after it ("\\ud800" alone), which
+    polars' reader turns into NUL without a word. A pair ("\\ud83d\\ude00", json.dumps' escape of an emoji)
+    is fine; a lone low surrogate polars refuses itself. A byte search first, so clean files pay ~nothing."""
+    if b"\\ud" not in chunk and b"\\uD" not in chunk:
+        return
+    for found in _HIGH_SURROGATE.finditer(chunk):
+        at = start = found.start()
+        while start and chunk[start - 1] == 0x5C:  # an even run of backslashes before it: a real escape
+            start -= 1
+        if (at - start) % 2 == 0 and not _LOW_SURROGATE.match(chunk, found.end()):
+            line = lines_before + chunk.count(b"\n", 0, at) + 1
+            raise InputDataError(
+                f"line {line}: a lone surrogate escape {found.group().decode()} (half of a pair, not valid Unicode; "
+                "it would be read as NUL); repair or drop that record", param="path", file=describe_path(path))
 
 
 def unified_schema(schemas: list[dict[str, Any]]) -> dict[str, Any]:
@@ -240,7 +269,7 @@ def normalise(
     dup = ids.filter(ids.is_duplicated()).unique().head(3).to_list()
     if dup:
         raise InputDataError(f"ids are not unique, e.g. {dup}", param="id_column", file=label,
-                             hint="pass id_column naming a unique column, or leave it out to number rows")
+                             hint=_unique_id_hint(id_column))
     return df.insert_column(0, ids.alias("id"))
 
 
@@ -291,10 +320,10 @@ def stream_files(files: list[Path], formats: list, *, text_column: str, id_colum
     if rows == 0:
         raise InputDataError("the source has no rows", file=root)
     if len(hashes) > 1:
-        _check_unique_across_batches(hashes, batches, root)
+        _check_unique_across_batches(hashes, batches, root, id_column)
 
 
-def _check_unique_across_batches(hashes: list[np.ndarray], again, label: str) -> None:
+def _check_unique_across_batches(hashes: list[np.ndarray], again, label: str, id_column: str | None) -> None:
     """Ids unique within each batch may repeat across batches: find repeated hashes, then (only
     then) read the ids again to name real duplicates (a 64-bit collision alone is not one)."""
     values, counts = np.unique(np.concatenate(hashes), return_counts=True)
@@ -313,7 +342,14 @@ def _check_unique_across_batches(hashes: list[np.ndarray], again, label: str) ->
             break
     if dup:
         raise InputDataError(f"ids are not unique, e.g. {dup[:3]}", param="id_column", file=label,
-                             hint="pass id_column naming a unique column, or leave it out to number rows")
+                             hint=_unique_id_hint(id_column))
+
+
+def _unique_id_hint(id_column: str | None) -> str:
+    if id_column in (None, "id"):  # leaving id_column out takes the input's own 'id' column again
+        return ("a column named 'id' is the id even with id_column unset; pass id_column naming a unique column, or "
+                "rename or drop 'id' (and leave id_column out) to number rows")
+    return "pass id_column naming a unique column, or leave it out to number rows"
 
 
 def file_formats(files: list[Path], fmt: str) -> list[FileFormat]:

@@ -108,6 +108,8 @@ def detect(path: str | Path) -> FileFormat:
         suffixes = suffixes[:-1]
     by_name = _SUFFIXES.get(suffixes[-1]) if suffixes else None
     head = _head(path, compression)
+    if not head.strip() and by_name is not None:  # an empty .jsonl holds no records, not one empty text
+        return FileFormat(by_name, compression)
     if head.startswith(b"PAR1"):
         return FileFormat("parquet", compression)
     if _starts_with_json_object(head):

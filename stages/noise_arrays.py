@@ -3,8 +3,9 @@
 Both go through the `label_noise` stage itself (`stages.noise.LabelNoise`) on a two-column table
 (`id` = the row position, or your `ids`; `label` = y), so counts, seeds and chosen rows are exactly
 those of the stage and of a `pipeline run` with the same seed: class i gets floor(rate * N_i + 0.5)
-flips, dilution adds floor(alpha * N + 0.5) rows. NumPy arrays and torch tensors are accepted and
-returned as they came (a tensor keeps its dtype and device); torch is never imported otherwise.
+flips, dilution adds floor(alpha * N + 0.5) rows. NumPy arrays and torch tensors come back as new arrays of
+the same kind (a tensor keeps its dtype and device; the input is never modified); anything else (a list, a
+pandas Series or DataFrame) comes back as a NumPy array. torch is never imported otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pipeline.errors import ParamError
+from pipeline.params import check_seed
 from stages.noise import LabelNoise
 
 
@@ -51,7 +54,7 @@ def _table(y: np.ndarray, ids: Any | None) -> pl.DataFrame:
 class NoisyLabels:
     """What `flip_labels(..., details=True)` returns: the noisy labels and what happened to each row."""
 
-    y: Any  # noisy labels, same container as the input
+    y: Any  # noisy labels: a NumPy array, or a tensor like a tensor y
     is_noisy: np.ndarray  # bool per row
     transitions: pl.DataFrame  # realised clean x noisy counts
     stats: dict  # requested vs realised noise, as in the stage's manifest
@@ -60,11 +63,12 @@ class NoisyLabels:
 def flip_labels(y: Any, *, noise: str = "symmetric", rate: float | dict | None = None, mapping: dict | None = None,
                 matrix: list[list[float]] | None = None, classes: list | None = None, seed: int = 0,
                 ids: Any | None = None, details: bool = False) -> Any:
-    """Relabel rows in place at an exact rate; returns the noisy labels (or `NoisyLabels` with `details`).
+    """Relabel rows at an exact rate; returns new noisy labels, `y` is not modified (or `NoisyLabels` with `details`).
 
     `noise`, `rate`, `mapping`, `matrix` and `classes` mean what they mean for `label_noise` with
     `mode: flip`; `ids` keys the random draws (default: row position).
     """
+    seed = check_seed(seed)
     labels = _to_numpy(y)
     stage = LabelNoise(mode="flip", noise=noise, rate=rate, mapping=mapping, matrix=matrix, classes=classes)
     result = stage.execute(_table(labels, ids), seed=seed)
@@ -79,9 +83,9 @@ def flip_labels(y: Any, *, noise: str = "symmetric", rate: float | dict | None =
 class Diluted:
     """What `dilute` returns: every clean row, then the added noisy ones (the stage's order)."""
 
-    X: Any  # inputs of every row, same container as the input; added rows repeat a data row's input
-    y: Any  # labels (noisy for added rows)
-    is_noisy: np.ndarray  # bool per row
+    X: Any  # inputs of every row (a NumPy array, or a tensor like a tensor X); added rows repeat a data row's input
+    y: Any  # labels (noisy for added rows); the added rows are those from position N = len(y) on
+    is_noisy: np.ndarray  # bool per row: label differs from the true one (an added row whose draw hit it is False)
     source_index: np.ndarray  # for each row, the position in X it was taken from
     stats: dict
 
@@ -94,12 +98,16 @@ def dilute(X: Any, y: Any, *, alpha: float = 1.0, noise: str = "uniform", exclud
     The parameters mean what they mean for `label_noise` with `mode: dilute`. `confusion:
     centroid` uses the rows of X (flattened) as the feature vectors.
     """
+    seed = check_seed(seed)
     features, labels = _to_numpy(X), _to_numpy(y)
     if len(features) != labels.size:
         raise ValueError(f"X has {len(features)} rows for {labels.size} labels")
     table = _table(labels, None)
     feature_column = None
     if confusion == "centroid":
+        if not (np.issubdtype(features.dtype, np.number) or features.dtype == bool):
+            raise ParamError("X", f"confusion='centroid' uses the rows of X as feature vectors, so X must hold "
+                                  f"numbers; it holds {features.dtype}")
         feature_column = "features"
         flat = features.reshape(len(features), -1).astype(np.float64)
         table = table.with_columns(pl.Series("features", flat))

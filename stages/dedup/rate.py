@@ -13,9 +13,11 @@ import numpy as np
 import polars as pl
 
 from pipeline.arrays import unique_sorted
+from pipeline.params import check_params
+from stages._args import text_list, text_series
 from stages.dedup.clusters import components
 from stages.dedup.lsh import candidate_pairs
-from stages.dedup.minhash import check_minhash_params, resolve_banding
+from stages.dedup.minhash import DedupMinhash, check_minhash_params, resolve_banding
 from stages.dedup.shingles import ShingleUnit, shingle_sets
 from stages.dedup.signatures import jaccard_pairs, minhash_signatures
 from stages.text.normalize import NormalizeMode
@@ -33,11 +35,16 @@ def near_duplicate_clusters(
 ) -> np.ndarray:
     """Cluster label of each text (the lowest position in its near-duplicate cluster), verified by true Jaccard.
 
-    Null or empty texts are each their own cluster: they duplicate nothing.
+    Null or empty texts are each their own cluster: they duplicate nothing. The settings are checked as
+    `dedup_minhash` checks its params (ParamError naming the parameter).
     """
+    # The stage's own declarations (types, 'word' | 'char', the normalisation modes), then its joint checks.
+    check_params(DedupMinhash, (), {"ngram": ngram, "unit": unit, "normalization": normalization, "num_perm": num_perm,
+                                    "threshold": threshold, "bands": bands, "rows": rows})
     check_minhash_params(ngram, num_perm, threshold, bands, rows)
     banding = resolve_banding(num_perm, threshold, bands, rows)
-    series = texts if isinstance(texts, pl.Series) else pl.Series("text", list(texts), dtype=pl.String)
+    series = text_series(texts) if isinstance(texts, pl.Series) else pl.Series(
+        "text", text_list(texts, nulls=True), dtype=pl.String)
     n = len(series)
     blank = (series.is_null() | (series.str.strip_chars().str.len_bytes() == 0)).to_numpy()
     present = np.flatnonzero(~blank)

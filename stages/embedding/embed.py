@@ -26,7 +26,7 @@ class Embed(RowwiseStage):
         model: local sentence-transformers directory; unset = the packaged all-MiniLM-L6-v2
         batch_size: texts per forward pass of the transformer
         max_seq_length: tokens kept per text (unset = the model's default, 256 for MiniLM)
-        normalize: L2-normalise the vectors (needed for inner-product search)
+        normalize: L2-normalise the vectors (needed for inner-product search; a static vector of a text with no known token stays zero)
         cache: reuse and store vectors in the content-addressed cache
     """
 

@@ -11,7 +11,7 @@ import polars as pl
 import pyarrow as pa
 import xxhash
 
-from pipeline.errors import InputDataError, ParamError
+from stages._args import int_arg, text_list
 from stages._vectors import vector_matrix
 from stages.embedding.cache import _cache_for, _cached_dim, text_keys
 from stages.embedding.models import (
@@ -57,15 +57,13 @@ def encode_with_stats(
     `on_progress(n)` is called after every group of model batches with the texts just embedded.
     """
     _check_backend(backend)
-    if batch_size < 1:
-        raise ParamError("batch_size", f"must be at least 1, got {batch_size}")
-    if max_seq_length is not None and max_seq_length < 1:
-        raise ParamError("max_seq_length", f"must be at least 1 (or unset), got {max_seq_length}")
-    texts = list(texts)
-    if any(not isinstance(t, str) for t in texts):
-        raise InputDataError("texts must all be strings (found a null or non-string value)")
+    batch_size = int_arg(batch_size, "batch_size", 1)
+    if max_seq_length is not None:
+        max_seq_length = int_arg(max_seq_length, "max_seq_length", 1)
+    texts = text_list(texts, "texts")
     namespace = None
     if cache_dir is not None:
+        cache_dir = Path(cache_dir).expanduser()  # "~/.cache/...": pyarrow expands it, Path.mkdir would not
         namespace = xxhash.xxh3_128_hexdigest(json.dumps(
             [backend, model_identity(resolve_model_path(model)), max_seq_length, bool(normalize),
              STATIC_FORMAT_VERSION if backend == "static" else None]
@@ -124,6 +122,8 @@ def encode_texts(
     """Embed texts as a float32 (n, dim) array; `cache_dir` set = only unseen texts reach the model.
 
     `model` None is the packaged all-MiniLM-L6-v2; `backend="static"` is its distilled static table.
+    With `normalize`, rows are unit length, except that the static table gives an all-zero row to a text
+    with no token it knows ("", whitespace, an emoji, a token over 100 characters), as model2vec does.
     """
     return encode_with_stats(texts, backend, model, batch_size, max_seq_length, normalize, cache_dir)[0]
 

@@ -73,12 +73,25 @@ def self_bleu(ids: np.ndarray, doc: np.ndarray, max_n: int = 4) -> float:
     return float(np.mean((bp * np.exp(log_p))[valid])) if valid.any() else float("nan")
 
 
+def cosine_rows(embeddings: np.ndarray) -> np.ndarray:
+    """Rows whose inner products are the cosines the diversity measures use: unit rows, and the all-zero rows
+    (the static backend's vector for a text with no token it knows: "", an emoji) as one shared item.
+
+    A zero row has no direction, so it gets its own extra dimension: the zero rows are identical to each
+    other and orthogonal to every other row (a generation collapsing into empty outputs reads as one item,
+    as copies of one text do), and each row's self-similarity is 1, as both measures assume.
+    """
+    x = unit_rows(embeddings)
+    zero = ~x.any(axis=1)
+    return np.hstack([x, zero[:, None].astype(x.dtype)]) if zero.any() else x
+
+
 def vendi_score(embeddings: np.ndarray) -> float:
     """Vendi score (Friedman & Dieng 2023) with cosine similarity: the effective number of distinct items.
 
     The eigenvalues of K/n equal those of X^T X / n, a dim x dim matrix, so the cost is linear in n.
     """
-    x = unit_rows(embeddings)
+    x = cosine_rows(embeddings)
     eig = np.linalg.eigvalsh((x.T @ x).astype(np.float64) / len(x))
     eig = eig[eig > 1e-12]
     return float(np.exp(-(eig * np.log(eig)).sum()))
@@ -89,6 +102,6 @@ def mean_pairwise_cosine_distance(embeddings: np.ndarray) -> float:
     n = len(embeddings)
     if n < 2:
         return float("nan")
-    x = unit_rows(embeddings)
+    x = cosine_rows(embeddings)
     s = x.sum(axis=0, dtype=np.float64)
     return float(1 - (s @ s - n) / (n * (n - 1)))

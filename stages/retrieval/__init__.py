@@ -11,12 +11,12 @@ The index type follows the size of the collection unless a FAISS factory string 
 search while brute force is cheap, IVF-Flat as it grows (nprobe calibrated at build time against
 exact search on sampled queries, to a recall target), IVF-PQ when raw vectors no longer fit.
 
-Modules: `chunk.py` (the `chunk` stage), `index.py` (FAISS index building, calibration, `Index`),
+Modules: `chunk.py` (the `chunk` stage and `chunk_texts`, the same cut for a list of texts), `index.py` (FAISS index building, calibration, `Index`),
 `build.py` (the `index` stage), `retrieve.py` (the `retrieve` stage).
 """
 
 from stages.retrieval.build import BuildIndex
-from stages.retrieval.chunk import Chunk
+from stages.retrieval.chunk import Chunk, chunk_texts
 from stages.retrieval.index import (
     INDEX_FILE,
     INDEX_IDS_FILE,
@@ -30,4 +30,4 @@ from stages.retrieval.index import (
 from stages.retrieval.retrieve import Retrieve
 
 __all__ = ["INDEX_FILE", "INDEX_IDS_FILE", "INDEX_META_FILE", "BuildIndex", "Chunk", "Index", "Retrieve",
-           "auto_factory", "build_index", "calibrate", "write_index_files"]
+           "auto_factory", "build_index", "calibrate", "chunk_texts", "write_index_files"]

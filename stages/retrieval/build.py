@@ -28,7 +28,6 @@ from stages.embedding import (
 from stages.exact_topk import ExactTopK
 from stages.retrieval.index import (
     INDEX_FILE,
-    _choose_metric,
     _iter_vectors,
     add_vectors,
     auto_factory,
@@ -55,7 +54,7 @@ class BuildIndex(PartitionedStage):
         id_column: the row id reported as neighbour_id (e.g. chunk_id)
         doc_column: document id reported as neighbour_doc_id, used to exclude a query's own document (null = none)
         index_type: 'auto' or a FAISS factory string ('Flat', 'HNSW32', 'IVF4096,Flat', 'IVF4096,PQ48x8', ...)
-        metric: 'auto' (inner product when vectors are unit length, else L2), 'inner_product' or 'l2'
+        metric: 'auto' (inner product when every vector is unit length or all zero, else L2), 'inner_product' or 'l2'
         train_size: vectors sampled (with the pipeline seed) to train IVF/PQ indexes
         recall_target: recall@10 against exact search that calibration aims for
         refine: re-rank an IVF-PQ index's candidates against 8-bit ('sq8', 1 byte per dimension) or
@@ -130,11 +129,10 @@ class BuildIndex(PartitionedStage):
         dim = series_to_vectors(first[self.embedding_column], "embedding_column", data.label).shape[1]
         if dim == 0:
             raise InputDataError(f"column '{self.embedding_column}' holds empty vectors", param="embedding_column")
-        metric = _choose_metric(self.metric, next(_iter_vectors(data, self.embedding_column, 1000)))
         factory = auto_factory(n, dim) if self.index_type == "auto" else self.index_type
         refine = refine_for(self.index_type, factory, self.refine)
-        index, calib = prepare_index(lambda: _iter_vectors(data, self.embedding_column), n, dim, factory, metric,
-                                     ctx.rng("index"), self.train_size, refine)
+        index, calib, metric = prepare_index(lambda: _iter_vectors(data, self.embedding_column), n, dim, factory,
+                                             self.metric, ctx.rng("index"), self.train_size, refine)
         return {"index": index, "calib": calib, "n": n, "dim": dim, "factory": factory, "metric": metric,
                 "refine": refine}
 

@@ -10,10 +10,12 @@ import polars as pl
 from pipeline.errors import InputDataError, ParamError
 from pipeline.params import NonNegativeInt, PositiveInt
 from pipeline.stage import Context, RowwiseStage
+from stages._args import text_list
 from stages._ids import refuse_bad_id_column, refuse_null_texts
 from stages.embedding import (
     resolve_model_path,
 )
+from stages.retrieval.checks import per_row
 from stages.text import chunk_spans
 
 # ---------------------------------------------------------------- chunking
@@ -122,3 +124,20 @@ class Chunk(RowwiseStage):
         docs = sorted(topics.topics.items())[:4]
         return {"size": 32, "overlap": 8}, {"data": pl.DataFrame({"id": [k for k, _ in docs],
                                                                   "text": [v for _, v in docs]})}
+
+
+def chunk_texts(texts, size: int = 64, overlap: int = 0, tokenizer: str = "model", model: str | None = None,
+                ids=None) -> pl.DataFrame:
+    """Documents cut into chunks exactly as the `chunk` stage cuts them (the text core's `chunk_spans`).
+
+    `ids` names the documents (default: their positions). One row per chunk: chunk_id ("<doc_id>:<index>"),
+    doc_id, chunk_index, char_start, char_end, text, n_tokens; ready for `encode_texts(chunks["text"])` and
+    `Index.build(vectors, ids=chunks["chunk_id"], doc_ids=chunks["doc_id"])`.
+    """
+    stage = Chunk(size=size, overlap=overlap, tokenizer=tokenizer, model=model)
+    texts = text_list(texts, "texts")
+    doc_ids = per_row(ids, "ids", len(texts), "texts") if ids is not None else pl.Series(np.arange(len(texts)))
+    docs = pl.DataFrame({"id": doc_ids, "text": pl.Series(texts, dtype=pl.String)})
+    if not len(texts):
+        return pl.DataFrame(schema=stage.output_schema({"data": docs.schema}))
+    return stage.apply(docs)

@@ -13,11 +13,14 @@ import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
+from pipeline.params import check_seed
+from stages._args import int_arg, refuse_bare_string
 from stages.embedding import (
     encode_texts,
     series_to_vectors,
 )
 from stages.exact_topk import ExactTopK
+from stages.retrieval.checks import build_mapping, build_vectors, check_min_score, per_row, query_vectors
 from stages.retrieval.refine import REFINE_K_FACTORS, add_codes, is_refined, refine_for, with_refine
 
 INDEX_FILE = "index.faiss"
@@ -156,23 +159,34 @@ def sample_rows(n: int, rng: np.random.Generator, needs_training: bool, tunable:
 
 
 def prepare_index(batches, n: int, dim: int, factory: str, metric: str, rng: np.random.Generator,
-                  train_size: int, refine: str | None = None) -> tuple[Any, np.ndarray]:
-    """An empty index, trained on a seeded sample, and the calibration queries: one pass over `batches()`.
+                  train_size: int, refine: str | None = None) -> tuple[Any, np.ndarray, str]:
+    """An empty index, trained on a seeded sample, the calibration queries and the metric: one pass over `batches()`.
 
-    With `refine` ('sq8' or 'fp16'), an IndexRefine whose quantisers (IVF-PQ and scalar) train on the same sample.
+    With `metric` 'auto', the same pass reads every vector's norm (`UnitCheck`), so the choice is the
+    whole collection's, whatever the row order. With `refine` ('sq8' or 'fp16'), an IndexRefine whose
+    quantisers (IVF-PQ and scalar) train on the same sample.
     """
-    index = _make_index(factory, dim, metric, refine)
+    check_metric(metric)
+    # Whether the type needs training or a tuned knob does not depend on the metric.
+    index = _make_index(factory, dim, "l2" if metric == "auto" else metric, refine)
     needs_training = not index.is_trained
     train_rows, calib_rows = sample_rows(n, rng, needs_training, bool(_search_params(index)), train_size)
-    if not (needs_training or calib_rows.size):
-        return index, np.empty((0, dim), np.float32)
+    unit = UnitCheck() if metric == "auto" else None
+    if not (needs_training or calib_rows.size or unit):
+        return index, np.empty((0, dim), np.float32), metric
     wanted = np.union1d(train_rows, calib_rows)
     picked, offset = [], 0
     for vectors in batches():
         local = wanted[(wanted >= offset) & (wanted < offset + len(vectors))] - offset
         picked.append(np.asarray(vectors[local], np.float32))
         offset += len(vectors)
-    sample = np.concatenate(picked)
+        if unit is not None:
+            unit.add(vectors)
+    if unit is not None:
+        metric = unit.metric()
+        if metric != "l2":
+            index = _make_index(factory, dim, metric, refine)
+    sample = np.concatenate(picked) if picked else np.empty((0, dim), np.float32)
     if needs_training:
         try:
             index.train(np.ascontiguousarray(sample[np.searchsorted(wanted, train_rows)]))
@@ -181,7 +195,7 @@ def prepare_index(batches, n: int, dim: int, factory: str, metric: str, rng: np.
                 "index_type", f"FAISS could not train {factory!r} on {len(train_rows)} vectors: "
                 f"{str(exc).strip().splitlines()[-1]}; use a smaller nlist or more vectors",
             ) from None
-    return index, np.ascontiguousarray(sample[np.searchsorted(wanted, calib_rows)])
+    return index, np.ascontiguousarray(sample[np.searchsorted(wanted, calib_rows)]), metric
 
 
 def add_vectors(index, batches, dim: int, first_id: int, exact: ExactTopK | None) -> int:
@@ -264,7 +278,7 @@ def build_index(
     index itself stores. Exact neighbours of the calibration queries are accumulated while adding,
     so calibration costs one extra matrix product per batch rather than a second index.
     """
-    index, calib = prepare_index(batches, n, dim, factory, metric, rng, train_size, refine)
+    index, calib, metric = prepare_index(batches, n, dim, factory, metric, rng, train_size, refine)
     exact = ExactTopK(calib, min(10, n), metric)
     add_vectors(index, batches(), dim, 0, exact)
     return index, finish_index(index, factory, metric, dim, n, exact, recall_target, refine)
@@ -308,17 +322,14 @@ class Index:
         metric: str = "auto", seed: int = 0, train_size: int = 100_000, recall_target: float = 0.95,
         backend: str = "sentence-transformers", model: str | None = None, refine: str | None = None,
     ) -> Index:
-        vectors = np.ascontiguousarray(vectors, np.float32)
-        if vectors.ndim != 2 or len(vectors) == 0:
-            raise InputDataError(f"need a non-empty (n, dim) matrix of vectors, got shape {vectors.shape}")
+        """An index over `vectors` (n, dim): `ids` and `doc_ids`, one per vector, are what `search` reports."""
+        vectors = build_vectors(vectors, {"index_type": index_type, "metric": metric, "train_size": train_size,
+                                          "recall_target": recall_target, "backend": backend, "refine": refine})
         n, dim = vectors.shape
-        metric = _choose_metric(metric, vectors[: min(n, 1000)])
+        mapping = build_mapping(n, ids, doc_ids)
         factory = auto_factory(n, dim) if index_type == "auto" else index_type
-        index, info = build_index(lambda: [vectors], n, dim, factory, metric, np.random.default_rng(seed),
+        index, info = build_index(lambda: [vectors], n, dim, factory, metric, np.random.default_rng(check_seed(seed)),
                                   train_size, recall_target, refine_for(index_type, factory, refine))
-        mapping = pl.DataFrame({"neighbour_id": ids if ids is not None else np.arange(n)})
-        if doc_ids is not None:
-            mapping = mapping.with_columns(pl.Series("neighbour_doc_id", doc_ids))
         info.update({"backend": backend, "model": model})
         return cls(index, mapping, info)
 
@@ -326,7 +337,7 @@ class Index:
     def load(cls, path: str | Path, mmap: bool | None = None, mmap_threshold_mb: float = 1024) -> Index:
         """Open an index step's directory; memory-map the index when it is larger than `mmap_threshold_mb`."""
         faiss = _faiss()
-        path = Path(path)
+        path = Path(path).expanduser()
         index_file = path / INDEX_FILE
         if not index_file.is_file():
             raise InputDataError(f"no {INDEX_FILE} here; point at the output directory of an 'index' step",
@@ -351,7 +362,7 @@ class Index:
         meta = dict(self.meta, id_column="neighbour_id",
                     doc_column="neighbour_doc_id" if self._docs is not None else None)
         mapping = self.mapping.with_row_index("faiss_id").with_columns(pl.col("faiss_id").cast(pl.Int64))
-        write_index_files(Path(path), self.index, meta, mapping)
+        write_index_files(Path(path).expanduser(), self.index, meta, mapping)
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -364,7 +375,8 @@ class Index:
         return int(self.index.ntotal)
 
     def embed(self, texts: list[str], cache_dir: str | Path | None = None) -> np.ndarray:
-        return encode_texts(list(texts), backend=self.meta.get("backend", "sentence-transformers"),
+        refuse_bare_string(texts, "texts")
+        return encode_texts(texts, backend=self.meta.get("backend", "sentence-transformers"),
                             model=self.meta.get("model"), cache_dir=cache_dir)
 
     def set_k_factor(self, k_factor: int) -> None:
@@ -397,19 +409,18 @@ class Index:
         neighbours from that document, as RETRO does for chunks of the sequence being trained on.
         `min_score` drops neighbours below a similarity floor (inner product, or -squared L2).
         """
-        if k < 1:
-            raise ParamError("k", f"must be at least 1, got {k}")
-        if isinstance(queries, (list, tuple)) and queries and isinstance(queries[0], str):
-            vectors = self.embed(queries)
-        elif isinstance(queries, pl.Series):
-            vectors = self.embed(queries.to_list()) if queries.dtype == pl.String else series_to_vectors(queries)
-        else:
-            vectors = np.asarray(queries, dtype=np.float32)
-            if vectors.ndim == 1:
-                vectors = vectors[None, :]
+        k = int_arg(k, "k", 1)
+        check_min_score(min_score)
+        vectors = query_vectors(queries, self.embed, self.dim)
         n = len(vectors)
-        qids = pl.Series("query_id", query_ids) if query_ids is not None else pl.Series("query_id", np.arange(n))
-        exclude = exclude_doc_ids is not None and self._docs is not None
+        qids = per_row(query_ids, "query_ids", n, "queries") if query_ids is not None else pl.Series(np.arange(n))
+        qids = qids.alias("query_id")
+        if exclude_doc_ids is not None:
+            if self._docs is None:
+                raise ParamError("exclude_doc_ids", "this index was built without doc_ids, so documents are unknown; "
+                                 "build it with doc_ids (or the index stage's doc_column) to exclude them")
+            exclude_doc_ids = per_row(exclude_doc_ids, "exclude_doc_ids", n, "queries")
+        exclude = exclude_doc_ids is not None
         k_search = k + min(self._max_chunks_per_doc, 1024) if exclude else k
         scores, rows = self.search_raw(vectors, k_search)
         width = rows.shape[1]
@@ -420,7 +431,7 @@ class Index:
         score = scores.reshape(-1).astype(np.float32)
         keep = r >= 0
         if exclude:
-            own = pl.Series("doc", exclude_doc_ids).cast(self._docs.dtype).to_frame()
+            own = exclude_doc_ids.alias("doc").cast(self._docs.dtype).to_frame()
             own = own.join(self._doc_table, on="doc", how="left", maintain_order="left")["code"]
             own_codes = own.cast(pl.Int64).fill_null(-1).to_numpy()
             keep &= self._doc_codes[np.where(keep, r, 0)] != own_codes[q]
@@ -442,10 +453,29 @@ class Index:
         return frame.select(*columns)
 
 
-def _choose_metric(metric: str, sample: np.ndarray) -> str:
-    if metric in ("inner_product", "l2"):
-        return metric
-    if metric != "auto":
+METRICS = ("auto", "inner_product", "l2")
+
+
+def check_metric(metric: str) -> None:
+    if metric not in METRICS:
         raise ParamError("metric", f"must be 'auto', 'inner_product' or 'l2', got {metric!r}")
-    norms = np.linalg.norm(sample, axis=1)
-    return "inner_product" if len(norms) and np.allclose(norms, 1.0, atol=1e-3) else "l2"
+
+
+class UnitCheck:
+    """Metric 'auto', decided over every vector: inner product when each one is unit length or all zero.
+
+    An all-zero row is what the static backend gives a text with no token it knows ("", an emoji, a
+    100-character token); its inner product with anything is 0, as its cosine would be, so it does not
+    make the collection non-unit. One row of any other length makes it L2.
+    """
+
+    def __init__(self) -> None:
+        self.unit = True
+
+    def add(self, vectors: np.ndarray) -> None:
+        if self.unit and len(vectors):
+            norms = np.linalg.norm(np.asarray(vectors, np.float32), axis=1)
+            self.unit = bool(np.all(np.isclose(norms, 1.0, atol=1e-3) | (norms == 0.0)))
+
+    def metric(self) -> str:
+        return "inner_product" if self.unit else "l2"

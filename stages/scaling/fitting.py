@@ -128,8 +128,11 @@ def fit_power_law(x, y, *, with_floor: bool = True, loss: str = "huber", f_scale
         raise InputDataError(
             f"{np.unique(x).size} distinct {what} cannot fit {params} parameters with a residual left; "
             f"give at least {params + 1} (or fit without the floor)", param="x_column")
-    if not (np.isfinite(x).all() and np.isfinite(y).all() and (x > 0).all() and (y > 0).all()):
-        raise InputDataError("sizes and losses must be finite and > 0 to fit a power law", param="y_column")
+    for values, name, param in ((x, "sizes", "x_column"), (y, "losses", "y_column")):
+        bad = ~(np.isfinite(values) & (values > 0))
+        if bad.any():
+            raise InputDataError(f"{name} must be finite and > 0 to fit a power law; {int(bad.sum())} are not "
+                                 f"(e.g. {float(values[bad][0])!r})", param=param)
     theta = _solve(x, y, [_start(x, y, with_floor)], with_floor, loss, f_scale)
     pred = _model(theta, x, with_floor)
     residuals = np.log(y) - np.log(pred)

@@ -66,3 +66,10 @@ def test_run_name_cannot_take_the_workdir_index_page():
     for name in ("index.html", "INDEX.html"):  # a case-insensitive file system clashes too
         with pytest.raises(PipelineError, match="'name' .* is taken by the workdir's own page"):
             parse_config({"name": name, "seed": 0, "steps": steps})
+
+
+@pytest.mark.parametrize("seed", [1.5, True, "0", -1, 1 << 64])
+def test_config_seed_follows_the_one_seed_rule(seed):
+    steps = [{"id": "docs", "stage": "python_docs"}]
+    with pytest.raises(PipelineError, match=r"'seed' must be a non-negative integer below 2\*\*64, got "):
+        parse_config({"name": "s", "seed": seed, "steps": steps})

@@ -13,6 +13,7 @@ import textwrap
 import polars as pl
 import pytest
 
+from pipeline.errors import ParamError, PipelineError
 from pipeline.stage import STAGES, Context, Stage
 
 DOCS = pl.DataFrame({"id": ["a", "b", "c"], "text": ["one two", "three four five", "six"]})
@@ -118,3 +119,36 @@ def test_a_script_that_exits_holding_a_result_leaves_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().startswith(str(scratch))
     assert list(scratch.iterdir()) == []
+
+
+def test_a_workdir_with_a_tilde_is_in_the_home_folder(reporting_stage, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    reporting_stage().execute(DOCS, workdir="~/out")
+    assert (tmp_path / "home" / "out" / "report.html").exists() and not (tmp_path / "~").exists()
+
+
+def test_keep_artefacts_refuses_to_overwrite_the_callers_files(reporting_stage, scratch, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.html").write_text("MY OWN REPORT")
+    with reporting_stage().execute(DOCS) as result:
+        with pytest.raises(ParamError, match=r"parameter 'folder': '.*mine' already holds report.html; pass "
+                                             r"overwrite=True to replace it, or another folder"):
+            result.keep_artefacts(mine)
+        assert (mine / "report.html").read_text() == "MY OWN REPORT"
+        assert result.keep_artefacts(mine, overwrite=True) == mine
+    assert (mine / "report.html").read_text() == "<p>three rows</p>"
+
+
+def test_keep_artefacts_into_a_file_is_a_clear_error(reporting_stage, scratch, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    with reporting_stage().execute(DOCS) as result, pytest.raises(ParamError, match=r"'.*a_file' is a file"):
+        result.keep_artefacts(tmp_path / "a_file")
+
+
+def test_a_workdir_holding_a_folder_named_like_a_side_output(reporting_stage, tmp_path):
+    (tmp_path / "out" / "short").mkdir(parents=True)
+    with pytest.raises(PipelineError, match=r"side output 'short' would be written to '.*out/short', which already "
+                                            r"exists; pass an empty workdir, or remove it"):
+        reporting_stage().execute(DOCS, workdir=tmp_path / "out")

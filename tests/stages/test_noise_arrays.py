@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 from sklearn.datasets import load_digits
 
+from pipeline.errors import ParamError
 from stages.noise import LabelNoise
 from stages.noise_arrays import dilute, flip_labels
 
@@ -77,3 +78,27 @@ def test_structured_centroid_dilution_uses_the_rows_of_x(digits):
     # delta = 1: every added label is its class's one confusing class.
     pairs = {(int(a), int(b)) for a, b in zip(y[out.source_index[400:]], out.y[400:])}
     assert len({a for a, _ in pairs}) == len(pairs)
+
+
+@pytest.mark.parametrize("seed", [1.5, True, "0", "abc", -1, 1 << 64])
+def test_a_seed_that_is_not_a_non_negative_integer_is_refused(seed):
+    """1.5 was truncated to 1 and True meant 1: two different seeds silently drew the same noise."""
+    y = np.array([0, 1, 2] * 10)
+    message = r"^parameter 'seed': must be a non-negative integer below 2\*\*64, got "
+    with pytest.raises(ParamError, match=message):
+        flip_labels(y, rate=0.3, seed=seed)
+    with pytest.raises(ParamError, match=message):
+        dilute(np.zeros((30, 2)), y, alpha=1, seed=seed)
+    with pytest.raises(ParamError, match=r"^stage 'label_noise', parameter 'seed': must be a non-negative integer"):
+        LabelNoise(mode="flip", rate=0.3).apply(pl.DataFrame({"id": range(30), "label": y}), seed=seed)
+
+
+def test_numpy_integer_seeds_are_the_same_seed():
+    y = np.array([0, 1, 2] * 10)
+    np.testing.assert_array_equal(flip_labels(y, rate=0.3, seed=np.int64(3)), flip_labels(y, rate=0.3, seed=3))
+
+
+def test_centroid_confusion_needs_numeric_inputs():
+    y = np.array([0, 1, 2] * 10)
+    with pytest.raises(ParamError, match=r"parameter 'X': confusion='centroid' uses the rows of X as feature vectors"):
+        dilute(np.array(["a b", "c"] * 15), y, alpha=1, noise="structured", confusion="centroid")

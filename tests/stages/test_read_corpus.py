@@ -123,3 +123,38 @@ def test_relative_paths_name_the_directory_they_were_resolved_from(tmp_path, mon
     with pytest.raises(ParamError) as err:
         ReadCorpus(path="corpus/missing.jsonl.gz").apply()
     assert f"corpus/missing.jsonl.gz (resolved from {tmp_path})" in str(err.value)
+
+
+def test_an_empty_jsonl_file_has_no_rows_not_one_empty_text(tmp_path):
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    (tmp_path / "blank.jsonl").write_bytes(b"\n\n")
+    for name in ("empty.jsonl", "blank.jsonl"):
+        assert detect(tmp_path / name).format == "jsonl"
+        with pytest.raises(InputDataError, match="the source has no rows"):  # as format='jsonl' says
+            ReadCorpus(path=str(tmp_path / name)).apply()
+    (tmp_path / "b.jsonl").write_text('{"text": "x"}\n')
+    assert ReadCorpus(path=str(tmp_path)).apply()["id"].to_list() == ["b.jsonl:0"]  # the empty files add nothing
+
+
+def test_a_lone_surrogate_escape_in_jsonl_is_refused_with_its_line(tmp_path):
+    """polars reads "\\ud800" with no low half as NUL; a pair (json.dumps' escape of an emoji) or an escaped
+    backslash before it is fine."""
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"text": "ok \\ud83d\\ude00"}\n{"text": "a\\\\ud800 literal"}\n{"text": "abc\\ud800def"}\n')
+    with pytest.raises(InputDataError, match=r"s.jsonl': line 3: a lone surrogate escape \\ud800 \(half of a "
+                                             r"pair, not valid Unicode; it would be read as NUL\)"):
+        ReadCorpus(path=str(path)).apply()
+    path.write_text('{"text": "ok \\ud83d\\ude00"}\n{"text": "a\\\\ud800 literal"}\n')
+    assert ReadCorpus(path=str(path)).apply()["text"].to_list() == ["ok \U0001F600", "a\\ud800 literal"]
+
+
+def test_duplicate_ids_in_the_inputs_own_id_column_get_advice_that_works(tmp_path):
+    path = tmp_path / "dup.jsonl"
+    path.write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
+    with pytest.raises(InputDataError, match=r"ids are not unique.*a column named 'id' is the id even with "
+                                             r"id_column unset; .*rename or drop 'id'"):
+        ReadCorpus(path=str(path)).apply()
+    keyed = tmp_path / "keyed.jsonl"
+    keyed.write_text('{"key": "k", "text": "x"}\n{"key": "k", "text": "y"}\n')
+    with pytest.raises(InputDataError, match=r"pass id_column naming a unique column, or leave it out"):
+        ReadCorpus(path=str(keyed), id_column="key").apply()

@@ -75,3 +75,37 @@ def test_unknown_backend_and_bad_numbers():
         Embed.from_params({"batch_size": 0})
     with pytest.raises(ParamError, match="backend"):
         encode_texts(["x"], backend="word2vec")
+
+
+# ------------------------------------------------------------------ arguments a library caller can get wrong
+
+
+def test_a_bare_string_is_refused_not_split_into_characters(static_models):
+    with pytest.raises(TypeError, match=r"texts must be a list of strings, got str; wrap a single text"):
+        encode_texts("hello", backend="static")
+
+
+@pytest.mark.parametrize(("param", "value"), [("batch_size", 2.5), ("batch_size", "8"), ("batch_size", True),
+                                              ("max_seq_length", "8"), ("max_seq_length", 8.0)])
+def test_non_integer_sizes_are_refused_with_the_parameter_named(static_models, param, value):
+    with pytest.raises(ParamError, match=rf"parameter '{param}': expects int, got {value!r}"):
+        encode_texts(["a"], backend="static", **{param: value})
+
+
+def test_a_lone_surrogate_is_refused_with_the_text_position(static_models):
+    with pytest.raises(PipelineError, match=r"parameter 'texts': texts\[2\] holds a lone surrogate '\\ud800' at "
+                                            r"character 1"):
+        encode_texts(["fine", "é too", "a\ud800b"], backend="static")
+    with pytest.raises(PipelineError, match=r"texts\[1\] is int, not a string"):
+        encode_texts(["fine", 3], backend="static")
+
+
+def test_cache_dir_with_a_tilde_is_the_home_folder(static_models, tmp_path, monkeypatch):
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    first = encode_texts(["a", "b"], backend="static", cache_dir="~/.cache/cf")
+    assert not (cwd / "~").exists()
+    assert list((home / ".cache" / "cf" / "embeddings").glob("*/shard-*.parquet"))
+    np.testing.assert_array_equal(encode_texts(["a", "b"], backend="static", cache_dir="~/.cache/cf"), first)

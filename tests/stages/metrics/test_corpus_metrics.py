@@ -82,6 +82,18 @@ def test_vendi_score_and_pairwise_distance_bounds():
     assert mean_pairwise_cosine_distance(orthogonal) == pytest.approx(1.0)
 
 
+def test_zero_embeddings_count_as_one_item_orthogonal_to_the_rest():
+    """The static backend embeds "" or an emoji as a zero vector: the zero rows are one item (as copies of
+    one text are), orthogonal to every other; the measures stay within their bounds."""
+    orthogonal, zeros = np.eye(4, dtype=np.float32), np.zeros((4, 4), np.float32)
+    assert vendi_score(zeros) == pytest.approx(1.0)
+    assert mean_pairwise_cosine_distance(zeros) == pytest.approx(0.0)
+    with_zeros = np.vstack([orthogonal, zeros])  # the same as 4 distinct texts plus 4 copies of a fifth
+    as_copies = np.vstack([np.eye(5, dtype=np.float32)[:4], np.tile(np.eye(5, dtype=np.float32)[4], (4, 1))])
+    assert vendi_score(with_zeros) == pytest.approx(vendi_score(as_copies))
+    assert mean_pairwise_cosine_distance(with_zeros) == pytest.approx(mean_pairwise_cosine_distance(as_copies))
+
+
 # ------------------------------------------------------------------------ corpus_metrics
 
 

@@ -88,3 +88,11 @@ def test_transfer_law_refuses_collinear_sizes():
     with pytest.raises(InputDataError, match="collinear") as err:
         fit_transfer_law(d_f, n, d_t, bootstrap=0)
     assert err.value.param == "x_column"
+
+
+def test_a_bad_size_is_blamed_on_the_size_column_and_a_bad_loss_on_the_loss_column():
+    sizes, losses = np.array([100.0, 200, 400, 800, 1600]), np.array([3.0, 2.5, 2.2, 2.0, 1.9])
+    with pytest.raises(InputDataError, match=r"parameter 'x_column'.*sizes must be finite and > 0.*e\.g\. 0\.0"):
+        fit_power_law(np.where(sizes == 100, 0.0, sizes), losses, bootstrap=0)
+    with pytest.raises(InputDataError, match=r"parameter 'y_column'.*losses must be finite and > 0"):
+        fit_power_law(sizes, np.where(losses == 3.0, np.nan, losses), bootstrap=0)
