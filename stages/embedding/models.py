@@ -219,7 +219,11 @@ def embedding_dim(backend: str = "sentence-transformers", model: str | Path | No
     _check_backend(backend)
     if backend == "static":
         return int(load_static_model(model).dim)
-    st = load_sentence_transformer(model)
+    return transformer_dim(load_sentence_transformer(model))
+
+
+def transformer_dim(st) -> int:
+    """A loaded SentenceTransformer's vector width (the method's name changed in sentence-transformers 6)."""
     return int(st.get_embedding_dimension() if hasattr(st, "get_embedding_dimension")
                else st.get_sentence_embedding_dimension())
 

@@ -39,6 +39,21 @@ def test_transformer_vectors_match_sentence_transformers_encode():
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
 
 
+def test_a_transformer_vector_is_the_text_alone_whatever_shares_its_call(tmp_path):
+    # sentence-transformers pads a batch to its longest text, which moved a text's vector by up to 1e-7 with its
+    # batch-mates: a warm and a cold cache, or two partitionings, gave different bits. Now each text's vector is
+    # what the model gives it alone, bit for bit.
+    texts = [PARAGRAPHS[0], "open a file", PARAGRAPHS[3], "lists are mutable", PARAGRAPHS[1] * 3]
+    st = load_sentence_transformer()
+    alone = np.stack([st.encode([t], normalize_embeddings=True)[0] for t in texts])
+    np.testing.assert_array_equal(encode_texts(texts), alone)
+    np.testing.assert_array_equal(encode_texts(texts[::-1], batch_size=2), alone[::-1])
+    encode_texts(texts[:3], cache_dir=tmp_path / "warm")
+    warm, stats = encode_with_stats(texts, cache_dir=tmp_path / "warm")
+    assert stats["cache_hits"] == 3 and stats["computed"] == 2
+    np.testing.assert_array_equal(warm, alone)
+
+
 def test_identical_texts_get_identical_vectors_and_are_embedded_once():
     texts = [PARAGRAPHS[0], PARAGRAPHS[1], PARAGRAPHS[0]]
     vectors, stats = encode_with_stats(texts)
