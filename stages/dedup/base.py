@@ -33,7 +33,7 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
-from stages._ids import refuse_bad_ids, refuse_nans, refuse_null_ids
+from stages._ids import refuse_bad_ids, refuse_nans, refuse_null_ids, refuse_repeats_of
 from stages.dedup.clusters import members_of, resolve
 from stages.dedup.outputs import ADDED_COLUMNS, DedupRows
 from stages.dedup.shuffle import band_pairs
@@ -253,9 +253,12 @@ class DedupStage(PartitionedStage):
         try:
             members = members_of(pairs)
             facts = self.row_facts(scan, members.rows)
-            # A repeated id among the data rows of the clusters would make them ambiguous; a full check would
-            # bring every row's id to the driver, which the partitioned passes avoid.
-            refuse_bad_ids(facts.ids.filter(pl.Series(facts.rows >= scan.n_reference)), self.id_column, data.label)
+            # A clustered data row's id repeated anywhere in the data would make `duplicate_of` ambiguous. Only
+            # those ids are held (streamed against the column): every row's id on the driver is what the
+            # partitioned passes avoid.
+            clustered = facts.ids.filter(pl.Series(facts.rows >= scan.n_reference))
+            refuse_bad_ids(clustered, self.id_column, data.label)
+            refuse_repeats_of(data, self.id_column, clustered)
             resolution = resolve(scan.n_reference, scan.n - scan.n_reference, members, self.priority(facts, pair_state),
                                  within_data=self.within_data or reference is None)
             similarity = self.similarity(scan, pair_state, resolution.members, resolution.kept)

@@ -6,6 +6,7 @@ import polars as pl
 import pytest
 
 from pipeline.errors import InputDataError, ParamError
+from pipeline.io import Dataset
 from stages.dedup import DedupExact
 
 TEXTS = [
@@ -164,3 +165,17 @@ def test_reference_only_mode_keeps_duplicates_within_data():
     assert result.side_outputs["removed"]["id"].to_list() == ["r0"]
     clusters = result.side_outputs["clusters"]
     assert clusters.filter(pl.col("id") == "r2")["kept"].to_list() == [True]
+
+
+def test_a_clustered_rows_id_repeated_on_an_unclustered_row_is_refused(tmp_path):
+    # Rows 1 and 2 are duplicates; row 0 shares row 1's id but is in no cluster. "b duplicate_of a" would not say
+    # which 'a', so the id is checked against the whole column (streamed), not only among the clustered rows.
+    frame = pl.DataFrame({"id": ["a", "a", "b"], "text": ["x", "y", "y"]})
+    with pytest.raises(InputDataError, match="holds duplicate ids .*e.g. 'a'"):
+        DedupExact(keep="lowest_id").execute(frame)
+    frame.write_parquet(tmp_path / "d.parquet", row_group_size=1)  # the same from a file, one row a group
+    with pytest.raises(InputDataError, match="holds duplicate ids"):
+        DedupExact(keep="lowest_id").execute(Dataset.from_parquet(tmp_path / "d.parquet"))
+    # Repeats among rows no cluster touches are not looked for (that would hold every id).
+    kept = DedupExact(keep="lowest_id").execute(pl.DataFrame({"id": ["a", "a", "b", "c"], "text": ["p", "q", "y", "y"]}))
+    assert kept.table["id"].to_list() == ["a", "a", "b"]
