@@ -107,6 +107,19 @@ def check_side_references(step: Any, built: dict[str, Any]) -> None:
                 raise ref.no_such_side(name, list(declared))
 
 
+def refuse_undeclared_sides(stage: Any, written: list[str]) -> None:
+    """A stage that wrote a side output it does not declare breaks what `check_side_references` promised (a
+    valid config's `step:side` inputs are known before anything runs): the step fails, naming the method."""
+    declared = stage.side_output_names()
+    undeclared = [s for s in written if not any(fnmatchcase(s, pattern) for pattern in declared)]
+    if undeclared:
+        raise PipelineError(
+            f"stage '{stage.name}' wrote side output(s) {', '.join(undeclared)} that its side_output_names() does "
+            f"not declare (it declares: {', '.join(declared) or 'none'}); add them there, as pipeline validate "
+            "checks step:side inputs against it"
+        )
+
+
 def check_column_flow(config: Any) -> dict[str, Schema | None]:
     """Check every step's inputs (side outputs named, needed columns) against what its upstream steps
     will write; return each output's schema."""

@@ -19,6 +19,7 @@ from typing import Any
 
 import xxhash
 
+from pipeline.columns import refuse_undeclared_sides
 from pipeline.config import (
     PipelineConfig,
     StepConfig,
@@ -382,6 +383,7 @@ def _run_step(
         if isinstance(exc, Exception):
             raise StepFailed(step.id, step.stage, exc) from exc
         raise
+    refuse_undeclared_sides(stage, ctx.side_outputs)
     manifest = _manifest(step, stage, described, fp, config, exe, ctx, staged)
     manifest.update(started_at=started, wall_time_s=round(time.perf_counter() - t0, 4), peak_rss_bytes=mem.peak)
     manifest["mtimes"] = written_mtimes(staged.table, manifest, sides_at=staged.side)

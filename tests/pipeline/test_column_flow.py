@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from conftest import REPO, run_cli, write_config
 
+from pipeline import PipelineBuilder, Stage
 from pipeline.columns import check_column_flow
 from pipeline.config import parse_config
 from pipeline.errors import InputDataError, PipelineError
@@ -186,3 +187,26 @@ def test_a_side_output_the_params_write_is_accepted(upstream, ref):
     config = parse_config(_config(DOCS, {"id": "up", "inputs": "docs", **upstream},
                                   {"id": "reader", "stage": "select", "inputs": ref}))
     assert str(config.step("reader").inputs["data"]) == ref
+
+
+def test_a_stage_writing_an_undeclared_side_output_fails_the_step_naming_the_method(tmp_path):
+    # validate checks step:side inputs against side_output_names(); a stage writing another one would make that
+    # check wrong, so the step fails (nothing published) and says what to add. (Defined here, not at import, so
+    # the contract test over every registered stage does not collect it.)
+    class UndeclaredSide(Stage):
+        """Writes a side output it does not declare: what a plugin stage written before the declaration did."""
+
+        name = "test_undeclared_side"
+        inputs = ("data",)
+
+        def run(self, ctx, data):
+            frame = data.lazy().collect()
+            ctx.write_side_output("extra", frame.head(1))
+            return frame
+
+    p = PipelineBuilder("undeclared", seed=0)
+    p.add("plain", UndeclaredSide(), data=pl.DataFrame({"id": ["a", "b"], "text": ["x", "y"]}))
+    with pytest.raises(PipelineError, match=r"stage 'test_undeclared_side' wrote side output\(s\) extra that its "
+                                            r"side_output_names\(\) does not declare \(it declares: none\)"):
+        p.run(workdir=tmp_path)
+    assert not (tmp_path / "undeclared" / "plain").exists()
