@@ -389,6 +389,8 @@ def text_series(batch: pl.DataFrame, column: str, id_column: str, label: str, st
     if blank.any():
         count = int(blank.sum())
         raise InputDataError(
-            f"column '{column}' has {count} null or empty text(s) (first: {id_column} {batch.get_column(id_column)[int(blank.arg_true()[0])]!r}); "
+            # Counted in this batch only (a count over the whole input would read every text once more first).
+            f"column '{column}' has null or empty texts ({count:,} in one batch; first: {id_column} "
+            f"{batch.get_column(id_column)[int(blank.arg_true()[0])]!r}); "
             "drop them first, e.g. with a length_filter step", stage=stage, param="text_column", file=label)
     return texts

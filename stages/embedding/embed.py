@@ -7,8 +7,10 @@ from typing import Any, ClassVar, Literal
 import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
+from pipeline.io import Dataset
 from pipeline.params import PositiveInt
 from pipeline.stage import Context, RowwiseStage
+from stages._ids import refuse_null_texts
 from stages.embedding.encode import encode_with_stats, vectors_to_series
 from stages.embedding.models import _check_backend, model_identity, resolve_model_path
 
@@ -70,16 +72,16 @@ class Embed(RowwiseStage):
     def output_schema(self, inputs):
         return {**inputs["data"], self.output_column: None}
 
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        # Counted over the whole input before any text is embedded (a batch's count was the first batch's only,
+        # found after every earlier batch was embedded).
+        refuse_null_texts(inputs["data"], self.text_column, "a row with no text has no vector")
+
     def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         column = batch[self.text_column]
         if column.dtype != pl.String:
             raise InputDataError(
                 f"column '{self.text_column}' is {column.dtype}, not text", param="text_column"
-            )
-        if column.null_count():
-            raise InputDataError(
-                f"column '{self.text_column}' has {column.null_count()} null values; drop or fill them first",
-                param="text_column",
             )
         vectors, stats = encode_with_stats(
             column.to_list(), self.backend, self.model, self.batch_size, self.max_seq_length,

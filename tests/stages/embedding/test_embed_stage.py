@@ -8,6 +8,7 @@ import pytest
 from embedding_texts import PARAGRAPHS
 
 from pipeline.errors import InputDataError
+from pipeline.io import Dataset
 from stages.embedding import (
     Embed,
     encode_texts,
@@ -41,6 +42,14 @@ def test_missing_text_column_names_the_column():
 def test_null_texts_are_refused():
     with pytest.raises(InputDataError, match="null"):
         Embed().apply(pl.DataFrame({"text": ["print a line", None]}))
+
+
+def test_null_texts_are_counted_over_the_whole_input_before_any_embedding(tmp_path):
+    # Nulls in the first and the last of many row groups: the count is the input's, not the first batch's.
+    texts = ["print a line", None] + ["a text"] * 20_000 + [None, None]
+    pl.DataFrame({"text": texts}).write_parquet(tmp_path / "t.parquet", row_group_size=1_000)
+    with pytest.raises(InputDataError, match="column 'text' has 3 null texts"):
+        Embed(backend="static").execute(data=Dataset.from_parquet(tmp_path / "t.parquet"))
 
 
 def test_empty_corpus_is_refused():
