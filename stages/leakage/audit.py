@@ -19,15 +19,13 @@ planted copies, edits, reorderings and rewrites of Python documentation against 
 
 from __future__ import annotations
 
-import copy as _copy
 import dataclasses
 import time
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import polars as pl
 
-from pipeline.arrays import unique_sorted
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import BATCH_BYTES, Dataset
 from pipeline.params import Annotated, Cosine, Field, Fraction, NonNegativeInt, PositiveInt
@@ -45,6 +43,7 @@ from stages.leakage.evidence import (
     TrainBatch,
     builtin_kinds,
 )
+from stages.leakage.partials import PartitionView, export, fresh, restore, wanted_docs
 from stages.leakage.sample import train_sample
 from stages.leakage.spans import (
     MATCHES_SCHEMA,
@@ -291,40 +290,40 @@ class LeakageAudit(PartitionedStage):
     def map(self, partition: Partition, broadcast: dict) -> dict:
         """Stream one partition past fresh copies of the kinds; keep the matched rows' text (read once more, here:
         see `fetch_train_docs`)."""
-        evidences = [_fresh(ev) for ev in broadcast["templates"]]
+        evidences = [fresh(ev) for ev in broadcast["templates"]]
         # Tokenising a batch takes ~10x its text in working memory: small batches keep a map's peak
         # (and with maps on threads, the process's) near the broadcast's, whatever the partition size.
         # Maps in flight on threads share one batch's worth (the engine gives each 1/threads of a batch).
         share = min(partition.batch_bytes / BATCH_BYTES, 1.0)
         partition = dataclasses.replace(partition, batch_bytes=max(1, int(MAP_BATCH_BYTES * share)))
         rows, train_bytes, timings = self._stream(partition, evidences)
-        wanted = _candidates(evidences)
-        view = _PartitionView(partition, self._train_columns(), self.text_column,
+        wanted = wanted_docs(evidences)
+        view = PartitionView(partition, self._train_columns(), self.text_column,
                               lambda b: training_text(b, self.text_column, self.train_fields))
         docs = fetch_train_docs(view, (wanted - partition.base).tolist(), self.text_column, self.id_column,
                                 self.batch_rows, first_row=partition.base)
         # The matched texts travel as an Arrow table: it pickles as its buffers (a checkpoint, the merged state's
         # size, Ray's object store), where a polars frame is serialised (31.5 MB corpus, 10.7 MB of matched
         # documents: 0.039 -> 0.015 s to pickle, and 0.027 s -> 0.3 ms to measure).
-        return {"evidence": [_export(ev) for ev in evidences], "rows": rows, "train_bytes": train_bytes,
+        return {"evidence": [export(ev) for ev in evidences], "rows": rows, "train_bytes": train_bytes,
                 "timings": timings, "docs": docs.to_arrow()}
 
     def merge(self, a: dict, b: dict) -> dict:
         """Fold `b` (the partitions after `a`) into `a`; keep only the texts the merged evidence still needs."""
         templates = self._templates
-        evidences = [_restore(t, pa_, copy=True) for t, pa_ in zip(templates, a["evidence"])]
+        evidences = [restore(t, pa_, copy=True) for t, pa_ in zip(templates, a["evidence"])]
         for ev, template, pb in zip(evidences, templates, b["evidence"]):
-            ev.merge(_restore(template, pb, copy=False))
-        wanted = _candidates(evidences)
+            ev.merge(restore(template, pb, copy=False))
+        wanted = wanted_docs(evidences)
         docs = pl.concat([pl.from_arrow(a["docs"]), pl.from_arrow(b["docs"])]).filter(pl.col("doc").is_in(wanted))
         timings = {k: a["timings"].get(k, 0.0) + b["timings"].get(k, 0.0) for k in a["timings"]}
-        return {"evidence": [_export(ev) for ev in evidences], "rows": a["rows"] + b["rows"],
+        return {"evidence": [export(ev) for ev in evidences], "rows": a["rows"] + b["rows"],
                 "train_bytes": a["train_bytes"] + b["train_bytes"], "timings": timings, "docs": docs.to_arrow()}
 
     def finish(self, ctx: Context, state: dict, broadcast: dict, inputs: dict[str, Dataset]) -> pl.DataFrame:
         test_df, side = broadcast["test_df"], broadcast["side"]
-        evidences = [_restore(t, p, copy=False) for t, p in zip(broadcast["templates"], state["evidence"])]
-        wanted = _candidates(evidences)
+        evidences = [restore(t, p, copy=False) for t, p in zip(broadcast["templates"], state["evidence"])]
+        wanted = wanted_docs(evidences)
         train_docs = pl.from_arrow(state["docs"]).filter(pl.col("doc").is_in(wanted)).sort("doc")
         findings, matches = self.judge(side, evidences, item_ids(test_df, self.id_column), train_docs)
         if self.subset_column:
@@ -486,51 +485,3 @@ class LeakageAudit(PartitionedStage):
             "text": [leaked, " ".join(topics[sorted(topics)[40]].split()[:60])],
         })
         return {"chunk_overlap": False, "semantic": False}, {"train": train, "test": test}
-
-
-
-
-# -- partial states of the evidence kinds (see Evidence.partial_attributes) ---------------------
-
-
-class _PartitionView:
-    """A partition seen as the small part of a Dataset that `fetch_train_docs` reads (with the audit's text column)."""
-
-    def __init__(self, partition: Partition, read_columns: list[str], text_column: str, to_text):
-        self.partition, self.read_columns, self.to_text = partition, read_columns, to_text
-        self.columns = [text_column, *read_columns]
-
-    def iter_batches(self, rows: int, columns: list[str] | None = None):
-        for batch in self.partition.iter_batches(rows, columns=self.read_columns):
-            yield self.to_text(batch)
-
-
-def _fresh(template: Evidence) -> Evidence:
-    """A kind ready for one partition: the template's test-side tables, its own empty accumulators."""
-    if not template.partial_attributes:
-        return template  # not mergeable: the audit runs it over one partition only
-    ev = _copy.copy(template)
-    for attr in template.partial_attributes:
-        setattr(ev, attr, _copy.deepcopy(getattr(template, attr)))
-    return ev
-
-
-def _export(ev: Evidence) -> Any:
-    """What a partition contributes: the accumulated attributes only (never the test side)."""
-    if not ev.partial_attributes:
-        return ev
-    return {attr: getattr(ev, attr) for attr in ev.partial_attributes}
-
-
-def _restore(template: Evidence, partial: Any, copy: bool) -> Evidence:
-    if not isinstance(partial, dict):
-        return partial
-    ev = _copy.copy(template)
-    for attr, value in partial.items():
-        setattr(ev, attr, _copy.deepcopy(value) if copy else value)
-    return ev
-
-
-def _candidates(evidences: list[Evidence]) -> np.ndarray:
-    docs = [ev.candidate_docs() for ev in evidences]
-    return unique_sorted(np.concatenate(docs)).astype(np.int64) if docs else np.empty(0, np.int64)
