@@ -34,6 +34,15 @@ def build_vectors(vectors: Any, settings: dict[str, Any]) -> np.ndarray:
     return finite_rows(matrix, "vectors", param="vectors")
 
 
+def load_settings(mmap: Any, mmap_threshold_mb: Any) -> None:
+    """`Index.load`'s settings: `mmap_threshold_mb` as the `retrieve` stage checks it, `mmap` a bool or None."""
+    from stages.retrieval.retrieve import Retrieve  # retrieve.py imports index.py, which imports this module
+
+    check_params(Retrieve, (), {"mmap_threshold_mb": mmap_threshold_mb})
+    if mmap is not None and not isinstance(mmap, bool):
+        raise ParamError("mmap", f"expects True, False or None (decide by mmap_threshold_mb), got {mmap!r}")
+
+
 def build_mapping(n: int, ids: Any, doc_ids: Any) -> pl.DataFrame:
     """FAISS row -> neighbour_id (and neighbour_doc_id): one value per vector."""
     columns = {"neighbour_id": per_row(ids, "ids", n, "vectors") if ids is not None else pl.Series(np.arange(n))}

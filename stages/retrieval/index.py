@@ -20,7 +20,14 @@ from stages.embedding import (
     series_to_vectors,
 )
 from stages.exact_topk import ExactTopK
-from stages.retrieval.checks import build_mapping, build_vectors, check_min_score, per_row, query_vectors
+from stages.retrieval.checks import (
+    build_mapping,
+    build_vectors,
+    check_min_score,
+    load_settings,
+    per_row,
+    query_vectors,
+)
 from stages.retrieval.refine import REFINE_K_FACTORS, add_codes, is_refined, refine_for, with_refine
 
 INDEX_FILE = "index.faiss"
@@ -336,6 +343,7 @@ class Index:
     @classmethod
     def load(cls, path: str | Path, mmap: bool | None = None, mmap_threshold_mb: float = 1024) -> Index:
         """Open an index step's directory; memory-map the index when it is larger than `mmap_threshold_mb`."""
+        load_settings(mmap, mmap_threshold_mb)
         faiss = _faiss()
         path = Path(path).expanduser()
         index_file = path / INDEX_FILE

@@ -65,6 +65,19 @@ def test_save_and_load_expand_a_tilde(tmp_path, monkeypatch):
     assert Index.load("~/idx").search(vectors[:1], k=1)["neighbour_id"].to_list() == [0]
 
 
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"mmap_threshold_mb": -1}, "parameter 'mmap_threshold_mb': must be >= 0, got -1"),
+    ({"mmap": "yes"}, "parameter 'mmap': expects True, False or None"),
+])
+def test_load_refuses_the_settings_the_retrieve_stage_refuses(tmp_path, kwargs, message):
+    Index.build(_unit(20)).save(tmp_path / "idx")
+    with pytest.raises(ParamError, match=message.replace("(", r"\(")):
+        Index.load(tmp_path / "idx", **kwargs)
+    # 0 is allowed and means always: the small index is memory-mapped, which the default threshold does not do.
+    assert Index.load(tmp_path / "idx", mmap_threshold_mb=0).meta["memory_mapped"] is True
+    assert Index.load(tmp_path / "idx").meta["memory_mapped"] is False
+
+
 # ------------------------------------------------------------------ arguments refused, with the parameter named
 
 V = _unit(50)
