@@ -10,13 +10,14 @@ pandas Series or DataFrame) comes back as a NumPy array. torch is never imported
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from pipeline.errors import ParamError
+from pipeline.errors import ParamError, PipelineError
 from pipeline.params import check_seed
 from stages.noise import LabelNoise
 
@@ -39,6 +40,26 @@ def _like(values: np.ndarray, template: Any) -> Any:
 
         return torch.as_tensor(values, dtype=template.dtype, device=template.device)
     return values.astype(template.dtype, copy=False) if isinstance(template, np.ndarray) else values
+
+
+# The stage's words for the table this module builds, in the words of the arrays the caller passed.
+_ARGUMENT_OF_COLUMN = {"label_column": "y", "feature_column": "X", "id_column": "ids"}
+_WORDS = (("label column 'label'", "y"), ("column 'label'", "y"), ("input 'data' has no rows", "y is empty"))
+
+
+@contextmanager
+def _in_array_words():
+    """Errors of the stage run on the table built from the arrays, naming the arguments (`y`, `X`, `ids`) instead
+    of the stage's parameters (`label_column`) and the table (`input 'data'`) the caller never passed."""
+    try:
+        yield
+    except PipelineError as exc:
+        exc.param = _ARGUMENT_OF_COLUMN.get(exc.param, exc.param)
+        for stage_words, array_words in _WORDS:
+            exc.message = exc.message.replace(stage_words, array_words)
+        exc.file = None if exc.file == "input 'data'" else exc.file
+        exc.args = (exc.message,)
+        raise
 
 
 def _table(y: np.ndarray, ids: Any | None) -> pl.DataFrame:
@@ -71,7 +92,8 @@ def flip_labels(y: Any, *, noise: str = "symmetric", rate: float | dict | None =
     seed = check_seed(seed)
     labels = _to_numpy(y)
     stage = LabelNoise(mode="flip", noise=noise, rate=rate, mapping=mapping, matrix=matrix, classes=classes)
-    result = stage.execute(_table(labels, ids), seed=seed)
+    with _in_array_words():
+        result = stage.execute(_table(labels, ids), seed=seed)
     noisy = result.table["label"].to_numpy()
     if not details:
         return _like(noisy, y)
@@ -113,7 +135,8 @@ def dilute(X: Any, y: Any, *, alpha: float = 1.0, noise: str = "uniform", exclud
         table = table.with_columns(pl.Series("features", flat))
     stage = LabelNoise(mode="dilute", noise=noise, alpha=alpha, exclude_true=exclude_true, delta=delta,
                        confusion=confusion, classes=classes, feature_column=feature_column)
-    result = stage.execute(table, seed=seed)
+    with _in_array_words():
+        result = stage.execute(table, seed=seed)
     source = result.table["source_id"].to_numpy().astype(np.int64)
     if _is_torch(X):
         import torch

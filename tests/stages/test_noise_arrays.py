@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 from sklearn.datasets import load_digits
 
-from pipeline.errors import ParamError
+from pipeline.errors import InputDataError, ParamError
 from stages.noise import LabelNoise
 from stages.noise_arrays import dilute, flip_labels
 
@@ -102,3 +102,17 @@ def test_centroid_confusion_needs_numeric_inputs():
     y = np.array([0, 1, 2] * 10)
     with pytest.raises(ParamError, match=r"parameter 'X': confusion='centroid' uses the rows of X as feature vectors"):
         dilute(np.array(["a b", "c"] * 15), y, alpha=1, noise="structured", confusion="centroid")
+
+
+@pytest.mark.parametrize(("call", "expected"), [
+    (lambda: flip_labels(np.array([0.0, 1.0, 1.0]), rate=0.3), "parameter 'y': y has type Float64; labels must be"),
+    (lambda: flip_labels(np.array([], dtype=np.int64), rate=0.3), "stage 'label_noise': y is empty"),
+    (lambda: dilute(np.zeros((3, 2)), np.array([0.5, 1.5, 2.5])), "parameter 'y': y has type Float64"),
+])
+def test_errors_name_the_arrays_passed_not_the_stages_table(call, expected):
+    # The stage runs on a table built from the arrays; its words (label_column, input 'data') were never the
+    # caller's, so the error names y (or X, ids) and no file.
+    with pytest.raises(InputDataError) as info:
+        call()
+    assert str(info.value).startswith(expected), str(info.value)
+    assert "label_column" not in str(info.value) and "input 'data'" not in str(info.value)
