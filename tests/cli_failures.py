@@ -32,3 +32,18 @@ def refused_by_validate(path, text) -> str:
     message = proc.stderr.strip()
     assert len(message.splitlines()) == 1 and "Traceback" not in message, message
     return message
+
+
+def digits_with_nonfinite_pixels(path, *bad) -> str:
+    """scikit-learn's digits as the studies read them, with `bad` = ((row, pixel, value), ...) written in: a
+    Parquet a study must refuse in one line, not train on (NaN) or fail inside scikit-learn on."""
+    import polars as pl
+
+    from stages.studies import digits_example
+
+    pixels = digits_example().get_column("pixels").to_list()
+    for row, pixel, value in bad:
+        pixels[row][pixel] = value
+    digits_example().with_columns(pixels=pl.Series(pixels, dtype=pl.List(pl.Float32))).write_parquet(path)
+    return str(path)
+

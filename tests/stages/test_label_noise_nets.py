@@ -109,14 +109,9 @@ def test_models_and_bad_params():
 
 def test_nan_or_inf_features_are_refused_in_one_line(tmp_path):
     # The networks trained on NaN and the study ended with exit 0.
-    from cli_failures import fails_cleanly
+    from cli_failures import digits_with_nonfinite_pixels, fails_cleanly
 
-    from stages.studies import digits_example
-
-    pixels = digits_example().get_column("pixels").to_list()
-    pixels[5][3], pixels[77][0] = float("nan"), float("-inf")
-    path = tmp_path / "bad.parquet"
-    digits_example().with_columns(pixels=pl.Series(pixels, dtype=pl.List(pl.Float32))).write_parquet(path)
+    path = digits_with_nonfinite_pixels(tmp_path / "bad.parquet", (5, 3, float("nan")), (77, 0, float("-inf")))
     proc = fails_cleanly(tmp_path, f"""
 name: bad
 steps:
