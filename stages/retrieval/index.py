@@ -20,6 +20,7 @@ from stages.embedding import (
     series_to_vectors,
 )
 from stages.exact_topk import ExactTopK
+from stages.retrieval.canonical import can_rescore, canonical_search
 from stages.retrieval.checks import (
     build_mapping,
     build_vectors,
@@ -320,6 +321,7 @@ class Index:
             self._doc_codes = codes["code"].cast(pl.Int64).to_numpy()
             self._max_chunks_per_doc = int(np.bincount(self._doc_codes).max())
         _set_params(index, meta.get("search_params", {}))
+        self._rescore = can_rescore(index)  # see `stages.retrieval.canonical`
 
     # -- construction -------------------------------------------------------------------------
 
@@ -395,17 +397,15 @@ class Index:
         _set_params(self.index, {"k_factor_rf": int(k_factor)})
 
     def search_raw(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """FAISS's own (scores, rows), with scores made larger-is-better for L2 indexes."""
+        """(scores, rows) of the k best rows per query, larger-is-better for L2 indexes too; the same whatever the
+        thread count and whichever queries are searched together (`stages.retrieval.canonical`)."""
         vectors = np.ascontiguousarray(vectors, np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
             raise InputDataError(
                 f"query vectors have dimension {vectors.shape[-1] if vectors.ndim else 0}, the index has {self.dim}; "
                 "embed queries with the same backend and model as the indexed corpus"
             )
-        scores, rows = self.index.search(vectors, min(k, self.ntotal))
-        if self.meta.get("metric") == "l2":
-            scores = -scores
-        return scores, rows
+        return canonical_search(self.index, vectors, k, self.meta.get("metric"), self._rescore)
 
     def search(
         self, queries: Any, k: int = 10, *, exclude_doc_ids: Any = None, min_score: float | None = None,
