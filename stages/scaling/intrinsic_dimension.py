@@ -20,6 +20,7 @@ from stages.embedding import vectors_to_series
 from stages.noise import vector_matrix
 from stages.scaling import id_estimators
 from stages.scaling.knn import nearest_neighbours, search_matrix, unique_rows
+from stages.scaling.plots import source_name
 
 PLOT_NAME = "dimension_vs_scale.png"
 Estimator = Literal["twonn", "mle", "gride"]
@@ -146,7 +147,7 @@ class IntrinsicDimension(Stage):
         for r in rows:
             ctx.record(f"{r['estimator']}" + (f"@{r['group']}" if self.group_by else ""), round(r["dimension"], 3))
         if self.plot:
-            _plot_scales(curves, result, ctx.artefact_path(PLOT_NAME), f"{data.label}: {self.column}")
+            _plot_scales(curves, result, ctx.artefact_path(PLOT_NAME), f"{source_name(data.label)}: {self.column}")
             ctx.record("plot", PLOT_NAME)
         return result
 

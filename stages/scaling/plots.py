@@ -18,6 +18,12 @@ def _pyplot():
     return plt
 
 
+def source_name(label: str | None) -> str:
+    """What a plot's title calls its input: the step's (or file's) name, not its path, so the same run in
+    another workdir draws the same bytes."""
+    return Path(label).name if label else "data"
+
+
 def bootstrap_band(law: Any, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The pointwise band of the bootstrap replicate curves at the fit's own confidence level (the
     band and the intervals in the report then say the same thing)."""

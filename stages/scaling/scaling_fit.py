@@ -18,7 +18,7 @@ from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
 from stages.scaling import fitting
 from stages.scaling.id_estimators import MAX_BOOTSTRAP
-from stages.scaling.plots import plot_power_laws, plot_transfer
+from stages.scaling.plots import plot_power_laws, plot_transfer, source_name
 
 FIT_PLOT = "fit.png"
 TRANSFER_PLOT = "transfer.png"
@@ -174,7 +174,7 @@ class ScalingFit(Stage):
         result = pl.DataFrame(rows, schema_overrides={"group": pl.String, "group_by": pl.String,
                                                       "dimension_group": pl.String})
         plot_power_laws(fits, self.x_column, self.y_column, ctx.artefact_path(FIT_PLOT),
-                        self.title or label, linked[:3] if linked is not None else None)
+                        self.title or source_name(label), linked[:3] if linked is not None else None)
         ctx.record("plot", FIT_PLOT)
         return result
 
@@ -229,7 +229,8 @@ class ScalingFit(Stage):
             row |= {name: getattr(law, name), f"{name}_low": low, f"{name}_high": high}
         for name in ("k", "alpha", "beta"):
             ctx.record(name, round(row[name], 4))
-        plot_transfer(scratch_fits, table, frame, law, self, ctx.artefact_path(TRANSFER_PLOT), self.title or label)
+        plot_transfer(scratch_fits, table, frame, law, self, ctx.artefact_path(TRANSFER_PLOT),
+                      self.title or source_name(label))
         ctx.record("plot", TRANSFER_PLOT)
         return pl.DataFrame([row])
 

@@ -1,9 +1,12 @@
+import hashlib
+
 import numpy as np
 import polars as pl
 import pytest
 from conftest import check_side_outputs_declared, run_cli, write_config
 
 from pipeline.errors import InputDataError
+from pipeline.io import Dataset
 from stages.scaling.fitting import fit_power_law
 from stages.scaling.scaling_fit import FIT_PLOT, TRANSFER_PLOT, ScalingFit
 
@@ -126,3 +129,17 @@ steps:
     line = proc.stderr.strip().splitlines()[-1]
     assert "step 'fit'" in line and "parameter 'x_column'" in line and "curves.parquet" in line
     assert "1 distinct fine-tuning sizes" in line
+
+
+def test_plots_are_the_same_bytes_in_any_workdir(tmp_path):
+    # The title held the input's path, so the same run in another workdir drew other bytes (review of
+    # reproducibility); it names the step or file now.
+    digests = []
+    for where in ("one", "elsewhere/two"):
+        folder = tmp_path / where / "points"
+        folder.mkdir(parents=True)
+        synthetic_transfer().write_parquet(folder / "part-00000.parquet")
+        result = ScalingFit(law="transfer", bootstrap=0).execute(Dataset.from_parquet(folder), seed=0,
+                                                                 workdir=tmp_path / where / "out")
+        digests.append(hashlib.sha256((result.artefact_dir / TRANSFER_PLOT).read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
