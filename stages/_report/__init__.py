@@ -52,7 +52,8 @@ def svg_inline(fig, tight: bool = True) -> str:
 
     buf = io.StringIO()
     # Text as <text> elements, not glyph paths: smaller files, faster to write, still selectable.
-    with matplotlib.rc_context({"svg.fonttype": "none"}):
-        fig.savefig(buf, format="svg", bbox_inches="tight" if tight else None)
+    # A fixed salt for the element ids and no date: the same figure is the same bytes in every run.
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "corpusforge"}):
+        fig.savefig(buf, format="svg", bbox_inches="tight" if tight else None, metadata={"Date": None})
     svg = buf.getvalue()
     return svg[svg.index("<svg"):]
