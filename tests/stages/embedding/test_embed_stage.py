@@ -55,3 +55,25 @@ def test_null_texts_are_counted_over_the_whole_input_before_any_embedding(tmp_pa
 def test_empty_corpus_is_refused():
     with pytest.raises(InputDataError, match="no rows"):
         Embed().apply(pl.DataFrame({"text": pl.Series([], dtype=pl.String)}))
+
+
+def test_the_manifest_names_the_model_that_made_the_vectors(tmp_path):
+    # With `model` unset the params do not say which model embedded; the manifest records its identity.
+    import json
+
+    from conftest import write_config
+
+    import pipeline
+
+    config = write_config(tmp_path / "c.yaml", """
+name: emb
+steps:
+  - {id: docs, stage: python_docs, params: {granularity: topic}}
+  - {id: e, stage: embed, inputs: docs, params: {backend: static}}
+""")
+    pipeline.run_pipeline(config, workdir=tmp_path / "runs")
+    manifest = json.loads((tmp_path / "runs" / "emb" / "e" / "_manifest.json").read_text())
+    assert manifest["params"]["model"] is None
+    assert manifest["fingerprint_extra"] == Embed(backend="static").fingerprint_extra()
+    assert len(manifest["fingerprint_extra"]["model_identity"]) == 32
+
