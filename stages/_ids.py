@@ -73,9 +73,8 @@ def refuse_repeats_of(data: Dataset, column: str, ids: pl.Series, *, param: str 
     streamed and only the rows holding one of `ids` are kept, so memory follows `ids`, not the column."""
     if ids.is_empty():
         return
-    hits = []
-    for batch in _id_batches(data, column):
-        hits.append(batch.filter(batch.is_in(ids.cast(batch.dtype, strict=False).implode())))
+    wanted = ids.cast(polars_schema(data.schema)[column], strict=False).implode()  # made once, not per batch
+    hits = [batch.filter(batch.is_in(wanted)) for batch in _id_batches(data, column)]
     refuse_bad_ids(pl.concat(hits), column, data.label, param=param)
 
 
