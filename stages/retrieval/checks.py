@@ -74,12 +74,17 @@ def query_vectors(queries: Any, embed: Callable[[list[str]], np.ndarray], dim: i
         vectors = np.asarray(queries, dtype=np.float32)
         if vectors.ndim == 1:
             vectors = vectors[None, :]
+    return finite_rows(query_matrix(vectors, dim), "queries", param="queries")
+
+
+def query_matrix(vectors: Any, dim: int) -> np.ndarray:
+    """`vectors` as a C-contiguous (n, dim) float32 matrix, refused unless it has the index's width."""
     vectors = np.ascontiguousarray(vectors, np.float32)
     if vectors.ndim != 2 or vectors.shape[1] != dim:
         raise InputDataError(
             f"query vectors have dimension {vectors.shape[-1] if vectors.ndim else 0}, the index has {dim}; "
             "embed queries with the same backend and model as the indexed corpus", param="queries")
-    return finite_rows(vectors, "queries", param="queries")
+    return vectors
 
 
 def check_min_score(min_score: Any) -> None:

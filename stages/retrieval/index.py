@@ -27,6 +27,7 @@ from stages.retrieval.checks import (
     check_min_score,
     load_settings,
     per_row,
+    query_matrix,
     query_vectors,
 )
 from stages.retrieval.refine import REFINE_K_FACTORS, add_codes, is_refined, refine_for, with_refine
@@ -399,13 +400,7 @@ class Index:
     def search_raw(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, rows) of the k best rows per query, larger-is-better for L2 indexes too; the same whatever the
         thread count and whichever queries are searched together (`stages.retrieval.canonical`)."""
-        vectors = np.ascontiguousarray(vectors, np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise InputDataError(
-                f"query vectors have dimension {vectors.shape[-1] if vectors.ndim else 0}, the index has {self.dim}; "
-                "embed queries with the same backend and model as the indexed corpus"
-            )
-        return canonical_search(self.index, vectors, k, self.meta.get("metric"), self._rescore)
+        return canonical_search(self.index, query_matrix(vectors, self.dim), k, self.meta.get("metric"), self._rescore)
 
     def search(
         self, queries: Any, k: int = 10, *, exclude_doc_ids: Any = None, min_score: float | None = None,
