@@ -59,7 +59,7 @@ import xxhash
 
 from pipeline.errors import PipelineError
 from pipeline.io import BATCH_BYTES, DEFAULT_BATCH_ROWS, Dataset, write_table
-from pipeline.row_pass import RowPass, local_gather, local_row_pass
+from pipeline.row_pass import RowPass, local_gather, local_row_pass, write_row_pass_locally
 from pipeline.stage import Context, Stage
 
 # Without a size of the user's, an input is cut into about TARGET_PARTITIONS partitions of at least
@@ -423,6 +423,15 @@ def local_partitions(stage: PartitionedStage, data: Dataset, partition_bytes: in
 
 
 def run_locally(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset], partition_bytes: int | None) -> Any:
+    """Library use: the step's outputs as `finish` gives them, a row pass streamed over the partitions."""
+    result, partitions = fold_and_finish(stage, ctx, inputs, partition_bytes)
+    if isinstance(result, RowPass):  # the outputs are a second pass over the same partitions
+        return local_row_pass(result, ctx, partitions)
+    return result
+
+
+def fold_and_finish(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset],
+                    partition_bytes: int | None) -> tuple[Any, list[Partition]]:
     """A streaming fold: map each partition in order (or take its checkpoint), merge into the running state.
 
     With `local_threads` > 1 the next partitions are mapped on threads while the fold waits for the
@@ -497,9 +506,7 @@ def run_locally(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset
         result = stage.finish(ctx, finish_value(stage, state, broadcast, reduce_buckets), broadcast, inputs)
     finally:
         ctx.gather_rows = None
-    if isinstance(result, RowPass):  # the outputs are a second pass over the same partitions
-        return local_row_pass(result, ctx, partitions)
-    return result
+    return result, partitions
 
 
 class _Done:
@@ -577,4 +584,8 @@ def record_partitioning(ctx: Context, partitions: list[Partition], profiles: lis
 
 def run_partitioned_step(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset], out_dir: Path,
                          partition_bytes: int | None) -> None:
-    write_table(run_locally(stage, ctx, inputs, partition_bytes), out_dir)
+    result, partitions = fold_and_finish(stage, ctx, inputs, partition_bytes)
+    if isinstance(result, RowPass):
+        write_row_pass_locally(result, ctx, partitions, out_dir)
+    else:
+        write_table(result, out_dir)

@@ -13,9 +13,10 @@ scale dedup is for). So `finish` may return a `RowPass` instead of tables:
         def empty(self, output) -> pl.DataFrame           # the schema when no partition gives a row
         def done(self, ctx)                               # on the driver, after every partition
 
-The local executor streams each output over the partitions in order into one writer (the same rows
-a generator from `finish` gave); the Ray executor runs one task per partition, which writes its
-rows as `part-<partition>-<k>.parquet`, so the parts list in input order and the rows are the same.
+Each partition's rows of each output are written as `part-<partition>-<k>.parquet` (`write_partition_rows`):
+the local executor writes the partitions one after another, the Ray executor one task each, so the parts
+list in input order and are the same files on both. A library call (`stage.apply`) streams the outputs
+over the partitions in order instead (`local_row_pass`): the same rows.
 A payload carries only its partition's share (for dedup: a slice of the keep/remove decision, and
 the ids its removed rows point to), so a task's memory follows its partition, not the corpus.
 
@@ -28,10 +29,8 @@ the corpus.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-import os
-import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +38,10 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import pyarrow.parquet as pq
 
 from pipeline.arrays import unique_sorted
-from pipeline.io import write_table
+from pipeline.fragments import remove_leftovers, unify_part_schemas, write_numbered_parts
+from pipeline.io import BATCH_BYTES, write_table
 from pipeline.stage import Context
 
 
@@ -121,16 +120,8 @@ def write_partition_rows(rows: RowPass, partition: Any, payload: Any, folders: d
         written[output] = 0
         if first is None:  # no row from this partition (say, none removed here): no part at all
             continue
-        target = Path(folder)
-        tmp = target / f".partition-{partition.index:05d}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            write_table(itertools.chain([first], stream), tmp)
-            for k, part in enumerate(sorted(tmp.glob("part-*.parquet"))):
-                written[output] += pq.read_metadata(part).num_rows
-                os.replace(part, target / f"part-{partition.index:05d}-{k:03d}.parquet")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        written[output] = write_numbered_parts(itertools.chain([first], stream), Path(folder), partition.index,
+                                               "partition")
     return written
 
 
@@ -149,6 +140,33 @@ def fill_empty_outputs(rows: RowPass, folders: dict[str, str]) -> None:
     for output, folder in folders.items():
         if not any(Path(folder).glob("part-*.parquet")):
             write_table(rows.empty(output), Path(folder))
+
+
+def end_row_pass(rows: RowPass, ctx: Context, folders: dict[str, str]) -> None:
+    """After every partition's rows are written (on any executor): empty outputs get their columns, parts one
+    schema, side outputs their names in `ctx`; then the stage's `done`."""
+    fill_empty_outputs(rows, folders)
+    for output, folder in folders.items():
+        unify_part_schemas(Path(folder))
+        if output:
+            ctx.side_outputs.append(output)
+    rows.done(ctx)
+
+
+def write_row_pass_locally(rows: RowPass, ctx: Context, partitions: list, out_dir: Path) -> None:
+    """The local executor's row pass: each partition's rows written as a Ray task writes them, so the same files.
+
+    The partitions are read with the default batch bound (the local fold may have lowered it for maps on
+    threads): the frames, hence the row groups, are then those of a Ray task.
+    """
+    folders = output_folders(rows, ctx, out_dir)
+    try:
+        for p in partitions:
+            write_partition_rows(rows, dataclasses.replace(p, batch_bytes=BATCH_BYTES), rows.payload(p), folders)
+    finally:
+        for folder in folders.values():
+            remove_leftovers(Path(folder))
+    end_row_pass(rows, ctx, folders)
 
 
 # -- joins of row pairs: each pair's two rows' values meet on a worker (`Context.join_rows`) -----------------

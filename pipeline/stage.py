@@ -406,9 +406,21 @@ class RowwiseStage(Stage):
 
     def run(self, ctx: Context, data: Dataset) -> Iterator[pl.DataFrame]:
         bar = ctx.progress(total=data.num_rows)
+        try:
+            yield from self.process_stream(data.iter_batches_with_arrow(self.batch_rows), ctx, bar)
+        finally:
+            bar.close()
+
+    def process_stream(self, batches: Iterator[tuple[pl.DataFrame, Any]], ctx: Context,
+                       bar: Progress) -> Iterator[Any]:
+        """`process_batch` over (polars batch, Arrow batch or None) pairs, counting rows on `bar`.
+
+        A batch handed back unchanged is written from its Arrow batch as read (see
+        `Dataset.iter_batches_with_arrow`). Every executor runs a row-wise step through here.
+        """
         ctx.current_progress = bar
         try:
-            for batch, arrow in data.iter_batches_with_arrow(self.batch_rows):
+            for batch, arrow in batches:
                 before = bar.done
                 out = self.process_batch(batch, ctx)
                 # A stage may report finer progress itself (per model batch); count only the rest.
@@ -420,7 +432,6 @@ class RowwiseStage(Stage):
                 out = None  # written by now: hold no batch while the next one is read
         finally:
             ctx.current_progress = None
-            bar.close()
 
 
 def check_inputs(stage: Stage, inputs: dict[str, Dataset]) -> None:

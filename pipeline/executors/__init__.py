@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.errors import PipelineError
+from pipeline.fragments import is_rowwise_step, run_fragments_locally
 from pipeline.io import Dataset, write_table
 from pipeline.stage import Context, Stage
 
@@ -24,14 +25,20 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Runs every step in this process, streaming batches straight to Parquet."""
+    """Runs every step in this process, streaming batches straight to Parquet.
+
+    `partition_bytes` and `fragment_rows` cut partitioned and row-wise steps as the Ray executor's
+    options of the same names do (None: from the input alone), so both write the same files.
+    """
 
     name = "local"
 
-    def __init__(self, partition_bytes: int | None = None):
-        if partition_bytes is not None and partition_bytes < 1:
-            raise PipelineError(f"partition_bytes must be at least 1, got {partition_bytes}")
+    def __init__(self, partition_bytes: int | None = None, fragment_rows: int | None = None):
+        for option, value in (("partition_bytes", partition_bytes), ("fragment_rows", fragment_rows)):
+            if value is not None and value < 1:
+                raise PipelineError(f"{option} must be at least 1, got {value}")
         self.partition_bytes = partition_bytes
+        self.fragment_rows = fragment_rows
 
     def run_step(self, stage: Stage, ctx: Context, inputs: dict[str, Dataset], out_dir: Path) -> None:
         from pipeline.partitioned import PartitionedStage, run_partitioned_step
@@ -39,8 +46,11 @@ class LocalExecutor:
         if isinstance(stage, PartitionedStage):
             # Partitions are cut the same way on every executor, so the merged state is the same.
             run_partitioned_step(stage, ctx, inputs, out_dir, self.partition_bytes)
-            return
-        write_table(stage.run(ctx, **inputs), out_dir)
+        elif is_rowwise_step(stage, inputs):
+            (data,) = inputs.values()
+            run_fragments_locally(stage, ctx, data, out_dir, self.fragment_rows)
+        else:
+            write_table(stage.run(ctx, **inputs), out_dir)
 
     def close(self) -> None:
         pass
@@ -48,9 +58,10 @@ class LocalExecutor:
 
 def get_executor(name: str, **options: Any) -> Executor:
     if name == "local":
-        unknown = sorted(set(options) - {"partition_bytes"})
+        unknown = sorted(set(options) - {"partition_bytes", "fragment_rows"})
         if unknown:
-            raise PipelineError(f"the local executor takes only the option partition_bytes, got {unknown}")
+            raise PipelineError(f"the local executor takes only the options partition_bytes and fragment_rows, "
+                                f"got {unknown}")
         return LocalExecutor(**options)
     if name == "ray":
         try:

@@ -3,9 +3,9 @@
 How each kind of stage is placed (the runner still owns caching, manifests and atomic publication):
 
 - Row-wise stages (`kind == "rowwise"`) are split into fragments: contiguous row ranges of the input
-  Parquet files, in file order. One Ray task per fragment reads its range, runs `process_batch` over
-  `batch_rows`-sized slices and writes `part-<fragment>-<k>.parquet` into the step's staging folder.
-  Part names follow input order, so the step's rows come out in exactly the local order, and each
+  Parquet files, in file order, cut from the input alone (`pipeline.fragments`). One Ray task per
+  fragment writes it exactly as the local executor does (`part-<fragment>-<k>.parquet`, the same
+  batches and row groups), so the step's files are the local files byte for byte, and each
   part is written under a temporary name and renamed, so a retried task overwrites cleanly. We use
   Ray core tasks rather than Ray Data's `map_batches` + `write_parquet` because Ray Data names
   output files by its own block ids, which would lose that order.
@@ -37,14 +37,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
-import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import ray
 
 from pipeline.errors import PipelineError, first_line
@@ -63,15 +60,9 @@ from pipeline.executors.ray_tasks import (  # noqa: F401 - re-exported for ray_p
     replay_stats,
     run_bounded,
 )
+from pipeline.fragments import is_rowwise_step, plan_fragments, remove_leftovers
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
-
-# Fragments smaller than this cost more in task overhead than they win in parallelism.
-MIN_AUTO_FRAGMENT_ROWS = 8_192
-# Aim for this many fragments per cluster CPU, so a slow node does not hold up the step's end.
-FRAGMENTS_PER_CPU = 4
-MAX_FRAGMENT_ROWS = 1_000_000
-
 
 # ------------------------------------------------------------------------------ the executor
 
@@ -83,8 +74,8 @@ class RayExecutor:
         cluster this machine belongs to, or None for $RAY_ADDRESS, else a Ray instance started here.
     connect_timeout_s: how long to wait for the head to answer before giving up with an error.
     max_retries: how often a task is retried (or an actor restarted) when its worker dies.
-    fragment_rows: rows per row-wise task; None sizes fragments from the cluster's CPU count, in
-        whole batches of the stage (set it only to force small fragments, e.g. in tests).
+    fragment_rows: rows per row-wise task; None sizes fragments from the input alone
+        (`pipeline.fragments`), as the local executor does: give both the same value for the same files.
     actors: size of the actor pool for model-holding stages; None fills the cluster.
     runtime_env: passed to ray.init (e.g. to ship code to a cluster without corpusforge installed).
     partition_bytes: bytes per partition of a partitioned stage (`pipeline.partitioned`); None = its default.
@@ -168,8 +159,7 @@ class RayExecutor:
         inputs = {name: _absolute(ds) for name, ds in inputs.items()}
         from pipeline.partitioned import PartitionedStage
 
-        rowwise = (stage.kind == "rowwise" and len(inputs) == 1 and hasattr(stage, "process_batch")
-                   and next(iter(inputs.values())).num_rows > 0)
+        rowwise = is_rowwise_step(stage, inputs)
         if not (rowwise and getattr(type(stage), "uses_model", False)):
             self._release_actors()  # idle actors hold their CPUs: this step's tasks would wait for them
         if isinstance(stage, PartitionedStage):
@@ -200,28 +190,8 @@ class RayExecutor:
         ctx.stats.update(stats)
         ctx.side_outputs.extend(side_outputs)
 
-    def plan_fragments(self, data: Dataset, batch_rows: int) -> list[tuple]:
-        """Contiguous row ranges of the input in its order: (file or frame, start row, stop row).
-
-        Automatic sizes are whole multiples of the stage's `batch_rows`, so `process_batch` sees
-        the batches the local executor would give it (exactly so when a fragment holds the whole
-        input or row groups hold whole batches). That matters for stages whose output depends on
-        batch composition: a transformer pads each batch, which moves vectors by ~1e-7.
-        """
-        if self.fragment_rows is not None:
-            size = self.fragment_rows
-        else:
-            target = math.ceil(data.num_rows / (self.cluster_cpus() * FRAGMENTS_PER_CPU))
-            size = min(max(target, MIN_AUTO_FRAGMENT_ROWS), MAX_FRAGMENT_ROWS)
-            size = math.ceil(size / batch_rows) * batch_rows
-        if data.frame is not None:
-            sources = [(data.frame, data.frame.height)]
-        else:
-            sources = [(str(f), pq.read_metadata(f).num_rows) for f in data.files]
-        return [(src, start, min(start + size, n)) for src, n in sources for start in range(0, n, size)]
-
     def _run_rowwise(self, stage: Stage, ctx: Context, data: Dataset, out_dir: Path) -> None:
-        fragments = self.plan_fragments(data, stage.batch_rows)
+        fragments = plan_fragments(data, stage.batch_rows, self.fragment_rows)
         remote_ctx = _remote_ctx(ctx, out_dir)
         if data.frame is not None:
             # An in-memory input (library use) goes to the object store once, not once per fragment.
@@ -235,8 +205,7 @@ class RayExecutor:
                 results = self._map_on_tasks(stage, remote_ctx, fragments, out_dir, bar)
         finally:
             bar.close()
-            for leftover in out_dir.glob(".fragment-*"):
-                shutil.rmtree(leftover, ignore_errors=True)
+            remove_leftovers(out_dir)
         for result in results:
             if result is not None and result[0] == "error":
                 raise _unpack_error(result[1])

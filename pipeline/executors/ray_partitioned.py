@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ import ray
 
 from pipeline.errors import PipelineError
 from pipeline.executors.ray_join import ray_join
+from pipeline.fragments import remove_leftovers
 from pipeline.io import Dataset, write_table
 from pipeline.partitioned import (
     PartitionedStage,
@@ -52,7 +52,7 @@ from pipeline.partitioned import (
     state_fingerprint,
     without_parts,
 )
-from pipeline.row_pass import RowPass, fill_empty_outputs, output_folders, split_rows, write_partition_rows
+from pipeline.row_pass import RowPass, end_row_pass, output_folders, split_rows, write_partition_rows
 from pipeline.stage import Context
 
 
@@ -315,7 +315,7 @@ def _row_pass_task(rows: RowPass, partition, payload: Any, folders: dict[str, st
 def _run_row_pass(executor: Any, rows: RowPass, ctx: Context, remote_ctx: Context, partitions: list,
                   out_dir: Path, options: dict) -> None:
     """One task per partition writes that partition's rows of every output; then the driver's `done`."""
-    from pipeline.executors.ray import IN_FLIGHT_PER_CPU, _unify_part_schemas, _unpack_error, run_bounded
+    from pipeline.executors.ray import IN_FLIGHT_PER_CPU, _unpack_error, run_bounded
 
     folders = output_folders(rows, remote_ctx, out_dir)
     task = ray.remote(_row_pass_task).options(scheduling_strategy="SPREAD", **options)
@@ -333,16 +333,10 @@ def _run_row_pass(executor: Any, rows: RowPass, ctx: Context, remote_ctx: Contex
                     len(partitions), IN_FLIGHT_PER_CPU * executor.cluster_cpus(), finished)
     finally:
         for folder in folders.values():
-            for leftover in Path(folder).glob(".partition-*"):
-                shutil.rmtree(leftover, ignore_errors=True)
+            remove_leftovers(Path(folder))
     if failures:
         raise _unpack_error(failures[0])
-    fill_empty_outputs(rows, folders)
-    for output, folder in folders.items():
-        _unify_part_schemas(Path(folder))
-        if output:
-            ctx.side_outputs.append(output)
-    rows.done(ctx)
+    end_row_pass(rows, ctx, folders)
 
 
 def _submit_reducers(executor: Any, stage: PartitionedStage, stage_ref: Any, broadcast_ref: Any, part_refs: list,

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 import ray
 
 from pipeline.errors import PipelineError
-from pipeline.io import COMPRESSION, COMPRESSION_LEVEL, Dataset, write_table
+from pipeline.fragments import unify_part_schemas as _unify_part_schemas  # noqa: F401 - the Ray executor's name
+from pipeline.fragments import write_fragment
+from pipeline.io import Dataset, write_table
 from pipeline.stage import Context, Stage
 
 # ------------------------------------------------------------------------------ stats recording
@@ -129,57 +127,17 @@ def _run_table_stage(stage: Stage, ctx: Context, inputs: dict[str, Dataset], out
     return ("ok", ctx.stats, ctx.side_outputs)
 
 
-def _fragment_batches(fragment: tuple, batch_rows: int):
-    """The fragment's rows as polars batches of at most `batch_rows`, in file order."""
-    source, start, stop = fragment
-    if isinstance(source, pl.DataFrame):
-        for offset in range(start, stop, batch_rows):
-            yield source.slice(offset, min(batch_rows, stop - offset))
-        return
-    pf = pq.ParquetFile(source)
-    meta = pf.metadata
-    groups, first_row, row = [], None, 0
-    for g in range(meta.num_row_groups):
-        n = meta.row_group(g).num_rows
-        if row < stop and row + n > start:
-            groups.append(g)
-            first_row = row if first_row is None else first_row
-        row += n
-    if not groups:
-        return
-    # Skip the rows before `start` in the first row group, stop at `stop`.
-    position = first_row
-    for batch in pf.iter_batches(batch_size=batch_rows, row_groups=groups):
-        lo, hi = max(start - position, 0), min(stop - position, batch.num_rows)
-        position += batch.num_rows
-        if hi > lo:
-            yield pl.from_arrow(batch.slice(lo, hi - lo))
-        if position >= stop:
-            break
-
-
 def _run_fragment(stage: Stage, ctx: Context, fragment: tuple, index: int, out_dir: str, cwd: str) -> tuple:
-    """Map one fragment through `process_batch`; write its parts under names that keep input order."""
+    """Map one fragment as the local executor does (`pipeline.fragments.write_fragment`): the same parts."""
     _enter(cwd)
     if isinstance(fragment[0], ray.ObjectRef):
         fragment = (ray.get(fragment[0]), fragment[1], fragment[2])
-    folder = Path(out_dir)
     stats = StatsLog()
     task_ctx = replace(ctx, stats=stats, side_outputs=[], quiet=True)
-    tmp = folder / f".fragment-{index:05d}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
     try:
-        try:
-            outputs = (stage.process_batch(b, task_ctx) for b in _fragment_batches(fragment, stage.batch_rows))
-            write_table(outputs, tmp)
-        except PipelineError as exc:
-            return ("error", _pack_error(exc))
-        rows = 0
-        for k, part in enumerate(sorted(tmp.glob("part-*.parquet"))):
-            rows += pq.read_metadata(part).num_rows
-            os.replace(part, folder / f"part-{index:05d}-{k:03d}.parquet")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        rows = write_fragment(stage, task_ctx, fragment, index, Path(out_dir), task_ctx.progress())
+    except PipelineError as exc:
+        return ("error", _pack_error(exc))
     return ("ok", rows, stats.ops)
 
 
@@ -204,35 +162,6 @@ class _FragmentWorker:
 
     def pid(self) -> int:
         return os.getpid()
-
-
-def _unify_part_schemas(out_dir: Path) -> None:
-    """Give every part one schema: fragments are written independently, and readers refuse mixed ones.
-
-    A column whose type depends on the data (all nulls in one fragment, text in another) is
-    promoted to the common type, which is what the local writer gives when its first batch has
-    the wider type; a real conflict (text vs numbers) is an error naming both schemas.
-    """
-    parts = sorted(out_dir.glob("part-*.parquet"))
-    schemas = [pq.read_schema(p) for p in parts]
-    if all(s.equals(schemas[0]) for s in schemas[1:]):
-        return
-    try:
-        unified = pa.unify_schemas(schemas, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise PipelineError(f"fragments of this step produced incompatible schemas: {exc}") from None
-    for part, schema in zip(parts, schemas):
-        if schema.equals(unified):
-            continue
-        try:
-            table = pq.read_table(part).select(unified.names).cast(unified)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError, ValueError) as exc:
-            raise PipelineError(
-                f"the stage produced batches with different schemas ({schema} vs {unified}): {exc}"
-            ) from None
-        tmp = part.with_name(f".{part.name}.tmp")
-        pq.write_table(table, tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL)
-        os.replace(tmp, part)
 
 
 # ------------------------------------------------------------------------------ submitting tasks

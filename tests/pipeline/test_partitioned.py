@@ -232,10 +232,12 @@ def test_a_killed_run_resumes_from_its_finished_partitions(tmp_path):
 
 
 def test_local_executor_refuses_unknown_options_and_bad_sizes():
-    with pytest.raises(PipelineError, match="partition_bytes"):
-        get_executor("local", fragment_rows=3)
-    with pytest.raises(PipelineError, match="at least 1"):
+    with pytest.raises(PipelineError, match="partition_bytes and fragment_rows"):
+        get_executor("local", actors=3)
+    with pytest.raises(PipelineError, match="partition_bytes must be at least 1"):
         get_executor("local", partition_bytes=0)
+    with pytest.raises(PipelineError, match="fragment_rows must be at least 1"):
+        get_executor("local", fragment_rows=0)
 
 
 def leakage_inputs(folder: Path) -> dict[str, Dataset]:

@@ -99,6 +99,14 @@ def test_a_row_pass_on_two_nodes_writes_each_partition_on_a_worker_in_input_orde
         assert table.equals(with_word) and sides["without"].equals(without), (words, partition_bytes)
         assert table.columns == ["id", "text", "row"]
         assert stats["vocabulary"] == sorted(words)
+        # The local executor writes each partition's rows as a task does: the same files, byte for byte.
+        local_out = tmp_path / f"local-{partition_bytes}-{len(words)}"
+        on_ray = len(passes_here)
+        run_step(SplitRows(), {"data": data, "vocab": vocab}, local_out, LocalExecutor(partition_bytes=partition_bytes))
+        del passes_here[on_ray:]  # the local passes ran here, as they should
+        for folder in ("", "without"):
+            local_parts = {p.name: p.read_bytes() for p in sorted((local_out / folder).glob("part-*.parquet"))}
+            assert local_parts == {p.name: p.read_bytes() for p in sorted((out / folder).glob("part-*.parquet"))}
         if partition_bytes == 1 and without.height == data.num_rows:
             # One part per partition that had rows, named by partition; an output with none gets one empty part.
             assert len(list((out / "without").glob("part-*-000.parquet"))) == stats["partitions"]

@@ -64,7 +64,7 @@ def run(tmp_path, report_stage):
 
 
 def _part(run_dir, step="copy"):
-    return run_dir / step / "part-00000.parquet"
+    return run_dir / step / "part-00000-000.parquet"
 
 
 def _again(config, workdir, verify="fast"):
@@ -89,7 +89,7 @@ def test_flipped_bytes_recompute_the_step(run):
     part.write_bytes(bytes(raw))
     report = _again(config, workdir)
     assert report.ran == ["copy"] and report.cached == ["report", "down"]
-    assert "part-00000.parquet: content differs" in report.step("copy").recomputed_because
+    assert "part-00000-000.parquet: content differs" in report.step("copy").recomputed_because
 
 
 def _edit_text_in_place(part):

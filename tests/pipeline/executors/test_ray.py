@@ -52,11 +52,25 @@ def _step_tables(run_dir: Path, step: str) -> dict[str, pl.DataFrame]:
     return tables
 
 
+def _parts(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("part-*.parquet"))}
+
+
+def _assert_same_files(local: Path, remote: Path) -> None:
+    """The same part files, byte for byte: rows, batches, row groups and names alike."""
+    a, b = _parts(local), _parts(remote)
+    assert list(a) == list(b), f"{remote.name}: parts {list(b)} on Ray, {list(a)} locally"
+    assert [n for n in a if a[n] != b[n]] == [], f"{remote.name}: these parts' bytes differ from local"
+
+
 def _assert_same_runs(local_dir: Path, ray_dir: Path, steps: list[str], skip_stats: tuple[str, ...] = ()) -> None:
     def folders(run_dir: Path) -> list[str]:
         return sorted(p.name for p in run_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     assert folders(local_dir) == folders(ray_dir)
+    for folder in folders(local_dir):
+        if any(folder == s or folder.startswith(f"{s}@") for s in steps):
+            _assert_same_files(local_dir / folder, ray_dir / folder)
     for step in steps:
         local, remote = _step_tables(local_dir, step), _step_tables(ray_dir, step)
         assert sorted(local) == sorted(remote), step
@@ -106,7 +120,7 @@ def test_pipeline_on_two_nodes_equals_local(ray_cluster, tmp_path):
     steps = _docs_steps(markers)
     steps[2]["params"]["hold_s"] = 0.2
     config = _config("same", steps)
-    run_pipeline(config, workdir=tmp_path / "local")
+    run_pipeline(config, workdir=tmp_path / "local", executor_options={"fragment_rows": 40})
     report = run_pipeline(config, workdir=tmp_path / "ray", executor="ray",
                           executor_options={"address": ray_cluster.address, "fragment_rows": 40})
     assert report.ran == [s["id"] for s in steps]
@@ -124,7 +138,7 @@ def test_pipeline_on_two_nodes_equals_local(ray_cluster, tmp_path):
 def test_cli_runs_on_the_cluster(ray_cluster, tmp_path):
     config = tmp_path / "quick.yaml"
     config.write_text(yaml.safe_dump(_config("cli", _docs_steps()[:4])))
-    run_pipeline(str(config), workdir=tmp_path / "local")
+    local = run_pipeline(str(config), workdir=tmp_path / "local")
     # Relative paths (as users type them) must mean the same on the workers as in the driver.
     done = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "run", "quick.yaml", "--workdir", "ray",
@@ -135,12 +149,18 @@ def test_cli_runs_on_the_cluster(ray_cluster, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     _assert_same_runs(tmp_path / "local" / "cli", tmp_path / "ray" / "cli", ["docs", "prose", "tagged", "split"])
+    # The same files: a row-wise step run again on Ray leaves every step after it a cache hit locally.
+    again = run_pipeline(str(config), workdir=tmp_path / "local", executor="ray", force=True, only="prose",
+                         executor_options={"address": ray_cluster.address})
+    assert again.ran == ["prose"] and local.ran == ["docs", "prose", "tagged", "split"]
+    assert run_pipeline(str(config), workdir=tmp_path / "local").ran == []
 
 
 def test_killed_rowwise_worker_is_retried_and_output_complete(ray_cluster, tmp_path):
     markers = tmp_path / "markers"
     markers.mkdir()
-    local = run_pipeline(_config("kill", _docs_steps()[:3]), workdir=tmp_path / "local")
+    local = run_pipeline(_config("kill", _docs_steps()[:3]), workdir=tmp_path / "local",
+                         executor_options={"fragment_rows": 60})
     victim = load(Path(local.step("tagged").path)).collect()["id"][150]
     run_pipeline(_config("kill", _docs_steps(markers, kill_at_id=victim)[:3]), workdir=tmp_path / "ray",
                  executor="ray", executor_options={"address": ray_cluster.address, "fragment_rows": 60})
@@ -150,6 +170,7 @@ def test_killed_rowwise_worker_is_retried_and_output_complete(ray_cluster, tmp_p
     ray_stats = json.loads((tmp_path / "ray" / "kill" / "tagged" / "_manifest.json").read_text())["stats"]
     assert ray_stats == {"rows_tagged": expected.height, "column": "chars"}
     assert not list((tmp_path / "ray" / "kill" / "tagged").glob(".fragment-*"))
+    _assert_same_files(tmp_path / "local" / "kill" / "tagged", tmp_path / "ray" / "kill" / "tagged")
 
 
 def test_killed_table_task_is_retried(ray_cluster, tmp_path):
@@ -168,12 +189,13 @@ def test_model_stage_runs_on_actors_loading_once_each_and_survives_a_kill(ray_cl
     markers = tmp_path / "markers"
     markers.mkdir()
     steps = _docs_steps()[:1] + [{"id": "topics", "stage": "test_ray_count_topic_words", "inputs": "docs"}]
-    local = run_pipeline(_config("model", steps), workdir=tmp_path / "local")
+    local = run_pipeline(_config("model", steps), workdir=tmp_path / "local", executor_options={"fragment_rows": 50})
     expected = load(Path(local.step("topics").path)).collect()
     steps[1]["params"] = {"marker_dir": str(markers), "kill_at_id": expected["id"][300]}
     run_pipeline(_config("model", steps), workdir=tmp_path / "ray", executor="ray",
                  executor_options={"address": ray_cluster.address, "fragment_rows": 50})
     assert load(tmp_path / "ray" / "model" / "topics").collect().equals(expected)
+    _assert_same_files(tmp_path / "local" / "model" / "topics", tmp_path / "ray" / "model" / "topics")
     assert (markers / "killed-actor").exists()
     fragments = -(-expected.height // 50)
     loads = len(list(markers.glob("load-*")))
@@ -249,7 +271,7 @@ def test_library_call_on_an_in_memory_table(ray_cluster, tmp_path):
     frame = pl.DataFrame({"id": [f"f{i}" for i in range(len(lines))], "text": lines})
     stage = LengthFilter(min_words=8)
     outputs = {}
-    for name, exe in (("local", LocalExecutor()),
+    for name, exe in (("local", LocalExecutor(fragment_rows=37)),
                       ("ray", get_executor("ray", address=ray_cluster.address, fragment_rows=37))):
         out = tmp_path / name
         out.mkdir()
@@ -261,6 +283,8 @@ def test_library_call_on_an_in_memory_table(ray_cluster, tmp_path):
         outputs[name] = pl.read_parquet(out / "part-*.parquet")
     assert outputs["ray"].height > 0
     assert outputs["ray"].equals(outputs["local"])
+    assert len(_parts(tmp_path / "ray")) > 1
+    _assert_same_files(tmp_path / "local", tmp_path / "ray")
 
 
 def test_parts_from_fragments_share_one_schema(ray_cluster, tmp_path):
@@ -268,12 +292,14 @@ def test_parts_from_fragments_share_one_schema(ray_cluster, tmp_path):
     # local writer casts later batches to the first one's schema, and so must the Ray executor.
     steps = _docs_steps()[:1] + [{"id": "words", "stage": "test_ray_first_word_if_long", "inputs": "docs",
                                   "params": {"min_chars": 3000}}]
-    local = run_pipeline(_config("schema", steps), workdir=tmp_path / "local", executor="local")
+    local = run_pipeline(_config("schema", steps), workdir=tmp_path / "local", executor="local",
+                         executor_options={"fragment_rows": 30})
     run_pipeline(_config("schema", steps), workdir=tmp_path / "ray", executor="ray",
                  executor_options={"address": ray_cluster.address, "fragment_rows": 30})
     expected = load(Path(local.step("words").path)).collect()
     assert expected["first_word"].null_count() < expected.height
     assert load(tmp_path / "ray" / "schema" / "words").collect().equals(expected)
+    _assert_same_files(tmp_path / "local" / "schema" / "words", tmp_path / "ray" / "schema" / "words")
 
 
 def test_wrong_address_fails_fast_with_a_clear_error(ray_cluster, tmp_path):

@@ -70,6 +70,11 @@ def test_dedup_on_two_nodes_equals_local(ray_cluster, tmp_path, monkeypatch):
         assert sorted(local) == ["", "clusters", "removed"]
         for name in local:
             assert local[name].equals(remote[name]), (step, name)
+            # The same files byte for byte: kept and removed rows are written per partition on both executors.
+            folder = f"{step}@{name}" if name else step
+            parts = [{p.name: p.read_bytes() for p in sorted((tmp_path / where / "dd" / folder).glob("part-*.parquet"))}
+                     for where in ("local", "ray")]
+            assert parts[0] == parts[1] and parts[0], (step, name)
         assert local["removed"].height > 0, step
 
 
