@@ -19,7 +19,7 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
 from stages._hashing import id_uniform
-from stages._ids import refuse_bad_ids
+from stages._ids import refuse_bad_ids, refuse_nans
 from stages.text.tokens import count_words
 
 
@@ -64,6 +64,7 @@ class NestedSubsets(Stage):
         token_column: numeric column of token counts per row (null: whitespace words of text_column)
         text_column: the text counted when unit is 'tokens' and token_column is null
         strata: nest within the values of this column (label, source...): every subset keeps their proportions
+            (null is a stratum of its own; NaN is refused)
         side_outputs: also write one side output per subset, `size_<n>`
         id_column: unique row id the hash is keyed on
     """
@@ -122,6 +123,11 @@ class NestedSubsets(Stage):
             else:
                 cols[self.text_column] = "text_column"
         return {"data": cols}
+
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        if self.strata:
+            refuse_nans(inputs["data"], self.strata, "NaN equals no other value, not even another NaN, so its rows "
+                        "belong to no defined stratum", param="strata", input_name="data")
 
     def _tokens(self, table: pl.DataFrame, label: str) -> np.ndarray:
         if self.unit == "rows":
