@@ -34,8 +34,9 @@ def nesting_order(ids: pl.Series, strata: pl.Series | None, seed: int) -> np.nda
     u = id_uniform(ids, seed, "nested_subsets")
     if strata is None:
         return np.lexsort((np.arange(u.size), u))
-    codes = strata.cast(pl.String).fill_null("<null>").to_numpy()
-    _, stratum = np.unique(codes, return_inverse=True)
+    # Equal values share a stratum as polars compares them (-0.0 is 0.0), and null is one of its own (NaN is refused
+    # before: `check_input_data`); values cast to strings made '-0.0' a stratum apart and nulls one with '<null>'.
+    _, stratum = np.unique(strata.rank("dense").fill_null(0).to_numpy(), return_inverse=True)
     by_stratum = np.lexsort((u, stratum))
     counts = np.bincount(stratum)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])

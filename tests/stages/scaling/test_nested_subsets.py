@@ -121,3 +121,15 @@ steps:
                          "column 'score' has 20 NaN values", "fill_nan(None)")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs" / "bad" / "nest").exists()
+
+
+def test_strata_are_the_values_as_polars_compares_them():
+    # Strata were the values cast to strings: -0.0 and 0.0 made two strata, and the string '<null>' joined the nulls.
+    from stages.scaling.nested_subsets import nesting_order
+
+    ids = pl.Series([f"r{i}" for i in range(40)])
+    zeros = pl.Series([[0.0, -0.0, 1.0, 1.0][i % 4] for i in range(40)])
+    assert (nesting_order(ids, zeros, 3) == nesting_order(ids, zeros.abs(), 3)).all()
+    named = pl.Series([["<null>", None][i % 2] for i in range(40)])
+    two = pl.Series([["a", "b"][i % 2] for i in range(40)])
+    assert (nesting_order(ids, named, 3) == nesting_order(ids, two, 3)).all()
