@@ -120,14 +120,32 @@ def _footer_nulls(data: Dataset, column: str) -> int | None:
     return total
 
 
-def refuse_null_texts(data: Dataset, column: str, consequence: str, *, input_name: str | None = None,
+def null_rows(data: Dataset, columns: list[str]) -> int:
+    """The rows of a whole input null in every one of `columns`: none where one of them has no null (`null_count`,
+    from the footers where it can), else counted batch by batch."""
+    if any(null_count(data, column) == 0 for column in columns):
+        return 0
+    every = pl.all_horizontal(pl.col(columns).is_null())
+    if data.frame is not None:
+        return int(data.frame.select(every.sum()).item())
+    return sum(int(batch.select(every.sum()).item()) for batch in data.iter_batches(ID_BATCH_ROWS, columns=columns))
+
+
+def refuse_null_texts(data: Dataset, column: str | list[str], consequence: str, *, input_name: str | None = None,
                       param: str = "text_column") -> None:
     """Refuse an input whose text column holds nulls (counted exactly, see `null_count`), saying what a null
-    row would have come to (`consequence`): a stage that read one as '' would lose it without a word."""
-    nulls = null_count(data, column)
-    if nulls:
-        raise InputDataError(f"{_where(input_name)}column '{column}' has {nulls:,} null texts; {consequence}; drop or "
-                             "fill them first", param=param, file=data.label)
+    row would have come to (`consequence`): a stage that read one as '' would lose it without a word. With a
+    list of columns (the fields one text is joined from), the rows null in all of them (`null_rows`)."""
+    columns = [column] if isinstance(column, str) else list(column)
+    nulls = null_count(data, columns[0]) if len(columns) == 1 else null_rows(data, columns)
+    if not nulls:
+        return
+    if len(columns) == 1:
+        what = f"{_where(input_name)}column '{columns[0]}' has {nulls:,} null texts"
+    else:
+        what = (f"{_where(input_name) or 'the input '}has {nulls:,} rows with no text (columns "
+                f"{', '.join(repr(c) for c in columns)} all null)")
+    raise InputDataError(f"{what}; {consequence}; drop or fill them first", param=param, file=data.label)
 
 
 def nan_count(data: Dataset, column: str) -> int:
