@@ -75,17 +75,6 @@ def refuse_bad_id_column(data: Dataset, column: str, *, input_name: str | None =
         refuse_bad_ids(pl.concat(candidates), column, data.label, param=param, input_name=input_name, hint=hint)
 
 
-def refuse_repeats_of(data: Dataset, column: str, ids: pl.Series, *, param: str = "id_column") -> None:
-    """Refuse when any of the distinct `ids` occurs more than once in the whole column: for a stage whose output
-    names a few rows by id (dedup's clustered rows), where a full check would hold every id. The column is
-    streamed and only the rows holding one of `ids` are kept, so memory follows `ids`, not the column."""
-    if ids.is_empty():
-        return
-    wanted = ids.cast(polars_schema(data.schema)[column], strict=False).implode()  # made once, not per batch
-    hits = [batch.filter(batch.is_in(wanted)) for batch in _id_batches(data, column)]
-    refuse_bad_ids(pl.concat(hits), column, data.label, param=param)
-
-
 def refuse_null_ids(data: Dataset, column: str, *, input_name: str | None = None, param: str = "id_column") -> None:
     """Null ids of a whole input, counted exactly without holding the column (`null_count`): for a stage that
     streams its input and never gathers every id (a count per batch would give the first batch's only)."""
