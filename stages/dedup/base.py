@@ -13,7 +13,8 @@ first pass out:
 2. `finish` turns the features into duplicate pairs (`duplicate_pairs`, the stage's own), reads
    the ids and keep-policy values of the rows in some pair (`row_facts`: where the partitions
    are), and `clusters.resolve` joins the pairs into clusters and picks the row each keeps. The
-   driver's memory follows the duplicate rows, not the corpus.
+   driver's memory follows the duplicate rows, not the corpus (only the id check before the passes,
+   `check_input_data`, holds 8 bytes a row, and frees them).
 3. the data is then passed again, partition by partition (`outputs.DedupRows`, on the workers on
    Ray): kept rows are the step's table, removed rows go to the side output `removed` with the
    cluster, the row they duplicate, the similarity and the reason; `clusters` lists every member
