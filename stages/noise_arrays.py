@@ -44,7 +44,8 @@ def _like(values: np.ndarray, template: Any) -> Any:
 
 # The stage's words for the table this module builds, in the words of the arrays the caller passed.
 _ARGUMENT_OF_COLUMN = {"label_column": "y", "feature_column": "X", "id_column": "ids"}
-_WORDS = (("label column 'label'", "y"), ("column 'label'", "y"), ("input 'data' has no rows", "y is empty"))
+_WORDS = (("label column 'label'", "y"), ("column 'label'", "y"), ("input 'data' has no rows", "y is empty"),
+          ("input 'data' column 'id'", "ids"), ("set id_column: null", "pass ids=None"))
 
 
 @contextmanager
@@ -57,6 +58,7 @@ def _in_array_words():
         exc.param = _ARGUMENT_OF_COLUMN.get(exc.param, exc.param)
         for stage_words, array_words in _WORDS:
             exc.message = exc.message.replace(stage_words, array_words)
+            exc.hint = exc.hint and exc.hint.replace(stage_words, array_words)
         exc.file = None if exc.file == "input 'data'" else exc.file
         exc.args = (exc.message,)
         raise
@@ -87,7 +89,8 @@ def flip_labels(y: Any, *, noise: str = "symmetric", rate: float | dict | None =
     """Relabel rows at an exact rate; returns new noisy labels, `y` is not modified (or `NoisyLabels` with `details`).
 
     `noise`, `rate`, `mapping`, `matrix` and `classes` mean what they mean for `label_noise` with
-    `mode: flip`; `ids` keys the random draws (default: row position).
+    `mode: flip`; `ids` keys the random draws (default: row position), one unique id a row: a repeated id is
+    refused (it would draw its twin's flip).
     """
     seed = check_seed(seed)
     labels = _to_numpy(y)

@@ -117,7 +117,7 @@ class LeakageAudit(PartitionedStage):
         paraphrase_min_score: paraphrase evidence: the lowest threshold the null may set (0.6: chosen on HumanEval, short-docstring rephrasings and pydoc-vs-stdlib cross-domain controls; see bench/results.md)
         paraphrase_precision: paraphrase evidence: MiniLM's precision when re-scoring; auto = bfloat16 where the CPU computes it natively (1.8x faster, scores within 0.002), else float32; float32 = scores that do not depend on the CPU's bfloat16 support
         fields: eval-aware items: test columns by role ({question: q, choices: options, answer: label, passage: p}); each item is scored as question, question + answer and full prompt
-        train_fields: instruction-tuning training data: training columns by role ({instruction: prompt, input: context, response: completion}), joined into the text every evidence kind reads (instead of text_column)
+        train_fields: instruction-tuning training data: training columns by role ({instruction: prompt, input: context, response: completion}), joined into the text every evidence kind reads (instead of text_column); a role may be null, a row with every one null is refused
         duplicates: (optional input) a dedup step's `removed` side output: the report gains a duplicates section
     """
 
@@ -218,9 +218,11 @@ class LeakageAudit(PartitionedStage):
         test = inputs["test"]  # a test item's findings are keyed by its id: a repeated or null one is ambiguous
         if self.id_column in test.columns:
             refuse_bad_id_column(test, self.id_column)
-        if not self.train_fields:  # (a missing role of an instruction/response pair is legitimately null)
-            refuse_null_texts(inputs["train"], self.text_column, "a training document with no text would be "
-                              "skipped without a word", input_name="train")
+        # A missing role of an instruction/response pair is legitimately null; a row with every role null has no
+        # text at all, like a null text.
+        refuse_null_texts(inputs["train"], train_columns(self.text_column, self.train_fields),
+                          "a training document with no text would be skipped without a word", input_name="train",
+                          param="train_fields" if self.train_fields else "text_column")
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         test = {self.text_column: "text_column"} if not self.fields else {c: "fields" for c in self.fields.values()}

@@ -188,8 +188,9 @@ def _assign_flips(hashes: np.ndarray, clean_idx: np.ndarray, rows: np.ndarray, t
             short.add(i)
             continue
         # Only the cut points of the hash order matter (who flips, and where one target cell ends and
-        # the next begins), so partitions around those points replace a full sort. Equal hashes
-        # (duplicate ids) are harmless except across a cut, where the order would decide: refused.
+        # the next begins), so partitions around those points replace a full sort. Equal hashes across a
+        # cut would leave the order to decide: refused (repeated ids are refused before, by
+        # `LabelNoise.check_input_data`, so only a collision of two ids' 64-bit hashes gets here).
         tie = False
         if flips < n_i:
             chosen = np.argpartition(h_i, [flips - 1, flips])

@@ -17,6 +17,7 @@ from pipeline.partitioned import (
 )
 from pipeline.stage import Context
 from stages._hashing import stream_key
+from stages._ids import refuse_bad_id_column
 from stages.noise.dilute import dilute_rows
 from stages.noise.dilute_plan import dilute_broadcast
 from stages.noise.flip import flip_matrix, flip_rows
@@ -47,7 +48,8 @@ class LabelNoise(PartitionedStage):
         feature_column: numeric vector column for confusion 'centroid' and for out-of-distribution sources
         classes: the class set and its order (default: sorted distinct labels of the data)
         label_column: the column holding labels (integers or strings)
-        id_column: unique row id that keys every random draw; null keys by row position instead
+        id_column: unique row id that keys every random draw (a null or repeated id is refused); null keys by row
+            position instead
     """
 
     name = "label_noise"
@@ -115,6 +117,18 @@ class LabelNoise(PartitionedStage):
             data[self.feature_column] = "feature_column"
             source[self.feature_column] = "feature_column"
         return {"data": data, "source": source}
+
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        """Ids unique in each input, whatever the draw: a repeated id draws its twin's fate (both rows flip, to the
+        same class, or neither), so the realised noise on record would not be per row. Before, only twins that fell
+        either side of a cut were refused (`counts.choose_flips`), so the same data passed at one rate or seed and
+        failed at another."""
+        if not self.id_column:
+            return
+        for name in ("data", "source"):
+            if inputs.get(name) is not None:
+                refuse_bad_id_column(inputs[name], self.id_column, input_name=name,
+                                     hint="make the ids unique, or set id_column: null to key by row position")
 
     # ------------------------------------------------------------ partitioned run
 

@@ -16,6 +16,7 @@ import polars as pl
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
+from stages._ids import refuse_nans
 from stages.embedding import vectors_to_series
 from stages.noise import vector_matrix
 from stages.scaling import id_estimators
@@ -24,6 +25,8 @@ from stages.scaling.plots import source_name
 
 PLOT_NAME = "dimension_vs_scale.png"
 Estimator = Literal["twonn", "mle", "gride"]
+# Why a NaN group key is refused (here and in scaling_fit).
+GROUP_NAN = "NaN equals no other value, not even another NaN, so its rows belong to no defined group"
 
 
 class IntrinsicDimension(Stage):
@@ -45,7 +48,8 @@ class IntrinsicDimension(Stage):
         discard_fraction: TwoNN: share of the largest ratios r2/r1 left out of the fit
         gride_n1: GRIDE: the ratio r_{2 n1} / r_{n1} is used
         scales: neighbourhood scales s for the plot (MLE with k = 2s, GRIDE with n1 = s, n2 = 2s)
-        group_by: estimate separately for each value of this column (null: all points together)
+        group_by: estimate separately for each value of this column (null: all points together); a null value
+            is a group of its own, NaN is refused
         bootstrap: bootstrap replicates for the intervals (0: none; at most 100,000)
         confidence: level of the bootstrap intervals
         duplicates: 'drop' repeated vectors (counted in `duplicates_dropped`) or 'error'
@@ -120,6 +124,10 @@ class IntrinsicDimension(Stage):
         if self.group_by:
             cols[self.group_by] = "group_by"
         return {"data": cols}
+
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        if self.group_by:
+            refuse_nans(inputs["data"], self.group_by, GROUP_NAN, param="group_by", input_name="data")
 
     def neighbours_needed(self) -> int:
         """How many neighbours per point every requested estimate and scale reads."""

@@ -19,7 +19,7 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
 from stages._hashing import id_uniform
-from stages._ids import refuse_bad_ids
+from stages._ids import refuse_bad_ids, refuse_nans
 from stages.text.tokens import count_words
 
 
@@ -34,8 +34,9 @@ def nesting_order(ids: pl.Series, strata: pl.Series | None, seed: int) -> np.nda
     u = id_uniform(ids, seed, "nested_subsets")
     if strata is None:
         return np.lexsort((np.arange(u.size), u))
-    codes = strata.cast(pl.String).fill_null("<null>").to_numpy()
-    _, stratum = np.unique(codes, return_inverse=True)
+    # Equal values share a stratum as polars compares them (-0.0 is 0.0), and null is one of its own (NaN is refused
+    # before: `check_input_data`); values cast to strings made '-0.0' a stratum apart and nulls one with '<null>'.
+    _, stratum = np.unique(strata.rank("dense").fill_null(0).to_numpy(), return_inverse=True)
     by_stratum = np.lexsort((u, stratum))
     counts = np.bincount(stratum)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
@@ -64,6 +65,7 @@ class NestedSubsets(Stage):
         token_column: numeric column of token counts per row (null: whitespace words of text_column)
         text_column: the text counted when unit is 'tokens' and token_column is null
         strata: nest within the values of this column (label, source...): every subset keeps their proportions
+            (null is a stratum of its own; NaN is refused)
         side_outputs: also write one side output per subset, `size_<n>`
         id_column: unique row id the hash is keyed on
     """
@@ -122,6 +124,11 @@ class NestedSubsets(Stage):
             else:
                 cols[self.text_column] = "text_column"
         return {"data": cols}
+
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        if self.strata:
+            refuse_nans(inputs["data"], self.strata, "NaN equals no other value, not even another NaN, so its rows "
+                        "belong to no defined stratum", param="strata", input_name="data")
 
     def _tokens(self, table: pl.DataFrame, label: str) -> np.ndarray:
         if self.unit == "rows":

@@ -16,8 +16,10 @@ import polars as pl
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
+from stages._ids import nan_count, null_count, refuse_nans
 from stages.scaling import fitting
 from stages.scaling.id_estimators import MAX_BOOTSTRAP
+from stages.scaling.intrinsic_dimension import GROUP_NAN
 from stages.scaling.plots import plot_power_laws, plot_transfer, source_name
 
 FIT_PLOT = "fit.png"
@@ -52,7 +54,8 @@ class ScalingFit(Stage):
         law: 'power_law' (L against x_column) or 'transfer'
         x_column: data (or parameter) count column: D, or D_F for the transfer law
         y_column: the loss column (must be > 0)
-        group_by: fit a power law per value of this column (e.g. model size); null: one fit
+        group_by: fit a power law per value of this column (e.g. model size); null: one fit. A null value is a
+            group of its own, NaN is refused
         floor: fit the irreducible loss L_inf (false: L = k x^-alpha)
         loss: robust loss of the least squares: 'huber', 'soft_l1', 'cauchy' or 'linear'
         f_scale: where the robust loss turns from quadratic to linear, in log-loss units
@@ -131,6 +134,17 @@ class ScalingFit(Stage):
         types["data"].update({column: "numeric" for column in numeric})
         return types
 
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        data = inputs["data"]
+        if self.law == "power_law" and self.group_by:
+            refuse_nans(data, self.group_by, GROUP_NAN, param="group_by", input_name="data")
+        if self.law == "transfer":  # the model sizes are keys (a from-scratch curve each) and values (N^beta)
+            missing = null_count(data, self.params_column) + nan_count(data, self.params_column)
+            if missing:
+                raise InputDataError(f"input 'data' column '{self.params_column}' has {missing:,} null or NaN "
+                                     "values; every row needs its model size (a from-scratch curve is fit per "
+                                     "size); drop or fill those rows first", param="params_column", file=data.label)
+
     def run(self, ctx: Context, data: Dataset, dimension: Dataset | None = None) -> pl.DataFrame:
         table = data.collect()
         if self.law == "transfer":
@@ -143,8 +157,8 @@ class ScalingFit(Stage):
                                      rng=ctx.rng("scaling_fit", salt), what=what)
 
     def _power_laws(self, ctx: Context, table: pl.DataFrame, label: str, dimension: Dataset | None) -> pl.DataFrame:
-        groups = [(None, table)] if not self.group_by else sorted(
-            ((key[0], part) for key, part in table.group_by(self.group_by)), key=lambda g: g[0])
+        groups = [(None, table)] if not self.group_by else sorted(  # the null group last
+            ((key[0], part) for key, part in table.group_by(self.group_by)), key=lambda g: (g[0] is None, g[0]))
         linked = self._dimension(dimension) if dimension is not None else None
         rows, fits = [], []
         for group, part in groups:

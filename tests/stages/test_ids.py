@@ -104,3 +104,18 @@ def test_nan_count_counts_nan_not_null_in_files_and_frames(tmp_path):
     for data in (Dataset.from_parquet(tmp_path / "d.parquet"), Dataset.from_any(frame)):
         assert nan_count(data, "score") == 2
         assert nan_count(data, "id") == 0  # not a float column: nothing to count
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_null_rows_counts_rows_null_in_every_column(tmp_path, small_batches, statistics):
+    # Rows 1 and 5 have every field null; rows 2 and 3 only some. A column with no null answers at once.
+    frame = pl.DataFrame({"q": ["a", None, None, "d", "e", None, "g"], "a": ["x", None, "y", None, "z", None, "w"],
+                          "full": list("abcdefg")})
+    pq.write_table(frame.to_arrow(), tmp_path / "d.parquet", row_group_size=3, write_statistics=statistics)
+    for data in (Dataset.from_parquet(tmp_path / "d.parquet"), Dataset.from_any(frame)):
+        assert _ids.null_rows(data, ["q", "a"]) == 2
+        assert _ids.null_rows(data, ["q", "a", "full"]) == 0
+        with pytest.raises(InputDataError, match="input 'train' has 2 rows with no text \\(columns 'q', 'a' all "
+                                                 "null\\); it would vanish") as err:
+            refuse_null_texts(data, ["q", "a"], "it would vanish", input_name="train", param="train_fields")
+        assert err.value.param == "train_fields"

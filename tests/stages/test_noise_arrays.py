@@ -116,3 +116,16 @@ def test_errors_name_the_arrays_passed_not_the_stages_table(call, expected):
         call()
     assert str(info.value).startswith(expected), str(info.value)
     assert "label_column" not in str(info.value) and "input 'data'" not in str(info.value)
+
+
+def test_repeated_ids_are_refused_whatever_the_rate_and_seed():
+    # Twins (one id, two rows) drew one fate: both flipped, to the same class, or neither. Only twins either side
+    # of a cut were refused, so this input passed at rate 0.5 and failed at 0.2.
+    y, ids = np.array([0, 1] * 10), np.arange(20) // 2
+    for rate, seed in ((0.5, 0), (0.5, 3), (0.2, 0)):
+        with pytest.raises(InputDataError) as info:
+            flip_labels(y, rate=rate, ids=ids, seed=seed)
+        assert info.value.param == "ids"
+        assert str(info.value) == ("parameter 'ids': ids holds duplicate ids (10 ids repeated, e.g. 0); ids must be "
+                                   "unique (make the ids unique, or pass ids=None to key by row position)")
+    assert flip_labels(y, rate=0.5, ids=np.arange(20) * 7, seed=0).shape == (20,)

@@ -135,8 +135,9 @@ def test_null_ids_and_repeated_ids_in_a_cluster_are_refused():
     with pytest.raises(InputDataError, match="duplicate ids") as err:  # r0 and r3 are copies, both named r0
         DedupExact().apply(_frame().with_columns(id=pl.col("id").replace("r3", "r0")))
     assert err.value.param == "id_column"
-    # Only ids in duplicate clusters are compared (a full check would bring every id to the driver).
-    assert DedupExact().apply(_frame().with_columns(id=pl.col("id").replace("r4", "r1"))).height == 4
+    # Ids in no duplicate cluster too (the whole column is checked, 8 bytes an id: `refuse_bad_id_column`).
+    with pytest.raises(InputDataError, match="duplicate ids .*e.g. 'r1'"):
+        DedupExact().apply(_frame().with_columns(id=pl.col("id").replace("r4", "r1")))
 
 
 def test_null_ids_are_counted_over_the_whole_input_not_the_first_batch(tmp_path):
@@ -176,6 +177,30 @@ def test_a_clustered_rows_id_repeated_on_an_unclustered_row_is_refused(tmp_path)
     frame.write_parquet(tmp_path / "d.parquet", row_group_size=1)  # the same from a file, one row a group
     with pytest.raises(InputDataError, match="holds duplicate ids"):
         DedupExact(keep="lowest_id").execute(Dataset.from_parquet(tmp_path / "d.parquet"))
-    # Repeats among rows no cluster touches are not looked for (that would hold every id).
-    kept = DedupExact(keep="lowest_id").execute(pl.DataFrame({"id": ["a", "a", "b", "c"], "text": ["p", "q", "y", "y"]}))
-    assert kept.table["id"].to_list() == ["a", "a", "b"]
+    # Repeats among rows no cluster touches are refused too (they were kept, two rows named 'a').
+    with pytest.raises(InputDataError, match="holds duplicate ids"):
+        DedupExact(keep="lowest_id").execute(pl.DataFrame({"id": ["a", "a", "b", "c"], "text": ["p", "q", "y", "y"]}))
+
+
+def test_repeated_ids_outside_any_cluster_are_refused_in_either_input(tmp_path):
+    # Only the ids of clustered data rows were checked: a repeated id elsewhere in the data was kept twice, and a
+    # repeated reference id was named by 'duplicate_of' without saying which row (exit 0 both).
+    from cli_failures import fails_cleanly
+
+    data = pl.DataFrame({"id": ["a", "b", "b", "c", "d"], "text": ["x one", "y two", "z three", "x one", "w"]})
+    with pytest.raises(InputDataError, match="input 'data' column 'id' holds duplicate ids \\(1 ids repeated, "
+                                             "e.g. 'b'\\)") as err:
+        DedupExact().apply(data)
+    assert err.value.param == "id_column"
+    reference = pl.DataFrame({"id": ["r", "r"], "text": ["w", "q"]})
+    with pytest.raises(InputDataError, match="input 'reference' column 'id' holds duplicate ids") as err:
+        DedupExact(within_data=False).apply(data=data.filter(pl.col("id") != "b"), reference=reference)
+    assert err.value.param == "id_column"
+    path = tmp_path / "d.parquet"
+    pl.DataFrame({"id": [i % 19_999 for i in range(20_000)], "text": [f"document {i}" for i in range(20_000)]}
+                 ).write_parquet(path, row_group_size=5_000)  # rows 0 and 19,999 share id 0; no two texts match
+    proc = fails_cleanly(tmp_path, f"name: bad\nsteps:\n  - id: dd\n    stage: dedup_exact\n    inputs: {path}\n",
+                         "step 'dd' (stage 'dedup_exact'), parameter 'id_column'", f"file '{path}'",
+                         "input 'data' column 'id' holds duplicate ids (1 ids repeated, e.g. 0)")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "bad" / "dd").exists()

@@ -52,3 +52,39 @@ def test_a_passage_and_question_item_also_gets_its_question_alone():
     frame = pl.DataFrame({"p": [passage], "q": ["Which act answered it?"]})
     names = [name for name, _ in raw_variants(frame, {"question": "q", "passage": "p"})[0]]
     assert names == ["question", "question tail"]
+
+
+def test_training_rows_with_every_field_null_are_refused_not_skipped(tmp_path):
+    # A pair with one role null is legitimate (an instruction with no input); a row with all of them null has no
+    # text, like a null training text, and was read as '' without a word: the item it leaked read 'clean' (exit 0).
+    from cli_failures import fails_cleanly
+
+    from pipeline.errors import InputDataError
+
+    names = sorted(topics)
+    passages = [topics[n].split() for n in names[:6]]
+    train = pl.DataFrame({"id": names[:6], "prompt": [" ".join(p[:40]) for p in passages],
+                          "context": [None] * 6, "completion": [" ".join(p[40:80]) for p in passages]})
+    fields = {"instruction": "prompt", "input": "context", "response": "completion"}
+    test = pl.DataFrame({"id": ["leaked"], "text": [" ".join(passages[4][20:60])]})
+    audit = LeakageAudit(chunk_overlap=False, semantic=False, train_fields=fields)
+    assert audit.apply(train=train.with_columns(completion=pl.lit(None, pl.String)), test=test).height == 1
+    emptied = train.with_columns(pl.when(pl.col("id").is_in(names[3:5])).then(None).otherwise(pl.col(c)).alias(c)
+                                 for c in ("prompt", "completion"))
+    with pytest.raises(InputDataError, match="input 'train' has 2 rows with no text \\(columns 'prompt', 'context', "
+                                             "'completion' all null\\); a training document") as err:
+        audit.apply(train=emptied, test=test)
+    assert err.value.param == "train_fields"
+    emptied.write_parquet(tmp_path / "train.parquet")
+    test.write_parquet(tmp_path / "test.parquet")
+    proc = fails_cleanly(tmp_path, f"""
+name: bad
+steps:
+  - id: audit
+    stage: leakage_audit
+    inputs: {{train: {tmp_path / 'train.parquet'}, test: {tmp_path / 'test.parquet'}}}
+    params: {{chunk_overlap: false, semantic: false, train_fields: {{instruction: prompt, input: context, response: completion}}}}
+""", "step 'audit' (stage 'leakage_audit'), parameter 'train_fields'", f"file '{tmp_path / 'train.parquet'}'",
+                         "input 'train' has 2 rows with no text")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "bad" / "audit").exists()

@@ -390,3 +390,32 @@ def test_library_calls_are_validated_too(digits):
     with pytest.raises(ParamError) as err:
         LabelNoise(mode="flip", rate=1.5).apply(digits)
     assert err.value.param == "rate"
+
+
+def test_repeated_ids_are_refused_in_every_input_before_any_draw(digits, tmp_path):
+    # Refused whatever the rate, seed or mode (before, only twins either side of a cut were), with the count and an
+    # example; a Parquet input is checked streamed, in one line from the CLI.
+    from cli_failures import fails_cleanly
+
+    twins = pl.concat([digits.head(20), digits.head(20)])
+    for params in ({"mode": "flip", "rate": 0.5}, {"mode": "flip", "rate": 0.1}, {"mode": "dilute", "alpha": 1}):
+        with pytest.raises(InputDataError, match="input 'data' column 'id' holds duplicate ids "
+                                                 "\\(20 ids repeated, e.g. 0\\)") as err:
+            build(**params).apply(twins)
+        assert err.value.param == "id_column" and "id_column: null" in err.value.hint
+    assert build(mode="flip", rate=0.5, id_column=None).apply(twins).height == 40  # keyed by row position
+    ood = digits.head(6).with_columns(pl.lit(7).alias("id"))
+    with pytest.raises(InputDataError, match="input 'source' column 'id' holds duplicate ids"):
+        build(mode="dilute", alpha=1).apply(digits, source=ood)
+    twins.write_parquet(tmp_path / "twins.parquet")
+    proc = fails_cleanly(tmp_path, f"""
+name: bad
+steps:
+  - id: noisy
+    stage: label_noise
+    inputs: {tmp_path / 'twins.parquet'}
+    params: {{mode: flip, rate: 0.5}}
+""", "step 'noisy' (stage 'label_noise'), parameter 'id_column'", f"file '{tmp_path / 'twins.parquet'}'",
+                         "holds duplicate ids (20 ids repeated, e.g. 0)")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "bad" / "noisy").exists()

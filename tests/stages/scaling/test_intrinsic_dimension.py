@@ -186,3 +186,15 @@ def test_the_plot_draws_an_estimate_outside_its_own_percentile_interval(tmp_path
                            "ci_high": [2.217], "radius": [0.3]})
     _plot_scales([], result, tmp_path / "scales.png", "outside")
     assert (tmp_path / "scales.png").stat().st_size > 0
+
+
+def test_nan_group_keys_are_refused():
+    # NaN equals nothing: its points were estimated as a group 'nan' of their own. A null is a group of its own.
+    x = ball(400, 2, 4, seed=0)
+    kind = pl.Series([[1.0, float("nan")][i % 2] for i in range(400)])
+    with pytest.raises(InputDataError, match="column 'kind' has 200 NaN values.*no defined group") as err:
+        IntrinsicDimension(group_by="kind", bootstrap=0, plot=False).apply(table(x, kind=kind))
+    assert err.value.param == "group_by"
+    out = IntrinsicDimension(group_by="kind", bootstrap=0, plot=False, estimators=["twonn"]).apply(
+        table(x, kind=kind.fill_nan(None)))
+    assert out["group"].to_list() == ["1.0", None]

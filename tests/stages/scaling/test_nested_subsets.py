@@ -96,3 +96,40 @@ def test_nan_token_counts_and_null_ids_are_refused():
     with pytest.raises(InputDataError, match="token counts >= 0") as err:
         NestedSubsets(sizes=[2], unit="tokens", token_column="n").apply(table)
     assert err.value.param == "token_column"
+
+
+def test_nan_strata_are_refused_in_one_line(tmp_path):
+    # NaN equals nothing, not even itself: its rows were nested as a stratum of their own (the values cast to the
+    # string 'NaN'), a meaning no other key of the project gives NaN. A null stays a stratum of its own.
+    from cli_failures import fails_cleanly
+
+    data = corpus(60).with_columns(score=pl.Series([[0.5, float("nan"), 1.5][i % 3] for i in range(60)]))
+    with pytest.raises(InputDataError, match="column 'score' has 20 NaN values") as err:
+        NestedSubsets(sizes=[6, 30], strata="score").apply(data)
+    assert err.value.param == "strata"
+    out = NestedSubsets(sizes=[6, 30], strata="score").apply(data.with_columns(pl.col("score").fill_nan(None)))
+    assert out.filter(pl.col("subset_index") == 0)["score"].null_count() == 2  # nulls: a third of every subset
+    data.write_parquet(tmp_path / "d.parquet")
+    proc = fails_cleanly(tmp_path, f"""
+name: bad
+steps:
+  - id: nest
+    stage: nested_subsets
+    inputs: {tmp_path / 'd.parquet'}
+    params: {{sizes: [6, 30], strata: score}}
+""", "step 'nest' (stage 'nested_subsets'), parameter 'strata'", f"file '{tmp_path / 'd.parquet'}'",
+                         "column 'score' has 20 NaN values", "fill_nan(None)")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "bad" / "nest").exists()
+
+
+def test_strata_are_the_values_as_polars_compares_them():
+    # Strata were the values cast to strings: -0.0 and 0.0 made two strata, and the string '<null>' joined the nulls.
+    from stages.scaling.nested_subsets import nesting_order
+
+    ids = pl.Series([f"r{i}" for i in range(40)])
+    zeros = pl.Series([[0.0, -0.0, 1.0, 1.0][i % 4] for i in range(40)])
+    assert (nesting_order(ids, zeros, 3) == nesting_order(ids, zeros.abs(), 3)).all()
+    named = pl.Series([["<null>", None][i % 2] for i in range(40)])
+    two = pl.Series([["a", "b"][i % 2] for i in range(40)])
+    assert (nesting_order(ids, named, 3) == nesting_order(ids, two, 3)).all()

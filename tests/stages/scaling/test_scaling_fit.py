@@ -143,3 +143,27 @@ def test_plots_are_the_same_bytes_in_any_workdir(tmp_path):
                                                                  workdir=tmp_path / where / "out")
         digests.append(hashlib.sha256((result.artefact_dir / TRANSFER_PLOT).read_bytes()).hexdigest())
     assert digests[0] == digests[1]
+
+
+def test_nan_group_keys_and_model_sizes_are_refused_and_a_null_group_is_fit():
+    # NaN equals nothing: its rows were fit as a group 'nan'. A null group was a TypeError from the sort of the
+    # groups (a traceback); it is now a group of its own, fit last. A NaN or null model size in the transfer law
+    # was a LinAlgError or TypeError.
+    frames = []
+    for n, alpha in ((1000.0, 0.3), (None, 0.5)):
+        d, loss = noisy_curve(0.4, 5.0, alpha, seed=7, noise=0.005)
+        frames.append(pl.DataFrame({"subset_size": d, "test_loss": loss, "params": n},
+                                   schema_overrides={"params": pl.Float64}))
+    curves = pl.concat(frames)
+    out = ScalingFit(group_by="params", bootstrap=0).apply(curves)
+    assert out["group"].to_list() == ["1000.0", None]
+    assert out["alpha"].to_list() == pytest.approx([0.3, 0.5], rel=0.05)
+    with pytest.raises(InputDataError, match="column 'params' has 12 NaN values.*no defined group") as err:
+        ScalingFit(group_by="params", bootstrap=0).apply(curves.with_columns(pl.col("params").fill_null(float("nan"))))
+    assert err.value.param == "group_by"
+    transfer = synthetic_transfer()
+    for bad in (float("nan"), None):
+        with pytest.raises(InputDataError, match="column 'params' has 22 null or NaN values") as err:
+            ScalingFit(law="transfer", bootstrap=0).apply(
+                transfer.with_columns(params=pl.when(pl.col("params") == 1e6).then(bad).otherwise("params")))
+        assert err.value.param == "params_column"
