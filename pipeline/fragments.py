@@ -12,6 +12,7 @@ written by one executor is a cache hit for the steps downstream of it run by the
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shutil
@@ -25,29 +26,43 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
-from pipeline.io import PART_GLOB, Dataset, file_batches, read_ahead, with_arrow, write_table
+from pipeline.io import (
+    PART_GLOB,
+    Dataset,
+    file_batches,
+    read_ahead,
+    unify_part_schemas,
+    with_arrow,
+    write_table,
+)
 from pipeline.progress import Progress
-from pipeline.stage import Context, Stage
+from pipeline.stage import Context, RowwiseStage, Stage
 
 # An in-memory frame's fragments: fewer rows cost more in task overhead than they win in parallelism.
 MIN_FRAGMENT_ROWS = 8_192
 MAX_FRAGMENT_ROWS = 1_000_000
+# Part names hold a fragment's (or partition's) number in 5 digits: past that, names sorted as text lose the order.
+MAX_NUMBERED_PARTS = 99_999
 
 
 def is_rowwise_step(stage: Stage, inputs: dict[str, Dataset]) -> bool:
-    """A step run fragment by fragment: a row-wise stage over one non-empty input."""
-    return (stage.kind == "rowwise" and len(inputs) == 1 and hasattr(stage, "process_batch")
+    """A step run fragment by fragment: a row-wise stage over one non-empty input that works batch by batch
+    (`process_batch`); a stage with its own `run` (say, one that records a figure once every batch is done)
+    runs whole, as a table stage does."""
+    return (stage.kind == "rowwise" and len(inputs) == 1 and getattr(type(stage), "run", None) is RowwiseStage.run
+            and getattr(type(stage), "process_batch", None) not in (None, RowwiseStage.process_batch)
             and next(iter(inputs.values())).num_rows > 0)
 
 
 def plan_fragments(data: Dataset, batch_rows: int, fragment_rows: int | None = None) -> list[tuple]:
-    """Contiguous row ranges of the input in its order: (file or frame, start row, stop row).
+    """The input cut into fragments in its order, each a tuple of pieces (file or frame, start row, stop row).
 
-    With `fragment_rows`, ranges of that many rows. Without, runs of whole row groups of about a
+    With `fragment_rows`, runs of that many rows. Without, runs of whole row groups of about a
     partition's worth of bytes (the partitioned stages' default: a sixteenth of the input, 16 to
     64 MB; at most MAX_FRAGMENT_ROWS rows), so no row group is decoded by two fragments; a row group
-    larger than that is a fragment of its own. A frame is cut into ranges of about that many bytes,
-    in whole batches of the stage.
+    larger than that is a fragment of its own. Fragments span files, so many small files make few
+    fragments (and few parts downstream). A frame is cut into runs of about that many bytes, in whole
+    batches of the stage.
     """
     from pipeline.partitioned import default_partition_bytes
 
@@ -58,36 +73,72 @@ def plan_fragments(data: Dataset, batch_rows: int, fragment_rows: int | None = N
         if fragment_rows is None:
             rows = math.ceil(default_partition_bytes(total) / max(total / max(data.num_rows, 1), 1.0))
             fragment_rows = math.ceil(min(max(rows, MIN_FRAGMENT_ROWS), MAX_FRAGMENT_ROWS) / batch_rows) * batch_rows
-        n = data.frame.height
-        return [(data.frame, start, min(start + fragment_rows, n)) for start in range(0, n, fragment_rows)]
+        return _checked(_runs_of_rows([(data.frame, data.frame.height)], fragment_rows))
     metas = [(str(f), pq.read_metadata(f)) for f in data.files]
     if fragment_rows is not None:
-        return [(f, start, min(start + fragment_rows, meta.num_rows)) for f, meta in metas
-                for start in range(0, meta.num_rows, fragment_rows)]
+        return _checked(_runs_of_rows([(f, meta.num_rows) for f, meta in metas], fragment_rows))
     groups = [[meta.row_group(g) for g in range(meta.num_row_groups)] for _, meta in metas]
     target = default_partition_bytes(sum(g.total_byte_size for file_groups in groups for g in file_groups))
-    fragments = []
+    fragments: list[tuple] = []
+    pieces: list[tuple] = []
+    rows = nbytes = 0
     for (f, _), file_groups in zip(metas, groups):
-        start = stop = nbytes = 0
+        start = stop = 0
         for group in file_groups:
             stop += group.num_rows
+            rows += group.num_rows
             nbytes += group.total_byte_size
-            if nbytes >= target or stop - start >= MAX_FRAGMENT_ROWS:
-                fragments.append((f, start, stop))
-                start, nbytes = stop, 0
+            if nbytes >= target or rows >= MAX_FRAGMENT_ROWS:
+                fragments.append((*pieces, (f, start, stop)))
+                pieces, start, rows, nbytes = [], stop, 0, 0
         if stop > start:
-            fragments.append((f, start, stop))
+            pieces.append((f, start, stop))
+    if pieces:
+        fragments.append(tuple(pieces))
+    return _checked(fragments)
+
+
+def _runs_of_rows(sources: list[tuple[Any, int]], size: int) -> list[tuple]:
+    """Runs of `size` rows over the sources in order (the last one shorter), each a tuple of pieces."""
+    fragments: list[tuple] = []
+    pieces: list[tuple] = []
+    need = size
+    for source, n in sources:
+        start = 0
+        while start < n:
+            take = min(need, n - start)
+            pieces.append((source, start, start + take))
+            start, need = start + take, need - take
+            if not need:
+                fragments.append(tuple(pieces))
+                pieces, need = [], size
+    if pieces:
+        fragments.append(tuple(pieces))
     return fragments
+
+
+def _checked(fragments: list[tuple]) -> list[tuple]:
+    if len(fragments) > MAX_NUMBERED_PARTS:
+        raise PipelineError(f"the input would be cut into {len(fragments):,} fragments, more than the "
+                            f"{MAX_NUMBERED_PARTS:,} whose part names keep the rows in order",
+                            hint="set a larger fragment_rows (--executor-option fragment_rows=N)")
+    return fragments
+
+
+def fragment_size(fragment: tuple) -> int:
+    """Rows in a fragment."""
+    return sum(stop - start for _, start, stop in fragment)
 
 
 def fragment_batches(fragment: tuple, batch_rows: int) -> Iterator[tuple[pl.DataFrame, pa.RecordBatch | None]]:
     """The fragment's rows as (polars batch, Arrow batch or None) pairs, bounded in rows and bytes."""
-    source, start, stop = fragment
-    if isinstance(source, pl.DataFrame):
-        for offset in range(start, stop, batch_rows):
-            yield source.slice(offset, min(batch_rows, stop - offset)), None
+    if isinstance(fragment[0][0], pl.DataFrame):
+        for frame, start, stop in fragment:
+            for offset in range(start, stop, batch_rows):
+                yield frame.slice(offset, min(batch_rows, stop - offset)), None
         return
-    yield from with_arrow(read_ahead(file_batches(source, batch_rows, start, stop)))
+    yield from with_arrow(read_ahead(itertools.chain.from_iterable(
+        file_batches(path, batch_rows, start, stop) for path, start, stop in fragment)))
 
 
 def write_fragment(stage: Stage, ctx: Context, fragment: tuple, index: int, folder: Path, bar: Progress) -> int:
@@ -130,35 +181,3 @@ def remove_leftovers(folder: Path) -> None:
     """Temporary folders of fragments or partitions that did not finish."""
     for leftover in list(folder.glob(".fragment-*")) + list(folder.glob(".partition-*")):
         shutil.rmtree(leftover, ignore_errors=True)
-
-
-def unify_part_schemas(out_dir: Path) -> None:
-    """Give every part one schema: fragments are written independently, and readers refuse mixed ones.
-
-    A column whose type depends on the data (all nulls in one fragment, text in another) is
-    promoted to the common type, which is what one writer gives when its first batch has
-    the wider type; a real conflict (text vs numbers) is an error naming both schemas.
-    """
-    from pipeline.io import COMPRESSION, COMPRESSION_LEVEL
-
-    parts = sorted(out_dir.glob(PART_GLOB))
-    schemas = [pq.read_schema(p) for p in parts]
-    if all(s.equals(schemas[0]) for s in schemas[1:]):
-        return
-    try:
-        unified = pa.unify_schemas(schemas, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise PipelineError(f"fragments of this step produced incompatible schemas: {exc}") from None
-    for part, schema in zip(parts, schemas):
-        if schema.equals(unified):
-            continue
-        try:
-            table = pq.read_table(part).select(unified.names).cast(unified)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError, ValueError) as exc:
-            raise PipelineError(
-                f"the stage produced batches with different schemas ({schema} vs {unified}): {exc}"
-            ) from None
-        tmp = part.with_name(f".{part.name}.tmp")
-        pq.write_table(table, tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL)
-        os.replace(tmp, part)
-

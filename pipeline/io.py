@@ -409,6 +409,7 @@ def write_table(result: Any, out_dir: Path, rows_per_part: int = ROWS_PER_PART) 
     schema: pa.Schema | None = None
     piece: pa.Table | None = None
     part, rows_in_part = 0, 0
+    retyped = False
     try:
         for item in result:
             table = _as_arrow(item)
@@ -417,10 +418,19 @@ def write_table(result: Any, out_dir: Path, rows_per_part: int = ROWS_PER_PART) 
             elif not table.schema.equals(schema):
                 try:
                     table = table.select(schema.names).cast(schema)
-                except (pa.ArrowInvalid, KeyError, ValueError) as exc:
-                    raise PipelineError(
-                        f"the stage produced batches with different schemas ({table.schema} vs {schema}): {exc}"
-                    ) from None
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError, ValueError) as exc:
+                    filled = _null_types_filled(schema, table.schema)
+                    if filled is None:
+                        raise PipelineError(
+                            f"the stage produced batches with different schemas ({table.schema} vs {schema}): {exc}"
+                        ) from None
+                    # A column all null so far (type null) has its type now: this batch starts a part of its
+                    # own, and the parts get one schema at the end (the type one writer of it all would give).
+                    table = table.select(filled.names).cast(filled)
+                    if writer is not None:
+                        writer.close()
+                        writer, part, rows_in_part = None, part + 1, 0
+                    schema, retyped = filled, True
             offset = 0
             while offset < table.num_rows or (writer is None and table.num_rows == 0):
                 if writer is None:
@@ -445,6 +455,52 @@ def write_table(result: Any, out_dir: Path, rows_per_part: int = ROWS_PER_PART) 
     if schema is None:
         # The stage produced nothing at all: leave an empty, schemaless part so readers see zero rows.
         pq.write_table(pa.table({}), out_dir / "part-00000.parquet", compression=COMPRESSION)
+    elif retyped:
+        unify_part_schemas(out_dir)
+
+
+def _null_types_filled(before: pa.Schema, after: pa.Schema) -> pa.Schema | None:
+    """`before` with its null-typed columns typed as `after` types them; None if the two differ otherwise."""
+    if before.names != after.names:
+        return None
+    fields = []
+    for a, b in zip(before, after):
+        if a.type == b.type or pa.types.is_null(b.type):
+            fields.append(a)
+        elif pa.types.is_null(a.type):
+            fields.append(b)
+        else:
+            return None
+    return pa.schema(fields, metadata=before.metadata)
+
+
+def unify_part_schemas(out_dir: Path) -> None:
+    """Give every part one schema: fragments are written independently, and readers refuse mixed ones.
+
+    A column whose type depends on the data (all nulls in one fragment, text in another) is
+    promoted to the common type, which is what one writer gives when its first batch has
+    the wider type; a real conflict (text vs numbers) is an error naming both schemas.
+    """
+    parts = sorted(out_dir.glob(PART_GLOB))
+    schemas = [pq.read_schema(p) for p in parts]
+    if all(s.equals(schemas[0]) for s in schemas[1:]):
+        return
+    try:
+        unified = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise PipelineError(f"fragments of this step produced incompatible schemas: {exc}") from None
+    for part, schema in zip(parts, schemas):
+        if schema.equals(unified):
+            continue
+        try:
+            table = pq.read_table(part).select(unified.names).cast(unified)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError, ValueError) as exc:
+            raise PipelineError(
+                f"the stage produced batches with different schemas ({schema} vs {unified}): {exc}"
+            ) from None
+        tmp = part.with_name(f".{part.name}.tmp")
+        pq.write_table(table, tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL)
+        os.replace(tmp, part)
 
 
 def hash_file(path: Path) -> str:

@@ -58,6 +58,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from pipeline.errors import PipelineError
+from pipeline.fragments import MAX_NUMBERED_PARTS
 from pipeline.io import BATCH_BYTES, DEFAULT_BATCH_ROWS, Dataset, write_table
 from pipeline.row_pass import RowPass, local_gather, local_row_pass, write_row_pass_locally
 from pipeline.stage import Context, Stage
@@ -211,6 +212,10 @@ def plan_partitions(data: Dataset, partition_bytes: int | None = None) -> list[P
         if nbytes >= partition_bytes:
             close()
     close()
+    if len(out) > MAX_NUMBERED_PARTS:  # a row pass names its parts by partition
+        raise PipelineError(f"the input would be cut into {len(out):,} partitions, more than the "
+                            f"{MAX_NUMBERED_PARTS:,} whose part names keep the rows in order",
+                            hint="set a larger partition_bytes (--executor-option partition_bytes=N)")
     return out
 
 

@@ -34,9 +34,8 @@ class LocalExecutor:
     name = "local"
 
     def __init__(self, partition_bytes: int | None = None, fragment_rows: int | None = None):
-        for option, value in (("partition_bytes", partition_bytes), ("fragment_rows", fragment_rows)):
-            if value is not None and value < 1:
-                raise PipelineError(f"{option} must be at least 1, got {value}")
+        check_count_option("partition_bytes", partition_bytes)
+        check_count_option("fragment_rows", fragment_rows)
         self.partition_bytes = partition_bytes
         self.fragment_rows = fragment_rows
 
@@ -54,6 +53,17 @@ class LocalExecutor:
 
     def close(self) -> None:
         pass
+
+
+def check_count_option(name: str, value: Any) -> None:
+    """A size option of an executor: None (its default) or a whole number of at least 1. Options come from
+    `--executor-option KEY=VALUE` parsed as YAML, so 'x', 1.5 and true arrive here as they are."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PipelineError(f"{name} must be a whole number of at least 1, got {value!r}")
+    if value < 1:
+        raise PipelineError(f"{name} must be at least 1, got {value}")
 
 
 def get_executor(name: str, **options: Any) -> Executor:

@@ -60,7 +60,7 @@ from pipeline.executors.ray_tasks import (  # noqa: F401 - re-exported for ray_p
     replay_stats,
     run_bounded,
 )
-from pipeline.fragments import is_rowwise_step, plan_fragments, remove_leftovers
+from pipeline.fragments import fragment_size, is_rowwise_step, plan_fragments, remove_leftovers
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
 
@@ -93,13 +93,12 @@ class RayExecutor:
         runtime_env: dict | None = None,
         partition_bytes: int | None = None,
     ):
-        if partition_bytes is not None and partition_bytes < 1:
-            raise PipelineError(f"partition_bytes must be at least 1, got {partition_bytes}")
+        from pipeline.executors import check_count_option
+
+        for option, value in (("partition_bytes", partition_bytes), ("fragment_rows", fragment_rows),
+                              ("actors", actors)):
+            check_count_option(option, value)
         self.partition_bytes = partition_bytes
-        if fragment_rows is not None and fragment_rows < 1:
-            raise PipelineError(f"fragment_rows must be at least 1, got {fragment_rows}")
-        if actors is not None and actors < 1:
-            raise PipelineError(f"actors must be at least 1, got {actors}")
         self.address = address
         self.connect_timeout_s = connect_timeout_s
         self.max_retries = max_retries
@@ -196,7 +195,7 @@ class RayExecutor:
         if data.frame is not None:
             # An in-memory input (library use) goes to the object store once, not once per fragment.
             frame_ref = ray.put(data.frame)
-            fragments = [(frame_ref, start, stop) for _, start, stop in fragments]
+            fragments = [tuple((frame_ref, start, stop) for _, start, stop in pieces) for pieces in fragments]
         bar = ctx.progress(total=data.num_rows)
         try:
             if getattr(type(stage), "uses_model", False):
@@ -225,8 +224,7 @@ class RayExecutor:
 
         def finished(i: int, result: tuple) -> bool:
             results[i] = result
-            _, start, stop = fragments[i]
-            bar.update(stop - start)
+            bar.update(fragment_size(fragments[i]))
             return result[0] != "error"  # a fragment failed: submit no more (its error is raised below)
 
         run_bounded(submit, len(fragments), IN_FLIGHT_PER_CPU * self.cluster_cpus(), finished)
@@ -266,8 +264,7 @@ class RayExecutor:
                 for ref in done:
                     i, actor = running.pop(ref)
                     results[i] = _get(ref)
-                    _, start, stop = fragments[i]
-                    bar.update(stop - start)
+                    bar.update(fragment_size(fragments[i]))
                     if queue:
                         j = queue.pop(0)
                         running[submit(actor, j)] = (j, actor)

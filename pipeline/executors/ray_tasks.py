@@ -130,8 +130,8 @@ def _run_table_stage(stage: Stage, ctx: Context, inputs: dict[str, Dataset], out
 def _run_fragment(stage: Stage, ctx: Context, fragment: tuple, index: int, out_dir: str, cwd: str) -> tuple:
     """Map one fragment as the local executor does (`pipeline.fragments.write_fragment`): the same parts."""
     _enter(cwd)
-    if isinstance(fragment[0], ray.ObjectRef):
-        fragment = (ray.get(fragment[0]), fragment[1], fragment[2])
+    # An in-memory input comes through the object store once (see RayExecutor._run_rowwise).
+    fragment = tuple((ray.get(src) if isinstance(src, ray.ObjectRef) else src, start, stop) for src, start, stop in fragment)
     stats = StatsLog()
     task_ctx = replace(ctx, stats=stats, side_outputs=[], quiet=True)
     try:

@@ -238,6 +238,9 @@ def test_local_executor_refuses_unknown_options_and_bad_sizes():
         get_executor("local", partition_bytes=0)
     with pytest.raises(PipelineError, match="fragment_rows must be at least 1"):
         get_executor("local", fragment_rows=0)
+    for value in ("x", 1.5, True):  # as `--executor-option fragment_rows=...` parses them
+        with pytest.raises(PipelineError, match="must be a whole number of at least 1"):
+            get_executor("local", fragment_rows=value)
 
 
 def leakage_inputs(folder: Path) -> dict[str, Dataset]:
