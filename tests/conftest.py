@@ -17,6 +17,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # (where a user's first static run puts it) instead of distilling it again in each session's isolated data
 # cache: about 25 s a session on 2 cores.
 os.environ.setdefault("CORPUSFORGE_MODEL_CACHE", str(Path.home() / ".cache" / "corpusforge" / "static-models"))
+# torch and faiss each load libgomp, whose threads spin after a parallel region by default. On a 2-core machine
+# that other work also uses, a spinning thread holds the core its partner needs, and a team waits whole scheduler
+# slices at every barrier: MiniLM on 40 paragraphs took 7-10 s instead of 1.3 s, the retrieval and embedding tests
+# 91-97 s instead of 34-47 s. Idle threads that sleep give the same results (set before either library loads;
+# CLI subprocesses and the Ray cluster inherit it).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 RAY_FIXTURE = "ray_cluster"

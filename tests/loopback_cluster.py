@@ -10,7 +10,10 @@ import os
 import shutil
 import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psutil
 
 # ------------------------------------------------------------------------------ a cluster on one machine
 
@@ -81,16 +84,19 @@ class LoopbackCluster:
         import psutil
 
         # Ray's workers start their own sessions, so collect every descendant by pid before stopping.
+        nodes: list[psutil.Process] = []
         started: list[psutil.Process] = []
         for proc in self._procs:
             with contextlib.suppress(psutil.Error):
                 node = psutil.Process(proc.pid)
+                nodes.append(node)
                 started += [node, *node.children(recursive=True)]
-        for p in reversed(started):
+        # Each `ray start --block` stops its own node's processes on SIGTERM, in about 2 s. Terminating every
+        # process at once left the raylets and runtime-env agents of a dead GCS waiting for the kill 5 s later.
+        for node in nodes:
             with contextlib.suppress(psutil.Error):
-                p.terminate()
-        _gone, alive = psutil.wait_procs(started, timeout=5)
-        for p in alive:
+                node.terminate()
+        for p in _still_running(started, timeout_s=5):
             with contextlib.suppress(psutil.Error):
                 p.kill()
         for proc in self._procs:
@@ -104,6 +110,30 @@ class LoopbackCluster:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _still_running(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """The processes of `procs` still running after up to `timeout_s`.
+
+    A zombie counts as ended: a node's processes outlive their parent and are reparented to a PID 1 that may
+    never reap them, so `psutil.wait_procs` would wait out its whole timeout on them.
+    """
+    import time
+
+    import psutil
+
+    def running() -> list[psutil.Process]:
+        out = []
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+        return out
+
+    deadline = time.monotonic() + timeout_s
+    while (alive := running()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
 
 
 def _free_port() -> int:

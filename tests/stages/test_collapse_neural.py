@@ -117,16 +117,16 @@ def read(path):
 def test_quick_study_structure(quick):
     metrics = read(quick / "metrics")
     assert set(metrics["schedule"]) == {"replace", "keep_real", "accumulate"}
-    assert metrics.group_by("schedule", "seed").len()["len"].to_list() == [4] * 9  # generations 0..3
+    assert metrics.group_by("schedule", "seed").len()["len"].to_list() == [4] * 6  # generations 0..3
     settings = read(quick / "generations@settings")
     training = json.loads(settings["training"][0])
-    assert len(training) == 3 * 3 * 3  # seeds x schedules x generations
+    assert len(training) == 2 * 3 * 3  # seeds x schedules x generations
     for fit in training:
         # Every model beats a uniform guess over its vocabulary (ln V nats per word) by a wide margin.
         assert fit["validation_loss"] < math.log(fit["vocabulary"] + 3) - 0.5
         assert fit["stopped_by"] in ("patience", "max_steps")
     html = (quick / "report" / "report.html").read_text()
-    for text in ("lower is worse", "higher is worse", "3 seeds (replicas): lines are means over seeds, bands span min",
+    for text in ("lower is worse", "higher is worse", "2 seeds (replicas): lines are means over seeds, bands span min",
                  "duplicate_rate", "near_duplicate_rate", "Pipeline seed 42", "How each generation's model was trained"):
         assert text in html, text
     for schedule in ("replace", "keep_real", "accumulate"):
@@ -137,7 +137,7 @@ def test_quick_study_structure(quick):
 
 def test_replace_loses_vocabulary_every_generation_in_every_seed(quick):
     metrics = read(quick / "metrics").sort("schedule", "seed", "generation")
-    for seed in range(3):
+    for seed in range(2):
         vocab = metrics.filter((pl.col("schedule") == "replace") & (pl.col("seed") == seed))["vocab_size"].to_list()
         assert all(a > b for a, b in zip(vocab, vocab[1:])), vocab
         assert vocab[-1] < 0.6 * vocab[0]

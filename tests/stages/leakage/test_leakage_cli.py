@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 
 import polars as pl
 import pyarrow as pa
@@ -34,6 +35,25 @@ def _audit(*args, workdir):
     return run_cli("audit", *map(str, args), "--workdir", str(workdir), "--no-semantic", "--quiet", timeout=300)
 
 
+@pytest.fixture(scope="module")
+def first_audit(corpora, tmp_path_factory):
+    """`pipeline audit train.jsonl.zst dd:test` once for the module: its process and the workdir it wrote.
+
+    Every test starts from that audit; they take a copy of its workdir (see `audited`) instead of each running
+    the same audit again (2-4 s each)."""
+    workdir = tmp_path_factory.mktemp("first-audit")
+    return _audit(corpora / "train.jsonl.zst", f"{corpora / 'dd'}:test", workdir=workdir), workdir
+
+
+def audited(first_audit, workdir):
+    """`workdir` holding what the first audit wrote (file times kept, so its steps are cache hits as they were)."""
+    proc, written = first_audit
+    assert proc.returncode == 0, proc.stderr
+    assert not [p for p in written.rglob("*") if p.is_symlink()]  # a plain tree, so a copy is the same state
+    shutil.copytree(written, workdir, dirs_exist_ok=True)
+    return proc
+
+
 def _one_line_exit_2(proc) -> str:
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -41,9 +61,8 @@ def _one_line_exit_2(proc) -> str:
     return lines[0]
 
 
-def test_compressed_jsonl_against_a_datasetdict_split(corpora, tmp_path):
-    proc = _audit(corpora / "train.jsonl.zst", f"{corpora / 'dd'}:test", workdir=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+def test_compressed_jsonl_against_a_datasetdict_split(corpora, first_audit, tmp_path):
+    proc = audited(first_audit, tmp_path)
     assert proc.stdout.startswith("15 test items: ")
     findings = pl.read_parquet(tmp_path / "audit" / "audit" / "part-*.parquet")
     assert findings.filter(pl.col("verdict") == "contaminated").height >= 5
@@ -51,8 +70,8 @@ def test_compressed_jsonl_against_a_datasetdict_split(corpora, tmp_path):
     assert same.returncode == 0, same.stderr  # the same inputs written another way: not a different audit
 
 
-def test_second_audit_of_other_inputs_does_not_replace_the_first(corpora, tmp_path):
-    assert _audit(corpora / "train.jsonl.zst", f"{corpora / 'dd'}:test", workdir=tmp_path).returncode == 0
+def test_second_audit_of_other_inputs_does_not_replace_the_first(corpora, first_audit, tmp_path):
+    audited(first_audit, tmp_path)
     report = tmp_path / "audit" / "audit" / "report.html"
     before = report.read_bytes()
     line = _one_line_exit_2(_audit(corpora / "train.csv.gz", f"{corpora / 'dd'}:validation", workdir=tmp_path))
@@ -68,8 +87,8 @@ def test_second_audit_of_other_inputs_does_not_replace_the_first(corpora, tmp_pa
 
 
 @pytest.mark.parametrize("case", ["corrupt_gzip", "unknown_split", "unknown_format"])
-def test_bad_inputs_exit_2_with_one_line_and_overwrite_nothing(corpora, tmp_path, case):
-    assert _audit(corpora / "train.jsonl.zst", f"{corpora / 'dd'}:test", workdir=tmp_path).returncode == 0
+def test_bad_inputs_exit_2_with_one_line_and_overwrite_nothing(corpora, first_audit, tmp_path, case):
+    audited(first_audit, tmp_path)
     step = tmp_path / "audit" / "train"
     manifest = (step / "_manifest.json").read_text()
     train, test = corpora / "train.jsonl.zst", f"{corpora / 'dd'}:test"
