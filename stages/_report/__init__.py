@@ -2,7 +2,8 @@
 
 Every HTML report of the stage library (the leakage report, the collapse report) extends
 `templates/base.html.j2`, which inlines `templates/style.css`, so a report is one file that can be
-mailed alone and all reports look alike. Plots are matplotlib figures embedded as SVG or PNG.
+mailed alone and all reports look alike. Plots are matplotlib figures embedded as PNG, or, where a report
+only needs a histogram, SVG written directly (`svg.py`).
 """
 
 from __future__ import annotations
@@ -44,16 +45,3 @@ def png_bytes(fig, dpi: int = 110) -> bytes:
 
 def png_data_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode()
-
-
-def svg_inline(fig, tight: bool = True) -> str:
-    """The figure as an inline <svg> element (text stays text, the file stays self-contained)."""
-    import matplotlib
-
-    buf = io.StringIO()
-    # Text as <text> elements, not glyph paths: smaller files, faster to write, still selectable.
-    # A fixed salt for the element ids and no date: the same figure is the same bytes in every run.
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "corpusforge"}):
-        fig.savefig(buf, format="svg", bbox_inches="tight" if tight else None, metadata={"Date": None})
-    svg = buf.getvalue()
-    return svg[svg.index("<svg"):]

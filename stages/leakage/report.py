@@ -1,4 +1,4 @@
-"""The leakage report: report.html (one self-contained file, matplotlib plots inline) and report.md.
+"""The leakage report: report.html (one self-contained file, SVG histograms inline) and report.md.
 
 Written for the person deciding whether a benchmark score can be trusted: totals first, then where
 the leaked items concentrate (by subset), how the evidence scores are distributed, and the worst
@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from stages._report import figure, render, svg_inline
+from stages._report import render
 from stages._report.diff import diff_ratio, word_diff
+from stages._report.svg import stacked_histogram
 from stages.leakage.evidence import VERDICTS, Evidence, Score
 
 VERDICT_ORDER = {"contaminated": 0, "partial": 1, "clean": 2}
@@ -62,33 +63,14 @@ def worst_items(findings: pl.DataFrame, limit: int, kinds: list[type[Evidence]])
 
 
 def _histogram(findings: pl.DataFrame, score: Score, thresholds: list[float] = (), bins: int = 20) -> str:
-    """A stacked histogram of one score column (one colour per verdict), as inline SVG.
-
-    Counted once with numpy and drawn as one filled step path per verdict (`stairs`): a few paths
-    instead of hundreds of bar patches, which is what made the report the audit's slowest serial part.
-    """
+    """A stacked histogram of one score column (one colour per verdict), as inline SVG."""
     values = findings.select(score.column, "verdict").drop_nulls()
     lo = min(0.0, float(values[score.column].min()))
     hi = max(1.0, float(values[score.column].max()))
     edges = np.linspace(lo, hi, bins + 1)
-    fig = figure(3.8, 2.4, layout=None)  # fixed margins: a constrained layout costs more than the plot
-    fig.subplots_adjust(left=0.16, bottom=0.14, right=0.97, top=0.88)
-    ax = fig.subplots()
-    below = np.zeros(bins)
-    for v in VERDICTS:
-        counts, _ = np.histogram(np.clip(values.filter(pl.col("verdict") == v)[score.column].to_numpy(), lo, hi), edges)
-        if counts.any():
-            ax.stairs(below + counts, edges, baseline=below, fill=True, color=VERDICT_COLOURS[v], label=v)
-        below = below + counts
-    ax.set_ylim(0, max(float(below.max()), 1.0) * 1.05)
-    for t in thresholds:
-        ax.axvline(t, color="#333", linestyle="--", linewidth=1)
-        ax.annotate(f"{t:.3g}", (t, 1), xycoords=("data", "axes fraction"), fontsize=6, ha="right", va="top", rotation=90)
-    ax.set_title(score.title, fontsize=9)
-    ax.set_ylabel("test items", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7)
-    return svg_inline(fig, tight=False)
+    layers = [(v, VERDICT_COLOURS[v], np.histogram(np.clip(
+        values.filter(pl.col("verdict") == v)[score.column].to_numpy(), lo, hi), edges)[0]) for v in VERDICTS]
+    return stacked_histogram(edges, layers, title=score.title, ylabel="test items", thresholds=thresholds)
 
 
 def _window(text: str, start: int | None, end: int | None) -> tuple[str, str, str]:

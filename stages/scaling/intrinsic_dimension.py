@@ -32,8 +32,8 @@ GROUP_NAN = "NaN equals no other value, not even another NaN, so its rows belong
 class IntrinsicDimension(Stage):
     """Intrinsic dimension of the points in a vector column (embeddings or any numeric vectors).
 
-    One row per estimator (and per group when `group_by` is set) with a bootstrap interval and the
-    range of the MLE and GRIDE estimates across `scales` (how much d depends on the scale); side output
+    One row per estimator (and per group when `group_by` is set; columns `group_by` and `group` name it)
+    with a bootstrap interval and the range of the MLE and GRIDE estimates across `scales` (how much d depends on the scale); side output
     `local`: each point's Levina-Bickel local estimate with its r1, r2; plot `dimension_vs_scale.png`:
     MLE and GRIDE against the neighbourhood radius. Duplicate vectors (zero distances, where TwoNN is
     undefined) are dropped before the search and counted, or refused with `duplicates: error`; they
@@ -150,7 +150,8 @@ class IntrinsicDimension(Stage):
             rows += summary
             locals_.append(local)
             curves += curve
-        result = pl.DataFrame(rows, schema_overrides={"group": pl.String, "knn_recall": pl.Float64})
+        result = pl.DataFrame(rows, schema_overrides={"group_by": pl.String, "group": pl.String,
+                                                      "knn_recall": pl.Float64})
         ctx.write_side_output("local", pl.concat(locals_, how="vertical_relaxed"))
         for r in rows:
             ctx.record(f"{r['estimator']}" + (f"@{r['group']}" if self.group_by else ""), round(r["dimension"], 3))
@@ -207,7 +208,8 @@ class IntrinsicDimension(Stage):
             low, high = id_estimators.bootstrap_interval(per_point, statistic, self.bootstrap, self.confidence, rng)
             span = {"twonn": 2, "mle": self.k, "gride": 2 * self.gride_n1}[name]
             rows.append({
-                "group": None if group is None else str(group), "estimator": name, "dimension": value,
+                "group_by": self.group_by, "group": None if group is None else str(group), "estimator": name,
+                "dimension": value,
                 "ci_low": low, "ci_high": high, "confidence": self.confidence, "points": int(keep.size),
                 "duplicates_dropped": repeats, "neighbours": span,
                 "radius": float(np.median(dist[:, span - 1])), "ambient_dimension": int(x.shape[1]),

@@ -28,13 +28,20 @@ TRANSFER_PLOT = "transfer.png"
 
 def dimension_row(dims: pl.DataFrame, estimator: str, group: str | None) -> dict[str, Any] | None:
     """The row of an intrinsic_dimension table that a fit compares with: `estimator`'s row in `group`
-    if given, else its row with no group, else its first; None if there is none."""
+    if given, else its row with no group, else its first; None if there is none.
+
+    "No group" is a row of an ungrouped estimate (`group_by` null). In a grouped table a null `group`
+    is the group of the rows whose key was null, not "no group", so it is only taken when it comes first.
+    Tables without a `group_by` column (written by hand, or before it existed) read a null group as none.
+    """
     rows = dims.filter(pl.col("estimator") == estimator)
-    if "group" in rows.columns:
-        if group is not None:
-            rows = rows.filter(pl.col("group") == group)
-        elif rows["group"].null_count():
-            rows = rows.filter(pl.col("group").is_null())
+    if group is not None and "group" in rows.columns:
+        rows = rows.filter(pl.col("group") == group)
+    elif group is None and "group_by" in rows.columns:
+        ungrouped = rows.filter(pl.col("group_by").is_null())
+        rows = ungrouped if ungrouped.height else rows
+    elif group is None and "group" in rows.columns and rows["group"].null_count():
+        rows = rows.filter(pl.col("group").is_null())
     return rows.row(0, named=True) if rows.height else None
 
 

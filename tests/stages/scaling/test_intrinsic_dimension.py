@@ -198,3 +198,4 @@ def test_nan_group_keys_are_refused():
     out = IntrinsicDimension(group_by="kind", bootstrap=0, plot=False, estimators=["twonn"]).apply(
         table(x, kind=kind.fill_nan(None)))
     assert out["group"].to_list() == ["1.0", None]
+    assert out["group_by"].to_list() == ["kind", "kind"]  # the null key is a group, not an ungrouped estimate

@@ -167,3 +167,19 @@ def test_nan_group_keys_and_model_sizes_are_refused_and_a_null_group_is_fit():
             ScalingFit(law="transfer", bootstrap=0).apply(
                 transfer.with_columns(params=pl.when(pl.col("params") == 1e6).then(bad).otherwise("params")))
         assert err.value.param == "params_column"
+
+
+def test_a_null_group_of_a_grouped_dimension_table_is_not_read_as_no_group():
+    from stages.scaling.scaling_fit import dimension_row
+
+    # intrinsic_dimension grouped by 'kind': a null key is a group of its own. Asked for "no group", the
+    # fit took that null group's d as if the table were ungrouped; it now takes the first row, as documented.
+    grouped = pl.DataFrame({"group_by": ["kind"] * 2, "group": ["1.0", None], "estimator": ["twonn"] * 2,
+                            "dimension": [2.0, 7.0]}, schema_overrides={"group": pl.String})
+    assert dimension_row(grouped, "twonn", None)["dimension"] == 2.0
+    assert dimension_row(grouped, "twonn", "1.0")["dimension"] == 2.0
+    ungrouped_first = pl.DataFrame({"group_by": ["kind", None], "group": ["1.0", None], "estimator": ["twonn"] * 2,
+                                    "dimension": [2.0, 7.0]}, schema_overrides={"group_by": pl.String})
+    assert dimension_row(ungrouped_first, "twonn", None)["dimension"] == 7.0
+    # A table without the group_by column (written by hand) still reads a null group as no group.
+    assert dimension_row(grouped.drop("group_by"), "twonn", None)["dimension"] == 7.0
