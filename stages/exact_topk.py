@@ -21,18 +21,30 @@ import numpy as np
 BLOCK_ROWS = 16_384
 METRICS = ("inner_product", "l2")
 _UNIT = 2.0**-24  # float32 unit roundoff
-# Candidates per query and k beyond which a block is cut by its own k-th score instead of the running one.
+# Candidates per query and k beyond which a block is cut by (a bound on) its own k-th score instead of the running one.
 PRUNED_PER_QUERY = 4
+# Pairs re-scored in float64 at once (`_exact`): 2 x 2,048 x d float64 values, about 8 MB at d = 256.
+EXACT_PAIRS = 2048
+# Column groups per k whose maxima bound a block's k-th score (`_block_cut`).
+GROUPS_PER_K = 4
 
 
 def _exact(queries64: np.ndarray, base: np.ndarray, q: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
     """Larger-is-better scores of the pairs (queries64[q], base[b]) summed in float64: inner product or -squared
-    L2 (`queries64`: the queries already in float64, so only the base side is converted per pair)."""
-    left, right = queries64[q], base[b].astype(np.float64)
-    if metric == "inner_product":
-        return np.multiply(left, right, out=right).sum(axis=1).astype(np.float32)
-    right -= left  # the difference itself, not |q|^2 + |x|^2 - 2 q.x, so nothing cancels
-    return -(right * right).sum(axis=1).astype(np.float32)
+    L2 (`queries64`: the queries already in float64, so only the base side is converted per pair).
+
+    In slices of EXACT_PAIRS pairs: the float64 copies of a slice stay in cache, where one copy of every
+    pair at once (100,000 pairs: 200 MB each side) cost more in fresh pages than the arithmetic.
+    """
+    out = np.empty(q.size, np.float32)
+    for lo in range(0, q.size, EXACT_PAIRS):
+        left, right = queries64[q[lo : lo + EXACT_PAIRS]], base[b[lo : lo + EXACT_PAIRS]].astype(np.float64)
+        if metric == "inner_product":
+            out[lo : lo + EXACT_PAIRS] = np.multiply(left, right, out=right).sum(axis=1)
+        else:
+            right -= left  # the difference itself, not |q|^2 + |x|^2 - 2 q.x, so nothing cancels
+            out[lo : lo + EXACT_PAIRS] = -(right * right).sum(axis=1)
+    return out
 
 
 def _nominal(queries: np.ndarray, q_norm: np.ndarray, block: np.ndarray, metric: str) -> tuple[np.ndarray, ...]:
@@ -50,6 +62,25 @@ def _nominal(queries: np.ndarray, q_norm: np.ndarray, block: np.ndarray, metric:
     scores -= np.einsum("ij,ij->i", queries, queries)[:, None]
     scores -= np.einsum("ij,ij->i", block, block)[None, :]
     return scores, (dim + 2) * _UNIT * (q_norm + x_norm) ** 2
+
+
+def _block_cut(scores: np.ndarray, k: int) -> np.ndarray:
+    """(queries, 1): per query, a score that at least k of the block's rows reach, close to the k-th best.
+
+    The block's columns are dealt into GROUPS_PER_K * k groups (column j to group j mod groups, so the
+    adjacent rows of one document, which often all score high, land in different groups); the group
+    maxima are the scores of that many distinct rows, so the k-th best of them is at most the block's
+    k-th best: a valid cut. On 2,095 x 16,384 random scores it admits about 11 rows per query for k = 10
+    (the exact k-th: 10) and costs one pass over the block instead of a partial sort of a copy (30 ms
+    against 0.3 s).
+    """
+    n = scores.shape[1]
+    groups = min(n, GROUPS_PER_K * k)
+    whole = n // groups * groups
+    maxima = scores[:, :whole].reshape(scores.shape[0], -1, groups).max(axis=1)
+    if whole < n:
+        np.maximum(maxima[:, : n - whole], scores[:, whole:], out=maxima[:, : n - whole])
+    return np.partition(maxima, groups - k, axis=1)[:, groups - k : groups - k + 1]
 
 
 def _best_per_query(q: np.ndarray, b: np.ndarray, s: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
@@ -88,14 +119,12 @@ class ExactTopK:
             scores, margin = _nominal(self.queries, self._q_norm, block, self.metric)
             # A row can enter the top k only if its exact score reaches the running cut (the k-th kept so far,
             # or the caller's floor); its float32 score is then within the bound of it. Once every query has
-            # a cut, one comparison pass nominates the candidates (a partial sort of the block costs about 5x
-            # more); the block's own k-th score joins the cut before that, or when the block beats most of
-            # what is kept.
+            # a cut, one comparison pass nominates the candidates; a bound on the block's own k-th score joins
+            # the cut before that, or when the block beats most of what is kept.
             cut = self._running_cut()
             hit = scores >= cut - 2.0 * margin if np.isfinite(cut).all() else None
             if hit is None or np.count_nonzero(hit) > PRUNED_PER_QUERY * self.k * len(self.queries):
-                kk = min(self.k, block.shape[0])
-                block_cut = -np.partition(-scores, kk - 1, axis=1)[:, kk - 1 : kk]
+                block_cut = _block_cut(scores, min(self.k, block.shape[0]))
                 hit = scores >= np.maximum(cut, block_cut) - 2.0 * margin  # 2x: the cut and the row each err
             # Flat positions, then (row, column): about 15x faster than a 2-D np.nonzero on a sparse mask.
             q, b = np.divmod(np.flatnonzero(hit), hit.shape[1])

@@ -128,3 +128,20 @@ def test_a_floor_keeps_only_rows_reaching_it_and_the_same_rows_above_it():
     above = want_scores >= floor[:, None]
     np.testing.assert_array_equal(np.where(above, want_rows, -1), rows)
     assert (rows[1:, 5:] == -1).all() and (rows[0] >= 0).all() and np.isneginf(scores[rows == -1]).all()
+
+
+@pytest.mark.parametrize("n, k", [(1, 1), (7, 3), (39, 10), (40, 10), (16_384, 10), (1000, 1)])
+def test_a_block_cut_is_reached_by_k_rows_and_is_at_most_the_exact_kth(n, k):
+    from stages.exact_topk import _block_cut
+
+    rng = np.random.default_rng(n)
+    scores = rng.standard_normal((6, n)).astype(np.float32)
+    scores[0] = 0.5  # all tied
+    scores[1, : n // 2] = scores[1, 0]  # half tied
+    cut = _block_cut(scores, k)
+    exact_kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
+    assert cut.shape == (6, 1)
+    assert (cut <= exact_kth).all()
+    assert ((scores >= cut).sum(axis=1) >= k).all()
+    if n <= 4 * k:
+        np.testing.assert_array_equal(cut, exact_kth)  # one column per group: the exact k-th
