@@ -25,6 +25,7 @@ from stages.embedding.models import (
     transformer_dim,
 )
 from stages.embedding.static_encode import encode_static, encode_static_windows
+from stages.text import Tokens
 
 
 def _encode_uncached(texts: list[str], backend: str, model: str | Path | None, batch_size: int,
@@ -203,9 +204,10 @@ def series_to_vectors(series: pl.Series, param: str | None = None, file: str | N
 
 
 
-def encode_static_word_windows(words: pl.Series, starts: np.ndarray, lengths: np.ndarray, model: str | None = None,
-                               normalize: bool = True) -> np.ndarray:
+def encode_static_word_windows(words: pl.Series | Tokens, starts: np.ndarray, lengths: np.ndarray,
+                               model: str | None = None, normalize: bool = True) -> np.ndarray:
     """The static backend's vectors of the texts `" ".join(words[s : s + n])`, one per window (s, n) of a flat
-    word column, bit for bit what `encode_texts` (uncached) gives for those texts, without making them: for
-    overlapping chunks of tokenised text (the leakage audit's), each distinct word is split once."""
+    word column (or of tokenised text's words, `Tokens`), bit for bit what `encode_texts` (uncached) gives for
+    those texts, without making them: for overlapping chunks of tokenised text (the leakage audit's), each
+    distinct word is split once."""
     return encode_static_windows(load_static_model(model), words, starts, lengths, normalize)

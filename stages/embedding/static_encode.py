@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from stages.text import window_texts, window_tokens
+from stages.text import Tokens, window_texts, window_tokens
 
 # Pieces between cuts the BERT pre-tokeniser always makes: ASCII whitespace it splits on, and each
 # ASCII punctuation character (33-47, 58-64, 91-96, 123-126), which is a pre-token of its own.
@@ -93,7 +93,7 @@ def encode_static(static, texts: list[str], normalize: bool) -> np.ndarray:
     return _pool(static, *_piece_ids(static, texts), normalize)
 
 
-def encode_static_windows(static, words: pl.Series, starts: np.ndarray, lengths: np.ndarray,
+def encode_static_windows(static, words: pl.Series | Tokens, starts: np.ndarray, lengths: np.ndarray,
                           normalize: bool) -> np.ndarray:
     """`encode_static` of the texts `" ".join(words[s : s + n])` for each window (s, n), bit for bit, without
     making them.
@@ -101,14 +101,20 @@ def encode_static_windows(static, words: pl.Series, starts: np.ndarray, lengths:
     A space is always a cut, so such a text's token ids are its words' ids one after the other: each distinct
     word is tokenised once and the windows' id sequences are gathered from the words'. Overlapping chunks
     (stride half the chunk) repeat every word about twice, so this halves the splitting work and skips
-    joining the chunk strings; the pooling is `encode_static`'s own.
+    joining the chunk strings; the pooling is `encode_static`'s own. Given the `Tokens` themselves, only the
+    distinct words' strings are made (`Tokens.distinct_words`).
     """
     n = starts.size
     if static.token_mapping is not None or static.weights is not None:
-        return encode_static(static, window_texts(words, starts, lengths), normalize)
+        flat = words.words if isinstance(words, Tokens) else words
+        return encode_static(static, window_texts(flat, starts, lengths), normalize)
     if n == 0:
         return np.zeros((0, static.dim), np.float32)
-    word_of_token, distinct = _distinct(words.to_arrow())
+    if isinstance(words, Tokens):
+        word_of_token, distinct_words = words.distinct_words()
+        distinct = distinct_words.to_list()
+    else:
+        word_of_token, distinct = _distinct(words.to_arrow())
     word_ids, word_counts = _piece_ids(static, distinct)
     window, token = window_tokens(starts, lengths)
     ids, taken = _segments(word_ids, word_counts, word_of_token[token])

@@ -100,12 +100,12 @@ class BatchChunks:
 
 def embed_chunks(batch: TrainBatch, size: int, stride: int, embed: Any, embed_windows: Any = None) -> BatchChunks:
     """A batch's aligned `size`-word chunks (every `stride` words) and their vectors by `embed(texts)`, or by
-    `embed_windows(words, starts, lengths)` when given (the static table embeds windows from their words)."""
+    `embed_windows(tokens, starts, lengths)` when given (the static table embeds windows from their words)."""
     doc, starts, lengths = token_windows(batch.tokens, size, stride)
-    texts = WindowTexts(batch.tokens.words, starts, lengths)
+    texts = WindowTexts(batch.tokens, starts, lengths)
     if not len(texts):
         return BatchChunks(doc, starts, lengths, texts, None)
-    vectors = embed_windows(batch.tokens.words, starts, lengths) if embed_windows else embed(texts.all())
+    vectors = embed_windows(batch.tokens, starts, lengths) if embed_windows else embed(texts.all())
     return BatchChunks(doc, starts, lengths, texts, vectors)
 
 

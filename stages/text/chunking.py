@@ -81,11 +81,16 @@ def window_texts(words: pl.Series, starts: np.ndarray, lengths: np.ndarray) -> l
 class WindowTexts:
     """The texts of token windows (`window_texts`), made when read: a reader that needs a few of them (the
     paraphrase kind keeps a few candidates per test item) or none (the static table embeds windows from their
-    words) does not pay for joining every chunk's words."""
+    words) does not pay for joining every chunk's words, nor, given the `Tokens`, for every word's string."""
 
-    def __init__(self, words: pl.Series, starts: np.ndarray, lengths: np.ndarray):
-        self.words, self.starts, self.lengths = words, starts, lengths
+    def __init__(self, words: pl.Series | Tokens, starts: np.ndarray, lengths: np.ndarray):
+        self._words, self.starts, self.lengths = words, starts, lengths
         self._all: list[str] | None = None
+
+    @property
+    def words(self) -> pl.Series:
+        """The flat word column; from `Tokens`, built only when a text is read."""
+        return self._words.words if isinstance(self._words, Tokens) else self._words
 
     def __len__(self) -> int:
         return int(self.starts.size)

@@ -40,6 +40,7 @@ class Tokens:
         self._words = words
         self.hashes = hashes  # uint64, one per token
         self.counts = counts  # int64 tokens per document
+        self._distinct: tuple[np.ndarray, pl.Series] | None = None
 
     @property
     def words(self) -> pl.Series:
@@ -47,6 +48,28 @@ class Tokens:
         if not isinstance(self._words, pl.Series):
             self._words = self._words.series()
         return self._words
+
+    def distinct_words(self) -> tuple[np.ndarray, pl.Series]:
+        """(each token's index among the distinct words, the distinct words in first-seen order).
+
+        Found from the hashes, so only the distinct words' strings are made: a batch repeats each word
+        about ten times, and embedding its chunks from their words (the static table) needs each word
+        once, where making every token's string was a tenth of the full audit's CPU. Equal hashes are
+        taken for equal words, as the n-gram evidence takes them.
+        """
+        if self._distinct is None:
+            index = pc.dictionary_encode(pa.array(self.hashes)).indices.to_numpy().astype(np.int64)
+            # Dictionary order is first-seen order: a word's first token is where the running maximum grows.
+            seen = np.maximum.accumulate(index) if index.size else index
+            first = np.flatnonzero(np.diff(seen, prepend=-1) > 0)
+            self._distinct = (index, self.words_at(first))
+        return self._distinct
+
+    def words_at(self, positions: np.ndarray) -> pl.Series:
+        """`words.gather(positions)` for ascending positions, making only those strings when `words` is not built."""
+        if isinstance(self._words, pl.Series):
+            return self._words.gather(positions)
+        return self._words.strings_at(np.asarray(positions, np.int64))
 
     @property
     def offsets(self) -> np.ndarray:
@@ -249,6 +272,19 @@ class _Mixed:
         order = np.insert(np.arange(starts.size), self.at, starts.size + np.arange(self.words.len()))
         return pl.concat([_Spans(self.spans.data, starts, lengths).series(), self.words]).gather(order)
 
+    def strings_at(self, positions: np.ndarray) -> pl.Series:
+        """`series().gather(positions)` for ascending positions, without the other tokens' strings."""
+        starts, lengths = np.delete(self.spans.starts, self.wide), np.delete(self.spans.lengths, self.wide)
+        source = np.insert(np.arange(starts.size), self.at, starts.size + np.arange(self.words.len()))[positions]
+        is_span = source < starts.size
+        spans = source[is_span]  # ascending: the spans keep their order among the tokens
+        n_spans = spans.size
+        order = np.empty(positions.size, np.int64)
+        order[is_span] = np.arange(n_spans)
+        order[~is_span] = n_spans + np.arange(positions.size - n_spans)
+        return pl.concat([_Spans(self.spans.data, starts[spans], lengths[spans]).series(),
+                          self.words.gather(source[~is_span] - starts.size)]).gather(order)
+
 
 def _interleave(ascii_rows: np.ndarray, a_counts: np.ndarray, o_counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Tokens per row, and the gather that puts [ASCII rows' tokens, other rows' tokens] back in row order."""
@@ -298,6 +334,10 @@ class _Spans:
 
     def series(self) -> pl.Series:
         return _span_strings(self.data, self.starts, self.lengths).str.to_lowercase()
+
+    def strings_at(self, positions: np.ndarray) -> pl.Series:
+        """`series().gather(positions)` for ascending positions, without the other spans' strings."""
+        return _span_strings(self.data, self.starts[positions], self.lengths[positions]).str.to_lowercase()
 
 
 def _span_strings(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> pl.Series:

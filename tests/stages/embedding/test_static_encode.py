@@ -78,9 +78,11 @@ def test_word_windows_match_model2vec_on_the_joined_texts_bit_for_bit(static):
 
     source = inspect.getsource(stages.text)
     tok = tokenize(pl.Series(AWKWARD + PARAGRAPHS[:50] + [source[:20_000]]))
+    assert type(tok._words).__name__ == "_Mixed"  # ASCII spans and non-ASCII words: strings made on demand
     for size, step in ((64, 32), (8, 3), (1, 1)):
         _, starts, lengths = token_windows(tok, size, step)
-        texts = window_texts(tok.words, starts, lengths)
-        ours = encode_static_word_windows(tok.words, starts, lengths)
-        np.testing.assert_array_equal(ours, _model2vec(static, texts))
+        from_tokens = encode_static_word_windows(tok, starts, lengths)  # first: before any word string is made
+        expected = _model2vec(static, window_texts(tok.words, starts, lengths))
+        np.testing.assert_array_equal(from_tokens, expected)
+        np.testing.assert_array_equal(encode_static_word_windows(tok.words, starts, lengths), expected)
     assert encode_static_word_windows(tok.words, starts[:0], lengths[:0]).shape == (0, static.dim)

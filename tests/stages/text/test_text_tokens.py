@@ -2,6 +2,7 @@ import re
 
 import numpy as np
 import polars as pl
+import pytest
 
 import stages.text.tokens as tokens_module
 from stages.text import (
@@ -183,3 +184,20 @@ def test_ascii_word_spans_are_word_offsets_of_ascii_texts():
     assert counts.tolist() == c.tolist()
     assert (starts - text_starts[text]).tolist() == s.tolist()
     assert (starts + lengths - text_starts[text]).tolist() == e.tolist()
+
+
+@pytest.mark.parametrize("texts", [
+    ["Héllo wörld, Hello WORLD straße STRASSE ﬁne fine Ⅻ ½", "plain ascii text text", "", None, "ÀB àb x"],  # mixed
+    ["plain ascii text text", "Text PLAIN"],  # ASCII spans only
+    ["日本語 テキスト 日本語", "テキスト"],  # another script: regex words
+])
+def test_distinct_words_index_every_token_and_make_each_word_once(texts):
+    tok = tokenize(pl.Series(texts, dtype=pl.String))
+    index, distinct = tok.distinct_words()  # before `words`: only the distinct strings are made
+    words = tok.words
+    assert distinct.n_unique() == distinct.len()
+    assert distinct.gather(index).to_list() == words.to_list()
+    assert distinct.to_list() == list(dict.fromkeys(words.to_list()))  # first-seen order
+    positions = np.array([0, 2, words.len() - 1])
+    fresh = tokenize(pl.Series(texts, dtype=pl.String))
+    assert fresh.words_at(positions).to_list() == words.gather(positions).to_list()
