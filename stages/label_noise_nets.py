@@ -31,7 +31,14 @@ from pipeline.stage import Context, Stage
 from stages.nets import TrainConfig, train_classifier
 from stages.noise import LabelNoise, vector_matrix
 from stages.noise.params import Alpha
-from stages.studies import _split, digits_example, feature_column, refuse_nonfinite_features
+from stages.studies import (
+    _split,
+    digits_example,
+    feature_column,
+    refuse_bad_labels,
+    refuse_nonfinite_features,
+    stratified_split,
+)
 
 NEURAL = ("mlp", "convnet", "bag_of_embeddings")
 
@@ -144,6 +151,9 @@ class LabelNoiseNets(Stage):
             cols[self.features] = "features"
         return {"data": cols}
 
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        refuse_bad_labels(inputs["data"], self.label_column)
+
     def side_output_names(self):
         return ("transitions",) if any(self._keeps_transitions(run) for run in self._runs()) else ()
 
@@ -212,7 +222,8 @@ class LabelNoiseNets(Stage):
         rows, transitions = [], None
         for run in runs:
             if run.seed_index not in prepared:
-                prepared[run.seed_index] = self._prepare(table, feature, is_text, classes, ctx.seed + run.seed_index)
+                prepared[run.seed_index] = self._prepare(table, feature, is_text, classes, ctx.seed + run.seed_index,
+                                                         data.label)
             prep = prepared[run.seed_index]
             row, trans = self._one_run(run, prep, feature, is_text, classes, confusion, ctx.seed + run.seed_index)
             rows.append(row)
@@ -224,13 +235,12 @@ class LabelNoiseNets(Stage):
         ctx.record("train_seconds_per_run", round((time.perf_counter() - start) / max(len(runs), 1), 3))
         return pl.DataFrame(rows), transitions
 
-    def _prepare(self, table: pl.DataFrame, feature: str, is_text: bool, classes: pl.Series, seed: int) -> Prepared:
-        from sklearn.model_selection import train_test_split
-
-        train, test = _split(table.with_row_index("_row"), self.label_column, self.test_fraction, seed)
-        fit_idx, val_idx = train_test_split(
-            train["_row"].to_numpy(), test_size=self.val_fraction, random_state=(seed + 1) % (2**32),
-            stratify=train[self.label_column].to_numpy())
+    def _prepare(self, table: pl.DataFrame, feature: str, is_text: bool, classes: pl.Series, seed: int,
+                 file: str | None) -> Prepared:
+        train, test = _split(table.with_row_index("_row"), self.label_column, self.test_fraction, seed, file)
+        fit_idx, val_idx = stratified_split(train["_row"].to_numpy(), train[self.label_column], self.val_fraction,
+                                            seed + 1, param="val_fraction", file=file,
+                                            part="the training split of input 'data'")
         y = table[self.label_column].replace_strict(classes, np.arange(classes.len()), return_dtype=pl.Int64)
         vocab = 0
         if is_text:

@@ -8,6 +8,7 @@ the grid is `LabelNoise(mode="dilute", ...).apply(train, seed=...)` followed by 
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -17,20 +18,70 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.params import Annotated, Field, Fraction, PositiveInt
 from pipeline.stage import Context, Stage
+from stages._ids import nan_count, null_count
 from stages.noise import LabelNoise, vector_matrix
 from stages.noise.params import Alpha
 
 PLOT_NAME = "accuracy_vs_alpha.png"
 
 
-def _split(table: pl.DataFrame, label: str, test_fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _split(table: pl.DataFrame, label: str, test_fraction: float, seed: int,
+           file: str | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The clean train and test parts of `table` (stratified by `label`), in row order."""
+    train_idx, test_idx = stratified_split(np.arange(table.height), table[label], test_fraction, seed,
+                                           param="test_fraction", file=file)
+    return table[np.sort(train_idx)], table[np.sort(test_idx)]
+
+
+def stratified_split(rows: np.ndarray, labels: pl.Series, fraction: float, seed: int, *, param: str,
+                     file: str | None, part: str = "input 'data'") -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's `train_test_split` of `rows` stratified by `labels`, holding out `fraction` (the parameter
+    `param`), once `refuse_unsplittable` has refused in one line what scikit-learn refuses with a traceback."""
     from sklearn.model_selection import train_test_split
 
-    train_idx, test_idx = train_test_split(
-        np.arange(table.height), test_size=test_fraction, random_state=seed % (2**32),
-        stratify=table[label].to_numpy(),
-    )
-    return table[np.sort(train_idx)], table[np.sort(test_idx)]
+    refuse_unsplittable(labels, fraction, param=param, file=file, part=part)
+    return train_test_split(rows, test_size=fraction, random_state=seed % (2**32), stratify=labels.to_numpy())
+
+
+def refuse_unsplittable(labels: pl.Series, fraction: float, *, param: str, file: str | None, part: str) -> None:
+    """A stratified split puts every class on both sides, so (scikit-learn's conditions and rounding: the held-out
+    side gets ceil(fraction * rows)) each class needs 2 rows and each side a row of every class. `part` names the
+    rows split (the input, or the training split a second split divides); a study also needs 2 classes to learn."""
+    column = labels.name
+    counts = labels.alias("class").value_counts(name="rows")
+    k, n = counts.height, labels.len()
+    single = counts.filter(pl.col("rows") < 2)["class"]
+    if k < 2 or single.len():
+        what = (f"a single class {counts['class'].to_list()}; a study needs at least 2" if k < 2 else
+                f"{single.len():,} class(es) with a single row (e.g. {single[0]!r}); a stratified split puts "
+                "every class on both sides, so each needs at least 2 rows")
+        raise InputDataError(f"{part} column '{column}' has {what}", param="label_column", file=file,
+                             hint="drop those classes' rows, or add rows of them" if k >= 2 else None)
+    held = math.ceil(fraction * n)
+    if min(held, n - held) < k:
+        raise InputDataError(
+            f"{part}: {param} {fraction:g} of {n:,} rows holds out {held:,} and keeps {n - held:,}; a stratified "
+            f"split needs a row of each of the {k:,} classes (column '{column}') on both sides",
+            param=param, file=file, hint=f"set {param} so that both sides get at least {k:,} rows, or add rows",
+        )
+
+
+def refuse_bad_labels(data: Dataset, label: str) -> None:
+    """A study's labels are what `label_noise` takes (integers or strings), none null. Refused before anything
+    runs, naming the column and the file: a null or NaN label reached scikit-learn's split as a traceback, and
+    `label_noise` refused another type only after the split, naming its own in-memory table as the file."""
+    dtype = data.lazy().collect_schema()[label]
+    if not (dtype.is_integer() or dtype == pl.String):
+        nans = nan_count(data, label)
+        held = f" (with {nans:,} NaN values)" if nans else ""
+        raise InputDataError(f"input 'data' column '{label}' is {dtype}{held}; a study's labels must be integers "
+                             "or strings", param="label_column", file=data.label,
+                             hint=("drop the NaN rows, then " if nans else "") + "cast it to integers or strings")
+    nulls = null_count(data, label)
+    if nulls:
+        raise InputDataError(f"input 'data' column '{label}' has {nulls:,} null labels; every row needs a label "
+                             "to be split and trained on", param="label_column", file=data.label,
+                             hint="drop or fill those rows first")
 
 
 def digits_example(rows: int = 150) -> pl.DataFrame:
@@ -135,6 +186,9 @@ class LabelNoiseCurve(Stage):
             cols[self.features] = "features"
         return {"data": cols}
 
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        refuse_bad_labels(inputs["data"], self.label_column)
+
     def _feature_column(self, data: Dataset) -> str:
         return feature_column(data.lazy().collect_schema(), self.features, (self.label_column, self.id_column),
                               data.label)
@@ -165,7 +219,7 @@ class LabelNoiseCurve(Stage):
         bar = ctx.progress(total=self.repeats * len(self.noises) * len(self.alphas), unit="fits")
         for repeat in range(self.repeats):
             seed = ctx.seed + repeat
-            train, test = _split(table, self.label_column, self.test_fraction, seed)
+            train, test = _split(table, self.label_column, self.test_fraction, seed, data.label)
             if is_text:
                 vectoriser = TfidfVectorizer(sublinear_tf=True, min_df=2, ngram_range=(1, 2))
                 x_train = vectoriser.fit_transform(train[feature].to_list())

@@ -108,12 +108,25 @@ def largest_remainder(total: int, weights: np.ndarray, tiebreak: np.ndarray) -> 
     return out
 
 
-def _duplicate_ids(id_column: str | None) -> InputDataError:
+def hash_collision(id_column: str | None, rows: np.ndarray, file: str | None, input_name: str = "data") -> InputDataError:
+    """Two rows whose keyed hashes are equal where the draw must order them. `LabelNoise.check_input_data` refused
+    repeated ids before any draw, and an id's digest is unique for integer ids and row positions, so this is two
+    distinct (non-integer) ids whose 64-bit digests collide: blaming repeated ids would send the user looking for
+    repeats that are not there. The digest does not depend on the seed, so another seed would not help."""
+    first, second = (int(r) for r in np.sort(rows)[:2])
     return InputDataError(
-        f"id column '{id_column}' has duplicate values; flip mode keys each row's draw by its id, "
-        "so ids must be unique (or set id_column: null to key by row position)",
-        param="id_column",
+        f"input '{input_name}' column '{id_column}' holds two distinct ids whose 64-bit digests collide (rows "
+        f"{first:,} and {second:,}, counting from 0; about one chance in 1.8e19 a pair), so the draws keyed by id "
+        "cannot order them", param="id_column", file=file,
+        hint="change one of those two ids, or set id_column: null to key by row position",
     )
+
+
+def tied_rows(rows: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Two of `rows` whose hashes `h` are equal (there must be such a pair), for `hash_collision`."""
+    order = np.argsort(h, kind="stable")
+    at = int(np.flatnonzero(h[order][1:] == h[order][:-1])[0])
+    return rows[order[at : at + 2]]
 
 
 def flip_plan(t: np.ndarray, class_rows: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +152,7 @@ def _candidates(hashes: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def choose_flips(hashes: np.ndarray, clean_idx: np.ndarray, t: np.ndarray, class_rows: np.ndarray, seed: int,
-                 id_column: str | None) -> tuple[np.ndarray, np.ndarray]:
+                 id_column: str | None, file: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Noisy class per row, and the realised K x K cell counts (exact, see the package docstring).
 
     Within class i the n_i flips are the rows with the smallest hashes, and in hash order they fill
@@ -160,20 +173,22 @@ def choose_flips(hashes: np.ndarray, clean_idx: np.ndarray, t: np.ndarray, class
     fraction = float((share + slack)[n_flip > 0].max())
     todo = [i for i in range(k) if n_flip[i]]
     short = _assign_flips(hashes, clean_idx, _candidates(hashes, fraction), todo, n_flip, per_target, noisy,
-                          complete=fraction >= 1.0, id_column=id_column)
+                          complete=fraction >= 1.0, where=(id_column, file))
     if short:
         rows = np.flatnonzero(np.isin(clean_idx, sorted(short)))
         _assign_flips(hashes, clean_idx, rows, sorted(short), n_flip, per_target, noisy, complete=True,
-                      id_column=id_column)
+                      where=(id_column, file))
     cells += per_target
     cells[np.arange(k), np.arange(k)] -= n_flip
     return noisy, cells
 
 
 def _assign_flips(hashes: np.ndarray, clean_idx: np.ndarray, rows: np.ndarray, todo: list[int], n_flip: np.ndarray,
-                  per_target: np.ndarray, noisy: np.ndarray, complete: bool, id_column: str | None) -> set[int]:
+                  per_target: np.ndarray, noisy: np.ndarray, complete: bool,
+                  where: tuple[str | None, str | None]) -> set[int]:
     """Flip the chosen rows of each class in `todo` among `rows` (all of the class's rows when `complete`,
-    else those below a hash threshold); return the classes `rows` held too few of to decide."""
+    else those below a hash threshold); return the classes `rows` held too few of to decide. `where` is the
+    (id column, file) a hash collision is reported in."""
     k = per_target.shape[0]
     cls = clean_idx[rows]
     # Class indices fit in 16 bits for any realistic K, where NumPy's stable sort is a radix sort.
@@ -190,7 +205,7 @@ def _assign_flips(hashes: np.ndarray, clean_idx: np.ndarray, rows: np.ndarray, t
         # Only the cut points of the hash order matter (who flips, and where one target cell ends and
         # the next begins), so partitions around those points replace a full sort. Equal hashes across a
         # cut would leave the order to decide: refused (repeated ids are refused before, by
-        # `LabelNoise.check_input_data`, so only a collision of two ids' 64-bit hashes gets here).
+        # `LabelNoise.check_input_data`, so only a collision of two ids' 64-bit digests gets here).
         tie = False
         if flips < n_i:
             chosen = np.argpartition(h_i, [flips - 1, flips])
@@ -205,6 +220,6 @@ def _assign_flips(hashes: np.ndarray, clean_idx: np.ndarray, rows: np.ndarray, t
             ranked = h_i[chosen]
             tie = tie or bool(np.any(ranked[cuts - 1] == ranked[cuts]))
         if tie:
-            raise _duplicate_ids(id_column)
+            raise hash_collision(where[0], tied_rows(rows_i, h_i), where[1])
         noisy[rows_i[chosen]] = np.repeat(np.arange(k, dtype=noisy.dtype), per_target[i])
     return short

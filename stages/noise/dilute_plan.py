@@ -18,7 +18,7 @@ from pipeline.io import Dataset
 from pipeline.stage import Context
 from stages._hashing import stream_key
 from stages._vectors import vector_matrix
-from stages.noise.counts import dense_counts, keyed_chunked, round_half_up
+from stages.noise.counts import dense_counts, hash_collision, keyed_chunked, round_half_up
 from stages.noise.params import check_stochastic
 from stages.noise.rows import batch_rows, class_index, class_positions, digests
 
@@ -165,6 +165,6 @@ class Dilution:
         h = keyed_chunked(self.digest, stream_key(self.ctx.seed, "label_noise", "dilute-pick"), words=self.words)
         cut = np.partition(h, self.remainder - 1)[self.remainder - 1]
         self.pick = h <= cut
-        if int(self.pick.sum()) != self.remainder:
-            raise InputDataError(f"id column '{stage.id_column}' has duplicate values; dilute mode keys each "
-                                 "draw by id, so ids must be unique (or set id_column: null)", param="id_column")
+        if int(self.pick.sum()) != self.remainder:  # rows tie at the cut: see `hash_collision`
+            raise hash_collision(stage.id_column, np.flatnonzero(h == cut), self.pool.label,
+                                 "source" if self.ood else "data")

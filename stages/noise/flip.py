@@ -45,7 +45,8 @@ def flip_rows(stage: Any, ctx: Context, data: Dataset, broadcast: dict, clean_id
               hashes: np.ndarray) -> Any:
     """Choose the flips, record them, and return the relabelled rows (a frame in memory, else batches)."""
     classes, class_rows, t = broadcast["classes"], broadcast["class_rows"], broadcast["matrix"]
-    noisy_idx, cells = choose_flips(hashes, clean_idx, t, class_rows, ctx.seed, stage.id_column)
+    noisy_idx, cells = choose_flips(hashes, clean_idx, t, class_rows, ctx.seed, stage.id_column,
+                                   broadcast["label"])
     del hashes
     _record(stage, ctx, classes, class_rows, t, cells)
     rows = batch_rows(data)

@@ -12,6 +12,7 @@ from pipeline.io import Dataset
 from stages.label_noise_nets import LabelNoiseNets, _token_ids
 from stages.labelled_corpora import SklearnDigits
 from stages.nets import TrainConfig, build_model
+from stages.studies import digits_example
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +120,23 @@ def test_nan_or_inf_features_are_refused_in_one_line(tmp_path):
     with pytest.raises(InputDataError, match=r"column 'pixels' has NaN or infinite values in 2 vector\(s\)") as info:
         stage.execute(Dataset.from_parquet(path))
     assert (info.value.param, info.value.file) == ("features", path)
+
+
+def test_labels_the_splits_cannot_stratify_are_refused_naming_parameter_and_file(tmp_path):
+    # The checks are `stages.studies`' (tested there, case by case): here, that both of this stage's splits use them.
+    stage = LabelNoiseNets(models=["logistic"], alphas=[0], noises=["uniform"], seeds=1, examples=200,
+                           batch_sizes=[32], batch_alphas=[0], clean_fractions=[1.0])
+    table = digits_example(90)
+    nulls = tmp_path / "nulls.parquet"
+    table.with_columns(pl.when(pl.col("id") == 5).then(None).otherwise(pl.col("label")).alias("label")).write_parquet(
+        nulls)
+    with pytest.raises(InputDataError, match="column 'label' has 1 null labels") as info:
+        stage.execute(Dataset.from_parquet(nulls))
+    assert (info.value.param, info.value.file) == ("label_column", str(nulls))
+    # Two 2s: the test split takes one, and the training split then holds one for the validation split to stratify.
+    twos = tmp_path / "twos.parquet"
+    pl.concat([table.filter(pl.col("label") < 2), table.filter(pl.col("label") == 2).head(2)]).write_parquet(twos)
+    with pytest.raises(InputDataError, match="the training split of input 'data' column 'label' has 1 class\\(es\\) "
+                                             "with a single row \\(e.g. 2\\)") as info:
+        stage.execute(Dataset.from_parquet(twos), seed=0)
+    assert (info.value.param, info.value.file) == ("label_column", str(twos))

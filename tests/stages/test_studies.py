@@ -8,10 +8,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.errors import ParamError
+from pipeline.errors import InputDataError, ParamError
+from pipeline.io import Dataset
 from pipeline.runner import run_pipeline
 from stages.labelled_corpora import SklearnDigits
-from stages.studies import PLOT_NAME, LabelNoiseCurve
+from stages.studies import PLOT_NAME, LabelNoiseCurve, digits_example
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +115,40 @@ steps:
 """, "step 'c' (stage 'label_noise_curve'), parameter 'features'", f"file '{path}'",
                          "column 'pixels' has NaN or infinite values in 2 vector(s)")
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def _label_at_five(value, dtype):
+    """The label of the row with id 5 replaced by `value`, the column cast to `dtype`."""
+    return lambda t: t.with_columns(pl.when(pl.col("id") == 5).then(value).otherwise(pl.col("label"))
+                                    .cast(dtype).alias("label"))
+
+
+def _one_nine(t: pl.DataFrame) -> pl.DataFrame:
+    return pl.concat([t, t.head(1).with_columns(pl.lit(9, t["label"].dtype).alias("label"),
+                                                pl.lit(999, t["id"].dtype).alias("id"))])
+
+
+def _two_of_each(t: pl.DataFrame) -> pl.DataFrame:
+    return t.group_by("label", maintain_order=True).head(2)
+
+
+@pytest.mark.parametrize(("bad", "param", "expected"), [
+    (_label_at_five(None, pl.Int64), "label_column", "column 'label' has 1 null labels; every row needs a label"),
+    (_label_at_five(float("nan"), pl.Float64), "label_column",
+     "column 'label' is Float64 (with 1 NaN values); a study's labels must be integers or strings"),
+    (lambda t: t.with_columns(pl.col("label").cast(pl.String).cast(pl.Categorical)), "label_column",
+     "column 'label' is Categorical; a study's labels must be integers or strings"),
+    (_one_nine, "label_column", "column 'label' has 1 class(es) with a single row (e.g. 9); a stratified split"),
+    (lambda t: t.filter(pl.col("label") == 0), "label_column", "column 'label' has a single class [0]"),
+    (_two_of_each, "test_fraction", "test_fraction 0.2 of 6 rows holds out 2 and keeps 4; a stratified split "
+                                    "needs a row of each of the 3 classes"),
+], ids=["null", "nan", "categorical", "single-row class", "single class", "too few rows"])
+def test_labels_scikit_learn_cannot_split_are_refused_naming_parameter_and_file(tmp_path, bad, param, expected):
+    # Each reached scikit-learn's train_test_split (a traceback), or label_noise after the split, naming its own
+    # in-memory table as the file.
+    path = tmp_path / "bad.parquet"
+    bad(digits_example(90)).write_parquet(path)
+    with pytest.raises(InputDataError) as err:
+        LabelNoiseCurve(alphas=[0], noises=["uniform"]).execute(Dataset.from_parquet(path))
+    assert (err.value.param, err.value.file) == (param, str(path))
+    assert expected in err.value.message

@@ -386,6 +386,41 @@ def test_bad_tables_are_refused_with_the_column_named(digits):
         build(mode="flip", rate=0.1).apply(digits, source=digits)
 
 
+
+def _colliding_digest(monkeypatch, collide):
+    """Make `id_digest` give `collide(ids)`'s digests: two distinct ids then share one, as a 64-bit collision would."""
+    monkeypatch.setattr(noise_rows, "id_digest", lambda ids: id_digest(collide(ids)))
+
+
+def test_a_hash_collision_at_a_flip_cut_names_the_two_rows_not_repeated_ids(monkeypatch, tmp_path):
+    # Distinct ids pass `check_input_data`; 'c' then hashes as 'a' (class x, rows 0 and 2) and one of them must flip.
+    table = pl.DataFrame({"id": ["a", "b", "c", "d"], "label": ["x", "y", "x", "y"]})
+    table.write_parquet(tmp_path / "t.parquet")
+    _colliding_digest(monkeypatch, lambda ids: ids.replace("c", "a"))
+    ctx = Context(step_id="flip", seed=0, out_dir=tmp_path / "out")
+    ctx.out_dir.mkdir()
+    with pytest.raises(InputDataError) as err:
+        list(build(mode="flip", rate=0.5).run(ctx, data=Dataset.from_parquet(tmp_path / "t.parquet")))
+    assert err.value.param == "id_column" and err.value.file == str(tmp_path / "t.parquet")
+    assert "duplicate" not in str(err.value)
+    assert err.value.message.startswith("input 'data' column 'id' holds two distinct ids whose 64-bit digests "
+                                        "collide (rows 0 and 2, counting from 0")
+    assert err.value.hint == "change one of those two ids, or set id_column: null to key by row position"
+
+
+@pytest.mark.parametrize("pool", ["data", "source"])
+def test_a_hash_collision_at_the_partial_dilute_cycle_names_the_pool_and_its_rows(monkeypatch, pool):
+    # Every id hashes alike, so the one pick of the partial cycle (alpha 0.25 of 4 rows) ties across the whole pool.
+    data = pl.DataFrame({"id": ["a", "b", "c", "d"], "label": ["x", "y", "x", "y"]})
+    inputs = {"source": pl.DataFrame({"id": ["p", "q", "r"]})} if pool == "source" else {}
+    _colliding_digest(monkeypatch, lambda ids: pl.Series(["same"] * ids.len()))
+    with pytest.raises(InputDataError) as err:
+        build(mode="dilute", alpha=0.25).apply(data, **inputs)
+    assert err.value.param == "id_column" and "duplicate" not in str(err.value)
+    assert err.value.message.startswith(f"input '{pool}' column 'id' holds two distinct ids whose 64-bit digests "
+                                        "collide (rows 0 and 1,")
+
+
 def test_library_calls_are_validated_too(digits):
     with pytest.raises(ParamError) as err:
         LabelNoise(mode="flip", rate=1.5).apply(digits)
