@@ -28,6 +28,7 @@ from pipeline.errors import ParamError
 from pipeline.io import Dataset
 from pipeline.params import Annotated, Field, Fraction, PositiveInt
 from pipeline.stage import Context, Stage
+from stages._ids import refuse_bad_id_column
 from stages.nets import TrainConfig, train_classifier
 from stages.noise import LabelNoise, vector_matrix
 from stages.noise.params import Alpha
@@ -153,6 +154,7 @@ class LabelNoiseNets(Stage):
 
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
         refuse_bad_labels(inputs["data"], self.label_column)
+        refuse_bad_id_column(inputs["data"], self.id_column)  # here, naming the user's file, not the split's table
 
     def side_output_names(self):
         return ("transitions",) if any(self._keeps_transitions(run) for run in self._runs()) else ()

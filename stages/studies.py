@@ -18,9 +18,10 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.params import Annotated, Field, Fraction, PositiveInt
 from pipeline.stage import Context, Stage
-from stages._ids import nan_count, null_count
+from stages._ids import nan_count, null_count, refuse_bad_id_column
 from stages.noise import LabelNoise, vector_matrix
 from stages.noise.params import Alpha
+from stages.noise.rows import refuse_noise_columns
 
 PLOT_NAME = "accuracy_vs_alpha.png"
 
@@ -187,7 +188,11 @@ class LabelNoiseCurve(Stage):
         return {"data": cols}
 
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        # What the inner label_noise step would refuse, refused here naming the user's file, not the split's
+        # in-memory table (and its id advice fits this stage: it has no id_column: null).
         refuse_bad_labels(inputs["data"], self.label_column)
+        refuse_bad_id_column(inputs["data"], self.id_column)
+        refuse_noise_columns(inputs["data"])  # every column is passed on to label_noise
 
     def _feature_column(self, data: Dataset) -> str:
         return feature_column(data.lazy().collect_schema(), self.features, (self.label_column, self.id_column),

@@ -62,6 +62,17 @@ def _consecutive_labels(data: Dataset, label: str, dtype: pl.DataType) -> pl.Ser
     return pl.Series(label, np.arange(span, dtype=np.int64) + lo).cast(dtype)
 
 
+def refuse_noise_columns(data: Dataset) -> None:
+    """An input that already has a column label_noise writes (from an earlier label_noise step?) is refused,
+    naming its file: the step would otherwise overwrite the record of the earlier noise."""
+    for col in NOISE_COLUMNS:
+        if col in data.columns:
+            raise InputDataError(
+                f"input already has column '{col}' (from an earlier label_noise step?); drop or rename it first",
+                file=data.label,
+            )
+
+
 def class_table(stage: Any, data: Dataset, need_rows: bool = True) -> tuple[pl.Series, np.ndarray | None]:
     """The class set in order, and the number of rows of each class (one pass over the labels).
 
@@ -75,12 +86,7 @@ def class_table(stage: Any, data: Dataset, need_rows: bool = True) -> tuple[pl.S
             f"label column '{label}' has type {dtype}; labels must be integers or strings (cast it first)",
             param="label_column", file=data.label,
         )
-    for col in NOISE_COLUMNS:
-        if col in data.columns:
-            raise InputDataError(
-                f"input already has column '{col}' (from an earlier label_noise step?); drop or rename it first",
-                file=data.label,
-            )
+    refuse_noise_columns(data)
     if not need_rows and stage.classes is None:
         classes = _consecutive_labels(data, label, dtype)
         if classes is not None:

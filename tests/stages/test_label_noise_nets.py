@@ -140,3 +140,9 @@ def test_labels_the_splits_cannot_stratify_are_refused_naming_parameter_and_file
                                              "with a single row \\(e.g. 2\\)") as info:
         stage.execute(Dataset.from_parquet(twos), seed=0)
     assert (info.value.param, info.value.file) == ("label_column", str(twos))
+    # A repeated id: refused naming the user's file before the splits (label_noise named its in-memory table).
+    repeated = tmp_path / "repeated.parquet"
+    table.with_columns(pl.when(pl.col("id") == 5).then(4).otherwise(pl.col("id")).alias("id")).write_parquet(repeated)
+    with pytest.raises(InputDataError, match="duplicate") as info:
+        stage.execute(Dataset.from_parquet(repeated))
+    assert (info.value.param, info.value.file) == ("id_column", str(repeated))

@@ -152,3 +152,19 @@ def test_labels_scikit_learn_cannot_split_are_refused_naming_parameter_and_file(
         LabelNoiseCurve(alphas=[0], noises=["uniform"]).execute(Dataset.from_parquet(path))
     assert (err.value.param, err.value.file) == (param, str(path))
     assert expected in err.value.message
+
+
+@pytest.mark.parametrize(("bad", "param", "expected"), [
+    (lambda t: t.with_columns(pl.when(pl.col("id") == 5).then(4).otherwise(pl.col("id")).alias("id")), "id_column",
+     "duplicate"),
+    (lambda t: t.with_columns(pl.lit(False).alias("is_noisy")), None, "input already has column 'is_noisy'"),
+], ids=["repeated id", "noise column"])
+def test_what_the_inner_label_noise_would_refuse_is_refused_naming_the_users_file(tmp_path, bad, param, expected):
+    # label_noise refused these only after the split, naming its in-memory table, and advised id_column: null,
+    # which this stage does not take.
+    path = tmp_path / "bad.parquet"
+    bad(digits_example(90)).write_parquet(path)
+    with pytest.raises(InputDataError) as err:
+        LabelNoiseCurve(alphas=[0], noises=["uniform"]).execute(Dataset.from_parquet(path))
+    assert (err.value.param, err.value.file) == (param, str(path))
+    assert expected in err.value.message and "id_column: null" not in str(err.value)
