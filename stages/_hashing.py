@@ -50,15 +50,18 @@ def stream_key(seed: int, *salt: Any) -> int:
 
 
 def id_digest(values: pl.Series) -> np.ndarray:
-    """A seed-independent, version-stable 64-bit digest of each id (integers or strings)."""
+    """A seed-independent, version-stable 64-bit digest of each id (integers, strings or bytes)."""
     # Integers: multiplying by an odd constant is a bijection of 64-bit words, enough here because
     # every use goes through `keyed` (SplitMix64 itself mixes multiples of this same constant).
     if values.dtype.is_integer():
         return id_words(values) * _GOLDEN
-    arrow = values.cast(pl.String).to_arrow()
+    # Binary ids are hashed as their bytes (a cast to String refused any that are not UTF-8); a binary id
+    # that is valid UTF-8 digests as that string does.
+    binary = values.dtype == pl.Binary
+    arrow = (values if binary else values.cast(pl.String)).to_arrow()
     if isinstance(arrow, pa.ChunkedArray):
         arrow = arrow.combine_chunks()
-    arrow = pc.cast(arrow, pa.large_string())
+    arrow = pc.cast(arrow, pa.large_binary() if binary else pa.large_string())
     n = len(arrow)
     offsets = np.frombuffer(arrow.buffers()[1], dtype=np.int64)[arrow.offset : arrow.offset + n + 1]
     lengths = np.diff(offsets)

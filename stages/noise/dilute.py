@@ -121,10 +121,24 @@ def added_rows(stage: Any, run: Dilution, batch: pl.DataFrame, off: int, keep: n
                                    eager=True).cast(schema[stage.id_column])
             run.next_int_id += batch.height
         else:
-            new_ids = src_ids.cast(pl.String) + f"{'~s' if run.ood else '~n'}{cycle}"
+            new_ids = _suffixed(src_ids, f"{'~s' if run.ood else '~n'}{cycle}")
         body = body.with_columns(new_ids.alias(stage.id_column))
     # An added row is 'added' even when its drawn label happens to be the true one.
     return decorate(label, body, noisy, clean, is_noisy, "added", as_id_dtype(stage, src_ids, schema))
+
+
+def _suffixed(ids: pl.Series, suffix: str) -> pl.Series:
+    """An added row's id: its source's id with the cycle's suffix, as text, or as bytes for a Binary id column
+    (whose ids need not be UTF-8, so a cast to text is refused)."""
+    if ids.dtype != pl.Binary:
+        return ids.cast(pl.String) + suffix
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    large = pa.large_binary()
+    joined = pc.binary_join_element_wise(pc.cast(ids.to_arrow(), large), pa.scalar(suffix.encode(), large),
+                                         pa.scalar(b"", large))
+    return pl.Series(ids.name, joined, dtype=pl.Binary)
 
 
 def dilute_rows(stage: Any, ctx: Context, data: Dataset, source: Dataset | None, broadcast: dict,

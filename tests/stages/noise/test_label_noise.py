@@ -454,3 +454,19 @@ steps:
                          "holds duplicate ids (20 ids repeated, e.g. 0)")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs" / "bad" / "noisy").exists()
+
+
+def test_binary_ids_that_are_not_utf8_are_keyed_by_their_bytes(tmp_path):
+    # A Binary id column failed inside polars ("invalid utf8") where the ids were cast to text to digest them.
+    ids = pl.Series("id", [bytes([200, i]) for i in range(90)], dtype=pl.Binary)
+    path = tmp_path / "binary.parquet"
+    pl.DataFrame({"id": ids, "label": [i % 3 for i in range(90)]}).write_parquet(path)
+    flipped = LabelNoise(mode="flip", noise="symmetric", rate=0.2, id_column="id").execute(Dataset.from_parquet(path))
+    assert flipped.table["id"].equals(ids) and int(flipped.table["is_noisy"].sum()) == 18
+    diluted = LabelNoise(mode="dilute", alpha=1.0, id_column="id").execute(Dataset.from_parquet(path)).table
+    added = diluted.filter(pl.col("noise_origin") == "added")
+    assert added.height == 90 and diluted["id"].n_unique() == 180 and diluted["id"].dtype == pl.Binary
+    assert added["id"].to_list() == [s + b"~n0" for s in added["source_id"].to_list()]
+    # A binary id that is valid UTF-8 digests as that text does: keyed draws do not depend on the column type.
+    text = pl.Series(["a", "bé", "", "日本"])
+    np.testing.assert_array_equal(id_digest(text.cast(pl.Binary)), id_digest(text))
