@@ -203,7 +203,6 @@ def series_to_vectors(series: pl.Series, param: str | None = None, file: str | N
                          what="an embedding (a fixed-size list of floats)", finite=True, file=file)
 
 
-
 def encode_static_word_windows(words: pl.Series | Tokens, starts: np.ndarray, lengths: np.ndarray,
                                model: str | None = None, normalize: bool = True) -> np.ndarray:
     """The static backend's vectors of the texts `" ".join(words[s : s + n])`, one per window (s, n) of a flat

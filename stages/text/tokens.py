@@ -27,7 +27,6 @@ Split = Literal["word", "whitespace", "word_punct"]
 SPLIT_REGEX = {"word": WORD_REGEX, "whitespace": WHITESPACE_WORD_REGEX, "word_punct": WORD_PUNCT_REGEX}
 
 
-
 class Tokens:
     """Normalised word tokens of a batch of documents, flattened: `hashes[offsets[d]:offsets[d+1]]`.
 

@@ -386,7 +386,6 @@ def test_bad_tables_are_refused_with_the_column_named(digits):
         build(mode="flip", rate=0.1).apply(digits, source=digits)
 
 
-
 def _colliding_digest(monkeypatch, collide):
     """Make `id_digest` give `collide(ids)`'s digests: two distinct ids then share one, as a 64-bit collision would."""
     monkeypatch.setattr(noise_rows, "id_digest", lambda ids: id_digest(collide(ids)))
