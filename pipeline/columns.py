@@ -53,6 +53,11 @@ def is_numeric(dtype: Any) -> bool:
     return dtype is None or dtype.is_numeric()
 
 
+def is_label(dtype: Any) -> bool:
+    """Does a polars dtype hold class labels as the label-noise stages take them (integers or strings)? None counts."""
+    return dtype is None or dtype.is_integer() or dtype == pl.String
+
+
 def is_scalar(dtype: Any) -> bool:
     """Is a polars dtype one value a row (a group key), not a list, array or struct? None counts as scalar."""
     return dtype is None or not dtype.is_nested()
@@ -63,6 +68,7 @@ COLUMN_KINDS = {
     "text": (is_text, "text; cast it to a string first or name a text column"),
     "numeric": (is_numeric, "numeric; cast it to a number first or name a numeric column"),
     "scalar": (is_scalar, "one value a row; a list, array or struct column cannot be a key"),
+    "label": (is_label, "integer or string class labels; cast it to integers or strings first"),
 }
 
 

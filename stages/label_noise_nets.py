@@ -36,8 +36,8 @@ from stages.studies import (
     _split,
     digits_example,
     feature_column,
-    refuse_bad_labels,
     refuse_nonfinite_features,
+    refuse_null_labels,
     stratified_split,
 )
 
@@ -153,7 +153,7 @@ class LabelNoiseNets(Stage):
         return {"data": cols}
 
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
-        refuse_bad_labels(inputs["data"], self.label_column)
+        refuse_null_labels(inputs["data"], self.label_column)
         refuse_bad_id_column(inputs["data"], self.id_column)  # here, naming the user's file, not the split's table
 
     def side_output_names(self):

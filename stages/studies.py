@@ -18,7 +18,7 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.params import Annotated, Field, Fraction, PositiveInt
 from pipeline.stage import Context, Stage
-from stages._ids import nan_count, null_count, refuse_bad_id_column
+from stages._ids import null_count, refuse_bad_id_column
 from stages.noise import LabelNoise, vector_matrix
 from stages.noise.params import Alpha
 from stages.noise.rows import refuse_noise_columns
@@ -67,17 +67,9 @@ def refuse_unsplittable(labels: pl.Series, fraction: float, *, param: str, file:
         )
 
 
-def refuse_bad_labels(data: Dataset, label: str) -> None:
-    """A study's labels are what `label_noise` takes (integers or strings), none null. Refused before anything
-    runs, naming the column and the file: a null or NaN label reached scikit-learn's split as a traceback, and
-    `label_noise` refused another type only after the split, naming its own in-memory table as the file."""
-    dtype = data.lazy().collect_schema()[label]
-    if not (dtype.is_integer() or dtype == pl.String):
-        nans = nan_count(data, label)
-        held = f" (with {nans:,} NaN values)" if nans else ""
-        raise InputDataError(f"input 'data' column '{label}' is {dtype}{held}; a study's labels must be integers "
-                             "or strings", param="label_column", file=data.label,
-                             hint=("drop the NaN rows, then " if nans else "") + "cast it to integers or strings")
+def refuse_null_labels(data: Dataset, label: str) -> None:
+    """Every row of a study needs a label: a null reached scikit-learn's split as a traceback. (A label column
+    that is not integers or strings is refused before, from the schema: `label_column`'s kind "label".)"""
     nulls = null_count(data, label)
     if nulls:
         raise InputDataError(f"input 'data' column '{label}' has {nulls:,} null labels; every row needs a label "
@@ -190,7 +182,7 @@ class LabelNoiseCurve(Stage):
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
         # What the inner label_noise step would refuse, refused here naming the user's file, not the split's
         # in-memory table (and its id advice fits this stage: it has no id_column: null).
-        refuse_bad_labels(inputs["data"], self.label_column)
+        refuse_null_labels(inputs["data"], self.label_column)
         refuse_bad_id_column(inputs["data"], self.id_column)
         refuse_noise_columns(inputs["data"])  # every column is passed on to label_noise
 

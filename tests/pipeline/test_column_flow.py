@@ -107,6 +107,23 @@ def test_key_and_numeric_columns_of_the_wrong_kind_are_refused_before_running(tm
     assert ("String" if expected == "not numeric" else "List(Float64)") in str(info.value)
 
 
+@pytest.mark.parametrize("stage, params", [
+    ("label_noise", {"mode": "flip", "noise": "symmetric", "rate": 0.1}),
+    ("label_noise_curve", {"alphas": [0], "noises": ["uniform"]}),
+])
+def test_a_float_label_column_is_refused_by_validate_before_running(tmp_path, stage, params):
+    # Labels are integers or strings: a float column passed `pipeline validate` and was refused only when the
+    # step ran (after a split, in the studies).
+    path = tmp_path / "rows.parquet"
+    pl.DataFrame({"id": ["a", "b"], "label": [0.0, 1.0], "x": [1.0, 2.0]}).write_parquet(path)
+    with pytest.raises(InputDataError) as info:
+        parse_config(_config({"id": "s", "stage": stage, "inputs": str(path), "params": params}))
+    assert info.value.param == "label_column" and info.value.file == str(path)
+    assert "column 'label'" in str(info.value) and "Float64, not integer or string class labels" in str(info.value)
+    pl.DataFrame({"id": ["a", "b"], "label": [0, 1], "x": [1.0, 2.0]}).write_parquet(path)
+    parse_config(_config({"id": "s", "stage": stage, "inputs": str(path), "params": params}))  # integers pass
+
+
 @pytest.mark.skipif(importlib.util.find_spec("pandas") is None, reason="pandas is not installed: nothing to import")
 def test_checking_and_running_a_parquet_pipeline_does_not_import_pandas(tmp_path):
     """Schemas are read without `pyarrow.Schema.empty_table()`, which imports pandas (about 0.5 s per process).

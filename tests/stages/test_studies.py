@@ -135,9 +135,9 @@ def _two_of_each(t: pl.DataFrame) -> pl.DataFrame:
 @pytest.mark.parametrize(("bad", "param", "expected"), [
     (_label_at_five(None, pl.Int64), "label_column", "column 'label' has 1 null labels; every row needs a label"),
     (_label_at_five(float("nan"), pl.Float64), "label_column",
-     "column 'label' is Float64 (with 1 NaN values); a study's labels must be integers or strings"),
+     "column 'label' (named by parameter 'label_column') is Float64, not integer or string class labels"),
     (lambda t: t.with_columns(pl.col("label").cast(pl.String).cast(pl.Categorical)), "label_column",
-     "column 'label' is Categorical; a study's labels must be integers or strings"),
+     "column 'label' (named by parameter 'label_column') is Categorical, not integer or string class labels"),
     (_one_nine, "label_column", "column 'label' has 1 class(es) with a single row (e.g. 9); a stratified split"),
     (lambda t: t.filter(pl.col("label") == 0), "label_column", "column 'label' has a single class [0]"),
     (_two_of_each, "test_fraction", "test_fraction 0.2 of 6 rows holds out 2 and keeps 4; a stratified split "
