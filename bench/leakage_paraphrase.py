@@ -282,6 +282,14 @@ def speed_rows(scale: str = "full", repeats: int | None = None) -> list[dict]:
         return _speed_rows(scale, repeats, Path(workdir))
 
 
+# #13's speed target reads ">= 0.5x of today's static-only throughput on 31.5 MB (bench/results.md)": the figure on
+# record when the issue was filed, 2.29 MB/s (results.md at 4138383, 2026-11-30, this same case), so that the
+# paraphrase kind leaves an audit at least half as fast as the static-only audit was. The same-run ratio (the first
+# row) is stricter: it falls whenever the static-only pass gets faster, as it did from 2.29 to ~10 MB/s since.
+FILED_STATIC_MB_S = 2.29
+FILED_STATIC_SOURCE = "static-only pass on record when #13 was filed (bench/results.md at 4138383)"
+
+
 def _speed_rows(scale: str, repeats: int | None, workdir: Path) -> list[dict]:
     import statistics
 
@@ -314,16 +322,29 @@ def _speed_rows(scale: str, repeats: int | None, workdir: Path) -> list[dict]:
              f"{spread(False, 'wall_s')} s; CPU s (all threads) ours {ours_cpu:.1f} / static-only {base_cpu:.1f} "
              f"(ratio {base_cpu / max(ours_cpu, 1e-9):.2f}); timings ours {last['timings']}; median of {repeats}, "
              f"alternated, fresh processes; includes MiniLM load")
-    return [{
-        "benchmark": "leakage paraphrase", "case": f"audit: chunk+semantic (static) + paraphrase kind, {mb:.1f} MB train",
+    case = f"audit: chunk+semantic (static) + paraphrase kind, {mb:.1f} MB train"
+    rows = [{
+        "benchmark": "leakage paraphrase", "case": case,
         "metric": "MB/s (end to end)", "value": round(mb / ours_wall, 3),
         "baseline": "same audit without the paraphrase kind (static-only semantic pass), same run",
         "baseline_value": round(mb / base_wall, 3), "ratio": round(base_wall / ours_wall, 3),
-        "ratio_meaning": "ours/baseline throughput (target >= 0.5)",
+        "ratio_meaning": "ours/baseline throughput (same run: the stricter reading of the >= 0.5 target)",
         "peak_rss_mb": round(max(r for _, r in runs[True]), 1),
         "baseline_peak_rss_mb": round(max(r for _, r in runs[False]), 1), "notes": notes,
         "cpu_ratio": round(base_cpu / max(ours_cpu, 1e-9), 3),
     }]
+    if scale != "quick":  # the filed figure is of this full-scale case (31.5 MB, 200 items)
+        walls = sorted(o["wall_s"] for o, _ in runs[True])
+        rows.append({
+            "benchmark": "leakage paraphrase", "case": case, "metric": "MB/s (end to end)",
+            "value": round(mb / ours_wall, 3), "baseline": FILED_STATIC_SOURCE, "baseline_value": FILED_STATIC_MB_S,
+            "ratio": round(mb / ours_wall / FILED_STATIC_MB_S, 3),
+            "ratio_meaning": "ours / the static-only throughput on record when #13 was filed (target >= 0.5)",
+            "peak_rss_mb": round(max(r for _, r in runs[True]), 1),
+            "notes": f"the same runs as the row above; over its {len(walls)} walls the ratio spans "
+                     f"{mb / walls[-1] / FILED_STATIC_MB_S:.2f}-{mb / walls[0] / FILED_STATIC_MB_S:.2f}",
+        })
+    return rows
 
 
 def run(scale: str = "full") -> list[dict]:
