@@ -44,7 +44,8 @@ def _like(values: np.ndarray, template: Any) -> Any:
 
 # The stage's words for the table this module builds, in the words of the arrays the caller passed.
 _ARGUMENT_OF_COLUMN = {"label_column": "y", "feature_column": "X", "id_column": "ids"}
-_WORDS = (("label column 'label'", "y"), ("column 'label'", "y"), ("input 'data' has no rows", "y is empty"),
+_WORDS = (("input 'data' column 'label' (named by parameter 'label_column')", "y"), ("label column 'label'", "y"),
+          ("column 'label'", "y"), ("input 'data' has no rows", "y is empty"),
           ("input 'data' column 'id'", "ids"), ("set id_column: null", "pass ids=None"))
 
 
