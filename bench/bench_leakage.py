@@ -81,7 +81,7 @@ def _paths(scale: str, workdir: Path) -> tuple[str, str, float]:
 
 
 # Imported before each side's clock starts: the comparison is of audit work, not of import time.
-# Imports are outside the timing on both sides: ours includes jinja2, which the report renders with.
+# Ours includes jinja2, which the report renders with.
 OURS_MODULES = ("stages.leakage", "jinja2")
 DATATROVE_MODULES = ("datatrove.pipeline.decont.n_grams", "datatrove.utils.word_tokenizers", "datatrove.data")
 

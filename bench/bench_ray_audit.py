@@ -41,8 +41,9 @@ SCALES = {"quick": {"mb": 24, "repeats": 1}, "mid": {"mb": 126, "repeats": 2}, "
 # import (once per process) is not the audit's throughput.
 PRELOAD = ("stages", "jinja2")
 # The full default audit costs about 10x the n-gram pass per byte, so it takes partitions of two 8 MB row
-# groups, the engine's smallest default partition (a map of ~3 s; 20 at full scale). It audits the whole corpus, as the n-gram row does: the issue's
-# >= 300 MB, where until wave 21 it audited a quarter (80 MB, 8 MB partitions) to save time.
+# groups, the engine's smallest default partition (a map of ~3 s; 19 at full scale). It audits the whole
+# corpus, as the n-gram row does (the issue's >= 300 MB); until wave 21 it audited a quarter (80 MB, 8 MB
+# partitions) to save time.
 FULL_AUDIT_PARTITION_BYTES = 2 * GROUP_BYTES
 
 
