@@ -266,14 +266,12 @@ class Stage:
         `pipeline.columns.COLUMN_KINDS`), checked before `run` and by `pipeline validate`.
 
         By default a column named by a parameter called `text_column` (or ending in `_text_column`)
-        must hold text, one named by `label_column` integer or string class labels, and one named by
-        `group_by`, `strata` or `subset_column` one value a row (it is a key); override to declare more.
+        must hold text, and one named by `group_by`, `strata` or `subset_column` must hold one value a
+        row (it is a key); override to declare more.
         """
         def kind(param: str | None) -> str | None:
             if param and (param == "text_column" or param.endswith("_text_column")):
                 return "text"
-            if param == "label_column":
-                return "label"
             return "scalar" if param in KEY_PARAMS else None
 
         return {name: {c: k for c, p in cols.items() if (k := kind(p))}

@@ -32,6 +32,7 @@ from stages._ids import refuse_bad_id_column
 from stages.nets import TrainConfig, train_classifier
 from stages.noise import LabelNoise, vector_matrix
 from stages.noise.params import Alpha
+from stages.noise.rows import with_label_kind
 from stages.studies import (
     _split,
     digits_example,
@@ -145,6 +146,9 @@ class LabelNoiseNets(Stage):
                 "repeat": pl.Int64, "train_clean_rows": pl.Int64, "train_rows": pl.Int64, "test_rows": pl.Int64,
                 "accuracy": pl.Float64, "val_accuracy_noisy": pl.Float64, "best_step": pl.Int64, "steps": pl.Int64,
                 "chance_majority": pl.Float64, "classes": pl.Int64, "features": pl.String}
+
+    def required_column_types(self) -> dict[str, dict[str, str]]:
+        return with_label_kind(super().required_column_types(), self.label_column)
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         cols: dict[str, str | None] = {self.label_column: "label_column", self.id_column: "id_column"}

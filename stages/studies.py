@@ -21,7 +21,7 @@ from pipeline.stage import Context, Stage
 from stages._ids import null_count, refuse_bad_id_column
 from stages.noise import LabelNoise, vector_matrix
 from stages.noise.params import Alpha
-from stages.noise.rows import refuse_noise_columns
+from stages.noise.rows import refuse_noise_columns, with_label_kind
 
 PLOT_NAME = "accuracy_vs_alpha.png"
 
@@ -172,6 +172,9 @@ class LabelNoiseCurve(Stage):
                 "classes": None, "train_clean_rows": pl.Int64, "train_rows": pl.Int64, "test_rows": pl.Int64,
                 "accuracy": pl.Float64, "chance_majority": pl.Float64, "chance_uniform": pl.Float64,
                 "features": pl.String}
+
+    def required_column_types(self) -> dict[str, dict[str, str]]:
+        return with_label_kind(super().required_column_types(), self.label_column)
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         cols: dict[str, str | None] = {self.label_column: "label_column", self.id_column: "id_column"}

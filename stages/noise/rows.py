@@ -62,6 +62,14 @@ def _consecutive_labels(data: Dataset, label: str, dtype: pl.DataType) -> pl.Ser
     return pl.Series(label, np.arange(span, dtype=np.int64) + lo).cast(dtype)
 
 
+def with_label_kind(types: dict[str, dict[str, str]], label_column: str) -> dict[str, dict[str, str]]:
+    """`required_column_types` with input 'data''s `label_column` of kind "label" (integers or strings), for the
+    stages that draw label noise: a float or categorical label column is then refused from the schema, by
+    `pipeline validate` too, not when the step runs (in the studies, after their split)."""
+    types.setdefault("data", {})[label_column] = "label"
+    return types
+
+
 def refuse_noise_columns(data: Dataset) -> None:
     """An input that already has a column label_noise writes (from an earlier label_noise step?) is refused,
     naming its file: the step would otherwise overwrite the record of the earlier noise."""

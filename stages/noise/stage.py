@@ -22,7 +22,7 @@ from stages.noise.dilute import dilute_rows
 from stages.noise.dilute_plan import dilute_broadcast
 from stages.noise.flip import flip_matrix, flip_rows
 from stages.noise.params import check_known, check_stochastic, validate_params
-from stages.noise.rows import NOISE_COLUMNS, class_table
+from stages.noise.rows import NOISE_COLUMNS, class_table, with_label_kind
 from stages.noise.scan import LabelScan, scan_partition
 
 
@@ -106,6 +106,9 @@ class LabelNoise(PartitionedStage):
     # Kept as methods for callers that used them on the stage.
     _check_known = staticmethod(check_known)
     _check_stochastic = staticmethod(check_stochastic)
+
+    def required_column_types(self) -> dict[str, dict[str, str]]:
+        return with_label_kind(super().required_column_types(), self.label_column)
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         data: dict[str, str | None] = {self.label_column: "label_column"}

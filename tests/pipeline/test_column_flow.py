@@ -124,6 +124,19 @@ def test_a_float_label_column_is_refused_by_validate_before_running(tmp_path, st
     parse_config(_config({"id": "s", "stage": stage, "inputs": str(path), "params": params}))  # integers pass
 
 
+def test_the_label_kind_is_the_label_noise_stages_own():
+    # scaling_curve sorts whatever classes it is given (booleans, categories): its boolean labels still pass.
+    from pipeline.columns import check_schema
+    from stages.noise import LabelNoise
+    from stages.scaling.scaling_curve import ScalingCurve
+
+    columns = {"id": pl.String, "label": pl.Boolean, "pixels": pl.List(pl.Float64)}
+    check_schema(ScalingCurve(), {"data": columns | {"subset_index": pl.Int64, "subset_size": pl.Int64},
+                                  "test": columns}, {})
+    with pytest.raises(InputDataError, match="is Boolean, not integer or string class labels"):
+        check_schema(LabelNoise(mode="flip", rate=0.1), {"data": columns}, {})
+
+
 @pytest.mark.skipif(importlib.util.find_spec("pandas") is None, reason="pandas is not installed: nothing to import")
 def test_checking_and_running_a_parquet_pipeline_does_not_import_pandas(tmp_path):
     """Schemas are read without `pyarrow.Schema.empty_table()`, which imports pandas (about 0.5 s per process).
