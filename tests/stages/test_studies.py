@@ -142,26 +142,14 @@ def _two_of_each(t: pl.DataFrame) -> pl.DataFrame:
     (lambda t: t.filter(pl.col("label") == 0), "label_column", "column 'label' has a single class [0]"),
     (_two_of_each, "test_fraction", "test_fraction 0.2 of 6 rows holds out 2 and keeps 4; a stratified split "
                                     "needs a row of each of the 3 classes"),
-], ids=["null", "nan", "categorical", "single-row class", "single class", "too few rows"])
-def test_labels_scikit_learn_cannot_split_are_refused_naming_parameter_and_file(tmp_path, bad, param, expected):
-    # Each reached scikit-learn's train_test_split (a traceback), or label_noise after the split, naming its own
-    # in-memory table as the file.
-    path = tmp_path / "bad.parquet"
-    bad(digits_example(90)).write_parquet(path)
-    with pytest.raises(InputDataError) as err:
-        LabelNoiseCurve(alphas=[0], noises=["uniform"]).execute(Dataset.from_parquet(path))
-    assert (err.value.param, err.value.file) == (param, str(path))
-    assert expected in err.value.message
-
-
-@pytest.mark.parametrize(("bad", "param", "expected"), [
     (lambda t: t.with_columns(pl.when(pl.col("id") == 5).then(4).otherwise(pl.col("id")).alias("id")), "id_column",
      "duplicate"),
     (lambda t: t.with_columns(pl.lit(False).alias("is_noisy")), None, "input already has column 'is_noisy'"),
-], ids=["repeated id", "noise column"])
-def test_what_the_inner_label_noise_would_refuse_is_refused_naming_the_users_file(tmp_path, bad, param, expected):
-    # label_noise refused these only after the split, naming its in-memory table, and advised id_column: null,
-    # which this stage does not take.
+], ids=["null", "nan", "categorical", "single-row class", "single class", "too few rows", "repeated id",
+        "noise column"])
+def test_bad_inputs_are_refused_before_the_split_naming_parameter_and_file(tmp_path, bad, param, expected):
+    # Each reached scikit-learn's train_test_split (a traceback), or label_noise after the split, naming its own
+    # in-memory table as the file (and, for repeated ids, advising id_column: null, which this stage does not take).
     path = tmp_path / "bad.parquet"
     bad(digits_example(90)).write_parquet(path)
     with pytest.raises(InputDataError) as err:
