@@ -35,10 +35,10 @@ class IntrinsicDimension(Stage):
     One row per estimator (and per group when `group_by` is set; columns `group_by` and `group` name it)
     with a bootstrap interval and the range of the MLE and GRIDE estimates across `scales` (how much d
     depends on the scale); side output `local`: each point's Levina-Bickel local estimate with its r1, r2;
-    plot `dimension_vs_scale.png`: MLE and GRIDE against the neighbourhood radius. Duplicate vectors (zero distances, where TwoNN is
-    undefined) are dropped before the search and counted, or refused with `duplicates: error`; they
-    are found in the float32 the search uses, so rows equal only after that cast (or differing only
-    in the sign of a zero) count as duplicates too.
+    plot `dimension_vs_scale.png`: MLE and GRIDE against the neighbourhood radius. Duplicate vectors
+    (zero distances, where TwoNN is undefined) are dropped before the search and counted, or refused
+    with `duplicates: error`; they are found in the float32 the search uses, so rows equal only after
+    that cast (or differing only in the sign of a zero) count as duplicates too.
 
     Parameters:
         column: the vector column (fixed-size or list of numbers, all the same length)
