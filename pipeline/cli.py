@@ -316,7 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; finished steps are kept, unfinished ones will be redone on the next run", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one readable line
+    except BaseException as exc:  # noqa: BLE001 - the last line of defence: one readable line
+        if isinstance(exc, (SystemExit, GeneratorExit)):
+            raise
+        # Also a Rust panic inside polars or another extension (pyo3's PanicException is a BaseException).
         if debug:
             traceback.print_exc()
         print(f"error: {exc if type(exc).__name__ == 'StepFailed' else f'{type(exc).__name__}: {exc}'}",

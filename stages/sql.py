@@ -115,8 +115,31 @@ def describe_query(query: str, schema: dict[str, Any]) -> dict[str, Any] | None:
         return None
     finally:
         con.close()
+    refuse_unholdable(result, None)
     columns = polars_schema(result)
     return {c: None if t == pl.Null else t for c, t in columns.items()}
+
+
+def refuse_unholdable(schema: pa.Schema, file: str | None) -> None:
+    """A ParamError for a result column polars cannot hold (INTERVAL, UNION, also inside a list or struct).
+
+    Subtracting two timestamps gives an INTERVAL; polars' import of such a column is a panic (a
+    BaseException with a Rust backtrace on stderr), not an error the step could report."""
+    for field in schema:
+        bad = _unholdable(field.type)
+        if bad is not None:
+            raise ParamError("query", f"result column '{field.name}' is {bad}, which cannot be written; convert it in "
+                             "the query (e.g. epoch(a) - epoch(b) for seconds between timestamps, or CAST(... AS VARCHAR))",
+                             file=file)
+
+
+def _unholdable(dtype: pa.DataType) -> str | None:
+    if pa.types.is_interval(dtype):
+        return "an INTERVAL"
+    if pa.types.is_union(dtype):
+        return "a UNION"
+    children = [dtype.field(i).type for i in range(dtype.num_fields)] if dtype.num_fields else []
+    return next((bad for bad in map(_unholdable, children) if bad is not None), None)
 
 
 def _input_table(data: Dataset) -> object:
@@ -161,9 +184,13 @@ class Sql(Stage):
         con = sandboxed_connection({"data": _input_table(data)}, spill=True)
         try:
             reader = _arrow_reader(con.sql(self.query))
+            refuse_unholdable(reader.schema, data.label)
         except duckdb.Error as exc:
             con.close()
             raise _query_error(exc, data) from None
+        except ParamError:
+            con.close()
+            raise
         return _stream(con, reader, data)
 
     @classmethod

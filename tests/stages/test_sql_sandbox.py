@@ -127,3 +127,15 @@ def test_group_by_is_reproducible():
     many = pl.DataFrame({"id": [str(i) for i in range(50_000)], "n": [i % 997 for i in range(50_000)]})
     query = "SELECT n, count(*) AS k FROM data GROUP BY n"
     assert Sql(query).apply(many).equals(Sql(query).apply(many))
+
+
+@pytest.mark.parametrize("query, column, kind", [
+    ("SELECT id, CAST('2024-03-01' AS TIMESTAMP) - CAST('2024-01-01' AS TIMESTAMP) AS gap FROM data", "gap", "INTERVAL"),
+    ("SELECT id, union_value(k := n) AS u FROM data", "u", "UNION"),
+    ("SELECT id, [INTERVAL 1 DAY] AS gaps FROM data", "gaps", "INTERVAL"),
+])
+def test_a_result_column_polars_cannot_hold_is_one_line(tmp_path, query, column, kind):
+    # Polars' import of these panics (a Rust backtrace and exit 1) instead of raising an error.
+    _refused(tmp_path, query, f"result column '{column}' is a{'n' if kind == 'INTERVAL' else ''} {kind}", "epoch(")
+    with pytest.raises(ParamError, match=f"'{column}' is a"):
+        Sql(query).apply(ROWS)
