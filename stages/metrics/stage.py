@@ -12,7 +12,7 @@ from pipeline.io import Dataset
 from pipeline.params import Annotated, Field, NonNegativeInt
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
-from stages._ids import refuse_nans
+from stages._ids import null_count, refuse_nans
 from stages.metrics import finish as finishing
 from stages.metrics.partial import MetricsPartial, measure_partition
 from stages.synthetic import NGramLM
@@ -129,15 +129,33 @@ class CorpusMetrics(PartitionedStage):
         from pipeline.columns import polars_schema
 
         data = inputs["data"]
-        self._check_auto_groups(polars_schema(data.schema), data.label)
+        schema = polars_schema(data.schema)
+        self._check_auto_groups(schema, data.label)
+        self._check_reference_generation(schema, data.label, "reference" in inputs and inputs["reference"] is not None)
+        rows = data.num_rows
+        if rows and null_count(data, self.text_column) == rows:
+            # Null texts count as empty documents; a corpus of nothing but them has no metric to report.
+            raise InputDataError(f"input 'data' column '{self.text_column}' holds no text (all {rows:,} rows null)",
+                                 param="text_column", file=data.label)
         # A float key is a key like any other, but NaN equals nothing: partitions' groups would not merge.
         for column in self.groups_of(data.columns):
             refuse_nans(data, column, "NaN equals no other value, so its rows would make one group per partition",
                         param="group_by", input_name="data")
 
+    def _check_reference_generation(self, schema: dict[str, Any], label: str | None, has_reference: bool) -> None:
+        """Without a `reference` input, generation `reference_generation` (an integer) is the reference: a
+        `generation` column of strings cannot be compared with it."""
+        dtype = schema.get("generation")
+        if has_reference or "generation" not in self.groups_of(schema) or dtype is None or dtype.is_numeric():
+            return
+        raise InputDataError(f"input 'data' column 'generation' is {dtype}; the reference is generation "
+                             f"{self.reference_generation} (an integer): cast the column to integers, or give a "
+                             "`reference` input", param="reference_generation", file=label)
+
     def output_schema(self, inputs):
         data = inputs["data"]
         self._check_auto_groups(data, None)
+        self._check_reference_generation(data, None, inputs.get("reference") is not None)
         group_by = self.groups_of(data)
         if not group_by:
             return {c: pl.Int64 if c in _INT_COLUMNS else pl.Float64 for c in METRIC_COLUMNS}
@@ -234,5 +252,5 @@ class CorpusMetrics(PartitionedStage):
         if len(ref) == 0:
             raise InputDataError(
                 f"no rows with generation == {self.reference_generation} to use as the reference; "
-                "give a `reference` input or set reference_generation", param="reference_generation")
+                "give a `reference` input or set reference_generation", param="reference_generation", file=data.label)
         return ref[self.text_column].cast(pl.String).fill_null("")

@@ -11,6 +11,7 @@ import pytest
 from conftest import check_side_outputs_declared
 
 from pipeline.errors import InputDataError, ParamError
+from pipeline.io import Dataset
 from stages.metrics import (
     CollapseReport,
     CorpusMetrics,
@@ -277,3 +278,37 @@ steps:
     null_keys = pl.DataFrame({"g": [1.0, None] * 20, "text": texts})  # null is a key that merges: one group
     assert CorpusMetrics(group_by=["g"], embedding_backend="none", self_bleu_sample=0,
                          perplexity_order=0).apply(null_keys)["docs"].to_list() == [20, 20]
+
+
+def test_a_generation_column_of_strings_is_refused_naming_reference_generation(tmp_path):
+    # Compared with the integer reference_generation, it failed inside polars (exit 1, a ComputeError).
+    from cli_failures import fails_cleanly
+
+    path = tmp_path / "d.parquet"
+    pl.DataFrame({"generation": ["0", "0", "1", "1"], "text": pydoc_paragraphs(4)["text"]}).write_parquet(path)
+    proc = fails_cleanly(tmp_path, f"""
+name: bad
+steps:
+  - id: m
+    stage: corpus_metrics
+    inputs: {path}
+    params: {{embedding_backend: none, self_bleu_sample: 0}}
+""", "step 'm' (stage 'corpus_metrics'), parameter 'reference_generation'", "column 'generation' is String",
+                         "cast the column to integers")  # found by the check before the run (which names the config)
+    assert len(proc.stderr.strip().splitlines()) == 1
+    stage = CorpusMetrics(embedding_backend="none", self_bleu_sample=0)
+    with pytest.raises(InputDataError, match="'generation' is String") as err:
+        stage.check_input_data({"data": Dataset.from_parquet(path)})
+    assert err.value.param == "reference_generation" and err.value.file == str(path)
+    # With a reference input, the generation column is only a group: strings are fine.
+    reference = pl.DataFrame({"text": pydoc_paragraphs(8)["text"]})
+    data = pl.DataFrame({"generation": ["a", "b"], "text": pydoc_paragraphs(2)["text"]})
+    assert stage.apply(data, reference=reference)["generation"].to_list() == ["a", "b"]
+
+
+def test_a_text_column_without_any_text_is_refused(tmp_path):
+    # Null texts count as empty documents; all of them null gave every metric as 0 with exit 0.
+    stage = CorpusMetrics(embedding_backend="none", self_bleu_sample=0, perplexity_order=0)
+    with pytest.raises(InputDataError, match=r"column 'text' holds no text \(all 3 rows null\)") as err:
+        stage.apply(pl.DataFrame({"generation": [0, 0, 1], "text": [None, None, None]}, schema_overrides={"text": pl.String}))
+    assert err.value.param == "text_column"
