@@ -7,10 +7,11 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from pipeline.errors import ParamError
+from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
-from pipeline.params import NonNegativeInt, PositiveInt
+from pipeline.params import Cosine, NonNegativeInt, PositiveInt
 from pipeline.stage import Context, Stage
+from stages._ids import refuse_bad_id_column
 from stages.leakage.evidence import match_kinds
 
 # The `removed` side output: whatever decontamination took out, and why.
@@ -37,14 +38,17 @@ class Decontaminate(Stage):
     more than `max_pieces` pieces goes whole. `mode: drop` removes every matched document. Whatever
     is removed lands in the side output `removed` (id, reason, text, span), so nothing goes silently.
     Kept pieces of a cut document become rows `<id>#<k>`; the column `decontaminated_from` names the
-    original id (null for untouched rows).
+    original id (null for untouched rows). Training ids must be unique and not null: a repeated id
+    would take every match of its twins and come out twice. Each span in matches needs
+    train_char_start <= train_char_end (or both null: no span, so the document is dropped); an
+    inverted or half-given span is refused, not skipped, since skipping it would keep leaked text.
 
     Parameters:
         text_column: column holding the training text
-        id_column: column holding training ids (must match `train_id` in matches)
+        id_column: column holding training ids (unique; must match `train_id` in matches)
         mode: 'cut' removes matched spans (GPT-3), 'drop' removes whole documents
         kinds: which match kinds act: any of 'ngram', 'chunk', 'semantic'
-        min_score: ignore matches scoring below this (n-gram/chunk overlap fraction, or similarity)
+        min_score: ignore matches scoring below this (n-gram/chunk overlap fraction in [0, 1], or cosine similarity in [-1, 1])
         margin_chars: characters also removed either side of a matched span (GPT-3: 200)
         min_piece_chars: drop kept pieces shorter than this (GPT-3: 200)
         max_pieces: drop a document whole when cutting leaves more pieces than this (GPT-3: 10)
@@ -60,7 +64,7 @@ class Decontaminate(Stage):
         id_column: str = "id",
         mode: Literal["cut", "drop"] = "cut",
         kinds: list[str] | None = None,
-        min_score: float = 0.0,
+        min_score: Cosine = 0.0,
         margin_chars: NonNegativeInt = 200,
         min_piece_chars: NonNegativeInt = 200,
         max_pieces: PositiveInt = 10,
@@ -86,6 +90,26 @@ class Decontaminate(Stage):
             "matches": {"train_id": None, "kind": None, "score": None,
                         "train_char_start": None, "train_char_end": None, "test_id": None},
         }
+
+    def required_column_types(self) -> dict[str, dict[str, str]]:
+        # The matches columns compared with training ids and with min_score, and cut at: refused at validate time.
+        matches = {"train_id": "text", "test_id": "text", "kind": "text", "score": "numeric",
+                   "train_char_start": "numeric", "train_char_end": "numeric"}
+        return {**super().required_column_types(), "matches": matches}
+
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        refuse_bad_id_column(inputs["data"], self.id_column, input_name="data")
+        matches = inputs["matches"]
+        start, end = pl.col("train_char_start"), pl.col("train_char_end")
+        bad = (start > end) | (start.is_null() != end.is_null())
+        bad_spans = matches.lazy().filter(bad).select("train_id", "train_char_start", "train_char_end").collect()
+        if bad_spans.height:
+            first = bad_spans.row(0, named=True)
+            raise InputDataError(
+                f"input 'matches' has {bad_spans.height:,} spans with train_char_start after train_char_end or only "
+                f"one of the two given (e.g. train_id {first['train_id']!r}: {first['train_char_start']} to "
+                f"{first['train_char_end']}); fix or drop those rows (both null = no span: the document is dropped)",
+                param="train_char_start", file=matches.label)
 
     def output_schema(self, inputs):
         return {**inputs["data"], self.id_column: pl.String, "decontaminated_from": pl.String}

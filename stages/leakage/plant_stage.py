@@ -15,6 +15,7 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.params import Fraction
 from pipeline.stage import Context, Stage
+from stages._ids import refuse_bad_id_column, refuse_null_texts
 from stages.leakage.planting import HEAVY_KINDS, PLANT_KINDS, plant
 
 PAIR_KIND = "paraphrase"
@@ -25,7 +26,10 @@ class PlantLeakage(Stage):
     """Plant part of a test set into a training corpus (copies, edits, rewrites, paraphrases); write truth labels.
 
     Output: the training rows followed by one new row per planted item (id `planted-<test id>`,
-    column `planted_from` = the test id, null for original rows). A `partial` plant is a 40-word
+    column `planted_from` = the test id, null for original rows). The training id column comes out
+    as strings (an integer id 7 becomes '7'), since planted ids are strings and one column holds both.
+    Test ids must be unique and not null (each names one planted row and one truth row), and test
+    texts not null (a missing item would be planted as an empty document). A `partial` plant is a 40-word
     span of the item inside a randomly chosen training document. Side output `truth`: one row per
     test item (test_id, planted, plant_kind, train_id), which the leakage report and the benchmark
     read to compute recall and false-positive rate. Items are chosen and kinds assigned (in turn,
@@ -33,10 +37,10 @@ class PlantLeakage(Stage):
 
     Parameters:
         text_column: column holding the text, in both train and test
-        id_column: column holding row ids, in both (row numbers when absent from the test set)
+        id_column: column holding row ids, in both (row numbers when absent from the test set); test ids must be unique
         kinds: how planted items are changed: verbatim, surface, partial, edited, reordered, rewritten, heavy, paraphrase
         rate: fraction of test items planted (the rest are clean controls)
-        paraphrase_column: test column holding a paraphrase of each item (the 'paraphrase' kind plants it); null = none
+        paraphrase_column: test column holding a paraphrase of each item (the 'paraphrase' kind plants it); null = none. An item whose paraphrase is null or empty stays a clean control; a column with none at all is refused
     """
 
     name = "plant_leakage"
@@ -78,8 +82,29 @@ class PlantLeakage(Stage):
             test[self.paraphrase_column] = "paraphrase_column"
         return {"train": {self.text_column: "text_column"}, "test": test}
 
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        test = inputs["test"]
+        if self.id_column in test.columns:
+            refuse_bad_id_column(test, self.id_column, input_name="test",
+                                 hint="planted rows are named 'planted-<test id>' and truth is keyed by it; "
+                                      "deduplicate the test set first")
+        refuse_null_texts(test, self.text_column, "a null item would be planted as an empty document",
+                          input_name="test")
+        if self.paraphrase_column and PAIR_KIND in self.plant_kinds:
+            # Some items without a paraphrase is fine (they stay controls); none at all is a wrong or empty column.
+            paraphrase = pl.col(self.paraphrase_column).cast(pl.String)
+            given = test.lazy().select(paraphrase.str.len_chars().gt(0).sum()).collect().item()
+            if not given:
+                raise InputDataError(
+                    f"input 'test' column '{self.paraphrase_column}' has no paraphrase in any row (all null or empty), "
+                    "so the 'paraphrase' kind would plant nothing; fill the column, or drop 'paraphrase' from kinds",
+                    param="paraphrase_column", file=test.label)
+
     def output_schema(self, inputs):
-        return {**dict(inputs["train"]), "planted_from": pl.String}
+        train = dict(inputs["train"])
+        if self.id_column in train:
+            train[self.id_column] = pl.String  # planted ids are strings: see the class docstring
+        return {**train, "planted_from": pl.String}
 
     def side_output_names(self):
         return ("truth",)
@@ -110,6 +135,8 @@ class PlantLeakage(Stage):
             kind_of[item] = kind
         new_ids = [f"planted-{test_ids[i]}" for i in planted_text]
         train_id = (train_df.get_column(self.id_column).cast(pl.String) if self.id_column in train_df.columns else None)
+        if train_id is not None:
+            train_df = train_df.with_columns(train_id)  # string ids, like the planted rows' (see the docstring)
         if train_id is not None and set(new_ids) & set(train_id.to_list()):
             raise InputDataError(f"{self.name}: the training corpus already has ids like 'planted-<test id>'; rename them")
         rows = {self.text_column: list(planted_text.values()), "planted_from": [test_ids[i] for i in planted_text]}

@@ -7,7 +7,7 @@ from pydoc_data.topics import topics
 import polars as pl
 import pytest
 
-from pipeline.errors import ParamError
+from pipeline.errors import InputDataError, ParamError
 from stages.leakage import Decontaminate, LeakageAudit
 
 TOPICS = sorted(topics)
@@ -88,7 +88,8 @@ def test_kinds_and_min_score_select_matches(corpus):
     train, _, matches = corpus
     untouched = Decontaminate(kinds=["semantic"]).apply(data=train, matches=matches)
     assert untouched.height == train.height and untouched["decontaminated_from"].null_count() == train.height
-    none = Decontaminate(min_score=1.01).apply(data=train, matches=matches)
+    halved = matches.with_columns(pl.col("score") / 2)  # every score <= 0.5 (above 1 is refused: see test_bad_params)
+    none = Decontaminate(min_score=0.51).apply(data=train, matches=halved)
     assert none.height == train.height
 
 
@@ -100,8 +101,41 @@ def test_empty_matches_pass_the_corpus_through(corpus):
 
 
 @pytest.mark.parametrize("params, name", [({"mode": "trim"}, "mode"), ({"kinds": ["exact"]}, "kinds"),
-                                          ({"max_pieces": 0}, "max_pieces")])
+                                          ({"max_pieces": 0}, "max_pieces"), ({"min_score": 5}, "min_score"),
+                                          ({"min_score": -1.5}, "min_score")])
 def test_bad_params(params, name):
     with pytest.raises(ParamError) as err:
         Decontaminate.from_params(params)
     assert err.value.param == name
+
+
+def _refused(tmp_path, data, matches, name) -> InputDataError:
+    paths = {"data": tmp_path / "data.parquet", "matches": tmp_path / "matches.parquet"}
+    data.write_parquet(paths["data"])
+    matches.write_parquet(paths["matches"])
+    with pytest.raises(InputDataError) as err:
+        Decontaminate().execute(data=str(paths["data"]), matches=str(paths["matches"]))
+    assert err.value.file == str(paths[name])
+    return err.value
+
+
+MATCH = {"test_id": ["q0"], "train_id": ["d0"], "kind": ["ngram"], "score": [0.9],
+         "train_char_start": [4], "train_char_end": [30]}
+DATA = pl.DataFrame({"id": ["d0", "d1"], "text": ["x" * 300, "y" * 300]})
+
+
+@pytest.mark.parametrize("column, value", [("score", "0.9"), ("train_id", 0)])
+def test_matches_columns_of_the_wrong_type_are_refused(tmp_path, column, value):
+    error = _refused(tmp_path, DATA, pl.DataFrame({**MATCH, column: [value]}), "matches")
+    assert f"column '{column}'" in error.message
+
+
+def test_duplicate_training_ids_are_refused(tmp_path):
+    error = _refused(tmp_path, pl.concat([DATA, DATA.head(1)]), pl.DataFrame(MATCH), "data")
+    assert error.param == "id_column" and "duplicate ids" in error.message
+
+
+def test_inverted_spans_are_refused(tmp_path):
+    error = _refused(tmp_path, DATA, pl.DataFrame({**MATCH, "train_char_start": [30], "train_char_end": [4]}),
+                     "matches")
+    assert error.param == "train_char_start" and "30 to 4" in error.message

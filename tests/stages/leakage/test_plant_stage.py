@@ -7,7 +7,7 @@ from pydoc_data.topics import topics
 import polars as pl
 import pytest
 
-from pipeline.errors import ParamError
+from pipeline.errors import InputDataError, ParamError
 from stages.leakage import HEAVY_KINDS, PLANT_KINDS, LeakageAudit, PlantLeakage
 
 NAMES = sorted(topics)
@@ -71,3 +71,46 @@ def test_bad_kinds_are_param_errors():
         PlantLeakage(kinds=["photocopied"]).validate()
     with pytest.raises(ParamError, match="paraphrase_column"):
         PlantLeakage(kinds=["paraphrase"]).validate()
+
+
+def test_integer_train_ids_come_out_as_strings_beside_planted_ids(corpora):
+    train, test = corpora
+    train = train.with_columns(id=pl.int_range(pl.len(), dtype=pl.Int64))
+    stage = PlantLeakage(kinds=["verbatim"], rate=0.5)
+    result = stage.execute(train=train, test=test, seed=0)
+    out = result.table
+    assert out.schema["id"] == pl.String == stage.output_schema({"train": train.schema})["id"]
+    assert out["id"].head(train.height).to_list() == [str(i) for i in range(train.height)]
+    assert set(out["id"].tail(16)) == set(result.side_outputs["truth"]["train_id"].drop_nulls())
+
+
+def _refused(tmp_path, train, test, **params) -> InputDataError:
+    path = tmp_path / "test.parquet"
+    test.write_parquet(path)
+    with pytest.raises(InputDataError) as err:
+        PlantLeakage(**params).execute(train=train, test=str(path))
+    assert err.value.file == str(path)
+    return err.value
+
+
+def test_duplicate_test_ids_are_refused(corpora, tmp_path):
+    train, test = corpora
+    error = _refused(tmp_path, train, test.with_columns(id=pl.lit(1)))
+    assert error.param == "id_column" and "duplicate ids" in error.message
+
+
+def test_null_test_texts_are_refused(corpora, tmp_path):
+    train, test = corpora
+    error = _refused(tmp_path, train, test.with_columns(text=pl.lit(None, pl.String)))
+    assert error.param == "text_column" and "null texts" in error.message
+
+
+def test_a_paraphrase_column_with_no_paraphrase_is_refused_but_some_nulls_are_controls(corpora, tmp_path):
+    train, test = corpora
+    error = _refused(tmp_path, train, test.with_columns(rephrased=pl.lit(None, pl.String)),
+                     kinds=["paraphrase"], paraphrase_column="rephrased")
+    assert error.param == "paraphrase_column" and "no paraphrase" in error.message
+    some = test.with_columns(rephrased=pl.when(pl.int_range(pl.len()) % 2 == 0).then("rephrased"))
+    result = PlantLeakage(kinds=["paraphrase"], paraphrase_column="rephrased", rate=1.0).execute(train=train, test=some)
+    truth = result.side_outputs["truth"]
+    assert truth["planted"].sum() == test.height // 2
