@@ -202,6 +202,8 @@ def test_library_resume_reuses_checkpoints_in_the_same_workdir(corpus, tmp_path)
     ({"generator": "external", "generator_params": {"path": "/nonexistent/synthetic"}}, "generator_params"),
     ({"generator_params": {"order": 3, "beam": 4}}, "generator_params"),
     ({"generator_params": {"order": 0}}, "order"),
+    ({"generator_params": {"order": "3"}}, "order"),  # a YAML string: it failed in a comparison of str and int
+    ({"generator_params": {"smoothing": "x"}}, "smoothing"),
     ({"callback": "no_such_module_here:train"}, "callback"),
     ({"callback": "not an import path"}, "callback"),
     ({"generations": 10**9}, "generations"),  # a billion side-output folders: refused before any is listed
