@@ -14,10 +14,13 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import polars as pl
 
+from pipeline.columns import polars_schema
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
+from pipeline.params import NonNegativeFloat
 from pipeline.stage import Context, Stage
 from stages._hashing import id_uniform
+from stages._ids import null_count, refuse_bad_id_column, refuse_nans
 from stages.embedding import vectors_to_series
 from stages.noise import vector_matrix
 from stages.scaling import training
@@ -38,6 +41,25 @@ def _loss_function(kind: str, classes: int):
     return mse
 
 
+def _vector_width(data: Dataset, column: str) -> int | None:
+    """The width of a vector column: an Array's from the schema, a List's from its lengths, 1 for a number; None
+    when the rows differ or the column is no vector (`vector_matrix` refuses those, naming the file)."""
+    dtype = polars_schema(data.schema)[column]
+    if isinstance(dtype, pl.Array):
+        return dtype.size
+    if not isinstance(dtype, pl.List):
+        return 1 if dtype.is_numeric() else None
+    widths = data.lazy().select(pl.col(column).list.len().unique().drop_nulls()).collect().to_series()
+    return int(widths[0]) if widths.len() == 1 else None
+
+
+def _label_kind(dtype: pl.DataType) -> str:
+    """Labels that sort together: text with text, numbers (and booleans) with numbers, else only the same type."""
+    if dtype == pl.String or isinstance(dtype, (pl.Categorical, pl.Enum)):
+        return "text"
+    return "number" if dtype.is_numeric() or dtype == pl.Boolean else str(dtype)
+
+
 class ScalingCurve(Stage):
     """Held-out loss of an MLP classifier trained on each nested subset (input `data`) at each size.
 
@@ -49,7 +71,8 @@ class ScalingCurve(Stage):
 
     Parameters:
         features: the numeric vector column fed to the model
-        label_column: integer or string class labels
+        label_column: class labels, sorted into class indices (integers, strings, booleans, categories or
+            floats; the same kind in both inputs, no nulls)
         loss: 'mse' (L2 on one-hot targets) or 'cross_entropy'
         hidden: widths of the hidden layers
         models: several model sizes, each a list of hidden widths (null: the one model `hidden`)
@@ -78,7 +101,7 @@ class ScalingCurve(Stage):
         repeats: int = 2,
         validation_fraction: float = 0.5,
         learning_rate: float = 3e-3,
-        weight_decay: float = 0.0,
+        weight_decay: NonNegativeFloat = 0.0,
         batch_size: int = 64,
         max_steps: int = 3000,
         eval_every: int = 25,
@@ -120,6 +143,43 @@ class ScalingCurve(Stage):
         cols: dict[str, str | None] = {self.features: "features", self.label_column: "label_column",
                                        self.id_column: "id_column"}
         return {"data": cols | {"subset_index": None, "subset_size": None}, "test": cols}
+
+    def required_column_types(self) -> dict[str, dict[str, str]]:
+        """Labels one value a row: a list or struct label cannot be a class (it fails unhashable when run)."""
+        types = super().required_column_types()
+        for name in self.inputs:
+            types.setdefault(name, {})[self.label_column] = "scalar"
+        return types
+
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        """Refuse, before training, what the run would only meet as a torch or sort error: vectors of another
+        width in the two inputs, null, NaN or mixed-kind labels (the classes are the sorted labels of both
+        inputs), and repeated held-out ids (the ids split it into validation and test rows)."""
+        data, test = inputs["data"], inputs["test"]
+        self._refuse_other_widths(data, test)
+        for name, dataset in inputs.items():
+            nulls = null_count(dataset, self.label_column)
+            if nulls:
+                raise InputDataError(f"input '{name}' column '{self.label_column}' has {nulls:,} null labels; "
+                                     "every row needs a class; drop or fill those rows first",
+                                     param="label_column", file=dataset.label)
+            refuse_nans(dataset, self.label_column, "a NaN label is a class of its own that sorts nowhere",
+                        param="label_column", input_name=name)
+        kinds = {name: polars_schema(dataset.schema)[self.label_column] for name, dataset in inputs.items()}
+        if _label_kind(kinds["data"]) != _label_kind(kinds["test"]):
+            raise InputDataError(f"input 'test' column '{self.label_column}' is {kinds['test']} but input 'data' "
+                                 f"(file '{data.label}') has {kinds['data']} labels; the classes of both are sorted "
+                                 "together, so cast one to the other's type", param="label_column", file=test.label)
+        refuse_bad_id_column(test, self.id_column, input_name="test")
+
+    def _refuse_other_widths(self, data: Dataset, test: Dataset) -> None:
+        """The model's input layer is as wide as the `data` vectors: `test` vectors of another width would fail
+        in torch's matrix product after training."""
+        widths = {name: _vector_width(dataset, self.features) for name, dataset in (("data", data), ("test", test))}
+        if None not in widths.values() and widths["data"] != widths["test"]:
+            raise InputDataError(f"input 'test' column '{self.features}' holds vectors of width {widths['test']} "
+                                 f"but input 'data' (file '{data.label}') holds width {widths['data']}; both inputs "
+                                 "need the same features", param="features", file=test.label)
 
     def train_config(self) -> training.TrainConfig:
         return training.TrainConfig(learning_rate=self.learning_rate, batch_size=self.batch_size,

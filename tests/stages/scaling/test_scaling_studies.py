@@ -85,6 +85,9 @@ def test_scaling_curve_refuses_bad_params():
         ScalingCurve.from_params({"hidden": []})
     with pytest.raises(ParamError, match="models"):
         ScalingCurve.from_params({"models": [[8], []]})
+    with pytest.raises(ParamError, match="weight_decay") as info:  # passed validate, then AdamW's ValueError
+        ScalingCurve.from_params({"weight_decay": -1})
+    assert info.value.param == "weight_decay"
 
 
 @pytest.mark.parametrize("bad_input", ["data", "test"])
@@ -107,3 +110,59 @@ def test_scaling_curve_names_the_input_whose_vectors_are_not_finite(tmp_path, ba
         stage.execute(data=Dataset.from_parquet(tmp_path / "data.parquet"),
                       test=Dataset.from_parquet(tmp_path / "test.parquet"))
     assert (info.value.param, info.value.file) == ("features", str(tmp_path / f"{bad_input}.parquet"))
+
+
+def _curve_inputs(tmp_path, data: pl.DataFrame, test: pl.DataFrame) -> dict[str, Dataset]:
+    """`data` as one nested subset and `test`, written to Parquet files named after the inputs."""
+    data = data.with_columns(subset_index=pl.lit(0, pl.Int64), subset_size=pl.lit(data.height, pl.Int64))
+    for name, frame in (("data", data), ("test", test)):
+        frame.write_parquet(tmp_path / f"{name}.parquet")
+    return {name: Dataset.from_parquet(tmp_path / f"{name}.parquet") for name in ("data", "test")}
+
+
+def _rows(n: int, width: int, start: int = 0, vectors=pl.Array) -> pl.DataFrame:
+    dtype = pl.Array(pl.Float32, width) if vectors is pl.Array else pl.List(pl.Float32)
+    return pl.DataFrame({"id": range(start, start + n), "label": [i % 2 for i in range(n)],
+                         "pixels": pl.Series([[float(i + j) for j in range(width)] for i in range(n)], dtype=dtype)})
+
+
+@pytest.mark.parametrize("vectors", [pl.Array, pl.List])
+def test_scaling_curve_refuses_test_vectors_of_another_width(tmp_path, vectors):
+    # Failed after training as torch's RuntimeError "mat1 and mat2 shapes cannot be multiplied" (exit 1).
+    inputs = _curve_inputs(tmp_path, _rows(20, 4, vectors=vectors), _rows(20, 6, 100, vectors=vectors))
+    with pytest.raises(InputDataError, match=r"width 6 but input 'data' \(file '.*data.parquet'\) holds width 4") as info:
+        ScalingCurve(hidden=[4], max_steps=5, eval_every=5).execute(**inputs)
+    assert (info.value.param, info.value.file) == ("features", str(tmp_path / "test.parquet"))
+
+
+@pytest.mark.parametrize("bad_input, label, expected", [
+    ("test", pl.lit("a"), r"input 'test' column 'label' is String but input 'data' .* has Int64 labels"),
+    ("test", pl.lit(None, pl.Int64), "input 'test' column 'label' has 20 null labels"),
+    ("data", pl.lit(None), "input 'data' column 'label' has 20 null labels"),
+    ("test", pl.when(pl.col("id") == 103).then(float("nan")).otherwise(1.0), "column 'label' has 1 NaN values"),
+])
+def test_scaling_curve_refuses_labels_it_cannot_sort_into_classes(tmp_path, bad_input, label, expected):
+    # Mixed int and str labels, or a null one, failed as a TypeError of `sorted` (exit 1); a NaN made classes
+    # that sort nowhere.
+    frames = {"data": _rows(20, 4), "test": _rows(20, 4, 100)}
+    frames[bad_input] = frames[bad_input].with_columns(label=label)
+    inputs = _curve_inputs(tmp_path, frames["data"], frames["test"])
+    with pytest.raises(InputDataError, match=expected) as info:
+        ScalingCurve(hidden=[4], max_steps=5, eval_every=5).execute(**inputs)
+    assert (info.value.param, info.value.file) == ("label_column", str(tmp_path / f"{bad_input}.parquet"))
+
+
+@pytest.mark.parametrize("label", [pl.col("label") == 1, pl.col("label").cast(pl.Float64),
+                                   pl.col("label").cast(pl.String).cast(pl.Categorical)])
+def test_scaling_curve_still_checks_in_boolean_float_and_categorical_labels(tmp_path, label):
+    # The label checks refuse mixed kinds, not these: scaling_curve sorts whatever classes it is given.
+    inputs = _curve_inputs(tmp_path, _rows(20, 4).with_columns(label=label), _rows(20, 4, 100).with_columns(label=label))
+    ScalingCurve(hidden=[4]).check_input_data(inputs)
+
+
+def test_scaling_curve_refuses_repeated_held_out_ids(tmp_path):
+    # Equal ids all hash to one side of the validation/test split: reported as "too small to split".
+    inputs = _curve_inputs(tmp_path, _rows(20, 4), _rows(20, 4, 100).with_columns(id=pl.lit(7, pl.Int64)))
+    with pytest.raises(InputDataError, match="input 'test' column 'id' holds duplicate ids") as info:
+        ScalingCurve(hidden=[4], max_steps=5, eval_every=5).execute(**inputs)
+    assert (info.value.param, info.value.file) == ("id_column", str(tmp_path / "test.parquet"))
