@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipeline.errors import InputDataError, ParamError
+from pipeline.errors import InputDataError, ParamError, first_line
 from pipeline.io import Dataset
 from pipeline.params import check_seed
 from stages._args import int_arg, refuse_bare_string
@@ -360,10 +360,17 @@ class Index:
         try:
             index = faiss.read_index(str(index_file), flags)
         except RuntimeError:
-            index = faiss.read_index(str(index_file))  # this index type cannot be mapped; read it
+            try:
+                index = faiss.read_index(str(index_file))  # this index type cannot be mapped; read it
+            except RuntimeError as exc:  # truncated, overwritten or not a FAISS file
+                raise InputDataError(f"{INDEX_FILE} is truncated or not a FAISS index (FAISS: {first_line(exc).split(': ')[-1]}); "
+                                     "rebuild it with its 'index' step", file=str(index_file)) from None
             mmap = False
         meta["memory_mapped"] = bool(mmap)
         mapping = pl.read_parquet(path / INDEX_IDS_FILE)
+        if mapping.height != index.ntotal:
+            raise InputDataError(f"{INDEX_FILE} holds {index.ntotal:,} vectors but {INDEX_IDS_FILE} names {mapping.height:,}: "
+                                 "the files are from different builds; rebuild with the 'index' step", file=str(path))
         mapping = mapping.rename({meta["id_column"]: "neighbour_id"})
         if meta.get("doc_column"):
             mapping = mapping.rename({meta["doc_column"]: "neighbour_doc_id"})

@@ -65,6 +65,25 @@ def test_save_and_load_expand_a_tilde(tmp_path, monkeypatch):
     assert Index.load("~/idx").search(vectors[:1], k=1)["neighbour_id"].to_list() == [0]
 
 
+@pytest.mark.parametrize("damage", ["overwritten", "truncated", "another build"])
+def test_a_damaged_index_folder_is_refused_naming_the_file(tmp_path, damage):
+    # Before: FAISS's RuntimeError (exit 1 on the CLI), or, for files of two builds, wrong neighbours.
+    Index.build(_unit(40)).save(tmp_path / "idx")
+    index_file = tmp_path / "idx" / "index.faiss"
+    if damage == "overwritten":
+        index_file.write_bytes(b"garbage" * 100)
+    elif damage == "truncated":
+        index_file.write_bytes(index_file.read_bytes()[:100])
+    else:
+        Index.build(_unit(10)).save(tmp_path / "other")
+        index_file.write_bytes((tmp_path / "other" / "index.faiss").read_bytes())
+    with pytest.raises(InputDataError, match="rebuild") as err:
+        Index.load(tmp_path / "idx")
+    assert err.value.file in (str(index_file), str(tmp_path / "idx"))
+    if damage == "another build":
+        assert "holds 10 vectors but index_ids.parquet names 40" in str(err.value)
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"mmap_threshold_mb": -1}, "parameter 'mmap_threshold_mb': must be >= 0, got -1"),
     ({"mmap": "yes"}, "parameter 'mmap': expects True, False or None"),
