@@ -21,6 +21,7 @@ from pipeline.io import Dataset
 from pipeline.params import Annotated, Field, PositiveInt
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
+from stages._ids import refuse_bad_id_column
 from stages._vectors import unit_rows
 from stages.embedding import (
     series_to_vectors,
@@ -109,6 +110,10 @@ class BuildIndex(PartitionedStage):
             needed[self.doc_column] = "doc_column"
         needed.update({c: "keep_columns" for c in self.keep_columns or []})
         return {"data": needed}
+
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        # Each vector is reported by its id: a repeated id would name two vectors as one neighbour, a null none.
+        refuse_bad_id_column(inputs["data"], self.id_column)
 
     def output_schema(self, inputs):
         data = inputs["data"]

@@ -13,10 +13,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import polars as pl
 
-from pipeline.errors import InputDataError, ParamError
+from pipeline.errors import InputDataError, ParamError, PipelineError
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
-from stages._ids import refuse_nans
+from stages._ids import refuse_bad_id_column, refuse_nans
 from stages.embedding import vectors_to_series
 from stages.noise import vector_matrix
 from stages.scaling import id_estimators
@@ -126,6 +126,8 @@ class IntrinsicDimension(Stage):
         return {"data": cols}
 
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        # The ids name the points of the `local` side output (and pick a `max_points` sample): one id, one point.
+        refuse_bad_id_column(inputs["data"], self.id_column)
         if self.group_by:
             refuse_nans(inputs["data"], self.group_by, GROUP_NAN, param="group_by", input_name="data")
 
@@ -169,7 +171,10 @@ class IntrinsicDimension(Stage):
         if part[self.column].null_count():
             raise InputDataError(f"column '{self.column}' has {part[self.column].null_count()} null vectors",
                                  param="column", file=label)
-        x = vector_matrix(part[self.column], "column")
+        try:
+            x = vector_matrix(part[self.column], "column")
+        except PipelineError as exc:  # ragged or non-numeric vectors: say which file
+            raise exc.add_context(file=label) from None
         bad = ~np.isfinite(x).all(axis=1)
         if bad.any():
             first = part[self.id_column][int(np.argmax(bad))]

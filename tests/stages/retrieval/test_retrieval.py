@@ -395,3 +395,15 @@ def test_refine_of_an_uncompressed_factory_is_refused_before_any_work():
             BuildIndex(index_type=factory, refine="sq8").validate()
     BuildIndex(index_type="IVF16,PQ8x8", refine="sq8").validate()
     BuildIndex(index_type="auto", refine="sq8").validate()  # auto adds refine only where it picks IVF-PQ
+
+
+@pytest.mark.parametrize("ids, words", [(["e0", "e1", "e0"], "duplicate ids"), (["e0", None, "e2"], "1 null ids")])
+def test_index_refuses_repeated_or_null_ids(ids, words):
+    # Each vector is reported by its id: two vectors named e0 came back as the same neighbour_id (exit 0).
+    from stages.retrieval import BuildIndex
+
+    vectors = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    data = pl.DataFrame({"chunk_id": ids, "doc_id": ["d0", "d1", "d2"]}).with_columns(vectors_to_series("embedding", vectors))
+    with pytest.raises(InputDataError, match=words) as info:
+        BuildIndex(index_type="Flat").apply(data)
+    assert info.value.param == "id_column"

@@ -199,3 +199,26 @@ def test_nan_group_keys_are_refused():
         table(x, kind=kind.fill_nan(None)))
     assert out["group"].to_list() == ["1.0", None]
     assert out["group_by"].to_list() == ["kind", "kind"]  # the null key is a group, not an ungrouped estimate
+
+
+def test_repeated_ids_and_ragged_vectors_are_refused_naming_the_file(tmp_path):
+    # Repeated ids named several points of the `local` output alike (exit 0); ragged vectors named no file.
+    points = table(ball(200, 2, 4, seed=0)).with_columns(id=pl.lit("r0"))
+    with pytest.raises(InputDataError, match="duplicate ids") as err:
+        IntrinsicDimension(bootstrap=0).apply(points)
+    assert err.value.param == "id_column"
+    path = tmp_path / "ragged.parquet"
+    pl.DataFrame({"id": [f"p{i}" for i in range(40)],
+                  "embedding": [[0.1 * i, 1.0, 2.0] if i % 2 else [0.1 * i, 1.0] for i in range(40)]}).write_parquet(path)
+    cfg = write_config(tmp_path / "id.yaml", f"""
+name: id_bad
+steps:
+  - id: dim
+    stage: intrinsic_dimension
+    inputs: {path}
+    params: {{bootstrap: 0, k: 5}}
+""")
+    proc = run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), "--quiet")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "step 'dim'" in line and "parameter 'column'" in line and str(path) in line, line
