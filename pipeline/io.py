@@ -75,9 +75,8 @@ class Dataset:
             if schema is None:
                 schema = file_schema
             elif not file_schema.equals(schema):
-                raise InputDataError(
-                    f"schema differs from {files[0]}: {file_schema} vs {schema}", file=str(f)
-                )
+                raise InputDataError(f"{schema_difference(file_schema, schema)} in {files[0]}; the files of one "
+                                     "input need one schema", file=str(f))
             rows += meta.num_rows
         ds = cls(files=files, label=str(path))
         ds._schema, ds._num_rows = schema, rows
@@ -273,6 +272,23 @@ def _as_arrow(batch: Any) -> pa.Table:
 
 
 _END = object()
+
+
+def schema_difference(here: pa.Schema, first: pa.Schema) -> str:
+    """What differs between two Arrow schemas, in one line: the first column that does (Arrow prints a schema
+    one column per line, and a message of two whole schemas hid the difference in a dozen lines)."""
+    for column in here:
+        if column.name not in first.names:
+            return f"column '{column.name}' ({column.type}) is not"
+        other = first.field(column.name)
+        if not column.type.equals(other.type):
+            return f"column '{column.name}' is {column.type} here, {other.type}"
+    missing = [name for name in first.names if name not in here.names]
+    if missing:
+        return f"column '{missing[0]}' is missing here but present"
+    if here.names != first.names:
+        return f"columns are in another order ({', '.join(here.names)}) than"
+    return "the schema's metadata or nullability differs from that"
 
 
 def read_ahead(batches: Iterator[Any], depth: int = 1) -> Iterator[Any]:
