@@ -79,6 +79,7 @@ TARGET_PARTITIONS = 16
 # slice), so such a map holds up to 64 MB of its rows, not one batch. Groups under twice this stay whole (a
 # 1-byte partition size means "one row group per partition", not one row).
 MIN_SPLIT_BYTES = MIN_DEFAULT_PARTITION_BYTES
+FRAME_PIECE = "<frame>"  # the path of an in-memory frame's one piece
 MAX_LOCAL_THREADS = 4
 
 
@@ -95,6 +96,11 @@ class Partition:
     frame: pl.DataFrame | None = field(default=None, compare=False, repr=False)
     batch_bytes: int = field(default=BATCH_BYTES, compare=False)  # bound of one batch (see local_partitions)
     group_rows: tuple[int, int] | None = None  # [start, stop) within the one row group of `pieces`; None: whole
+
+    def source_file(self) -> str | None:
+        """The file the partition's first rows come from (None for a frame's rows), for error messages."""
+        path = self.pieces[0][0] if self.pieces else FRAME_PIECE
+        return None if path == FRAME_PIECE else path
 
     def key(self) -> str:
         """Identity of the partition's rows (not of a frame's content: that is in the state fingerprint)."""
@@ -180,7 +186,7 @@ def plan_partitions(data: Dataset, partition_bytes: int | None = None) -> list[P
         step = max(1, math.ceil(frame.height * partition_bytes / total)) if frame.height else 1
         return [Partition(i, start, min(step, frame.height - start),
                           int(total * min(step, frame.height - start) / max(frame.height, 1)),
-                          (("<frame>", (start, min(start + step, frame.height))),), frame)
+                          ((FRAME_PIECE, (start, min(start + step, frame.height))),), frame)
                 for i, start in enumerate(range(0, frame.height, step))]
     out: list[Partition] = []
     pieces: dict[str, list[int]] = {}
@@ -315,7 +321,11 @@ def state_fingerprint(stage: Stage, inputs: dict[str, Dataset]) -> str:
 def map_partition(stage: PartitionedStage, partition: Partition, broadcast: Any, fingerprint: str) -> tuple:
     """Run one map; return its PartialState with a profile (seconds, peak RSS of this process)."""
     started, t0, cpu0 = time.time(), time.perf_counter(), time.process_time()
-    value, parts = stage.map(partition, broadcast), None
+    try:
+        value, parts = stage.map(partition, broadcast), None
+    except PipelineError as exc:  # bad data met while mapping: say which file, if the stage did not
+        exc.add_context(file=partition.source_file())
+        raise
     buckets = stage.shuffle_buckets(broadcast)
     if buckets:
         value, parts = stage.split(value, broadcast)

@@ -335,6 +335,11 @@ def test_dimension_mismatch_is_a_clear_error(corpus, tmp_path):
     wrong = corpus.head(3).with_columns(vectors_to_series("embedding", np.ones((3, 384), np.float32)))
     with pytest.raises(InputDataError, match="384-d vectors but the index holds 256-d"):
         Retrieve(k=2).apply(wrong, index=index_dir)
+    # From a file, the one line names it (the engine adds a map's partition file to its errors).
+    wrong.write_parquet(tmp_path / "queries.parquet")
+    with pytest.raises(InputDataError, match="384-d vectors") as err:
+        Retrieve(k=2).apply(str(tmp_path / "queries.parquet"), index=index_dir)
+    assert err.value.file == str(tmp_path / "queries.parquet") and err.value.param == "query_column"
 
 
 def test_factory_string_faiss_refuses(corpus, tmp_path):
