@@ -132,11 +132,14 @@ class CorpusMetrics(PartitionedStage):
         schema = polars_schema(data.schema)
         self._check_auto_groups(schema, data.label)
         self._check_reference_generation(schema, data.label, "reference" in inputs and inputs["reference"] is not None)
-        rows = data.num_rows
-        if rows and null_count(data, self.text_column) == rows:
-            # Null texts count as empty documents; a corpus of nothing but them has no metric to report.
-            raise InputDataError(f"input 'data' column '{self.text_column}' holds no text (all {rows:,} rows null)",
-                                 param="text_column", file=data.label)
+        for name in ("data", "reference"):
+            given = inputs.get(name)
+            rows = given.num_rows if given is not None else 0
+            if rows and null_count(given, self.text_column) == rows:
+                # Null texts count as empty documents; a corpus of nothing but them has no metric to report
+                # (and a reference of them no model to fit).
+                raise InputDataError(f"input '{name}' column '{self.text_column}' holds no text (all {rows:,} rows "
+                                     "null)", param="text_column", file=given.label)
         # A float key is a key like any other, but NaN equals nothing: partitions' groups would not merge.
         for column in self.groups_of(data.columns):
             refuse_nans(data, column, "NaN equals no other value, so its rows would make one group per partition",

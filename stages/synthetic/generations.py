@@ -198,6 +198,10 @@ class Generations(Stage):
         ids = (human[self.id_column].cast(pl.String) if self.id_column
                else pl.Series(np.arange(len(human)).astype(str)))
         human = pl.DataFrame({"doc_id": ids, "text": human[self.text_column].cast(pl.String).fill_null("")})
+        if len(human) and not human["text"].str.contains(r"\w").any():
+            # Else the generator's fit failed with "no words", naming neither the column nor the file.
+            raise InputDataError(f"column '{self.text_column}' holds no words (all {len(human):,} rows null or blank); "
+                                 "the generator has nothing to learn from", param="text_column", file=data.label)
         if human["doc_id"].n_unique() != len(human):
             raise InputDataError(f"column '{self.id_column}' has duplicate ids; provenance needs unique ids",
                                  param="id_column", file=data.label)

@@ -312,3 +312,9 @@ def test_a_text_column_without_any_text_is_refused(tmp_path):
     with pytest.raises(InputDataError, match=r"column 'text' holds no text \(all 3 rows null\)") as err:
         stage.apply(pl.DataFrame({"generation": [0, 0, 1], "text": [None, None, None]}, schema_overrides={"text": pl.String}))
     assert err.value.param == "text_column"
+    # A reference of nothing but nulls failed in the n-gram fit, naming no parameter or file.
+    nulls = pl.DataFrame({"text": [None, None]}, schema={"text": pl.String})
+    with pytest.raises(InputDataError, match=r"input 'reference' column 'text' holds no text") as err:
+        CorpusMetrics(embedding_backend="none", self_bleu_sample=0).apply(
+            pl.DataFrame({"text": pydoc_paragraphs(3)["text"]}), reference=nulls)
+    assert err.value.param == "text_column"

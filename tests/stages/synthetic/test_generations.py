@@ -220,8 +220,11 @@ def test_empty_and_unusable_corpora_are_refused(corpus):
     with pytest.raises(InputDataError, match="has no rows"):
         Generations(generations=1).apply(corpus.head(0))
     blank = pl.DataFrame({"id": ["a", "b"], "text": ["", "   "]})
-    with pytest.raises(InputDataError, match="without any words"):
-        Generations(generations=1).apply(blank)
+    for texts in (blank, blank.with_columns(text=pl.lit(None, pl.String))):
+        # Named neither the column nor the file ("cannot fit an n-gram model on a corpus without any words").
+        with pytest.raises(InputDataError, match="column 'text' holds no words") as err:
+            Generations(generations=1).apply(texts)
+        assert err.value.param == "text_column"
     with pytest.raises(InputDataError, match="corpus_size is 500"):
         Generations(generations=1, corpus_size=500).apply(corpus)
     with pytest.raises(InputDataError, match="fresh_real needs"):
