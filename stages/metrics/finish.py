@@ -132,8 +132,13 @@ def embedding_diversity(stage: Any, ctx: Context, parts: list[GroupPart], out: d
     flat = pl.concat(picks) if picks else pl.Series([], dtype=pl.String)
     # Generations share many documents (accumulate, keep_real): embed each distinct text once.
     unique_texts, inverse = np.unique(flat.to_numpy().astype(str), return_inverse=True)
-    emb = encode_texts(list(unique_texts), backend=stage.embedding_backend, model=stage.embedding_model,
-                       cache_dir=ctx.cache_dir)
+    try:
+        emb = encode_texts(list(unique_texts), backend=stage.embedding_backend, model=stage.embedding_model,
+                           cache_dir=ctx.cache_dir)
+    except ParamError as exc:  # the encoder's `model` is this stage's `embedding_model`
+        if exc.param == "model":
+            exc.param = "embedding_model"
+        raise
     emb = np.asarray(emb, dtype=np.float32)[inverse]
     offset = 0
     for k, pick in enumerate(picks):

@@ -318,3 +318,12 @@ def test_a_text_column_without_any_text_is_refused(tmp_path):
         CorpusMetrics(embedding_backend="none", self_bleu_sample=0).apply(
             pl.DataFrame({"text": pydoc_paragraphs(3)["text"]}), reference=nulls)
     assert err.value.param == "text_column"
+
+
+def test_a_bad_embedding_model_is_named_as_this_stage_names_it(tmp_path):
+    # The encoder's error named parameter 'model', which corpus_metrics does not have.
+    stage = CorpusMetrics(embedding_backend="sentence-transformers", embedding_model=str(tmp_path / "no-such-model"),
+                          self_bleu_sample=0, perplexity_order=0)
+    with pytest.raises(ParamError) as err:
+        stage.apply(pl.DataFrame({"text": pydoc_paragraphs(4)["text"]}))
+    assert err.value.param == "embedding_model"
