@@ -256,21 +256,12 @@ def test_a_default_group_column_that_holds_lists_is_refused_naming_group_by():
 
 def test_a_nan_group_key_is_refused_naming_group_by(tmp_path):
     # NaN equals nothing: cut into partitions, its rows made one NaN group per partition in the output, exit 0.
-    from cli_failures import fails_cleanly
-
     path = tmp_path / "d.parquet"
     texts = pydoc_paragraphs(40)["text"]
     pl.DataFrame({"g": [1.0, float("nan")] * 20, "text": texts}).write_parquet(path)
-    proc = fails_cleanly(tmp_path, f"""
-name: bad
-steps:
-  - id: m
-    stage: corpus_metrics
-    inputs: {path}
-    params: {{group_by: [g], embedding_backend: none, self_bleu_sample: 0, perplexity_order: 0}}
-""", "step 'm' (stage 'corpus_metrics'), parameter 'group_by'", f"file '{path}'",
+    _refused_in_one_line(tmp_path, path, "{group_by: [g], embedding_backend: none, self_bleu_sample: 0, perplexity_order: 0}",
+                         "step 'm' (stage 'corpus_metrics'), parameter 'group_by'", f"file '{path}'",
                          "input 'data' column 'g' has 20 NaN values")
-    assert len(proc.stderr.strip().splitlines()) == 1
     stage = CorpusMetrics(embedding_backend="none", self_bleu_sample=0, perplexity_order=0)
     with pytest.raises(InputDataError, match="column 'generation' has 1 NaN values") as err:  # a default group too
         stage.apply(pl.DataFrame({"generation": [0.0, 0.0, float("nan")], "text": texts[:3]}))
@@ -282,20 +273,12 @@ steps:
 
 def test_a_generation_column_of_strings_is_refused_naming_reference_generation(tmp_path):
     # Compared with the integer reference_generation, it failed inside polars (exit 1, a ComputeError).
-    from cli_failures import fails_cleanly
-
     path = tmp_path / "d.parquet"
     pl.DataFrame({"generation": ["0", "0", "1", "1"], "text": pydoc_paragraphs(4)["text"]}).write_parquet(path)
-    proc = fails_cleanly(tmp_path, f"""
-name: bad
-steps:
-  - id: m
-    stage: corpus_metrics
-    inputs: {path}
-    params: {{embedding_backend: none, self_bleu_sample: 0}}
-""", "step 'm' (stage 'corpus_metrics'), parameter 'reference_generation'", "column 'generation' is String",
-                         "cast the column to integers")  # found by the check before the run (which names the config)
-    assert len(proc.stderr.strip().splitlines()) == 1
+    # Found by the check before the run, which names the config file.
+    _refused_in_one_line(tmp_path, path, "{embedding_backend: none, self_bleu_sample: 0}",
+                         "step 'm' (stage 'corpus_metrics'), parameter 'reference_generation'",
+                         "column 'generation' is String", "cast the column to integers")
     stage = CorpusMetrics(embedding_backend="none", self_bleu_sample=0)
     with pytest.raises(InputDataError, match="'generation' is String") as err:
         stage.check_input_data({"data": Dataset.from_parquet(path)})
@@ -327,3 +310,18 @@ def test_a_bad_embedding_model_is_named_as_this_stage_names_it(tmp_path):
     with pytest.raises(ParamError) as err:
         stage.apply(pl.DataFrame({"text": pydoc_paragraphs(4)["text"]}))
     assert err.value.param == "embedding_model"
+
+
+def _refused_in_one_line(tmp_path, path, params: str, *expected: str) -> None:
+    """A one-step corpus_metrics config over `path` fails with exit 2 in one line holding every `expected` piece."""
+    from cli_failures import fails_cleanly
+
+    proc = fails_cleanly(tmp_path, f"""
+name: bad
+steps:
+  - id: m
+    stage: corpus_metrics
+    inputs: {path}
+    params: {params}
+""", *expected)
+    assert len(proc.stderr.strip().splitlines()) == 1
