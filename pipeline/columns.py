@@ -98,9 +98,12 @@ def check_schema(stage: Any, inputs: dict[str, Schema], labels: dict[str, str]) 
                 )
             kind = types.get(input_name, {}).get(column)
             if kind is not None and not COLUMN_KINDS[kind][0](schema[column]):
+                what = COLUMN_KINDS[kind][1]
+                if not param:  # a fixed column name (no parameter names it): only a cast helps
+                    what = what.split(" or name a ")[0]
                 raise InputDataError(
-                    f"input '{input_name}' column '{column}'{via} is {schema[column]}, not "
-                    f"{COLUMN_KINDS[kind][1]}", stage=stage.name, param=param, file=labels.get(input_name),
+                    f"input '{input_name}' column '{column}'{via} is {schema[column]}, not {what}",
+                    stage=stage.name, param=param, file=labels.get(input_name),
                 )
 
 

@@ -128,6 +128,7 @@ DATA = pl.DataFrame({"id": ["d0", "d1"], "text": ["x" * 300, "y" * 300]})
 def test_matches_columns_of_the_wrong_type_are_refused(tmp_path, column, value):
     error = _refused(tmp_path, DATA, pl.DataFrame({**MATCH, column: [value]}), "matches")
     assert f"column '{column}'" in error.message
+    assert "or name a" not in error.message  # fixed column names: no parameter could name another
 
 
 def test_duplicate_training_ids_are_refused(tmp_path):
