@@ -6,6 +6,7 @@ model-collapse study runs on a laptop; `detokenize` turns sampled tokens back in
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -63,9 +64,9 @@ class NGramLM:
 
     def __init__(self, order: int = 3, smoothing: float = 0.01):
         # Checked for type too: a YAML "3" (a string) failed in a comparison with Python's own words.
-        if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+        if isinstance(order, bool) or not isinstance(order, numbers.Integral) or order < 1:
             raise ParamError("order", f"must be an integer of at least 1 (1 = unigram), got {order!r}")
-        if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not smoothing >= 0:
+        if isinstance(smoothing, bool) or not isinstance(smoothing, numbers.Real) or not smoothing >= 0:
             raise ParamError("smoothing", f"must be a number >= 0 (add-k on the unigram level), got {smoothing!r}")
         self.order = order
         self.smoothing = smoothing
