@@ -28,7 +28,8 @@ class PlantLeakage(Stage):
     Output: the training rows followed by one new row per planted item (id `planted-<test id>`,
     column `planted_from` = the test id, null for original rows). The training id column comes out
     as strings (an integer id 7 becomes '7'), since planted ids are strings and one column holds both.
-    Test ids must be unique and not null (each names one planted row and one truth row), and test
+    Test ids must be unique and not null (each names one planted row and one truth row), so must training ids
+    (an audit names the training document a match is in by its id; a planted one is checked by it), and test
     texts not null (a missing item would be planted as an empty document). A `partial` plant is a 40-word
     span of the item inside a randomly chosen training document. Side output `truth`: one row per
     test item (test_id, planted, plant_kind, train_id), which the leakage report and the benchmark
@@ -88,6 +89,11 @@ class PlantLeakage(Stage):
             refuse_bad_id_column(test, self.id_column, input_name="test",
                                  hint="planted rows are named 'planted-<test id>' and truth is keyed by it; "
                                       "deduplicate the test set first")
+        train = inputs["train"]
+        if self.id_column in train.columns:  # the audit names the training document a match is in by its id
+            refuse_bad_id_column(train, self.id_column, input_name="train",
+                                 hint="an audit could not tell which of the rows sharing one matched; deduplicate "
+                                      "the training corpus first")
         refuse_null_texts(test, self.text_column, "a null item would be planted as an empty document",
                           input_name="test")
         if self.paraphrase_column and PAIR_KIND in self.plant_kinds:

@@ -114,3 +114,24 @@ def test_a_paraphrase_column_with_no_paraphrase_is_refused_but_some_nulls_are_co
     result = PlantLeakage(kinds=["paraphrase"], paraphrase_column="rephrased", rate=1.0).execute(train=train, test=some)
     truth = result.side_outputs["truth"]
     assert truth["planted"].sum() == test.height // 2
+
+
+def test_duplicate_training_ids_are_refused_in_one_line_naming_the_train_file(corpora, tmp_path):
+    # A repeated training id was planted beside (exit 0): the audit then names either twin as the matched document.
+    from cli_failures import fails_cleanly
+
+    train, test = corpora
+    train_path, test_path = tmp_path / "train.parquet", tmp_path / "test.parquet"
+    pl.concat([train, train.head(2)]).write_parquet(train_path)
+    test.write_parquet(test_path)
+    proc = fails_cleanly(tmp_path, f"""
+name: bad
+steps:
+  - id: plant
+    stage: plant_leakage
+    inputs: {{train: {train_path}, test: {test_path}}}
+    params: {{kinds: [verbatim]}}
+""", "step 'plant' (stage 'plant_leakage'), parameter 'id_column'", f"file '{train_path}'",
+                         "input 'train' column 'id' holds duplicate ids (2 ids repeated")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "bad" / "plant").exists()
