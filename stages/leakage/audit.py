@@ -43,6 +43,7 @@ from stages.leakage.evidence import (
     TrainBatch,
     builtin_kinds,
 )
+from stages.leakage.field_checks import field_column_kinds, field_param, present_roles, refuse_unusable_fields
 from stages.leakage.partials import PartitionView, export, fresh, restore, wanted_docs
 from stages.leakage.sample import train_sample
 from stages.leakage.spans import (
@@ -116,8 +117,8 @@ class LeakageAudit(PartitionedStage):
         null_quantile: paraphrase evidence: the operating point, as a quantile of this test set's null (best score against a training passage the item owns, other than its best)
         paraphrase_min_score: paraphrase evidence: the lowest threshold the null may set (0.6: chosen on HumanEval, short-docstring rephrasings and pydoc-vs-stdlib cross-domain controls; see bench/results.md)
         paraphrase_precision: paraphrase evidence: MiniLM's precision when re-scoring; auto = bfloat16 where the CPU computes it natively (1.8x faster, scores within 0.002), else float32; float32 = scores that do not depend on the CPU's bfloat16 support
-        fields: eval-aware items: test columns by role ({question: q, choices: options, answer: label, passage: p}); each item is scored as question, question + answer and full prompt
-        train_fields: instruction-tuning training data: training columns by role ({instruction: prompt, input: context, response: completion}), joined into the text every evidence kind reads (instead of text_column); a role may be null, a row with every one null is refused
+        fields: eval-aware items: test columns by role ({question: q, choices: options, answer: label, passage: p}); each item is scored as question, question + answer and full prompt; a null role is left out; question and passage are text, choices a list, answer text (or a letter) or a 0-based integer index into choices
+        train_fields: instruction-tuning training data: training columns by role ({instruction: prompt, input: context, response: completion}), joined into the text every evidence kind reads (instead of text_column); a role may be null (left out), and a column null in some rows; a row with every one null is refused
         duplicates: (optional input) a dedup step's `removed` side output: the report gains a duplicates section
     """
 
@@ -162,8 +163,8 @@ class LeakageAudit(PartitionedStage):
         null_quantile: Fraction = 0.99,
         paraphrase_min_score: Fraction = 0.6,
         paraphrase_precision: Literal["auto", "float32", "bfloat16"] = "auto",
-        fields: dict[str, str] | None = None,
-        train_fields: dict[str, str] | None = None,
+        fields: dict[str, str | None] | None = None,
+        train_fields: dict[str, str | None] | None = None,
     ):
         self.text_column = text_column
         self.id_column = id_column
@@ -192,8 +193,8 @@ class LeakageAudit(PartitionedStage):
         self.null_quantile = null_quantile
         self.paraphrase_min_score = paraphrase_min_score
         self.paraphrase_precision = paraphrase_precision
-        self.fields = fields
-        self.train_fields = train_fields
+        self.fields = present_roles(fields)  # a null role is an absent one
+        self.train_fields = present_roles(train_fields)
         self.cache_dir = None  # set from the run's context: where the embedding cache lives
         self._train_has_id = True  # set by broadcast() from the training input's columns
 
@@ -218,6 +219,8 @@ class LeakageAudit(PartitionedStage):
         test = inputs["test"]  # a test item's findings are keyed by its id: a repeated or null one is ambiguous
         if self.id_column in test.columns:
             refuse_bad_id_column(test, self.id_column)
+        if self.fields:
+            refuse_unusable_fields(test, self.fields, self.id_column)
         # A missing role of an instruction/response pair is legitimately null; a row with every role null has no
         # text at all, like a null text.
         refuse_null_texts(inputs["train"], train_columns(self.text_column, self.train_fields),
@@ -225,12 +228,19 @@ class LeakageAudit(PartitionedStage):
                           param="train_fields" if self.train_fields else "text_column")
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
-        test = {self.text_column: "text_column"} if not self.fields else {c: "fields" for c in self.fields.values()}
+        test = {self.text_column: "text_column"} if not self.fields else {
+            c: field_param(role) for role, c in self.fields.items()}
         if self.subset_column:
             test[self.subset_column] = "subset_column"
         train = {c: "train_fields" for c in self.train_fields.values()} if self.train_fields else {
             self.text_column: "text_column"}
         return {"train": train, "test": test}
+
+    def required_column_types(self) -> dict[str, dict[str, str]]:
+        """Beyond the text column: each field role's kind (`field_checks`)."""
+        types = super().required_column_types()
+        types.setdefault("test", {}).update(field_column_kinds(self.fields or {}))
+        return types
 
     @property
     def similarity_thresholds(self) -> tuple[float, float]:

@@ -95,12 +95,15 @@ def training_text(batch: pl.DataFrame, text_column: str, train_fields: dict[str,
 
 
 def _answer_text(choices: list[str] | None, answer: Any) -> str:
-    """The correct answer as text: an index or letter into `choices`, or the answer itself."""
+    """The correct answer as text: an index or letter into `choices`, or the answer itself.
+
+    An integer answer is always an index (`field_checks` refuses one out of range): without choices it names none.
+    """
     if answer is None:
         return ""
+    if isinstance(answer, int) and not isinstance(answer, bool):
+        return choices[answer] if choices and 0 <= answer < len(choices) else ""
     if choices:
-        if isinstance(answer, int) and not isinstance(answer, bool) and 0 <= answer < len(choices):
-            return choices[answer]
         key = str(answer).strip().upper()
         if len(key) == 1 and key in LETTERS[: len(choices)]:
             return choices[LETTERS.index(key)]

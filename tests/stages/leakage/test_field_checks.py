@@ -1,0 +1,97 @@
+"""What `fields` / `train_fields` may name (stages/leakage/field_checks.py): null roles are left out; role columns
+of the wrong kind, null in every row, items with no text and answers outside their choices are refused."""
+
+from __future__ import annotations
+
+from pydoc_data.topics import topics
+
+import polars as pl
+import pytest
+from cli_failures import fails_cleanly, refused_by_validate
+from conftest import run_cli, write_config
+
+from pipeline.errors import InputDataError
+from stages.leakage import LeakageAudit
+from stages.leakage.variants import raw_variants
+
+NAMES = sorted(topics)
+FIELDS = {"question": "q", "choices": "options", "answer": "label"}
+QUICK = {"chunk_overlap": False, "semantic": False}
+
+
+@pytest.fixture(scope="module")
+def train():
+    return pl.DataFrame({"id": NAMES[:6], "text": [topics[n] for n in NAMES[:6]]})
+
+
+def _items(**columns) -> pl.DataFrame:
+    """Three multiple-choice items; the first is a training passage's opening words (leaked)."""
+    base = {"id": ["leaked", "b", "c"], "q": [" ".join(topics[n].split()[:40]) for n in (NAMES[3], NAMES[40], NAMES[41])],
+            "options": [["x", "y"], ["x", "y"], ["x", "y"]], "label": [1, 0, 1]}
+    return pl.DataFrame(base | columns)
+
+
+def _config(tmp_path, train, test, fields="{question: q, choices: options, answer: label}", extra="") -> str:
+    train.write_parquet(tmp_path / "train.parquet")
+    test.write_parquet(tmp_path / "test.parquet")
+    return f"""
+name: bad
+steps:
+  - id: audit
+    stage: leakage_audit
+    inputs: {{train: {tmp_path / 'train.parquet'}, test: {tmp_path / 'test.parquet'}}}
+    params: {{chunk_overlap: false, semantic: false, fields: {fields}{extra}}}
+"""
+
+
+def test_a_question_column_null_in_every_row_is_refused_not_reported_clean(train, tmp_path):
+    # It was audited as bare options and every item came out 'clean' (exit 0).
+    test = _items(q=pl.Series([None] * 3, dtype=pl.String))
+    proc = fails_cleanly(tmp_path, _config(tmp_path, train, test),
+                         "step 'audit' (stage 'leakage_audit'), parameter 'fields.question'",
+                         f"file '{tmp_path / 'test.parquet'}'", "column 'q' (role question) is null in every row")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs" / "bad" / "audit").exists()
+    with pytest.raises(InputDataError, match="column 'label' \\(role answer\\) is null in every row.*leave the role out"):
+        LeakageAudit(**QUICK, fields=FIELDS).apply(train=train, test=_items(label=pl.Series([None] * 3, dtype=pl.Int64)))
+
+
+def test_rows_missing_some_roles_get_the_variants_they_can_build_and_items_with_no_text_are_named(train):
+    some = _items(label=[1, None, 0], options=[["x", "y"], None, ["x", "y"]])
+    findings = LeakageAudit(**QUICK, fields=FIELDS).apply(train=train, test=some)
+    assert findings["verdict"].to_list() == ["contaminated", "clean", "clean"]
+    assert [name for name, _ in raw_variants(some, FIELDS)[1]] == ["question"]
+    # An integer answer is an index: without its item's choices it names no option (it was appended as '1').
+    assert [n for n, _ in raw_variants(some.with_columns(label=pl.lit(1)), FIELDS)[1]] == ["question"]
+    # A question missing where a passage stands is fine; an item with neither has no text at all.
+    passages = some.with_columns(p=pl.Series(["", "A passage.", None]), q=pl.Series(["Why?", None, "  "]))
+    with pytest.raises(InputDataError, match="has 1 item with no text \\(columns 'q' and 'p' null or empty\\), "
+                                             "e.g. ids 'c'") as err:
+        LeakageAudit(**QUICK, fields=FIELDS | {"passage": "p"}).apply(train=train, test=passages)
+    assert err.value.param == "fields.question"
+
+
+def test_null_roles_are_left_out_in_fields_and_train_fields(train, tmp_path):
+    # A null role was refused by the parameter check ("expects dict[str, str]"), though README says it may be null.
+    text = _config(tmp_path, train, _items(), fields="{question: q, choices: null, answer: null}",
+                   extra=", train_fields: {instruction: text, input: null}")
+    proc = run_cli("validate", str(write_config(tmp_path / "c.yaml", text)))
+    assert proc.returncode == 0, proc.stderr
+    audit = LeakageAudit(**QUICK, fields={"question": "q", "choices": "options", "answer": None},
+                         train_fields={"instruction": "text", "response": None})
+    assert audit.fields == {"question": "q", "choices": "options"} and audit.train_fields == {"instruction": "text"}
+    assert audit.apply(train=train, test=_items())["verdict"][0] == "contaminated"
+
+
+def test_role_columns_of_the_wrong_kind_are_refused_naming_role_column_and_kind(train, tmp_path):
+    # An integer question was cast to text (or failed inside the audit with a TypeError); now validate refuses it.
+    message = refused_by_validate(tmp_path / "c.yaml", _config(tmp_path, train, _items(q=[1, 2, 3])))
+    assert "parameter 'fields.question'" in message and f"file '{tmp_path / 'test.parquet'}'" in message
+    assert "column 'q' (named by parameter 'fields.question') is Int64, not text" in message
+    with pytest.raises(InputDataError, match="'label' \\(role answer\\) holds integers.*names no choices") as err:
+        LeakageAudit(**QUICK, fields={"question": "q", "answer": "label"}).apply(train=train, test=_items())
+    assert err.value.param == "fields.answer"
+    with pytest.raises(InputDataError, match="2 integer answers outside their item's choices.*ids 'b', 'c'"):
+        LeakageAudit(**QUICK, fields=FIELDS).apply(train=train, test=_items(label=[1, 2, -1]))
+    with pytest.raises(InputDataError, match="'options' \\(role choices\\) is String, not a list"):
+        LeakageAudit(**QUICK, fields=FIELDS).apply(train=train, test=_items(options=["x y", "x y", "x y"]))
