@@ -50,8 +50,11 @@ def item_texts(test_df: pl.DataFrame, text_column: str, fields: dict[str, str] |
 
     A null text is refused: an item with nothing to audit would be reported `clean`.
     """
-    if fields and text_column not in test_df.columns:  # the full prompt stands for the item
-        return pl.Series([v[-1][1] for v in raw_variants(test_df, fields)], dtype=pl.String)
+    if fields and text_column not in test_df.columns:  # the fullest variant (prompt, or question + answer) stands for it
+        # not the question tail, which is last when the item has neither choices nor answer: passage + question
+        # would be audited as its last sentence
+        return pl.Series([[t for name, t in v if name != "question tail"][-1] for v in raw_variants(test_df, fields)],
+                         dtype=pl.String)
     texts = test_df.get_column(text_column).cast(pl.String)
     if texts.null_count():
         raise InputDataError(f"input 'test' column '{text_column}' has {texts.null_count():,} null texts; an item "

@@ -95,3 +95,10 @@ def test_role_columns_of_the_wrong_kind_are_refused_naming_role_column_and_kind(
         LeakageAudit(**QUICK, fields=FIELDS).apply(train=train, test=_items(label=[1, 2, -1]))
     with pytest.raises(InputDataError, match="'options' \\(role choices\\) is String, not a list"):
         LeakageAudit(**QUICK, fields=FIELDS).apply(train=train, test=_items(options=["x y", "x y", "x y"]))
+
+
+def test_an_item_with_only_a_question_role_is_audited_whole_not_as_its_last_sentence(train):
+    # Without choices or answer the last variant is the question tail, which stood for the whole item: a leaked
+    # 40-word question was audited as its last 7 words and reported clean.
+    findings = LeakageAudit(**QUICK, fields={"question": "q"}).apply(train=train, test=_items())
+    assert findings["verdict"].to_list() == ["contaminated", "clean", "clean"]
