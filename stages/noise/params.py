@@ -18,6 +18,9 @@ _STOCHASTIC_TOL = 1e-6
 # typo such as 1e12 would otherwise write until the disk is full.
 MAX_ALPHA = 10_000
 Alpha = Annotated[float, Field(ge=0.0, le=MAX_ALPHA)]  # for a stage that declares alphas as a parameter type
+# The parameters only one mode reads: given to the other mode they would be ignored without a word.
+MODE_ONLY = {"flip": ("rate", "mapping", "matrix"),
+             "dilute": ("alpha", "exclude_true", "delta", "confusion", "feature_column")}
 
 
 def validate_params(self: Any) -> None:
@@ -32,10 +35,25 @@ def validate_params(self: Any) -> None:
             raise ParamError("classes", "needs at least 2 classes for label noise")
         if len(set(self.classes)) != len(self.classes):
             raise ParamError("classes", f"lists a class twice: {self.classes}")
+    refuse_other_mode_params(self)
     if self.mode == "flip":
         _validate_flip(self)
     else:
         _validate_dilute(self)
+
+
+def refuse_other_mode_params(self: Any) -> None:
+    """The parameters of the other mode that are set (not at their defaults), refused together: e.g. `alpha: 3`
+    with `mode: flip` would relabel at `rate` and add no rows, the alpha silently dropped."""
+    other = "dilute" if self.mode == "flip" else "flip"
+    defaults = {spec.name: spec.default for spec in type(self).param_specs()}
+    given = [name for name in MODE_ONLY[other] if getattr(self, name) != defaults[name]]
+    if given:
+        names = ", ".join(given)
+        raise ParamError(given[0], f"{names} {'is a' if len(given) == 1 else 'are'} {other}-mode parameter"
+                         f"{'s' * (len(given) > 1)}, unused by mode '{self.mode}' (which takes noise, "
+                         f"{', '.join(MODE_ONLY[self.mode])}); leave {'it' if len(given) == 1 else 'them'} out "
+                         f"or set mode: {other}")
 
 def _validate_flip(self: Any) -> None:
     kind = self.noise_kind
@@ -73,9 +91,6 @@ def _validate_dilute(self: Any) -> None:
                                   f"got {self.alpha!r}")
     if not (0.0 <= self.delta <= 1.0):
         raise ParamError("delta", f"must lie in [0, 1], got {self.delta!r}")
-    if self.rate is not None or self.mapping is not None or self.matrix is not None:
-        raise ParamError("rate" if self.rate is not None else "mapping" if self.mapping is not None else "matrix",
-                         "is a flip-mode parameter; dilute mode takes alpha, noise, delta and confusion")
     if self.noise_kind == "structured":
         c = self.confusion
         if isinstance(c, str):

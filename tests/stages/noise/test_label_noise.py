@@ -331,6 +331,10 @@ def test_dilute_streams_from_parquet_with_the_same_rows(digits, tmp_path, monkey
     ({"mode": "dilute", "noise": "structured", "confusion": "centroid"}, "feature_column"),
     ({"mode": "dilute", "delta": 1.2}, "delta"),
     ({"mode": "dilute", "rate": 0.2}, "rate"),
+    ({"mode": "dilute", "matrix": [[1.0, 0.0], [0.0, 1.0]]}, "matrix"),
+    ({"mode": "flip", "rate": 0.2, "alpha": 3}, "alpha"),  # were ignored without a word by flip
+    ({"mode": "flip", "rate": 0.2, "exclude_true": True}, "exclude_true"),
+    ({"mode": "flip", "rate": 0.2, "confusion": "centroid", "feature_column": "pixels"}, "confusion"),
     ({"mode": "flip", "rate": 0.2, "classes": [1]}, "classes"),
     ({"mode": "flip", "rate": 0.2, "classes": [1, 2], "mapping": None, "noise": "mapping"}, "mapping"),
     ({"mode": "flip", "rate": "a lot"}, "rate"),
@@ -469,3 +473,23 @@ def test_binary_ids_that_are_not_utf8_are_keyed_by_their_bytes(tmp_path):
     # A binary id that is valid UTF-8 digests as that text does: keyed draws do not depend on the column type.
     text = pl.Series(["a", "bé", "", "日本"])
     np.testing.assert_array_equal(id_digest(text.cast(pl.Binary)), id_digest(text))
+
+
+def test_the_other_modes_params_are_refused_by_validate_naming_them_all(tmp_path):
+    from cli_failures import refused_by_validate
+
+    pl.DataFrame({"id": range(30), "label": ["cat", "dog", "fox"] * 10}).write_parquet(tmp_path / "d.parquet")
+
+    def config(params: str) -> str:
+        return f"""
+name: bad
+steps:
+  - id: noisy
+    stage: label_noise
+    inputs: {tmp_path / 'd.parquet'}
+    params: {params}
+"""
+    message = refused_by_validate(tmp_path / "c.yaml", config("{mode: flip, rate: 0.2, alpha: 3, delta: 0.9}"))
+    assert "parameter 'alpha'" in message and "alpha, delta are dilute-mode parameters, unused by mode 'flip'" in message
+    message = refused_by_validate(tmp_path / "c.yaml", config("{mode: dilute, rate: 0.2, mapping: {cat: dog}}"))
+    assert "rate, mapping are flip-mode parameters, unused by mode 'dilute'" in message
