@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from pipeline.columns import is_text
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context
@@ -89,6 +90,36 @@ def check_source(stage: Any, data: Dataset, pool: Dataset, structured: bool) -> 
     if structured and not stage.feature_column:
         raise ParamError("feature_column", "structured noise on a 'source' input needs a vector column to "
                          "find each out-of-distribution input's nearest class")
+
+
+def value_kind(dtype: Any) -> str:
+    """What a column holds, as far as an added row's values may be cast between the data's and the source's types:
+    text, integers, floats, vectors (a list or array), or the type itself (booleans, dates, structs...)."""
+    if is_text(dtype):
+        return "text"
+    if dtype.is_integer():
+        return "integers"
+    if dtype.is_float():
+        return "floats"
+    if isinstance(dtype, (pl.List, pl.Array)):
+        return "vectors"
+    return str(dtype.base_type())
+
+
+def refuse_source_kinds(stage: Any, data: dict[str, Any], source: dict[str, Any], file: str | None) -> None:
+    """Added rows from `source` take the data's column types (they are appended to it): a source column of another
+    kind, e.g. Int64 where the data's text is String, would be cast without a word (numbers written as text).
+    `data` and `source` are polars schemas (a type of None, not declared, is not checked); the label column is
+    not read from source, and the id column has its own conversion (`rows.as_id_dtype`)."""
+    for column, dtype in data.items():
+        theirs = source.get(column)
+        if column in (stage.label_column, stage.id_column) or dtype is None or theirs is None:
+            continue
+        if value_kind(dtype) != value_kind(theirs):
+            raise InputDataError(
+                f"input 'source' column '{column}' is {theirs} ({value_kind(theirs)}), but the data's is {dtype} "
+                f"({value_kind(dtype)}); added rows are appended to the data, so cast it to {dtype} first",
+                file=file)
 
 
 def nearest_class(stage: Any, batch: pl.DataFrame, centroids: np.ndarray, label: str) -> np.ndarray:

@@ -493,3 +493,27 @@ steps:
     assert "parameter 'alpha'" in message and "alpha, delta are dilute-mode parameters, unused by mode 'flip'" in message
     message = refused_by_validate(tmp_path / "c.yaml", config("{mode: dilute, rate: 0.2, mapping: {cat: dog}}"))
     assert "rate, mapping are flip-mode parameters, unused by mode 'dilute'" in message
+
+
+def test_a_source_column_of_another_kind_is_refused_not_cast(tmp_path):
+    # An Int64 `text` in source was cast to the data's String without a word: numbers written as texts.
+    from cli_failures import refused_by_validate
+
+    data = pl.DataFrame({"id": range(30), "label": ["cat", "dog", "fox"] * 10, "text": [f"t{i}" for i in range(30)]})
+    source = pl.DataFrame({"id": range(100, 110), "text": range(10)})
+    with pytest.raises(InputDataError, match=r"input 'source' column 'text' is Int64 \(integers\), but the data's is "
+                                             r"String \(text\); .* cast it to String first") as err:
+        build(mode="dilute", alpha=1).apply(data, source=source)
+    assert err.value.file == "input 'source'"
+    assert build(mode="dilute", alpha=1).apply(data, source=source.cast({"text": pl.String})).height == 60
+    data.write_parquet(tmp_path / "d.parquet")
+    source.write_parquet(tmp_path / "s.parquet")
+    message = refused_by_validate(tmp_path / "c.yaml", f"""
+name: bad
+steps:
+  - id: noisy
+    stage: label_noise
+    inputs: {{data: {tmp_path / 'd.parquet'}, source: {tmp_path / 's.parquet'}}}
+    params: {{mode: dilute, alpha: 1}}
+""")
+    assert "step 'noisy' (stage 'label_noise')" in message and "input 'source' column 'text' is Int64" in message
