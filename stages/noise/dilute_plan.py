@@ -24,19 +24,21 @@ from stages.noise.params import check_stochastic
 from stages.noise.rows import batch_rows, class_index, class_positions, digests
 
 
-def confusion_matrix(stage: Any, ctx: Context, classes: pl.Series, centroids: np.ndarray | None) -> np.ndarray:
-    """C[i] = distribution of the structured label for clean class i (row-stochastic)."""
+def confusion_matrix(stage: Any, ctx: Context, classes: pl.Series, centroids: np.ndarray | None,
+                     file: str | None) -> np.ndarray:
+    """C[i] = distribution of the structured label for clean class i (row-stochastic); `file`, the data's, is named
+    where `confusion` does not fit its classes."""
     k = classes.len()
     c = stage.confusion
     if isinstance(c, dict):
         conf = np.full((k, k), 1.0 / k)  # classes the mapping leaves out get no preferred confusion
-        src = class_positions(classes, list(c), "confusion")
-        dst = class_positions(classes, list(c.values()), "confusion")
+        src = class_positions(classes, list(c), "confusion", file)
+        dst = class_positions(classes, list(c.values()), "confusion", file)
         conf[src] = 0.0
         conf[src, dst] = 1.0
         return conf
     if isinstance(c, list):
-        return check_stochastic("confusion", c, k)
+        return check_stochastic("confusion", c, k, file)
     if c == "derangement":
         rng = ctx.rng("label_noise", "derangement")
         while True:
@@ -72,7 +74,7 @@ def dilute_broadcast(stage: Any, ctx: Context, data: Dataset, classes: pl.Series
             raise ParamError("feature_column", "is required by confusion 'centroid'")
         out["centroids"] = centroids(stage, data, classes)
     k = classes.len()
-    out["conf"] = confusion_matrix(stage, ctx, classes, out["centroids"])
+    out["conf"] = confusion_matrix(stage, ctx, classes, out["centroids"], data.label)
     cdf = (np.arange(k)[:, None] + np.cumsum(out["conf"], axis=1)).reshape(-1)
     cdf[k - 1 :: k] = np.arange(1, k + 1)  # rows end exactly at the next row's start
     out["conf_cdf"] = cdf
@@ -126,7 +128,7 @@ def nearest_class(stage: Any, batch: pl.DataFrame, centroids: np.ndarray, label:
     x = vector_matrix(batch[stage.feature_column], "feature_column", finite=True, file=label)
     if x.shape[1] != centroids.shape[1]:
         raise InputDataError(f"'{stage.feature_column}' vectors in 'source' have {x.shape[1]} values, "
-                             f"the data's have {centroids.shape[1]}", param="feature_column")
+                             f"the data's have {centroids.shape[1]}", param="feature_column", file=label)
     d = (x**2).sum(1)[:, None] - 2 * x @ centroids.T + (centroids**2).sum(1)[None, :]
     return d.argmin(axis=1)
 

@@ -109,7 +109,9 @@ def check_known(param: str, names: Any, classes: list[Any]) -> None:
     if unknown:
         raise ParamError(param, f"names unknown class(es) {unknown}; the classes are {list(classes)}")
 
-def check_stochastic(param: str, matrix: Any, k: int | None) -> np.ndarray:
+def check_stochastic(param: str, matrix: Any, k: int | None, file: str | None = None) -> np.ndarray:
+    """The matrix as an array, refused unless K x K and row-stochastic; `file` names the data when K was counted
+    from its labels (when running), not from `classes`."""
     try:
         t = np.asarray(matrix, dtype=np.float64)
     except (TypeError, ValueError):
@@ -117,7 +119,8 @@ def check_stochastic(param: str, matrix: Any, k: int | None) -> np.ndarray:
     if t.ndim != 2 or t.shape[0] != t.shape[1]:
         raise ParamError(param, f"must be square (K x K), got shape {t.shape}")
     if k is not None and t.shape[0] != k:
-        raise ParamError(param, f"is {t.shape[0]} x {t.shape[0]} but there are {k} classes; it must be {k} x {k}")
+        raise ParamError(param, f"is {t.shape[0]} x {t.shape[0]} but there are {k} classes; it must be {k} x {k}",
+                         file=file)
     if not np.all(np.isfinite(t)) or np.any(t < 0):
         raise ParamError(param, "entries must be finite and >= 0")
     sums = t.sum(axis=1)

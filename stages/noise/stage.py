@@ -162,7 +162,7 @@ class LabelNoise(PartitionedStage):
         classes, class_rows = class_table(self, data, need_rows=self.mode == "flip")
         out: dict[str, Any] = {"classes": classes, "class_rows": class_rows, "label": data.label}
         if self.mode == "flip":
-            out["matrix"] = flip_matrix(self, classes)
+            out["matrix"] = flip_matrix(self, classes, data.label)
             out["flip_key"] = stream_key(ctx.seed, "label_noise", "flip")
         else:
             out.update(dilute_broadcast(self, ctx, data, classes, source is not None))

@@ -517,3 +517,41 @@ steps:
     params: {{mode: dilute, alpha: 1}}
 """)
     assert "step 'noisy' (stage 'label_noise')" in message and "input 'source' column 'text' is Int64" in message
+
+
+@pytest.mark.parametrize(("params", "param", "message"), [
+    ({"mode": "flip", "rate": {"cat": 0.2, "cow": 0.1}}, "rate", "names unknown class 'cow'"),
+    ({"mode": "flip", "noise": "mapping", "rate": 0.2, "mapping": {"cat": "cow"}}, "mapping", "unknown class 'cow'"),
+    ({"mode": "dilute", "noise": "structured", "confusion": {"cow": "cat"}}, "confusion", "unknown class 'cow'"),
+    ({"mode": "flip", "noise": "matrix", "matrix": [[1.0, 0.0], [0.0, 1.0]]}, "matrix", "is 2 x 2 but there are 3"),
+    ({"mode": "dilute", "noise": "structured", "confusion": [[0.0, 1.0], [1.0, 0.0]]}, "confusion", "is 2 x 2"),
+])
+def test_params_that_do_not_fit_the_datas_classes_name_its_file(tmp_path, params, param, message):
+    # The classes come from the data's labels here (no `classes`): the refusal named the parameter, not the file.
+    from cli_failures import fails_cleanly
+
+    pl.DataFrame({"id": range(30), "label": ["cat", "dog", "fox"] * 10}).write_parquet(tmp_path / "d.parquet")
+    with pytest.raises(ParamError, match=message) as err:
+        build(**params).apply(pl.read_parquet(tmp_path / "d.parquet"))
+    assert err.value.param == param and err.value.file == "input 'data'"
+    if param == "rate":
+        fails_cleanly(tmp_path, f"""
+name: bad
+steps:
+  - id: noisy
+    stage: label_noise
+    inputs: {tmp_path / 'd.parquet'}
+    params: {{mode: flip, rate: {{cat: 0.2, cow: 0.1}}}}
+""", f"parameter 'rate', file '{tmp_path / 'd.parquet'}': names unknown class 'cow'", "list the classes")
+
+
+def test_source_refusals_name_the_source():
+    data = pl.DataFrame({"id": range(30), "label": ["cat", "dog", "fox"] * 10, "feat": [[0.0, 1.0, 2.0]] * 30})
+    short = pl.DataFrame({"id": range(100, 110), "feat": [[0.0, 1.0]] * 10})
+    with pytest.raises(InputDataError, match="'feat' vectors in 'source' have 2 values") as err:
+        build(mode="dilute", noise="structured", feature_column="feat").apply(data, source=short)
+    assert err.value.file == "input 'source'"
+    text_ids = pl.DataFrame({"id": [f"s{i}" for i in range(10)], "feat": [[0.0, 1.0, 2.0]] * 10})
+    with pytest.raises(InputDataError, match="ids of input 'source' \\(String\\) do not convert") as err:
+        build(mode="dilute").apply(data, source=text_ids)
+    assert err.value.file == "input 'source'"
