@@ -133,8 +133,8 @@ def refuse_nulls(data: Dataset, column: str | list[str], consequence: str, *, ki
     """Refuse an input whose column holds nulls (counted exactly, see `null_count`), in one line naming the column,
     the file and what a row's value is (`kind`, a singular noun: "text", "label"), and saying what a null row
     would have come to (`consequence`). With `every_row`, only a column null in every row is refused (for a stage
-    that reads a null as empty: then nothing at all is left to measure). With a list of columns (the fields one value is
-    joined from), the rows null in all of them (`null_rows`)."""
+    that reads a null as empty: then nothing at all is left to measure). With a list of columns (the fields one
+    value is joined from), the rows null in all of them (`null_rows`)."""
     columns = [column] if isinstance(column, str) else list(column)
     nulls = null_count(data, columns[0]) if len(columns) == 1 else null_rows(data, columns)
     if not nulls or (every_row and nulls < data.num_rows):

@@ -47,13 +47,19 @@ def refuse_other_mode_params(self: Any) -> None:
     with `mode: flip` would relabel at `rate` and add no rows, the alpha silently dropped."""
     other = "dilute" if self.mode == "flip" else "flip"
     defaults = {spec.name: spec.default for spec in type(self).param_specs()}
-    given = [name for name in MODE_ONLY[other] if getattr(self, name) != defaults[name]]
-    if given:
-        names = ", ".join(given)
-        raise ParamError(given[0], f"{names} {'is a' if len(given) == 1 else 'are'} {other}-mode parameter"
-                         f"{'s' * (len(given) > 1)}, unused by mode '{self.mode}' (which takes noise, "
-                         f"{', '.join(MODE_ONLY[self.mode])}); leave {'it' if len(given) == 1 else 'them'} out "
-                         f"or set mode: {other}")
+    given = [name for name in MODE_ONLY[other] if _is_set(getattr(self, name), defaults[name])]
+    if not given:
+        return
+    several = len(given) > 1
+    raise ParamError(given[0], f"{', '.join(given)} {'are' if several else 'is a'} {other}-mode "
+                               f"parameter{'s' if several else ''}, unused by mode '{self.mode}' (which takes noise, "
+                               f"{', '.join(MODE_ONLY[self.mode])}); leave {'them' if several else 'it'} out or set "
+                               f"mode: {other}")
+
+
+def _is_set(value: Any, default: Any) -> bool:
+    """Does a parameter differ from its default (`is not None` for a None default: a matrix may be an array)?"""
+    return value is not None if default is None else bool(value != default)
 
 def _validate_flip(self: Any) -> None:
     kind = self.noise_kind
