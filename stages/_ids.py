@@ -128,21 +128,35 @@ def null_rows(data: Dataset, columns: list[str]) -> int:
     return sum(int(batch.select(every.sum()).item()) for batch in data.iter_batches(ID_BATCH_ROWS, columns=columns))
 
 
-def refuse_null_texts(data: Dataset, column: str | list[str], consequence: str, *, input_name: str | None = None,
-                      param: str = "text_column") -> None:
-    """Refuse an input whose text column holds nulls (counted exactly, see `null_count`), saying what a null
-    row would have come to (`consequence`): a stage that read one as '' would lose it without a word. With a
-    list of columns (the fields one text is joined from), the rows null in all of them (`null_rows`)."""
+def refuse_nulls(data: Dataset, column: str | list[str], consequence: str, *, kind: str, param: str,
+                 input_name: str | None = None, every_row: bool = False) -> None:
+    """Refuse an input whose column holds nulls (counted exactly, see `null_count`), in one line naming the column,
+    the file and what a row's value is (`kind`, a singular noun: "text", "label"), and saying what a null row
+    would have come to (`consequence`). With `every_row`, only a column null in every row is refused (for a stage
+    that reads a null as empty: then nothing at all is left to measure). With a list of columns (the fields one
+    value is joined from), the rows null in all of them (`null_rows`)."""
     columns = [column] if isinstance(column, str) else list(column)
     nulls = null_count(data, columns[0]) if len(columns) == 1 else null_rows(data, columns)
-    if not nulls:
+    if not nulls or (every_row and nulls < data.num_rows):
         return
-    if len(columns) == 1:
-        what = f"{_where(input_name)}column '{columns[0]}' has {nulls:,} null texts"
+    named = ", ".join(repr(c) for c in columns)
+    if every_row:
+        what = (f"{_where(input_name)}column{'s' * (len(columns) > 1)} {named} "
+                f"{'hold' if len(columns) > 1 else 'holds'} no {kind} (all {nulls:,} rows null)")
+        todo = f"check that {param} names the right column, or fill it"
+    elif len(columns) == 1:
+        what, todo = f"{_where(input_name)}column {named} has {nulls:,} null {kind}s", "drop or fill them first"
     else:
-        what = (f"{_where(input_name) or 'the input '}has {nulls:,} rows with no text (columns "
-                f"{', '.join(repr(c) for c in columns)} all null)")
-    raise InputDataError(f"{what}; {consequence}; drop or fill them first", param=param, file=data.label)
+        what = f"{_where(input_name) or 'the input '}has {nulls:,} rows with no {kind} (columns {named} all null)"
+        todo = "drop or fill them first"
+    raise InputDataError(f"{what}; {consequence}; {todo}", param=param, file=data.label)
+
+
+def refuse_null_texts(data: Dataset, column: str | list[str], consequence: str, *, input_name: str | None = None,
+                      param: str = "text_column") -> None:
+    """`refuse_nulls` of a text column (or the fields one text is joined from): a stage that read a null as ''
+    would lose its row without a word."""
+    refuse_nulls(data, column, consequence, kind="text", param=param, input_name=input_name)
 
 
 def nan_count(data: Dataset, column: str) -> int:

@@ -13,6 +13,7 @@ import json
 import numpy as np
 import polars as pl
 
+from pipeline.columns import is_numeric
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
@@ -133,11 +134,35 @@ class CollapseReport(Stage):
         return {**{c: schema[c] for c in keys}, self.x: schema.get(self.x), "metric": pl.String,
                 "value": pl.Float64, "relative_to_first": pl.Float64}
 
+    def validate(self) -> None:
+        """Each column in one role: `x`, `line`, a metric and the replicate column 'seed' are selected side by side
+        into the long table, so a column named twice would be a duplicate there (a polars error at run time)."""
+        roles = [("seed", "seed"), ("x", self.x), *([("line", self.line)] if self.line else []),
+                 *(("metrics", m) for m in self.metrics or ())]
+        seen: dict[str, str] = {}
+        for param, column in roles:
+            first = seen.get(column)
+            if first == param:
+                raise ParamError(param, f"lists column '{column}' twice; name each metric once")
+            if first is not None:
+                where = "keys the replicates" if first == "seed" else f"is already named by parameter '{first}'"
+                instead = "name another column" + (" or set line: null" if param == "line" else "")
+                raise ParamError(param, f"names column '{column}', which {where}; a column takes one role (x, line "
+                                 f"or a metric), so {instead}")
+            seen[column] = param
+
     def required_columns(self):
         cols = {self.x: "x"}
         if self.metrics:
             cols.update({m: "metrics" for m in self.metrics})
         return {"metrics": cols}
+
+    def required_column_types(self):
+        """The named metrics are plotted as numbers: a text column is refused from the schema (by `pipeline
+        validate` too), not in a cast when the step runs."""
+        types = super().required_column_types()
+        types.setdefault("metrics", {}).update({m: "numeric" for m in self.metrics or ()})
+        return types
 
     @classmethod
     def example(cls):
@@ -150,14 +175,14 @@ class CollapseReport(Stage):
         from matplotlib.figure import Figure
 
         table = metrics.collect()
-        long, images = self._curves(table, Figure, "curves.png", write_singles=True)
+        long, images = self._curves(table, metrics.label, Figure, "curves.png", write_singles=True)
         if corpus_metrics is not None:
-            _, corpus_images = self._curves(corpus_metrics.collect(), Figure, "corpus-curves.png",
-                                            write_singles=False)
+            _, corpus_images = self._curves(corpus_metrics.collect(), corpus_metrics.label, Figure,
+                                            "corpus-curves.png", write_singles=False)
             images.update(corpus_images)
         if perplexity is not None:
             line = self.line if self.line and self.line in table.columns else None
-            images["perplexity.png"] = self._histograms(perplexity.collect(), line, Figure)
+            images["perplexity.png"] = self._histograms(perplexity.collect(), perplexity.label, line, Figure)
         for name, data in images.items():
             ctx.artefact_path(name).write_bytes(data)
         line = self.line if self.line and self.line in table.columns else None
@@ -169,14 +194,21 @@ class CollapseReport(Stage):
         ctx.record("artefacts", sorted([*images, "report.html"]))
         return long
 
-    def _long(self, table: pl.DataFrame) -> tuple[pl.DataFrame, list[str], list[str], str | None]:
+    def _long(self, table: pl.DataFrame, label: str | None) -> tuple[pl.DataFrame, list[str], list[str], str | None]:
+        """The metrics in long form; `label` names the input's file in a refusal."""
         line = self.line if self.line and self.line in table.columns else None
         if self.line and line is None and self.line != "schedule":
-            raise InputDataError(f"input 'metrics' has no column '{self.line}'", param="line")
-        names = [m for m in (self.metrics or DEFAULT_PLOT_METRICS)
-                 if m in table.columns and table[m].cast(pl.Float64).is_not_nan().any()]
+            raise InputDataError(f"input 'metrics' has no column '{self.line}'", param="line", file=label)
+        keys_in_use = {self.x, line, "seed"}
+        candidates = [m for m in (self.metrics or DEFAULT_PLOT_METRICS) if m in table.columns and m not in keys_in_use]
+        text = [m for m in candidates if not is_numeric(table.schema[m])]
+        if text:
+            raise InputDataError(f"metric column '{text[0]}' is {table.schema[text[0]]}, not numeric; cast it to a "
+                                 "number first or leave it out of metrics", param="metrics", file=label)
+        names = [m for m in candidates if table[m].cast(pl.Float64).is_not_nan().any()]
         if not names:
-            raise ParamError("metrics", f"none of the metrics to plot are in the table; columns: {table.columns}")
+            raise ParamError("metrics", f"none of the metrics to plot ({', '.join(candidates) or 'none present'}) "
+                             f"has a value in the table (all null or NaN); columns: {table.columns}", file=label)
         keys = [line] if line else []
         seed = ["seed"] if "seed" in table.columns else []
         long = (table.select([*keys, *seed, self.x, *[pl.col(m).cast(pl.Float64) for m in names]])
@@ -187,11 +219,11 @@ class CollapseReport(Stage):
         long = long.with_columns(relative_to_first=pl.when(base != 0).then(pl.col("value") / base))
         return long, names, keys, line
 
-    def _curves(self, table: pl.DataFrame, figure_cls, grid_name: str, write_singles: bool):
+    def _curves(self, table: pl.DataFrame, label: str | None, figure_cls, grid_name: str, write_singles: bool):
         """Long-form metrics and the PNGs of their curves (one grid, and one file per metric)."""
         from matplotlib.ticker import MaxNLocator
 
-        long, names, keys, line = self._long(table)
+        long, names, keys, line = self._long(table, label)
         column = "relative_to_first" if self.relative else "value"
         bands = seed_bands(long.drop_nulls(column), keys, self.x, column)
         lines = long[line].unique(maintain_order=True).sort().to_list() if line else [None]
@@ -238,10 +270,10 @@ class CollapseReport(Stage):
         images[grid_name] = png_bytes(grid)
         return long, images
 
-    def _histograms(self, ppl: pl.DataFrame, line: str | None, figure_cls) -> bytes:
+    def _histograms(self, ppl: pl.DataFrame, label: str | None, line: str | None, figure_cls) -> bytes:
         if "perplexity" not in ppl.columns or self.x not in ppl.columns:
             raise InputDataError(f"input 'perplexity' needs columns 'perplexity' and '{self.x}'; "
-                                 f"it has {ppl.columns}", param="x")
+                                 f"it has {ppl.columns}", param="x", file=label)
         panels = ppl[line].unique().sort().to_list() if line and line in ppl.columns else [None]
         fig = figure_cls(figsize=(4.5 * len(panels), 3.6), layout="constrained")
         axes = fig.subplots(1, len(panels), squeeze=False).ravel()

@@ -12,7 +12,7 @@ from pipeline.io import Dataset
 from pipeline.params import Annotated, Field, NonNegativeInt
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
-from stages._ids import null_count, refuse_nans
+from stages._ids import refuse_nans, refuse_nulls
 from stages.metrics import finish as finishing
 from stages.metrics.partial import MetricsPartial, measure_partition
 from stages.synthetic import NGramLM
@@ -133,13 +133,11 @@ class CorpusMetrics(PartitionedStage):
         self._check_auto_groups(schema, data.label)
         self._check_reference_generation(schema, data.label, "reference" in inputs and inputs["reference"] is not None)
         for name in ("data", "reference"):
-            given = inputs.get(name)
-            rows = given.num_rows if given is not None else 0
-            if rows and null_count(given, self.text_column) == rows:
-                # Null texts count as empty documents; a corpus of nothing but them has no metric to report
-                # (and a reference of them no model to fit).
-                raise InputDataError(f"input '{name}' column '{self.text_column}' holds no text (all {rows:,} rows "
-                                     "null)", param="text_column", file=given.label)
+            # Null texts count as empty documents; a corpus of nothing but them has no metric to report (and a
+            # reference of them no model to fit).
+            if inputs.get(name) is not None:
+                refuse_nulls(inputs[name], self.text_column, "an input of nothing but empty documents has no metric "
+                             "to measure", kind="text", param="text_column", input_name=name, every_row=True)
         # A float key is a key like any other, but NaN equals nothing: partitions' groups would not merge.
         for column in self.groups_of(data.columns):
             refuse_nans(data, column, "NaN equals no other value, so its rows would make one group per partition",

@@ -109,7 +109,9 @@ def added_rows(stage: Any, run: Dilution, batch: pl.DataFrame, off: int, keep: n
     noisy = class_labels(run.classes, drawn)
     if run.ood:
         clean = pl.Series(label, [None] * batch.height, dtype=schema[label])
-        body = batch.select([pl.col(c).cast(schema[c]) for c in out_columns if c != label])
+        # The id is replaced by a fresh one below (its source's, converted by `as_id_dtype`, is kept in source_id).
+        body = batch.select([pl.col(c) if c == stage.id_column else pl.col(c).cast(schema[c])
+                             for c in out_columns if c != label])
         body = body.with_columns(clean.alias(label)).select(out_columns)
     else:
         clean = batch[label]  # the pool is the data: its label is the truth
@@ -124,7 +126,7 @@ def added_rows(stage: Any, run: Dilution, batch: pl.DataFrame, off: int, keep: n
             new_ids = _suffixed(src_ids, f"{'~s' if run.ood else '~n'}{cycle}")
         body = body.with_columns(new_ids.alias(stage.id_column))
     # An added row is 'added' even when its drawn label happens to be the true one.
-    return decorate(label, body, noisy, clean, is_noisy, "added", as_id_dtype(stage, src_ids, schema))
+    return decorate(label, body, noisy, clean, is_noisy, "added", as_id_dtype(stage, src_ids, schema, run.pool.label))
 
 
 def _suffixed(ids: pl.Series, suffix: str) -> pl.Series:

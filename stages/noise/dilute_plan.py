@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from pipeline.columns import is_text
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.stage import Context
@@ -23,19 +24,21 @@ from stages.noise.params import check_stochastic
 from stages.noise.rows import batch_rows, class_index, class_positions, digests
 
 
-def confusion_matrix(stage: Any, ctx: Context, classes: pl.Series, centroids: np.ndarray | None) -> np.ndarray:
-    """C[i] = distribution of the structured label for clean class i (row-stochastic)."""
+def confusion_matrix(stage: Any, ctx: Context, classes: pl.Series, centroids: np.ndarray | None,
+                     file: str | None) -> np.ndarray:
+    """C[i] = distribution of the structured label for clean class i (row-stochastic); `file`, the data's, is named
+    where `confusion` does not fit its classes."""
     k = classes.len()
     c = stage.confusion
     if isinstance(c, dict):
         conf = np.full((k, k), 1.0 / k)  # classes the mapping leaves out get no preferred confusion
-        src = class_positions(classes, list(c), "confusion")
-        dst = class_positions(classes, list(c.values()), "confusion")
+        src = class_positions(classes, list(c), "confusion", file)
+        dst = class_positions(classes, list(c.values()), "confusion", file)
         conf[src] = 0.0
         conf[src, dst] = 1.0
         return conf
     if isinstance(c, list):
-        return check_stochastic("confusion", c, k)
+        return check_stochastic("confusion", c, k, file)
     if c == "derangement":
         rng = ctx.rng("label_noise", "derangement")
         while True:
@@ -71,7 +74,7 @@ def dilute_broadcast(stage: Any, ctx: Context, data: Dataset, classes: pl.Series
             raise ParamError("feature_column", "is required by confusion 'centroid'")
         out["centroids"] = centroids(stage, data, classes)
     k = classes.len()
-    out["conf"] = confusion_matrix(stage, ctx, classes, out["centroids"])
+    out["conf"] = confusion_matrix(stage, ctx, classes, out["centroids"], data.label)
     cdf = (np.arange(k)[:, None] + np.cumsum(out["conf"], axis=1)).reshape(-1)
     cdf[k - 1 :: k] = np.arange(1, k + 1)  # rows end exactly at the next row's start
     out["conf_cdf"] = cdf
@@ -91,11 +94,41 @@ def check_source(stage: Any, data: Dataset, pool: Dataset, structured: bool) -> 
                          "find each out-of-distribution input's nearest class")
 
 
+def value_kind(dtype: Any) -> str:
+    """What a column holds, as far as an added row's values may be cast between the data's and the source's types:
+    text, integers, floats, vectors (a list or array), or the type itself (booleans, dates, structs...)."""
+    if is_text(dtype):
+        return "text"
+    if dtype.is_integer():
+        return "integers"
+    if dtype.is_float():
+        return "floats"
+    if isinstance(dtype, (pl.List, pl.Array)):
+        return "vectors"
+    return str(dtype.base_type())
+
+
+def refuse_source_kinds(stage: Any, data: dict[str, Any], source: dict[str, Any], file: str | None) -> None:
+    """Added rows from `source` take the data's column types (they are appended to it): a source column of another
+    kind, e.g. Int64 where the data's text is String, would be cast without a word (numbers written as text).
+    `data` and `source` are polars schemas (a type of None, not declared, is not checked); the label column is
+    not read from source, and the id column has its own conversion (`rows.as_id_dtype`)."""
+    for column, dtype in data.items():
+        theirs = source.get(column)
+        if column in (stage.label_column, stage.id_column) or dtype is None or theirs is None:
+            continue
+        if value_kind(dtype) != value_kind(theirs):
+            raise InputDataError(
+                f"input 'source' column '{column}' is {theirs} ({value_kind(theirs)}), but the data's is {dtype} "
+                f"({value_kind(dtype)}); added rows are appended to the data, so cast it to {dtype} first",
+                file=file)
+
+
 def nearest_class(stage: Any, batch: pl.DataFrame, centroids: np.ndarray, label: str) -> np.ndarray:
     x = vector_matrix(batch[stage.feature_column], "feature_column", finite=True, file=label)
     if x.shape[1] != centroids.shape[1]:
         raise InputDataError(f"'{stage.feature_column}' vectors in 'source' have {x.shape[1]} values, "
-                             f"the data's have {centroids.shape[1]}", param="feature_column")
+                             f"the data's have {centroids.shape[1]}", param="feature_column", file=label)
     d = (x**2).sum(1)[:, None] - 2 * x @ centroids.T + (centroids**2).sum(1)[None, :]
     return d.argmin(axis=1)
 

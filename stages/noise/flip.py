@@ -15,15 +15,16 @@ from stages.noise.params import MATRIX_CONVENTION, check_stochastic
 from stages.noise.rows import batch_rows, class_labels, class_positions, decorate, source_ids, transitions
 
 
-def flip_matrix(stage: Any, classes: pl.Series) -> np.ndarray:
-    """The requested transition matrix T (rows = clean class, each row sums to 1)."""
+def flip_matrix(stage: Any, classes: pl.Series, file: str | None) -> np.ndarray:
+    """The requested transition matrix T (rows = clean class, each row sums to 1); `file`, the data's, is named
+    where a parameter does not fit its classes."""
     k = classes.len()
     kind = stage.noise_kind
     if kind == "matrix":
-        return check_stochastic("matrix", stage.matrix, k)
+        return check_stochastic("matrix", stage.matrix, k, file)
     rates = np.zeros(k)
     if isinstance(stage.rate, dict):
-        rates[class_positions(classes, list(stage.rate), "rate")] = list(stage.rate.values())
+        rates[class_positions(classes, list(stage.rate), "rate", file)] = list(stage.rate.values())
     else:
         rates[:] = float(stage.rate)
     t = np.diag(1.0 - rates)
@@ -33,8 +34,8 @@ def flip_matrix(stage: Any, classes: pl.Series) -> np.ndarray:
     elif kind == "pairflip":
         t[idx, (idx + 1) % k] += rates
     else:  # mapping
-        src = class_positions(classes, list(stage.mapping), "mapping")
-        dst = class_positions(classes, list(stage.mapping.values()), "mapping")
+        src = class_positions(classes, list(stage.mapping), "mapping", file)
+        dst = class_positions(classes, list(stage.mapping.values()), "mapping", file)
         unmapped = np.setdiff1d(idx, src)
         t[unmapped, unmapped] = 1.0
         t[src, dst] += rates[src]

@@ -18,6 +18,9 @@ _STOCHASTIC_TOL = 1e-6
 # typo such as 1e12 would otherwise write until the disk is full.
 MAX_ALPHA = 10_000
 Alpha = Annotated[float, Field(ge=0.0, le=MAX_ALPHA)]  # for a stage that declares alphas as a parameter type
+# The parameters only one mode reads: given to the other mode they would be ignored without a word.
+MODE_ONLY = {"flip": ("rate", "mapping", "matrix"),
+             "dilute": ("alpha", "exclude_true", "delta", "confusion", "feature_column")}
 
 
 def validate_params(self: Any) -> None:
@@ -32,10 +35,31 @@ def validate_params(self: Any) -> None:
             raise ParamError("classes", "needs at least 2 classes for label noise")
         if len(set(self.classes)) != len(self.classes):
             raise ParamError("classes", f"lists a class twice: {self.classes}")
+    refuse_other_mode_params(self)
     if self.mode == "flip":
         _validate_flip(self)
     else:
         _validate_dilute(self)
+
+
+def refuse_other_mode_params(self: Any) -> None:
+    """The parameters of the other mode that are set (not at their defaults), refused together: e.g. `alpha: 3`
+    with `mode: flip` would relabel at `rate` and add no rows, the alpha silently dropped."""
+    other = "dilute" if self.mode == "flip" else "flip"
+    defaults = {spec.name: spec.default for spec in type(self).param_specs()}
+    given = [name for name in MODE_ONLY[other] if _is_set(getattr(self, name), defaults[name])]
+    if not given:
+        return
+    several = len(given) > 1
+    raise ParamError(given[0], f"{', '.join(given)} {'are' if several else 'is a'} {other}-mode "
+                               f"parameter{'s' if several else ''}, unused by mode '{self.mode}' (which takes noise, "
+                               f"{', '.join(MODE_ONLY[self.mode])}); leave {'them' if several else 'it'} out or set "
+                               f"mode: {other}")
+
+
+def _is_set(value: Any, default: Any) -> bool:
+    """Does a parameter differ from its default (`is not None` for a None default: a matrix may be an array)?"""
+    return value is not None if default is None else bool(value != default)
 
 def _validate_flip(self: Any) -> None:
     kind = self.noise_kind
@@ -73,9 +97,6 @@ def _validate_dilute(self: Any) -> None:
                                   f"got {self.alpha!r}")
     if not (0.0 <= self.delta <= 1.0):
         raise ParamError("delta", f"must lie in [0, 1], got {self.delta!r}")
-    if self.rate is not None or self.mapping is not None or self.matrix is not None:
-        raise ParamError("rate" if self.rate is not None else "mapping" if self.mapping is not None else "matrix",
-                         "is a flip-mode parameter; dilute mode takes alpha, noise, delta and confusion")
     if self.noise_kind == "structured":
         c = self.confusion
         if isinstance(c, str):
@@ -94,7 +115,9 @@ def check_known(param: str, names: Any, classes: list[Any]) -> None:
     if unknown:
         raise ParamError(param, f"names unknown class(es) {unknown}; the classes are {list(classes)}")
 
-def check_stochastic(param: str, matrix: Any, k: int | None) -> np.ndarray:
+def check_stochastic(param: str, matrix: Any, k: int | None, file: str | None = None) -> np.ndarray:
+    """The matrix as an array, refused unless K x K and row-stochastic; `file` names the data when K was counted
+    from its labels (when running), not from `classes`."""
     try:
         t = np.asarray(matrix, dtype=np.float64)
     except (TypeError, ValueError):
@@ -102,7 +125,8 @@ def check_stochastic(param: str, matrix: Any, k: int | None) -> np.ndarray:
     if t.ndim != 2 or t.shape[0] != t.shape[1]:
         raise ParamError(param, f"must be square (K x K), got shape {t.shape}")
     if k is not None and t.shape[0] != k:
-        raise ParamError(param, f"is {t.shape[0]} x {t.shape[0]} but there are {k} classes; it must be {k} x {k}")
+        raise ParamError(param, f"is {t.shape[0]} x {t.shape[0]} but there are {k} classes; it must be {k} x {k}",
+                         file=file)
     if not np.all(np.isfinite(t)) or np.any(t < 0):
         raise ParamError(param, "entries must be finite and >= 0")
     sums = t.sum(axis=1)

@@ -158,12 +158,15 @@ def class_labels(classes: pl.Series, idx: np.ndarray) -> pl.Series:
     return classes.gather(idx)
 
 
-def class_positions(classes: pl.Series, values: Any, param: str) -> np.ndarray:
+def class_positions(classes: pl.Series, values: Any, param: str, file: str | None) -> np.ndarray:
+    """The index of each class a parameter names; `file` (the data's, whose labels are the classes unless `classes`
+    lists them) is named when one is not a class."""
     lookup = {json_value(c): i for i, c in enumerate(classes.to_list())}
     out = []
     for v in values:
         if v not in lookup:
-            raise ParamError(param, f"names unknown class {v!r}; the classes are {list(lookup)}")
+            raise ParamError(param, f"names unknown class {v!r}; the classes are {list(lookup)}", file=file,
+                             hint="name one of them, or list the classes with the parameter 'classes'")
         out.append(lookup[v])
     return np.asarray(out, dtype=np.int64)
 
@@ -189,7 +192,7 @@ def source_ids(stage: Any, batch: pl.DataFrame, offset: int) -> pl.Series:
     return batch[stage.id_column].alias("source_id")
 
 
-def as_id_dtype(stage: Any, ids: pl.Series, schema: pl.Schema) -> pl.Series:
+def as_id_dtype(stage: Any, ids: pl.Series, schema: pl.Schema, file: str | None) -> pl.Series:
     """`source_id` keeps the data's id type, so added rows from `source` concatenate with the rest."""
     if not stage.id_column or ids.dtype == schema[stage.id_column]:
         return ids
@@ -198,7 +201,7 @@ def as_id_dtype(stage: Any, ids: pl.Series, schema: pl.Schema) -> pl.Series:
     except pl.exceptions.InvalidOperationError:
         raise InputDataError(
             f"ids of input 'source' ({ids.dtype}) do not convert to the data's id type "
-            f"({schema[stage.id_column]}); give both tables the same id type", param="id_column",
+            f"({schema[stage.id_column]}); give both tables the same id type", param="id_column", file=file,
         ) from None
 
 

@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal
 import polars as pl
 import pyarrow as pa
 
+from pipeline.columns import polars_schema
 from pipeline.errors import InputDataError
 from pipeline.io import Dataset
 from pipeline.partitioned import (
@@ -19,7 +20,7 @@ from pipeline.stage import Context
 from stages._hashing import stream_key
 from stages._ids import refuse_bad_id_column
 from stages.noise.dilute import dilute_rows
-from stages.noise.dilute_plan import dilute_broadcast
+from stages.noise.dilute_plan import dilute_broadcast, refuse_source_kinds
 from stages.noise.flip import flip_matrix, flip_rows
 from stages.noise.params import check_known, check_stochastic, validate_params
 from stages.noise.rows import NOISE_COLUMNS, class_table, with_label_kind
@@ -89,6 +90,8 @@ class LabelNoise(PartitionedStage):
         self.id_column = id_column
 
     def output_schema(self, inputs):
+        if self.mode == "dilute" and inputs.get("source") is not None:  # `pipeline validate` knows both schemas
+            refuse_source_kinds(self, inputs["data"], inputs["source"], None)
         return {**inputs["data"], **{c: None for c in NOISE_COLUMNS}}
 
     def side_output_names(self):
@@ -125,7 +128,11 @@ class LabelNoise(PartitionedStage):
         """Ids unique in each input, whatever the draw: a repeated id draws its twin's fate (both rows flip, to the
         same class, or neither), so the realised noise on record would not be per row. Before, only twins that fell
         either side of a cut were refused (`counts.choose_flips`), so the same data passed at one rate or seed and
-        failed at another."""
+        failed at another. A dilute `source` must hold each data column in the same kind (`refuse_source_kinds`)."""
+        source = inputs.get("source")
+        if self.mode == "dilute" and source is not None:
+            refuse_source_kinds(self, polars_schema(inputs["data"].schema), polars_schema(source.schema),
+                                source.label)
         if not self.id_column:
             return
         for name in ("data", "source"):
@@ -155,7 +162,7 @@ class LabelNoise(PartitionedStage):
         classes, class_rows = class_table(self, data, need_rows=self.mode == "flip")
         out: dict[str, Any] = {"classes": classes, "class_rows": class_rows, "label": data.label}
         if self.mode == "flip":
-            out["matrix"] = flip_matrix(self, classes)
+            out["matrix"] = flip_matrix(self, classes, data.label)
             out["flip_key"] = stream_key(ctx.seed, "label_noise", "flip")
         else:
             out.update(dilute_broadcast(self, ctx, data, classes, source is not None))

@@ -20,7 +20,7 @@ from pipeline.io import Dataset
 from pipeline.params import NonNegativeFloat
 from pipeline.stage import Context, Stage
 from stages._hashing import id_uniform
-from stages._ids import null_count, refuse_bad_id_column, refuse_nans
+from stages._ids import refuse_bad_id_column, refuse_nans, refuse_nulls
 from stages.embedding import vectors_to_series
 from stages.noise import vector_matrix
 from stages.scaling import training
@@ -158,11 +158,8 @@ class ScalingCurve(Stage):
         data, test = inputs["data"], inputs["test"]
         self._refuse_other_widths(data, test)
         for name, dataset in inputs.items():
-            nulls = null_count(dataset, self.label_column)
-            if nulls:
-                raise InputDataError(f"input '{name}' column '{self.label_column}' has {nulls:,} null labels; "
-                                     "every row needs a class; drop or fill those rows first",
-                                     param="label_column", file=dataset.label)
+            refuse_nulls(dataset, self.label_column, "every row needs a class", kind="label", param="label_column",
+                         input_name=name)
             refuse_nans(dataset, self.label_column, "a NaN label is a class of its own that sorts nowhere",
                         param="label_column", input_name=name)
         kinds = {name: polars_schema(dataset.schema)[self.label_column] for name, dataset in inputs.items()}

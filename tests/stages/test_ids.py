@@ -10,7 +10,14 @@ import pytest
 from pipeline.errors import InputDataError
 from pipeline.io import Dataset
 from stages import _ids
-from stages._ids import nan_count, null_count, refuse_bad_id_column, refuse_bad_ids, refuse_null_texts
+from stages._ids import (
+    nan_count,
+    null_count,
+    refuse_bad_id_column,
+    refuse_bad_ids,
+    refuse_null_texts,
+    refuse_nulls,
+)
 
 COLUMNS = {
     "unique strings": pl.Series("id", [f"doc-{i}" for i in range(40)]),
@@ -96,6 +103,21 @@ def test_refuse_null_texts_names_the_input_column_and_file():
         refuse_null_texts(data, "body", "it would vanish", input_name="train")
     assert (err.value.param, err.value.file) == ("text_column", "corpus.parquet")
     refuse_null_texts(Dataset.from_any(pl.DataFrame({"body": ["x"]})), "body", "unused")
+
+
+def test_refuse_nulls_says_what_the_values_are_and_with_every_row_only_refuses_an_empty_column():
+    # One helper for the null checks scaling_curve (labels) and corpus_metrics (an all-null text column) wrote inline.
+    data = Dataset.from_any(pl.DataFrame({"label": [1, None, None]}), label="train.parquet")
+    with pytest.raises(InputDataError, match="input 'test' column 'label' has 2 null labels; every row needs a "
+                                             "class; drop or fill them first") as err:
+        refuse_nulls(data, "label", "every row needs a class", kind="label", param="label_column", input_name="test")
+    assert (err.value.param, err.value.file) == ("label_column", "train.parquet")
+    refuse_nulls(data, "label", "unused", kind="label", param="label_column", every_row=True)  # one row has a label
+    empty = Dataset.from_any(pl.DataFrame({"text": [None, None]}, schema={"text": pl.String}), label="c.parquet")
+    with pytest.raises(InputDataError, match="column 'text' holds no text \\(all 2 rows null\\); nothing to "
+                                             "measure; check that text_column names the right column") as err:
+        refuse_nulls(empty, "text", "nothing to measure", kind="text", param="text_column", every_row=True)
+    assert err.value.file == "c.parquet"
 
 
 def test_nan_count_counts_nan_not_null_in_files_and_frames(tmp_path):

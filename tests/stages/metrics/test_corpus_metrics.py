@@ -292,7 +292,8 @@ def test_a_generation_column_of_strings_is_refused_naming_reference_generation(t
 def test_a_text_column_without_any_text_is_refused(tmp_path):
     # Null texts count as empty documents; all of them null gave every metric as 0 with exit 0.
     stage = CorpusMetrics(embedding_backend="none", self_bleu_sample=0, perplexity_order=0)
-    with pytest.raises(InputDataError, match=r"column 'text' holds no text \(all 3 rows null\)") as err:
+    with pytest.raises(InputDataError, match=r"column 'text' holds no text \(all 3 rows null\); .*; check that "
+                                             "text_column names the right column") as err:
         stage.apply(pl.DataFrame({"generation": [0, 0, 1], "text": [None, None, None]}, schema_overrides={"text": pl.String}))
     assert err.value.param == "text_column"
     # A reference of nothing but nulls failed in the n-gram fit, naming no parameter or file.

@@ -331,6 +331,10 @@ def test_dilute_streams_from_parquet_with_the_same_rows(digits, tmp_path, monkey
     ({"mode": "dilute", "noise": "structured", "confusion": "centroid"}, "feature_column"),
     ({"mode": "dilute", "delta": 1.2}, "delta"),
     ({"mode": "dilute", "rate": 0.2}, "rate"),
+    ({"mode": "dilute", "matrix": [[1.0, 0.0], [0.0, 1.0]]}, "matrix"),
+    ({"mode": "flip", "rate": 0.2, "alpha": 3}, "alpha"),  # were ignored without a word by flip
+    ({"mode": "flip", "rate": 0.2, "exclude_true": True}, "exclude_true"),
+    ({"mode": "flip", "rate": 0.2, "confusion": "centroid", "feature_column": "pixels"}, "confusion"),
     ({"mode": "flip", "rate": 0.2, "classes": [1]}, "classes"),
     ({"mode": "flip", "rate": 0.2, "classes": [1, 2], "mapping": None, "noise": "mapping"}, "mapping"),
     ({"mode": "flip", "rate": "a lot"}, "rate"),
@@ -469,3 +473,85 @@ def test_binary_ids_that_are_not_utf8_are_keyed_by_their_bytes(tmp_path):
     # A binary id that is valid UTF-8 digests as that text does: keyed draws do not depend on the column type.
     text = pl.Series(["a", "bé", "", "日本"])
     np.testing.assert_array_equal(id_digest(text.cast(pl.Binary)), id_digest(text))
+
+
+def test_the_other_modes_params_are_refused_by_validate_naming_them_all(tmp_path):
+    from cli_failures import refused_by_validate
+
+    pl.DataFrame({"id": range(30), "label": ["cat", "dog", "fox"] * 10}).write_parquet(tmp_path / "d.parquet")
+
+    def config(params: str) -> str:
+        return f"""
+name: bad
+steps:
+  - id: noisy
+    stage: label_noise
+    inputs: {tmp_path / 'd.parquet'}
+    params: {params}
+"""
+    message = refused_by_validate(tmp_path / "c.yaml", config("{mode: flip, rate: 0.2, alpha: 3, delta: 0.9}"))
+    assert "parameter 'alpha'" in message and "alpha, delta are dilute-mode parameters, unused by mode 'flip'" in message
+    message = refused_by_validate(tmp_path / "c.yaml", config("{mode: dilute, rate: 0.2, mapping: {cat: dog}}"))
+    assert "rate, mapping are flip-mode parameters, unused by mode 'dilute'" in message
+
+
+def test_a_source_column_of_another_kind_is_refused_not_cast(tmp_path):
+    # An Int64 `text` in source was cast to the data's String without a word: numbers written as texts.
+    from cli_failures import refused_by_validate
+
+    data = pl.DataFrame({"id": range(30), "label": ["cat", "dog", "fox"] * 10, "text": [f"t{i}" for i in range(30)]})
+    source = pl.DataFrame({"id": range(100, 110), "text": range(10)})
+    with pytest.raises(InputDataError, match=r"input 'source' column 'text' is Int64 \(integers\), but the data's is "
+                                             r"String \(text\); .* cast it to String first") as err:
+        build(mode="dilute", alpha=1).apply(data, source=source)
+    assert err.value.file == "input 'source'"
+    assert build(mode="dilute", alpha=1).apply(data, source=source.cast({"text": pl.String})).height == 60
+    data.write_parquet(tmp_path / "d.parquet")
+    source.write_parquet(tmp_path / "s.parquet")
+    message = refused_by_validate(tmp_path / "c.yaml", f"""
+name: bad
+steps:
+  - id: noisy
+    stage: label_noise
+    inputs: {{data: {tmp_path / 'd.parquet'}, source: {tmp_path / 's.parquet'}}}
+    params: {{mode: dilute, alpha: 1}}
+""")
+    assert "step 'noisy' (stage 'label_noise')" in message and "input 'source' column 'text' is Int64" in message
+
+
+@pytest.mark.parametrize(("params", "param", "message"), [
+    ({"mode": "flip", "rate": {"cat": 0.2, "cow": 0.1}}, "rate", "names unknown class 'cow'"),
+    ({"mode": "flip", "noise": "mapping", "rate": 0.2, "mapping": {"cat": "cow"}}, "mapping", "unknown class 'cow'"),
+    ({"mode": "dilute", "noise": "structured", "confusion": {"cow": "cat"}}, "confusion", "unknown class 'cow'"),
+    ({"mode": "flip", "noise": "matrix", "matrix": [[1.0, 0.0], [0.0, 1.0]]}, "matrix", "is 2 x 2 but there are 3"),
+    ({"mode": "dilute", "noise": "structured", "confusion": [[0.0, 1.0], [1.0, 0.0]]}, "confusion", "is 2 x 2"),
+])
+def test_params_that_do_not_fit_the_datas_classes_name_its_file(tmp_path, params, param, message):
+    # The classes come from the data's labels here (no `classes`): the refusal named the parameter, not the file.
+    from cli_failures import fails_cleanly
+
+    pl.DataFrame({"id": range(30), "label": ["cat", "dog", "fox"] * 10}).write_parquet(tmp_path / "d.parquet")
+    with pytest.raises(ParamError, match=message) as err:
+        build(**params).apply(pl.read_parquet(tmp_path / "d.parquet"))
+    assert err.value.param == param and err.value.file == "input 'data'"
+    if param == "rate":
+        fails_cleanly(tmp_path, f"""
+name: bad
+steps:
+  - id: noisy
+    stage: label_noise
+    inputs: {tmp_path / 'd.parquet'}
+    params: {{mode: flip, rate: {{cat: 0.2, cow: 0.1}}}}
+""", f"parameter 'rate', file '{tmp_path / 'd.parquet'}': names unknown class 'cow'", "list the classes")
+
+
+def test_source_refusals_name_the_source():
+    data = pl.DataFrame({"id": range(30), "label": ["cat", "dog", "fox"] * 10, "feat": [[0.0, 1.0, 2.0]] * 30})
+    short = pl.DataFrame({"id": range(100, 110), "feat": [[0.0, 1.0]] * 10})
+    with pytest.raises(InputDataError, match="'feat' vectors in 'source' have 2 values") as err:
+        build(mode="dilute", noise="structured", feature_column="feat").apply(data, source=short)
+    assert err.value.file == "input 'source'"
+    text_ids = pl.DataFrame({"id": [f"s{i}" for i in range(10)], "feat": [[0.0, 1.0, 2.0]] * 10})
+    with pytest.raises(InputDataError, match="ids of input 'source' \\(String\\) do not convert") as err:
+        build(mode="dilute").apply(data, source=text_ids)
+    assert err.value.file == "input 'source'"

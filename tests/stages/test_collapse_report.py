@@ -1,0 +1,64 @@
+"""collapse_report's refusals of bad input: one line, exit 2, the parameter and the file named."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+from cli_failures import fails_cleanly, refused_by_validate
+
+from pipeline.errors import InputDataError
+from stages.collapse_report import CollapseReport
+
+
+@pytest.fixture
+def metrics_file(tmp_path):
+    rows = [{"schedule": s, "generation": g, "vocab_size": 1000 - 30 * g, "note": "x", "empty": None}
+            for s in ("replace", "accumulate") for g in range(3)]
+    path = tmp_path / "metrics.parquet"
+    pl.DataFrame(rows).with_columns(pl.col("empty").cast(pl.Float64)).write_parquet(path)
+    return path
+
+
+def config(path, params: str) -> str:
+    return f"""
+name: bad
+steps:
+  - id: report
+    stage: collapse_report
+    inputs: {{metrics: {path}}}
+    params: {params}
+"""
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    ("{x: generation, line: generation}", "parameter 'line', file '{cfg}': names column 'generation', which is "
+                                          "already named by parameter 'x'"),
+    ("{x: schedule}", "set line: null"),
+    ("{metrics: [vocab_size, generation]}", "parameter 'metrics', file '{cfg}': names column 'generation'"),
+    ("{metrics: [vocab_size, vocab_size]}", "lists column 'vocab_size' twice"),
+    ("{line: seed}", "names column 'seed', which keys the replicates"),
+])
+def test_a_column_in_two_roles_is_refused_by_validate(tmp_path, metrics_file, params, expected):
+    # Each failed at run time inside polars (duplicate output name), exit 1.
+    cfg = tmp_path / "c.yaml"
+    assert expected.format(cfg=cfg) in refused_by_validate(cfg, config(metrics_file, params))
+
+
+def test_a_text_metric_column_is_refused_by_validate(tmp_path, metrics_file):
+    # Failed at run time in a cast to Float64 (exit 1).
+    message = refused_by_validate(tmp_path / "c.yaml", config(metrics_file, "{metrics: [vocab_size, note]}"))
+    assert f"parameter 'metrics', file '{metrics_file}'" in message and "column 'note'" in message
+    assert "is String, not numeric" in message
+
+
+def test_a_default_metric_of_text_is_refused_naming_the_file(metrics_file):
+    table = pl.read_parquet(metrics_file).with_columns(pl.col("vocab_size").cast(pl.String))
+    with pytest.raises(InputDataError, match="metric column 'vocab_size' is String, not numeric") as err:
+        CollapseReport()._long(table, "m.parquet")
+    assert err.value.file == "m.parquet" and err.value.param == "metrics"
+
+
+def test_all_null_metrics_are_refused_naming_the_file(tmp_path, metrics_file):
+    fails_cleanly(tmp_path, config(metrics_file, "{metrics: [empty]}"),
+                  f"parameter 'metrics', file '{metrics_file}'", "(empty) has a value in the table (all null or NaN)")
+    assert not (tmp_path / "runs" / "bad" / "report").exists()
