@@ -245,9 +245,11 @@ def _size(n: int) -> str:
 
 def _cache(args: argparse.Namespace) -> int:
     from pipeline.caches import CACHES, cache_entries, check_kinds, clear_caches, parse_older_than
+    from pipeline.rundir import refuse_file_in_workdir
 
     check_kinds(args.kinds)
     workdir = Path(args.workdir)
+    refuse_file_in_workdir(workdir)  # its .cache/ is one of the roots listed or cleared
     if args.action == "clear":
         older = parse_older_than(args.older_than) if args.older_than else None
         removed = clear_caches(workdir, args.kinds, older)

@@ -140,8 +140,47 @@ def _param_error(spec: ParamSpec, value: Any, error: pydantic.ValidationError) -
         for attr, text in _CONSTRAINT_TEXT:
             if attr in ctx:
                 return ParamError(spec.name, f"must be {text.format(ctx[attr])}, got {value!r}")
+    hint = next(filter(None, (_number_as_text_hint(item) for item in error.errors())), None)
     return ParamError(spec.name, f"expects {_type_name(spec.annotation, bounds=False)}, got {value!r} "
-                                 f"({type(value).__name__})")
+                                 f"({_builtin_type_name(value)})", hint=hint)
+
+
+def _builtin_type_name(value: Any) -> str:
+    """`dict`, not the config loader's `_LineDict` (a dict that remembers its line)."""
+    return next(t.__name__ for t in type(value).__mro__ if t.__module__ == "builtins")
+
+
+_NUMBER_TEXT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+
+
+def _number_as_text_hint(item: dict) -> str | None:
+    """Advice for text that reads as a number where a number is expected (not coerced: strict types).
+
+    YAML 1.1, which PyYAML reads, takes `3e-3` or `1.0e5` as text: a float needs a dot and a signed
+    exponent (`3.0e-3`, `1.0e+5`). A number in quotes (`'0.5'`) is text too.
+    """
+    text = item.get("input")
+    if item.get("type") not in ("float_type", "int_type") or not isinstance(text, str):
+        return None
+    text = text.strip()
+    if not _NUMBER_TEXT.fullmatch(text):
+        return None
+    number = float(text)
+    if number != number or number in (float("inf"), float("-inf")):
+        return None
+    if item["type"] == "int_type":
+        if not number.is_integer():
+            return None
+        written = [str(int(number))]
+    else:
+        mantissa, _, exponent = text.lower().partition("e")
+        written = [np.format_float_positional(number, trim="-")]
+        if exponent:
+            mantissa += "" if "." in mantissa else ".0"
+            written.insert(0, f"{mantissa}e{'' if exponent[0] in '+-' else '+'}{exponent}")
+    if "e" in text.lower():
+        return f"YAML reads {text} as text, not a number: write {' or '.join(written)}"
+    return f"a number in quotes is text: write {written[-1]} without quotes"
 
 
 def _range_text(ctx: dict, annotation: Any) -> str:

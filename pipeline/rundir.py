@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import LockedError, PipelineError
-from pipeline.files import side_dir, side_dirs
+from pipeline.files import describe_path, side_dir, side_dirs
 from pipeline.io import fsync_tree
 
 MANIFEST = "_manifest.json"
@@ -67,10 +67,26 @@ class StagedStep:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def refuse_file_in_workdir(folder: Path) -> None:
+    """PipelineError naming `--workdir` when `folder`, or the nearest of its parents that exists, is not a folder.
+
+    The engine creates the run folder and its parents; a file in that path (`--workdir results.csv`) failed as
+    NotADirectoryError, reported as a bug, when the lock was taken. Refused before anything is written.
+    """
+    for path in (folder, *folder.parents):
+        if path.is_dir():
+            return
+        if path.exists() or path.is_symlink():
+            raise PipelineError("is a file, not a folder; runs are written in folders under --workdir, so nothing "
+                                "was written", param="--workdir", file=describe_path(path),
+                                hint="give another --workdir, or move that file away")
+
+
 class RunDir:
     """The run folder of one pipeline: lock, crash recovery, atomic publication of steps."""
 
     def __init__(self, workdir: Path, pipeline: str):
+        refuse_file_in_workdir(workdir / pipeline)
         self.workdir = workdir
         self.path = workdir / pipeline
         self.staging = self.path / ".staging"

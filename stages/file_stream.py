@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.columns import polars_schema
-from pipeline.errors import InputDataError, PipelineError, first_line
+from pipeline.errors import InputDataError, first_line
 from pipeline.files import describe_path
 from stages.formats import FileFormat, _csv_separator, detect, read_frame
 
@@ -84,6 +84,10 @@ def _chunks(path: Path, compression: str | None, batch_bytes: int, quoted: bool)
         yield pending
 
 
+# What pyarrow and polars raise on a file that is not Parquet, or whose footer or pages are damaged.
+_PARQUET_ERRORS = (pa.ArrowException, pl.exceptions.PolarsError, OSError)
+
+
 def _failed(path: Path, fmt: str, exc: Exception) -> InputDataError:
     msg = first_line(exc)
     return InputDataError(f"cannot read as {fmt} ({msg})", param="path", file=describe_path(path))
@@ -107,7 +111,10 @@ class FileBatches:
         if not self.streams:
             return dict(read_frame(self.path, self.fmt, separator=self.separator).schema)
         if self.fmt.format == "parquet":
-            return polars_schema(pq.read_schema(self.path))
+            try:
+                return polars_schema(pq.read_schema(self.path))
+            except _PARQUET_ERRORS as exc:
+                raise _failed(self.path, "parquet", exc) from None
         if self.fmt.format == "csv":
             self._prepare_csv()
             return dict(self._csv_schema)
@@ -124,6 +131,17 @@ class FileBatches:
             yield from self._jsonl_batches()
 
     def _parquet_batches(self) -> Iterator[pl.DataFrame]:
+        pieces = self._parquet_pieces()
+        while True:
+            try:  # a damaged footer or row group: one line naming the file, not ArrowInvalid (exit 1)
+                piece = next(pieces, None)
+            except _PARQUET_ERRORS as exc:
+                raise _failed(self.path, "parquet", exc) from None
+            if piece is None:
+                return
+            yield piece
+
+    def _parquet_pieces(self) -> Iterator[pl.DataFrame]:
         pf = pq.ParquetFile(self.path)
         meta = pf.metadata
         size = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
@@ -364,10 +382,9 @@ def declared_schema(files: list[Path], fmt: str | list[FileFormat], text_column:
     formats = file_formats(files, fmt) if isinstance(fmt, str) else fmt
     if any(f.format == "jsonl" or (f.format == "parquet" and f.compression) for f in formats):
         return None
-    try:
-        schema = unified_schema([FileBatches(f, fmt, separator).schema() for f, fmt in zip(files, formats)])
-    except PipelineError:
-        return None  # unreadable: the step itself says why when it runs
+    # An unreadable file (not Parquet, a damaged footer, CSV that does not parse) is refused here, by `pipeline
+    # validate` too, naming it: the step could only fail on it when it runs.
+    schema = unified_schema([FileBatches(f, fmt, separator).schema() for f, fmt in zip(files, formats)])
     return normalised_schema(schema, text_column, id_column)
 
 

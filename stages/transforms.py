@@ -163,9 +163,16 @@ class Sample(Stage):
         return dict(inputs["data"])
 
     def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
+        if self.n is not None and self.n > data.num_rows:
+            # Sampling without replacement, as polars' and pandas' sample(n) refuse to: fewer rows than asked for
+            # would pass silently into everything downstream.
+            raise ParamError("n", f"is {self.n:,}, but the input has {data.num_rows:,} rows; a sample drawn "
+                                  "without replacement cannot be larger than its input", file=data.label,
+                             hint="lower n, or give fraction: 1.0 to keep every row")
         df = data.collect()
+        # The draw is keyed on the ids: a repeated id is kept or dropped with its twin, a null has no key.
+        refuse_bad_ids(df[self.id_column], self.id_column, data.label)
         k = self.n if self.n is not None else round(self.fraction * df.height)
-        k = min(k, df.height)
         u = id_uniform(df[self.id_column], self.seed if self.seed is not None else ctx.seed, "sample")
         keep = np.zeros(df.height, dtype=bool)
         keep[np.argsort(u, kind="stable")[:k]] = True

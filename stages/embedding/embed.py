@@ -70,9 +70,18 @@ class Embed(RowwiseStage):
         return {"data": {self.text_column: "text_column"}}
 
     def output_schema(self, inputs):
+        self._refuse_taken_output_column(inputs["data"], None)
         return {**inputs["data"], self.output_column: None}
 
+    def _refuse_taken_output_column(self, columns: Any, label: str | None) -> None:
+        """The vectors would silently replace an input column of that name (an `id`, an earlier embedding)."""
+        if self.output_column in columns:
+            raise ParamError("output_column", f"names column '{self.output_column}', which the input already has; "
+                             "the vectors would overwrite it", file=label,
+                             hint="pick another output_column, or drop or rename that column first")
+
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        self._refuse_taken_output_column(inputs["data"].columns, inputs["data"].label)  # an undeclared upstream
         # Counted over the whole input before any text is embedded (a batch's count was the first batch's only,
         # found after every earlier batch was embedded).
         refuse_null_texts(inputs["data"], self.text_column, "a row with no text has no vector")

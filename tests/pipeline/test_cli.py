@@ -21,3 +21,18 @@ def test_cli_show_stages_validate(config, tmp_path):
     assert "fractions" in stages.stdout and "share of rows" in stages.stdout
     valid = run_cli("validate", str(config))
     assert valid.returncode == 0 and "docs -> long -> sample -> split -> test_only" in valid.stdout
+
+
+@pytest.mark.parametrize("command", [["run"], ["run", "--dry-run"], ["cache"]])
+def test_a_file_as_workdir_is_refused_in_one_line(config, tmp_path, command):
+    """`--workdir results.csv` (or a path under a file) failed as NotADirectoryError, exit 1, reported as a bug."""
+    taken = tmp_path / "results.csv"
+    taken.write_text("keep me\n")
+    args = [*command[:1], str(config), *command[1:]] if command[0] == "run" else command
+    for workdir in (taken, taken / "runs"):
+        proc = run_cli(*args, "--workdir", str(workdir))
+        assert proc.returncode == 2, proc.stderr
+        message = proc.stderr.strip()
+        assert len(message.splitlines()) == 1 and "Traceback" not in message, message
+        assert f"parameter '--workdir', file '{taken}': is a file, not a folder" in message
+    assert taken.read_text() == "keep me\n"

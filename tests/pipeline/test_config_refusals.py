@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from cli_failures import BASE, fails_cleanly
+from cli_failures import BASE, fails_cleanly, refused_by_validate
 from conftest import run_cli, write_config
 
 from pipeline.config import parse_config
@@ -23,6 +23,20 @@ def test_unknown_param(tmp_path):
 def test_wrong_type(tmp_path):
     fails_cleanly(tmp_path, BASE + "  - id: s\n    stage: sample\n    inputs: docs\n    params: {n: lots}\n",
            "parameter 'n'", "expects int | null, got 'lots'")
+
+
+@pytest.mark.parametrize("stage, params, advice", [
+    ("sample", "{fraction: 3e-3}", "(YAML reads 3e-3 as text, not a number: write 3.0e-3 or 0.003)"),
+    ("sample", "{fraction: 1E5}", "(YAML reads 1E5 as text, not a number: write 1.0e+5 or 100000)"),  # needs e+5
+    ("split", "{fractions: {train: 8e-1, test: 0.2}}", "write 8.0e-1 or 0.8)"),  # inside a mapping too
+    ("sample", "{n: 1e2}", "(YAML reads 1e2 as text, not a number: write 100)"),
+    ("sample", "{n: '7'}", "(a number in quotes is text: write 7 without quotes)"),
+])
+def test_text_that_reads_as_a_number_gets_advice_not_a_silent_cast(tmp_path, stage, params, advice):
+    """YAML 1.1 reads `3e-3` (no dot, no exponent sign) as a string: the refusal said only "expects float"."""
+    text = BASE + f"  - id: s\n    stage: {stage}\n    inputs: docs\n    params: {params}\n"
+    message = refused_by_validate(tmp_path / "c.yaml", text)
+    assert "step 's'" in message and message.endswith(advice), message
 
 
 def test_invalid_value(tmp_path):

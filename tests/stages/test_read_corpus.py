@@ -8,6 +8,7 @@ import shutil
 import polars as pl
 import pyarrow as pa
 import pytest
+from cli_failures import refused_by_validate
 
 from pipeline.errors import InputDataError, ParamError
 from stages.formats import FileFormat, detect
@@ -116,6 +117,32 @@ def test_corrupt_gzip_and_unknown_formats_are_refused_clearly(tmp_path, corpus):
         ReadCorpus(path=str(tmp_path / "image.bin")).apply()
     with pytest.raises(ParamError, match="unknown format 'xml'; supported: auto, parquet, jsonl, csv, text"):
         ReadCorpus(path=str(tmp_path / "c.jsonl"), format="xml").apply()
+
+
+@pytest.mark.parametrize("name, fmt", [("c.jsonl", "parquet"), ("cut.parquet", "auto"), ("cut.parquet", "parquet")])
+def test_a_file_that_is_not_parquet_is_refused_by_validate(tmp_path, corpus, name, fmt):
+    """`format: parquet` on JSON Lines, or a Parquet file cut short, failed as ArrowInvalid (exit 1, a 'bug')."""
+    corpus.write_ndjson(tmp_path / "c.jsonl")
+    corpus.write_parquet(tmp_path / "whole.parquet")
+    data = (tmp_path / "whole.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[:100] + data[-8:])  # PAR1 at both ends, the rest missing
+    config = (f"name: bad\nseed: 0\nsteps:\n  - id: r\n    stage: read_corpus\n"
+              f"    params: {{path: '{tmp_path / name}', format: {fmt}}}\n")
+    message = refused_by_validate(tmp_path / "c.yaml", config)
+    assert f"step 'r' (stage 'read_corpus'), parameter 'path', file '{tmp_path / name}': cannot read as parquet (" \
+        in message
+
+
+def test_a_damaged_parquet_page_is_refused_when_read(tmp_path):
+    """A sound footer passes `validate`; a page that does not decode is refused naming the file, when read."""
+    pl.DataFrame({"id": [str(i) for i in range(400)], "text": ["words " * 8] * 400}).write_parquet(
+        tmp_path / "p.parquet", compression="uncompressed", row_group_size=100)
+    data = bytearray((tmp_path / "p.parquet").read_bytes())
+    data[len(data) // 2: len(data) // 2 + 2000] = b"A" * 2000
+    (tmp_path / "p.parquet").write_bytes(bytes(data))
+    with pytest.raises(InputDataError, match="cannot read as parquet") as err:
+        ReadCorpus(path=str(tmp_path / "p.parquet"), format="parquet").apply()
+    assert err.value.param == "path" and "p.parquet" in err.value.file
 
 
 def test_relative_paths_name_the_directory_they_were_resolved_from(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from pipeline.errors import ParamError
+from pipeline.errors import InputDataError, ParamError
 from stages.transforms import Sample, Select, Split
 
 SCHEMA = {"data": {"id": pl.String, "text": pl.String, "label": pl.Int64}}
@@ -46,3 +46,20 @@ def test_a_step_seed_is_non_negative_like_the_pipeline_seed(stage):
     with pytest.raises(ParamError, match=">= 0") as info:
         stage.from_params({"seed": -1, **({"n": 2} if stage is Sample else {})})
     assert info.value.param == "seed"
+
+
+def test_sample_refuses_an_n_larger_than_its_input():
+    """It returned all 3 rows for n: 5, silently; sample(n) without replacement in polars and pandas raises."""
+    data = pl.DataFrame({"id": ["a", "b", "c"], "text": ["x", "y", "z"]})
+    with pytest.raises(ParamError, match="is 5, but the input has 3 rows") as info:
+        Sample(n=5).apply(data)
+    assert info.value.param == "n" and "fraction: 1.0" in info.value.hint
+    assert Sample(n=3).apply(data).height == 3
+
+
+@pytest.mark.parametrize("ids, words", [(["a", "a", "b", "c"], "duplicate ids"), (["a", None, "b", "c"], "null")])
+def test_sample_refuses_ids_it_cannot_key_the_draw_on(ids, words):
+    """The draw is keyed on each id's hash, like split's: a repeated id went in or out with its twin."""
+    with pytest.raises(InputDataError, match=words) as info:
+        Sample(n=2).apply(pl.DataFrame({"id": ids, "text": list("wxyz")}))
+    assert info.value.param == "id_column"

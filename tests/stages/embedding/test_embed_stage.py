@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from cli_failures import BASE, refused_by_validate
 from embedding_texts import PARAGRAPHS
 
-from pipeline.errors import InputDataError
+from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from stages.embedding import (
     Embed,
@@ -50,6 +51,21 @@ def test_null_texts_are_counted_over_the_whole_input_before_any_embedding(tmp_pa
     pl.DataFrame({"text": texts}).write_parquet(tmp_path / "t.parquet", row_group_size=1_000)
     with pytest.raises(InputDataError, match="column 'text' has 3 null texts"):
         Embed(backend="static").execute(data=Dataset.from_parquet(tmp_path / "t.parquet"))
+
+
+def test_an_output_column_the_input_has_is_refused_by_validate(tmp_path):
+    """`output_column: id` replaced the ids with vectors, silently."""
+    message = refused_by_validate(tmp_path / "c.yaml", BASE + "  - id: e\n    stage: embed\n    inputs: docs\n"
+                                                              "    params: {output_column: id, backend: static}\n")
+    assert "step 'e' (stage 'embed'), parameter 'output_column'" in message
+    assert "names column 'id', which the input already has" in message
+
+
+def test_an_output_column_the_input_has_is_refused_when_its_columns_were_not_declared():
+    with pytest.raises(ParamError, match="names column 'id', which the input already has") as info:
+        Embed(output_column="id", backend="static").execute(data=Dataset.from_any(
+            pl.DataFrame({"id": ["a", "b"], "text": ["print a line", "a text"]}), label="docs.parquet"))
+    assert info.value.param == "output_column" and info.value.file == "docs.parquet"
 
 
 def test_empty_corpus_is_refused():
