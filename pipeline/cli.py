@@ -7,7 +7,9 @@ that is not the user's input (the message says which step; `--debug` shows the t
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -309,7 +311,14 @@ def main(argv: list[str] | None = None) -> int:
         runner.COMMAND_LINE = ["pipeline", *(argv if argv is not None else sys.argv[1:])]
         parser = build_parser()
         args = parser.parse_args(argv)
-        return args._handler(args)
+        code = args._handler(args)
+        sys.stdout.flush()  # a reader that went away is seen here, not as a warning at interpreter exit
+        return code
+    except BrokenPipeError:
+        # The reader of our output stopped early (`pipeline cache | head`): stop quietly, as `git log | head`
+        # does, with the shell's code for a write to a closed pipe (128 + SIGPIPE).
+        _silence_stdout()
+        return 141
     except PipelineError as exc:
         if debug:
             traceback.print_exc()
@@ -329,6 +338,15 @@ def main(argv: list[str] | None = None) -> int:
         print("(this looks like a bug or an environment problem, not bad input; re-run with --debug for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not hit the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # stdout is not a file descriptor (an embedding caller's stream): nothing left to flush
 
 
 if __name__ == "__main__":

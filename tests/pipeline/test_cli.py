@@ -36,3 +36,23 @@ def test_a_file_as_workdir_is_refused_in_one_line(config, tmp_path, command):
         assert len(message.splitlines()) == 1 and "Traceback" not in message, message
         assert f"parameter '--workdir', file '{taken}': is a file, not a folder" in message
     assert taken.read_text() == "keep me\n"
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    """`pipeline cache | head`: a closed pipe is not a bug report. Before, exit 1 and "this looks like a bug"."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO, TESTS
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "cache", "--workdir", str(tmp_path / "runs")],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr
+    assert proc.stderr == ""
