@@ -119,12 +119,18 @@ def refuse_feature_kind(column: str, dtype: Any, how: str, file: str | None) -> 
 
 
 def study_feature(data: Dataset, features: str, label_column: str, id_column: str) -> str:
-    """The feature column of a study's input (`feature_column`), with a text column's nulls refused naming the
-    file: TF-IDF failed on a null ('NoneType' has no attribute 'lower') and the tokenizer read it as empty."""
+    """The feature column of a study's input (`feature_column`), with a text column's nulls, or one without a word,
+    refused naming the file: TF-IDF failed on a null ('NoneType' has no attribute 'lower') and the tokenizer read
+    it as empty."""
     schema = data.lazy().collect_schema()
     column = feature_column(schema, features, (label_column, id_column), data.label)
     if schema[column] == pl.String:
-        refuse_null_texts(data, column, "a study cannot train on a missing document", param="features")
+        refuse_null_texts(data, column, "a study cannot train on a missing document", input_name="data",
+                          param="features")
+        if not data.lazy().select(pl.col(column).str.contains(r"\w").any()).collect().item():
+            # TF-IDF failed with "empty vocabulary"; the networks trained on padding alone and reported chance.
+            raise InputDataError(f"input 'data' column '{column}' holds no words (all {data.num_rows:,} rows blank); "
+                                 "a study has nothing to learn from", param="features", file=data.label)
     return column
 
 

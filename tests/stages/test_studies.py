@@ -169,10 +169,12 @@ def _text_column(values):
      "column 'text' (picked by features: auto as the first vector column) is List(String), not text"),
     (_text_column(pl.lit(None)), "column 'text' (picked by features: auto as the text column) holds only nulls"),
     (_text_column(pl.lit(None, pl.String)), "column 'text' has 90 null texts; a study cannot train on a missing"),
-], ids=["int", "list of strings", "null type", "null strings"])
+    (_text_column(pl.lit(" ")), "column 'text' holds no words (all 90 rows blank)"),
+], ids=["int", "list of strings", "null type", "null strings", "blank strings"])
 def test_a_feature_column_of_neither_text_nor_vectors_is_refused_naming_column_and_file(tmp_path, bad, expected):
     # An integer text column trained as a 1-wide vector (exit 0); a list of words failed converting 'alpha' to a
-    # float; null texts failed inside TF-IDF ('NoneType' object has no attribute 'lower').
+    # float; null texts failed inside TF-IDF ('NoneType' object has no attribute 'lower'), blank ones with "empty
+    # vocabulary".
     path = tmp_path / "bad.parquet"
     bad(digits_example(90)).write_parquet(path)
     with pytest.raises(InputDataError) as err:
