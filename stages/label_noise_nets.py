@@ -147,7 +147,7 @@ class LabelNoiseNets(Stage):
     def output_schema(self, inputs):
         """One row per trained model (see `_one_run`); `lr` is null for the logistic baseline. The feature
         column's kind is checked first (`pipeline validate`)."""
-        feature_column(inputs["data"], self.features, (self.label_column, self.id_column), None)
+        feature_column(inputs["data"], self.features, (self.label_column, self.id_column), None, required=False)
         return {"model": pl.String, "noise": pl.String, "alpha": pl.Float64, "delta": pl.Float64,
                 "batch_size": pl.Int64, "lr": None, "clean_fraction": pl.Float64, "seed": pl.Int64,
                 "repeat": pl.Int64, "train_clean_rows": pl.Int64, "train_rows": pl.Int64, "test_rows": pl.Int64,

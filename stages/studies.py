@@ -90,9 +90,11 @@ def digits_example(rows: int = 150) -> pl.DataFrame:
     })
 
 
-def feature_column(schema: Any, features: str, exclude: tuple[str, ...], file: str | None) -> str:
+def feature_column(schema: Any, features: str, exclude: tuple[str, ...], file: str | None,
+                   required: bool = True) -> str | None:
     """The column a study trains on: `features` if set, else the first vector column, else `text`; refused
-    unless it holds text or numeric vectors (`refuse_feature_kind`). `exclude`: the label and id columns."""
+    unless it holds text or numeric vectors (`refuse_feature_kind`). `exclude`: the label and id columns.
+    Not `required` (`pipeline validate`): None where 'auto' finds no column (the run refuses that, naming the file)."""
     if features != "auto":
         return refuse_feature_kind(features, schema[features], "named by parameter 'features'", file)
     for name, dtype in schema.items():
@@ -100,6 +102,8 @@ def feature_column(schema: Any, features: str, exclude: tuple[str, ...], file: s
             return refuse_feature_kind(name, dtype, "picked by features: auto as the first vector column", file)
     if "text" in schema and "text" not in exclude:
         return refuse_feature_kind("text", schema["text"], "picked by features: auto as the text column", file)
+    if not required:
+        return None
     raise InputDataError("found no vector column and no 'text' column to train on; set 'features'",
                          param="features", file=file)
 
@@ -209,7 +213,7 @@ class LabelNoiseCurve(Stage):
 
     def output_schema(self, inputs):
         """One row per (repeat, noise, alpha) fit; the feature column's kind is checked first (validate)."""
-        feature_column(inputs["data"], self.features, (self.label_column, self.id_column), None)
+        feature_column(inputs["data"], self.features, (self.label_column, self.id_column), None, required=False)
         return {"noise": pl.String, "alpha": pl.Float64, "delta": pl.Float64, "repeat": pl.Int64, "seed": pl.Int64,
                 "classes": None, "train_clean_rows": pl.Int64, "train_rows": pl.Int64, "test_rows": pl.Int64,
                 "accuracy": pl.Float64, "chance_majority": pl.Float64, "chance_uniform": pl.Float64,
