@@ -37,9 +37,11 @@ from stages.studies import (
     _split,
     digits_example,
     feature_column,
+    refuse_features_naming,
     refuse_nonfinite_features,
     refuse_null_labels,
     stratified_split,
+    study_feature,
 )
 
 NEURAL = ("mlp", "convnet", "bag_of_embeddings")
@@ -139,8 +141,13 @@ class LabelNoiseNets(Stage):
         self.label_column = label_column
         self.id_column = id_column
 
+    def validate(self) -> None:
+        refuse_features_naming(self.features, label_column=self.label_column, id_column=self.id_column)
+
     def output_schema(self, inputs):
-        """One row per trained model (see `_one_run`); `lr` is null for the logistic baseline."""
+        """One row per trained model (see `_one_run`); `lr` is null for the logistic baseline. The feature
+        column's kind is checked first (`pipeline validate`)."""
+        feature_column(inputs["data"], self.features, (self.label_column, self.id_column), None, required=False)
         return {"model": pl.String, "noise": pl.String, "alpha": pl.Float64, "delta": pl.Float64,
                 "batch_size": pl.Int64, "lr": None, "clean_fraction": pl.Float64, "seed": pl.Int64,
                 "repeat": pl.Int64, "train_clean_rows": pl.Int64, "train_rows": pl.Int64, "test_rows": pl.Int64,
@@ -159,6 +166,7 @@ class LabelNoiseNets(Stage):
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
         refuse_null_labels(inputs["data"], self.label_column)
         refuse_bad_id_column(inputs["data"], self.id_column)  # here, naming the user's file, not the split's table
+        study_feature(inputs["data"], self.features, self.label_column, self.id_column)
 
     def side_output_names(self):
         return ("transitions",) if any(self._keeps_transitions(run) for run in self._runs()) else ()

@@ -18,7 +18,7 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.params import Annotated, Field, Fraction, PositiveInt
 from pipeline.stage import Context, Stage
-from stages._ids import null_count, refuse_bad_id_column
+from stages._ids import null_count, refuse_bad_id_column, refuse_null_texts
 from stages.noise import LabelNoise, vector_matrix
 from stages.noise.params import Alpha
 from stages.noise.rows import refuse_noise_columns, with_label_kind
@@ -90,17 +90,61 @@ def digits_example(rows: int = 150) -> pl.DataFrame:
     })
 
 
-def feature_column(schema: Any, features: str, exclude: tuple[str, ...], file: str) -> str:
-    """The column a study trains on: `features` if set, else the first vector column, else `text`."""
+def feature_column(schema: Any, features: str, exclude: tuple[str, ...], file: str | None,
+                   required: bool = True) -> str | None:
+    """The column a study trains on: `features` if set, else the first vector column, else `text`; refused
+    unless it holds text or numeric vectors (`refuse_feature_kind`). `exclude`: the label and id columns.
+    Not `required` (`pipeline validate`): None where 'auto' finds no column (the run refuses that, naming the file)."""
     if features != "auto":
-        return features
+        return refuse_feature_kind(features, schema[features], "named by parameter 'features'", file)
     for name, dtype in schema.items():
         if name not in exclude and isinstance(dtype, (pl.List, pl.Array)):
-            return name
-    if "text" in schema:
-        return "text"
+            return refuse_feature_kind(name, dtype, "picked by features: auto as the first vector column", file)
+    if "text" in schema and "text" not in exclude:
+        return refuse_feature_kind("text", schema["text"], "picked by features: auto as the text column", file)
+    if not required:
+        return None
     raise InputDataError("found no vector column and no 'text' column to train on; set 'features'",
                          param="features", file=file)
+
+
+def refuse_feature_kind(column: str, dtype: Any, how: str, file: str | None) -> str:
+    """`column`, unless it is neither text (a String column: TF-IDF or tokens) nor numeric vectors (a List or
+    Array of numbers: the vector path). Anything else was trained on as something it is not: an integer `text`
+    column as a 1-wide vector, a list of words as numbers (a ValueError), a column of nulls as empty documents.
+    An unknown type (None: an upstream stage's declaration did not say) is left to the run's check."""
+    if dtype is None or dtype == pl.String or (isinstance(dtype, (pl.List, pl.Array)) and dtype.inner.is_numeric()):
+        return column
+    what = ("holds only nulls (type Null); a study needs a document or a vector in every row"
+            if dtype == pl.Null else
+            f"is {dtype}, not text (a String column) or numeric vectors (a List or Array of numbers); cast it to a "
+            "string to train on it as text, or gather numbers into a list column to train on them as a vector")
+    raise InputDataError(f"input 'data' column '{column}' ({how}) {what}", param="features", file=file)
+
+
+def study_feature(data: Dataset, features: str, label_column: str, id_column: str) -> str:
+    """The feature column of a study's input (`feature_column`), with a text column's nulls, or one without a word,
+    refused naming the file: TF-IDF failed on a null ('NoneType' has no attribute 'lower') and the tokenizer read
+    it as empty."""
+    schema = data.lazy().collect_schema()
+    column = feature_column(schema, features, (label_column, id_column), data.label)
+    if schema[column] == pl.String:
+        refuse_null_texts(data, column, "a study cannot train on a missing document", input_name="data",
+                          param="features")
+        if not data.lazy().select(pl.col(column).str.contains(r"\w").any()).collect().item():
+            # TF-IDF failed with "empty vocabulary"; the networks trained on padding alone and reported chance.
+            raise InputDataError(f"input 'data' column '{column}' holds no words (all {data.num_rows:,} rows blank); "
+                                 "a study has nothing to learn from", param="features", file=data.label)
+    return column
+
+
+def refuse_features_naming(features: str, **columns: str) -> None:
+    """`features` naming the label (or id) column trained the study on its own labels (accuracy 1, exit 0), or
+    failed in polars with a duplicate column: refused at validate time."""
+    for param, column in columns.items():
+        if features == column:
+            raise ParamError("features", f"names the {param} '{column}'; a study trains on an input column beside "
+                                         "its labels and ids: name a vector or text column, or 'auto'")
 
 
 def refuse_nonfinite_features(table: pl.DataFrame, feature: str, file: str) -> None:
@@ -165,9 +209,11 @@ class LabelNoiseCurve(Stage):
     def validate(self) -> None:
         if not self.noises:
             raise ParamError("noises", "must name at least one of 'uniform', 'structured'")
+        refuse_features_naming(self.features, label_column=self.label_column, id_column=self.id_column)
 
     def output_schema(self, inputs):
-        """One row per (repeat, noise, alpha) fit."""
+        """One row per (repeat, noise, alpha) fit; the feature column's kind is checked first (validate)."""
+        feature_column(inputs["data"], self.features, (self.label_column, self.id_column), None, required=False)
         return {"noise": pl.String, "alpha": pl.Float64, "delta": pl.Float64, "repeat": pl.Int64, "seed": pl.Int64,
                 "classes": None, "train_clean_rows": pl.Int64, "train_rows": pl.Int64, "test_rows": pl.Int64,
                 "accuracy": pl.Float64, "chance_majority": pl.Float64, "chance_uniform": pl.Float64,
@@ -188,6 +234,7 @@ class LabelNoiseCurve(Stage):
         refuse_null_labels(inputs["data"], self.label_column)
         refuse_bad_id_column(inputs["data"], self.id_column)
         refuse_noise_columns(inputs["data"])  # every column is passed on to label_noise
+        study_feature(inputs["data"], self.features, self.label_column, self.id_column)
 
     def _feature_column(self, data: Dataset) -> str:
         return feature_column(data.lazy().collect_schema(), self.features, (self.label_column, self.id_column),

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 
 import polars as pl
 
+from pipeline.columns import polars_schema
+from pipeline.errors import InputDataError
 from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
 from stages.scaling.report_template import REPORT_TEMPLATE
@@ -21,6 +23,32 @@ from stages.scaling.scaling_fit import dimension_row
 
 REPORT_NAME = "report.html"
 TABLE_ROWS = 60
+
+_DIMENSION_COLUMNS = ("estimator", "dimension", "ci_low", "ci_high", "points", "duplicates_dropped",
+                      "ambient_dimension")
+# The columns the findings read from each input, and the stage whose output has them: another table wired there
+# (the raw curve as `fit`, a fit as `dimension`) failed on a missing key or made a report of nothing.
+EXPECTED_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "fit": ("scaling_fit", ("law", "points", "k", "k_low", "k_high", "alpha", "alpha_low", "alpha_high",
+                            "rmse_log")),
+    "dimension": ("intrinsic_dimension", _DIMENSION_COLUMNS),
+    "learned_dimension": ("intrinsic_dimension", _DIMENSION_COLUMNS),
+}
+
+
+def refuse_wrong_tables(schemas: dict[str, Any], labels: dict[str, str | None]) -> None:
+    """Refuse an input that lacks the columns of the step output it is read as, naming the input, the missing
+    columns and the stage expected; `schemas` holds the known inputs' columns (validate time: only known ones)."""
+    for name, (stage, columns) in EXPECTED_TABLES.items():
+        schema = schemas.get(name)
+        if schema is None:
+            continue
+        missing = [c for c in columns if c not in schema]
+        if missing:
+            raise InputDataError(
+                f"input '{name}' has no column(s) {', '.join(repr(c) for c in missing)}: it expects the output of "
+                f"stage '{stage}', and this table has the columns {list(schema)}",
+                file=labels.get(name), hint=f"wire '{name}' to a step of stage '{stage}'")
 
 
 def _fmt(value: Any) -> Any:
@@ -172,6 +200,15 @@ class ScalingReport(Stage):
 
     def __init__(self, title: str = "Data-scaling study"):
         self.title = title
+
+    def output_schema(self, inputs):
+        """One finding sentence a row; the inputs' tables are checked first (`pipeline validate`)."""
+        refuse_wrong_tables(inputs, {})
+        return {"finding": pl.String}
+
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        refuse_wrong_tables({name: polars_schema(ds.schema) for name, ds in inputs.items() if ds is not None},
+                            {name: ds.label for name, ds in inputs.items() if ds is not None})
 
     def run(self, ctx: Context, **inputs: Dataset) -> pl.DataFrame:
         import jinja2

@@ -17,8 +17,10 @@ import polars as pl
 
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
+from pipeline.params import Annotated, Field
 from pipeline.stage import Context, Stage
 from stages._hashing import id_uniform
+from stages._ids import refuse_bad_id_column
 from stages.scaling import language_model as lm
 from stages.scaling import training
 
@@ -60,8 +62,8 @@ class TransferCurve(Stage):
         vocabulary: int = 2000,
         text_column: str = "text",
         pretrain_steps: int = 3000,
-        learning_rate: float = 3e-3,
-        finetune_learning_rate: float = 1e-3,
+        learning_rate: Annotated[float, Field(gt=0.0)] = 3e-3,
+        finetune_learning_rate: Annotated[float, Field(gt=0.0)] = 1e-3,
         batch_size: int = 128,
         max_steps: int = 3000,
         eval_every: int = 100,
@@ -101,6 +103,12 @@ class TransferCurve(Stage):
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         text = {self.text_column: "text_column", self.id_column: "id_column"}
         return {"pretrain": text, "data": text | {"subset_index": None, "subset_size": None}, "test": text}
+
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        # The source and held-out inputs are split by id hash: a repeated id sends every copy to one side, and
+        # only ids repeated throughout were refused, as "too few documents to split off a validation set".
+        for name in self.inputs:
+            refuse_bad_id_column(inputs[name], self.id_column, input_name=name)
 
     def _config(self, learning_rate: float, steps: int) -> training.TrainConfig:
         return training.TrainConfig(learning_rate=learning_rate, batch_size=self.batch_size, max_steps=steps,

@@ -146,3 +146,14 @@ def test_labels_the_splits_cannot_stratify_are_refused_naming_parameter_and_file
     with pytest.raises(InputDataError, match="duplicate") as info:
         stage.execute(Dataset.from_parquet(repeated))
     assert (info.value.param, info.value.file) == ("id_column", str(repeated))
+
+
+def test_a_feature_column_of_neither_text_nor_vectors_is_refused_naming_the_file(tmp_path):
+    # An integer `text` column trained as a 1-wide vector (exit 0). The kinds are `stages.studies`' (tested there).
+    path = tmp_path / "ints.parquet"
+    digits_example(90).drop("pixels").with_columns(pl.col("id").alias("text")).write_parquet(path)
+    stage = LabelNoiseNets(models=["mlp"], alphas=[0], noises=["uniform"], seeds=1, examples=200, batch_sizes=[32],
+                           batch_alphas=[0], clean_fractions=[1.0])
+    with pytest.raises(InputDataError, match="column 'text' .* is Int64, not text") as info:
+        stage.execute(Dataset.from_parquet(path))
+    assert (info.value.param, info.value.file) == ("features", str(path))

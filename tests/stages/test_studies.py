@@ -156,3 +156,67 @@ def test_bad_inputs_are_refused_before_the_split_naming_parameter_and_file(tmp_p
         LabelNoiseCurve(alphas=[0], noises=["uniform"]).execute(Dataset.from_parquet(path))
     assert (err.value.param, err.value.file) == (param, str(path))
     assert expected in err.value.message and "id_column: null" not in str(err.value)
+
+
+def _text_column(values):
+    """digits_example(90) with its pixels replaced by a `text` column of `values` (what features: auto picks)."""
+    return lambda t: t.drop("pixels").with_columns(values.alias("text"))
+
+
+@pytest.mark.parametrize(("bad", "expected"), [
+    (_text_column(pl.col("id")), "column 'text' (picked by features: auto as the text column) is Int64, not text"),
+    (_text_column(pl.col("id").cast(pl.String).str.split("")),
+     "column 'text' (picked by features: auto as the first vector column) is List(String), not text"),
+    (_text_column(pl.lit(None)), "column 'text' (picked by features: auto as the text column) holds only nulls"),
+    (_text_column(pl.lit(None, pl.String)), "column 'text' has 90 null texts; a study cannot train on a missing"),
+    (_text_column(pl.lit(" ")), "column 'text' holds no words (all 90 rows blank)"),
+], ids=["int", "list of strings", "null type", "null strings", "blank strings"])
+def test_a_feature_column_of_neither_text_nor_vectors_is_refused_naming_column_and_file(tmp_path, bad, expected):
+    # An integer text column trained as a 1-wide vector (exit 0); a list of words failed converting 'alpha' to a
+    # float; null texts failed inside TF-IDF ('NoneType' object has no attribute 'lower'), blank ones with "empty
+    # vocabulary".
+    path = tmp_path / "bad.parquet"
+    bad(digits_example(90)).write_parquet(path)
+    with pytest.raises(InputDataError) as err:
+        LabelNoiseCurve(alphas=[0], noises=["uniform"]).execute(Dataset.from_parquet(path))
+    assert (err.value.param, err.value.file) == ("features", str(path))
+    assert expected in err.value.message, err.value.message
+
+
+def test_a_feature_column_of_the_wrong_kind_is_refused_by_validate(tmp_path):
+    from cli_failures import refused_by_validate
+
+    path = tmp_path / "ints.parquet"
+    _text_column(pl.col("id"))(digits_example(90)).write_parquet(path)
+    message = refused_by_validate(tmp_path / "c.yaml", f"""
+name: kinds
+steps:
+  - id: curve
+    stage: label_noise_curve
+    inputs: {path}
+    params: {{features: text}}
+""")
+    assert "parameter 'features'" in message and "input 'data' column 'text' (named by parameter 'features') is " \
+           "Int64, not text (a String column) or numeric vectors" in message, message
+
+
+@pytest.mark.parametrize("stage", ["label_noise_curve", "label_noise_nets"])
+@pytest.mark.parametrize("column", ["label_column", "id_column"])
+def test_features_naming_the_label_or_id_column_is_refused_by_validate(tmp_path, stage, column):
+    # features: label trained label_noise_curve on its labels (accuracy 1, exit 0); label_noise_nets failed in
+    # polars with DuplicateError.
+    from cli_failures import refused_by_validate
+
+    name = {"label_column": "label", "id_column": "id"}[column]
+    message = refused_by_validate(tmp_path / "c.yaml", f"""
+name: leak
+steps:
+  - id: digits
+    stage: sklearn_digits
+  - id: study
+    stage: {stage}
+    inputs: digits
+    params: {{features: {name}}}
+""")
+    assert f"step 'study' (stage '{stage}'), parameter 'features'" in message
+    assert f"names the {column} '{name}'; a study trains on an input column beside its labels" in message, message

@@ -77,3 +77,40 @@ def test_plot_band_is_at_the_fits_confidence():
     low, high = bootstrap_band(law, grid)
     np.testing.assert_allclose(low, np.quantile(curves, 0.25, axis=0))
     np.testing.assert_allclose(high, np.quantile(curves, 0.75, axis=0))
+
+
+WRONG_TABLES = [("fit", "curve", "input 'fit' has no column(s) 'law', 'points', 'k'"),
+                ("dimension", "fit", "input 'dimension' has no column(s) 'estimator', 'dimension', 'ci_low'")]
+
+
+@pytest.mark.parametrize(("input_name", "table", "expected"), WRONG_TABLES, ids=["curve as fit", "fit as dimension"])
+def test_a_wrong_table_wired_in_is_refused_by_validate(tmp_path, input_name, table, expected):
+    # The raw curve as `fit` made a report of nothing (exit 0); a fit as `dimension` failed with KeyError 'ci_low'.
+    from cli_failures import refused_by_validate
+
+    dims = dimension_table()
+    tables = {"curve": curve(), "fit": ScalingFit().apply(curve()), "dimension": dims}
+    inputs = {"fit": "fit", "dimension": "dimension"} | {input_name: table}
+    for name, source in inputs.items():
+        tables[source].write_parquet(tmp_path / f"{name}.parquet")
+    message = refused_by_validate(tmp_path / "c.yaml", f"""
+name: wrong
+steps:
+  - id: report
+    stage: scaling_report
+    inputs: {{fit: {tmp_path / 'fit.parquet'}, dimension: {tmp_path / 'dimension.parquet'}}}
+""")
+    assert "step 'report' (stage 'scaling_report')" in message and expected in message, message
+    stage = "scaling_fit" if input_name == "fit" else "intrinsic_dimension"
+    assert f"expects the output of stage '{stage}'" in message, message
+
+
+def test_a_wrong_table_is_refused_at_run_time_naming_the_file(tmp_path):
+    from pipeline.errors import InputDataError
+    from pipeline.io import Dataset
+
+    curve().write_parquet(tmp_path / "curve.parquet")
+    with pytest.raises(InputDataError) as err:
+        ScalingReport().execute(fit=Dataset.from_parquet(tmp_path / "curve.parquet"))
+    assert err.value.file == str(tmp_path / "curve.parquet")
+    assert "input 'fit' has no column(s) 'law'" in err.value.message

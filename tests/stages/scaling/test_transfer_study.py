@@ -61,3 +61,36 @@ def test_tokens_contexts_and_bad_params():
     assert docs[0][list(vocab).index("y") if "y" in vocab else 3] >= 0 and lm.UNK in docs[0]
     with pytest.raises(ParamError, match="models"):
         TransferCurve.from_params({"models": [{"embedding": 8}]})
+
+
+@pytest.mark.parametrize(("param", "value"), [("learning_rate", -1), ("finetune_learning_rate", 0)])
+def test_a_learning_rate_not_above_zero_is_refused_by_validate(tmp_path, param, value):
+    # -1 failed inside torch's AdamW (exit 1); 0 ran every step and trained nothing.
+    from cli_failures import refused_by_validate
+
+    for name, table in TransferCurve.example()[1].items():
+        table.write_parquet(tmp_path / f"{name}.parquet")
+    message = refused_by_validate(tmp_path / "c.yaml", f"""
+name: rate
+steps:
+  - id: transfer
+    stage: transfer_curve
+    inputs: {{pretrain: {tmp_path}/pretrain.parquet, data: {tmp_path}/data.parquet, test: {tmp_path}/test.parquet}}
+    params: {{{param}: {value}}}
+""")
+    assert f"parameter '{param}'" in message and f"must be > 0, got {value}" in message, message
+
+
+def test_duplicate_test_ids_are_refused_naming_input_column_and_file(tmp_path):
+    # Ids repeated throughout read as "too few documents (20) to split off a validation set".
+    from pipeline.errors import InputDataError
+    from pipeline.io import Dataset
+
+    params, inputs = TransferCurve.example()
+    path = tmp_path / "test.parquet"
+    inputs["test"].with_columns(pl.lit("x").alias("id")).write_parquet(path)
+    with pytest.raises(InputDataError) as err:
+        TransferCurve(**params).execute(pretrain=inputs["pretrain"], data=inputs["data"],
+                                        test=Dataset.from_parquet(path))
+    assert (err.value.param, err.value.file) == ("id_column", str(path))
+    assert "input 'test' column 'id' holds duplicate ids" in err.value.message
