@@ -31,7 +31,7 @@ from pipeline.stage import Context, Stage
 from stages._ids import refuse_bad_id_column
 from stages.nets import TrainConfig, train_classifier
 from stages.noise import LabelNoise, vector_matrix
-from stages.noise.params import Alpha
+from stages.noise.params import Alpha, structured_params
 from stages.noise.rows import with_label_kind
 from stages.studies import (
     _split,
@@ -284,9 +284,9 @@ class LabelNoiseNets(Stage):
         """(row indices into x, class indices) of `rows` diluted by label_noise, and its transitions."""
         part = prep.table[rows].with_columns(pl.Series("_row", rows))
         noiser = LabelNoise(
-            mode="dilute", alpha=alpha, noise=noise, delta=self.delta,
-            confusion=confusion if noise == "structured" else "derangement",
-            feature_column=feature if (noise == "structured" and confusion == "centroid" and not is_text) else None,
+            mode="dilute", alpha=alpha, noise=noise,
+            **structured_params(noise, delta=self.delta, confusion=confusion,
+                                feature_column=feature if (confusion == "centroid" and not is_text) else None),
             classes=classes.to_list(), label_column=self.label_column, id_column=self.id_column)
         result = noiser.execute(part, seed=seed)
         noisy = result.table.join(part.select(pl.col(self.id_column).alias("source_id"), "_row"), on="source_id",

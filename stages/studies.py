@@ -20,7 +20,7 @@ from pipeline.params import Annotated, Field, Fraction, PositiveInt
 from pipeline.stage import Context, Stage
 from stages._ids import null_count, refuse_bad_id_column, refuse_null_texts
 from stages.noise import LabelNoise, vector_matrix
-from stages.noise.params import Alpha
+from stages.noise.params import Alpha, structured_params
 from stages.noise.rows import refuse_noise_columns, with_label_kind
 
 PLOT_NAME = "accuracy_vs_alpha.png"
@@ -282,9 +282,9 @@ class LabelNoiseCurve(Stage):
             for noise in self.noises:
                 for alpha in self.alphas:
                     noiser = LabelNoise(
-                        mode="dilute", alpha=alpha, noise=noise, delta=self.delta,
-                        confusion=confusion if noise == "structured" else "derangement",
-                        feature_column=feature if (noise == "structured" and confusion == "centroid") else None,
+                        mode="dilute", alpha=alpha, noise=noise,
+                        **structured_params(noise, delta=self.delta, confusion=confusion,
+                                            feature_column=feature if confusion == "centroid" else None),
                         classes=classes.to_list(), label_column=self.label_column, id_column=self.id_column,
                     )
                     noisy = noiser.apply(train, seed=seed)

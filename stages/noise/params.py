@@ -21,6 +21,8 @@ Alpha = Annotated[float, Field(ge=0.0, le=MAX_ALPHA)]  # for a stage that declar
 # The parameters only one mode reads: given to the other mode they would be ignored without a word.
 MODE_ONLY = {"flip": ("rate", "mapping", "matrix"),
              "dilute": ("alpha", "exclude_true", "delta", "confusion", "feature_column")}
+# The dilute parameters only structured noise reads (uniform noise draws every added label uniformly).
+STRUCTURED_ONLY = ("delta", "confusion", "feature_column")
 
 
 def validate_params(self: Any) -> None:
@@ -42,24 +44,45 @@ def validate_params(self: Any) -> None:
         _validate_dilute(self)
 
 
+def structured_params(noise: str, **params: Any) -> dict[str, Any]:
+    """`params` (some of STRUCTURED_ONLY) for a dilute run of `noise`: all of them for structured noise, none
+    for uniform, which reads none of them and is refused them (the studies sweep both kinds with one set)."""
+    unknown = set(params) - set(STRUCTURED_ONLY)
+    assert not unknown, f"not structured-noise parameters: {sorted(unknown)}"
+    return params if noise == "structured" else {}
+
+
+def _set_params(self: Any, names: tuple[str, ...]) -> list[str]:
+    defaults = {spec.name: spec.default for spec in type(self).param_specs()}
+    return [name for name in names if _is_set(getattr(self, name), defaults[name])]
+
+
 def refuse_other_mode_params(self: Any) -> None:
     """The parameters of the other mode that are set (not at their defaults), refused together: e.g. `alpha: 3`
     with `mode: flip` would relabel at `rate` and add no rows, the alpha silently dropped."""
     other = "dilute" if self.mode == "flip" else "flip"
-    defaults = {spec.name: spec.default for spec in type(self).param_specs()}
-    given = [name for name in MODE_ONLY[other] if _is_set(getattr(self, name), defaults[name])]
+    _refuse_unused(_set_params(self, MODE_ONLY[other]), f"{other}-mode",
+                   f"mode '{self.mode}' (which takes noise, {', '.join(MODE_ONLY[self.mode])})", f"set mode: {other}")
+
+
+def _refuse_unused(given: list[str], kind: str, unused_by: str, advice: str) -> None:
+    """One line naming every parameter given that nothing will read."""
     if not given:
         return
     several = len(given) > 1
-    raise ParamError(given[0], f"{', '.join(given)} {'are' if several else 'is a'} {other}-mode "
-                               f"parameter{'s' if several else ''}, unused by mode '{self.mode}' (which takes noise, "
-                               f"{', '.join(MODE_ONLY[self.mode])}); leave {'them' if several else 'it'} out or set "
-                               f"mode: {other}")
+    raise ParamError(given[0], f"{', '.join(given)} {'are' if several else 'is a'} {kind} parameter"
+                               f"{'s' if several else ''}, unused by {unused_by}; leave {'them' if several else 'it'} "
+                               f"out or {advice}")
 
 
 def _is_set(value: Any, default: Any) -> bool:
-    """Does a parameter differ from its default (`is not None` for a None default: a matrix may be an array)?"""
-    return value is not None if default is None else bool(value != default)
+    """Does a parameter differ from its default (`is not None` for a None default; a matrix or an array given for a
+    text default such as confusion's 'derangement' differs whatever its values)?"""
+    if default is None:
+        return value is not None
+    if isinstance(default, str) and not isinstance(value, str):
+        return True
+    return bool(value != default)
 
 def _validate_flip(self: Any) -> None:
     kind = self.noise_kind
@@ -97,18 +120,21 @@ def _validate_dilute(self: Any) -> None:
                                   f"got {self.alpha!r}")
     if not (0.0 <= self.delta <= 1.0):
         raise ParamError("delta", f"must lie in [0, 1], got {self.delta!r}")
-    if self.noise_kind == "structured":
-        c = self.confusion
-        if isinstance(c, str):
-            if c not in ("derangement", "centroid"):
-                raise ParamError("confusion", f"must be 'derangement', 'centroid', a mapping or a matrix, got {c!r}")
-            if c == "centroid" and not self.feature_column:
-                raise ParamError("feature_column", "is required by confusion 'centroid' (a numeric vector column)")
-        elif isinstance(c, dict):
-            if self.classes is not None:
-                check_known("confusion", list(c) + list(c.values()), self.classes)
-        else:
-            check_stochastic("confusion", c, None if self.classes is None else len(self.classes))
+    if self.noise_kind != "structured":
+        _refuse_unused(_set_params(self, STRUCTURED_ONLY), "structured-noise",
+                       f"noise '{self.noise_kind}' (every added label is drawn uniformly)", "set noise: structured")
+        return
+    c = self.confusion
+    if isinstance(c, str):
+        if c not in ("derangement", "centroid"):
+            raise ParamError("confusion", f"must be 'derangement', 'centroid', a mapping or a matrix, got {c!r}")
+        if c == "centroid" and not self.feature_column:
+            raise ParamError("feature_column", "is required by confusion 'centroid' (a numeric vector column)")
+    elif isinstance(c, dict):
+        if self.classes is not None:
+            check_known("confusion", list(c) + list(c.values()), self.classes)
+    else:
+        check_stochastic("confusion", c, None if self.classes is None else len(self.classes))
 
 def check_known(param: str, names: Any, classes: list[Any]) -> None:
     unknown = [n for n in names if n not in classes]

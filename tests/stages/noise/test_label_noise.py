@@ -493,6 +493,20 @@ steps:
     assert "parameter 'alpha'" in message and "alpha, delta are dilute-mode parameters, unused by mode 'flip'" in message
     message = refused_by_validate(tmp_path / "c.yaml", config("{mode: dilute, rate: 0.2, mapping: {cat: dog}}"))
     assert "rate, mapping are flip-mode parameters, unused by mode 'dilute'" in message
+    # Uniform dilution draws every added label uniformly: delta, confusion and feature_column were dropped silently.
+    message = refused_by_validate(tmp_path / "c.yaml", config("{mode: dilute, alpha: 2, delta: 0.9, confusion: centroid}"))
+    assert "parameter 'delta'" in message and "delta, confusion are structured-noise parameters, unused by noise " \
+        "'uniform'" in message and "set noise: structured" in message
+
+
+def test_the_studies_sweep_uniform_and_structured_noise_with_one_delta():
+    # The studies give their delta (0.2 by default) to every dilute run: only structured runs may take it.
+    from stages.noise.params import structured_params
+
+    assert structured_params("uniform", delta=0.2, confusion="derangement") == {}
+    assert structured_params("structured", delta=0.2) == {"delta": 0.2}
+    with pytest.raises(ParamError, match="confusion is a structured-noise parameter, unused by noise 'uniform'"):
+        build(mode="dilute", alpha=1, noise="uniform", confusion=np.eye(3).tolist())
 
 
 def test_a_source_column_of_another_kind_is_refused_not_cast(tmp_path):
