@@ -12,6 +12,7 @@ it never guesses.
 
 from __future__ import annotations
 
+import re
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -129,6 +130,16 @@ def refuse_undeclared_sides(stage: Any, written: list[str]) -> None:
         )
 
 
+_INPUT_NAMED = re.compile(r"input '([^']+)'")
+
+
+def _named_input_file(exc: PipelineError, labels: dict[str, str]) -> str | None:
+    """The file (or upstream step) of the input a refusal starts by naming ("input 'data' column ..."): a
+    declaration such as `output_schema` sees schemas only, so it cannot name the data's file itself."""
+    named = _INPUT_NAMED.match(exc.message)
+    return labels.get(named.group(1)) if named else None
+
+
 def check_column_flow(config: Any) -> dict[str, Schema | None]:
     """Check every step's inputs (side outputs named, needed columns) against what its upstream steps
     will write; return each output's schema."""
@@ -153,7 +164,8 @@ def check_column_flow(config: Any) -> dict[str, Schema | None]:
             known[step.id] = stage.output_schema(inputs) if complete else None
             sides = stage.side_output_schemas(inputs) if complete else {}
         except PipelineError as exc:
-            raise exc.add_context(step=step.id, stage=step.stage, file=config.source) from None
+            raise exc.add_context(step=step.id, stage=step.stage,
+                                  file=_named_input_file(exc, labels) or config.source) from None
         for side, schema in (sides or {}).items():
             known[f"{step.id}:{side}"] = schema
     return known

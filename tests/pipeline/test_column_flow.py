@@ -240,3 +240,18 @@ def test_a_stage_writing_an_undeclared_side_output_fails_the_step_naming_the_met
                                             r"side_output_names\(\) does not declare \(it declares: none\)"):
         p.run(workdir=tmp_path)
     assert not (tmp_path / "undeclared" / "plain").exists()
+
+
+def test_a_declaration_refusing_an_input_names_that_inputs_file(tmp_path):
+    """`output_schema` sees schemas only; a refusal that starts "input 'data' ..." names the data's file, not the
+    config (before: file 'c.yaml' for a column of d.parquet)."""
+    from cli_failures import refused_by_validate
+
+    data = tmp_path / "d.parquet"
+    pl.DataFrame({"id": [str(i) for i in range(40)], "label": ["a", "b"] * 20, "text": range(40)}).write_parquet(data)
+    message = refused_by_validate(tmp_path / "c.yaml", f"""
+name: flow
+steps:
+  - {{id: curve, stage: label_noise_curve, inputs: {data}, params: {{features: text}}}}
+""")
+    assert f"file '{data}'" in message and "input 'data' column 'text'" in message and "c.yaml" not in message
