@@ -60,6 +60,10 @@ def _label_kind(dtype: pl.DataType) -> str:
     return "number" if dtype.is_numeric() or dtype == pl.Boolean else str(dtype)
 
 
+def _file(label: str | None) -> str:
+    return f" (file '{label}')" if label else ""
+
+
 class ScalingCurve(Stage):
     """Held-out loss of an MLP classifier trained on each nested subset (input `data`) at each size.
 
@@ -162,21 +166,40 @@ class ScalingCurve(Stage):
                          input_name=name)
             refuse_nans(dataset, self.label_column, "a NaN label is a class of its own that sorts nowhere",
                         param="label_column", input_name=name)
-        kinds = {name: polars_schema(dataset.schema)[self.label_column] for name, dataset in inputs.items()}
-        if _label_kind(kinds["data"]) != _label_kind(kinds["test"]):
-            raise InputDataError(f"input 'test' column '{self.label_column}' is {kinds['test']} but input 'data' "
-                                 f"(file '{data.label}') has {kinds['data']} labels; the classes of both are sorted "
-                                 "together, so cast one to the other's type", param="label_column", file=test.label)
+        schemas = {name: polars_schema(dataset.schema) for name, dataset in inputs.items()}
+        self._refuse_other_label_kinds(schemas["data"], schemas["test"], data.label, test.label)
         refuse_bad_id_column(test, self.id_column, input_name="test")
+
+    def output_schema(self, inputs: dict[str, Any]) -> None:
+        """No columns declared, but `pipeline validate` refuses what the two schemas already show: labels of two
+        kinds, or Array vectors of two widths (a List column's width is known from its rows, when the step runs)."""
+        data, test = inputs["data"], inputs["test"]
+        self._refuse_other_label_kinds(data, test, None, None)
+        widths = [s[self.features].size if isinstance(s[self.features], pl.Array) else None for s in (data, test)]
+        self._refuse_widths(*widths, None, None)
+        return None
+
+    def _refuse_other_label_kinds(self, data: dict[str, Any], test: dict[str, Any], data_file: str | None,
+                                  test_file: str | None) -> None:
+        """The classes are the sorted labels of both inputs: text and numbers do not sort together."""
+        kinds = data[self.label_column], test[self.label_column]
+        if _label_kind(kinds[0]) != _label_kind(kinds[1]):
+            raise InputDataError(f"input 'test' column '{self.label_column}' is {kinds[1]} but input 'data'"
+                                 f"{_file(data_file)} has {kinds[0]} labels; the classes of both are sorted together, "
+                                 "so cast one to the other's type", param="label_column", file=test_file)
 
     def _refuse_other_widths(self, data: Dataset, test: Dataset) -> None:
         """The model's input layer is as wide as the `data` vectors: `test` vectors of another width would fail
         in torch's matrix product after training."""
-        widths = {name: _vector_width(dataset, self.features) for name, dataset in (("data", data), ("test", test))}
-        if None not in widths.values() and widths["data"] != widths["test"]:
-            raise InputDataError(f"input 'test' column '{self.features}' holds vectors of width {widths['test']} "
-                                 f"but input 'data' (file '{data.label}') holds width {widths['data']}; both inputs "
-                                 "need the same features", param="features", file=test.label)
+        self._refuse_widths(_vector_width(data, self.features), _vector_width(test, self.features), data.label,
+                            test.label)
+
+    def _refuse_widths(self, data_width: int | None, test_width: int | None, data_file: str | None,
+                       test_file: str | None) -> None:
+        if data_width is not None and test_width is not None and data_width != test_width:
+            raise InputDataError(f"input 'test' column '{self.features}' holds vectors of width {test_width} "
+                                 f"but input 'data'{_file(data_file)} holds width {data_width}; both inputs "
+                                 "need the same features", param="features", file=test_file)
 
     def train_config(self) -> training.TrainConfig:
         return training.TrainConfig(learning_rate=self.learning_rate, batch_size=self.batch_size,

@@ -166,3 +166,23 @@ def test_scaling_curve_refuses_repeated_held_out_ids(tmp_path):
     with pytest.raises(InputDataError, match="input 'test' column 'id' holds duplicate ids") as info:
         ScalingCurve(hidden=[4], max_steps=5, eval_every=5).execute(**inputs)
     assert (info.value.param, info.value.file) == ("id_column", str(tmp_path / "test.parquet"))
+
+
+@pytest.mark.parametrize("test_rows, expected", [
+    (_rows(20, 6, 100), "column 'pixels' holds vectors of width 6 but input 'data' holds width 4"),
+    (_rows(20, 4, 100).with_columns(label=pl.lit("a")), "column 'label' is String but input 'data' has Int64 labels"),
+])
+def test_pipeline_validate_refuses_what_the_two_schemas_show(tmp_path, test_rows, expected):
+    # Found only when the step ran (after the steps before it); the Array widths and label types are in the schemas.
+    from cli_failures import refused_by_validate
+
+    _curve_inputs(tmp_path, _rows(20, 4), test_rows)
+    message = refused_by_validate(tmp_path / "c.yaml", f"""
+name: curve
+steps:
+  - id: curve
+    stage: scaling_curve
+    inputs: {{data: {tmp_path / 'data.parquet'}, test: {tmp_path / 'test.parquet'}}}
+    params: {{hidden: [4]}}
+""")
+    assert f"input 'test' {expected}" in message and f"file '{tmp_path / 'test.parquet'}'" in message
