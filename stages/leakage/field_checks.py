@@ -2,9 +2,10 @@
 
 A role given as null is a role left out (`{question: q, choices: null}` = `{question: q}`), so one config can
 switch a role off. The test columns a role names must be of a kind the variants can use: question and passage
-are text, an answer is text (the answer, or its letter among the choices) or an integer (a 0-based index into
-the choices), choices are a list. A role column that is null in every row, or an item with neither a question
-nor a passage, would be audited as nothing and reported `clean`: both are refused, naming the column or the ids.
+are text, choices are a list, an answer is one value a row: text (the answer, or its letter among the choices),
+an integer (a 0-based index into the choices when a choices role is named, else the number itself) or a boolean.
+A role column that is null in every row, or an item with neither a question nor a passage, would be audited
+as nothing and reported `clean`: both are refused, naming the column or the ids.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pipeline.io import Dataset
 from stages._ids import null_count
 
 TEXT_ROLES = ("question", "passage")  # an item's own words: a role column of another type is refused
-ROLE_KINDS = {"question": "text", "passage": "text", "answer": "label"}  # see `pipeline.columns.COLUMN_KINDS`
+ROLE_KINDS = {"question": "text", "passage": "text", "answer": "scalar"}  # see `pipeline.columns.COLUMN_KINDS`
 SHOWN_IDS = 3  # ids named in a refusal of some items
 
 
@@ -44,10 +45,6 @@ def refuse_unusable_fields(test: Dataset, fields: dict[str, str], id_column: str
                              "options; give each item's options as a list column", param=field_param("choices"),
                              file=test.label)
     answer = fields.get("answer")
-    if answer is not None and schema[answer].is_integer() and choices is None:
-        raise InputDataError(f"input 'test' column '{answer}' (role answer) holds integers, which are read as 0-based "
-                             "indices into the choices, but fields names no choices column; name it (choices: "
-                             "<column>) or give the answer as text", param=field_param("answer"), file=test.label)
     if test.num_rows:
         for role, column in fields.items():
             if null_count(test, column) == test.num_rows:

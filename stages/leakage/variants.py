@@ -97,14 +97,16 @@ def training_text(batch: pl.DataFrame, text_column: str, train_fields: dict[str,
     return batch.with_columns(pl.concat_str(parts, separator="\n").str.strip_chars().alias(text_column))
 
 
-def _answer_text(choices: list[str] | None, answer: Any) -> str:
+def _answer_text(choices: list[str] | None, answer: Any, indexed: bool) -> str:
     """The correct answer as text: an index or letter into `choices`, or the answer itself.
 
-    An integer answer is always an index (`field_checks` refuses one out of range): without choices it names none.
+    `indexed` (the fields name a choices role): an integer answer is a 0-based index (`field_checks` refuses one
+    out of range), and an item whose choices are missing has no answer text. Otherwise an integer is the answer
+    itself (a GSM8K-style final number), as is a boolean (a BoolQ-style yes/no).
     """
     if answer is None:
         return ""
-    if isinstance(answer, int) and not isinstance(answer, bool):
+    if indexed and isinstance(answer, int) and not isinstance(answer, bool):
         return choices[answer] if choices and 0 <= answer < len(choices) else ""
     if choices:
         key = str(answer).strip().upper()
@@ -131,7 +133,7 @@ def raw_variants(frame: pl.DataFrame, fields: dict[str, str]) -> list[list[tuple
         tail = question if passage and question else question_tail(q)
         if tail:
             variants.append(("question tail", tail))
-        answer_text = _answer_text(options, answer)
+        answer_text = _answer_text(options, answer, "choices" in fields)
         if answer_text:
             variants.append(("question+answer", f"{q} {answer_text}"))
         if options:

@@ -88,9 +88,6 @@ def test_role_columns_of_the_wrong_kind_are_refused_naming_role_column_and_kind(
     message = refused_by_validate(tmp_path / "c.yaml", _config(tmp_path, train, _items(q=[1, 2, 3])))
     assert "parameter 'fields.question'" in message and f"file '{tmp_path / 'test.parquet'}'" in message
     assert "column 'q' (named by parameter 'fields.question') is Int64, not text" in message
-    with pytest.raises(InputDataError, match="'label' \\(role answer\\) holds integers.*names no choices") as err:
-        LeakageAudit(**QUICK, fields={"question": "q", "answer": "label"}).apply(train=train, test=_items())
-    assert err.value.param == "fields.answer"
     with pytest.raises(InputDataError, match="2 integer answers outside their item's choices.*ids 'b', 'c'"):
         LeakageAudit(**QUICK, fields=FIELDS).apply(train=train, test=_items(label=[1, 2, -1]))
     with pytest.raises(InputDataError, match="'options' \\(role choices\\) is String, not a list"):
@@ -102,3 +99,19 @@ def test_an_item_with_only_a_question_role_is_audited_whole_not_as_its_last_sent
     # 40-word question was audited as its last 7 words and reported clean.
     findings = LeakageAudit(**QUICK, fields={"question": "q"}).apply(train=train, test=_items())
     assert findings["verdict"].to_list() == ["contaminated", "clean", "clean"]
+
+
+def test_answers_without_choices_are_the_answer_itself_integers_and_booleans_included(train, tmp_path):
+    # A GSM8K-style final number, or a BoolQ-style yes/no, is the answer's own text; only with a choices role is
+    # an integer an index. (Wave 23's first cut refused both: a Boolean by validate, an integer when the step ran.)
+    numbers = _items().with_columns(label=pl.Series([42, 7, 0]))
+    variants = raw_variants(numbers, {"question": "q", "answer": "label"})
+    assert [text.split()[-1] for name, text in variants[0] if name == "question+answer"] == ["42"]
+    yes_no = _items().with_columns(label=pl.Series([True, False, True]))
+    assert raw_variants(yes_no, {"question": "q", "answer": "label"})[1][-1] == ("question+answer",
+                                                                                 f"{yes_no['q'][1]} False")
+    proc = run_cli("validate", str(write_config(tmp_path / "c.yaml", _config(tmp_path, train, yes_no,
+                                                                            fields="{question: q, answer: label}"))))
+    assert proc.returncode == 0, proc.stderr
+    assert LeakageAudit(**QUICK, fields={"question": "q", "answer": "label"}).apply(
+        train=train, test=numbers)["verdict"].to_list() == ["contaminated", "clean", "clean"]
