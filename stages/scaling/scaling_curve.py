@@ -183,6 +183,8 @@ class ScalingCurve(Stage):
                                   test_file: str | None) -> None:
         """The classes are the sorted labels of both inputs: text and numbers do not sort together."""
         kinds = data[self.label_column], test[self.label_column]
+        if None in kinds:  # an upstream step that does not declare the type: the run checks it
+            return
         if _label_kind(kinds[0]) != _label_kind(kinds[1]):
             raise InputDataError(f"input 'test' column '{self.label_column}' is {kinds[1]} but input 'data'"
                                  f"{_file(data_file)} has {kinds[0]} labels; the classes of both are sorted together, "

@@ -186,3 +186,11 @@ steps:
     params: {{hidden: [4]}}
 """)
     assert f"input 'test' {expected}" in message and f"file '{tmp_path / 'test.parquet'}'" in message
+
+
+def test_pipeline_validate_leaves_an_undeclared_label_type_to_the_run():
+    # An upstream step that declares a column without its type (label_noise's clean_label) crashed validate
+    # ("'NoneType' object has no attribute 'is_numeric'", exit 1) in the first cut of the check above.
+    schema = {"id": pl.Int64, "label": None, "pixels": pl.Array(pl.Float32, 4), "subset_index": pl.Int64,
+              "subset_size": pl.Int64}
+    assert ScalingCurve(hidden=[4]).output_schema({"data": schema, "test": schema | {"label": pl.String}}) is None
