@@ -96,7 +96,7 @@ def check_source(stage: Any, data: Dataset, pool: Dataset, structured: bool) -> 
 
 def value_kind(dtype: Any) -> str:
     """What a column holds, as far as an added row's values may be cast between the data's and the source's types:
-    text, integers, floats, vectors (a list or array), or the type itself (booleans, dates, structs...)."""
+    text, integers, floats, vectors of one of these (a list or array), or the type itself (booleans, dates...)."""
     if is_text(dtype):
         return "text"
     if dtype.is_integer():
@@ -104,8 +104,18 @@ def value_kind(dtype: Any) -> str:
     if dtype.is_float():
         return "floats"
     if isinstance(dtype, (pl.List, pl.Array)):
-        return "vectors"
+        return f"vectors of {value_kind(dtype.inner)}"
     return str(dtype.base_type())
+
+
+def _fits(theirs: Any, ours: Any) -> bool:
+    """Can a source value of type `theirs` be appended as type `ours` and still say the same: the same kind,
+    integers as floats, nulls as anything, and vectors whose items fit (`List(String)` is no `List(Float64)`)."""
+    vectors = (pl.List, pl.Array)
+    if isinstance(ours, vectors) and isinstance(theirs, vectors):
+        return _fits(theirs.inner, ours.inner)
+    mine, other = value_kind(ours), value_kind(theirs)
+    return mine == other or other == "Null" or (mine, other) == ("floats", "integers")
 
 
 def refuse_source_kinds(stage: Any, data: dict[str, Any], source: dict[str, Any], file: str | None) -> None:
@@ -117,7 +127,7 @@ def refuse_source_kinds(stage: Any, data: dict[str, Any], source: dict[str, Any]
         theirs = source.get(column)
         if column in (stage.label_column, stage.id_column) or dtype is None or theirs is None:
             continue
-        if value_kind(dtype) != value_kind(theirs):
+        if not _fits(theirs, dtype):
             raise InputDataError(
                 f"input 'source' column '{column}' is {theirs} ({value_kind(theirs)}), but the data's is {dtype} "
                 f"({value_kind(dtype)}); added rows are appended to the data, so cast it to {dtype} first",

@@ -533,6 +533,18 @@ steps:
     assert "step 'noisy' (stage 'label_noise')" in message and "input 'source' column 'text' is Int64" in message
 
 
+def test_a_source_column_that_casts_without_loss_is_taken_and_vectors_compare_their_items():
+    # Integers into floats lose nothing (refused by the first cut of the check above); List(String) into
+    # List(Float64) passed it as "vectors" both and failed inside polars (exit 1).
+    data = pl.DataFrame({"id": range(30), "label": ["cat", "dog", "fox"] * 10, "w": [0.5] * 30, "v": [[1.0, 2.0]] * 30})
+    source = pl.DataFrame({"id": range(100, 110), "w": range(10), "v": [[1, 2]] * 10})
+    added = build(mode="dilute", alpha=1).apply(data, source=source).filter(pl.col("is_noisy"))
+    assert added.schema["w"] == pl.Float64 and sorted(added["w"].unique().to_list()) == [float(i) for i in range(10)]
+    with pytest.raises(InputDataError, match=r"column 'v' is List\(String\) \(vectors of text\), but the data's is "
+                                             r"List\(Float64\) \(vectors of floats\)"):
+        build(mode="dilute", alpha=1).apply(data, source=source.with_columns(v=pl.lit(["a", "b"])))
+
+
 @pytest.mark.parametrize(("params", "param", "message"), [
     ({"mode": "flip", "rate": {"cat": 0.2, "cow": 0.1}}, "rate", "names unknown class 'cow'"),
     ({"mode": "flip", "noise": "mapping", "rate": 0.2, "mapping": {"cat": "cow"}}, "mapping", "unknown class 'cow'"),
