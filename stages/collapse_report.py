@@ -201,7 +201,8 @@ class CollapseReport(Stage):
             raise InputDataError(f"input 'metrics' has no column '{self.line}'", param="line", file=label)
         keys_in_use = {self.x, line, "seed"}
         candidates = [m for m in (self.metrics or DEFAULT_PLOT_METRICS) if m in table.columns and m not in keys_in_use]
-        text = [m for m in candidates if not is_numeric(table.schema[m])]
+        # Numbers and booleans plot; a column of nulls only (a hand-made table's empty metric) has no value to plot.
+        text = [m for m in candidates if not (is_numeric(table.schema[m]) or table.schema[m] in (pl.Boolean, pl.Null))]
         if text:
             raise InputDataError(f"metric column '{text[0]}' is {table.schema[text[0]]}, not numeric; cast it to a "
                                  "number first or leave it out of metrics", param="metrics", file=label)

@@ -62,3 +62,11 @@ def test_all_null_metrics_are_refused_naming_the_file(tmp_path, metrics_file):
     fails_cleanly(tmp_path, config(metrics_file, "{metrics: [empty]}"),
                   f"parameter 'metrics', file '{metrics_file}'", "(empty) has a value in the table (all null or NaN)")
     assert not (tmp_path / "runs" / "bad" / "report").exists()
+
+
+def test_default_metrics_skip_a_column_of_nulls_and_plot_booleans(metrics_file):
+    # A hand-made table's all-null default metric (Null type) was skipped before wave 23 and refused by its first
+    # cut ("is Null, not numeric ... leave it out of metrics", to a user who set no metrics).
+    table = pl.read_parquet(metrics_file).with_columns(vendi_score=pl.lit(None), tail_mass=pl.col("generation") > 0)
+    long, *_ = CollapseReport()._long(table, "m.parquet")
+    assert sorted(long["metric"].unique().to_list()) == ["tail_mass", "vocab_size"]
