@@ -18,7 +18,7 @@ from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.params import Annotated, Field, Fraction, PositiveInt
 from pipeline.stage import Context, Stage
-from stages._ids import null_count, refuse_bad_id_column, refuse_null_texts
+from stages._ids import refuse_bad_id_column, refuse_null_texts, refuse_nulls
 from stages.noise import LabelNoise, vector_matrix
 from stages.noise.params import Alpha, structured_params
 from stages.noise.rows import refuse_noise_columns, with_label_kind
@@ -70,11 +70,8 @@ def refuse_unsplittable(labels: pl.Series, fraction: float, *, param: str, file:
 def refuse_null_labels(data: Dataset, label: str) -> None:
     """Every row of a study needs a label: a null reached scikit-learn's split as a traceback. (A label column
     that is not integers or strings is refused before, from the schema: `label_column`'s kind "label".)"""
-    nulls = null_count(data, label)
-    if nulls:
-        raise InputDataError(f"input 'data' column '{label}' has {nulls:,} null labels; every row needs a label "
-                             "to be split and trained on", param="label_column", file=data.label,
-                             hint="drop or fill those rows first")
+    refuse_nulls(data, label, "every row needs a label to be split and trained on", kind="label",
+                 param="label_column", input_name="data")
 
 
 def digits_example(rows: int = 150) -> pl.DataFrame:
