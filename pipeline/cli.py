@@ -1,7 +1,8 @@
 """The `pipeline` command: run, validate, stages, show, and commands contributed by stage families.
 
 Exit codes: 0 success, 2 bad input (config, params, data; one line, no traceback), 1 a failure
-that is not the user's input (the message says which step; `--debug` shows the traceback).
+that is not the user's input (the message says which step; `--debug` shows the traceback), 141 the reader
+of stdout went away (`pipeline cache | head`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import io
 import json
 import os
+import select
 import sys
 import traceback
 from collections.abc import Callable
@@ -314,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         code = args._handler(args)
         sys.stdout.flush()  # a reader that went away is seen here, not as a warning at interpreter exit
         return code
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
+        if not _stdout_is_broken():  # a pipe of our own (a worker's, a subprocess's): not the reader's doing
+            return _unexpected(exc, debug)
         # The reader of our output stopped early (`pipeline cache | head`): stop quietly, as `git log | head`
         # does, with the shell's code for a write to a closed pipe (128 + SIGPIPE).
         _silence_stdout()
@@ -331,13 +335,28 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, (SystemExit, GeneratorExit)):
             raise
         # Also a Rust panic inside polars or another extension (pyo3's PanicException is a BaseException).
-        if debug:
-            traceback.print_exc()
-        print(f"error: {exc if type(exc).__name__ == 'StepFailed' else f'{type(exc).__name__}: {exc}'}",
-              file=sys.stderr)
-        print("(this looks like a bug or an environment problem, not bad input; re-run with --debug for the traceback)",
-              file=sys.stderr)
-        return 1
+        return _unexpected(exc, debug)
+
+
+def _unexpected(exc: BaseException, debug: bool) -> int:
+    """A failure that is not the user's input: one line (the traceback with --debug), exit 1."""
+    if debug:
+        traceback.print_exception(exc)
+    print(f"error: {exc if type(exc).__name__ == 'StepFailed' else f'{type(exc).__name__}: {exc}'}",
+          file=sys.stderr)
+    print("(this looks like a bug or an environment problem, not bad input; re-run with --debug for the traceback)",
+          file=sys.stderr)
+    return 1
+
+
+def _stdout_is_broken() -> bool:
+    """Is stdout a pipe whose reader has gone? (Then the pipe's write end polls as an error.)"""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False  # not a file descriptor, or no poll() on this platform: not ours to call quiet
 
 
 def _silence_stdout() -> None:

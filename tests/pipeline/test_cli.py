@@ -56,3 +56,19 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
         os.close(write_end)
     assert proc.returncode == 141, proc.stderr
     assert proc.stderr == ""
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_still_reported(monkeypatch, capsys):
+    # A pipe of our own (a worker's) breaking is a failure, not a reader going away: exit 1 with the usual line.
+    import argparse
+
+    from pipeline import cli
+
+    def handler(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(_handler=handler)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    assert cli.main([]) == 1
+    assert "error: BrokenPipeError: [Errno 32] Broken pipe" in capsys.readouterr().err
