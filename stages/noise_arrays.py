@@ -46,7 +46,8 @@ def _like(values: np.ndarray, template: Any) -> Any:
 _ARGUMENT_OF_COLUMN = {"label_column": "y", "feature_column": "X", "id_column": "ids"}
 _WORDS = (("input 'data' column 'label' (named by parameter 'label_column')", "y"), ("label column 'label'", "y"),
           ("column 'label'", "y"), ("input 'data' has no rows", "y is empty"),
-          ("input 'data' column 'id'", "ids"), ("set id_column: null", "pass ids=None"))
+          ("input 'data' column 'id'", "ids"), ("set id_column: null", "pass ids=None"),
+          ("set noise: structured", "pass noise='structured'"))
 
 
 @contextmanager
@@ -95,8 +96,8 @@ def flip_labels(y: Any, *, noise: str = "symmetric", rate: float | dict | None =
     """
     seed = check_seed(seed)
     labels = _to_numpy(y)
-    stage = LabelNoise(mode="flip", noise=noise, rate=rate, mapping=mapping, matrix=matrix, classes=classes)
     with _in_array_words():
+        stage = LabelNoise(mode="flip", noise=noise, rate=rate, mapping=mapping, matrix=matrix, classes=classes)
         result = stage.execute(_table(labels, ids), seed=seed)
     noisy = result.table["label"].to_numpy()
     if not details:
@@ -130,16 +131,16 @@ def dilute(X: Any, y: Any, *, alpha: float = 1.0, noise: str = "uniform", exclud
         raise ValueError(f"X has {len(features)} rows for {labels.size} labels")
     table = _table(labels, None)
     feature_column = None
-    if confusion == "centroid":
+    if confusion == "centroid" and noise == "structured":  # (uniform noise refuses a confusion, below)
         if not (np.issubdtype(features.dtype, np.number) or features.dtype == bool):
             raise ParamError("X", f"confusion='centroid' uses the rows of X as feature vectors, so X must hold "
                                   f"numbers; it holds {features.dtype}")
         feature_column = "features"
         flat = features.reshape(len(features), -1).astype(np.float64)
         table = table.with_columns(pl.Series("features", flat))
-    stage = LabelNoise(mode="dilute", noise=noise, alpha=alpha, exclude_true=exclude_true, delta=delta,
-                       confusion=confusion, classes=classes, feature_column=feature_column)
     with _in_array_words():
+        stage = LabelNoise(mode="dilute", noise=noise, alpha=alpha, exclude_true=exclude_true, delta=delta,
+                           confusion=confusion, classes=classes, feature_column=feature_column)
         result = stage.execute(table, seed=seed)
     source = result.table["source_id"].to_numpy().astype(np.int64)
     if _is_torch(X):

@@ -48,7 +48,8 @@ def structured_params(noise: str, **params: Any) -> dict[str, Any]:
     """`params` (some of STRUCTURED_ONLY) for a dilute run of `noise`: all of them for structured noise, none
     for uniform, which reads none of them and is refused them (the studies sweep both kinds with one set)."""
     unknown = set(params) - set(STRUCTURED_ONLY)
-    assert not unknown, f"not structured-noise parameters: {sorted(unknown)}"
+    if unknown:
+        raise TypeError(f"not structured-noise parameters: {sorted(unknown)}")
     return params if noise == "structured" else {}
 
 

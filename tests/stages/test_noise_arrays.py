@@ -129,3 +129,13 @@ def test_repeated_ids_are_refused_whatever_the_rate_and_seed():
         assert str(info.value) == ("parameter 'ids': ids holds duplicate ids (10 ids repeated, e.g. 0); ids must be "
                                    "unique (make the ids unique, or pass ids=None to key by row position)")
     assert flip_labels(y, rate=0.5, ids=np.arange(20) * 7, seed=0).shape == (20,)
+
+
+def test_dilute_refuses_a_confusion_for_uniform_noise_in_its_own_words():
+    # The stage's refusal named `feature_column` (no argument of dilute) and YAML's "set noise: structured".
+    X, y = np.random.default_rng(0).random((10, 2)), np.arange(10) % 2
+    with pytest.raises(ParamError) as err:
+        dilute(X, y, noise="uniform", confusion="centroid")
+    assert str(err.value) == ("parameter 'confusion': confusion is a structured-noise parameter, unused by noise "
+                              "'uniform' (every added label is drawn uniformly); leave it out or pass "
+                              "noise='structured'")
