@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import numpy as np
 import pydantic
+import yaml
 from pydantic import Field
 
 from pipeline.errors import ParamError
@@ -146,8 +147,10 @@ def _param_error(spec: ParamSpec, value: Any, error: pydantic.ValidationError) -
 
 
 def _builtin_type_name(value: Any) -> str:
-    """`dict`, not the config loader's `_LineDict` (a dict that remembers its line)."""
-    return next(t.__name__ for t in type(value).__mro__ if t.__module__ == "builtins")
+    """`dict`, not the config loader's `_LineDict` (a dict that remembers its line); a type built on no builtin
+    but `object` (a Path, a NumPy scalar) by its own name."""
+    return next((t.__name__ for t in type(value).__mro__ if t.__module__ == "builtins" and t is not object),
+                type(value).__name__)
 
 
 _NUMBER_TEXT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
@@ -178,9 +181,9 @@ def _number_as_text_hint(item: dict) -> str | None:
         if exponent:
             mantissa += "" if "." in mantissa else ".0"
             written.insert(0, f"{mantissa}e{'' if exponent[0] in '+-' else '+'}{exponent}")
-    if "e" in text.lower():
+    if "e" in text.lower() and isinstance(yaml.safe_load(text), str):  # YAML 1.1's float needs a dot and a sign
         return f"YAML reads {text} as text, not a number: write {' or '.join(written)}"
-    return f"a number in quotes is text: write {written[-1]} without quotes"
+    return f"a number in quotes is text: write {written[-1] if item['type'] == 'int_type' else text} without quotes"
 
 
 def _range_text(ctx: dict, annotation: Any) -> str:

@@ -31,12 +31,25 @@ def test_wrong_type(tmp_path):
     ("split", "{fractions: {train: 8e-1, test: 0.2}}", "write 8.0e-1 or 0.8)"),  # inside a mapping too
     ("sample", "{n: 1e2}", "(YAML reads 1e2 as text, not a number: write 100)"),
     ("sample", "{n: '7'}", "(a number in quotes is text: write 7 without quotes)"),
+    # YAML would read 3.0e-3 as a float: the quotes are the trouble, not the form (it advised "write 3.0e-3").
+    ("sample", "{fraction: '3.0e-3'}", "(a number in quotes is text: write 3.0e-3 without quotes)"),
 ])
 def test_text_that_reads_as_a_number_gets_advice_not_a_silent_cast(tmp_path, stage, params, advice):
     """YAML 1.1 reads `3e-3` (no dot, no exponent sign) as a string: the refusal said only "expects float"."""
     text = BASE + f"  - id: s\n    stage: {stage}\n    inputs: docs\n    params: {params}\n"
     message = refused_by_validate(tmp_path / "c.yaml", text)
     assert "step 's'" in message and message.endswith(advice), message
+
+
+def test_a_value_of_no_builtin_type_is_named_by_its_own_type():
+    # A Path given from Python read "(object)": the first cut of the loader-dict naming stopped at object.
+    from pathlib import Path
+
+    from pipeline.errors import ParamError
+    from stages.transforms import Sample
+
+    with pytest.raises(ParamError, match=r"got PosixPath\('x'\) \(PosixPath\)"):
+        Sample.from_params({"n": Path("x")})
 
 
 def test_invalid_value(tmp_path):
