@@ -91,11 +91,16 @@ def feature_column(schema: Any, features: str, exclude: tuple[str, ...], file: s
                    required: bool = True) -> str | None:
     """The column a study trains on: `features` if set, else the first vector column, else `text`; refused
     unless it holds text or numeric vectors (`refuse_feature_kind`). `exclude`: the label and id columns.
-    Not `required` (`pipeline validate`): None where 'auto' finds no column (the run refuses that, naming the file)."""
+    Not `required` (`pipeline validate`): None where 'auto' finds no column (the run refuses that, naming the file)
+    or meets a column of undeclared type before any vector column (the run sees what it holds)."""
     if features != "auto":
         return refuse_feature_kind(features, schema[features], "named by parameter 'features'", file)
     for name, dtype in schema.items():
-        if name not in exclude and isinstance(dtype, (pl.List, pl.Array)):
+        if name in exclude:
+            continue
+        if dtype is None and not required:  # undeclared upstream: it may be the first vector column when run
+            return None
+        if isinstance(dtype, (pl.List, pl.Array)):
             return refuse_feature_kind(name, dtype, "picked by features: auto as the first vector column", file)
     if "text" in schema and "text" not in exclude:
         return refuse_feature_kind("text", schema["text"], "picked by features: auto as the text column", file)

@@ -200,6 +200,17 @@ steps:
            "Int64, not text (a String column) or numeric vectors" in message, message
 
 
+def test_features_auto_at_validate_stops_at_a_column_of_undeclared_type():
+    # An undeclared column (type None) before any vector column may be the first vector column when the step
+    # runs: validate went past it and refused the List(String) after it.
+    from stages.studies import feature_column
+
+    schema = {"id": pl.Int64, "label": pl.Int64, "vec": None, "text": pl.List(pl.String)}
+    assert feature_column(schema, "auto", ("label", "id"), None, required=False) is None
+    with pytest.raises(InputDataError, match="picked by features: auto as the first vector column"):
+        feature_column(schema | {"vec": pl.List(pl.String)}, "auto", ("label", "id"), None, required=False)
+
+
 @pytest.mark.parametrize("stage", ["label_noise_curve", "label_noise_nets"])
 @pytest.mark.parametrize("column", ["label_column", "id_column"])
 def test_features_naming_the_label_or_id_column_is_refused_by_validate(tmp_path, stage, column):
