@@ -11,6 +11,7 @@ no serialise copy when it is pickled for a checkpoint or a Ray transfer).
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import numpy as np
@@ -100,6 +101,11 @@ class BuildIndex(PartitionedStage):
         if not self.index_type.strip():
             raise ParamError("index_type", "is empty; use 'auto' or a FAISS factory string")
         parts = [p.strip() for p in self.index_type.split(",")]
+        # FAISS aborts the whole process (an assertion, not an exception) filling an HNSW graph with < 2 links.
+        links = [int(m) for m in re.findall(r"HNSW(\d+)", self.index_type)]
+        if any(m < 2 for m in links):
+            raise ParamError("index_type", f"HNSW needs at least 2 links per vector, got {self.index_type!r}; "
+                             "use e.g. 'HNSW32'")
         if self.refine is not None and ("Flat" in parts or any(p.startswith("HNSW") for p in parts)):
             # Caught before any embedding is read (the build refuses every other non-PQ factory too).
             raise nothing_to_refine(self.index_type)

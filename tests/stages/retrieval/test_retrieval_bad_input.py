@@ -1,0 +1,81 @@
+"""Bad input to `index` and `retrieve` from a config: one line, exit 2, the step, parameter and file named."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from cli_failures import fails_cleanly, refused_by_validate
+
+from stages.embedding import vectors_to_series
+from stages.retrieval import BuildIndex, Index
+from stages.retrieval.retrieve import Retrieve
+
+
+def _queries(path, **columns) -> str:
+    """Four unit 4-d query vectors with chunk and doc ids (each column replaceable), written to `path`."""
+    frame = pl.DataFrame({"chunk_id": ["c0", "c1", "c2", "c3"], "doc_id": ["d0", "d0", "d1", "d1"]})
+    frame = frame.with_columns(vectors_to_series("embedding", np.eye(4, dtype=np.float32)))
+    frame.with_columns(**{k: pl.Series(v) for k, v in columns.items()}).write_parquet(path)
+    return str(path)
+
+
+def _index(folder) -> str:
+    Index.build(np.eye(4, dtype=np.float32), ids=["c0", "c1", "c2", "c3"], doc_ids=["d0", "d0", "d1", "d1"],
+                index_type="Flat").save(folder)
+    return str(folder)
+
+
+def _retrieve(queries, index, params) -> str:
+    return f"""
+name: bad
+steps:
+  - id: hits
+    stage: retrieve
+    inputs: {{queries: {queries}, index: {index}}}
+    params: {params}
+"""
+
+
+@pytest.mark.parametrize("factory", ["HNSW0", "HNSW1", "IVF2_HNSW1,Flat"])
+def test_index_refuses_an_hnsw_graph_of_fewer_than_two_links_at_validate(tmp_path, factory):
+    # FAISS aborted the process filling the graph (an assertion: exit -6, no line of ours).
+    message = refused_by_validate(tmp_path / "bad.yaml", f"""
+name: bad
+steps:
+  - id: idx
+    stage: index
+    inputs: {_queries(tmp_path / "v.parquet")}
+    params: {{index_type: '{factory}'}}
+""")
+    assert "step 'idx' (stage 'index'), parameter 'index_type'" in message and "at least 2 links" in message
+    BuildIndex(index_type="HNSW2").validate()
+
+
+def test_retrieve_refuses_a_list_doc_column_at_validate(tmp_path):
+    # With exclude_same_doc, an Array doc column failed inside polars (exit 1).
+    queries = _queries(tmp_path / "q.parquet")
+    message = refused_by_validate(tmp_path / "bad.yaml", _retrieve(
+        queries, _index(tmp_path / "idx"), "{exclude_same_doc: true, query_doc_column: embedding}"))
+    assert f"parameter 'query_doc_column', file '{queries}'" in message and "not one value a row" in message
+
+
+def test_retrieve_refuses_doc_ids_of_another_kind_than_the_index(tmp_path):
+    # Integer doc ids against an index of string ones were cast to strings that matched nothing: every query
+    # silently kept its own document's chunks.
+    queries = _queries(tmp_path / "q.parquet", doc_id=[0, 0, 1, 1])
+    fails_cleanly(tmp_path, _retrieve(queries, _index(tmp_path / "idx"), "{exclude_same_doc: true, k: 2}"),
+                  "step 'hits' (stage 'retrieve'), parameter 'query_doc_column'", f"file '{queries}'",
+                  "holds Int64 document ids but the index holds String ones")
+
+
+@pytest.mark.parametrize("ids, words", [(["c0", None, "c2", "c3"], "1 null ids"),
+                                        (["c0", "c0", "c2", "c3"], "duplicate ids")])
+def test_retrieve_refuses_null_or_repeated_query_ids(tmp_path, ids, words):
+    # Both gave exit 0: neighbours of a query named by no id, or two queries' neighbours under one id.
+    queries = _queries(tmp_path / "q.parquet", chunk_id=ids)
+    fails_cleanly(tmp_path, _retrieve(queries, _index(tmp_path / "idx"), "{k: 2}"),
+                  "step 'hits' (stage 'retrieve'), parameter 'query_id_column'", f"file '{queries}'", words)
+    good = pl.read_parquet(_queries(tmp_path / "good.parquet"))
+    assert Retrieve(k=1).apply(good, index=str(tmp_path / "idx"))["neighbour_id"].to_list() == ["c0", "c1", "c2",
+                                                                                               "c3"]
