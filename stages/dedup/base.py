@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 
+from pipeline.columns import is_text
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.partitioned import Partition, PartitionedStage
@@ -334,7 +335,7 @@ class TextDedupStage(DedupStage):
         return [self.id_column, self.text_column] + ([self.keep_column] if self.keep == "column" else [])
 
     def lengths(self, batch: pl.DataFrame) -> np.ndarray:
-        return batch.get_column(self.text_column).str.len_chars().fill_null(0).to_numpy().astype(np.int64)
+        return batch.get_column(self.text_column).cast(pl.String).str.len_chars().fill_null(0).to_numpy().astype(np.int64)
 
     def fact_columns(self) -> list[str]:
         return super().fact_columns() + ([self.text_column] if self.keep == "longest" else [])
@@ -380,9 +381,10 @@ def _rank(values: pl.Series, descending: bool) -> np.ndarray:
 def text_series(batch: pl.DataFrame, column: str, id_column: str, label: str, stage: str) -> pl.Series:
     """The text column of a batch, refusing non-text, null and empty texts with one clear line."""
     texts = batch.get_column(column)
-    if texts.dtype != pl.String:
+    if not is_text(texts.dtype):
         raise InputDataError(f"column '{column}' is {texts.dtype}, not text", stage=stage, param="text_column",
                              file=label)
+    texts = texts.cast(pl.String)  # Categorical and Enum hold text too (`pipeline validate` passes them)
     blank = texts.is_null() | (texts.str.strip_chars().str.len_bytes() == 0)
     if blank.any():
         count = int(blank.sum())

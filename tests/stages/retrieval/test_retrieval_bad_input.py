@@ -79,3 +79,13 @@ def test_retrieve_refuses_null_or_repeated_query_ids(tmp_path, ids, words):
     good = pl.read_parquet(_queries(tmp_path / "good.parquet"))
     assert Retrieve(k=1).apply(good, index=str(tmp_path / "idx"))["neighbour_id"].to_list() == ["c0", "c1", "c2",
                                                                                                "c3"]
+
+
+def test_chunk_takes_a_categorical_text_column_as_its_strings():
+    # `pipeline validate` counts Categorical as text, but the run refused it ("is Categorical, not text").
+    from stages.retrieval import Chunk
+
+    docs = pl.DataFrame({"id": ["a", "b"], "text": ["one two three", "four five"]})
+    plain = Chunk(tokenizer="whitespace", size=2).apply(docs)
+    categorical = Chunk(tokenizer="whitespace", size=2).apply(docs.with_columns(pl.col("text").cast(pl.Categorical)))
+    assert categorical.equals(plain) and plain["text"].to_list() == ["one two", "three", "four five"]
