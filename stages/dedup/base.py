@@ -160,7 +160,11 @@ class DedupStage(PartitionedStage):
         row's id must name one row) and values the keep policy cannot rank, refused before the passes, over each
         whole input (the passes read ids and keep values of clustered rows only). The id check streams the
         column holding 8 bytes an id on the driver, released before the passes (`refuse_bad_id_column`: about
-        0.1 s per million ids)."""
+        0.1 s per million ids). within_data=False with no reference is refused: it was ignored, and duplicates
+        within data removed all the same."""
+        if not self.within_data and inputs.get("reference") is None:
+            raise ParamError("within_data", "is false (remove only rows duplicating the reference), but the step has "
+                             "no `reference` input; give it one, or leave within_data out")
         for name in ("data", "reference"):
             if inputs.get(name) is None:
                 continue
