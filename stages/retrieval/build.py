@@ -22,7 +22,7 @@ from pipeline.io import Dataset
 from pipeline.params import Annotated, Field, PositiveInt
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
-from stages._ids import refuse_bad_id_column
+from stages._ids import refuse_bad_id_column, refuse_nulls
 from stages._vectors import unit_rows
 from stages.embedding import (
     series_to_vectors,
@@ -120,6 +120,9 @@ class BuildIndex(PartitionedStage):
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
         # Each vector is reported by its id: a repeated id would name two vectors as one neighbour, a null none.
         refuse_bad_id_column(inputs["data"], self.id_column)
+        # Counted over the whole input from the footers: a null first vector failed inside polars (exit 1).
+        refuse_nulls(inputs["data"], self.embedding_column, "a row with no vector cannot be indexed", kind="vector",
+                     param="embedding_column")
 
     def output_schema(self, inputs):
         data = inputs["data"]

@@ -89,3 +89,19 @@ def test_chunk_takes_a_categorical_text_column_as_its_strings():
     plain = Chunk(tokenizer="whitespace", size=2).apply(docs)
     categorical = Chunk(tokenizer="whitespace", size=2).apply(docs.with_columns(pl.col("text").cast(pl.Categorical)))
     assert categorical.equals(plain) and plain["text"].to_list() == ["one two", "three", "four five"]
+
+
+def test_index_refuses_a_null_first_vector_in_one_line(tmp_path):
+    # A null in the first row failed inside polars reading the first batch (exit 1, 'this looks like a bug').
+    vectors = [None, [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]
+    data = tmp_path / "v.parquet"
+    pl.DataFrame({"chunk_id": ["c0", "c1", "c2"], "doc_id": ["d0", "d0", "d1"],
+                  "embedding": pl.Series(vectors, dtype=pl.Array(pl.Float32, 4))}).write_parquet(data)
+    fails_cleanly(tmp_path, f"""
+name: bad
+steps:
+  - id: idx
+    stage: index
+    inputs: {data}
+    params: {{index_type: Flat}}
+""", "step 'idx' (stage 'index'), parameter 'embedding_column'", f"file '{data}'", "column 'embedding' has 1 null")
