@@ -25,6 +25,7 @@ from pipeline.stage import Context
 from stages._ids import refuse_bad_id_column, refuse_nulls
 from stages._vectors import unit_rows
 from stages.embedding import (
+    resolve_model_path,
     series_to_vectors,
 )
 from stages.exact_topk import ExactTopK
@@ -109,6 +110,8 @@ class BuildIndex(PartitionedStage):
         if self.refine is not None and ("Flat" in parts or any(p.startswith("HNSW") for p in parts)):
             # Caught before any embedding is read (the build refuses every other non-PQ factory too).
             raise nothing_to_refine(self.index_type)
+        if self.model is not None:  # as `retrieve` checks it: else recorded, and only text queries failed on it
+            resolve_model_path(self.model)
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         needed = {self.embedding_column: "embedding_column", self.id_column: "id_column"}

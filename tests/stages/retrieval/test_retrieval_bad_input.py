@@ -105,3 +105,16 @@ steps:
     inputs: {data}
     params: {{index_type: Flat}}
 """, "step 'idx' (stage 'index'), parameter 'embedding_column'", f"file '{data}'", "column 'embedding' has 1 null")
+
+
+def test_index_refuses_a_missing_model_at_validate(tmp_path):
+    # `retrieve` refused it; `index` recorded it, and only a later text query failed on it.
+    message = refused_by_validate(tmp_path / "bad.yaml", f"""
+name: bad
+steps:
+  - id: idx
+    stage: index
+    inputs: {_queries(tmp_path / "v.parquet")}
+    params: {{model: /no/such/model}}
+""")
+    assert "step 'idx' (stage 'index'), parameter 'model'" in message and "does not exist" in message
