@@ -149,6 +149,13 @@ class DedupStage(PartitionedStage):
         needed.update(self.feature_columns())
         return {"data": dict(needed), "reference": dict(needed)}
 
+    def required_column_types(self) -> dict[str, dict[str, str]]:
+        kinds = super().required_column_types()
+        if self.keep == "column" and self.keep_column:  # a list or struct has no best value (it was ranked as one)
+            for columns in kinds.values():
+                columns.setdefault(self.keep_column, "scalar")
+        return kinds
+
     def feature_columns(self) -> dict[str, str | None]:
         return {}
 

@@ -110,6 +110,9 @@ class BuildIndex(PartitionedStage):
         if self.refine is not None and ("Flat" in parts or any(p.startswith("HNSW") for p in parts)):
             # Caught before any embedding is read (the build refuses every other non-PQ factory too).
             raise nothing_to_refine(self.index_type)
+        if self.doc_column == self.id_column:  # the saved index could not be loaded (one column renamed twice)
+            raise ParamError("doc_column", f"names the id column '{self.id_column}' too; for rows that are their own "
+                             "documents set doc_column: null")
         if self.model is not None:  # as `retrieve` checks it: else recorded, and only text queries failed on it
             resolve_model_path(self.model)
 
@@ -192,8 +195,9 @@ class BuildIndex(PartitionedStage):
         info = finish_index(index, factory, metric, dim, n, state["exact"], self.recall_target, broadcast["refine"])
         info.update({"id_column": self.id_column, "doc_column": self.doc_column, "backend": self.backend,
                      "model": self.model, "embedding_column": self.embedding_column})
-        keep = [self.id_column] + ([self.doc_column] if self.doc_column else [])
-        keep += [c for c in self.keep_columns or [] if c not in keep]
+        # Each column once: one named twice (keep_columns [text, text] or [chunk_id]) failed in polars.
+        keep = list(dict.fromkeys([self.id_column] + ([self.doc_column] if self.doc_column else [])
+                                  + list(self.keep_columns or [])))
         mapping = (
             data.lazy().select(*keep).with_row_index("faiss_id")
             .with_columns(pl.col("faiss_id").cast(pl.Int64)).collect()

@@ -200,7 +200,7 @@ class Generations(Stage):
 
     def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
         cols = [self.text_column] + ([self.id_column] if self.id_column else [])
-        human = data.lazy().select(cols).collect()
+        human = data.lazy().select(list(dict.fromkeys(cols))).collect()  # id_column may be the text column
         ids = (human[self.id_column].cast(pl.String) if self.id_column
                else pl.Series(np.arange(len(human)).astype(str)))
         human = pl.DataFrame({"doc_id": ids, "text": human[self.text_column].cast(pl.String).fill_null("")})

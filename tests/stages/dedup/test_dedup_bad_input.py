@@ -40,3 +40,21 @@ steps:
     inputs: {tmp_path / "docs.parquet"}
     params: {{within_data: false}}
 """, "step 'dedup' (stage 'dedup_minhash'), parameter 'within_data'", "no `reference` input")
+
+
+def test_a_list_keep_column_is_refused_at_validate(tmp_path):
+    # A list has no best value: it was ranked as one, and a row kept by it (exit 0).
+    from cli_failures import refused_by_validate
+
+    data = tmp_path / "docs.parquet"
+    pl.DataFrame({"id": ["a", "b", "c", "d"], "text": TEXTS, "q": [[1], [2], [3], [4]]}).write_parquet(data)
+    message = refused_by_validate(tmp_path / "bad.yaml", f"""
+name: bad
+steps:
+  - id: dedup
+    stage: dedup_exact
+    inputs: {data}
+    params: {{keep: column, keep_column: q}}
+""")
+    assert f"step 'dedup' (stage 'dedup_exact'), parameter 'keep_column', file '{data}'" in message
+    assert "is List(Int64), not one value a row" in message

@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 from cli_failures import fails_cleanly, refused_by_validate
 
+from pipeline.errors import ParamError
 from stages.embedding import vectors_to_series
 from stages.retrieval import BuildIndex, Index
 from stages.retrieval.retrieve import Retrieve
@@ -118,3 +119,19 @@ steps:
     params: {{model: /no/such/model}}
 """)
     assert "step 'idx' (stage 'index'), parameter 'model'" in message and "does not exist" in message
+
+
+def test_index_stores_a_column_named_twice_once(tmp_path):
+    # keep_columns [text, text] failed in polars writing the mapping (exit 1).
+    data = pl.read_parquet(_queries(tmp_path / "v.parquet")).with_columns(text=pl.lit("words"))
+    BuildIndex(index_type="Flat", keep_columns=["text", "text"]).execute(data, workdir=tmp_path / "idx")
+    assert Index.load(tmp_path / "idx")._ids.to_list() == ["c0", "c1", "c2", "c3"]
+    assert pl.read_parquet(tmp_path / "idx" / "index_ids.parquet").columns == ["faiss_id", "chunk_id", "doc_id",
+                                                                                "text"]
+
+
+def test_index_refuses_the_id_column_as_doc_column():
+    # The index was built, but loading it failed renaming the one column twice (exit 1 at retrieve).
+    with pytest.raises(ParamError, match="names the id column 'chunk_id' too") as err:
+        BuildIndex(doc_column="chunk_id").validate()
+    assert err.value.param == "doc_column"

@@ -32,3 +32,13 @@ def test_generations_refuses_a_list_id_column_at_validate(tmp_path):
     message = refused_by_validate(tmp_path / "bad.yaml", _generations(data))
     assert f"step 'gens' (stage 'generations'), parameter 'id_column', file '{data}'" in message
     assert "not one value a row" in message
+
+
+def test_generations_takes_the_text_column_as_its_id_column():
+    # id_column = text_column failed in polars selecting the column twice (exit 1).
+    from stages.synthetic import Generations
+
+    data = pl.DataFrame({"text": ["one two three", "four five six", "seven eight nine"]})
+    out = Generations(generations=1, max_tokens=3, id_column="text").apply(data)
+    human = out.filter(pl.col("generation") == 0)
+    assert sorted(human["doc_id"].to_list()) == sorted(data["text"].to_list())
