@@ -143,17 +143,18 @@ class DedupStage(PartitionedStage):
         raise NotImplementedError
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
-        needed: dict[str, str | None] = {self.id_column: "id_column"}
+        # The id and keep columns last: a column named by two parameters is reported under one of these.
+        needed: dict[str, str | None] = {**self.feature_columns(), self.id_column: "id_column"}
         if self.keep == "column" and self.keep_column:
             needed[self.keep_column] = "keep_column"
-        needed.update(self.feature_columns())
         return {"data": dict(needed), "reference": dict(needed)}
 
     def required_column_types(self) -> dict[str, dict[str, str]]:
+        # A list or struct id was refused as a repeated id over many lines; one has no best value to keep by.
         kinds = super().required_column_types()
-        if self.keep == "column" and self.keep_column:  # a list or struct has no best value (it was ranked as one)
-            for columns in kinds.values():
-                columns.setdefault(self.keep_column, "scalar")
+        scalar = [self.id_column] + ([self.keep_column] if self.keep == "column" and self.keep_column else [])
+        for columns in kinds.values():
+            columns.update({c: "scalar" for c in scalar if c not in columns})
         return kinds
 
     def feature_columns(self) -> dict[str, str | None]:

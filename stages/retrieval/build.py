@@ -123,6 +123,11 @@ class BuildIndex(PartitionedStage):
         needed.update({c: "keep_columns" for c in self.keep_columns or []})
         return {"data": needed}
 
+    def required_column_types(self) -> dict[str, dict[str, str]]:
+        # A list id was refused as a repeated id over many lines (its repr); a list doc id cannot be excluded.
+        ids = [self.id_column] + ([self.doc_column] if self.doc_column else [])
+        return {"data": {c: "scalar" for c in ids}}
+
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
         # Each vector is reported by its id: a repeated id would name two vectors as one neighbour, a null none.
         refuse_bad_id_column(inputs["data"], self.id_column)

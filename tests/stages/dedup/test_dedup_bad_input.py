@@ -58,3 +58,21 @@ steps:
 """)
     assert f"step 'dedup' (stage 'dedup_exact'), parameter 'keep_column', file '{data}'" in message
     assert "is List(Int64), not one value a row" in message
+
+
+def test_an_array_id_column_is_refused_at_validate(tmp_path):
+    # It passed validate, and the run refused it as repeated ids over eight lines (the arrays' repr).
+    from cli_failures import refused_by_validate
+
+    data = tmp_path / "v.parquet"
+    pl.DataFrame({"embedding": pl.Series([[1.0, 0.0], [0.0, 1.0]], dtype=pl.Array(pl.Float32, 2))}).write_parquet(data)
+    message = refused_by_validate(tmp_path / "bad.yaml", f"""
+name: bad
+steps:
+  - id: dedup
+    stage: dedup_semantic
+    inputs: {data}
+    params: {{id_column: embedding}}
+""")
+    assert f"step 'dedup' (stage 'dedup_semantic'), parameter 'id_column', file '{data}'" in message
+    assert "not one value a row" in message

@@ -135,3 +135,18 @@ def test_index_refuses_the_id_column_as_doc_column():
     with pytest.raises(ParamError, match="names the id column 'chunk_id' too") as err:
         BuildIndex(doc_column="chunk_id").validate()
     assert err.value.param == "doc_column"
+
+
+def test_an_array_id_column_is_refused_at_validate(tmp_path, stage="index"):
+    # It passed validate, and the run refused it as repeated ids over eight lines (the arrays' repr).
+    data = _queries(tmp_path / "v.parquet")
+    message = refused_by_validate(tmp_path / "bad.yaml", f"""
+name: bad
+steps:
+  - id: s
+    stage: {stage}
+    inputs: {data}
+    params: {{id_column: embedding}}
+""")
+    assert f"step 's' (stage '{stage}'), parameter 'id_column', file '{data}'" in message
+    assert "not one value a row" in message
