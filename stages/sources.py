@@ -7,6 +7,7 @@ instead of passing an empty table downstream.
 
 from __future__ import annotations
 
+import codecs
 import re
 import sysconfig
 from collections.abc import Iterator
@@ -67,6 +68,10 @@ class _FileSource(Stage):
         return _file_stats(_expand(self.path, getattr(self, "glob", None)))
 
     def validate(self) -> None:
+        if getattr(self, "glob", None) is not None and not self.glob.strip():
+            # An empty pattern matched every file in the folder (a text reader then read Parquet as text).
+            raise ParamError("glob", "is empty; give a file pattern (e.g. '**/*' for every file), or leave glob out "
+                             "for the default")
         _expand(self.path, getattr(self, "glob", None))
 
 
@@ -207,6 +212,13 @@ class ReadText(_FileSource):
         self.glob = glob
         self.encoding = encoding
         self.errors = errors
+
+    def validate(self) -> None:
+        try:  # else an unknown encoding was refused only when the step ran, after any upstream work
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ParamError("encoding", f"unknown encoding '{self.encoding}'; use e.g. 'utf-8' or 'latin-1'") from None
+        super().validate()
 
     def run(self, ctx: Context) -> pl.DataFrame:
         files = _expand(self.path, self.glob)

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 
+from pipeline.columns import is_text
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.partitioned import Partition, PartitionedStage
@@ -142,11 +143,19 @@ class DedupStage(PartitionedStage):
         raise NotImplementedError
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
-        needed: dict[str, str | None] = {self.id_column: "id_column"}
+        # The id and keep columns last: a column named by two parameters is reported under one of these.
+        needed: dict[str, str | None] = {**self.feature_columns(), self.id_column: "id_column"}
         if self.keep == "column" and self.keep_column:
             needed[self.keep_column] = "keep_column"
-        needed.update(self.feature_columns())
         return {"data": dict(needed), "reference": dict(needed)}
+
+    def required_column_types(self) -> dict[str, dict[str, str]]:
+        # A list or struct id was refused as a repeated id over many lines; one has no best value to keep by.
+        kinds = super().required_column_types()
+        scalar = [self.id_column] + ([self.keep_column] if self.keep == "column" and self.keep_column else [])
+        for columns in kinds.values():
+            columns.update({c: "scalar" for c in scalar if c not in columns})
+        return kinds
 
     def feature_columns(self) -> dict[str, str | None]:
         return {}
@@ -159,7 +168,11 @@ class DedupStage(PartitionedStage):
         row's id must name one row) and values the keep policy cannot rank, refused before the passes, over each
         whole input (the passes read ids and keep values of clustered rows only). The id check streams the
         column holding 8 bytes an id on the driver, released before the passes (`refuse_bad_id_column`: about
-        0.1 s per million ids)."""
+        0.1 s per million ids). within_data=False with no reference is refused: it was ignored, and duplicates
+        within data removed all the same."""
+        if not self.within_data and inputs.get("reference") is None:
+            raise ParamError("within_data", "is false (remove only rows duplicating the reference), but the step has "
+                             "no `reference` input; give it one, or leave within_data out")
         for name in ("data", "reference"):
             if inputs.get(name) is None:
                 continue
@@ -334,7 +347,7 @@ class TextDedupStage(DedupStage):
         return [self.id_column, self.text_column] + ([self.keep_column] if self.keep == "column" else [])
 
     def lengths(self, batch: pl.DataFrame) -> np.ndarray:
-        return batch.get_column(self.text_column).str.len_chars().fill_null(0).to_numpy().astype(np.int64)
+        return batch.get_column(self.text_column).cast(pl.String).str.len_chars().fill_null(0).to_numpy().astype(np.int64)
 
     def fact_columns(self) -> list[str]:
         return super().fact_columns() + ([self.text_column] if self.keep == "longest" else [])
@@ -380,9 +393,10 @@ def _rank(values: pl.Series, descending: bool) -> np.ndarray:
 def text_series(batch: pl.DataFrame, column: str, id_column: str, label: str, stage: str) -> pl.Series:
     """The text column of a batch, refusing non-text, null and empty texts with one clear line."""
     texts = batch.get_column(column)
-    if texts.dtype != pl.String:
+    if not is_text(texts.dtype):
         raise InputDataError(f"column '{column}' is {texts.dtype}, not text", stage=stage, param="text_column",
                              file=label)
+    texts = texts.cast(pl.String)  # Categorical and Enum hold text too (`pipeline validate` passes them)
     blank = texts.is_null() | (texts.str.strip_chars().str.len_bytes() == 0)
     if blank.any():
         count = int(blank.sum())

@@ -357,7 +357,7 @@ class DedupMinhash(TextDedupStage):
 def selected_texts(batches: Iterator[pl.DataFrame], rows: np.ndarray, column: str) -> Iterator[pl.Series]:
     """The texts of the sorted `rows` (numbered over `batches`), batch by batch."""
     for batch, inside in selected_rows(batches, rows):
-        yield batch.get_column(column).gather(inside)
+        yield batch.get_column(column).gather(inside).cast(pl.String)  # a Categorical text as its strings
 
 
 def rows_shingle_sets(batches: Iterator[pl.DataFrame], rows: np.ndarray, spec: tuple) -> Iterator[tuple]:

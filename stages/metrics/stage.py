@@ -13,6 +13,7 @@ from pipeline.params import Annotated, Field, NonNegativeInt
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
 from stages._ids import refuse_nans, refuse_nulls
+from stages.embedding import resolve_model_path
 from stages.metrics import finish as finishing
 from stages.metrics.partial import MetricsPartial, measure_partition
 from stages.synthetic import NGramLM
@@ -91,6 +92,15 @@ class CorpusMetrics(PartitionedStage):
             raise ParamError("self_bleu_sample", "needs at least 2 documents (or 0 to skip)")
         if self.embedding_backend != "none" and self.embedding_sample < 2:
             raise ParamError("embedding_sample", "needs at least 2 documents to measure diversity")
+        repeated = [c for i, c in enumerate(self.group_by or []) if c in self.group_by[:i]]
+        if repeated:  # else polars failed grouping by one column twice (exit 1)
+            raise ParamError("group_by", f"lists column '{repeated[0]}' twice; name each column once")
+        if self.embedding_backend != "none" and self.embedding_model is not None:
+            try:  # a missing model was refused only when the metrics were measured, after every partition
+                resolve_model_path(self.embedding_model)
+            except ParamError as exc:
+                exc.param = "embedding_model"
+                raise
 
     def required_columns(self):
         cols = {"data": {self.text_column: "text_column"}, "reference": {self.text_column: "text_column"}}

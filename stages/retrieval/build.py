@@ -11,6 +11,7 @@ no serialise copy when it is pickled for a checkpoint or a Ray transfer).
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import numpy as np
@@ -21,9 +22,10 @@ from pipeline.io import Dataset
 from pipeline.params import Annotated, Field, PositiveInt
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
-from stages._ids import refuse_bad_id_column
+from stages._ids import refuse_bad_id_column, refuse_nulls
 from stages._vectors import unit_rows
 from stages.embedding import (
+    resolve_model_path,
     series_to_vectors,
 )
 from stages.exact_topk import ExactTopK
@@ -100,9 +102,19 @@ class BuildIndex(PartitionedStage):
         if not self.index_type.strip():
             raise ParamError("index_type", "is empty; use 'auto' or a FAISS factory string")
         parts = [p.strip() for p in self.index_type.split(",")]
+        # FAISS aborts the whole process (an assertion, not an exception) filling an HNSW graph with < 2 links.
+        links = [int(m) for m in re.findall(r"HNSW(\d+)", self.index_type)]
+        if any(m < 2 for m in links):
+            raise ParamError("index_type", f"HNSW needs at least 2 links per vector, got {self.index_type!r}; "
+                             "use e.g. 'HNSW32'")
         if self.refine is not None and ("Flat" in parts or any(p.startswith("HNSW") for p in parts)):
             # Caught before any embedding is read (the build refuses every other non-PQ factory too).
             raise nothing_to_refine(self.index_type)
+        if self.doc_column == self.id_column:  # the saved index could not be loaded (one column renamed twice)
+            raise ParamError("doc_column", f"names the id column '{self.id_column}' too; for rows that are their own "
+                             "documents set doc_column: null")
+        if self.model is not None:  # as `retrieve` checks it: else recorded, and only text queries failed on it
+            resolve_model_path(self.model)
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
         needed = {self.embedding_column: "embedding_column", self.id_column: "id_column"}
@@ -111,9 +123,17 @@ class BuildIndex(PartitionedStage):
         needed.update({c: "keep_columns" for c in self.keep_columns or []})
         return {"data": needed}
 
+    def required_column_types(self) -> dict[str, dict[str, str]]:
+        # A list id was refused as a repeated id over many lines (its repr); a list doc id cannot be excluded.
+        ids = [self.id_column] + ([self.doc_column] if self.doc_column else [])
+        return {"data": {c: "scalar" for c in ids}}
+
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
         # Each vector is reported by its id: a repeated id would name two vectors as one neighbour, a null none.
         refuse_bad_id_column(inputs["data"], self.id_column)
+        # Counted over the whole input from the footers: a null first vector failed inside polars (exit 1).
+        refuse_nulls(inputs["data"], self.embedding_column, "a row with no vector cannot be indexed", kind="vector",
+                     param="embedding_column")
 
     def output_schema(self, inputs):
         data = inputs["data"]
@@ -180,8 +200,9 @@ class BuildIndex(PartitionedStage):
         info = finish_index(index, factory, metric, dim, n, state["exact"], self.recall_target, broadcast["refine"])
         info.update({"id_column": self.id_column, "doc_column": self.doc_column, "backend": self.backend,
                      "model": self.model, "embedding_column": self.embedding_column})
-        keep = [self.id_column] + ([self.doc_column] if self.doc_column else [])
-        keep += [c for c in self.keep_columns or [] if c not in keep]
+        # Each column once: one named twice (keep_columns [text, text] or [chunk_id]) failed in polars.
+        keep = list(dict.fromkeys([self.id_column] + ([self.doc_column] if self.doc_column else [])
+                                  + list(self.keep_columns or [])))
         mapping = (
             data.lazy().select(*keep).with_row_index("faiss_id")
             .with_columns(pl.col("faiss_id").cast(pl.Int64)).collect()

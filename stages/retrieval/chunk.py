@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 import numpy as np
 import polars as pl
 
+from pipeline.columns import is_text
 from pipeline.errors import InputDataError, ParamError
 from pipeline.params import NonNegativeInt, PositiveInt
 from pipeline.stage import Context, RowwiseStage
@@ -93,8 +94,9 @@ class Chunk(RowwiseStage):
 
     def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         texts = batch[self.text_column]
-        if texts.dtype != pl.String:
+        if not is_text(texts.dtype):
             raise InputDataError(f"column '{self.text_column}' is {texts.dtype}, not text", param="text_column")
+        texts = texts.cast(pl.String)  # Categorical and Enum hold text too (`pipeline validate` passes them)
         spans = chunk_spans(texts, self.size, self.overlap, self.tokenizer, self.model)
         doc_rows, chunk_index = spans.doc, spans.index
         flat = np.stack([spans.char_start, spans.char_end, spans.n_tokens], axis=1)

@@ -13,11 +13,13 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from pipeline.columns import is_text, polars_schema
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.params import NonNegativeFloat, PositiveInt
 from pipeline.partitioned import Partition, PartitionedStage
 from pipeline.stage import Context
+from stages._ids import refuse_bad_id_column
 from stages._vectors import unit_rows
 from stages.embedding import (
     resolve_model_path,
@@ -28,6 +30,18 @@ from stages.retrieval.index import (
 )
 
 # ---------------------------------------------------------------- retrieval
+
+
+def refuse_other_doc_kind(queries: Dataset, column: str, index_dtype) -> None:
+    """Query doc ids of another kind than the index's (integers against strings) never equal one: every query
+    kept its own document's chunks (an integer was cast to a string that matched nothing), or polars failed."""
+    query_dtype = polars_schema(queries.schema)[column]
+    if is_text(query_dtype) != is_text(index_dtype):
+        raise InputDataError(
+            f"input 'queries' column '{column}' holds {query_dtype} document ids but the index holds {index_dtype} "
+            "ones, so no query's own document could be excluded; cast one to the other's type",
+            param="query_doc_column", file=queries.label)
+
 
 
 class Retrieve(PartitionedStage):
@@ -95,6 +109,16 @@ class Retrieve(PartitionedStage):
             needed[self.query_doc_column] = "query_doc_column"
         return {"queries": needed, "index": {"faiss_id": None}}
 
+    def required_column_types(self) -> dict[str, dict[str, str]]:
+        # A list or array doc id cannot be matched against the index's documents (it failed inside polars).
+        doc = {self.query_doc_column: "scalar"} if self.exclude_same_doc and self.query_doc_column else {}
+        return {"queries": doc}
+
+    def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        # Each output row names its query by id: a repeated id would merge two queries' neighbours, a null none.
+        refuse_bad_id_column(inputs["queries"], self.query_id_column, input_name="queries", param="query_id_column",
+                             hint="deduplicate the queries first, or name a unique column with query_id_column")
+
     def output_schema(self, inputs):
         return {"query_id": inputs["queries"].get(self.query_id_column), "rank": pl.Int32, "neighbour_id": None,
                 "neighbour_doc_id": None, "score": pl.Float32}
@@ -115,6 +139,8 @@ class Retrieve(PartitionedStage):
             idx.set_k_factor(self.k_factor)
         if self.exclude_same_doc and idx._docs is None:
             raise ParamError("exclude_same_doc", "the index was built without doc_column, so documents are unknown")
+        if self.exclude_same_doc:
+            refuse_other_doc_kind(inputs["queries"], self.query_doc_column, idx._docs.dtype)
         ctx.record("index_factory", idx.meta.get("factory"))
         ctx.record("memory_mapped", idx.meta["memory_mapped"])
         return {"index": idx, "cache_dir": ctx.cache_dir}

@@ -15,6 +15,7 @@ from pipeline.errors import InputDataError, ParamError, PipelineError
 from pipeline.io import Dataset
 from pipeline.params import Annotated, Field, Fraction, PositiveInt
 from pipeline.stage import Context, Stage
+from stages._ids import refuse_bad_ids
 from stages.synthetic.generators import _check_callback_path, _resolve_callback, make_generator
 
 SCHEDULES = ("replace", "keep_real", "accumulate", "accumulate_subsample", "fresh_real")
@@ -141,6 +142,11 @@ class Generations(Stage):
             cols[self.id_column] = "id_column"
         return {"data": cols}
 
+    def required_column_types(self) -> dict[str, dict[str, str]]:
+        # A list or struct id cannot name a parent in the provenance columns (it failed inside polars).
+        return {"data": {**super().required_column_types()["data"],
+                         **({self.id_column: "scalar"} if self.id_column else {})}}
+
     def _corpus_schema(self) -> dict[str, Any]:
         """Columns of one generation's corpus: provenance, then the text under the input's name."""
         types = {"generation": pl.Int32, "parent_generation": pl.Int32}
@@ -194,7 +200,7 @@ class Generations(Stage):
 
     def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
         cols = [self.text_column] + ([self.id_column] if self.id_column else [])
-        human = data.lazy().select(cols).collect()
+        human = data.lazy().select(list(dict.fromkeys(cols))).collect()  # id_column may be the text column
         ids = (human[self.id_column].cast(pl.String) if self.id_column
                else pl.Series(np.arange(len(human)).astype(str)))
         human = pl.DataFrame({"doc_id": ids, "text": human[self.text_column].cast(pl.String).fill_null("")})
@@ -202,9 +208,10 @@ class Generations(Stage):
             # Else the generator's fit failed with "no words", naming neither the column nor the file.
             raise InputDataError(f"column '{self.text_column}' holds no words (all {len(human):,} rows null or blank); "
                                  "the generator has nothing to learn from", param="text_column", file=data.label)
-        if human["doc_id"].n_unique() != len(human):
-            raise InputDataError(f"column '{self.id_column}' has duplicate ids; provenance needs unique ids",
-                                 param="id_column", file=data.label)
+        if self.id_column:  # provenance names each row's parent by id: a null names none, a repeat two
+            refuse_bad_ids(human["doc_id"].alias(self.id_column), self.id_column, data.label,
+                           hint="provenance needs unique ids: deduplicate the input first, or set id_column: null "
+                                "to number the rows")
         n0 = self.corpus_size if self.corpus_size is not None else len(human)
         if n0 > len(human):
             raise InputDataError(f"corpus_size is {n0} but the input has only {len(human)} rows",
