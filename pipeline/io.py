@@ -140,7 +140,7 @@ class Dataset:
                 yield frame.slice(offset, rows)
             return
         for batch in self.iter_arrow_batches(rows, columns):
-            frame = pl.from_arrow(batch)
+            frame = batch_frame(batch)
             batch = None
             yield frame
             frame = None  # hold no batch while the next one is read
@@ -187,11 +187,22 @@ class Dataset:
 # ---------------------------------------------------------------- writing
 
 
+def batch_frame(batch: pa.RecordBatch) -> pl.DataFrame:
+    """`pl.from_arrow` of one batch read from Parquet. A batch cut from a row group keeps a fixed-size-list
+    column's child values whole, and polars refuses such a column when it holds a null ("validity mask length
+    must be equal to the number of values divided by size": a null first vector failed every small-batch read,
+    exit 1, before a stage could refuse it). Only then is the batch compacted, by a copy of its rows."""
+    try:
+        return pl.from_arrow(batch)
+    except pl.exceptions.ComputeError:
+        return pl.from_arrow(batch.take(pa.array(range(batch.num_rows), pa.int64())))
+
+
 def with_arrow(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[pl.DataFrame, pa.RecordBatch | None]]:
     """Each Arrow batch as a polars batch, paired with the Arrow batch where it is exactly what polars'
     conversion back gives (same schema, metadata included); see `Dataset.iter_batches_with_arrow`."""
     for batch in batches:
-        frame = pl.from_arrow(batch)
+        frame = batch_frame(batch)
         same = batch.schema.equals(frame.head(0).to_arrow().schema, check_metadata=True)
         pair = (frame, batch if same else None)
         frame = batch = None

@@ -59,7 +59,7 @@ import xxhash
 
 from pipeline.errors import PipelineError
 from pipeline.fragments import MAX_NUMBERED_PARTS
-from pipeline.io import BATCH_BYTES, DEFAULT_BATCH_ROWS, Dataset, write_table
+from pipeline.io import BATCH_BYTES, DEFAULT_BATCH_ROWS, Dataset, batch_frame, write_table
 from pipeline.row_pass import RowPass, local_gather, local_row_pass, write_row_pass_locally
 from pipeline.stage import Context, Stage
 
@@ -122,7 +122,7 @@ class Partition:
             yield from self._group_range_batches(rows, columns)
             return
         for batch in self._arrow_batches(rows, columns):  # no read-ahead: a map's memory is one batch
-            yield pl.from_arrow(batch)
+            yield batch_frame(batch)
 
     def _batch_rows(self, rows: int, per_row: float) -> int:
         """Rows per batch: at most `rows`, and at most `batch_bytes` at `per_row` bytes a row (at least one)."""

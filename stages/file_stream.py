@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from pipeline.columns import polars_schema
 from pipeline.errors import InputDataError, first_line
 from pipeline.files import describe_path
+from pipeline.io import batch_frame
 from stages.formats import FileFormat, _csv_separator, detect, read_frame
 
 # Decompressed bytes parsed at once. Files up to this size are read in one piece, exactly as before.
@@ -150,7 +151,7 @@ class FileBatches:
             yield pl.read_parquet(self.path)
             return
         for batch in pf.iter_batches(batch_size=rows):
-            yield pl.from_arrow(batch)
+            yield batch_frame(batch)
 
     def _jsonl_schema(self) -> Any:
         """Every row decides a JSON field's type, as `infer_schema_length=None` does: a first pass

@@ -74,3 +74,21 @@ def test_unchanged_batches_are_written_as_read_with_the_same_bytes(tmp_path, mon
     monkeypatch.setattr(Dataset, "iter_batches_with_arrow", without_arrow)
     assert {type(b) for b in Select().run(ctx, ds)} == {pl.DataFrame}
     assert _pass_through_bytes(tmp_path / "t.parquet", tmp_path / "b") == as_read
+
+
+def test_a_null_vector_reads_in_batches_of_any_size(tmp_path):
+    """A batch cut from a row group keeps a fixed-size-list column's child values whole: polars refused it when it
+    held a null ("validity mask length must be equal ..."), so a null first vector failed every small-batch read
+    (exit 1) before a stage could refuse it in one line."""
+    from pipeline.partitioned import plan_partitions
+
+    path = tmp_path / "v.parquet"
+    vectors = pl.Series("v", [None, [1.0, 2.0], [3.0, 4.0]], dtype=pl.Array(pl.Float32, 2))
+    pl.DataFrame({"id": [0, 1, 2], "v": vectors}).write_parquet(path)
+    data = Dataset.from_parquet(path)
+    for rows in (1, 2, 3):
+        batches = list(data.iter_batches(rows))
+        assert pl.concat(batches)["v"].to_list() == vectors.to_list()
+        assert pl.concat([frame for frame, _ in data.iter_batches_with_arrow(rows)])["v"].null_count() == 1
+    partition = plan_partitions(data)[0]
+    assert pl.concat(list(partition.iter_batches(1)))["v"].to_list() == vectors.to_list()
