@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Literal
 
 import polars as pl
 
+from pipeline.columns import is_text
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.params import PositiveInt
@@ -88,10 +89,11 @@ class Embed(RowwiseStage):
 
     def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
         column = batch[self.text_column]
-        if column.dtype != pl.String:
+        if not is_text(column.dtype):
             raise InputDataError(
                 f"column '{self.text_column}' is {column.dtype}, not text", param="text_column"
             )
+        column = column.cast(pl.String)  # Categorical and Enum hold text too (`pipeline validate` passes them)
         vectors, stats = encode_with_stats(
             column.to_list(), self.backend, self.model, self.batch_size, self.max_seq_length,
             self.normalize, ctx.cache_dir if self.cache else None, on_progress=ctx.report_rows,

@@ -93,3 +93,12 @@ steps:
     assert manifest["fingerprint_extra"] == Embed(backend="static").fingerprint_extra()
     assert len(manifest["fingerprint_extra"]["model_identity"]) == 32
 
+
+
+def test_a_categorical_text_column_is_embedded_as_its_strings():
+    # `pipeline validate` counts Categorical as text; the run refused it ("is Categorical, not text").
+    texts = pl.DataFrame({"id": ["a", "b"], "text": PARAGRAPHS[:2]})
+    plain = Embed(backend="static").apply(texts)["embedding"].to_numpy()
+    categorical = Embed(backend="static").apply(texts.with_columns(pl.col("text").cast(pl.Categorical)))
+    assert categorical.schema["text"] == pl.Categorical
+    np.testing.assert_array_equal(categorical["embedding"].to_numpy(), plain)
