@@ -25,7 +25,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.columns import polars_schema
+from pipeline.columns import is_text, polars_schema
 from pipeline.errors import InputDataError, first_line
 from pipeline.files import describe_path
 from pipeline.io import batch_frame
@@ -262,10 +262,12 @@ def normalise(
         raise InputDataError(
             f"no column '{text_column}'; columns are: {df.columns}", param="text_column", file=label
         )
-    if df.schema[text_column] not in (pl.String, pl.Utf8):
+    if not is_text(df.schema[text_column]):
         raise InputDataError(
-            f"column '{text_column}' holds {df.schema[text_column]}, not text", param="text_column", file=label
+            f"column '{text_column}' holds {df.schema[text_column]}, not text; cast it to a string first, or name "
+            "the text column with text_column", param="text_column", file=label
         )
+    df = df.with_columns(pl.col(text_column).cast(pl.String))  # a Categorical or Enum text: a corpus holds strings
     if text_column != "text":
         if "text" in df.columns:
             raise InputDataError(
@@ -306,6 +308,8 @@ def normalised_schema(schema: dict, text_column: str, id_column: str | None) -> 
     drop = {id_column} if id_column is not None else {"id"} & set(schema)
     out = {"id": pl.String}
     out.update({("text" if c == text_column else c): t for c, t in schema.items() if c not in drop})
+    if out["text"] is not None and is_text(out["text"]):
+        out["text"] = pl.String  # what `normalise` casts a Categorical or Enum text to
     return out
 
 

@@ -191,3 +191,13 @@ def test_peak_memory_does_not_grow_with_the_file(tmp_path):
         peaks[name] = int(out[1]) * 1024
     # The whole 32 MB file read at once would add at least its size (twice: bytes and frame).
     assert peaks["eight"] - peaks["one"] < 16 << 20, peaks
+
+
+def test_a_categorical_text_column_is_read_as_strings_and_declared_so():
+    # `pipeline validate` counts Categorical as text; the run refused it ("holds Categorical, not text").
+    from stages.file_stream import normalise, normalised_schema
+
+    frame = pl.DataFrame({"id": ["a", "b"], "body": ["one text", "two"]}).with_columns(pl.col("body").cast(pl.Categorical))
+    out = normalise(frame, text_column="body", id_column="id", default_ids=None, label="f.parquet")
+    assert out.schema["text"] == pl.String and out["text"].to_list() == ["one text", "two"]
+    assert normalised_schema(dict(frame.schema), "body", "id")["text"] == pl.String
