@@ -95,6 +95,9 @@ class CorpusMetrics(PartitionedStage):
         repeated = [c for i, c in enumerate(self.group_by or []) if c in self.group_by[:i]]
         if repeated:  # else polars failed grouping by one column twice (exit 1)
             raise ParamError("group_by", f"lists column '{repeated[0]}' twice; name each column once")
+        if self.embedding_backend == "none" and self.embedding_model is not None:
+            raise ParamError("embedding_model", "is unused with embedding_backend: none (no embedding diversity is "
+                             "measured); leave it out, or set embedding_backend: static or sentence-transformers")
         if self.embedding_backend != "none" and self.embedding_model is not None:
             try:  # a missing model was refused only when the metrics were measured, after every partition
                 resolve_model_path(self.embedding_model)

@@ -12,6 +12,9 @@ from cli_failures import refused_by_validate
     ("{group_by: [g, g], embedding_backend: none}", "group_by", "lists column 'g' twice"),
     # A missing model was refused only when the metrics were measured, after every partition was read.
     ("{embedding_backend: static, embedding_model: /no/such/model}", "embedding_model", "does not exist"),
+    # A model with no backend to load it was dropped without a word.
+    ("{embedding_backend: none, embedding_model: all-MiniLM-L6-v2}", "embedding_model",
+     "is unused with embedding_backend: none"),
 ])
 def test_corpus_metrics_refuses_at_validate(tmp_path, params, param, words):
     data = tmp_path / "docs.parquet"
