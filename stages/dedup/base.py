@@ -163,6 +163,16 @@ class DedupStage(PartitionedStage):
     def side_output_names(self) -> tuple[str, ...]:
         return ("removed", "clusters")  # `DedupRows`: removed rows per partition, then the clusters
 
+    def output_schema(self, inputs: dict[str, Any]) -> None:
+        """No columns declared; `pipeline validate` knows which inputs are wired (see `check_input_data`)."""
+        self._refuse_within_reference_only(inputs)
+        return None
+
+    def _refuse_within_reference_only(self, inputs: dict[str, Any]) -> None:
+        if not self.within_data and inputs.get("reference") is None:
+            raise ParamError("within_data", "is false (remove only rows duplicating the reference), but the step has "
+                             "no `reference` input; give it one, or leave within_data out")
+
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
         """Null or repeated ids (the side outputs name rows by id: 'b duplicate_of a' must say which a, and a kept
         row's id must name one row) and values the keep policy cannot rank, refused before the passes, over each
@@ -170,9 +180,7 @@ class DedupStage(PartitionedStage):
         column holding 8 bytes an id on the driver, released before the passes (`refuse_bad_id_column`: about
         0.1 s per million ids). within_data=False with no reference is refused: it was ignored, and duplicates
         within data removed all the same."""
-        if not self.within_data and inputs.get("reference") is None:
-            raise ParamError("within_data", "is false (remove only rows duplicating the reference), but the step has "
-                             "no `reference` input; give it one, or leave within_data out")
+        self._refuse_within_reference_only(inputs)
         for name in ("data", "reference"):
             if inputs.get(name) is None:
                 continue

@@ -22,7 +22,7 @@ def test_a_categorical_text_column_is_deduplicated_as_its_strings(stage):
 
 def test_within_data_false_needs_a_reference(tmp_path):
     # It was ignored without a reference: duplicates within data were removed all the same (exit 0).
-    from cli_failures import fails_cleanly
+    from cli_failures import fails_cleanly, refused_by_validate
 
     from pipeline.errors import ParamError
 
@@ -32,14 +32,17 @@ def test_within_data_false_needs_a_reference(tmp_path):
     assert err.value.param == "within_data"
     assert DedupExact(within_data=False).apply(data, reference=data.head(1))["id"].to_list() == ["c", "d"]
     data.write_parquet(tmp_path / "docs.parquet")
-    fails_cleanly(tmp_path, f"""
+    config = f"""
 name: bad
 steps:
   - id: dedup
     stage: dedup_minhash
     inputs: {tmp_path / "docs.parquet"}
     params: {{within_data: false}}
-""", "step 'dedup' (stage 'dedup_minhash'), parameter 'within_data'", "no `reference` input")
+"""
+    fails_cleanly(tmp_path, config, "step 'dedup' (stage 'dedup_minhash'), parameter 'within_data'",
+                  "no `reference` input")
+    assert "no `reference` input" in refused_by_validate(tmp_path / "v.yaml", config)  # before anything runs
 
 
 def test_a_list_keep_column_is_refused_at_validate(tmp_path):
