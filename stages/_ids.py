@@ -30,6 +30,10 @@ def refuse_bad_ids(ids: pl.Series, column: str, label: str | None, *, param: str
     `hint` says what to do about a repeated id."""
     if ids.null_count():
         raise _null_ids(ids.null_count(), column, label, param, input_name)
+    if ids.dtype.is_float() and ids.is_nan().any():
+        raise InputDataError(f"{_where(input_name)}column '{column}' holds {int(ids.is_nan().sum()):,} NaN ids; a NaN "
+                             "equals no id, not even itself, so it names no row", param=param, file=label,
+                             hint="give those rows ids, or use integer or string ids")
     repeated = ids.filter(ids.is_duplicated())
     if repeated.len():
         raise InputDataError(

@@ -141,3 +141,12 @@ def test_null_rows_counts_rows_null_in_every_column(tmp_path, small_batches, sta
                                                  "null\\); it would vanish") as err:
             refuse_null_texts(data, ["q", "a"], "it would vanish", input_name="train", param="train_fields")
         assert err.value.param == "train_fields"
+
+
+def test_nan_ids_are_refused_they_name_no_row(tmp_path):
+    # A NaN id passed as unique (NaN is not null, and polars counts it once): dedup's keep: lowest_id ranked it.
+    path = tmp_path / "f.parquet"
+    pl.DataFrame({"id": [1.0, float("nan"), 2.0]}).write_parquet(path)
+    with pytest.raises(InputDataError, match="column 'id' holds 1 NaN ids; a NaN equals no id") as err:
+        _ids.refuse_bad_id_column(Dataset.from_parquet(path), "id")
+    assert err.value.file == str(path) and err.value.param == "id_column"
