@@ -123,7 +123,7 @@ class LeakageAudit(PartitionedStage):
     """
 
     name = "leakage_audit"
-    version = "2"  # 2: the n-gram kind's partial state holds sparse document frequencies
+    version = "3"  # 3: a question-only `fields` item is audited whole; an answer without choices is itself
     inputs = ("train", "test", "index", "truth", "duplicates")
     partition_input = "train"
     map_in_threads = True  # map() reads only the broadcast and its partition (auditspeed: local maps on threads)
