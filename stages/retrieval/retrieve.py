@@ -43,7 +43,6 @@ def refuse_other_doc_kind(queries: Dataset, column: str, index_dtype) -> None:
             param="query_doc_column", file=queries.label)
 
 
-
 class Retrieve(PartitionedStage):
     """k nearest neighbours of every query row against an `index` step.
 

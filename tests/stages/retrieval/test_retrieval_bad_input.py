@@ -27,6 +27,18 @@ def _index(folder) -> str:
     return str(folder)
 
 
+def _index_step(data, params) -> str:
+    """A config of one `index` step (id idx) over `data`."""
+    return f"""
+name: bad
+steps:
+  - id: idx
+    stage: index
+    inputs: {data}
+    params: {params}
+"""
+
+
 def _retrieve(queries, index, params) -> str:
     return f"""
 name: bad
@@ -41,14 +53,8 @@ steps:
 @pytest.mark.parametrize("factory", ["HNSW0", "HNSW1", "IVF2_HNSW1,Flat"])
 def test_index_refuses_an_hnsw_graph_of_fewer_than_two_links_at_validate(tmp_path, factory):
     # FAISS aborted the process filling the graph (an assertion: exit -6, no line of ours).
-    message = refused_by_validate(tmp_path / "bad.yaml", f"""
-name: bad
-steps:
-  - id: idx
-    stage: index
-    inputs: {_queries(tmp_path / "v.parquet")}
-    params: {{index_type: '{factory}'}}
-""")
+    message = refused_by_validate(tmp_path / "bad.yaml",
+                                  _index_step(_queries(tmp_path / "v.parquet"), f"{{index_type: '{factory}'}}"))
     assert "step 'idx' (stage 'index'), parameter 'index_type'" in message and "at least 2 links" in message
     BuildIndex(index_type="HNSW2").validate()
 
@@ -98,26 +104,14 @@ def test_index_refuses_a_null_first_vector_in_one_line(tmp_path):
     data = tmp_path / "v.parquet"
     pl.DataFrame({"chunk_id": ["c0", "c1", "c2"], "doc_id": ["d0", "d0", "d1"],
                   "embedding": pl.Series(vectors, dtype=pl.Array(pl.Float32, 4))}).write_parquet(data)
-    fails_cleanly(tmp_path, f"""
-name: bad
-steps:
-  - id: idx
-    stage: index
-    inputs: {data}
-    params: {{index_type: Flat}}
-""", "step 'idx' (stage 'index'), parameter 'embedding_column'", f"file '{data}'", "column 'embedding' has 1 null")
+    fails_cleanly(tmp_path, _index_step(data, "{index_type: Flat}"), "step 'idx' (stage 'index'), parameter "
+                  "'embedding_column'", f"file '{data}'", "column 'embedding' has 1 null")
 
 
 def test_index_refuses_a_missing_model_at_validate(tmp_path):
     # `retrieve` refused it; `index` recorded it, and only a later text query failed on it.
-    message = refused_by_validate(tmp_path / "bad.yaml", f"""
-name: bad
-steps:
-  - id: idx
-    stage: index
-    inputs: {_queries(tmp_path / "v.parquet")}
-    params: {{model: /no/such/model}}
-""")
+    message = refused_by_validate(tmp_path / "bad.yaml",
+                                  _index_step(_queries(tmp_path / "v.parquet"), "{model: /no/such/model}"))
     assert "step 'idx' (stage 'index'), parameter 'model'" in message and "does not exist" in message
 
 
