@@ -158,6 +158,11 @@ def exam_questions(directory: Path, train: pl.DataFrame, null_quantile: float) -
         out[form] = {"null": result.stats.get("paraphrase_null"), "wall_s": round(time.perf_counter() - t0, 1),
                      "default audit": judge(find, truth, _default_flag()),
                      "paraphrase evidence alone": judge(find, truth, flag),
+                     # the audit's verdicts with every kind on: the static kinds flag templated siblings
+                     # ("Find the degree of the field extension ..." with other numbers) as partial
+                     "default + paraphrase, any verdict": judge(find, truth, pl.col("verdict") != "clean"),
+                     "default + paraphrase, contaminated verdicts": judge(find, truth,
+                                                                         pl.col("verdict") == "contaminated"),
                      "oracle (best threshold on these labels, NOT a held-out figure)": oracle(find, truth)}
     return out
 

@@ -26,6 +26,11 @@ FIELD_ROLES = ("question", "choices", "answer", "passage")
 TRAIN_ROLES = ("instruction", "input", "response")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 SENTENCE_END = re.compile(r"(?<=[.?!])\s+(?=\S)")
+# A line that ends without a word or a comma (a date, a quotation mark, a source line such as
+# "John L. O'Sullivan, 1839") and is followed by a capitalised line also ends a sentence: exam items put
+# the citation of their passage on its own line, right before the question, with no full stop. Wrapped
+# prose, whose lines break inside sentences, ends its lines with a word or a comma and is not cut.
+LINE_END = re.compile(r"(?<=[^\sa-z,;:\-])[ \t]*\n\s*(?=[A-Z])")
 TAIL_MIN_WORDS = 6  # a shorter last sentence ("Why?") matches too much by chance to stand alone
 
 
@@ -37,7 +42,7 @@ def question_tail(text: str, questions_only: bool = False) -> str | None:
     is at least TAIL_MIN_WORDS words and at most half the item. `questions_only`: only a last sentence
     that ends with "?" (items of unknown shape: prose or code windows would pay re-scoring for nothing).
     """
-    sentences = SENTENCE_END.split(text.strip())
+    sentences = [part for s in SENTENCE_END.split(text.strip()) for part in LINE_END.split(s)]
     if len(sentences) < 2 or (questions_only and not sentences[-1].endswith("?")):
         return None
     tail = sentences[-1]

@@ -54,6 +54,25 @@ def test_a_passage_and_question_item_also_gets_its_question_alone():
     assert names == ["question", "question tail"]
 
 
+def test_a_question_after_a_cited_passage_is_its_own_line():
+    """Exam items cite their passage's source on a line of its own, with no full stop, right before the
+    question: the line break ends the sentence. Wrapped prose, whose lines end inside a sentence, is not cut."""
+    from stages.leakage.variants import question_tail
+
+    item = ("This question refers to the following information.\n\"The far-reaching, the boundless future will be "
+            "the era of American greatness.\"\nJohn L. O'Sullivan, \"The Great Nation of Futurity,\" 1839\n"
+            "By what means did the United States take possession of the Oregon Territory?")
+    assert question_tail(item) == "By what means did the United States take possession of the Oregon Territory?"
+    assert question_tail(item, questions_only=True) == question_tail(item)
+    unfinished = item.rsplit("\n", 1)[0] + "\nBecause of the Charter of Privileges, Pennsylvania became"
+    assert question_tail(unfinished) == "Because of the Charter of Privileges, Pennsylvania became"
+    wrapped = ("The tariff of 1828 raised the duties on imported goods of every kind and angered the planters of the "
+               "south, who feared that Britain would answer it with duties of its own. The planters of the "
+               "southern\nStates sold their cotton abroad and bought their goods from Europe.")
+    assert question_tail(wrapped) == ("The planters of the southern\nStates sold their cotton abroad and bought "
+                                      "their goods from Europe.")
+
+
 def test_training_rows_with_every_field_null_are_refused_not_skipped(tmp_path):
     # A pair with one role null is legitimate (an instruction with no input); a row with all of them null has no
     # text, like a null training text, and was read as '' without a word: the item it leaked read 'clean' (exit 0).
