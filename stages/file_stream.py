@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import re
 import zlib
 from collections.abc import Iterator
@@ -97,8 +98,9 @@ def _failed(path: Path, fmt: str, exc: Exception) -> InputDataError:
 class FileBatches:
     """One corpus file as batches of rows, with its schema known before the first batch."""
 
-    def __init__(self, path: Path, fmt: FileFormat, separator: str | None = None, batch_bytes: int | None = None):
-        self.path, self.fmt, self.separator = path, fmt, separator
+    def __init__(self, path: Path, fmt: FileFormat, separator: str | None = None, batch_bytes: int | None = None,
+                 text_column: str | None = None):
+        self.path, self.fmt, self.separator, self.text_column = path, fmt, separator, text_column
         self.batch_bytes = batch_bytes or STREAM_BATCH_BYTES
         self._header = b""
         self._csv_schema: Any = None
@@ -180,6 +182,8 @@ class FileBatches:
         lines = [0]
         for chunk in self._jsonl_chunks(lines):
             refuse_lone_surrogates(chunk, lines[0], self.path)
+            if self.text_column is not None:
+                refuse_nonstring_texts(chunk, lines[0], self.path, self.text_column)
             try:  # parsed with the whole file's types, as a whole-file read parses every row
                 yield pl.read_ndjson(io.BytesIO(chunk), schema=schema)
             except (pl.exceptions.PolarsError, pa.ArrowInvalid) as exc:
@@ -230,6 +234,30 @@ def refuse_lone_surrogates(chunk: bytes, lines_before: int, path: Path) -> None:
             raise InputDataError(
                 f"line {line}: a lone surrogate escape {found.group().decode()} (half of a pair, not valid Unicode; "
                 "it would be read as NUL); repair or drop that record", param="path", file=describe_path(path))
+
+
+def refuse_nonstring_texts(chunk: bytes, lines_before: int, path: Path, text_column: str) -> None:
+    """InputDataError for a record whose text field holds a number, boolean, list or object: polars read it as
+    the string of its JSON ("5", "true", "[1, 2]") when other records hold strings, a document made up without a
+    word. Null (or a missing field) stays a null text, as before. A byte search first (the field's name, then a
+    value that does not start a string or null); only the records it finds are parsed again, so clean files pay
+    little. A key written with escapes ("te\\u0078t") is not searched for."""
+    key = re.escape(json.dumps(text_column, ensure_ascii=False).encode())
+    for found in re.finditer(key + rb"\s*:\s*[^\s\"n]", chunk):
+        start = chunk.rfind(b"\n", 0, found.start()) + 1
+        end = chunk.find(b"\n", found.end())
+        try:
+            record = json.loads(chunk[start:end if end >= 0 else len(chunk)])
+        except ValueError:  # not one JSON record a line: the parse that follows names the file
+            continue
+        value = record.get(text_column) if isinstance(record, dict) else None
+        if value is not None and not isinstance(value, str):  # else the match was inside another field
+            line = lines_before + chunk.count(b"\n", 0, start) + 1
+            shown = json.dumps(value)
+            raise InputDataError(
+                f"line {line}: field '{text_column}' holds {shown[:40] + ('...' if len(shown) > 40 else '')}, not a "
+                "string; it would be read as the text of a document. Quote it (or make it null), drop that record, "
+                "or name the text field with text_column", param="text_column", file=describe_path(path))
 
 
 def unified_schema(schemas: list[dict[str, Any]]) -> dict[str, Any]:
@@ -317,7 +345,7 @@ def stream_files(files: list[Path], formats: list, *, text_column: str, id_colum
                  separator: str | None = None) -> Iterator[pl.DataFrame]:
     """Every file's rows, normalised, in batches of bounded size (stages/file_stream.py): the same rows
     and types as reading every file whole and concatenating them, without holding a file in memory."""
-    readers = [FileBatches(f, fmt, separator) for f, fmt in zip(files, formats)]
+    readers = [FileBatches(f, fmt, separator, text_column=text_column) for f, fmt in zip(files, formats)]
     schema = unified_schema([r.schema() for r in readers])
     names = file_names(files, root)
 

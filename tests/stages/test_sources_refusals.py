@@ -43,3 +43,26 @@ steps:
 """)
     assert f"step 'src' (stage 'read_text'), parameter '{param}', file '{tmp_path / 'bad.yaml'}'" in message
     assert words in message
+
+
+@pytest.mark.parametrize(("source", "record", "shown"), [
+    ("read_jsonl", "5", "holds 5,"), ("read_jsonl", "true", "holds true,"), ("read_jsonl", "[1, 2]", "holds [1, 2],"),
+    ("read_corpus", '{"a": 1}', 'holds {"a": 1},'),
+])
+def test_a_json_text_field_that_is_not_a_string_is_refused_with_its_line(tmp_path, source, record, shown):
+    # Read as the string of its JSON ("5", "true", "[1, 2]") beside string texts: a document no one wrote.
+    f = tmp_path / "in.jsonl"
+    f.write_text(f'{{"id": "a", "text": "a real document", "meta": {{"text": 1}}}}\n{{"id": "b", "text": null}}\n'
+                 f'{{"id": "c"}}\n{{"id": "d", "text": {record}}}\n')
+    text = f"name: bad\nseed: 0\nsteps:\n  - id: src\n    stage: {source}\n    params: {{path: '{f}'}}\n"
+    proc = fails_cleanly(tmp_path, text, f"step 'src' (stage '{source}'), parameter 'text_column', file '{f}'",
+                         f"line 4: field 'text' {shown} not a string")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_null_or_missing_json_texts_are_still_read_as_null_and_nested_text_fields_are_not_checked(tmp_path):
+    from stages.sources import ReadJsonl
+
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"id": "a", "text": "doc", "meta": {"text": 1}}\n{"id": "b", "text": null}\n{"id": "c"}\n')
+    assert ReadJsonl(path=str(f)).apply()["text"].to_list() == ["doc", None, None]
