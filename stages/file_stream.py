@@ -290,6 +290,8 @@ def normalise(
         raise InputDataError(
             f"no column '{text_column}'; columns are: {df.columns}", param="text_column", file=label
         )
+    if df.schema[text_column] == pl.Null:  # a cast to a string would only make every text a null one
+        raise no_text(text_column, "type Null", label)
     if not is_text(df.schema[text_column]):
         raise InputDataError(
             f"column '{text_column}' holds {df.schema[text_column]}, not text; cast it to a string first, or name "
@@ -320,6 +322,14 @@ def normalise(
         raise InputDataError(f"ids are not unique, e.g. {dup}", param="id_column", file=label,
                              hint=_unique_id_hint(id_column))
     return df.insert_column(0, ids.alias("id"))
+
+
+def no_text(text_column: str, how: str, label: str) -> InputDataError:
+    """The refusal of a text column with no text in any row (`how`: its type Null, or its count of null rows):
+    most likely the wrong column. A source with no rows is refused; one whose every text is null is as empty.
+    (Some null texts are read as nulls: the stages that need a text refuse them, naming the rows.)"""
+    return InputDataError(f"column '{text_column}' holds only nulls ({how}): no row has a text to read; name the "
+                          "text column with text_column", param="text_column", file=label)
 
 
 def file_names(files: list[Path], root: str) -> list[str]:
@@ -362,14 +372,17 @@ def stream_files(files: list[Path], formats: list, *, text_column: str, id_colum
 
     keyed = id_column is not None or "id" in schema
     hashes: list[np.ndarray] = []
-    rows = 0
+    rows = texts = 0
     for out in batches():
         rows += out.height
+        texts += out.height - out["text"].null_count()
         if keyed:  # 8 bytes a row, so the uniqueness check over all batches stays small
             hashes.append(out["id"].hash(seed=0).to_numpy())
         yield out
     if rows == 0:
         raise InputDataError("the source has no rows", file=root)
+    if texts == 0:
+        raise no_text(text_column, f"all {rows:,} rows", root)
     if len(hashes) > 1:
         _check_unique_across_batches(hashes, batches, root, id_column)
 
@@ -409,15 +422,18 @@ def file_formats(files: list[Path], fmt: str) -> list[FileFormat]:
 
 
 def declared_schema(files: list[Path], fmt: str | list[FileFormat], text_column: str, id_column: str | None,
-                    separator: str | None = None) -> dict | None:
+                    separator: str | None = None, *, root: str) -> dict | None:
     """A file source's output columns, when they are cheap to know before reading: Parquet footers and
-    CSV headers (types of the first rows). JSON Lines fields are known only after every row: None."""
+    CSV headers (types of the first rows). JSON Lines fields are known only after every row: None. `root`: the
+    source's path, as its run names it."""
     formats = file_formats(files, fmt) if isinstance(fmt, str) else fmt
     if any(f.format == "jsonl" or (f.format == "parquet" and f.compression) for f in formats):
         return None
     # An unreadable file (not Parquet, a damaged footer, CSV that does not parse) is refused here, by `pipeline
     # validate` too, naming it: the step could only fail on it when it runs.
     schema = unified_schema([FileBatches(f, fmt, separator).schema() for f, fmt in zip(files, formats)])
+    if schema.get(text_column) == pl.Null:  # refused by `pipeline validate` too, as the step would refuse it
+        raise no_text(text_column, "type Null", root)
     return normalised_schema(schema, text_column, id_column)
 
 

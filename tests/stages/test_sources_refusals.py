@@ -66,3 +66,30 @@ def test_null_or_missing_json_texts_are_still_read_as_null_and_nested_text_field
     f = tmp_path / "in.jsonl"
     f.write_text('{"id": "a", "text": "doc", "meta": {"text": 1}}\n{"id": "b", "text": null}\n{"id": "c"}\n')
     assert ReadJsonl(path=str(f)).apply()["text"].to_list() == ["doc", None, None]
+
+
+@pytest.mark.parametrize("source", ["read_parquet", "read_corpus"])
+def test_a_text_column_of_nulls_only_is_refused_whatever_its_type_and_some_nulls_are_read(tmp_path, source):
+    # A String column of nulls only was read as null documents, while one of type Null was refused at run time
+    # only, with "cast it to a string first" (which makes it the former).
+    import polars as pl
+    from cli_failures import refused_by_validate
+
+    from pipeline.errors import InputDataError
+    from stages.read_corpus import ReadCorpus
+    from stages.sources import ReadParquet
+
+    stage = {"read_parquet": ReadParquet, "read_corpus": ReadCorpus}[source]
+    typed, strings, some = (tmp_path / f"{name}.parquet" for name in ("typed", "strings", "some"))
+    pl.DataFrame({"id": ["a", "b"], "body": [None, None]}).write_parquet(typed)
+    pl.DataFrame({"id": ["a", "b"], "body": [None, None]}, schema={"id": pl.String, "body": pl.String}).write_parquet(
+        strings)
+    pl.DataFrame({"id": ["a", "b"], "body": ["words", None]}).write_parquet(some)
+    config = f"name: bad\nsteps:\n  - id: src\n    stage: {source}\n    params: {{path: '{typed}', text_column: body}}\n"
+    message = refused_by_validate(tmp_path / "c.yaml", config)
+    assert f"step 'src' (stage '{source}'), parameter 'text_column', file '{typed}'" in message, message
+    assert "column 'body' holds only nulls (type Null): no row has a text to read" in message
+    with pytest.raises(InputDataError, match=r"column .body. holds only nulls \(all 2 rows\)") as err:
+        stage(path=str(strings), text_column="body").apply()
+    assert (err.value.param, err.value.file) == ("text_column", str(strings))
+    assert stage(path=str(some), text_column="body").apply()["text"].to_list() == ["words", None]
