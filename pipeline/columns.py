@@ -169,6 +169,7 @@ def check_column_flow(config: Any) -> dict[str, Schema | None]:
         try:
             check_side_references(step, built)
             check_schema(stage, inputs, labels)
+            stage.check_input_files(inputs, {n: r.path for n, r in step.inputs.items() if r.path is not None})
             # A declaration may itself refuse the inputs (e.g. `sql` binding its query to the schema).
             known[step.id] = stage.output_schema(inputs) if complete else None
             sides = stage.side_output_schemas(inputs) if complete else {}
