@@ -64,11 +64,20 @@ def is_scalar(dtype: Any) -> bool:
     return dtype is None or not dtype.is_nested()
 
 
+def is_rankable(dtype: Any) -> bool:
+    """Does a polars dtype hold values with an order a "best" row is picked by (numbers, booleans, dates, times,
+    durations)? Text is left out: it ranks by its characters ('10' before '9'), an order no one means by "best".
+    None counts as rankable."""
+    return dtype is None or dtype.is_numeric() or dtype.is_temporal() or dtype == pl.Boolean
+
+
 # The kinds `Stage.required_column_types` may ask for: (test, what the column must be).
 COLUMN_KINDS = {
     "text": (is_text, "text; cast it to a string first or name a text column"),
     "numeric": (is_numeric, "numeric; cast it to a number first or name a numeric column"),
     "scalar": (is_scalar, "one value a row; a list, array or struct column cannot be a key"),
+    "rank": (is_rankable, "numbers, booleans, dates or times to rank rows by (text would rank by its characters, "
+                          "'10' before '9'); cast it first or name another column"),
     "label": (is_label, "integer or string class labels; cast it to integers or strings first"),
 }
 
@@ -160,6 +169,7 @@ def check_column_flow(config: Any) -> dict[str, Schema | None]:
         try:
             check_side_references(step, built)
             check_schema(stage, inputs, labels)
+            stage.check_input_files(inputs, {n: r.path for n, r in step.inputs.items() if r.path is not None})
             # A declaration may itself refuse the inputs (e.g. `sql` binding its query to the schema).
             known[step.id] = stage.output_schema(inputs) if complete else None
             sides = stage.side_output_schemas(inputs) if complete else {}

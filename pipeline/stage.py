@@ -262,7 +262,7 @@ class Stage:
         return {}
 
     def required_column_types(self) -> dict[str, dict[str, str]]:
-        """{input name: {column: kind}}: needed columns of a kind ("text", "numeric", "scalar" or "label", see
+        """{input name: {column: kind}}: needed columns of a kind ("text", "numeric", "scalar", "rank" or "label", see
         `pipeline.columns.COLUMN_KINDS`), checked before `run` and by `pipeline validate`.
 
         By default a column named by a parameter called `text_column` (or ending in `_text_column`)
@@ -290,6 +290,11 @@ class Stage:
         `pipeline.columns.passthrough` covers the usual shape (input columns, minus some, plus some).
         """
         return None
+
+    def check_input_files(self, inputs: dict[str, Any], paths: dict[str, str]) -> None:
+        """`pipeline validate`'s checks of inputs given as paths (`paths`: input name -> path) that need more than
+        their schemas (`inputs`), e.g. a built index's metadata beside its Parquet. Nothing by default; raise
+        InputDataError (a message starting "input 'x'" names that input's file) or ParamError."""
 
     def side_output_names(self) -> tuple[str, ...]:
         """Every side output this stage can write with these params (a config reads one as `step:name`).

@@ -204,8 +204,15 @@ class CollapseReport(Stage):
         # Numbers and booleans plot; a column of nulls only (a hand-made table's empty metric) has no value to plot.
         text = [m for m in candidates if not (is_numeric(table.schema[m]) or table.schema[m] in (pl.Boolean, pl.Null))]
         if text:
-            raise InputDataError(f"metric column '{text[0]}' is {table.schema[text[0]]}, not numeric; cast it to a "
-                                 "number first or leave it out of metrics", param="metrics", file=label)
+            what = f"metric column '{text[0]}' is {table.schema[text[0]]}, not numeric; "
+            if self.metrics:
+                what += "cast it to a number first or leave it out of metrics"
+            else:  # the user named no metrics: "leave it out of metrics" meant nothing to them
+                plottable = [m for m in candidates if m not in text]
+                what += ("it is one of the standard collapse metrics plotted when metrics is not set: cast it to a "
+                         "number first, or set metrics to the columns to plot"
+                         + (f", e.g. metrics: [{', '.join(plottable)}]" if plottable else ""))
+            raise InputDataError(what, param="metrics", file=label)
         names = [m for m in candidates if table[m].cast(pl.Float64).is_not_nan().any()]
         if not names:
             raise ParamError("metrics", f"none of the metrics to plot ({', '.join(candidates) or 'none present'}) "

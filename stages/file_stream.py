@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import re
 import zlib
 from collections.abc import Iterator
@@ -97,8 +98,9 @@ def _failed(path: Path, fmt: str, exc: Exception) -> InputDataError:
 class FileBatches:
     """One corpus file as batches of rows, with its schema known before the first batch."""
 
-    def __init__(self, path: Path, fmt: FileFormat, separator: str | None = None, batch_bytes: int | None = None):
-        self.path, self.fmt, self.separator = path, fmt, separator
+    def __init__(self, path: Path, fmt: FileFormat, separator: str | None = None, batch_bytes: int | None = None,
+                 text_column: str | None = None):
+        self.path, self.fmt, self.separator, self.text_column = path, fmt, separator, text_column
         self.batch_bytes = batch_bytes or STREAM_BATCH_BYTES
         self._header = b""
         self._csv_schema: Any = None
@@ -180,6 +182,8 @@ class FileBatches:
         lines = [0]
         for chunk in self._jsonl_chunks(lines):
             refuse_lone_surrogates(chunk, lines[0], self.path)
+            if self.text_column is not None:
+                refuse_nonstring_texts(chunk, lines[0], self.path, self.text_column)
             try:  # parsed with the whole file's types, as a whole-file read parses every row
                 yield pl.read_ndjson(io.BytesIO(chunk), schema=schema)
             except (pl.exceptions.PolarsError, pa.ArrowInvalid) as exc:
@@ -232,6 +236,30 @@ def refuse_lone_surrogates(chunk: bytes, lines_before: int, path: Path) -> None:
                 "it would be read as NUL); repair or drop that record", param="path", file=describe_path(path))
 
 
+def refuse_nonstring_texts(chunk: bytes, lines_before: int, path: Path, text_column: str) -> None:
+    """InputDataError for a record whose text field holds a number, boolean, list or object: polars read it as
+    the string of its JSON ("5", "true", "[1, 2]") when other records hold strings, a document made up without a
+    word. Null (or a missing field) stays a null text, as before. A byte search first (the field's name, then a
+    value that does not start a string or null); only the records it finds are parsed again, so clean files pay
+    little. A key written with escapes ("te\\u0078t") is not searched for."""
+    key = re.escape(json.dumps(text_column, ensure_ascii=False).encode())
+    for found in re.finditer(key + rb"\s*:\s*[^\s\"n]", chunk):
+        start = chunk.rfind(b"\n", 0, found.start()) + 1
+        end = chunk.find(b"\n", found.end())
+        try:
+            record = json.loads(chunk[start:end if end >= 0 else len(chunk)])
+        except ValueError:  # not one JSON record a line: the parse that follows names the file
+            continue
+        value = record.get(text_column) if isinstance(record, dict) else None
+        if value is not None and not isinstance(value, str):  # else the match was inside another field
+            line = lines_before + chunk.count(b"\n", 0, start) + 1
+            shown = json.dumps(value)
+            raise InputDataError(
+                f"line {line}: field '{text_column}' holds {shown[:40] + ('...' if len(shown) > 40 else '')}, not a "
+                "string; it would be read as the text of a document. Quote it (or make it null), drop that record, "
+                "or name the text field with text_column", param="text_column", file=describe_path(path))
+
+
 def unified_schema(schemas: list[dict[str, Any]]) -> dict[str, Any]:
     """The schema `pl.concat(frames, how="diagonal_relaxed")` gives frames of these schemas."""
     return dict(pl.concat([pl.DataFrame(schema=s) for s in schemas], how="diagonal_relaxed").schema)
@@ -262,6 +290,8 @@ def normalise(
         raise InputDataError(
             f"no column '{text_column}'; columns are: {df.columns}", param="text_column", file=label
         )
+    if df.schema[text_column] == pl.Null:  # a cast to a string would only make every text a null one
+        raise no_text(text_column, "type Null", label)
     if not is_text(df.schema[text_column]):
         raise InputDataError(
             f"column '{text_column}' holds {df.schema[text_column]}, not text; cast it to a string first, or name "
@@ -294,6 +324,14 @@ def normalise(
     return df.insert_column(0, ids.alias("id"))
 
 
+def no_text(text_column: str, how: str, label: str) -> InputDataError:
+    """The refusal of a text column with no text in any row (`how`: its type Null, or its count of null rows):
+    most likely the wrong column. A source with no rows is refused; one whose every text is null is as empty.
+    (Some null texts are read as nulls: the stages that need a text refuse them, naming the rows.)"""
+    return InputDataError(f"column '{text_column}' holds only nulls ({how}): no row has a text to read; name the "
+                          "text column with text_column", param="text_column", file=label)
+
+
 def file_names(files: list[Path], root: str) -> list[str]:
     base = Path(root) if Path(root).is_dir() else None
     return [str(f.relative_to(base)) if base else f.name for f in files]
@@ -317,7 +355,7 @@ def stream_files(files: list[Path], formats: list, *, text_column: str, id_colum
                  separator: str | None = None) -> Iterator[pl.DataFrame]:
     """Every file's rows, normalised, in batches of bounded size (stages/file_stream.py): the same rows
     and types as reading every file whole and concatenating them, without holding a file in memory."""
-    readers = [FileBatches(f, fmt, separator) for f, fmt in zip(files, formats)]
+    readers = [FileBatches(f, fmt, separator, text_column=text_column) for f, fmt in zip(files, formats)]
     schema = unified_schema([r.schema() for r in readers])
     names = file_names(files, root)
 
@@ -334,14 +372,17 @@ def stream_files(files: list[Path], formats: list, *, text_column: str, id_colum
 
     keyed = id_column is not None or "id" in schema
     hashes: list[np.ndarray] = []
-    rows = 0
+    rows = texts = 0
     for out in batches():
         rows += out.height
+        texts += out.height - out["text"].null_count()
         if keyed:  # 8 bytes a row, so the uniqueness check over all batches stays small
             hashes.append(out["id"].hash(seed=0).to_numpy())
         yield out
     if rows == 0:
         raise InputDataError("the source has no rows", file=root)
+    if texts == 0:
+        raise no_text(text_column, f"all {rows:,} rows", root)
     if len(hashes) > 1:
         _check_unique_across_batches(hashes, batches, root, id_column)
 
@@ -381,15 +422,18 @@ def file_formats(files: list[Path], fmt: str) -> list[FileFormat]:
 
 
 def declared_schema(files: list[Path], fmt: str | list[FileFormat], text_column: str, id_column: str | None,
-                    separator: str | None = None) -> dict | None:
+                    separator: str | None = None, *, root: str) -> dict | None:
     """A file source's output columns, when they are cheap to know before reading: Parquet footers and
-    CSV headers (types of the first rows). JSON Lines fields are known only after every row: None."""
+    CSV headers (types of the first rows). JSON Lines fields are known only after every row: None. `root`: the
+    source's path, as its run names it."""
     formats = file_formats(files, fmt) if isinstance(fmt, str) else fmt
     if any(f.format == "jsonl" or (f.format == "parquet" and f.compression) for f in formats):
         return None
     # An unreadable file (not Parquet, a damaged footer, CSV that does not parse) is refused here, by `pipeline
     # validate` too, naming it: the step could only fail on it when it runs.
     schema = unified_schema([FileBatches(f, fmt, separator).schema() for f, fmt in zip(files, formats)])
+    if schema.get(text_column) == pl.Null:  # refused by `pipeline validate` too, as the step would refuse it
+        raise no_text(text_column, "type Null", root)
     return normalised_schema(schema, text_column, id_column)
 
 

@@ -42,6 +42,7 @@ from stages.studies import (
     refuse_null_labels,
     stratified_split,
     study_feature,
+    text_as_strings,
 )
 
 NEURAL = ("mlp", "convnet", "bag_of_embeddings")
@@ -220,7 +221,7 @@ class LabelNoiseNets(Stage):
         table = data.collect()
         feature = feature_column(table.schema, self.features, (self.label_column, self.id_column), data.label)
         refuse_nonfinite_features(table, feature, data.label)
-        is_text = table.schema[feature] == pl.String
+        table, is_text = text_as_strings(table, feature)
         if "convnet" in self.models and is_text:
             raise ParamError("models", "'convnet' needs image vectors; the feature column holds text")
         if "bag_of_embeddings" in self.models and not is_text:

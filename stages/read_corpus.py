@@ -104,7 +104,7 @@ class ReadCorpus(Stage):
             return None
         files = self._files()
         return declared_schema(files, [self._format_of(f) for f in files], self.text_column, self.id_column,
-                               self.separator)
+                               self.separator, root=self.path)
 
     @classmethod
     def example(cls) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:

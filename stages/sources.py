@@ -102,7 +102,7 @@ class ReadParquet(_FileSource):
                             id_column=self.id_column, root=self.path)
 
     def output_schema(self, inputs):
-        return declared_schema(self._files(), "parquet", self.text_column, self.id_column)
+        return declared_schema(self._files(), "parquet", self.text_column, self.id_column, root=self.path)
 
     @classmethod
     def example(cls):
@@ -171,7 +171,7 @@ class ReadCsv(_FileSource):
 
     def output_schema(self, inputs):
         return declared_schema(_expand(self.path, self.glob), "csv", self.text_column, self.id_column,
-                               self.separator)
+                               self.separator, root=self.path)
 
     @classmethod
     def example(cls):

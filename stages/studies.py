@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import polars as pl
 
+from pipeline.columns import is_text
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.params import Annotated, Field, Fraction, PositiveInt
@@ -111,16 +112,18 @@ def feature_column(schema: Any, features: str, exclude: tuple[str, ...], file: s
 
 
 def refuse_feature_kind(column: str, dtype: Any, how: str, file: str | None) -> str:
-    """`column`, unless it is neither text (a String column: TF-IDF or tokens) nor numeric vectors (a List or
-    Array of numbers: the vector path). Anything else was trained on as something it is not: an integer `text`
-    column as a 1-wide vector, a list of words as numbers (a ValueError), a column of nulls as empty documents.
-    An unknown type (None: an upstream stage's declaration did not say) is left to the run's check."""
-    if dtype is None or dtype == pl.String or (isinstance(dtype, (pl.List, pl.Array)) and dtype.inner.is_numeric()):
+    """`column`, unless it is neither text (a String, Categorical or Enum column, read as strings as every text
+    stage reads them: TF-IDF or tokens) nor numeric vectors (a List or Array of numbers: the vector path). Anything
+    else was trained on as something it is not: an integer `text` column as a 1-wide vector, a list of words as
+    numbers (a ValueError), a column of nulls as empty documents. An unknown type (None: an upstream stage's
+    declaration did not say) is left to the run's check."""
+    if is_text(dtype) or (isinstance(dtype, (pl.List, pl.Array)) and dtype.inner.is_numeric()):
         return column
     what = ("holds only nulls (type Null); a study needs a document or a vector in every row"
             if dtype == pl.Null else
-            f"is {dtype}, not text (a String column) or numeric vectors (a List or Array of numbers); cast it to a "
-            "string to train on it as text, or gather numbers into a list column to train on them as a vector")
+            f"is {dtype}, not text (a String or Categorical column) or numeric vectors (a List or Array of numbers); "
+            "cast it to a string to train on it as text, or gather numbers into a list column to train on them as "
+            "a vector")
     raise InputDataError(f"input 'data' column '{column}' ({how}) {what}", param="features", file=file)
 
 
@@ -130,10 +133,10 @@ def study_feature(data: Dataset, features: str, label_column: str, id_column: st
     it as empty."""
     schema = data.lazy().collect_schema()
     column = feature_column(schema, features, (label_column, id_column), data.label)
-    if schema[column] == pl.String:
+    if is_text(schema[column]):
         refuse_null_texts(data, column, "a study cannot train on a missing document", input_name="data",
                           param="features")
-        if not data.lazy().select(pl.col(column).str.contains(r"\w").any()).collect().item():
+        if not data.lazy().select(pl.col(column).cast(pl.String).str.contains(r"\w").any()).collect().item():
             # TF-IDF failed with "empty vocabulary"; the networks trained on padding alone and reported chance.
             raise InputDataError(f"input 'data' column '{column}' holds no words (all {data.num_rows:,} rows blank); "
                                  "a study has nothing to learn from", param="features", file=data.label)
@@ -152,8 +155,17 @@ def refuse_features_naming(features: str, **columns: str) -> None:
 def refuse_nonfinite_features(table: pl.DataFrame, feature: str, file: str) -> None:
     """A vector feature column holding NaN or inf is refused in one line, counted over the whole input (a fit
     would fail deep inside scikit-learn, or train on NaN and report it)."""
-    if table.schema[feature] != pl.String:
+    if not is_text(table.schema[feature]):
         vector_matrix(table[feature], "features", finite=True, file=file)
+
+
+def text_as_strings(table: pl.DataFrame, feature: str) -> tuple[pl.DataFrame, bool]:
+    """`table` with a text feature column (String, Categorical or Enum) as strings, and whether it is text: a
+    study reads a Categorical column as the strings it holds, as every other text stage does, so it learns and
+    reports the same as on the String column."""
+    if not is_text(table.schema[feature]):
+        return table, False
+    return table.with_columns(pl.col(feature).cast(pl.String)), True
 
 
 class LabelNoiseCurve(Stage):
@@ -256,20 +268,20 @@ class LabelNoiseCurve(Stage):
         table = data.collect()
         feature = self._feature_column(data)
         refuse_nonfinite_features(table, feature, data.label)
-        is_text = table.schema[feature] == pl.String
-        if is_text:
+        table, text = text_as_strings(table, feature)
+        if text:
             from sklearn.feature_extraction.text import TfidfVectorizer
 
         confusion = self.confusion
         if confusion == "auto":
-            confusion = "derangement" if is_text else "centroid"
+            confusion = "derangement" if text else "centroid"
         classes = table[self.label_column].unique().sort()
         rows = []
         bar = ctx.progress(total=self.repeats * len(self.noises) * len(self.alphas), unit="fits")
         for repeat in range(self.repeats):
             seed = ctx.seed + repeat
             train, test = _split(table, self.label_column, self.test_fraction, seed, data.label)
-            if is_text:
+            if text:
                 vectoriser = TfidfVectorizer(sublinear_tf=True, min_df=2, ngram_range=(1, 2))
                 x_train = vectoriser.fit_transform(train[feature].to_list())
                 x_test = vectoriser.transform(test[feature].to_list())
@@ -306,7 +318,7 @@ class LabelNoiseCurve(Stage):
                         "seed": seed, "classes": classes.len(), "train_clean_rows": train.height,
                         "train_rows": noisy.height, "test_rows": test.height, "accuracy": accuracy,
                         "chance_majority": majority, "chance_uniform": 1.0 / classes.len(),
-                        "features": "tfidf" if is_text else feature,
+                        "features": "tfidf" if text else feature,
                     })
                     bar.update(1)
         bar.close()

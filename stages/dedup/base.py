@@ -150,11 +150,14 @@ class DedupStage(PartitionedStage):
         return {"data": dict(needed), "reference": dict(needed)}
 
     def required_column_types(self) -> dict[str, dict[str, str]]:
-        # A list or struct id was refused as a repeated id over many lines; one has no best value to keep by.
+        # A list or struct id was refused as a repeated id over many lines. The keep column is ranked: numbers,
+        # booleans, dates or times ("rank"); a list has no best value, and strings ranked by their characters
+        # ("9.5" above "10.2" of a score read as text), so a row was kept by an order no one meant.
         kinds = super().required_column_types()
-        scalar = [self.id_column] + ([self.keep_column] if self.keep == "column" and self.keep_column else [])
         for columns in kinds.values():
-            columns.update({c: "scalar" for c in scalar if c not in columns})
+            columns.setdefault(self.id_column, "scalar")
+            if self.keep == "column" and self.keep_column:
+                columns[self.keep_column] = "rank"
         return kinds
 
     def feature_columns(self) -> dict[str, str | None]:

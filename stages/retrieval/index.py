@@ -301,6 +301,18 @@ def write_index_files(folder: Path, index, meta: dict, mapping: pl.DataFrame) ->
     mapping.write_parquet(folder / INDEX_IDS_FILE)
 
 
+def saved_dim(path: str | Path) -> int | None:
+    """The vector width an index saved at `path` (its directory, or a Parquet file in it) records in its
+    index.json, read without loading the index; None where there is none to read (`Index.load` says why)."""
+    folder = Path(path).expanduser()
+    meta = (folder if folder.is_dir() else folder.parent) / INDEX_META_FILE
+    try:
+        dim = json.loads(meta.read_text()).get("dim")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return dim if isinstance(dim, int) else None
+
+
 class Index:
     """A FAISS index plus the mapping from FAISS row to chunk id and document id.
 

@@ -27,6 +27,7 @@ from stages.embedding import (
 )
 from stages.retrieval.index import (
     Index,
+    saved_dim,
 )
 
 # ---------------------------------------------------------------- retrieval
@@ -117,6 +118,18 @@ class Retrieve(PartitionedStage):
         # Each output row names its query by id: a repeated id would merge two queries' neighbours, a null none.
         refuse_bad_id_column(inputs["queries"], self.query_id_column, input_name="queries", param="query_id_column",
                              hint="deduplicate the queries first, or name a unique column with query_id_column")
+
+    def check_input_files(self, inputs: dict, paths: dict[str, str]) -> None:
+        """A query column of fixed-width vectors (Array) against a saved index of another width, refused by
+        `pipeline validate` from the index's index.json: it was refused only when the step ran, after the steps
+        before it (an upstream `index` step's width is known only once it has run)."""
+        query = inputs.get("queries", {}).get(self.query_column)
+        dim = saved_dim(paths["index"]) if "index" in paths and isinstance(query, pl.Array) else None
+        if dim is not None and query.size != dim:
+            raise InputDataError(
+                f"input 'queries' column '{self.query_column}' holds {query.size}-d vectors ({query}) but the index "
+                f"at '{paths['index']}' holds {dim}-d vectors; embed the queries with the same backend and model as "
+                "the indexed corpus, or name the matching column with query_column", param="query_column")
 
     def output_schema(self, inputs):
         return {"query_id": inputs["queries"].get(self.query_id_column), "rank": pl.Int32, "neighbour_id": None,

@@ -70,3 +70,17 @@ def test_default_metrics_skip_a_column_of_nulls_and_plot_booleans(metrics_file):
     table = pl.read_parquet(metrics_file).with_columns(vendi_score=pl.lit(None), tail_mass=pl.col("generation") > 0)
     long, *_ = CollapseReport()._long(table, "m.parquet")
     assert sorted(long["metric"].unique().to_list()) == ["tail_mass", "vocab_size"]
+
+
+def test_a_default_metric_of_text_is_refused_saying_what_to_set(metrics_file):
+    # "... or leave it out of metrics", to a user who set no metrics.
+    table = pl.read_parquet(metrics_file).with_columns(pl.col("vocab_size").cast(pl.String),
+                                                       tail_mass=pl.col("generation") * 0.1)
+    with pytest.raises(InputDataError) as err:
+        CollapseReport()._long(table, "m.parquet")
+    message = err.value.message
+    assert "leave it out of metrics" not in message, message
+    assert "one of the standard collapse metrics plotted when metrics is not set" in message
+    assert "set metrics to the columns to plot, e.g. metrics: [tail_mass]" in message, message
+    with pytest.raises(InputDataError, match="cast it to a number first or leave it out of metrics"):
+        CollapseReport(metrics=["vocab_size", "tail_mass"])._long(table, "m.parquet")

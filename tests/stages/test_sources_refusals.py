@@ -43,3 +43,53 @@ steps:
 """)
     assert f"step 'src' (stage 'read_text'), parameter '{param}', file '{tmp_path / 'bad.yaml'}'" in message
     assert words in message
+
+
+@pytest.mark.parametrize(("source", "record", "shown"), [
+    ("read_jsonl", "5", "holds 5,"), ("read_jsonl", "true", "holds true,"), ("read_jsonl", "[1, 2]", "holds [1, 2],"),
+    ("read_corpus", '{"a": 1}', 'holds {"a": 1},'),
+])
+def test_a_json_text_field_that_is_not_a_string_is_refused_with_its_line(tmp_path, source, record, shown):
+    # Read as the string of its JSON ("5", "true", "[1, 2]") beside string texts: a document no one wrote.
+    f = tmp_path / "in.jsonl"
+    f.write_text(f'{{"id": "a", "text": "a real document", "meta": {{"text": 1}}}}\n{{"id": "b", "text": null}}\n'
+                 f'{{"id": "c"}}\n{{"id": "d", "text": {record}}}\n')
+    text = f"name: bad\nseed: 0\nsteps:\n  - id: src\n    stage: {source}\n    params: {{path: '{f}'}}\n"
+    proc = fails_cleanly(tmp_path, text, f"step 'src' (stage '{source}'), parameter 'text_column', file '{f}'",
+                         f"line 4: field 'text' {shown} not a string")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_null_or_missing_json_texts_are_still_read_as_null_and_nested_text_fields_are_not_checked(tmp_path):
+    from stages.sources import ReadJsonl
+
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"id": "a", "text": "doc", "meta": {"text": 1}}\n{"id": "b", "text": null}\n{"id": "c"}\n')
+    assert ReadJsonl(path=str(f)).apply()["text"].to_list() == ["doc", None, None]
+
+
+@pytest.mark.parametrize("source", ["read_parquet", "read_corpus"])
+def test_a_text_column_of_nulls_only_is_refused_whatever_its_type_and_some_nulls_are_read(tmp_path, source):
+    # A String column of nulls only was read as null documents, while one of type Null was refused at run time
+    # only, with "cast it to a string first" (which makes it the former).
+    import polars as pl
+    from cli_failures import refused_by_validate
+
+    from pipeline.errors import InputDataError
+    from stages.read_corpus import ReadCorpus
+    from stages.sources import ReadParquet
+
+    stage = {"read_parquet": ReadParquet, "read_corpus": ReadCorpus}[source]
+    typed, strings, some = (tmp_path / f"{name}.parquet" for name in ("typed", "strings", "some"))
+    pl.DataFrame({"id": ["a", "b"], "body": [None, None]}).write_parquet(typed)
+    pl.DataFrame({"id": ["a", "b"], "body": [None, None]}, schema={"id": pl.String, "body": pl.String}).write_parquet(
+        strings)
+    pl.DataFrame({"id": ["a", "b"], "body": ["words", None]}).write_parquet(some)
+    config = f"name: bad\nsteps:\n  - id: src\n    stage: {source}\n    params: {{path: '{typed}', text_column: body}}\n"
+    message = refused_by_validate(tmp_path / "c.yaml", config)
+    assert f"step 'src' (stage '{source}'), parameter 'text_column', file '{typed}'" in message, message
+    assert "column 'body' holds only nulls (type Null): no row has a text to read" in message
+    with pytest.raises(InputDataError, match=r"column .body. holds only nulls \(all 2 rows\)") as err:
+        stage(path=str(strings), text_column="body").apply()
+    assert (err.value.param, err.value.file) == ("text_column", str(strings))
+    assert stage(path=str(some), text_column="body").apply()["text"].to_list() == ["words", None]

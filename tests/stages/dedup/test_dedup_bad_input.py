@@ -60,7 +60,7 @@ steps:
     params: {{keep: column, keep_column: q}}
 """)
     assert f"step 'dedup' (stage 'dedup_exact'), parameter 'keep_column', file '{data}'" in message
-    assert "is List(Int64), not one value a row" in message
+    assert "is List(Int64), not numbers, booleans, dates or times to rank rows by" in message
 
 
 def test_an_array_id_column_is_refused_at_validate(tmp_path):
@@ -79,3 +79,33 @@ steps:
 """)
     assert f"step 'dedup' (stage 'dedup_semantic'), parameter 'id_column', file '{data}'" in message
     assert "not one value a row" in message
+
+
+@pytest.mark.parametrize(("values", "dtype"), [(["9.5", "10.2", "1", "2"], "String"),
+                                               (["b", "a", "c", "d"], "Categorical")])
+def test_a_text_keep_column_is_refused_at_validate(tmp_path, values, dtype):
+    # A score read as text ranked by its characters: "9.5" won over "10.2" (exit 0).
+    from cli_failures import refused_by_validate
+
+    data = tmp_path / "docs.parquet"
+    pl.DataFrame({"id": ["a", "b", "c", "d"], "text": TEXTS, "q": values}).with_columns(
+        pl.col("q").cast(getattr(pl, dtype))).write_parquet(data)
+    message = refused_by_validate(tmp_path / "bad.yaml", f"""
+name: bad
+steps:
+  - id: dedup
+    stage: dedup_minhash
+    inputs: {data}
+    params: {{keep: column, keep_column: q}}
+""")
+    assert f"step 'dedup' (stage 'dedup_minhash'), parameter 'keep_column', file '{data}'" in message, message
+    assert f"column 'q' (named by parameter 'keep_column') is {dtype}, not numbers, booleans, dates or times to " \
+           "rank rows by (text would rank by its characters, '10' before '9')" in message, message
+
+
+def test_boolean_and_date_keep_columns_rank_in_their_order():
+    data = pl.DataFrame({"id": ["a", "b", "c", "d"], "text": TEXTS, "curated": [False, True, False, False],
+                         "day": pl.Series(["2024-03-01", "2023-01-01", "2024-01-01", "2024-01-01"]).str.to_date()})
+    assert DedupExact(keep="column", keep_column="curated").apply(data)["id"].to_list() == ["b", "c", "d"]
+    assert DedupExact(keep="column", keep_column="day", keep_descending=False).apply(data)["id"].to_list() == \
+        ["b", "c", "d"]

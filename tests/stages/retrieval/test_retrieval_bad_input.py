@@ -6,6 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 from cli_failures import fails_cleanly, refused_by_validate
+from conftest import run_cli, write_config
 
 from pipeline.errors import ParamError
 from stages.embedding import vectors_to_series
@@ -144,3 +145,18 @@ steps:
 """)
     assert f"step 's' (stage '{stage}'), parameter 'id_column', file '{data}'" in message
     assert "not one value a row" in message
+
+
+def test_retrieve_refuses_query_vectors_of_another_width_than_a_saved_index_at_validate(tmp_path):
+    # Refused only when the step ran (after everything upstream), though both widths are known from the files.
+    index = _index(tmp_path / "idx")
+    queries = tmp_path / "q.parquet"
+    pl.DataFrame({"chunk_id": ["c0", "c1"]}).with_columns(
+        vectors_to_series("embedding", np.ones((2, 3), np.float32))).write_parquet(queries)
+    message = refused_by_validate(tmp_path / "bad.yaml", _retrieve(queries, index, "{k: 1}"))
+    assert f"step 'hits' (stage 'retrieve'), parameter 'query_column', file '{queries}'" in message, message
+    assert f"column 'embedding' holds 3-d vectors (Array(Float32, shape=(3,))) but the index at '{index}' holds " \
+           "4-d vectors" in message, message
+    good = _queries(tmp_path / "good.parquet")
+    assert run_cli("validate", str(write_config(tmp_path / "good.yaml", _retrieve(good, index, "{k: 1}")))) \
+        .returncode == 0
