@@ -14,10 +14,10 @@ steps:
 """
 
 
-def fails_cleanly(tmp_path, text, *expected, code=2, extra=()):
+def fails_cleanly(tmp_path, text, *expected, code=2, extra=(), in_process=True):
     """Run `text` as a config; assert the exit code, no traceback, and every expected piece in stderr."""
     cfg = write_config(tmp_path / "c.yaml", text)
-    proc = run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), *extra)
+    proc = run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), *extra, in_process=in_process)
     assert proc.returncode == code, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
     for piece in expected:

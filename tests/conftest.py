@@ -63,13 +63,84 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CORPUSFORGE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the `pipeline` CLI in a subprocess with the test-only stages loaded."""
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120,
+            in_process: bool = True) -> subprocess.CompletedProcess:
+    """Run the `pipeline` CLI with the test-only stages loaded: its exit code, stdout and stderr.
+
+    In this process by default: a fresh interpreter importing polars, pyarrow and the stages cost 1.5-2 s a call on
+    2 cores, most of the suite's CLI time. `in_process=False` runs `python -m pipeline.cli` in a subprocess, for the
+    tests about the process itself: its exit status, what a fresh interpreter imports, a lock another pid holds,
+    --debug's traceback. (`timeout` applies to the subprocess only.)
+    """
+    if in_process:
+        return _run_cli_in_process(args, cwd)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
     env["CORPUSFORGE_PLUGINS"] = "plugin_stages"
     return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+# The warning filters of a plain `python -m pipeline.cli` (sys.warnoptions empty): pytest's own would show
+# DeprecationWarnings a user never sees, and record the rest instead of printing them to stderr.
+_PYTHON_DEFAULT_WARNINGS = [("default", DeprecationWarning, "__main__"), ("ignore", DeprecationWarning, ""),
+                            ("ignore", PendingDeprecationWarning, ""), ("ignore", ImportWarning, ""),
+                            ("ignore", ResourceWarning, "")]
+
+
+def _run_cli_in_process(args: tuple[str, ...], cwd: Path | None) -> subprocess.CompletedProcess:
+    """`pipeline.cli.main(args)` as a subprocess would see it: stdout and stderr captured both as Python streams and
+    as file descriptors 1 and 2 (what extensions such as polars' Rust panics write there counts too), the warnings
+    the CLI raised printed to stderr under Python's default filters, argparse's exits as exit codes, and the working
+    folder, environment and command line the runner records put back afterwards."""
+    import contextlib
+    import io
+    import tempfile
+    import warnings
+
+    from pipeline import runner
+    from pipeline.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    folder, command_line, plugins = os.getcwd(), runner.COMMAND_LINE, os.environ.get("CORPUSFORGE_PLUGINS")
+    with (tempfile.TemporaryFile("w+") as fd_out, tempfile.TemporaryFile("w+") as fd_err,
+          warnings.catch_warnings(record=True) as caught):
+        warnings.resetwarnings()
+        for action, category, module in reversed(_PYTHON_DEFAULT_WARNINGS):
+            warnings.filterwarnings(action, category=category, module=module)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        kept = os.dup(1), os.dup(2)
+        os.environ["CORPUSFORGE_PLUGINS"] = "plugin_stages"
+        try:
+            os.dup2(fd_out.fileno(), 1)
+            os.dup2(fd_err.fileno(), 2)
+            if cwd is not None:
+                os.chdir(cwd)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = main(list(args))
+                except SystemExit as exc:  # argparse: 2 for a usage error, 0 for --help
+                    code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+                    if isinstance(exc.code, str):
+                        print(exc.code, file=sys.stderr)
+        finally:
+            os.dup2(kept[0], 1)
+            os.dup2(kept[1], 2)
+            for fd in kept:
+                os.close(fd)
+            os.chdir(folder)
+            runner.COMMAND_LINE = command_line
+            if plugins is None:
+                os.environ.pop("CORPUSFORGE_PLUGINS", None)
+            else:
+                os.environ["CORPUSFORGE_PLUGINS"] = plugins
+        for w in caught:
+            err.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
+        fd_out.seek(0)
+        fd_err.seek(0)
+        stdout, stderr = out.getvalue() + fd_out.read(), err.getvalue() + fd_err.read()
+    return subprocess.CompletedProcess(["pipeline", *args], code, stdout, stderr)
 
 
 def write_config(path: Path, text: str) -> Path:

@@ -57,7 +57,7 @@ def _run(tmp_path, cfg, workdir, env):
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        return run_cli("run", str(cfg), "--workdir", str(workdir), "--quiet", timeout=300)
+        return run_cli("run", str(cfg), "--workdir", str(workdir), "--quiet", timeout=300, in_process=False)  # killed
     finally:
         for k, v in old.items():
             if v is None:
@@ -103,7 +103,7 @@ def test_validating_a_config_imports_no_callback(tmp_path):
                                              f"    inputs: {data}\n    params: {{callback: '{CALLBACK}'}}\n")
     os.environ["TRUST_IMPORT_MARKER"] = str(marker)
     try:
-        proc = run_cli("validate", str(cfg))
+        proc = run_cli("validate", str(cfg), in_process=False)  # a fresh interpreter: what validate imports
     finally:
         os.environ.pop("TRUST_IMPORT_MARKER")
     assert proc.returncode == 0, proc.stderr

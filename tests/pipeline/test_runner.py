@@ -169,7 +169,7 @@ def test_second_concurrent_run_refuses_clearly(config, tmp_path):
     holder = RunDir(work, "eng")
     holder.lock()
     try:
-        proc = run_cli("run", str(config), "--workdir", str(work))
+        proc = run_cli("run", str(config), "--workdir", str(work), in_process=False)  # another process
         assert proc.returncode == 2
         assert "holds the lock" in proc.stderr and str(os.getpid()) in proc.stderr
         assert not (work / "eng" / "docs").exists()

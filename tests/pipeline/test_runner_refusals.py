@@ -43,6 +43,6 @@ def test_failing_config_change_leaves_outputs_untouched(tmp_path):
 
 def test_debug_shows_traceback(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", BASE + "  - id: s\n    stage: splt\n")
-    proc = run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), "--debug")
+    proc = run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), "--debug", in_process=False)
     assert proc.returncode == 2
     assert "Traceback" in proc.stderr and "unknown stage 'splt'" in proc.stderr.splitlines()[-1]
