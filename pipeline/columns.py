@@ -66,9 +66,10 @@ def is_scalar(dtype: Any) -> bool:
 
 def is_rankable(dtype: Any) -> bool:
     """Does a polars dtype hold values with an order a "best" row is picked by (numbers, booleans, dates, times,
-    durations)? Text is left out: it ranks by its characters ('10' before '9'), an order no one means by "best".
-    None counts as rankable."""
-    return dtype is None or dtype.is_numeric() or dtype.is_temporal() or dtype == pl.Boolean
+    durations, and Enum: the order of its declared categories)? Text is left out: it ranks by its characters
+    ('10' before '9'), an order no one means by "best". None counts as rankable."""
+    return (dtype is None or dtype.is_numeric() or dtype.is_temporal() or dtype == pl.Boolean
+            or isinstance(dtype, pl.Enum))
 
 
 # The kinds `Stage.required_column_types` may ask for: (test, what the column must be).
@@ -76,8 +77,8 @@ COLUMN_KINDS = {
     "text": (is_text, "text; cast it to a string first or name a text column"),
     "numeric": (is_numeric, "numeric; cast it to a number first or name a numeric column"),
     "scalar": (is_scalar, "one value a row; a list, array or struct column cannot be a key"),
-    "rank": (is_rankable, "numbers, booleans, dates or times to rank rows by (text would rank by its characters, "
-                          "'10' before '9'); cast it first or name another column"),
+    "rank": (is_rankable, "numbers, booleans, dates, times or an Enum to rank rows by (text would rank by its "
+                          "characters, '10' before '9'); cast it first or name another column"),
     "label": (is_label, "integer or string class labels; cast it to integers or strings first"),
 }
 

@@ -208,7 +208,7 @@ class CollapseReport(Stage):
             if self.metrics:
                 what += "cast it to a number first or leave it out of metrics"
             else:  # the user named no metrics: "leave it out of metrics" meant nothing to them
-                plottable = [m for m in candidates if m not in text]
+                plottable = [m for m in candidates if m not in text and table[m].cast(pl.Float64).is_not_nan().any()]
                 what += ("it is one of the standard collapse metrics plotted when metrics is not set: cast it to a "
                          "number first, or set metrics to the columns to plot"
                          + (f", e.g. metrics: [{', '.join(plottable)}]" if plottable else ""))

@@ -236,6 +236,20 @@ def refuse_lone_surrogates(chunk: bytes, lines_before: int, path: Path) -> None:
                 "it would be read as NUL); repair or drop that record", param="path", file=describe_path(path))
 
 
+class _Pairs:
+    """A JSON object as its (key, value) pairs in order, every one kept; `plain` is it as a dict, to print."""
+
+    def __init__(self, pairs: list[tuple[str, Any]]):
+        self.pairs = pairs
+
+    def plain(self) -> dict[str, Any]:
+        return dict(self.pairs)
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Pairs:
+    return _Pairs(pairs)
+
+
 def refuse_nonstring_texts(chunk: bytes, lines_before: int, path: Path, text_column: str) -> None:
     """InputDataError for a record whose text field holds a number, boolean, list or object: polars read it as
     the string of its JSON ("5", "true", "[1, 2]") when other records hold strings, a document made up without a
@@ -246,14 +260,15 @@ def refuse_nonstring_texts(chunk: bytes, lines_before: int, path: Path, text_col
     for found in re.finditer(key + rb"\s*:\s*[^\s\"n]", chunk):
         start = chunk.rfind(b"\n", 0, found.start()) + 1
         end = chunk.find(b"\n", found.end())
-        try:
-            record = json.loads(chunk[start:end if end >= 0 else len(chunk)])
+        try:  # as (key, value) pairs: a key given twice is checked at both (polars reads the first)
+            record = json.loads(chunk[start:end if end >= 0 else len(chunk)], object_pairs_hook=_pairs)
         except ValueError:  # not one JSON record a line: the parse that follows names the file
             continue
-        value = record.get(text_column) if isinstance(record, dict) else None
-        if value is not None and not isinstance(value, str):  # else the match was inside another field
+        values = [v for k, v in record.pairs if k == text_column] if isinstance(record, _Pairs) else []
+        value = next((v for v in values if v is not None and not isinstance(v, str)), None)
+        if value is not None:  # else the match was inside another field
             line = lines_before + chunk.count(b"\n", 0, start) + 1
-            shown = json.dumps(value)
+            shown = json.dumps(value, default=_Pairs.plain)
             raise InputDataError(
                 f"line {line}: field '{text_column}' holds {shown[:40] + ('...' if len(shown) > 40 else '')}, not a "
                 "string; it would be read as the text of a document. Quote it (or make it null), drop that record, "

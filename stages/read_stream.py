@@ -137,7 +137,7 @@ class ReadIterable(Stage):
 
     def run(self, ctx: Context) -> Iterator[pl.DataFrame]:
         seen: set[str] = set()
-        produced = 0
+        produced = texts = 0
         with tempfile.TemporaryDirectory(prefix="corpusforge-builder-") as workdir:
             for batch in _batches(self._rows(workdir), self.batch_rows):
                 frame = pl.DataFrame(batch, infer_schema_length=None)
@@ -145,12 +145,20 @@ class ReadIterable(Stage):
                     frame = frame.head(self.limit - produced)
                 if frame.height == 0:
                     break
-                yield self._normalise(frame, produced, seen)
+                if frame.schema.get(self.text_column) == pl.Null:  # a batch of null texts: later ones may have text
+                    frame = frame.with_columns(pl.col(self.text_column).cast(pl.String))
+                out = self._normalise(frame, produced, seen)
+                texts += out.height - out["text"].null_count()
+                yield out
                 produced += frame.height
                 if self.limit is not None and produced >= self.limit:
                     break
         if produced == 0:
             raise InputDataError("the factory produced no rows", param="factory", file=self.factory)
+        if texts == 0:
+            from stages.file_stream import no_text
+
+            raise no_text(self.text_column, f"all {produced:,} rows", self.factory)
         ctx.record("rows_streamed", produced)
 
     def _normalise(self, frame: pl.DataFrame, offset: int, seen: set[str]) -> pl.DataFrame:

@@ -70,10 +70,11 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120,
     In this process by default: a fresh interpreter importing polars, pyarrow and the stages cost 1.5-2 s a call on
     2 cores, most of the suite's CLI time. `in_process=False` runs `python -m pipeline.cli` in a subprocess, for the
     tests about the process itself: its exit status, what a fresh interpreter imports, a lock another pid holds,
-    --debug's traceback. (`timeout` applies to the subprocess only.)
+    --debug's traceback. `timeout`: a subprocess is killed after it; in process, a call still running after it is
+    interrupted with TimeoutError (a hung call would otherwise hold CI to its own limit).
     """
     if in_process:
-        return _run_cli_in_process(args, cwd)
+        return _run_cli_in_process(args, cwd, timeout)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(REPO), env.get("PYTHONPATH", "")])
     env["CORPUSFORGE_PLUGINS"] = "plugin_stages"
@@ -88,13 +89,14 @@ _PYTHON_DEFAULT_WARNINGS = [("default", DeprecationWarning, "__main__"), ("ignor
                             ("ignore", ResourceWarning, "")]
 
 
-def _run_cli_in_process(args: tuple[str, ...], cwd: Path | None) -> subprocess.CompletedProcess:
+def _run_cli_in_process(args: tuple[str, ...], cwd: Path | None, timeout: float) -> subprocess.CompletedProcess:
     """`pipeline.cli.main(args)` as a subprocess would see it: stdout and stderr captured both as Python streams and
     as file descriptors 1 and 2 (what extensions such as polars' Rust panics write there counts too), the warnings
     the CLI raised printed to stderr under Python's default filters, argparse's exits as exit codes, and the working
     folder, environment and command line the runner records put back afterwards."""
     import contextlib
     import io
+    import signal
     import tempfile
     import warnings
 
@@ -112,6 +114,11 @@ def _run_cli_in_process(args: tuple[str, ...], cwd: Path | None) -> subprocess.C
         sys.stderr.flush()
         kept = os.dup(1), os.dup(2)
         os.environ["CORPUSFORGE_PLUGINS"] = "plugin_stages"
+        def hung(signum, frame):
+            raise TimeoutError(f"pipeline {' '.join(args)} ran past its {timeout} s timeout")
+
+        previous_alarm = signal.signal(signal.SIGALRM, hung)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
             os.dup2(fd_out.fileno(), 1)
             os.dup2(fd_err.fileno(), 2)
@@ -125,6 +132,8 @@ def _run_cli_in_process(args: tuple[str, ...], cwd: Path | None) -> subprocess.C
                     if isinstance(exc.code, str):
                         print(exc.code, file=sys.stderr)
         finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous_alarm)
             os.dup2(kept[0], 1)
             os.dup2(kept[1], 2)
             for fd in kept:

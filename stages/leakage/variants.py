@@ -26,12 +26,28 @@ FIELD_ROLES = ("question", "choices", "answer", "passage")
 TRAIN_ROLES = ("instruction", "input", "response")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 SENTENCE_END = re.compile(r"(?<=[.?!])\s+(?=\S)")
-# A line that ends without a word or a comma (a date, a quotation mark, a source line such as
-# "John L. O'Sullivan, 1839") and is followed by a capitalised line also ends a sentence: exam items put
-# the citation of their passage on its own line, right before the question, with no full stop. Wrapped
-# prose, whose lines break inside sentences, ends its lines with a word or a comma and is not cut.
-LINE_END = re.compile(r"(?<=[^\sa-z,;:\-])[ \t]*\n\s*(?=[A-Z])")
+# A line break also ends a sentence after a source line: exam items cite their passage on a line of its own
+# ("John L. O'Sullivan, 1839", "—Jane Addams, Twenty Years at Hull House, 1912") with no full stop, right
+# before the question. Such a break follows no comma, the next line starts with a capital, and the
+# line it ends is short beside the lines before it (at most SOURCE_LINE_SHARE of the longest: the passage).
+# Wrapped prose breaks its lines inside sentences at a steady width, so a line ending in "1990" or "IBM" is
+# not cut.
+LINE_BREAK = re.compile(r"(?<=[^\s,;:\-])[ \t]*\n\s*(?=[A-Z])")
+SOURCE_LINE_SHARE = 0.75
+ATTRIBUTION_DASHES = ("\u2014", "\u2015")  # "—Jane Addams, ...": an attribution line, whatever its length (after a poem)
 TAIL_MIN_WORDS = 6  # a shorter last sentence ("Why?") matches too much by chance to stand alone
+
+
+def _tail_start(text: str) -> int:
+    """Where the last sentence of `text` starts: after the last full stop, or after the last source line."""
+    start = max((m.end() for m in SENTENCE_END.finditer(text)), default=0)
+    for m in LINE_BREAK.finditer(text, start):
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        longest_before = max((len(line.strip()) for line in text[: max(line_start - 1, 0)].split("\n")), default=0)
+        line = text[line_start : m.start()].strip()
+        if line.startswith(ATTRIBUTION_DASHES) or len(line) <= SOURCE_LINE_SHARE * longest_before:
+            start = m.end()
+    return start
 
 
 def question_tail(text: str, questions_only: bool = False) -> str | None:
@@ -42,10 +58,11 @@ def question_tail(text: str, questions_only: bool = False) -> str | None:
     is at least TAIL_MIN_WORDS words and at most half the item. `questions_only`: only a last sentence
     that ends with "?" (items of unknown shape: prose or code windows would pay re-scoring for nothing).
     """
-    sentences = [part for s in SENTENCE_END.split(text.strip()) for part in LINE_END.split(s)]
-    if len(sentences) < 2 or (questions_only and not sentences[-1].endswith("?")):
+    text = text.replace("\r\n", "\n").strip()
+    start = _tail_start(text)
+    tail = text[start:]
+    if start == 0 or (questions_only and not tail.endswith("?")):
         return None
-    tail = sentences[-1]
     words = len(tail.split())
     return tail if TAIL_MIN_WORDS <= words <= len(text.split()) // 2 else None
 

@@ -82,5 +82,9 @@ def test_a_default_metric_of_text_is_refused_saying_what_to_set(metrics_file):
     assert "leave it out of metrics" not in message, message
     assert "one of the standard collapse metrics plotted when metrics is not set" in message
     assert "set metrics to the columns to plot, e.g. metrics: [tail_mass]" in message, message
+    # A metric with no value (type Null, or nulls only) is no column to suggest plotting.
+    with pytest.raises(InputDataError) as err:
+        CollapseReport()._long(table.with_columns(pl.lit(None).alias("js_divergence")), "m.parquet")
+    assert "e.g. metrics: [tail_mass]" in err.value.message, err.value.message
     with pytest.raises(InputDataError, match="cast it to a number first or leave it out of metrics"):
         CollapseReport(metrics=["vocab_size", "tail_mass"])._long(table, "m.parquet")

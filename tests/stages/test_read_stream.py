@@ -30,6 +30,12 @@ def twice_the_same_ids():
             yield {"id": name, "text": topics[name]}
 
 
+def texts_after_nulls(nulls: int, rows: int = 10):
+    """`rows` rows whose first `nulls` texts are null."""
+    for i, name in enumerate(NAMES[:rows]):
+        yield {"id": name, "text": None if i < nulls else topics[name]}
+
+
 def iterable_dataset(limit: int):
     import datasets
 
@@ -90,6 +96,14 @@ def test_local_datasets_script_is_streamed_without_the_hub(tmp_path):
     result = stage.execute()
     assert result.table["id"].to_list() == NAMES
     assert result.stats["rows_streamed"] == len(NAMES)
+
+
+def test_a_batch_of_null_texts_is_read_as_nulls_and_a_factory_of_no_text_is_refused():
+    # The first batch holds only nulls (type Null on its own); later batches have text.
+    out = ReadIterable(factory="test_read_stream:texts_after_nulls", kwargs={"nulls": 5}, batch_rows=5).apply()
+    assert out["text"].to_list() == [None] * 5 + [topics[n] for n in NAMES[5:10]]
+    with pytest.raises(InputDataError, match=r"column 'text' holds only nulls \(all 10 rows\)"):
+        ReadIterable(factory="test_read_stream:texts_after_nulls", kwargs={"nulls": 10}, batch_rows=5).apply()
 
 
 def test_bad_factories_and_duplicate_ids():

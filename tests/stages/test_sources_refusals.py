@@ -48,6 +48,7 @@ steps:
 @pytest.mark.parametrize(("source", "record", "shown"), [
     ("read_jsonl", "5", "holds 5,"), ("read_jsonl", "true", "holds true,"), ("read_jsonl", "[1, 2]", "holds [1, 2],"),
     ("read_corpus", '{"a": 1}', 'holds {"a": 1},'),
+    ("read_jsonl", '5, "text": "a later string"', "holds 5,"),  # a key given twice: polars reads the first
 ])
 def test_a_json_text_field_that_is_not_a_string_is_refused_with_its_line(tmp_path, source, record, shown):
     # Read as the string of its JSON ("5", "true", "[1, 2]") beside string texts: a document no one wrote.

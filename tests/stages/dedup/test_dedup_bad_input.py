@@ -60,7 +60,7 @@ steps:
     params: {{keep: column, keep_column: q}}
 """)
     assert f"step 'dedup' (stage 'dedup_exact'), parameter 'keep_column', file '{data}'" in message
-    assert "is List(Int64), not numbers, booleans, dates or times to rank rows by" in message
+    assert "is List(Int64), not numbers, booleans, dates, times or an Enum to rank rows by" in message
 
 
 def test_an_array_id_column_is_refused_at_validate(tmp_path):
@@ -99,8 +99,8 @@ steps:
     params: {{keep: column, keep_column: q}}
 """)
     assert f"step 'dedup' (stage 'dedup_minhash'), parameter 'keep_column', file '{data}'" in message, message
-    assert f"column 'q' (named by parameter 'keep_column') is {dtype}, not numbers, booleans, dates or times to " \
-           "rank rows by (text would rank by its characters, '10' before '9')" in message, message
+    assert f"column 'q' (named by parameter 'keep_column') is {dtype}, not numbers, booleans, dates, times or an Enum " \
+           "to rank rows by (text would rank by its characters, '10' before '9')" in message, message
 
 
 def test_boolean_and_date_keep_columns_rank_in_their_order():
@@ -108,4 +108,8 @@ def test_boolean_and_date_keep_columns_rank_in_their_order():
                          "day": pl.Series(["2024-03-01", "2023-01-01", "2024-01-01", "2024-01-01"]).str.to_date()})
     assert DedupExact(keep="column", keep_column="curated").apply(data)["id"].to_list() == ["b", "c", "d"]
     assert DedupExact(keep="column", keep_column="day", keep_descending=False).apply(data)["id"].to_list() == \
+        ["b", "c", "d"]
+    # An Enum ranks in the order of its declared categories, not of its characters.
+    levels = pl.Series(["mid", "high", "low", "low"], dtype=pl.Enum(["low", "mid", "high"]))
+    assert DedupExact(keep="column", keep_column="q").apply(data.with_columns(q=levels))["id"].to_list() == \
         ["b", "c", "d"]

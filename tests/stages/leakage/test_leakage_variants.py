@@ -71,6 +71,18 @@ def test_a_question_after_a_cited_passage_is_its_own_line():
                "southern\nStates sold their cotton abroad and bought their goods from Europe.")
     assert question_tail(wrapped) == ("The planters of the southern\nStates sold their cotton abroad and bought "
                                       "their goods from Europe.")
+    # A wrapped line that ends in a year or a name is as long as the line before it: not a source line.
+    wrapped_year = ("The tariff of 1828 raised the duties on imported goods of every kind and angered the\n"
+                    "planters of the south, who feared that Britain would answer the tariff with duties of\n"
+                    "its own and sell them nothing. The planters of the south sold cotton to a company and\n"
+                    "then to Britain. The company that the planters of the south founded in 1990\n"
+                    "The Hague office opened later, so how many offices did the company have by then?")
+    assert question_tail(wrapped_year) == wrapped_year.split("Britain. ")[1]
+    assert question_tail(item.replace("\n", "\r\n")) == question_tail(item)  # Windows line ends
+    poem = ("Remember, Christians, Negroes, black as Cain,\nMay be refin'd, and join th' angelic train.\n"
+            "\u2014Phillis Wheatley, Poems on Various Subjects, Religious and Moral, 1773\n"
+            "The point of the poem can best be compared to which of the following?")
+    assert question_tail(poem) == "The point of the poem can best be compared to which of the following?"
 
 
 def test_training_rows_with_every_field_null_are_refused_not_skipped(tmp_path):
