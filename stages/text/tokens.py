@@ -183,17 +183,22 @@ _PAST_Z = np.uint64(0x2525252525252525)  # byte + 0x25 has its high bit set iff 
 def _words_at(data: np.ndarray, positions: np.ndarray, keep: np.ndarray, lower_ascii: bool) -> np.ndarray:
     """The `keep` (0..8) bytes of `data` at each position as a little-endian uint64, the rest zero."""
     usable = data.size - 7
-    out = np.empty(positions.size, np.uint64)
-    inner = positions < usable
-    if usable > 0:
-        # Every position of `data` read as a little-endian uint64 (unaligned, overlapping: a view).
-        words64 = np.ndarray((usable,), dtype="<u8", buffer=data, strides=(1,))
-        out[inner] = words64[positions[inner]]
-    if not inner.all():  # the last 7 bytes: read from a zero-padded copy of the tail
-        base = max(data.size - 8, 0)
-        tail = np.zeros(16, np.uint8)
-        tail[: data.size - base] = data[base:]
-        out[~inner] = np.ndarray((9,), dtype="<u8", buffer=tail, strides=(1,))[positions[~inner] - base]
+    # Every position of `data` read as a little-endian uint64 (unaligned, overlapping: a view).
+    words64 = np.ndarray((usable,), dtype="<u8", buffer=data, strides=(1,)) if usable > 0 else None
+    if positions.size and int(positions.max()) < usable:
+        # No position in the last 7 bytes (every block of a batch but its last): one gather, no masks (on the
+        # 31.5 MB leakage benchmark ~0.105 -> ~0.094 s CPU of hashing).
+        out = words64[positions]
+    else:
+        out = np.empty(positions.size, np.uint64)
+        inner = positions < usable
+        if words64 is not None:
+            out[inner] = words64[positions[inner]]
+        if not inner.all():  # the last 7 bytes: read from a zero-padded copy of the tail
+            base = max(data.size - 8, 0)
+            tail = np.zeros(16, np.uint8)
+            tail[: data.size - base] = data[base:]
+            out[~inner] = np.ndarray((9,), dtype="<u8", buffer=tail, strides=(1,))[positions[~inner] - base]
     out &= _LOW_BYTES[keep]
     if lower_ascii:  # SWAR: add 0x20 to every byte in 'A'..'Z' (all bytes are ASCII here)
         upper = (out + _FROM_A) & ~(out + _PAST_Z) & _HIGH_BITS
