@@ -131,6 +131,20 @@ def test_wide_spans_spliced_by_runs_or_by_masks_give_the_same_tokens(monkeypatch
     assert list(zip(starts, ends)) == [span for e in expected for span in e]
 
 
+def test_arrow_texts_tokenize_as_their_polars_series():
+    # Large strings as read from Parquet are tokenized in their own buffers (a slice of an array too); other
+    # Arrow texts (with nulls, 32-bit offsets, another script) go through polars: the same tokens every way.
+    import pyarrow as pa
+
+    texts = MIXED + ["ascii filler text " * 50] * 5
+    for arrow in (pa.array([t or "" for t in texts], pa.large_string())[1:], pa.array(texts, pa.large_string()),
+                  pa.array(texts, pa.string()), pa.array(["日本語のテキスト" * 9, "x"], pa.large_string())):
+        expected = tokenize(pl.Series(arrow.to_pylist(), dtype=pl.String))
+        got = tokenize(arrow)
+        assert got.hashes.tolist() == expected.hashes.tolist() and got.counts.tolist() == expected.counts.tolist()
+        assert got.words.to_list() == expected.words.to_list()
+
+
 def test_span_strings_are_the_spans_text_sparse_or_dense():
     # Sparse spans (a few words holding non-ASCII characters) are copied out; dense ones (every word of a
     # batch) are cut from the batch's bytes: both give each span's text.
