@@ -204,7 +204,7 @@ class NgramEvidence(Evidence):
     def _join(self, u: np.ndarray, d: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, ...]:
         """Every (hit, test occurrence of its n-gram) pair: (item, test position, document, training position)."""
         tu, ti, tp = (self.test_table.get_column(c).to_numpy() for c in ("u", "item", "test_pos"))
-        order = np.argsort(tu, kind="stable")
+        order = _sorted(tu, np.arange(tu.size))[1]  # argsort(tu, stable): 80 K n-grams 5 -> 1-3 ms
         per_u = np.bincount(tu, minlength=self.unique.size)
         k = per_u[u]  # test occurrences of each hit's n-gram
         hit = np.repeat(np.arange(u.size), k)
