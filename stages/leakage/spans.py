@@ -74,7 +74,7 @@ class SpanFinder:
     offsets of a group are not kept: memory stays near the fetched texts however long the documents are
     (a whole 31.5 MB corpus's fetched documents at once added ~30 MB to the audit's peak). A group of 1 M
     characters holds a few MB of offsets, under a 4 MB training batch's tokens; groups of 256 K characters
-    made the 10.7 MB fetched on the 31.5 MB benchmark 41 groups and took ~0.05 s, 1 M ~0.04 s.
+    made the 10.7 MB fetched on the 31.5 MB benchmark 40 groups and took ~0.052 s, 1 M ~0.037 s.
     `train_docs` (`fetch_train_docs`' frame) must be sorted by `doc`.
     """
 
