@@ -109,6 +109,14 @@ class Partition:
 
     def iter_batches(self, rows: int = DEFAULT_BATCH_ROWS, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
         """The partition's rows in order, batches bounded by rows and bytes, as `Dataset.iter_batches`."""
+        for frame, _ in self.iter_batches_with_arrow(rows, columns):
+            yield frame
+
+    def iter_batches_with_arrow(self, rows: int = DEFAULT_BATCH_ROWS,
+                                columns: list[str] | None = None) -> Iterator[tuple[pl.DataFrame, pa.RecordBatch | None]]:
+        """`iter_batches`, each batch paired with the Arrow batch read from Parquet (None for rows of a frame or of a
+        large row group's range), for a stage that reads a column's buffers as they are (the leakage audit's
+        tokenizer: polars' conversion back to Arrow copies every string)."""
         if self.frame is not None:
             (_, (start, stop)), = self.pieces
             frame = self.frame if columns is None else self.frame.select(columns)
@@ -116,13 +124,14 @@ class Partition:
             # would hold the stage's working memory for all of it at once).
             rows = self._batch_rows(rows, frame.estimated_size() / max(frame.height, 1))
             for offset in range(start, stop, rows):
-                yield frame.slice(offset, min(rows, stop - offset))
+                yield frame.slice(offset, min(rows, stop - offset)), None
             return
         if self.group_rows is not None:
-            yield from self._group_range_batches(rows, columns)
+            for frame in self._group_range_batches(rows, columns):
+                yield frame, None
             return
         for batch in self._arrow_batches(rows, columns):  # no read-ahead: a map's memory is one batch
-            yield batch_frame(batch)
+            yield batch_frame(batch), batch
 
     def _batch_rows(self, rows: int, per_row: float) -> int:
         """Rows per batch: at most `rows`, and at most `batch_bytes` at `per_row` bytes a row (at least one)."""

@@ -25,6 +25,7 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import BATCH_BYTES, Dataset
@@ -404,12 +405,16 @@ class LeakageAudit(PartitionedStage):
         train_columns = self._train_columns()
         base, train_bytes = partition.base, 0
         timings = {"tokenize_s": 0.0} | {f"{ev.kind}_s": 0.0 for ev in evidences}
-        for batch in partition.iter_batches(self.batch_rows, columns=train_columns):
+        for batch, arrow in partition.iter_batches_with_arrow(self.batch_rows, columns=train_columns):
             texts = self._batch_texts(batch)
             train_bytes += int(texts.str.len_bytes().sum() or 0)
             t0 = time.perf_counter()
             ids = batch.get_column(self.id_column).cast(pl.String) if self.id_column in batch.columns else None
-            item = TrainBatch(texts=texts, tokens=tokenize(texts), base=base, ids=ids)
+            # The text column as read, where it is the text every kind reads: tokenize takes Arrow's large strings in
+            # their own buffers.
+            read = arrow.column(self.text_column) if arrow is not None and not self.train_fields else None
+            read = read if read is not None and read.type == pa.large_string() else texts
+            item = TrainBatch(texts=texts, tokens=tokenize(read), base=base, ids=ids)
             timings["tokenize_s"] += time.perf_counter() - t0
             for ev in evidences:
                 t0 = time.perf_counter()

@@ -204,7 +204,7 @@ class NgramEvidence(Evidence):
     def _join(self, u: np.ndarray, d: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, ...]:
         """Every (hit, test occurrence of its n-gram) pair: (item, test position, document, training position)."""
         tu, ti, tp = (self.test_table.get_column(c).to_numpy() for c in ("u", "item", "test_pos"))
-        order = np.argsort(tu, kind="stable")
+        order = _sorted(tu, np.arange(tu.size))[1]  # argsort(tu, stable): 80 K n-grams 5 -> 1-3 ms
         per_u = np.bincount(tu, minlength=self.unique.size)
         k = per_u[u]  # test occurrences of each hit's n-gram
         hit = np.repeat(np.arange(u.size), k)
@@ -214,9 +214,29 @@ class NgramEvidence(Evidence):
 
 
 def _sorted(*keys: np.ndarray) -> list[np.ndarray]:
-    """The keys sorted together, the first most significant."""
-    order = np.lexsort(keys[::-1])
-    return [k[order] for k in keys]
+    """The integer keys sorted together, the first most significant.
+
+    Packed into one int64 and sorted as such where their ranges fit in 63 bits (always, short of corpora with
+    billions of rows), else by `np.lexsort`: only the keys are returned, so rows with equal keys need no order. On
+    the 31.5 MB benchmark's 45 K (item, hit) pairs the three lexsorts took 6-8 ms each.
+    """
+    if keys[0].size == 0:
+        return [k.copy() for k in keys]
+    lows = [int(k.min()) for k in keys]
+    widths = [(int(k.max()) - low).bit_length() for k, low in zip(keys, lows)]
+    if sum(widths) > 63:
+        order = np.lexsort(keys[::-1])
+        return [k[order] for k in keys]
+    packed = np.zeros(keys[0].size, np.int64)
+    for k, low, width in zip(keys, lows, widths):
+        packed <<= width
+        packed |= k.astype(np.int64) - low
+    packed.sort()
+    out, shift = [], sum(widths)
+    for k, low, width in zip(keys, lows, widths):
+        shift -= width
+        out.append(((packed >> shift) & ((1 << width) - 1)).astype(k.dtype) + low)
+    return out
 
 
 def _changes(*keys: np.ndarray) -> np.ndarray:

@@ -183,17 +183,22 @@ _PAST_Z = np.uint64(0x2525252525252525)  # byte + 0x25 has its high bit set iff 
 def _words_at(data: np.ndarray, positions: np.ndarray, keep: np.ndarray, lower_ascii: bool) -> np.ndarray:
     """The `keep` (0..8) bytes of `data` at each position as a little-endian uint64, the rest zero."""
     usable = data.size - 7
-    out = np.empty(positions.size, np.uint64)
-    inner = positions < usable
-    if usable > 0:
-        # Every position of `data` read as a little-endian uint64 (unaligned, overlapping: a view).
-        words64 = np.ndarray((usable,), dtype="<u8", buffer=data, strides=(1,))
-        out[inner] = words64[positions[inner]]
-    if not inner.all():  # the last 7 bytes: read from a zero-padded copy of the tail
-        base = max(data.size - 8, 0)
-        tail = np.zeros(16, np.uint8)
-        tail[: data.size - base] = data[base:]
-        out[~inner] = np.ndarray((9,), dtype="<u8", buffer=tail, strides=(1,))[positions[~inner] - base]
+    # Every position of `data` read as a little-endian uint64 (unaligned, overlapping: a view).
+    words64 = np.ndarray((usable,), dtype="<u8", buffer=data, strides=(1,)) if usable > 0 else None
+    if positions.size and int(positions.max()) < usable:
+        # No position in the last 7 bytes (every block of a batch but its last): one gather, no masks (on the
+        # 31.5 MB leakage benchmark ~0.105 -> ~0.094 s CPU of hashing).
+        out = words64[positions]
+    else:
+        out = np.empty(positions.size, np.uint64)
+        inner = positions < usable
+        if words64 is not None:
+            out[inner] = words64[positions[inner]]
+        if not inner.all():  # the last 7 bytes: read from a zero-padded copy of the tail
+            base = max(data.size - 8, 0)
+            tail = np.zeros(16, np.uint8)
+            tail[: data.size - base] = data[base:]
+            out[~inner] = np.ndarray((9,), dtype="<u8", buffer=tail, strides=(1,))[positions[~inner] - base]
     out &= _LOW_BYTES[keep]
     if lower_ascii:  # SWAR: add 0x20 to every byte in 'A'..'Z' (all bytes are ASCII here)
         upper = (out + _FROM_A) & ~(out + _PAST_Z) & _HIGH_BITS
@@ -201,7 +206,7 @@ def _words_at(data: np.ndarray, positions: np.ndarray, keep: np.ndarray, lower_a
     return out
 
 
-def tokenize(texts: pl.Series | Sequence[str | None], stable: bool = False) -> Tokens:
+def tokenize(texts: pl.Series | pa.Array | Sequence[str | None], stable: bool = False) -> Tokens:
     """Split on non-word characters, lower-case, NFKC-normalise and hash every token, vectorised.
 
     The tokens are the words of `normalize(texts, "full")`: runs of WORD_REGEX in the text, each
@@ -212,20 +217,24 @@ def tokenize(texts: pl.Series | Sequence[str | None], stable: bool = False) -> T
     accent here and there included. Only candidates holding non-ASCII bytes are cut into words by the
     defining regex path, so a text's one non-ASCII character no longer sends all of it there (3x
     slower); a batch mostly in another script takes that path whole. See `token_hashes` for `stable`.
+
+    `texts` may be an Arrow array as read from Parquet: large strings without nulls are read in their own
+    buffers, not copied back out of polars (the 31.5 MB leakage benchmark's 8 batches: 12.6 -> 1.7 ms).
     """
-    series = as_series(texts)
+    arrow = texts if isinstance(texts, pa.Array) and texts.type == pa.large_string() and not texts.null_count else None
+    series = as_series(pl.Series("text", texts) if isinstance(texts, pa.Array) else texts)
     size = series.str.len_bytes().sum()
     if _mostly_another_script(size, size - series.str.len_chars().sum()):
         flat, counts = _unicode_words(series)
         return Tokens(flat, token_hashes(flat, stable), counts)
-    spans, span_counts, wide_bytes = _candidate_spans(*_string_buffers(series))
+    spans, span_counts, wide_bytes = _candidate_spans(*_string_buffers(series if arrow is None else arrow))
     hashes = span_hashes(spans.data, spans.starts, spans.lengths, lower_ascii=True)
     if wide_bytes.size == 0:
         return Tokens(spans, hashes, span_counts)
     wide = _wide_spans(spans, wide_bytes)
     words, per_wide = _unicode_words(_span_strings(spans.data, spans.starts[wide], spans.lengths[wide]))
     at, counts = _splice(span_counts, wide, per_wide)
-    hashes = np.insert(np.delete(hashes, wide), at, token_hashes(words, stable))
+    hashes = _spliced(hashes, wide, per_wide, token_hashes(words, stable))
     return Tokens(_Mixed(spans, wide, words, at), hashes, counts)
 
 
@@ -241,6 +250,27 @@ def _splice(span_counts: np.ndarray, wide: np.ndarray, per_wide: np.ndarray) -> 
     at = np.repeat(wide - np.arange(wide.size), per_wide)
     row = np.searchsorted(np.cumsum(span_counts), wide, side="right")
     return at, span_counts + np.bincount(row, weights=per_wide - 1, minlength=span_counts.size).astype(np.int64)
+
+
+def _spliced(values: np.ndarray, wide: np.ndarray, per_wide: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """`values` with each wide span's entry replaced by its words' entries in `new` (`per_wide` each, in order):
+    `np.insert(np.delete(values, wide), at, new)` with `_splice`'s `at`. A few wide spans (source code or English
+    text: hundreds among 400 K tokens a batch) are spliced by copying the runs between them, not through masks
+    over every token (the 31.5 MB leakage benchmark's 1,584 wide spans in 8 batches: 14 -> 10 ms)."""
+    if wide.size > _FEW_WIDE:
+        return np.insert(np.delete(values, wide), np.repeat(wide - np.arange(wide.size), per_wide), new)
+    out = np.empty(values.size - wide.size + new.size, values.dtype)
+    src = dst = taken = 0
+    for w, p in zip(wide.tolist(), per_wide.tolist()):
+        out[dst : dst + w - src] = values[src:w]
+        dst += w - src
+        out[dst : dst + p] = new[taken : taken + p]
+        dst, taken, src = dst + p, taken + p, w + 1
+    out[dst:] = values[src:]
+    return out
+
+
+_FEW_WIDE = 1024
 
 
 # Above this share of a batch's bytes being the continuation bytes of non-ASCII characters (Cyrillic,
@@ -309,9 +339,10 @@ def _unicode_words(texts: pl.Series) -> tuple[pl.Series, np.ndarray]:
     return flat, counts
 
 
-def _string_buffers(texts: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-    """UTF-8 bytes of all texts concatenated (as Arrow holds them, no copy) and their int64 offsets (n + 1)."""
-    arrow = texts.to_arrow()
+def _string_buffers(texts: pl.Series | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 bytes of all texts concatenated (as Arrow holds them, no copy) and their int64 offsets (n + 1); an
+    Arrow array's nulls must be empty (as polars' are)."""
+    arrow = texts.to_arrow() if isinstance(texts, pl.Series) else texts
     if isinstance(arrow, pa.ChunkedArray):
         arrow = arrow.combine_chunks()
     arrow = pc.cast(arrow, pa.large_string())
@@ -341,10 +372,20 @@ class _Spans:
 
 def _span_strings(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> pl.Series:
     """The text of each byte span as written (spans in order, not overlapping, on character boundaries)."""
+    if starts.size == 0:
+        return pl.Series("text", [], pl.String)
+    lengths64 = lengths.astype(np.int64)
+    total = int(lengths64.sum())
+    if 2 * total < int(starts[-1]) + int(lengths[-1]) - int(starts[0]):
+        # Sparse spans (those holding non-ASCII characters): their bytes copied out, so the strings do not refer
+        # to the whole batch's text (which polars then copies: 1-7 -> 0.3-0.4 ms over the 31.5 MB leakage benchmark).
+        offsets = np.zeros(starts.size + 1, np.int64)
+        np.cumsum(lengths64, out=offsets[1:])
+        index = np.repeat(starts.astype(np.int64) - offsets[:-1], lengths64) + np.arange(total)
+        arrow = pa.LargeStringArray.from_buffers(starts.size, pa.py_buffer(offsets), pa.py_buffer(data[index]))
+        return pl.Series("text", arrow, pl.String)
     edges = np.empty(2 * starts.size, np.int64)
     edges[0::2], edges[1::2] = starts, starts + lengths
-    if edges.size == 0:
-        return pl.Series("text", [], pl.String)
     # One Arrow array whose strings alternate span, gap, span, ...: keep every other one.
     arrow = pa.LargeStringArray.from_buffers(edges.size - 1, pa.py_buffer(edges), pa.py_buffer(data))
     return pl.Series("text", arrow, pl.String).gather_every(2)
@@ -488,14 +529,19 @@ def _span_word_offsets(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarra
     character positions by subtracting the continuation bytes of the non-ASCII characters before them.
     """
     spans, counts, wide_bytes = _candidate_spans(data, offsets)
-    # Continuation bytes up to and including each non-ASCII character (its lead byte gives its length).
-    extra = np.cumsum(np.searchsorted(np.array([0xE0, 0xF0], np.uint8), spans.data[wide_bytes], side="right") + 1)
+    # Continuation bytes of each non-ASCII character (its lead byte gives its length).
+    extra = np.searchsorted(np.array([0xE0, 0xF0], np.uint8), spans.data[wide_bytes], side="right") + 1
 
-    def chars(positions: np.ndarray) -> np.ndarray:  # byte positions (on character boundaries) as characters
+    def chars(positions: np.ndarray) -> np.ndarray:
+        """Ascending byte positions (on character boundaries) as characters: minus the continuation bytes of
+        the non-ASCII characters before each. Placed among the positions (a few characters into every word's
+        offsets), not each position looked up among them (the 2.7 MB of fetched documents holding a few such
+        characters on the 31.5 MB leakage benchmark: 22-24 -> 17-19 ms)."""
         if not wide_bytes.size:
             return positions
-        before = np.searchsorted(wide_bytes, positions) - 1
-        return positions - np.where(before >= 0, extra[np.maximum(before, 0)], 0)
+        shift = np.zeros(positions.size + 1, np.int64)
+        np.add.at(shift, np.searchsorted(positions, wide_bytes, side="right"), extra)
+        return positions - np.cumsum(shift[:-1])
 
     starts = spans.starts.astype(np.int64)
     ends = chars(starts + spans.lengths)
@@ -503,10 +549,10 @@ def _span_word_offsets(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarra
     if wide_bytes.size:
         wide = _wide_spans(spans, wide_bytes)
         ws, we, per_wide = _word_offsets(_span_strings(spans.data, spans.starts[wide], spans.lengths[wide]), "word", False)
-        at, counts = _splice(counts, wide, per_wide)
+        _, counts = _splice(counts, wide, per_wide)
         base = np.repeat(starts[wide], per_wide)  # the words' offsets in their span, plus the span's
-        starts = np.insert(np.delete(starts, wide), at, base + ws)
-        ends = np.insert(np.delete(ends, wide), at, base + we)
+        starts = _spliced(starts, wide, per_wide, base + ws)
+        ends = _spliced(ends, wide, per_wide, base + we)
     first = np.repeat(chars(offsets[:-1]), counts)
     return starts - first, ends - first, counts
 

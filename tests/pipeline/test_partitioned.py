@@ -62,6 +62,18 @@ def test_partitions_are_whole_row_groups_in_order_sized_by_bytes(tmp_path):
     assert rows.equals(data.collect().slice(one_group[3].base, one_group[3].num_rows))
 
 
+def test_batches_with_arrow_pair_each_parquet_batch_with_the_batch_it_was_made_from(tmp_path):
+    # A stage may read a column's buffers as read (the audit's tokenizer): the Arrow batch must be the polars
+    # batch's rows; rows of an in-memory frame have none.
+    data = corpus_files(tmp_path / "corpus")
+    part = plan_partitions(data, 1)[3]
+    pairs = list(part.iter_batches_with_arrow(6, columns=["text"]))
+    assert len(pairs) > 1 and all(pl.from_arrow(arrow).equals(frame) for frame, arrow in pairs)
+    assert pl.concat([f for f, _ in pairs]).equals(pl.concat(list(part.iter_batches(6, columns=["text"]))))
+    in_memory = plan_partitions(Dataset.from_any(data.collect()), 1 << 40)[0]
+    assert all(arrow is None for _, arrow in in_memory.iter_batches_with_arrow(50))
+
+
 def test_the_default_size_is_a_sixteenth_of_the_input_within_16_and_64_mb(tmp_path, monkeypatch):
     assert default_partition_bytes(0) == 16 << 20
     assert default_partition_bytes(320 << 20) == 20 << 20

@@ -71,3 +71,18 @@ def test_windows_probed_in_small_blocks_give_the_same_state(tmp_path, monkeypatc
     for a, b in zip(whole["hits"], blocks["hits"], strict=True):
         assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert all(np.array_equal(x, y) for fa, fb in zip(whole["freq"], blocks["freq"], strict=True) for x, y in zip(fa, fb))
+
+
+def test_keys_sorted_packed_or_by_lexsort_are_lexsorts_order():
+    # Keys whose ranges fit 63 bits are packed into one integer and sorted; wider ones (and negative
+    # diagonals, train - test positions) must still come out in np.lexsort's order.
+    from stages.leakage.ngram import _sorted
+
+    rng = np.random.default_rng(3)
+    narrow = [rng.integers(0, 50, 2000), rng.integers(-300, 300, 2000), rng.integers(0, 7, 2000)]
+    wide = [rng.integers(0, 2**40, 2000), rng.integers(-(2**30), 2**30, 2000)]
+    for keys in (narrow, wide, [k[:0] for k in narrow], [np.full(5, 4)]):
+        order = np.lexsort(keys[::-1])
+        got = _sorted(*keys)
+        assert [g.tolist() for g in got] == [k[order].tolist() for k in keys]
+        assert all(g.dtype == k.dtype for g, k in zip(got, keys))

@@ -111,6 +111,54 @@ def test_bytes_classified_in_small_blocks_give_the_same_tokens(monkeypatch):
     assert blocks.words.to_list() == whole.words.to_list() == _defining_tokens(texts)[0]
 
 
+def test_wide_spans_spliced_by_runs_or_by_masks_give_the_same_tokens(monkeypatch):
+    # A few spans holding non-ASCII characters are replaced by their words run by run, many of them through
+    # np.insert/np.delete: a span may give no word ("—"), one or several ("foo—bar"); tokens, counts, hashes
+    # and character offsets must not depend on the way.
+    texts = MIXED + ["x — y foo—bar don’t café ½ " * 40, "ascii filler text " * 50, "é"]
+    batch = pl.Series(texts).fill_null("")
+    assert batch.str.len_bytes().sum() - batch.str.len_chars().sum() < 0.2 * batch.str.len_bytes().sum()  # byte path
+    results = []
+    for few in (0, 10**6):
+        monkeypatch.setattr(tokens_module, "_FEW_WIDE", few)
+        tok = tokenize(texts)
+        results.append((tok.hashes.tolist(), tok.counts.tolist(), tok.words.to_list(),
+                        [a.tolist() for a in word_offsets(texts, "word")]))
+    assert results[0] == results[1]
+    assert results[0][2] == _defining_tokens(texts)[0]
+    expected = [[m.span() for m in re.finditer(r"\w+", t or "")] for t in texts]
+    starts, ends, counts = results[0][3]
+    assert list(zip(starts, ends)) == [span for e in expected for span in e]
+
+
+def test_arrow_texts_tokenize_as_their_polars_series():
+    # Large strings as read from Parquet are tokenized in their own buffers (a slice of an array too); other
+    # Arrow texts (with nulls, 32-bit offsets, another script) go through polars: the same tokens every way.
+    import pyarrow as pa
+
+    texts = MIXED + ["ascii filler text " * 50] * 5
+    for arrow in (pa.array([t or "" for t in texts], pa.large_string())[1:], pa.array(texts, pa.large_string()),
+                  pa.array(texts, pa.string()), pa.array(["日本語のテキスト" * 9, "x"], pa.large_string())):
+        expected = tokenize(pl.Series(arrow.to_pylist(), dtype=pl.String))
+        got = tokenize(arrow)
+        assert got.hashes.tolist() == expected.hashes.tolist() and got.counts.tolist() == expected.counts.tolist()
+        assert got.words.to_list() == expected.words.to_list()
+
+
+def test_span_strings_are_the_spans_text_sparse_or_dense():
+    # Sparse spans (a few words holding non-ASCII characters) are copied out; dense ones (every word of a
+    # batch) are cut from the batch's bytes: both give each span's text.
+    text = "ab café x " * 50 + "naïve"
+    data = np.frombuffer(text.encode(), np.uint8)
+    words = [(m.start(), m.end()) for m in re.finditer(rb"\S+", text.encode())]
+    for chosen in (words, [w for w in words if not data[w[0]:w[1]].tobytes().isascii()][::7], words[-1:]):
+        starts = np.array([s for s, _ in chosen], np.int32)
+        lengths = np.array([e - s for s, e in chosen], np.int32)
+        got = tokens_module._span_strings(data, starts, lengths).to_list()
+        assert got == [text.encode()[s:e].decode() for s, e in chosen]
+    assert tokens_module._span_strings(data, np.zeros(0, np.int32), np.zeros(0, np.int32)).to_list() == []
+
+
 def test_span_hashes_in_blocks_equal_one_pass(monkeypatch):
     # A batch of more spans than one block is hashed block by block (the working memory stays one
     # block's); every span must hash as it does alone, long spans (several 8-byte words) included.
