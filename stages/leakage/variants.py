@@ -41,9 +41,11 @@ TAIL_MIN_WORDS = 6  # a shorter last sentence ("Why?") matches too much by chanc
 def _tail_start(text: str) -> int:
     """Where the last sentence of `text` starts: after the last full stop, or after the last source line."""
     start = max((m.end() for m in SENTENCE_END.finditer(text)), default=0)
+    longest_before = scanned = 0  # the longest line ending before `scanned`, read once however many breaks
     for m in LINE_BREAK.finditer(text, start):
         line_start = text.rfind("\n", 0, m.start()) + 1
-        longest_before = max((len(line.strip()) for line in text[: max(line_start - 1, 0)].split("\n")), default=0)
+        while (end := text.find("\n", scanned, line_start)) >= 0:
+            longest_before, scanned = max(longest_before, len(text[scanned:end].strip())), end + 1
         line = text[line_start : m.start()].strip()
         if line.startswith(ATTRIBUTION_DASHES) or len(line) <= SOURCE_LINE_SHARE * longest_before:
             start = m.end()
