@@ -203,17 +203,16 @@ class CollapseReport(Stage):
         candidates = [m for m in (self.metrics or DEFAULT_PLOT_METRICS) if m in table.columns and m not in keys_in_use]
         # Numbers and booleans plot; a column of nulls only (a hand-made table's empty metric) has no value to plot.
         text = [m for m in candidates if not (is_numeric(table.schema[m]) or table.schema[m] in (pl.Boolean, pl.Null))]
+        names = [m for m in candidates if m not in text and table[m].cast(pl.Float64).is_not_nan().any()]
         if text:
             what = f"metric column '{text[0]}' is {table.schema[text[0]]}, not numeric; "
             if self.metrics:
                 what += "cast it to a number first or leave it out of metrics"
             else:  # the user named no metrics: "leave it out of metrics" meant nothing to them
-                plottable = [m for m in candidates if m not in text and table[m].cast(pl.Float64).is_not_nan().any()]
                 what += ("it is one of the standard collapse metrics plotted when metrics is not set: cast it to a "
                          "number first, or set metrics to the columns to plot"
-                         + (f", e.g. metrics: [{', '.join(plottable)}]" if plottable else ""))
+                         + (f", e.g. metrics: [{', '.join(names)}]" if names else ""))
             raise InputDataError(what, param="metrics", file=label)
-        names = [m for m in candidates if table[m].cast(pl.Float64).is_not_nan().any()]
         if not names:
             raise ParamError("metrics", f"none of the metrics to plot ({', '.join(candidates) or 'none present'}) "
                              f"has a value in the table (all null or NaN); columns: {table.columns}", file=label)

@@ -246,10 +246,6 @@ class _Pairs:
         return dict(self.pairs)
 
 
-def _pairs(pairs: list[tuple[str, Any]]) -> _Pairs:
-    return _Pairs(pairs)
-
-
 def refuse_nonstring_texts(chunk: bytes, lines_before: int, path: Path, text_column: str) -> None:
     """InputDataError for a record whose text field holds a number, boolean, list or object: polars read it as
     the string of its JSON ("5", "true", "[1, 2]") when other records hold strings, a document made up without a
@@ -261,7 +257,7 @@ def refuse_nonstring_texts(chunk: bytes, lines_before: int, path: Path, text_col
         start = chunk.rfind(b"\n", 0, found.start()) + 1
         end = chunk.find(b"\n", found.end())
         try:  # as (key, value) pairs: a key given twice is checked at both (polars reads the first)
-            record = json.loads(chunk[start:end if end >= 0 else len(chunk)], object_pairs_hook=_pairs)
+            record = json.loads(chunk[start:end if end >= 0 else len(chunk)], object_pairs_hook=_Pairs)
         except ValueError:  # not one JSON record a line: the parse that follows names the file
             continue
         values = [v for k, v in record.pairs if k == text_column] if isinstance(record, _Pairs) else []

@@ -99,21 +99,23 @@ def _run_cli_in_process(args: tuple[str, ...], cwd: Path | None, timeout: float)
     import signal
     import tempfile
     import warnings
+    from unittest import mock
 
     from pipeline import runner
     from pipeline.cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    folder, command_line, plugins = os.getcwd(), runner.COMMAND_LINE, os.environ.get("CORPUSFORGE_PLUGINS")
+    folder, command_line = os.getcwd(), runner.COMMAND_LINE
     with (tempfile.TemporaryFile("w+") as fd_out, tempfile.TemporaryFile("w+") as fd_err,
-          warnings.catch_warnings(record=True) as caught):
+          warnings.catch_warnings(record=True) as caught,
+          mock.patch.dict(os.environ, {"CORPUSFORGE_PLUGINS": "plugin_stages"})):  # the whole environment put back
         warnings.resetwarnings()
         for action, category, module in reversed(_PYTHON_DEFAULT_WARNINGS):
             warnings.filterwarnings(action, category=category, module=module)
         sys.stdout.flush()
         sys.stderr.flush()
         kept = os.dup(1), os.dup(2)
-        os.environ["CORPUSFORGE_PLUGINS"] = "plugin_stages"
+
         def hung(signum, frame):
             raise TimeoutError(f"pipeline {' '.join(args)} ran past its {timeout} s timeout")
 
@@ -140,10 +142,6 @@ def _run_cli_in_process(args: tuple[str, ...], cwd: Path | None, timeout: float)
                 os.close(fd)
             os.chdir(folder)
             runner.COMMAND_LINE = command_line
-            if plugins is None:
-                os.environ.pop("CORPUSFORGE_PLUGINS", None)
-            else:
-                os.environ["CORPUSFORGE_PLUGINS"] = plugins
         for w in caught:
             err.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
         fd_out.seek(0)

@@ -234,7 +234,7 @@ def tokenize(texts: pl.Series | pa.Array | Sequence[str | None], stable: bool = 
     wide = _wide_spans(spans, wide_bytes)
     words, per_wide = _unicode_words(_span_strings(spans.data, spans.starts[wide], spans.lengths[wide]))
     at, counts = _splice(span_counts, wide, per_wide)
-    hashes = _spliced(hashes, wide, per_wide, token_hashes(words, stable))
+    hashes = _spliced(hashes, wide, per_wide, at, token_hashes(words, stable))
     return Tokens(_Mixed(spans, wide, words, at), hashes, counts)
 
 
@@ -252,13 +252,14 @@ def _splice(span_counts: np.ndarray, wide: np.ndarray, per_wide: np.ndarray) -> 
     return at, span_counts + np.bincount(row, weights=per_wide - 1, minlength=span_counts.size).astype(np.int64)
 
 
-def _spliced(values: np.ndarray, wide: np.ndarray, per_wide: np.ndarray, new: np.ndarray) -> np.ndarray:
+def _spliced(values: np.ndarray, wide: np.ndarray, per_wide: np.ndarray, at: np.ndarray,
+             new: np.ndarray) -> np.ndarray:
     """`values` with each wide span's entry replaced by its words' entries in `new` (`per_wide` each, in order):
     `np.insert(np.delete(values, wide), at, new)` with `_splice`'s `at`. A few wide spans (source code or English
     text: hundreds among 400 K tokens a batch) are spliced by copying the runs between them, not through masks
     over every token (the 31.5 MB leakage benchmark's 1,584 wide spans in 8 batches: 14 -> 10 ms)."""
     if wide.size > _FEW_WIDE:
-        return np.insert(np.delete(values, wide), np.repeat(wide - np.arange(wide.size), per_wide), new)
+        return np.insert(np.delete(values, wide), at, new)
     out = np.empty(values.size - wide.size + new.size, values.dtype)
     src = dst = taken = 0
     for w, p in zip(wide.tolist(), per_wide.tolist()):
@@ -549,10 +550,10 @@ def _span_word_offsets(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarra
     if wide_bytes.size:
         wide = _wide_spans(spans, wide_bytes)
         ws, we, per_wide = _word_offsets(_span_strings(spans.data, spans.starts[wide], spans.lengths[wide]), "word", False)
-        _, counts = _splice(counts, wide, per_wide)
+        at, counts = _splice(counts, wide, per_wide)
         base = np.repeat(starts[wide], per_wide)  # the words' offsets in their span, plus the span's
-        starts = _spliced(starts, wide, per_wide, base + ws)
-        ends = _spliced(ends, wide, per_wide, base + we)
+        starts = _spliced(starts, wide, per_wide, at, base + ws)
+        ends = _spliced(ends, wide, per_wide, at, base + we)
     first = np.repeat(chars(offsets[:-1]), counts)
     return starts - first, ends - first, counts
 
