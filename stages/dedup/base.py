@@ -151,7 +151,7 @@ class DedupStage(PartitionedStage):
 
     def required_column_types(self) -> dict[str, dict[str, str]]:
         # A list or struct id was refused as a repeated id over many lines. The keep column is ranked: numbers,
-        # booleans, dates or times ("rank"); a list has no best value, and strings ranked by their characters
+        # booleans, dates, times or an Enum ("rank"); a list has no best value, and strings ranked by their characters
         # ("9.5" above "10.2" of a score read as text), so a row was kept by an order no one meant.
         kinds = super().required_column_types()
         for columns in kinds.values():

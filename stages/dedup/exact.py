@@ -35,7 +35,7 @@ class DedupExact(TextDedupStage):
         id_column: column identifying rows (named in the side outputs; used by keep='lowest_id')
         normalization: 'none' (bytes), 'whitespace' (runs of whitespace folded) or 'full' (case, punctuation, NFKC)
         keep: which row of a cluster stays: 'first' (input order), 'longest', 'lowest_id' or 'column'
-        keep_column: with keep='column', the number, boolean, date or time whose best value wins (e.g. a quality score; nulls lose, NaN is refused)
+        keep_column: with keep='column', the number, boolean, date, time or Enum whose best value wins (e.g. a quality score; nulls lose, NaN is refused)
         keep_descending: with keep='column', True keeps the highest value, False the lowest
         within_data: with a reference, also remove duplicates within data (False: only rows duplicating the reference)
     """

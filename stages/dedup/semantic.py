@@ -95,7 +95,7 @@ class DedupSemantic(DedupStage):
         n_clusters: k-means clusters (unset: about sqrt(rows)); more = faster, fewer pairs compared
         niter: k-means iterations
         keep: which row of a cluster stays: 'nearest_centroid', 'first' (input order), 'lowest_id' or 'column'
-        keep_column: with keep='column', the number, boolean, date or time whose best value wins (e.g. a quality score; nulls lose, NaN is refused)
+        keep_column: with keep='column', the number, boolean, date, time or Enum whose best value wins (e.g. a quality score; nulls lose, NaN is refused)
         keep_descending: with keep='column', True keeps the highest value, False the lowest
         within_data: with a reference, also remove duplicates within data (False: only rows duplicating the reference)
     """
