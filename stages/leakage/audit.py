@@ -124,7 +124,7 @@ class LeakageAudit(PartitionedStage):
     """
 
     name = "leakage_audit"
-    version = "3"  # 3: a question-only `fields` item is audited whole; an answer without choices is itself
+    version = "4"  # 4: an item's evidence is from a kind that flagged it; 3: question-only `fields` items
     inputs = ("train", "test", "index", "truth", "duplicates")
     partition_input = "train"
     map_in_threads = True  # map() reads only the broadcast and its partition (auditspeed: local maps on threads)
@@ -436,17 +436,21 @@ class LeakageAudit(PartitionedStage):
         for cls in self.evidence_classes():  # kinds that did not run: their columns, as nulls
             findings = findings.with_columns(pl.lit(None, dtype).alias(c) for c, dtype in cls.columns.items()
                                              if c not in findings.columns)
-        contaminated, partial = pl.lit(False), pl.lit(False)
-        for ev in evidences:
+        contaminated, partial, ranked = pl.lit(False), pl.lit(False), []
+        for ev, best in zip(evidences, bests):
             c, p = ev.verdict()
             contaminated, partial = contaminated | c, partial | p
+            said = findings.filter(c | p).get_column("item").implode()
+            ranked.append(best.with_columns(said=pl.col("item").is_in(said)))
         findings = findings.with_columns(
             verdict=pl.when(contaminated).then(pl.lit("contaminated")).when(partial).then(pl.lit("partial"))
             .otherwise(pl.lit("clean"))
         )
-        # Each item's evidence: the best span of the first kind (in evidence order) that has one.
-        empty = pl.DataFrame(schema={**SPAN_COLUMNS, "evidence_kind": pl.String})
-        evidence = pl.concat([empty, *bests]).unique("item", keep="first", maintain_order=True)
+        # Each item's evidence: the best span of the first kind (in evidence order) that flagged it, else of the
+        # first that has one (a chunk kind's near-miss was shown for an item only the paraphrase kind flagged).
+        empty = pl.DataFrame(schema={**SPAN_COLUMNS, "evidence_kind": pl.String, "said": pl.Boolean})
+        evidence = (pl.concat([empty, *ranked]).sort("said", descending=True, maintain_order=True)
+                    .unique("item", keep="first", maintain_order=True).drop("said"))
         findings = findings.join(evidence, on="item", how="left").sort("item")
         starts, ends, _ = token_offsets(side.texts, side.tokens.counts)
         spans = SpanFinder(side.texts, side.tokens, starts, ends, train_docs)

@@ -19,6 +19,7 @@ from stages.leakage import (
     TrainBatch,
     register_evidence,
 )
+from stages.leakage.evidence import SPAN_COLUMNS
 from stages.text import text_hash, tokenize
 
 TOPICS = sorted(topics)[:30]
@@ -79,6 +80,66 @@ def test_toy_evidence_kind_from_a_test_file_reaches_findings_and_reports(toy_kin
     html = next(tmp_path.rglob("report.html")).read_text()
     md = next(tmp_path.rglob("report.md")).read_text()
     assert "whole-text match" in html and "exact_text_match" in md and "passes = exact_text" in md
+
+
+def _first_token_spans(items: np.ndarray, docs: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame({"item": items, "doc": docs, "span_tokens": 1, "test_tok_start": 0, "train_tok_start": 0},
+                        schema=SPAN_COLUMNS)
+
+
+class NearMissEvidence(ExactTextEvidence):
+    """Toy kind run first: a best span for every item (in training document 0) and never a flag."""
+
+    kind = "near_miss"
+    columns = {"near_miss": pl.Float64}
+    scores = (Score("near_miss", "near miss (toy evidence)", "near miss"),)
+    sort_column = "near_miss"
+
+    def candidate_docs(self) -> np.ndarray:
+        return np.array([0])
+
+    def resolve(self) -> Resolved:
+        items = np.arange(self.test.n_items, dtype=np.int64)
+        return Resolved(pl.DataFrame({"item": items, "near_miss": 0.0}),
+                        best=_first_token_spans(items, np.zeros(items.size, np.int64)))
+
+    def verdict(self):
+        return pl.lit(False), pl.lit(False)
+
+
+class SpannedExactEvidence(ExactTextEvidence):
+    """The toy whole-text kind, with its match as the item's best span."""
+
+    kind = "spanned_exact"
+    columns = {"spanned_exact_match": pl.Float64}
+    scores = (Score("spanned_exact_match", "whole-text match with span (toy evidence)", "spanned match"),)
+    sort_column = "spanned_exact_match"
+
+    def resolve(self) -> Resolved:
+        items = np.arange(self.test.n_items, dtype=np.int64)
+        hit = self.doc >= 0
+        return Resolved(pl.DataFrame({"item": items, "spanned_exact_match": hit.astype(np.float64)}),
+                        best=_first_token_spans(items[hit], self.doc[hit]))
+
+    def verdict(self):
+        return pl.col("spanned_exact_match") >= 1.0, pl.lit(False)
+
+
+def test_an_item_s_evidence_is_from_a_kind_that_flagged_it(train):
+    # The first kind with a span was shown, even one that did not flag the item: a chunk kind's near miss in an
+    # unrelated document stood as the evidence of an item only the paraphrase kind had flagged.
+    register_evidence(NearMissEvidence)
+    register_evidence(SpannedExactEvidence)
+    try:
+        test = pl.DataFrame({"id": ["copy", "other"], "text": [topics[TOPICS[4]], "nothing like the docs"]})
+        findings = LeakageAudit(ngram=False, chunk_overlap=False, semantic=False,
+                                evidence=["near_miss", "spanned_exact"]).execute(train=train, test=test).table
+    finally:
+        EVIDENCE_KINDS.pop(NearMissEvidence.kind)
+        EVIDENCE_KINDS.pop(SpannedExactEvidence.kind)
+    assert findings["verdict"].to_list() == ["contaminated", "clean"]
+    assert findings["evidence_kind"].to_list() == ["spanned_exact", "near_miss"]  # unflagged: the first span still
+    assert findings["train_id"].to_list() == [TOPICS[4], TOPICS[0]]
 
 
 def test_unknown_evidence_kind_is_a_param_error():
