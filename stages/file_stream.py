@@ -246,14 +246,25 @@ class _Pairs:
         return dict(self.pairs)
 
 
+def _json_key_pattern(name: str) -> bytes:
+    """A regex for `name` as a JSON string: in UTF-8, or as an ASCII-only writer puts it (each non-ASCII
+    character a \\uXXXX escape, hex digits of either case). For an ASCII name the two are the same."""
+    parts = re.split(r"(\\u[0-9a-f]{4})", json.dumps(name))  # odd parts: the escapes
+    escaped = "".join(re.escape(part) if i % 2 == 0 else
+                      r"\\u" + "".join(f"[{c}{c.upper()}]" if c.isalpha() else c for c in part[2:])
+                      for i, part in enumerate(parts))
+    forms = {re.escape(json.dumps(name, ensure_ascii=False)), escaped}
+    return ("(?:" + "|".join(sorted(forms)) + ")").encode()
+
+
 def refuse_nonstring_texts(chunk: bytes, lines_before: int, path: Path, text_column: str) -> None:
     """InputDataError for a record whose text field holds a number, boolean, list or object: polars read it as
     the string of its JSON ("5", "true", "[1, 2]") when other records hold strings, a document made up without a
     word. Null (or a missing field) stays a null text, as before. A byte search first (the field's name, then a
     value that does not start a string or null); only the records it finds are parsed again, so clean files pay
-    little. A key written with escapes ("te\\u0078t") is not searched for."""
-    key = re.escape(json.dumps(text_column, ensure_ascii=False).encode())
-    for found in re.finditer(key + rb"\s*:\s*[^\s\"n]", chunk):
+    little. The name is searched for as written in UTF-8 and as an ASCII-only writer escapes it (Python's
+    `json.dumps` default writes "t\\u00e9xt" for "t\u00e9xt"; polars reads both as the same field)."""
+    for found in re.finditer(_json_key_pattern(text_column) + rb"\s*:\s*[^\s\"n]", chunk):
         start = chunk.rfind(b"\n", 0, found.start()) + 1
         end = chunk.find(b"\n", found.end())
         try:  # as (key, value) pairs: a key given twice is checked at both (polars reads the first)

@@ -61,6 +61,19 @@ def test_a_json_text_field_that_is_not_a_string_is_refused_with_its_line(tmp_pat
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+@pytest.mark.parametrize("escape", ["\\u00e9", "\\u00E9"])
+def test_a_non_ascii_text_field_name_written_escaped_is_checked_too(tmp_path, escape):
+    # Python's json.dumps (ensure_ascii, its default) writes the key "t\u00e9xt" for "téxt", and polars reads
+    # it as that field: a number there became the text "5" unchecked.
+    from pipeline.errors import InputDataError
+    from stages.sources import ReadJsonl
+
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"id": "a", "téxt": "a real document"}\n{"id": "b", "t' + escape + 'xt": 5}\n')
+    with pytest.raises(InputDataError, match="line 2: field 't\u00e9xt' holds 5, not a string"):
+        ReadJsonl(path=str(f), text_column="téxt").apply()
+
+
 def test_null_or_missing_json_texts_are_still_read_as_null_and_nested_text_fields_are_not_checked(tmp_path):
     from stages.sources import ReadJsonl
 
