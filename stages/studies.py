@@ -121,7 +121,7 @@ def refuse_feature_kind(column: str, dtype: Any, how: str, file: str | None) -> 
         return column
     what = ("holds only nulls (type Null); a study needs a document or a vector in every row"
             if dtype == pl.Null else
-            f"is {dtype}, not text (a String or Categorical column) or numeric vectors (a List or Array of numbers); "
+            f"is {dtype}, not text (a String, Categorical or Enum column) or numeric vectors (a List or Array of numbers); "
             "cast it to a string to train on it as text, or gather numbers into a list column to train on them as "
             "a vector")
     raise InputDataError(f"input 'data' column '{column}' ({how}) {what}", param="features", file=file)

@@ -197,7 +197,7 @@ steps:
     params: {{features: text}}
 """)
     assert "parameter 'features'" in message and "input 'data' column 'text' (named by parameter 'features') is " \
-           "Int64, not text (a String or Categorical column) or numeric vectors" in message, message
+           "Int64, not text (a String, Categorical or Enum column) or numeric vectors" in message, message
 
 
 def test_features_auto_at_validate_stops_at_a_column_of_undeclared_type():
