@@ -25,6 +25,7 @@ import xxhash
 from pipeline.errors import ParamError
 from pipeline.progress import notice
 from pipeline.stage import default_cache_dir
+from stages._threads import use_all_cores
 
 BACKENDS = ("sentence-transformers", "static")
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -84,12 +85,6 @@ def model_identity(path: Path) -> str:
     return ident
 
 
-def _use_all_cores() -> None:
-    import torch
-
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-
-
 def load_sentence_transformer(model: str | Path | None = None):
     """The SentenceTransformer for `model`, loaded once per process, on CUDA when present."""
     path = resolve_model_path(model)
@@ -100,7 +95,7 @@ def load_sentence_transformer(model: str | Path | None = None):
     import torch
     from sentence_transformers import SentenceTransformer
 
-    _use_all_cores()
+    use_all_cores(torch.set_num_threads)
     with contextlib.suppress(Exception):
         import transformers
 

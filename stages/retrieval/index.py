@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from pipeline.errors import InputDataError, ParamError, first_line
 from pipeline.io import Dataset
 from pipeline.params import check_seed
 from stages._args import int_arg, refuse_bare_string
+from stages._threads import load_faiss
 from stages.embedding import (
     encode_texts,
     series_to_vectors,
@@ -47,14 +47,6 @@ CALIBRATION_QUERIES = 512
 # ---------------------------------------------------------------- the index
 
 
-def _faiss():
-    import faiss
-
-    if "OMP_NUM_THREADS" not in os.environ:  # Ray tasks and `nice`d benchmarks set their own
-        faiss.omp_set_num_threads(max(1, os.cpu_count() or 1))
-    return faiss
-
-
 def auto_factory(n: int, dim: int) -> str:
     """The FAISS factory string for `n` vectors of width `dim` (see the module docstring)."""
     if n <= EXACT_MAX_VECTORS:
@@ -67,12 +59,12 @@ def auto_factory(n: int, dim: int) -> str:
 
 
 def _metric_code(metric: str):
-    faiss = _faiss()
+    faiss = load_faiss()
     return faiss.METRIC_INNER_PRODUCT if metric == "inner_product" else faiss.METRIC_L2
 
 
 def _make_index(factory: str, dim: int, metric: str, refine: str | None = None):
-    faiss = _faiss()
+    faiss = load_faiss()
     try:
         index = faiss.index_factory(dim, factory, _metric_code(metric))
         return with_refine(index, refine, factory, dim, _metric_code(metric)) if refine else index
@@ -88,7 +80,7 @@ def _make_index(factory: str, dim: int, metric: str, refine: str | None = None):
 
 def _search_params(index) -> dict[str, int]:
     """The search-time knob a given index has (nprobe for IVF, efSearch for HNSW)."""
-    faiss = _faiss()
+    faiss = load_faiss()
     if faiss.try_extract_index_ivf(index) is not None:
         return {"nprobe": 1}
     if "HNSW" in type(index).__name__ or "HNSW" in type(faiss.downcast_index(index)).__name__:
@@ -97,7 +89,7 @@ def _search_params(index) -> dict[str, int]:
 
 
 def _set_params(index, params: dict[str, int]) -> None:
-    faiss = _faiss()
+    faiss = load_faiss()
     space = faiss.ParameterSpace()
     for key, value in params.items():
         space.set_index_parameter(index, key, value)
@@ -114,7 +106,7 @@ def calibrate(index, queries: np.ndarray, exact_ids: np.ndarray, k: int, target:
     if not params:
         return {}, 1.0
     (key,) = params
-    limit = int(getattr(_faiss().extract_index_ivf(index), "nlist", 1)) if key == "nprobe" else 4096
+    limit = int(getattr(load_faiss().extract_index_ivf(index), "nlist", 1)) if key == "nprobe" else 4096
     value = 1 if key == "nprobe" else 16
     while True:
         _set_params(index, {key: value})
@@ -211,7 +203,7 @@ def add_vectors(index, batches, dim: int, first_id: int, exact: ExactTopK | None
     """Add every batch under its row number (from `first_id` on); track the calibration queries' exact top k."""
     offset = first_id
     # (an IndexRefine adds in order only; built in one part, from row 0)
-    ivf = _faiss().try_extract_index_ivf(index) is not None and not is_refined(index)
+    ivf = load_faiss().try_extract_index_ivf(index) is not None and not is_refined(index)
     for vectors in batches:
         vectors = np.ascontiguousarray(vectors, np.float32)
         if vectors.shape[1] != dim:
@@ -249,7 +241,7 @@ def fill_from_codes(trained, state: dict):
 
     Each array is released once it is in the index, so the codes and the index are not both held whole.
     """
-    index = _faiss().clone_index(trained)
+    index = load_faiss().clone_index(trained)
     codes, first = state["codes"], state["first"]
     while codes:
         block = codes.pop(0)
@@ -296,7 +288,7 @@ def build_index(
 def write_index_files(folder: Path, index, meta: dict, mapping: pl.DataFrame) -> None:
     """The three files `Index.load` reads: index.faiss, index.json and the FAISS-row -> id mapping."""
     folder.mkdir(parents=True, exist_ok=True)
-    _faiss().write_index(index, str(folder / INDEX_FILE))
+    load_faiss().write_index(index, str(folder / INDEX_FILE))
     (folder / INDEX_META_FILE).write_text(json.dumps(meta, indent=2, default=str))
     mapping.write_parquet(folder / INDEX_IDS_FILE)
 
@@ -359,7 +351,7 @@ class Index:
     def load(cls, path: str | Path, mmap: bool | None = None, mmap_threshold_mb: float = 1024) -> Index:
         """Open an index step's directory; memory-map the index when it is larger than `mmap_threshold_mb`."""
         load_settings(mmap, mmap_threshold_mb)
-        faiss = _faiss()
+        faiss = load_faiss()
         path = Path(path).expanduser()
         index_file = path / INDEX_FILE
         if not index_file.is_file():

@@ -14,10 +14,11 @@ distances that TwoNN's ratio r2/r1 depends on most.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
+
+from stages._threads import load_faiss
 
 # Above this many points an exact search costs n^2 * dim; HNSW keeps it near n log n.
 EXACT_MAX_POINTS = 50_000
@@ -37,13 +38,6 @@ class Neighbours:
     ids: np.ndarray
     index: str
     recall: float | None = None  # measured against an exact search when the index is approximate
-
-
-def _faiss():
-    import faiss
-
-    faiss.omp_set_num_threads(max(1, os.cpu_count() or 1))
-    return faiss
 
 
 def search_matrix(x: np.ndarray) -> np.ndarray:
@@ -134,7 +128,7 @@ def _rerank(x: np.ndarray, rows: np.ndarray, candidates: np.ndarray, k: int) -> 
 
 def _projected_search(x: np.ndarray, projected: np.ndarray, k: int, seed: int) -> tuple[Neighbours, int]:
     """IVF over the projected points, nprobe doubled until a sample's recall reaches TARGET_RECALL."""
-    faiss = _faiss()
+    faiss = load_faiss()
     n, m = projected.shape
     lists = int(max(16, min(4 * np.sqrt(n), n // 40)))
     index = faiss.IndexIVFFlat(faiss.IndexFlatL2(m), m, lists)
@@ -168,7 +162,7 @@ def _projected_search(x: np.ndarray, projected: np.ndarray, k: int, seed: int) -
 
 def _exact_sample(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A sample of query rows and their exact k nearest other rows (FAISS Flat)."""
-    faiss = _faiss()
+    faiss = load_faiss()
     rng = np.random.default_rng(seed)
     queries = np.sort(rng.choice(x.shape[0], size=min(RECALL_QUERIES, x.shape[0]), replace=False))
     exact = faiss.IndexFlatL2(x.shape[1])
@@ -189,7 +183,7 @@ def nearest_neighbours(x: np.ndarray, k: int, index: str = "auto", seed: int = 0
     (exact up to EXACT_MAX_POINTS points, then 'projected'). Approximate searches report the recall
     measured against an exact search on a sample of RECALL_QUERIES points.
     """
-    faiss = _faiss()
+    faiss = load_faiss()
     x = search_matrix(x)
     n, dim = x.shape
     kind = index if index != "auto" else ("exact" if n <= EXACT_MAX_POINTS else "projected")
