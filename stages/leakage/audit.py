@@ -124,7 +124,7 @@ class LeakageAudit(PartitionedStage):
     """
 
     name = "leakage_audit"
-    version = "4"  # 4: an item's evidence is from a kind that flagged it; 3: question-only `fields` items
+    version = "5"  # 5: a paraphrase span is its variant; 4: evidence of a kind that flagged; 3: question-only `fields`
     inputs = ("train", "test", "index", "truth", "duplicates")
     partition_input = "train"
     map_in_threads = True  # map() reads only the broadcast and its partition (auditspeed: local maps on threads)

@@ -350,13 +350,31 @@ class ParaphraseEvidence(Evidence):
             paraphrase_margin=pl.col("score") - pl.col("null").fill_null(self.audit.paraphrase_min_score),
         ).with_columns(paraphrase_threshold=pl.when(short).then(self.strict).otherwise(self.threshold))
         per_item = per_item.join(outranked, on="item", how="full", coalesce=True)
-        lengths = pl.Series(words.astype(np.int64))
+        starts, lengths = self._variant_spans(best["variant"].to_numpy())
         spans = best.select("item", "doc", "train_tok_start").with_columns(
-            span_tokens=pl.col("item").map_elements(lambda i: int(lengths[i]), pl.Int64), test_tok_start=pl.lit(0, pl.Int64))
+            span_tokens=pl.Series(lengths, dtype=pl.Int64), test_tok_start=pl.Series(starts, dtype=pl.Int64))
         flagged = per_item.filter(self._flag()).select("item")
         matches = best.join(flagged, on="item").join(spans.select("item", "span_tokens", "test_tok_start"), on="item")
         matches = matches.with_columns(kind=pl.lit(self.kind))
         return Resolved(per_item, matches=matches, best=spans)
+
+    def _variant_spans(self, variants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(first word, words) of each variant inside its item's words, so that the report shows what matched: the
+        question after a reading passage, not the passage too. The variant's last run of words in the item; the
+        whole item where the variant's words do not run there as they are (an answer the prompt does not hold)."""
+        item = self.variant_item[variants]
+        starts, lengths = np.zeros(variants.size, np.int64), self.test.tokens.counts[item].astype(np.int64)
+        if variants.size == 0:
+            return starts, lengths
+        words = tokenize(pl.Series([self.variant_texts[v] for v in variants], dtype=pl.String))
+        test_offsets, word_offsets = self.test.tokens.offsets, words.offsets
+        for k in range(variants.size):
+            within = self.test.tokens.hashes[test_offsets[item[k]] : test_offsets[item[k] + 1]]
+            run = words.hashes[word_offsets[k] : word_offsets[k + 1]]
+            at = last_run(within, run) if 0 < run.size < within.size else -1
+            if at >= 0:
+                starts[k], lengths[k] = at, run.size
+        return starts, lengths
 
     def _rivals(self, at_doc: pl.DataFrame) -> pl.DataFrame:
         """Per (item, document) kept, `rival`: the test item that matches the same passage better, if any.
@@ -398,3 +416,11 @@ class ParaphraseEvidence(Evidence):
         return {"paraphrase_candidate_chunks": self.found.train_chunks,
                 "paraphrase_pairs_rescored": self.pairs_rescored, "paraphrase_precision": self.precision,
                 "paraphrase_null": self.null_stats}
+
+
+def last_run(values: np.ndarray, run: np.ndarray) -> int:
+    """Where the last occurrence of `run` (a non-empty array) as consecutive elements of `values` starts; -1 if none."""
+    for at in np.flatnonzero(values[: values.size - run.size + 1] == run[0])[::-1]:
+        if np.array_equal(values[at : at + run.size], run):
+            return int(at)
+    return -1

@@ -189,3 +189,32 @@ def test_bfloat16_rescoring_stays_within_a_hundredth_of_float32_on_real_text():
     assert np.abs(cos16 - cos32).max() < 0.01 and np.abs(f116 - f132).max() < 0.01
     assert rescore_precision("float32") == "float32" and rescore_precision("bfloat16") == "bfloat16"
     assert rescore_precision("auto") in ("float32", "bfloat16")
+
+
+def test_a_match_through_the_question_tail_points_at_the_question_not_the_passage(train):
+    """The evidence of an item leaked as its question alone is that question: the report highlighted the whole
+    passage + question, as if the passage had leaked too."""
+    import json
+
+    passage = json.__doc__.split("Encoding basic")[0].strip()  # three sentences of real prose
+    question = "Which of the following best describes what the json module's dumps function returns?"
+    leak = "Quiz notes. Which option best describes what the dumps function of the json module returns? More notes."
+    corpus = pl.concat([train, pl.DataFrame({"id": ["leak"], "text": [leak]})])
+    test = pl.DataFrame({"id": ["asked", "control"], "text": [f"{passage} {question}", _passage("numbers")]})
+    findings = LeakageAudit(ngram=False, chunk_overlap=False, semantic=False, evidence=["paraphrase"], candidates=4,
+                            ).apply(train=corpus, test=test)
+    asked = findings.row(0, named=True)
+    assert asked["train_id"] == "leak" and asked["paraphrase_variant"] == "question tail"
+    shown = f"{passage} {question}"[asked["test_char_start"] : asked["test_char_end"]]
+    assert shown == question.rstrip("?")
+    assert "Which option best describes what the dumps function" in asked["train_evidence"]
+
+
+def test_last_run_finds_the_last_occurrence_of_a_run():
+    from stages.leakage.rescore import last_run
+
+    values = np.array([5, 1, 2, 3, 1, 2, 3, 1, 2])
+    assert last_run(values, np.array([1, 2, 3])) == 4
+    assert last_run(values, np.array([1, 2])) == 7
+    assert last_run(values, np.array([3, 2])) == -1
+    assert last_run(values, values) == 0
