@@ -28,12 +28,23 @@ def nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
     power = 10.0 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
     first = math.ceil(lo / step - 1e-9)
-    ticks = [round(k * step, 10) for k in range(first, int(math.floor(hi / step + 1e-9)) + 1)]
+    digits = 1 - math.floor(math.log10(step))  # the step's own precision: a fixed 10 decimals made 1e-12 ticks all 0
+    ticks = [round(k * step, digits) for k in range(first, int(math.floor(hi / step + 1e-9)) + 1)]
     return ticks or [lo]
 
 
 def _label(value: float) -> str:
     return f"{value:.6g}"
+
+
+def tick_labels(ticks: Sequence[float]) -> list[str]:
+    """Labels of evenly spaced ticks, with as many significant digits as tell neighbours apart (at least 6):
+    ticks 2e-5 apart near 1e6 all read "1e+06" at 6."""
+    if len(ticks) < 2:
+        return [_label(t) for t in ticks]
+    step, top = abs(ticks[1] - ticks[0]), max(abs(t) for t in ticks)
+    digits = max(6, math.floor(math.log10(top)) - math.floor(math.log10(step)) + 1) if step > 0 and top > 0 else 6
+    return [f"{t:.{digits}g}" for t in ticks]
 
 
 def stacked_histogram(edges: Sequence[float], layers: Sequence[tuple[str, str, Sequence[int]]], *, title: str,
@@ -78,10 +89,11 @@ def stacked_histogram(edges: Sequence[float], layers: Sequence[tuple[str, str, S
         below = below + layer
     axis = 'stroke="#333" stroke-width="1"'
     out.append(f'<path d="M{LEFT},{TOP} V{TOP + plot_h} H{LEFT + plot_w}" fill="none" {axis}/>')
-    for t in nice_ticks(lo, hi):
+    x_ticks = nice_ticks(lo, hi)
+    for t, text in zip(x_ticks, tick_labels(x_ticks)):
         out.append(f'<path d="M{x(t):.2f},{TOP + plot_h} v4" {axis}/>'
                    f'<text x="{x(t):.2f}" y="{TOP + plot_h + 14}" text-anchor="middle" font-size="9" {FONT}>'
-                   f'{_label(t)}</text>')
+                   f'{text}</text>')
     for t in y_ticks:
         out.append(f'<path d="M{LEFT},{y(t):.2f} h-4" {axis}/>'
                    f'<text x="{LEFT - 6}" y="{y(t) + 3:.2f}" text-anchor="end" font-size="9" {FONT}>{_label(t)}</text>')

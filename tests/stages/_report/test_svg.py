@@ -57,3 +57,18 @@ def test_same_input_same_bytes_and_mismatched_counts_are_refused():
                                               (-0.13, 1, [0, 0.5, 1.0]), (5, 5, [5])])
 def test_nice_ticks_are_round_and_inside_the_range(lo, hi, expected):
     assert nice_ticks(lo, hi) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("lo, hi", [(1e-12, 3e-12), (-1e-15, 1e-15), (1e6, 1e6 + 1e-4), (100, 100 + 1e-11),
+                                    (0.123456789, 0.12345679)])
+def test_ticks_of_a_narrow_range_are_distinct_and_so_are_their_labels(lo, hi):
+    # Ticks were rounded to 10 decimals (1e-12 apart: all 0.0) and labelled with 6 significant digits (2e-5 apart
+    # near 1e6: all "1e+06"): a histogram of near-equal scores had one label repeated along its axis.
+    from stages._report.svg import tick_labels
+
+    ticks = nice_ticks(lo, hi)
+    assert len(ticks) >= 3 and ticks == sorted(set(ticks))
+    assert lo - 1e-9 * abs(lo) <= ticks[0] and ticks[-1] <= hi + 1e-9 * abs(hi)
+    labels = tick_labels(ticks)
+    assert len(set(labels)) == len(labels), labels
+    assert tick_labels([0.0, 0.2, 0.4]) == ["0", "0.2", "0.4"]  # labels of ordinary ticks are as before
