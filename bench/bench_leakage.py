@@ -17,7 +17,7 @@ finds real matches) and half from pydoc topics.
   site-packages sources against the issue's baselines, alternated in one run: a minimal
   read-normalise-hash-probe loop on 1 and 2 threads (`minimal_loop`), and datatrove at 32 MB.
 - memory (scale "full"): peak RSS of the n-gram audit on 1x / 4x / 16x distinct sources with one test set
-  (`run_memory`). Past the ~390 MB this machine's sources give, the 504 MB corpus continues with a pinned
+  (`bench/leakage_memory.py`). Past the ~390 MB this machine's sources give, the 504 MB corpus continues with a pinned
   wheel's Python sources, fetched once from PyPI (`bench.bench_ray_audit.EXTRA_WHEEL`).
 - `python -m bench.bench_leakage --calibrate` prints the score distributions behind the default
   similarity thresholds (planted leaks of each kind vs clean controls).
@@ -27,7 +27,6 @@ Bench-only dependency: datatrove (`pip install -c constraints.txt -e ".[bench]"`
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import statistics
@@ -349,6 +348,8 @@ def _run(scale: str, workdir: Path) -> list[dict]:
             "peak_rss_mb": round(four[1], 1), "notes": f"4x run {4 * mb / four[0]:.1f} MB/s end to end, "
                                                        f"{four[2]['cpu_s']:.2f} CPU s; 4 copies of the 1x corpus",
         })
+        from bench.leakage_memory import run_memory
+
         rows += run_memory()
     # sentence-transformers runs at tens of chunks per second on 2 CPU cores: a slice of the corpus.
     sem_mb = {"static": None, "sentence-transformers": 0.01 if scale == "quick" else 0.25}
@@ -368,76 +369,6 @@ def _run(scale: str, workdir: Path) -> list[dict]:
                      f"(maps {out['maps_s']:.2f} s summed); process wall {wall:.1f}s incl. model load",
         })
     return rows
-
-
-# polars' allocator (jemalloc) keeps freed pages for reuse and hands them back over about 10 s
-# (dirty_decay_ms 10000) of allocation activity. A run of under a second (the 1x corpus) never holds
-# much; a longer one holds up to a window's worth, whatever the corpus size beyond that. This setting,
-# read when polars loads, hands pages back at once.
-PROMPT_PURGE = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:0"}
-
-
-def run_memory(sizes_mb: tuple[int, ...] = (32, 126, 504), repeats: int = 3) -> list[dict]:
-    """Peak RSS of the n-gram audit on 1x / 4x / 16x distinct text with ONE test set (default batches).
-
-    Corpus: `bench.bench_ray_audit.build_corpus` (distinct stdlib + site-packages sources, then a pinned
-    wheel's past ~380 MB; the larger corpora start with the smaller's files); test set: the 1x corpus's
-    1,000 items. Memory should follow the test set and the partition size, not the corpus (issue #12:
-    16x <= 1.1x of 1x). Each case runs `repeats` times, alternated, each in a fresh process: a peak is
-    the maximum of a noisy curve (two maps in flight), so one run's ratio moves by +-0.05; medians are
-    compared. The 1x and 16x cases run again with PROMPT_PURGE (both sides), with their CPU seconds.
-    """
-    from bench.bench_ray_audit import build_corpus, build_test_set
-
-    corpora = {mb: build_corpus(mb) for mb in sizes_mb}
-    test = build_test_set(corpora[sizes_mb[0]])
-    one, largest = sizes_mb[0], sizes_mb[-1]
-    cases = {(mb, False): path for mb, path in corpora.items()} | {(mb, True): corpora[mb] for mb in (one, largest)}
-    runs: dict[tuple, list] = {key: [] for key in cases}
-    for _ in range(repeats):
-        for (mb, purge), path in cases.items():
-            with _environment(PROMPT_PURGE if purge else {}):
-                runs[mb, purge].append(in_fresh_process(run_ours, str(path), str(test)))
-    peaks = {key: sorted(run[1] for run in value) for key, value in runs.items()}
-    cpu = {key: statistics.median(run[2]["cpu_s"] for run in value) for key, value in runs.items()}
-    rows = []
-    for mb, purge in [(mb, False) for mb in sizes_mb[1:]] + [(largest, True)]:
-        wall, _, out = runs[mb, purge][0]
-        base = runs[one, purge][0][2]
-        peak, one_peak = statistics.median(peaks[mb, purge]), statistics.median(peaks[one, purge])
-        size = out["stats"]["train_mb"]
-        setting = f", {' '.join(f'{k}={v}' for k, v in PROMPT_PURGE.items())} (both sides)" if purge else ""
-        rows.append({
-            "benchmark": "leakage",
-            "case": f"n-gram audit memory, {size / base['stats']['train_mb']:.0f}x distinct corpus ({size:.0f} MB) "
-                    f"vs 1x, same test set{setting}",
-            "metric": f"peak RSS MB (median of {repeats})", "value": round(peak, 1),
-            "baseline": f"same audit on 1x ({base['stats']['train_mb']:.0f} MB)",
-            "baseline_value": round(one_peak, 1), "ratio": round(peak / one_peak, 2),
-            "ratio_meaning": "peak RSS Nx corpus / 1x corpus (target <= 1.1 at 16x: bounded by test set and partition)",
-            "peak_rss_mb": round(peak, 1),
-            "notes": f"peaks {', '.join(f'{p:.0f}' for p in peaks[mb, purge])} MB (1x: "
-                     f"{', '.join(f'{p:.0f}' for p in peaks[one, purge])}); median CPU s {cpu[mb, purge]:.2f} (1x "
-                     f"{cpu[one, purge]:.2f}; without the setting {cpu[mb, False]:.2f} and {cpu[one, False]:.2f}); "
-                     f"{size / wall:.1f} MB/s end to end; verdicts {out['verdicts']} (1x: {base['verdicts']}); "
-                     f"partitions {out['stats']['partitions']}",
-        })
-    return rows
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]):
-    """`values` in os.environ while a fresh process is spawned (it inherits them), then as before."""
-    before = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 # ---------------------------------------------------------------------------------- calibration
