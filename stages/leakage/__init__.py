@@ -1,6 +1,7 @@
 """Test-set leakage: which test items (or parts of them) also sit in the training corpus, and removing them.
 
 - `audit.py`: the `leakage_audit` stage: streams the training corpus once past a list of evidence kinds;
+- `judging.py`: each test item's verdict and shown evidence from what the kinds found, and the run's stats;
 - `evidence.py`: the evidence protocol and registry (a new kind = one class + `register_evidence`);
 - `ngram.py`, `chunks.py`: the built-in kinds (exact n-grams; RETRO chunk overlap; semantic similarity);
 - `rescore.py`: `paraphrase`, two-stage evidence (static candidates, MiniLM re-scoring, a null-calibrated threshold);

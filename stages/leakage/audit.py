@@ -23,7 +23,6 @@ import dataclasses
 import time
 from typing import Literal
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -35,26 +34,12 @@ from pipeline.stage import Context
 from stages._ids import refuse_bad_id_column, refuse_null_texts
 from stages.leakage.chunks import SIMILARITY_DEFAULTS
 from stages.leakage.duplicates import duplicates_summary
-from stages.leakage.evidence import (
-    EVIDENCE_KINDS,
-    SPAN_COLUMNS,
-    VERDICTS,
-    Evidence,
-    TestSide,
-    TrainBatch,
-    builtin_kinds,
-)
+from stages.leakage.evidence import EVIDENCE_KINDS, Evidence, TestSide, TrainBatch, builtin_kinds
 from stages.leakage.field_checks import field_column_kinds, field_param, present_roles, refuse_unusable_fields
+from stages.leakage.judging import judge, record_stats
 from stages.leakage.partials import PartitionView, export, fresh, restore, wanted_docs
 from stages.leakage.sample import train_sample
-from stages.leakage.spans import (
-    MATCHES_SCHEMA,
-    SpanFinder,
-    fetch_train_docs,
-    item_ids,
-    match_rows,
-    matches_table,
-)
+from stages.leakage.spans import MATCHES_SCHEMA, fetch_train_docs, item_ids
 from stages.leakage.truth import precision_recall
 from stages.leakage.variants import (
     check_fields,
@@ -63,7 +48,7 @@ from stages.leakage.variants import (
     train_columns,
     training_text,
 )
-from stages.text import MAX_N, token_offsets, tokenize
+from stages.text import MAX_N, tokenize
 
 MAP_BATCH_BYTES = 4 << 20  # text bytes per training batch inside a map (see `LeakageAudit.map`)
 EVIDENCE_SPAN_COLUMNS = ["train_id", "evidence_kind", "evidence", "train_evidence", "test_char_start",
@@ -338,7 +323,8 @@ class LeakageAudit(PartitionedStage):
         evidences = [restore(t, p, copy=False) for t, p in zip(broadcast["templates"], state["evidence"])]
         wanted = wanted_docs(evidences)
         train_docs = pl.from_arrow(state["docs"]).filter(pl.col("doc").is_in(wanted)).sort("doc")
-        findings, matches = self.judge(side, evidences, item_ids(test_df, self.id_column), train_docs)
+        findings, matches = judge(side, evidences, self.evidence_classes(), item_ids(test_df, self.id_column),
+                                  train_docs)
         if self.subset_column:
             findings = findings.with_columns(subset=test_df.get_column(self.subset_column).cast(pl.String))
         out = findings.select(self.output_columns())
@@ -348,7 +334,7 @@ class LeakageAudit(PartitionedStage):
         ctx.write_side_output("clean", test_df.filter((verdicts == "clean").to_numpy()))
         ctx.write_side_output("dirty", test_df.with_columns(verdict=verdicts, train_id=out.get_column("train_id"))
                               .filter(verdicts != "clean"))
-        self._record(ctx, side, evidences, verdicts, state["rows"], state["train_bytes"], state["timings"])
+        record_stats(ctx, side, evidences, verdicts, state["rows"], state["train_bytes"], state["timings"], self.n)
         ctx.record("seed", ctx.seed)
         truth = inputs.get("truth")
         if truth is not None:
@@ -423,43 +409,6 @@ class LeakageAudit(PartitionedStage):
             base += batch.height
         return base - partition.base, train_bytes, timings
 
-    def judge(self, side: TestSide, evidences: list[Evidence], ids: pl.Series,
-              train_docs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """Findings (one row per test item, in item order, with `doc`) and the matches table."""
-        findings = pl.DataFrame({"item": np.arange(side.n_items, dtype=np.int64), "test_id": ids})
-        match_frames, bests = [], []
-        for ev in evidences:
-            resolved = ev.resolve()
-            findings = findings.join(resolved.per_item, on="item", how="left")
-            match_frames.append(resolved.matches)
-            bests.append(resolved.best.select(list(SPAN_COLUMNS)).with_columns(evidence_kind=pl.lit(ev.kind)))
-        for cls in self.evidence_classes():  # kinds that did not run: their columns, as nulls
-            findings = findings.with_columns(pl.lit(None, dtype).alias(c) for c, dtype in cls.columns.items()
-                                             if c not in findings.columns)
-        contaminated, partial, ranked = pl.lit(False), pl.lit(False), []
-        for ev, best in zip(evidences, bests):
-            c, p = ev.verdict()
-            contaminated, partial = contaminated | c, partial | p
-            said = findings.filter(c | p).get_column("item").implode()
-            ranked.append(best.with_columns(said=pl.col("item").is_in(said)))
-        findings = findings.with_columns(
-            verdict=pl.when(contaminated).then(pl.lit("contaminated")).when(partial).then(pl.lit("partial"))
-            .otherwise(pl.lit("clean"))
-        )
-        # Each item's evidence: the best span of the first kind (in evidence order) that flagged it, else of the
-        # first that has one (a chunk kind's near-miss was shown for an item only the paraphrase kind flagged).
-        empty = pl.DataFrame(schema={**SPAN_COLUMNS, "evidence_kind": pl.String, "said": pl.Boolean})
-        evidence = (pl.concat([empty, *ranked]).sort("said", descending=True, maintain_order=True)
-                    .unique("item", keep="first", maintain_order=True).drop("said"))
-        findings = findings.join(evidence, on="item", how="left").sort("item")
-        starts, ends, _ = token_offsets(side.texts, side.tokens.counts)
-        spans = SpanFinder(side.texts, side.tokens, starts, ends, train_docs)
-        findings, matches = spans.attach(findings, match_rows(match_frames))
-        findings = findings.with_columns(
-            pl.col("doc").replace_strict(train_docs["doc"], train_docs["train_id"], default=None).alias("train_id")
-        )
-        return findings, matches_table(matches, findings, train_docs)
-
     def output_schema(self, inputs):
         declared = {c: t for cls in self.evidence_classes() for c, t in cls.columns.items()}
         types = {"test_id": pl.String, "verdict": pl.String, **declared, "train_id": pl.String,
@@ -477,22 +426,6 @@ class LeakageAudit(PartitionedStage):
         """The findings columns, in order: fixed ones, each evidence kind's, then the best span's."""
         declared = [c for cls in self.evidence_classes() for c in cls.columns]
         return ["test_id", "verdict", *declared, *EVIDENCE_SPAN_COLUMNS] + (["subset"] if self.subset_column else [])
-
-    def _record(self, ctx: Context, side: TestSide, evidences: list[Evidence], verdicts: pl.Series, rows: int,
-                train_bytes: int, timings: dict) -> None:
-        ctx.record("test_items", side.n_items)
-        ctx.record("train_rows", rows)
-        ctx.record("train_mb", round(train_bytes / 1e6, 3))
-        ctx.record("verdicts", {v: int((verdicts == v).sum()) for v in VERDICTS})
-        for ev in evidences:
-            for key, value in ev.stats().items():
-                ctx.record(key, value)
-        ctx.record("items_shorter_than_n", int((side.tokens.counts < self.n).sum()))
-        if "ngram_s" in timings:
-            ctx.record("ngram_mb_per_s", round(train_bytes / 1e6 / max(timings["tokenize_s"] + timings["ngram_s"], 1e-9), 2))
-        if "chunk_s" in timings or "semantic_s" in timings:
-            ctx.record("chunk_pass_s", round(timings.get("chunk_s", 0.0) + timings.get("semantic_s", 0.0), 3))
-        ctx.record("timings_s", {k: round(v, 3) for k, v in timings.items()})
 
     @classmethod
     def example(cls):

@@ -11,7 +11,7 @@ Normalisation (`normalize.py`)
         "none" | "whitespace" (fold whitespace, strip) | "full" (GPT-3 / datatrove style: NFKC,
         lower case, punctuation and symbols to spaces, whitespace folded).
 
-Tokens (`tokens.py`)
+Tokens (`tokens.py`; the byte path and `span_hashes` in `byte_spans.py`, offsets in `char_offsets.py`)
     tokenize(texts, stable=False) -> Tokens(words, hashes, counts; .offsets)
         Words = runs of letters, digits and '_' (WORD_REGEX), lower-cased and NFKC-normalised,
         flattened over the batch with a uint64 hash per token: `span_hashes` of the token's UTF-8
@@ -54,6 +54,8 @@ Chunks (`chunking.py`)
     model_tokenizer(model=None): the embedding model's fast tokenizer (cached).
 """
 
+from stages.text.byte_spans import span_hashes
+from stages.text.char_offsets import ascii_word_spans, code_points, token_offsets, word_offsets, word_spans
 from stages.text.chunking import (
     CHUNK_TOKENIZERS,
     ChunkSpans,
@@ -83,18 +85,12 @@ from stages.text.tokens import (
     WORD_PUNCT_REGEX,
     WORD_REGEX,
     Tokens,
-    ascii_word_spans,
-    code_points,
     count_words,
-    span_hashes,
     split_words,
     token_hashes,
     token_ids,
-    token_offsets,
     token_table,
     tokenize,
-    word_offsets,
-    word_spans,
 )
 
 __all__ = [

@@ -9,8 +9,9 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from stages.text.char_offsets import word_offsets
 from stages.text.normalize import as_series
-from stages.text.tokens import Tokens, word_offsets
+from stages.text.tokens import Tokens
 
 Tail = Literal["align", "cover"]
 ChunkTokenizer = Literal["model", "whitespace", "word"]

@@ -17,8 +17,9 @@ import numpy as np
 import polars as pl
 
 from stages._hashing import id_digest, mix64
+from stages.text.char_offsets import code_points
 from stages.text.normalize import NormalizeMode, normalize
-from stages.text.tokens import code_points, tokenize
+from stages.text.tokens import tokenize
 
 MAX_N = 50
 MULTIPLIERS = (

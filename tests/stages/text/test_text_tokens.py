@@ -4,6 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+import stages.text.byte_spans as byte_spans
 import stages.text.tokens as tokens_module
 from stages.text import (
     count_words,
@@ -78,7 +79,7 @@ def test_non_ascii_words_inside_mostly_ascii_text_match_the_defining_regex_path(
     # no word, one, or several ("foo—bar", "don’t"): tokens, counts and hashes must be the whole-text path's.
     texts = MIXED + ["ascii filler text " * 50] * 20
     assert (pl.Series(texts).str.len_bytes().sum() - pl.Series(texts).str.len_chars().sum()
-            < tokens_module._WHOLE_TEXT_SHARE * pl.Series(texts).str.len_bytes().sum())
+            < byte_spans._WHOLE_TEXT_SHARE * pl.Series(texts).str.len_bytes().sum())
     tok = tokenize(texts)
     words, counts = _defining_tokens(texts)
     assert tok.words.to_list() == words and tok.counts.tolist() == counts
@@ -105,7 +106,7 @@ def test_bytes_classified_in_small_blocks_give_the_same_tokens(monkeypatch):
     batch = pl.Series(texts).fill_null("")
     assert batch.str.len_bytes().sum() - batch.str.len_chars().sum() < 0.2 * batch.str.len_bytes().sum()  # byte path
     whole = tokenize(texts)
-    monkeypatch.setattr(tokens_module, "_CLASSIFY_BYTES", 3)
+    monkeypatch.setattr(byte_spans, "_CLASSIFY_BYTES", 3)
     blocks = tokenize(texts)
     assert blocks.counts.tolist() == whole.counts.tolist() and blocks.hashes.tolist() == whole.hashes.tolist()
     assert blocks.words.to_list() == whole.words.to_list() == _defining_tokens(texts)[0]
@@ -120,7 +121,7 @@ def test_wide_spans_spliced_by_runs_or_by_masks_give_the_same_tokens(monkeypatch
     assert batch.str.len_bytes().sum() - batch.str.len_chars().sum() < 0.2 * batch.str.len_bytes().sum()  # byte path
     results = []
     for few in (0, 10**6):
-        monkeypatch.setattr(tokens_module, "_FEW_WIDE", few)
+        monkeypatch.setattr(byte_spans, "_FEW_WIDE", few)
         tok = tokenize(texts)
         results.append((tok.hashes.tolist(), tok.counts.tolist(), tok.words.to_list(),
                         [a.tolist() for a in word_offsets(texts, "word")]))
@@ -143,35 +144,6 @@ def test_arrow_texts_tokenize_as_their_polars_series():
         got = tokenize(arrow)
         assert got.hashes.tolist() == expected.hashes.tolist() and got.counts.tolist() == expected.counts.tolist()
         assert got.words.to_list() == expected.words.to_list()
-
-
-def test_span_strings_are_the_spans_text_sparse_or_dense():
-    # Sparse spans (a few words holding non-ASCII characters) are copied out; dense ones (every word of a
-    # batch) are cut from the batch's bytes: both give each span's text.
-    text = "ab café x " * 50 + "naïve"
-    data = np.frombuffer(text.encode(), np.uint8)
-    words = [(m.start(), m.end()) for m in re.finditer(rb"\S+", text.encode())]
-    for chosen in (words, [w for w in words if not data[w[0]:w[1]].tobytes().isascii()][::7], words[-1:]):
-        starts = np.array([s for s, _ in chosen], np.int32)
-        lengths = np.array([e - s for s, e in chosen], np.int32)
-        got = tokens_module._span_strings(data, starts, lengths).to_list()
-        assert got == [text.encode()[s:e].decode() for s, e in chosen]
-    assert tokens_module._span_strings(data, np.zeros(0, np.int32), np.zeros(0, np.int32)).to_list() == []
-
-
-def test_span_hashes_in_blocks_equal_one_pass(monkeypatch):
-    # A batch of more spans than one block is hashed block by block (the working memory stays one
-    # block's); every span must hash as it does alone, long spans (several 8-byte words) included.
-    words = [f"w{i}" * (1 + i % 7) for i in range(3000)]
-    text = " ".join(words)
-    data = np.frombuffer(text.encode(), np.uint8)
-    lengths = np.array([len(w) for w in words], np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths + 1)[:-1]])
-    one_pass = tokens_module._span_block_hashes(data, starts, lengths, False)
-    monkeypatch.setattr(tokens_module, "_SPAN_BLOCK", 64)
-    assert tokens_module.span_hashes(data, starts, lengths).tolist() == one_pass.tolist()
-    assert tokenize([text]).hashes.tolist() == token_hashes(pl.Series(words).str.to_lowercase()).tolist()
-    assert (lengths > 8).sum() > 1000 and len(set(one_pass.tolist())) == len(set(words))
 
 
 def test_word_offsets_match_python_regex():
@@ -197,7 +169,7 @@ def test_word_offsets_of_a_mixed_batch_match_python_regex():
     # Both batches take tokenize's byte path for "word" (`_span_word_offsets`): few non-ASCII bytes.
     for texts in (ascii_texts, mixed):
         size = sum(len(t.encode()) for t in texts)
-        assert size - sum(len(t) for t in texts) <= tokens_module._WHOLE_TEXT_SHARE * size
+        assert size - sum(len(t) for t in texts) <= byte_spans._WHOLE_TEXT_SHARE * size
         for split, pattern in (("word", r"\w+"), ("whitespace", r"\S+")):
             starts, ends, counts = word_offsets(texts, split)
             expected = [[m.span() for m in re.finditer(pattern, t)] for t in texts]
