@@ -29,7 +29,7 @@ def build_corpus(target_bytes: int) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline.io import COMPRESSION, COMPRESSION_LEVEL
+    from pipeline.writing import COMPRESSION, COMPRESSION_LEVEL
     from stages.sources import PythonStdlib
 
     path = OUT / f"stdlib-{target_bytes >> 20}MB.parquet"
@@ -70,7 +70,7 @@ def baseline_copy(src: str, dst: str) -> int:
     """The tighter plain-library baseline: copy the file one whole row group at a time."""
     import pyarrow.parquet as pq
 
-    from pipeline.io import COMPRESSION, COMPRESSION_LEVEL
+    from pipeline.writing import COMPRESSION, COMPRESSION_LEVEL
 
     pf = pq.ParquetFile(src)
     rows = 0
@@ -86,7 +86,7 @@ def batches_copy(src: str, dst: str) -> int:
     """The looser baseline of earlier runs: stream record batches (`iter_batches`) into a writer."""
     import pyarrow.parquet as pq
 
-    from pipeline.io import COMPRESSION, COMPRESSION_LEVEL
+    from pipeline.writing import COMPRESSION, COMPRESSION_LEVEL
 
     pf = pq.ParquetFile(src)
     rows = 0

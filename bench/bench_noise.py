@@ -103,8 +103,9 @@ def ours_flip_parquet(src: str, dst: str) -> None:
     import shutil
     from pathlib import Path
 
-    from pipeline.io import Dataset, write_table
+    from pipeline.io import Dataset
     from pipeline.stage import Context
+    from pipeline.writing import write_table
     from stages.noise import LabelNoise
 
     out = Path(dst)

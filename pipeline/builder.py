@@ -32,8 +32,9 @@ import pyarrow as pa
 import xxhash
 
 from pipeline.errors import PipelineError
-from pipeline.io import Dataset, write_table
+from pipeline.io import Dataset
 from pipeline.stage import STAGES, Stage
+from pipeline.writing import write_table
 
 FRAME_FOLDER = "_inputs"
 

@@ -26,17 +26,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
-from pipeline.io import (
-    PART_GLOB,
-    Dataset,
-    file_batches,
-    read_ahead,
-    unify_part_schemas,
-    with_arrow,
-    write_table,
-)
+from pipeline.io import PART_GLOB, Dataset, file_batches, read_ahead, with_arrow
 from pipeline.progress import Progress
 from pipeline.stage import Context, RowwiseStage, Stage
+from pipeline.writing import unify_part_schemas, write_table
 
 # An in-memory frame's fragments: fewer rows cost more in task overhead than they win in parallelism.
 MIN_FRAGMENT_ROWS = 8_192

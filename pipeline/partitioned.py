@@ -34,22 +34,17 @@ Each partial state travels inside a `PartialState` that carries the fingerprint 
 params and inputs and the set of partitions it covers: a merge of states from different params or
 inputs, or one that would count a partition twice, is refused. Finished partitions' states are
 checkpointed under `ctx.checkpoint_dir`, so a killed driver resumes the step from them.
+
+What every executor does with partial states (map, merge, checkpoint, measure) is in
+`pipeline.partial_states`; the local executor's fold over the partitions in `pipeline.partition_fold`.
 """
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import json
 import math
-import os
-import pickle
-import resource
-import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import polars as pl
@@ -59,8 +54,7 @@ import xxhash
 
 from pipeline.errors import PipelineError
 from pipeline.fragments import MAX_NUMBERED_PARTS
-from pipeline.io import BATCH_BYTES, DEFAULT_BATCH_ROWS, Dataset, batch_frame, write_table
-from pipeline.row_pass import RowPass, local_gather, local_row_pass, write_row_pass_locally
+from pipeline.io import BATCH_BYTES, DEFAULT_BATCH_ROWS, Dataset, batch_frame
 from pipeline.stage import Context, Stage
 
 # Without a size of the user's, an input is cut into about TARGET_PARTITIONS partitions of at least
@@ -80,7 +74,6 @@ TARGET_PARTITIONS = 16
 # 1-byte partition size means "one row group per partition", not one row).
 MIN_SPLIT_BYTES = MIN_DEFAULT_PARTITION_BYTES
 FRAME_PIECE = "<frame>"  # the path of an in-memory frame's one piece
-MAX_LOCAL_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -308,308 +301,6 @@ class PartitionedStage(Stage):
 
     def run(self, ctx: Context, **inputs: Dataset) -> Any:
         """Library use and the local executor: a streaming fold over the partitions, in order."""
+        from pipeline.partition_fold import run_locally
+
         return run_locally(self, ctx, inputs, None)
-
-
-def state_fingerprint(stage: Stage, inputs: dict[str, Dataset]) -> str:
-    """Params and inputs of a step: partial states with different fingerprints never merge."""
-    h = xxhash.xxh3_128()
-    h.update(json.dumps([stage.name, stage.version, stage.get_params(), repr(stage.fingerprint_extra())],
-                        sort_keys=True, default=str).encode())
-    for name in sorted(inputs):
-        ds = inputs[name]
-        h.update(name.encode())
-        if ds.frame is not None:
-            h.update(str(ds.frame.schema).encode())
-            h.update(ds.frame.hash_rows(seed=0).to_numpy().tobytes())
-        else:
-            h.update(ds.stat_fingerprint().encode())
-    return h.hexdigest()
-
-
-def map_partition(stage: PartitionedStage, partition: Partition, broadcast: Any, fingerprint: str) -> tuple:
-    """Run one map; return its PartialState with a profile (seconds, peak RSS of this process)."""
-    started, t0, cpu0 = time.time(), time.perf_counter(), time.process_time()
-    try:
-        value, parts = stage.map(partition, broadcast), None
-    except PipelineError as exc:  # bad data met while mapping: say which file, if the stage did not
-        exc.add_context(file=partition.source_file())
-        raise
-    buckets = stage.shuffle_buckets(broadcast)
-    if buckets:
-        value, parts = stage.split(value, broadcast)
-        if len(parts) != buckets:
-            raise PipelineError(f"split() gave {len(parts)} shuffle parts for {buckets} buckets", stage=stage.name)
-    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    # cpu_s is the process's CPU time: the map's own when it has the process to itself (a Ray task,
-    # or the local fold on one thread); it does not depend on how loaded the machine is.
-    profile = {"s": seconds, "cpu_s": cpu, "peak_rss_mb": peak_mb, "bytes": partition.nbytes, "started": started}
-    if parts is not None:
-        profile["shuffle_bytes"] = pickled_size(parts)
-    return PartialState(fingerprint, frozenset([partition.index]), value, parts), profile
-
-
-def merge_states(stage: PartitionedStage, a: PartialState, b: PartialState) -> PartialState:
-    """Merge two adjacent partial states, refusing states of other params/inputs or overlapping partitions."""
-    if a.fingerprint != b.fingerprint:
-        raise PipelineError(
-            f"refusing to merge partial states of different params or inputs ({a.fingerprint[:12]} vs "
-            f"{b.fingerprint[:12]})", stage=stage.name,
-            hint="remove stale checkpoints, or rerun the step from the start",
-        )
-    twice = a.partitions & b.partitions
-    if twice:
-        raise PipelineError(f"refusing to merge partition(s) {sorted(twice)} twice", stage=stage.name)
-    if a.parts is not None or b.parts is not None:
-        raise PipelineError("refusing to merge states that still carry their shuffle parts", stage=stage.name)
-    return PartialState(a.fingerprint, a.partitions | b.partitions, stage.merge(a.value, b.value))
-
-
-def without_parts(state: PartialState) -> tuple[PartialState, list | None]:
-    """A map's state ready to merge, and the shuffle parts it carried (None when the stage does not shuffle)."""
-    if state.parts is None:
-        return state, None
-    return dataclasses.replace(state, parts=None), state.parts
-
-
-def finish_value(stage: PartitionedStage, state: PartialState | None, broadcast: Any,
-                 reduce_buckets: Any) -> Any:
-    """The value `finish` gets: the merged state's, or, for a shuffling stage, that with the reducers' results.
-
-    `reduce_buckets()` runs the reducers (locally in turn, or as Ray tasks) and returns their results
-    in bucket order (the second round's, when the stage has one); it is only called when the stage shuffles.
-    """
-    value = state.value if state is not None else None
-    if not stage.shuffle_buckets(broadcast):
-        return value
-    return stage.shuffled(value, reduce_buckets())
-
-
-# ------------------------------------------------------------------------------ checkpoints
-
-
-def checkpoint_path(ctx: Context, fingerprint: str, partition: Partition) -> Path | None:
-    if ctx.checkpoint_dir is None:
-        return None
-    return Path(ctx.checkpoint_dir) / "partitions" / f"{fingerprint[:16]}-{partition.key()}.pkl"
-
-
-def load_checkpoint(path: Path | None, fingerprint: str, partition: Partition, buckets: int = 0) -> PartialState | None:
-    """A finished partition's state from an earlier, killed run of this very step, if there is one (with its
-    part of each of the `buckets` shuffle buckets when the stage shuffles)."""
-    if path is None or not path.is_file():
-        return None
-    try:
-        state = pickle.loads(path.read_bytes())
-    except Exception:  # noqa: BLE001 - a torn or foreign file is simply recomputed
-        return None
-    if not isinstance(state, PartialState) or state.fingerprint != fingerprint or state.partitions != {partition.index}:
-        return None
-    if len(state.parts or []) != buckets:  # saved without (or with other) shuffle parts: map it again
-        return None
-    return state
-
-
-def save_checkpoint(path: Path | None, state: PartialState) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:  # streamed: no whole-state bytes copy (a 1.5 GB index state would double)
-        pickle.dump(state, fh, protocol=pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, path)
-
-
-# ------------------------------------------------------------------------------ local executor
-
-
-def local_threads(stage: PartitionedStage, partitions: int) -> int:
-    """How many maps the local executor runs at once: one, unless the stage says its map is thread-safe.
-
-    Then one per core this process may use (its CPU affinity; at most MAX_LOCAL_THREADS): NumPy and
-    polars release the GIL, so two maps on two cores take about half the wall time.
-    """
-    if not stage.map_in_threads or partitions < 2:
-        return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, MAX_LOCAL_THREADS, partitions))
-
-
-def local_partitions(stage: PartitionedStage, data: Dataset, partition_bytes: int | None) -> list[Partition]:
-    """Partitions for the local fold: the same cut as on any executor (`partitions` is a deterministic stat);
-    with several maps in flight, each reads smaller batches so together they hold about one batch."""
-    partitions = plan_partitions(data, partition_bytes if stage.partitionable() else 1 << 62)
-    threads = local_threads(stage, len(partitions))
-    if threads > 1:  # maps in flight share one batch's worth of memory
-        partitions = [dataclasses.replace(p, batch_bytes=max(1, BATCH_BYTES // threads)) for p in partitions]
-    return partitions
-
-
-def run_locally(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset], partition_bytes: int | None) -> Any:
-    """Library use: the step's outputs as `finish` gives them, a row pass streamed over the partitions."""
-    result, partitions = fold_and_finish(stage, ctx, inputs, partition_bytes)
-    if isinstance(result, RowPass):  # the outputs are a second pass over the same partitions
-        return local_row_pass(result, ctx, partitions)
-    return result
-
-
-def fold_and_finish(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset],
-                    partition_bytes: int | None) -> tuple[Any, list[Partition]]:
-    """A streaming fold: map each partition in order (or take its checkpoint), merge into the running state.
-
-    With `local_threads` > 1 the next partitions are mapped on threads while the fold waits for the
-    earliest one; states are still merged strictly in partition order, so the result is the same.
-    """
-    data = inputs[stage.partition_input]
-    partitions = local_partitions(stage, data, partition_bytes)
-    fingerprint = state_fingerprint(stage, inputs)
-    ctx.gather_rows = local_gather(partitions)  # a stage may read a sample for its broadcast
-    try:
-        broadcast = stage.broadcast(ctx, inputs)
-    finally:
-        ctx.gather_rows = None
-    state: PartialState | None = None
-    profiles, resumed = [], 0
-    # The shuffle's parts, bucket by bucket, in partition order (each reducer's input).
-    bucket_parts: list[list] = [[] for _ in range(stage.shuffle_buckets(broadcast))]
-    bar = ctx.progress(total=data.num_rows)
-
-    def partial_of(part: Partition) -> tuple[PartialState, dict | None]:
-        path = checkpoint_path(ctx, fingerprint, part)
-        partial = load_checkpoint(path, fingerprint, part, len(bucket_parts))
-        if partial is not None:
-            return partial, None
-        partial, profile = map_partition(stage, part, broadcast, fingerprint)
-        save_checkpoint(path, partial)
-        return partial, profile
-
-    threads = local_threads(stage, len(partitions))
-    if threads == 1:
-        for part in partitions:
-            state, resumed = _fold(stage, state, (part, _Done(partial_of(part))), profiles, resumed, bar,
-                                   bucket_parts)
-    else:
-        # Each map's matrix products on one BLAS thread: maps on every core, each with BLAS's own threads,
-        # oversubscribe the cores (the full default audit of 126 MB on 2 cores: 30-31 CPU s and 18-19 s
-        # wall with the limit, 34-37 and 19-21 without; the same findings). BLAS builds with their own thread pool
-        # (NumPy's); an OpenMP build's thread count is per calling thread and stays as it is.
-        from threadpoolctl import threadpool_limits
-
-        with ThreadPoolExecutor(max_workers=threads) as pool, threadpool_limits(limits=1, user_api="blas"):
-            pending: collections.deque = collections.deque()
-            for part in partitions:
-                pending.append((part, pool.submit(partial_of, part)))
-                if len(pending) >= threads:  # all workers busy: fold the earliest while they run
-                    state, resumed = _fold(stage, state, pending.popleft(), profiles, resumed, bar, bucket_parts)
-            while pending:
-                state, resumed = _fold(stage, state, pending.popleft(), profiles, resumed, bar, bucket_parts)
-    bar.close()
-    second = stage.second_buckets(broadcast) if bucket_parts else 0
-    record_partitioning(ctx, partitions, profiles, resumed, state, len(bucket_parts), second)
-
-    def reduce_buckets() -> list:
-        results: list = []
-        second_parts: list[list] = [[] for _ in range(second)]
-        for bucket, parts in enumerate(bucket_parts):
-            result = stage.reduce(bucket, parts, broadcast)
-            bucket_parts[bucket] = []  # a bucket's parts are freed once reduced
-            if not second:
-                results.append(result)
-                continue
-            for target, piece in enumerate(stage.split_reduced(bucket, result, broadcast)):
-                second_parts[target].append(piece)
-            del result
-        for bucket in range(second):
-            results.append(stage.reduce_second(bucket, second_parts[bucket], broadcast))
-            second_parts[bucket] = []
-        return results
-
-    ctx.gather_rows = local_gather(partitions)
-    try:
-        result = stage.finish(ctx, finish_value(stage, state, broadcast, reduce_buckets), broadcast, inputs)
-    finally:
-        ctx.gather_rows = None
-    return result, partitions
-
-
-class _Done:
-    """A result already computed, with the `result()` of a future."""
-
-    def __init__(self, value: Any):
-        self.value = value
-
-    def result(self) -> Any:
-        return self.value
-
-
-def _fold(stage: PartitionedStage, state: PartialState | None, item: tuple, profiles: list, resumed: int,
-          bar: Any, bucket_parts: list[list]) -> tuple[PartialState, int]:
-    part, future = item
-    partial, profile = future.result()
-    partial, parts = without_parts(partial)
-    for bucket, piece in enumerate(parts or []):
-        bucket_parts[bucket].append(piece)
-    if profile is None:
-        resumed += 1
-    else:
-        profiles.append(profile)
-    bar.update(part.num_rows)
-    return (partial if state is None else merge_states(stage, state, partial)), resumed
-
-
-class _ByteCounter:
-    """A write-only file that only counts: the C pickler hands it large buffers without copying them."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def write(self, data) -> int:
-        size = memoryview(data).nbytes
-        self.n += size
-        return size
-
-
-def pickled_size(value: Any) -> int:
-    """Bytes `value` pickles to, without materialising them (a merged index state is ~1.5 GB)."""
-    counter = _ByteCounter()
-    pickle.Pickler(counter, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
-    return counter.n
-
-
-def record_partitioning(ctx: Context, partitions: list[Partition], profiles: list[dict], resumed: int,
-                        state: PartialState | None, buckets: int = 0, second: int = 0) -> None:
-    """`partitions` in stats; timings and memory (which vary by executor and machine) under `partition_profile`."""
-    ctx.record("partitions", len(partitions))
-    if buckets:
-        ctx.record("shuffle_buckets", buckets)
-    if second:
-        ctx.record("second_buckets", second)
-    if not profiles and not resumed:
-        return
-    seconds = sorted(p["s"] for p in profiles) or [0.0]
-    ctx.record("partition_profile", {
-        "resumed": resumed,
-        "median_map_s": round(seconds[len(seconds) // 2], 4),
-        "max_map_s": round(seconds[-1], 4),
-        "median_map_cpu_s": round(sorted(p.get("cpu_s", 0.0) for p in profiles)[len(profiles) // 2], 4)
-        if profiles else 0.0,
-        "median_partition_mb": round(sorted(p.nbytes for p in partitions)[len(partitions) // 2] / 1e6, 3),
-        "max_task_peak_rss_mb": round(max((p["peak_rss_mb"] for p in profiles), default=0.0), 1),
-        # All the maps' CPU, and when the first one started (epoch seconds): on Ray, what the workers'
-        # start-up costs a step is that start minus the step's.
-        "total_map_cpu_s": round(sum(p.get("cpu_s", 0.0) for p in profiles), 4),
-        "first_map_started_at": min((p["started"] for p in profiles if "started" in p), default=None),
-        "merged_state_bytes": pickled_size(state.value) if state else 0,
-        # What the maps sent to the reducers (of the partitions mapped in this run).
-        **({"shuffle_bytes": sum(p.get("shuffle_bytes", 0) for p in profiles)} if buckets else {}),
-    })
-
-
-def run_partitioned_step(stage: PartitionedStage, ctx: Context, inputs: dict[str, Dataset], out_dir: Path,
-                         partition_bytes: int | None) -> None:
-    result, partitions = fold_and_finish(stage, ctx, inputs, partition_bytes)
-    if isinstance(result, RowPass):
-        write_row_pass_locally(result, ctx, partitions, out_dir)
-    else:
-        write_table(result, out_dir)

@@ -41,8 +41,9 @@ import polars as pl
 
 from pipeline.arrays import unique_sorted
 from pipeline.fragments import remove_leftovers, unify_part_schemas, write_numbered_parts
-from pipeline.io import BATCH_BYTES, write_table
+from pipeline.io import BATCH_BYTES
 from pipeline.stage import Context
+from pipeline.writing import write_table
 
 
 class RowPass:

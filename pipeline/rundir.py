@@ -32,7 +32,7 @@ from typing import Any
 
 from pipeline.errors import LockedError, PipelineError
 from pipeline.files import describe_path, side_dir, side_dirs
-from pipeline.io import fsync_tree
+from pipeline.writing import fsync_tree
 
 MANIFEST = "_manifest.json"
 RUN_RECORD = "_run.json"

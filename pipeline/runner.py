@@ -29,10 +29,11 @@ from pipeline.config import (
     parse_config,
     upstream,
 )
+from pipeline.digests import describe_table
 from pipeline.errors import InputDataError, ParamError, PipelineError, first_line
 from pipeline.executors import get_executor
 from pipeline.files import side_dir
-from pipeline.io import Dataset, describe_table
+from pipeline.io import Dataset
 from pipeline.rundir import MANIFEST, RUN_RECORD, RunDir, StagedStep, read_manifest, write_json_atomic
 from pipeline.stage import Context, Stage, check_inputs
 from pipeline.verify import DEFAULT_MODE, check_mode, describe_artefacts, verify_step, written_mtimes

@@ -34,9 +34,10 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.errors import InputDataError, ParamError, PipelineError
-from pipeline.io import DEFAULT_BATCH_ROWS, Dataset, write_table
+from pipeline.io import DEFAULT_BATCH_ROWS, Dataset
 from pipeline.params import ParamSpec, annotation_description, check_seed, checked_init, docstring_param_docs
 from pipeline.progress import Progress
+from pipeline.writing import write_table
 
 STAGES: dict[str, type[Stage]] = {}
 

@@ -21,9 +21,10 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from pipeline.digests import combine_digests, describe_file, fingerprint_files, hash_file
 from pipeline.errors import ParamError
 from pipeline.files import side_dir
-from pipeline.io import PART_GLOB, combine_digests, describe_file, fingerprint_files, hash_file
+from pipeline.io import PART_GLOB
 
 MODES = ("fast", "full", "off")
 DEFAULT_MODE = "fast"

@@ -12,8 +12,9 @@ from typing import Any, Protocol
 
 from pipeline.errors import PipelineError
 from pipeline.fragments import is_rowwise_step, run_fragments_locally
-from pipeline.io import Dataset, write_table
+from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
+from pipeline.writing import write_table
 
 
 class Executor(Protocol):
@@ -40,7 +41,8 @@ class LocalExecutor:
         self.fragment_rows = fragment_rows
 
     def run_step(self, stage: Stage, ctx: Context, inputs: dict[str, Dataset], out_dir: Path) -> None:
-        from pipeline.partitioned import PartitionedStage, run_partitioned_step
+        from pipeline.partition_fold import run_partitioned_step
+        from pipeline.partitioned import PartitionedStage
 
         if isinstance(stage, PartitionedStage):
             # Partitions are cut the same way on every executor, so the merged state is the same.

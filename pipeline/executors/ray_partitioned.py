@@ -38,22 +38,22 @@ import ray
 from pipeline.errors import PipelineError
 from pipeline.executors.ray_join import ray_join
 from pipeline.fragments import remove_leftovers
-from pipeline.io import Dataset, write_table
-from pipeline.partitioned import (
-    PartitionedStage,
+from pipeline.io import Dataset
+from pipeline.partial_states import (
     checkpoint_path,
     finish_value,
     load_checkpoint,
     map_partition,
     merge_states,
-    plan_partitions,
     record_partitioning,
     save_checkpoint,
     state_fingerprint,
     without_parts,
 )
+from pipeline.partitioned import PartitionedStage, plan_partitions
 from pipeline.row_pass import RowPass, end_row_pass, output_folders, split_rows, write_partition_rows
 from pipeline.stage import Context
+from pipeline.writing import write_table
 
 
 def _warm_task(module: str) -> int:

@@ -16,8 +16,9 @@ import ray
 from pipeline.errors import PipelineError
 from pipeline.fragments import unify_part_schemas as _unify_part_schemas  # noqa: F401 - the Ray executor's name
 from pipeline.fragments import write_fragment
-from pipeline.io import Dataset, write_table
+from pipeline.io import Dataset
 from pipeline.stage import Context, Stage
+from pipeline.writing import write_table
 
 # ------------------------------------------------------------------------------ stats recording
 

@@ -10,12 +10,8 @@ import pyarrow as pa
 from pipeline.columns import polars_schema
 from pipeline.errors import InputDataError
 from pipeline.io import Dataset
-from pipeline.partitioned import (
-    Partition,
-    PartitionedStage,
-    plan_partitions,
-    run_locally,
-)
+from pipeline.partition_fold import run_locally
+from pipeline.partitioned import Partition, PartitionedStage, plan_partitions
 from pipeline.stage import Context
 from stages._hashing import stream_key
 from stages._ids import refuse_bad_id_column

@@ -17,11 +17,11 @@ from partition_stages import FirstRows, VocabularyCounts, first_rows
 from pipeline.errors import PipelineError
 from pipeline.executors import LocalExecutor, get_executor
 from pipeline.io import Dataset
+from pipeline.partial_states import merge_states
 from pipeline.partitioned import (
     MIN_DEFAULT_PARTITION_BYTES,
     PartialState,
     default_partition_bytes,
-    merge_states,
     plan_partitions,
 )
 from pipeline.stage import Context
@@ -114,13 +114,13 @@ class ThreadedVocabularyCounts(VocabularyCounts):
 
 
 def test_maps_on_threads_still_merge_in_partition_order(tmp_path, monkeypatch):
-    from pipeline import partitioned
+    from pipeline import partition_fold
 
-    monkeypatch.setattr(partitioned.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr(partition_fold.os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
     data = corpus_files(tmp_path / "corpus")
     vocab = Dataset.from_any(pl.DataFrame({"word": ["the", "a", "class", "function", "zzz"]}))
     stage = ThreadedVocabularyCounts()
-    assert partitioned.local_threads(stage, 8) == 3 and partitioned.local_threads(VocabularyCounts(), 8) == 1
+    assert partition_fold.local_threads(stage, 8) == 3 and partition_fold.local_threads(VocabularyCounts(), 8) == 1
     expected = VocabularyCounts().apply(data=data.collect(), vocab=vocab.frame)
     # The merge asserts input order: any fold out of order would fail the step.
     table, _, stats = run_step(stage, {"data": data, "vocab": vocab}, tmp_path / "out", LocalExecutor(partition_bytes=1))
@@ -152,9 +152,9 @@ def test_maps_on_threads_run_blas_on_one_thread_each(tmp_path, monkeypatch):
     """Maps on every core, each with BLAS's own threads, would oversubscribe the cores; one map alone keeps them."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from pipeline import partitioned
+    from pipeline import partition_fold
 
-    monkeypatch.setattr(partitioned.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(partition_fold.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     data = corpus_files(tmp_path / "corpus")
     vocab = Dataset.from_any(pl.DataFrame({"word": ["the", "a"]}))
     with threadpool_limits(limits=2, user_api="blas"):  # as on a 2-core machine, whatever this one has
@@ -311,7 +311,7 @@ def test_pickled_size_counts_without_materialising_the_bytes():
 
     import numpy as np
 
-    from pipeline.partitioned import pickled_size
+    from pipeline.partial_states import pickled_size
 
     for value in (np.arange(200_000), {"codes": np.zeros((300, 7), np.uint8), "ids": ["a", "b"]}, "x" * 100_000, None):
         assert pickled_size(value) == len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))

@@ -115,8 +115,9 @@ def test_validating_a_config_imports_no_callback(tmp_path):
 
 def test_a_step_rebuilt_entirely_from_checkpoints_writes_the_same_bytes(tmp_path):
     # A kill after the last checkpoint (while the Parquet is written): everything comes from checkpoints.
-    from pipeline.io import Dataset, write_table
+    from pipeline.io import Dataset
     from pipeline.stage import Context, stage_class
+    from pipeline.writing import write_table
 
     _corpus(tmp_path / "corpus.parquet")
     data = Dataset.from_parquet(tmp_path / "corpus.parquet")

@@ -264,7 +264,7 @@ def test_a_cache_shard_damaged_after_its_keys_were_read_becomes_misses(tmp_path)
 
 
 def test_a_manifest_from_before_per_part_digests_is_still_verified(run):
-    from pipeline.io import fingerprint_files
+    from pipeline.digests import fingerprint_files
 
     config, workdir, run_dir = run
     manifest_path = run_dir / "copy" / "_manifest.json"
@@ -283,7 +283,8 @@ def test_a_manifest_from_before_per_part_digests_is_still_verified(run):
 
 
 def test_parts_are_hashed_while_written(tmp_path):
-    from pipeline.io import _WRITTEN_DIGESTS, describe_table, hash_file, write_table
+    from pipeline.digests import describe_table, hash_file
+    from pipeline.writing import _WRITTEN_DIGESTS, write_table
 
     write_table(pl.DataFrame({"n": list(range(30_000))}), tmp_path, rows_per_part=10_000)
     assert len(list(tmp_path.glob("part-*.parquet"))) == 3

@@ -22,7 +22,7 @@ from conftest import REPO, run_cli, write_config
 
 import stages.file_stream as file_stream
 from pipeline.errors import InputDataError
-from pipeline.io import write_table
+from pipeline.writing import write_table
 from stages.formats import detect, read_frame
 from stages.read_corpus import ReadCorpus
 from stages.sources import ReadCsv, ReadJsonl, ReadParquet, normalise

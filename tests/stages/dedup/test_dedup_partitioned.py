@@ -11,7 +11,8 @@ import pytest
 
 from pipeline.executors import LocalExecutor
 from pipeline.io import Dataset
-from pipeline.partitioned import pickled_size, plan_partitions
+from pipeline.partial_states import pickled_size
+from pipeline.partitioned import plan_partitions
 from pipeline.stage import Context
 from stages.dedup import DedupExact, DedupMinhash, DedupSemantic, base
 from stages.dedup.planted import planted_corpus
