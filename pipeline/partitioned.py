@@ -138,7 +138,7 @@ class Partition:
                 size = self._batch_rows(rows, group.total_byte_size / max(group.num_rows, 1))
                 # Decoded on this thread (not Arrow's pool) and its pages handed back after each batch:
                 # else the allocator keeps every row group's decoding pages per thread, ~65 MB a map,
-                # and maps in flight on threads each keep their own (see `local_threads`).
+                # and maps in flight on threads each keep their own (see `partition_fold.local_threads`).
                 for batch in pf.iter_batches(batch_size=size, row_groups=[g], columns=columns, use_threads=False):
                     yield batch
                     del batch
@@ -249,7 +249,7 @@ class PartitionedStage(Stage):
 
     partition_input: ClassVar[str] = "data"
     # True when map() only reads the stage, its partition and the broadcast: the local executor may
-    # then map several partitions at once on threads (see `local_threads`).
+    # then map several partitions at once on threads (see `partition_fold.local_threads`).
     map_in_threads: ClassVar[bool] = False
 
     def partitionable(self) -> bool:
