@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -54,8 +55,13 @@ def _bytecode_cache():
 
     folder = template_cache_dir()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = folder.stat()
     except OSError:
+        return None
+    # Compiled templates are code this process runs: only from a folder no one else can write to (the library
+    # cache may be a team's shared folder; its embeddings are data, these are not).
+    if st.st_mode & 0o022 or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
         return None
     return BestEffort(str(folder))
 

@@ -46,3 +46,17 @@ def test_a_damaged_entry_or_an_unwritable_folder_means_compiling_as_without_a_ca
     monkeypatch.setenv("CORPUSFORGE_CACHE", str(blocked))
     _report._environment.cache_clear()
     assert _render() == first
+
+
+def test_compiled_templates_are_never_read_from_a_folder_others_can_write_to(fresh_environment, monkeypatch):
+    # They are code: a team's shared cache folder (group-writable) must not hand one member's code to another.
+    first = _render()
+    folder = _report.template_cache_dir()
+    assert folder.stat().st_mode & 0o777 == 0o700  # made private
+    folder.chmod(0o770)
+    _report._environment.cache_clear()
+    compiled = []
+    real = jinja2.Environment.compile
+    monkeypatch.setattr(jinja2.Environment, "compile", lambda self, *a, **k: compiled.append(1) or real(self, *a, **k))
+    assert _render() == first
+    assert compiled  # compiled again, the entries there not read
