@@ -39,8 +39,10 @@ from bench.common import in_fresh_process, print_rows
 
 NGRAM, NUM_PERM, BANDS, ROWS, THRESHOLD = 5, 128, 16, 8, 0.8
 OURS_MODULES = ("pipeline", "stages", "stages.dedup")
+# The signature step's English word tokenizer is spaCy (torch through thinc): imported on datatrove's clock until
+# wave 25 (~2 s a run), as in bench_leakage.
 DATATROVE_MODULES = ("datatrove.pipeline.dedup.minhash", "datatrove.pipeline.readers", "datatrove.pipeline.writers",
-                     "datatrove.executor")
+                     "datatrove.executor", "spacy", "spacy.lang.en", "spacy_legacy", "spacy_loggers")
 DATASKETCH_MODULES = ("datasketch", "polars")
 
 
