@@ -9,6 +9,7 @@ loops over them.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ def _window(text: str, start: int | None, end: int | None) -> tuple[str, str, st
     return ("…" if start > CONTEXT_CHARS else "") + before, span, after + ("…" if end + CONTEXT_CHARS < len(text) else "")
 
 
+_WORD = re.compile(r"\S+")
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>#|"})
 
 
@@ -94,11 +96,14 @@ def aligned_window(test: str, train: str, test_span: tuple, train_span: tuple) -
     if None in (ts, te, rs, re_):
         return train
     # As many words before and after the training span as the test item has around its span (whitespace
-    # differs between the two texts, so counting characters would cut words).
+    # differs between the two texts, so counting characters would cut words). One slice of `train`, not
+    # words joined by spaces: a span that ends inside a word ("access" of "access.") stays one word.
     n_before, n_after = len(test[:ts].split()), len(test[te:].split())
-    before, after = train[:rs].split(), train[re_:].split()
-    lead = before[len(before) - n_before:] if n_before else []
-    return " ".join([*lead, train[rs:re_], *after[:n_after]])
+    before = [m.start() for m in _WORD.finditer(train, 0, rs)]
+    after = [m.end() for m in _WORD.finditer(train, re_)]
+    start = before[max(0, len(before) - n_before)] if n_before and before else rs
+    end = after[min(n_after, len(after)) - 1] if n_after and after else re_
+    return train[start:end]
 
 
 def near_copy_diff(test: str, train: str, test_span: tuple, train_span: tuple) -> list[tuple[str, str]] | None:
