@@ -13,6 +13,10 @@ from pipeline.files import side_dir
 from pipeline.runner import RunReport, read_manifest
 
 HEADLINE_FIGURES = 4
+# Figures about how a step ran, not what it found: recorded first by every partitioned step
+# (pipeline.partitioned.record_partitioning), they took the headline from the audit's verdicts and the
+# dedup steps' removed rows. The manifest keeps them.
+_HOW_IT_RAN = frozenset({"partitions", "shuffle_buckets", "second_buckets", "partition_profile", "seed"})
 _REPORT_SUFFIXES = (".html", ".md", ".png", ".svg", ".pdf")
 
 
@@ -35,7 +39,7 @@ def headline(stats: dict[str, Any], limit: int = HEADLINE_FIGURES) -> list[str]:
     """The first few figures of a step's stats that read on one line (numbers, short strings, small dicts)."""
     out = []
     for key, value in stats.items():
-        shown = _figure(value)
+        shown = None if key in _HOW_IT_RAN else _figure(value)
         if shown is not None:
             out.append(f"{key} {shown}")
         if len(out) == limit:
