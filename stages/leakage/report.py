@@ -10,6 +10,7 @@ loops over them.
 from __future__ import annotations
 
 import re
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +100,22 @@ def aligned_window(test: str, train: str, test_span: tuple, train_span: tuple) -
     # differs between the two texts, so counting characters would cut words). One slice of `train`, not
     # words joined by spaces: a span that ends inside a word ("access" of "access.") stays one word.
     n_before, n_after = len(test[:ts].split()), len(test[te:].split())
-    before = [m.start() for m in _WORD.finditer(train, 0, rs)]
-    after = [m.end() for m in _WORD.finditer(train, re_)]
-    start = before[max(0, len(before) - n_before)] if n_before and before else rs
-    end = after[min(n_after, len(after)) - 1] if n_after and after else re_
-    return train[start:end]
+    after = [m.end() for m in islice(_WORD.finditer(train, re_), n_after)]  # not the rest of a 20 MB document
+    end = after[-1] if after else re_
+    return train[_words_back(train, rs, n_before):end]
+
+
+def _words_back(text: str, end: int, n: int) -> int:
+    """Where the n-th word before `end` starts (0 if there are fewer), reading back only as far as it must."""
+    reach = 64 * (n + 1)
+    while n:
+        lo = max(0, end - reach)
+        starts = [m.start() for m in _WORD.finditer(text, lo, end)]
+        # The first word of a window that starts mid-text may be cut: count it only at the text's start.
+        if lo == 0 or len(starts) > n:
+            return starts[-n] if len(starts) >= n else (starts[0] if starts else end)
+        reach *= 4
+    return end
 
 
 def near_copy_diff(test: str, train: str, test_span: tuple, train_span: tuple) -> list[tuple[str, str]] | None:
