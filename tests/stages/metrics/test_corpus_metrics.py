@@ -78,6 +78,9 @@ def test_vendi_score_and_pairwise_distance_bounds():
     same = np.tile(np.array([[0.6, 0.8, 0.0]], np.float32), (5, 1))
     assert vendi_score(same) == pytest.approx(1.0)
     assert mean_pairwise_cosine_distance(same) == pytest.approx(0.0, abs=1e-6)
+    # Copies of one text are at distance 0, never below: float32 rounding made half of these -1e-7.
+    copies = [np.tile(v, (3, 1)) for v in np.random.default_rng(0).standard_normal((20, 1, 384)).astype(np.float32)]
+    assert min(mean_pairwise_cosine_distance(c) for c in copies) == 0.0
     orthogonal = np.eye(4, dtype=np.float32)
     assert vendi_score(orthogonal) == pytest.approx(4.0)
     assert mean_pairwise_cosine_distance(orthogonal) == pytest.approx(1.0)
