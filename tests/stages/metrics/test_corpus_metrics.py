@@ -108,6 +108,15 @@ def test_perplexity_side_output_is_declared_when_a_reference_model_is_fit():
         check_side_outputs_declared(stage, stage.execute(df))
 
 
+def test_a_corpus_without_words_has_the_declared_column_types():
+    # Every text empty: unigram_entropy_bits came out Int64 (numpy's bincount of no weights), not the Float64 declared.
+    df = pl.DataFrame({"id": ["a", "b", "c"], "text": ["", "", ""]})
+    stage = CorpusMetrics(self_bleu_sample=0, embedding_backend="none", perplexity_order=0)
+    out = stage.apply(df)
+    assert dict(out.schema) == stage.output_schema({"data": dict(df.schema)})
+    assert out["unigram_entropy_bits"].to_list() == [0.0]
+
+
 def test_counts_entropy_tail_and_divergence_on_a_hand_built_corpus():
     df = pl.DataFrame({
         "generation": [0, 0, 1, 1, 2],
