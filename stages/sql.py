@@ -121,10 +121,16 @@ def describe_query(query: str, schema: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def refuse_unholdable(schema: pa.Schema, file: str | None) -> None:
-    """A ParamError for a result column polars cannot hold (INTERVAL, UNION, also inside a list or struct).
+    """A ParamError for a result polars cannot hold: a column named twice, or an INTERVAL or UNION (also inside a
+    list or struct).
 
-    Subtracting two timestamps gives an INTERVAL; polars' import of such a column is a panic (a
-    BaseException with a Rust backtrace on stderr), not an error the step could report."""
+    `SELECT id, id` gave two columns 'id' and polars' DuplicateError (exit 1, "a bug"). Subtracting two timestamps
+    gives an INTERVAL; polars' import of such a column is a panic (a BaseException with a Rust backtrace on
+    stderr), not an error the step could report."""
+    twice = next((name for i, name in enumerate(schema.names) if name in schema.names[:i]), None)
+    if twice is not None:
+        raise ParamError("query", f"the result has two columns named '{twice}'; name each once (... AS {twice}_2)",
+                         file=file)
     for field in schema:
         bad = _unholdable(field.type)
         if bad is not None:

@@ -139,3 +139,10 @@ def test_a_result_column_polars_cannot_hold_is_one_line(tmp_path, query, column,
     _refused(tmp_path, query, f"result column '{column}' is a{'n' if kind == 'INTERVAL' else ''} {kind}", "epoch(")
     with pytest.raises(ParamError, match=f"'{column}' is a"):
         Sql(query).apply(ROWS)
+
+
+def test_a_result_with_a_column_named_twice_is_one_line(tmp_path):
+    # `SELECT id, id` failed in polars with DuplicateError: exit 1, read as a bug in corpusforge.
+    _refused(tmp_path, "SELECT id, id FROM data", "the result has two columns named 'id'", "AS id_2")
+    with pytest.raises(ParamError, match="two columns named 'n'"):
+        Sql("SELECT n, id, n FROM data").apply(ROWS)
