@@ -18,7 +18,8 @@ an empty table of the input's schema (`describe_query`), so a later step that na
 query does not produce is refused before anything runs, as is a query naming a missing input column.
 
 DuckDB runs single-threaded here: with several threads the order of rows out of a `GROUP BY`
-changes from run to run, and the project promises the same bytes for the same config.
+changes from run to run, and the project promises the same bytes for the same config. For the same
+reason its random functions are seeded from the pipeline seed before the query runs.
 """
 
 from __future__ import annotations
@@ -168,7 +169,7 @@ class Sql(Stage):
     """
 
     name = "sql"
-    version = "2"
+    version = "3"  # 3: random() is seeded
     allow_empty_input = True
 
     def __init__(self, query: str):
@@ -189,6 +190,9 @@ class Sql(Stage):
 
         con = sandboxed_connection({"data": _input_table(data)}, spill=True)
         try:
+            # random(), uuid() and reservoir samples follow the pipeline seed, not the clock: the same config and
+            # seed give the same rows (ORDER BY random() LIMIT 100 drew other rows on every run).
+            con.execute("SELECT setseed(?)", [float(ctx.rng("sql").uniform(0.0, 1.0))]).fetchall()
             reader = _arrow_reader(con.sql(self.query))
             refuse_unholdable(reader.schema, data.label)
         except duckdb.Error as exc:
