@@ -191,7 +191,8 @@ class Sql(Stage):
         con = sandboxed_connection({"data": _input_table(data)}, spill=True)
         try:
             # random(), uuid() and reservoir samples follow the pipeline seed, not the clock: the same config and
-            # seed give the same rows (ORDER BY random() LIMIT 100 drew other rows on every run).
+            # seed give the same rows (ORDER BY random() LIMIT 100 drew other rows on every run). A bernoulli
+            # percentage sample keeps its own generator: `USING SAMPLE 10% (bernoulli, 42)` seeds it.
             con.execute("SELECT setseed(?)", [float(ctx.rng("sql").uniform(0.0, 1.0))]).fetchall()
             reader = _arrow_reader(con.sql(self.query))
             refuse_unholdable(reader.schema, data.label)
