@@ -50,7 +50,9 @@ def headline(stats: dict[str, Any], limit: int = HEADLINE_FIGURES) -> list[str]:
 def artefact_paths(step_dir: Path, manifest: dict) -> list[Path]:
     """The step's artefacts, reports first, then its side-output folders (`<step>@<side>/`)."""
     names = [a["name"] for a in manifest.get("artefacts", [])]
-    reports = [n for n in names if n.endswith(_REPORT_SUFFIXES)]
+    # report.html before report.md before the figures it shows: a collapse report's page came after its 12 PNGs.
+    reports = sorted((n for n in names if n.endswith(_REPORT_SUFFIXES)),
+                     key=lambda n: next(i for i, suffix in enumerate(_REPORT_SUFFIXES) if n.endswith(suffix)))
     others = [n for n in names if n not in reports]
     return [step_dir / n for n in reports + others] + [side_dir(step_dir, side) for side in manifest.get("side_outputs", {})]
 
