@@ -11,6 +11,7 @@ import yaml
 
 from pipeline.errors import InputDataError, ParamError, PipelineError
 from pipeline.params import check_seed
+from pipeline.rundir import refuse_run_folder
 from pipeline.stage import Stage, stage_class
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -225,6 +226,7 @@ def _parse_ref(value: Any, step_ids: set[str], where: dict[str, Any]) -> InputRe
     if tail and head in step_ids and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", tail):
         return InputRef(step=head, side=tail)
     if Path(value).exists() or any(ch in value for ch in "*?[/"):
+        refuse_run_folder(value, **where)
         return InputRef(path=value)
     raise PipelineError(f"input '{value}' is neither a step id nor an existing path; steps are: {sorted(step_ids)}", **where)
 

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from pipeline.files import SIDE_SEPARATOR, is_glob, side_dir
 from pipeline.io import Dataset
+from pipeline.rundir import refuse_run_folder
 from pipeline.stage import default_cache_dir
 
 
@@ -19,6 +20,7 @@ def resolve(path: str | Path) -> Path | str:
     `<run>/<step>@<side>`, also written `<run>/<step>:<side>` (as in a config) or `<run>/<step>/<side>`
     (where side outputs were before they moved out of the step folder)."""
     text = str(path)
+    refuse_run_folder(text)
     if is_glob(text) or Path(text).exists():
         return path
     folder = Path(text)

@@ -52,6 +52,26 @@ def read_manifest(step_dir: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
+def refuse_run_folder(path: str | Path, **where: Any) -> None:
+    """Refuse a run folder (or a workdir of runs) named where one table is read: every Parquet file under it
+    would be read as one input, so a run of steps with one schema (docs -> length_filter) came back as all
+    their rows together, silently; other runs failed on the first side output's schema."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return
+    if (folder / RUN_RECORD).is_file():
+        steps = sorted(p.name for p in folder.iterdir() if (p / MANIFEST).is_file())
+        raise PipelineError(f"'{describe_path(path)}' is a run folder, not a step: name one of its steps "
+                            f"({', '.join(steps) or 'none finished'}), e.g. '{folder / (steps or ['STEP'])[0]}'",
+                            **where)
+    with os.scandir(folder) as entries:
+        runs = sorted(e.name for e in entries if e.is_dir() and os.path.isfile(os.path.join(e.path, RUN_RECORD)))
+    if runs:
+        named = ", ".join(runs[:5]) + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
+        raise PipelineError(f"'{describe_path(path)}' is a workdir of runs ({named}), not a step: name a "
+                            f"step folder inside a run, e.g. '{folder / runs[0] / 'STEP'}'", **where)
+
+
 class StagedStep:
     """Where a running step writes: its table (and artefacts) in `table`, side outputs in `sides`."""
 

@@ -33,6 +33,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from pipeline.columns import polars_schema
 from pipeline.errors import InputDataError, ParamError, PipelineError
 from pipeline.io import DEFAULT_BATCH_ROWS, Dataset
 from pipeline.params import ParamSpec, annotation_description, check_seed, checked_init, docstring_param_docs
@@ -413,7 +414,14 @@ class RowwiseStage(Stage):
     def run(self, ctx: Context, data: Dataset) -> Iterator[pl.DataFrame]:
         bar = ctx.progress(total=data.num_rows)
         try:
-            yield from self.process_stream(data.iter_batches_with_arrow(self.batch_rows), ctx, bar)
+            written = False
+            for out in self.process_stream(data.iter_batches_with_arrow(self.batch_rows), ctx, bar):
+                written = True
+                yield out
+            if not written:
+                # An input of no rows has no batch, but it has columns: a batch of none gives the output's, which
+                # were lost (a step of no columns, refused downstream as "has no column 'text'").
+                yield self.process_batch(pl.DataFrame(schema=polars_schema(data.schema)), ctx)
         finally:
             bar.close()
 

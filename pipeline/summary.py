@@ -13,6 +13,10 @@ from pipeline.files import side_dir
 from pipeline.runner import RunReport, read_manifest
 
 HEADLINE_FIGURES = 4
+# Figures about how a step ran, not what it found: recorded first by every partitioned step
+# (pipeline.partitioned.record_partitioning), they took the headline from the audit's verdicts and the
+# dedup steps' removed rows. The manifest keeps them.
+_HOW_IT_RAN = frozenset({"partitions", "shuffle_buckets", "second_buckets", "partition_profile", "seed"})
 _REPORT_SUFFIXES = (".html", ".md", ".png", ".svg", ".pdf")
 
 
@@ -35,7 +39,7 @@ def headline(stats: dict[str, Any], limit: int = HEADLINE_FIGURES) -> list[str]:
     """The first few figures of a step's stats that read on one line (numbers, short strings, small dicts)."""
     out = []
     for key, value in stats.items():
-        shown = _figure(value)
+        shown = None if key in _HOW_IT_RAN else _figure(value)
         if shown is not None:
             out.append(f"{key} {shown}")
         if len(out) == limit:
@@ -46,7 +50,9 @@ def headline(stats: dict[str, Any], limit: int = HEADLINE_FIGURES) -> list[str]:
 def artefact_paths(step_dir: Path, manifest: dict) -> list[Path]:
     """The step's artefacts, reports first, then its side-output folders (`<step>@<side>/`)."""
     names = [a["name"] for a in manifest.get("artefacts", [])]
-    reports = [n for n in names if n.endswith(_REPORT_SUFFIXES)]
+    # report.html before report.md before the figures it shows: a collapse report's page came after its 12 PNGs.
+    reports = sorted((n for n in names if n.endswith(_REPORT_SUFFIXES)),
+                     key=lambda n: next(i for i, suffix in enumerate(_REPORT_SUFFIXES) if n.endswith(suffix)))
     others = [n for n in names if n not in reports]
     return [step_dir / n for n in reports + others] + [side_dir(step_dir, side) for side in manifest.get("side_outputs", {})]
 

@@ -17,6 +17,7 @@ import polars as pl
 
 from pipeline.errors import ParamError
 from pipeline.files import describe_path, find_files
+from pipeline.rundir import refuse_run_folder
 from pipeline.stage import Context, Stage
 from stages.formats import FileFormat, check_format, detect
 from stages.sources import (
@@ -70,6 +71,7 @@ class ReadCorpus(Stage):
         check_format(self.format)
         if self.separator is not None and len(self.separator) != 1:
             raise ParamError("separator", f"must be one character, got {self.separator!r}")
+        refuse_run_folder(self.path, param="path")  # its steps and side outputs read as one corpus
         if self._saved_dataset() is None:
             self._files()
 

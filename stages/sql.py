@@ -18,7 +18,8 @@ an empty table of the input's schema (`describe_query`), so a later step that na
 query does not produce is refused before anything runs, as is a query naming a missing input column.
 
 DuckDB runs single-threaded here: with several threads the order of rows out of a `GROUP BY`
-changes from run to run, and the project promises the same bytes for the same config.
+changes from run to run, and the project promises the same bytes for the same config. For the same
+reason its random functions are seeded from the pipeline seed before the query runs.
 """
 
 from __future__ import annotations
@@ -121,10 +122,16 @@ def describe_query(query: str, schema: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def refuse_unholdable(schema: pa.Schema, file: str | None) -> None:
-    """A ParamError for a result column polars cannot hold (INTERVAL, UNION, also inside a list or struct).
+    """A ParamError for a result polars cannot hold: a column named twice, or an INTERVAL or UNION (also inside a
+    list or struct).
 
-    Subtracting two timestamps gives an INTERVAL; polars' import of such a column is a panic (a
-    BaseException with a Rust backtrace on stderr), not an error the step could report."""
+    `SELECT id, id` gave two columns 'id' and polars' DuplicateError (exit 1, "a bug"). Subtracting two timestamps
+    gives an INTERVAL; polars' import of such a column is a panic (a BaseException with a Rust backtrace on
+    stderr), not an error the step could report."""
+    twice = next((name for i, name in enumerate(schema.names) if name in schema.names[:i]), None)
+    if twice is not None:
+        raise ParamError("query", f"the result has two columns named '{twice}'; name each once (... AS {twice}_2)",
+                         file=file)
     for field in schema:
         bad = _unholdable(field.type)
         if bad is not None:
@@ -162,7 +169,7 @@ class Sql(Stage):
     """
 
     name = "sql"
-    version = "2"
+    version = "3"  # 3: random() is seeded
     allow_empty_input = True
 
     def __init__(self, query: str):
@@ -183,6 +190,10 @@ class Sql(Stage):
 
         con = sandboxed_connection({"data": _input_table(data)}, spill=True)
         try:
+            # random(), uuid() and reservoir samples follow the pipeline seed, not the clock: the same config and
+            # seed give the same rows (ORDER BY random() LIMIT 100 drew other rows on every run). A bernoulli
+            # percentage sample keeps its own generator: `USING SAMPLE 10% (bernoulli, 42)` seeds it.
+            con.execute("SELECT setseed(?)", [float(ctx.rng("sql").uniform(0.0, 1.0))]).fetchall()
             reader = _arrow_reader(con.sql(self.query))
             refuse_unholdable(reader.schema, data.label)
         except duckdb.Error as exc:

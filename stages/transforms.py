@@ -118,7 +118,7 @@ class LengthFilter(RowwiseStage):
         return dict(inputs["data"])
 
     def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
-        text = pl.col(self.text_column)
+        text = pl.col(self.text_column).cast(pl.String)  # a Categorical or Enum column is text too (pipeline.columns.is_text)
         cond = text.str.len_chars() >= self.min_chars
         if self.max_chars is not None:
             cond &= text.str.len_chars() <= self.max_chars

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from itertools import islice
 
 _WORDS = re.compile(r"\S+")
 MAX_WORDS = 400  # longer sides are cut: a diff past this is not read, and SequenceMatcher is quadratic
@@ -20,7 +21,8 @@ def word_diff(a: str, b: str, max_words: int = MAX_WORDS) -> list[tuple[str, str
     Words are compared case-insensitively; the text shown is `a`'s for equal and deleted runs, `b`'s
     for inserted ones. A replaced run appears as its deletion followed by its insertion.
     """
-    wa, wb = _WORDS.findall(a)[:max_words], _WORDS.findall(b)[:max_words]
+    # The first max_words only, read lazily: `b` may be a whole training document of many megabytes.
+    wa, wb = ([m.group() for m in islice(_WORDS.finditer(t), max_words)] for t in (a, b))
     matcher = difflib.SequenceMatcher(None, [w.lower() for w in wa], [w.lower() for w in wb], autojunk=False)
     out: list[tuple[str, str]] = []
     for op, i1, i2, j1, j2 in matcher.get_opcodes():

@@ -13,17 +13,16 @@ import os
 import time
 from pathlib import Path
 
+from pipeline.summary import headline
 from stages._report import render
 
 INDEX_NAME = "index.html"
 REPORT_SUFFIXES = (".html", ".md")
-HEADLINE_STATS = 4  # scalar stats shown per step
 
 
 def _headline(stats: dict) -> str:
-    scalars = [(k, v) for k, v in stats.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)
-               and k not in ("seed", "partitions")]
-    return "; ".join(f"{k} {v}" for k, v in scalars[:HEADLINE_STATS])
+    # The figures `pipeline run` ends with: an audit's verdicts (a small dict), which a scalars-only rule left out.
+    return "; ".join(headline(stats))
 
 
 def _manifest(step_dir: Path) -> dict:

@@ -107,6 +107,7 @@ def _configure_audit(p: argparse.ArgumentParser) -> None:
 
 
 def _audit(args: argparse.Namespace) -> int:
+    from pipeline.config import parse_config
     from pipeline.files import side_dir
     from pipeline.runner import run_pipeline
 
@@ -116,8 +117,10 @@ def _audit(args: argparse.Namespace) -> int:
     config = audit_config(args.train, args.test, text_column=args.text_column, id_column=args.id_column,
                           subset_column=args.subset_column, name=args.name, train_split=args.train_split,
                           test_split=args.test_split, **extra)
+    # Parsed first, under the name the user typed: errors named the file '<dict>' (and a bad --name was looked up).
+    parsed = parse_config(config, source="pipeline audit arguments")
     refuse_to_replace(config, args.workdir, args.force)
-    report = run_pipeline(config, workdir=args.workdir, quiet=args.quiet)
+    report = run_pipeline(parsed, workdir=args.workdir, quiet=args.quiet)
     write_run_index(args.workdir)  # <workdir>/index.html: every report of every run there
     step_dir = Path(report.run_dir) / "audit"
     findings = pl.read_parquet(step_dir / "part-*.parquet")

@@ -7,6 +7,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from pipeline.columns import polars_schema
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.params import Cosine, NonNegativeInt, PositiveInt
@@ -149,7 +150,14 @@ class Decontaminate(Stage):
                         list(batch.columns) + ["decontaminated_from"]
                     ).with_columns(pl.col(self.id_column).cast(pl.String))
 
-        yield from batches()
+        written = False
+        for frame in batches():
+            written = True
+            yield frame
+        if not written:
+            # Every document dropped (or none in): the table still has its columns, or the step had none and the
+            # next one refused it as "has no column 'text'".
+            yield pl.DataFrame(schema=self.output_schema({"data": polars_schema(data.schema)}))
         removed = pl.DataFrame(removed_rows, schema=REMOVED_SCHEMA)
         ctx.write_side_output("removed", removed)
         stats["documents_matched"] = len(targets)

@@ -9,6 +9,8 @@ loops over them.
 
 from __future__ import annotations
 
+import re
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,7 @@ def _window(text: str, start: int | None, end: int | None) -> tuple[str, str, st
     return ("…" if start > CONTEXT_CHARS else "") + before, span, after + ("…" if end + CONTEXT_CHARS < len(text) else "")
 
 
+_WORD = re.compile(r"\S+")
 _MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>#|"})
 
 
@@ -94,11 +97,25 @@ def aligned_window(test: str, train: str, test_span: tuple, train_span: tuple) -
     if None in (ts, te, rs, re_):
         return train
     # As many words before and after the training span as the test item has around its span (whitespace
-    # differs between the two texts, so counting characters would cut words).
+    # differs between the two texts, so counting characters would cut words). One slice of `train`, not
+    # words joined by spaces: a span that ends inside a word ("access" of "access.") stays one word.
     n_before, n_after = len(test[:ts].split()), len(test[te:].split())
-    before, after = train[:rs].split(), train[re_:].split()
-    lead = before[len(before) - n_before:] if n_before else []
-    return " ".join([*lead, train[rs:re_], *after[:n_after]])
+    after = [m.end() for m in islice(_WORD.finditer(train, re_), n_after)]  # not the rest of a 20 MB document
+    end = after[-1] if after else re_
+    return train[_words_back(train, rs, n_before):end]
+
+
+def _words_back(text: str, end: int, n: int) -> int:
+    """Where the n-th word before `end` starts (0 if there are fewer), reading back only as far as it must."""
+    reach = 64 * (n + 1)
+    while n:
+        lo = max(0, end - reach)
+        starts = [m.start() for m in _WORD.finditer(text, lo, end)]
+        # The first word of a window that starts mid-text may be cut: count it only at the text's start.
+        if lo == 0 or len(starts) > n:
+            return starts[-n] if len(starts) >= n else (starts[0] if starts else end)
+        reach *= 4
+    return end
 
 
 def near_copy_diff(test: str, train: str, test_span: tuple, train_span: tuple) -> list[tuple[str, str]] | None:

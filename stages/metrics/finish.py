@@ -46,7 +46,8 @@ def lexical(stage: Any, parts: list[GroupPart], ref_words: pl.DataFrame | None) 
         distinct = np.array([p.distinct[n - 1].size for p in parts], np.float64)
         out[f"distinct_{n}"] = distinct / np.maximum(np.array([p.ngram_totals[n - 1] for p in parts]), 1)
     p = c / total[g]
-    out["unigram_entropy_bits"] = -np.bincount(g, weights=p * np.log2(p), minlength=n_groups)
+    # As floats even when no group has a word (numpy's bincount of no weights is int64: the column came out Int64).
+    out["unigram_entropy_bits"] = -np.bincount(g, weights=p * np.log2(p), minlength=n_groups).astype(np.float64)
     if ref_words is not None and ref_words.height:
         ref_c = cells.join(ref_words, on="word", how="left", maintain_order="left")["ref"].fill_null(0)
         ref_c = ref_c.to_numpy().astype(np.float64)

@@ -104,4 +104,5 @@ def mean_pairwise_cosine_distance(embeddings: np.ndarray) -> float:
         return float("nan")
     x = cosine_rows(embeddings)
     s = x.sum(axis=0, dtype=np.float64)
-    return float(1 - (s @ s - n) / (n * (n - 1)))
+    # Clipped to the distance's range [0, 2]: float32 unit rows gave copies of one text -1e-7, not 0.
+    return float(np.clip(1 - (s @ s - n) / (n * (n - 1)), 0.0, 2.0))

@@ -21,7 +21,7 @@ from stages.embedding import vectors_to_series
 from stages.noise import vector_matrix
 from stages.scaling import id_estimators
 from stages.scaling.knn import nearest_neighbours, search_matrix, unique_rows
-from stages.scaling.plots import source_name
+from stages.scaling.plots import plain_log_ticks, source_name
 
 PLOT_NAME = "dimension_vs_scale.png"
 Estimator = Literal["twonn", "mle", "gride"]
@@ -272,6 +272,7 @@ def _plot_scales(curve: list[dict], result: pl.DataFrame, path: Path, title: str
             ax.errorbar([r["radius"]], [r["dimension"]], yerr=err, marker="*", markersize=11, color=color,
                         linestyle="none", label=f"twonn{suffix}")
     ax.set_xscale("log")
+    plain_log_ticks(ax.xaxis)
     ax.set_xlabel("neighbourhood radius (median distance to the last neighbour used)")
     ax.set_ylabel("intrinsic dimension estimate")
     ax.set_title(title, fontsize=10)

@@ -18,6 +18,16 @@ def _pyplot():
     return plt
 
 
+def plain_log_ticks(axis: Any) -> None:
+    """Label a log axis in plain numbers ("20", "300"). Matplotlib's default labels the minor ticks of an axis
+    spanning less than a decade as "2.3x10^1 2.4x10^1 ...", which overlap on a 6-inch figure (the neighbourhood
+    radii of an intrinsic-dimension plot, the subset sizes of a quick study); plain numbers fit."""
+    from matplotlib.ticker import LogFormatter
+
+    axis.set_major_formatter(LogFormatter())
+    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+
+
 def source_name(label: str | None) -> str:
     """What a plot's title calls its input: the step's (or file's) name, not its path, so the same run in
     another workdir draws the same bytes."""
@@ -57,6 +67,7 @@ def plot_power_laws(fits: list, x_column: str, y_column: str, path: Path, title:
         ax.text(0.02, 0.03, f"intrinsic dimension d = {d:.2f} [{low:.2f}, {high:.2f}]: 4/d = {4 / d:.3f}",
                 transform=ax.transAxes, fontsize=8)
     ax.set_xscale("log")
+    plain_log_ticks(ax.xaxis)  # shared with the residual panel below
     ax.set_yscale("log")
     ax.set_ylabel(y_column)
     ax.set_title(title, fontsize=10)

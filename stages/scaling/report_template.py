@@ -9,6 +9,7 @@ REPORT_TEMPLATE = """<!doctype html>
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }
+.wide { overflow-x: auto; }  /* a table wider than the page scrolls by itself, not the whole page */
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; }
 th { background: #f3f3f3; } td.text { text-align: left; }
 figure { margin: 1em 0; } figcaption { font-size: 0.85em; color: #555; }
@@ -28,9 +29,9 @@ li { margin: 0.3em 0; }
 <figcaption>{{ f.caption }}</figcaption></figure>
 {% endfor %}{% endif %}
 {% for t in tables %}<h2>{{ t.name }}</h2>
-<table><tr>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr>
+<div class="wide"><table><tr>{% for c in t.columns %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for row in t.rows %}<tr>{% for v in row %}<td{% if v is string %} class="text"{% endif %}>{{ v }}</td>{% endfor %}</tr>
-{% endfor %}</table>
+{% endfor %}</table></div>
 {% if t.truncated %}<p>{{ t.truncated }} more rows not shown.</p>{% endif %}
 {% endfor %}
 <h2>Configuration</h2>

@@ -101,3 +101,11 @@ def test_config_seed_follows_the_one_seed_rule(seed):
     steps = [{"id": "docs", "stage": "python_docs"}]
     with pytest.raises(PipelineError, match=r"'seed' must be a non-negative integer below 2\*\*64, got "):
         parse_config({"name": "s", "seed": seed, "steps": steps})
+
+
+def test_a_run_folder_as_an_input_path_is_refused(tmp_path):
+    # docs -> length_filter share a schema: read as one input path, the run folder gave both steps' rows.
+    run_cli("run", str(write_config(tmp_path / "first.yaml", BASE)), "--workdir", str(tmp_path / "runs"))
+    text = BASE.replace("name: bad", "name: reader") + f"  - id: f\n    stage: length_filter\n    inputs: {tmp_path / 'runs' / 'bad'}\n"
+    message = refused_by_validate(tmp_path / "reader.yaml", text)
+    assert "step 'f'" in message and "is a run folder, not a step: name one of its steps (docs)" in message

@@ -33,3 +33,13 @@ def test_library_api_roundtrip(config, tmp_path):
     assert hf.num_rows == 50 and hf.column_names == ["id", "text", "topic", "split"]
     assert hf[0]["id"] == lf.collect()["id"][0]
     assert hf.cache_files, "the datasets.Dataset must be backed by a memory-mapped file"
+
+
+def test_a_run_folder_or_workdir_is_not_read_as_one_table(config, tmp_path):
+    # Read whole, a run folder is every step's rows together (docs and the filtered docs: both schemas agree).
+    work = tmp_path / "runs"
+    pipeline.run_pipeline(config, workdir=work)
+    with pytest.raises(pipeline.PipelineError, match="is a run folder, not a step: name one of its steps .*split"):
+        pipeline.load(work / "eng")
+    with pytest.raises(pipeline.PipelineError, match=r"is a workdir of runs \(eng\)"):
+        pipeline.load_dataset(work)

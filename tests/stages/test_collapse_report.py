@@ -88,3 +88,10 @@ def test_a_default_metric_of_text_is_refused_saying_what_to_set(metrics_file):
     assert "e.g. metrics: [tail_mass]" in err.value.message, err.value.message
     with pytest.raises(InputDataError, match="cast it to a number first or leave it out of metrics"):
         CollapseReport(metrics=["vocab_size", "tail_mass"])._long(table, "m.parquet")
+
+
+def test_report_text_keeps_the_space_after_the_seed_sentence(metrics_file, tmp_path):
+    # The template's line break after {% endif %} was trimmed: "one seed, no bands.Every panel names ...".
+    table = pl.read_parquet(metrics_file).select("schedule", "generation", "vocab_size")
+    CollapseReport().execute(metrics=table, workdir=tmp_path / "out")
+    assert "no bands. Every panel names its metric" in (tmp_path / "out" / "report.html").read_text()

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 from cli_failures import refused_by_validate
 
-from pipeline.errors import InputDataError, ParamError
+from pipeline.errors import InputDataError, ParamError, PipelineError
 from stages.formats import FileFormat, detect
 from stages.read_corpus import ReadCorpus
 from stages.sources import PythonStdlib, ReadCsv, ReadHfDataset, ReadJsonl
@@ -185,3 +185,18 @@ def test_duplicate_ids_in_the_inputs_own_id_column_get_advice_that_works(tmp_pat
     keyed.write_text('{"key": "k", "text": "x"}\n{"key": "k", "text": "y"}\n')
     with pytest.raises(InputDataError, match=r"pass id_column naming a unique column, or leave it out"):
         ReadCorpus(path=str(keyed), id_column="key").apply()
+
+
+def test_a_run_folder_is_refused_not_read_as_one_corpus(tmp_path, corpus):
+    # Read whole, a run folder is its steps and side outputs together: docs and split@train as one corpus.
+    import pipeline
+
+    config = {"name": "r", "seed": 0, "steps": [
+        {"id": "docs", "stage": "read_corpus", "params": {"path": str(tmp_path / "c.jsonl")}},
+        {"id": "split", "stage": "split", "inputs": "docs"}]}
+    corpus.write_ndjson(tmp_path / "c.jsonl")
+    pipeline.run_pipeline(config, workdir=tmp_path / "runs", quiet=True)
+    with pytest.raises(PipelineError, match="is a run folder, not a step: name one of its steps \\(docs, split\\)") as err:
+        ReadCorpus(path=str(tmp_path / "runs" / "r")).apply()
+    assert err.value.param == "path"
+    assert ReadCorpus(path=str(tmp_path / "runs" / "r" / "docs")).apply().height == corpus.height

@@ -139,3 +139,19 @@ def test_a_result_column_polars_cannot_hold_is_one_line(tmp_path, query, column,
     _refused(tmp_path, query, f"result column '{column}' is a{'n' if kind == 'INTERVAL' else ''} {kind}", "epoch(")
     with pytest.raises(ParamError, match=f"'{column}' is a"):
         Sql(query).apply(ROWS)
+
+
+def test_a_result_with_a_column_named_twice_is_one_line(tmp_path):
+    # `SELECT id, id` failed in polars with DuplicateError: exit 1, read as a bug in corpusforge.
+    _refused(tmp_path, "SELECT id, id FROM data", "the result has two columns named 'id'", "AS id_2")
+    with pytest.raises(ParamError, match="two columns named 'n'"):
+        Sql("SELECT n, id, n FROM data").apply(ROWS)
+
+
+def test_random_functions_follow_the_pipeline_seed():
+    many = pl.DataFrame({"id": [str(i) for i in range(1000)], "n": list(range(1000))})
+    for query in ("SELECT id FROM data ORDER BY random() LIMIT 20", "SELECT id, uuid() AS u FROM data",
+                  "SELECT id FROM data USING SAMPLE reservoir(20 ROWS)"):
+        first = Sql(query).execute(many, seed=3).table
+        assert first.equals(Sql(query).execute(many, seed=3).table), query
+        assert not first.equals(Sql(query).execute(many, seed=4).table), query

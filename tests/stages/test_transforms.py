@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from pipeline.errors import InputDataError, ParamError
-from stages.transforms import Sample, Select, Split
+from stages.transforms import LengthFilter, Sample, Select, Split
 
 SCHEMA = {"data": {"id": pl.String, "text": pl.String, "label": pl.Int64}}
 
@@ -63,3 +63,12 @@ def test_sample_refuses_ids_it_cannot_key_the_draw_on(ids, words):
     with pytest.raises(InputDataError, match=words) as info:
         Sample(n=2).apply(pl.DataFrame({"id": ids, "text": list("wxyz")}))
     assert info.value.param == "id_column"
+
+
+@pytest.mark.parametrize("dtype", [pl.Categorical, pl.Enum(["ab", "abcd efg"])])
+def test_length_filter_measures_a_categorical_or_enum_text_column(dtype):
+    # Both count as text when the step is checked (pipeline.columns.is_text), so the filter must measure them.
+    docs = pl.DataFrame({"id": ["a", "b"], "text": ["ab", "abcd efg"]}).with_columns(pl.col("text").cast(dtype))
+    kept = LengthFilter(min_chars=3, min_words=2).apply(docs)
+    assert kept["id"].to_list() == ["b"]
+    assert kept.schema["text"] == docs.schema["text"]  # the column is passed through as it came

@@ -34,6 +34,15 @@ def test_index_links_every_report_of_every_run_and_skips_hidden_and_reportless(t
     assert "<script" not in html and "http" not in html  # one local file, nothing fetched
 
 
+def test_index_headline_shows_an_audits_verdicts(tmp_path):
+    # An audit records four scalars before its verdicts; the index showed the scalars and never the verdicts.
+    stats = {"partitions": 1, "test_items": 2, "train_rows": 1, "train_mb": 19.332, "verdicts":
+             {"clean": 1, "partial": 0, "contaminated": 1}, "common_ngrams_ignored": 0, "seed": 0}
+    _step(tmp_path, "h", "audit", "leakage_audit", ["report.html"], stats)
+    assert find_reports(tmp_path)[0]["headline"] == (
+        "test_items 2; train_rows 1; train_mb 19.33; verdicts {clean 1, partial 0, contaminated 1}")
+
+
 def test_index_is_not_written_without_reports(tmp_path):
     assert write_run_index(tmp_path) is None
     assert write_run_index(tmp_path / "missing") is None

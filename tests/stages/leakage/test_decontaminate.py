@@ -80,6 +80,8 @@ def test_too_many_pieces_drop_the_document():
     cut = Decontaminate(margin_chars=0, min_piece_chars=1, max_pieces=3).execute(data=data, matches=matches)
     assert cut.table.height == 0
     assert cut.side_outputs["removed"]["reason"].str.contains("more than 3 pieces").any()
+    # Every document dropped: the table keeps its columns (it had none, and the next step refused it).
+    assert cut.table.schema == pl.Schema({"id": pl.String, "text": pl.String, "decontaminated_from": pl.String})
     kept = Decontaminate(margin_chars=0, min_piece_chars=1, max_pieces=10).apply(data=data, matches=matches)
     assert kept.height == 6
 

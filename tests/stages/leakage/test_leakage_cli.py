@@ -108,3 +108,13 @@ def test_bad_inputs_exit_2_with_one_line_and_overwrite_nothing(corpora, first_au
     assert all(e in line for e in expected), line
     assert (step / "_manifest.json").read_text() == manifest
     assert json.loads(manifest)["params"]["path"] == str(corpora / "train.jsonl.zst")
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--n", "0"], "step 'audit' (stage 'leakage_audit'), parameter 'n', file 'pipeline audit arguments': must be in"),
+    (["--name", "../escape"], "file 'pipeline audit arguments': 'name' must be letters")])
+def test_bad_arguments_are_named_as_arguments(corpora, tmp_path, args, expected):
+    # The config `pipeline audit` builds was named '<dict>' in its errors: no file the user has.
+    line = _one_line_exit_2(_audit(corpora / "train.jsonl", corpora / "train.jsonl", *args, workdir=tmp_path))
+    assert expected in line and "<dict>" not in line
+    assert not list(tmp_path.iterdir())  # refused before anything was written

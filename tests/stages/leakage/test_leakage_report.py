@@ -23,6 +23,20 @@ def test_aligned_window_and_near_copy_diff():
     assert near_copy_diff(test, "", (0, 4), (0, 4)) is None
 
 
+def test_aligned_window_keeps_a_word_the_span_ends_inside():
+    # The match stops before the final "." ("access" of "access."): the window is one slice of the
+    # training text, so a verbatim copy is not shown as a diff of "access." against "access .".
+    test = "get total control over attribute access."
+    train = "Intro words. " + test + " Later text."
+    start = train.index("get")
+    span = (start, start + len(test) - 1)
+    assert aligned_window(test, train, (0, len(test) - 1), span) == test
+    assert near_copy_diff(test, train, (0, len(test) - 1), span) is None
+    # More words before the test span than the training text has: the window starts at the text's start.
+    assert aligned_window("one two three four five", "two three four five six", (19, 23), (15, 19)) == (
+        "two three four five")
+
+
 def test_report_shows_a_word_diff_for_an_edited_copy(tmp_path):
     names = sorted(topics)
     train = pl.DataFrame({"id": names[:20], "text": [topics[n] for n in names[:20]]})

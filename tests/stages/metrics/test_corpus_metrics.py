@@ -78,6 +78,9 @@ def test_vendi_score_and_pairwise_distance_bounds():
     same = np.tile(np.array([[0.6, 0.8, 0.0]], np.float32), (5, 1))
     assert vendi_score(same) == pytest.approx(1.0)
     assert mean_pairwise_cosine_distance(same) == pytest.approx(0.0, abs=1e-6)
+    # Copies of one text are at distance 0, never below: float32 rounding made half of these -1e-7.
+    copies = [np.tile(v, (3, 1)) for v in np.random.default_rng(0).standard_normal((20, 1, 384)).astype(np.float32)]
+    assert min(mean_pairwise_cosine_distance(c) for c in copies) == 0.0
     orthogonal = np.eye(4, dtype=np.float32)
     assert vendi_score(orthogonal) == pytest.approx(4.0)
     assert mean_pairwise_cosine_distance(orthogonal) == pytest.approx(1.0)
@@ -103,6 +106,15 @@ def test_perplexity_side_output_is_declared_when_a_reference_model_is_fit():
     for order in (0, 2):
         stage = CorpusMetrics(self_bleu_sample=0, embedding_backend="none", perplexity_order=order)
         check_side_outputs_declared(stage, stage.execute(df))
+
+
+def test_a_corpus_without_words_has_the_declared_column_types():
+    # Every text empty: unigram_entropy_bits came out Int64 (numpy's bincount of no weights), not the Float64 declared.
+    df = pl.DataFrame({"id": ["a", "b", "c"], "text": ["", "", ""]})
+    stage = CorpusMetrics(self_bleu_sample=0, embedding_backend="none", perplexity_order=0)
+    out = stage.apply(df)
+    assert dict(out.schema) == stage.output_schema({"data": dict(df.schema)})
+    assert out["unigram_entropy_bits"].to_list() == [0.0]
 
 
 def test_counts_entropy_tail_and_divergence_on_a_hand_built_corpus():

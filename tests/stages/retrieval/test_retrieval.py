@@ -98,6 +98,18 @@ def test_chunk_stage_rows_point_back_into_documents():
     assert out["n_tokens"].max() == 32
 
 
+def test_chunk_texts_are_the_documents_characters_between_the_offsets():
+    # Offsets count characters, not bytes: emoji, CJK and accents before a chunk must not shift it.
+    docs = pl.DataFrame({"id": ["a", "b", "c"], "text": [
+        "🎉 café 日本語のテキスト " * 40, "", " ".join(f"w{i}" for i in range(500))]})
+    out = Chunk(size=7, overlap=2, tokenizer="whitespace").apply(docs)
+    texts = dict(zip(docs["id"], docs["text"]))
+    assert set(out["doc_id"]) == {"a", "c"}
+    for row in out.iter_rows(named=True):
+        assert row["text"] == texts[row["doc_id"]][row["char_start"]:row["char_end"]]
+        assert len(row["text"].split()) == row["n_tokens"]
+
+
 def test_chunk_bad_params_and_input():
     with pytest.raises(ParamError, match="overlap"):
         Chunk.from_params({"size": 16, "overlap": 16})

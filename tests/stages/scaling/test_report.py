@@ -114,3 +114,12 @@ def test_a_wrong_table_is_refused_at_run_time_naming_the_file(tmp_path):
         ScalingReport().execute(fit=Dataset.from_parquet(tmp_path / "curve.parquet"))
     assert err.value.file == str(tmp_path / "curve.parquet")
     assert "input 'fit' has no column(s) 'law'" in err.value.message
+
+
+def test_report_tables_scroll_inside_the_page(tmp_path):
+    # The fit and curve tables are wider than the page: each scrolls in its own box, not the whole report.
+    params, inputs = ScalingReport.example()
+    ScalingReport(**params).execute(**inputs, workdir=tmp_path)
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("<table>") == 2 and html.count('<div class="wide"><table>') == 2
+    assert ".wide { overflow-x: auto; }" in html
