@@ -14,7 +14,7 @@ from pipeline.runner import RunReport, read_manifest
 
 HEADLINE_FIGURES = 4
 # Figures about how a step ran, not what it found: recorded first by every partitioned step
-# (pipeline.partitioned.record_partitioning), they took the headline from the audit's verdicts and the
+# (pipeline.partial_states.record_partitioning), they took the headline from the audit's verdicts and the
 # dedup steps' removed rows. The manifest keeps them.
 _HOW_IT_RAN = frozenset({"partitions", "shuffle_buckets", "second_buckets", "partition_profile", "seed"})
 _REPORT_SUFFIXES = (".html", ".md", ".png", ".svg", ".pdf")

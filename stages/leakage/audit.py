@@ -109,7 +109,7 @@ class LeakageAudit(PartitionedStage):
     """
 
     name = "leakage_audit"
-    version = "5"  # 5: a paraphrase span is its variant; 4: evidence of a kind that flagged; 3: question-only `fields`
+    version = "5"  # 5: paraphrase spans, report windows; 4: evidence of a kind that flagged; 3: question-only `fields`
     inputs = ("train", "test", "index", "truth", "duplicates")
     partition_input = "train"
     map_in_threads = True  # map() reads only the broadcast and its partition (auditspeed: local maps on threads)
