@@ -86,6 +86,8 @@ def _chunks(path: Path, compression: str | None, batch_bytes: int, quoted: bool)
         yield pending
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+
 # What pyarrow and polars raise on a file that is not Parquet, or whose footer or pages are damaged.
 _PARQUET_ERRORS = (pa.ArrowException, pl.exceptions.PolarsError, OSError)
 
@@ -171,7 +173,11 @@ class FileBatches:
 
     def _jsonl_chunks(self, lines: list[int] | None = None) -> Iterator[bytes]:
         """The file's chunks that hold a record; `lines`, when given, is kept at [lines before the chunk]."""
+        first = True
         for chunk in _chunks(self.path, self.fmt.compression, self.batch_bytes, quoted=False):
+            if first and chunk.startswith(_UTF8_BOM):  # Windows editors write one; not part of the first record
+                chunk = chunk[len(_UTF8_BOM):]
+            first = False
             if not chunk.isspace():
                 yield chunk
             if lines is not None:

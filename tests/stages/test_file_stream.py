@@ -90,6 +90,21 @@ def test_jsonl_streams_the_same_rows_and_types(tmp_path, small_batches, compress
     assert got.schema["n"] == pl.Float64 and got["late"].null_count() == got.height - 5
 
 
+@pytest.mark.parametrize("compression", [None, "gzip"])
+def test_a_jsonl_file_starting_with_a_byte_order_mark_reads_as_without(tmp_path, small_batches, compression):
+    # A UTF-8 BOM (Windows editors) failed the whole file: "cannot read as jsonl (... at character 0 ('ï'))".
+    from stages.read_corpus import ReadCorpus
+
+    plain, marked = tmp_path / "plain", tmp_path / "marked"
+    for folder, head in ((plain, b""), (marked, b"\xef\xbb\xbf")):
+        folder.mkdir()
+        suffix = ".jsonl.gz" if compression else ".jsonl"
+        (folder / f"docs{suffix}").write_bytes(_compress(head + _jsonl(0), compression))
+    expected = pl.concat(list(ReadJsonl(path=str(plain)).run(None)))
+    assert pl.concat(list(ReadJsonl(path=str(marked)).run(None))).equals(expected)
+    assert ReadCorpus(path=str(marked)).apply().equals(ReadCorpus(path=str(plain)).apply())
+
+
 @pytest.mark.parametrize("compression", [None, "gzip", "zstd"])
 def test_csv_with_quoted_newlines_streams_the_same_rows(tmp_path, small_batches, compression):
     f = tmp_path / "docs.csv"
