@@ -72,18 +72,26 @@ def question_tail(text: str, questions_only: bool = False) -> str | None:
 def item_texts(test_df: pl.DataFrame, text_column: str, fields: dict[str, str] | None, label: str) -> pl.Series:
     """Each test item's text: its text column, or (with `fields` and no such column) its full prompt.
 
-    A null text is refused: an item with nothing to audit would be reported `clean`.
+    A null or blank text is refused: an item with nothing to audit would be reported `clean`, and a test column of
+    empty strings would read as a clean audit.
     """
     if fields and text_column not in test_df.columns:  # the fullest variant (prompt, or question + answer) stands for it
         # not the question tail, which is last when the item has neither choices nor answer: passage + question
         # would be audited as its last sentence
-        return pl.Series([[t for name, t in v if name != "question tail"][-1] for v in raw_variants(test_df, fields)],
-                         dtype=pl.String)
-    texts = test_df.get_column(text_column).cast(pl.String)
+        texts = pl.Series([[t for name, t in v if name != "question tail"][-1] for v in raw_variants(test_df, fields)],
+                          dtype=pl.String)
+        where, param = f"items built from fields {sorted(set(fields.values()))}", "fields"
+    else:
+        texts = test_df.get_column(text_column).cast(pl.String)
+        where, param = f"column '{text_column}'", "text_column"
     if texts.null_count():
-        raise InputDataError(f"input 'test' column '{text_column}' has {texts.null_count():,} null texts; an item "
-                             "with no text cannot be audited (it would count as clean); drop or fill them first",
-                             param="text_column", file=label)
+        raise InputDataError(f"input 'test' {where} has {texts.null_count():,} null texts; an item with no text cannot "
+                             "be audited (it would count as clean); drop or fill them first", param=param, file=label)
+    blank = int(texts.str.strip_chars().str.len_bytes().eq(0).sum())
+    if blank:
+        raise InputDataError(f"input 'test' {where} has {blank:,} empty texts (nothing but spaces); an item with no "
+                             "text cannot be audited (it would count as clean); drop them first", param=param,
+                             file=label)
     return texts
 
 

@@ -268,6 +268,15 @@ def test_null_test_text_is_refused_not_reported_clean(train):
     assert err.value.param == "text_column"
 
 
+@pytest.mark.parametrize("blank", ["", "  \n "])
+def test_an_empty_test_text_is_refused_like_a_null_one(train, blank):
+    # It was audited as an item of no words and reported clean: a column of empty strings read as a clean audit.
+    test = pl.DataFrame({"id": ["a", "b"], "text": ["what is a lambda?", blank]})
+    with pytest.raises(InputDataError, match="1 empty texts \\(nothing but spaces\\); an item with no text") as err:
+        LeakageAudit(chunk_overlap=False, semantic=False).apply(train=train, test=test)
+    assert err.value.param == "text_column"
+
+
 def test_null_training_text_is_refused_not_skipped(train, tmp_path):
     # A training row read as '' was skipped without a word (exit 0); now refused like a null test text.
     from cli_failures import fails_cleanly
