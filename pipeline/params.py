@@ -136,9 +136,9 @@ _BOUND_CHECKS = {annotated_types.Ge: operator.ge, annotated_types.Gt: operator.g
 def _plainly_valid(annotation: Any, value: Any) -> bool:
     """True when `value` certainly passes the strict check of `annotation`, decided without pydantic: a bool, int,
     float or str of exactly that type, within the bounds declared (`Field(ge=...)`), if any, or None where the
-    annotation allows it. Building a pydantic
-    adapter costs ~3 ms an annotation, 10-15 ms of every fresh process that constructs a stage. Anything else,
-    and every value that fails, goes through pydantic, which words the error."""
+    annotation allows it. Building a pydantic adapter costs ~3 ms an annotation, 10-15 ms of every fresh process
+    that constructs a stage. Anything else, and every value that fails, goes through pydantic, which words the
+    error."""
     if typing.get_origin(annotation) in (typing.Union, UnionType):  # `X | None`: None, or a plain X
         members = typing.get_args(annotation)
         kept = [m for m in members if m is not type(None)]
