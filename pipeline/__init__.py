@@ -49,8 +49,9 @@ from pipeline.config import PipelineConfig, load_config, parse_config  # noqa: E
 from pipeline.errors import InputDataError, ParamError, PipelineError  # noqa: E402
 from pipeline.io import Dataset  # noqa: E402
 from pipeline.loading import load, load_dataset  # noqa: E402
+from pipeline.registry import STAGES, load_plugins, stage_class  # noqa: E402
 from pipeline.runner import RunReport, run_pipeline  # noqa: E402
-from pipeline.stage import STAGES, Context, RowwiseStage, Stage, StageResult, load_plugins, stage_class  # noqa: E402
+from pipeline.stage import Context, RowwiseStage, Stage, StageResult  # noqa: E402
 
 __all__ = [
     "STAGES", "Context", "Dataset", "InputDataError", "ParamError", "PipelineBuilder", "PipelineConfig",

@@ -33,7 +33,8 @@ import xxhash
 
 from pipeline.errors import PipelineError
 from pipeline.io import Dataset
-from pipeline.stage import STAGES, Stage
+from pipeline.registry import STAGES
+from pipeline.stage import Stage
 from pipeline.writing import write_table
 
 FRAME_FOLDER = "_inputs"

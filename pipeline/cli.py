@@ -141,7 +141,7 @@ def _first_line(text: str | None) -> str:
 def _stages(args: argparse.Namespace) -> int:
     import inspect
 
-    from pipeline.stage import STAGES, load_plugins, stage_class
+    from pipeline.registry import STAGES, load_plugins, stage_class
 
     load_plugins()
     names = [stage_class(args.name).name] if args.name else sorted(STAGES)
@@ -289,7 +289,7 @@ register_command("cache", "list the caches (embeddings, static models, Arrow) wi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipeline.stage import load_plugins
+    from pipeline.registry import load_plugins
 
     load_plugins()  # stage families may register commands (e.g. `audit`)
     parser = argparse.ArgumentParser(

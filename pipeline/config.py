@@ -11,8 +11,9 @@ import yaml
 
 from pipeline.errors import InputDataError, ParamError, PipelineError
 from pipeline.params import check_seed
+from pipeline.registry import stage_class
 from pipeline.rundir import refuse_run_folder
-from pipeline.stage import Stage, stage_class
+from pipeline.stage import Stage
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 TOP_KEYS = {"name", "seed", "steps", "description"}

@@ -17,7 +17,6 @@ The engine knows nothing about any particular stage; it only calls this contract
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import re
 import shutil
@@ -38,22 +37,11 @@ from pipeline.errors import InputDataError, ParamError, PipelineError
 from pipeline.io import DEFAULT_BATCH_ROWS, Dataset
 from pipeline.params import ParamSpec, annotation_description, check_seed, checked_init, docstring_param_docs
 from pipeline.progress import Progress
+from pipeline.registry import register
 from pipeline.writing import write_table
-
-STAGES: dict[str, type[Stage]] = {}
-
 
 # Parameters that name a key column (rows are grouped or stratified by its values).
 KEY_PARAMS = ("group_by", "strata", "subset_column")
-
-
-def register(cls: type[Stage]) -> type[Stage]:
-    """Add a stage class to the registry under `cls.name` (done automatically by subclassing)."""
-    existing = STAGES.get(cls.name)
-    if existing is not None and existing.__qualname__ != cls.__qualname__:
-        raise RuntimeError(f"two stages are named '{cls.name}': {existing.__module__} and {cls.__module__}")
-    STAGES[cls.name] = cls
-    return cls
 
 
 def default_cache_dir() -> Path:
@@ -471,42 +459,3 @@ def check_inputs(stage: Stage, inputs: dict[str, Dataset]) -> None:
             if ds.num_rows == 0:
                 raise InputDataError(f"input '{input_name}' has no rows", stage=stage.name, file=ds.label)
     stage.check_input_data(inputs)
-
-
-def stage_class(name: str) -> type[Stage]:
-    load_plugins()
-    try:
-        return STAGES[name]
-    except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, STAGES, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else "run `pipeline stages` to list them"
-        raise PipelineError(f"unknown stage '{name}'", hint=hint) from None
-
-
-_PLUGINS_LOADED = False
-
-
-def load_plugins() -> None:
-    """Import the built-in stage library and any package registered under `corpusforge.stages`.
-
-    The environment variable CORPUSFORGE_PLUGINS (comma-separated module names) adds modules,
-    which is how tests and notebooks bring their own stages to the CLI.
-    """
-    global _PLUGINS_LOADED
-    if _PLUGINS_LOADED:
-        return
-    _PLUGINS_LOADED = True
-    import importlib
-    import os
-    from importlib.metadata import entry_points
-
-    modules = ["stages"]
-    with contextlib.suppress(Exception):
-        modules += [ep.value for ep in entry_points(group="corpusforge.stages")]
-    modules += [m.strip() for m in os.environ.get("CORPUSFORGE_PLUGINS", "").split(",") if m.strip()]
-    for mod in dict.fromkeys(modules):
-        loaded = importlib.import_module(mod)
-        if callable(getattr(loaded, "load_all", None)):  # a package of families imported on demand (stages)
-            loaded.load_all()

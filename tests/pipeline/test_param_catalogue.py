@@ -11,7 +11,7 @@ from conftest import write_config
 
 from pipeline.cli import main
 from pipeline.errors import ParamError
-from pipeline.stage import STAGES, load_plugins
+from pipeline.registry import STAGES, load_plugins
 
 
 def _alternatives(type_name: str) -> list[str]:

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 from conftest import run_cli, write_config
 
-from pipeline.stage import STAGES, load_plugins
+from pipeline.registry import STAGES, load_plugins
 
 CALLBACK = "trust_callbacks:kill_once"
 # stage name -> (params, kill points as (schedule, generation))
@@ -116,7 +116,8 @@ def test_validating_a_config_imports_no_callback(tmp_path):
 def test_a_step_rebuilt_entirely_from_checkpoints_writes_the_same_bytes(tmp_path):
     # A kill after the last checkpoint (while the Parquet is written): everything comes from checkpoints.
     from pipeline.io import Dataset
-    from pipeline.stage import Context, stage_class
+    from pipeline.registry import stage_class
+    from pipeline.stage import Context
     from pipeline.writing import write_table
 
     _corpus(tmp_path / "corpus.parquet")

@@ -17,7 +17,7 @@ import yaml
 from conftest import check_side_outputs_declared
 
 from pipeline.errors import InputDataError, PipelineError
-from pipeline.stage import STAGES, load_plugins
+from pipeline.registry import STAGES, load_plugins
 
 load_plugins()
 LIBRARY = sorted(n for n, cls in STAGES.items() if not cls.__module__.startswith("plugin_stages"))

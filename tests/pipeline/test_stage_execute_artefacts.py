@@ -14,7 +14,8 @@ import polars as pl
 import pytest
 
 from pipeline.errors import ParamError, PipelineError
-from pipeline.stage import STAGES, Context, Stage
+from pipeline.registry import STAGES
+from pipeline.stage import Context, Stage
 
 DOCS = pl.DataFrame({"id": ["a", "b", "c"], "text": ["one two", "three four five", "six"]})
 

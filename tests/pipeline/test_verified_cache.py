@@ -17,7 +17,8 @@ from conftest import run_cli, write_config
 
 from pipeline import run_pipeline
 from pipeline.errors import InputDataError, ParamError
-from pipeline.stage import STAGES, Context, Stage
+from pipeline.registry import STAGES
+from pipeline.stage import Context, Stage
 
 TEXTS = [f"document {i} alpha beta gamma {i * 7}" for i in range(40)]
 
