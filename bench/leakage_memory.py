@@ -9,9 +9,9 @@ second) holds less. The difference says what the second core costs in memory, ap
 
 from __future__ import annotations
 
-import contextlib
 import os
 import statistics
+from unittest import mock
 
 from bench.bench_leakage import run_ours
 from bench.common import in_fresh_process
@@ -25,10 +25,9 @@ def run_ours_one_map(train_path: str, test_path: str) -> dict:
     return run_ours(train_path, test_path)
 
 
-# polars' allocator (jemalloc) keeps freed pages for reuse and hands them back over about 10 s
-# (dirty_decay_ms 10000) of allocation activity. A run of under a second (the 1x corpus) never holds
-# much; a longer one holds up to a window's worth, whatever the corpus size beyond that. This setting,
-# read when polars loads, hands pages back at once.
+# polars' allocator (jemalloc) keeps freed pages for reuse and hands them back over time: polars 2.1 sets
+# dirty_decay_ms:500,muzzy_decay_ms:1000 when it loads (wave 22's notes said jemalloc's 10 s default; polars
+# appends this setting after its own, so it wins). This setting hands pages back at once.
 PROMPT_PURGE = {"_RJEM_MALLOC_CONF": "dirty_decay_ms:0"}
 
 
@@ -52,7 +51,7 @@ def run_memory(sizes_mb: tuple[int, ...] = (32, 126, 504), repeats: int = 3) -> 
     runs: dict[tuple, list] = {key: [] for key in [*cases, (largest, "one map")]}
     for _ in range(repeats):
         for (mb, purge), path in cases.items():
-            with _environment(PROMPT_PURGE if purge else {}):
+            with mock.patch.dict(os.environ, PROMPT_PURGE if purge else {}):  # the spawned process inherits it
                 runs[mb, purge].append(in_fresh_process(run_ours, str(path), str(test)))
         runs[largest, "one map"].append(in_fresh_process(run_ours_one_map, str(corpora[largest]), str(test)))
     peaks = {key: sorted(run[1] for run in value) for key, value in runs.items()}
@@ -84,18 +83,3 @@ def run_memory(sizes_mb: tuple[int, ...] = (32, 126, 504), repeats: int = 3) -> 
                      f"partitions {out['stats']['partitions']}",
         })
     return rows
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]):
-    """`values` in os.environ while a fresh process is spawned (it inherits them), then as before."""
-    before = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+from unittest import mock
 
 import polars as pl
 import pytest
@@ -54,16 +55,8 @@ def _tree_digest(step_dir):
 
 
 def _run(tmp_path, cfg, workdir, env):
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with mock.patch.dict(os.environ, env):  # the subprocess inherits it
         return run_cli("run", str(cfg), "--workdir", str(workdir), "--quiet", timeout=300, in_process=False)  # killed
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.mark.parametrize("stage", sorted(CHECKPOINTING))
