@@ -5,7 +5,7 @@ CORPUSFORGE_PLUGINS)."""
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import PipelineError
 
@@ -15,13 +15,19 @@ if TYPE_CHECKING:
 STAGES: dict[str, type[Stage]] = {}
 
 
+def add_unique(registry: dict[str, Any], key: str, cls: type, what: str) -> type:
+    """Put `cls` in `registry` under `key`. Another class under the same key is an error naming both modules; the
+    same class defined again (a module imported twice) replaces itself. Shared by every registry of classes."""
+    existing = registry.get(key)
+    if existing is not None and existing.__qualname__ != cls.__qualname__:
+        raise RuntimeError(f"two {what} are named '{key}': {existing.__module__} and {cls.__module__}")
+    registry[key] = cls
+    return cls
+
+
 def register(cls: type[Stage]) -> type[Stage]:
     """Add a stage class to the registry under `cls.name` (done automatically by subclassing)."""
-    existing = STAGES.get(cls.name)
-    if existing is not None and existing.__qualname__ != cls.__qualname__:
-        raise RuntimeError(f"two stages are named '{cls.name}': {existing.__module__} and {cls.__module__}")
-    STAGES[cls.name] = cls
-    return cls
+    return add_unique(STAGES, cls.name, cls, "stages")
 
 
 def stage_class(name: str) -> type[Stage]:

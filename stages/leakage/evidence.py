@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 import polars as pl
 
+from pipeline.registry import add_unique
 from stages.text import Tokens
 
 VERDICTS = ("clean", "partial", "contaminated")
@@ -141,11 +142,7 @@ EVIDENCE_KINDS: dict[str, type[Evidence]] = {}
 
 def register_evidence(cls: type[Evidence]) -> type[Evidence]:
     """Make an evidence kind available to `LeakageAudit(evidence=[cls.kind])` (usable as a decorator)."""
-    existing = EVIDENCE_KINDS.get(cls.kind)
-    if existing is not None and existing.__qualname__ != cls.__qualname__:
-        raise RuntimeError(f"two evidence kinds are named {cls.kind!r}: {existing.__module__} and {cls.__module__}")
-    EVIDENCE_KINDS[cls.kind] = cls
-    return cls
+    return add_unique(EVIDENCE_KINDS, cls.kind, cls, "evidence kinds")
 
 
 def builtin_kinds() -> list[type[Evidence]]:
