@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pipeline.config import (
     PipelineConfig,
@@ -31,6 +30,7 @@ from pipeline.runner import (
     select_steps,
     step_fingerprint,
 )
+from pipeline.why import own_change, why_changed
 
 
 @dataclass
@@ -47,32 +47,6 @@ class PlannedStep:
         return f"{text}: {self.reason}" if self.reason else text
 
 
-def _own_change(manifest: dict, stage: Any, seed: int) -> str | None:
-    """What changed in the step itself (not its inputs) since its last manifest, if anything."""
-    if manifest.get("stage") != stage.name or manifest.get("stage_version") != stage.version:
-        return f"stage changed ({manifest.get('stage')} v{manifest.get('stage_version')} -> {stage.name} v{stage.version})"
-    old, new = manifest.get("params", {}), stage.get_params()
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    if changed:
-        return "params changed: " + ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
-    if manifest.get("seed") != seed:
-        return f"seed changed ({manifest.get('seed')} -> {seed})"
-    return None
-
-
-def _why_changed(manifest: dict, stage: Any, described: dict[str, dict], seed: int) -> str:
-    """The first difference between a step's last manifest and what would run now."""
-    own = _own_change(manifest, stage, seed)
-    if own:
-        return own
-    before = {k: v.get("fingerprint") for k, v in manifest.get("inputs", {}).items()}
-    moved = sorted(k for k in before.keys() | described.keys()
-                   if before.get(k) != described.get(k, {}).get("fingerprint"))
-    if moved:
-        return "input changed: " + ", ".join(moved)
-    return "code or data behind the stage changed (library version, files it reads)"
-
-
 def _plan_step(step: StepConfig, config: PipelineConfig, run: RunDir, force: bool,
                rerunning: set[str]) -> PlannedStep:
     stage = build_stage(step, config)
@@ -82,7 +56,7 @@ def _plan_step(step: StepConfig, config: PipelineConfig, run: RunDir, force: boo
     manifest = read_manifest(step_dir)
     feeding = sorted({r.step for r in step.inputs.values() if r.step in rerunning})
     if feeding:
-        own = "never run" if manifest is None else _own_change(manifest, stage, config.seed)
+        own = "never run" if manifest is None else own_change(manifest, stage, config.seed)
         if own:
             return PlannedStep(step.id, step.stage, "run", own)
         return PlannedStep(step.id, step.stage, "after", "upstream " + ", ".join(feeding) + " will run")
@@ -91,7 +65,7 @@ def _plan_step(step: StepConfig, config: PipelineConfig, run: RunDir, force: boo
     if manifest is None:
         return PlannedStep(step.id, step.stage, "run", "never run", fp)
     if manifest.get("fingerprint") != fp:
-        return PlannedStep(step.id, step.stage, "run", _why_changed(manifest, stage, described, config.seed), fp)
+        return PlannedStep(step.id, step.stage, "run", why_changed(manifest, stage, described, config.seed), fp)
     if not _outputs_intact(step_dir, manifest):
         return PlannedStep(step.id, step.stage, "run", "output files missing or damaged", fp)
     return PlannedStep(step.id, step.stage, "cached", "", fp)

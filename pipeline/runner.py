@@ -37,6 +37,7 @@ from pipeline.io import Dataset
 from pipeline.rundir import MANIFEST, RUN_RECORD, RunDir, StagedStep, read_manifest, write_json_atomic
 from pipeline.stage import Context, Stage, check_inputs
 from pipeline.verify import DEFAULT_MODE, check_mode, describe_artefacts, verify_step, written_mtimes
+from pipeline.why import why_changed
 
 # 2: side outputs are sibling folders `<step>@<side>/` (1 kept them inside the step folder).
 FORMAT_VERSION = 2
@@ -62,7 +63,8 @@ class StepReport:
     peak_rss_bytes: int | None = None
     fingerprint: str | None = None
     path: str | None = None
-    # Why a step whose fingerprint matched was recomputed anyway (its files differ from the manifest).
+    # Why a step with an earlier output ran again: what changed (params, seed, an input, the stage: as
+    # `--dry-run` says), --force, or that its files differ from its manifest. None for a first run.
     recomputed_because: str | None = None
     # A failed step's error, its first line (the step's earlier output, if any, is kept).
     error: str | None = None
@@ -305,7 +307,7 @@ def _run_or_reuse(step: StepConfig, state: _Run, counter: str) -> StepReport:
     step_dir = run.path / step.id
     run.refuse_link(step_dir)
     manifest = read_manifest(step_dir)
-    damaged = None
+    because = None
     if not state.force and manifest and manifest.get("fingerprint") == fp:
         damaged = verify_step(step_dir, manifest, state.verify)
         if damaged is None:
@@ -314,15 +316,17 @@ def _run_or_reuse(step: StepConfig, state: _Run, counter: str) -> StepReport:
             _say(quiet, f"{counter} {step.id} ({step.stage}): cached, unchanged ({rows:,} rows)")
             return StepReport(step.id, step.stage, "cached", rows, manifest.get("wall_time_s"),
                               manifest.get("peak_rss_bytes"), fp, str(step_dir))
-    why = f" (its files differ from the manifest: {damaged})" if damaged else ""
-    _say(quiet, f"{counter} {step.id} ({step.stage}): running{why}")
+        because, said = damaged, f"its files differ from the manifest: {damaged}"
+    elif manifest:
+        because = said = "forced (--force)" if state.force else why_changed(manifest, stage, described, config.seed)
+    _say(quiet, f"{counter} {step.id} ({step.stage}): running" + (f" ({said})" if because else ""))
     manifest = _run_step(step, stage, inputs, described, fp, config, run, state.exe, quiet)
     state.verified.add(step.id)
     rows = manifest["output"]["rows"]
     _say(quiet, f"      {rows:,} rows in {manifest['wall_time_s']:.2f}s, "
                 f"peak memory {manifest['peak_rss_bytes'] / 2**20:,.0f} MiB")
     return StepReport(step.id, step.stage, "ran", rows, manifest["wall_time_s"], manifest["peak_rss_bytes"],
-                      fp, str(step_dir), recomputed_because=damaged)
+                      fp, str(step_dir), recomputed_because=because)
 
 
 def _first_line(exc: BaseException) -> str:

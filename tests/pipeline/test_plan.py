@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pydoc_data.topics import topics
 
 import polars as pl
@@ -43,6 +44,16 @@ def _check_plan_then_run(config, workdir, **kwargs):
     for step in plan:  # the plan's fingerprint is the one the run used
         if step.fingerprint:
             assert step.fingerprint == report.step(step.id).fingerprint
+    # ... and the run records the plan's reason for each step it ran again (a first run: none); a step planned
+    # to run after its upstream ran because that input changed.
+    recorded = {s["id"]: s["recomputed_because"] for s in json.loads((report.run_dir / "_run.json").read_text())["steps"]}
+    for step in plan:
+        if step.id in report.ran:
+            expected = None if step.reason == "never run" else step.reason
+            if step.action == "after":
+                assert recorded[step.id].startswith("input changed: ")
+            else:
+                assert report.step(step.id).recomputed_because == recorded[step.id] == expected
     return {s.id: (s.action, s.reason) for s in plan}
 
 
@@ -92,8 +103,6 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
 
 
 def test_show_json_has_the_record_and_every_manifest(tmp_path):
-    import json
-
     config = write_config(tmp_path / "p.yaml", CONFIG.split("  - id: extra")[0])
     assert run_cli("run", str(config), "--workdir", str(tmp_path / "runs"), "--quiet").returncode == 0
     proc = run_cli("show", "planned", "--workdir", str(tmp_path / "runs"), "--json")
