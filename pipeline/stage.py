@@ -111,6 +111,14 @@ class Context:
         """Keep a figure in the step's manifest (`stats`), e.g. requested vs realised noise."""
         self.stats[key] = value
 
+    def lead_with(self, figures: dict[str, Any]) -> None:
+        """Record `figures` ahead of those recorded so far: what a step found, known only at its end, heads the
+        run's summary (which shows a step's first few figures) before how it got there."""
+        rest = {k: v for k, v in self.stats.items() if k not in figures}
+        self.stats.clear()  # in place: whoever holds the dict (an executor, a test) sees the new order
+        self.stats.update(figures)
+        self.stats.update(rest)
+
     def progress(self, total: int | None = None, unit: str = "rows") -> Progress:
         return Progress(self.step_id, total=total, unit=unit, quiet=self.quiet)
 

@@ -99,8 +99,7 @@ class DedupRows(RowPass):
 
     def done(self, ctx: Context) -> None:
         ctx.write_side_output("clusters", self._clusters())
-        for key, value in summary(self.resolution).items():
-            ctx.record(key, value)
+        ctx.lead_with(summary(self.resolution))
 
     def _clusters(self) -> pl.DataFrame:
         r, ids = self.resolution, self.ids

@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from pipeline.errors import ParamError
+from pipeline.summary import headline
 from stages.dedup import DedupMinhash
 from stages.dedup.planted import planted_corpus
 from stages.dedup.signatures import jaccard_pairs
@@ -48,6 +49,8 @@ def test_finds_near_duplicates_and_leaves_distinct_texts(planted):
     removed = result.side_outputs["removed"]
     assert ((removed["similarity"] > 0.5) & (removed["similarity"] <= 1.0)).all()
     assert result.stats["banding"]["bands"] == 16 and result.stats["verify"] == "jaccard"
+    # The run's summary shows a step's first figures: what it found, not its banding and shuffle.
+    assert [f.split()[0] for f in headline(result.stats)] == ["rows_in", "rows_kept", "rows_removed", "duplicate_rate"]
 
 
 def test_verification_modes_trade_checks_for_false_positives(planted):
