@@ -157,3 +157,27 @@ def test_a_feature_column_of_neither_text_nor_vectors_is_refused_naming_the_file
     with pytest.raises(InputDataError, match="column 'text' .* is Int64, not text") as info:
         stage.execute(Dataset.from_parquet(path))
     assert (info.value.param, info.value.file) == ("features", str(path))
+
+
+def test_validation_split_is_diluted_with_the_training_splits_confusion(monkeypatch):
+    # The noisy validation split (early stopping) must carry the training noise: with text (confusion 'derangement')
+    # it was diluted with its own seed, so it drew another derangement and confused other classes than training did.
+    import stages.label_noise_nets as nets
+
+    drawn = []
+
+    class Recording(nets.LabelNoise):
+        def execute(self, *args, **kwargs):
+            result = super().execute(*args, **kwargs)
+            if self.noise == "structured":
+                drawn.append(result.stats["label_noise"]["confusion_matrix"])
+            return result
+
+    monkeypatch.setattr(nets, "LabelNoise", Recording)
+    words = ["alpha", "beta", "gamma", "delta", "omega"]
+    texts = [f"{words[i % 5]} word{i % 7} {words[i % 5]} common text" for i in range(100)]
+    data = pl.DataFrame({"id": np.arange(100), "text": texts, "label": np.arange(100) % 5})
+    stage = LabelNoiseNets(models=["bag_of_embeddings"], alphas=[1], noises=["structured"], delta=1.0, seeds=1,
+                           examples=64, batch_sizes=[], batch_alphas=[], clean_fractions=[1.0], val_fraction=0.2)
+    stage.apply(data, seed=0)
+    assert len(drawn) == 2 and drawn[0] == drawn[1]
