@@ -97,7 +97,9 @@ class LabelNoiseNets(Stage):
     """
 
     name = "label_noise_nets"
-    version = "2"  # 2: the validation split's structured noise uses the training split's confusion
+    # 2: the validation split's structured noise uses the training split's confusion; the report's findings name
+    # only the sections it has
+    version = "2"
     requires: ClassVar[tuple[str, ...]] = ("torch", "sklearn", "matplotlib", "jinja2")
 
     def __init__(

@@ -181,3 +181,24 @@ def test_validation_split_is_diluted_with_the_training_splits_confusion(monkeypa
                            examples=64, batch_sizes=[], batch_alphas=[], clean_fractions=[1.0], val_fraction=0.2)
     stage.apply(data, seed=0)
     assert len(drawn) == 2 and drawn[0] == drawn[1]
+
+
+def test_findings_cite_only_what_the_report_shows():
+    # With one clean-set size (the shipped convnet and docstring studies) the uniform-noise finding still sent the
+    # reader to "the clean-size sweep", which the page did not have; with the logistic baseline alone it judged
+    # "networks" that were never trained.
+    from types import SimpleNamespace
+
+    from stages.label_noise_report import _findings
+
+    def findings(models):
+        main = pl.DataFrame({"model": [m for m in models for _ in (0, 1)], "noise": "uniform",
+                             "alpha": [0.0, 10.0] * len(models), "accuracy": [0.9, 0.3] * len(models),
+                             "train_clean_rows": 700})
+        stage = SimpleNamespace(models=models, noises=["uniform"], alphas=[0, 10], delta=0.2, robust_fraction=0.9)
+        clean = pl.DataFrame({"train_clean_rows": [700, 700], "alpha": [0.0, 10.0], "mean": [0.9, 0.3]})
+        return [f["name"] + ": " + f["text"] for f in _findings(main, None, clean, stage, 0.2)[0]]
+
+    (networks,) = findings(["bag_of_embeddings"])
+    assert "clean training rows (MNIST: 60,000)." in networks and "clean-size sweep" not in networks
+    assert findings(["logistic"]) == []
