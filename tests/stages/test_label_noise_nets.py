@@ -177,9 +177,11 @@ def test_validation_split_is_diluted_with_the_training_splits_confusion(monkeypa
     words = ["alpha", "beta", "gamma", "delta", "omega"]
     texts = [f"{words[i % 5]} word{i % 7} {words[i % 5]} common text" for i in range(100)]
     data = pl.DataFrame({"id": np.arange(100), "text": texts, "label": np.arange(100) % 5})
-    stage = LabelNoiseNets(models=["bag_of_embeddings"], alphas=[1], noises=["structured"], delta=1.0, seeds=1,
-                           examples=64, batch_sizes=[], batch_alphas=[], clean_fractions=[1.0], val_fraction=0.2)
-    stage.apply(data, seed=0)
+    stage = LabelNoiseNets(models=["bag_of_embeddings"], delta=1.0, examples=64, val_fraction=0.2)
+    classes = data["label"].unique().sort()
+    prepared = stage._prepare(data, "text", True, classes, 0, None)
+    stage._one_run(nets.Run("bag_of_embeddings", "structured", 1.0, 64, 1.0, 0), prepared, "text", True, classes,
+                   "derangement", 0)
     assert len(drawn) == 2 and drawn[0] == drawn[1]
 
 
