@@ -25,6 +25,7 @@ DEFAULT_PLOT_METRICS = (
     "near_duplicate_rate",
 )
 
+PERPLEXITY_DIRECTION = "a departure either way is worse"
 # name -> (definition, which direction is worse for a collapse study)
 METRIC_INFO: dict[str, tuple[str, str]] = {
     "vocab_size": ("distinct words in the corpus", "lower is worse"),
@@ -39,8 +40,10 @@ METRIC_INFO: dict[str, tuple[str, str]] = {
     "self_bleu": ("mean BLEU-4 of each document against the others", "higher is worse"),
     "vendi_score": ("effective number of distinct documents (embeddings)", "lower is worse"),
     "mean_pairwise_distance": ("mean cosine distance between document embeddings", "lower is worse"),
-    "perplexity_median": ("median perplexity under a generation-0 n-gram model", "higher is worse"),
-    "perplexity_mean": ("mean perplexity under a generation-0 n-gram model", "higher is worse"),
+    # Collapse moves perplexity both ways (Shumailov et al.): down as a generator repeats generation 0's likeliest
+    # text (the n-gram study's replace schedule: 10 -> 2.5), up as it drifts into text generation 0 would not write.
+    "perplexity_median": ("median perplexity under a generation-0 n-gram model", PERPLEXITY_DIRECTION),
+    "perplexity_mean": ("mean perplexity under a generation-0 n-gram model", PERPLEXITY_DIRECTION),
     "duplicate_rate": ("share of documents repeating an earlier one exactly", "higher is worse"),
     "near_duplicate_rate": ("share of documents with a MinHash near-duplicate", "higher is worse"),
     "docs": ("documents", "size, not quality"),
@@ -109,7 +112,7 @@ class CollapseReport(Stage):
     """
 
     name = "collapse_report"
-    version = "2"
+    version = "3"  # 3: perplexity is not "higher is worse" (collapse lowers it); generation 0 is scored in-sample
     inputs = ("metrics", "perplexity", "corpus_metrics", "settings")
     optional_inputs = ("perplexity", "corpus_metrics", "settings")
 
@@ -294,7 +297,7 @@ class CollapseReport(Stage):
                 sel = in_panel & (gens == gen)  # all seeds pooled
                 ax.hist(logp[sel], bins=bins, density=True, histtype="step", color=f"C{k}", label=f"{self.x} {gen}")
             ax.set_title(f"{panel}" if panel is not None else "perplexity", fontsize=9)
-            ax.set_xlabel("log10 perplexity under generation-0 model\n(mass moving right is worse)")
+            ax.set_xlabel("log10 perplexity under generation-0 model\n(left: its likeliest text repeated; right: drift)")
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside right center", fontsize=8)
         return png_bytes(fig)

@@ -97,6 +97,9 @@ class LabelNoiseNets(Stage):
     """
 
     name = "label_noise_nets"
+    # 2: the validation split's structured noise uses the training split's confusion; the report's findings name
+    # only the sections it has
+    version = "2"
     requires: ClassVar[tuple[str, ...]] = ("torch", "sklearn", "matplotlib", "jinja2")
 
     def __init__(
@@ -282,7 +285,8 @@ class LabelNoiseNets(Stage):
 
     def _dilute(self, prep: Prepared, rows: np.ndarray, noise: str, alpha: float, classes: pl.Series,
                 confusion: Any, feature: str, is_text: bool, seed: int, transitions: bool = False):
-        """(row indices into x, class indices) of `rows` diluted by label_noise, and its transitions."""
+        """(row indices into x, class indices) of `rows` diluted by label_noise, its transitions, and the confusion
+        matrix structured noise drew from (None for uniform noise)."""
         part = prep.table[rows].with_columns(pl.Series("_row", rows))
         noiser = LabelNoise(
             mode="dilute", alpha=alpha, noise=noise,
@@ -294,15 +298,19 @@ class LabelNoiseNets(Stage):
                                   how="left", maintain_order="left")
         labels = noisy[self.label_column].replace_strict(classes, np.arange(classes.len()), return_dtype=pl.Int64)
         trans = result.side_outputs.get("transitions") if transitions else None
-        return noisy["_row"].cast(pl.Int64).to_numpy(), labels.to_numpy().copy(), trans
+        drawn = result.stats["label_noise"].get("confusion_matrix") if noise == "structured" else None
+        return noisy["_row"].cast(pl.Int64).to_numpy(), labels.to_numpy().copy(), trans, drawn
 
     def _one_run(self, run: Run, prep: Prepared, feature: str, is_text: bool, classes: pl.Series, confusion: Any,
                  seed: int) -> tuple[dict[str, Any], pl.DataFrame | None]:
         fit = self._nested_fit(prep, run.clean_fraction, seed)
-        rows, labels, trans = self._dilute(prep, fit, run.noise, run.alpha, classes, confusion, feature, is_text,
-                                           seed, transitions=self._keeps_transitions(run))
-        val_rows, val_labels, _ = self._dilute(prep, prep.val, run.noise, run.alpha, classes, confusion, feature,
-                                               is_text, seed + 1_000_003)
+        rows, labels, trans, drawn = self._dilute(prep, fit, run.noise, run.alpha, classes, confusion, feature,
+                                                  is_text, seed, transitions=self._keeps_transitions(run))
+        # The validation rows are diluted the same way: with the confusion the training rows drew (a derangement
+        # drawn with the validation seed, or centroids of the validation rows, would confuse other classes).
+        val_rows, val_labels, _, _ = self._dilute(prep, prep.val, run.noise, run.alpha, classes,
+                                                  confusion if drawn is None else drawn, feature, is_text,
+                                                  seed + 1_000_003)
         k = classes.len()
         config = TrainConfig(batch_size=run.batch_size, base_batch_size=self.batch_size, lr=self.lr,
                              examples=self.examples)

@@ -226,7 +226,8 @@ def _findings(main: pl.DataFrame, batch: pl.DataFrame | None, clean: pl.DataFram
     findings, figures = [], {}
     top = max(stage.alphas)
     neural = [m for m in stage.models if m != "logistic"]
-    if "uniform" in stage.noises:
+    swept = clean is not None and clean["train_clean_rows"].n_unique() > 1  # the report has a clean-size section
+    if "uniform" in stage.noises and neural:  # a finding about networks, not about the logistic baseline alone
         accs = {m: _mean(main, model=m, noise="uniform", alpha=float(top)) for m in stage.models}
         zero = {m: _mean(main, model=m, noise="uniform", alpha=0.0) for m in stage.models}
         figures["uniform_accuracy_at_max_alpha"] = {m: round(a, 4) for m, a in accs.items() if a is not None}
@@ -242,8 +243,8 @@ def _findings(main: pl.DataFrame, batch: pl.DataFrame | None, clean: pl.DataFram
                                                                "fails": "does not reproduce"}[verdict],
                          "text": text + (f". Best network ({best}) beats the logistic baseline." if beats else ".")
                          + ("" if holds else f" This data set has {int(main['train_clean_rows'].max())} clean "
-                            "training rows (MNIST: 60,000); the clean-size sweep shows how the alpha a network "
-                            "tolerates grows with clean data.")})
+                            "training rows (MNIST: 60,000)" + ("; the clean-size sweep shows how the alpha a network "
+                                                               "tolerates grows with clean data." if swept else "."))})
     if "structured" in stage.noises and stage.delta > 0:
         edge = 1.0 / stage.delta
         model = neural[0] if neural else stage.models[0]
@@ -275,7 +276,7 @@ def _findings(main: pl.DataFrame, batch: pl.DataFrame | None, clean: pl.DataFram
         findings.append({"name": "Larger batches (learning rate scaled) are more robust", "verdict": verdict,
                          "verdict_text": {"holds": "reproduces", "mixed": "partly", "fails": "does not reproduce"}[
                              verdict], "text": "; ".join(parts) + "."})
-    if clean is not None and clean["train_clean_rows"].n_unique() > 1:
+    if swept:
         table = _robust_alpha(clean, stage.robust_fraction)
         alphas = table["largest_robust_alpha"].to_list()
         grows = all(b >= a for a, b in zip(alphas, alphas[1:])) and alphas[-1] > alphas[0]

@@ -47,7 +47,7 @@ _ARGUMENT_OF_COLUMN = {"label_column": "y", "feature_column": "X", "id_column": 
 _WORDS = (("input 'data' column 'label' (named by parameter 'label_column')", "y"), ("label column 'label'", "y"),
           ("column 'label'", "y"), ("input 'data' has no rows", "y is empty"),
           ("input 'data' column 'id'", "ids"), ("set id_column: null", "pass ids=None"),
-          ("set noise: structured", "pass noise='structured'"))
+          ("set noise: structured", "pass noise='structured'"), ("column 'features'", "X"))
 
 
 @contextmanager

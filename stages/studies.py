@@ -23,6 +23,7 @@ from stages._ids import refuse_bad_id_column, refuse_null_texts, refuse_nulls
 from stages.noise import LabelNoise, vector_matrix
 from stages.noise.params import Alpha, structured_params
 from stages.noise.rows import refuse_noise_columns, with_label_kind
+from stages.scaling.plots import source_name
 
 PLOT_NAME = "accuracy_vs_alpha.png"
 
@@ -192,6 +193,7 @@ class LabelNoiseCurve(Stage):
     """
 
     name = "label_noise_curve"
+    version = "2"  # 2: the default plot title names the input, not its path
     requires: ClassVar[tuple[str, ...]] = ("sklearn", "matplotlib")
 
     def __init__(
@@ -323,7 +325,9 @@ class LabelNoiseCurve(Stage):
                     bar.update(1)
         bar.close()
         result = pl.DataFrame(rows)
-        title = self.title or f"{data.label}: {classes.len()} classes, {train.height} clean training rows"
+        # The input's name, not its path: a path ran off both ends of the title, and made the plot's bytes depend on
+        # the workdir.
+        title = self.title or f"{source_name(data.label)}: {classes.len()} classes, {train.height} clean training rows"
         self._plot(result, ctx.artefact_path(PLOT_NAME), title)
         summary = result.group_by("noise", "alpha").agg(pl.col("accuracy").mean()).sort("noise", "alpha")
         ctx.record("accuracy", {f"{r['noise']}@{r['alpha']:g}": round(r["accuracy"], 4)

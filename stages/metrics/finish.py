@@ -41,18 +41,22 @@ def lexical(stage: Any, parts: list[GroupPart], ref_words: pl.DataFrame | None) 
     g, c = cells["g"].to_numpy(), cells["count"].to_numpy().astype(np.float64)
     out["vocab_size"] = np.bincount(g, minlength=n_groups)
     total = out["tokens"].astype(np.float64)
-    out["type_token_ratio"] = out["vocab_size"] / np.maximum(total, 1)
+    # A share of no tokens (a generation of empty documents; no trigram in two-word texts) is undefined: NaN, not
+    # 0, which read as total collapse (and the divergence of no words from the reference as 0.5).
+    none = np.where(total > 0, 1.0, np.nan)
+    out["type_token_ratio"] = out["vocab_size"] / np.maximum(total, 1) * none
     for n in (1, 2, 3):
         distinct = np.array([p.distinct[n - 1].size for p in parts], np.float64)
-        out[f"distinct_{n}"] = distinct / np.maximum(np.array([p.ngram_totals[n - 1] for p in parts]), 1)
+        ngrams = np.array([p.ngram_totals[n - 1] for p in parts], np.float64)
+        out[f"distinct_{n}"] = np.where(ngrams > 0, distinct / np.maximum(ngrams, 1), np.nan)
     p = c / total[g]
     # As floats even when no group has a word (numpy's bincount of no weights is int64: the column came out Int64).
-    out["unigram_entropy_bits"] = -np.bincount(g, weights=p * np.log2(p), minlength=n_groups).astype(np.float64)
+    out["unigram_entropy_bits"] = 0.0 - np.bincount(g, weights=p * np.log2(p), minlength=n_groups).astype(np.float64)
     if ref_words is not None and ref_words.height:
         ref_c = cells.join(ref_words, on="word", how="left", maintain_order="left")["ref"].fill_null(0)
         ref_c = ref_c.to_numpy().astype(np.float64)
         rare = ref_c <= stage.rare_max_count
-        out["tail_mass"] = np.bincount(g, weights=c * rare, minlength=n_groups) / np.maximum(total, 1)
+        out["tail_mass"] = np.bincount(g, weights=c * rare, minlength=n_groups) / np.maximum(total, 1) * none
         q = ref_c / float(ref_words["ref"].sum())
         m = (p + q) / 2
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -60,7 +64,7 @@ def lexical(stage: Any, parts: list[GroupPart], ref_words: pl.DataFrame | None) 
         covered_q = np.bincount(g, weights=q, minlength=n_groups)
         js = np.bincount(g, weights=term, minlength=n_groups) + 0.5 * (1 - covered_q)
         # Float round-off leaves about 1e-14 for identical distributions; report those as 0.
-        out["js_divergence"] = np.where(js < 1e-12, 0.0, np.minimum(js, 1.0))
+        out["js_divergence"] = np.where(js < 1e-12, 0.0, np.minimum(js, 1.0)) * none
         seen = np.bincount(g, weights=(ref_c > 0).astype(np.float64), minlength=n_groups)
         out["reference_vocab_coverage"] = seen / max(ref_words.height, 1)
     else:

@@ -57,7 +57,7 @@ class CorpusMetrics(PartitionedStage):
     """
 
     name = "corpus_metrics"
-    version = "2"
+    version = "3"  # 3: shares of no tokens (empty generations, no n-grams) are NaN, not 0
     inputs = ("data", "reference")
     optional_inputs = ("reference",)
 

@@ -28,10 +28,20 @@ def build_vectors(vectors: Any, settings: dict[str, Any]) -> np.ndarray:
     from stages.retrieval.build import BuildIndex  # build.py imports index.py, which imports this module
 
     check_params(BuildIndex, (), settings)
-    matrix = np.ascontiguousarray(vectors, np.float32)
+    matrix = number_matrix(vectors, "vectors")
     if matrix.ndim != 2 or len(matrix) == 0:
         raise InputDataError(f"need a non-empty (n, dim) matrix of vectors, got shape {matrix.shape}", param="vectors")
     return finite_rows(matrix, "vectors", param="vectors")
+
+
+def number_matrix(values: Any, param: str) -> np.ndarray:
+    """`values` as a C-contiguous float32 array, or InputDataError naming `param`: rows of different lengths (a list
+    of lists) or values that are no numbers failed in NumPy with a ValueError naming neither."""
+    try:
+        return np.ascontiguousarray(values, np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InputDataError(f"{param} must be numbers, one row of the same length per vector ({exc})",
+                             param=param) from None
 
 
 def load_settings(mmap: Any, mmap_threshold_mb: Any) -> None:
@@ -71,7 +81,7 @@ def query_vectors(queries: Any, embed: Callable[[list[str]], np.ndarray], dim: i
     elif isinstance(queries, (list, tuple)) and any(isinstance(q, str) for q in queries):
         vectors = embed(text_list(queries, "queries"))
     else:
-        vectors = np.asarray(queries, dtype=np.float32)
+        vectors = number_matrix(queries, "queries")
         if vectors.ndim == 1:
             vectors = vectors[None, :]
     return finite_rows(query_matrix(vectors, dim), "queries", param="queries")

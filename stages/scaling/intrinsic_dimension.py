@@ -62,6 +62,7 @@ class IntrinsicDimension(Stage):
     """
 
     name = "intrinsic_dimension"
+    version = "2"  # 2: log-axis ticks under 1 are labelled with their values ("0.55", not "6e-01")
     requires: ClassVar[tuple[str, ...]] = ("faiss", "scipy", "matplotlib")
 
     def __init__(

@@ -21,11 +21,17 @@ def _pyplot():
 def plain_log_ticks(axis: Any) -> None:
     """Label a log axis in plain numbers ("20", "300"). Matplotlib's default labels the minor ticks of an axis
     spanning less than a decade as "2.3x10^1 2.4x10^1 ...", which overlap on a 6-inch figure (the neighbourhood
-    radii of an intrinsic-dimension plot, the subset sizes of a quick study); plain numbers fit."""
+    radii of an intrinsic-dimension plot, the subset sizes of a quick study); plain numbers fit. Below 1 too:
+    matplotlib's LogFormatter writes those with one digit ("6e-01" for 0.55, 0.6 and 0.65 alike: the radii of
+    unit-length embeddings), so they are written with up to three significant digits ("0.55")."""
     from matplotlib.ticker import LogFormatter
 
-    axis.set_major_formatter(LogFormatter())
-    axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
+    class PlainLogFormatter(LogFormatter):
+        def _num_to_string(self, x, vmin, vmax):
+            return f"{x:.3g}" if x < 1 else super()._num_to_string(x, vmin, vmax)
+
+    axis.set_major_formatter(PlainLogFormatter())
+    axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
 
 
 def source_name(label: str | None) -> str:

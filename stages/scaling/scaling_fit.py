@@ -77,6 +77,7 @@ class ScalingFit(Stage):
     """
 
     name = "scaling_fit"
+    version = "2"  # 2: log-axis ticks under 1 are labelled with their values ("0.55", not "6e-01")
     inputs: ClassVar[tuple[str, ...]] = ("data", "dimension")
     optional_inputs: ClassVar[tuple[str, ...]] = ("dimension",)
     requires: ClassVar[tuple[str, ...]] = ("scipy", "matplotlib")

@@ -77,7 +77,7 @@ class Generations(Stage):
     """
 
     name = "generations"
-    version = "2"
+    version = "3"  # 3: the n-gram sampler below temperature 1 no longer overflows or loses weights
     inputs = ("data",)
 
     def __init__(

@@ -191,8 +191,15 @@ class NGramLM:
     @staticmethod
     def _biased_cumsum(count: np.ndarray, start: np.ndarray, end: np.ndarray,
                        temperature: float, top_p: float) -> np.ndarray:
-        """Cumulative sampling weights after temperature and per-context top-p truncation."""
-        w = count ** (1.0 / temperature) if temperature != 1.0 else count.copy()
+        """Cumulative sampling weights after temperature and per-context top-p truncation.
+
+        Below temperature 1 each context's counts are first divided by its largest: count ** (1 / T) overflowed
+        to inf from T = 0.01 on (a count of 1,203), and every later context lost its mass (empty documents)."""
+        if temperature != 1.0:
+            w = (count / np.repeat(np.maximum.reduceat(count, start), end - start)) ** (1.0 / temperature) \
+                if len(count) else count.copy()
+        else:
+            w = count.copy()
         if top_p < 1.0 and len(w):
             cw = np.cumsum(w)
             lengths = end - start
@@ -238,7 +245,9 @@ class NGramLM:
                 ok[ok] &= doc[pos[ok]] == np.arange(n)[ok]
                 history[ok, width - j] = ids[pos[ok]]
         uni_p = self._unigram_prob()
-        uni_cum = np.cumsum(self.unigram ** (1.0 / temperature))
+        # Scaled by the largest count before the power, as `_biased_cumsum` does, so no weight overflows.
+        uni_cum = np.cumsum(self.unigram if temperature == 1.0 else
+                            (self.unigram / self.unigram.max()) ** (1.0 / temperature))
         lam_uni = self.unigram.sum() / (self.unigram.sum() + self.smoothing * len(uni_p))
         tables = [self._by_descending_count(t) for t in self.tables] if top_p < 1.0 else self.tables
         cums = [self._biased_cumsum(t["count"], t["start"], t["end"], temperature, top_p) for t in tables]

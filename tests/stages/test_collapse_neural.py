@@ -147,3 +147,15 @@ def test_replace_loses_vocabulary_every_generation_in_every_seed(quick):
     assert (acc["reference_vocab_coverage"] == 1.0).all()
     replace_last = corpus.filter((pl.col("schedule") == "replace") & (pl.col("generation") == 3))
     assert (replace_last["reference_vocab_coverage"] < 0.6).all()
+
+
+@pytest.mark.parametrize("name", ["model_collapse_neural", "model_collapse_neural_quick"])
+def test_the_report_title_counts_the_seeds_the_config_runs(name):
+    # The quick config (2 seeds) kept the full study's title, "..., 3 seeds", above a page that said "2 seeds".
+    from pathlib import Path
+
+    import yaml
+
+    config = yaml.safe_load((Path(__file__).parents[2] / "configs" / f"{name}.yaml").read_text())
+    params = {step["id"]: step.get("params", {}) for step in config["steps"]}
+    assert params["report"]["title"].endswith(f", {params['generations']['seeds']} seeds")

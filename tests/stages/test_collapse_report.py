@@ -95,3 +95,16 @@ def test_report_text_keeps_the_space_after_the_seed_sentence(metrics_file, tmp_p
     table = pl.read_parquet(metrics_file).select("schedule", "generation", "vocab_size")
     CollapseReport().execute(metrics=table, workdir=tmp_path / "out")
     assert "no bands. Every panel names its metric" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_perplexity_is_not_called_worse_when_higher(tmp_path):
+    # Collapse lowers perplexity under the generation-0 model (the n-gram study's replace schedule: 10 -> 2.5, a
+    # generator repeating generation 0's likeliest text), yet its panels and table said "higher is worse".
+    table = pl.DataFrame({"schedule": ["replace"] * 3, "generation": [0, 1, 2], "perplexity_median": [5.0, 10.0, 2.5]})
+    ppl = pl.DataFrame({"schedule": ["replace"] * 6, "generation": [0, 0, 1, 1, 2, 2],
+                        "perplexity": [4.0, 6.0, 9.0, 11.0, 2.0, 3.0]})
+    CollapseReport().execute(metrics=table, perplexity=ppl, workdir=tmp_path / "out")
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "higher is worse" not in html
+    assert "n-gram model</td><td>a departure either way is worse" in html
+    assert "scored in-sample" in html

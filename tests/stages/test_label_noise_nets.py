@@ -157,3 +157,50 @@ def test_a_feature_column_of_neither_text_nor_vectors_is_refused_naming_the_file
     with pytest.raises(InputDataError, match="column 'text' .* is Int64, not text") as info:
         stage.execute(Dataset.from_parquet(path))
     assert (info.value.param, info.value.file) == ("features", str(path))
+
+
+def test_validation_split_is_diluted_with_the_training_splits_confusion(monkeypatch):
+    # The noisy validation split (early stopping) must carry the training noise: with text (confusion 'derangement')
+    # it was diluted with its own seed, so it drew another derangement and confused other classes than training did.
+    import stages.label_noise_nets as nets
+
+    drawn = []
+
+    class Recording(nets.LabelNoise):
+        def execute(self, *args, **kwargs):
+            result = super().execute(*args, **kwargs)
+            if self.noise == "structured":
+                drawn.append(result.stats["label_noise"]["confusion_matrix"])
+            return result
+
+    monkeypatch.setattr(nets, "LabelNoise", Recording)
+    words = ["alpha", "beta", "gamma", "delta", "omega"]
+    texts = [f"{words[i % 5]} word{i % 7} {words[i % 5]} common text" for i in range(100)]
+    data = pl.DataFrame({"id": np.arange(100), "text": texts, "label": np.arange(100) % 5})
+    stage = LabelNoiseNets(models=["bag_of_embeddings"], delta=1.0, examples=64, val_fraction=0.2)
+    classes = data["label"].unique().sort()
+    prepared = stage._prepare(data, "text", True, classes, 0, None)
+    stage._one_run(nets.Run("bag_of_embeddings", "structured", 1.0, 64, 1.0, 0), prepared, "text", True, classes,
+                   "derangement", 0)
+    assert len(drawn) == 2 and drawn[0] == drawn[1]
+
+
+def test_findings_cite_only_what_the_report_shows():
+    # With one clean-set size (the shipped convnet and docstring studies) the uniform-noise finding still sent the
+    # reader to "the clean-size sweep", which the page did not have; with the logistic baseline alone it judged
+    # "networks" that were never trained.
+    from types import SimpleNamespace
+
+    from stages.label_noise_report import _findings
+
+    def findings(models):
+        main = pl.DataFrame({"model": [m for m in models for _ in (0, 1)], "noise": "uniform",
+                             "alpha": [0.0, 10.0] * len(models), "accuracy": [0.9, 0.3] * len(models),
+                             "train_clean_rows": 700})
+        stage = SimpleNamespace(models=models, noises=["uniform"], alphas=[0, 10], delta=0.2, robust_fraction=0.9)
+        clean = pl.DataFrame({"train_clean_rows": [700, 700], "alpha": [0.0, 10.0], "mean": [0.9, 0.3]})
+        return [f["name"] + ": " + f["text"] for f in _findings(main, None, clean, stage, 0.2)[0]]
+
+    (networks,) = findings(["bag_of_embeddings"])
+    assert "clean training rows (MNIST: 60,000)." in networks and "clean-size sweep" not in networks
+    assert findings(["logistic"]) == []

@@ -108,6 +108,9 @@ def test_centroid_confusion_needs_numeric_inputs():
     (lambda: flip_labels(np.array([0.0, 1.0, 1.0]), rate=0.3), "stage 'label_noise', parameter 'y': y is Float64, not integer or string class labels"),
     (lambda: flip_labels(np.array([], dtype=np.int64), rate=0.3), "stage 'label_noise': y is empty"),
     (lambda: dilute(np.zeros((3, 2)), np.array([0.5, 1.5, 2.5])), "stage 'label_noise', parameter 'y': y is Float64, not integer or string"),
+    # The rows of X are the table's column 'features' (centroid confusion): a NaN there named that column.
+    (lambda: dilute(np.array([[0.0, np.nan], [1.0, 1.0], [2.0, 2.0], [3.0, 3.0]]), np.array([0, 1, 0, 1]), noise="structured",
+                    confusion="centroid"), "parameter 'X': X has NaN or infinite values in 1 vector(s)"),
 ])
 def test_errors_name_the_arrays_passed_not_the_stages_table(call, expected):
     # The stage runs on a table built from the arrays; its words (label_column, input 'data') were never the

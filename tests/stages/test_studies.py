@@ -41,6 +41,17 @@ def test_curve_table_and_plot(few_digits, tmp_path):
     assert set(result.stats["accuracy"]) == {"uniform@0", "uniform@10", "structured@0", "structured@10"}
 
 
+def test_the_default_title_names_the_input_not_its_path(few_digits, tmp_path, monkeypatch):
+    # The whole path ran off both ends of the plot's title (and the plot's bytes depended on the workdir).
+    path = tmp_path / "a_long_folder_of_experiments" / "another_level" / "digits.parquet"
+    path.parent.mkdir(parents=True)
+    few_digits.write_parquet(path)
+    titles = []
+    monkeypatch.setattr(LabelNoiseCurve, "_plot", lambda self, result, where, title: titles.append(title))
+    LabelNoiseCurve(alphas=[0], noises=["uniform"]).execute(Dataset.from_parquet(path), seed=1)
+    assert titles == ["digits.parquet: 4 classes, 320 clean training rows"]
+
+
 def test_text_features_use_tfidf(tmp_path):
     pytest.importorskip("sklearn")
     from stages.labelled_corpora import Fortunes, fortunes_installed

@@ -338,3 +338,16 @@ steps:
     params: {params}
 """, *expected)
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_generation_of_empty_documents_has_no_shares_of_its_tokens():
+    # A generator that wrote nothing had tail mass and type-token ratio 0 (total collapse) and a JS divergence of
+    # 0.5 from the reference: shares of no tokens are undefined. Two-word texts have no trigram: distinct_3 too.
+    df = pl.DataFrame({"generation": [0, 0, 1, 1], "text": ["the cat", "a dog", "", " "]})
+    table = CorpusMetrics(self_bleu_sample=0, embedding_backend="none", perplexity_order=0).apply(df)
+    g0, g1 = table.sort("generation").iter_rows(named=True)
+    assert (g1["tokens"], g1["vocab_size"], g1["reference_vocab_coverage"]) == (0, 0, 0.0)
+    for column in ("type_token_ratio", "distinct_1", "distinct_2", "distinct_3", "tail_mass", "js_divergence"):
+        assert math.isnan(g1[column]), column
+    assert g1["unigram_entropy_bits"] == 0.0 and math.copysign(1, g1["unigram_entropy_bits"]) == 1
+    assert (g0["distinct_2"], g0["js_divergence"]) == (1.0, 0.0) and math.isnan(g0["distinct_3"])

@@ -126,6 +126,15 @@ def test_build_and_search_refuse_non_finite_vectors(bad):
         Index.build(V).search(broken[2:4], k=3)
 
 
+def test_build_and_search_refuse_rows_of_different_lengths_naming_the_argument():
+    # A list of lists with a short row failed in NumPy ("setting an array element with a sequence"), naming nothing.
+    ragged = [[1.0, 2.0, 3.0], [1.0, 2.0]]
+    with pytest.raises(InputDataError, match=r"parameter 'vectors': vectors must be numbers, one row of the same"):
+        Index.build(ragged)
+    with pytest.raises(InputDataError, match=r"parameter 'queries': queries must be numbers, one row of the same"):
+        Index.build(V).search([list(V[0]), list(V[1][:3])], k=2)
+
+
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
     ({"k": 2.5}, ParamError, r"parameter 'k': expects int, got 2.5 \(float\)"),
     ({"k": "3"}, ParamError, r"parameter 'k': expects int, got '3' \(str\)"),

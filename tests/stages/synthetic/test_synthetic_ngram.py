@@ -36,3 +36,15 @@ def test_ngram_perplexity_prefers_real_word_order(corpus):
 def test_generator_errors_are_pipeline_errors():
     with pytest.raises(PipelineError, match="must be fit"):
         NGramLM().sample(2, np.random.default_rng(0))
+
+
+def test_a_low_temperature_samples_the_likeliest_words_not_empty_documents():
+    # count ** (1 / T) overflowed to inf at T = 0.01 for a count over 1,202 (and lost the other contexts' mass to
+    # float round-off well before): every document came out empty instead of the near-greedy "a b".
+    model = NGramLM(order=2).fit(["a b"] * 2000 + ["c d e"] * 5)
+    texts = model.sample(20, np.random.default_rng(0), max_tokens=5, temperature=0.01)
+    assert texts == ["a b"] * 20
+    # At T = 0.1 a context of count 10,000 weighed 1e40 in the running sum, and the two equal continuations of
+    # the context after it lost their weight to round-off (the sampler then backed off as if it were unseen).
+    cum = NGramLM._biased_cumsum(np.array([1e4, 1.0, 1.0]), np.array([0, 1]), np.array([1, 3]), 0.1, 1.0)
+    assert cum[2] - cum[1] == pytest.approx(cum[1] - cum[0]) and cum[2] > cum[0]
