@@ -86,6 +86,14 @@ def test_too_many_pieces_drop_the_document():
     assert kept.height == 6
 
 
+def test_cut_pieces_keep_their_document_place(corpus):
+    # They came after every untouched row of their batch: the corpus's order (a curriculum, a split by position) lost.
+    train, _, matches = corpus
+    cleaned = Decontaminate(margin_chars=0, min_piece_chars=1).apply(data=train, matches=matches)
+    origin = cleaned.select(pl.coalesce("decontaminated_from", "id")).to_series().unique(maintain_order=True)
+    assert origin.to_list() == train["id"].to_list()
+
+
 def test_kinds_and_min_score_select_matches(corpus):
     train, _, matches = corpus
     untouched = Decontaminate(kinds=["semantic"]).apply(data=train, matches=matches)
