@@ -19,6 +19,7 @@ from pipeline.arrays import unique_sorted
 from stages.exact_topk import top_k_inner_product
 from stages.leakage.evidence import (
     SPAN_COLUMNS,
+    TRAIN_SPAN,
     Evidence,
     Resolved,
     Score,
@@ -240,6 +241,7 @@ class ChunkNeighbours:
         table = pl.DataFrame({
             "item": np.repeat(self.item, k),
             "span_tokens": np.repeat(self.lengths, k).astype(np.int64),
+            TRAIN_SPAN: np.full(t * k, self.size, np.int64),  # the whole training chunk (cut at its document's end)
             "test_tok_start": np.repeat(self.test_tok_start, k),
             "rank": np.tile(np.arange(k), t),
             "sim": np.where(valid, found.sim, np.nan).reshape(-1).astype(np.float64),
@@ -368,8 +370,7 @@ class _NeighbourEvidence(Evidence):
         raise NotImplementedError
 
     def spans(self, table: pl.DataFrame) -> pl.DataFrame:
-        """The neighbour table with each pair's evidence span (`SPAN_COLUMNS`): here, the test chunk and as many
-        words from the training chunk's start."""
+        """The neighbour table with each pair's evidence span (`SPAN_COLUMNS`, `TRAIN_SPAN`): here, the two chunks."""
         return table
 
     def resolve(self) -> Resolved:
@@ -380,7 +381,7 @@ class _NeighbourEvidence(Evidence):
             table.sort([*self.rank_by, "doc", "train_tok_start", "test_tok_start"],
                        descending=[True, True, False, False, False])
             .unique("item", keep="first", maintain_order=True)
-            .select(list(SPAN_COLUMNS))
+            .select(*SPAN_COLUMNS, TRAIN_SPAN)
         )
         matches = table.filter(self.matched(pl.col(self.score_column))).with_columns(
             kind=pl.lit(self.kind), score=pl.col(self.score_column)
@@ -415,11 +416,12 @@ class ChunkEvidence(_NeighbourEvidence):
         """A pair's span is its longest common run, on both sides (the text the ratio counts), where the run was
         placed; the chunks' starts were up to a stride apart, so the training side showed other words."""
         placed = (pl.col("ratio") > 0) & (pl.col("train_tok_start") >= 0)
+        run = (pl.col("ratio") * pl.col("span_tokens")).round().cast(pl.Int64)
         return table.with_columns(
             pl.when(placed).then(pl.col("test_tok_start") + pl.col("test_run_at")).otherwise("test_tok_start"),
             pl.when(placed).then(pl.col("train_tok_start") + pl.col("train_run_at")).otherwise("train_tok_start"),
-            pl.when(placed).then((pl.col("ratio") * pl.col("span_tokens")).round().cast(pl.Int64))
-            .otherwise("span_tokens").alias("span_tokens"),
+            pl.when(placed).then(run).otherwise("span_tokens").alias("span_tokens"),
+            pl.when(placed).then(run).otherwise(TRAIN_SPAN).alias(TRAIN_SPAN),
         )
 
     def verdict(self) -> tuple[pl.Expr, pl.Expr]:

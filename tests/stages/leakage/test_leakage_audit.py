@@ -246,6 +246,18 @@ def test_longest_common_run_matches_a_plain_dynamic_programme():
         assert a[p, a_at[p] : a_at[p] + run].tolist() == b[p, b_at[p] : b_at[p] + run].tolist()
 
 
+def test_a_short_item_s_semantic_evidence_is_the_whole_training_chunk(train):
+    """The training side had the test chunk's length: a 24-word item was shown against the first 24 words of the
+    64-word chunk it matched, words it does not hold."""
+    words = tokenize(pl.Series([topics["attribute-access"]])).words.to_list()[340:364]
+    test = pl.DataFrame({"id": ["reordered"], "text": [" ".join(reversed(words))]})
+    row = LeakageAudit(ngram=False, chunk_overlap=False).execute(train=train, test=test).table.row(0, named=True)
+    assert (row["evidence_kind"], row["verdict"], row["train_id"]) == ("semantic", "partial", "attribute-access")
+    shown = tokenize(pl.Series([row["train_evidence"]])).words.to_list()
+    assert len(shown) == 64 and set(words) <= set(shown)
+    assert row["evidence"] == test["text"][0]
+
+
 def test_chunk_evidence_spans_are_the_common_run_on_both_sides(train):
     """A chunk's training span was the training chunk's first words, up to a stride away from the copied ones:
     train_evidence showed other text, and decontaminate (kinds: [chunk]) cut beside the leak."""
