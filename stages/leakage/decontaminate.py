@@ -57,7 +57,8 @@ class Decontaminate(Stage):
     """
 
     name = "decontaminate"
-    version = "2"  # 2: a cut document's pieces stay in its place (they came after the rest of their batch)
+    version = "3"  # 3: pieces keep the column types; 2: a cut document's pieces stay in its place (they came after the rest
+    # of their batch)
     inputs = ("data", "matches")
     allow_empty_input = True
 
@@ -150,9 +151,11 @@ class Decontaminate(Stage):
                     out.extend(self._clean_one(row, targets[str(row[self.id_column])], removed_rows, stats))
                 out = [f for f in out if f.height]
                 if out:
+                    # Pieces are built from Python rows: a Categorical or Enum column came back as String.
+                    types = {c: t for c, t in batch.schema.items() if c in columns and c != self.id_column}
                     yield pl.concat(out, how="diagonal_relaxed").sort(_ROW, maintain_order=True).select(
                         columns + ["decontaminated_from"]
-                    ).with_columns(pl.col(self.id_column).cast(pl.String))
+                    ).with_columns(pl.col(self.id_column).cast(pl.String)).cast(types)
 
         written = False
         for frame in batches():

@@ -94,6 +94,16 @@ def test_cut_pieces_keep_their_document_place(corpus):
     assert origin.to_list() == train["id"].to_list()
 
 
+def test_cut_pieces_keep_the_column_types(corpus):
+    # A piece is built from a Python row: a Categorical or Enum column of the corpus came out as String.
+    train, _, matches = corpus
+    typed = train.with_columns(source=pl.lit("docs").cast(pl.Categorical), n=pl.int_range(pl.len(), dtype=pl.Int16),
+                               kind=pl.lit("a").cast(pl.Enum(["a", "b"])))
+    cleaned = Decontaminate().apply(data=typed, matches=matches)
+    assert cleaned.filter(pl.col("decontaminated_from").is_not_null()).height > 0
+    assert cleaned.schema == pl.Schema({**typed.schema, "decontaminated_from": pl.String})
+
+
 def test_kinds_and_min_score_select_matches(corpus):
     train, _, matches = corpus
     untouched = Decontaminate(kinds=["semantic"]).apply(data=train, matches=matches)
