@@ -117,6 +117,8 @@ class DedupMinhash(TextDedupStage):
 
     name = "dedup_minhash"
     reason = "near duplicate"
+    # 3: word shingles keep combining marks in their words (the text core's words; base.DedupStage has 2)
+    version = "3"
 
     def __init__(
         self,

@@ -58,6 +58,9 @@ REDUCER_BYTES = 256 << 20
 MIN_REDUCERS = 4
 # Centroids within this cosine of a row's best are decided row by row in float64 (see nearest_centroids).
 _NEAR_TIE = 1e-4
+# A float32 unit vector's cosine with its own copy is 1 only up to rounding (up to ~1e-6 below it at 16-4096
+# dimensions): a threshold closer to 1 than this is taken as 1 - _COPY_SLACK, so `threshold: 1` removes exact copies.
+_COPY_SLACK = 1e-5
 
 
 @dataclass
@@ -107,8 +110,9 @@ class DedupSemantic(DedupStage):
     # The reducers rank their clusters' rows by the keep policy: the maps send them each row's keep keys.
     facts_to_reducers = True
     # 3: a partition's state is its row count; its rows, vectors and keep keys go to the reducers
-    # (checkpoints of version 2, which held every row's vector, are mapped again).
-    version = "3"
+    # (checkpoints of version 2, which held every row's vector, are mapped again). 4: threshold 1 removes exact
+    # copies (a cached threshold-1 result kept them).
+    version = "4"
 
     def __init__(
         self,
@@ -326,11 +330,12 @@ def greedy_duplicates(vectors: np.ndarray, labels: np.ndarray, rank: np.ndarray,
                       threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """((m, 2) positions (kept row, duplicate row), their cosines): within each k-means cluster, in keep order,
     a row is a duplicate of its most similar earlier kept row (the earliest on ties) when that cosine is >=
-    threshold, else it is kept.
+    threshold, else it is kept. Exact copies are duplicates at any threshold, 1 included (`_COPY_SLACK`).
 
     Vectorised per block of rows; only rows with some earlier row above the threshold (the possible
     duplicates) go through the sequential check, because whether they are kept depends on each other.
     """
+    threshold = min(threshold, 1.0 - _COPY_SLACK)
     order = np.lexsort((rank, labels))
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
     found, cosine = [], []

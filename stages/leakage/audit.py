@@ -109,7 +109,12 @@ class LeakageAudit(PartitionedStage):
     """
 
     name = "leakage_audit"
-    version = "5"  # 5: paraphrase spans, report windows; 4: evidence of a kind that flagged; 3: question-only `fields`
+    # 8: words keep their combining marks (the text core: Hindi, Arabic, decomposed accents were cut at each mark);
+    # 7: a semantic or paraphrase match's training span is the whole chunk it matched (was as many words as the test
+    # side from the chunk's start); 6: a chunk match's span is its longest common run on both sides (was the test
+    # chunk against as many words from the training chunk's start: up to a stride off); 5: paraphrase spans, report
+    # windows; 4: evidence of a kind that flagged; 3: question-only `fields`
+    version = "8"
     inputs = ("train", "test", "index", "truth", "duplicates")
     partition_input = "train"
     map_in_threads = True  # map() reads only the broadcast and its partition (auditspeed: local maps on threads)

@@ -19,6 +19,7 @@ from pipeline.arrays import unique_sorted
 from stages.exact_topk import top_k_inner_product
 from stages.leakage.evidence import (
     SPAN_COLUMNS,
+    TRAIN_SPAN,
     Evidence,
     Resolved,
     Score,
@@ -45,25 +46,28 @@ class NeighbourState:
     """The k most similar training chunks found so far per test chunk: what a partition contributes.
 
     Rows are test chunks; empty slots have sim -inf and doc -1. `ratio` is RETRO's overlap ratio of
-    each kept pair, computed when the pair enters (it depends on the pair only), so a state needs no
-    training tokens and stays small (24 bytes per slot).
+    each kept pair, computed when the pair enters (it depends on the pair only), with where its longest
+    common run starts in the test chunk and in the training chunk (`run_at`, the evidence span), so a state
+    needs no training tokens and stays small (32 bytes per slot).
     """
 
     sim: np.ndarray  # float32 (t, k), best first
     doc: np.ndarray  # int64 training row
     train_tok_start: np.ndarray  # int64 first token of the training chunk within its document
     ratio: np.ndarray  # float32
+    run_at: np.ndarray  # int32 (t, k, 2): the run's first token in the test chunk and in the training chunk
     train_chunks: int = 0  # training chunks embedded
 
     @classmethod
     def empty(cls, t: int, k: int) -> NeighbourState:
         return cls(np.full((t, k), -np.inf, np.float32), np.full((t, k), -1, np.int64), np.zeros((t, k), np.int64),
-                   np.zeros((t, k), np.float32))
+                   np.zeros((t, k), np.float32), np.zeros((t, k, 2), np.int32))
 
     def kept_with(self, sim, doc, tok_start, ratio_of) -> NeighbourState:
         """The k best of these slots and new candidates (rows of sim/doc/tok_start); earlier slots win ties.
 
-        `ratio_of(rows, cols)` gives the overlap ratio of the candidates that enter, and only those.
+        `ratio_of(rows, cols)` gives the overlap ratio and run starts (n, 2) of the candidates that enter, and
+        only those.
         """
         k = self.sim.shape[1]
         all_sim = np.concatenate([self.sim, sim], axis=1)
@@ -74,14 +78,16 @@ class NeighbourState:
         take = np.take_along_axis
         rows, cols = np.nonzero(new)
         ratio = take(np.concatenate([self.ratio, np.zeros(sim.shape, np.float32)], axis=1), order, 1)
-        ratio[rows, cols] = ratio_of(rows, order[rows, cols] - k)
+        run_at = take(np.concatenate([self.run_at, np.zeros((*sim.shape, 2), np.int32)], axis=1), order[:, :, None], 1)
+        ratio[rows, cols], run_at[rows, cols] = ratio_of(rows, order[rows, cols] - k)
         return NeighbourState(take(all_sim, order, 1), take(np.concatenate([self.doc, doc], axis=1), order, 1),
                               take(np.concatenate([self.train_tok_start, tok_start], axis=1), order, 1), ratio,
-                              self.train_chunks)
+                              run_at, self.train_chunks)
 
     def merged(self, later: NeighbourState) -> NeighbourState:
         """This state with one over later training rows (associative: the k best, earlier rows first on ties)."""
-        out = self.kept_with(later.sim, later.doc, later.train_tok_start, lambda r, c: later.ratio[r, c])
+        out = self.kept_with(later.sim, later.doc, later.train_tok_start,
+                             lambda r, c: (later.ratio[r, c], later.run_at[r, c]))
         out = out if out is not self else _copy.copy(self)
         out.train_chunks = self.train_chunks + later.train_chunks
         return out
@@ -190,7 +196,7 @@ class ChunkNeighbours:
         # Only rows that beat a test chunk's k-th kept neighbour can enter: the search skips the rest.
         sim, nn = top_k_inner_product(self.vectors, chunks.vectors, self.k, floor=state.sim[:, -1])
 
-        def ratio_of(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        def ratio_of(rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             picked = nn[rows, cols]
             tokens = padded(tok.hashes, starts[picked], lengths[picked], self.size)
             return self.overlap_ratio(rows, tokens, lengths[picked])
@@ -200,17 +206,22 @@ class ChunkNeighbours:
         out.train_chunks = state.train_chunks + len(texts)
         return out
 
-    def overlap_ratio(self, rows: np.ndarray, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """RETRO's r of test chunks `rows` against training chunks: longest common run / test chunk length."""
+    def overlap_ratio(self, rows: np.ndarray, tokens: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """RETRO's r of test chunks `rows` against training chunks (longest common run / test chunk length), and
+        where that run starts in each chunk ((n, 2): test, training; 0 where r is 0)."""
         ratio = np.zeros(rows.size, np.float32)
+        run_at = np.zeros((rows.size, 2), np.int32)
         for lo in range(0, rows.size, 4096):
             r = rows[lo : lo + 4096]
-            run = longest_common_run(self.test_tokens[r], self.lengths[r], tokens[lo : lo + 4096], lengths[lo : lo + 4096])
+            run, test_at, train_at = longest_common_run(self.test_tokens[r], self.lengths[r], tokens[lo : lo + 4096],
+                                                        lengths[lo : lo + 4096], positions=True)
             # A run shorter than RETRO's 12.5% of a full chunk (8 of 64 words) is a common phrase,
             # not evidence, however short the test chunk is.
             min_run = np.minimum(max(self.size // 8, 1), self.lengths[r])
-            ratio[lo : lo + 4096] = np.where(run >= min_run, run / np.maximum(self.lengths[r], 1), 0.0)
-        return ratio
+            found = run >= min_run
+            ratio[lo : lo + 4096] = np.where(found, run / np.maximum(self.lengths[r], 1), 0.0)
+            run_at[lo : lo + 4096] = np.where(found[:, None], np.column_stack([test_at, train_at]), 0)
+        return ratio, run_at
 
     def merge(self, a: Any, b: Any) -> Any:
         return b if a is None else a if b is None else a.merged(b)
@@ -230,10 +241,13 @@ class ChunkNeighbours:
         table = pl.DataFrame({
             "item": np.repeat(self.item, k),
             "span_tokens": np.repeat(self.lengths, k).astype(np.int64),
+            TRAIN_SPAN: np.full(t * k, self.size, np.int64),  # the whole training chunk (cut at its document's end)
             "test_tok_start": np.repeat(self.test_tok_start, k),
             "rank": np.tile(np.arange(k), t),
             "sim": np.where(valid, found.sim, np.nan).reshape(-1).astype(np.float64),
             "ratio": np.where(valid, found.ratio, 0.0).reshape(-1).astype(np.float64),
+            "test_run_at": found.run_at[:, :, 0].reshape(-1).astype(np.int64),
+            "train_run_at": found.run_at[:, :, 1].reshape(-1).astype(np.int64),
             "doc": found.doc.reshape(-1),
             "train_tok_start": found.train_tok_start.reshape(-1),
         }).filter(pl.col("doc") >= 0)
@@ -279,7 +293,8 @@ class IndexedNeighbours(ChunkNeighbours):
             chunk_tok = tokenize(index.mapping["text"].gather(flat))
             lengths = np.minimum(chunk_tok.counts, self.size)
             tokens = padded(chunk_tok.hashes, chunk_tok.offsets[:-1], lengths, self.size)
-            ratio = self.overlap_ratio(np.repeat(np.arange(rows.shape[0]), kk), tokens, lengths)
+            # Where an indexed chunk starts in its document is unknown: its run is not placed (`run_at` stays 0).
+            ratio, _ = self.overlap_ratio(np.repeat(np.arange(rows.shape[0]), kk), tokens, lengths)
             self.found.ratio[:, :kk] = ratio.reshape(rows.shape[0], kk)
         self._wanted = sorted(set(self._doc_ids.unique().to_list()))
 
@@ -354,15 +369,19 @@ class _NeighbourEvidence(Evidence):
     def matched(self, score: pl.Expr) -> pl.Expr:
         raise NotImplementedError
 
+    def spans(self, table: pl.DataFrame) -> pl.DataFrame:
+        """The neighbour table with each pair's evidence span (`SPAN_COLUMNS`, `TRAIN_SPAN`): here, the two chunks."""
+        return table
+
     def resolve(self) -> Resolved:
-        table = self.neighbours.table(self.found)
+        table = self.spans(self.neighbours.table(self.found))
         column = next(iter(self.columns))
         per_item = table.group_by("item").agg(pl.col(self.score_column).max().alias(column))
         best = (
             table.sort([*self.rank_by, "doc", "train_tok_start", "test_tok_start"],
                        descending=[True, True, False, False, False])
             .unique("item", keep="first", maintain_order=True)
-            .select(list(SPAN_COLUMNS))
+            .select(*SPAN_COLUMNS, TRAIN_SPAN)
         )
         matches = table.filter(self.matched(pl.col(self.score_column))).with_columns(
             kind=pl.lit(self.kind), score=pl.col(self.score_column)
@@ -392,6 +411,18 @@ class ChunkEvidence(_NeighbourEvidence):
 
     def matched(self, score: pl.Expr) -> pl.Expr:
         return score > self.audit.chunk_partial
+
+    def spans(self, table: pl.DataFrame) -> pl.DataFrame:
+        """A pair's span is its longest common run, on both sides (the text the ratio counts), where the run was
+        placed; the chunks' starts were up to a stride apart, so the training side showed other words."""
+        placed = (pl.col("ratio") > 0) & (pl.col("train_tok_start") >= 0)
+        run = (pl.col("ratio") * pl.col("span_tokens")).round().cast(pl.Int64)
+        return table.with_columns(
+            pl.when(placed).then(pl.col("test_tok_start") + pl.col("test_run_at")).otherwise("test_tok_start"),
+            pl.when(placed).then(pl.col("train_tok_start") + pl.col("train_run_at")).otherwise("train_tok_start"),
+            pl.when(placed).then(run).otherwise("span_tokens").alias("span_tokens"),
+            pl.when(placed).then(run).otherwise(TRAIN_SPAN).alias(TRAIN_SPAN),
+        )
 
     def verdict(self) -> tuple[pl.Expr, pl.Expr]:
         ratio = pl.col("chunk_overlap_ratio").fill_null(0.0)

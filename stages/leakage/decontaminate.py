@@ -16,6 +16,7 @@ from stages._ids import refuse_bad_id_column
 from stages.leakage.evidence import match_kinds
 
 # The `removed` side output: whatever decontamination took out, and why.
+_ROW = "_decontaminate_row"  # each row's place in its batch, while pieces are made
 REMOVED_SCHEMA = {"train_id": pl.String, "reason": pl.String, "char_start": pl.Int64, "char_end": pl.Int64,
                   "text": pl.String, "test_ids": pl.List(pl.String), "kinds": pl.List(pl.String)}
 
@@ -56,6 +57,8 @@ class Decontaminate(Stage):
     """
 
     name = "decontaminate"
+    version = "3"  # 3: pieces keep the column types; 2: a cut document's pieces stay in its place (they came after the rest
+    # of their batch)
     inputs = ("data", "matches")
     allow_empty_input = True
 
@@ -140,15 +143,19 @@ class Decontaminate(Stage):
                 stats["chars_in"] += int(batch.get_column(self.text_column).str.len_chars().sum() or 0)
                 ids = batch.get_column(self.id_column).cast(pl.String)
                 touched = ids.is_in(list(targets)) if targets else pl.Series([False] * batch.height)
+                columns = list(batch.columns)
+                batch = batch.with_row_index(_ROW)  # a cut document's pieces take its place, not the batch's end
                 untouched = batch.filter(~touched).with_columns(decontaminated_from=pl.lit(None, pl.String))
                 out = [untouched]
                 for row in batch.filter(touched).iter_rows(named=True):
                     out.extend(self._clean_one(row, targets[str(row[self.id_column])], removed_rows, stats))
                 out = [f for f in out if f.height]
                 if out:
-                    yield pl.concat(out, how="diagonal_relaxed").select(
-                        list(batch.columns) + ["decontaminated_from"]
-                    ).with_columns(pl.col(self.id_column).cast(pl.String))
+                    # Pieces are built from Python rows: a Categorical or Enum column came back as String.
+                    types = {c: t for c, t in batch.schema.items() if c in columns and c != self.id_column}
+                    yield pl.concat(out, how="diagonal_relaxed").sort(_ROW, maintain_order=True).select(
+                        columns + ["decontaminated_from"]
+                    ).with_columns(pl.col(self.id_column).cast(pl.String)).cast(types)
 
         written = False
         for frame in batches():

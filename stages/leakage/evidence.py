@@ -36,6 +36,16 @@ MATCH_COLUMNS = {"item": pl.Int64, "doc": pl.Int64, "kind": pl.String, "score": 
                  "span_tokens": pl.Int64, "test_tok_start": pl.Int64, "train_tok_start": pl.Int64}
 SPAN_COLUMNS = {"item": pl.Int64, "doc": pl.Int64, "span_tokens": pl.Int64, "test_tok_start": pl.Int64,
                 "train_tok_start": pl.Int64}
+# Optional in match and best-span rows: the training side's length in words where it is not `span_tokens` (a short
+# test chunk against a whole training chunk or passage); absent or null = `span_tokens`, the same on both sides.
+TRAIN_SPAN = "train_span_tokens"
+
+
+def with_train_span(frame: pl.DataFrame, columns: dict[str, Any]) -> pl.DataFrame:
+    """`frame`'s `columns` (match or span columns) and its `TRAIN_SPAN`: as given, else `span_tokens`."""
+    given = pl.col(TRAIN_SPAN) if TRAIN_SPAN in frame.columns else pl.lit(None, pl.Int64)
+    return frame.select(*(pl.col(c).cast(t) for c, t in columns.items()),
+                        given.cast(pl.Int64).fill_null(pl.col("span_tokens").cast(pl.Int64)).alias(TRAIN_SPAN))
 
 
 @dataclass

@@ -52,6 +52,12 @@ def refuse_unusable_fields(test: Dataset, fields: dict[str, str], id_column: str
                     f"input 'test' column '{column}' (role {role}) is null in every row, so no item has a {role} to "
                     f"audit; name the column that holds them{'' if role == 'question' else ', or leave the role out'}",
                     param=field_param(role), file=test.label)
+    if answer is not None and choices is not None and schema[answer].is_float():
+        # 1.0 would be read as the answer's text "1.0", not as the second option (pandas reads an index column with
+        # a missing value as floats).
+        raise InputDataError(f"input 'test' column '{answer}' (role answer) is {schema[answer]}: with choices an answer "
+                             "is a 0-based integer index, a letter or the answer's text; cast it to an integer",
+                             param=field_param("answer"), file=test.label)
     frame = test.lazy().with_row_index("_row")
     _refuse_items_without_text(frame, fields, id_column, test.label)
     if answer is not None and choices is not None and schema[answer].is_integer():

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.stage import Context
-from stages.leakage.evidence import SPAN_COLUMNS, VERDICTS, Evidence, TestSide
+from stages.leakage.evidence import SPAN_COLUMNS, TRAIN_SPAN, VERDICTS, Evidence, TestSide, with_train_span
 from stages.leakage.spans import SpanFinder, match_rows, matches_table
 from stages.text import token_offsets
 
@@ -24,7 +24,7 @@ def judge(side: TestSide, evidences: list[Evidence], classes: list[type[Evidence
         resolved = ev.resolve()
         findings = findings.join(resolved.per_item, on="item", how="left")
         match_frames.append(resolved.matches)
-        bests.append(resolved.best.select(list(SPAN_COLUMNS)).with_columns(evidence_kind=pl.lit(ev.kind)))
+        bests.append(with_train_span(resolved.best, SPAN_COLUMNS).with_columns(evidence_kind=pl.lit(ev.kind)))
     for cls in classes:  # kinds that did not run: their columns, as nulls
         findings = findings.with_columns(pl.lit(None, dtype).alias(c) for c, dtype in cls.columns.items()
                                          if c not in findings.columns)
@@ -40,7 +40,7 @@ def judge(side: TestSide, evidences: list[Evidence], classes: list[type[Evidence
     )
     # Each item's evidence: the best span of the first kind (in evidence order) that flagged it, else of the
     # first that has one (a chunk kind's near-miss was shown for an item only the paraphrase kind flagged).
-    empty = pl.DataFrame(schema={**SPAN_COLUMNS, "evidence_kind": pl.String, "said": pl.Boolean})
+    empty = pl.DataFrame(schema={**SPAN_COLUMNS, TRAIN_SPAN: pl.Int64, "evidence_kind": pl.String, "said": pl.Boolean})
     evidence = (pl.concat([empty, *ranked]).sort("said", descending=True, maintain_order=True)
                 .unique("item", keep="first", maintain_order=True).drop("said"))
     findings = findings.join(evidence, on="item", how="left").sort("item")

@@ -42,6 +42,7 @@ import polars as pl
 
 from pipeline.arrays import unique_sorted
 from stages._vectors import unit_rows
+from stages.leakage import evidence as protocol
 from stages.leakage.chunks import (
     BatchChunks,
     ChunkNeighbours,
@@ -351,10 +352,13 @@ class ParaphraseEvidence(Evidence):
         ).with_columns(paraphrase_threshold=pl.when(short).then(self.strict).otherwise(self.threshold))
         per_item = per_item.join(outranked, on="item", how="full", coalesce=True)
         starts, lengths = self._variant_spans(best["variant"].to_numpy())
+        # The test side is the variant's words; the training side the whole passage (chunk) it matched.
         spans = best.select("item", "doc", "train_tok_start").with_columns(
-            span_tokens=pl.Series(lengths, dtype=pl.Int64), test_tok_start=pl.Series(starts, dtype=pl.Int64))
+            span_tokens=pl.Series(lengths, dtype=pl.Int64), test_tok_start=pl.Series(starts, dtype=pl.Int64),
+            **{protocol.TRAIN_SPAN: pl.lit(self.audit.chunk_tokens, pl.Int64)})
         flagged = per_item.filter(self._flag()).select("item")
-        matches = best.join(flagged, on="item").join(spans.select("item", "span_tokens", "test_tok_start"), on="item")
+        matches = best.join(flagged, on="item").join(spans.select("item", "span_tokens", "test_tok_start", protocol.TRAIN_SPAN),
+                                                     on="item")
         matches = matches.with_columns(kind=pl.lit(self.kind))
         return Resolved(per_item, matches=matches, best=spans)
 

@@ -6,14 +6,14 @@ import numpy as np
 import polars as pl
 
 from pipeline.io import Dataset
-from stages.leakage.evidence import MATCH_COLUMNS
+from stages.leakage.evidence import MATCH_COLUMNS, TRAIN_SPAN, with_train_span
 from stages.text import Tokens, ascii_word_spans, word_offsets
 
 # The `matches` side output: one row per (test item, training document, kind) piece of evidence.
 MATCHES_SCHEMA = {"test_id": pl.String, "train_id": pl.String, "kind": pl.String, "score": pl.Float64,
                   "span_tokens": pl.Int64, "test_char_start": pl.Int64, "test_char_end": pl.Int64,
                   "train_char_start": pl.Int64, "train_char_end": pl.Int64, "verdict": pl.String}
-SPAN_KEYS = ("item", "doc", "span_tokens", "test_tok_start", "train_tok_start")
+SPAN_KEYS = ("item", "doc", "span_tokens", "test_tok_start", "train_tok_start", TRAIN_SPAN)
 CHAR_COLUMNS = ("test_char_start", "test_char_end", "train_char_start", "train_char_end")
 
 
@@ -138,12 +138,12 @@ class SpanFinder:
     def char_spans(self, *frames: pl.DataFrame) -> list[pl.DataFrame]:
         """Each frame with its character spans (null where a position is missing or out of range)."""
         keys = pl.concat([f.select(pl.col(k).cast(pl.Int64) for k in SPAN_KEYS) for f in frames])
-        item, doc, span, ts, rs = (keys.get_column(k) for k in SPAN_KEYS)
+        item, doc, span, ts, rs, _ = (keys.get_column(k) for k in SPAN_KEYS)
         values = {k: keys.get_column(k).fill_null(-1).to_numpy() for k in SPAN_KEYS}
         known = span.is_not_null().to_numpy()
         test = self._test_spans(values["item"], values["test_tok_start"], values["span_tokens"],
                                 known & item.is_not_null().to_numpy() & ts.is_not_null().to_numpy())
-        train = self._train_spans(values["doc"], values["train_tok_start"], values["span_tokens"],
+        train = self._train_spans(values["doc"], values["train_tok_start"], values[TRAIN_SPAN],
                                   known & doc.is_not_null().to_numpy() & rs.is_not_null().to_numpy())
         spans = pl.DataFrame(dict(zip(CHAR_COLUMNS, (*test, *train)))).select(
             pl.when(pl.col(k) >= 0).then(pl.col(k)).alias(k) for k in CHAR_COLUMNS)
@@ -180,9 +180,9 @@ def _cut(text: str, start: str, end: str) -> pl.Expr:
 
 
 def match_rows(frames: list[pl.DataFrame]) -> pl.DataFrame:
-    """The evidence kinds' match rows in one frame (`MATCH_COLUMNS`), character spans still to come."""
-    frames = [f.select(pl.col(c).cast(t) for c, t in MATCH_COLUMNS.items()) for f in frames if f.height]
-    return pl.concat(frames) if frames else pl.DataFrame(schema=MATCH_COLUMNS)
+    """The evidence kinds' match rows in one frame (`MATCH_COLUMNS` and `TRAIN_SPAN`), character spans still to come."""
+    frames = [with_train_span(f, MATCH_COLUMNS) for f in frames if f.height]
+    return pl.concat(frames) if frames else pl.DataFrame(schema={**MATCH_COLUMNS, TRAIN_SPAN: pl.Int64})
 
 
 def matches_table(table: pl.DataFrame, findings: pl.DataFrame, train_docs: pl.DataFrame) -> pl.DataFrame:

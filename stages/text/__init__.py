@@ -13,7 +13,7 @@ Normalisation (`normalize.py`)
 
 Tokens (`tokens.py`; the byte path and `span_hashes` in `byte_spans.py`, offsets in `char_offsets.py`)
     tokenize(texts, stable=False) -> Tokens(words, hashes, counts; .offsets)
-        Words = runs of letters, digits and '_' (WORD_REGEX), lower-cased and NFKC-normalised,
+        Words = runs of letters, combining marks, digits and '_' (WORD_REGEX), lower-cased and NFKC-normalised,
         flattened over the batch with a uint64 hash per token: `span_hashes` of the token's UTF-8
         bytes, defined in this project and pinned (the same on every machine and version; `stable`
         is accepted for compatibility and changes nothing). Pure-ASCII texts take a NumPy byte path

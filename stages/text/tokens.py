@@ -27,10 +27,11 @@ from stages.text.byte_spans import (
 )
 from stages.text.normalize import as_series
 
-# A word is a run of letters, digits and underscores. The Rust class used by polars and Python's
-# `str.isalnum` select the same characters (Unicode L*, N*), so the vectorised tokenizer and the
-# code-point classifier that recovers character offsets agree token for token.
-WORD_REGEX = r"[\p{L}\p{N}_]+"
+# A word is a run of letters, combining marks, digits and underscores. The Rust class used by polars and the
+# code-point classifier that recovers character offsets (`str.isalnum` or a mark) select the same characters
+# (Unicode L*, M*, N*), so they agree token for token. Marks are part of words: Devanagari's or Arabic's vowel signs
+# and a decomposed accent (e + U+0301) split a word at each one, and NFKC then could not fold "cafe\u0301" into "café".
+WORD_REGEX = r"[\p{L}\p{M}\p{N}_]+"
 # Whitespace-separated words (what a person counts as "words" in a length filter).
 WHITESPACE_WORD_REGEX = r"\S+"
 # Words and single punctuation marks: the unit of the synthetic n-gram model and corpus metrics, so

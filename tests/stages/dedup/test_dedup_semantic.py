@@ -205,3 +205,14 @@ def test_nearest_centroid_has_the_same_bits_for_any_batch_and_the_lowest_index_o
     top2 = np.sort(exact, axis=1)[:, -2:]
     clear = top2[:, 1] - top2[:, 0] > 1e-9
     assert clear.sum() > 1500 and np.array_equal(label[clear], exact.argmax(axis=1)[clear])
+
+
+def test_threshold_one_removes_exact_copies():
+    # A float32 unit vector's cosine with its copy rounds to just under 1 for most vectors (3 of these 5 seeds):
+    # `threshold: 1` kept every copy.
+    for seed in range(5):
+        vector = _unit(np.random.default_rng(seed).normal(size=(1, 384)))
+        frame = pl.DataFrame({"id": list("abcd")}).with_columns(vectors_to_series("embedding", np.repeat(vector, 4, 0)))
+        result = DedupSemantic(threshold=1.0, keep="first").execute(frame)
+        assert result.table["id"].to_list() == ["a"], seed
+        assert result.side_outputs["removed"]["duplicate_of"].to_list() == ["a", "a", "a"]

@@ -86,6 +86,24 @@ def test_too_many_pieces_drop_the_document():
     assert kept.height == 6
 
 
+def test_cut_pieces_keep_their_document_place(corpus):
+    # They came after every untouched row of their batch: the corpus's order (a curriculum, a split by position) lost.
+    train, _, matches = corpus
+    cleaned = Decontaminate(margin_chars=0, min_piece_chars=1).apply(data=train, matches=matches)
+    origin = cleaned.select(pl.coalesce("decontaminated_from", "id")).to_series().unique(maintain_order=True)
+    assert origin.to_list() == train["id"].to_list()
+
+
+def test_cut_pieces_keep_the_column_types(corpus):
+    # A piece is built from a Python row: a Categorical or Enum column of the corpus came out as String.
+    train, _, matches = corpus
+    typed = train.with_columns(source=pl.lit("docs").cast(pl.Categorical), n=pl.int_range(pl.len(), dtype=pl.Int16),
+                               kind=pl.lit("a").cast(pl.Enum(["a", "b"])))
+    cleaned = Decontaminate().apply(data=typed, matches=matches)
+    assert cleaned.filter(pl.col("decontaminated_from").is_not_null()).height > 0
+    assert cleaned.schema == pl.Schema({**typed.schema, "decontaminated_from": pl.String})
+
+
 def test_kinds_and_min_score_select_matches(corpus):
     train, _, matches = corpus
     untouched = Decontaminate(kinds=["semantic"]).apply(data=train, matches=matches)

@@ -90,6 +90,9 @@ def test_role_columns_of_the_wrong_kind_are_refused_naming_role_column_and_kind(
     assert "column 'q' (named by parameter 'fields.question') is Int64, not text" in message
     with pytest.raises(InputDataError, match="2 integer answers outside their item's choices.*ids 'b', 'c'"):
         LeakageAudit(**QUICK, fields=FIELDS).apply(train=train, test=_items(label=[1, 2, -1]))
+    # A float index was read as the answer's text: "1.0", not the second option.
+    with pytest.raises(InputDataError, match="'label' \\(role answer\\) is Float64: with choices .* cast it to an integer"):
+        LeakageAudit(**QUICK, fields=FIELDS).apply(train=train, test=_items(label=[1.0, 0.0, None]))
     with pytest.raises(InputDataError, match="'options' \\(role choices\\) is String, not a list"):
         LeakageAudit(**QUICK, fields=FIELDS).apply(train=train, test=_items(options=["x y", "x y", "x y"]))
 

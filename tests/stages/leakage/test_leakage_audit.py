@@ -239,6 +239,39 @@ def test_longest_common_run_matches_a_plain_dynamic_programme():
 
     expected = [slow(a[p, : a_len[p]].tolist(), b[p, : b_len[p]].tolist()) for p in range(50)]
     assert longest_common_run(a, a_len, b, b_len).tolist() == expected
+    runs, a_at, b_at = longest_common_run(a, a_len, b, b_len, positions=True)
+    assert runs.tolist() == expected
+    for p, run in enumerate(expected):  # where the run is: inside both texts, the same tokens
+        assert a_at[p] + run <= a_len[p] and b_at[p] + run <= b_len[p]
+        assert a[p, a_at[p] : a_at[p] + run].tolist() == b[p, b_at[p] : b_at[p] + run].tolist()
+
+
+def test_a_short_item_s_semantic_evidence_is_the_whole_training_chunk(train):
+    """The training side had the test chunk's length: a 24-word item was shown against the first 24 words of the
+    64-word chunk it matched, words it does not hold."""
+    words = tokenize(pl.Series([topics["attribute-access"]])).words.to_list()[340:364]
+    test = pl.DataFrame({"id": ["reordered"], "text": [" ".join(reversed(words))]})
+    row = LeakageAudit(ngram=False, chunk_overlap=False).execute(train=train, test=test).table.row(0, named=True)
+    assert (row["evidence_kind"], row["verdict"], row["train_id"]) == ("semantic", "partial", "attribute-access")
+    shown = tokenize(pl.Series([row["train_evidence"]])).words.to_list()
+    assert len(shown) == 64 and set(words) <= set(shown)
+    assert row["evidence"] == test["text"][0]
+
+
+def test_chunk_evidence_spans_are_the_common_run_on_both_sides(train):
+    """A chunk's training span was the training chunk's first words, up to a stride away from the copied ones:
+    train_evidence showed other text, and decontaminate (kinds: [chunk]) cut beside the leak."""
+    words = topics["attribute-access"].split()
+    test = pl.DataFrame({"id": ["copy"], "text": [" ".join(words[500:540])]})  # not on a 32-word chunk start
+    audit = LeakageAudit(ngram=False, semantic=False).execute(train=train, test=test)
+    row = audit.table.row(0, named=True)
+    assert (row["evidence_kind"], row["chunk_overlap_ratio"], row["train_id"]) == ("chunk", 1.0, "attribute-access")
+    norm = lambda s: " ".join(tokenize(pl.Series([s])).words.to_list())  # noqa: E731
+    assert norm(row["train_evidence"]) == norm(row["evidence"]) == norm(test["text"][0])
+    for match in audit.side_outputs["matches"].iter_rows(named=True):
+        span = topics[match["train_id"]][match["train_char_start"]:match["train_char_end"]]
+        shown = test["text"][0][match["test_char_start"]:match["test_char_end"]]
+        assert norm(span) == norm(shown) and match["span_tokens"] == len(norm(span).split())
 
 
 # ------------------------------------------------------------------------ params and inputs

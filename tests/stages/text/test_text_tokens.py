@@ -1,4 +1,5 @@
 import re
+import unicodedata
 
 import numpy as np
 import polars as pl
@@ -127,9 +128,30 @@ def test_wide_spans_spliced_by_runs_or_by_masks_give_the_same_tokens(monkeypatch
                         [a.tolist() for a in word_offsets(texts, "word")]))
     assert results[0] == results[1]
     assert results[0][2] == _defining_tokens(texts)[0]
-    expected = [[m.span() for m in re.finditer(r"\w+", t or "")] for t in texts]
+    expected = [_word_runs(t or "") for t in texts]
     starts, ends, counts = results[0][3]
     assert list(zip(starts, ends)) == [span for e in expected for span in e]
+
+
+def _word_runs(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each run of word characters by the definition: a letter, digit, '_' or combining mark."""
+    inside = [c.isalnum() or c == "_" or unicodedata.category(c).startswith("M") for c in text]
+    edges = [i for i in range(len(text) + 1) if (i < len(text) and inside[i]) != (i > 0 and inside[i - 1])]
+    return list(zip(edges[0::2], edges[1::2]))
+
+
+def test_combining_marks_belong_to_their_word():
+    # Marks (Unicode M*) split words: Hindi's vowel signs left its consonants as words ("हिन्दी" -> ह, न, द), an
+    # Arabic word with its vowel marks came apart, and a decomposed accent (e + U+0301) cut "école" into "e",
+    # "cole", so a text and its NFD form (as macOS and some PDF extractors write it) shared no n-gram.
+    texts = ["हिन्दी भाषा", "مُحَمَّد", "école résumé", "e\u0301cole re\u0301sume\u0301", "Tiê\u0301ng Viê\u0323t"]
+    for batch in (texts, texts + ["ascii filler text " * 200]):  # the whole-text path and the byte path
+        tok = tokenize(batch)
+        assert tok.words.to_list()[:9] == ["हिन्दी", "भाषा", "مُحَمَّد", "école", "résumé", "école", "résumé",
+                                           "tiếng", "việt"]
+        assert tok.hashes[3:5].tolist() == tok.hashes[5:7].tolist()
+        starts, ends, _ = word_offsets(batch, "word")
+        assert [t[a:b] for t, a, b in zip([batch[0]] * 2 + [batch[1]], starts[:3], ends[:3])] == ["हिन्दी", "भाषा", "مُحَمَّد"]
 
 
 def test_arrow_texts_tokenize_as_their_polars_series():
