@@ -98,7 +98,7 @@ class LabelNoiseNets(Stage):
 
     name = "label_noise_nets"
     # 2: the validation split's structured noise uses the training split's confusion; the report's findings name
-    # only the sections it has
+    # only the sections it has; text features keep combining marks in their words (the text core's WORD_REGEX)
     version = "2"
     requires: ClassVar[tuple[str, ...]] = ("torch", "sklearn", "matplotlib", "jinja2")
 

@@ -42,6 +42,7 @@ class Chunk(RowwiseStage):
     """
 
     name = "chunk"
+    version = "2"  # 2: tokenizer "word" keeps combining marks in their word (the text core's WORD_REGEX)
     allow_empty_input: ClassVar[bool] = False
 
     def __init__(
