@@ -109,7 +109,9 @@ class LeakageAudit(PartitionedStage):
     """
 
     name = "leakage_audit"
-    # 8: words keep their combining marks (the text core: Hindi, Arabic, decomposed accents were cut at each mark);
+    # 8: words keep their combining marks (the text core: Hindi, Arabic, decomposed accents were cut at each mark),
+    # and a chunk overlap run under 8 words (RETRO's 12.5% of a chunk) is no evidence for a test item of under 8 words
+    # either (a 1-3 word item found in any training chunk was contaminated at r = 1.0);
     # 7: a semantic or paraphrase match's training span is the whole chunk it matched (was as many words as the test
     # side from the chunk's start); 6: a chunk match's span is its longest common run on both sides (was the test
     # chunk against as many words from the training chunk's start: up to a stride off); 5: paraphrase spans, report

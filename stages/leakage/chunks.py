@@ -215,10 +215,10 @@ class ChunkNeighbours:
             r = rows[lo : lo + 4096]
             run, test_at, train_at = longest_common_run(self.test_tokens[r], self.lengths[r], tokens[lo : lo + 4096],
                                                         lengths[lo : lo + 4096], positions=True)
-            # A run shorter than RETRO's 12.5% of a full chunk (8 of 64 words) is a common phrase,
-            # not evidence, however short the test chunk is.
-            min_run = np.minimum(max(self.size // 8, 1), self.lengths[r])
-            found = run >= min_run
+            # A run shorter than RETRO's 12.5% of a full chunk (8 of 64 words) is a common phrase, not evidence,
+            # however short the test chunk is: an item of a few words ("Paris", "the main function") is in some
+            # training chunk of almost any corpus, and was called contaminated at r = 1.0.
+            found = run >= max(self.size // 8, 1)
             ratio[lo : lo + 4096] = np.where(found, run / np.maximum(self.lengths[r], 1), 0.0)
             run_at[lo : lo + 4096] = np.where(found[:, None], np.column_stack([test_at, train_at]), 0)
         return ratio, run_at

@@ -414,3 +414,16 @@ def test_chunk_vectors_from_words_give_the_findings_of_embedding_chunk_texts(tra
     assert paths[0] > 0 and paths[1] == 0, "off: vectors from words; on: chunk texts through the cache"
     assert runs[0].table.equals(runs[1].table)
     assert runs[0].side_outputs["matches"].equals(runs[1].side_outputs["matches"])
+
+
+def test_an_item_of_a_few_words_is_not_chunk_evidence_for_being_in_some_chunk():
+    """A run under 8 words (RETRO's 12.5% of a 64-word chunk) is a common phrase for any item: an item of a few
+    words found inside a training chunk read r = 1.0, contaminated. A copied item of 8 words or more still is."""
+    train = pl.DataFrame({"id": TOPICS[:40], "text": [topics[t] for t in TOPICS[:40]]})  # holds attribute-access
+    words = topics["attribute-access"].split()
+    test = pl.DataFrame({"id": ["short", "copy"], "text": [" ".join(words[500:503]), " ".join(words[500:510])]})
+    audit = LeakageAudit(ngram=False, semantic=False).execute(train=train, test=test)
+    ratios = dict(zip(audit.table["test_id"], audit.table["chunk_overlap_ratio"]))
+    verdicts = dict(zip(audit.table["test_id"], audit.table["verdict"]))
+    assert (ratios["short"], verdicts["short"]) == (0.0, "clean")
+    assert (ratios["copy"], verdicts["copy"]) == (1.0, "contaminated")
