@@ -9,6 +9,7 @@ that from `corpus_metrics` tables and writes report.html through the shared jinj
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -64,30 +65,41 @@ def seed_bands(long: pl.DataFrame, keys: list[str], x: str, column: str) -> pl.D
             .sort([*keys, "metric", x]))
 
 
-def schedule_summaries(table: pl.DataFrame, line: str | None, x: str) -> list[str]:
-    """Per schedule, tail mass and vocabulary at the last generation as a fraction of generation 0."""
+def last_over_first(table: pl.DataFrame, line: str | None, x: str) -> dict[Any, dict[str, np.ndarray]]:
+    """Per schedule (None: the whole table), per collapse metric: the last generation's value over the first's,
+    one ratio per seed."""
     present = [m for m in ("tail_mass", "vocab_size", "reference_vocab_coverage") if m in table.columns]
     if not present or x not in table.columns:
-        return []
+        return {}
     seed = ["seed"] if "seed" in table.columns else []
-    lines = table[line].unique().sort().to_list() if line else [None]
-    out = []
-    for value in lines:
+    out: dict[Any, dict[str, np.ndarray]] = {}
+    for value in (table[line].unique().sort().to_list() if line else [None]):
         part = table.filter(pl.col(line) == value) if line else table
         first, last = part[x].min(), part[x].max()
-        facts = []
         for metric in present:
             base = part.filter(pl.col(x) == first).select([*seed, pl.col(metric).alias("b")])
             end = part.filter(pl.col(x) == last).select([*seed, pl.col(metric).alias("e")])
             joined = end.join(base, on=seed, how="inner") if seed else pl.concat([end, base], how="horizontal")
             ratio = (joined["e"] / joined["b"]).to_numpy().astype(float)
             ratio = ratio[np.isfinite(ratio)]
-            if not len(ratio):
-                continue
+            if len(ratio):
+                out.setdefault(value, {})[metric] = ratio
+    return out
+
+
+def schedule_summaries(table: pl.DataFrame, line: str | None, x: str) -> list[str]:
+    """Per schedule, tail mass and vocabulary at the last generation as a fraction of generation 0."""
+    if x not in table.columns:
+        return []
+    out = []
+    for value, ratios in last_over_first(table, line, x).items():
+        part = table.filter(pl.col(line) == value) if line else table
+        first, last = part[x].min(), part[x].max()
+        facts = []
+        for metric, ratio in ratios.items():
             spread = f" (seeds {ratio.min():.2f} to {ratio.max():.2f}, n = {len(ratio)})" if len(ratio) > 1 else ""
             facts.append(f"{metric} {ratio.mean():.2f}x of generation {first}{spread}")
-        if facts:
-            out.append(f"{value or 'all'}: at generation {last}, " + "; ".join(facts) + ".")
+        out.append(f"{'all' if value is None else value}: at generation {last}, " + "; ".join(facts) + ".")
     return out
 
 
@@ -194,6 +206,11 @@ class CollapseReport(Stage):
         ctx.artefact_path("report.html").write_text(html, encoding="utf-8")
         ctx.record("plotted_metrics", long["metric"].unique(maintain_order=True).to_list())
         ctx.record("summary", summary)
+        # The run's summary shows a step's first figures: per schedule, what is left at the last generation.
+        ratios = last_over_first(table, line, self.x)
+        ctx.lead_with({f"{metric}_last_over_first": {"all" if k is None else str(k): round(float(v[metric].mean()), 3)
+                                                     for k, v in ratios.items() if metric in v}
+                       for metric in ("vocab_size", "tail_mass") if any(metric in v for v in ratios.values())})
         ctx.record("artefacts", sorted([*images, "report.html"]))
         return long
 

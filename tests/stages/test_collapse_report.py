@@ -108,3 +108,13 @@ def test_perplexity_is_not_called_worse_when_higher(tmp_path):
     assert "higher is worse" not in html
     assert "n-gram model</td><td>a departure either way is worse" in html
     assert "scored in-sample" in html
+
+
+def test_the_run_summary_leads_with_what_each_schedule_keeps(metrics_file, tmp_path):
+    # collapse_report recorded only lists and strings: the end-of-run summary and the run index showed no figure.
+    from pipeline.summary import headline
+
+    table = pl.read_parquet(metrics_file).select("schedule", "generation", "vocab_size")
+    result = CollapseReport().execute(metrics=table, workdir=tmp_path / "out")
+    assert result.stats["vocab_size_last_over_first"] == {"accumulate": 0.94, "replace": 0.94}  # 940 / 1000
+    assert headline(result.stats)[0] == "vocab_size_last_over_first {accumulate 0.94, replace 0.94}"
