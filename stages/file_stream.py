@@ -30,7 +30,7 @@ from pipeline.columns import is_text, polars_schema
 from pipeline.errors import InputDataError, first_line
 from pipeline.files import describe_path
 from pipeline.io import batch_frame
-from stages.formats import FileFormat, _csv_separator, detect, read_frame
+from stages.formats import FileFormat, _csv_separator, compression_of, read_frame
 
 # Decompressed bytes parsed at once. Files up to this size are read in one piece, exactly as before.
 STREAM_BATCH_BYTES = 64 << 20
@@ -446,7 +446,7 @@ def _unique_id_hint(id_column: str | None) -> str:
 
 def file_formats(files: list[Path], fmt: str) -> list[FileFormat]:
     """Files of one format, each plain, gzip or zstd (told from its bytes)."""
-    return [FileFormat(fmt, detect(f).compression) for f in files]
+    return [FileFormat(fmt, compression_of(f)) for f in files]
 
 
 def declared_schema(files: list[Path], fmt: str | list[FileFormat], text_column: str, id_column: str | None,

@@ -19,7 +19,7 @@ from pipeline.errors import ParamError
 from pipeline.files import describe_path, find_files
 from pipeline.rundir import refuse_run_folder
 from pipeline.stage import Context, Stage
-from stages.formats import FileFormat, check_format, detect
+from stages.formats import FileFormat, check_format, compression_of, detect
 from stages.sources import (
     _example_dir,
     _file_stats,
@@ -83,8 +83,9 @@ class ReadCorpus(Stage):
         return _file_stats(self._files())
 
     def _format_of(self, path: Path) -> FileFormat:
-        found = detect(path)
-        return found if self.format == "auto" else FileFormat(self.format, found.compression)
+        if self.format != "auto":  # the format given is taken as is: only the compression is told from the bytes
+            return FileFormat(self.format, compression_of(path))
+        return detect(path)
 
     def run(self, ctx: Context) -> pl.DataFrame | Iterator[pl.DataFrame]:
         saved = self._saved_dataset()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 
 import polars as pl
@@ -200,3 +201,15 @@ def test_a_run_folder_is_refused_not_read_as_one_corpus(tmp_path, corpus):
         ReadCorpus(path=str(tmp_path / "runs" / "r")).apply()
     assert err.value.param == "path"
     assert ReadCorpus(path=str(tmp_path / "runs" / "r" / "docs")).apply().height == corpus.height
+
+
+def test_a_json_array_or_a_pretty_printed_object_named_json_is_refused_not_read_as_one_text(tmp_path):
+    records = [{"id": "1", "text": "hello there"}, {"id": "2", "text": "bye now"}]
+    (tmp_path / "array.json").write_text(json.dumps(records))
+    (tmp_path / "pretty.jsonl").write_text(json.dumps(records[0], indent=2) + "\n")
+    for name in ("array.json", "pretty.jsonl"):
+        with pytest.raises(InputDataError, match=r"is named as JSON but is not JSON Lines.*jq -c") as err:
+            ReadCorpus(path=str(tmp_path / name)).apply()
+        assert err.value.param == "path" and name in str(err.value)
+    one = ReadCorpus(path=str(tmp_path / "array.json"), format="text").apply()  # asked for: one document
+    assert one["text"].to_list() == [json.dumps(records)]
