@@ -213,3 +213,17 @@ def test_a_json_array_or_a_pretty_printed_object_named_json_is_refused_not_read_
         assert err.value.param == "path" and name in str(err.value)
     one = ReadCorpus(path=str(tmp_path / "array.json"), format="text").apply()  # asked for: one document
     assert one["text"].to_list() == [json.dumps(records)]
+
+
+def test_integers_beyond_64_bits_are_read_as_decimals_parquet_can_store(tmp_path):
+    """A uint64 hash in JSON Lines or CSV was read as Int128, which no Parquet writer takes (exit 1)."""
+    (tmp_path / "h.jsonl").write_text('{"text": "a", "h": 18446744073709551615}\n{"text": "b", "h": -3}\n')
+    (tmp_path / "h.csv").write_text("text,h\na,18446744073709551615\nb,-3\n")
+    (tmp_path / "wide.jsonl").write_text(f'{{"text": "a", "h": {10**38}}}\n')  # 39 digits: beyond Decimal(38, 0)
+    for name in ("h.jsonl", "h.csv"):
+        out = ReadCorpus(path=str(tmp_path / name)).apply()
+        assert out.schema["h"] == pl.Decimal(38, 0)
+        assert out.to_arrow().column("h").to_pylist() == [2**64 - 1, -3]
+    assert ReadCorpus(path=str(tmp_path / "h.csv")).output_schema({})["h"] == pl.Decimal(38, 0)
+    with pytest.raises(InputDataError, match="column 'h' holds an integer of more than 38 digits"):
+        ReadCorpus(path=str(tmp_path / "wide.jsonl")).apply()
