@@ -16,6 +16,8 @@ from pipeline.rundir import refuse_run_folder
 from pipeline.stage import Stage
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# What NAME_RE asks beyond its characters, said in the refusal (`_tmp` read as allowed by "letters, digits, '_'").
+NAME_RULE = "(starting with a letter or digit, at most 128)"
 TOP_KEYS = {"name", "seed", "steps", "description"}
 STEP_KEYS = {"id", "stage", "params", "inputs", "description"}
 # Names a run folder cannot take: `<workdir>/index.html` is the page linking every report (stages/_report/index.py).
@@ -246,7 +248,7 @@ def parse_config(data: Any, source: str = "<dict>", overrides: list[str] | None 
     name = data.get("name")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
         raise PipelineError(
-            f"'name' must be letters, digits, '_', '-', '.' (it names the run folder), got {name!r}", file=source
+            f"'name' must be letters, digits, '_', '-', '.' {NAME_RULE} (it names the run folder), got {name!r}", file=source
         )
     if name.lower() in RESERVED_RUN_NAMES:
         raise PipelineError(f"'name' {name!r} is taken by the workdir's own page of that name; pick another name "
@@ -284,7 +286,8 @@ def _step_ids(raw_steps: list, source: str) -> set[str]:
         step_id = raw.get("id")
         if not isinstance(step_id, str) or not NAME_RE.fullmatch(step_id) or ".." in step_id:
             raise PipelineError(
-                f"{where}: 'id' must be letters, digits, '_', '-', '.' and may not leave the run folder, got {step_id!r}",
+                f"{where}: 'id' must be letters, digits, '_', '-', '.' {NAME_RULE} and may not leave the run folder, "
+                f"got {step_id!r}",
                 file=source,
             )
         if step_id in ids:
@@ -316,6 +319,9 @@ def _parse_step(raw: dict, step_ids: set[str], source: str) -> StepConfig:
     elif isinstance(raw_inputs, str):
         # A bare reference fills the stage's only required input.
         required = [n for n in cls.inputs if n not in cls.optional_inputs]
+        if not cls.inputs:  # not "takes named inputs []": a source has nothing to write as a mapping
+            raise PipelineError(f"stage '{stage_name}' is a source and takes no inputs; remove 'inputs' from this step",
+                                stage=stage_name, **where)
         if len(required) != 1:
             raise PipelineError(
                 f"stage '{stage_name}' takes named inputs {list(cls.inputs)}; write inputs as a mapping",
