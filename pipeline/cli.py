@@ -52,7 +52,7 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", metavar="STEP", help="run this step alone (its inputs must exist)")
     p.add_argument("--until", metavar="STEP", help="run this step and the steps it depends on")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="STEP.PARAM=VALUE",
-                   help="override a parameter (value parsed as YAML); repeatable")
+                   help="override a parameter (value parsed as YAML; a text parameter takes the text as typed); repeatable")
     p.add_argument("--executor", default="local", choices=["local", "ray"], help="where steps run")
     p.add_argument("--address", help="Ray cluster address (with --executor ray)")
     p.add_argument("--executor-option", dest="executor_options", action="append", default=[],

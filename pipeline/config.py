@@ -206,7 +206,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     return parse_config(data, source=str(path), overrides=overrides)
 
 
-def _parse_overrides(overrides: list[str], source: str) -> list[tuple[str, str, Any]]:
+def _parse_overrides(overrides: list[str], source: str) -> list[tuple[str, str, str, str]]:
+    """(step, param, value text, the whole item) of each --set; the text is parsed once the param's type is known."""
     parsed = []
     for item in overrides:
         if not isinstance(item, str):
@@ -214,10 +215,22 @@ def _parse_overrides(overrides: list[str], source: str) -> list[tuple[str, str, 
         m = re.fullmatch(r"([^.=]+)\.([^=]+)=(.*)", item, flags=re.S)
         if not m:
             raise PipelineError(f"--set expects STEP.PARAM=VALUE, got '{item}'", file=source)
-        # Errors read `--set STEP.PARAM=VALUE:1:COL: message`, one line like a config file's.
-        value = load_yaml(m.group(3), f"--set {item}") if m.group(3) != "" else ""
-        parsed.append((m.group(1), m.group(2), value))
+        parsed.append((m.group(1), m.group(2), m.group(3), item))
     return parsed
+
+
+def _override_value(stage_name: str, key: str, text: str, item: str) -> Any:
+    """A --set value: YAML, except that a text param takes the text as typed (unless quoted, or `null` where None
+    is allowed). As YAML, `glob=*.jsonl` was an alias error, `separator=#` a comment (None: sniffed) and
+    `query=... 'a: b'` a mapping."""
+    spec = next((s for s in stage_class(stage_name).param_specs() if s.name == key), None)
+    takes_text = spec is not None and spec.annotation in (str, str | None)
+    quoted = text.strip()[:1] in ("'", '"')
+    null = takes_text and spec.annotation is not str and text.strip() in ("null", "~")
+    if takes_text and not quoted and not null:
+        return text
+    # Errors read `--set STEP.PARAM=VALUE:1:COL: message`, one line like a config file's.
+    return load_yaml(text, f"--set {item}") if text != "" else ""
 
 
 def _parse_ref(value: Any, step_ids: set[str], where: dict[str, Any]) -> InputRef:
@@ -265,8 +278,9 @@ def parse_config(data: Any, source: str = "<dict>", overrides: list[str] | None 
     steps = [_parse_step(raw, step_ids, source) for raw in raw_steps]
 
     config = PipelineConfig(name=name, seed=seed, steps=steps, source=source)
-    for step_id, key, value in _parse_overrides(overrides or [], source):
-        config.step(step_id).params[key] = value
+    for step_id, key, text, item in _parse_overrides(overrides or [], source):
+        step = config.step(step_id)
+        step.params[key] = _override_value(step.stage, key, text, item)
     order_steps(config)
     for step in config.steps:
         build_stage(step, config)
