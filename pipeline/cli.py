@@ -67,35 +67,43 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
                         "files touched since written are re-hashed; default), full (re-hash everything), off")
 
 
-def _dry_run(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
-    from pipeline.plan import format_plan, plan_run
-
-    config = load_config(args.config, args.overrides)
-    plan = plan_run(config, workdir=args.workdir, force=args.force, only=args.only, until=args.until)
-    print(format_plan(plan, Path(args.workdir) / config.name))
-    return 0
-
-
-def _run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from pipeline.runner import run_pipeline
-    from pipeline.summary import format_summary
-
-    if args.dry_run:
-        return _dry_run(args)
+def _executor_options(args: argparse.Namespace) -> dict:
+    """--executor-option and --address as get_executor takes them; a bad one is one line (exit 2), in a dry run too."""
+    from pipeline.config import load_yaml
 
     options = {}
     for item in args.executor_options:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise PipelineError(f"--executor-option expects KEY=VALUE, got '{item}'")
-        options[key] = yaml.safe_load(value)
+        options[key] = load_yaml(value, f"--executor-option {item}")  # as --set: `x=*a` was a YAML traceback
     if args.address:
         if args.executor != "ray":
             raise PipelineError("--address is for --executor ray")
         options["address"] = args.address
+    return options
+
+
+def _dry_run(args: argparse.Namespace, options: dict) -> int:
+    from pipeline.config import load_config
+    from pipeline.executors import get_executor
+    from pipeline.plan import format_plan, plan_run
+
+    config = load_config(args.config, args.overrides)
+    if args.executor == "local":  # its options are checked as the run checks them; Ray's need a cluster
+        get_executor("local", **options).close()
+    plan = plan_run(config, workdir=args.workdir, force=args.force, only=args.only, until=args.until)
+    print(format_plan(plan, Path(args.workdir) / config.name))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.runner import run_pipeline
+    from pipeline.summary import format_summary
+
+    options = _executor_options(args)
+    if args.dry_run:
+        return _dry_run(args, options)
     report = run_pipeline(
         args.config, workdir=args.workdir, force=args.force, only=args.only, until=args.until,
         overrides=args.overrides, quiet=args.quiet, executor=args.executor, executor_options=options,

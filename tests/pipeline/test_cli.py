@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from cli_failures import BASE
 from conftest import run_cli, write_config
 from engine_config import CONFIG
 
@@ -74,3 +75,18 @@ def test_a_broken_pipe_that_is_not_stdout_is_still_reported(monkeypatch, capsys)
     monkeypatch.setattr(cli, "build_parser", lambda: parser)
     assert cli.main([]) == 1
     assert "error: BrokenPipeError: [Errno 32] Broken pipe" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (("--executor-option", "nope=1"), "the local executor takes only the options"),
+    (("--executor-option", "fragment_rows=abc"), "fragment_rows must be a whole number"),
+    (("--address", "10.0.0.1:6379"), "--address is for --executor ray"),
+    (("--executor-option", "fragment_rows=*x"), "--executor-option fragment_rows=*x:1:1: not valid YAML"),
+])
+def test_executor_options_are_checked_in_a_dry_run_as_in_a_run(tmp_path, extra, expected):
+    # A dry run printed its plan and exit 0 for options the run then refused; `*x` was a YAML traceback (exit 1).
+    cfg = write_config(tmp_path / "c.yaml", BASE)
+    for dry in (("--dry-run",), ()):
+        proc = run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), *dry, *extra)
+        assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "runs").exists()
