@@ -127,6 +127,18 @@ class RunDir:
                 file=str(path), hint="remove the link, or use another --workdir",
             )
 
+    def step_named_by(self, path: str, step_ids: set[str]) -> str | None:
+        """The reference (`split`, `split:train`) of this run's step that an input path names inside this run
+        folder, or None. Read by path, that output is no input of the DAG: it is read as it was before this run,
+        the step may run after its reader, and a step named by its own folder read its own last output."""
+        literal = Path(path.split("*")[0].split("?")[0].split("[")[0] or ".")  # the folder a glob starts from
+        try:
+            inside = literal.resolve().relative_to(self.path.resolve())
+        except ValueError:
+            return None
+        step, _, side = inside.parts[0].partition("@") if inside.parts else ("", "", "")
+        return (f"{step}:{side}" if side else step) if step in step_ids else None
+
     # -- lock -----------------------------------------------------------------------------------
 
     def lock(self, wait_s: float = 0.0) -> None:

@@ -173,6 +173,14 @@ def _resolve_inputs(
     for input_name, ref in step.inputs.items():
         try:
             if ref.path is not None:
+                named = run.step_named_by(ref.path, {s.id for s in config.steps})
+                if named is not None and named.split(":")[0] == step.id:
+                    raise PipelineError(f"input '{input_name}': '{ref.path}' is this step's own output: each run "
+                                        "would read the last one's; read another step or file")
+                if named is not None:
+                    raise PipelineError(f"input '{input_name}': '{ref.path}' is the output of step '{named}' of "
+                                        "this run, read by path: it would be read as it was before this run, not "
+                                        f"after that step; name the step instead ({input_name}: \"{named}\")")
                 ds = Dataset.from_parquet(ref.path)
                 described[input_name] = {"path": ref.path, "fingerprint": ds.stat_fingerprint()}
             else:
