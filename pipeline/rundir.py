@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import LockedError, PipelineError
-from pipeline.files import describe_path, side_dir, side_dirs
+from pipeline.files import RUN_RECORD, describe_path, side_dir, side_dirs
 from pipeline.writing import fsync_tree
 
 MANIFEST = "_manifest.json"
-RUN_RECORD = "_run.json"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

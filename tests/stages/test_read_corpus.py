@@ -227,3 +227,16 @@ def test_integers_beyond_64_bits_are_read_as_decimals_parquet_can_store(tmp_path
     assert ReadCorpus(path=str(tmp_path / "h.csv")).output_schema({})["h"] == pl.Decimal(38, 0)
     with pytest.raises(InputDataError, match="column 'h' holds an integer of more than 38 digits"):
         ReadCorpus(path=str(tmp_path / "wide.jsonl")).apply()
+
+
+def test_a_folder_holding_a_run_folder_is_refused_not_read_with_the_runs_outputs(tmp_path):
+    # `path: data` over data/raw/ and data/runs/: every step's Parquet was read as corpus rows too.
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    (tmp_path / "data" / "raw" / "c.jsonl").write_text('{"text": "a real document"}\n')
+    step = tmp_path / "data" / "runs" / "study" / "docs"
+    step.mkdir(parents=True)
+    pl.DataFrame({"id": ["x"], "text": ["a step's output"]}).write_parquet(step / "part-00000.parquet")
+    (step.parent / "_run.json").write_text("{}")
+    with pytest.raises(ParamError, match=r"holds the run folder '.*runs/study', whose step outputs would be read"):
+        ReadCorpus(path=str(tmp_path / "data")).apply()
+    assert ReadCorpus(path=str(tmp_path / "data" / "raw")).apply()["text"].to_list() == ["a real document"]
