@@ -321,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         runner.COMMAND_LINE = ["pipeline", *(argv if argv is not None else sys.argv[1:])]
         parser = build_parser()
         args = parser.parse_args(argv)
+        if isinstance(getattr(args, "workdir", None), str):  # `--workdir=~/runs`: no shell expands that `~`,
+            args.workdir = os.path.expanduser(args.workdir)   # and a folder named '~' appeared here
         code = args._handler(args)
         sys.stdout.flush()  # a reader that went away is seen here, not as a warning at interpreter exit
         return code

@@ -9,6 +9,7 @@ which directory that was, since a user reading "does not exist" needs to know wh
 from __future__ import annotations
 
 import glob as globlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def find_files(
     step folder's own `part-*.parquet` come before anything nested in it). `param` names the
     parameter in the error (a ParamError); without it the error is an InputDataError.
     """
-    text = str(path)
+    text = os.path.expanduser(str(path))  # `path: ~/corpus.jsonl`, as polars and the shell read it
     if is_glob(text):
         files = [f for f in map(Path, globlib.glob(text, recursive=True)) if _is_data(f, None)]
     elif Path(text).is_dir():

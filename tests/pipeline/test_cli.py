@@ -90,3 +90,17 @@ def test_executor_options_are_checked_in_a_dry_run_as_in_a_run(tmp_path, extra, 
         proc = run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), *dry, *extra)
         assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_tilde_in_workdir_and_in_a_config_path_means_home(tmp_path, monkeypatch):
+    # No shell expands `--workdir=~/runs`: a folder named '~' appeared in the current directory (one `rm -rf ~`
+    # from a disaster), and `path: ~/corpus.jsonl` "did not exist".
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "c.jsonl").write_text('{"text": "a document at home"}\n')
+    cfg = write_config(tmp_path / "c.yaml", "name: t\nseed: 0\nsteps:\n  - id: a\n    stage: read_corpus\n"
+                                            "    params: {path: ~/c.jsonl}\n")
+    proc = run_cli("run", str(cfg), "--workdir=~/runs", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "home" / "runs" / "t" / "a" / "_manifest.json").is_file()
+    assert not (tmp_path / "~").exists()
