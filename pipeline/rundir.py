@@ -55,7 +55,7 @@ def refuse_run_folder(path: str | Path, **where: Any) -> None:
     """Refuse a run folder (or a workdir of runs) named where one table is read: every Parquet file under it
     would be read as one input, so a run of steps with one schema (docs -> length_filter) came back as all
     their rows together, silently; other runs failed on the first side output's schema."""
-    folder = Path(path)
+    folder = Path(path).expanduser()  # as find_files reads it
     if not folder.is_dir():
         return
     if (folder / RUN_RECORD).is_file():
@@ -130,7 +130,7 @@ class RunDir:
         """The reference (`split`, `split:train`) of this run's step that an input path names inside this run
         folder, or None. Read by path, that output is no input of the DAG: it is read as it was before this run,
         the step may run after its reader, and a step named by its own folder read its own last output."""
-        literal = Path(path.split("*")[0].split("?")[0].split("[")[0] or ".")  # the folder a glob starts from
+        literal = Path(path.split("*")[0].split("?")[0].split("[")[0] or ".").expanduser()  # where a glob starts
         try:
             inside = literal.resolve().relative_to(self.path.resolve())
         except ValueError:
