@@ -125,3 +125,13 @@ def test_an_id_or_name_of_allowed_characters_says_what_else_it_needs(bad):
                    {"name": "s", "seed": 0, "steps": [{"id": bad, "stage": "python_docs"}]}):
         with pytest.raises(PipelineError, match=r"starting with a letter or digit, at most 128"):
             parse_config(config)
+
+
+def test_a_run_folder_named_from_home_is_refused_too(tmp_path, monkeypatch):
+    # Paths a config names read '~' as home (find_files); the run-folder check read it literally and let it by.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "runs" / "bad" / "docs").mkdir(parents=True)
+    (tmp_path / "runs" / "bad" / "_run.json").write_text("{}")
+    steps = [{"id": "f", "stage": "length_filter", "inputs": "~/runs/bad"}]
+    with pytest.raises(PipelineError, match="is a run folder, not a step"):
+        parse_config({"name": "s", "seed": 0, "steps": steps})
