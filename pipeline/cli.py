@@ -202,7 +202,11 @@ def _show(args: argparse.Namespace) -> int:
     if not record_path.exists():
         raise PipelineError("no run found (expected a _run.json inside)", file=describe_path(run_dir),
                             hint="give a pipeline name and its --workdir, or the run folder")
-    record = json.loads(record_path.read_text())
+    try:
+        record = json.loads(record_path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:  # not written by the engine (it writes it atomically)
+        raise PipelineError(f"the run record is damaged ({exc})", file=str(record_path),
+                            hint="run the pipeline again to write it anew") from None
     if args.json:
         record["run_dir"] = str(run_dir.resolve())
         # Only steps this run made or reused: a failed or unreached step's folder holds an earlier run's output.

@@ -104,3 +104,10 @@ def test_a_tilde_in_workdir_and_in_a_config_path_means_home(tmp_path, monkeypatc
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "home" / "runs" / "t" / "a" / "_manifest.json").is_file()
     assert not (tmp_path / "~").exists()
+
+
+def test_show_of_a_damaged_run_record_is_one_line(tmp_path):
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    (tmp_path / "runs" / "r" / "_run.json").write_text("garbage")
+    proc = run_cli("show", "r", "--workdir", str(tmp_path / "runs"))
+    assert proc.returncode == 2 and "the run record is damaged" in proc.stderr and "run the pipeline again" in proc.stderr
