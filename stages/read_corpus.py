@@ -87,6 +87,19 @@ class ReadCorpus(Stage):
             return FileFormat(self.format, compression_of(path))
         return detect(path)
 
+    def _formats(self, files: list[Path]) -> list[FileFormat]:
+        """Each file's format. Plain text found among tables is refused: in a downloaded dataset's folder
+        (data/*.parquet beside README.md) the README was read as one more document, without a word."""
+        formats = [self._format_of(f) for f in files]
+        texts = [f.name for f, fmt in zip(files, formats) if fmt.format == "text"]
+        if texts and len(texts) < len(files):
+            tables = sorted({fmt.format for fmt in formats if fmt.format != "text"})
+            raise ParamError("path", f"holds {' and '.join(tables)} files and plain text ({', '.join(texts[:3])}"
+                             f"{', ...' if len(texts) > 3 else ''}), which would be read as documents among the "
+                             f"rows; name the data files with glob (e.g. glob: '**/*.{tables[0]}')",
+                             file=describe_path(self.path))
+        return formats
+
     def run(self, ctx: Context) -> pl.DataFrame | Iterator[pl.DataFrame]:
         saved = self._saved_dataset()
         if saved is not None:
@@ -94,7 +107,7 @@ class ReadCorpus(Stage):
             return read_saved_dataset(*saved, text_column=self.text_column, id_column=self.id_column,
                                       label=self.path)
         files = self._files()
-        formats = [self._format_of(f) for f in files]
+        formats = self._formats(files)
         ctx.record("formats", dict(Counter("+".join(filter(None, (f.format, f.compression))) for f in formats)))
         # JSON Lines, CSV and Parquet stream in bounded batches (stages/file_stream.py).
         return stream_files(files, formats, text_column=self.text_column, id_column=self.id_column,
@@ -106,7 +119,7 @@ class ReadCorpus(Stage):
         if self._saved_dataset() is not None:
             return None
         files = self._files()
-        return declared_schema(files, [self._format_of(f) for f in files], self.text_column, self.id_column,
+        return declared_schema(files, self._formats(files), self.text_column, self.id_column,
                                self.separator, root=self.path)
 
     @classmethod

@@ -240,3 +240,14 @@ def test_a_folder_holding_a_run_folder_is_refused_not_read_with_the_runs_outputs
     with pytest.raises(ParamError, match=r"holds the run folder '.*runs/study', whose step outputs would be read"):
         ReadCorpus(path=str(tmp_path / "data")).apply()
     assert ReadCorpus(path=str(tmp_path / "data" / "raw")).apply()["text"].to_list() == ["a real document"]
+
+
+def test_plain_text_among_table_files_is_refused_not_read_as_a_document(tmp_path):
+    # A downloaded dataset's folder: data/*.parquet beside README.md. The README was one more row of the corpus.
+    (tmp_path / "data").mkdir()
+    pl.DataFrame({"text": ["doc one", "doc two"]}).write_parquet(tmp_path / "data" / "train-00000.parquet")
+    (tmp_path / "README.md").write_text("---\nlicense: mit\n---\n# My dataset\n")
+    with pytest.raises(ParamError, match=r"holds parquet files and plain text \(README.md\).*glob: '\*\*/\*.parquet'"):
+        ReadCorpus(path=str(tmp_path)).apply()
+    out = ReadCorpus(path=str(tmp_path), glob="**/*.parquet").apply()
+    assert out["text"].to_list() == ["doc one", "doc two"]
