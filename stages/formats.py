@@ -85,6 +85,8 @@ def _starts_with_json_object(head: bytes) -> bool:
         return True
     try:
         return isinstance(json.loads(line), dict)
+    except UnicodeDecodeError:  # a record in another encoding: the JSON Lines reader names the bytes
+        return True
     except ValueError:
         return False
 

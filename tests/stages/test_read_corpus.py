@@ -251,3 +251,10 @@ def test_plain_text_among_table_files_is_refused_not_read_as_a_document(tmp_path
         ReadCorpus(path=str(tmp_path)).apply()
     out = ReadCorpus(path=str(tmp_path), glob="**/*.parquet").apply()
     assert out["text"].to_list() == ["doc one", "doc two"]
+
+
+def test_json_lines_in_another_encoding_are_refused_as_json_lines_naming_the_encoding(tmp_path):
+    (tmp_path / "latin1.jsonl").write_bytes('{"text": "café"}\n'.encode("latin-1"))
+    assert detect(tmp_path / "latin1.jsonl").format == "jsonl"  # not "a JSON array or an object over lines"
+    with pytest.raises(InputDataError, match=r"cannot read as jsonl \(.*UTF-8"):
+        ReadCorpus(path=str(tmp_path / "latin1.jsonl")).apply()
