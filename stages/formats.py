@@ -161,7 +161,15 @@ def read_frame(path: Path, fmt: FileFormat, *, separator: str | None = None, enc
         return pl.DataFrame({"text": [data.decode(encoding, errors=errors)]}, schema={"text": pl.String})
     except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError, pa.ArrowInvalid) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputDataError(f"cannot read as {fmt.format} ({msg})", param="path", file=label) from None
+        raise InputDataError(f"cannot read as {fmt.format} ({msg})", param="path", file=label,
+                             hint=encoding_hint(msg)) from None
+
+
+def encoding_hint(message: str) -> str | None:
+    """What to do when a reader's error says the bytes are not UTF-8 (an Excel CSV in latin-1, cp1252)."""
+    if "utf-8" in message.lower() or "utf8" in message.lower():
+        return "the file is not UTF-8: convert it first, e.g. iconv -f cp1252 -t utf-8 FILE > FILE.utf8"
+    return None
 
 
 def _csv_separator(data: bytes) -> str:

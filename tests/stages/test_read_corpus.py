@@ -258,3 +258,12 @@ def test_json_lines_in_another_encoding_are_refused_as_json_lines_naming_the_enc
     assert detect(tmp_path / "latin1.jsonl").format == "jsonl"  # not "a JSON array or an object over lines"
     with pytest.raises(InputDataError, match=r"cannot read as jsonl \(.*UTF-8"):
         ReadCorpus(path=str(tmp_path / "latin1.jsonl")).apply()
+
+
+def test_a_file_that_is_not_utf8_is_refused_saying_how_to_convert_it(tmp_path):
+    # An Excel CSV in cp1252 read "cannot read as csv (invalid utf-8 sequence)" and nothing about what to do.
+    (tmp_path / "excel.csv").write_bytes("id,text\n1,café au lait\n".encode("cp1252"))
+    (tmp_path / "notes.txt").write_bytes("café".encode("cp1252"))
+    for name in ("excel.csv", "notes.txt"):
+        with pytest.raises(InputDataError, match=r"the file is not UTF-8: convert it first, e\.g\. iconv"):
+            ReadCorpus(path=str(tmp_path / name)).apply()
