@@ -96,7 +96,7 @@ class ReadCorpus(Stage):
             tables = sorted({fmt.format for fmt in formats if fmt.format != "text"})
             raise ParamError("path", f"holds {' and '.join(tables)} files and plain text ({', '.join(texts[:3])}"
                              f"{', ...' if len(texts) > 3 else ''}), which would be read as documents among the "
-                             f"rows; name the data files with glob (e.g. glob: '**/*.{tables[0]}')",
+                             f"rows; name the data files with glob (e.g. glob: '**/*.{tables[0]}'), or set format",
                              file=describe_path(self.path))
         return formats
 
