@@ -52,7 +52,7 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", metavar="STEP", help="run this step alone (its inputs must exist)")
     p.add_argument("--until", metavar="STEP", help="run this step and the steps it depends on")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="STEP.PARAM=VALUE",
-                   help="override a parameter (value parsed as YAML); repeatable")
+                   help="override a parameter (value parsed as YAML; a text parameter takes the text as typed); repeatable")
     p.add_argument("--executor", default="local", choices=["local", "ray"], help="where steps run")
     p.add_argument("--address", help="Ray cluster address (with --executor ray)")
     p.add_argument("--executor-option", dest="executor_options", action="append", default=[],
@@ -67,35 +67,43 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
                         "files touched since written are re-hashed; default), full (re-hash everything), off")
 
 
-def _dry_run(args: argparse.Namespace) -> int:
-    from pipeline.config import load_config
-    from pipeline.plan import format_plan, plan_run
-
-    config = load_config(args.config, args.overrides)
-    plan = plan_run(config, workdir=args.workdir, force=args.force, only=args.only, until=args.until)
-    print(format_plan(plan, Path(args.workdir) / config.name))
-    return 0
-
-
-def _run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from pipeline.runner import run_pipeline
-    from pipeline.summary import format_summary
-
-    if args.dry_run:
-        return _dry_run(args)
+def _executor_options(args: argparse.Namespace) -> dict:
+    """--executor-option and --address as get_executor takes them; a bad one is one line (exit 2), in a dry run too."""
+    from pipeline.config import load_yaml
 
     options = {}
     for item in args.executor_options:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise PipelineError(f"--executor-option expects KEY=VALUE, got '{item}'")
-        options[key] = yaml.safe_load(value)
+        options[key] = load_yaml(value, f"--executor-option {item}")  # as --set: `x=*a` was a YAML traceback
     if args.address:
         if args.executor != "ray":
             raise PipelineError("--address is for --executor ray")
         options["address"] = args.address
+    return options
+
+
+def _dry_run(args: argparse.Namespace, options: dict) -> int:
+    from pipeline.config import load_config
+    from pipeline.executors import get_executor
+    from pipeline.plan import format_plan, plan_run
+
+    config = load_config(args.config, args.overrides)
+    if args.executor == "local":  # its options are checked as the run checks them; Ray's need a cluster
+        get_executor("local", **options).close()
+    plan = plan_run(config, workdir=args.workdir, force=args.force, only=args.only, until=args.until)
+    print(format_plan(plan, Path(args.workdir) / config.name))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipeline.runner import run_pipeline
+    from pipeline.summary import format_summary
+
+    options = _executor_options(args)
+    if args.dry_run:
+        return _dry_run(args, options)
     report = run_pipeline(
         args.config, workdir=args.workdir, force=args.force, only=args.only, until=args.until,
         overrides=args.overrides, quiet=args.quiet, executor=args.executor, executor_options=options,
@@ -194,7 +202,11 @@ def _show(args: argparse.Namespace) -> int:
     if not record_path.exists():
         raise PipelineError("no run found (expected a _run.json inside)", file=describe_path(run_dir),
                             hint="give a pipeline name and its --workdir, or the run folder")
-    record = json.loads(record_path.read_text())
+    try:
+        record = json.loads(record_path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:  # not written by the engine (it writes it atomically)
+        raise PipelineError(f"the run record is damaged ({exc})", file=str(record_path),
+                            hint="run the pipeline again to write it anew") from None
     if args.json:
         record["run_dir"] = str(run_dir.resolve())
         # Only steps this run made or reused: a failed or unreached step's folder holds an earlier run's output.
@@ -313,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
         runner.COMMAND_LINE = ["pipeline", *(argv if argv is not None else sys.argv[1:])]
         parser = build_parser()
         args = parser.parse_args(argv)
+        if isinstance(getattr(args, "workdir", None), str):  # `--workdir=~/runs`: no shell expands that `~`,
+            args.workdir = os.path.expanduser(args.workdir)   # and a folder named '~' appeared here
         code = args._handler(args)
         sys.stdout.flush()  # a reader that went away is seen here, not as a warning at interpreter exit
         return code

@@ -16,6 +16,8 @@ from pipeline.rundir import refuse_run_folder
 from pipeline.stage import Stage
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# What NAME_RE asks beyond its characters, said in the refusal (`_tmp` read as allowed by "letters, digits, '_'").
+NAME_RULE = "(starting with a letter or digit, at most 128)"
 TOP_KEYS = {"name", "seed", "steps", "description"}
 STEP_KEYS = {"id", "stage", "params", "inputs", "description"}
 # Names a run folder cannot take: `<workdir>/index.html` is the page linking every report (stages/_report/index.py).
@@ -204,7 +206,8 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     return parse_config(data, source=str(path), overrides=overrides)
 
 
-def _parse_overrides(overrides: list[str], source: str) -> list[tuple[str, str, Any]]:
+def _parse_overrides(overrides: list[str], source: str) -> list[tuple[str, str, str, str]]:
+    """(step, param, value text, the whole item) of each --set; the text is parsed once the param's type is known."""
     parsed = []
     for item in overrides:
         if not isinstance(item, str):
@@ -212,10 +215,22 @@ def _parse_overrides(overrides: list[str], source: str) -> list[tuple[str, str, 
         m = re.fullmatch(r"([^.=]+)\.([^=]+)=(.*)", item, flags=re.S)
         if not m:
             raise PipelineError(f"--set expects STEP.PARAM=VALUE, got '{item}'", file=source)
-        # Errors read `--set STEP.PARAM=VALUE:1:COL: message`, one line like a config file's.
-        value = load_yaml(m.group(3), f"--set {item}") if m.group(3) != "" else ""
-        parsed.append((m.group(1), m.group(2), value))
+        parsed.append((m.group(1), m.group(2), m.group(3), item))
     return parsed
+
+
+def _override_value(stage_name: str, key: str, text: str, item: str) -> Any:
+    """A --set value: YAML, except that a text param takes the text as typed (unless quoted, or `null` where None
+    is allowed). As YAML, `glob=*.jsonl` was an alias error, `separator=#` a comment (None: sniffed) and
+    `query=... 'a: b'` a mapping."""
+    spec = next((s for s in stage_class(stage_name).param_specs() if s.name == key), None)
+    takes_text = spec is not None and spec.annotation in (str, str | None)
+    quoted = text.strip()[:1] in ("'", '"')
+    null = takes_text and spec.annotation is not str and text.strip() in ("null", "~")
+    if takes_text and not quoted and not null:
+        return text
+    # Errors read `--set STEP.PARAM=VALUE:1:COL: message`, one line like a config file's.
+    return load_yaml(text, f"--set {item}") if text != "" else ""
 
 
 def _parse_ref(value: Any, step_ids: set[str], where: dict[str, Any]) -> InputRef:
@@ -246,7 +261,7 @@ def parse_config(data: Any, source: str = "<dict>", overrides: list[str] | None 
     name = data.get("name")
     if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
         raise PipelineError(
-            f"'name' must be letters, digits, '_', '-', '.' (it names the run folder), got {name!r}", file=source
+            f"'name' must be letters, digits, '_', '-', '.' {NAME_RULE} (it names the run folder), got {name!r}", file=source
         )
     if name.lower() in RESERVED_RUN_NAMES:
         raise PipelineError(f"'name' {name!r} is taken by the workdir's own page of that name; pick another name "
@@ -263,8 +278,9 @@ def parse_config(data: Any, source: str = "<dict>", overrides: list[str] | None 
     steps = [_parse_step(raw, step_ids, source) for raw in raw_steps]
 
     config = PipelineConfig(name=name, seed=seed, steps=steps, source=source)
-    for step_id, key, value in _parse_overrides(overrides or [], source):
-        config.step(step_id).params[key] = value
+    for step_id, key, text, item in _parse_overrides(overrides or [], source):
+        step = config.step(step_id)
+        step.params[key] = _override_value(step.stage, key, text, item)
     order_steps(config)
     for step in config.steps:
         build_stage(step, config)
@@ -284,7 +300,8 @@ def _step_ids(raw_steps: list, source: str) -> set[str]:
         step_id = raw.get("id")
         if not isinstance(step_id, str) or not NAME_RE.fullmatch(step_id) or ".." in step_id:
             raise PipelineError(
-                f"{where}: 'id' must be letters, digits, '_', '-', '.' and may not leave the run folder, got {step_id!r}",
+                f"{where}: 'id' must be letters, digits, '_', '-', '.' {NAME_RULE} and may not leave the run folder, "
+                f"got {step_id!r}",
                 file=source,
             )
         if step_id in ids:
@@ -316,6 +333,9 @@ def _parse_step(raw: dict, step_ids: set[str], source: str) -> StepConfig:
     elif isinstance(raw_inputs, str):
         # A bare reference fills the stage's only required input.
         required = [n for n in cls.inputs if n not in cls.optional_inputs]
+        if not cls.inputs:  # not "takes named inputs []": a source has nothing to write as a mapping
+            raise PipelineError(f"stage '{stage_name}' is a source and takes no inputs; remove 'inputs' from this step",
+                                stage=stage_name, **where)
         if len(required) != 1:
             raise PipelineError(
                 f"stage '{stage_name}' takes named inputs {list(cls.inputs)}; write inputs as a mapping",

@@ -9,12 +9,14 @@ which directory that was, since a user reading "does not exist" needs to know wh
 from __future__ import annotations
 
 import glob as globlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.errors import InputDataError, ParamError, PipelineError
 
 GLOB_CHARS = "*?["
+RUN_RECORD = "_run.json"  # marks a run folder (pipeline/rundir.py)
 
 
 def is_glob(path: str | Path) -> bool:
@@ -49,7 +51,7 @@ def find_files(
     step folder's own `part-*.parquet` come before anything nested in it). `param` names the
     parameter in the error (a ParamError); without it the error is an InputDataError.
     """
-    text = str(path)
+    text = os.path.expanduser(str(path))  # `path: ~/corpus.jsonl`, as polars and the shell read it
     if is_glob(text):
         files = [f for f in map(Path, globlib.glob(text, recursive=True)) if _is_data(f, None)]
     elif Path(text).is_dir():
@@ -59,6 +61,10 @@ def find_files(
             files = [f for f in root.glob(pattern) if _is_data(f, root)]
             if files:
                 break
+        run = _run_folder_under(files, root)
+        if run is not None:  # `path: data` over data/raw/ and data/runs/ read every step's Parquet as data too
+            raise _error(f"holds the run folder '{run}', whose step outputs would be read as data too; name the "
+                         "folder of the data itself", text, param)
     elif Path(text).exists():
         files = [Path(text)]
     else:
@@ -67,6 +73,19 @@ def find_files(
         hint = f" matching {' or '.join(patterns)}" if Path(text).is_dir() else ""
         raise _error(f"holds no {what}{hint}", text, param)
     return sorted(files)
+
+
+def _run_folder_under(files: list[Path], root: Path) -> Path | None:
+    """A run folder (one holding _run.json) below `root` and above one of `files`, or None."""
+    checked: set[Path] = set()
+    for f in files:
+        for parent in f.parents:
+            if parent == root or parent in checked:
+                break
+            checked.add(parent)
+            if (parent / RUN_RECORD).is_file():
+                return parent
+    return None
 
 
 def _error(message: str, path: str, param: str | None) -> PipelineError:

@@ -27,7 +27,7 @@ def resolve(path: str | Path) -> Path | str:
     step, colon, side = folder.name.rpartition(":")
     if colon and step and SIDE_SEPARATOR not in step:
         return side_dir(folder.with_name(step), side)
-    if folder.parent.is_dir() and side_dir(folder.parent, folder.name).is_dir():
+    if folder.parent.name and folder.parent.is_dir() and side_dir(folder.parent, folder.name).is_dir():
         return side_dir(folder.parent, folder.name)
     return path
 

@@ -26,6 +26,7 @@ from pipeline.runner import (
     RunDir,
     _outputs_intact,
     _resolve_inputs,
+    left_out_notes,
     read_manifest,
     select_steps,
     step_fingerprint,
@@ -89,9 +90,10 @@ def plan_run(
     run = RunDir(Path(workdir), config.name)
     plan: list[PlannedStep] = []
     rerunning: set[str] = set()
+    notes = left_out_notes(config, selected, run)
     for step in order_steps(config):
         if step.id not in selected:
-            plan.append(PlannedStep(step.id, step.stage, "skipped"))
+            plan.append(PlannedStep(step.id, step.stage, "skipped", notes.get(step.id, "")))
             continue
         try:
             planned = _plan_step(step, config, run, force, rerunning)

@@ -31,11 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import LockedError, PipelineError
-from pipeline.files import describe_path, side_dir, side_dirs
+from pipeline.files import RUN_RECORD, describe_path, side_dir, side_dirs
 from pipeline.writing import fsync_tree
 
 MANIFEST = "_manifest.json"
-RUN_RECORD = "_run.json"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -56,7 +55,7 @@ def refuse_run_folder(path: str | Path, **where: Any) -> None:
     """Refuse a run folder (or a workdir of runs) named where one table is read: every Parquet file under it
     would be read as one input, so a run of steps with one schema (docs -> length_filter) came back as all
     their rows together, silently; other runs failed on the first side output's schema."""
-    folder = Path(path)
+    folder = Path(path).expanduser()  # as find_files reads it
     if not folder.is_dir():
         return
     if (folder / RUN_RECORD).is_file():
@@ -126,6 +125,18 @@ class RunDir:
                 "the engine never follows links it did not create, so nothing was changed",
                 file=str(path), hint="remove the link, or use another --workdir",
             )
+
+    def step_named_by(self, path: str, step_ids: set[str]) -> str | None:
+        """The reference (`split`, `split:train`) of this run's step that an input path names inside this run
+        folder, or None. Read by path, that output is no input of the DAG: it is read as it was before this run,
+        the step may run after its reader, and a step named by its own folder read its own last output."""
+        literal = Path(path.split("*")[0].split("?")[0].split("[")[0] or ".").expanduser()  # where a glob starts
+        try:
+            inside = literal.resolve().relative_to(self.path.resolve())
+        except ValueError:
+            return None
+        step, _, side = inside.parts[0].partition("@") if inside.parts else ("", "", "")
+        return (f"{step}:{side}" if side else step) if step in step_ids else None
 
     # -- lock -----------------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from pipeline.io import Dataset
 from pipeline.rundir import MANIFEST, RUN_RECORD, RunDir, StagedStep, read_manifest, write_json_atomic
 from pipeline.stage import Context, Stage, check_inputs
 from pipeline.verify import DEFAULT_MODE, check_mode, describe_artefacts, verify_step, written_mtimes
-from pipeline.why import why_changed
+from pipeline.why import left_out, why_changed
 
 # 2: side outputs are sibling folders `<step>@<side>/` (1 kept them inside the step folder).
 FORMAT_VERSION = 2
@@ -173,6 +173,14 @@ def _resolve_inputs(
     for input_name, ref in step.inputs.items():
         try:
             if ref.path is not None:
+                named = run.step_named_by(ref.path, {s.id for s in config.steps})
+                if named is not None and named.split(":")[0] == step.id:
+                    raise PipelineError(f"input '{input_name}': '{ref.path}' is this step's own output: each run "
+                                        "would read the last one's; read another step or file")
+                if named is not None:
+                    raise PipelineError(f"input '{input_name}': '{ref.path}' is the output of step '{named}' of "
+                                        "this run, read by path: it would be read as it was before this run, not "
+                                        f"after that step; name the step instead ({input_name}: \"{named}\")")
                 ds = Dataset.from_parquet(ref.path)
                 described[input_name] = {"path": ref.path, "fingerprint": ds.stat_fingerprint()}
             else:
@@ -197,6 +205,18 @@ def step_fingerprint(stage: Stage, inputs: dict[str, dict], seed: int) -> str:
         "extra": stage.fingerprint_extra(),
     }
     return xxhash.xxh3_128(_canonical(payload).encode()).hexdigest()
+
+
+def left_out_notes(config: PipelineConfig, selected: set[str], run: RunDir) -> dict[str, str]:
+    """Steps left out (--only) that a selected step reads and whose output predates their config: why."""
+    feeding = set().union(*(upstream(config, s) for s in selected)) - selected
+    notes = {}
+    for step in config.steps:
+        if step.id in feeding:
+            note = left_out(read_manifest(run.path / step.id), build_stage(step, config), config.seed)
+            if note:
+                notes[step.id] = note
+    return notes
 
 
 def _say(quiet: bool, text: str) -> None:
@@ -276,8 +296,11 @@ def run_pipeline(
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     try:
         n = 0
+        notes = left_out_notes(config, selected, run)
         for step in ordered:
             if step.id not in selected:
+                if step.id in notes:
+                    _say(quiet, f"{step.id} ({step.stage}): not selected; {notes[step.id]}")
                 report.steps.append(StepReport(step.id, step.stage, "skipped"))
                 continue
             n += 1

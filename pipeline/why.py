@@ -33,3 +33,11 @@ def why_changed(manifest: dict, stage: Any, described: dict[str, dict], seed: in
     if moved:
         return "input changed: " + ", ".join(moved)
     return "code or data behind the stage changed (library version, files it reads)"
+
+
+def left_out(manifest: dict | None, stage: Any, seed: int) -> str:
+    """For a step left out of a run (--only) that a selected step reads: how its output on disk differs from what
+    its config asks now (a --set or an edit there changes nothing in this run), or ''."""
+    own = own_change(manifest, stage, seed) if manifest is not None else None
+    return (f"its output predates the config ({own}); the selected step reads that older output (--until, not "
+            "--only, remakes it)") if own else ""

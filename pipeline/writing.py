@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line
 from pipeline.io import PART_GLOB
 
 COMPRESSION = "zstd"
@@ -137,16 +137,19 @@ def write_table(result: Any, out_dir: Path, rows_per_part: int = ROWS_PER_PART) 
                 schema = table.schema
             elif not table.schema.equals(schema):
                 try:
-                    table = table.select(schema.names).cast(schema)
+                    if set(table.schema.names) - set(schema.names):  # a column first seen now: not dropped
+                        raise KeyError(sorted(set(table.schema.names) - set(schema.names)))
+                    table = _conformed(table, schema)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError, ValueError) as exc:
-                    filled = _null_types_filled(schema, table.schema)
+                    filled = _widened(schema, table.schema)
                     if filled is None:
                         raise PipelineError(
-                            f"the stage produced batches with different schemas ({table.schema} vs {schema}): {exc}"
+                            f"the stage produced batches with different schemas ({_schema_line(table.schema)} vs "
+                            f"{_schema_line(schema)}): {first_line(exc)}"
                         ) from None
                     # A column all null so far (type null) has its type now: this batch starts a part of its
                     # own, and the parts get one schema at the end (the type one writer of it all would give).
-                    table = table.select(filled.names).cast(filled)
+                    table = _conformed(table, filled)
                     if writer is not None:
                         writer.close()
                         writer, part, rows_in_part = None, part + 1, 0
@@ -179,19 +182,24 @@ def write_table(result: Any, out_dir: Path, rows_per_part: int = ROWS_PER_PART) 
         unify_part_schemas(out_dir)
 
 
-def _null_types_filled(before: pa.Schema, after: pa.Schema) -> pa.Schema | None:
-    """`before` with its null-typed columns typed as `after` types them; None if the two differ otherwise."""
-    if before.names != after.names:
+def _widened(before: pa.Schema, after: pa.Schema) -> pa.Schema | None:
+    """The schema holding batches of both: a null-typed column typed, integers widened to floats, columns first
+    seen later added (as one polars frame of every batch has them); None for a real conflict (text vs numbers)."""
+    try:
+        return pa.unify_schemas([before, after], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
-    fields = []
-    for a, b in zip(before, after):
-        if a.type == b.type or pa.types.is_null(b.type):
-            fields.append(a)
-        elif pa.types.is_null(a.type):
-            fields.append(b)
-        else:
-            return None
-    return pa.schema(fields, metadata=before.metadata)
+
+
+def _conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`table` with exactly `schema`'s columns, in order and cast; a column it lacks is all null."""
+    columns = [table.column(f.name).cast(f.type) if f.name in table.schema.names else pa.nulls(table.num_rows, f.type)
+               for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _schema_line(schema: pa.Schema) -> str:
+    return ", ".join(f"{f.name}: {f.type}" for f in schema)
 
 
 def unify_part_schemas(out_dir: Path) -> None:
@@ -213,10 +221,11 @@ def unify_part_schemas(out_dir: Path) -> None:
         if schema.equals(unified):
             continue
         try:
-            table = pq.read_table(part).select(unified.names).cast(unified)
+            table = _conformed(pq.read_table(part), unified)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError, ValueError) as exc:
             raise PipelineError(
-                f"the stage produced batches with different schemas ({schema} vs {unified}): {exc}"
+                f"the stage produced batches with different schemas ({_schema_line(schema)} vs "
+                f"{_schema_line(unified)}): {first_line(exc)}"
             ) from None
         tmp = part.with_name(f".{part.name}.tmp")
         pq.write_table(table, tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL)

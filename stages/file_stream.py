@@ -30,7 +30,7 @@ from pipeline.columns import is_text, polars_schema
 from pipeline.errors import InputDataError, first_line
 from pipeline.files import describe_path
 from pipeline.io import batch_frame
-from stages.formats import FileFormat, _csv_separator, detect, read_frame
+from stages.formats import FileFormat, _csv_separator, compression_of, encoding_hint, read_frame
 
 # Decompressed bytes parsed at once. Files up to this size are read in one piece, exactly as before.
 STREAM_BATCH_BYTES = 64 << 20
@@ -94,7 +94,8 @@ _PARQUET_ERRORS = (pa.ArrowException, pl.exceptions.PolarsError, OSError)
 
 def _failed(path: Path, fmt: str, exc: Exception) -> InputDataError:
     msg = first_line(exc)
-    return InputDataError(f"cannot read as {fmt} ({msg})", param="path", file=describe_path(path))
+    return InputDataError(f"cannot read as {fmt} ({msg})", param="path", file=describe_path(path),
+                          hint=encoding_hint(msg))
 
 
 class FileBatches:
@@ -352,6 +353,25 @@ def normalise(
     return df.insert_column(0, ids.alias("id"))
 
 
+# JSON and CSV integers beyond 64 bits (a uint64 hash) are read as Int128, which Arrow and Parquet cannot store;
+# Decimal(38, 0) holds them exactly, as the sql stage's DuckDB writes a HUGEINT.
+_WIDE_INTEGERS = (pl.Int128, pl.UInt128)
+_STORABLE_INTEGER = pl.Decimal(38, 0)
+
+
+def storable(df: pl.DataFrame, label: str) -> pl.DataFrame:
+    """`df` with its 128-bit integer columns as Decimal(38, 0); a value of more than 38 digits is refused."""
+    wide = {c: _STORABLE_INTEGER for c, t in df.schema.items() if t in _WIDE_INTEGERS}
+    if not wide:
+        return df
+    try:
+        return df.cast(wide)
+    except pl.exceptions.InvalidOperationError as exc:
+        column = next(c for c in wide if df[c].cast(_STORABLE_INTEGER, strict=False).null_count() > df[c].null_count())
+        raise InputDataError(f"column '{column}' holds an integer of more than 38 digits, which Parquet cannot store "
+                             "as a number; quote it in the file to read it as text", file=label) from exc
+
+
 def no_text(text_column: str, how: str, label: str) -> InputDataError:
     """The refusal of a text column with no text in any row (`how`: its type Null, or its count of null rows):
     most likely the wrong column. A source with no rows is refused; one whose every text is null is as empty.
@@ -373,7 +393,8 @@ def normalised_schema(schema: dict, text_column: str, id_column: str | None) -> 
         return None
     drop = {id_column} if id_column is not None else {"id"} & set(schema)
     out = {"id": pl.String}
-    out.update({("text" if c == text_column else c): t for c, t in schema.items() if c not in drop})
+    out.update({("text" if c == text_column else c): _STORABLE_INTEGER if t in _WIDE_INTEGERS else t
+                for c, t in schema.items() if c not in drop})
     if out["text"] is not None and is_text(out["text"]):
         out["text"] = pl.String  # what `normalise` casts a Categorical or Enum text to
     return out
@@ -395,8 +416,8 @@ def stream_files(files: list[Path], formats: list, *, text_column: str, id_colum
                     continue
                 ids = pl.Series("id", [f"{name}:{i}" for i in range(offset, offset + batch.height)], dtype=pl.String)
                 offset += batch.height
-                yield normalise(conform(batch, schema), text_column=text_column, id_column=id_column,
-                                default_ids=ids, label=root)
+                yield storable(normalise(conform(batch, schema), text_column=text_column, id_column=id_column,
+                                         default_ids=ids, label=root), root)
 
     keyed = id_column is not None or "id" in schema
     hashes: list[np.ndarray] = []
@@ -446,7 +467,7 @@ def _unique_id_hint(id_column: str | None) -> str:
 
 def file_formats(files: list[Path], fmt: str) -> list[FileFormat]:
     """Files of one format, each plain, gzip or zstd (told from its bytes)."""
-    return [FileFormat(fmt, detect(f).compression) for f in files]
+    return [FileFormat(fmt, compression_of(f)) for f in files]
 
 
 def declared_schema(files: list[Path], fmt: str | list[FileFormat], text_column: str, id_column: str | None,

@@ -73,8 +73,11 @@ def _head(path: Path, compression: str | None) -> bytes:
         return fh.read(_SNIFF_BYTES)
 
 
+_BLANK = b"\xef\xbb\xbf \t\r\n"  # a UTF-8 BOM and whitespace before the first record
+
+
 def _starts_with_json_object(head: bytes) -> bool:
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    text = head.lstrip(_BLANK)
     if not text.startswith(b"{"):
         return False
     line, newline, _ = text.partition(b"\n")
@@ -82,6 +85,8 @@ def _starts_with_json_object(head: bytes) -> bool:
         return True
     try:
         return isinstance(json.loads(line), dict)
+    except UnicodeDecodeError:  # a record in another encoding: the JSON Lines reader names the bytes
+        return True
     except ValueError:
         return False
 
@@ -97,12 +102,16 @@ def _looks_like_csv(sample: str) -> bool:
     return dialect.delimiter in lines[0]
 
 
+def compression_of(path: str | Path) -> str | None:
+    """gzip, zstd or None, from the file's magic number."""
+    with open(path, "rb") as fh:
+        return _compression_of(fh.read(4))
+
+
 def detect(path: str | Path) -> FileFormat:
     """The format and compression of one file, from its content first and its name second."""
     path = Path(path)
-    with open(path, "rb") as fh:
-        magic = fh.read(4)
-    compression = _compression_of(magic)
+    compression = compression_of(path)
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in _COMPRESSION_SUFFIXES:
         suffixes = suffixes[:-1]
@@ -114,6 +123,12 @@ def detect(path: str | Path) -> FileFormat:
         return FileFormat("parquet", compression)
     if _starts_with_json_object(head):
         return FileFormat("jsonl", compression)
+    if by_name == "jsonl" and head.lstrip(_BLANK)[:1] in (b"[", b"{"):
+        # A JSON array (or an object spread over lines) named .json: read as text it became one document.
+        raise InputDataError(
+            "is named as JSON but is not JSON Lines (one object per line): a JSON array, or an object over several "
+            "lines; write one object per line (`jq -c '.[]' FILE`), or set format: text to read it as one document",
+            param="path", file=describe_path(path))
     if b"\x00" in head:
         raise InputDataError(f"cannot tell what this file holds (not {SUPPORTED})", param="path",
                              file=describe_path(path))
@@ -146,7 +161,15 @@ def read_frame(path: Path, fmt: FileFormat, *, separator: str | None = None, enc
         return pl.DataFrame({"text": [data.decode(encoding, errors=errors)]}, schema={"text": pl.String})
     except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError, pa.ArrowInvalid) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputDataError(f"cannot read as {fmt.format} ({msg})", param="path", file=label) from None
+        raise InputDataError(f"cannot read as {fmt.format} ({msg})", param="path", file=label,
+                             hint=encoding_hint(msg)) from None
+
+
+def encoding_hint(message: str) -> str | None:
+    """What to do when a reader's error says the bytes are not UTF-8 (an Excel CSV in latin-1, cp1252)."""
+    if "utf-8" in message.lower() or "utf8" in message.lower():
+        return "the file is not UTF-8: convert it first, e.g. iconv -f cp1252 -t utf-8 FILE > FILE.utf8"
+    return None
 
 
 def _csv_separator(data: bytes) -> str:

@@ -19,7 +19,7 @@ from pipeline.errors import ParamError
 from pipeline.files import describe_path, find_files
 from pipeline.rundir import refuse_run_folder
 from pipeline.stage import Context, Stage
-from stages.formats import FileFormat, check_format, detect
+from stages.formats import FileFormat, check_format, compression_of, detect
 from stages.sources import (
     _example_dir,
     _file_stats,
@@ -83,8 +83,22 @@ class ReadCorpus(Stage):
         return _file_stats(self._files())
 
     def _format_of(self, path: Path) -> FileFormat:
-        found = detect(path)
-        return found if self.format == "auto" else FileFormat(self.format, found.compression)
+        if self.format != "auto":  # the format given is taken as is: only the compression is told from the bytes
+            return FileFormat(self.format, compression_of(path))
+        return detect(path)
+
+    def _formats(self, files: list[Path]) -> list[FileFormat]:
+        """Each file's format. Plain text found among tables is refused: in a downloaded dataset's folder
+        (data/*.parquet beside README.md) the README was read as one more document, without a word."""
+        formats = [self._format_of(f) for f in files]
+        texts = [f.name for f, fmt in zip(files, formats) if fmt.format == "text"]
+        if texts and len(texts) < len(files):
+            tables = sorted({fmt.format for fmt in formats if fmt.format != "text"})
+            raise ParamError("path", f"holds {' and '.join(tables)} files and plain text ({', '.join(texts[:3])}"
+                             f"{', ...' if len(texts) > 3 else ''}), which would be read as documents among the "
+                             f"rows; name the data files with glob (e.g. glob: '**/*.{tables[0]}'), or set format",
+                             file=describe_path(self.path))
+        return formats
 
     def run(self, ctx: Context) -> pl.DataFrame | Iterator[pl.DataFrame]:
         saved = self._saved_dataset()
@@ -93,7 +107,7 @@ class ReadCorpus(Stage):
             return read_saved_dataset(*saved, text_column=self.text_column, id_column=self.id_column,
                                       label=self.path)
         files = self._files()
-        formats = [self._format_of(f) for f in files]
+        formats = self._formats(files)
         ctx.record("formats", dict(Counter("+".join(filter(None, (f.format, f.compression))) for f in formats)))
         # JSON Lines, CSV and Parquet stream in bounded batches (stages/file_stream.py).
         return stream_files(files, formats, text_column=self.text_column, id_column=self.id_column,
@@ -105,7 +119,7 @@ class ReadCorpus(Stage):
         if self._saved_dataset() is not None:
             return None
         files = self._files()
-        return declared_schema(files, [self._format_of(f) for f in files], self.text_column, self.id_column,
+        return declared_schema(files, self._formats(files), self.text_column, self.id_column,
                                self.separator, root=self.path)
 
     @classmethod

@@ -24,6 +24,7 @@ reason its random functions are seeded from the pipeline seed before the query r
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import weakref
@@ -106,7 +107,9 @@ def describe_query(query: str, schema: dict[str, Any]) -> dict[str, Any] | None:
         return None
     con = sandboxed_connection({"data": empty})
     try:
-        result = _arrow_reader(con.sql(query).limit(0)).schema
+        relation = con.sql(query).limit(0)
+        refuse_miswritten(relation, None)
+        result = _arrow_reader(relation).schema
     except (duckdb.BinderException, duckdb.CatalogException) as exc:
         missing_name = "not found" in str(exc) or "does not exist" in str(exc)
         if not missing_name and any(t is None for t in schema.values()):
@@ -119,6 +122,21 @@ def describe_query(query: str, schema: dict[str, Any]) -> dict[str, Any] | None:
     refuse_unholdable(result, None)
     columns = polars_schema(result)
     return {c: None if t == pl.Null else t for c, t in columns.items()}
+
+
+# DuckDB types its Arrow export writes wrong: a UHUGEINT goes out as decimal128(38, 0) of its bits, so
+# md5_number(text) (a UHUGEINT) came out negative; a BIGNUM (VARINT) as DuckDB's opaque bytes.
+_MISWRITTEN = re.compile(r"\b(UHUGEINT|BIGNUM|VARINT)\b")
+
+
+def refuse_miswritten(relation: Any, file: str | None) -> None:
+    """A ParamError for a result column of a DuckDB type written wrong through Arrow (also inside a list or struct)."""
+    for name, dtype in zip(relation.columns, relation.types):
+        found = _MISWRITTEN.search(str(dtype))
+        if found:
+            raise ParamError("query", f"result column '{name}' is {dtype}, whose values would be written wrong "
+                             f"({found.group(1)} has no Parquet form); convert it in the query (CAST(... AS VARCHAR), "
+                             "or, for a hash, hash(...), a UBIGINT)", file=file)
 
 
 def refuse_unholdable(schema: pa.Schema, file: str | None) -> None:
@@ -194,7 +212,9 @@ class Sql(Stage):
             # seed give the same rows (ORDER BY random() LIMIT 100 drew other rows on every run). A bernoulli
             # percentage sample keeps its own generator: `USING SAMPLE 10% (bernoulli, 42)` seeds it.
             con.execute("SELECT setseed(?)", [float(ctx.rng("sql").uniform(0.0, 1.0))]).fetchall()
-            reader = _arrow_reader(con.sql(self.query))
+            relation = con.sql(self.query)
+            refuse_miswritten(relation, data.label)
+            reader = _arrow_reader(relation)
             refuse_unholdable(reader.schema, data.label)
         except duckdb.Error as exc:
             con.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from cli_failures import BASE
 from conftest import run_cli, write_config
 from engine_config import CONFIG
 
@@ -74,3 +75,39 @@ def test_a_broken_pipe_that_is_not_stdout_is_still_reported(monkeypatch, capsys)
     monkeypatch.setattr(cli, "build_parser", lambda: parser)
     assert cli.main([]) == 1
     assert "error: BrokenPipeError: [Errno 32] Broken pipe" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (("--executor-option", "nope=1"), "the local executor takes only the options"),
+    (("--executor-option", "fragment_rows=abc"), "fragment_rows must be a whole number"),
+    (("--address", "10.0.0.1:6379"), "--address is for --executor ray"),
+    (("--executor-option", "fragment_rows=*x"), "--executor-option fragment_rows=*x:1:1: not valid YAML"),
+])
+def test_executor_options_are_checked_in_a_dry_run_as_in_a_run(tmp_path, extra, expected):
+    # A dry run printed its plan and exit 0 for options the run then refused; `*x` was a YAML traceback (exit 1).
+    cfg = write_config(tmp_path / "c.yaml", BASE)
+    for dry in (("--dry-run",), ()):
+        proc = run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), *dry, *extra)
+        assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_tilde_in_workdir_and_in_a_config_path_means_home(tmp_path, monkeypatch):
+    # No shell expands `--workdir=~/runs`: a folder named '~' appeared in the current directory (one `rm -rf ~`
+    # from a disaster), and `path: ~/corpus.jsonl` "did not exist".
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "c.jsonl").write_text('{"text": "a document at home"}\n')
+    cfg = write_config(tmp_path / "c.yaml", "name: t\nseed: 0\nsteps:\n  - id: a\n    stage: read_corpus\n"
+                                            "    params: {path: ~/c.jsonl}\n")
+    proc = run_cli("run", str(cfg), "--workdir=~/runs", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "home" / "runs" / "t" / "a" / "_manifest.json").is_file()
+    assert not (tmp_path / "~").exists()
+
+
+def test_show_of_a_damaged_run_record_is_one_line(tmp_path):
+    (tmp_path / "runs" / "r").mkdir(parents=True)
+    (tmp_path / "runs" / "r" / "_run.json").write_text("garbage")
+    proc = run_cli("show", "r", "--workdir", str(tmp_path / "runs"))
+    assert proc.returncode == 2 and "the run record is damaged" in proc.stderr and "run the pipeline again" in proc.stderr

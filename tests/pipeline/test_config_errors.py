@@ -13,7 +13,7 @@ import pytest
 from conftest import run_cli, write_config
 
 from pipeline import run_pipeline
-from pipeline.config import MAX_CONFIG_BYTES, load_yaml
+from pipeline.config import MAX_CONFIG_BYTES, load_yaml, parse_config
 from pipeline.errors import InputDataError, ParamError, PipelineError
 
 GOOD = "name: bad\nseed: 0\nsteps:\n  - id: docs\n    stage: python_docs\n    params: {granularity: topic}\n"
@@ -109,3 +109,17 @@ def test_run_pipeline_names_its_config_parameter(config, tmp_path):
     with pytest.raises(ParamError) as caught:
         run_pipeline(config, workdir=tmp_path)
     assert caught.value.param == "config"
+
+
+def test_set_gives_a_text_param_the_text_as_typed():
+    # Parsed as YAML, `glob=*.jsonl` was an alias error, ` #...` a comment silently dropped and `'a: b'` a mapping.
+    steps = [{"id": "docs", "stage": "python_docs"}, {"id": "q", "stage": "sql", "inputs": "docs",
+                                                      "params": {"query": "SELECT * FROM data"}},
+             {"id": "f", "stage": "length_filter", "inputs": "q"}]
+    query = """SELECT id, text, text AS "*body" FROM data WHERE text <> 'a: b' AND id <> '#1' -- keep #2"""
+    config = parse_config({"name": "s", "seed": 0, "steps": steps},
+                          overrides=[f"q.query={query}", "f.text_column=*body", "f.min_words=7"])
+    assert config.step("q").params["query"] == query
+    assert config.step("f").params == {"text_column": "*body", "min_words": 7}  # an int param still reads YAML
+    quoted = parse_config({"name": "s", "seed": 0, "steps": steps}, overrides=["q.query='SELECT * FROM data'"])
+    assert quoted.step("q").params["query"] == "SELECT * FROM data"

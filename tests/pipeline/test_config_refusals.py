@@ -109,3 +109,29 @@ def test_a_run_folder_as_an_input_path_is_refused(tmp_path):
     text = BASE.replace("name: bad", "name: reader") + f"  - id: f\n    stage: length_filter\n    inputs: {tmp_path / 'runs' / 'bad'}\n"
     message = refused_by_validate(tmp_path / "reader.yaml", text)
     assert "step 'f'" in message and "is a run folder, not a step: name one of its steps (docs)" in message
+
+
+def test_inputs_given_to_a_source_say_it_takes_none():
+    # It read "stage 'python_docs' takes named inputs []; write inputs as a mapping": a mapping of nothing.
+    steps = [{"id": "docs", "stage": "python_docs"}, {"id": "more", "stage": "python_docs", "inputs": "docs"}]
+    with pytest.raises(PipelineError, match="stage 'python_docs' is a source and takes no inputs; remove 'inputs'"):
+        parse_config({"name": "s", "seed": 0, "steps": steps})
+
+
+@pytest.mark.parametrize("bad", ["_tmp", "-x", "a" * 129])
+def test_an_id_or_name_of_allowed_characters_says_what_else_it_needs(bad):
+    # `_tmp` is letters and '_', which the refusal listed as allowed: it did not say why it was refused.
+    for config in ({"name": bad, "seed": 0, "steps": [{"id": "docs", "stage": "python_docs"}]},
+                   {"name": "s", "seed": 0, "steps": [{"id": bad, "stage": "python_docs"}]}):
+        with pytest.raises(PipelineError, match=r"starting with a letter or digit, at most 128"):
+            parse_config(config)
+
+
+def test_a_run_folder_named_from_home_is_refused_too(tmp_path, monkeypatch):
+    # Paths a config names read '~' as home (find_files); the run-folder check read it literally and let it by.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "runs" / "bad" / "docs").mkdir(parents=True)
+    (tmp_path / "runs" / "bad" / "_run.json").write_text("{}")
+    steps = [{"id": "f", "stage": "length_filter", "inputs": "~/runs/bad"}]
+    with pytest.raises(PipelineError, match="is a run folder, not a step"):
+        parse_config({"name": "s", "seed": 0, "steps": steps})

@@ -43,3 +43,13 @@ def test_a_run_folder_or_workdir_is_not_read_as_one_table(config, tmp_path):
         pipeline.load(work / "eng")
     with pytest.raises(pipeline.PipelineError, match=r"is a workdir of runs \(eng\)"):
         pipeline.load_dataset(work)
+
+
+def test_a_bare_name_that_does_not_exist_is_refused_naming_it(tmp_path, monkeypatch):
+    # `pipeline.load("split")` from a folder without it: ValueError "PosixPath('.') has an empty name".
+    from pipeline import load
+    from pipeline.errors import InputDataError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputDataError, match="nosuch .*does not exist"):
+        load("nosuch")

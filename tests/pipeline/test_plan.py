@@ -113,3 +113,20 @@ def test_show_json_has_the_record_and_every_manifest(tmp_path):
         == shown["manifests"]["prose"]["output"]["rows"]
     missing = run_cli("show", "nothing-here", "--workdir", "relative/runs", cwd=tmp_path)
     assert missing.returncode == 2 and f"(resolved from {tmp_path})" in missing.stderr
+
+
+def test_only_says_when_the_step_it_reads_predates_its_config(tmp_path, capsys):
+    # `--only split --set prose.min_words=10` said "split cached, unchanged" and nothing of prose: split had read
+    # prose's output made with min_words 40, and the --set changed nothing.
+    config = {"name": "o", "seed": 0, "steps": [
+        {"id": "docs", "stage": "python_docs", "params": {"granularity": "topic"}},
+        {"id": "prose", "stage": "length_filter", "inputs": "docs", "params": {"min_words": 40}},
+        {"id": "split", "stage": "split", "inputs": "prose"}]}
+    run_pipeline(config, workdir=tmp_path)
+    note = "its output predates the config (params changed: min_words 40 -> 10)"
+    plan = {s.id: s for s in plan_run(config, workdir=tmp_path, only="split", overrides=["prose.min_words=10"])}
+    assert plan["prose"].action == "skipped" and note in plan["prose"].reason and plan["docs"].reason == ""
+    capsys.readouterr()
+    run_pipeline(config, workdir=tmp_path, only="split", overrides=["prose.min_words=10"], quiet=False)
+    assert f"prose (length_filter): not selected; {note}" in capsys.readouterr().out
+    assert plan_run(config, workdir=tmp_path, only="split")[1].reason == ""  # unchanged: nothing to say

@@ -46,3 +46,17 @@ def test_debug_shows_traceback(tmp_path):
     proc = run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), "--debug", in_process=False)
     assert proc.returncode == 2
     assert "Traceback" in proc.stderr and "unknown stage 'splt'" in proc.stderr.splitlines()[-1]
+
+
+def test_a_step_of_this_run_read_by_path_is_refused_naming_the_step(tmp_path):
+    # Read by path, a step's folder is no DAG input: `g` read `f` as the last run left it (before `f` re-ran),
+    # and a step reading its own folder re-ran on its own last output at every run.
+    run = tmp_path / "runs" / "bad"
+    text = BASE + "  - id: f\n    stage: length_filter\n    inputs: docs\n    params: {min_words: 3}\n"
+    assert run_cli("run", str(write_config(tmp_path / "c.yaml", text)), "--workdir", str(run.parent)).returncode == 0
+    manifest = (run / "f" / "_manifest.json").read_text()
+    fails_cleanly(tmp_path, text + f"  - id: g\n    stage: select\n    inputs: '{run / 'f'}/*.parquet'\n",
+                  "step 'g'", "is the output of step 'f' of this run", 'name the step instead (data: "f")')
+    fails_cleanly(tmp_path, text.replace("inputs: docs", f"inputs: {run / 'f'}"),
+                  "step 'f'", "is this step's own output")
+    assert (run / "f" / "_manifest.json").read_text() == manifest

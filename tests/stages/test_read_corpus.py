@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 
 import polars as pl
@@ -200,3 +201,69 @@ def test_a_run_folder_is_refused_not_read_as_one_corpus(tmp_path, corpus):
         ReadCorpus(path=str(tmp_path / "runs" / "r")).apply()
     assert err.value.param == "path"
     assert ReadCorpus(path=str(tmp_path / "runs" / "r" / "docs")).apply().height == corpus.height
+
+
+def test_a_json_array_or_a_pretty_printed_object_named_json_is_refused_not_read_as_one_text(tmp_path):
+    records = [{"id": "1", "text": "hello there"}, {"id": "2", "text": "bye now"}]
+    (tmp_path / "array.json").write_text(json.dumps(records))
+    (tmp_path / "pretty.jsonl").write_text(json.dumps(records[0], indent=2) + "\n")
+    for name in ("array.json", "pretty.jsonl"):
+        with pytest.raises(InputDataError, match=r"is named as JSON but is not JSON Lines.*jq -c") as err:
+            ReadCorpus(path=str(tmp_path / name)).apply()
+        assert err.value.param == "path" and name in str(err.value)
+    one = ReadCorpus(path=str(tmp_path / "array.json"), format="text").apply()  # asked for: one document
+    assert one["text"].to_list() == [json.dumps(records)]
+
+
+def test_integers_beyond_64_bits_are_read_as_decimals_parquet_can_store(tmp_path):
+    """A uint64 hash in JSON Lines or CSV was read as Int128, which no Parquet writer takes (exit 1)."""
+    (tmp_path / "h.jsonl").write_text('{"text": "a", "h": 18446744073709551615}\n{"text": "b", "h": -3}\n')
+    (tmp_path / "h.csv").write_text("text,h\na,18446744073709551615\nb,-3\n")
+    (tmp_path / "wide.jsonl").write_text(f'{{"text": "a", "h": {10**38}}}\n')  # 39 digits: beyond Decimal(38, 0)
+    for name in ("h.jsonl", "h.csv"):
+        out = ReadCorpus(path=str(tmp_path / name)).apply()
+        assert out.schema["h"] == pl.Decimal(38, 0)
+        assert out.to_arrow().column("h").to_pylist() == [2**64 - 1, -3]
+    assert ReadCorpus(path=str(tmp_path / "h.csv")).output_schema({})["h"] == pl.Decimal(38, 0)
+    with pytest.raises(InputDataError, match="column 'h' holds an integer of more than 38 digits"):
+        ReadCorpus(path=str(tmp_path / "wide.jsonl")).apply()
+
+
+def test_a_folder_holding_a_run_folder_is_refused_not_read_with_the_runs_outputs(tmp_path):
+    # `path: data` over data/raw/ and data/runs/: every step's Parquet was read as corpus rows too.
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    (tmp_path / "data" / "raw" / "c.jsonl").write_text('{"text": "a real document"}\n')
+    step = tmp_path / "data" / "runs" / "study" / "docs"
+    step.mkdir(parents=True)
+    pl.DataFrame({"id": ["x"], "text": ["a step's output"]}).write_parquet(step / "part-00000.parquet")
+    (step.parent / "_run.json").write_text("{}")
+    with pytest.raises(ParamError, match=r"holds the run folder '.*runs/study', whose step outputs would be read"):
+        ReadCorpus(path=str(tmp_path / "data")).apply()
+    assert ReadCorpus(path=str(tmp_path / "data" / "raw")).apply()["text"].to_list() == ["a real document"]
+
+
+def test_plain_text_among_table_files_is_refused_not_read_as_a_document(tmp_path):
+    # A downloaded dataset's folder: data/*.parquet beside README.md. The README was one more row of the corpus.
+    (tmp_path / "data").mkdir()
+    pl.DataFrame({"text": ["doc one", "doc two"]}).write_parquet(tmp_path / "data" / "train-00000.parquet")
+    (tmp_path / "README.md").write_text("---\nlicense: mit\n---\n# My dataset\n")
+    with pytest.raises(ParamError, match=r"holds parquet files and plain text \(README.md\).*glob: '\*\*/\*.parquet'"):
+        ReadCorpus(path=str(tmp_path)).apply()
+    out = ReadCorpus(path=str(tmp_path), glob="**/*.parquet").apply()
+    assert out["text"].to_list() == ["doc one", "doc two"]
+
+
+def test_json_lines_in_another_encoding_are_refused_as_json_lines_naming_the_encoding(tmp_path):
+    (tmp_path / "latin1.jsonl").write_bytes('{"text": "café"}\n'.encode("latin-1"))
+    assert detect(tmp_path / "latin1.jsonl").format == "jsonl"  # not "a JSON array or an object over lines"
+    with pytest.raises(InputDataError, match=r"cannot read as jsonl \(.*UTF-8"):
+        ReadCorpus(path=str(tmp_path / "latin1.jsonl")).apply()
+
+
+def test_a_file_that_is_not_utf8_is_refused_saying_how_to_convert_it(tmp_path):
+    # An Excel CSV in cp1252 read "cannot read as csv (invalid utf-8 sequence)" and nothing about what to do.
+    (tmp_path / "excel.csv").write_bytes("id,text\n1,café au lait\n".encode("cp1252"))
+    (tmp_path / "notes.txt").write_bytes("café".encode("cp1252"))
+    for name in ("excel.csv", "notes.txt"):
+        with pytest.raises(InputDataError, match=r"the file is not UTF-8: convert it first, e\.g\. iconv"):
+            ReadCorpus(path=str(tmp_path / name)).apply()

@@ -6,6 +6,8 @@ one line naming the step and `query`, and nothing read or written outside the ru
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pytest
 from conftest import run_cli, write_config
@@ -139,6 +141,21 @@ def test_a_result_column_polars_cannot_hold_is_one_line(tmp_path, query, column,
     _refused(tmp_path, query, f"result column '{column}' is a{'n' if kind == 'INTERVAL' else ''} {kind}", "epoch(")
     with pytest.raises(ParamError, match=f"'{column}' is a"):
         Sql(query).apply(ROWS)
+
+
+@pytest.mark.parametrize("query, column, kind", [
+    ("SELECT id, md5_number(id) AS h FROM data", "h", "UHUGEINT"),
+    ("SELECT id, [n::VARINT] AS v FROM data", "v", "BIGNUM[]"),
+])
+def test_a_result_column_duckdb_writes_wrong_is_refused(query, column, kind):
+    # md5_number's UHUGEINT went out through Arrow as decimal128(38, 0) of its bits: negative numbers, silently.
+    from stages.sql import describe_query
+
+    message = f"result column '{column}' is {kind}, whose values would be written wrong"
+    with pytest.raises(ParamError, match=re.escape(message)):
+        Sql(query).apply(ROWS)
+    with pytest.raises(ParamError, match=re.escape(message)):  # `pipeline validate` too
+        describe_query(query, dict(ROWS.schema))
 
 
 def test_a_result_with_a_column_named_twice_is_one_line(tmp_path):
