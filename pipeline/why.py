@@ -11,6 +11,8 @@ from typing import Any
 
 def own_change(manifest: dict, stage: Any, seed: int) -> str | None:
     """What changed in the step itself (not its inputs) since its last manifest, if anything."""
+    if not all(key in manifest for key in ("stage", "stage_version", "fingerprint")):
+        return "its manifest is incomplete or damaged"  # not "stage changed (None vNone -> ...)"
     if manifest.get("stage") != stage.name or manifest.get("stage_version") != stage.version:
         return f"stage changed ({manifest.get('stage')} v{manifest.get('stage_version')} -> {stage.name} v{stage.version})"
     old, new = manifest.get("params", {}), stage.get_params()

@@ -130,3 +130,17 @@ def test_only_says_when_the_step_it_reads_predates_its_config(tmp_path, capsys):
     run_pipeline(config, workdir=tmp_path, only="split", overrides=["prose.min_words=10"], quiet=False)
     assert f"prose (length_filter): not selected; {note}" in capsys.readouterr().out
     assert plan_run(config, workdir=tmp_path, only="split")[1].reason == ""  # unchanged: nothing to say
+
+
+def test_a_damaged_manifest_is_named_as_such_not_as_a_stage_change(tmp_path):
+    # A manifest without its stage read "stage changed (None vNone -> length_filter v1)".
+    config = write_config(tmp_path / "p.yaml", CONFIG.split("  - id: extra")[0])
+    work = tmp_path / "runs"
+    run_pipeline(config, workdir=work, quiet=True)
+    manifest = work / "planned" / "prose" / "_manifest.json"
+    kept = {k: v for k, v in json.loads(manifest.read_text()).items() if k not in ("stage", "fingerprint")}
+    manifest.write_text(json.dumps(kept))
+    planned = {s.id: (s.action, s.reason) for s in plan_run(config, workdir=work)}
+    assert planned["prose"] == ("run", "its manifest is incomplete or damaged")
+    report = run_pipeline(config, workdir=work, quiet=True)
+    assert report.step("prose").recomputed_because == "its manifest is incomplete or damaged"
