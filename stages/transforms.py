@@ -124,6 +124,10 @@ class LengthFilter(RowwiseStage):
             cond &= text.str.len_chars() <= self.max_chars
         if self.min_words:
             cond &= text.str.count_matches(SPLIT_REGEX["whitespace"]) >= self.min_words
+        # A row with no text passes no bound: dropped, and counted (a column of nulls gave no rows and no word why).
+        nulls = batch.get_column(self.text_column).null_count()
+        if nulls:
+            ctx.stats["null_texts_dropped"] = ctx.stats.get("null_texts_dropped", 0) + nulls
         return batch.filter(cond)
 
     @classmethod

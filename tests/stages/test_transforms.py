@@ -72,3 +72,11 @@ def test_length_filter_measures_a_categorical_or_enum_text_column(dtype):
     kept = LengthFilter(min_chars=3, min_words=2).apply(docs)
     assert kept["id"].to_list() == ["b"]
     assert kept.schema["text"] == docs.schema["text"]  # the column is passed through as it came
+
+
+def test_length_filter_counts_the_rows_it_drops_for_having_no_text():
+    # A text column of nulls gave no rows and no word why.
+    frame = pl.DataFrame({"id": ["a", "b", "c"], "text": ["long enough text", None, None]})
+    result = LengthFilter(min_chars=3).execute(frame)
+    assert result.table["id"].to_list() == ["a"] and result.stats["null_texts_dropped"] == 2
+    assert "null_texts_dropped" not in LengthFilter().execute(frame.head(1)).stats
