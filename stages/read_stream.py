@@ -65,8 +65,8 @@ def _batches(rows: Any, batch_rows: int) -> Iterator[dict[str, list] | list[dict
     if hasattr(rows, "iter") and type(rows).__module__.startswith("datasets"):
         yield from rows.iter(batch_size=batch_rows)  # IterableDataset or Dataset: dict of columns
         return
-    if not isinstance(rows, Iterable):
-        raise ParamError("factory", f"must return an iterable of rows, got {type(rows).__name__}")
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, Iterable):  # a string iterates its characters
+        raise ParamError("factory", f"must return an iterable of rows (dicts), got {type(rows).__name__}")
     iterator = iter(rows)
     while batch := list(itertools.islice(iterator, batch_rows)):
         yield batch

@@ -36,6 +36,10 @@ def texts_after_nulls(nulls: int, rows: int = 10):
         yield {"id": name, "text": None if i < nulls else topics[name]}
 
 
+def one_text():
+    return topics["lambda"]  # a string, not rows: its characters were read as rows of a column 'column_0'
+
+
 def iterable_dataset(limit: int):
     import datasets
 
@@ -113,6 +117,9 @@ def test_bad_factories_and_duplicate_ids():
         ReadIterable(factory="test_read_stream:nope").apply()
     with pytest.raises(InputDataError, match="ids are not unique"):
         ReadIterable(factory="test_read_stream:twice_the_same_ids", batch_rows=4).apply()
+    with pytest.raises(ParamError, match="must return an iterable of rows .dicts., got str") as err:
+        ReadIterable(factory="test_read_stream:one_text").apply()
+    assert err.value.param == "factory"
 
 
 def test_validating_and_fingerprinting_run_none_of_the_factory_s_code(tmp_path):
