@@ -32,6 +32,21 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 
+def _entries(n: int) -> str:
+    return f"{n} entry" if n == 1 else f"{n} entries"
+
+
+def _seconds(text: str) -> float:
+    """A --wait value: seconds, 0 or more (argparse says the error in one line, exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:  # also NaN: -1 waited not at all, without a word
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, 0 or more, got {text!r}")
+    return value
+
+
 def register_command(
     name: str,
     help: str,
@@ -57,7 +72,7 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="Ray cluster address (with --executor ray)")
     p.add_argument("--executor-option", dest="executor_options", action="append", default=[],
                    metavar="KEY=VALUE", help="an executor setting, value parsed as YAML (e.g. fragment_rows=4096); repeatable")
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS",
                    help="wait this long for another run holding the lock, instead of refusing")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--dry-run", action="store_true",
@@ -196,7 +211,11 @@ def _show(args: argparse.Namespace) -> int:
     from pipeline.runner import RUN_RECORD, read_manifest
 
     run_dir = Path(args.run)
-    if not (run_dir / RUN_RECORD).exists():
+    if run_dir.suffix in (".yaml", ".yml") and run_dir.is_file():  # a config: its pipeline's run
+        from pipeline.config import load_config
+
+        run_dir = Path(args.workdir) / load_config(run_dir).name
+    elif not (run_dir / RUN_RECORD).exists():
         run_dir = Path(args.workdir) / args.run
     record_path = run_dir / RUN_RECORD
     if not record_path.exists():
@@ -270,7 +289,7 @@ def _cache(args: argparse.Namespace) -> int:
         older = parse_older_than(args.older_than) if args.older_than else None
         removed = clear_caches(workdir, args.kinds, older)
         when = f" last modified before {older:%Y-%m-%d %H:%M} UTC" if older else ""
-        print(f"removed {len(removed)} entries{when}, {_size(sum(e.bytes for e in removed))}")
+        print(f"removed {_entries(len(removed))}{when}, {_size(sum(e.bytes for e in removed))}")
         return 0
     if args.older_than:
         raise PipelineError("--older-than is for `pipeline cache clear`")
@@ -285,7 +304,7 @@ def _cache(args: argparse.Namespace) -> int:
     for name, (roots, entries) in listing.items():
         span = (f", modified {min(e.modified for e in entries):%Y-%m-%d} .. {max(e.modified for e in entries):%Y-%m-%d}"
                 if entries else "")
-        print(f"{name:<14} {len(entries):>6} entries {_size(sum(e.bytes for e in entries)):>11}{span}"
+        print(f"{name:<14} {_entries(len(entries)):>14} {_size(sum(e.bytes for e in entries)):>11}{span}"
               f"  — {CACHES[name].description}")
         for root in roots:
             print(f"{'':<14} {root}{'' if root.is_dir() else ' (not created yet)'}")

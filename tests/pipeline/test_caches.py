@@ -70,7 +70,7 @@ def test_clears_by_age_by_cache_and_all(tmp_path, monkeypatch):
     long_ago = time.time() - 40 * 86400
     os.utime(old_shard, (long_ago, long_ago))
     proc = run_cli("cache", "clear", "--older-than", "30d", "--workdir", str(workdir))
-    assert proc.returncode == 0 and proc.stdout.startswith("removed 1 entries"), proc.stderr
+    assert proc.returncode == 0 and proc.stdout.startswith("removed 1 entry "), proc.stderr
     assert not old_shard.exists()
     assert {k: v["entries"] for k, v in _listing(workdir).items()} == {"arrow": 1, "embeddings": 1,
                                                                              "report-templates": templates, "static-models": 1}

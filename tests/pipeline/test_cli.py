@@ -111,3 +111,14 @@ def test_show_of_a_damaged_run_record_is_one_line(tmp_path):
     (tmp_path / "runs" / "r" / "_run.json").write_text("garbage")
     proc = run_cli("show", "r", "--workdir", str(tmp_path / "runs"))
     assert proc.returncode == 2 and "the run record is damaged" in proc.stderr and "run the pipeline again" in proc.stderr
+
+
+def test_show_takes_a_config_and_wait_refuses_negative_seconds(tmp_path):
+    # `pipeline show configs/x.yaml` said "no run found"; `--wait -1` was taken as no wait, without a word.
+    cfg = write_config(tmp_path / "c.yaml", "name: shown\nseed: 0\nsteps:\n  - id: docs\n    stage: python_docs\n"
+                                            "    params: {granularity: topic}\n")
+    assert run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), "--quiet").returncode == 0
+    shown = run_cli("show", str(cfg), "--workdir", str(tmp_path / "runs"))
+    assert shown.returncode == 0 and shown.stdout.startswith("pipeline shown") and "docs" in shown.stdout
+    waited = run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), "--wait", "-1")
+    assert waited.returncode == 2 and "--wait: must be a number of seconds, 0 or more, got '-1'" in waited.stderr
