@@ -234,9 +234,14 @@ class ScalingFit(Stage):
                 points.append({"params": float(n), "D_F": d_f[i], "finetuned_loss": loss[i], "D_E": d_e[i],
                                "D_T": d_t, "extrapolated": bool(extrapolated[i]),
                                "used": bool(np.isfinite(d_t) and d_t > 0)})
+        if not points:  # both regimes present, but never at one model size: no fine-tuned loss has a curve to read
+            raise InputDataError(
+                f"no model size in column '{self.params_column}' has both 'scratch' and 'finetuned' rows, so no "
+                "fine-tuned loss can be read off a from-scratch curve of the same size; train both regimes at each "
+                "model size", param="params_column", file=label)
         frame = pl.DataFrame(points)
         ctx.write_side_output("transfer_points", frame)
-        used = frame.filter(pl.col("used")) if frame.height else frame
+        used = frame.filter(pl.col("used"))
         try:
             law = fitting.fit_transfer_law(used["D_F"], used["params"], used["D_T"], bootstrap=self.bootstrap,
                                            confidence=self.confidence, rng=ctx.rng("scaling_fit", "transfer"))

@@ -131,6 +131,17 @@ steps:
     assert "1 distinct fine-tuning sizes" in line
 
 
+def test_transfer_with_the_two_regimes_at_different_model_sizes_names_params_column():
+    # Scratch rows only at N=1, fine-tuned only at N=2: no pair to read, and the empty points table was a
+    # ColumnNotFoundError ("D_F" not found), exit 1 as a bug.
+    sizes = np.geomspace(1e3, 1e6, 6)
+    table = pl.DataFrame([{"subset_size": d, "params": 1.0, "regime": "scratch", "test_loss": 1 + d ** -0.3}
+                          for d in sizes] + [{"subset_size": 1e3, "params": 2.0, "regime": "finetuned", "test_loss": 1.1}])
+    with pytest.raises(InputDataError, match="no model size in column 'params' has both") as err:
+        ScalingFit(law="transfer", bootstrap=0).apply(table)
+    assert err.value.param == "params_column"
+
+
 def test_plots_are_the_same_bytes_in_any_workdir(tmp_path):
     # The title held the input's path, so the same run in another workdir drew other bytes (review of
     # reproducibility); it names the step or file now.
