@@ -54,7 +54,8 @@ class NestedSubsets(Stage):
     D_j holds the row), `subset_size` (that D_j's size, in `unit`) and `subset_rank` (position in the
     nesting order), so D_j is `subset_index <= j` (or `subset_size <= n_j`). Side output `sizes`: the
     realised rows and tokens of every D_j; with `side_outputs: true`, also one side output
-    `size_<n>` per subset. In tokens, D_j is the shortest prefix reaching n_j tokens.
+    `size_<n>` per subset. In tokens, D_j is the shortest prefix reaching n_j tokens
+    (sizes so close that one prefix reaches both are refused: the subsets would be the same rows).
 
     Parameters:
         sizes: the subset sizes, strictly increasing (null: geometric from min_size to max_size)
@@ -178,6 +179,13 @@ class NestedSubsets(Stage):
         targets = self._targets(int(cumulative[-1]), data.label)
         # Rows in D_j: the shortest prefix of the order whose cumulative size reaches target j.
         ends = np.searchsorted(cumulative, targets, side="left") + 1
+        same = np.flatnonzero(np.diff(ends) == 0)
+        if same.size:  # in tokens a row is not split: one long row can carry a prefix past the next target too
+            j = int(same[0])
+            raise InputDataError(
+                f"subsets of {targets[j]} and {targets[j + 1]} {self.unit} are the same {int(ends[j])} rows "
+                f"({int(cumulative[ends[j] - 1])} {self.unit}), so the larger is no proper superset; space the "
+                "sizes further apart", param="sizes" if self.sizes is not None else "num_sizes", file=data.label)
         position = np.empty(table.height, dtype=np.int64)
         position[order] = np.arange(table.height)
         index = np.searchsorted(ends, position, side="right")

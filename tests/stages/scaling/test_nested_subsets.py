@@ -88,6 +88,15 @@ def test_sizes_not_increasing_or_too_large_are_refused():
         NestedSubsets(sizes=[2]).apply(pl.DataFrame({"id": [1, 1, 2]}))
 
 
+def test_token_sizes_that_give_the_same_rows_are_refused():
+    # One 50-word row reaches both 10 and 20 tokens: D_1 and D_2 were the same rows under two sizes, so a
+    # scaling curve got two points of one training set at different x.
+    table = pl.DataFrame({"id": [f"r{i}" for i in range(10)], "text": ["a " * 50] + ["b"] * 9})
+    with pytest.raises(InputDataError, match="subsets of 10 and 20 tokens are the same 10 rows") as err:
+        NestedSubsets(sizes=[5, 10, 20], unit="tokens").execute(table, seed=1)
+    assert err.value.param == "sizes"
+
+
 def test_nan_token_counts_and_null_ids_are_refused():
     table = pl.DataFrame({"id": [1, 2, 3], "n": [1.0, float("nan"), 2.0]})
     with pytest.raises(InputDataError, match="1 null ids") as err:  # one null id passed the uniqueness test
