@@ -32,7 +32,8 @@ class PlantLeakage(Stage):
     (an audit names the training document a match is in by its id; a planted one is checked by it), and test
     texts not null (a missing item would be planted as an empty document). A `partial` plant is a 40-word
     span of the item inside a randomly chosen training document. Side output `truth`: one row per
-    test item (test_id, planted, plant_kind, train_id), which the leakage report and the benchmark
+    test item (test_id, planted, plant_kind, train_id: the planted row's id, or its row number when
+    the training corpus has no id column), which the leakage report and the benchmark
     read to compute recall and false-positive rate. Items are chosen and kinds assigned (in turn,
     in `kinds` order) from the seed alone, so a run is reproducible.
 
@@ -45,6 +46,7 @@ class PlantLeakage(Stage):
     """
 
     name = "plant_leakage"
+    version = "2"  # 2: without a training id column, truth's train_id is the plant's row number (it named no row)
     inputs = ("train", "test")
 
     def __init__(
@@ -151,11 +153,14 @@ class PlantLeakage(Stage):
         out = pl.concat([train_df.with_columns(planted_from=pl.lit(None, pl.String)),
                          pl.DataFrame(rows).cast({c: train_df.schema[c] for c in rows if c in train_df.columns})],
                         how="diagonal_relaxed")
+        # Where each plant sits: its id, or without an id column its row number (the audit's name for such a row).
+        where = dict(zip(planted_text, new_ids if train_id is not None
+                         else [str(train_df.height + n) for n in range(len(planted_text))]))
         truth = pl.DataFrame({
             "test_id": test_ids,
             "planted": [i in kind_of for i in range(test_df.height)],
             "plant_kind": [kind_of.get(i) for i in range(test_df.height)],
-            "train_id": [f"planted-{test_ids[i]}" if i in kind_of else None for i in range(test_df.height)],
+            "train_id": [where.get(i) for i in range(test_df.height)],
         }, schema=TRUTH_SCHEMA)
         ctx.write_side_output("truth", truth)
         ctx.record("planted", {k: sum(1 for v in kind_of.values() if v == k) for k in kinds})

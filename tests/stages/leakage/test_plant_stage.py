@@ -93,6 +93,19 @@ def _refused(tmp_path, train, test, **params) -> InputDataError:
     return err.value
 
 
+def test_without_training_ids_truth_names_each_plant_by_its_row_number(corpora):
+    # Truth said 'planted-q3' for a row that had no id at all; the audit names an id-less row by its number.
+    train, test = corpora
+    result = PlantLeakage(kinds=["verbatim"], rate=0.25).execute(train=train.drop("id"), test=test, seed=3)
+    out, truth = result.table, result.side_outputs["truth"]
+    planted = truth.filter("planted")
+    assert planted.height == 8
+    for row in planted.iter_rows(named=True):
+        at = int(row["train_id"])
+        assert at >= train.height and out["planted_from"][at] == row["test_id"]
+        assert out["text"][at] == test.filter(pl.col("id") == row["test_id"])["text"][0]
+
+
 def test_duplicate_test_ids_are_refused(corpora, tmp_path):
     train, test = corpora
     error = _refused(tmp_path, train, test.with_columns(id=pl.lit(1)))
