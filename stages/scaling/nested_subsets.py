@@ -136,10 +136,11 @@ class NestedSubsets(Stage):
             return np.ones(table.height, dtype=np.int64)
         if self.token_column:
             column = table[self.token_column]
-            finite = not column.dtype.is_float() or column.is_finite().all()  # NaN < 0 is false
-            if not column.dtype.is_numeric() or column.null_count() or not finite or (column < 0).any():
-                raise InputDataError(f"column '{self.token_column}' must hold token counts >= 0 (no nulls, NaN "
-                                     "or infinities)", param="token_column", file=label)
+            # NaN < 0 is false; a fraction (2.7) was cut to 2 tokens without a word.
+            whole = not column.dtype.is_float() or (column.is_finite() & (column == column.floor())).all()
+            if not column.dtype.is_numeric() or column.null_count() or not whole or (column < 0).any():
+                raise InputDataError(f"column '{self.token_column}' must hold whole token counts >= 0 (no nulls, "
+                                     "NaN, infinities or fractions)", param="token_column", file=label)
             return column.cast(pl.Int64).to_numpy()
         return count_words(table[self.text_column], "whitespace").fill_null(0).cast(pl.Int64).to_numpy()
 

@@ -105,6 +105,9 @@ def test_nan_token_counts_and_null_ids_are_refused():
     with pytest.raises(InputDataError, match="token counts >= 0") as err:
         NestedSubsets(sizes=[2], unit="tokens", token_column="n").apply(table)
     assert err.value.param == "token_column"
+    with pytest.raises(InputDataError, match="whole token counts") as err:  # 2.7 was cut to 2 tokens
+        NestedSubsets(sizes=[2], unit="tokens", token_column="n").apply(table.with_columns(n=pl.Series([1.0, 2.7, 2.0])))
+    assert err.value.param == "token_column"
 
 
 def test_nan_strata_are_refused_in_one_line(tmp_path):
