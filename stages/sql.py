@@ -262,5 +262,5 @@ def _query_error(exc: BaseException, data: Dataset) -> ParamError:
 
     if isinstance(exc, duckdb.PermissionException):
         return ParamError("query", f"reaches outside its input, which the sql sandbox refuses ({first_line(exc)})",
-                          hint="a query may read only the table `data`")
+                          hint="a query may read only the table `data`", file=data.label)
     return ParamError("query", f"{first_line(exc)}; the input's columns are {data.columns}", file=data.label)

@@ -49,7 +49,8 @@ def test_a_select_streams_the_input():
 
 
 def test_reading_a_local_file_is_refused(tmp_path):
-    _refused(tmp_path, "SELECT * FROM read_csv('/etc/passwd')", "sandbox refuses", "/etc/passwd")
+    # The line names the step's input like every other run-time query error (it named no file).
+    _refused(tmp_path, "SELECT * FROM read_csv('/etc/passwd')", "sandbox refuses", "/etc/passwd", "in.parquet")
 
 
 def test_reading_parquet_outside_the_inputs_is_refused(tmp_path):
