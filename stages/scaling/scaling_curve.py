@@ -92,6 +92,7 @@ class ScalingCurve(Stage):
     """
 
     name = "scaling_curve"
+    version = "2"  # 2: `representation` is written when the subset indices do not start at 0 (it was missing)
     inputs: ClassVar[tuple[str, ...]] = ("data", "test")
     requires: ClassVar[tuple[str, ...]] = ("torch",)
 
@@ -244,7 +245,8 @@ class ScalingCurve(Stage):
                     result = training.train(model, loss_fn, train_set, validation, self.train_config(), seed)
                     rows.append(self._row(model, loss_fn, train_set, test_set, result, size, repeat, seed)
                                 | {"model": m, "hidden": "-".join(map(str, hidden))})
-                    if j == subsets.height - 1 and m == len(models) - 1 and repeat == 0:
+                    # The largest subset is the last index present, not index height - 1: indices need not start at 0.
+                    if j == subsets["subset_index"][-1] and m == len(models) - 1 and repeat == 0:
                         self._representation(ctx, model, held_out.filter(pl.Series(~is_validation)), test_set)
                     bar.update(1)
         bar.close()

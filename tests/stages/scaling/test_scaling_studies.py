@@ -78,6 +78,19 @@ def test_manifold_study_text_arm_learns_the_package_and_measures_d(manifold_run)
     assert "against 4/d" in html and "docstring" in html
 
 
+def test_scaling_curve_writes_the_representation_when_the_smallest_subsets_were_dropped():
+    # Subsets 1.. only (D_0 filtered out upstream): the largest was taken to be index height - 1 = 0, which is
+    # absent, so the declared side output `representation` was never written.
+    params, inputs = ScalingCurve.example()
+    data = inputs["data"].filter(pl.col("subset_index") >= 1)
+    result = ScalingCurve(**params).execute(data=data, test=inputs["test"], seed=1)
+    assert result.table["subset_size"].to_list() == [100]
+    representation = result.side_outputs["representation"]  # the test half of the held-out rows
+    assert 0 < representation.height < inputs["test"].height
+    assert set(representation["id"].to_list()) <= set(inputs["test"]["id"].to_list())
+    assert len(representation["representation"][0]) == params["hidden"][-1]
+
+
 def test_scaling_curve_refuses_bad_params():
     with pytest.raises(ParamError, match="validation_fraction"):
         ScalingCurve.from_params({"validation_fraction": 1.0})
