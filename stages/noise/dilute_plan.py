@@ -143,6 +143,17 @@ def nearest_class(stage: Any, batch: pl.DataFrame, centroids: np.ndarray, label:
     return d.argmin(axis=1)
 
 
+def refuse_id_overflow(stage: Any, data: Dataset, id_dtype: pa.DataType, max_id: int, added: int) -> None:
+    """Added rows' integer ids continue after the largest; refuse in one line where they would not fit the id type
+    (or Int64, the type they are counted in): they were a cast or overflow error."""
+    top = min(int(np.iinfo(id_dtype.to_pandas_dtype()).max), int(np.iinfo(np.int64).max))
+    if added and max_id > top - added:
+        raise InputDataError(
+            f"added rows take integer ids after the largest, {max_id}, and {added:,} more would pass {top}, the "
+            f"largest usable in {id_dtype}; cast column '{stage.id_column}' to a wider integer or to strings",
+            param="id_column", file=data.label)
+
+
 class Dilution:
     """The plan and running counts of one dilute-mode run (how many rows, from which pool, which picked)."""
 
@@ -169,6 +180,8 @@ class Dilution:
         self.next_int_id = None
         if stage.id_column and pa.types.is_integer(id_dtype):
             self.next_int_id = max_id + 1 if max_id is not None else None
+            if self.next_int_id is not None:
+                refuse_id_overflow(stage, data, id_dtype, max_id, self.added)
         self.schema = data.lazy().collect_schema()
         # Class sizes not counted by the broadcast: a first, full cycle over the data draws every row once,
         # so its transition counts' row sums are those sizes (`count_classes`); otherwise count them now.

@@ -220,6 +220,18 @@ def test_dilute_adds_exactly_round_alpha_n_rows_and_keeps_every_clean_row(digits
     assert record["added_rows_requested"] == pytest.approx(alpha * digits.height)
 
 
+def test_dilute_refuses_integer_ids_that_would_pass_their_type_in_one_line():
+    # Added ids continue after the largest: 124..127 fit Int8, 128 was a polars cast error, and ids near the top
+    # of Int64 or UInt64 a Python OverflowError (exit 1, a traceback).
+    table = pl.DataFrame({"id": pl.Series([123, 1, 2, 3], dtype=pl.Int8), "label": [0, 1, 0, 1]})
+    out = LabelNoise(mode="dilute", alpha=1.0).apply(table)
+    assert out["id"].tail(4).to_list() == [124, 125, 126, 127]
+    for ids, dtype in (([124, 1, 2, 3], pl.Int8), ([2**63 - 1, 1, 2, 3], pl.Int64), ([2**64 - 2, 1, 2, 3], pl.UInt64)):
+        with pytest.raises(InputDataError, match="to a wider integer or to strings") as err:
+            LabelNoise(mode="dilute", alpha=1.0).apply(table.with_columns(id=pl.Series(ids, dtype=dtype)))
+        assert err.value.param == "id_column"
+
+
 def test_dilute_uniform_labels_pass_a_chi_square_test(digits):
     added = build(mode="dilute", alpha=20).apply(digits, seed=2).filter(pl.col("noise_origin") == "added")
     counts = added.group_by("label").len().sort("label")["len"].to_numpy()
