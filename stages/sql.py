@@ -89,6 +89,37 @@ def check_single_select(query: str) -> None:
             "query", f"must be a SELECT (or WITH ... SELECT) statement, got {kind.name}",
             hint="the sql stage only reads its input `data`; it cannot change or reach anything else",
         )
+    unseeded = next(_unseeded_samples(query), None)
+    if unseeded is not None:
+        size, method = unseeded["sample_size"].get("value"), unseeded["method"].lower()
+        raise ParamError("query", f"a {method} sample of {size:g}% without a seed draws other rows on every run (the "
+                         f"pipeline seed reaches random(), uuid() and reservoir samples, not this one); give it one: "
+                         f"USING SAMPLE {size:g}% ({method}, 42)")
+
+
+def _unseeded_samples(query: str) -> Iterator[dict]:
+    """The query's percentage samples (system or bernoulli) without a seed of their own, from DuckDB's parse tree:
+    setseed() does not reach their generator, so the same config gave other rows on every run."""
+    import json
+
+    import duckdb
+
+    try:
+        tree = json.loads(duckdb.connect(":memory:").execute("SELECT json_serialize_sql(?::VARCHAR)", [query])
+                          .fetchall()[0][0])
+    except (duckdb.Error, ValueError):  # no parse tree to read: the run's own checks stand
+        return
+    nodes = [tree]
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, list):
+            nodes.extend(node)
+        elif isinstance(node, dict):
+            sample = node.get("sample")
+            if isinstance(sample, dict) and sample.get("method") in ("System", "Bernoulli") \
+                    and not sample.get("repeatable"):
+                yield sample
+            nodes.extend(node.values())
 
 
 def describe_query(query: str, schema: dict[str, Any]) -> dict[str, Any] | None:
@@ -209,8 +240,8 @@ class Sql(Stage):
         con = sandboxed_connection({"data": _input_table(data)}, spill=True)
         try:
             # random(), uuid() and reservoir samples follow the pipeline seed, not the clock: the same config and
-            # seed give the same rows (ORDER BY random() LIMIT 100 drew other rows on every run). A bernoulli
-            # percentage sample keeps its own generator: `USING SAMPLE 10% (bernoulli, 42)` seeds it.
+            # seed give the same rows (ORDER BY random() LIMIT 100 drew other rows on every run). A system or
+            # bernoulli percentage sample keeps its own generator, so `validate` asks for its seed (`_unseeded_samples`).
             con.execute("SELECT setseed(?)", [float(ctx.rng("sql").uniform(0.0, 1.0))]).fetchall()
             relation = con.sql(self.query)
             refuse_miswritten(relation, data.label)

@@ -173,3 +173,16 @@ def test_random_functions_follow_the_pipeline_seed():
         first = Sql(query).execute(many, seed=3).table
         assert first.equals(Sql(query).execute(many, seed=3).table), query
         assert not first.equals(Sql(query).execute(many, seed=4).table), query
+
+
+def test_an_unseeded_percentage_sample_is_refused_and_a_seeded_one_repeats(tmp_path):
+    # setseed() does not reach a system or bernoulli sample: `USING SAMPLE 1%` gave other rows on every run.
+    _refused(tmp_path, "SELECT id FROM data USING SAMPLE 50%", "system sample of 50% without a seed",
+             "USING SAMPLE 50% (system, 42)")
+    for query in ("SELECT id FROM data USING SAMPLE 10 PERCENT (bernoulli)",
+                  "WITH t AS (SELECT * FROM data TABLESAMPLE 5%) SELECT id FROM t"):
+        with pytest.raises(ParamError, match="without a seed"):
+            Sql(query).validate()
+    many = pl.DataFrame({"id": [str(i) for i in range(1000)], "n": list(range(1000))})
+    seeded = "SELECT id FROM data USING SAMPLE 30% (bernoulli, 42)"
+    assert Sql(seeded).execute(many, seed=3).table.equals(Sql(seeded).execute(many, seed=3).table)
