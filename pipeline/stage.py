@@ -33,7 +33,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.columns import polars_schema
-from pipeline.errors import InputDataError, ParamError, PipelineError
+from pipeline.errors import InputDataError, ParamError, PipelineError, first_line
 from pipeline.io import DEFAULT_BATCH_ROWS, Dataset
 from pipeline.params import ParamSpec, annotation_description, check_seed, checked_init, docstring_param_docs
 from pipeline.progress import Progress
@@ -324,16 +324,22 @@ class Stage:
         Positional arguments fill the declared inputs in order (`stage.apply(df)` for a
         single-input stage); keyword arguments name them (`apply(train=a, test=b)`).
         """
-        named = dict(zip(self.inputs, args))
         if len(args) > len(self.inputs):
-            raise TypeError(f"stage '{self.name}' takes {len(self.inputs)} input(s): {self.inputs}")
+            raise InputDataError(f"takes {len(self.inputs)} input(s) ({', '.join(self.inputs) or 'none'}), got "
+                                 f"{len(args)} positionally", stage=self.name)
+        named = dict(zip(self.inputs, args))
+        twice = [k for k in inputs if k in named]
+        if twice:  # else the keyword would silently replace the table given positionally
+            raise InputDataError(f"input '{twice[0]}' is given twice, positionally and by name; pass it once",
+                                 stage=self.name)
         named.update(inputs)
         try:
             seed = check_seed(seed)
+            _check_workdir(workdir)
         except ParamError as exc:
             raise exc.add_context(stage=self.name) from None
         self.validate()
-        datasets = {k: Dataset.from_any(v, label=f"input '{k}'") for k, v in named.items()}
+        datasets = {k: library_input(v, f"input '{k}'", stage=self.name) for k, v in named.items()}
         check_inputs(self, datasets)
         temporary = workdir is None
         out_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-")) if temporary else Path(workdir).expanduser()
@@ -377,6 +383,30 @@ class Stage:
         return type(self) is type(other) and self.get_params() == other.get_params()  # type: ignore[union-attr]
 
     __hash__ = object.__hash__
+
+
+def library_input(value: Any, label: str, **where: str) -> Dataset:
+    """`Dataset.from_any` for library calls: a value that is no table (None, a dict, a DatasetDict, a pandas
+    column mixing types) is refused in one line naming the input (`label`), not by a raw conversion error."""
+    try:
+        return Dataset.from_any(value, label=label)
+    except PipelineError:
+        raise
+    except (TypeError, AttributeError, ValueError, pa.ArrowException, pl.exceptions.PolarsError) as exc:
+        why = "" if type(exc) is TypeError else f" ({first_line(exc)})"  # a plain TypeError: just not a table
+        raise InputDataError(f"{label} ({type(value).__name__}) cannot be read as a table{why}", **where,
+                             hint="pass a polars, Arrow or pandas table, a datasets.Dataset, or a Parquet "
+                                  "path") from None
+
+
+def _check_workdir(workdir: Any) -> None:
+    if workdir is None:
+        return
+    if not isinstance(workdir, (str, Path)):
+        raise ParamError("workdir", f"expects a folder path (str or Path), got {workdir!r} ({type(workdir).__name__})")
+    if Path(workdir).expanduser().exists() and not Path(workdir).expanduser().is_dir():
+        raise ParamError("workdir", f"'{workdir}' is a file; pass a folder for the stage's artefacts (created if "
+                                    "needed)")
 
 
 def _to_frame(result: Any) -> pl.DataFrame:
@@ -446,16 +476,16 @@ class RowwiseStage(Stage):
 
 def check_inputs(stage: Stage, inputs: dict[str, Dataset]) -> None:
     """Fail before running when an input is missing, unexpected, empty, or lacks a needed column."""
+    extra = [n for n in inputs if n not in stage.inputs]
+    if extra:  # first: a misspelt input name also leaves the input it meant missing
+        raise InputDataError(
+            f"unknown input '{extra[0]}'; '{stage.name}' takes inputs: {', '.join(stage.inputs) or 'none'}",
+            stage=stage.name,
+        )
     missing = [n for n in stage.inputs if n not in inputs and n not in stage.optional_inputs]
     if missing:
         raise InputDataError(
             f"input '{missing[0]}' is not given; '{stage.name}' takes inputs: {', '.join(stage.inputs)}",
-            stage=stage.name,
-        )
-    extra = [n for n in inputs if n not in stage.inputs]
-    if extra:
-        raise InputDataError(
-            f"unknown input '{extra[0]}'; '{stage.name}' takes inputs: {', '.join(stage.inputs) or 'none'}",
             stage=stage.name,
         )
     from pipeline.columns import check_schema, polars_schema
