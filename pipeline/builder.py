@@ -90,7 +90,7 @@ def frame_digest(table: pa.Table, batch_rows: int = 65_536) -> str:
 
 
 def _is_frame(obj: Any) -> bool:
-    return not isinstance(obj, (str, Path, StepHandle)) and obj is not None
+    return not isinstance(obj, (str, Path, StepHandle))  # None too: refused as no table, not read as step 'None'
 
 
 class PipelineBuilder:
@@ -125,6 +125,8 @@ class PipelineBuilder:
             raise PipelineError(f"input '{twice[0]}' is given twice, positionally and by name", step=step_id)
         self._refuse_taken(step_id)
         given = dict(zip(stage.inputs, inputs)) | named_inputs
+        # None for an input a config may leave out is leaving it out (it became the step reference 'None').
+        given = {k: v for k, v in given.items() if v is not None or k not in stage.optional_inputs}
         refs: dict[str, str] = {}
         added = len(self._steps)
         try:

@@ -333,6 +333,8 @@ class Stage:
             raise InputDataError(f"input '{twice[0]}' is given twice, positionally and by name; pass it once",
                                  stage=self.name)
         named.update(inputs)
+        # None for an input a config may leave out is leaving it out (`reference=None`), as the builder takes it.
+        named = {k: v for k, v in named.items() if v is not None or k not in self.optional_inputs}
         try:
             seed = check_seed(seed)
             _check_workdir(workdir)

@@ -155,3 +155,13 @@ def test_a_value_that_is_no_table_is_refused_naming_the_step_and_leaves_no_half_
     with pytest.raises(PipelineError, match=r"step 'y.reference': the frame \(dict\) cannot be read as a table"):
         p.add("y", DedupExact(), frame, {"text": ["no"]})
     assert p._steps == [] and p._frames == {}
+
+
+def test_none_for_an_optional_input_leaves_it_out_and_for_a_required_one_is_refused(tmp_path):
+    docs = pl.DataFrame({"id": ["a", "b"], "text": ["one two", "one two"]})
+    p = PipelineBuilder("optional")
+    p.add("dedup", DedupExact(), docs, reference=None)
+    assert "reference" not in p.to_config(tmp_path)["steps"][-1]["inputs"]
+    assert pipeline.load(p.run(workdir=tmp_path, quiet=True).steps[-1].path).collect()["id"].to_list() == ["a"]
+    with pytest.raises(PipelineError, match=r"step 'x.data': the frame \(NoneType\) cannot be read as a table"):
+        p.add("x", LengthFilter(), None)

@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 
 from pipeline.errors import InputDataError, ParamError
+from stages.dedup.exact import DedupExact
 from stages.transforms import LengthFilter
 
 DOCS = pl.DataFrame({"id": ["a", "b"], "text": ["one two three", "four"]})
@@ -41,3 +42,10 @@ def test_a_workdir_that_is_a_file_or_not_a_path_is_refused(tmp_path):
     with pytest.raises(ParamError, match=r"parameter 'workdir': expects a folder path \(str or Path\), got 5"):
         LengthFilter().execute(DOCS, workdir=5)
     assert taken.read_text() == "mine"
+
+
+def test_none_for_an_optional_input_leaves_it_out():
+    docs = pl.DataFrame({"id": ["a", "b"], "text": ["one two", "one two"]})
+    assert DedupExact().apply(docs, reference=None)["id"].to_list() == ["a"]
+    with pytest.raises(InputDataError, match=r"input 'data' \(NoneType\) cannot be read as a table"):
+        DedupExact().apply(None, reference=docs)
