@@ -240,6 +240,14 @@ class Stage:
         missing = [n for n, s in specs.items() if s.required and n not in params]
         if missing and not set(params) - set(specs):
             raise ParamError(missing[0], "is required")
+        cls.check_requires()
+        stage = cls(**params)  # the constructor checks names, types and declared bounds (see check_params)
+        stage.validate()
+        return stage
+
+    @classmethod
+    def check_requires(cls) -> None:
+        """Refuse, naming it, a package in `requires` that is not installed (before any work, not deep in `run`)."""
         for mod in cls.requires:
             try:
                 __import__(mod)
@@ -248,9 +256,6 @@ class Stage:
                     f"needs the Python package '{mod}', which is not installed", stage=cls.name,
                     hint=f"pip install {mod}",
                 ) from None
-        stage = cls(**params)  # the constructor checks names, types and declared bounds (see check_params)
-        stage.validate()
-        return stage
 
     def validate(self) -> None:
         """Check parameter values together; raise ParamError naming the parameter. Called at build time."""
@@ -340,6 +345,7 @@ class Stage:
             _check_workdir(workdir)
         except ParamError as exc:
             raise exc.add_context(stage=self.name) from None
+        self.check_requires()
         self.validate()
         datasets = {k: library_input(v, f"input '{k}'", stage=self.name) for k, v in named.items()}
         check_inputs(self, datasets)

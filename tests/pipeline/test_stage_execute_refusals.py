@@ -7,7 +7,8 @@ import pandas as pd
 import polars as pl
 import pytest
 
-from pipeline.errors import InputDataError, ParamError
+from pipeline.errors import InputDataError, ParamError, PipelineError
+from pipeline.stage import Stage
 from stages.dedup.exact import DedupExact
 from stages.transforms import LengthFilter
 
@@ -49,3 +50,16 @@ def test_none_for_an_optional_input_leaves_it_out():
     assert DedupExact().apply(docs, reference=None)["id"].to_list() == ["a"]
     with pytest.raises(InputDataError, match=r"input 'data' \(NoneType\) cannot be read as a table"):
         DedupExact().apply(None, reference=docs)
+
+
+def test_a_required_package_that_is_missing_is_named_before_running():
+    class NeedsAPackage(Stage):
+        """Test stage: needs a package that is not installed; run would fail deep inside with ImportError."""
+
+        requires = ("no_such_package_corpusforge",)
+
+        def run(self, ctx, data):
+            import no_such_package_corpusforge  # noqa: F401
+
+    with pytest.raises(PipelineError, match="needs the Python package 'no_such_package_corpusforge'.*pip install"):
+        NeedsAPackage().apply(DOCS)
