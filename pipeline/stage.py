@@ -352,6 +352,9 @@ class Stage:
         temporary = workdir is None
         out_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-")) if temporary else Path(workdir).expanduser()
         out_dir.mkdir(parents=True, exist_ok=True)
+        # The caller's workdir may hold their own files: only what this call writes is an artefact (else
+        # `keep_artefacts` would move their notes away with the report).
+        before = _modified_times(out_dir)
         ctx = Context(step_id=self.name, seed=seed, out_dir=out_dir, checkpoint_dir=out_dir / "_checkpoint")
         try:
             table = _to_frame(self.run(ctx, **datasets))
@@ -363,7 +366,8 @@ class Stage:
         for name in ctx.side_outputs:
             shutil.rmtree(out_dir / name)
         shutil.rmtree(out_dir / "_checkpoint", ignore_errors=True)
-        artefacts = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(("part-", "_", ".")))
+        artefacts = sorted(name for name, mtime in _modified_times(out_dir).items()
+                           if before.get(name) != mtime and not name.startswith(("part-", "_", ".")))
         result = StageResult(table=table, side_outputs=sides, artefact_dir=out_dir, stats=ctx.stats, artefacts=artefacts)
         if temporary:
             # Keep no trace on disk (training loops call this often): the folder goes with the result.
@@ -415,6 +419,10 @@ def _check_workdir(workdir: Any) -> None:
     if Path(workdir).expanduser().exists() and not Path(workdir).expanduser().is_dir():
         raise ParamError("workdir", f"'{workdir}' is a file; pass a folder for the stage's artefacts (created if "
                                     "needed)")
+
+
+def _modified_times(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 
 
 def _to_frame(result: Any) -> pl.DataFrame:
