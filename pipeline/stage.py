@@ -152,6 +152,11 @@ class StageResult:
         A file of the same name already in `folder` is refused (nothing is moved) unless `overwrite`.
         """
         folder = Path(folder).expanduser()
+        if folder.resolve() == Path(self.artefact_dir).resolve():  # already there: moving each onto itself deleted it
+            if self._cleanup is not None:  # a temporary folder the caller now owns
+                self._cleanup.detach()
+                self._cleanup = None
+            return folder
         if folder.exists() and not folder.is_dir():
             raise ParamError("folder", f"'{folder}' is a file; pass a folder to keep the artefacts in (created if "
                                        "needed)")

@@ -173,3 +173,16 @@ def test_files_already_in_the_callers_workdir_are_not_artefacts(tmp_path):
     result.keep_artefacts(tmp_path / "kept")
     assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["report.html"]
     assert (workdir / "notes.txt").read_text() == "mine"
+
+
+def test_keeping_the_artefacts_where_they_already_are_keeps_them(reporting_stage, scratch, tmp_path):
+    """keep_artefacts(workdir, overwrite=True) removed each file, then moved it onto itself: FileNotFoundError, lost."""
+    result = reporting_stage().execute(DOCS, workdir=tmp_path / "work")
+    assert result.keep_artefacts(tmp_path / "work", overwrite=True) == tmp_path / "work"
+    assert (tmp_path / "work" / "report.html").read_text() == "<p>three rows</p>"
+    temporary = reporting_stage().execute(DOCS)
+    folder = temporary.artefact_dir
+    temporary.keep_artefacts(folder)
+    del temporary
+    gc.collect()
+    assert (folder / "report.html").exists()  # the caller keeps it: no longer removed with the result
