@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import xxhash
 
@@ -148,7 +149,12 @@ class PipelineBuilder:
     def add_frame(self, step_id: str, frame: Any) -> StepHandle:
         """An in-memory table (polars, Arrow, pandas, datasets) as a step other steps can read."""
         self._refuse_taken(step_id)
-        table = library_input(frame, "the frame", step=step_id).collect().to_arrow()
+        collected = library_input(frame, "the frame", step=step_id).collect()
+        objects = [name for name, dtype in collected.schema.items() if dtype == pl.Object]
+        if objects:  # polars hands them to Arrow as 8-byte pointers: memory addresses written as the data
+            raise PipelineError(f"the frame's column '{objects[0]}' holds Python objects, which a run cannot write; "
+                                "convert it to strings, numbers or lists first", step=step_id)
+        table = collected.to_arrow()
         self._frames[step_id] = table
         self._steps.append({"id": step_id, "stage": "select", "params": {}, "inputs": {"data": step_id}})
         return StepHandle(step_id)

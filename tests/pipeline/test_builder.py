@@ -165,3 +165,9 @@ def test_none_for_an_optional_input_leaves_it_out_and_for_a_required_one_is_refu
     assert pipeline.load(p.run(workdir=tmp_path, quiet=True).steps[-1].path).collect()["id"].to_list() == ["a"]
     with pytest.raises(PipelineError, match=r"step 'x.data': the frame \(NoneType\) cannot be read as a table"):
         p.add("x", LengthFilter(), None)
+
+
+def test_a_column_of_python_objects_is_refused_not_written_as_pointers():
+    objects = pl.DataFrame({"text": ["a"], "meta": pl.Series([object()], dtype=pl.Object)})
+    with pytest.raises(PipelineError, match="step 'x.data': the frame's column 'meta' holds Python objects"):
+        PipelineBuilder("objects").add("x", LengthFilter(), objects)
