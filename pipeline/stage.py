@@ -438,6 +438,9 @@ def _to_frame(result: Any) -> pl.DataFrame:
         return result
     if isinstance(result, (pa.Table, pa.RecordBatch)):
         return pl.from_arrow(result)
+    if result is None or isinstance(result, (dict, str)):  # a stage's own bug: say what `run` must return
+        raise TypeError(f"run() returned a {type(result).__name__}; return a polars DataFrame or LazyFrame, an "
+                        "Arrow table, or an iterable of batches")
     frames = [b if isinstance(b, pl.DataFrame) else pl.from_arrow(b) for b in result]
     # No rechunk: copying the whole result into one buffer would cost more than the stage itself.
     return pl.concat(frames, how="vertical_relaxed", rechunk=False) if frames else pl.DataFrame()

@@ -63,3 +63,14 @@ def test_a_required_package_that_is_missing_is_named_before_running():
 
     with pytest.raises(PipelineError, match="needs the Python package 'no_such_package_corpusforge'.*pip install"):
         NeedsAPackage().apply(DOCS)
+
+
+def test_a_run_that_returns_no_table_says_what_run_must_return():
+    class ForgetsToReturn(Stage):
+        """Test stage: its run returns None (a stage author's slip); was "'NoneType' object is not iterable"."""
+
+        def run(self, ctx, data):
+            data.collect()
+
+    with pytest.raises(TypeError, match="run\\(\\) returned a NoneType; return a polars DataFrame"):
+        ForgetsToReturn().apply(DOCS)
