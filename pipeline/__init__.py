@@ -50,8 +50,9 @@ from pipeline.errors import InputDataError, ParamError, PipelineError  # noqa: E
 from pipeline.io import Dataset  # noqa: E402
 from pipeline.loading import load, load_dataset  # noqa: E402
 from pipeline.registry import STAGES, load_plugins, stage_class  # noqa: E402
+from pipeline.results import StageResult  # noqa: E402
 from pipeline.runner import RunReport, run_pipeline  # noqa: E402
-from pipeline.stage import Context, RowwiseStage, Stage, StageResult  # noqa: E402
+from pipeline.stage import Context, RowwiseStage, Stage  # noqa: E402
 
 __all__ = [
     "STAGES", "Context", "Dataset", "InputDataError", "ParamError", "PipelineBuilder", "PipelineConfig",

@@ -28,13 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import xxhash
 
-from pipeline.errors import PipelineError
-from pipeline.io import Dataset
+from pipeline.config import NAME_RE, NAME_RULE, RESERVED_RUN_NAMES
+from pipeline.errors import ParamError, PipelineError
+from pipeline.params import check_seed
 from pipeline.registry import STAGES
-from pipeline.stage import Stage
+from pipeline.stage import Stage, library_input
 from pipeline.writing import write_table
 
 FRAME_FOLDER = "_inputs"
@@ -89,15 +91,20 @@ def frame_digest(table: pa.Table, batch_rows: int = 65_536) -> str:
 
 
 def _is_frame(obj: Any) -> bool:
-    return not isinstance(obj, (str, Path, StepHandle)) and obj is not None
+    return not isinstance(obj, (str, Path, StepHandle))  # None too: refused as no table, not read as step 'None'
 
 
 class PipelineBuilder:
     """A pipeline assembled from Stage objects and in-memory frames; see the module docstring."""
 
     def __init__(self, name: str, seed: int = 0):
+        # Checked now, not when the config is parsed: `run` writes the frames under `<workdir>/<name>` first, so a
+        # name such as '../x' would put them outside the workdir before the config refused it.
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name or name.lower() in RESERVED_RUN_NAMES:
+            raise ParamError("name", f"must be letters, digits, '_', '-', '.' {NAME_RULE} (it names the run folder), "
+                                     f"got {name!r}")
         self.name = name
-        self.seed = seed
+        self.seed = check_seed(seed)
         self._steps: list[dict[str, Any]] = []
         self._frames: dict[str, pa.Table] = {}
 
@@ -110,12 +117,29 @@ class PipelineBuilder:
                                 f"'{stage.name}'", step=step_id, hint="give the class a unique `name`")
         if len(inputs) > len(stage.inputs):
             raise PipelineError(f"takes {len(stage.inputs)} input(s) {stage.inputs}, got {len(inputs)}", step=step_id)
+        unknown = [n for n in named_inputs if n not in stage.inputs]
+        if unknown:
+            raise PipelineError(f"unknown input '{unknown[0]}'; '{stage.name}' takes inputs: "
+                                f"{', '.join(stage.inputs) or 'none'}", step=step_id)
+        twice = [n for n in named_inputs if n in stage.inputs[:len(inputs)]]
+        if twice:
+            raise PipelineError(f"input '{twice[0]}' is given twice, positionally and by name", step=step_id)
+        self._refuse_taken(step_id)
         given = dict(zip(stage.inputs, inputs)) | named_inputs
+        # None for an input a config may leave out is leaving it out (it became the step reference 'None').
+        given = {k: v for k, v in given.items() if v is not None or k not in stage.optional_inputs}
         refs: dict[str, str] = {}
-        for input_name, value in given.items():
-            if _is_frame(value):
-                value = self.add_frame(f"{step_id}.{input_name}", value)
-            refs[input_name] = str(value)
+        added = len(self._steps)
+        try:
+            for input_name, value in given.items():
+                if _is_frame(value):
+                    value = self.add_frame(f"{step_id}.{input_name}", value)
+                refs[input_name] = str(value)
+        except PipelineError:  # a refused frame leaves no step of this call behind (the frames before it)
+            for step in self._steps[added:]:
+                self._frames.pop(step["id"], None)
+            del self._steps[added:]
+            raise
         step: dict[str, Any] = {"id": step_id, "stage": stage.name, "params": stage.get_params()}
         if refs:
             step["inputs"] = refs
@@ -124,10 +148,21 @@ class PipelineBuilder:
 
     def add_frame(self, step_id: str, frame: Any) -> StepHandle:
         """An in-memory table (polars, Arrow, pandas, datasets) as a step other steps can read."""
-        table = Dataset.from_any(frame, label=f"step '{step_id}'").collect().to_arrow()
+        self._refuse_taken(step_id)
+        collected = library_input(frame, "the frame", step=step_id).collect()
+        objects = [name for name, dtype in collected.schema.items() if dtype == pl.Object]
+        if objects:  # polars hands them to Arrow as 8-byte pointers: memory addresses written as the data
+            raise PipelineError(f"the frame's column '{objects[0]}' holds Python objects, which a run cannot write; "
+                                "convert it to strings, numbers or lists first", step=step_id)
+        table = collected.to_arrow()
         self._frames[step_id] = table
         self._steps.append({"id": step_id, "stage": "select", "params": {}, "inputs": {"data": step_id}})
         return StepHandle(step_id)
+
+    def _refuse_taken(self, step_id: str) -> None:
+        """A step id used twice is refused where it is added (the config's refusal would name a frame's step)."""
+        if any(step["id"] == step_id for step in self._steps):
+            raise PipelineError(f"step id '{step_id}' is already taken; give each step its own id", step=step_id)
 
     def _materialise(self, workdir: Path) -> dict[str, str]:
         """Write each frame once under the run folder, named by content; return step id -> folder."""

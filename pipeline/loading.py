@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+from pipeline.errors import ParamError
 from pipeline.files import SIDE_SEPARATOR, is_glob, side_dir
 from pipeline.io import Dataset
 from pipeline.rundir import refuse_run_folder
@@ -48,9 +49,7 @@ def load_dataset(path: str | Path, cache_dir: str | Path | None = None):
     import datasets
 
     ds = Dataset.from_parquet(resolve(path))
-    target_dir = Path(cache_dir) if cache_dir else default_cache_dir() / "arrow"
-    target_dir.mkdir(parents=True, exist_ok=True)
-    target = target_dir / f"{ds.stat_fingerprint()}.arrow"
+    target = _arrow_cache(cache_dir) / f"{ds.stat_fingerprint()}.arrow"
     if not target.exists():
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, ds.schema) as writer:
@@ -58,3 +57,17 @@ def load_dataset(path: str | Path, cache_dir: str | Path | None = None):
                 writer.write_batch(batch)
         os.replace(tmp, target)
     return datasets.Dataset.from_file(str(target), in_memory=False)
+
+
+def _arrow_cache(cache_dir: str | Path | None) -> Path:
+    """The folder of converted Arrow files (created), `~` expanded; one that cannot be made is refused naming it."""
+    if cache_dir is not None and not isinstance(cache_dir, (str, Path)):
+        raise ParamError("cache_dir", f"expects a folder path (str or Path), got {cache_dir!r} "
+                                      f"({type(cache_dir).__name__})")
+    folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir() / "arrow"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ParamError("cache_dir", f"cannot make the folder '{folder}' ({exc.strerror}); pass a folder you can "
+                                      "write to") from None
+    return folder

@@ -32,6 +32,9 @@ def register(cls: type[Stage]) -> type[Stage]:
 
 def stage_class(name: str) -> type[Stage]:
     load_plugins()
+    if not isinstance(name, str):
+        raise PipelineError(f"a stage name is text, got {name!r} ({type(name).__name__})",
+                            hint="run `pipeline stages` to list them")
     try:
         return STAGES[name]
     except KeyError:

@@ -33,11 +33,12 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.columns import polars_schema
-from pipeline.errors import InputDataError, ParamError, PipelineError
+from pipeline.errors import InputDataError, ParamError, PipelineError, first_line
 from pipeline.io import DEFAULT_BATCH_ROWS, Dataset
 from pipeline.params import ParamSpec, annotation_description, check_seed, checked_init, docstring_param_docs
 from pipeline.progress import Progress
 from pipeline.registry import register
+from pipeline.results import StageResult
 from pipeline.writing import write_table
 
 # Parameters that name a key column (rows are grouped or stratified by its values).
@@ -128,62 +129,6 @@ class Context:
             self.current_progress.update(n)
 
 
-@dataclass
-class StageResult:
-    """Everything one library call of a stage produced.
-
-    Artefacts (a report, an index) are files in `artefact_dir`: the caller's `workdir` when one was
-    given, else a temporary folder that lives exactly as long as this result (removed when the
-    result is garbage-collected, at `close()`, at the end of a `with` block, or at interpreter
-    exit), so library calls in a training loop leave nothing behind. `keep_artefacts(folder)`
-    moves them somewhere the caller owns.
-    """
-
-    table: pl.DataFrame
-    side_outputs: dict[str, pl.DataFrame]
-    artefact_dir: Path
-    stats: dict
-    artefacts: list[str] = field(default_factory=list)
-    _cleanup: Any = field(default=None, repr=False, compare=False)
-
-    def keep_artefacts(self, folder: str | Path, overwrite: bool = False) -> Path:
-        """Move the artefacts into `folder` (created if needed) and make it `artefact_dir`.
-
-        A file of the same name already in `folder` is refused (nothing is moved) unless `overwrite`.
-        """
-        folder = Path(folder).expanduser()
-        if folder.exists() and not folder.is_dir():
-            raise ParamError("folder", f"'{folder}' is a file; pass a folder to keep the artefacts in (created if "
-                                       "needed)")
-        taken = [name for name in self.artefacts if (folder / name).exists() or (folder / name).is_symlink()]
-        if taken and not overwrite:
-            raise ParamError("folder", f"'{folder}' already holds {', '.join(taken)}; pass overwrite=True to "
-                                       "replace it, or another folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in self.artefacts:
-            target = folder / name
-            if target.is_dir() and not target.is_symlink():
-                shutil.rmtree(target)
-            elif target.exists() or target.is_symlink():
-                target.unlink()
-            shutil.move(str(self.artefact_dir / name), str(target))
-        self.close()
-        self.artefact_dir = folder
-        return folder
-
-    def close(self) -> None:
-        """Remove the temporary artefact folder now (nothing happens for a caller's `workdir`)."""
-        if self._cleanup is not None:
-            self._cleanup()
-            self._cleanup = None
-
-    def __enter__(self) -> StageResult:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-
 class Stage:
     """Base class of every stage. See the module docstring for the contract."""
 
@@ -240,6 +185,14 @@ class Stage:
         missing = [n for n, s in specs.items() if s.required and n not in params]
         if missing and not set(params) - set(specs):
             raise ParamError(missing[0], "is required")
+        cls.check_requires()
+        stage = cls(**params)  # the constructor checks names, types and declared bounds (see check_params)
+        stage.validate()
+        return stage
+
+    @classmethod
+    def check_requires(cls) -> None:
+        """Refuse, naming it, a package in `requires` that is not installed (before any work, not deep in `run`)."""
         for mod in cls.requires:
             try:
                 __import__(mod)
@@ -248,9 +201,6 @@ class Stage:
                     f"needs the Python package '{mod}', which is not installed", stage=cls.name,
                     hint=f"pip install {mod}",
                 ) from None
-        stage = cls(**params)  # the constructor checks names, types and declared bounds (see check_params)
-        stage.validate()
-        return stage
 
     def validate(self) -> None:
         """Check parameter values together; raise ParamError naming the parameter. Called at build time."""
@@ -324,20 +274,32 @@ class Stage:
         Positional arguments fill the declared inputs in order (`stage.apply(df)` for a
         single-input stage); keyword arguments name them (`apply(train=a, test=b)`).
         """
-        named = dict(zip(self.inputs, args))
         if len(args) > len(self.inputs):
-            raise TypeError(f"stage '{self.name}' takes {len(self.inputs)} input(s): {self.inputs}")
+            raise InputDataError(f"takes {len(self.inputs)} input(s) ({', '.join(self.inputs) or 'none'}), got "
+                                 f"{len(args)} positionally", stage=self.name)
+        named = dict(zip(self.inputs, args))
+        twice = [k for k in inputs if k in named]
+        if twice:  # else the keyword would silently replace the table given positionally
+            raise InputDataError(f"input '{twice[0]}' is given twice, positionally and by name; pass it once",
+                                 stage=self.name)
         named.update(inputs)
+        # None for an input a config may leave out is leaving it out (`reference=None`), as the builder takes it.
+        named = {k: v for k, v in named.items() if v is not None or k not in self.optional_inputs}
         try:
             seed = check_seed(seed)
+            _check_workdir(workdir)
         except ParamError as exc:
             raise exc.add_context(stage=self.name) from None
+        self.check_requires()
         self.validate()
-        datasets = {k: Dataset.from_any(v, label=f"input '{k}'") for k, v in named.items()}
+        datasets = {k: library_input(v, f"input '{k}'", stage=self.name) for k, v in named.items()}
         check_inputs(self, datasets)
         temporary = workdir is None
         out_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-")) if temporary else Path(workdir).expanduser()
         out_dir.mkdir(parents=True, exist_ok=True)
+        # The caller's workdir may hold their own files: only what this call writes is an artefact (else
+        # `keep_artefacts` would move their notes away with the report).
+        before = _modified_times(out_dir)
         ctx = Context(step_id=self.name, seed=seed, out_dir=out_dir, checkpoint_dir=out_dir / "_checkpoint")
         try:
             table = _to_frame(self.run(ctx, **datasets))
@@ -349,7 +311,8 @@ class Stage:
         for name in ctx.side_outputs:
             shutil.rmtree(out_dir / name)
         shutil.rmtree(out_dir / "_checkpoint", ignore_errors=True)
-        artefacts = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith(("part-", "_", ".")))
+        artefacts = sorted(name for name, mtime in _modified_times(out_dir).items()
+                           if before.get(name) != mtime and not name.startswith(("part-", "_", ".")))
         result = StageResult(table=table, side_outputs=sides, artefact_dir=out_dir, stats=ctx.stats, artefacts=artefacts)
         if temporary:
             # Keep no trace on disk (training loops call this often): the folder goes with the result.
@@ -379,6 +342,34 @@ class Stage:
     __hash__ = object.__hash__
 
 
+def library_input(value: Any, label: str, **where: str) -> Dataset:
+    """`Dataset.from_any` for library calls: a value that is no table (None, a dict, a DatasetDict, a pandas
+    column mixing types) is refused in one line naming the input (`label`), not by a raw conversion error."""
+    try:
+        return Dataset.from_any(value, label=label)
+    except PipelineError:
+        raise
+    except (TypeError, AttributeError, ValueError, pa.ArrowException, pl.exceptions.PolarsError) as exc:
+        why = "" if type(exc) is TypeError else f" ({first_line(exc)})"  # a plain TypeError: just not a table
+        raise InputDataError(f"{label} ({type(value).__name__}) cannot be read as a table{why}", **where,
+                             hint="pass a polars, Arrow or pandas table, a datasets.Dataset, or a Parquet "
+                                  "path") from None
+
+
+def _check_workdir(workdir: Any) -> None:
+    if workdir is None:
+        return
+    if not isinstance(workdir, (str, Path)):
+        raise ParamError("workdir", f"expects a folder path (str or Path), got {workdir!r} ({type(workdir).__name__})")
+    if Path(workdir).expanduser().exists() and not Path(workdir).expanduser().is_dir():
+        raise ParamError("workdir", f"'{workdir}' is a file; pass a folder for the stage's artefacts (created if "
+                                    "needed)")
+
+
+def _modified_times(folder: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+
 def _to_frame(result: Any) -> pl.DataFrame:
     """A stage's result as one in-memory DataFrame (library calls work on in-memory data)."""
     if isinstance(result, pl.LazyFrame):
@@ -387,6 +378,9 @@ def _to_frame(result: Any) -> pl.DataFrame:
         return result
     if isinstance(result, (pa.Table, pa.RecordBatch)):
         return pl.from_arrow(result)
+    if result is None or isinstance(result, (dict, str)):  # a stage's own bug: say what `run` must return
+        raise TypeError(f"run() returned a {type(result).__name__}; return a polars DataFrame or LazyFrame, an "
+                        "Arrow table, or an iterable of batches")
     frames = [b if isinstance(b, pl.DataFrame) else pl.from_arrow(b) for b in result]
     # No rechunk: copying the whole result into one buffer would cost more than the stage itself.
     return pl.concat(frames, how="vertical_relaxed", rechunk=False) if frames else pl.DataFrame()
@@ -446,16 +440,16 @@ class RowwiseStage(Stage):
 
 def check_inputs(stage: Stage, inputs: dict[str, Dataset]) -> None:
     """Fail before running when an input is missing, unexpected, empty, or lacks a needed column."""
+    extra = [n for n in inputs if n not in stage.inputs]
+    if extra:  # first: a misspelt input name also leaves the input it meant missing
+        raise InputDataError(
+            f"unknown input '{extra[0]}'; '{stage.name}' takes inputs: {', '.join(stage.inputs) or 'none'}",
+            stage=stage.name,
+        )
     missing = [n for n in stage.inputs if n not in inputs and n not in stage.optional_inputs]
     if missing:
         raise InputDataError(
             f"input '{missing[0]}' is not given; '{stage.name}' takes inputs: {', '.join(stage.inputs)}",
-            stage=stage.name,
-        )
-    extra = [n for n in inputs if n not in stage.inputs]
-    if extra:
-        raise InputDataError(
-            f"unknown input '{extra[0]}'; '{stage.name}' takes inputs: {', '.join(stage.inputs) or 'none'}",
             stage=stage.name,
         )
     from pipeline.columns import check_schema, polars_schema

@@ -6,11 +6,14 @@ import tempfile
 
 import numpy as np
 import polars as pl
+import pytest
 from conftest import write_config
 
 import pipeline
 from pipeline.builder import PipelineBuilder
+from pipeline.errors import ParamError, PipelineError
 from pipeline.runner import read_manifest, run_pipeline
+from stages.dedup.exact import DedupExact
 from stages.labelled_corpora import SklearnDigits
 from stages.noise import LabelNoise
 from stages.noise_arrays import dilute, flip_labels
@@ -119,3 +122,52 @@ def test_frame_digest_is_content_not_chunking():
     changed = docs.with_columns(pl.when(pl.col("id") == docs["id"][500]).then(pl.lit("x")).otherwise("text")
                                 .alias("text"))
     assert frame_digest(changed.to_arrow()) != frame_digest(docs.to_arrow())
+
+
+def test_a_bad_name_or_seed_is_refused_before_any_frame_is_written(tmp_path):
+    """`run` writes frames under `<workdir>/<name>` before the config is parsed: '../x' wrote outside the workdir."""
+    workdir = tmp_path / "runs"
+    with pytest.raises(ParamError, match="parameter 'name'.*'../escaped'"):
+        PipelineBuilder("../escaped").add("a", LengthFilter(), pl.DataFrame({"text": ["a"]}))
+    with pytest.raises(ParamError, match="parameter 'seed'"):
+        PipelineBuilder("ok", seed=-1)
+    assert not (tmp_path / "escaped").exists() and not workdir.exists()
+
+
+def test_add_refuses_unknown_or_doubled_inputs_and_taken_step_ids():
+    frame = pl.DataFrame({"id": ["a"], "text": ["one two"]})
+    p = PipelineBuilder("refusals")
+    with pytest.raises(PipelineError, match="step 'x': unknown input 'dta'; 'length_filter' takes inputs: data"):
+        p.add("x", LengthFilter(), dta=frame)
+    with pytest.raises(PipelineError, match="input 'data' is given twice"):
+        p.add("x", LengthFilter(), frame, data=frame)
+    p.add("x", LengthFilter(), frame)
+    with pytest.raises(PipelineError, match="step id 'x' is already taken"):
+        p.add("x", LengthFilter(min_words=2), "x")
+    with pytest.raises(PipelineError, match="step id 'x.data' is already taken"):
+        p.add_frame("x.data", frame)
+    assert [s["id"] for s in p._steps] == ["x.data", "x"]
+
+
+def test_a_value_that_is_no_table_is_refused_naming_the_step_and_leaves_no_half_step():
+    p = PipelineBuilder("refusals")
+    frame = pl.DataFrame({"text": ["one"]})
+    with pytest.raises(PipelineError, match=r"step 'y.reference': the frame \(dict\) cannot be read as a table"):
+        p.add("y", DedupExact(), frame, {"text": ["no"]})
+    assert p._steps == [] and p._frames == {}
+
+
+def test_none_for_an_optional_input_leaves_it_out_and_for_a_required_one_is_refused(tmp_path):
+    docs = pl.DataFrame({"id": ["a", "b"], "text": ["one two", "one two"]})
+    p = PipelineBuilder("optional")
+    p.add("dedup", DedupExact(), docs, reference=None)
+    assert "reference" not in p.to_config(tmp_path)["steps"][-1]["inputs"]
+    assert pipeline.load(p.run(workdir=tmp_path, quiet=True).steps[-1].path).collect()["id"].to_list() == ["a"]
+    with pytest.raises(PipelineError, match=r"step 'x.data': the frame \(NoneType\) cannot be read as a table"):
+        p.add("x", LengthFilter(), None)
+
+
+def test_a_column_of_python_objects_is_refused_not_written_as_pointers():
+    objects = pl.DataFrame({"text": ["a"], "meta": pl.Series([object()], dtype=pl.Object)})
+    with pytest.raises(PipelineError, match="step 'x.data': the frame's column 'meta' holds Python objects"):
+        PipelineBuilder("objects").add("x", LengthFilter(), objects)

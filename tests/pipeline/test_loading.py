@@ -53,3 +53,16 @@ def test_a_bare_name_that_does_not_exist_is_refused_naming_it(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InputDataError, match="nosuch .*does not exist"):
         load("nosuch")
+
+
+def test_load_dataset_expands_home_in_cache_dir_and_refuses_one_it_cannot_make(tmp_path, monkeypatch):
+    table = tmp_path / "t.parquet"
+    pl.DataFrame({"id": ["a"], "text": ["one"]}).write_parquet(table)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert pipeline.load_dataset(table, cache_dir="~/arrow")["id"] == ["a"]
+    assert list((tmp_path / "home" / "arrow").glob("*.arrow")) and not (tmp_path / "~").exists()
+    with pytest.raises(pipeline.ParamError, match="parameter 'cache_dir': cannot make the folder .*t.parquet"):
+        pipeline.load_dataset(table, cache_dir=table)
+    with pytest.raises(pipeline.ParamError, match=r"parameter 'cache_dir': expects a folder path \(str or Path\)"):
+        pipeline.load_dataset(table, cache_dir=5)

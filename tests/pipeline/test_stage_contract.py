@@ -17,7 +17,7 @@ import yaml
 from conftest import check_side_outputs_declared
 
 from pipeline.errors import InputDataError, PipelineError
-from pipeline.registry import STAGES, load_plugins
+from pipeline.registry import STAGES, load_plugins, stage_class
 
 load_plugins()
 LIBRARY = sorted(n for n, cls in STAGES.items() if not cls.__module__.startswith("plugin_stages"))
@@ -74,3 +74,8 @@ def _check_declared_outputs(stage, inputs, result) -> None:
     for side, columns in stage.side_output_schemas(schemas).items():
         assert side in result.side_outputs, f"{stage.name} declares columns of side output '{side}', not written"
         assert list(columns) == result.side_outputs[side].columns, f"{stage.name} side output '{side}'"
+
+
+def test_stage_class_refuses_a_name_that_is_not_text():
+    with pytest.raises(PipelineError, match=r"a stage name is text, got 5 \(int\)"):
+        stage_class(5)

@@ -153,3 +153,36 @@ def test_a_workdir_holding_a_folder_named_like_a_side_output(reporting_stage, tm
     with pytest.raises(PipelineError, match=r"side output 'short' would be written to '.*out/short', which already "
                                             r"exists; pass an empty workdir, or remove it"):
         reporting_stage().execute(DOCS, workdir=tmp_path / "out")
+
+
+def test_files_already_in_the_callers_workdir_are_not_artefacts(tmp_path):
+    """keep_artefacts moved every file of the workdir, the caller's own notes too; a rewritten report still counts."""
+    class Reports(Stage):
+        """Test stage: writes one report."""
+
+        def run(self, ctx: Context, data):
+            ctx.artefact_path("report.html").write_text("<p>new</p>")
+            return data.collect()
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    (workdir / "notes.txt").write_text("mine")
+    (workdir / "report.html").write_text("<p>old</p>")
+    result = Reports().execute(DOCS, workdir=workdir)
+    assert result.artefacts == ["report.html"]
+    result.keep_artefacts(tmp_path / "kept")
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["report.html"]
+    assert (workdir / "notes.txt").read_text() == "mine"
+
+
+def test_keeping_the_artefacts_where_they_already_are_keeps_them(reporting_stage, scratch, tmp_path):
+    """keep_artefacts(workdir, overwrite=True) removed each file, then moved it onto itself: FileNotFoundError, lost."""
+    result = reporting_stage().execute(DOCS, workdir=tmp_path / "work")
+    assert result.keep_artefacts(tmp_path / "work", overwrite=True) == tmp_path / "work"
+    assert (tmp_path / "work" / "report.html").read_text() == "<p>three rows</p>"
+    temporary = reporting_stage().execute(DOCS)
+    folder = temporary.artefact_dir
+    temporary.keep_artefacts(folder)
+    del temporary
+    gc.collect()
+    assert (folder / "report.html").exists()  # the caller keeps it: no longer removed with the result
