@@ -85,7 +85,11 @@ class Dataset:
         elif isinstance(obj, (pa.Table, pa.RecordBatch)):
             obj = pl.from_arrow(obj)
         elif type(obj).__module__.startswith("datasets"):
-            obj = pl.from_arrow(obj.data.table)
+            # A filtered, shuffled or selected Dataset keeps the whole table and a row mapping beside it: the table
+            # alone was every row in the original order. Rows through the mapping only when there is one (the
+            # memory-mapped table as it is otherwise).
+            table = obj.data.table if getattr(obj, "_indices", None) is None else obj.with_format("arrow")[:]
+            obj = pl.from_arrow(table)
         elif type(obj).__module__.startswith("pandas"):
             obj = pl.from_pandas(obj)
         if not isinstance(obj, pl.DataFrame):

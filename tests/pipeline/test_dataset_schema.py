@@ -21,3 +21,15 @@ def test_shards_of_another_schema_are_one_line_naming_the_column(tmp_path, secon
         Dataset.from_parquet(tmp_path)
     message = str(err.value)
     assert words in message and "\n" not in message and err.value.file == str(tmp_path / "p1.parquet")
+
+
+def test_a_filtered_or_shuffled_datasets_dataset_is_read_as_its_rows():
+    # A datasets.Dataset after filter/shuffle/select keeps the whole table and a row mapping: the table alone was
+    # read, every row in the original order (filter(...) of 1 row gave all 10 to apply and the builder).
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict({"id": [str(i) for i in range(10)], "text": [f"t{i}" for i in range(10)]})
+    assert Dataset.from_any(ds.filter(lambda row: row["id"] == "3")).frame["id"].to_list() == ["3"]
+    shuffled = ds.shuffle(seed=1)
+    assert Dataset.from_any(shuffled).frame["id"].to_list() == shuffled["id"][:]
+    assert Dataset.from_any(ds.select([7, 2])).frame.rows() == [("7", "t7"), ("2", "t2")]
+    assert Dataset.from_any(ds).frame.height == 10
