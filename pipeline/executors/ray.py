@@ -93,11 +93,11 @@ class RayExecutor:
         runtime_env: dict | None = None,
         partition_bytes: int | None = None,
     ):
-        from pipeline.executors import check_count_option
+        from pipeline.executors import check_ray_options
 
-        for option, value in (("partition_bytes", partition_bytes), ("fragment_rows", fragment_rows),
-                              ("actors", actors)):
-            check_count_option(option, value)
+        check_ray_options({"address": address, "connect_timeout_s": connect_timeout_s, "max_retries": max_retries,
+                           "fragment_rows": fragment_rows, "actors": actors, "runtime_env": runtime_env,
+                           "partition_bytes": partition_bytes})
         self.partition_bytes = partition_bytes
         self.address = address
         self.connect_timeout_s = connect_timeout_s

@@ -111,6 +111,32 @@ def test_stats_log_replays_counters_and_values_in_order():
     assert merged == {"rows": 12, "dim": 384, "last_batch": 5}
 
 
+@pytest.mark.parametrize("option, value, expected", [
+    ("bogus", 1, "takes only the options"),                    # was a TypeError from __init__ (exit 1)
+    ("max_retries", "x", "max_retries must be a whole number"),  # was Ray's TypeError at the first step
+    ("max_retries", -5, "max_retries must be a whole number"),
+    ("connect_timeout_s", "x", "connect_timeout_s must be a number"),
+    ("connect_timeout_s", 0, "connect_timeout_s must be a number"),
+    ("runtime_env", "x", "runtime_env must be a mapping"),
+    ("address", "", "address must be"),                         # was a new local Ray instance, silently
+])
+def test_bad_ray_options_are_one_line_errors_before_any_cluster_is_reached(option, value, expected):
+    from pipeline.executors import get_executor
+
+    with pytest.raises(PipelineError, match=expected):
+        get_executor("ray", **{option: value})
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("address", [":6379", "127.0.0.1:99999", "127.0.0.1:0"])
+def test_an_address_without_a_host_or_a_valid_port_is_not_host_port(address):
+    from pipeline.executors.ray_connect import probe
+
+    # ':6379' said "no Ray cluster answers at :6379:6379"; 99999 said "Connection refused".
+    with pytest.raises(PipelineError, match="is not HOST:PORT"):
+        probe(address, timeout_s=1)
+
+
 # ------------------------------------------------------------------------------ on the cluster
 
 
