@@ -76,7 +76,7 @@ class RayExecutor:
     max_retries: how often a task is retried (or an actor restarted) when its worker dies.
     fragment_rows: rows per row-wise task; None sizes fragments from the input alone
         (`pipeline.fragments`), as the local executor does: give both the same value for the same files.
-    actors: size of the actor pool for model-holding stages; None fills the cluster.
+    actors: size of the actor pool for model-holding stages, at most what the cluster holds; None fills it.
     runtime_env: passed to ray.init (e.g. to ship code to a cluster without corpusforge installed).
     partition_bytes: bytes per partition of a partitioned stage (`pipeline.partitioned`); None = its default.
     """
@@ -237,13 +237,13 @@ class RayExecutor:
         resources = ray.cluster_resources()
         if "num_gpus" not in options and resources.get("GPU", 0) >= 1:
             options["num_gpus"] = 1
-        if self.actors is not None:
-            size = self.actors
-        elif options.get("num_gpus"):
+        if options.get("num_gpus"):
             size = max(1, int(resources.get("GPU", 0) // options["num_gpus"]))
         else:
             size = max(1, int(resources.get("CPU", 1) // per_actor_cpus))
-        size = min(size, len(fragments))
+        # No more actors than the cluster holds: an actor that cannot start would keep the fragment
+        # given to it waiting forever (actors=3 on two CPUs hung the step).
+        size = min(size, self.actors or size, len(fragments))
         actors = self._actors(options, size)
         stage_ref, ctx_ref, step = ray.put(stage), ray.put(ctx), str(out_dir)
         results: list = [None] * len(fragments)

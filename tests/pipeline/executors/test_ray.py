@@ -229,6 +229,24 @@ def test_model_stage_runs_on_actors_loading_once_each_and_survives_a_kill(ray_cl
     assert 1 <= loads <= 3 < fragments
 
 
+def test_more_actors_than_the_cluster_holds_runs_on_the_ones_that_fit(ray_cluster, tmp_path):
+    # actors=3 on two one-CPU nodes: the third actor never started and the fragment given to it waited forever.
+    steps = _docs_steps()[:1] + [{"id": "topics", "stage": "test_ray_count_topic_words", "inputs": "docs"}]
+    local = run_pipeline(_config("many", steps), workdir=tmp_path / "local", executor_options={"fragment_rows": 200})
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(_config("many", steps)))
+    # In a subprocess, so the old hang ends at the timeout instead of holding the suite.
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", str(config), "--workdir", str(tmp_path / "ray"), "--quiet",
+         "--executor", "ray", "--address", ray_cluster.address, "--executor-option", "fragment_rows=200",
+         "--executor-option", "actors=3"],
+        capture_output=True, text=True, timeout=90, cwd=REPO_ROOT,
+        env={**os.environ, "CORPUSFORGE_PLUGINS": "ray_cluster", "PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'tests'}"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    _assert_same_files(Path(local.step("topics").path), tmp_path / "ray" / "many" / "topics")
+
+
 def test_consecutive_model_steps_share_their_actors_and_free_the_cluster_after(ray_cluster, tmp_path):
     """Two model steps in a row run on the same actors (the model loads once per actor, not per step);
     the row-wise and table steps after them get the CPUs back (idle actors would hold them forever)."""
