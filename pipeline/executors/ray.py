@@ -178,6 +178,7 @@ class RayExecutor:
             options["num_gpus"] = res["num_gpus"]
         if res.get("memory"):
             options["memory"] = int(res["memory"])
+        _check_fits_a_node(type(stage).__name__, options)
         return options
 
     def _run_table(self, stage: Stage, ctx: Context, inputs: dict[str, Dataset], out_dir: Path) -> None:
@@ -295,6 +296,20 @@ class RayExecutor:
         for actor in pool[1] if pool is not None else []:
             with contextlib.suppress(Exception):
                 ray.kill(actor)
+
+
+def _check_fits_a_node(stage: str, options: dict[str, Any]) -> None:
+    """Refuse a task no node can run: Ray would keep it pending forever (an "infeasible" warning in its log)."""
+    wanted = {"CPU": options.get("num_cpus", 1), "GPU": options.get("num_gpus", 0), "memory": options.get("memory", 0)}
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(all(node.get(key, 0) >= need for key, need in wanted.items() if need) for node in nodes):
+        return
+    asked = ", ".join(f"{key} {need:g}" for key, need in wanted.items() if need)
+    largest = max(nodes, key=lambda node: node.get("CPU", 0), default={})
+    has = ", ".join(f"{key} {largest.get(key, 0):g}" for key, need in wanted.items() if need)
+    raise PipelineError(f"stage {stage} asks each task for {asked} (its `resources`), and no node of the cluster "
+                        f"has that (the largest: {has})",
+                        hint="add a node that has it, or lower the stage's resources")
 
 
 def _remote_ctx(ctx: Context, out_dir: Path) -> Context:

@@ -16,6 +16,7 @@ from ray_cluster import REPO_ROOT
 
 from pipeline import load, run_pipeline
 from pipeline.errors import PipelineError
+from pipeline.stage import Context, RowwiseStage
 
 ray = pytest.importorskip("ray", reason="the Ray executor's tests need ray (pip install 'corpusforge[ray]')")
 
@@ -344,6 +345,43 @@ def test_parts_from_fragments_share_one_schema(ray_cluster, tmp_path):
     assert expected["first_word"].null_count() < expected.height
     assert load(tmp_path / "ray" / "schema" / "words").collect().equals(expected)
     _assert_same_files(tmp_path / "local" / "schema" / "words", tmp_path / "ray" / "schema" / "words")
+
+
+class _NeedsManyCpus(RowwiseStage):
+    """Test stage: asks each task for more CPUs than any node of the test cluster has."""
+
+    resources = {"num_cpus": 64}
+
+    def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        return batch
+
+
+def test_a_stage_asking_more_than_any_node_has_is_refused_not_left_pending(ray_cluster, tmp_path):
+    import threading
+
+    from pipeline.executors import get_executor
+    from pipeline.io import Dataset
+
+    exe = get_executor("ray", address=ray_cluster.address)
+    raised: list[BaseException] = []
+
+    def run() -> None:  # Ray kept the task pending forever: a thread, so the old hang fails the test instead
+        try:
+            frame = pl.DataFrame({"id": ["a"], "text": ["one"]})
+            exe.run_step(_NeedsManyCpus(), Context(step_id="big", seed=0, out_dir=tmp_path),
+                         {"data": Dataset.from_any(frame)}, tmp_path)
+        except BaseException as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    try:
+        assert not worker.is_alive(), "the task no node can run was left pending"
+    finally:
+        exe.close()
+    assert len(raised) == 1 and isinstance(raised[0], PipelineError)
+    assert "CPU 64" in str(raised[0]) and "no node" in str(raised[0])
 
 
 def test_wrong_address_fails_fast_with_a_clear_error(ray_cluster, tmp_path):
