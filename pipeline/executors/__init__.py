@@ -68,6 +68,35 @@ def check_count_option(name: str, value: Any) -> None:
         raise PipelineError(f"{name} must be at least 1, got {value}")
 
 
+RAY_OPTIONS = ("address", "connect_timeout_s", "max_retries", "fragment_rows", "actors", "runtime_env",
+               "partition_bytes")
+
+
+def check_ray_options(options: dict[str, Any]) -> None:
+    """The Ray executor's options, checked before Ray is imported or a cluster is reached, so a typo or a
+    value of the wrong type is one line naming the option (Ray's own checks end in a TypeError or hang)."""
+    unknown = sorted(set(options) - set(RAY_OPTIONS))
+    if unknown:
+        raise PipelineError(f"the Ray executor takes only the options {', '.join(RAY_OPTIONS)}, got {unknown}")
+    for name in ("partition_bytes", "fragment_rows", "actors"):
+        check_count_option(name, options.get(name))
+    address = options.get("address")
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise PipelineError(f"address must be a Ray head's HOST:PORT, 'auto' or 'local', got {address!r}",
+                            hint="leave it out to use $RAY_ADDRESS or start Ray in this process")
+    retries = options.get("max_retries")
+    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int) or retries < -1):
+        raise PipelineError(f"max_retries must be a whole number of at least 0 (-1: retry without end), "
+                            f"got {retries!r}")
+    timeout = options.get("connect_timeout_s")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not 0 < timeout < float("inf")):
+        raise PipelineError(f"connect_timeout_s must be a number of seconds above 0, got {timeout!r}")
+    runtime_env = options.get("runtime_env")
+    if runtime_env is not None and not isinstance(runtime_env, dict):
+        raise PipelineError(f"runtime_env must be a mapping (e.g. {{env_vars: {{KEY: VALUE}}}}), got {runtime_env!r}")
+
+
 def get_executor(name: str, **options: Any) -> Executor:
     if name == "local":
         unknown = sorted(set(options) - {"partition_bytes", "fragment_rows"})
@@ -76,6 +105,7 @@ def get_executor(name: str, **options: Any) -> Executor:
                                 f"got {unknown}")
         return LocalExecutor(**options)
     if name == "ray":
+        check_ray_options(options)
         try:
             from pipeline.executors.ray import RayExecutor
         except ImportError as exc:

@@ -76,7 +76,7 @@ class RayExecutor:
     max_retries: how often a task is retried (or an actor restarted) when its worker dies.
     fragment_rows: rows per row-wise task; None sizes fragments from the input alone
         (`pipeline.fragments`), as the local executor does: give both the same value for the same files.
-    actors: size of the actor pool for model-holding stages; None fills the cluster.
+    actors: size of the actor pool for model-holding stages, at most what the cluster holds; None fills it.
     runtime_env: passed to ray.init (e.g. to ship code to a cluster without corpusforge installed).
     partition_bytes: bytes per partition of a partitioned stage (`pipeline.partitioned`); None = its default.
     """
@@ -93,11 +93,11 @@ class RayExecutor:
         runtime_env: dict | None = None,
         partition_bytes: int | None = None,
     ):
-        from pipeline.executors import check_count_option
+        from pipeline.executors import check_ray_options
 
-        for option, value in (("partition_bytes", partition_bytes), ("fragment_rows", fragment_rows),
-                              ("actors", actors)):
-            check_count_option(option, value)
+        check_ray_options({"address": address, "connect_timeout_s": connect_timeout_s, "max_retries": max_retries,
+                           "fragment_rows": fragment_rows, "actors": actors, "runtime_env": runtime_env,
+                           "partition_bytes": partition_bytes})
         self.partition_bytes = partition_bytes
         self.address = address
         self.connect_timeout_s = connect_timeout_s
@@ -178,6 +178,7 @@ class RayExecutor:
             options["num_gpus"] = res["num_gpus"]
         if res.get("memory"):
             options["memory"] = int(res["memory"])
+        _check_fits_a_node(type(stage).__name__, options)
         return options
 
     def _run_table(self, stage: Stage, ctx: Context, inputs: dict[str, Dataset], out_dir: Path) -> None:
@@ -237,13 +238,13 @@ class RayExecutor:
         resources = ray.cluster_resources()
         if "num_gpus" not in options and resources.get("GPU", 0) >= 1:
             options["num_gpus"] = 1
-        if self.actors is not None:
-            size = self.actors
-        elif options.get("num_gpus"):
+        if options.get("num_gpus"):
             size = max(1, int(resources.get("GPU", 0) // options["num_gpus"]))
         else:
             size = max(1, int(resources.get("CPU", 1) // per_actor_cpus))
-        size = min(size, len(fragments))
+        # No more actors than the cluster holds: an actor that cannot start would keep the fragment
+        # given to it waiting forever (actors=3 on two CPUs hung the step).
+        size = min(size, self.actors or size, len(fragments))
         actors = self._actors(options, size)
         stage_ref, ctx_ref, step = ray.put(stage), ray.put(ctx), str(out_dir)
         results: list = [None] * len(fragments)
@@ -295,6 +296,20 @@ class RayExecutor:
         for actor in pool[1] if pool is not None else []:
             with contextlib.suppress(Exception):
                 ray.kill(actor)
+
+
+def _check_fits_a_node(stage: str, options: dict[str, Any]) -> None:
+    """Refuse a task no node can run: Ray would keep it pending forever (an "infeasible" warning in its log)."""
+    wanted = {"CPU": options.get("num_cpus", 1), "GPU": options.get("num_gpus", 0), "memory": options.get("memory", 0)}
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(all(node.get(key, 0) >= need for key, need in wanted.items() if need) for node in nodes):
+        return
+    asked = ", ".join(f"{key} {need:g}" for key, need in wanted.items() if need)
+    largest = max(nodes, key=lambda node: node.get("CPU", 0), default={})
+    has = ", ".join(f"{key} {largest.get(key, 0):g}" for key, need in wanted.items() if need)
+    raise PipelineError(f"stage {stage} asks each task for {asked} (its `resources`), and no node of the cluster "
+                        f"has that (the largest: {has})",
+                        hint="add a node that has it, or lower the stage's resources")
 
 
 def _remote_ctx(ctx: Context, out_dir: Path) -> Context:

@@ -11,8 +11,8 @@ DEFAULT_GCS_PORT = 6379
 
 def _split_address(address: str) -> tuple[str, str]:
     hostport = address.split("://", 1)[-1].rstrip("/")
-    host, _, port_text = hostport.rpartition(":")
-    if not host:
+    host, sep, port_text = hostport.rpartition(":")
+    if not sep:
         host, port_text = hostport, str(DEFAULT_GCS_PORT)
     return host, port_text
 
@@ -26,6 +26,8 @@ def probe(address: str, timeout_s: float) -> None:
     host, port_text = _split_address(address)
     try:
         port = int(port_text)
+        if not host or not 0 < port < 65536:
+            raise ValueError(port_text)
     except ValueError:
         raise PipelineError(
             f"Ray address '{address}' is not HOST:PORT", hint="e.g. --address 127.0.0.1:6379"

@@ -16,6 +16,7 @@ from ray_cluster import REPO_ROOT
 
 from pipeline import load, run_pipeline
 from pipeline.errors import PipelineError
+from pipeline.stage import Context, RowwiseStage
 
 ray = pytest.importorskip("ray", reason="the Ray executor's tests need ray (pip install 'corpusforge[ray]')")
 
@@ -111,6 +112,32 @@ def test_stats_log_replays_counters_and_values_in_order():
     assert merged == {"rows": 12, "dim": 384, "last_batch": 5}
 
 
+@pytest.mark.parametrize("option, value, expected", [
+    ("bogus", 1, "takes only the options"),                    # was a TypeError from __init__ (exit 1)
+    ("max_retries", "x", "max_retries must be a whole number"),  # was Ray's TypeError at the first step
+    ("max_retries", -5, "max_retries must be a whole number"),
+    ("connect_timeout_s", "x", "connect_timeout_s must be a number"),
+    ("connect_timeout_s", 0, "connect_timeout_s must be a number"),
+    ("runtime_env", "x", "runtime_env must be a mapping"),
+    ("address", "", "address must be"),                         # was a new local Ray instance, silently
+])
+def test_bad_ray_options_are_one_line_errors_before_any_cluster_is_reached(option, value, expected):
+    from pipeline.executors import get_executor
+
+    with pytest.raises(PipelineError, match=expected):
+        get_executor("ray", **{option: value})
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("address", [":6379", "127.0.0.1:99999", "127.0.0.1:0"])
+def test_an_address_without_a_host_or_a_valid_port_is_not_host_port(address):
+    from pipeline.executors.ray_connect import probe
+
+    # ':6379' said "no Ray cluster answers at :6379:6379"; 99999 said "Connection refused".
+    with pytest.raises(PipelineError, match="is not HOST:PORT"):
+        probe(address, timeout_s=1)
+
+
 # ------------------------------------------------------------------------------ on the cluster
 
 
@@ -201,6 +228,24 @@ def test_model_stage_runs_on_actors_loading_once_each_and_survives_a_kill(ray_cl
     loads = len(list(markers.glob("load-*")))
     # One load per actor (two actors on two one-CPU nodes) plus one for the actor restarted after the kill.
     assert 1 <= loads <= 3 < fragments
+
+
+def test_more_actors_than_the_cluster_holds_runs_on_the_ones_that_fit(ray_cluster, tmp_path):
+    # actors=3 on two one-CPU nodes: the third actor never started and the fragment given to it waited forever.
+    steps = _docs_steps()[:1] + [{"id": "topics", "stage": "test_ray_count_topic_words", "inputs": "docs"}]
+    local = run_pipeline(_config("many", steps), workdir=tmp_path / "local", executor_options={"fragment_rows": 200})
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(_config("many", steps)))
+    # In a subprocess, so the old hang ends at the timeout instead of holding the suite.
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", str(config), "--workdir", str(tmp_path / "ray"), "--quiet",
+         "--executor", "ray", "--address", ray_cluster.address, "--executor-option", "fragment_rows=200",
+         "--executor-option", "actors=3"],
+        capture_output=True, text=True, timeout=90, cwd=REPO_ROOT,
+        env={**os.environ, "CORPUSFORGE_PLUGINS": "ray_cluster", "PYTHONPATH": f"{REPO_ROOT}:{REPO_ROOT / 'tests'}"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    _assert_same_files(Path(local.step("topics").path), tmp_path / "ray" / "many" / "topics")
 
 
 def test_consecutive_model_steps_share_their_actors_and_free_the_cluster_after(ray_cluster, tmp_path):
@@ -300,6 +345,43 @@ def test_parts_from_fragments_share_one_schema(ray_cluster, tmp_path):
     assert expected["first_word"].null_count() < expected.height
     assert load(tmp_path / "ray" / "schema" / "words").collect().equals(expected)
     _assert_same_files(tmp_path / "local" / "schema" / "words", tmp_path / "ray" / "schema" / "words")
+
+
+class _NeedsManyCpus(RowwiseStage):
+    """Test stage: asks each task for more CPUs than any node of the test cluster has."""
+
+    resources = {"num_cpus": 64}
+
+    def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        return batch
+
+
+def test_a_stage_asking_more_than_any_node_has_is_refused_not_left_pending(ray_cluster, tmp_path):
+    import threading
+
+    from pipeline.executors import get_executor
+    from pipeline.io import Dataset
+
+    exe = get_executor("ray", address=ray_cluster.address)
+    raised: list[BaseException] = []
+
+    def run() -> None:  # Ray kept the task pending forever: a thread, so the old hang fails the test instead
+        try:
+            frame = pl.DataFrame({"id": ["a"], "text": ["one"]})
+            exe.run_step(_NeedsManyCpus(), Context(step_id="big", seed=0, out_dir=tmp_path),
+                         {"data": Dataset.from_any(frame)}, tmp_path)
+        except BaseException as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    try:
+        assert not worker.is_alive(), "the task no node can run was left pending"
+    finally:
+        exe.close()
+    assert len(raised) == 1 and isinstance(raised[0], PipelineError)
+    assert "CPU 64" in str(raised[0]) and "no node" in str(raised[0])
 
 
 def test_wrong_address_fails_fast_with_a_clear_error(ray_cluster, tmp_path):
