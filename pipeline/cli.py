@@ -92,7 +92,7 @@ def _executor_options(args: argparse.Namespace) -> dict:
         if not sep or not key:
             raise PipelineError(f"--executor-option expects KEY=VALUE, got '{item}'")
         options[key] = load_yaml(value, f"--executor-option {item}")  # as --set: `x=*a` was a YAML traceback
-    if args.address:
+    if args.address is not None:  # an empty --address "" is refused by the executor, not read as no address
         if args.executor != "ray":
             raise PipelineError("--address is for --executor ray")
         options["address"] = args.address
@@ -105,8 +105,12 @@ def _dry_run(args: argparse.Namespace, options: dict) -> int:
     from pipeline.plan import format_plan, plan_run
 
     config = load_config(args.config, args.overrides)
-    if args.executor == "local":  # its options are checked as the run checks them; Ray's need a cluster
+    if args.executor == "local":  # its options are checked as the run checks them
         get_executor("local", **options).close()
+    else:  # Ray's without a cluster: names, types and the address's form
+        from pipeline.executors import check_ray_options
+
+        check_ray_options(options)
     plan = plan_run(config, workdir=args.workdir, force=args.force, only=args.only, until=args.until)
     print(format_plan(plan, Path(args.workdir) / config.name))
     return 0

@@ -122,3 +122,14 @@ def test_show_takes_a_config_and_wait_refuses_negative_seconds(tmp_path):
     assert shown.returncode == 0 and shown.stdout.startswith("pipeline shown") and "docs" in shown.stdout
     waited = run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), "--wait", "-1")
     assert waited.returncode == 2 and "--wait: must be a number of seconds, 0 or more, got '-1'" in waited.stderr
+
+
+def test_an_empty_address_and_bad_ray_options_in_a_dry_run_are_one_line(tmp_path):
+    # `--address ""` was dropped (a local Ray started in the process); a dry run checked only local options.
+    cfg = write_config(tmp_path / "c.yaml", "name: r\nseed: 0\nsteps:\n  - id: docs\n    stage: python_docs\n")
+    empty = run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), "--executor", "ray", "--address", "")
+    assert empty.returncode == 2 and "address must be a Ray head's HOST:PORT" in empty.stderr
+    dry = run_cli("run", str(cfg), "--workdir", str(tmp_path / "runs"), "--executor", "ray", "--dry-run",
+                  "--executor-option", "max_retries=x")
+    assert dry.returncode == 2 and "max_retries must be a whole number" in dry.stderr
+    assert not (tmp_path / "runs").exists()
