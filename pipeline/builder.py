@@ -32,7 +32,7 @@ import polars as pl
 import pyarrow as pa
 import xxhash
 
-from pipeline.config import NAME_RE, NAME_RULE, RESERVED_RUN_NAMES
+from pipeline.config import run_name_problem
 from pipeline.errors import ParamError, PipelineError
 from pipeline.params import check_seed
 from pipeline.registry import STAGES
@@ -100,9 +100,9 @@ class PipelineBuilder:
     def __init__(self, name: str, seed: int = 0):
         # Checked now, not when the config is parsed: `run` writes the frames under `<workdir>/<name>` first, so a
         # name such as '../x' would put them outside the workdir before the config refused it.
-        if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name or name.lower() in RESERVED_RUN_NAMES:
-            raise ParamError("name", f"must be letters, digits, '_', '-', '.' {NAME_RULE} (it names the run folder), "
-                                     f"got {name!r}")
+        problem = run_name_problem(name)
+        if problem:
+            raise ParamError("name", problem)
         self.name = name
         self.seed = check_seed(seed)
         self._steps: list[dict[str, Any]] = []

@@ -206,6 +206,16 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     return parse_config(data, source=str(path), overrides=overrides)
 
 
+def run_name_problem(name: Any) -> str | None:
+    """What is wrong with `name` as a pipeline's name (it names the run folder), or None: the config's and the
+    builder's rule (the builder writes frames under `<workdir>/<name>` before any config is parsed)."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
+        return f"must be letters, digits, '_', '-', '.' {NAME_RULE} (it names the run folder), got {name!r}"
+    if name.lower() in RESERVED_RUN_NAMES:
+        return f"{name!r} is taken by the workdir's own page of that name; pick another name (it names the run folder)"
+    return None
+
+
 def _parse_overrides(overrides: list[str], source: str) -> list[tuple[str, str, str, str]]:
     """(step, param, value text, the whole item) of each --set; the text is parsed once the param's type is known."""
     parsed = []
@@ -259,13 +269,9 @@ def parse_config(data: Any, source: str = "<dict>", overrides: list[str] | None 
     if unknown:
         raise PipelineError(f"unknown top-level key '{unknown[0]}'; allowed: {sorted(TOP_KEYS)}", file=source)
     name = data.get("name")
-    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or ".." in name:
-        raise PipelineError(
-            f"'name' must be letters, digits, '_', '-', '.' {NAME_RULE} (it names the run folder), got {name!r}", file=source
-        )
-    if name.lower() in RESERVED_RUN_NAMES:
-        raise PipelineError(f"'name' {name!r} is taken by the workdir's own page of that name; pick another name "
-                            "(it names the run folder)", file=source)
+    problem = run_name_problem(name)
+    if problem:
+        raise PipelineError(f"'name' {problem}", file=source)
     try:
         seed = check_seed(data.get("seed", 0))
     except ParamError as exc:
