@@ -23,6 +23,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import stat
 import time
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import LockedError, PipelineError
-from pipeline.files import RUN_RECORD, describe_path, side_dir, side_dirs
+from pipeline.files import GLOB_CHARS, RUN_RECORD, describe_path, side_dir, side_dirs
 from pipeline.writing import fsync_tree
 
 MANIFEST = "_manifest.json"
@@ -130,7 +131,7 @@ class RunDir:
         """The reference (`split`, `split:train`) of this run's step that an input path names inside this run
         folder, or None. Read by path, that output is no input of the DAG: it is read as it was before this run,
         the step may run after its reader, and a step named by its own folder read its own last output."""
-        literal = Path(path.split("*")[0].split("?")[0].split("[")[0] or ".").expanduser()  # where a glob starts
+        literal = Path(re.split(f"[{re.escape(GLOB_CHARS)}]", path, maxsplit=1)[0] or ".").expanduser()  # to a glob's start
         try:
             inside = literal.resolve().relative_to(self.path.resolve())
         except ValueError:
