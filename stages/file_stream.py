@@ -30,7 +30,7 @@ from pipeline.columns import is_text, polars_schema
 from pipeline.errors import InputDataError, first_line
 from pipeline.files import describe_path
 from pipeline.io import batch_frame
-from stages.formats import FileFormat, _csv_separator, compression_of, encoding_hint, read_frame
+from stages.formats import FileFormat, _csv_separator, compression_of, read_frame, unreadable
 
 # Decompressed bytes parsed at once. Files up to this size are read in one piece, exactly as before.
 STREAM_BATCH_BYTES = 64 << 20
@@ -93,9 +93,7 @@ _PARQUET_ERRORS = (pa.ArrowException, pl.exceptions.PolarsError, OSError)
 
 
 def _failed(path: Path, fmt: str, exc: Exception) -> InputDataError:
-    msg = first_line(exc)
-    return InputDataError(f"cannot read as {fmt} ({msg})", param="path", file=describe_path(path),
-                          hint=encoding_hint(msg))
+    return unreadable(fmt, exc, describe_path(path))
 
 
 class FileBatches:

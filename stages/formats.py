@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from pipeline.errors import InputDataError, ParamError
+from pipeline.errors import InputDataError, ParamError, first_line
 from pipeline.files import describe_path
 
 FORMATS = ("parquet", "jsonl", "csv", "text")
@@ -160,16 +160,16 @@ def read_frame(path: Path, fmt: FileFormat, *, separator: str | None = None, enc
             return pl.read_csv(io.BytesIO(data), separator=sep, infer_schema_length=10000, encoding="utf8")
         return pl.DataFrame({"text": [data.decode(encoding, errors=errors)]}, schema={"text": pl.String})
     except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError, pa.ArrowInvalid) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputDataError(f"cannot read as {fmt.format} ({msg})", param="path", file=label,
-                             hint=encoding_hint(msg)) from None
+        raise unreadable(fmt.format, exc, label) from None
 
 
-def encoding_hint(message: str) -> str | None:
-    """What to do when a reader's error says the bytes are not UTF-8 (an Excel CSV in latin-1, cp1252)."""
-    if "utf-8" in message.lower() or "utf8" in message.lower():
-        return "the file is not UTF-8: convert it first, e.g. iconv -f cp1252 -t utf-8 FILE > FILE.utf8"
-    return None
+def unreadable(fmt: str, exc: BaseException, label: str) -> InputDataError:
+    """The refusal of a file a reader failed on (whole or streamed), with what to do when its bytes are not UTF-8
+    (an Excel CSV in latin-1, cp1252)."""
+    msg = first_line(exc)
+    hint = ("the file is not UTF-8: convert it first, e.g. iconv -f cp1252 -t utf-8 FILE > FILE.utf8"
+            if "utf-8" in msg.lower() or "utf8" in msg.lower() else None)
+    return InputDataError(f"cannot read as {fmt} ({msg})", param="path", file=label, hint=hint)
 
 
 def _csv_separator(data: bytes) -> str:
