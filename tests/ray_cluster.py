@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -44,17 +45,22 @@ class TagLength(RowwiseStage):
         marker_dir: folder for node and kill markers (null: none)
         kill_at_id: kill the worker the first time a batch holds this id
         hold_s: seconds each batch holds its worker (so concurrent fragments must use both nodes)
+        exit_code: call sys.exit with this code in every batch (null: never)
     """
 
     name = "test_ray_tag_length"
     allow_empty_input = True
 
-    def __init__(self, marker_dir: str | None = None, kill_at_id: str | None = None, hold_s: float = 0.0):
+    def __init__(self, marker_dir: str | None = None, kill_at_id: str | None = None, hold_s: float = 0.0,
+                 exit_code: int | None = None):
         self.marker_dir = marker_dir
         self.kill_at_id = kill_at_id
         self.hold_s = hold_s
+        self.exit_code = exit_code
 
     def process_batch(self, batch: pl.DataFrame, ctx: Context) -> pl.DataFrame:
+        if self.exit_code is not None:
+            sys.exit(self.exit_code)
         if self.marker_dir is not None and _in_ray_worker():
             node = ray.get_runtime_context().get_node_id()
             (Path(self.marker_dir) / f"node-{node}").touch()
@@ -75,18 +81,22 @@ class SortedWithSide(Stage):
 
     Parameters:
         marker_dir: where the kill marker goes (null: never die)
+        exit_code: call sys.exit with this code (null: never), as a stage author's script might
     """
 
     name = "test_ray_sorted_with_side"
 
-    def __init__(self, marker_dir: str | None = None):
+    def __init__(self, marker_dir: str | None = None, exit_code: int | None = None):
         self.marker_dir = marker_dir
+        self.exit_code = exit_code
 
     def side_output_names(self):
         return ("long",)
 
     def run(self, ctx: Context, data: Dataset) -> pl.DataFrame:
         _die_once(self.marker_dir, "table")
+        if self.exit_code is not None:
+            sys.exit(self.exit_code)
         df = data.collect().sort("id")
         ctx.write_side_output("long", df.filter(pl.col("text").str.len_chars() > 500))
         ctx.record("rows", df.height)

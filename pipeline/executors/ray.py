@@ -45,7 +45,7 @@ from typing import Any
 import ray
 
 from pipeline.errors import PipelineError, first_line
-from pipeline.executors.ray_connect import host_of, probe
+from pipeline.executors.ray_connect import is_loopback, probe
 from pipeline.executors.ray_tasks import (  # noqa: F401 - re-exported for ray_partitioned and tests
     IN_FLIGHT_PER_CPU,
     StatsLog,
@@ -117,7 +117,7 @@ class RayExecutor:
             return  # the caller connected already (a notebook, a Ray job); use that cluster
         address = self.address or os.environ.get("RAY_ADDRESS") or None
         if address not in (None, "auto", "local"):
-            probe(address, self.connect_timeout_s)
+            probe(address, self.connect_timeout_s, given_by="--address" if self.address else "$RAY_ADDRESS")
         kwargs: dict[str, Any] = {
             "address": address,
             "logging_level": logging.WARNING,
@@ -127,7 +127,7 @@ class RayExecutor:
         }
         if address in (None, "local"):
             kwargs["include_dashboard"] = False
-        elif host_of(address) in ("127.0.0.1", "localhost"):
+        elif is_loopback(address):
             # A cluster on loopback: attach this driver to it there, not at the machine's public IP.
             kwargs["_node_ip_address"] = "127.0.0.1"
         try:

@@ -10,19 +10,30 @@ DEFAULT_GCS_PORT = 6379
 
 
 def _split_address(address: str) -> tuple[str, str]:
+    """(host, port text) of HOST:PORT, [IPV6]:PORT or a host alone (the GCS port by default); an IPv6 host comes
+    without its brackets (Python's sockets want it bare, where Ray wants it bracketed)."""
     hostport = address.split("://", 1)[-1].rstrip("/")
+    if hostport.startswith("["):
+        host, bracket, rest = hostport[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return "", rest  # refused as not HOST:PORT
+        return host, rest[1:] if rest else str(DEFAULT_GCS_PORT)
+    if hostport.count(":") > 1:
+        return "", hostport  # a bare IPv6 address: which colon starts the port? Refused, with the bracketed form.
     host, sep, port_text = hostport.rpartition(":")
     if not sep:
         host, port_text = hostport, str(DEFAULT_GCS_PORT)
     return host, port_text
 
 
-def host_of(address: str) -> str:
-    return _split_address(address)[0]
+def is_loopback(address: str) -> bool:
+    return _split_address(address)[0] in ("127.0.0.1", "localhost", "::1")
 
 
-def probe(address: str, timeout_s: float) -> None:
-    """Fail in seconds, not minutes, when nothing listens at the address (ray.init would keep retrying)."""
+def probe(address: str, timeout_s: float, given_by: str = "--address") -> None:
+    """Fail in seconds, not minutes, when nothing listens at the address (ray.init would keep retrying).
+
+    `given_by` names where the address came from (the option, or $RAY_ADDRESS), for the hint."""
     host, port_text = _split_address(address)
     try:
         port = int(port_text)
@@ -30,14 +41,16 @@ def probe(address: str, timeout_s: float) -> None:
             raise ValueError(port_text)
     except ValueError:
         raise PipelineError(
-            f"Ray address '{address}' is not HOST:PORT", hint="e.g. --address 127.0.0.1:6379"
+            f"Ray address '{address}' (from {given_by}) is not HOST:PORT",
+            hint="e.g. 127.0.0.1:6379, or [::1]:6379 for an IPv6 host",
         ) from None
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         sock = socket.create_connection((host, port), timeout=min(timeout_s, 5.0))
     except OSError as exc:
         raise PipelineError(
-            f"no Ray cluster answers at {host}:{port} ({exc.strerror or exc})",
-            hint="start one with `ray start --head --port PORT`, or check --address",
+            f"no Ray cluster answers at {shown} ({exc.strerror or exc})",
+            hint=f"start one with `ray start --head --port PORT`, or check {given_by}",
         ) from None
     # Something listens. A Ray head speaks gRPC (HTTP/2) there, and an HTTP/2 server answers the
     # client preface with a SETTINGS frame; anything else would leave ray.init retrying for minutes.
@@ -55,8 +68,8 @@ def probe(address: str, timeout_s: float) -> None:
             header = b""
     if len(header) < 9 or header[3] != 0x04:
         raise PipelineError(
-            f"{host}:{port} accepts connections but does not answer as a Ray head within {timeout_s:g}s",
-            hint="pass the GCS port of the head node (`ray start --head --port PORT`, default 6379)",
+            f"{shown} accepts connections but does not answer as a Ray head within {timeout_s:g}s",
+            hint=f"pass the GCS port of the head node in {given_by} (`ray start --head --port PORT`, default 6379)",
         )
 
 

@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 import ray
 
-from pipeline.errors import PipelineError
-from pipeline.executors.ray_tasks import _enter, _get, _pack_error, _unpack_error
+from pipeline.executors.ray_tasks import RETURNED_ERRORS, _enter, _get, _pack_error, _unpack_error
 from pipeline.row_pass import join_group, plan_join, source_parts, source_values
 
 # Groups of pairs: two per CPU, at most 64. Each partition task has one return per group it feeds, so the
@@ -38,7 +37,7 @@ def _rows_task(rows_fn: Callable, source, extra: Any, cwd: str, cached: tuple | 
     try:
         values = source_values(rows_fn, source, extra, cached)
         return (("ok", None), values, *source_parts(values, source))
-    except PipelineError as exc:
+    except RETURNED_ERRORS as exc:
         return (("error", _pack_error(exc)), None, *(None for _ in source.dests))
 
 
@@ -48,7 +47,7 @@ def _group_task(pair_fn: Callable, pairs: np.ndarray, extra: Any, cwd: str, *par
     _enter(cwd)
     try:
         return ("ok", join_group(pair_fn, pairs, list(parts), extra))
-    except PipelineError as exc:
+    except RETURNED_ERRORS as exc:
         return ("error", _pack_error(exc))
 
 

@@ -35,8 +35,8 @@ from typing import Any
 
 import ray
 
-from pipeline.errors import PipelineError
 from pipeline.executors.ray_join import ray_join
+from pipeline.executors.ray_tasks import RETURNED_ERRORS
 from pipeline.fragments import remove_leftovers
 from pipeline.io import Dataset
 from pipeline.partial_states import (
@@ -84,7 +84,7 @@ def _map_task(stage: PartitionedStage, partition, broadcast: Any, fingerprint: s
     _enter(cwd)
     try:
         state, profile = map_partition(stage, partition, broadcast, fingerprint)
-    except PipelineError as exc:
+    except RETURNED_ERRORS as exc:
         return ("error", _pack_error(exc)), ("error", _pack_error(exc)), *([None] * buckets)
     save_checkpoint(Path(checkpoint) if checkpoint else None, state)  # with its shuffle parts
     state, parts = without_parts(state)
@@ -105,7 +105,7 @@ def _reduce_task(stage: PartitionedStage, bucket: int, broadcast: Any, second: i
         pieces = stage.split_reduced(bucket, result, broadcast)
         del result
         return ("ok", None), *pieces
-    except PipelineError as exc:
+    except RETURNED_ERRORS as exc:
         error = ("error", _pack_error(exc))
         return error if not second else (error, *([None] * second))
 
@@ -117,7 +117,7 @@ def _reduce_second_task(stage: PartitionedStage, bucket: int, broadcast: Any, *p
         return ("skipped", None)
     try:
         return ("ok", stage.reduce_second(bucket, list(parts), broadcast))
-    except PipelineError as exc:
+    except RETURNED_ERRORS as exc:
         return ("error", _pack_error(exc))
 
 
@@ -129,7 +129,7 @@ def _merge_task(stage: PartitionedStage, a: tuple, b: tuple) -> tuple:
             return side
     try:
         return ("ok", merge_states(stage, a[1], b[1]))
-    except PipelineError as exc:
+    except RETURNED_ERRORS as exc:
         return ("error", _pack_error(exc))
 
 
@@ -270,7 +270,7 @@ def _gather_task(fn: Callable, partition, rows: Any, extra: Any, cwd: str) -> tu
     _enter(cwd)
     try:
         return ("ok", fn(partition, rows, extra))
-    except PipelineError as exc:
+    except RETURNED_ERRORS as exc:
         return ("error", _pack_error(exc))
 
 
@@ -308,7 +308,7 @@ def _row_pass_task(rows: RowPass, partition, payload: Any, folders: dict[str, st
     _enter(cwd)
     try:
         return ("ok", write_partition_rows(rows, partition, payload, folders))
-    except PipelineError as exc:
+    except RETURNED_ERRORS as exc:
         return ("error", _pack_error(exc))
 
 

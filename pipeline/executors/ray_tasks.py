@@ -80,15 +80,25 @@ def replay_stats(stats: dict, ops: list[tuple[str, str, Any]]) -> None:
 # ------------------------------------------------------------------------------ errors across tasks
 
 
-def _pack_error(exc: BaseException) -> tuple[type, str, dict] | None:
-    """PipelineErrors come back as values: their subclasses' constructors do not survive pickling."""
+# What a task hands back as a value, for the driver to raise as the local executor would have: a PipelineError
+# (its subclasses' constructors do not survive pickling), and a stage's `sys.exit`, which raised on a worker ends
+# the worker's process: Ray took that for a crash, retried the task, then failed with WorkerCrashedError, where
+# the local executor exits with the stage's code.
+RETURNED_ERRORS = (PipelineError, SystemExit)
+
+
+def _pack_error(exc: BaseException) -> tuple[type, Any, dict] | None:
+    if isinstance(exc, SystemExit):
+        return SystemExit, exc.code, {}
     if isinstance(exc, PipelineError):
         return type(exc), exc.message, dict(exc.__dict__)
     return None
 
 
-def _unpack_error(packed: tuple[type, str, dict]) -> PipelineError:
+def _unpack_error(packed: tuple[type, Any, dict]) -> PipelineError | SystemExit:
     cls, message, state = packed
+    if cls is SystemExit:
+        return SystemExit(message)
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     err.__dict__.update(state)
@@ -123,7 +133,7 @@ def _run_table_stage(stage: Stage, ctx: Context, inputs: dict[str, Dataset], out
     ctx = replace(ctx, stats={}, side_outputs=[], quiet=True)
     try:
         write_table(stage.run(ctx, **inputs), folder)
-    except PipelineError as exc:
+    except RETURNED_ERRORS as exc:
         return ("error", _pack_error(exc))
     return ("ok", ctx.stats, ctx.side_outputs)
 
@@ -137,7 +147,7 @@ def _run_fragment(stage: Stage, ctx: Context, fragment: tuple, index: int, out_d
     task_ctx = replace(ctx, stats=stats, side_outputs=[], quiet=True)
     try:
         rows = write_fragment(stage, task_ctx, fragment, index, Path(out_dir), task_ctx.progress())
-    except PipelineError as exc:
+    except RETURNED_ERRORS as exc:
         return ("error", _pack_error(exc))
     return ("ok", rows, stats.ops)
 

@@ -129,13 +129,32 @@ def test_bad_ray_options_are_one_line_errors_before_any_cluster_is_reached(optio
     assert not ray.is_initialized()
 
 
-@pytest.mark.parametrize("address", [":6379", "127.0.0.1:99999", "127.0.0.1:0"])
+@pytest.mark.parametrize("address", [":6379", "127.0.0.1:99999", "127.0.0.1:0", "::1", "[::1", "[::1]6379"])
 def test_an_address_without_a_host_or_a_valid_port_is_not_host_port(address):
     from pipeline.executors.ray_connect import probe
 
     # ':6379' said "no Ray cluster answers at :6379:6379"; 99999 said "Connection refused".
     with pytest.raises(PipelineError, match="is not HOST:PORT"):
         probe(address, timeout_s=1)
+
+
+def test_an_ipv6_address_is_probed_without_its_brackets_and_the_hint_names_where_it_came_from(monkeypatch):
+    from pipeline.executors import get_executor
+    from pipeline.executors.ray_connect import is_loopback
+
+    with socket.socket(socket.AF_INET6) as closed:  # a free IPv6 loopback port, nothing listening once closed
+        closed.bind(("::1", 0))
+        port = closed.getsockname()[1]
+    # Was "no Ray cluster answers at [::1]:PORT (Name or service not known)": the brackets went to the resolver.
+    with pytest.raises(PipelineError, match=r"answers at \[::1\]:\d+ \(Connection refused\)") as caught:
+        get_executor("ray", address=f"[::1]:{port}")
+    assert "check --address" in caught.value.hint
+    monkeypatch.setenv("RAY_ADDRESS", f"[::1]:{port}")
+    with pytest.raises(PipelineError) as caught:
+        get_executor("ray")
+    assert "check $RAY_ADDRESS" in caught.value.hint  # was "check --address", an option never given
+    assert not ray.is_initialized()
+    assert is_loopback("[::1]:6379") and is_loopback("localhost:1") and not is_loopback("10.0.0.1:6379")
 
 
 # ------------------------------------------------------------------------------ on the cluster
@@ -422,6 +441,20 @@ def test_stage_errors_on_workers_reach_the_user_as_pipeline_errors(ray_cluster, 
                      executor_options={"address": ray_cluster.address})
     assert caught.value.param == "query" and caught.value.step == "bad"
     assert "no_such_column" in str(caught.value)
+
+
+@pytest.mark.parametrize("stage", ["test_ray_tag_length", "test_ray_sorted_with_side"])
+def test_a_stage_calling_sys_exit_exits_as_it_does_locally(ray_cluster, tmp_path, stage):
+    """A row-wise task and a table task calling sys.exit(3): the run raises SystemExit(3) on both executors, at
+    once. On a worker it ended the process: Ray retried the task, then failed with WorkerCrashedError (exit 1)."""
+    steps = _docs_steps()[:1] + [{"id": "bye", "stage": stage, "inputs": "docs", "params": {"exit_code": 3}}]
+    codes = []
+    for executor, options in (("local", {}), ("ray", {"address": ray_cluster.address})):
+        with pytest.raises(SystemExit) as caught:
+            run_pipeline(_config("bye", steps), workdir=tmp_path / executor, executor=executor,
+                         executor_options=options)
+        codes.append(caught.value.code)
+    assert codes == [3, 3]
 
 
 # ------------------------------------------------------------------------------ the benchmark report
