@@ -7,7 +7,7 @@ from pydoc_data.topics import topics
 
 import polars as pl
 import pytest
-from cli_failures import fails_cleanly, refused_by_validate
+from cli_failures import audit_config, fails_cleanly, refused_by_validate
 from conftest import run_cli, write_config
 
 from pipeline.errors import InputDataError
@@ -34,14 +34,7 @@ def _items(**columns) -> pl.DataFrame:
 def _config(tmp_path, train, test, fields="{question: q, choices: options, answer: label}", extra="") -> str:
     train.write_parquet(tmp_path / "train.parquet")
     test.write_parquet(tmp_path / "test.parquet")
-    return f"""
-name: bad
-steps:
-  - id: audit
-    stage: leakage_audit
-    inputs: {{train: {tmp_path / 'train.parquet'}, test: {tmp_path / 'test.parquet'}}}
-    params: {{chunk_overlap: false, semantic: false, fields: {fields}{extra}}}
-"""
+    return audit_config(tmp_path, f"chunk_overlap: false, semantic: false, fields: {fields}{extra}")
 
 
 def test_a_question_column_null_in_every_row_is_refused_not_reported_clean(train, tmp_path):
