@@ -3,8 +3,10 @@
 A multiple-choice item leaks as its question alone, as the question with its correct answer, or as the
 whole prompt with every option; a reading item as passage + question. `LeakageAudit(fields={question:
 q, choices: options, answer: label})` names the test columns; each item then gets one variant per
-form that its fields allow, and an evidence kind scores every variant (the item keeps its best).
-Without `fields`, an item has its text column as a variant. Either way, an item of several sentences
+form that its fields allow, and the paraphrase kind scores every variant (the item keeps its best).
+The built-in kinds read one text per item (`item_texts`): the text column where the test set has one,
+else the fullest variant (the full prompt with choices). Without `fields`, an item has its text column
+as a variant. Either way, an item of several sentences
 also gets its last sentence (`question_tail`; without `fields`, only when it asks a question), the
 question a passage + question item is leaked as.
 """

@@ -111,3 +111,18 @@ def test_answers_without_choices_are_the_answer_itself_integers_and_booleans_inc
     assert proc.returncode == 0, proc.stderr
     assert LeakageAudit(**QUICK, fields={"question": "q", "answer": "label"}).apply(
         train=train, test=numbers)["verdict"].to_list() == ["contaminated", "clean", "clean"]
+
+
+def test_the_built_in_kinds_read_the_prompt_as_documented(train):
+    """README and the `fields` parameter: n-gram, chunk and semantic read one text per item, the full prompt (or the
+    test's text column); an item leaked as question + answer scores lower there, since its wrong options count."""
+    words = topics[NAMES[3]].split()
+    question, answer = " ".join(words[:30]), " ".join(words[30:60])
+    wrong = [" ".join(topics[NAMES[50]].split()[i * 30 : (i + 1) * 30]) for i in range(3)]
+    items = pl.DataFrame({"id": ["x"], "q": [question], "options": [[wrong[0], answer, wrong[1], wrong[2]]], "label": [1]})
+    prompt = LeakageAudit(**QUICK, fields=FIELDS).apply(train=train, test=items).row(0, named=True)
+    assert prompt["verdict"] == "partial" and prompt["ngram_overlap"] < 0.5
+    with_text = items.with_columns(text=pl.lit(f"{question} {answer}"))
+    assert LeakageAudit(**QUICK, fields=FIELDS).apply(train=train, test=with_text)["ngram_overlap"].to_list() == [1.0]
+    doc = next(spec.doc for spec in LeakageAudit.param_specs() if spec.name == "fields")
+    assert "the built-in kinds (ngram, chunk_overlap, semantic) read one text per item" in doc
