@@ -26,6 +26,7 @@ from stages.text import tokenize
 FIELD_ROLES = ("question", "choices", "answer", "passage")
 # Training data in instruction-tuning form: the roles are joined (in this order) into the text the audit reads.
 TRAIN_ROLES = ("instruction", "input", "response")
+FIELD_SEPARATOR = "\n"
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 SENTENCE_END = re.compile(r"(?<=[.?!])\s+(?=\S)")
 # A line break also ends a sentence after a source line: exam items cite their passage on a line of its own
@@ -127,8 +128,19 @@ def training_text(batch: pl.DataFrame, text_column: str, train_fields: dict[str,
     answer, as a test item leaks as question + answer), or the text column as it is."""
     if not train_fields:
         return batch
-    parts = [pl.col(c).cast(pl.String).fill_null("") for c in train_columns(text_column, train_fields)]
-    return batch.with_columns(pl.concat_str(parts, separator="\n").str.strip_chars().alias(text_column))
+    return batch.with_columns(text_expr(text_column, train_fields).alias(text_column))
+
+
+def text_expr(text_column: str, train_fields: dict[str, str] | None) -> pl.Expr:
+    """Each row's text as every kind reads it (`training_text`): the text column, or the fields joined and stripped."""
+    return joined_fields(train_fields).str.strip_chars() if train_fields else pl.col(text_column)
+
+
+def joined_fields(train_fields: dict[str, str]) -> pl.Expr:
+    """A row's fields in role order, a line break between them (a null one as ""), before `training_text` strips the
+    whole; `decontaminate` maps the audit's character offsets back into the fields with it."""
+    parts = [pl.col(c).cast(pl.String).fill_null("") for c in train_columns("", train_fields)]
+    return pl.concat_str(parts, separator=FIELD_SEPARATOR)
 
 
 def _answer_text(choices: list[str] | None, answer: Any, indexed: bool) -> str:
