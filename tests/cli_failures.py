@@ -25,6 +25,18 @@ def fails_cleanly(tmp_path, text, *expected, code=2, extra=(), in_process=True):
     return proc
 
 
+def audit_config(tmp_path, params: str = "chunk_overlap: false, semantic: false") -> str:
+    """A config of one leakage_audit step (id audit) of tmp_path's train.parquet against its test.parquet."""
+    return f"""
+name: bad
+steps:
+  - id: audit
+    stage: leakage_audit
+    inputs: {{train: {tmp_path / 'train.parquet'}, test: {tmp_path / 'test.parquet'}}}
+    params: {{{params}}}
+"""
+
+
 def refused_by_validate(path, text) -> str:
     """Write `text` as a config at `path`, run `pipeline validate`: exit 2, one line, no traceback; the line."""
     proc = run_cli("validate", str(write_config(path, text)))

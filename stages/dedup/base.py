@@ -121,8 +121,9 @@ class DedupStage(PartitionedStage):
     # True for a stage whose reducers rank their rows by the keep policy (semantic dedup's greedy pass): its
     # maps read every row's ids and keep values and send them to the reducers with the rows (`split`).
     facts_to_reducers: ClassVar[bool] = False
-    # 2: partial states without per-row ids (checkpoints of version 1 are mapped again).
-    version: ClassVar[str] = "2"
+    # 3: removed.duplicate_of and clusters.id keep the id column's type (were strings); 2: partial states without
+    # per-row ids (checkpoints of version 1 are mapped again).
+    version: ClassVar[str] = "3"
 
     id_column: str
     keep: str
@@ -286,7 +287,10 @@ class DedupStage(PartitionedStage):
             similarity = self.similarity(scan, pair_state, resolution.members, resolution.kept)
         finally:
             self.release(pair_state)
-        return DedupRows(self.reason, data.lazy().head(0).collect().schema, resolution, similarity, facts.ids)
+        schemas = [ds.lazy().head(0).collect().schema for ds in (data, reference) if ds is not None]
+        # duplicate_of names data or reference rows: their ids' common type (int data, text reference: text)
+        id_type = concat_relaxed([pl.Series([], dtype=schema[self.id_column]) for schema in schemas]).dtype
+        return DedupRows(self.reason, schemas[0], resolution, similarity, facts.ids, id_type)
 
     def row_facts(self, scan: Scan, rows: np.ndarray) -> RowFacts:
         """Ids and keep-policy values of the sorted `rows`: from the scan where it holds them (the

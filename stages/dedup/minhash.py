@@ -117,8 +117,9 @@ class DedupMinhash(TextDedupStage):
 
     name = "dedup_minhash"
     reason = "near duplicate"
-    # 3: word shingles keep combining marks in their words (the text core's words; base.DedupStage has 2)
-    version = "3"
+    # 4: removed.duplicate_of and clusters.id keep the id column's type (were strings; base.DedupStage has 3);
+    # 3: word shingles keep combining marks in their words (the text core's words)
+    version = "4"
 
     def __init__(
         self,

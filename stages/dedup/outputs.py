@@ -33,7 +33,7 @@ class PartitionDecision:
 
     removed: np.ndarray  # bool, one per row of the partition
     cluster: np.ndarray  # int64, per removed row
-    duplicate_of: list[str]  # id of the kept row, per removed row
+    duplicate_of: pl.Series  # id of the kept row, per removed row (the id column's type)
     from_reference: np.ndarray  # bool, per removed row
     similarity: np.ndarray  # float64, per removed row
 
@@ -44,16 +44,19 @@ class DedupRows(RowPass):
     outputs = ("", "removed")
 
     def __init__(self, reason: str, data_schema: pl.Schema, resolution: Resolution, similarity: np.ndarray,
-                 ids: pl.Series):
-        """`similarity` and `ids` are per member of `resolution` (rows in no cluster are kept, unnamed)."""
+                 ids: pl.Series, id_type: pl.DataType):
+        """`similarity` and `ids` are per member of `resolution` (rows in no cluster are kept, unnamed); `id_type`
+        is the id column's type (data's and reference's common one), which `duplicate_of` and `clusters.id` keep, so
+        they join back to the rows' ids (they were strings, while `id` kept its type)."""
         self.reason = reason
         self.data_schema = data_schema
+        self.id_type = id_type
         # The whole decision stays on the driver (see __getstate__): tasks get their payload.
-        self.resolution, self.similarity, self.ids = resolution, similarity, ids.cast(pl.String)
+        self.resolution, self.similarity, self.ids = resolution, similarity, ids.cast(id_type)
         self.removed = resolution.removed
 
     def __getstate__(self) -> dict:
-        return {"reason": self.reason, "data_schema": self.data_schema}
+        return {"reason": self.reason, "data_schema": self.data_schema, "id_type": self.id_type}
 
     def payload(self, partition: Partition) -> PartitionDecision:
         r = self.resolution
@@ -63,9 +66,8 @@ class DedupRows(RowPass):
         removed = np.zeros(partition.num_rows, bool)
         removed[r.members[going] - start] = True
         kept = r.kept[going]
-        return PartitionDecision(removed, r.cluster[going],
-                                 self.ids.gather(r.index_of(kept)).to_list() if kept.size else [],
-                                 kept < r.n_reference, self.similarity[going])
+        return PartitionDecision(removed, r.cluster[going], self.ids.gather(r.index_of(kept)) if kept.size else
+                                 self._no_ids(), kept < r.n_reference, self.similarity[going])
 
     def rows(self, partition: Partition, payload: PartitionDecision, output: str) -> Iterator[pl.DataFrame]:
         offset, done = 0, 0
@@ -83,19 +85,23 @@ class DedupRows(RowPass):
         frame = pl.DataFrame(schema=self.data_schema)
         if not output:
             return frame
-        none = PartitionDecision(np.zeros(0, bool), np.zeros(0, np.int64), [], np.zeros(0, bool), np.zeros(0))
+        none = PartitionDecision(np.zeros(0, bool), np.zeros(0, np.int64), self._no_ids(), np.zeros(0, bool),
+                                 np.zeros(0))
         return self._removed_rows(frame, none, slice(0, 0))
 
     def _removed_rows(self, rows: pl.DataFrame, d: PartitionDecision, at: slice) -> pl.DataFrame:
         from_reference = d.from_reference[at]
         return rows.with_columns(
             pl.Series("cluster_id", d.cluster[at], dtype=pl.Int64),
-            pl.Series("duplicate_of", d.duplicate_of[at], dtype=pl.String),
+            d.duplicate_of[at].alias("duplicate_of"),
             pl.Series("duplicate_of_input", np.where(from_reference, "reference", "data").tolist(), dtype=pl.String),
             pl.Series("similarity", d.similarity[at], dtype=pl.Float64),
             pl.Series("reason", np.where(from_reference, f"{self.reason} of a reference row", self.reason).tolist(),
                       dtype=pl.String),
         )
+
+    def _no_ids(self) -> pl.Series:
+        return pl.Series([], dtype=self.id_type)
 
     def done(self, ctx: Context) -> None:
         ctx.write_side_output("clusters", self._clusters())
@@ -107,7 +113,7 @@ class DedupRows(RowPass):
         rows = r.members[order]
         return pl.DataFrame({
             "cluster_id": pl.Series(r.cluster[order], dtype=pl.Int64),
-            "id": ids.gather(order) if order.size else pl.Series([], dtype=pl.String),
+            "id": ids.gather(order) if order.size else self._no_ids(),
             "input": pl.Series(np.where(rows < r.n_reference, "reference", "data").tolist(), dtype=pl.String),
             "kept": pl.Series(~self.removed[order], dtype=pl.Boolean),
             "size": pl.Series(r.size[order], dtype=pl.Int64),

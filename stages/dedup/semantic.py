@@ -111,8 +111,9 @@ class DedupSemantic(DedupStage):
     facts_to_reducers = True
     # 3: a partition's state is its row count; its rows, vectors and keep keys go to the reducers
     # (checkpoints of version 2, which held every row's vector, are mapped again). 4: threshold 1 removes exact
-    # copies (a cached threshold-1 result kept them).
-    version = "4"
+    # copies (a cached threshold-1 result kept them). 5: removed.duplicate_of and clusters.id keep the id column's
+    # type (were strings).
+    version = "5"
 
     def __init__(
         self,

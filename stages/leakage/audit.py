@@ -51,6 +51,8 @@ from stages.leakage.variants import (
 from stages.text import MAX_N, tokenize
 
 MAP_BATCH_BYTES = 4 << 20  # text bytes per training batch inside a map (see `LeakageAudit.map`)
+# What the `dirty` side output adds to the test rows (`finish`): a test column of one of these names would be replaced.
+DIRTY_COLUMNS = ("verdict", "train_id")
 EVIDENCE_SPAN_COLUMNS = ["train_id", "evidence_kind", "evidence", "train_evidence", "test_char_start",
                          "test_char_end", "train_char_start", "train_char_end"]
 
@@ -103,7 +105,7 @@ class LeakageAudit(PartitionedStage):
         null_quantile: paraphrase evidence: the operating point, as a quantile of this test set's null (best score against a training passage the item owns, other than its best)
         paraphrase_min_score: paraphrase evidence: the lowest threshold the null may set (0.6: chosen on HumanEval, short-docstring rephrasings and pydoc-vs-stdlib cross-domain controls; see bench/results.md)
         paraphrase_precision: paraphrase evidence: MiniLM's precision when re-scoring; auto = bfloat16 where the CPU computes it natively (1.8x faster, scores within 0.002), else float32; float32 = scores that do not depend on the CPU's bfloat16 support
-        fields: eval-aware items: test columns by role ({question: q, choices: options, answer: label, passage: p}); each item is scored as question, question + answer and full prompt; a null role is left out; question and passage are text, choices a list, answer text (or a letter), a 0-based integer index into choices (the number itself without choices) or a boolean
+        fields: eval-aware items: test columns by role ({question: q, choices: options, answer: label, passage: p}); the paraphrase kind scores each item as question, question + answer and full prompt (its best counts); the built-in kinds (ngram, chunk_overlap, semantic) read one text per item: the test's text_column where it has one, else the full prompt (question and every option) with choices, question + answer with an answer and no choices, else the question, so an item leaked as question + answer scores lower there (its wrong options count against it); a null role is left out; question and passage are text, choices a list, answer text (or a letter), a 0-based integer index into choices (the number itself without choices) or a boolean
         train_fields: instruction-tuning training data: training columns by role ({instruction: prompt, input: context, response: completion}), joined into the text every evidence kind reads (instead of text_column); a role may be null (left out), and a column null in some rows; a row with every one null is refused
         duplicates: (optional input) a dedup step's `removed` side output: the report gains a duplicates section
     """
@@ -210,6 +212,7 @@ class LeakageAudit(PartitionedStage):
 
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
         test = inputs["test"]  # a test item's findings are keyed by its id: a repeated or null one is ambiguous
+        refuse_dirty_clash(test.columns, test.label)
         if self.id_column in test.columns:
             refuse_bad_id_column(test, self.id_column)
         if self.fields:
@@ -427,7 +430,8 @@ class LeakageAudit(PartitionedStage):
 
     def side_output_schemas(self, inputs):
         test = inputs["test"]
-        return {"matches": MATCHES_SCHEMA, "clean": dict(test), "dirty": {**test, "verdict": pl.String, "train_id": pl.String}}
+        refuse_dirty_clash(test)  # `pipeline validate` too, from the schema
+        return {"matches": MATCHES_SCHEMA, "clean": dict(test), "dirty": {**test, **dict.fromkeys(DIRTY_COLUMNS, pl.String)}}
 
     def output_columns(self) -> list[str]:
         """The findings columns, in order: fixed ones, each evidence kind's, then the best span's."""
@@ -446,3 +450,11 @@ class LeakageAudit(PartitionedStage):
             "text": [leaked, " ".join(topics[sorted(topics)[40]].split()[:60])],
         })
         return {"chunk_overlap": False, "semantic": False}, {"train": train, "test": test}
+
+
+def refuse_dirty_clash(test_columns, label: str | None = None) -> None:
+    """A test column named as one `dirty` adds would be overwritten there with no word: refused, naming it."""
+    clash = [c for c in DIRTY_COLUMNS if c in test_columns]
+    if clash:
+        raise InputDataError(f"input 'test' already has a column '{clash[0]}', which the side output 'dirty' adds "
+                             f"(each dirty item's {' and '.join(DIRTY_COLUMNS)}); rename it first", file=label)

@@ -14,9 +14,19 @@ from pipeline.params import Cosine, NonNegativeInt, PositiveInt
 from pipeline.stage import Context, Stage
 from stages._ids import refuse_bad_id_column
 from stages.leakage.evidence import match_kinds
+from stages.leakage.field_checks import present_roles
+from stages.leakage.variants import (
+    FIELD_SEPARATOR,
+    check_train_fields,
+    joined_fields,
+    text_expr,
+    train_columns,
+)
 
 # The `removed` side output: whatever decontamination took out, and why.
 _ROW = "_decontaminate_row"  # each row's place in its batch, while pieces are made
+_TEXT = "_decontaminate_text"  # a matched row's text as the audit read it (the text column, or the fields joined)
+_LEAD = "_decontaminate_lead"  # characters the join's strip took off that text's start (`field_pieces`)
 REMOVED_SCHEMA = {"train_id": pl.String, "reason": pl.String, "char_start": pl.Int64, "char_end": pl.Int64,
                   "text": pl.String, "test_ids": pl.List(pl.String), "kinds": pl.List(pl.String)}
 
@@ -32,6 +42,23 @@ def merge_spans(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
     return merged
 
 
+def field_pieces(fields: list[str | None], lead: int, start: int, end: int, length: int) -> list[str | None]:
+    """What the piece [start, end) of a row's joined text (`length` characters) holds of each field; None: nothing.
+
+    The audit's offsets are into the fields joined with FIELD_SEPARATOR and stripped (`variants.training_text`);
+    `lead` is the characters the strip took off the start. A piece at either end keeps what the strip took there.
+    """
+    at = -lead  # where the current field starts, in the joined text's offsets
+    start = at if start == 0 else start
+    out = []
+    for value in fields:
+        text = "" if value is None else str(value)
+        lo, hi = max(start - at, 0), len(text) if end == length else min(end - at, len(text))
+        out.append(text[lo:hi] if hi > lo else None)
+        at += len(text) + len(FIELD_SEPARATOR)
+    return out
+
+
 class Decontaminate(Stage):
     """Remove leaked content from the training corpus, using a `leakage_audit` step's `matches`.
 
@@ -44,6 +71,9 @@ class Decontaminate(Stage):
     would take every match of its twins and come out twice. Each span in matches needs
     train_char_start <= train_char_end (or both null: no span, so the document is dropped); an
     inverted or half-given span is refused, not skipped, since skipping it would keep leaked text.
+    Instruction-tuning data audited with `train_fields` is cut with the same `train_fields`: the audit's offsets
+    are into the fields joined, so each piece of that text is mapped back to the fields it covers (a field it does
+    not reach is null in that piece); `removed` keeps the joined text's offsets, as in `matches`.
 
     Parameters:
         text_column: column holding the training text
@@ -54,6 +84,7 @@ class Decontaminate(Stage):
         margin_chars: characters also removed either side of a matched span (GPT-3: 200)
         min_piece_chars: drop kept pieces shorter than this (GPT-3: 200)
         max_pieces: drop a document whole when cutting leaves more pieces than this (GPT-3: 10)
+        train_fields: the leakage_audit step's train_fields, when it read instruction-tuning rows ({instruction: prompt, input: context, response: completion}; instead of text_column): its offsets are into those fields joined, so each field is cut where the joined text is
     """
 
     name = "decontaminate"
@@ -72,6 +103,7 @@ class Decontaminate(Stage):
         margin_chars: NonNegativeInt = 200,
         min_piece_chars: NonNegativeInt = 200,
         max_pieces: PositiveInt = 10,
+        train_fields: dict[str, str | None] | None = None,
     ):
         self.text_column = text_column
         self.id_column = id_column
@@ -81,16 +113,20 @@ class Decontaminate(Stage):
         self.margin_chars = margin_chars
         self.min_piece_chars = min_piece_chars
         self.max_pieces = max_pieces
+        self.train_fields = present_roles(train_fields)  # a null role is an absent one, as in the audit
 
     def validate(self) -> None:
+        check_train_fields(self.train_fields)
         known = match_kinds()
         bad = [k for k in (self.kinds or []) if k not in known]
         if bad:
             raise ParamError("kinds", f"unknown kind {bad[0]!r}; choose from {', '.join(known)}")
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
+        text = {c: "train_fields" for c in self._text_columns()} if self.train_fields else {
+            self.text_column: "text_column"}
         return {
-            "data": {self.text_column: "text_column", self.id_column: "id_column"},
+            "data": {**text, self.id_column: "id_column"},
             "matches": {"train_id": None, "kind": None, "score": None,
                         "train_char_start": None, "train_char_end": None, "test_id": None},
         }
@@ -100,6 +136,9 @@ class Decontaminate(Stage):
         matches = {"train_id": "text", "test_id": "text", "kind": "text", "score": "numeric",
                    "train_char_start": "numeric", "train_char_end": "numeric"}
         return {**super().required_column_types(), "matches": matches}
+
+    def _text_columns(self) -> list[str]:
+        return train_columns(self.text_column, self.train_fields)
 
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
         refuse_bad_id_column(inputs["data"], self.id_column, input_name="data")
@@ -140,14 +179,14 @@ class Decontaminate(Stage):
         def batches():
             for batch in data.iter_batches():
                 stats["documents_in"] += batch.height
-                stats["chars_in"] += int(batch.get_column(self.text_column).str.len_chars().sum() or 0)
+                stats["chars_in"] += int(batch.select(self._text().str.len_chars().sum()).item() or 0)
                 ids = batch.get_column(self.id_column).cast(pl.String)
                 touched = ids.is_in(list(targets)) if targets else pl.Series([False] * batch.height)
                 columns = list(batch.columns)
                 batch = batch.with_row_index(_ROW)  # a cut document's pieces take its place, not the batch's end
                 untouched = batch.filter(~touched).with_columns(decontaminated_from=pl.lit(None, pl.String))
                 out = [untouched]
-                for row in batch.filter(touched).iter_rows(named=True):
+                for row in self._with_texts(batch.filter(touched)).iter_rows(named=True):
                     out.extend(self._clean_one(row, targets[str(row[self.id_column])], removed_rows, stats))
                 out = [f for f in out if f.height]
                 if out:
@@ -171,8 +210,27 @@ class Decontaminate(Stage):
         for k, v in stats.items():
             ctx.record(k, v)
 
+    def _text(self) -> pl.Expr:
+        return text_expr(self.text_column, self.train_fields).cast(pl.String).fill_null("")
+
+    def _with_texts(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """`frame` with each row's text as the audit read it, and what the join's strip took off its start."""
+        if not self.train_fields:
+            return frame.with_columns(self._text().alias(_TEXT), pl.lit(0).alias(_LEAD))
+        raw = joined_fields(self.train_fields)
+        return frame.with_columns(self._text().alias(_TEXT),
+                                  (raw.str.len_chars() - raw.str.strip_chars_start().str.len_chars()).alias(_LEAD))
+
+    def _piece(self, row: dict, start: int, end: int) -> dict:
+        """The text columns of the piece [start, end) of `row`'s text (`field_pieces` with train_fields)."""
+        text = row[_TEXT]
+        if not self.train_fields:
+            return {self.text_column: text[start:end]}
+        columns = self._text_columns()
+        return dict(zip(columns, field_pieces([row[c] for c in columns], row[_LEAD], start, end, len(text))))
+
     def _clean_one(self, row: dict, target: dict, removed: list[dict], stats: dict) -> list[pl.DataFrame]:
-        text = row[self.text_column] or ""
+        text = row[_TEXT]
         doc_id = str(row[self.id_column])
         base = {"train_id": doc_id, "test_ids": target["test_id"], "kinds": target["kind"]}
         starts = np.array([s for s in target["train_char_start"] if s is not None], np.int64)
@@ -193,26 +251,26 @@ class Decontaminate(Stage):
         pieces.append((cursor, len(text)))
         kept = []
         for s, e in pieces:
-            if e - s >= max(self.min_piece_chars, 1):
-                kept.append((s, e))
+            columns = self._piece(row, s, e) if e - s >= max(self.min_piece_chars, 1) else {}
+            if any(v is not None for v in columns.values()):  # (with train_fields, not only the line breaks between)
+                kept.append((s, e, columns))
             elif e > s:
                 removed.append({**base, "reason": f"piece shorter than {self.min_piece_chars} chars",
                                 "char_start": s, "char_end": e, "text": text[s:e]})
         if len(kept) > self.max_pieces:
-            for s, e in kept:
+            for s, e, _ in kept:
                 removed.append({**base, "reason": f"document cut into more than {self.max_pieces} pieces",
                                 "char_start": s, "char_end": e, "text": text[s:e]})
             kept = []
-        stats["chars_removed"] += len(text) - sum(e - s for s, e in kept)
+        stats["chars_removed"] += len(text) - sum(e - s for s, e, _ in kept)
         if not kept:
             stats["documents_dropped"] += 1
             return []
         stats["documents_cut"] += 1
         stats["pieces_kept"] += len(kept)
         rows = []
-        for k, (s, e) in enumerate(kept):
-            piece = dict(row)
-            piece[self.text_column] = text[s:e]
+        for k, (_, _, columns) in enumerate(kept):
+            piece = {**row, **columns}
             piece[self.id_column] = f"{doc_id}#{k}"
             piece["decontaminated_from"] = doc_id
             rows.append(piece)

@@ -3,8 +3,10 @@
 A multiple-choice item leaks as its question alone, as the question with its correct answer, or as the
 whole prompt with every option; a reading item as passage + question. `LeakageAudit(fields={question:
 q, choices: options, answer: label})` names the test columns; each item then gets one variant per
-form that its fields allow, and an evidence kind scores every variant (the item keeps its best).
-Without `fields`, an item has its text column as a variant. Either way, an item of several sentences
+form that its fields allow, and the paraphrase kind scores every variant (the item keeps its best).
+The built-in kinds read one text per item (`item_texts`): the text column where the test set has one,
+else the fullest variant (the full prompt with choices). Without `fields`, an item has its text column
+as a variant. Either way, an item of several sentences
 also gets its last sentence (`question_tail`; without `fields`, only when it asks a question), the
 question a passage + question item is leaked as.
 """
@@ -24,6 +26,7 @@ from stages.text import tokenize
 FIELD_ROLES = ("question", "choices", "answer", "passage")
 # Training data in instruction-tuning form: the roles are joined (in this order) into the text the audit reads.
 TRAIN_ROLES = ("instruction", "input", "response")
+FIELD_SEPARATOR = "\n"
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 SENTENCE_END = re.compile(r"(?<=[.?!])\s+(?=\S)")
 # A line break also ends a sentence after a source line: exam items cite their passage on a line of its own
@@ -125,8 +128,19 @@ def training_text(batch: pl.DataFrame, text_column: str, train_fields: dict[str,
     answer, as a test item leaks as question + answer), or the text column as it is."""
     if not train_fields:
         return batch
-    parts = [pl.col(c).cast(pl.String).fill_null("") for c in train_columns(text_column, train_fields)]
-    return batch.with_columns(pl.concat_str(parts, separator="\n").str.strip_chars().alias(text_column))
+    return batch.with_columns(text_expr(text_column, train_fields).alias(text_column))
+
+
+def text_expr(text_column: str, train_fields: dict[str, str] | None) -> pl.Expr:
+    """Each row's text as every kind reads it (`training_text`): the text column, or the fields joined and stripped."""
+    return joined_fields(train_fields).str.strip_chars() if train_fields else pl.col(text_column)
+
+
+def joined_fields(train_fields: dict[str, str]) -> pl.Expr:
+    """A row's fields in role order, a line break between them (a null one as ""), before `training_text` strips the
+    whole; `decontaminate` maps the audit's character offsets back into the fields with it."""
+    parts = [pl.col(c).cast(pl.String).fill_null("") for c in train_columns("", train_fields)]
+    return pl.concat_str(parts, separator=FIELD_SEPARATOR)
 
 
 def _answer_text(choices: list[str] | None, answer: Any, indexed: bool) -> str:

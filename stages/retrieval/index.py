@@ -334,11 +334,16 @@ class Index:
     def build(
         cls, vectors: np.ndarray, ids: Any = None, doc_ids: Any = None, index_type: str = "auto",
         metric: str = "auto", seed: int = 0, train_size: int = 100_000, recall_target: float = 0.95,
-        backend: str = "sentence-transformers", model: str | None = None, refine: str | None = None,
+        backend: str | None = None, model: str | None = None, refine: str | None = None,
     ) -> Index:
-        """An index over `vectors` (n, dim): `ids` and `doc_ids`, one per vector, are what `search` reports."""
-        vectors = build_vectors(vectors, {"index_type": index_type, "metric": metric, "train_size": train_size,
-                                          "recall_target": recall_target, "backend": backend, "refine": refine})
+        """An index over `vectors` (n, dim): `ids` and `doc_ids`, one per vector, are what `search` reports.
+
+        `backend` and `model` name the encoder that made the vectors, for text queries; the index records what it
+        is given (None: vectors of unknown origin, searched with vectors only), not an encoder it did not see.
+        """
+        settings = {"index_type": index_type, "metric": metric, "train_size": train_size,
+                    "recall_target": recall_target, "refine": refine}
+        vectors = build_vectors(vectors, settings if backend is None else {**settings, "backend": backend})
         n, dim = vectors.shape
         mapping = build_mapping(n, ids, doc_ids)
         factory = auto_factory(n, dim) if index_type == "auto" else index_type
@@ -398,8 +403,12 @@ class Index:
 
     def embed(self, texts: list[str], cache_dir: str | Path | None = None) -> np.ndarray:
         refuse_bare_string(texts, "texts")
-        return encode_texts(texts, backend=self.meta.get("backend", "sentence-transformers"),
-                            model=self.meta.get("model"), cache_dir=cache_dir)
+        backend = self.meta.get("backend")
+        if backend is None:  # Index.build of supplied vectors: embedding with some other model would find nonsense
+            raise ParamError("backend", "this index records no encoder (built from vectors without backend), so it "
+                             "cannot embed text queries; search it with vectors, or build it with the backend (and "
+                             "model) that made its vectors (Index.build(..., backend=...), or retrieve's backend)")
+        return encode_texts(texts, backend=backend, model=self.meta.get("model"), cache_dir=cache_dir)
 
     def set_k_factor(self, k_factor: int) -> None:
         """PQ candidates a refined index (`refine` at build time) re-ranks per neighbour asked for."""

@@ -93,6 +93,21 @@ def test_reference_removes_from_data_only():
     assert result.stats["removed_as_reference_duplicates"] == 1
 
 
+def test_duplicate_of_and_cluster_ids_keep_the_id_column_type():
+    # Before: duplicate_of and clusters.id were strings ("10") while id stayed an integer (10), so they did not
+    # join back to the rows they name.
+    data = pl.DataFrame({"id": [10, 11, 12, 13], "text": ["same text", "same text", "other", "nothing alike"]})
+    result = DedupExact().execute(data=data)
+    removed, clusters = result.side_outputs["removed"], result.side_outputs["clusters"]
+    assert removed.schema["duplicate_of"] == pl.Int64 and removed["duplicate_of"].to_list() == [10]
+    assert clusters.schema["id"] == pl.Int64 and sorted(clusters["id"].to_list()) == [10, 11]
+    assert DedupExact().execute(data=data.head(3).tail(2)).side_outputs["removed"].schema["duplicate_of"] == pl.Int64
+    # A reference of text ids: duplicate_of may name either input, so it holds their common type, text.
+    reference = pl.DataFrame({"id": ["t1"], "text": ["other"]})
+    mixed = DedupExact().execute(data=data, reference=reference).side_outputs["removed"].sort("id")
+    assert mixed["duplicate_of"].to_list() == ["10", "t1"]
+
+
 def test_bad_values_are_refused():
     with pytest.raises(ParamError, match="keep_column"):
         DedupExact.from_params({"keep": "column"})

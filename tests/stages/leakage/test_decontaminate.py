@@ -160,3 +160,67 @@ def test_inverted_spans_are_refused(tmp_path):
     error = _refused(tmp_path, DATA, pl.DataFrame({**MATCH, "train_char_start": [30], "train_char_end": [4]}),
                      "matches")
     assert error.param == "train_char_start" and "30 to 4" in error.message
+
+
+FIELDS = {"instruction": "prompt", "input": "context", "response": "completion"}
+
+
+def test_train_fields_rows_are_cut_in_the_fields_the_audit_joined():
+    # The audit's offsets are into "prompt\ncontext\ncompletion" stripped; they were applied to `text_column`.
+    data = pl.DataFrame({"id": ["d"], "prompt": ["  Ask what the words say"], "context": pl.Series([None], dtype=pl.String),
+                         "completion": ["they say LEAK and more"]})
+    joined = "Ask what the words say\n\nthey say LEAK and more"  # as the audit reads it (the leading spaces stripped)
+    start = joined.index("LEAK")
+    cut = Decontaminate(margin_chars=0, min_piece_chars=1, train_fields=FIELDS).execute(data=data, matches=pl.DataFrame(
+        {**MATCH, "train_id": ["d"], "train_char_start": [start], "train_char_end": [start + 4]}))
+    assert cut.table.select("prompt", "context", "completion").rows() == [
+        ("  Ask what the words say", None, "they say "), (None, None, " and more")]
+    assert cut.side_outputs["removed"].select("char_start", "char_end", "text").rows() == [(start, start + 4, "LEAK")]
+    # A span across the boundary cuts both fields (the line break between them belongs to neither); a null role is
+    # left out of the join, as in the audit.
+    joined = "Ask what the words say\nthey say LEAK and more"
+    start, end = joined.index("say\n"), joined.index(" LEAK")
+    across = Decontaminate(margin_chars=0, min_piece_chars=1, train_fields={**FIELDS, "input": None}).apply(
+        data=data, matches=pl.DataFrame({**MATCH, "train_id": ["d"], "train_char_start": [start],
+                                         "train_char_end": [end]}))
+    assert across.select("prompt", "context", "completion").rows() == [
+        ("  Ask what the words ", None, None), (None, None, " LEAK and more")]
+
+
+def test_an_audit_of_train_fields_is_clean_after_decontaminating_them(corpus):
+    _, test, _ = corpus
+    passages = [topics[n].split() for n in TOPICS]
+    train = pl.DataFrame({"id": TOPICS, "prompt": [" ".join(p[:40]) for p in passages], "context": [None] * len(TOPICS),
+                          "completion": [" ".join(p[40:]) for p in passages]})
+    audit = LeakageAudit(chunk_overlap=False, semantic=False, train_fields=FIELDS)
+    matches = audit.execute(train=train, test=test).side_outputs["matches"]
+    cleaned = Decontaminate(train_fields=FIELDS, margin_chars=20, min_piece_chars=20).apply(data=train, matches=matches)
+    pieces = cleaned.filter(pl.col("decontaminated_from") == "slicings")
+    # The leaked words 20..90 span the prompt (words 0..39) and the completion: each keeps its own side of the cut.
+    assert pieces.select(pl.col("prompt", "completion").is_null()).rows() == [(False, True), (True, False)]
+    assert pieces["prompt"][0].startswith("Slicings") and pieces["completion"][1].startswith("so any subscription")
+    assert audit.apply(train=cleaned.drop("decontaminated_from"), test=test)["verdict"].to_list() == ["clean", "clean"]
+    with pytest.raises(ParamError, match="unknown role 'question'"):
+        Decontaminate(train_fields={"question": "prompt"}).validate()
+
+
+def test_pieces_of_the_joined_text_give_back_every_field_whole():
+    """Cut anywhere, the pieces' field parts put back together are the fields: the strip's offsets (Unicode spaces,
+    a null or blank field first), the line breaks between fields and the last field's stripped end included."""
+    import random
+
+    from stages.leakage.decontaminate import field_pieces
+    from stages.leakage.variants import training_text
+
+    rng, alphabet = random.Random(0), "ab \n\t\x1c\u3000\u00a0é"
+    for _ in range(300):
+        fields = [None if rng.random() < 0.25 else "".join(rng.choices(alphabet, k=rng.randint(0, 6))) for _ in "abc"]
+        frame = pl.DataFrame([fields], schema=dict.fromkeys(FIELDS.values(), pl.String), orient="row")
+        joined = training_text(frame, "text", FIELDS)["text"][0]
+        raw = "\n".join(f or "" for f in fields)
+        lead = len(raw) - len(frame.select(pl.lit(raw).str.strip_chars_start()).item())
+        cuts = sorted(rng.sample(range(1, len(joined)), min(len(joined) - 1, 2))) if len(joined) > 1 else []
+        bounds = [0, *cuts, len(joined)]
+        pieces = [field_pieces(fields, lead, s, e, len(joined)) for s, e in zip(bounds, bounds[1:])]
+        if joined:
+            assert ["".join(p[k] or "" for p in pieces) for k in range(3)] == [f or "" for f in fields], fields

@@ -7,7 +7,7 @@ from pydoc_data.topics import topics
 
 import polars as pl
 import pytest
-from cli_failures import fails_cleanly, refused_by_validate
+from cli_failures import audit_config, fails_cleanly, refused_by_validate
 from conftest import run_cli, write_config
 
 from pipeline.errors import InputDataError
@@ -34,14 +34,7 @@ def _items(**columns) -> pl.DataFrame:
 def _config(tmp_path, train, test, fields="{question: q, choices: options, answer: label}", extra="") -> str:
     train.write_parquet(tmp_path / "train.parquet")
     test.write_parquet(tmp_path / "test.parquet")
-    return f"""
-name: bad
-steps:
-  - id: audit
-    stage: leakage_audit
-    inputs: {{train: {tmp_path / 'train.parquet'}, test: {tmp_path / 'test.parquet'}}}
-    params: {{chunk_overlap: false, semantic: false, fields: {fields}{extra}}}
-"""
+    return audit_config(tmp_path, f"chunk_overlap: false, semantic: false, fields: {fields}{extra}")
 
 
 def test_a_question_column_null_in_every_row_is_refused_not_reported_clean(train, tmp_path):
@@ -118,3 +111,18 @@ def test_answers_without_choices_are_the_answer_itself_integers_and_booleans_inc
     assert proc.returncode == 0, proc.stderr
     assert LeakageAudit(**QUICK, fields={"question": "q", "answer": "label"}).apply(
         train=train, test=numbers)["verdict"].to_list() == ["contaminated", "clean", "clean"]
+
+
+def test_the_built_in_kinds_read_the_prompt_as_documented(train):
+    """README and the `fields` parameter: n-gram, chunk and semantic read one text per item, the full prompt (or the
+    test's text column); an item leaked as question + answer scores lower there, since its wrong options count."""
+    words = topics[NAMES[3]].split()
+    question, answer = " ".join(words[:30]), " ".join(words[30:60])
+    wrong = [" ".join(topics[NAMES[50]].split()[i * 30 : (i + 1) * 30]) for i in range(3)]
+    items = pl.DataFrame({"id": ["x"], "q": [question], "options": [[wrong[0], answer, wrong[1], wrong[2]]], "label": [1]})
+    prompt = LeakageAudit(**QUICK, fields=FIELDS).apply(train=train, test=items).row(0, named=True)
+    assert prompt["verdict"] == "partial" and prompt["ngram_overlap"] < 0.5
+    with_text = items.with_columns(text=pl.lit(f"{question} {answer}"))
+    assert LeakageAudit(**QUICK, fields=FIELDS).apply(train=train, test=with_text)["ngram_overlap"].to_list() == [1.0]
+    doc = next(spec.doc for spec in LeakageAudit.param_specs() if spec.name == "fields")
+    assert "the built-in kinds (ngram, chunk_overlap, semantic) read one text per item" in doc

@@ -312,20 +312,13 @@ def test_an_empty_test_text_is_refused_like_a_null_one(train, blank):
 
 def test_null_training_text_is_refused_not_skipped(train, tmp_path):
     # A training row read as '' was skipped without a word (exit 0); now refused like a null test text.
-    from cli_failures import fails_cleanly
+    from cli_failures import audit_config, fails_cleanly
 
     train.with_columns(text=pl.when(pl.col("id") == TOPICS[3]).then(None).otherwise("text")).write_parquet(
         tmp_path / "train.parquet")
     pl.DataFrame({"id": ["a"], "text": [_passage("lambda")]}).write_parquet(tmp_path / "test.parquet")
-    proc = fails_cleanly(tmp_path, f"""
-name: bad
-steps:
-  - id: audit
-    stage: leakage_audit
-    inputs: {{train: {tmp_path / 'train.parquet'}, test: {tmp_path / 'test.parquet'}}}
-    params: {{chunk_overlap: false, semantic: false}}
-""", "step 'audit' (stage 'leakage_audit'), parameter 'text_column'", f"file '{tmp_path / 'train.parquet'}'",
-                         "input 'train' column 'text' has 1 null texts")
+    proc = fails_cleanly(tmp_path, audit_config(tmp_path), "step 'audit' (stage 'leakage_audit'), parameter 'text_column'",
+                         f"file '{tmp_path / 'train.parquet'}'", "input 'train' column 'text' has 1 null texts")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "runs" / "bad" / "audit").exists()
 
@@ -337,6 +330,22 @@ def test_repeated_or_null_test_ids_are_refused(train, ids, expected):
     with pytest.raises(InputDataError, match=expected) as err:
         LeakageAudit(chunk_overlap=False, semantic=False).apply(train=train, test=test)
     assert err.value.param == "id_column"
+
+
+@pytest.mark.parametrize("column", ["verdict", "train_id"])
+def test_a_test_column_the_dirty_split_adds_is_refused_not_overwritten(train, tmp_path, column):
+    # `dirty` replaced the test set's own 'verdict' (a human label?) or 'train_id' with the audit's, silently.
+    from cli_failures import audit_config, refused_by_validate
+
+    test = pl.DataFrame({"id": ["a"], "text": [_passage("lambda")], column: ["the test set's own"]})
+    with pytest.raises(InputDataError, match=f"input 'test' already has a column '{column}', which the side output "
+                       "'dirty' adds"):
+        LeakageAudit(chunk_overlap=False, semantic=False).apply(train=train, test=test)
+    train.head(3).write_parquet(tmp_path / "train.parquet")
+    test.write_parquet(tmp_path / "test.parquet")
+    message = refused_by_validate(tmp_path / "c.yaml", audit_config(tmp_path))
+    assert "step 'audit' (stage 'leakage_audit')" in message and f"file '{tmp_path / 'test.parquet'}'" in message
+    assert f"column '{column}'" in message and "rename it first" in message
 
 
 def test_ids_default_to_row_numbers_and_short_items_are_counted(train):

@@ -97,6 +97,18 @@ def test_load_refuses_the_settings_the_retrieve_stage_refuses(tmp_path, kwargs, 
     assert Index.load(tmp_path / "idx").meta["memory_mapped"] is False
 
 
+def test_an_index_of_supplied_vectors_records_no_encoder_and_refuses_text_queries(tmp_path):
+    # Before: it recorded backend 'sentence-transformers' and embedded text queries with MiniLM, whatever made the
+    # vectors (384-d vectors of another model were searched with MiniLM's queries, silently).
+    Index.build(_unit(20, dim=384)).save(tmp_path / "idx")
+    idx = Index.load(tmp_path / "idx")
+    assert idx.meta["backend"] is None and idx.meta["model"] is None
+    assert idx.search(_unit(20, dim=384)[:1], k=1)["neighbour_id"].to_list() == [0]  # vectors: as before
+    with pytest.raises(ParamError, match=r"parameter 'backend': this index records no encoder"):
+        idx.search(["open a file"], k=1)
+    assert Index.build(_unit(20), backend="static").meta["backend"] == "static"
+
+
 # ------------------------------------------------------------------ arguments refused, with the parameter named
 
 V = _unit(50)
@@ -192,7 +204,7 @@ def test_readme_retrieval_example_runs_as_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(code.replace('cache_dir="~/.cache/corpusforge")', 'cache_dir="~/.cache/corpusforge", backend="static")')
-         .replace("idx = Index.build(vectors,", "idx = Index.build(vectors, backend='static',")
+         .replace('backend="sentence-transformers")', 'backend="static")')
          .replace('idx.search(["how do I open a file?"], k=5)', 'found = idx.search(["how do I open a file?"], k=5)'),
          scope)
     assert scope["found"]["neighbour_doc_id"][0] == 0 and not (tmp_path / "~").exists()
