@@ -32,7 +32,7 @@ from stages._ids import refuse_bad_id_column
 from stages.nets import TrainConfig, train_classifier
 from stages.noise import LabelNoise, vector_matrix
 from stages.noise.params import Alpha, structured_params
-from stages.noise.rows import with_label_kind
+from stages.noise.rows import refuse_label_kind, with_label_kind
 from stages.studies import (
     _split,
     digits_example,
@@ -168,6 +168,7 @@ class LabelNoiseNets(Stage):
         return {"data": cols}
 
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        refuse_label_kind(inputs["data"], self.label_column)  # before the split, naming this step and the file
         refuse_null_labels(inputs["data"], self.label_column)
         refuse_bad_id_column(inputs["data"], self.id_column)  # here, naming the user's file, not the split's table
         study_feature(inputs["data"], self.features, self.label_column, self.id_column)

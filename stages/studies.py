@@ -22,7 +22,7 @@ from pipeline.stage import Context, Stage
 from stages._ids import refuse_bad_id_column, refuse_null_texts, refuse_nulls
 from stages.noise import LabelNoise, vector_matrix
 from stages.noise.params import Alpha, structured_params
-from stages.noise.rows import refuse_noise_columns, with_label_kind
+from stages.noise.rows import refuse_label_kind, refuse_noise_columns, with_label_kind
 from stages.scaling.plots import source_name
 
 PLOT_NAME = "accuracy_vs_alpha.png"
@@ -71,7 +71,8 @@ def refuse_unsplittable(labels: pl.Series, fraction: float, *, param: str, file:
 
 def refuse_null_labels(data: Dataset, label: str) -> None:
     """Every row of a study needs a label: a null reached scikit-learn's split as a traceback. (A label column
-    that is not integers or strings is refused before, from the schema: `label_column`'s kind "label".)"""
+    that is not integers or strings is refused before, from the schema: `label_column`'s kind "label", and by
+    `refuse_label_kind` where the schema was not known before the run.)"""
     refuse_nulls(data, label, "every row needs a label to be split and trained on", kind="label",
                  param="label_column", input_name="data")
 
@@ -247,6 +248,7 @@ class LabelNoiseCurve(Stage):
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
         # What the inner label_noise step would refuse, refused here naming the user's file, not the split's
         # in-memory table (and its id advice fits this stage: it has no id_column: null).
+        refuse_label_kind(inputs["data"], self.label_column)  # before the split, naming this step and the file
         refuse_null_labels(inputs["data"], self.label_column)
         refuse_bad_id_column(inputs["data"], self.id_column)
         refuse_noise_columns(inputs["data"])  # every column is passed on to label_noise

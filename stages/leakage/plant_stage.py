@@ -8,6 +8,8 @@ user-given paraphrases such as an LLM's rephrasings) and writes which item was p
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
+
 import numpy as np
 import polars as pl
 
@@ -19,6 +21,12 @@ from stages._ids import refuse_bad_id_column, refuse_null_texts
 from stages.leakage.planting import HEAVY_KINDS, PLANT_KINDS, plant
 
 PAIR_KIND = "paraphrase"
+
+
+def planted_count(rate: float, items: int) -> int:
+    """rate x items rounded to the nearest whole item, a half up, as written: Python's round (half to even)
+    planted 2 of 5 at rate 0.5 but 4 of 7, and binary floats put 0.15 x 10 a hair under 1.5."""
+    return int((Decimal(str(float(rate))) * items).to_integral_value(rounding=ROUND_HALF_UP))
 TRUTH_SCHEMA = {"test_id": pl.String, "planted": pl.Boolean, "plant_kind": pl.String, "train_id": pl.String}
 
 
@@ -41,12 +49,14 @@ class PlantLeakage(Stage):
         text_column: column holding the text, in both train and test
         id_column: column holding row ids, in both (row numbers when absent from the test set); test ids must be unique
         kinds: how planted items are changed: verbatim, surface, partial, edited, reordered, rewritten, heavy, paraphrase
-        rate: fraction of test items planted (the rest are clean controls)
+        rate: fraction of test items planted (the rest are clean controls): rate x items, a half rounded up (0.5 of
+            5 plants 3, of 7 plants 4); stats `planted_rate` is the share planted
         paraphrase_column: test column holding a paraphrase of each item (the 'paraphrase' kind plants it); null = none. An item whose paraphrase is null or empty stays a clean control; a column with none at all is refused
     """
 
     name = "plant_leakage"
-    version = "2"  # 2: without a training id column, truth's train_id is the plant's row number (it named no row)
+    version = "3"  # 3: rate x items rounds a half up (Python's round made 0.5 of 5 plant 2, of 7 plant 4)
+    # 2: without a training id column, truth's train_id is the plant's row number (it named no row)
     inputs = ("train", "test")
 
     def __init__(
@@ -131,7 +141,7 @@ class PlantLeakage(Stage):
                  else [None] * test_df.height)
         train_texts = train_df.get_column(self.text_column).cast(pl.String).fill_null("").to_list()
         rng = ctx.rng("plant_leakage")
-        chosen = np.sort(rng.permutation(test_df.height)[: round(self.rate * test_df.height)])
+        chosen = np.sort(rng.permutation(test_df.height)[: planted_count(self.rate, test_df.height)])
         kinds = self.plant_kinds
         planted_text, kind_of = {}, {}
         for turn, item in enumerate(chosen.tolist()):
@@ -165,6 +175,8 @@ class PlantLeakage(Stage):
         ctx.write_side_output("truth", truth)
         ctx.record("planted", {k: sum(1 for v in kind_of.values() if v == k) for k in kinds})
         ctx.record("controls", test_df.height - len(kind_of))
+        # The share actually planted: rate x items rounded, less paraphrase items that had no paraphrase.
+        ctx.record("planted_rate", round(len(kind_of) / test_df.height, 6) if test_df.height else None)
         return out
 
     @classmethod

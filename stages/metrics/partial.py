@@ -186,7 +186,8 @@ def _perplexities(stage: Any, frame: pl.DataFrame, texts: pl.Series, toks: pl.Da
     distinct = texts.unique(maintain_order=True)
     # Without repeats the distinct texts are the texts, in order: their tokens are already known.
     tokens = toks if len(distinct) == len(texts) else None
-    scored = pl.DataFrame({"text": distinct, "p": model.perplexity(distinct, tokens)})
+    # Reference texts are scored leave-one-out: in-sample, the model had memorised them (generation 0 looked best).
+    scored = pl.DataFrame({"text": distinct, "p": model.perplexity(distinct, tokens, leave_one_out=True)})
     ppl = pl.DataFrame({"text": texts}).join(scored, on="text", how="left", maintain_order="left")["p"].to_numpy()
     keys = [*group_by, *(["doc_id"] if "doc_id" in frame.columns else [])]
     values = pl.Series("perplexity", ppl, dtype=pl.Float64)

@@ -40,7 +40,11 @@ class CorpusMetrics(PartitionedStage):
     distinct_n is distinct n-grams over all n-grams of the group (so distinct_1 equals the
     type-token ratio); both fall with corpus size, so compare groups of similar size. Perplexity is
     under an interpolated n-gram model fit on the reference, per document in the `perplexity` side
-    output (for histograms) and as mean and median here.
+    output (for histograms) and as mean and median here. A document whose text is a reference document
+    (generation 0 itself, the real documents a schedule keeps, a verbatim copy) is scored leave-one-out,
+    by the model fit without it (exact: its counts are taken out of the model's), so the reference is
+    held out like every other group rather than scored by a model that memorised it (NaN when the
+    reference is that one document).
 
     Parameters:
         text_column: column holding the text
@@ -57,7 +61,7 @@ class CorpusMetrics(PartitionedStage):
     """
 
     name = "corpus_metrics"
-    version = "3"  # 3: shares of no tokens (empty generations, no n-grams) are NaN, not 0
+    version = "4"  # 4: reference documents' perplexity is leave-one-out, not in-sample; 3: shares of no tokens are NaN
     inputs = ("data", "reference")
     optional_inputs = ("reference",)
 

@@ -70,6 +70,21 @@ def with_label_kind(types: dict[str, dict[str, str]], label_column: str) -> dict
     return types
 
 
+def refuse_label_kind(data: Dataset, label: str) -> pl.DataType:
+    """The label column's type, refused (in the words of the schema check `with_label_kind` asks for) unless it
+    holds integers or strings: where no schema was known before the run (an upstream step that does not declare the
+    column), label_noise said it otherwise, and the studies split first and failed inside their label_noise call,
+    naming its stage and its in-memory table instead of theirs and the file."""
+    from pipeline.columns import COLUMN_KINDS
+
+    dtype = data.lazy().collect_schema()[label]
+    accepts, what = COLUMN_KINDS["label"]
+    if not accepts(dtype):
+        raise InputDataError(f"input 'data' column '{label}' (named by parameter 'label_column') is {dtype}, not "
+                             f"{what}", param="label_column", file=data.label)
+    return dtype
+
+
 def refuse_noise_columns(data: Dataset) -> None:
     """An input that already has a column label_noise writes (from an earlier label_noise step?) is refused,
     naming its file: the step would otherwise overwrite the record of the earlier noise."""
@@ -88,12 +103,7 @@ def class_table(stage: Any, data: Dataset, need_rows: bool = True) -> tuple[pl.S
     its own) when the class set is known without counting (`_consecutive_labels`).
     """
     label = stage.label_column
-    dtype = data.lazy().collect_schema()[label]
-    if not (dtype.is_integer() or dtype == pl.String):
-        raise InputDataError(
-            f"label column '{label}' has type {dtype}; labels must be integers or strings (cast it first)",
-            param="label_column", file=data.label,
-        )
+    dtype = refuse_label_kind(data, label)
     refuse_noise_columns(data)
     if not need_rows and stage.classes is None:
         classes = _consecutive_labels(data, label, dtype)

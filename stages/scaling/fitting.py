@@ -117,12 +117,8 @@ def _solve(x, y, starts, with_floor, loss, f_scale) -> np.ndarray:
     return best.x
 
 
-def fit_power_law(x, y, *, with_floor: bool = True, loss: str = "huber", f_scale: float = 0.05,
-                  bootstrap: int = 300, confidence: float = 0.95, rng: np.random.Generator | None = None,
-                  what: str = "points") -> PowerLaw:
-    """Fit y = floor + k x^-alpha (floor = 0 when with_floor is False) to positive x and y."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+def check_power_law_points(x: np.ndarray, y: np.ndarray, with_floor: bool, what: str = "points") -> None:
+    """Refuse points no power law can be fitted to: too few distinct sizes, or a size or loss not finite and > 0."""
     params = 3 if with_floor else 2
     if np.unique(x).size < params + 1:
         raise InputDataError(
@@ -133,6 +129,24 @@ def fit_power_law(x, y, *, with_floor: bool = True, loss: str = "huber", f_scale
         if bad.any():
             raise InputDataError(f"{name} must be finite and > 0 to fit a power law; {int(bad.sum())} are not "
                                  f"(e.g. {float(values[bad][0])!r})", param=param)
+
+
+def log_log_slope(x, y) -> float:
+    """Least-squares slope of log y on log x: > 0 when the loss rises with x overall, which no
+    L_inf + k x^-alpha with k, alpha > 0 can describe (the fit then pins alpha to a bound, a meaningless
+    exponent: 5.0 with k = 1e-12 on a loss growing with log x)."""
+    log_x, log_y = np.log(np.asarray(x, dtype=np.float64)), np.log(np.asarray(y, dtype=np.float64))
+    centred = log_x - log_x.mean()
+    return float(centred @ (log_y - log_y.mean()) / (centred @ centred))
+
+
+def fit_power_law(x, y, *, with_floor: bool = True, loss: str = "huber", f_scale: float = 0.05,
+                  bootstrap: int = 300, confidence: float = 0.95, rng: np.random.Generator | None = None,
+                  what: str = "points") -> PowerLaw:
+    """Fit y = floor + k x^-alpha (floor = 0 when with_floor is False) to positive x and y."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    check_power_law_points(x, y, with_floor, what)
     theta = _solve(x, y, [_start(x, y, with_floor)], with_floor, loss, f_scale)
     pred = _model(theta, x, with_floor)
     residuals = np.log(y) - np.log(pred)

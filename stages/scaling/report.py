@@ -151,6 +151,9 @@ def _statements(tables: dict[str, pl.DataFrame]) -> list[str]:
         for r in fit.iter_rows(named=True):
             if r["law"] == "power_law":
                 group = f" for {r.get('group_by') or 'group'} = {r['group']}" if r.get("group") else ""
+                if r.get("warning"):  # scaling_fit fitted no law (the loss rises with x): say so, claim nothing
+                    out.append(f"Power law{group}: not fitted: {r['warning']}.")
+                    continue
                 x = {"params": "N"}.get(r.get("x_column") or "", "D")
                 over = f" ({x} = {r['x_column']})" if r.get("x_column") else ""
                 out.append(f"Power law{group}: L = L_inf + k {x}^-alpha{over} with alpha = {_interval(r, 'alpha')}, "

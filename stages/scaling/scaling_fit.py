@@ -55,7 +55,10 @@ class ScalingFit(Stage):
     other) and the predicted 4/d with its interval. `law: transfer` reads
     from-scratch and fine-tuned rows (`regime_column`), converts every fine-tuned loss to effective
     data on the from-scratch curve of the same model size, writes the points as side output
-    `transfer_points` and one row with k, alpha, beta; plot `transfer.png`.
+    `transfer_points` and one row with k, alpha, beta; plot `transfer.png`. A power-law group whose loss
+    rises with x (log-log slope `loglog_slope` > 0) is not fitted: no L_inf + k x^-alpha describes it, so
+    its L_inf, k and alpha are NaN, its `warning` column says why, stats lead with that `warning`, and the
+    plot shows its points alone.
 
     Parameters:
         law: 'power_law' (L against x_column) or 'transfer'
@@ -77,7 +80,8 @@ class ScalingFit(Stage):
     """
 
     name = "scaling_fit"
-    version = "2"  # 2: log-axis ticks under 1 are labelled with their values ("0.55", not "6e-01")
+    version = "3"  # 3: a loss rising with x is flagged and not fitted (alpha was pinned to a bound, e.g. 5.0)
+    # 2: log-axis ticks under 1 are labelled with their values ("0.55", not "6e-01")
     inputs: ClassVar[tuple[str, ...]] = ("data", "dimension")
     optional_inputs: ClassVar[tuple[str, ...]] = ("dimension",)
     requires: ClassVar[tuple[str, ...]] = ("scipy", "matplotlib")
@@ -168,11 +172,13 @@ class ScalingFit(Stage):
         groups = [(None, table)] if not self.group_by else sorted(  # the null group last
             ((key[0], part) for key, part in table.group_by(self.group_by)), key=lambda g: (g[0] is None, g[0]))
         linked = self._dimension(dimension) if dimension is not None else None
-        rows, fits = [], []
+        rows, fits, rising = [], [], []
         for group, part in groups:
+            where = f"values of '{self.x_column}'" + (f" in group {group!r}" if self.group_by else "")
             try:
-                law = self._fit(part[self.x_column].to_numpy(), part[self.y_column].to_numpy(), ctx, str(group),
-                                f"values of '{self.x_column}'" + (f" in group {group!r}" if self.group_by else ""))
+                slope = self._rising_slope(part, where)
+                law = self._unfitted(part) if slope > 0 else self._fit(
+                    part[self.x_column].to_numpy(), part[self.y_column].to_numpy(), ctx, str(group), where)
             except InputDataError as exc:
                 exc.file = exc.file or label
                 raise
@@ -184,7 +190,15 @@ class ScalingFit(Stage):
             for name, value in (("L_inf", law.floor), ("k", law.k), ("alpha", law.alpha)):
                 low, high = law.intervals.get({"L_inf": "floor"}.get(name, name), (np.nan, np.nan))
                 row |= {name: value, f"{name}_low": low, f"{name}_high": high}
-            row |= {"rmse_log": law.rmse_log, "r2_log": law.r2_log, "confidence": self.confidence}
+            row |= {"rmse_log": law.rmse_log, "r2_log": law.r2_log, "confidence": self.confidence,
+                    "loglog_slope": slope, "warning": None}
+            if slope > 0:
+                row["warning"] = (f"loss '{self.y_column}' rises with '{self.x_column}'"
+                                  + (f" in group {group!r}" if self.group_by else "")
+                                  + f" (log-log slope {slope:+.3g} over {law.points} points): no L_inf + k x^-alpha "
+                                  "describes it, so no power law is fitted (alpha NaN); check the curve: "
+                                  "overfitting, a data bug, or the wrong y_column")
+                rising.append(row["warning"])
             if linked is not None:
                 d, d_low, d_high, d_group = linked
                 row |= {"dimension_estimator": self.dimension_estimator, "dimension_group": d_group,
@@ -192,13 +206,28 @@ class ScalingFit(Stage):
                         "alpha_4_over_d": 4.0 / d, "alpha_4_over_d_low": 4.0 / d_high,
                         "alpha_4_over_d_high": 4.0 / d_low, "alpha_times_d_over_4": law.alpha * d / 4.0}
             rows.append(row)
-            ctx.record(f"alpha@{group}" if self.group_by else "alpha", round(law.alpha, 4))
+            ctx.record(f"alpha@{group}" if self.group_by else "alpha", None if slope > 0 else round(law.alpha, 4))
+        if rising:  # ahead of the alphas: a reader of the run's summary sees it first
+            ctx.lead_with({"rising_curves_not_fitted": len(rising),
+                           "warning": f"step '{ctx.step_id}': " + "; ".join(rising)})
         result = pl.DataFrame(rows, schema_overrides={"group": pl.String, "group_by": pl.String,
-                                                      "dimension_group": pl.String})
+                                                      "dimension_group": pl.String, "warning": pl.String})
         plot_power_laws(fits, self.x_column, self.y_column, ctx.artefact_path(FIT_PLOT),
                         self.title or source_name(label), linked[:3] if linked is not None else None)
         ctx.record("plot", FIT_PLOT)
         return result
+
+    def _rising_slope(self, part: pl.DataFrame, where: str) -> float:
+        """The group's log-log slope, once its points are known to fit (the fit's own checks, run first)."""
+        x, y = part[self.x_column].to_numpy().astype(float), part[self.y_column].to_numpy().astype(float)
+        fitting.check_power_law_points(x, y, self.floor, where)
+        return fitting.log_log_slope(x, y)
+
+    @staticmethod
+    def _unfitted(part: pl.DataFrame) -> fitting.PowerLaw:
+        """The row of a curve no power law describes: every parameter NaN, no intervals."""
+        nan = float("nan")
+        return fitting.PowerLaw(floor=nan, k=nan, alpha=nan, points=part.height, rmse_log=nan, r2_log=nan)
 
     def _dimension(self, dimension: Dataset) -> tuple[float, float, float, str | None]:
         """d, its interval and the group of the dimension row compared with (the report names them)."""

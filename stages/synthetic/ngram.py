@@ -35,6 +35,32 @@ def _lookup(keys: np.ndarray, probes: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return pos.fill_null(0).to_numpy(), pos.is_not_null().to_numpy()
 
 
+def _within_document(doc: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """For each (document, key): how often that key occurs in that document (the counts a text adds to a table)."""
+    frame = pl.DataFrame({"d": doc, "k": key})
+    return frame.select(pl.len().over("d", "k")).to_series().to_numpy().astype(np.float64)
+
+
+def _distinct_per_document(doc: np.ndarray, key: np.ndarray, where: np.ndarray, n_docs: int) -> np.ndarray:
+    """Per document: how many distinct keys it has among the positions `where`."""
+    out = np.zeros(n_docs)
+    if where.any():
+        per = pl.DataFrame({"d": doc[where], "k": key[where]}).unique().group_by("d").len()
+        out[per["d"].to_numpy()] = per["len"].to_numpy()
+    return out
+
+
+def _distinct_per_context(doc: np.ndarray, ctx: np.ndarray, pair: np.ndarray, where: np.ndarray,
+                          rows: np.ndarray) -> np.ndarray:
+    """At each of `rows`: how many distinct pairs among the positions `where` share its document and context."""
+    out = np.zeros(len(doc))
+    if where.any():
+        per = pl.DataFrame({"d": doc[where], "c": ctx[where], "p": pair[where]}).unique().group_by("d", "c").len()
+        at = pl.DataFrame({"d": doc[rows], "c": ctx[rows]}).join(per, on=["d", "c"], how="left", maintain_order="left")
+        out[rows] = at["len"].fill_null(0).to_numpy()
+    return out
+
+
 def detokenize(doc_index: np.ndarray, tokens: pl.Series, n_docs: int) -> list[str]:
     """Join tokens back into text, gluing punctuation to its neighbour as written prose does."""
     joined = (
@@ -114,6 +140,8 @@ class NGramLM:
         target, keys = self._targets(toks["doc"].to_numpy().astype(np.int64), ids.astype(np.int64), n_docs)
         self.unigram = np.bincount(target, minlength=self.eos + 1).astype(np.float64)
         self.tables = [self._context_table(key, target) for key in keys]
+        # Kept (a reference, not a copy) to tell which scored texts the model was fit on: see `log_prob`.
+        self._fit_texts = pl.Series("text", texts, dtype=pl.String).fill_null("")
         return self
 
     @staticmethod
@@ -159,30 +187,67 @@ class NGramLM:
         v = self.eos + 1
         return (self.unigram + self.smoothing) / (self.unigram.sum() + self.smoothing * v)
 
-    def log_prob(self, texts: pl.Series | Sequence[str], tokens: pl.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def log_prob(self, texts: pl.Series | Sequence[str], tokens: pl.DataFrame | None = None,
+                 leave_one_out: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Natural-log probability of every predicted token, and the document it belongs to.
 
-        `tokens`: `token_table(texts)`, when the caller has it already.
+        `tokens`: `token_table(texts)`, when the caller has it already. `leave_one_out`: a text the model
+        was fit on is scored by the model fit without it (one copy of it, if the fit corpus repeats it):
+        its own counts are taken out of every table before it is scored, which is exactly that refit
+        (scored in-sample, the model had memorised it). A text that was the whole fit corpus leaves no
+        model to score it: NaN.
         """
         n_docs = len(texts)
         doc, ids = self._encode(texts, tokens)
         target, keys = self._targets(doc, ids, n_docs)
         lengths = np.bincount(doc, minlength=n_docs) + 1
-        uni = self._unigram_prob()
-        floor = self.smoothing / (self.unigram.sum() + self.smoothing * len(uni)) if self.smoothing else 1e-12
-        prob = np.where(target < len(uni), uni[np.minimum(target, len(uni) - 1)], floor)
+        token_doc = np.repeat(np.arange(n_docs), lengths)
+        own = self._own_tokens(texts, token_doc) if leave_one_out else np.zeros(len(target), bool)
+        v = self.eos + 1
+        counts, total, vocab = np.where(target < v, self.unigram[np.minimum(target, v - 1)], 0.0), \
+            np.full(len(target), self.unigram.sum()), np.full(len(target), float(v))
+        if own.any():
+            counts[own] -= _within_document(token_doc[own], target[own])
+            total[own] -= lengths[token_doc[own]]
+            # A word only the left-out text used leaves the vocabulary (the refit would not know it).
+            gone = (counts == 0) & own & (target != self.eos)
+            vocab -= _distinct_per_document(token_doc, target, gone, n_docs)[token_doc]
+        floor = self.smoothing / (total + self.smoothing * vocab) if self.smoothing else np.full(len(target), 1e-12)
+        prob = np.where(counts > 0, (counts + self.smoothing) / (total + self.smoothing * vocab), floor)
         for key, table in zip(keys, self.tables):
             pos_c, found = _lookup(table["ctx"], key)
-            total, types = table["total"][pos_c], table["types"][pos_c]
-            ppos, pair_found = _lookup(table["pair_key"], _mix(key, target))
+            ctx_total, types = table["total"][pos_c], table["types"][pos_c]
+            pair = _mix(key, target)
+            ppos, pair_found = _lookup(table["pair_key"], pair)
             count = np.where(pair_found, table["pair_count"][ppos], 0.0)
-            lam = total / (total + types)
-            prob = np.where(found, lam * count / total + (1 - lam) * prob, prob)
-        return np.log(np.maximum(prob, 1e-300)), np.repeat(np.arange(n_docs), lengths)
+            if own.any():
+                ctx_total, types, count = ctx_total.copy(), types.copy(), count.copy()
+                mine = own & found
+                pair_own = _within_document(token_doc[mine], pair[mine])
+                ctx_total[mine] -= _within_document(token_doc[mine], key[mine])
+                count[mine] -= pair_own
+                # Continuations of a context that only the left-out text used are no longer continuations.
+                gone = np.zeros(len(target), bool)
+                gone[np.flatnonzero(mine)[pair_own == table["pair_count"][ppos[mine]]]] = True
+                types -= _distinct_per_context(token_doc, key, pair, gone, mine)
+                found = found & (ctx_total > 0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                lam = ctx_total / (ctx_total + types)
+                prob = np.where(found, lam * count / ctx_total + (1 - lam) * prob, prob)
+        prob = np.where(own & (total == 0), np.nan, prob)  # the left-out text was the whole corpus
+        return np.log(np.maximum(prob, 1e-300)), token_doc
 
-    def perplexity(self, texts: pl.Series | Sequence[str], tokens: pl.DataFrame | None = None) -> np.ndarray:
-        """Per-document perplexity (end-of-document included, so an empty text is still scored)."""
-        logp, doc = self.log_prob(texts, tokens)
+    def _own_tokens(self, texts: pl.Series | Sequence[str], token_doc: np.ndarray) -> np.ndarray:
+        """Per predicted token: whether its document is one the model was fit on (scored leave-one-out)."""
+        scored = pl.DataFrame({"text": pl.Series(texts, dtype=pl.String).fill_null("")})
+        fit = pl.DataFrame({"text": self._fit_texts.unique(), "fit": True})
+        return scored.join(fit, on="text", how="left", maintain_order="left")["fit"].is_not_null().to_numpy()[token_doc]
+
+    def perplexity(self, texts: pl.Series | Sequence[str], tokens: pl.DataFrame | None = None,
+                   leave_one_out: bool = False) -> np.ndarray:
+        """Per-document perplexity (end-of-document included, so an empty text is still scored); see `log_prob`
+        for `leave_one_out`."""
+        logp, doc = self.log_prob(texts, tokens, leave_one_out)
         n = np.bincount(doc, minlength=len(texts))
         return np.exp(-np.bincount(doc, weights=logp, minlength=len(texts)) / np.maximum(n, 1))
 

@@ -106,8 +106,9 @@ def test_perplexity_is_not_called_worse_when_higher(tmp_path):
     CollapseReport().execute(metrics=table, perplexity=ppl, workdir=tmp_path / "out")
     html = (tmp_path / "out" / "report.html").read_text()
     assert "higher is worse" not in html
-    assert "n-gram model</td><td>a departure either way is worse" in html
-    assert "scored in-sample" in html
+    assert "held out)</td><td>a departure either way is worse" in html
+    # corpus_metrics scores generation 0 leave-one-out; the page said "scored in-sample" (favoured) before.
+    assert "scored held out, by the model fit without it" in html and "in-sample" not in html
 
 
 def test_the_run_summary_leads_with_what_each_schedule_keeps(metrics_file, tmp_path):

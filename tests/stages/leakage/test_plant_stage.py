@@ -106,6 +106,15 @@ def test_without_training_ids_truth_names_each_plant_by_its_row_number(corpora):
         assert out["text"][at] == test.filter(pl.col("id") == row["test_id"])["text"][0]
 
 
+@pytest.mark.parametrize(("rate", "items", "planted"), [(0.5, 5, 3), (0.5, 7, 4), (0.15, 10, 2), (0.5, 1, 1)])
+def test_the_planted_count_rounds_a_half_up_and_the_realised_rate_is_recorded(corpora, rate, items, planted):
+    # Python's round (half to even) planted 2 of 5 at rate 0.5 and 1 of 10 at 0.15 (the float 1.4999...).
+    train, test = corpora
+    result = PlantLeakage(kinds=["verbatim"], rate=rate).execute(train=train, test=test.head(items), seed=3)
+    assert result.side_outputs["truth"]["planted"].sum() == planted
+    assert result.stats["planted_rate"] == round(planted / items, 6)
+
+
 def test_duplicate_test_ids_are_refused(corpora, tmp_path):
     train, test = corpora
     error = _refused(tmp_path, train, test.with_columns(id=pl.lit(1)))

@@ -202,6 +202,24 @@ def test_plain_corpus_without_generations_is_one_group():
     assert result.side_outputs["perplexity"].height == 30
 
 
+def test_generation_0_perplexity_is_held_out_not_in_sample():
+    # The reference model was fit on generation 0 and scored it too: a model that had memorised those documents
+    # gave generation 0 a perplexity far below any unseen text's (2.5 against 160 on pydoc), biasing every curve.
+    from stages.synthetic import NGramLM
+
+    docs = pydoc_paragraphs(24)
+    texts = docs["text"].to_list()
+    df = pl.concat([docs.with_columns(generation=pl.lit(0)), docs.head(6).with_columns(generation=pl.lit(1))])
+    result = CorpusMetrics(self_bleu_sample=0, embedding_backend="none", near_duplicate_threshold=0,
+                           perplexity_order=2).execute(df)
+    ppl = result.side_outputs["perplexity"]["perplexity"].to_numpy()
+    for i in (0, 5, 23):  # each scored by the model fit on the other 23 documents
+        held_out = NGramLM(order=2).fit(texts[:i] + texts[i + 1:]).perplexity([texts[i]])[0]
+        assert ppl[i] == pytest.approx(held_out, rel=1e-9)
+    # A real document a later generation keeps is held out there too: the same text, the same score.
+    assert ppl[24:] == pytest.approx(ppl[:6], rel=1e-12)
+
+
 def test_bad_inputs_are_named():
     with pytest.raises(ParamError) as err:
         CorpusMetrics.from_params({"self_bleu_sample": 1})

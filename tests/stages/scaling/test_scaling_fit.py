@@ -64,6 +64,26 @@ def synthetic_transfer(k=0.8, alpha=0.35, beta=0.4, noise=0.003, seed=2) -> pl.D
     return pl.DataFrame(rows)
 
 
+def test_a_loss_rising_with_data_is_flagged_not_fitted(tmp_path):
+    # A curve that rises with data was fitted silently: alpha 5.0 (the grid's bound) with k = 1e-12, a meaningless
+    # exponent in the table, the stats and the report.
+    from stages.scaling.report import ScalingReport
+
+    d = np.geomspace(100, 1e5, 6)
+    table = pl.concat([pl.DataFrame({"subset_size": d, "test_loss": 1.0 + 0.1 * np.log(d), "g": "up"}),
+                       pl.DataFrame({"subset_size": d, "test_loss": 0.5 + 3.0 * d ** -0.3, "g": "down"})])
+    result = ScalingFit(group_by="g", bootstrap=0).execute(table, seed=0, workdir=tmp_path / "fit")
+    down, up = result.table.sort("group").iter_rows(named=True)
+    assert down["alpha"] == pytest.approx(0.3, rel=1e-3) and down["warning"] is None and down["loglog_slope"] < 0
+    assert np.isnan([up["alpha"], up["k"], up["L_inf"]]).all() and up["loglog_slope"] > 0
+    assert "rises with 'subset_size' in group 'up'" in up["warning"]
+    assert list(result.stats)[:2] == ["rising_curves_not_fitted", "warning"]  # what the run's summary shows first
+    assert result.stats["warning"].startswith("step 'scaling_fit': loss 'test_loss' rises")
+    assert result.stats["alpha@up"] is None
+    findings = ScalingReport().execute(fit=result.table, workdir=tmp_path / "report").table["finding"].to_list()
+    assert findings[1].startswith("Power law for g = up: not fitted: loss 'test_loss' rises")
+
+
 def test_recovers_transfer_law_within_10_percent():
     stage = ScalingFit(law="transfer", bootstrap=200)
     result = stage.execute(synthetic_transfer(), seed=0)

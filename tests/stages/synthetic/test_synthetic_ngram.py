@@ -33,6 +33,21 @@ def test_ngram_perplexity_prefers_real_word_order(corpus):
     assert np.isfinite(model.perplexity(["words never seen: zyzzyva quux"])).all()
 
 
+@pytest.mark.parametrize(("order", "smoothing"), [(3, 0.01), (2, 0.0), (1, 0.5)])
+def test_leave_one_out_perplexity_is_the_refit_without_the_text(order, smoothing):
+    # Exact for a count model: the text's own counts come out of every table (a repeated text loses one copy,
+    # a word only it used leaves the vocabulary); a text the model was not fit on is scored as before.
+    texts = pydoc_paragraphs(30)["text"].to_list()
+    texts += [texts[3], "", "zyzzyva appears here alone"]
+    model = NGramLM(order=order, smoothing=smoothing).fit(texts)
+    loo = model.perplexity(texts + ["never seen text"], leave_one_out=True)
+    for i in (0, 3, 30, 31, 32):
+        refit = NGramLM(order=order, smoothing=smoothing).fit(texts[:i] + texts[i + 1:])
+        assert loo[i] == pytest.approx(refit.perplexity([texts[i]])[0], rel=1e-9)
+    assert loo[-1] == model.perplexity(["never seen text"])[0]
+    assert np.isnan(NGramLM().fit(["a b c"]).perplexity(["a b c"], leave_one_out=True)).all()  # nothing left
+
+
 def test_generator_errors_are_pipeline_errors():
     with pytest.raises(PipelineError, match="must be fit"):
         NGramLM().sample(2, np.random.default_rng(0))
