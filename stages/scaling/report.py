@@ -135,6 +135,11 @@ def _dimension_statements(r: dict, dims: dict[str, pl.DataFrame]) -> list[str]:
     return out
 
 
+def group_value(row: dict) -> str:
+    """A row's group as the report names it: a grouped table's null key is the group 'null', not no group."""
+    return "null" if row.get("group") is None else str(row["group"])
+
+
 def _statements(tables: dict[str, pl.DataFrame]) -> list[str]:
     out = []
     fit = tables.get("fit")
@@ -142,7 +147,7 @@ def _statements(tables: dict[str, pl.DataFrame]) -> list[str]:
     for name, frame in dims.items():
         what = "inputs" if name == "dimension" else "learned representation"
         for r in frame.iter_rows(named=True):
-            group = f" [{r['group']}]" if r.get("group") else ""
+            group = f" [{group_value(r)}]" if r.get("group") is not None or r.get("group_by") else ""
             interval = f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if _finite(r["ci_low"], r["ci_high"]) else ""
             out.append(f"Intrinsic dimension of the {what}{group} by {r['estimator']}: {r['dimension']:.2f}"
                        f"{interval} over {r['points']} points "
@@ -150,7 +155,8 @@ def _statements(tables: dict[str, pl.DataFrame]) -> list[str]:
     if fit is not None and "law" in fit.columns:
         for r in fit.iter_rows(named=True):
             if r["law"] == "power_law":
-                group = f" for {r.get('group_by') or 'group'} = {r['group']}" if r.get("group") else ""
+                group = f" for {r.get('group_by') or 'group'} = {group_value(r)}" \
+                    if r.get("group") is not None or r.get("group_by") else ""
                 if r.get("warning"):  # scaling_fit fitted no law (the loss rises with x): say so, claim nothing
                     out.append(f"Power law{group}: not fitted: {r['warning']}.")
                     continue
@@ -197,6 +203,7 @@ class ScalingReport(Stage):
     """
 
     name = "scaling_report"
+    version = "2"  # 2: a grouped fit's null group is named as such (it read as a fit of the whole table)
     inputs: ClassVar[tuple[str, ...]] = ("fit", "curve", "dimension", "learned_dimension", "transfer_points")
     optional_inputs: ClassVar[tuple[str, ...]] = ("curve", "dimension", "learned_dimension", "transfer_points")
     requires: ClassVar[tuple[str, ...]] = ("jinja2",)

@@ -80,7 +80,8 @@ class ScalingFit(Stage):
     """
 
     name = "scaling_fit"
-    version = "3"  # 3: a loss rising with x is flagged and not fitted (alpha was pinned to a bound, e.g. 5.0)
+    version = "3"  # 3: a loss rising with x is flagged and not fitted (alpha was pinned to a bound, e.g. 5.0); the
+    # plot's legend names the null group
     # 2: log-axis ticks under 1 are labelled with their values ("0.55", not "6e-01")
     inputs: ClassVar[tuple[str, ...]] = ("data", "dimension")
     optional_inputs: ClassVar[tuple[str, ...]] = ("dimension",)
@@ -182,7 +183,8 @@ class ScalingFit(Stage):
             except InputDataError as exc:
                 exc.file = exc.file or label
                 raise
-            fits.append((group, part, law))
+            # The plot's legend names each group; the rows whose key is null are a group too ("null").
+            fits.append((group if group is not None or not self.group_by else "null", part, law))
             row = {"law": "power_law", "group": None if group is None else str(group), "group_by": self.group_by,
                    "x_column": self.x_column,
                    "points": law.points,

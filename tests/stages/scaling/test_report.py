@@ -123,3 +123,13 @@ def test_report_tables_scroll_inside_the_page(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert html.count("<table>") == 2 and html.count('<div class="wide"><table>') == 2
     assert ".wide { overflow-x: auto; }" in html
+
+
+def test_a_null_groups_fit_is_named_as_that_group_not_as_an_ungrouped_fit():
+    """scaling_fit(group_by) fits the rows whose key is null as a group of their own; the report said
+    "Power law: ..." for it, as for a fit of the whole table."""
+    table = pl.concat([curve().with_columns(params=pl.lit(size, pl.Float64)) for size in (1e6, None)])
+    fit = ScalingFit(group_by="params", bootstrap=0).apply(table)
+    text = [f for f in ScalingReport().apply(fit=fit)["finding"].to_list() if f.startswith("Power law")]
+    assert len(text) == 2
+    assert text[0].startswith("Power law for params = 1000000.0:") and text[1].startswith("Power law for params = null:")
