@@ -61,7 +61,8 @@ class NestedSubsets(Stage):
         sizes: the subset sizes, strictly increasing (null: geometric from min_size to max_size)
         min_size: smallest subset when `sizes` is null
         max_size: largest subset when `sizes` is null (null: all rows or all tokens)
-        num_sizes: how many geometric sizes when `sizes` is null
+        num_sizes: how many geometric sizes when `sizes` is null (rounded to whole rows or tokens: sizes that round
+            alike are one, so close min_size and max_size give fewer; the step's stats then say so)
         unit: 'rows' or 'tokens'
         token_column: numeric column of token counts per row (null: whitespace words of text_column)
         text_column: the text counted when unit is 'tokens' and token_column is null
@@ -206,6 +207,10 @@ class NestedSubsets(Stage):
                 ctx.write_side_output(f"size_{target}", result.filter(pl.col("subset_index") <= j))
         ctx.record("sizes", targets)
         ctx.record("rows", [int(e) for e in ends])
+        if self.sizes is None and len(targets) < self.num_sizes:  # rounding merged some: the curve has fewer points
+            ctx.lead_with({"warning": f"step '{ctx.step_id}': num_sizes {self.num_sizes} gave {len(targets)} distinct "
+                                      f"sizes from {targets[0]} to {targets[-1]} {self.unit} (geometric sizes that "
+                                      "round alike are one); widen min_size..max_size or give `sizes`"})
         return result
 
     @classmethod

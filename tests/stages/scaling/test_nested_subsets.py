@@ -145,3 +145,13 @@ def test_strata_are_the_values_as_polars_compares_them():
     named = pl.Series([["<null>", None][i % 2] for i in range(40)])
     two = pl.Series([["a", "b"][i % 2] for i in range(40)])
     assert (nesting_order(ids, named, 3) == nesting_order(ids, two, 3)).all()
+
+
+def test_geometric_sizes_that_round_alike_are_merged_with_a_warning():
+    """10..20 rows in 20 geometric sizes are 11 distinct ones once rounded: the curve gets fewer points than asked
+    for, which only `geometric_sizes`' docstring said."""
+    result = NestedSubsets(min_size=10, max_size=20, num_sizes=20).execute(corpus(), seed=0)
+    assert result.stats["sizes"] == list(range(10, 21))
+    assert next(iter(result.stats)) == "warning"  # first, where the run's summary shows it
+    assert "num_sizes 20 gave 11 distinct sizes from 10 to 20 rows" in result.stats["warning"]
+    assert "warning" not in NestedSubsets(min_size=10, max_size=500, num_sizes=5).execute(corpus(), seed=0).stats
