@@ -248,14 +248,25 @@ class ScalingFit(Stage):
         if not {"scratch", "finetuned"} <= regimes:
             raise InputDataError(f"column '{self.regime_column}' must hold both 'scratch' and 'finetuned' rows, "
                                  f"got {sorted(map(str, regimes))}", param="regime_column", file=label)
-        points, scratch_fits = [], {}
+        points, scratch_fits, rising = [], {}, []
         for (n,), part in sorted(table.group_by(self.params_column), key=lambda g: g[0][0]):
             scratch = part.filter(pl.col(self.regime_column) == "scratch")
             tuned = part.filter(pl.col(self.regime_column) == "finetuned")
             if scratch.height == 0 or tuned.height == 0:
                 continue
+            where = f"from-scratch sizes for N={n}"
+            try:
+                slope = self._rising_slope(scratch, where)
+            except InputDataError as exc:
+                exc.file = exc.file or label
+                raise
+            if slope > 0:  # no law to read D_E off (inverting one fitted to a rising curve gave any number)
+                rising.append(f"from-scratch loss '{self.y_column}' rises with '{self.x_column}' at "
+                              f"{self.params_column} = {n} (log-log slope {slope:+.3g}): its {tuned.height} "
+                              "fine-tuned points are left out")
+                continue
             sx, sy = scratch[self.x_column].to_numpy().astype(float), scratch[self.y_column].to_numpy().astype(float)
-            law = self._fit(sx, sy, ctx, f"scratch{n}", f"from-scratch sizes for N={n}")
+            law = self._fit(sx, sy, ctx, f"scratch{n}", where)
             scratch_fits[n] = (scratch, law)
             d_f = tuned[self.x_column].to_numpy().astype(float)
             loss = tuned[self.y_column].to_numpy().astype(float)
@@ -265,6 +276,11 @@ class ScalingFit(Stage):
                 points.append({"params": float(n), "D_F": d_f[i], "finetuned_loss": loss[i], "D_E": d_e[i],
                                "D_T": d_t, "extrapolated": bool(extrapolated[i]),
                                "used": bool(np.isfinite(d_t) and d_t > 0)})
+        if rising:
+            ctx.lead_with({"rising_curves_not_fitted": len(rising), "warning": f"step '{ctx.step_id}': " + "; ".join(rising)})
+        if not points and rising:
+            raise InputDataError(f"no model size has a from-scratch curve falling with data: {rising[0]}",
+                                 param="y_column", file=label)
         if not points:  # both regimes present, but never at one model size: no fine-tuned loss has a curve to read
             raise InputDataError(
                 f"no model size in column '{self.params_column}' has both 'scratch' and 'finetuned' rows, so no "

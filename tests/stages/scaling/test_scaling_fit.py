@@ -214,3 +214,21 @@ def test_a_null_group_of_a_grouped_dimension_table_is_not_read_as_no_group():
     assert dimension_row(ungrouped_first, "twonn", None)["dimension"] == 7.0
     # A table without the group_by column (written by hand) still reads a null group as no group.
     assert dimension_row(grouped.drop("group_by"), "twonn", None)["dimension"] == 7.0
+
+
+def test_a_from_scratch_curve_rising_with_data_is_left_out_of_the_transfer_law():
+    """The transfer law reads each fine-tuned loss off the from-scratch law of its model size; a from-scratch curve
+    that rises with data was fitted (alpha pinned to a bound) and inverted all the same."""
+    table = synthetic_transfer()
+    rising = (pl.col("params") == 1e7) & (pl.col("regime") == "scratch")
+    broken = table.with_columns(pl.when(rising).then(1.0 + 0.05 * pl.col("subset_size").log())
+                                .otherwise(pl.col("test_loss")).alias("test_loss"))
+    result = ScalingFit(law="transfer", bootstrap=0).execute(broken, seed=0)
+    assert result.side_outputs["transfer_points"]["params"].unique().sort().to_list() == [1e5, 1e6]
+    assert list(result.stats)[:2] == ["rising_curves_not_fitted", "warning"]
+    assert "rises with 'subset_size' at params = 10000000.0" in result.stats["warning"]
+    assert "6 fine-tuned points are left out" in result.stats["warning"]
+    every = broken.with_columns(pl.when(pl.col("regime") == "scratch").then(1.0 + 0.05 * pl.col("subset_size").log())
+                                .otherwise(pl.col("test_loss")).alias("test_loss"))
+    with pytest.raises(InputDataError, match="no model size has a from-scratch curve falling with data"):
+        ScalingFit(law="transfer", bootstrap=0).apply(every)
