@@ -366,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # also while the command's modules are imported (polars, the stages: ~1 s)
+        if debug:
+            traceback.print_exc()
         print("interrupted; finished steps are kept, unfinished ones will be redone on the next run", file=sys.stderr)
         return 130
     except BaseException as exc:  # noqa: BLE001 - the last line of defence: one readable line
