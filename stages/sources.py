@@ -17,7 +17,7 @@ from typing import Literal
 import polars as pl
 
 from pipeline.errors import InputDataError, ParamError, PipelineError
-from pipeline.files import describe_path, find_files
+from pipeline.files import describe_path, find_files, fingerprint_path
 from pipeline.stage import Context, Stage
 from stages.file_stream import (  # noqa: F401 - normalise and stream_files are the sources' shared core
     declared_schema,
@@ -57,7 +57,7 @@ def _example_dir() -> Path:
 
 
 def _file_stats(files: list[Path]) -> list[tuple[str, int, int]]:
-    return [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return [(fingerprint_path(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 
 class _FileSource(Stage):
