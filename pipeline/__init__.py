@@ -12,9 +12,10 @@ Library use inside training code:
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 
 def _check_stage_library_is_importable() -> None:
@@ -39,24 +40,43 @@ def _check_stage_library_is_importable() -> None:
 
 _check_stage_library_is_importable()
 
-try:
-    __version__ = version("corpusforge")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+source"
+# The names below (and __version__) are imported when first used (PEP 562), not with the package: the `pipeline`
+# command imports this package before its own code can catch Ctrl-C, and these imports (polars, pyarrow, the
+# engine, importlib.metadata) took ~0.3 s of that, so an interrupt then printed a traceback; `pipeline.cli.main`
+# imports what it needs inside its handler.
+_EXPORTS = {
+    "PipelineBuilder": "builder", "StepHandle": "builder",
+    "PipelineConfig": "config", "load_config": "config", "parse_config": "config",
+    "InputDataError": "errors", "ParamError": "errors", "PipelineError": "errors",
+    "Dataset": "io",
+    "load": "loading", "load_dataset": "loading",
+    "STAGES": "registry", "load_plugins": "registry", "stage_class": "registry",
+    "StageResult": "results",
+    "RunReport": "runner", "run_pipeline": "runner",
+    "Context": "stage", "RowwiseStage": "stage", "Stage": "stage",
+}
+__all__ = sorted(_EXPORTS)
 
-from pipeline.builder import PipelineBuilder, StepHandle  # noqa: E402
-from pipeline.config import PipelineConfig, load_config, parse_config  # noqa: E402
-from pipeline.errors import InputDataError, ParamError, PipelineError  # noqa: E402
-from pipeline.io import Dataset  # noqa: E402
-from pipeline.loading import load, load_dataset  # noqa: E402
-from pipeline.registry import STAGES, load_plugins, stage_class  # noqa: E402
-from pipeline.results import StageResult  # noqa: E402
-from pipeline.runner import RunReport, run_pipeline  # noqa: E402
-from pipeline.stage import Context, RowwiseStage, Stage  # noqa: E402
 
-__all__ = [
-    "STAGES", "Context", "Dataset", "InputDataError", "ParamError", "PipelineBuilder", "PipelineConfig",
-    "PipelineError", "RowwiseStage", "RunReport", "Stage", "StageResult", "StepHandle", "load", "load_config",
-    "load_dataset",
-    "load_plugins", "parse_config", "run_pipeline", "stage_class",
-]
+def __getattr__(name: str) -> Any:
+    """An exported name, or a submodule (`pipeline.runner` after a bare `import pipeline`), imported on first use."""
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("corpusforge")
+        except PackageNotFoundError:  # running from a source tree that was not installed
+            found = "0.0.0+source"
+        globals()["__version__"] = found
+        return found
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    if name.isidentifier() and not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -215,7 +215,8 @@ def _show(args: argparse.Namespace) -> int:
     from pipeline.runner import RUN_RECORD, read_manifest
 
     run_dir = Path(args.run)
-    if run_dir.suffix in (".yaml", ".yml") and run_dir.is_file():  # a config: its pipeline's run
+    # A config: its pipeline's run (load_config refuses a named pipe of that name, which is no run folder either).
+    if run_dir.suffix in (".yaml", ".yml") and run_dir.exists() and not run_dir.is_dir():
         from pipeline.config import load_config
 
         run_dir = Path(args.workdir) / load_config(run_dir).name
@@ -365,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # also while the command's modules are imported (polars, the stages: ~1 s)
+        if debug:
+            traceback.print_exc()
         print("interrupted; finished steps are kept, unfinished ones will be redone on the next run", file=sys.stderr)
         return 130
     except BaseException as exc:  # noqa: BLE001 - the last line of defence: one readable line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -194,7 +195,11 @@ class PipelineConfig:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO's read waited for a writer forever; a folder was an OSError
+            raise PipelineError(f"is not a regular file ({_file_kind(info.st_mode)}); give a config file "
+                                "(copy a generated config to a file first)", file=str(path))
+        if info.st_size > MAX_CONFIG_BYTES:
             raise PipelineError(f"config is larger than {MAX_CONFIG_BYTES >> 20} MB; a config describes steps, "
                                 "data belongs in Parquet", file=str(path))
         text = path.read_text(encoding="utf-8")
@@ -204,6 +209,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Pipelin
         raise PipelineError(f"cannot read config ({exc})", file=str(path)) from None
     data = load_yaml(text, str(path))
     return parse_config(data, source=str(path), overrides=overrides)
+
+
+def _file_kind(mode: int) -> str:
+    """What a path that is no regular file is, in words, for a refusal."""
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), "not a file")
 
 
 def run_name_problem(name: Any) -> str | None:

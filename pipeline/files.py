@@ -8,9 +8,11 @@ which directory that was, since a user reading "does not exist" needs to know wh
 
 from __future__ import annotations
 
+import contextlib
 import glob as globlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 
 from pipeline.errors import InputDataError, ParamError, PipelineError
@@ -117,3 +119,29 @@ def side_dirs(step_dir: str | Path) -> list[Path]:
         return []
     prefix = step_dir.name + SIDE_SEPARATOR
     return sorted(p for p in step_dir.parent.iterdir() if p.name.startswith(prefix))
+
+
+# The run folder of the run now fingerprinting its inputs (see `fingerprint_path`).
+_FINGERPRINT_FROM: ContextVar[Path | None] = ContextVar("fingerprint_from", default=None)
+
+
+@contextlib.contextmanager
+def fingerprint_paths_from(run_folder: Path) -> Iterator[None]:
+    """While a run (or its plan) fingerprints its inputs, file paths are named relative to its run folder."""
+    token = _FINGERPRINT_FROM.set(run_folder.resolve())
+    try:
+        yield
+    finally:
+        _FINGERPRINT_FROM.reset(token)
+
+
+def fingerprint_path(path: Path) -> str:
+    """A file as an input fingerprint names it, beside its size and mtime: in a run, relative to the run folder
+    (`../../data/docs.csv`), where the manifests compared with it lie; outside a run (the shared Arrow cache),
+    absolute. From one run folder no two files share a relative path, so a change is seen as before; moving a
+    folder holding both the data and the runs (the project) changes no relative path, where the absolute paths
+    it changed re-ran every source step. Only a run folder moved apart from its data, onto other files at the
+    same relative paths with the same sizes and nanosecond mtimes (copies), would take them as its own."""
+    resolved = Path(path).resolve()
+    run_folder = _FINGERPRINT_FROM.get()
+    return str(resolved) if run_folder is None else os.path.relpath(resolved, run_folder)

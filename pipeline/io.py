@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from pipeline.errors import InputDataError
+from pipeline.files import fingerprint_path
 
 PART_GLOB = "part-*.parquet"
 DEFAULT_BATCH_ROWS = 65_536
@@ -168,11 +169,12 @@ class Dataset:
             yield from file_batches(f, rows, columns=columns)
 
     def stat_fingerprint(self) -> str:
-        """Identity of the files by path, size and modification time (cheap: no reading)."""
+        """Identity of the files by path (relative to the project in a run: `files.fingerprint_path`), size and
+        modification time (cheap: no reading)."""
         h = xxhash.xxh3_128()
         for f in self.files or []:
             st = f.stat()
-            h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            h.update(f"{fingerprint_path(f)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
         return h.hexdigest()
 
     def __repr__(self) -> str:

@@ -22,6 +22,7 @@ from pipeline.config import (
     parse_config,
 )
 from pipeline.errors import PipelineError
+from pipeline.files import fingerprint_paths_from
 from pipeline.runner import (
     RunDir,
     _outputs_intact,
@@ -90,18 +91,19 @@ def plan_run(
     run = RunDir(Path(workdir), config.name)
     plan: list[PlannedStep] = []
     rerunning: set[str] = set()
-    notes = left_out_notes(config, selected, run)
-    for step in order_steps(config):
-        if step.id not in selected:
-            plan.append(PlannedStep(step.id, step.stage, "skipped", notes.get(step.id, "")))
-            continue
-        try:
-            planned = _plan_step(step, config, run, force, rerunning)
-        except PipelineError as exc:
-            raise exc.add_context(step=step.id, stage=step.stage, file=config.source) from None
-        if planned.action in ("run", "after"):
-            rerunning.add(step.id)
-        plan.append(planned)
+    with fingerprint_paths_from(run.path):  # as the run names input paths
+        notes = left_out_notes(config, selected, run)
+        for step in order_steps(config):
+            if step.id not in selected:
+                plan.append(PlannedStep(step.id, step.stage, "skipped", notes.get(step.id, "")))
+                continue
+            try:
+                planned = _plan_step(step, config, run, force, rerunning)
+            except PipelineError as exc:
+                raise exc.add_context(step=step.id, stage=step.stage, file=config.source) from None
+            if planned.action in ("run", "after"):
+                rerunning.add(step.id)
+            plan.append(planned)
     return plan
 
 

@@ -32,7 +32,7 @@ from pipeline.config import (
 from pipeline.digests import describe_table
 from pipeline.errors import InputDataError, ParamError, PipelineError, first_line
 from pipeline.executors import get_executor
-from pipeline.files import side_dir
+from pipeline.files import fingerprint_paths_from, side_dir
 from pipeline.io import Dataset
 from pipeline.rundir import MANIFEST, RUN_RECORD, RunDir, StagedStep, read_manifest, write_json_atomic
 from pipeline.stage import Context, Stage, check_inputs
@@ -295,20 +295,21 @@ def run_pipeline(
     report = RunReport(config.name, run.path)
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     try:
-        n = 0
-        notes = left_out_notes(config, selected, run)
-        for step in ordered:
-            if step.id not in selected:
-                if step.id in notes:
-                    _say(quiet, f"{step.id} ({step.stage}): not selected; {notes[step.id]}")
-                report.steps.append(StepReport(step.id, step.stage, "skipped"))
-                continue
-            n += 1
-            try:
-                report.steps.append(_run_or_reuse(step, state, f"[{n}/{len(selected)}]"))
-            except BaseException as exc:
-                report.steps.append(StepReport(step.id, step.stage, "failed", error=_first_line(exc)))
-                raise
+        with fingerprint_paths_from(run.path):  # input paths relative to the run folder
+            n = 0
+            notes = left_out_notes(config, selected, run)
+            for step in ordered:
+                if step.id not in selected:
+                    if step.id in notes:
+                        _say(quiet, f"{step.id} ({step.stage}): not selected; {notes[step.id]}")
+                    report.steps.append(StepReport(step.id, step.stage, "skipped"))
+                    continue
+                n += 1
+                try:
+                    report.steps.append(_run_or_reuse(step, state, f"[{n}/{len(selected)}]"))
+                except BaseException as exc:
+                    report.steps.append(StepReport(step.id, step.stage, "failed", error=_first_line(exc)))
+                    raise
     finally:
         exe.close()
         # The record says which step failed and which never ran; it never reads as a run with no steps.

@@ -4,7 +4,7 @@ JSON Lines and CSV (plain, gzip or zstd) are decompressed as a stream and cut in
 `STREAM_BATCH_BYTES` at record boundaries (a newline; for CSV, one outside double quotes), and each
 chunk is parsed on its own; Parquet is read a few row groups at a time. The rows and their types
 are those of reading each file whole: CSV types are inferred from the first 10,000 rows (as
-`pl.read_csv` does) and every chunk is parsed with them; JSON Lines types come from a first
+`pl.read_csv` does) or given (`schema_overrides`) and every chunk is parsed with them; JSON Lines types come from a first
 streaming pass over every row (as `infer_schema_length=None` does); the files' schemas are then
 unified as `pl.concat(how="diagonal_relaxed")` would. Plain text is one document per file and is
 read whole, as is a compressed Parquet file (rare; Parquet compresses inside).
@@ -30,6 +30,7 @@ from pipeline.columns import is_text, polars_schema
 from pipeline.errors import InputDataError, first_line
 from pipeline.files import describe_path
 from pipeline.io import batch_frame
+from stages import formats as corpus_formats
 from stages.formats import FileFormat, _csv_separator, compression_of, read_frame, unreadable
 
 # Decompressed bytes parsed at once. Files up to this size are read in one piece, exactly as before.
@@ -100,8 +101,9 @@ class FileBatches:
     """One corpus file as batches of rows, with its schema known before the first batch."""
 
     def __init__(self, path: Path, fmt: FileFormat, separator: str | None = None, batch_bytes: int | None = None,
-                 text_column: str | None = None):
+                 text_column: str | None = None, csv_types: dict[str, Any] | None = None):
         self.path, self.fmt, self.separator, self.text_column = path, fmt, separator, text_column
+        self.csv_types = csv_types or {}  # schema_overrides: {column: polars type}
         self.batch_bytes = batch_bytes or STREAM_BATCH_BYTES
         self._header = b""
         self._csv_schema: Any = None
@@ -194,7 +196,6 @@ class FileBatches:
             except (pl.exceptions.PolarsError, pa.ArrowInvalid) as exc:
                 raise _failed(self.path, "jsonl", exc) from None
 
-
     def _prepare_csv(self) -> None:
         if self._csv_schema is not None:
             return
@@ -204,10 +205,14 @@ class FileBatches:
         self._header = first[: newline + 1] if newline >= 0 else first
         try:
             sample = pl.read_csv(io.BytesIO(first), separator=self.separator, infer_schema_length=CSV_INFER_ROWS,
-                                 n_rows=CSV_INFER_ROWS, encoding="utf8")
+                                 n_rows=CSV_INFER_ROWS, encoding="utf8", schema_overrides=self.csv_types)
         except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
-            raise _failed(self.path, "csv", exc) from None
+            raise self._csv_failed(exc, self.csv_types) from None
         self._csv_schema = sample.schema
+
+    def _csv_failed(self, exc: Exception, schema: dict[str, Any]) -> InputDataError:
+        return (corpus_formats.csv_misfit(exc, schema, self.csv_types, f"the first {CSV_INFER_ROWS:,} rows",
+                                          describe_path(self.path)) or _failed(self.path, "csv", exc))
 
     def _csv_batches(self) -> Iterator[pl.DataFrame]:
         self._prepare_csv()
@@ -217,7 +222,7 @@ class FileBatches:
                 yield pl.read_csv(io.BytesIO(data), separator=self.separator, schema=self._csv_schema,
                                   encoding="utf8")
             except (pl.exceptions.PolarsError, UnicodeDecodeError) as exc:
-                raise _failed(self.path, "csv", exc) from None
+                raise self._csv_failed(exc, dict(self._csv_schema)) from None
 
 
 _HIGH_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}")
@@ -399,11 +404,11 @@ def normalised_schema(schema: dict, text_column: str, id_column: str | None) -> 
 
 
 def stream_files(files: list[Path], formats: list, *, text_column: str, id_column: str | None, root: str,
-                 separator: str | None = None) -> Iterator[pl.DataFrame]:
+                 separator: str | None = None, csv_types: dict[str, Any] | None = None) -> Iterator[pl.DataFrame]:
     """Every file's rows, normalised, in batches of bounded size (stages/file_stream.py): the same rows
     and types as reading every file whole and concatenating them, without holding a file in memory."""
-    readers = [FileBatches(f, fmt, separator, text_column=text_column) for f, fmt in zip(files, formats)]
-    schema = unified_schema([r.schema() for r in readers])
+    readers = [FileBatches(f, fmt, separator, text_column=text_column, csv_types=csv_types) for f, fmt in zip(files, formats)]
+    schema = _csv_typed_schema(readers, csv_types, root)
     names = file_names(files, root)
 
     def batches() -> Iterator[pl.DataFrame]:
@@ -469,7 +474,7 @@ def file_formats(files: list[Path], fmt: str) -> list[FileFormat]:
 
 
 def declared_schema(files: list[Path], fmt: str | list[FileFormat], text_column: str, id_column: str | None,
-                    separator: str | None = None, *, root: str) -> dict | None:
+                    separator: str | None = None, *, root: str, csv_types: dict[str, Any] | None = None) -> dict | None:
     """A file source's output columns, when they are cheap to know before reading: Parquet footers and
     CSV headers (types of the first rows). JSON Lines fields are known only after every row: None. `root`: the
     source's path, as its run names it."""
@@ -478,9 +483,18 @@ def declared_schema(files: list[Path], fmt: str | list[FileFormat], text_column:
         return None
     # An unreadable file (not Parquet, a damaged footer, CSV that does not parse) is refused here, by `pipeline
     # validate` too, naming it: the step could only fail on it when it runs.
-    schema = unified_schema([FileBatches(f, fmt, separator).schema() for f, fmt in zip(files, formats)])
+    readers = [FileBatches(f, fmt, separator, csv_types=csv_types) for f, fmt in zip(files, formats)]
+    schema = _csv_typed_schema(readers, csv_types, root)
     if schema.get(text_column) == pl.Null:  # refused by `pipeline validate` too, as the step would refuse it
         raise no_text(text_column, "type Null", root)
     return normalised_schema(schema, text_column, id_column)
 
 
+
+
+def _csv_typed_schema(readers: list[FileBatches], csv_types: dict[str, Any] | None, root: str) -> dict[str, Any]:
+    """The files' unified schema; a `schema_overrides` column that no CSV file has is refused (polars ignores it)."""
+    schemas = [r.schema() for r in readers]
+    csv_columns = {c for r, s in zip(readers, schemas) if r.fmt.format == "csv" for c in s}
+    corpus_formats.refuse_absent_columns(csv_types, csv_columns, root)
+    return unified_schema(schemas)

@@ -12,9 +12,11 @@ import csv
 import gzip
 import io
 import json
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -170,6 +172,51 @@ def unreadable(fmt: str, exc: BaseException, label: str) -> InputDataError:
     hint = ("the file is not UTF-8: convert it first, e.g. iconv -f cp1252 -t utf-8 FILE > FILE.utf8"
             if "utf-8" in msg.lower() or "utf8" in msg.lower() else None)
     return InputDataError(f"cannot read as {fmt} ({msg})", param="path", file=label, hint=hint)
+
+
+# The types `schema_overrides` takes for a CSV column, by name (polars' names, and Python's short ones).
+CSV_TYPES = {"string": pl.String, "str": pl.String, "int64": pl.Int64, "int": pl.Int64, "float64": pl.Float64,
+             "float": pl.Float64, "boolean": pl.Boolean, "bool": pl.Boolean, "date": pl.Date, "datetime": pl.Datetime}
+
+
+def csv_types(overrides: dict[str, str] | None) -> dict[str, pl.DataType]:
+    """`schema_overrides` ({column: type name}) as polars types; an unknown name is refused, listing the names."""
+    types = {}
+    for column, name in (overrides or {}).items():
+        dtype = CSV_TYPES.get(name.lower())
+        if dtype is None:
+            raise ParamError("schema_overrides", f"column '{column}': unknown type {name!r}; types are: String, "
+                                                 "Int64, Float64, Boolean, Date, Datetime")
+        types[column] = dtype
+    return types
+
+
+def refuse_absent_columns(csv_types: dict[str, Any] | None, csv_columns: set[str], label: str) -> None:
+    """A `schema_overrides` column that no CSV file has is refused (polars ignores it: a typo went unnoticed)."""
+    missing = [c for c in csv_types or {} if c not in csv_columns]
+    if missing:
+        raise ParamError("schema_overrides", f"names column '{missing[0]}', which no CSV file has; CSV columns are: "
+                                             f"{sorted(csv_columns) or 'none (no CSV file)'}", file=label)
+
+
+_MISFIT = re.compile(r"could not parse `(.*)` as dtype `([^`]*)` at column '(.*)' \(column number", re.S)
+_POLARS_SHORT_NAMES = {"i64": "Int64", "f64": "Float64", "bool": "Boolean", "date": "Date", "str": "String"}
+
+
+def csv_misfit(exc: BaseException, schema: dict[str, Any], given: dict[str, Any], inferred_from: str,
+               label: str) -> InputDataError | None:
+    """The refusal of a CSV value that does not fit its column's type (polars' own text spans ten lines and suggests
+    arguments the stage does not have), naming the column, the value and the parameter that fixes it; None for
+    another failure."""
+    found = _MISFIT.search(str(exc))
+    if found is None:
+        return None
+    value, short_name, column = found.groups()
+    how = "given in schema_overrides" if column in given else f"inferred from {inferred_from}"
+    dtype = schema.get(column) or _POLARS_SHORT_NAMES.get(short_name, short_name)
+    return InputDataError(f"column '{column}' holds {value[:40]!r}, which is no {dtype} (its type, {how}); set "
+                          f"schema_overrides: {{{column}: String}} (or another type) to read the column as that type",
+                          param="schema_overrides", file=label)
 
 
 def _csv_separator(data: bytes) -> str:

@@ -19,7 +19,7 @@ from pipeline.errors import ParamError
 from pipeline.files import describe_path, find_files
 from pipeline.rundir import refuse_run_folder
 from pipeline.stage import Context, Stage
-from stages.formats import FileFormat, check_format, compression_of, detect
+from stages.formats import FileFormat, check_format, compression_of, csv_types, detect
 from stages.sources import (
     _example_dir,
     _file_stats,
@@ -42,6 +42,8 @@ class ReadCorpus(Stage):
         split: the split of a saved DatasetDict (same as `path: folder:split`)
         separator: the CSV field separator; null sniffs it from the file
         glob: file pattern used when `path` is a folder
+        schema_overrides: a CSV column's type ({column: String, Int64, Float64, Boolean, Date or Datetime}) instead
+            of the one inferred from its first 10,000 rows (e.g. zip codes, or numbers that turn to text further down)
     """
 
     name = "read_corpus"
@@ -49,7 +51,8 @@ class ReadCorpus(Stage):
     allow_empty_input = True
 
     def __init__(self, path: str, format: str = "auto", text_column: str = "text", id_column: str | None = None,
-                 split: str | None = None, separator: str | None = None, glob: str = "**/*"):
+                 split: str | None = None, separator: str | None = None, glob: str = "**/*",
+                 schema_overrides: dict[str, str] | None = None):
         self.path = path
         self.format = format
         self.text_column = text_column
@@ -57,6 +60,7 @@ class ReadCorpus(Stage):
         self.split = split
         self.separator = separator
         self.glob = glob
+        self.schema_overrides = schema_overrides
 
     def _saved_dataset(self) -> tuple[str, str | None] | None:
         folder, split = split_path(self.path, self.split)
@@ -71,9 +75,13 @@ class ReadCorpus(Stage):
         check_format(self.format)
         if self.separator is not None and len(self.separator) != 1:
             raise ParamError("separator", f"must be one character, got {self.separator!r}")
+        csv_types(self.schema_overrides)
         refuse_run_folder(self.path, param="path")  # its steps and side outputs read as one corpus
         if self._saved_dataset() is None:
             self._files()
+        elif self.schema_overrides:
+            raise ParamError("schema_overrides", "is for CSV files; a saved dataset keeps its own types",
+                             file=describe_path(self.path))
 
     def fingerprint_extra(self) -> Any:
         saved = self._saved_dataset()
@@ -111,7 +119,7 @@ class ReadCorpus(Stage):
         ctx.record("formats", dict(Counter("+".join(filter(None, (f.format, f.compression))) for f in formats)))
         # JSON Lines, CSV and Parquet stream in bounded batches (stages/file_stream.py).
         return stream_files(files, formats, text_column=self.text_column, id_column=self.id_column,
-                            root=self.path, separator=self.separator)
+                            root=self.path, separator=self.separator, csv_types=csv_types(self.schema_overrides))
 
     def output_schema(self, inputs: dict[str, Any]) -> dict[str, Any] | None:
         """Declared when cheap to know (Parquet footers, CSV headers, text), so `pipeline validate`
@@ -120,7 +128,7 @@ class ReadCorpus(Stage):
             return None
         files = self._files()
         return declared_schema(files, self._formats(files), self.text_column, self.id_column,
-                               self.separator, root=self.path)
+                               self.separator, root=self.path, csv_types=csv_types(self.schema_overrides))
 
     @classmethod
     def example(cls) -> tuple[dict[str, Any], dict[str, pl.DataFrame]]:

@@ -17,7 +17,7 @@ from typing import Literal
 import polars as pl
 
 from pipeline.errors import InputDataError, ParamError, PipelineError
-from pipeline.files import describe_path, find_files
+from pipeline.files import describe_path, find_files, fingerprint_path
 from pipeline.stage import Context, Stage
 from stages.file_stream import (  # noqa: F401 - normalise and stream_files are the sources' shared core
     declared_schema,
@@ -27,7 +27,7 @@ from stages.file_stream import (  # noqa: F401 - normalise and stream_files are 
     normalised_schema,
     stream_files,
 )
-from stages.formats import FileFormat
+from stages.formats import FileFormat, csv_types
 
 
 def _expand(path: str, pattern: str | None = None) -> list[Path]:
@@ -57,7 +57,7 @@ def _example_dir() -> Path:
 
 
 def _file_stats(files: list[Path]) -> list[tuple[str, int, int]]:
-    return [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return [(fingerprint_path(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 
 class _FileSource(Stage):
@@ -147,31 +147,36 @@ class ReadCsv(_FileSource):
         id_column: a unique column to use as `id`; by default `id` if present, else file:row
         separator: the field separator
         glob: file pattern used when `path` is a folder
+        schema_overrides: a column's type ({column: String, Int64, Float64, Boolean, Date or Datetime}) instead of
+            the one inferred from its first 10,000 rows (e.g. zip codes, or numbers that turn to text further down)
     """
 
     name = "read_csv"
 
     def __init__(self, path: str, text_column: str = "text", id_column: str | None = None,
-                 separator: str = ",", glob: str = "**/*.csv*"):
+                 separator: str = ",", glob: str = "**/*.csv*", schema_overrides: dict[str, str] | None = None):
         self.path = path
         self.text_column = text_column
         self.id_column = id_column
         self.separator = separator
         self.glob = glob
+        self.schema_overrides = schema_overrides
 
     def validate(self) -> None:
         if len(self.separator) != 1:
             raise ParamError("separator", f"must be one character, got {self.separator!r}")
+        csv_types(self.schema_overrides)
         super().validate()
 
     def run(self, ctx: Context) -> Iterator[pl.DataFrame]:
         files = _expand(self.path, self.glob)
         return stream_files(files, file_formats(files, "csv"), text_column=self.text_column,
-                            id_column=self.id_column, root=self.path, separator=self.separator)
+                            id_column=self.id_column, root=self.path, separator=self.separator,
+                            csv_types=csv_types(self.schema_overrides))
 
     def output_schema(self, inputs):
         return declared_schema(_expand(self.path, self.glob), "csv", self.text_column, self.id_column,
-                               self.separator, root=self.path)
+                               self.separator, root=self.path, csv_types=csv_types(self.schema_overrides))
 
     @classmethod
     def example(cls):

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from cli_failures import BASE
 from conftest import run_cli, write_config
@@ -133,3 +138,17 @@ def test_an_empty_address_and_bad_ray_options_in_a_dry_run_are_one_line(tmp_path
                   "--executor-option", "max_retries=x")
     assert dry.returncode == 2 and "max_retries must be a whole number" in dry.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_ctrl_c_while_the_command_imports_its_modules_is_one_line_and_130(tmp_path, debug):
+    # Ctrl-C is simulated by a module of the engine (yaml) that raises KeyboardInterrupt as it is imported. The
+    # package imported polars, pyarrow and the engine before main() could catch it: a traceback, killed by SIGINT.
+    (tmp_path / "yaml.py").write_text("raise KeyboardInterrupt\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[2])]))
+    entry_point = "import sys\nfrom pipeline.cli import main\nsys.exit(main())"  # what the `pipeline` script runs
+    proc = subprocess.run([sys.executable, "-c", entry_point, *(["--debug"] if debug else []), "stages"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("interrupted")
+    assert ("Traceback" in proc.stderr) == debug and (len(proc.stderr.strip().splitlines()) == 1) != debug

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from cli_failures import BASE, fails_cleanly, refused_by_validate
 from conftest import run_cli, write_config
@@ -135,3 +137,20 @@ def test_a_run_folder_named_from_home_is_refused_too(tmp_path, monkeypatch):
     steps = [{"id": "f", "stage": "length_filter", "inputs": "~/runs/bad"}]
     with pytest.raises(PipelineError, match="is a run folder, not a step"):
         parse_config({"name": "s", "seed": 0, "steps": steps})
+
+
+@pytest.mark.parametrize("command", [("run", "--workdir"), ("run", "--dry-run", "--workdir"), ("validate",),
+                                     ("show", "--workdir")])
+def test_a_config_that_is_no_regular_file_is_refused_not_waited_on(tmp_path, command):
+    # A named pipe: reading it waited forever for a writer (`pipeline run` hung); a folder was "cannot read config".
+    fifo = tmp_path / "c.yaml"
+    os.mkfifo(fifo)
+    (tmp_path / "d.yaml").mkdir()
+    for path, kind in ((fifo, "a named pipe"), (tmp_path / "d.yaml", "a folder")):
+        if command[0] == "show" and kind == "a folder":
+            continue  # a folder is read by `show` as a run folder
+        workdir = [str(tmp_path / "runs")] if command[-1] == "--workdir" else []
+        proc = run_cli(command[0], str(path), *command[1:], *workdir, timeout=20)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert f"file '{path}': is not a regular file ({kind}); give a config file" in lines[0]

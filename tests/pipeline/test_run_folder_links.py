@@ -106,3 +106,24 @@ def test_a_finished_run_leaves_no_checkpoint_folder(tmp_path):
     workdir = tmp_path / "runs"
     run_pipeline(_pipeline(tmp_path), workdir=workdir)
     assert not (workdir / "links" / ".checkpoints").exists()
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_a_side_output_folder_replaced_by_a_link_is_refused_and_its_target_untouched(tmp_path, force):
+    data = tmp_path / "in.parquet"
+    pl.DataFrame({"id": [str(i) for i in range(20)], "text": ["x y"] * 20}).write_parquet(data)
+    config = {"name": "sides", "seed": 0, "steps": [
+        {"id": "split", "stage": "split", "inputs": str(data)},
+        {"id": "ids", "stage": "select", "inputs": "split:train", "params": {"columns": ["id"]}}]}
+    workdir = tmp_path / "runs"
+    run_pipeline(config, workdir=workdir)
+    victim = _outside(tmp_path)
+    before = _snapshot(victim)
+    side = workdir / "sides" / "split@train"
+    import shutil
+
+    shutil.rmtree(side)
+    os.symlink(victim, side)
+    with pytest.raises(PipelineError, match="'split@train' in the run folder is a symbolic link"):
+        run_pipeline(config, workdir=workdir, force=force)  # read as an input, or replaced when the step re-runs
+    assert _snapshot(victim) == before and os.path.islink(side)

@@ -184,3 +184,30 @@ def test_the_run_record_names_an_interrupt_and_an_error_by_their_first_line():
     assert _first_line(KeyboardInterrupt()) == "interrupted"  # str() of it is empty
     assert _first_line(ValueError("first\nsecond")) == "first"
     assert _first_line(RuntimeError()) == "RuntimeError"
+
+
+def test_a_moved_project_stays_cached_and_a_changed_input_still_reruns(tmp_path, monkeypatch):
+    # Source files and Parquet inputs were fingerprinted by absolute path: moving the project re-ran every step.
+    import polars as pl
+
+    from pipeline.plan import plan_run
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "docs.csv").write_text("id,text\na,one two\nb,three four five\n")
+    pl.DataFrame({"id": ["x"], "text": ["six seven"]}).write_parquet(project / "data" / "more.parquet")
+    (project / "configs").mkdir()
+    write_config(project / "configs" / "c.yaml", "name: moved\nseed: 0\nsteps:\n"
+                 "  - {id: docs, stage: read_csv, params: {path: data/docs.csv}}\n"
+                 "  - {id: more, stage: select, inputs: data/more.parquet}\n"
+                 "  - {id: long, stage: length_filter, inputs: docs, params: {min_words: 3}}\n")
+    monkeypatch.chdir(project)
+    assert pipeline.run_pipeline("configs/c.yaml", workdir="data/runs").ran == ["docs", "more", "long"]
+    moved = tmp_path / "elsewhere" / "project"
+    moved.parent.mkdir()
+    os.rename(project, moved)
+    monkeypatch.chdir(moved)
+    assert [s.action for s in plan_run("configs/c.yaml", workdir="data/runs")] == ["cached"] * 3
+    assert pipeline.run_pipeline("configs/c.yaml", workdir="data/runs").cached == ["docs", "more", "long"]
+    os.utime(moved / "data" / "docs.csv", ns=(1, 1))  # same bytes, another mtime: read again, as before
+    assert pipeline.run_pipeline("configs/c.yaml", workdir="data/runs").ran == ["docs"]

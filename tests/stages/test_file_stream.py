@@ -21,7 +21,7 @@ import pytest
 from conftest import REPO, run_cli, write_config
 
 import stages.file_stream as file_stream
-from pipeline.errors import InputDataError
+from pipeline.errors import InputDataError, ParamError
 from pipeline.writing import write_table
 from stages.formats import detect, read_frame
 from stages.read_corpus import ReadCorpus
@@ -216,3 +216,32 @@ def test_a_categorical_text_column_is_read_as_strings_and_declared_so():
     out = normalise(frame, text_column="body", id_column="id", default_ids=None, label="f.parquet")
     assert out.schema["text"] == pl.String and out["text"].to_list() == ["one text", "two"]
     assert normalised_schema(dict(frame.schema), "body", "id")["text"] == pl.String
+
+
+@pytest.mark.parametrize("stage", [ReadCsv, ReadCorpus])
+def test_a_csv_column_typed_by_its_first_rows_can_be_given_its_type(tmp_path, small_batches, stage):
+    # Integers for 10,000 rows, then text: the stream was refused with polars' ten-line parse error (its advice,
+    # infer_schema_length and schema_overrides, no parameter of the stage), with no way to read the file.
+    f = tmp_path / "codes.csv"
+    f.write_text("text,code\n" + "".join(f"w,{i}\n" for i in range(10_000)) + "w,n/a\n")
+    with pytest.raises(InputDataError) as refused:
+        stage(path=str(f)).apply()
+    assert str(refused.value).splitlines() == [
+        f"parameter 'schema_overrides', file '{f}': column 'code' holds 'n/a', which is no Int64 (its type, inferred "
+        "from the first 10,000 rows); set schema_overrides: {code: String} (or another type) to read the column as "
+        "that type"]
+    read = stage(path=str(f), schema_overrides={"code": "String"}).apply()
+    assert read.schema["code"] == pl.String and read["code"].to_list() == [str(i) for i in range(10_000)] + ["n/a"]
+    assert stage(path=str(f), schema_overrides={"code": "string"}).output_schema({})["code"] == pl.String
+
+
+def test_schema_overrides_refuses_an_unknown_type_or_column_and_a_value_that_does_not_fit(tmp_path):
+    f = tmp_path / "codes.csv"
+    f.write_text("text,code\nw,007\nv,12\n")
+    assert ReadCsv(path=str(f), schema_overrides={"code": "String"}).apply()["code"].to_list() == ["007", "12"]
+    with pytest.raises(ParamError, match="column 'code': unknown type 'Text'; types are: String, Int64"):
+        ReadCsv(path=str(f), schema_overrides={"code": "Text"}).apply()
+    with pytest.raises(ParamError, match=r"names column 'cod', which no CSV file has; CSV columns are: \['code', "):
+        ReadCorpus(path=str(f), schema_overrides={"cod": "String"}).apply()
+    with pytest.raises(InputDataError, match="column 'text' holds 'w', which is no Int64 .its type, given in schema_overrides."):
+        ReadCsv(path=str(f), schema_overrides={"text": "Int64"}).apply()
