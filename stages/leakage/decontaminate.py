@@ -27,6 +27,7 @@ from stages.leakage.variants import (
 _ROW = "_decontaminate_row"  # each row's place in its batch, while pieces are made
 _TEXT = "_decontaminate_text"  # a matched row's text as the audit read it (the text column, or the fields joined)
 _LEAD = "_decontaminate_lead"  # characters the join's strip took off that text's start (`field_pieces`)
+ORIGIN = "decontaminated_from"  # the output column naming a piece's original document
 REMOVED_SCHEMA = {"train_id": pl.String, "reason": pl.String, "char_start": pl.Int64, "char_end": pl.Int64,
                   "text": pl.String, "test_ids": pl.List(pl.String), "kinds": pl.List(pl.String)}
 
@@ -67,7 +68,9 @@ class Decontaminate(Stage):
     more than `max_pieces` pieces goes whole. `mode: drop` removes every matched document. Whatever
     is removed lands in the side output `removed` (id, reason, text, span), so nothing goes silently.
     Kept pieces of a cut document become rows `<id>#<k>`; the column `decontaminated_from` names the
-    original id (null for untouched rows). Training ids must be unique and not null: a repeated id
+    original id (null for untouched rows). A second pass over decontaminated data keeps the first origin: a row's
+    `decontaminated_from` stays, and its pieces take it (a piece of a piece still comes from the original
+    document); only a null one is filled, with the row's id. Training ids must be unique and not null: a repeated id
     would take every match of its twins and come out twice. Each span in matches needs
     train_char_start <= train_char_end (or both null: no span, so the document is dropped); an
     inverted or half-given span is refused, not skipped, since skipping it would keep leaked text.
@@ -155,7 +158,7 @@ class Decontaminate(Stage):
                 param="train_char_start", file=matches.label)
 
     def output_schema(self, inputs):
-        return {**inputs["data"], self.id_column: pl.String, "decontaminated_from": pl.String}
+        return {**{c: t for c, t in inputs["data"].items() if c != ORIGIN}, self.id_column: pl.String, ORIGIN: pl.String}
 
     def side_output_names(self):
         return ("removed",)
@@ -182,9 +185,10 @@ class Decontaminate(Stage):
                 stats["chars_in"] += int(batch.select(self._text().str.len_chars().sum()).item() or 0)
                 ids = batch.get_column(self.id_column).cast(pl.String)
                 touched = ids.is_in(list(targets)) if targets else pl.Series([False] * batch.height)
-                columns = list(batch.columns)
-                batch = batch.with_row_index(_ROW)  # a cut document's pieces take its place, not the batch's end
-                untouched = batch.filter(~touched).with_columns(decontaminated_from=pl.lit(None, pl.String))
+                columns = [c for c in batch.columns if c != ORIGIN]  # a second pass's input has it: kept, as String
+                origin = pl.col(ORIGIN).cast(pl.String) if ORIGIN in batch.columns else pl.lit(None, pl.String)
+                batch = batch.with_row_index(_ROW).with_columns(origin.alias(ORIGIN))  # pieces take their row's place
+                untouched = batch.filter(~touched)
                 out = [untouched]
                 for row in self._with_texts(batch.filter(touched)).iter_rows(named=True):
                     out.extend(self._clean_one(row, targets[str(row[self.id_column])], removed_rows, stats))
@@ -193,7 +197,7 @@ class Decontaminate(Stage):
                     # Pieces are built from Python rows: a Categorical or Enum column came back as String.
                     types = {c: t for c, t in batch.schema.items() if c in columns and c != self.id_column}
                     yield pl.concat(out, how="diagonal_relaxed").sort(_ROW, maintain_order=True).select(
-                        columns + ["decontaminated_from"]
+                        columns + [ORIGIN]
                     ).with_columns(pl.col(self.id_column).cast(pl.String)).cast(types)
 
         written = False
@@ -272,7 +276,7 @@ class Decontaminate(Stage):
         for k, (_, _, columns) in enumerate(kept):
             piece = {**row, **columns}
             piece[self.id_column] = f"{doc_id}#{k}"
-            piece["decontaminated_from"] = doc_id
+            piece[ORIGIN] = doc_id if row[ORIGIN] is None else row[ORIGIN]  # a piece of a piece: the first origin
             rows.append(piece)
         return [pl.DataFrame(rows, infer_schema_length=None)]
 

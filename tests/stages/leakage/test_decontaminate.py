@@ -224,3 +224,24 @@ def test_pieces_of_the_joined_text_give_back_every_field_whole():
         pieces = [field_pieces(fields, lead, s, e, len(joined)) for s, e in zip(bounds, bounds[1:])]
         if joined:
             assert ["".join(p[k] or "" for p in pieces) for k in range(3)] == [f or "" for f in fields], fields
+
+
+def _span(train_id: str, start: int, end: int) -> pl.DataFrame:
+    return pl.DataFrame({**MATCH, "train_id": [train_id], "train_char_start": [start], "train_char_end": [end]})
+
+
+def test_a_second_pass_keeps_the_first_origin():
+    # A second pass crashed on the column it had written (a duplicate 'decontaminated_from'), or, had it run, would
+    # have set every row's origin again: a piece of a piece still comes from the original document.
+    data = pl.DataFrame({"id": ["a", "b"], "text": ["x" * 50 + "LEAK" + "y" * 50 + "LEAK" + "z" * 50, "w" * 100]})
+    cut = Decontaminate(margin_chars=0, min_piece_chars=1)
+    first = cut.apply(data=data, matches=_span("a", 50, 54))
+    assert first.rows() == [("a#0", "x" * 50, "a"), ("a#1", "y" * 50 + "LEAK" + "z" * 50, "a"), ("b", "w" * 100, None)]
+    second = cut.apply(data=first, matches=pl.concat([_span("a#1", 50, 54), _span("b", 0, 10)]))
+    assert second.rows() == [("a#0", "x" * 50, "a"), ("a#1#0", "y" * 50, "a"), ("a#1#1", "z" * 50, "a"),
+                             ("b#0", "w" * 90, "b")]
+    # Any type of origin column, anywhere: it comes out last, as String, as on a first pass.
+    typed = data.insert_column(1, pl.Series("decontaminated_from", ["o", None], pl.Categorical))
+    again = cut.apply(data=typed, matches=_span("a", 50, 54))
+    assert again.schema == pl.Schema({"id": pl.String, "text": pl.String, "decontaminated_from": pl.String})
+    assert again["decontaminated_from"].to_list() == ["o", "o", None]
