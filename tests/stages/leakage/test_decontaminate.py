@@ -245,3 +245,44 @@ def test_a_second_pass_keeps_the_first_origin():
     again = cut.apply(data=typed, matches=_span("a", 50, 54))
     assert again.schema == pl.Schema({"id": pl.String, "text": pl.String, "decontaminated_from": pl.String})
     assert again["decontaminated_from"].to_list() == ["o", "o", None]
+
+
+def test_spans_past_the_text_this_step_reads_are_refused(corpus, tmp_path):
+    """An audit of train_fields cut by a decontaminate without them (or the other way round) cut other characters,
+    clipped at the text's end. An audit's own spans never pass the end of the text it read."""
+    train, test, matches = corpus
+    passages = [topics[n].split() for n in TOPICS]
+    rows = pl.DataFrame({"id": TOPICS, "text": [" ".join(p[:40]) for p in passages],  # shorter than the fields joined
+                         "long": ["filler " * 400 + topics[n] for n in TOPICS],  # longer
+                         "prompt": [" ".join(p[:40]) for p in passages], "context": [None] * len(TOPICS),
+                         "completion": [" ".join(p[40:]) for p in passages]})
+    fielded = LeakageAudit(chunk_overlap=False, semantic=False, train_fields=FIELDS).execute(
+        train=rows, test=test).side_outputs["matches"]
+    plain = LeakageAudit(chunk_overlap=False, semantic=False, text_column="long").execute(
+        train=rows, test=test.rename({"text": "long"})).side_outputs["matches"]
+    # Cut as audited: no refusal.
+    assert Decontaminate(train_fields=FIELDS).apply(data=rows, matches=fielded)["decontaminated_from"].count()
+    assert Decontaminate(text_column="long").apply(data=rows, matches=plain)["decontaminated_from"].count()
+    assert Decontaminate(min_piece_chars=1).apply(data=train, matches=matches)["decontaminated_from"].count()
+    paths = {name: tmp_path / f"{name}.parquet" for name in ("data", "fielded", "plain")}
+    for name, frame in (("data", rows), ("fielded", fielded), ("plain", plain)):
+        frame.write_parquet(paths[name])
+    for params, audited, param in (({}, "fielded", "text_column"), ({"train_fields": FIELDS}, "plain", "train_fields")):
+        with pytest.raises(InputDataError) as err:
+            Decontaminate(**params).execute(data=str(paths["data"]), matches=str(paths[audited]))
+        assert err.value.param == param and err.value.file == str(paths["data"]) and "train_fields" in err.value.hint
+        first = err.value.message.split("train_id '")[1].split("'")[0]
+        assert first in set(pl.read_parquet(paths[audited])["train_id"])
+    # Dropping whole documents reads no span: nothing to refuse.
+    assert Decontaminate(mode="drop").apply(data=rows, matches=fielded).height < rows.height
+
+
+def test_a_corpus_without_the_text_column_is_refused_with_a_hint_at_train_fields(tmp_path):
+    data = DATA.rename({"text": "prompt"})
+    error = _refused(tmp_path, data, pl.DataFrame(MATCH), "data")
+    assert error.param == "text_column" and "no column 'text'" in error.message and "train_fields" in error.hint
+    error = _refused(tmp_path, data.with_columns(text=pl.lit(1)), pl.DataFrame(MATCH), "data")
+    assert error.param == "text_column" and "is Int32, not text" in error.message
+    with pytest.raises(InputDataError, match="no column 'text'") as err:  # `pipeline validate`, from the schema
+        Decontaminate().output_schema({"data": data.schema, "matches": pl.DataFrame(MATCH).schema})
+    assert "train_fields" in err.value.hint
