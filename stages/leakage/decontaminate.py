@@ -76,7 +76,9 @@ class Decontaminate(Stage):
     inverted or half-given span is refused, not skipped, since skipping it would keep leaked text.
     Instruction-tuning data audited with `train_fields` is cut with the same `train_fields`: the audit's offsets
     are into the fields joined, so each piece of that text is mapped back to the fields it covers (a field it does
-    not reach is null in that piece); `removed` keeps the joined text's offsets, as in `matches`. A span ending past
+    not reach is null in that piece); `removed` keeps the joined text's offsets, as in `matches`. Pieces keep their
+    row's column types, but in cut mode an Enum text column (or field) comes out as String, cut or not: a piece's
+    text is none of its categories (a Categorical one stays: it takes any text). A span ending past
     its row's text as this step reads it is refused (an audit's spans lie within the text it read): the audit read
     other text, with train_fields and this step without them, or the other way round, or another text_column.
 
@@ -93,7 +95,7 @@ class Decontaminate(Stage):
     """
 
     name = "decontaminate"
-    version = "3"  # 3: pieces keep the column types; 2: a cut document's pieces stay in its place (they came after the rest
+    version = "4"  # 4: in cut mode an Enum text column comes out as String; 3: pieces keep the column types; 2: a cut document's pieces stay in its place (they came after the rest
     # of their batch)
     inputs = ("data", "matches")
     allow_empty_input = True
@@ -176,7 +178,14 @@ class Decontaminate(Stage):
 
     def output_schema(self, inputs):
         self._refuse_no_text(inputs["data"], None)  # (`pipeline validate`: the file is named from "input 'data'")
-        return {**{c: t for c, t in inputs["data"].items() if c != ORIGIN}, self.id_column: pl.String, ORIGIN: pl.String}
+        return self._output_types(inputs["data"])
+
+    def _output_types(self, schema: dict) -> dict:
+        """The output's columns given the data's: the ids as String, `decontaminated_from` last, and in cut mode an
+        Enum text column as String (a piece's text is none of its categories; a Categorical takes any text)."""
+        cut = set(self._text_columns()) if self.mode == "cut" else set()
+        out = {c: pl.String if c in cut and isinstance(t, pl.Enum) else t for c, t in schema.items() if c != ORIGIN}
+        return {**out, self.id_column: pl.String, ORIGIN: pl.String}
 
     def side_output_names(self):
         return ("removed",)
@@ -217,10 +226,9 @@ class Decontaminate(Stage):
                 out = [f for f in out if f.height]
                 if out:
                     # Pieces are built from Python rows: a Categorical or Enum column came back as String.
-                    types = {c: t for c, t in batch.schema.items() if c in columns and c != self.id_column}
+                    types = self._output_types({c: t for c, t in batch.schema.items() if c in columns})
                     yield pl.concat(out, how="diagonal_relaxed").sort(_ROW, maintain_order=True).select(
-                        columns + [ORIGIN]
-                    ).with_columns(pl.col(self.id_column).cast(pl.String)).cast(types)
+                        list(types)).cast(types)
 
         written = False
         for frame in batches():

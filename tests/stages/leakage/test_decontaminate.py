@@ -286,3 +286,20 @@ def test_a_corpus_without_the_text_column_is_refused_with_a_hint_at_train_fields
     with pytest.raises(InputDataError, match="no column 'text'") as err:  # `pipeline validate`, from the schema
         Decontaminate().output_schema({"data": data.schema, "matches": pl.DataFrame(MATCH).schema})
     assert "train_fields" in err.value.hint
+
+
+def test_an_enum_text_column_is_cut_into_strings():
+    # A piece's text is none of the Enum's categories: cast back to the Enum, the cut failed.
+    text = "x" * 50 + "LEAK" + "y" * 50
+    data = pl.DataFrame({"id": ["a", "b"], "text": pl.Series([text, "z" * 100], dtype=pl.Enum([text, "z" * 100]))})
+    cut = Decontaminate(margin_chars=0, min_piece_chars=1)
+    schema = pl.Schema({"id": pl.String, "text": pl.String, "decontaminated_from": pl.String})
+    out = cut.apply(data=data, matches=_span("a", 50, 54))
+    assert out.schema == schema and out["text"].to_list() == ["x" * 50, "y" * 50, "z" * 100]
+    assert cut.apply(data=data, matches=_span("c", 0, 1)).schema == schema  # whether or not a row is cut
+    assert cut.output_schema({"data": data.schema}) == dict(schema)
+    # A Categorical holds any text: it stays; `mode: drop` makes no pieces: the Enum stays.
+    categorical = cut.apply(data=data.with_columns(pl.col("text").cast(pl.String).cast(pl.Categorical)),
+                            matches=_span("a", 50, 54))
+    assert categorical["text"].dtype == pl.Categorical and categorical["text"].to_list()[:2] == ["x" * 50, "y" * 50]
+    assert Decontaminate(mode="drop").apply(data=data, matches=_span("a", 50, 54))["text"].dtype == data["text"].dtype
