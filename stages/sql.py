@@ -31,6 +31,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from pipeline.columns import polars_schema
@@ -170,6 +171,58 @@ def refuse_miswritten(relation: Any, file: str | None) -> None:
                              "or, for a hash, hash(...), a UBIGINT)", file=file)
 
 
+# A HUGEINT goes out as decimal128(38, 0) too, which holds 38 digits; one of 39 (up to 2**127 - 1) was written
+# anyway, and polars read it back rounded (170141183460469231731687303715884105727 as 1.70...E+38).
+_HUGEINT = re.compile(r"\bHUGEINT\b")
+_MOST = 10**38 - 1  # the widest decimal(38, 0), and its 16 bytes' high (signed) and low (unsigned) 64-bit words
+_HIGH, _LOW = _MOST >> 64, _MOST & (2**64 - 1)
+_NEG_HIGH, _NEG_LOW = -_MOST >> 64, -_MOST & (2**64 - 1)
+
+
+def hugeint_columns(relation: Any) -> list[str]:
+    """The result columns holding a HUGEINT (also inside a list or struct): `refuse_over_38_digits` checks them."""
+    return [name for name, dtype in zip(relation.columns, relation.types) if _HUGEINT.search(str(dtype))]
+
+
+def refuse_over_38_digits(batch: pa.RecordBatch, columns: list[str], file: str | None) -> None:
+    """A ParamError for a HUGEINT of more than 38 digits in `columns` of `batch`: decimal(38, 0) cannot hold it."""
+    for name in columns:
+        value = _first_over_38_digits(batch.column(name))
+        if value is not None:
+            raise ParamError("query", f"result column '{name}' holds {value}, an integer of {len(str(abs(value)))} "
+                             "digits, which its Parquet type decimal(38, 0) cannot hold (it would be read back "
+                             "rounded); convert it in the query: CAST(... AS VARCHAR) keeps every digit, "
+                             "CAST(... AS DOUBLE) about 16", file=file)
+
+
+def _first_over_38_digits(array: pa.Array) -> int | None:
+    """The first value of more than 38 digits in `array`'s decimal128 values (also inside a list, struct or map).
+
+    Vectorised over the values' 16 little-endian bytes: a value is above 10**38 - 1 (or below its negative) when its
+    high word is, or the high words are equal and its low word is.
+    """
+    kind = array.type
+    if pa.types.is_struct(kind):
+        children = array.flatten()
+    elif pa.types.is_map(kind):  # (its keys and items are the whole buffer's: the slice's are cut out)
+        lo, hi = (array.offsets[i].as_py() for i in (0, -1)) if len(array) else (0, 0)
+        children = [array.keys.slice(lo, hi - lo), array.items.slice(lo, hi - lo)]
+    elif pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        children = [array.flatten()]
+    elif pa.types.is_decimal128(kind) and len(array):
+        words = np.frombuffer(array.buffers()[1], "<u8", 2 * (array.offset + len(array)))[2 * array.offset:]
+        low, high = words[0::2], words[1::2].view("<i8")
+        bad = (high > _HIGH) | ((high == _HIGH) & (low > _LOW)) | (high < _NEG_HIGH) | (
+            (high == _NEG_HIGH) & (low < _NEG_LOW))
+        if array.null_count:
+            bad &= array.is_valid().to_numpy(zero_copy_only=False)
+        first = int(np.argmax(bad))
+        return int(high[first]) * 2**64 + int(low[first]) if bad[first] else None
+    else:
+        return None
+    return next((value for value in map(_first_over_38_digits, children) if value is not None), None)
+
+
 def refuse_unholdable(schema: pa.Schema, file: str | None) -> None:
     """A ParamError for a result polars cannot hold: a column named twice, or an INTERVAL or UNION (also inside a
     list or struct).
@@ -212,6 +265,8 @@ class Sql(Stage):
 
     The query sees this step's input and nothing else: no files, URLs, extensions or settings
     (see the README's "Guarantees"). Add ORDER BY when the row order of an aggregate matters to you.
+    A result that would be written wrong is refused: an INTERVAL, UNION, UHUGEINT or VARINT column, or a HUGEINT
+    value of more than 38 digits (it is written as decimal(38, 0)); CAST it in the query (e.g. AS VARCHAR).
 
     Parameters:
         query: e.g. "SELECT id, text FROM data WHERE length(text) > 200"
@@ -245,6 +300,7 @@ class Sql(Stage):
             con.execute("SELECT setseed(?)", [float(ctx.rng("sql").uniform(0.0, 1.0))]).fetchall()
             relation = con.sql(self.query)
             refuse_miswritten(relation, data.label)
+            wide = hugeint_columns(relation)
             reader = _arrow_reader(relation)
             refuse_unholdable(reader.schema, data.label)
         except duckdb.Error as exc:
@@ -253,7 +309,7 @@ class Sql(Stage):
         except ParamError:
             con.close()
             raise
-        return _stream(con, reader, data)
+        return _stream(con, reader, data, wide)
 
     @classmethod
     def example(cls):
@@ -264,14 +320,16 @@ class Sql(Stage):
         }
 
 
-def _stream(con, reader: pa.RecordBatchReader, data: Dataset) -> Iterator[pa.RecordBatch]:
-    """Yield the result batch by batch; an error found mid-stream is still one line about `query`."""
+def _stream(con, reader: pa.RecordBatchReader, data: Dataset, wide: list[str]) -> Iterator[pa.RecordBatch]:
+    """Yield the result batch by batch; an error found mid-stream is still one line about `query`. `wide`: the
+    HUGEINT columns, each batch's checked by `refuse_over_38_digits`."""
     import duckdb
 
     try:
         empty = True
         for batch in reader:
             empty = False
+            refuse_over_38_digits(batch, wide, data.label)
             yield batch
         if empty:
             yield pa.Table.from_batches([], schema=reader.schema)

@@ -7,7 +7,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from pipeline.columns import polars_schema
+from pipeline.columns import COLUMN_KINDS, polars_schema
 from pipeline.errors import InputDataError, ParamError
 from pipeline.io import Dataset
 from pipeline.params import Cosine, NonNegativeInt, PositiveInt
@@ -27,6 +27,7 @@ from stages.leakage.variants import (
 _ROW = "_decontaminate_row"  # each row's place in its batch, while pieces are made
 _TEXT = "_decontaminate_text"  # a matched row's text as the audit read it (the text column, or the fields joined)
 _LEAD = "_decontaminate_lead"  # characters the join's strip took off that text's start (`field_pieces`)
+ORIGIN = "decontaminated_from"  # the output column naming a piece's original document
 REMOVED_SCHEMA = {"train_id": pl.String, "reason": pl.String, "char_start": pl.Int64, "char_end": pl.Int64,
                   "text": pl.String, "test_ids": pl.List(pl.String), "kinds": pl.List(pl.String)}
 
@@ -67,13 +68,19 @@ class Decontaminate(Stage):
     more than `max_pieces` pieces goes whole. `mode: drop` removes every matched document. Whatever
     is removed lands in the side output `removed` (id, reason, text, span), so nothing goes silently.
     Kept pieces of a cut document become rows `<id>#<k>`; the column `decontaminated_from` names the
-    original id (null for untouched rows). Training ids must be unique and not null: a repeated id
+    original id (null for untouched rows). A second pass over decontaminated data keeps the first origin: a row's
+    `decontaminated_from` stays, and its pieces take it (a piece of a piece still comes from the original
+    document); only a null one is filled, with the row's id. Training ids must be unique and not null: a repeated id
     would take every match of its twins and come out twice. Each span in matches needs
     train_char_start <= train_char_end (or both null: no span, so the document is dropped); an
     inverted or half-given span is refused, not skipped, since skipping it would keep leaked text.
     Instruction-tuning data audited with `train_fields` is cut with the same `train_fields`: the audit's offsets
     are into the fields joined, so each piece of that text is mapped back to the fields it covers (a field it does
-    not reach is null in that piece); `removed` keeps the joined text's offsets, as in `matches`.
+    not reach is null in that piece); `removed` keeps the joined text's offsets, as in `matches`. Pieces keep their
+    row's column types, but in cut mode an Enum text column (or field) comes out as String, cut or not: a piece's
+    text is none of its categories (a Categorical one stays: it takes any text). A span ending past
+    its row's text as this step reads it is refused (an audit's spans lie within the text it read): the audit read
+    other text, with train_fields and this step without them, or the other way round, or another text_column.
 
     Parameters:
         text_column: column holding the training text
@@ -88,7 +95,7 @@ class Decontaminate(Stage):
     """
 
     name = "decontaminate"
-    version = "3"  # 3: pieces keep the column types; 2: a cut document's pieces stay in its place (they came after the rest
+    version = "4"  # 4: in cut mode an Enum text column comes out as String; 3: pieces keep the column types; 2: a cut document's pieces stay in its place (they came after the rest
     # of their batch)
     inputs = ("data", "matches")
     allow_empty_input = True
@@ -123,8 +130,8 @@ class Decontaminate(Stage):
             raise ParamError("kinds", f"unknown kind {bad[0]!r}; choose from {', '.join(known)}")
 
     def required_columns(self) -> dict[str, dict[str, str | None]]:
-        text = {c: "train_fields" for c in self._text_columns()} if self.train_fields else {
-            self.text_column: "text_column"}
+        # Without train_fields the text column is checked by `_refuse_no_text`, whose refusal hints at train_fields.
+        text = {c: "train_fields" for c in self._text_columns()} if self.train_fields else {}
         return {
             "data": {**text, self.id_column: "id_column"},
             "matches": {"train_id": None, "kind": None, "score": None,
@@ -140,7 +147,22 @@ class Decontaminate(Stage):
     def _text_columns(self) -> list[str]:
         return train_columns(self.text_column, self.train_fields)
 
+    def _refuse_no_text(self, schema: dict, label: str | None) -> None:
+        """The checks of `required_columns` for text_column (no train_fields): a missing one may be a corpus of
+        instruction-tuning rows, which the audit read with train_fields, so the refusal says so."""
+        if self.train_fields:
+            return
+        if self.text_column not in schema:
+            raise InputDataError(f"input 'data' has no column '{self.text_column}' (named by parameter 'text_column'); "
+                                 f"the available columns are: {list(schema)}", param="text_column", file=label,
+                                 hint="for instruction-tuning rows, pass the leakage_audit step's train_fields")
+        is_text, what = COLUMN_KINDS["text"]
+        if not is_text(schema[self.text_column]):
+            raise InputDataError(f"input 'data' column '{self.text_column}' (named by parameter 'text_column') is "
+                                 f"{schema[self.text_column]}, not {what}", param="text_column", file=label)
+
     def check_input_data(self, inputs: dict[str, Dataset]) -> None:
+        self._refuse_no_text(polars_schema(inputs["data"].schema), inputs["data"].label)
         refuse_bad_id_column(inputs["data"], self.id_column, input_name="data")
         matches = inputs["matches"]
         start, end = pl.col("train_char_start"), pl.col("train_char_end")
@@ -155,7 +177,15 @@ class Decontaminate(Stage):
                 param="train_char_start", file=matches.label)
 
     def output_schema(self, inputs):
-        return {**inputs["data"], self.id_column: pl.String, "decontaminated_from": pl.String}
+        self._refuse_no_text(inputs["data"], None)  # (`pipeline validate`: the file is named from "input 'data'")
+        return self._output_types(inputs["data"])
+
+    def _output_types(self, schema: dict) -> dict:
+        """The output's columns given the data's: the ids as String, `decontaminated_from` last, and in cut mode an
+        Enum text column as String (a piece's text is none of its categories; a Categorical takes any text)."""
+        cut = set(self._text_columns()) if self.mode == "cut" else set()
+        out = {c: pl.String if c in cut and isinstance(t, pl.Enum) else t for c, t in schema.items() if c != ORIGIN}
+        return {**out, self.id_column: pl.String, ORIGIN: pl.String}
 
     def side_output_names(self):
         return ("removed",)
@@ -169,6 +199,7 @@ class Decontaminate(Stage):
         by_doc = hits.group_by("train_id").agg(
             pl.col("train_char_start"), pl.col("train_char_end"), pl.col("test_id").unique().sort(), pl.col("kind").unique().sort()
         )
+        last_ends = by_doc.select("train_id", pl.col("train_char_end").list.max().alias("last_end"))
         targets = {
             row["train_id"]: row for row in by_doc.iter_rows(named=True)
         }
@@ -182,19 +213,22 @@ class Decontaminate(Stage):
                 stats["chars_in"] += int(batch.select(self._text().str.len_chars().sum()).item() or 0)
                 ids = batch.get_column(self.id_column).cast(pl.String)
                 touched = ids.is_in(list(targets)) if targets else pl.Series([False] * batch.height)
-                columns = list(batch.columns)
-                batch = batch.with_row_index(_ROW)  # a cut document's pieces take its place, not the batch's end
-                untouched = batch.filter(~touched).with_columns(decontaminated_from=pl.lit(None, pl.String))
+                columns = [c for c in batch.columns if c != ORIGIN]  # a second pass's input has it: kept, as String
+                origin = pl.col(ORIGIN).cast(pl.String) if ORIGIN in batch.columns else pl.lit(None, pl.String)
+                batch = batch.with_row_index(_ROW).with_columns(origin.alias(ORIGIN))  # pieces take their row's place
+                untouched = batch.filter(~touched)
                 out = [untouched]
-                for row in self._with_texts(batch.filter(touched)).iter_rows(named=True):
+                texts = self._with_texts(batch.filter(touched))
+                if self.mode == "cut":
+                    self._refuse_spans_past_the_end(texts, last_ends, data.label)
+                for row in texts.iter_rows(named=True):
                     out.extend(self._clean_one(row, targets[str(row[self.id_column])], removed_rows, stats))
                 out = [f for f in out if f.height]
                 if out:
                     # Pieces are built from Python rows: a Categorical or Enum column came back as String.
-                    types = {c: t for c, t in batch.schema.items() if c in columns and c != self.id_column}
+                    types = self._output_types({c: t for c, t in batch.schema.items() if c in columns})
                     yield pl.concat(out, how="diagonal_relaxed").sort(_ROW, maintain_order=True).select(
-                        columns + ["decontaminated_from"]
-                    ).with_columns(pl.col(self.id_column).cast(pl.String)).cast(types)
+                        list(types)).cast(types)
 
         written = False
         for frame in batches():
@@ -220,6 +254,26 @@ class Decontaminate(Stage):
         raw = joined_fields(self.train_fields)
         return frame.with_columns(self._text().alias(_TEXT),
                                   (raw.str.len_chars() - raw.str.strip_chars_start().str.len_chars()).alias(_LEAD))
+
+    def _refuse_spans_past_the_end(self, texts: pl.DataFrame, last_ends: pl.DataFrame, label: str) -> None:
+        """Refuse a matched row whose text (`_with_texts`) ends before a span of its matches does.
+
+        An audit's spans lie within the text it read, so such a span means this step reads another text: the
+        audit joined train_fields and this step was given none (or the other way round), or another text_column.
+        Cutting would then cut other characters than the audit matched, clipped at the text's end, and keep the leak.
+        """
+        lengths = texts.select(pl.col(self.id_column).cast(pl.String).alias("train_id"),
+                               pl.col(_TEXT).str.len_chars().alias("length"))
+        past = lengths.join(last_ends, on="train_id").filter(pl.col("last_end") > pl.col("length"))
+        if not past.height:
+            return
+        first = past.row(0, named=True)
+        read = "the train_fields joined" if self.train_fields else f"column '{self.text_column}'"
+        raise InputDataError(
+            f"a span in matches ends past its document's text as this step reads it ({read}): train_id "
+            f"{first['train_id']!r} has a span to character {first['last_end']} of {first['length']}, so the audit "
+            "read another text", param="train_fields" if self.train_fields else "text_column", file=label,
+            hint="pass the leakage_audit step's own train_fields here, or none and its text_column if it read one")
 
     def _piece(self, row: dict, start: int, end: int) -> dict:
         """The text columns of the piece [start, end) of `row`'s text (`field_pieces` with train_fields)."""
@@ -272,7 +326,7 @@ class Decontaminate(Stage):
         for k, (_, _, columns) in enumerate(kept):
             piece = {**row, **columns}
             piece[self.id_column] = f"{doc_id}#{k}"
-            piece["decontaminated_from"] = doc_id
+            piece[ORIGIN] = doc_id if row[ORIGIN] is None else row[ORIGIN]  # a piece of a piece: the first origin
             rows.append(piece)
         return [pl.DataFrame(rows, infer_schema_length=None)]
 

@@ -159,6 +159,52 @@ def test_a_result_column_duckdb_writes_wrong_is_refused(query, column, kind):
         describe_query(query, dict(ROWS.schema))
 
 
+BIGGEST = 2**127 - 1  # a HUGEINT's largest: 39 digits
+
+
+def test_a_hugeint_of_more_than_38_digits_is_refused(tmp_path):
+    # A HUGEINT goes out as decimal(38, 0): one of 39 digits was written anyway and read back rounded (1.70...E+38).
+    query = f"SELECT id, CASE WHEN n = 2 THEN {BIGGEST}::HUGEINT ELSE n END AS h FROM data"
+    _refused(tmp_path, query, f"result column 'h' holds {BIGGEST}, an integer of 39 digits", "CAST(... AS VARCHAR)")
+    for wide, value in ((f"[n::HUGEINT, -{BIGGEST}::HUGEINT - 1]", -BIGGEST - 1), (f"{{'a': {{'b': {10**38}::HUGEINT}}}}",
+                        10**38), (f"MAP {{n::HUGEINT: -{10**38}::HUGEINT}}", -10**38)):  # in a list, struct or map
+        with pytest.raises(ParamError, match=f"'w' holds {value}, an integer of"):
+            Sql(f"SELECT id, {wide} AS w FROM data").apply(ROWS)
+    # 38 digits are written as they were, exactly.
+    most = 10**38 - 1
+    out = Sql(f"SELECT {most}::HUGEINT AS a, -{most}::HUGEINT AS b, NULL::HUGEINT AS c FROM data LIMIT 1").apply(ROWS)
+    assert out.rows() == [(most, -most, None)] and out.schema == pl.Schema(dict.fromkeys("abc", pl.Decimal(38, 0)))
+
+
+def test_the_38_digit_check_reads_each_value_and_no_other():
+    """Values at the bounds, either side of each 64-bit word's edge, under nulls and in a slice (its offset)."""
+    import random
+
+    import numpy as np
+    import pyarrow as pa
+
+    from stages.sql import _first_over_38_digits
+
+    rng, most = random.Random(0), 10**38 - 1
+    edges = [0, 1, -1, most, -most, most + 1, -most - 1, BIGGEST, -BIGGEST - 1, 2**64, -(2**64), 2**64 - 1,
+             (most >> 64) << 64, ((most >> 64) + 1) << 64, -(((most >> 64) + 1) << 64) + 1]
+    for _ in range(300):
+        values = [rng.choice(edges) + rng.choice([0, 0, 1, -1, rng.randrange(-2**70, 2**70)]) for _ in range(8)]
+        values = [min(max(v, -BIGGEST - 1), BIGGEST) for v in values]
+        valid = [rng.random() < 0.8 for _ in values]
+        data = pa.py_buffer(b"".join(v.to_bytes(16, "little", signed=True) for v in values))
+        bits = pa.py_buffer(np.packbits(valid, bitorder="little").tobytes())
+        array = pa.Array.from_buffers(pa.decimal128(38, 0), len(values), [bits, data]).slice(1)
+        wide = [v for v, ok in zip(values[1:], valid[1:]) if ok and abs(v) > most]
+        assert _first_over_38_digits(array) == (wide[0] if wide else None), values
+    # A slice of a list or map reads the values of its own rows only.
+    items = pa.Array.from_buffers(pa.decimal128(38, 0), 3, [None, pa.py_buffer(
+        b"".join(v.to_bytes(16, "little", signed=True) for v in (most + 1, 0, 0)))])
+    keys = pa.array([1, 2, 3], pa.decimal128(38, 0))
+    for nested in (pa.ListArray.from_arrays([0, 1, 3], items), pa.MapArray.from_arrays([0, 1, 3], keys, items)):
+        assert _first_over_38_digits(nested) == most + 1 and _first_over_38_digits(nested.slice(1)) is None
+
+
 def test_a_result_with_a_column_named_twice_is_one_line(tmp_path):
     # `SELECT id, id` failed in polars with DuplicateError: exit 1, read as a bug in corpusforge.
     _refused(tmp_path, "SELECT id, id FROM data", "the result has two columns named 'id'", "AS id_2")

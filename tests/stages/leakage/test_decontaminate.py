@@ -224,3 +224,82 @@ def test_pieces_of_the_joined_text_give_back_every_field_whole():
         pieces = [field_pieces(fields, lead, s, e, len(joined)) for s, e in zip(bounds, bounds[1:])]
         if joined:
             assert ["".join(p[k] or "" for p in pieces) for k in range(3)] == [f or "" for f in fields], fields
+
+
+def _span(train_id: str, start: int, end: int) -> pl.DataFrame:
+    return pl.DataFrame({**MATCH, "train_id": [train_id], "train_char_start": [start], "train_char_end": [end]})
+
+
+def test_a_second_pass_keeps_the_first_origin():
+    # A second pass crashed on the column it had written (a duplicate 'decontaminated_from'), or, had it run, would
+    # have set every row's origin again: a piece of a piece still comes from the original document.
+    data = pl.DataFrame({"id": ["a", "b"], "text": ["x" * 50 + "LEAK" + "y" * 50 + "LEAK" + "z" * 50, "w" * 100]})
+    cut = Decontaminate(margin_chars=0, min_piece_chars=1)
+    first = cut.apply(data=data, matches=_span("a", 50, 54))
+    assert first.rows() == [("a#0", "x" * 50, "a"), ("a#1", "y" * 50 + "LEAK" + "z" * 50, "a"), ("b", "w" * 100, None)]
+    second = cut.apply(data=first, matches=pl.concat([_span("a#1", 50, 54), _span("b", 0, 10)]))
+    assert second.rows() == [("a#0", "x" * 50, "a"), ("a#1#0", "y" * 50, "a"), ("a#1#1", "z" * 50, "a"),
+                             ("b#0", "w" * 90, "b")]
+    # Any type of origin column, anywhere: it comes out last, as String, as on a first pass.
+    typed = data.insert_column(1, pl.Series("decontaminated_from", ["o", None], pl.Categorical))
+    again = cut.apply(data=typed, matches=_span("a", 50, 54))
+    assert again.schema == pl.Schema({"id": pl.String, "text": pl.String, "decontaminated_from": pl.String})
+    assert again["decontaminated_from"].to_list() == ["o", "o", None]
+
+
+def test_spans_past_the_text_this_step_reads_are_refused(corpus, tmp_path):
+    """An audit of train_fields cut by a decontaminate without them (or the other way round) cut other characters,
+    clipped at the text's end. An audit's own spans never pass the end of the text it read."""
+    train, test, matches = corpus
+    passages = [topics[n].split() for n in TOPICS]
+    rows = pl.DataFrame({"id": TOPICS, "text": [" ".join(p[:40]) for p in passages],  # shorter than the fields joined
+                         "long": ["filler " * 400 + topics[n] for n in TOPICS],  # longer
+                         "prompt": [" ".join(p[:40]) for p in passages], "context": [None] * len(TOPICS),
+                         "completion": [" ".join(p[40:]) for p in passages]})
+    fielded = LeakageAudit(chunk_overlap=False, semantic=False, train_fields=FIELDS).execute(
+        train=rows, test=test).side_outputs["matches"]
+    plain = LeakageAudit(chunk_overlap=False, semantic=False, text_column="long").execute(
+        train=rows, test=test.rename({"text": "long"})).side_outputs["matches"]
+    # Cut as audited: no refusal.
+    assert Decontaminate(train_fields=FIELDS).apply(data=rows, matches=fielded)["decontaminated_from"].count()
+    assert Decontaminate(text_column="long").apply(data=rows, matches=plain)["decontaminated_from"].count()
+    assert Decontaminate(min_piece_chars=1).apply(data=train, matches=matches)["decontaminated_from"].count()
+    paths = {name: tmp_path / f"{name}.parquet" for name in ("data", "fielded", "plain")}
+    for name, frame in (("data", rows), ("fielded", fielded), ("plain", plain)):
+        frame.write_parquet(paths[name])
+    for params, audited, param in (({}, "fielded", "text_column"), ({"train_fields": FIELDS}, "plain", "train_fields")):
+        with pytest.raises(InputDataError) as err:
+            Decontaminate(**params).execute(data=str(paths["data"]), matches=str(paths[audited]))
+        assert err.value.param == param and err.value.file == str(paths["data"]) and "train_fields" in err.value.hint
+        first = err.value.message.split("train_id '")[1].split("'")[0]
+        assert first in set(pl.read_parquet(paths[audited])["train_id"])
+    # Dropping whole documents reads no span: nothing to refuse.
+    assert Decontaminate(mode="drop").apply(data=rows, matches=fielded).height < rows.height
+
+
+def test_a_corpus_without_the_text_column_is_refused_with_a_hint_at_train_fields(tmp_path):
+    data = DATA.rename({"text": "prompt"})
+    error = _refused(tmp_path, data, pl.DataFrame(MATCH), "data")
+    assert error.param == "text_column" and "no column 'text'" in error.message and "train_fields" in error.hint
+    error = _refused(tmp_path, data.with_columns(text=pl.lit(1)), pl.DataFrame(MATCH), "data")
+    assert error.param == "text_column" and "is Int32, not text" in error.message
+    with pytest.raises(InputDataError, match="no column 'text'") as err:  # `pipeline validate`, from the schema
+        Decontaminate().output_schema({"data": data.schema, "matches": pl.DataFrame(MATCH).schema})
+    assert "train_fields" in err.value.hint
+
+
+def test_an_enum_text_column_is_cut_into_strings():
+    # A piece's text is none of the Enum's categories: cast back to the Enum, the cut failed.
+    text = "x" * 50 + "LEAK" + "y" * 50
+    data = pl.DataFrame({"id": ["a", "b"], "text": pl.Series([text, "z" * 100], dtype=pl.Enum([text, "z" * 100]))})
+    cut = Decontaminate(margin_chars=0, min_piece_chars=1)
+    schema = pl.Schema({"id": pl.String, "text": pl.String, "decontaminated_from": pl.String})
+    out = cut.apply(data=data, matches=_span("a", 50, 54))
+    assert out.schema == schema and out["text"].to_list() == ["x" * 50, "y" * 50, "z" * 100]
+    assert cut.apply(data=data, matches=_span("c", 0, 1)).schema == schema  # whether or not a row is cut
+    assert cut.output_schema({"data": data.schema}) == dict(schema)
+    # A Categorical holds any text: it stays; `mode: drop` makes no pieces: the Enum stays.
+    categorical = cut.apply(data=data.with_columns(pl.col("text").cast(pl.String).cast(pl.Categorical)),
+                            matches=_span("a", 50, 54))
+    assert categorical["text"].dtype == pl.Categorical and categorical["text"].to_list()[:2] == ["x" * 50, "y" * 50]
+    assert Decontaminate(mode="drop").apply(data=data, matches=_span("a", 50, 54))["text"].dtype == data["text"].dtype
