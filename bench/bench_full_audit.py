@@ -10,14 +10,17 @@ cost on top. CPU seconds (all threads) are recorded too: they are steadier on a 
 
 from __future__ import annotations
 
+import os
 import resource
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 from bench.bench_leakage import make_test_set, stdlib_corpus
 from bench.common import in_fresh_process, print_rows
+from pipeline.cli import THP_SETTING
 
 PRELOAD = ("stages.leakage", "stages.embedding", "stages.retrieval", "jinja2")  # imports: not the audit's throughput
 
@@ -50,14 +53,29 @@ def run(scale: str = "full") -> list[dict]:
     train.write_parquet(train_path)
     test.write_parquet(test_path)
     mb = float(train["text"].str.len_bytes().sum()) / 1e6
-    full, ngram = [], []
+    full, ngram, full_no_thp = [], [], []
     for _ in range(1 if scale == "quick" else 3):
         full.append(in_fresh_process(audit, train_path, test_path, True, preload=PRELOAD))
         ngram.append(in_fresh_process(audit, train_path, test_path, False, preload=PRELOAD))
+        with mock.patch.dict(os.environ, dict([THP_SETTING])):  # as the `pipeline` command runs (spawn inherits it)
+            full_no_thp.append(in_fresh_process(audit, train_path, test_path, True, preload=PRELOAD))
     full_s = statistics.median(r[2]["wall_s"] for r in full)
     ngram_s = statistics.median(r[2]["wall_s"] for r in ngram)
     cpu = statistics.median(r[2]["cpu_s"] for r in full)
+    no_thp_s = statistics.median(r[2]["wall_s"] for r in full_no_thp)
+    no_thp_cpu = statistics.median(r[2]["cpu_s"] for r in full_no_thp)
     return [{
+        "benchmark": "leakage", "case": f"full default audit (n-gram + chunk + semantic, static), {mb:.1f} MB, "
+                                        f"{len(test)} items, without transparent huge pages ({THP_SETTING[0]}="
+                                        f"{THP_SETTING[1]}, as the pipeline command runs)",
+        "metric": "MB/s (median)", "value": round(mb / no_thp_s, 2),
+        "baseline": "the same audit with them (the row below), same run", "baseline_value": round(mb / full_s, 2),
+        "ratio": round(full_s / no_thp_s, 3), "ratio_meaning": "throughput without / with huge pages",
+        "peak_rss_mb": round(max(r[1] for r in full_no_thp), 1),
+        "baseline_peak_rss_mb": round(max(r[1] for r in full), 1),
+        "notes": (f"spread {min(r[2]['wall_s'] for r in full_no_thp):.2f}-{max(r[2]['wall_s'] for r in full_no_thp):.2f}"
+                  f" s; CPU s (all threads) {no_thp_cpu:.1f} against {cpu:.1f}; alternated with the rows' other runs"),
+    }, {
         "benchmark": "leakage", "case": f"full default audit (n-gram + chunk + semantic, static), {mb:.1f} MB, "
                                         f"{len(test)} items",
         "metric": "MB/s (median)", "value": round(mb / full_s, 2),

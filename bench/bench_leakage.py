@@ -285,6 +285,35 @@ def _datatrove_available() -> bool:
         return False
 
 
+def _without_huge_pages(train_path: str, test_path: str, mb: float, repeats: int) -> dict:
+    """The same comparison with both sides in processes without transparent huge pages, as the `pipeline` command
+    runs (pipeline.cli.THP_SETTING): on this project's VMs a huge-page fault costs milliseconds of system time, a
+    varying number per fresh process, the spread of the row above. Alternated pairs again."""
+    from unittest import mock
+
+    from pipeline.cli import THP_SETTING
+
+    ours, theirs = [], []
+    with mock.patch.dict(os.environ, dict([THP_SETTING])):  # the spawned processes inherit it
+        for _ in range(repeats):
+            ours.append(in_fresh_process(run_ours, train_path, test_path, preload=OURS_MODULES))
+            theirs.append(in_fresh_process(run_datatrove, train_path, test_path, preload=DATATROVE_MODULES))
+    ours_s, theirs_s = statistics.median(o[0] for o in ours), statistics.median(t[0] for t in theirs)
+    pairs = sorted(t[0] / o[0] for o, t in zip(ours, theirs))
+    return {
+        "benchmark": "leakage", "case": f"n-gram audit, n={N}, {mb:.1f} MB train, both sides without transparent "
+                                        f"huge pages ({THP_SETTING[0]}={THP_SETTING[1]}, as the pipeline command runs)",
+        "metric": "MB/s", "value": round(mb / ours_s, 2), "peak_rss_mb": round(max(o[1] for o in ours), 1),
+        "baseline": "datatrove NGramsDecontFilter (same n, same texts, same setting)",
+        "baseline_value": round(mb / theirs_s, 3), "ratio": round(statistics.median(pairs), 1),
+        "ratio_meaning": "ours/baseline throughput (median of alternated pairs)",
+        "baseline_peak_rss_mb": round(max(t[1] for t in theirs), 1),
+        "notes": f"walls ours {min(o[0] for o in ours):.2f}-{max(o[0] for o in ours):.2f}s, datatrove "
+                 f"{min(t[0] for t in theirs):.1f}-{max(t[0] for t in theirs):.1f}s; pair ratios "
+                 f"{', '.join(f'{r:.1f}' for r in pairs)}",
+    }
+
+
 def run(scale: str = "full") -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-leakage-") as workdir:  # the data goes with the run
         return _run(scale, Path(workdir))
@@ -327,6 +356,8 @@ def _run(scale: str, workdir: Path) -> list[dict]:
     else:
         row.update(baseline="datatrove (not installed)", baseline_value=None, ratio=None)
     rows.append(row)
+    if with_datatrove and scale != "quick":
+        rows.append(_without_huge_pages(train_path, test_path, mb, repeats))
     stream = statistics.median(o[2]["stats"]["ngram_mb_per_s"] for o in ours)
     rows.append({
         **{k: v for k, v in row.items() if k.startswith("baseline") or k == "ratio_meaning"},

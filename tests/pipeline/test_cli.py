@@ -152,3 +152,25 @@ def test_ctrl_c_while_the_command_imports_its_modules_is_one_line_and_130(tmp_pa
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("interrupted")
     assert ("Traceback" in proc.stderr) == debug and (len(proc.stderr.strip().splitlines()) == 1) != debug
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc/self/status")
+@pytest.mark.parametrize("preset", [None, "1"])
+def test_the_command_runs_without_transparent_huge_pages_unless_the_user_set_it(tmp_path, preset):
+    """The `pipeline` command sets MIMALLOC_ALLOW_THP=0 before pyarrow loads, and Arrow's allocator then turns huge
+    pages off for the process (prctl): each huge-page fault cost milliseconds on this project's VMs. A value the
+    user set is kept."""
+    env = {k: v for k, v in os.environ.items() if k != "MIMALLOC_ALLOW_THP"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    if preset is not None:
+        env["MIMALLOC_ALLOW_THP"] = preset
+    script = ("import os\nfrom pipeline.cli import main\nmain(['stages'])\nimport pyarrow\n"
+              "status = open('/proc/self/status').read().split('THP_enabled:')[1].split()[0]\n"
+              "print('RESULT', os.environ['MIMALLOC_ALLOW_THP'], status, pyarrow.default_memory_pool().backend_name)")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    setting, thp_enabled, backend = proc.stdout.split("RESULT ")[1].split()
+    if backend != "mimalloc":
+        pytest.skip(f"Arrow's default pool here is {backend}: the setting is mimalloc's")
+    assert (setting, thp_enabled) == (("0", "0") if preset is None else ("1", "1"))
