@@ -7,6 +7,11 @@ parameter, file) because a user reading it has only the config and the data in f
 
 from __future__ import annotations
 
+import re
+
+# How a library call labels an in-memory input (`pipeline.stage.library_input`): "input 'data'".
+IN_MEMORY_INPUT = re.compile(r"input '[^']+'")
+
 
 class PipelineError(Exception):
     """A problem in the config or the data, reported as one readable line."""
@@ -51,7 +56,12 @@ class PipelineError(Exception):
             where.append(f"stage '{self.stage}'")
         if self.param:
             where.append(f"parameter '{self.param}'")
-        if self.file:
+        if self.file and IN_MEMORY_INPUT.fullmatch(self.file):
+            # A library call's table, labelled by its input's name: not a file ("file 'input 'data''"), and named
+            # once where the message already says it.
+            if self.file not in self.message:
+                where.append(self.file)
+        elif self.file:
             where.append(f"file '{self.file}'")
         text = (", ".join(where) + ": " if where else "") + self.message
         if self.hint:
