@@ -186,12 +186,14 @@ def _stages(args: argparse.Namespace) -> int:
             for s in cls.param_specs()
         ]
         listing.append({"name": name, "doc": _first_line(inspect.getdoc(cls)), "inputs": list(cls.inputs),
+                        "optional_inputs": [i for i in cls.inputs if i in cls.optional_inputs],
                         "kind": cls.kind, "params": params})
     if args.json:
         print(json.dumps(listing, indent=2, default=repr))
         return 0
     for entry in listing:
-        ins = ", ".join(entry["inputs"]) or "none (source)"
+        ins = ", ".join(f"{i} (optional)" if i in entry["optional_inputs"] else i for i in entry["inputs"]) \
+            or "none (source)"
         print(f"{entry['name']}  — {entry['doc']}\n    inputs: {ins}")
         for p in entry["params"]:
             default = "required" if p["required"] else f"default {p['default']!r}"

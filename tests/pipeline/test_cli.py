@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -27,6 +28,11 @@ def test_cli_show_stages_validate(config, tmp_path):
     assert show.returncode == 0 and "split" in show.stdout and "train/" in show.stdout
     stages = run_cli("stages", "split")
     assert "fractions" in stages.stdout and "share of rows" in stages.stdout
+    # An optional input says so (the listing read "inputs: train, test, index, truth, duplicates").
+    audit = run_cli("stages", "leakage_audit")
+    assert "inputs: train, test, index (optional), truth (optional), duplicates (optional)" in audit.stdout, audit.stdout
+    listed = json.loads(run_cli("stages", "leakage_audit", "--json").stdout)
+    assert listed[0]["optional_inputs"] == ["index", "truth", "duplicates"]
     valid = run_cli("validate", str(config))
     assert valid.returncode == 0 and "docs -> long -> sample -> split -> test_only" in valid.stdout
 
