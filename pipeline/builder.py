@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,11 +165,16 @@ class PipelineBuilder:
         if any(step["id"] == step_id for step in self._steps):
             raise PipelineError(f"step id '{step_id}' is already taken; give each step its own id", step=step_id)
 
-    def _materialise(self, workdir: Path) -> dict[str, str]:
-        """Write each frame once under the run folder, named by content; return step id -> folder."""
+    def _materialise(self, workdir: Path, new_frames_under: Path | None = None) -> dict[str, str]:
+        """Write each frame once under the run folder, named by content; return step id -> folder.
+
+        `new_frames_under`: a frame not yet under the run folder is written there instead (a plan writes nothing
+        into the run folder)."""
         folders = {}
         for step_id, table in self._frames.items():
             target = workdir / self.name / FRAME_FOLDER / frame_digest(table)
+            if new_frames_under is not None and not target.is_dir():
+                target = new_frames_under / target.name
             if not target.is_dir():
                 staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
                 staging.mkdir(parents=True)
@@ -180,9 +186,9 @@ class PipelineBuilder:
             folders[step_id] = str(target)
         return folders
 
-    def to_config(self, workdir: str | Path = "data/runs") -> dict[str, Any]:
+    def to_config(self, workdir: str | Path = "data/runs", new_frames_under: Path | None = None) -> dict[str, Any]:
         """The config dict `pipeline run` would read (frames written under the run folder first)."""
-        folders = self._materialise(Path(workdir))
+        folders = self._materialise(Path(workdir), new_frames_under)
         steps = []
         for step in self._steps:
             if step["id"] in folders:
@@ -197,7 +203,9 @@ class PipelineBuilder:
         return run_pipeline(self.to_config(workdir), workdir=workdir, **options)
 
     def plan(self, workdir: str | Path = "data/runs", **options: Any):
-        """What `run` would do (force, only, until): the `--dry-run` plan."""
+        """What `run` would do (force, only, until): the `--dry-run` plan. It writes nothing into the run folder: a
+        frame not written there yet is planned from a temporary copy (its step runs, as the run's would)."""
         from pipeline.plan import plan_run
 
-        return plan_run(self.to_config(workdir), workdir=workdir, **options)
+        with tempfile.TemporaryDirectory(prefix="corpusforge-plan-") as scratch:
+            return plan_run(self.to_config(workdir, new_frames_under=Path(scratch)), workdir=workdir, **options)

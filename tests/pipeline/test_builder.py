@@ -80,8 +80,12 @@ def test_same_frame_is_cached_and_a_changed_frame_reruns_what_depends_on_it(tmp_
     assert set(first.ran) == {"docs", "prose", "split", "labels", "noisy"}
     assert set(_builder(digits.clone()).run(workdir=tmp_path).cached) == set(first.ran)
     changed = _builder(digits.head(150))
+    frames = sorted(p.name for p in (tmp_path / "built" / "_inputs").iterdir())
     assert {s.id: s.action for s in changed.plan(workdir=tmp_path)} == {
         "docs": "cached", "prose": "cached", "split": "cached", "labels": "run", "noisy": "after"}
+    # The plan wrote nothing into the run folder (it left the new frame under _inputs/, which no run had written).
+    assert sorted(p.name for p in (tmp_path / "built" / "_inputs").iterdir()) == frames
+    assert {s.id: s.action for s in _builder(digits).plan(workdir=tmp_path)}["labels"] == "cached"
     assert set(changed.run(workdir=tmp_path).ran) == {"labels", "noisy"}
     assert pipeline.load(tmp_path / "built" / "noisy").collect().height == 150
 
