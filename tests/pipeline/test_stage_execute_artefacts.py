@@ -186,3 +186,25 @@ def test_keeping_the_artefacts_where_they_already_are_keeps_them(reporting_stage
     del temporary
     gc.collect()
     assert (folder / "report.html").exists()  # the caller keeps it: no longer removed with the result
+
+
+def test_a_failed_call_leaves_the_callers_workdir_as_it_was(tmp_path):
+    """A call that failed after writing a side output left its folder in the caller's workdir, and every later call
+    was refused ("side output 'short' would be written to ..., which already exists")."""
+    class FailsAfterItsSideOutput(Stage):
+        """Test stage: writes a report and a side table, then fails (a bad row it meets late)."""
+
+        def side_output_names(self):
+            return ("short",)
+
+        def run(self, ctx: Context, data):
+            ctx.artefact_path("report.html").write_text("<p>half</p>")
+            ctx.write_side_output("short", data.collect().head(1))
+            raise PipelineError("row 3 is bad")
+
+    (tmp_path / "notes.txt").write_text("mine")
+    for _ in range(2):  # the second call fails as the first did, not on the first one's leftovers
+        with pytest.raises(PipelineError, match="row 3 is bad"):
+            FailsAfterItsSideOutput().execute(DOCS, workdir=tmp_path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
