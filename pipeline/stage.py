@@ -314,8 +314,8 @@ class Stage:
         except BaseException:
             if temporary:
                 shutil.rmtree(out_dir, ignore_errors=True)
-            else:  # the caller's folder as it was: a side output's folder left there refused the next call
-                _remove_new_entries(out_dir, before)
+            else:  # the caller's folder as it was (a side output's folder left there refused the next call), but
+                _remove_new_entries(out_dir, before, keep=ctx.checkpoint_dir.name)  # the next call resumes from here
             raise
         for name in ctx.side_outputs:
             shutil.rmtree(out_dir / name)
@@ -379,11 +379,11 @@ def _modified_times(folder: Path) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 
 
-def _remove_new_entries(folder: Path, before: dict[str, int]) -> None:
-    """Remove what a failed call created in the caller's folder (side outputs, checkpoints, a half-written report);
-    what was there before is left as it is."""
+def _remove_new_entries(folder: Path, before: dict[str, int], keep: str) -> None:
+    """Remove what a failed call created in the caller's folder (side outputs, a half-written report) but `keep` (its
+    checkpoints); what was there before is left as it is."""
     for path in folder.iterdir():
-        if path.name not in before:
+        if path.name not in before and path.name != keep:
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:
