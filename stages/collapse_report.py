@@ -9,6 +9,7 @@ that from `corpus_metrics` tables and writes report.html through the shared jinj
 from __future__ import annotations
 
 import json
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,8 @@ DEFAULT_PLOT_METRICS = (
 )
 
 PERPLEXITY_DIRECTION = "a departure either way is worse"
+# Characters a panel title's line holds at font size 8 in a grid column (4.6 inches) with room to spare.
+PANEL_TITLE_CHARS = 62
 # name -> (definition, which direction is worse for a collapse study)
 METRIC_INFO: dict[str, tuple[str, str]] = {
     "vocab_size": ("distinct words in the corpus", "lower is worse"),
@@ -280,9 +283,7 @@ class CollapseReport(Stage):
                         ax.fill_between(xs, part["lo"].to_numpy(), part["hi"].to_numpy(), color=colour, alpha=0.2,
                                         linewidth=0)
                     handles.setdefault(str(value), h)
-                definition, worse = describe(metric)
-                ax.set_title(f"{metric}" + (" (/ generation 0)" if self.relative else "") + f"\n{definition}; "
-                             f"{worse}", fontsize=8)
+                ax.set_title(self._panel_title(metric), fontsize=8)
                 ax.set_xlabel(self.x)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.grid(alpha=0.3)
@@ -300,6 +301,13 @@ class CollapseReport(Stage):
         grid.suptitle(self.title if write_singles else "Training corpora (what each generation is fit on)")
         images[grid_name] = png_bytes(grid)
         return long, images
+
+    def _panel_title(self, metric: str) -> str:
+        """The metric, then its definition and direction wrapped to the panel's width: one long line (the perplexity
+        definition, 110 characters) ran into the next panel's title in the three-column grid."""
+        definition, worse = describe(metric)
+        return (f"{metric}" + (" (/ generation 0)" if self.relative else "") + "\n"
+                + textwrap.fill(f"{definition}; {worse}", PANEL_TITLE_CHARS))
 
     def _histograms(self, ppl: pl.DataFrame, label: str | None, line: str | None, figure_cls) -> bytes:
         if "perplexity" not in ppl.columns or self.x not in ppl.columns:

@@ -119,3 +119,27 @@ def test_the_run_summary_leads_with_what_each_schedule_keeps(metrics_file, tmp_p
     result = CollapseReport().execute(metrics=table, workdir=tmp_path / "out")
     assert result.stats["vocab_size_last_over_first"] == {"accumulate": 0.94, "replace": 0.94}  # 940 / 1000
     assert headline(result.stats)[0] == "vocab_size_last_over_first {accumulate 0.94, replace 0.94}"
+
+
+def test_panel_titles_do_not_run_into_each_other(monkeypatch, tmp_path):
+    # The perplexity panel's one-line definition (110 characters) overran its column and the vendi_score title
+    # beside it in the grid of configs/model_collapse.yaml's report.
+    import stages.collapse_report as module
+
+    figures = []
+    real_png_bytes = module.png_bytes
+    monkeypatch.setattr(module, "png_bytes", lambda fig: figures.append(fig) or real_png_bytes(fig))
+    table = pl.DataFrame({"schedule": ["replace"] * 3, "generation": [0, 1, 2], "self_bleu": [0.5, 0.6, 0.7],
+                          "vendi_score": [8.0, 5.0, 4.0], "perplexity_median": [22.0, 9.0, 2.5]})
+    CollapseReport(metrics=["self_bleu", "vendi_score", "perplexity_median"]).execute(metrics=table,
+                                                                                      workdir=tmp_path / "out")
+    grid = max(figures, key=lambda fig: len(fig.axes))
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(grid)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    boxes = [ax.title.get_window_extent(renderer) for ax in grid.axes if ax.get_visible()]
+    assert len(boxes) == 3
+    for left, right in zip(boxes, boxes[1:]):
+        assert left.x1 <= right.x0, (left, right)
