@@ -130,7 +130,8 @@ class CollapseReport(Stage):
     """
 
     name = "collapse_report"
-    version = "4"  # 4: the perplexity text says generation 0 is scored held out (corpus_metrics 4), not in-sample;
+    version = "5"  # 5: panel titles wrapped to their column (a cached report kept the overlapping ones);
+    # 4: the perplexity text says generation 0 is scored held out (corpus_metrics 4), not in-sample;
     # 3: perplexity is not "higher is worse" (collapse lowers it)
     inputs = ("metrics", "perplexity", "corpus_metrics", "settings")
     optional_inputs = ("perplexity", "corpus_metrics", "settings")
