@@ -63,7 +63,7 @@ def plot_power_laws(fits: list, x_column: str, y_column: str, path: Path, title:
         lo_hi = law.intervals.get("alpha")
         ci = f" [{lo_hi[0]:.3f}, {lo_hi[1]:.3f}]" if lo_hi else ""
         if np.isnan(law.alpha):  # scaling_fit fits no law to a loss that rises with x: its points alone
-            ax.plot(x, y, "x--", color=color, alpha=0.8, label=f"{name}loss rises with x: no power law fitted")
+            ax.plot(x, y, "x--", color=color, alpha=0.8, label=f"{name}loss does not fall with x: no power law fitted")
             continue
         ax.plot(x, y, "o", color=color, alpha=0.8)
         ax.plot(grid, law(grid), "-", color=color,

@@ -45,6 +45,12 @@ def dimension_row(dims: pl.DataFrame, estimator: str, group: str | None) -> dict
     return rows.row(0, named=True) if rows.height else None
 
 
+def _not_falling(slope: float) -> str:
+    """How a curve with log-log slope >= 0 fails to fall. A flat one (slope 0: the same loss at every size) fits
+    L_inf alone, with k at its bound and any alpha: it was reported as alpha 2.87 [2.87, 2.87]."""
+    return "rises with" if slope > 0 else "stays flat with"
+
+
 class ScalingFit(Stage):
     """Fit L = L_inf + k x^-alpha per group, or the transfer law D_T = k D_F^alpha N^beta.
 
@@ -56,7 +62,7 @@ class ScalingFit(Stage):
     from-scratch and fine-tuned rows (`regime_column`), converts every fine-tuned loss to effective
     data on the from-scratch curve of the same model size, writes the points as side output
     `transfer_points` and one row with k, alpha, beta; plot `transfer.png`. A power-law group whose loss
-    rises with x (log-log slope `loglog_slope` > 0) is not fitted: no L_inf + k x^-alpha describes it, so
+    rises with x (log-log slope `loglog_slope` > 0), or stays flat (slope 0), is not fitted: no L_inf + k x^-alpha describes it, so
     its L_inf, k and alpha are NaN, its `warning` column says why, stats lead with that `warning`, and the
     plot shows its points alone.
 
@@ -80,7 +86,8 @@ class ScalingFit(Stage):
     """
 
     name = "scaling_fit"
-    version = "3"  # 3: a loss rising with x is flagged and not fitted (alpha was pinned to a bound, e.g. 5.0); the
+    version = "4"  # 4: a flat loss (the same at every x) is not fitted either (alpha was 2.87, k at its bound)
+    # 3: a loss rising with x is flagged and not fitted (alpha was pinned to a bound, e.g. 5.0); the
     # plot's legend names the null group
     # 2: log-axis ticks under 1 are labelled with their values ("0.55", not "6e-01")
     inputs: ClassVar[tuple[str, ...]] = ("data", "dimension")
@@ -178,7 +185,7 @@ class ScalingFit(Stage):
             where = f"values of '{self.x_column}'" + (f" in group {group!r}" if self.group_by else "")
             try:
                 slope = self._rising_slope(part, where)
-                law = self._unfitted(part) if slope > 0 else self._fit(
+                law = self._unfitted(part) if slope >= 0 else self._fit(
                     part[self.x_column].to_numpy(), part[self.y_column].to_numpy(), ctx, str(group), where)
             except InputDataError as exc:
                 exc.file = exc.file or label
@@ -194,8 +201,8 @@ class ScalingFit(Stage):
                 row |= {name: value, f"{name}_low": low, f"{name}_high": high}
             row |= {"rmse_log": law.rmse_log, "r2_log": law.r2_log, "confidence": self.confidence,
                     "loglog_slope": slope, "warning": None}
-            if slope > 0:
-                row["warning"] = (f"loss '{self.y_column}' rises with '{self.x_column}'"
+            if slope >= 0:
+                row["warning"] = (f"loss '{self.y_column}' {_not_falling(slope)} '{self.x_column}'"
                                   + (f" in group {group!r}" if self.group_by else "")
                                   + f" (log-log slope {slope:+.3g} over {law.points} points): no L_inf + k x^-alpha "
                                   "describes it, so no power law is fitted (alpha NaN); check the curve: "
@@ -208,7 +215,7 @@ class ScalingFit(Stage):
                         "alpha_4_over_d": 4.0 / d, "alpha_4_over_d_low": 4.0 / d_high,
                         "alpha_4_over_d_high": 4.0 / d_low, "alpha_times_d_over_4": law.alpha * d / 4.0}
             rows.append(row)
-            ctx.record(f"alpha@{group}" if self.group_by else "alpha", None if slope > 0 else round(law.alpha, 4))
+            ctx.record(f"alpha@{group}" if self.group_by else "alpha", None if slope >= 0 else round(law.alpha, 4))
         if rising:  # ahead of the alphas: a reader of the run's summary sees it first
             ctx.lead_with({"rising_curves_not_fitted": len(rising),
                            "warning": f"step '{ctx.step_id}': " + "; ".join(rising)})
@@ -260,8 +267,8 @@ class ScalingFit(Stage):
             except InputDataError as exc:
                 exc.file = exc.file or label
                 raise
-            if slope > 0:  # no law to read D_E off (inverting one fitted to a rising curve gave any number)
-                rising.append(f"from-scratch loss '{self.y_column}' rises with '{self.x_column}' at "
+            if slope >= 0:  # no law to read D_E off (inverting one fitted to a rising curve gave any number)
+                rising.append(f"from-scratch loss '{self.y_column}' {_not_falling(slope)} '{self.x_column}' at "
                               f"{self.params_column} = {n} (log-log slope {slope:+.3g}): its {tuned.height} "
                               "fine-tuned points are left out")
                 continue

@@ -84,6 +84,17 @@ def test_a_loss_rising_with_data_is_flagged_not_fitted(tmp_path):
     assert findings[1].startswith("Power law for g = up: not fitted: loss 'test_loss' rises")
 
 
+def test_a_flat_loss_is_flagged_not_fitted():
+    # The same loss at every size (a model that learns nothing from more data) was fitted as L_inf alone with k at
+    # its 1e-12 bound: alpha 2.87 [2.87, 2.87], a made-up exponent with a zero-width interval.
+    d = np.geomspace(40, 1280, 6)
+    result = ScalingFit(bootstrap=5).execute(pl.DataFrame({"subset_size": d, "test_loss": np.full(6, 0.3)}), seed=0)
+    row = result.table.row(0, named=True)
+    assert np.isnan([row["alpha"], row["alpha_low"], row["alpha_high"], row["k"]]).all(), row
+    assert "loss 'test_loss' stays flat with 'subset_size'" in row["warning"]
+    assert result.stats["alpha"] is None
+
+
 def test_recovers_transfer_law_within_10_percent():
     stage = ScalingFit(law="transfer", bootstrap=200)
     result = stage.execute(synthetic_transfer(), seed=0)
