@@ -62,7 +62,8 @@ class IntrinsicDimension(Stage):
     """
 
     name = "intrinsic_dimension"
-    version = "2"  # 2: log-axis ticks under 1 are labelled with their values ("0.55", not "6e-01")
+    version = "3"  # 3: vectors of any scale are searched at a moderate one (d was NaN near 1e20, wrong near 1e-30)
+    # 2: log-axis ticks under 1 are labelled with their values ("0.55", not "6e-01")
     requires: ClassVar[tuple[str, ...]] = ("faiss", "scipy", "matplotlib")
 
     def __init__(

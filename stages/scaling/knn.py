@@ -182,9 +182,23 @@ def nearest_neighbours(x: np.ndarray, k: int, index: str = "auto", seed: int = 0
     coordinates of low-rank data; falls back to 'hnsw' when the data are not low-rank), or 'auto'
     (exact up to EXACT_MAX_POINTS points, then 'projected'). Approximate searches report the recall
     measured against an exact search on a sample of RECALL_QUERIES points.
+
+    The search runs on x scaled by a power of two (exact in floating point) to a largest |value| in [0.5, 1), and
+    the distances are scaled back: FAISS compares squared float32 distances, which overflowed to inf from values
+    near 1e19 (d NaN) and underflowed to 0 below about 1e-19 (arbitrary neighbours: d 2.80 for points whose d
+    read 3.12 at scale 1), yet intrinsic dimension does not depend on the scale.
     """
-    faiss = load_faiss()
     x = search_matrix(x)
+    largest = float(np.abs(x).max()) if x.size else 0.0
+    exponent = int(np.frexp(largest)[1]) if 0.0 < largest < np.inf else 0
+    found = _nearest_neighbours(np.ldexp(x, np.int32(-exponent)).astype(np.float32, copy=False), k, index, seed)
+    found.distances = np.ldexp(found.distances, exponent)
+    return found
+
+
+def _nearest_neighbours(x: np.ndarray, k: int, index: str, seed: int) -> Neighbours:
+    """`nearest_neighbours` on a float32 matrix whose largest |value| lies in [0.5, 1)."""
+    faiss = load_faiss()
     n, dim = x.shape
     kind = index if index != "auto" else ("exact" if n <= EXACT_MAX_POINTS else "projected")
     recall = None

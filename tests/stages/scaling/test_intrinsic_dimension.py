@@ -222,3 +222,15 @@ steps:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     line = proc.stderr.strip().splitlines()[-1]
     assert "step 'dim'" in line and "parameter 'column'" in line and str(path) in line, line
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e20])
+def test_the_estimate_does_not_depend_on_the_scale_of_the_vectors(scale):
+    # The float32 search squares distances: vectors near 1e-30 had them underflow to 0 (arbitrary neighbours: TwoNN
+    # 2.80 where the same points at scale 1 read 3.12) and near 1e20 overflow to inf (TwoNN and MLE NaN).
+    x = np.random.default_rng(0).random((300, 3))
+    stage = IntrinsicDimension(bootstrap=0, plot=False)
+    unit = stage.execute(table(x), seed=0).table.sort("estimator")
+    scaled = stage.execute(table(x * scale), seed=0).table.sort("estimator")
+    assert scaled["dimension"].to_list() == pytest.approx(unit["dimension"].to_list(), rel=1e-5)
+    assert scaled["radius"].to_list() == pytest.approx((unit["radius"] * scale).to_list(), rel=1e-5)  # same units
