@@ -77,7 +77,8 @@ class Generations(Stage):
     """
 
     name = "generations"
-    version = "3"  # 3: the n-gram sampler below temperature 1 no longer overflows or loses weights
+    version = "4"  # 4: the n-gram sampler's top_p truncates its unigram level too (it kept every word there)
+    # 3: the n-gram sampler below temperature 1 no longer overflows or loses weights
     inputs = ("data",)
 
     def __init__(

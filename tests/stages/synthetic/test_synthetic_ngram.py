@@ -24,6 +24,14 @@ def test_sampling_bias_knobs_narrow_the_output(corpus):
     assert tokenize(biased)["token"].n_unique() < tokenize(plain)["token"].n_unique()
 
 
+def test_top_p_truncates_the_unigram_level_too():
+    # A draw that backed off to the unigram level took the whole distribution: top_p never dropped a word there
+    # (a unigram model sampled 'b', 'zzz' and early ends at top_p 0.5, where 'a' alone holds the nucleus).
+    model = NGramLM(order=1, smoothing=0.01).fit(["a a a a b"] * 20 + ["zzz"])
+    sampled = model.sample(100, np.random.default_rng(0), max_tokens=20, top_p=0.5)
+    assert set(" ".join(sampled).split()) == {"a"} and all(len(t.split()) == 20 for t in sampled)
+
+
 def test_ngram_perplexity_prefers_real_word_order(corpus):
     model = NGramLM(order=3).fit(corpus["text"])
     real = model.perplexity(corpus["text"].head(40))
