@@ -130,7 +130,8 @@ class CollapseReport(Stage):
     """
 
     name = "collapse_report"
-    version = "5"  # 5: panel titles wrapped to their column (a cached report kept the overlapping ones);
+    version = "5"  # 5: panel titles wrapped to their column (a cached report kept the overlapping ones), and under
+    # relative: true a metric that is 0 at generation 0 is drawn in its values (its panel was empty);
     # 4: the perplexity text says generation 0 is scored held out (corpus_metrics 4), not in-sample;
     # 3: perplexity is not "higher is worse" (collapse lowers it)
     inputs = ("metrics", "perplexity", "corpus_metrics", "settings")
@@ -259,8 +260,14 @@ class CollapseReport(Stage):
         from matplotlib.ticker import MaxNLocator
 
         long, names, keys, line = self._long(table, label)
-        column = "relative_to_first" if self.relative else "value"
-        bands = seed_bands(long.drop_nulls(column), keys, self.x, column)
+        # A metric that is 0 at generation 0 (js_divergence) has no ratio: its panel was empty under relative: true,
+        # so it keeps its own values there, and its title says so.
+        absolute = set() if not self.relative else set(
+            long.group_by("metric").agg(pl.col("relative_to_first").is_null().all().alias("none"))
+            .filter("none")["metric"].to_list())
+        plotted = pl.when(pl.col("metric").is_in(list(absolute))).then("value").otherwise(
+            "relative_to_first" if self.relative else "value").alias("plotted")
+        bands = seed_bands(long.with_columns(plotted).drop_nulls("plotted"), keys, self.x, "plotted")
         lines = long[line].unique(maintain_order=True).sort().to_list() if line else [None]
         n_seeds = long["seed"].n_unique() if "seed" in long.columns else 1
 
@@ -284,7 +291,7 @@ class CollapseReport(Stage):
                         ax.fill_between(xs, part["lo"].to_numpy(), part["hi"].to_numpy(), color=colour, alpha=0.2,
                                         linewidth=0)
                     handles.setdefault(str(value), h)
-                ax.set_title(self._panel_title(metric), fontsize=8)
+                ax.set_title(self._panel_title(metric, metric in absolute), fontsize=8)
                 ax.set_xlabel(self.x)
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.grid(alpha=0.3)
@@ -303,11 +310,12 @@ class CollapseReport(Stage):
         images[grid_name] = png_bytes(grid)
         return long, images
 
-    def _panel_title(self, metric: str) -> str:
+    def _panel_title(self, metric: str, absolute: bool = False) -> str:
         """The metric, then its definition and direction wrapped to the panel's width: one long line (the perplexity
         definition, 110 characters) ran into the next panel's title in the three-column grid."""
         definition, worse = describe(metric)
-        return (f"{metric}" + (" (/ generation 0)" if self.relative else "") + "\n"
+        scale = " (0 at generation 0: values, not ratios)" if absolute else " (/ generation 0)" if self.relative else ""
+        return (f"{metric}{scale}\n"
                 + textwrap.fill(f"{definition}; {worse}", PANEL_TITLE_CHARS))
 
     def _histograms(self, ppl: pl.DataFrame, label: str | None, line: str | None, figure_cls) -> bytes:

@@ -143,3 +143,20 @@ def test_panel_titles_do_not_run_into_each_other(monkeypatch, tmp_path):
     assert len(boxes) == 3
     for left, right in zip(boxes, boxes[1:]):
         assert left.x1 <= right.x0, (left, right)
+
+
+def test_relative_curves_keep_a_metric_that_starts_at_zero(monkeypatch, tmp_path):
+    # Under relative: true, js_divergence (0 at generation 0, so no ratio) drew an empty panel with a made-up axis.
+    import stages.collapse_report as module
+
+    figures = []
+    real_png_bytes = module.png_bytes
+    monkeypatch.setattr(module, "png_bytes", lambda fig: figures.append(fig) or real_png_bytes(fig))
+    table = pl.DataFrame({"schedule": ["replace"] * 3, "generation": [0, 1, 2], "vocab_size": [100.0, 80.0, 50.0],
+                          "js_divergence": [0.0, 0.1, 0.3]})
+    CollapseReport(metrics=["vocab_size", "js_divergence"], relative=True).execute(metrics=table,
+                                                                                 workdir=tmp_path / "out")
+    grid = max(figures, key=lambda fig: len(fig.axes))
+    vocab, js = grid.axes[:2]
+    assert list(vocab.lines[0].get_ydata()) == [1.0, 0.8, 0.5] and "(/ generation 0)" in vocab.get_title()
+    assert list(js.lines[0].get_ydata()) == [0.0, 0.1, 0.3] and "values, not ratios" in js.get_title()
