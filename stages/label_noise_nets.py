@@ -171,7 +171,8 @@ class LabelNoiseNets(Stage):
         refuse_label_kind(inputs["data"], self.label_column)  # before the split, naming this step and the file
         refuse_null_labels(inputs["data"], self.label_column)
         refuse_bad_id_column(inputs["data"], self.id_column)  # here, naming the user's file, not the split's table
-        study_feature(inputs["data"], self.features, self.label_column, self.id_column)
+        study_feature(inputs["data"], self.features, self.label_column, self.id_column,
+                      centroid=self.confusion == "centroid" and "structured" in self.noises)
 
     def side_output_names(self):
         return ("transitions",) if any(self._keeps_transitions(run) for run in self._runs()) else ()

@@ -129,12 +129,17 @@ def refuse_feature_kind(column: str, dtype: Any, how: str, file: str | None) -> 
     raise InputDataError(f"input 'data' column '{column}' ({how}) {what}", param="features", file=file)
 
 
-def study_feature(data: Dataset, features: str, label_column: str, id_column: str) -> str:
+def study_feature(data: Dataset, features: str, label_column: str, id_column: str, centroid: bool = False) -> str:
     """The feature column of a study's input (`feature_column`), with a text column's nulls, or one without a word,
     refused naming the file: TF-IDF failed on a null ('NoneType' has no attribute 'lower') and the tokenizer read
-    it as empty."""
+    it as empty. `centroid`: structured noise will take class centroids of the column (confusion: centroid), so
+    text is refused naming `confusion` (the inner label_noise step blamed its own 'feature_column', mid-run)."""
     schema = data.lazy().collect_schema()
     column = feature_column(schema, features, (label_column, id_column), data.label)
+    if centroid and is_text(schema[column]):
+        raise InputDataError(f"confusion 'centroid' takes class centroids of numeric vectors, but the feature column "
+                             f"'{column}' holds text; set confusion: derangement (or auto), or features to a vector "
+                             "column", param="confusion", file=data.label)
     if is_text(schema[column]):
         refuse_null_texts(data, column, "a study cannot train on a missing document", input_name="data",
                           param="features")
@@ -252,7 +257,8 @@ class LabelNoiseCurve(Stage):
         refuse_null_labels(inputs["data"], self.label_column)
         refuse_bad_id_column(inputs["data"], self.id_column)
         refuse_noise_columns(inputs["data"])  # every column is passed on to label_noise
-        study_feature(inputs["data"], self.features, self.label_column, self.id_column)
+        study_feature(inputs["data"], self.features, self.label_column, self.id_column,
+                      centroid=self.confusion == "centroid" and "structured" in self.noises)
 
     def _feature_column(self, data: Dataset) -> str:
         return feature_column(data.lazy().collect_schema(), self.features, (self.label_column, self.id_column),

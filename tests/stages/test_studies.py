@@ -194,6 +194,24 @@ def test_a_feature_column_of_neither_text_nor_vectors_is_refused_naming_column_a
     assert expected in err.value.message, err.value.message
 
 
+@pytest.mark.parametrize("stage", ["curve", "nets"])
+def test_centroid_confusion_on_text_is_refused_naming_confusion_and_the_file(tmp_path, stage):
+    # The inner label_noise step refused it mid-run as its own parameter 'feature_column' of input 'data', names
+    # the user never wrote (label_noise_study.yaml with --set fortunes_curve.confusion=centroid).
+    from stages.label_noise_nets import LabelNoiseNets
+
+    path = tmp_path / "text.parquet"
+    _text_column(pl.format("document {} of words", pl.col("id")))(digits_example(90)).write_parquet(path)
+    common = {"alphas": [0], "noises": ["structured"], "confusion": "centroid"}
+    made = LabelNoiseCurve(**common) if stage == "curve" else LabelNoiseNets(
+        models=["bag_of_embeddings"], seeds=1, examples=200, batch_sizes=[32], batch_alphas=[0], clean_fractions=[1.0],
+        **common)
+    with pytest.raises(InputDataError, match="confusion 'centroid' takes class centroids of numeric vectors, but "
+                                             "the feature column 'text' holds text; set confusion: derangement") as err:
+        made.execute(Dataset.from_parquet(path))
+    assert (err.value.param, err.value.file) == ("confusion", str(path))
+
+
 def test_a_feature_column_of_the_wrong_kind_is_refused_by_validate(tmp_path):
     from cli_failures import refused_by_validate
 
