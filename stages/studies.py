@@ -175,6 +175,19 @@ def text_as_strings(table: pl.DataFrame, feature: str) -> tuple[pl.DataFrame, bo
     return table.with_columns(pl.col(feature).cast(pl.String)), True
 
 
+def _tfidf_fit(vectoriser: Any, texts: list[str], feature: str, file: str | None) -> Any:
+    """`vectoriser.fit_transform(texts)`, with no term kept refused in one line: texts whose words are one character
+    long or never repeat across documents failed inside scikit-learn ("After pruning, no terms remain", exit 1)."""
+    try:
+        return vectoriser.fit_transform(texts)
+    except ValueError as exc:
+        if "no terms remain" not in str(exc) and "empty vocabulary" not in str(exc):
+            raise
+        raise InputDataError(f"column '{feature}' gives TF-IDF no term: a term is a word of 2 or more letters or "
+                             f"digits found in at least 2 of the {len(texts):,} training texts; give texts that share "
+                             "words, or a numeric vector column as features", param="features", file=file) from None
+
+
 class LabelNoiseCurve(Stage):
     """Test accuracy against alpha (noisy rows per clean row) for uniform and structured label noise.
 
@@ -293,7 +306,7 @@ class LabelNoiseCurve(Stage):
             train, test = _split(table, self.label_column, self.test_fraction, seed, data.label)
             if text:
                 vectoriser = TfidfVectorizer(sublinear_tf=True, min_df=2, ngram_range=(1, 2))
-                x_train = vectoriser.fit_transform(train[feature].to_list())
+                x_train = _tfidf_fit(vectoriser, train[feature].to_list(), feature, data.label)
                 x_test = vectoriser.transform(test[feature].to_list())
             else:
                 scale = float(np.abs(vector_matrix(train[feature], "features")).max()) or 1.0

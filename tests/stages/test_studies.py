@@ -181,7 +181,9 @@ def _text_column(values):
     (_text_column(pl.lit(None)), "column 'text' (picked by features: auto as the text column) holds only nulls"),
     (_text_column(pl.lit(None, pl.String)), "column 'text' has 90 null texts; a study cannot train on a missing"),
     (_text_column(pl.lit(" ")), "column 'text' holds no words (all 90 rows blank)"),
-], ids=["int", "list of strings", "null type", "null strings", "blank strings"])
+    # No word of 2+ characters in 2 training texts: scikit-learn's "After pruning, no terms remain" (exit 1).
+    (_text_column(pl.format("{} z", pl.col("id"))), "column 'text' gives TF-IDF no term: a term is a word of 2 or"),
+], ids=["int", "list of strings", "null type", "null strings", "blank strings", "no shared word"])
 def test_a_feature_column_of_neither_text_nor_vectors_is_refused_naming_column_and_file(tmp_path, bad, expected):
     # An integer text column trained as a 1-wide vector (exit 0); a list of words failed converting 'alpha' to a
     # float; null texts failed inside TF-IDF ('NoneType' object has no attribute 'lower'), blank ones with "empty
