@@ -213,6 +213,8 @@ class IntrinsicDimension(Stage):
                 name, dist, k=self.k, n1=self.gride_n1, twonn_method=self.twonn_method,
                 discard_fraction=self.discard_fraction)
             low, high = id_estimators.bootstrap_interval(per_point, statistic, self.bootstrap, self.confidence, rng)
+            if name == "twonn":
+                _warn_of_ties(ctx, dist, value, where)
             span = {"twonn": 2, "mle": self.k, "gride": 2 * self.gride_n1}[name]
             rows.append({
                 "group_by": self.group_by, "group": None if group is None else str(group), "estimator": name,
@@ -243,6 +245,24 @@ class IntrinsicDimension(Stage):
         table = table.with_columns(vectors_to_series("embedding", plane))
         return {"group_by": "part", "bootstrap": 20, "scales": [2, 4], "estimators": ["twonn", "mle", "gride"]}, \
             {"data": table}
+
+
+# Above this share of points whose two nearest neighbours tie, TwoNN's estimate is said to be biased low.
+TIED_SHARE_WARNED = 0.1
+
+
+def _warn_of_ties(ctx: Context, dist: np.ndarray, value: float, where: str) -> None:
+    """Lead the step's stats with a warning where TwoNN's r2/r1 = 1 for many points (lattice data such as integer
+    pixel values): each such point says nothing of d, and where all do, TwoNN is NaN (it was, with only numpy's
+    runtime warnings)."""
+    tied = float(np.mean(dist[:, 1] == dist[:, 0]))
+    if np.isfinite(value) and tied <= TIED_SHARE_WARNED:
+        return
+    state = "undefined (NaN)" if not np.isfinite(value) else "biased low"
+    note = (f"TwoNN is {state}{where}: {tied:.0%} of the points have their two nearest neighbours at one distance "
+            "(lattice data, e.g. integer pixel values); read MLE or GRIDE, or add a small jitter to the vectors")
+    earlier = ctx.stats.get("warning")
+    ctx.lead_with({"warning": f"{earlier}; {note}" if earlier else f"step '{ctx.step_id}': {note}"})
 
 
 def _plot_scales(curve: list[dict], result: pl.DataFrame, path: Path, title: str) -> None:

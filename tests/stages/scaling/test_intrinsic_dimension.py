@@ -234,3 +234,17 @@ def test_the_estimate_does_not_depend_on_the_scale_of_the_vectors(scale):
     scaled = stage.execute(table(x * scale), seed=0).table.sort("estimator")
     assert scaled["dimension"].to_list() == pytest.approx(unit["dimension"].to_list(), rel=1e-5)
     assert scaled["radius"].to_list() == pytest.approx((unit["radius"] * scale).to_list(), rel=1e-5)  # same units
+
+
+def test_twonn_on_lattice_points_warns_instead_of_a_silent_nan():
+    """Points of an integer grid: every point's two nearest neighbours are one step away, r2/r1 = 1 says nothing of
+    d, and TwoNN was NaN with only numpy's runtime warnings to show for it."""
+    grid = np.array([(i, j) for i in range(20) for j in range(20)], dtype=np.float64) @ np.eye(2, 5)
+    result = IntrinsicDimension(estimators=["twonn", "mle"], bootstrap=0, scales=[2]).execute(table(grid), seed=0)
+    twonn = result.table.filter(pl.col("estimator") == "twonn")["dimension"][0]
+    assert np.isnan(twonn)
+    assert next(iter(result.stats)) == "warning"
+    assert "TwoNN is undefined (NaN): 100% of the points have their two nearest neighbours at one distance" \
+        in result.stats["warning"]
+    assert "warning" not in IntrinsicDimension(bootstrap=0, scales=[2]).execute(table(ball(500, 3, 8, seed=0)),
+                                                                                 seed=0).stats
