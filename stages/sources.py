@@ -27,7 +27,7 @@ from stages.file_stream import (  # noqa: F401 - normalise and stream_files are 
     normalised_schema,
     stream_files,
 )
-from stages.formats import FileFormat, csv_types
+from stages.formats import LINE_BREAK, FileFormat, csv_types, decode_text
 
 
 def _expand(path: str, pattern: str | None = None) -> list[Path]:
@@ -185,7 +185,7 @@ class ReadCsv(_FileSource):
 
 def _decode(data: bytes, path: Path, encoding: str, errors: str) -> str:
     try:
-        return data.decode(encoding, errors=errors)
+        return decode_text(data, encoding, errors)
     except UnicodeDecodeError as exc:
         raise InputDataError(
             f"not valid {encoding} at byte {exc.start} ({exc.reason})",
@@ -209,6 +209,7 @@ class ReadText(_FileSource):
     """
 
     name = "read_text"
+    version = "2"  # 2: a BOM is not text; lines break only at \n, \r\n or \r (not at a form feed)
 
     def __init__(self, path: str, unit: Literal["file", "line"] = "file", glob: str = "**/*.txt",
                  encoding: str = "utf-8", errors: Literal["strict", "replace"] = "strict"):
@@ -237,7 +238,7 @@ class ReadText(_FileSource):
                 texts.append(text)
                 paths.append(str(f))
             else:
-                for lineno, line in enumerate(text.splitlines(), start=1):
+                for lineno, line in enumerate(LINE_BREAK.split(text), start=1):
                     if line.strip():
                         ids.append(f"{name}:{lineno}")
                         texts.append(line)

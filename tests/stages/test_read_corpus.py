@@ -267,3 +267,10 @@ def test_a_file_that_is_not_utf8_is_refused_saying_how_to_convert_it(tmp_path):
     for name in ("excel.csv", "notes.txt"):
         with pytest.raises(InputDataError, match=r"the file is not UTF-8: convert it first, e\.g\. iconv"):
             ReadCorpus(path=str(tmp_path / name)).apply()
+
+
+def test_a_text_files_bom_is_not_part_of_its_text(tmp_path):
+    # JSON Lines and CSV dropped a UTF-8 BOM, a text file kept it: the same text saved by two editors
+    # was two different documents.
+    (tmp_path / "bom.txt").write_bytes("\ufeffsame text\n".encode())
+    assert ReadCorpus(path=str(tmp_path / "bom.txt")).apply()["text"].to_list() == ["same text\n"]

@@ -80,3 +80,13 @@ def test_embedded_corpora_are_real_text():
     src = PythonStdlib(limit=20).apply()
     assert src.height == 20 and src["text"].str.contains("import|def |class ").sum() >= 15
     assert src["id"].str.ends_with(".py").all()
+
+
+def test_text_lines_break_only_at_newlines_and_a_bom_is_not_text(tmp_path):
+    # A form feed (page break in GNU docs, Python sources) or U+2028 inside a line split it in two and
+    # numbered every later line wrong; the BOM an editor wrote became the first document's first character.
+    (tmp_path / "f.txt").write_bytes("\ufeffone\x0cstill one\r\ntwo\u2028same\nthree\n".encode())
+    lines = ReadText(path=str(tmp_path), unit="line").apply()
+    assert lines["id"].to_list() == ["f.txt:1", "f.txt:2", "f.txt:3"]
+    assert lines["text"].to_list() == ["one\x0cstill one", "two\u2028same", "three"]
+    assert ReadText(path=str(tmp_path)).apply()["text"][0].startswith("one")
