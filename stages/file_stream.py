@@ -31,7 +31,7 @@ from pipeline.errors import InputDataError, first_line
 from pipeline.files import describe_path
 from pipeline.io import batch_frame
 from stages import formats as corpus_formats
-from stages.formats import FileFormat, _csv_separator, compression_of, read_frame, unreadable
+from stages.formats import FileFormat, compression_of, csv_separator, read_frame, unreadable
 
 # Decompressed bytes parsed at once. Files up to this size are read in one piece, exactly as before.
 STREAM_BATCH_BYTES = 64 << 20
@@ -200,7 +200,7 @@ class FileBatches:
         if self._csv_schema is not None:
             return
         first = next(_chunks(self.path, self.fmt.compression, self.batch_bytes, quoted=True), b"")
-        self.separator = self.separator or _csv_separator(first)
+        self.separator = csv_separator(first, self.separator, describe_path(self.path))
         newline = first.find(b"\n")
         self._header = first[: newline + 1] if newline >= 0 else first
         try:

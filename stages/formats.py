@@ -158,8 +158,8 @@ def read_frame(path: Path, fmt: FileFormat, *, separator: str | None = None, enc
         if fmt.format == "jsonl":
             return pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
         if fmt.format == "csv":
-            sep = separator or _csv_separator(data)
-            return pl.read_csv(io.BytesIO(data), separator=sep, infer_schema_length=10000, encoding="utf8")
+            return pl.read_csv(io.BytesIO(data), separator=csv_separator(data, separator, label),
+                               infer_schema_length=10000, encoding="utf8")
         return pl.DataFrame({"text": [decode_text(data, encoding, errors)]}, schema={"text": pl.String})
     except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError, pa.ArrowInvalid) as exc:
         raise unreadable(fmt.format, exc, label) from None
@@ -232,7 +232,20 @@ def csv_misfit(exc: BaseException, schema: dict[str, Any], given: dict[str, Any]
                           param="schema_overrides", file=label)
 
 
-def _csv_separator(data: bytes) -> str:
+def csv_separator(data: bytes, separator: str | None, label: str) -> str:
+    """The separator of the CSV starting with `data` (given, or sniffed), once its lines are known to end in \\n.
+
+    Lines ending in a lone \\r (classic Mac OS, some Excel exports) are one line to the CSV reader: every row
+    went into the header and the file was refused as having no rows."""
+    head = data[:_SNIFF_BYTES]
+    if b"\n" not in head and b"\r" in head.rstrip(b"\r"):
+        raise InputDataError("its lines end in a lone carriage return (\\r, classic Mac OS), which the CSV reader "
+                             "does not split at; convert them to \\n first (e.g. `tr '\\r' '\\n'`)",
+                             param="path", file=label)
+    return separator or _sniffed_separator(head)
+
+
+def _sniffed_separator(data: bytes) -> str:
     sample = data[:_SNIFF_BYTES].decode("utf-8", errors="replace")
     try:
         return csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter

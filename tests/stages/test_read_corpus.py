@@ -274,3 +274,14 @@ def test_a_text_files_bom_is_not_part_of_its_text(tmp_path):
     # was two different documents.
     (tmp_path / "bom.txt").write_bytes("\ufeffsame text\n".encode())
     assert ReadCorpus(path=str(tmp_path / "bom.txt")).apply()["text"].to_list() == ["same text\n"]
+
+
+def test_csv_lines_ending_in_a_lone_carriage_return_are_refused_not_read_as_no_rows(tmp_path):
+    # The CSV reader does not split at a lone \r: every row went into the header and the file was
+    # refused as "the source has no rows".
+    (tmp_path / "mac.csv").write_bytes(b"id,text\r1,a\r2,b\r")
+    with pytest.raises(InputDataError, match=r"lone carriage return") as refused:
+        ReadCorpus(path=str(tmp_path / "mac.csv")).apply()
+    assert refused.value.param == "path" and "mac.csv" in str(refused.value)
+    (tmp_path / "mac.csv").write_bytes(b"id,text\r\n1,a\r\n")  # \r\n is fine
+    assert ReadCorpus(path=str(tmp_path / "mac.csv")).apply()["text"].to_list() == ["a"]
