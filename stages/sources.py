@@ -403,6 +403,13 @@ class PythonDocs(Stage):
         return {"granularity": "paragraph", "min_chars": 400}, {}
 
 
+def module_name(rel: Path) -> str:
+    """The dotted name a source file is imported as: a package's `__init__.py` is the package (`json`), not
+    `json.__init__`, so rows group by the module a user knows."""
+    parts = rel.with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
+
+
 class PythonStdlib(Stage):
     """The standard library's own Python sources: about 30 MB of real code and docstrings.
 
@@ -414,6 +421,7 @@ class PythonStdlib(Stage):
     """
 
     name = "python_stdlib"
+    version = "2"  # 2: a package's __init__.py is its package in `module` (was 'json.__init__')
     inputs = ()
 
     def __init__(self, include_tests: bool = False, limit: int | None = None):
@@ -456,7 +464,7 @@ class PythonStdlib(Stage):
             rel = f.relative_to(root)
             ids.append(str(rel))
             texts.append(text)
-            modules.append(".".join(rel.with_suffix("").parts))
+            modules.append(module_name(rel))
             sizes.append(len(data))
         ctx.record("files_skipped_not_utf8", skipped)
         if not ids:

@@ -90,3 +90,11 @@ def test_text_lines_break_only_at_newlines_and_a_bom_is_not_text(tmp_path):
     assert lines["id"].to_list() == ["f.txt:1", "f.txt:2", "f.txt:3"]
     assert lines["text"].to_list() == ["one\x0cstill one", "two\u2028same", "three"]
     assert ReadText(path=str(tmp_path)).apply()["text"][0].startswith("one")
+
+
+def test_stdlib_module_of_a_package_init_is_the_package():
+    # json/__init__.py was module 'json.__init__', a name nothing imports.
+    out = PythonStdlib().apply()
+    modules = dict(zip(out["id"], out["module"]))
+    assert modules["json/__init__.py"] == "json" and modules["json/decoder.py"] == "json.decoder"
+    assert not any(m.endswith("__init__") for m in out["module"])
