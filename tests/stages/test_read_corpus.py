@@ -285,3 +285,18 @@ def test_csv_lines_ending_in_a_lone_carriage_return_are_refused_not_read_as_no_r
     assert refused.value.param == "path" and "mac.csv" in str(refused.value)
     (tmp_path / "mac.csv").write_bytes(b"id,text\r\n1,a\r\n")  # \r\n is fine
     assert ReadCorpus(path=str(tmp_path / "mac.csv")).apply()["text"].to_list() == ["a"]
+
+
+
+@pytest.mark.parametrize("id_column, rows, says", [
+    ("k", ['{"id": "a", "k": 1, "text": "x"}', '{"id": "b", "k": 2, "text": "y"}'], "also has a column 'id'"),
+    ("text", ['{"text": "x"}', '{"text": "y"}'], "names the text column"),
+    ("tags", ['{"tags": ["p"], "text": "x"}', '{"tags": ["q"], "text": "y"}'], r"holds List\(String\), not ids")])
+def test_an_id_column_that_cannot_name_rows_is_refused_in_one_line(tmp_path, id_column, rows, says):
+    # Each failed inside polars (exit 1): a second 'id' column, a text column left with no text, a list cast
+    # to a string.
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(InputDataError, match=says) as refused:
+        ReadCorpus(path=str(path), id_column=id_column).apply()
+    assert refused.value.param == "id_column"
