@@ -144,7 +144,8 @@ class Decontaminate(Stage):
         # The matches columns compared with training ids and with min_score, and cut at: refused at validate time.
         matches = {"train_id": "text", "test_id": "text", "kind": "text", "score": "numeric",
                    "train_char_start": "numeric", "train_char_end": "numeric"}
-        return {**super().required_column_types(), "matches": matches}
+        data = {**super().required_column_types().get("data", {}), self.id_column: "scalar"}  # a list id: a failed cast
+        return {"data": data, "matches": matches}
 
     def _text_columns(self) -> list[str]:
         return train_columns(self.text_column, self.train_fields)

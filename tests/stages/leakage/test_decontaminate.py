@@ -312,3 +312,10 @@ def test_documents_matched_counts_only_documents_of_data():
     result = Decontaminate().execute(data=DATA, matches=matches)
     assert result.stats["documents_matched"] == 0 and result.table.height == DATA.height
     assert Decontaminate().execute(data=DATA, matches=pl.DataFrame(MATCH)).stats["documents_matched"] == 1
+
+
+def test_a_list_id_column_is_refused_in_one_line():
+    # The ids are matched as strings: a list id failed inside polars casting it (exit 1).
+    with pytest.raises(InputDataError, match="not one value a row") as refused:
+        Decontaminate().apply(data=DATA.with_columns(pl.Series("id", [[0], [1]])), matches=pl.DataFrame(MATCH))
+    assert refused.value.param == "id_column"
