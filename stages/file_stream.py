@@ -378,8 +378,12 @@ def no_text(text_column: str, how: str, label: str) -> InputDataError:
 
 
 def file_names(files: list[Path], root: str) -> list[str]:
-    base = Path(root) if Path(root).is_dir() else None
-    return [str(f.relative_to(base)) if base else f.name for f in files]
+    """Each file's name in its rows' ids: its path from `root`, a folder, or from a glob's folder (the part before
+    its first wildcard). Bare file names made 'x.txt:0' of both a/x.txt and b/x.txt under 'data/**/*.txt'."""
+    parts = Path(root).parts
+    magic = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), None)
+    base = Path(root) if Path(root).is_dir() else Path(*parts[:magic]) if magic else None
+    return [str(f.relative_to(base)) if base and f.is_relative_to(base) else f.name for f in files]
 
 
 def normalised_schema(schema: dict, text_column: str, id_column: str | None) -> dict | None:

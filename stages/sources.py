@@ -62,6 +62,7 @@ def _file_stats(files: list[Path]) -> list[tuple[str, int, int]]:
 
 class _FileSource(Stage):
     inputs = ()
+    version = "2"  # 2: a glob's files are named in ids by their path from the glob's folder (a/x.txt, not x.txt)
     allow_empty_input = True
 
     def fingerprint_extra(self):
@@ -228,11 +229,9 @@ class ReadText(_FileSource):
 
     def run(self, ctx: Context) -> pl.DataFrame:
         files = _expand(self.path, self.glob)
-        root = Path(self.path) if Path(self.path).is_dir() else None
         ids, texts, paths = [], [], []
-        for f in files:
+        for f, name in zip(files, file_names(files, self.path)):
             text = _decode(f.read_bytes(), f, self.encoding, self.errors)
-            name = str(f.relative_to(root)) if root else f.name
             if self.unit == "file":
                 ids.append(name)
                 texts.append(text)

@@ -300,3 +300,13 @@ def test_an_id_column_that_cannot_name_rows_is_refused_in_one_line(tmp_path, id_
     with pytest.raises(InputDataError, match=says) as refused:
         ReadCorpus(path=str(path), id_column=id_column).apply()
     assert refused.value.param == "id_column"
+
+
+def test_files_of_one_name_under_a_glob_get_distinct_ids(tmp_path):
+    # Named by their bare file name, a/x.txt and b/x.txt were both 'x.txt:0': two rows, one id.
+    for part in ("a", "b"):
+        (tmp_path / part).mkdir()
+        (tmp_path / part / "x.jsonl").write_text(f'{{"text": "{part}"}}\n')
+    out = ReadCorpus(path=str(tmp_path / "**" / "*.jsonl")).apply()
+    assert out["id"].to_list() == ["a/x.jsonl:0", "b/x.jsonl:0"]
+    assert ReadCorpus(path=str(tmp_path / "a" / "x.jsonl")).apply()["id"].to_list() == ["x.jsonl:0"]

@@ -98,3 +98,11 @@ def test_stdlib_module_of_a_package_init_is_the_package():
     modules = dict(zip(out["id"], out["module"]))
     assert modules["json/__init__.py"] == "json" and modules["json/decoder.py"] == "json.decoder"
     assert not any(m.endswith("__init__") for m in out["module"])
+
+
+def test_read_text_names_a_glob_s_files_by_their_path_from_its_folder(tmp_path):
+    # Bare file names made a/x.txt and b/x.txt one id, refused with a hint about an 'id' column it does not have.
+    for part in ("a", "b"):
+        (tmp_path / part).mkdir()
+        (tmp_path / part / "x.txt").write_text(part)
+    assert ReadText(path=str(tmp_path / "*" / "x.txt")).apply()["id"].to_list() == ["a/x.txt", "b/x.txt"]
