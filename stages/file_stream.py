@@ -31,7 +31,8 @@ from pipeline.errors import InputDataError, first_line
 from pipeline.files import describe_path
 from pipeline.io import batch_frame
 from stages import formats as corpus_formats
-from stages.formats import FileFormat, _csv_separator, compression_of, read_frame, unreadable
+from stages.corpus_ids import id_column_problem, take_ids, unique_id_hint
+from stages.formats import FileFormat, compression_of, csv_separator, read_frame, unreadable
 
 # Decompressed bytes parsed at once. Files up to this size are read in one piece, exactly as before.
 STREAM_BATCH_BYTES = 64 << 20
@@ -200,7 +201,7 @@ class FileBatches:
         if self._csv_schema is not None:
             return
         first = next(_chunks(self.path, self.fmt.compression, self.batch_bytes, quoted=True), b"")
-        self.separator = self.separator or _csv_separator(first)
+        self.separator = csv_separator(first, self.separator, describe_path(self.path))
         newline = first.find(b"\n")
         self._header = first[: newline + 1] if newline >= 0 else first
         try:
@@ -329,6 +330,8 @@ def normalise(
             f"column '{text_column}' holds {df.schema[text_column]}, not text; cast it to a string first, or name "
             "the text column with text_column", param="text_column", file=label
         )
+    if problem := id_column_problem(df.schema, text_column, id_column):
+        raise InputDataError(problem, param="id_column", file=label)
     df = df.with_columns(pl.col(text_column).cast(pl.String))  # a Categorical or Enum text: a corpus holds strings
     if text_column != "text":
         if "text" in df.columns:
@@ -337,22 +340,13 @@ def normalise(
                 param="text_column", file=label,
             )
         df = df.rename({text_column: "text"})
-    if id_column is not None:
-        if id_column not in df.columns:
-            raise InputDataError(f"no column '{id_column}'; columns are: {df.columns}", param="id_column", file=label)
-        ids = df[id_column].cast(pl.String)
-        df = df.drop(id_column) if id_column != "id" else df.drop("id")
-    elif "id" in df.columns:
-        ids = df["id"].cast(pl.String)
-        df = df.drop("id")
-    else:
-        ids = default_ids
+    df, ids = take_ids(df, id_column, default_ids, label)
     if ids.null_count():
         raise InputDataError("some ids are null", param="id_column", file=label)
     dup = ids.filter(ids.is_duplicated()).unique().head(3).to_list()
     if dup:
         raise InputDataError(f"ids are not unique, e.g. {dup}", param="id_column", file=label,
-                             hint=_unique_id_hint(id_column))
+                             hint=unique_id_hint(id_column))
     return df.insert_column(0, ids.alias("id"))
 
 
@@ -384,15 +378,19 @@ def no_text(text_column: str, how: str, label: str) -> InputDataError:
 
 
 def file_names(files: list[Path], root: str) -> list[str]:
-    base = Path(root) if Path(root).is_dir() else None
-    return [str(f.relative_to(base)) if base else f.name for f in files]
+    """Each file's name in its rows' ids: its path from `root`, a folder, or from a glob's folder (the part before
+    its first wildcard). Bare file names made 'x.txt:0' of both a/x.txt and b/x.txt under 'data/**/*.txt'."""
+    parts = Path(root).parts
+    magic = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), None)
+    base = Path(root) if Path(root).is_dir() else Path(*parts[:magic]) if magic else None
+    return [str(f.relative_to(base)) if base and f.is_relative_to(base) else f.name for f in files]
 
 
 def normalised_schema(schema: dict, text_column: str, id_column: str | None) -> dict | None:
     """The columns `normalise` makes of a frame with `schema`; None where it would refuse the frame."""
     if text_column not in schema or (text_column != "text" and "text" in schema):
         return None
-    if id_column is not None and id_column not in schema:
+    if (id_column is not None and id_column not in schema) or id_column_problem(schema, text_column, id_column):
         return None
     drop = {id_column} if id_column is not None else {"id"} & set(schema)
     out = {"id": pl.String}
@@ -458,14 +456,7 @@ def _check_unique_across_batches(hashes: list[np.ndarray], again, label: str, id
             break
     if dup:
         raise InputDataError(f"ids are not unique, e.g. {dup[:3]}", param="id_column", file=label,
-                             hint=_unique_id_hint(id_column))
-
-
-def _unique_id_hint(id_column: str | None) -> str:
-    if id_column in (None, "id"):  # leaving id_column out takes the input's own 'id' column again
-        return ("a column named 'id' is the id even with id_column unset; pass id_column naming a unique column, or "
-                "rename or drop 'id' (and leave id_column out) to number rows")
-    return "pass id_column naming a unique column, or leave it out to number rows"
+                             hint=unique_id_hint(id_column))
 
 
 def file_formats(files: list[Path], fmt: str) -> list[FileFormat]:

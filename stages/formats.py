@@ -158,11 +158,24 @@ def read_frame(path: Path, fmt: FileFormat, *, separator: str | None = None, enc
         if fmt.format == "jsonl":
             return pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
         if fmt.format == "csv":
-            sep = separator or _csv_separator(data)
-            return pl.read_csv(io.BytesIO(data), separator=sep, infer_schema_length=10000, encoding="utf8")
-        return pl.DataFrame({"text": [data.decode(encoding, errors=errors)]}, schema={"text": pl.String})
+            return pl.read_csv(io.BytesIO(data), separator=csv_separator(data, separator, label),
+                               infer_schema_length=10000, encoding="utf8")
+        return pl.DataFrame({"text": [decode_text(data, encoding, errors)]}, schema={"text": pl.String})
     except (pl.exceptions.PolarsError, UnicodeDecodeError, OSError, pa.ArrowInvalid) as exc:
         raise unreadable(fmt.format, exc, label) from None
+
+
+def decode_text(data: bytes, encoding: str = "utf-8", errors: str = "strict") -> str:
+    """A text file's bytes as its text, without a leading byte-order mark: the BOM an editor on Windows writes
+    marks the encoding, it is not the document's first character (JSON Lines and CSV drop it too); kept, it
+    made the same text from two editors two different documents to dedup and the leakage audit."""
+    text = data.decode(encoding, errors=errors)
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+# The line breaks of a text file: `str.splitlines` also breaks at form feeds, vertical tabs, U+2028 and other
+# separators, which cut one line in two and numbered every later line wrong.
+LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def unreadable(fmt: str, exc: BaseException, label: str) -> InputDataError:
@@ -219,7 +232,20 @@ def csv_misfit(exc: BaseException, schema: dict[str, Any], given: dict[str, Any]
                           param="schema_overrides", file=label)
 
 
-def _csv_separator(data: bytes) -> str:
+def csv_separator(data: bytes, separator: str | None, label: str) -> str:
+    """The separator of the CSV starting with `data` (given, or sniffed), once its lines are known to end in \\n.
+
+    Lines ending in a lone \\r (classic Mac OS, some Excel exports) are one line to the CSV reader: every row
+    went into the header and the file was refused as having no rows."""
+    head = data[:_SNIFF_BYTES]
+    if b"\n" not in head and b"\r" in head.rstrip(b"\r"):
+        raise InputDataError("its lines end in a lone carriage return (\\r, classic Mac OS), which the CSV reader "
+                             "does not split at; convert them to \\n first (e.g. `tr '\\r' '\\n'`)",
+                             param="path", file=label)
+    return separator or _sniffed_separator(head)
+
+
+def _sniffed_separator(data: bytes) -> str:
     sample = data[:_SNIFF_BYTES].decode("utf-8", errors="replace")
     try:
         return csv.Sniffer().sniff(sample, delimiters=",\t;|").delimiter

@@ -47,6 +47,7 @@ class ReadCorpus(Stage):
     """
 
     name = "read_corpus"
+    version = "2"  # 2: a text file's leading BOM is not part of its text
     inputs: ClassVar[tuple[str, ...]] = ()
     allow_empty_input = True
 

@@ -16,7 +16,7 @@ import inspect
 import itertools
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -86,6 +86,7 @@ class ReadIterable(Stage):
     """
 
     name = "read_iterable"
+    version = "2"  # 2: a row that is not a dict, or a text that is not a string, is refused (was read as "5")
     inputs: ClassVar[tuple[str, ...]] = ()
     allow_empty_input = True
 
@@ -140,6 +141,8 @@ class ReadIterable(Stage):
         produced = texts = 0
         with tempfile.TemporaryDirectory(prefix="corpusforge-builder-") as workdir:
             for batch in _batches(self._rows(workdir), self.batch_rows):
+                if isinstance(batch, list):
+                    self._refuse_bad_rows(batch, produced)
                 frame = pl.DataFrame(batch, infer_schema_length=None)
                 if self.limit is not None:
                     frame = frame.head(self.limit - produced)
@@ -160,6 +163,20 @@ class ReadIterable(Stage):
 
             raise no_text(self.text_column, f"all {produced:,} rows", self.factory)
         ctx.record("rows_streamed", produced)
+
+    def _refuse_bad_rows(self, rows: list, offset: int) -> None:
+        """Refuse a row that is not a dict (it failed deep in polars, reported as a bug in corpusforge) and a text
+        that is not a string: a number beside string texts became its digits ("5"), a document made up without a
+        word, as `read_corpus` refuses for JSON Lines. A null (or missing) text stays a null text."""
+        for i, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise InputDataError(f"row {offset + i} is a {type(row).__name__}, not a dict of fields; yield one "
+                                     "dict per row", param="factory", file=self.factory)
+            text = row.get(self.text_column)
+            if text is not None and not isinstance(text, str):
+                raise InputDataError(f"row {offset + i}: field '{self.text_column}' holds {text!r:.40}, not a string; "
+                                     "it would be read as the text of a document. Yield a string (or None), or name "
+                                     "the text field with text_column", param="text_column", file=self.factory)
 
     def _normalise(self, frame: pl.DataFrame, offset: int, seen: set[str]) -> pl.DataFrame:
         from stages.sources import normalise

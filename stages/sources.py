@@ -27,7 +27,7 @@ from stages.file_stream import (  # noqa: F401 - normalise and stream_files are 
     normalised_schema,
     stream_files,
 )
-from stages.formats import FileFormat, csv_types
+from stages.formats import LINE_BREAK, FileFormat, csv_types, decode_text
 
 
 def _expand(path: str, pattern: str | None = None) -> list[Path]:
@@ -62,6 +62,7 @@ def _file_stats(files: list[Path]) -> list[tuple[str, int, int]]:
 
 class _FileSource(Stage):
     inputs = ()
+    version = "2"  # 2: a glob's files are named in ids by their path from the glob's folder (a/x.txt, not x.txt)
     allow_empty_input = True
 
     def fingerprint_extra(self):
@@ -185,7 +186,7 @@ class ReadCsv(_FileSource):
 
 def _decode(data: bytes, path: Path, encoding: str, errors: str) -> str:
     try:
-        return data.decode(encoding, errors=errors)
+        return decode_text(data, encoding, errors)
     except UnicodeDecodeError as exc:
         raise InputDataError(
             f"not valid {encoding} at byte {exc.start} ({exc.reason})",
@@ -209,6 +210,7 @@ class ReadText(_FileSource):
     """
 
     name = "read_text"
+    version = "2"  # 2: a BOM is not text; lines break only at \n, \r\n or \r (not at a form feed)
 
     def __init__(self, path: str, unit: Literal["file", "line"] = "file", glob: str = "**/*.txt",
                  encoding: str = "utf-8", errors: Literal["strict", "replace"] = "strict"):
@@ -227,17 +229,15 @@ class ReadText(_FileSource):
 
     def run(self, ctx: Context) -> pl.DataFrame:
         files = _expand(self.path, self.glob)
-        root = Path(self.path) if Path(self.path).is_dir() else None
         ids, texts, paths = [], [], []
-        for f in files:
+        for f, name in zip(files, file_names(files, self.path)):
             text = _decode(f.read_bytes(), f, self.encoding, self.errors)
-            name = str(f.relative_to(root)) if root else f.name
             if self.unit == "file":
                 ids.append(name)
                 texts.append(text)
                 paths.append(str(f))
             else:
-                for lineno, line in enumerate(text.splitlines(), start=1):
+                for lineno, line in enumerate(LINE_BREAK.split(text), start=1):
                     if line.strip():
                         ids.append(f"{name}:{lineno}")
                         texts.append(line)
@@ -402,6 +402,13 @@ class PythonDocs(Stage):
         return {"granularity": "paragraph", "min_chars": 400}, {}
 
 
+def module_name(rel: Path) -> str:
+    """The dotted name a source file is imported as: a package's `__init__.py` is the package (`json`), not
+    `json.__init__`, so rows group by the module a user knows."""
+    parts = rel.with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
+
+
 class PythonStdlib(Stage):
     """The standard library's own Python sources: about 30 MB of real code and docstrings.
 
@@ -413,6 +420,7 @@ class PythonStdlib(Stage):
     """
 
     name = "python_stdlib"
+    version = "2"  # 2: a package's __init__.py is its package in `module` (was 'json.__init__')
     inputs = ()
 
     def __init__(self, include_tests: bool = False, limit: int | None = None):
@@ -455,7 +463,7 @@ class PythonStdlib(Stage):
             rel = f.relative_to(root)
             ids.append(str(rel))
             texts.append(text)
-            modules.append(".".join(rel.with_suffix("").parts))
+            modules.append(module_name(rel))
             sizes.append(len(data))
         ctx.record("files_skipped_not_utf8", skipped)
         if not ids:

@@ -96,11 +96,16 @@ def check_single_select(query: str) -> None:
         raise ParamError("query", f"a {method} sample of {size:g}% without a seed draws other rows on every run (the "
                          f"pipeline seed reaches random(), uuid() and reservoir samples, not this one); give it one: "
                          f"USING SAMPLE {size:g}% ({method}, 42)")
+    clock = next(_clock_reads(query), None)
+    if clock is not None:
+        raise ParamError("query", f"reads the clock ({clock}): the same config gives other rows on every run, and a "
+                         "re-run is a cache hit that keeps the first run's; compare with a fixed date instead (e.g. "
+                         "TIMESTAMP '2026-01-01')")
 
 
-def _unseeded_samples(query: str) -> Iterator[dict]:
-    """The query's percentage samples (system or bernoulli) without a seed of their own, from DuckDB's parse tree:
-    setseed() does not reach their generator, so the same config gave other rows on every run."""
+def _parse_tree_nodes(query: str) -> Iterator[dict]:
+    """Every node (a dict) of DuckDB's parse tree of `query`; none when it has no tree to read (the run's own
+    checks stand)."""
     import json
 
     import duckdb
@@ -108,7 +113,7 @@ def _unseeded_samples(query: str) -> Iterator[dict]:
     try:
         tree = json.loads(duckdb.connect(":memory:").execute("SELECT json_serialize_sql(?::VARCHAR)", [query])
                           .fetchall()[0][0])
-    except (duckdb.Error, ValueError):  # no parse tree to read: the run's own checks stand
+    except (duckdb.Error, ValueError):
         return
     nodes = [tree]
     while nodes:
@@ -116,11 +121,36 @@ def _unseeded_samples(query: str) -> Iterator[dict]:
         if isinstance(node, list):
             nodes.extend(node)
         elif isinstance(node, dict):
-            sample = node.get("sample")
-            if isinstance(sample, dict) and sample.get("method") in ("System", "Bernoulli") \
-                    and not sample.get("repeatable"):
-                yield sample
+            yield node
             nodes.extend(node.values())
+
+
+def _unseeded_samples(query: str) -> Iterator[dict]:
+    """The query's percentage samples (system or bernoulli) without a seed of their own, from DuckDB's parse tree:
+    setseed() does not reach their generator, so the same config gave other rows on every run."""
+    for node in _parse_tree_nodes(query):
+        sample = node.get("sample")
+        if isinstance(sample, dict) and sample.get("method") in ("System", "Bernoulli") \
+                and not sample.get("repeatable"):
+            yield sample
+
+
+# DuckDB's clock: called as functions, or written as SQL keywords (parsed as a column of that name; a column of
+# the input so named is still reachable as data.current_date).
+_CLOCK_KEYWORDS = {"current_date", "current_time", "current_timestamp", "localtime", "localtimestamp"}
+_CLOCK_FUNCTIONS = {"now", "today", "get_current_time", "get_current_timestamp", "transaction_timestamp",
+                    "current_localtime", "current_localtimestamp"} | _CLOCK_KEYWORDS
+
+
+def _clock_reads(query: str) -> Iterator[str]:
+    """The names of the clock functions the query calls: their value changes from run to run while the step's
+    fingerprint does not, so a re-run was a cache hit holding the first run's rows (WHERE ts > now() - ...)."""
+    for node in _parse_tree_nodes(query):
+        if node.get("class") == "FUNCTION" and str(node.get("function_name")).lower() in _CLOCK_FUNCTIONS:
+            yield f"{node['function_name']}()"
+        names = node.get("column_names") if node.get("class") == "COLUMN_REF" else None
+        if isinstance(names, list) and len(names) == 1 and str(names[0]).lower() in _CLOCK_KEYWORDS:
+            yield str(names[0])
 
 
 def describe_query(query: str, schema: dict[str, Any]) -> dict[str, Any] | None:
@@ -273,7 +303,7 @@ class Sql(Stage):
     """
 
     name = "sql"
-    version = "3"  # 3: random() is seeded
+    version = "4"  # 4: a query reading the clock is refused; 3: random() is seeded
     allow_empty_input = True
 
     def __init__(self, query: str):

@@ -135,7 +135,20 @@ class LengthFilter(RowwiseStage):
         return {"min_chars": 3}, {"data": pl.DataFrame({"id": ["a", "b"], "text": ["ab", "abcd"]})}
 
 
-class Sample(Stage):
+class _DrawnByIds(Stage):
+    """A stage that draws rows by a seeded hash of each row's id (`id_column`): Sample and Split."""
+
+    id_column: str
+
+    def required_columns(self):
+        return {"data": {self.id_column: "id_column"}}
+
+    def required_column_types(self) -> dict[str, dict[str, str]]:
+        # An id is one value a row: a list id failed inside polars hashing it (exit 1).
+        return {"data": {self.id_column: "scalar"}}
+
+
+class Sample(_DrawnByIds):
     """Draw a reproducible sample of rows, chosen by a seeded hash of each id (order preserved).
 
     Exactly `n` rows (or round(fraction * rows)) are kept: the rows whose hashes are smallest.
@@ -159,9 +172,6 @@ class Sample(Stage):
     def validate(self) -> None:
         if (self.n is None) == (self.fraction is None):
             raise ParamError("n", "give exactly one of n and fraction")
-
-    def required_columns(self):
-        return {"data": {self.id_column: "id_column"}}
 
     def output_schema(self, inputs):
         return dict(inputs["data"])
@@ -189,7 +199,7 @@ class Sample(Stage):
         return {"n": 2}, {"data": pl.DataFrame({"id": [f"r{i}" for i in range(6)], "text": list("abcdef")})}
 
 
-class Split(Stage):
+class Split(_DrawnByIds):
     """Split rows into named parts (default train/test) by a seeded hash of the id, exactly sized.
 
     The main output is every row with a `split` column; each part is also a side output, so other
@@ -217,9 +227,6 @@ class Split(Stage):
                 raise ParamError("fractions", f"part name {name!r} must be ASCII letters, digits, '_' or '-'")
         if abs(sum(self.fractions.values()) - 1) > 1e-9:
             raise ParamError("fractions", f"shares must sum to 1, got {sum(self.fractions.values())}")
-
-    def required_columns(self):
-        return {"data": {self.id_column: "id_column"}}
 
     def output_schema(self, inputs):
         return passthrough(inputs["data"], add={"split": pl.String})

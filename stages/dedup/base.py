@@ -138,6 +138,9 @@ class DedupStage(PartitionedStage):
             raise ParamError("keep", f"must be one of {', '.join(self.keep_policies)}, got {self.keep!r}")
         if self.keep == "column" and not self.keep_column:
             raise ParamError("keep_column", "is required when keep is 'column' (the column whose best value wins)")
+        if self.keep_column and self.keep != "column":  # else ignored: the rows kept were not its best
+            raise ParamError("keep_column", f"is used only with keep: column, but keep is {self.keep!r}; set keep: "
+                             "column to keep each cluster's best value, or leave keep_column out")
 
     def scan_columns(self) -> list[str]:
         """Columns the first pass reads from each input (the stage's own plus id and keep column)."""

@@ -86,7 +86,7 @@ class Decontaminate(Stage):
         text_column: column holding the training text
         id_column: column holding training ids (unique; must match `train_id` in matches)
         mode: 'cut' removes matched spans (GPT-3), 'drop' removes whole documents
-        kinds: which match kinds act: any of 'ngram', 'chunk', 'semantic'
+        kinds: which match kinds act: any of 'ngram', 'chunk', 'semantic' (null: 'ngram' only, GPT-3's rule)
         min_score: ignore matches scoring below this (n-gram/chunk overlap fraction in [0, 1], or cosine similarity in [-1, 1])
         margin_chars: characters also removed either side of a matched span (GPT-3: 200)
         min_piece_chars: drop kept pieces shorter than this (GPT-3: 200)
@@ -95,7 +95,7 @@ class Decontaminate(Stage):
     """
 
     name = "decontaminate"
-    version = "4"  # 4: in cut mode an Enum text column comes out as String; 3: pieces keep the column types; 2: a cut document's pieces stay in its place (they came after the rest
+    version = "5"  # 5: documents_matched counts the documents of data matched; 4: in cut mode an Enum text column comes out as String; 3: pieces keep the column types; 2: a cut document's pieces stay in its place (they came after the rest
     # of their batch)
     inputs = ("data", "matches")
     allow_empty_input = True
@@ -125,6 +125,8 @@ class Decontaminate(Stage):
     def validate(self) -> None:
         check_train_fields(self.train_fields)
         known = match_kinds()
+        if self.kinds == []:  # else it acted as null does, on the n-gram matches
+            raise ParamError("kinds", "is empty, so no match would act; name the kinds, or leave it out for 'ngram'")
         bad = [k for k in (self.kinds or []) if k not in known]
         if bad:
             raise ParamError("kinds", f"unknown kind {bad[0]!r}; choose from {', '.join(known)}")
@@ -142,7 +144,8 @@ class Decontaminate(Stage):
         # The matches columns compared with training ids and with min_score, and cut at: refused at validate time.
         matches = {"train_id": "text", "test_id": "text", "kind": "text", "score": "numeric",
                    "train_char_start": "numeric", "train_char_end": "numeric"}
-        return {**super().required_column_types(), "matches": matches}
+        data = {**super().required_column_types().get("data", {}), self.id_column: "scalar"}  # a list id: a failed cast
+        return {"data": data, "matches": matches}
 
     def _text_columns(self) -> list[str]:
         return train_columns(self.text_column, self.train_fields)
@@ -204,8 +207,8 @@ class Decontaminate(Stage):
             row["train_id"]: row for row in by_doc.iter_rows(named=True)
         }
         removed_rows: list[dict] = []
-        stats = {"documents_in": 0, "documents_dropped": 0, "documents_cut": 0, "pieces_kept": 0,
-                 "chars_in": 0, "chars_removed": 0}
+        stats = {"documents_in": 0, "documents_matched": 0, "documents_dropped": 0, "documents_cut": 0,
+                 "pieces_kept": 0, "chars_in": 0, "chars_removed": 0}
 
         def batches():
             for batch in data.iter_batches():
@@ -219,6 +222,7 @@ class Decontaminate(Stage):
                 untouched = batch.filter(~touched)
                 out = [untouched]
                 texts = self._with_texts(batch.filter(touched))
+                stats["documents_matched"] += texts.height  # (a train_id of matches not in data is not one)
                 if self.mode == "cut":
                     self._refuse_spans_past_the_end(texts, last_ends, data.label)
                 for row in texts.iter_rows(named=True):
@@ -240,7 +244,6 @@ class Decontaminate(Stage):
             yield pl.DataFrame(schema=self.output_schema({"data": polars_schema(data.schema)}))
         removed = pl.DataFrame(removed_rows, schema=REMOVED_SCHEMA)
         ctx.write_side_output("removed", removed)
-        stats["documents_matched"] = len(targets)
         for k, v in stats.items():
             ctx.record(k, v)
 

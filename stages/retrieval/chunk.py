@@ -79,6 +79,12 @@ class Chunk(RowwiseStage):
         needed.update({c: "keep_columns" for c in self.keep_columns or []})
         return {"data": needed}
 
+    def required_column_types(self) -> dict[str, dict[str, str]]:
+        # A list or struct doc id failed inside polars making the chunk ids (exit 1).
+        kinds = super().required_column_types()
+        kinds["data"][self.id_column] = "scalar"
+        return kinds
+
     def check_input_data(self, inputs) -> None:
         # Chunk ids are "<doc_id>:<chunk_index>", the key retrieve and the leakage audit join on.
         refuse_bad_id_column(inputs["data"], self.id_column)

@@ -267,3 +267,46 @@ def test_a_file_that_is_not_utf8_is_refused_saying_how_to_convert_it(tmp_path):
     for name in ("excel.csv", "notes.txt"):
         with pytest.raises(InputDataError, match=r"the file is not UTF-8: convert it first, e\.g\. iconv"):
             ReadCorpus(path=str(tmp_path / name)).apply()
+
+
+def test_a_text_files_bom_is_not_part_of_its_text(tmp_path):
+    # JSON Lines and CSV dropped a UTF-8 BOM, a text file kept it: the same text saved by two editors
+    # was two different documents.
+    (tmp_path / "bom.txt").write_bytes("\ufeffsame text\n".encode())
+    assert ReadCorpus(path=str(tmp_path / "bom.txt")).apply()["text"].to_list() == ["same text\n"]
+
+
+def test_csv_lines_ending_in_a_lone_carriage_return_are_refused_not_read_as_no_rows(tmp_path):
+    # The CSV reader does not split at a lone \r: every row went into the header and the file was
+    # refused as "the source has no rows".
+    (tmp_path / "mac.csv").write_bytes(b"id,text\r1,a\r2,b\r")
+    with pytest.raises(InputDataError, match=r"lone carriage return") as refused:
+        ReadCorpus(path=str(tmp_path / "mac.csv")).apply()
+    assert refused.value.param == "path" and "mac.csv" in str(refused.value)
+    (tmp_path / "mac.csv").write_bytes(b"id,text\r\n1,a\r\n")  # \r\n is fine
+    assert ReadCorpus(path=str(tmp_path / "mac.csv")).apply()["text"].to_list() == ["a"]
+
+
+
+@pytest.mark.parametrize("id_column, rows, says", [
+    ("k", ['{"id": "a", "k": 1, "text": "x"}', '{"id": "b", "k": 2, "text": "y"}'], "also has a column 'id'"),
+    ("text", ['{"text": "x"}', '{"text": "y"}'], "names the text column"),
+    ("tags", ['{"tags": ["p"], "text": "x"}', '{"tags": ["q"], "text": "y"}'], r"holds List\(String\), not ids")])
+def test_an_id_column_that_cannot_name_rows_is_refused_in_one_line(tmp_path, id_column, rows, says):
+    # Each failed inside polars (exit 1): a second 'id' column, a text column left with no text, a list cast
+    # to a string.
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(InputDataError, match=says) as refused:
+        ReadCorpus(path=str(path), id_column=id_column).apply()
+    assert refused.value.param == "id_column"
+
+
+def test_files_of_one_name_under_a_glob_get_distinct_ids(tmp_path):
+    # Named by their bare file name, a/x.txt and b/x.txt were both 'x.txt:0': two rows, one id.
+    for part in ("a", "b"):
+        (tmp_path / part).mkdir()
+        (tmp_path / part / "x.jsonl").write_text(f'{{"text": "{part}"}}\n')
+    out = ReadCorpus(path=str(tmp_path / "**" / "*.jsonl")).apply()
+    assert out["id"].to_list() == ["a/x.jsonl:0", "b/x.jsonl:0"]
+    assert ReadCorpus(path=str(tmp_path / "a" / "x.jsonl")).apply()["id"].to_list() == ["x.jsonl:0"]

@@ -40,6 +40,12 @@ def one_text():
     return topics["lambda"]  # a string, not rows: its characters were read as rows of a column 'column_0'
 
 
+def rows_with(bad: object, at: int = 1):
+    """Three rows of text but for row `at`, which is `bad`: a whole row, or a dict with that text."""
+    for i, name in enumerate(NAMES[:3]):
+        yield (bad if not isinstance(bad, int) else {"id": name, "text": bad}) if i == at else {"id": name, "text": topics[name]}
+
+
 def iterable_dataset(limit: int):
     import datasets
 
@@ -158,3 +164,12 @@ def test_a_factory_that_is_no_function_or_takes_other_kwargs_is_refused():
         ReadIterable(factory="json:__doc__").apply()
     with pytest.raises(ParamError, match="parameter 'kwargs'.*unexpected keyword argument 'limt'"):
         ReadIterable(factory="stages.read_stream:pydoc_topics", kwargs={"limt": 3}).apply()
+
+
+@pytest.mark.parametrize("bad, param, says", [(5, "text_column", "row 1: field 'text' holds 5, not a string"),
+                                              (["x"], "factory", "row 1 is a list, not a dict")])
+def test_a_text_that_is_no_string_or_a_row_that_is_no_dict_is_refused_naming_the_row(bad, param, says):
+    # A number beside string texts was read as its digits ("5"); a row that was no dict failed inside polars.
+    with pytest.raises(InputDataError, match=says) as refused:
+        ReadIterable(factory="test_read_stream:rows_with", kwargs={"bad": bad}).apply()
+    assert refused.value.param == param

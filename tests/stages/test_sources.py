@@ -80,3 +80,29 @@ def test_embedded_corpora_are_real_text():
     src = PythonStdlib(limit=20).apply()
     assert src.height == 20 and src["text"].str.contains("import|def |class ").sum() >= 15
     assert src["id"].str.ends_with(".py").all()
+
+
+def test_text_lines_break_only_at_newlines_and_a_bom_is_not_text(tmp_path):
+    # A form feed (page break in GNU docs, Python sources) or U+2028 inside a line split it in two and
+    # numbered every later line wrong; the BOM an editor wrote became the first document's first character.
+    (tmp_path / "f.txt").write_bytes("\ufeffone\x0cstill one\r\ntwo\u2028same\nthree\n".encode())
+    lines = ReadText(path=str(tmp_path), unit="line").apply()
+    assert lines["id"].to_list() == ["f.txt:1", "f.txt:2", "f.txt:3"]
+    assert lines["text"].to_list() == ["one\x0cstill one", "two\u2028same", "three"]
+    assert ReadText(path=str(tmp_path)).apply()["text"][0].startswith("one")
+
+
+def test_stdlib_module_of_a_package_init_is_the_package():
+    # json/__init__.py was module 'json.__init__', a name nothing imports.
+    out = PythonStdlib().apply()
+    modules = dict(zip(out["id"], out["module"]))
+    assert modules["json/__init__.py"] == "json" and modules["json/decoder.py"] == "json.decoder"
+    assert not any(m.endswith("__init__") for m in out["module"])
+
+
+def test_read_text_names_a_glob_s_files_by_their_path_from_its_folder(tmp_path):
+    # Bare file names made a/x.txt and b/x.txt one id, refused with a hint about an 'id' column it does not have.
+    for part in ("a", "b"):
+        (tmp_path / part).mkdir()
+        (tmp_path / part / "x.txt").write_text(part)
+    assert ReadText(path=str(tmp_path / "*" / "x.txt")).apply()["id"].to_list() == ["a/x.txt", "b/x.txt"]

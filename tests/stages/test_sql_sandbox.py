@@ -232,3 +232,16 @@ def test_an_unseeded_percentage_sample_is_refused_and_a_seeded_one_repeats(tmp_p
     many = pl.DataFrame({"id": [str(i) for i in range(1000)], "n": list(range(1000))})
     seeded = "SELECT id FROM data USING SAMPLE 30% (bernoulli, 42)"
     assert Sql(seeded).execute(many, seed=3).table.equals(Sql(seeded).execute(many, seed=3).table)
+
+
+@pytest.mark.parametrize("query, clock", [("SELECT id FROM data WHERE d > now() - INTERVAL 7 DAY", "now()"),
+                                          ("SELECT id, current_date AS day FROM data", "current_date"),
+                                          ("WITH t AS (SELECT today() AS t) SELECT * FROM t", "today()")])
+def test_a_query_reading_the_clock_is_refused(query, clock):
+    # Its rows changed from run to run while the step's fingerprint did not: a re-run was a cache hit.
+    with pytest.raises(ParamError, match=re.escape(f"reads the clock ({clock})")):
+        Sql(query).validate()
+
+
+def test_a_column_named_like_a_clock_function_is_not_the_clock():
+    Sql("SELECT data.current_date, today FROM (SELECT 1 AS today), data").validate()

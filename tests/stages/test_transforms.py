@@ -80,3 +80,11 @@ def test_length_filter_counts_the_rows_it_drops_for_having_no_text():
     result = LengthFilter(min_chars=3).execute(frame)
     assert result.table["id"].to_list() == ["a"] and result.stats["null_texts_dropped"] == 2
     assert "null_texts_dropped" not in LengthFilter().execute(frame.head(1)).stats
+
+
+@pytest.mark.parametrize("stage", [Split(), Sample(n=1)])
+def test_a_list_id_column_is_refused_in_one_line(stage):
+    # The draw hashes each id: a list id failed inside polars (exit 1).
+    with pytest.raises(InputDataError, match="not one value a row") as refused:
+        stage.execute(pl.DataFrame({"id": [[1], [2]], "text": ["a", "b"]}), seed=0)
+    assert refused.value.param == "id_column"

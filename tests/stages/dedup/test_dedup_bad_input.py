@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from pipeline.errors import ParamError
 from stages.dedup import DedupExact, DedupMinhash
 
 TEXTS = ["the cat sat on the mat today", "the cat sat on the mat today", "a dog ran in the park", "hello there"]
@@ -113,3 +114,11 @@ def test_boolean_and_date_keep_columns_rank_in_their_order():
     levels = pl.Series(["mid", "high", "low", "low"], dtype=pl.Enum(["low", "mid", "high"]))
     assert DedupExact(keep="column", keep_column="q").apply(data.with_columns(q=levels))["id"].to_list() == \
         ["b", "c", "d"]
+
+
+@pytest.mark.parametrize("stage", [DedupExact, DedupMinhash])
+def test_a_keep_column_without_keep_column_is_refused_not_ignored(stage):
+    # keep_column: q with the default keep: first kept the first row of each cluster, not q's best.
+    with pytest.raises(ParamError, match="keep: column") as refused:
+        stage.from_params({"keep_column": "q"})
+    assert refused.value.param == "keep_column"

@@ -121,7 +121,7 @@ def test_empty_matches_pass_the_corpus_through(corpus):
 
 
 @pytest.mark.parametrize("params, name", [({"mode": "trim"}, "mode"), ({"kinds": ["exact"]}, "kinds"),
-                                          ({"max_pieces": 0}, "max_pieces"), ({"min_score": 5}, "min_score"),
+                                          ({"max_pieces": 0}, "max_pieces"), ({"kinds": []}, "kinds"), ({"min_score": 5}, "min_score"),
                                           ({"min_score": -1.5}, "min_score")])
 def test_bad_params(params, name):
     with pytest.raises(ParamError) as err:
@@ -303,3 +303,19 @@ def test_an_enum_text_column_is_cut_into_strings():
                             matches=_span("a", 50, 54))
     assert categorical["text"].dtype == pl.Categorical and categorical["text"].to_list()[:2] == ["x" * 50, "y" * 50]
     assert Decontaminate(mode="drop").apply(data=data, matches=_span("a", 50, 54))["text"].dtype == data["text"].dtype
+
+
+def test_documents_matched_counts_only_documents_of_data():
+    # It counted the train_ids of matches: data that is not the corpus the audit read (a `split:test` wired in
+    # by mistake) reported every match as a matched document while nothing was removed.
+    matches = pl.DataFrame({**MATCH, "train_id": ["elsewhere"]})
+    result = Decontaminate().execute(data=DATA, matches=matches)
+    assert result.stats["documents_matched"] == 0 and result.table.height == DATA.height
+    assert Decontaminate().execute(data=DATA, matches=pl.DataFrame(MATCH)).stats["documents_matched"] == 1
+
+
+def test_a_list_id_column_is_refused_in_one_line():
+    # The ids are matched as strings: a list id failed inside polars casting it (exit 1).
+    with pytest.raises(InputDataError, match="not one value a row") as refused:
+        Decontaminate().apply(data=DATA.with_columns(pl.Series("id", [[0], [1]])), matches=pl.DataFrame(MATCH))
+    assert refused.value.param == "id_column"

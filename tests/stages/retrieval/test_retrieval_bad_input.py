@@ -160,3 +160,13 @@ def test_retrieve_refuses_query_vectors_of_another_width_than_a_saved_index_at_v
     good = _queries(tmp_path / "good.parquet")
     assert run_cli("validate", str(write_config(tmp_path / "good.yaml", _retrieve(good, index, "{k: 1}")))) \
         .returncode == 0
+
+
+def test_chunk_refuses_a_list_id_column():
+    # The chunk ids are "<doc id>:<index>": a list doc id failed inside polars making them (exit 1).
+    from pipeline.errors import InputDataError
+    from stages.retrieval import Chunk
+
+    with pytest.raises(InputDataError, match="not one value a row") as refused:
+        Chunk(tokenizer="whitespace").apply(pl.DataFrame({"id": [[1], [2]], "text": ["one two", "three"]}))
+    assert refused.value.param == "id_column"
