@@ -120,6 +120,12 @@ class Context:
         self.stats.update(figures)
         self.stats.update(rest)
 
+    def warn(self, note: str, **figures: Any) -> None:
+        """Lead the stats with a warning naming this step (after any earlier one of this step, '; ' between), and
+        `figures` beside it: what a reader of the run's summary must see before the step's other figures."""
+        earlier = self.stats.get("warning")
+        self.lead_with({**figures, "warning": f"{earlier}; {note}" if earlier else f"step '{self.step_id}': {note}"})
+
     def progress(self, total: int | None = None, unit: str = "rows") -> Progress:
         return Progress(self.step_id, total=total, unit=unit, quiet=self.quiet)
 

@@ -261,8 +261,7 @@ def _warn_of_ties(ctx: Context, dist: np.ndarray, value: float, where: str) -> N
     state = "undefined (NaN)" if not np.isfinite(value) else "biased low"
     note = (f"TwoNN is {state}{where}: {tied:.0%} of the points have their two nearest neighbours at one distance "
             "(lattice data, e.g. integer pixel values); read MLE or GRIDE, or add a small jitter to the vectors")
-    earlier = ctx.stats.get("warning")
-    ctx.lead_with({"warning": f"{earlier}; {note}" if earlier else f"step '{ctx.step_id}': {note}"})
+    ctx.warn(note)
 
 
 def _plot_scales(curve: list[dict], result: pl.DataFrame, path: Path, title: str) -> None:

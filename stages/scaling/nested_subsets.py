@@ -208,9 +208,8 @@ class NestedSubsets(Stage):
         ctx.record("sizes", targets)
         ctx.record("rows", [int(e) for e in ends])
         if self.sizes is None and len(targets) < self.num_sizes:  # rounding merged some: the curve has fewer points
-            ctx.lead_with({"warning": f"step '{ctx.step_id}': num_sizes {self.num_sizes} gave {len(targets)} distinct "
-                                      f"sizes from {targets[0]} to {targets[-1]} {self.unit} (geometric sizes that "
-                                      "round alike are one); widen min_size..max_size or give `sizes`"})
+            ctx.warn(f"num_sizes {self.num_sizes} gave {len(targets)} distinct sizes from {targets[0]} to {targets[-1]} "
+                     f"{self.unit} (geometric sizes that round alike are one); widen min_size..max_size or give `sizes`")
         return result
 
     @classmethod

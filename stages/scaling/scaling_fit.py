@@ -217,8 +217,7 @@ class ScalingFit(Stage):
             rows.append(row)
             ctx.record(f"alpha@{group}" if self.group_by else "alpha", None if slope >= 0 else round(law.alpha, 4))
         if rising:  # ahead of the alphas: a reader of the run's summary sees it first
-            ctx.lead_with({"rising_curves_not_fitted": len(rising),
-                           "warning": f"step '{ctx.step_id}': " + "; ".join(rising)})
+            ctx.warn("; ".join(rising), rising_curves_not_fitted=len(rising))
         result = pl.DataFrame(rows, schema_overrides={"group": pl.String, "group_by": pl.String,
                                                       "dimension_group": pl.String, "warning": pl.String})
         plot_power_laws(fits, self.x_column, self.y_column, ctx.artefact_path(FIT_PLOT),
@@ -284,7 +283,7 @@ class ScalingFit(Stage):
                                "D_T": d_t, "extrapolated": bool(extrapolated[i]),
                                "used": bool(np.isfinite(d_t) and d_t > 0)})
         if rising:
-            ctx.lead_with({"rising_curves_not_fitted": len(rising), "warning": f"step '{ctx.step_id}': " + "; ".join(rising)})
+            ctx.warn("; ".join(rising), rising_curves_not_fitted=len(rising))
         if not points and rising:
             raise InputDataError(f"no model size has a from-scratch curve falling with data: {rising[0]}",
                                  param="y_column", file=label)
