@@ -285,6 +285,21 @@ def _datatrove_available() -> bool:
         return False
 
 
+def _alternated(train_path: str, test_path: str, repeats: int, with_datatrove: bool) -> tuple[list, list]:
+    """Ours and datatrove alternated (ours, datatrove, ours, ...), each in a fresh process with its imports done."""
+    ours, theirs = [], []
+    for _ in range(repeats):
+        ours.append(in_fresh_process(run_ours, train_path, test_path, preload=OURS_MODULES))
+        if with_datatrove:
+            theirs.append(in_fresh_process(run_datatrove, train_path, test_path, preload=DATATROVE_MODULES))
+    return ours, theirs
+
+
+def _pair_ratios(ours: list, theirs: list) -> list[float]:
+    """datatrove's wall over ours, per alternated pair, sorted (the row's ratio is their median)."""
+    return sorted(t[0] / o[0] for o, t in zip(ours, theirs))
+
+
 def _without_huge_pages(train_path: str, test_path: str, mb: float, repeats: int) -> dict:
     """The same comparison with both sides in processes without transparent huge pages, as the `pipeline` command
     runs (pipeline.cli.THP_SETTING): on this project's VMs a huge-page fault costs milliseconds of system time, a
@@ -293,13 +308,10 @@ def _without_huge_pages(train_path: str, test_path: str, mb: float, repeats: int
 
     from pipeline.cli import THP_SETTING
 
-    ours, theirs = [], []
     with mock.patch.dict(os.environ, dict([THP_SETTING])):  # the spawned processes inherit it
-        for _ in range(repeats):
-            ours.append(in_fresh_process(run_ours, train_path, test_path, preload=OURS_MODULES))
-            theirs.append(in_fresh_process(run_datatrove, train_path, test_path, preload=DATATROVE_MODULES))
+        ours, theirs = _alternated(train_path, test_path, repeats, with_datatrove=True)
     ours_s, theirs_s = statistics.median(o[0] for o in ours), statistics.median(t[0] for t in theirs)
-    pairs = sorted(t[0] / o[0] for o, t in zip(ours, theirs))
+    pairs = _pair_ratios(ours, theirs)
     return {
         "benchmark": "leakage", "case": f"n-gram audit, n={N}, {mb:.1f} MB train, both sides without transparent "
                                         f"huge pages ({THP_SETTING[0]}={THP_SETTING[1]}, as the pipeline command runs)",
@@ -327,11 +339,7 @@ def _run(scale: str, workdir: Path) -> list[dict]:
     # ratios: datatrove's ~40 s runs read 0.61-0.93 MB/s across sessions on this shared machine while ours
     # stayed at 44 MB/s, so two datatrove runs after all of ours gave ratios of 47-60x for the same code.
     with_datatrove = _datatrove_available()
-    ours, theirs = [], []
-    for _ in range(repeats):
-        ours.append(in_fresh_process(run_ours, train_path, test_path, preload=OURS_MODULES))
-        if with_datatrove:
-            theirs.append(in_fresh_process(run_datatrove, train_path, test_path, preload=DATATROVE_MODULES))
+    ours, theirs = _alternated(train_path, test_path, repeats, with_datatrove)
     ours_s = statistics.median(o[0] for o in ours)
     ours_rss = max(o[1] for o in ours)
     cpu = sorted(o[2]["cpu_s"] for o in ours)
@@ -344,7 +352,7 @@ def _run(scale: str, workdir: Path) -> list[dict]:
     }
     if with_datatrove:
         theirs_s = statistics.median(t[0] for t in theirs)
-        pairs = sorted(t[0] / o[0] for o, t in zip(ours, theirs))
+        pairs = _pair_ratios(ours, theirs)
         row.update(
             baseline="datatrove NGramsDecontFilter (same n, same texts)", baseline_value=round(mb / theirs_s, 3),
             ratio=round(statistics.median(pairs), 1), ratio_meaning="ours/baseline throughput (median of alternated pairs)",
