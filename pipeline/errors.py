@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import re
 
-# How a library call labels an in-memory input (`pipeline.stage.library_input`): "input 'data'".
+# How a library call labels an in-memory input (`in_memory_input`, for `pipeline.stage.library_input`): "input 'data'".
 IN_MEMORY_INPUT = re.compile(r"input '[^']+'")
+
+
+def in_memory_input(name: str) -> str:
+    """The label of a library call's in-memory input `name`, which errors name as itself, not as a file."""
+    return f"input '{name}'"
 
 
 class PipelineError(Exception):

@@ -33,7 +33,7 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline.columns import polars_schema
-from pipeline.errors import InputDataError, ParamError, PipelineError, first_line
+from pipeline.errors import InputDataError, ParamError, PipelineError, first_line, in_memory_input
 from pipeline.io import DEFAULT_BATCH_ROWS, Dataset
 from pipeline.params import ParamSpec, annotation_description, check_seed, checked_init, docstring_param_docs
 from pipeline.progress import Progress
@@ -305,7 +305,7 @@ class Stage:
             raise exc.add_context(stage=self.name) from None
         self.check_requires()
         self.validate()
-        datasets = {k: library_input(v, f"input '{k}'", stage=self.name) for k, v in named.items()}
+        datasets = {k: library_input(v, in_memory_input(k), stage=self.name) for k, v in named.items()}
         check_inputs(self, datasets)
         temporary = workdir is None
         out_dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-")) if temporary else Path(workdir).expanduser()
